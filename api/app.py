@@ -1,0 +1,50 @@
+"""The Litestar application: resources opened in the lifespan, /v1 behind the workspace-key guard."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Router, get
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from api.auth import current_workspace, database, require_workspace_key
+from api.errors import HANDLERS
+from api.routes.customers import EndpointController, UserController
+from api.routes.events import EventController
+from engine.config import Settings
+from engine.db import make_engine, migrate
+
+V1_CONTROLLERS = [UserController, EndpointController, EventController]
+
+
+@get("/health", sync_to_thread=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar):
+        app.state.settings = settings
+        app.state.db = make_engine(settings.database_url)
+        migrate(app.state.db)
+        try:
+            yield
+        finally:
+            app.state.db.dispose()
+
+    v1 = Router(
+        path="/v1",
+        route_handlers=V1_CONTROLLERS,
+        guards=[require_workspace_key],
+        dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
+    )
+    return Litestar(
+        route_handlers=[health, v1],
+        dependencies={"db": Provide(database, sync_to_thread=False)},
+        exception_handlers=HANDLERS,
+        lifespan=[lifespan],
+        openapi_config=OpenAPIConfig(title="Tidings", version="0.1.0", path="/schema"),
+    )

@@ -1,0 +1,24 @@
+"""Customer events: ingest a batch, page through them."""
+from __future__ import annotations
+
+from litestar import Controller, get, post
+from sqlalchemy import Engine
+
+from engine import events
+from engine.schemas import EventsBatch, EventsResult, Page
+from engine.workspaces import WorkspaceRef
+
+
+class EventController(Controller):
+    path = "/events"
+
+    @post("/", status_code=202, sync_to_thread=True)
+    def ingest(self, db: Engine, ws: WorkspaceRef, data: EventsBatch) -> EventsResult:
+        return events.ingest(db, ws, data.events)
+
+    @get("/", sync_to_thread=True)
+    def list_events(self, db: Engine, ws: WorkspaceRef, user_id: str | None = None, name: str | None = None,
+                    since: str | None = None, until: str | None = None, cursor: str | None = None,
+                    limit: int = 100) -> Page:
+        return events.list_events(db, ws, user_id=user_id, name=name, since=since, until=until,
+                                  cursor=cursor, limit=limit)

@@ -1,0 +1,25 @@
+"""The one place that hears about every customer write, inside the write's own transaction.
+
+Segment memberships are kept current from here (read-your-writes): whatever changes users,
+endpoints or events calls these functions before it commits.
+"""
+from __future__ import annotations
+
+from sqlalchemy import Connection
+
+
+def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
+    """Users, their endpoints or their events changed; re-evaluate what depends on them."""
+
+
+def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
+    """Users are about to be deleted; drop what refers to them."""
+
+
+def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[str]:
+    """The segment ids the user belongs to."""
+    return []
+
+
+def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
+    """New events were stored (only new ids; duplicates never arrive here)."""

@@ -1,0 +1,134 @@
+"""`tidings`: the command line. Each sub-command is a small function; argparse wires them."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from engine.config import Settings
+
+
+def _db(settings: Settings):
+    from engine.db import make_engine, migrate
+
+    db = make_engine(settings.database_url)
+    migrate(db)
+    return db
+
+
+def cmd_keys_create(args, settings: Settings) -> int:
+    from engine.workspaces import create_key
+
+    ws, key = create_key(_db(settings), args.workspace, label=args.label)
+    print(f"created a key for workspace {ws.name!r}; it is shown once, keep it:")
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args, settings: Settings) -> int:
+    from engine.clock import ms_to_iso
+    from engine.workspaces import list_keys
+
+    rows = list_keys(_db(settings), args.workspace)
+    print(f"{'WORKSPACE':20} {'KEY':14} {'CREATED':26} {'STATUS':8} LABEL")
+    for r in rows:
+        status = "revoked" if r["revoked_at"] else "live"
+        print(f"{r['name']:20} {r['prefix'] + '…':14} {ms_to_iso(r['created_at']):26} {status:8} {r['label']}")
+    return 0
+
+
+def cmd_keys_revoke(args, settings: Settings) -> int:
+    from engine.workspaces import revoke_key
+
+    n = revoke_key(_db(settings), args.key.rstrip("…"))
+    print(f"revoked {n} key(s)")
+    return 0
+
+
+def cmd_api(args, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from engine.temporal import connect
+    from engine.worker import run_worker
+
+    async def main() -> None:
+        await run_worker(await connect(settings), _db(settings), settings)
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_dev(args, settings: Settings) -> int:
+    from engine.devstack import Ports, run_dev
+
+    ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port, smtp=args.smtp_port)
+    try:
+        asyncio.run(run_dev(settings, ports, args.host))
+    except KeyboardInterrupt:
+        print("stopped.")
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from engine.demo import run_demo
+
+    return asyncio.run(run_demo(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    keys = sub.add_parser("keys", help="workspace API keys").add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="create a key (and the workspace if needed)")
+    k.add_argument("--workspace", required=True)
+    k.add_argument("--label", default="")
+    k.set_defaults(fn=cmd_keys_create)
+    k = keys.add_parser("list", help="list keys (prefixes only)")
+    k.add_argument("--workspace")
+    k.set_defaults(fn=cmd_keys_list)
+    k = keys.add_parser("revoke", help="revoke a key by the prefix `keys list` shows, or the whole key")
+    k.add_argument("key")
+    k.set_defaults(fn=cmd_keys_revoke)
+
+    a = sub.add_parser("api", help="run the HTTP API")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8000)
+    a.set_defaults(fn=cmd_api)
+
+    sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=cmd_worker)
+
+    d = sub.add_parser("dev", help="run everything locally: Temporal dev server + UI, API, worker, SMTP sink")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8000, help="API port")
+    d.add_argument("--temporal-port", type=int, default=7233)
+    d.add_argument("--ui-port", type=int, default=8233)
+    d.add_argument("--smtp-port", type=int, default=1025)
+    d.set_defaults(fn=cmd_dev)
+
+    sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from engine.errors import TidingsError
+
+    try:
+        return args.fn(args, Settings.from_env()) or 0
+    except TidingsError as exc:
+        print(f"error: {exc.message}" + (f" ({exc.field})" if exc.field else ""), file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

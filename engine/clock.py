@@ -1,0 +1,21 @@
+"""Wall-clock helpers for storage (never used in workflow code, which uses workflow.now())."""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def ms_to_iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def iso_to_ms(value: str) -> int:
+    """Parse an ISO-8601 timestamp; a value without an offset is taken as UTC."""
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)

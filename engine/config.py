@@ -1,0 +1,28 @@
+"""Settings read from the environment, in one place so every entry point agrees."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    temporal_address: str
+    temporal_namespace: str
+    task_queue: str
+
+    @classmethod
+    def from_env(cls, **overrides: str) -> "Settings":
+        env = {**os.environ, **overrides}
+        home = Path(env.get("TIDINGS_HOME", ".tidings")).absolute()
+        database_url = env.get("TIDINGS_DATABASE_URL") or f"sqlite:///{home / 'tidings.db'}"
+        return cls(
+            home=home,
+            database_url=database_url,
+            temporal_address=env.get("TIDINGS_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+            temporal_namespace=env.get("TIDINGS_TEMPORAL_NAMESPACE", "default"),
+            task_queue=env.get("TIDINGS_TASK_QUEUE", "tidings"),
+        )

@@ -1,0 +1,153 @@
+"""Users: upsert with merge, read with endpoints, erase. One code path serves PUT and batch."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+
+from engine import changes
+from engine.attributes import merge, register_names
+from engine.batching import chunks, single, validate_all
+from engine.clock import ms_to_iso, now_ms
+from engine.db import reading
+from engine.errors import InvalidInput, NotFound
+from engine.models import endpoints, events, users
+from engine.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
+from engine.validation import check_attributes, check_batch_size, check_locale, check_metrics, check_timezone
+from engine.workspaces import WorkspaceRef
+from msgspec import UNSET
+
+
+def _check_user(_index: int, item: UserBatchItem) -> None:
+    if not item.user_id:
+        raise InvalidInput("user_id is required", field="user_id")
+    check_attributes(item.attributes, "attributes")
+    check_metrics(item.metrics, "metrics")
+    if item.timezone is not UNSET:
+        check_timezone(item.timezone)
+    if item.locale is not UNSET:
+        check_locale(item.locale)
+
+
+def upsert_user(db: Engine, ws: WorkspaceRef, user_id: str, fields: UserFields) -> UserOut:
+    item = UserBatchItem(user_id=user_id, **{f: getattr(fields, f) for f in fields.__struct_fields__})
+    single(lambda: upsert_users(db, ws, [item]))
+    return get_user(db, ws, user_id)
+
+
+def upsert_users(db: Engine, ws: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
+    """All or nothing: every item is checked before anything is written."""
+    check_batch_size(len(items))
+    validate_all(items, _check_user, lambda i: i.user_id, "user_id")
+    with db.begin() as conn:
+        register_names(conn, ws.id, "attribute", {k for i in items for k in i.attributes})
+        register_names(conn, ws.id, "metric", {k for i in items for k in i.metrics})
+        pks, created = _write_users(conn, ws.id, items)
+        changes.customers_changed(conn, ws.id, pks)
+    return BatchResult(written=len(items), created=created)
+
+
+def _write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
+    ids = list(dict.fromkeys(i.user_id for i in items))
+    current = {r.user_id: dict(r._mapping) for r in _load(conn, workspace_id, ids)}
+    now = now_ms()
+    new: dict[str, dict[str, Any]] = {}
+    changed: dict[str, dict[str, Any]] = {}
+    for item in items:  # a user twice in one batch: the later item merges over the earlier
+        row = current.get(item.user_id) or new.get(item.user_id)
+        if row is None:
+            row = new[item.user_id] = {
+                "workspace_id": workspace_id, "user_id": item.user_id, "attributes": {}, "metrics": {},
+                "timezone": None, "locale": None, "created_at": now, "updated_at": now,
+            }
+        elif item.user_id in current:
+            changed[item.user_id] = row
+        row["attributes"] = merge(row["attributes"], item.attributes)
+        row["metrics"] = merge(row["metrics"], item.metrics)
+        if item.timezone is not UNSET:
+            row["timezone"] = item.timezone
+        if item.locale is not UNSET:
+            row["locale"] = item.locale
+        row["updated_at"] = now
+    if new:
+        conn.execute(insert(users), list(new.values()))
+    if changed:
+        conn.execute(
+            update(users)
+            .where(users.c.id == bindparam("pk"))
+            .values(attributes=bindparam("a"), metrics=bindparam("m"), timezone=bindparam("tz"),
+                    locale=bindparam("loc"), updated_at=bindparam("ts")),
+            [{"pk": r["id"], "a": r["attributes"], "m": r["metrics"], "tz": r["timezone"], "loc": r["locale"],
+              "ts": now} for r in changed.values()],
+        )
+    pks = [r["id"] for r in current.values()]
+    if new:
+        pks += [r.id for r in _load(conn, workspace_id, list(new))]
+    return pks, len(new)
+
+
+def _load(conn: Connection, workspace_id: int, user_ids: list[str]):
+    for part in chunks(user_ids):
+        yield from conn.execute(
+            select(users).where(users.c.workspace_id == workspace_id, users.c.user_id.in_(part))
+        )
+
+
+def ensure_users(conn: Connection, workspace_id: int, user_ids: list[str]) -> tuple[dict[str, int], int]:
+    """Map user ids to row ids, creating empty users for unknown ids (events and endpoints may name them)."""
+    ids = list(dict.fromkeys(user_ids))
+    found = {r.user_id: r.id for r in _load(conn, workspace_id, ids)}
+    missing = [u for u in ids if u not in found]
+    if missing:
+        now = now_ms()
+        conn.execute(
+            insert(users),
+            [{"workspace_id": workspace_id, "user_id": u, "attributes": {}, "metrics": {}, "timezone": None,
+              "locale": None, "created_at": now, "updated_at": now} for u in missing],
+        )
+        found.update({r.user_id: r.id for r in _load(conn, workspace_id, missing)})
+    return found, len(missing)
+
+
+def user_pk(conn: Connection, workspace_id: int, user_id: str) -> int:
+    pk = conn.execute(
+        select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.user_id == user_id)
+    ).scalar()
+    if pk is None:
+        raise NotFound(f"no user {user_id!r}", field="user_id")
+    return pk
+
+
+def get_user(db: Engine, ws: WorkspaceRef, user_id: str) -> UserOut:
+    with reading(db) as conn:
+        row = conn.execute(
+            select(users).where(users.c.workspace_id == ws.id, users.c.user_id == user_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no user {user_id!r}", field="user_id")
+        eps = conn.execute(select(endpoints).where(endpoints.c.user_pk == row.id).order_by(endpoints.c.id)).all()
+        memberships = changes.memberships_of(conn, ws.id, row.id)
+    return UserOut(
+        user_id=row.user_id, attributes=row.attributes, metrics=row.metrics, timezone=row.timezone,
+        locale=row.locale, created_at=ms_to_iso(row.created_at), updated_at=ms_to_iso(row.updated_at),
+        endpoints=[endpoint_out(e, row.user_id) for e in eps], segments=memberships,
+    )
+
+
+def endpoint_out(e, user_id: str) -> EndpointOut:
+    return EndpointOut(
+        endpoint_id=e.endpoint_id, user_id=user_id, channel=e.channel, address=e.address,
+        attributes=e.attributes, metrics=e.metrics, opt_out=e.opt_out, demographic=e.demographic,
+        location=e.location, effective_date=ms_to_iso(e.effective_date) if e.effective_date else None,
+        created_at=ms_to_iso(e.created_at), updated_at=ms_to_iso(e.updated_at),
+    )
+
+
+def delete_user(db: Engine, ws: WorkspaceRef, user_id: str) -> None:
+    """Erase the user with its endpoints and events (a right-to-erasure request)."""
+    with db.begin() as conn:
+        pk = user_pk(conn, ws.id, user_id)
+        changes.customers_erased(conn, ws.id, [pk])
+        conn.execute(delete(events).where(events.c.user_pk == pk))
+        conn.execute(delete(endpoints).where(endpoints.c.user_pk == pk))
+        conn.execute(delete(users).where(users.c.id == pk))

@@ -1,0 +1,77 @@
+"""Pinpoint's limits and per-channel address checks, shared by the API, batch and import paths."""
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from engine.errors import InvalidInput, LimitExceeded
+
+MAX_NAME = 50
+MAX_VALUE = 100
+MAX_VALUES_PER_ATTRIBUTE = 50
+MAX_ATTRIBUTE_NAMES = 250
+MAX_ENDPOINTS_PER_USER = 15
+MAX_BATCH = 10_000
+
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
+def check_attributes(attrs: dict[str, Any], field: str) -> None:
+    for name, value in attrs.items():
+        where = f"{field}.{name}"
+        if not name or len(name) > MAX_NAME:
+            raise LimitExceeded(f"attribute name must be 1-{MAX_NAME} characters, got {len(name)}", field=where)
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if len(values) > MAX_VALUES_PER_ATTRIBUTE:
+            raise LimitExceeded(f"at most {MAX_VALUES_PER_ATTRIBUTE} values per attribute, got {len(values)}", field=where)
+        for v in values:
+            if isinstance(v, str) and len(v) > MAX_VALUE:
+                raise LimitExceeded(f"attribute values are at most {MAX_VALUE} characters, got {len(v)}", field=where)
+
+
+def check_metrics(metrics: dict[str, Any], field: str) -> None:
+    for name, value in metrics.items():
+        if not name or len(name) > MAX_NAME:
+            raise LimitExceeded(f"metric name must be 1-{MAX_NAME} characters, got {len(name)}", field=f"{field}.{name}")
+        if value is not None and value != value:  # NaN cannot be stored or compared
+            raise InvalidInput("metric values must be numbers, got NaN", field=f"{field}.{name}")
+
+
+def check_timezone(tz: str | None, field: str = "timezone") -> None:
+    if tz is None:
+        return
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown IANA time zone {tz!r}", field=field) from None
+
+
+def check_locale(locale: str | None, field: str = "locale") -> None:
+    if locale is not None and not _LOCALE.match(locale):
+        raise InvalidInput(f"locale must look like 'en' or 'en-US', got {locale!r}", field=field)
+
+
+def check_address(channel: str, address: str, field: str = "address") -> None:
+    if not address or len(address) > 4096:
+        raise InvalidInput("address must be 1-4096 characters", field=field)
+    if channel == "EMAIL" and not _EMAIL.match(address):
+        raise InvalidInput(f"not an email address: {address!r}", field=field)
+    if channel in ("SMS", "VOICE") and not _E164.match(address):
+        raise InvalidInput(f"{channel} addresses are E.164 phone numbers such as +14155550100, got {address!r}", field=field)
+    if channel == "WEBHOOK":
+        parts = urlsplit(address)
+        if parts.scheme != "https" or not parts.hostname:
+            raise InvalidInput(f"WEBHOOK addresses are https URLs, got {address!r}", field=field)
+
+
+def check_batch_size(n: int, field: str = "items") -> None:
+    if n == 0:
+        raise InvalidInput("the batch is empty", field=field)
+    if n > MAX_BATCH:
+        raise LimitExceeded(f"a batch holds at most {MAX_BATCH} items, got {n}", field=field)

@@ -1,0 +1,46 @@
+"""The Temporal worker: every workflow and activity Tidings runs is registered here."""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from engine.config import Settings
+
+log = logging.getLogger("tidings.worker")
+
+
+def workflows() -> list[type]:
+    """Workflow classes, imported lazily so the API process need not load them."""
+    return []
+
+
+def activities(db: Engine, settings: Settings) -> list:
+    """Activity callables bound to this process's database and settings."""
+    return []
+
+
+def build_worker(client: Client, db: Engine, settings: Settings) -> Worker | None:
+    wfs, acts = workflows(), activities(db, settings)
+    if not wfs and not acts:
+        log.warning("nothing to run: no workflows or activities are registered")
+        return None
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=wfs,
+        activities=acts,
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=16),
+    )
+
+
+async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
+    worker = build_worker(client, db, settings)
+    if worker is None:
+        await asyncio.Event().wait()  # nothing to do, but stay up like a worker would
+        return
+    await worker.run()

@@ -1,0 +1,88 @@
+"""Workspaces and their API keys. Keys are random, shown once, and stored only as SHA-256 hashes."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, select, update
+
+from engine.clock import now_ms
+from engine.db import reading
+from engine.errors import NotFound, Unauthorized
+from engine.models import api_keys, workspaces
+
+KEY_PREFIX = "tk_"
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    id: int
+    name: str
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def ensure_workspace(db: Engine, name: str) -> WorkspaceRef:
+    with db.begin() as conn:
+        row = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).first()
+        if row is None:
+            ws_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
+        else:
+            ws_id = row.id
+    return WorkspaceRef(ws_id, name)
+
+
+def create_key(db: Engine, workspace: str, label: str = "") -> tuple[WorkspaceRef, str]:
+    """Create the workspace if needed and a new key for it; the key is returned once, never stored."""
+    ws = ensure_workspace(db, workspace)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.begin() as conn:
+        conn.execute(
+            insert(api_keys).values(
+                workspace_id=ws.id, prefix=key[:11], key_hash=_hash(key), label=label, created_at=now_ms()
+            )
+        )
+    return ws, key
+
+
+def list_keys(db: Engine, workspace: str | None = None) -> list[dict]:
+    q = (
+        select(api_keys.c.prefix, api_keys.c.label, api_keys.c.created_at, api_keys.c.revoked_at, workspaces.c.name)
+        .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
+        .order_by(api_keys.c.id)
+    )
+    if workspace:
+        q = q.where(workspaces.c.name == workspace)
+    with reading(db) as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def revoke_key(db: Engine, prefix: str) -> int:
+    """Revoke every live key whose visible prefix (as `keys list` shows it) or full value matches."""
+    with db.begin() as conn:
+        cond = (api_keys.c.prefix == prefix) | (api_keys.c.key_hash == _hash(prefix))
+        n = conn.execute(
+            update(api_keys).where(cond, api_keys.c.revoked_at.is_(None)).values(revoked_at=now_ms())
+        ).rowcount
+    if not n:
+        raise NotFound(f"no live key matches {prefix!r}", field="key")
+    return n
+
+
+def authenticate(db: Engine, authorization: str | None) -> WorkspaceRef:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("send 'Authorization: Bearer <workspace key>'")
+    key = authorization.removeprefix("Bearer ").strip()
+    q = (
+        select(workspaces.c.id, workspaces.c.name)
+        .join(api_keys, api_keys.c.workspace_id == workspaces.c.id)
+        .where(api_keys.c.key_hash == _hash(key), api_keys.c.revoked_at.is_(None))
+    )
+    with reading(db) as conn:
+        row = conn.execute(q).first()
+    if row is None:
+        raise Unauthorized("unknown or revoked API key")
+    return WorkspaceRef(row.id, row.name)

@@ -1,0 +1,76 @@
+"""Shared fixtures: a real SQLite file per test, and PostgreSQL too when TIDINGS_TEST_POSTGRES_URL is set
+(each test gets a schema of its own there, dropped afterwards)."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from litestar.testing import TestClient
+from sqlalchemy import create_engine, text
+
+from api.app import create_app
+from engine.config import Settings
+from engine.workspaces import create_key
+
+POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path: Path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tidings.db'}"
+        return
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=database_url)
+
+
+class Api:
+    """A test client that sends one workspace's key with every request."""
+
+    def __init__(self, client: TestClient, key: str):
+        self.client, self.key = client, key
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    def __getattr__(self, method):
+        def call(path, **kw):
+            kw["headers"] = {**self.headers, **kw.get("headers", {})}
+            return getattr(self.client, method)(path, **kw)
+        return call
+
+
+@pytest.fixture
+def client(settings: Settings):
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def db(client):
+    return client.app.state.db
+
+
+@pytest.fixture
+def api(client, db) -> Api:
+    _, key = create_key(db, "acme")
+    return Api(client, key)
+
+
+@pytest.fixture
+def other_api(client, db) -> Api:
+    _, key = create_key(db, "globex")
+    return Api(client, key)
