@@ -5,6 +5,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router, get
 from litestar.di import Provide
+from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 
 from api.auth import current_workspace, database, require_workspace_key
@@ -46,5 +47,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"db": Provide(database, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         lifespan=[lifespan],
+        # Litestar would otherwise turn the root logger to INFO and print every httpx request.
+        logging_config=LoggingConfig(configure_root_logger=False),
         openapi_config=OpenAPIConfig(title="Tidings", version="0.1.0", path="/schema"),
     )

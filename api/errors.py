@@ -8,6 +8,8 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 
 from engine.errors import TidingsError
 
+# msgspec's words for a body that is not JSON at all (as opposed to JSON of the wrong shape).
+_MALFORMED = ("JSON is malformed", "Input data was truncated")
 _MSGSPEC_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`")
 
 
@@ -39,7 +41,7 @@ def validation_error(_: Request, exc: ValidationException) -> Response:
 
 
 def http_error(_: Request, exc: HTTPException) -> Response:
-    if str(exc.detail).startswith("JSON is malformed"):
+    if str(exc.detail).startswith(_MALFORMED):
         return Response(content=_body("malformed_json", str(exc.detail)), status_code=400, media_type=MediaType.JSON)
     code = "not_found" if isinstance(exc, NotFoundException) else re.sub(r"\W+", "_", type(exc).__name__.lower())
     return Response(content=_body(code, str(exc.detail)), status_code=exc.status_code, media_type=MediaType.JSON)
