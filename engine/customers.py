@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, select
 
 from engine import changes
 from engine.attributes import merge, register_names
-from engine.batching import chunks, single, validate_all
+from engine.batching import single, validate_all
 from engine.clock import ms_to_iso, now_ms
-from engine.db import reading
+from engine.db import bulk_insert, bulk_update, reading, rows_where_in
 from engine.errors import InvalidInput, NotFound
 from engine.models import endpoints, events, users
 from engine.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
@@ -49,7 +49,7 @@ def upsert_users(db: Engine, ws: WorkspaceRef, items: Sequence[UserBatchItem]) -
 
 def _write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
     ids = list(dict.fromkeys(i.user_id for i in items))
-    current = {r.user_id: dict(r._mapping) for r in _load(conn, workspace_id, ids)}
+    current = {r["user_id"]: r for r in _load(conn, workspace_id, ids)}
     now = now_ms()
     new: dict[str, dict[str, Any]] = {}
     changed: dict[str, dict[str, Any]] = {}
@@ -69,43 +69,42 @@ def _write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchI
         if item.locale is not UNSET:
             row["locale"] = item.locale
         row["updated_at"] = now
-    if new:
-        conn.execute(insert(users), list(new.values()))
-    if changed:
-        conn.execute(
-            update(users)
-            .where(users.c.id == bindparam("pk"))
-            .values(attributes=bindparam("a"), metrics=bindparam("m"), timezone=bindparam("tz"),
-                    locale=bindparam("loc"), updated_at=bindparam("ts")),
-            [{"pk": r["id"], "a": r["attributes"], "m": r["metrics"], "tz": r["timezone"], "loc": r["locale"],
-              "ts": now} for r in changed.values()],
-        )
+    bulk_insert(conn, users, list(new.values()))
+    bulk_update(conn, users, [
+        {"attributes": r["attributes"], "metrics": r["metrics"], "timezone": r["timezone"], "locale": r["locale"],
+         "updated_at": now, "id": r["id"]} for r in changed.values()
+    ])
     pks = [r["id"] for r in current.values()]
     if new:
-        pks += [r.id for r in _load(conn, workspace_id, list(new))]
+        pks += list(_pks(conn, workspace_id, list(new)).values())
     return pks, len(new)
 
 
-def _load(conn: Connection, workspace_id: int, user_ids: list[str]):
-    for part in chunks(user_ids):
-        yield from conn.execute(
-            select(users).where(users.c.workspace_id == workspace_id, users.c.user_id.in_(part))
-        )
+USER_COLUMNS = ["id", "user_id", "attributes", "metrics", "timezone", "locale"]
+
+
+def _load(conn: Connection, workspace_id: int, user_ids: list[str]) -> list[dict[str, Any]]:
+    rows = rows_where_in(conn, users, USER_COLUMNS, "user_id", user_ids, {"workspace_id": workspace_id})
+    return [dict(zip(USER_COLUMNS, r)) for r in rows]
+
+
+def _pks(conn: Connection, workspace_id: int, user_ids: list[str]) -> dict[str, int]:
+    return {uid: pk for pk, uid in rows_where_in(conn, users, ["id", "user_id"], "user_id", user_ids,
+                                                 {"workspace_id": workspace_id})}
 
 
 def ensure_users(conn: Connection, workspace_id: int, user_ids: list[str]) -> tuple[dict[str, int], int]:
     """Map user ids to row ids, creating empty users for unknown ids (events and endpoints may name them)."""
     ids = list(dict.fromkeys(user_ids))
-    found = {r.user_id: r.id for r in _load(conn, workspace_id, ids)}
+    found = _pks(conn, workspace_id, ids)
     missing = [u for u in ids if u not in found]
     if missing:
         now = now_ms()
-        conn.execute(
-            insert(users),
-            [{"workspace_id": workspace_id, "user_id": u, "attributes": {}, "metrics": {}, "timezone": None,
-              "locale": None, "created_at": now, "updated_at": now} for u in missing],
-        )
-        found.update({r.user_id: r.id for r in _load(conn, workspace_id, missing)})
+        bulk_insert(conn, users, [
+            {"workspace_id": workspace_id, "user_id": u, "attributes": {}, "metrics": {}, "timezone": None,
+             "locale": None, "created_at": now, "updated_at": now} for u in missing
+        ])
+        found.update(_pks(conn, workspace_id, missing))
     return found, len(missing)
 
 

@@ -5,14 +5,14 @@ from collections import Counter
 from typing import Any, Sequence
 
 from msgspec import UNSET, to_builtins
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from engine import changes
 from engine.attributes import merge, register_names
 from engine.batching import chunks, single, validate_all
 from engine.clock import iso_to_ms, now_ms
 from engine.customers import endpoint_out, ensure_users
-from engine.db import reading
+from engine.db import bulk_insert, bulk_update, reading
 from engine.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
 from engine.models import endpoints, events, users
 from engine.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
@@ -99,15 +99,10 @@ def _write_endpoints(conn: Connection, workspace_id: int, items: Sequence[Endpoi
         raise BatchRejected(report, len(items), [e for _, _, e in errors])
     new = [r for eid, r in rows.items() if eid not in current]
     old = [r for eid, r in rows.items() if eid in current]
-    if new:
-        conn.execute(insert(endpoints), new)
-    if old:
-        cols = ["user_pk", "channel", "address", "attributes", "metrics", "opt_out", "demographic", "location",
-                "effective_date", "updated_at"]
-        conn.execute(
-            update(endpoints).where(endpoints.c.id == bindparam("pk")).values({c: bindparam("v_" + c) for c in cols}),
-            [{"pk": r["id"], **{"v_" + c: r[c] for c in cols}} for r in old],
-        )
+    bulk_insert(conn, endpoints, new)
+    cols = ["user_pk", "channel", "address", "attributes", "metrics", "opt_out", "demographic", "location",
+            "effective_date", "updated_at", "id"]
+    bulk_update(conn, endpoints, [{c: r[c] for c in cols} for r in old])
     touched = {r["user_pk"] for r in rows.values()} | {current[e]["user_pk"] for e in rows if e in current}
     return sorted(touched), len(new)
 

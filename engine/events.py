@@ -12,9 +12,9 @@ from sqlalchemy import Connection, Engine, select
 
 from engine import changes
 from engine.batching import chunks, validate_all
-from engine.clock import iso_to_ms, ms_to_iso, now_ms
+from engine.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers import ensure_users, user_pk
-from engine.db import insert_ignoring_conflicts, reading
+from engine.db import bulk_insert, reading, rows_where_in
 from engine.errors import BatchRejected, InvalidInput
 from engine.models import endpoints, events, users
 from engine.pagination import check_limit, decode_cursor, next_cursor
@@ -31,11 +31,6 @@ def _checker(allow_reserved: bool):
             raise InvalidInput("an event names its customer with user_id or endpoint_id", field="user_id")
         if e.name.startswith("_") and not allow_reserved:
             raise InvalidInput(f"event names starting with '_' are reserved for Tidings, got {e.name!r}", field="name")
-        if e.timestamp is not None:
-            try:
-                iso_to_ms(e.timestamp)
-            except ValueError:
-                raise InvalidInput(f"timestamp must be ISO-8601, got {e.timestamp!r}", field="timestamp") from None
         for key, value in e.attributes.items():
             if len(key) > MAX_NAME:
                 raise InvalidInput(f"attribute names are at most {MAX_NAME} characters", field=f"attributes.{key}")
@@ -66,19 +61,14 @@ def record(conn: Connection, workspace_id: int, batch: Sequence[EventIn]) -> tup
         endpoint_pk, owner_pk = by_endpoint[e.endpoint_id] if e.endpoint_id else (None, owners[e.user_id])
         rows[event_id] = {
             "workspace_id": workspace_id, "event_id": event_id, "user_pk": owner_pk, "endpoint_pk": endpoint_pk,
-            "name": e.name, "ts": iso_to_ms(e.timestamp) if e.timestamp else now, "attributes": e.attributes,
+            "name": e.name, "ts": datetime_to_ms(e.timestamp) if e.timestamp else now, "attributes": e.attributes,
             "metrics": e.metrics, "received_at": now,
         }
-    for part in chunks(list(rows)):
-        seen = conn.execute(
-            select(events.c.event_id).where(events.c.workspace_id == workspace_id, events.c.event_id.in_(part))
-        ).scalars()
-        for event_id in seen:
-            del rows[event_id]
+    for (event_id,) in rows_where_in(conn, events, ["event_id"], "event_id", list(rows), {"workspace_id": workspace_id}):
+        del rows[event_id]
     fresh = list(rows.values())
-    if fresh:
-        # ON CONFLICT guards the race where a concurrent request stores the same id first.
-        conn.execute(insert_ignoring_conflicts(conn, events, ["workspace_id", "event_id"]), fresh)
+    # ON CONFLICT guards the race where a concurrent request stores the same id first.
+    bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
     return EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=created), fresh
 
 

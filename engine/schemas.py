@@ -2,6 +2,7 @@
 wrong types and unknown enum values fail here with the JSON path of the field."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -75,7 +76,7 @@ class EventIn(Body):
     id: Id | None = None
     user_id: Id | None = None
     endpoint_id: Id | None = None
-    timestamp: str | None = None
+    timestamp: datetime | None = None  # RFC 3339; without an offset it is taken as UTC
     attributes: dict[str, Any] = {}
     metrics: dict[str, int | float] = {}
 

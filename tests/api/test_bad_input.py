@@ -100,7 +100,6 @@ def test_attribute_name_limit_per_workspace(api, other_api):
 @pytest.mark.parametrize("event, field", [
     ({"name": "buy"}, "user_id"),
     ({"user_id": "u", "name": "_email.send"}, "name"),
-    ({"user_id": "u", "name": "buy", "timestamp": "yesterday"}, "timestamp"),
     ({"endpoint_id": "missing", "name": "buy"}, "endpoint_id"),
 ])
 def test_bad_events_write_nothing(api, event, field):
@@ -109,3 +108,11 @@ def test_bad_events_write_nothing(api, event, field):
     assert e["details"][0]["field"] == field, e
     assert api.get("/v1/events").json()["items"] == []
     assert api.get("/v1/users/u").status_code == 404
+
+
+def test_bad_timestamp_names_the_event(api):
+    events = [{"user_id": "u", "name": "buy"}, {"user_id": "u", "name": "buy", "timestamp": "yesterday"}]
+    e = _error(api.post("/v1/events", json={"events": events}))
+    assert e["field"] == "events[1].timestamp" or e["field"].endswith(".timestamp"), e
+    assert "datetime" in e["message"]
+    assert api.get("/v1/events").json()["items"] == []
