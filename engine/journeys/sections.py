@@ -104,9 +104,9 @@ def _quiet_hours(view: View) -> ir.QuietHours | None:
         if key not in view.data:
             continue
         if not isinstance(value, str):
-            view.ctx.error(view.pos(key), f"`{key}` in `quiet_hours` must be a time like \"21:00\", got {typename(value)}")
+            view.ctx.error(view.pos(key), f"`{key}` in {view.what} must be a time like \"21:00\", got {typename(value)}")
         elif problem := check_clock(value):
-            view.ctx.error(view.pos(key), f"`{key}` in `quiet_hours`: {problem}")
+            view.ctx.error(view.pos(key), f"`{key}` in {view.what}: {problem}")
         else:
             times[key] = value
     action = view.str("action", "hold", choices=("hold", "skip"))
