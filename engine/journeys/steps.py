@@ -65,11 +65,9 @@ def _send(step: Step, value: Any, pos: Pos) -> ir.Node | None:
 
 def _wait(step: Step, value: Any, pos: Pos) -> ir.Node | None:
     base = dict(id=step.id, line=step.pos.line, next=step.next)
-    if isinstance(value, str):  # `wait: 1d`
+    if not isinstance(value, LMap):  # `wait: 1d`
         return ir.WaitNode(seconds=check_duration(step.ctx, value, pos, f"`wait` of step `{step.id}`"), **base)
-    view = step.view(value, pos, f"`wait` of step `{step.id}` (a duration like 1d, or a mapping)")
-    if view is None:
-        return None
+    view = View(step.ctx, value, f"`wait` of step `{step.id}`")
     view.keys(optional=("until", "until_time"))
     if view.has("until") == view.has("until_time"):
         step.ctx.error(view.data.pos, f"`wait` of step `{step.id}` needs a duration, or exactly one of `until` or `until_time`")

@@ -155,6 +155,9 @@ def load_documents(text: str, issues: Issues) -> list[Document]:
         message = exc.problem or str(exc)
         if exc.context:
             message = f"{exc.context}: {message}"
+        if exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
+            # an unclosed `[`/`{`/quote is only noticed later; point back to where it opened
+            message += f" (opened on line {exc.context_mark.line + 1})"
         issues.add(pos_of(mark) if mark else None, f"YAML syntax error: {message}")
     except yaml.YAMLError as exc:  # reader errors (bad bytes) carry no problem_mark
         issues.add(None, f"YAML error: {exc}")
