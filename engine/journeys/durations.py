@@ -12,7 +12,7 @@ _PART = re.compile(r"(\d+)([wdhms])")
 
 def parse_duration(text: str) -> int:
     """Seconds in `text`; ValueError with a user-facing message when it is not a duration."""
-    compact = text.strip().replace(" ", "")
+    compact = text.strip()
     if not _WHOLE.match(compact):
         raise ValueError(f"`{text}` is not a duration; write a number and a unit: 30s, 15m, 2h, 7d, 2w (or 1d12h)")
     return sum(int(n) * UNITS[u] for n, u in _PART.findall(compact))
