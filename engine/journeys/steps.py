@@ -268,7 +268,8 @@ def parse_steps(ctx: Ctx, value: Any, pos: Pos) -> ParsedSteps:
 
 
 def _parse_step(ctx: Ctx, item: Any, pos: Pos, step_id: str, fallthrough: str, out: ParsedSteps) -> None:
-    view = View.of(ctx, item, pos, f"step {step_id}")
+    label = step_id.strip("<>") if step_id.startswith("<") else f"step `{step_id}`"
+    view = View.of(ctx, item, pos, label)
     out.edges[step_id] = [fallthrough]
     if view is None:
         return

@@ -76,7 +76,7 @@ def test_unknown_key_in_step_and_in_action():
         - id: a
           sned: {}
           send: {channel: EMAIL, template: x, subjet: hi}
-        """), 7, 3, "unknown key `sned` in step a; did you mean `send`?")
+        """), 7, 3, "unknown key `sned` in step `a`; did you mean `send`?")
     assert any(e.startswith("j.yaml:8:39: unknown key `subjet` in `send` of step `a`") and "allowed: channel, template, data" in e
                for e in errs)
 
