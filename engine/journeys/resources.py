@@ -41,6 +41,8 @@ def documents(text: str, path: str, issues: Issues) -> list[Resource]:
 def yaml_files(path: str | Path) -> list[Path]:
     """`path` itself if it is a file, else every *.yaml / *.yml under it, sorted for stable output."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
@@ -50,7 +52,12 @@ def read_resources(path: str | Path, issues_by_file: dict[str, Issues]) -> list[
     out = []
     for file in yaml_files(path):
         issues = issues_by_file.setdefault(str(file), Issues(str(file)))
-        out.extend(documents(file.read_text(encoding="utf-8"), str(file), issues))
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            issues.add(None, f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+            continue
+        out.extend(documents(text, str(file), issues))
     return out
 
 

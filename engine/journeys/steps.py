@@ -8,7 +8,7 @@ from typing import Any, Callable
 from engine.journeys import ir
 from engine.journeys.formats import check_clock, parse_instant
 from engine.journeys.issues import Pos
-from engine.journeys.view import ID_HINT, ID_RE, Ctx, MessageRef, StepRef, View, check_duration, typename
+from engine.journeys.view import ID_RE, Ctx, MessageRef, StepRef, View, check_duration, typename
 from engine.journeys.yaml_loader import LList, LMap, plain
 
 STEP_KEYS = ("id", "next", "name", "description")

@@ -409,3 +409,21 @@ def test_error_string_lists_one_issue_per_line_sorted():
     assert lines[0].startswith("j.yaml:6:17: `wait` of step `a`:") and lines[1].startswith("j.yaml:7:17: `wait` of step `b`:")
     issue = info.value.errors[0]
     assert (issue.path, issue.line, issue.column) == ("j.yaml", 6, 17)
+
+
+@pytest.mark.parametrize("settings, line, column, fragment", [
+    ("{default_timezone: Mars/Base}", 5, 30, "`Mars/Base` is not an IANA time zone"),
+    ("{entry: {max_entries: lots}}", 5, 33, "`max_entries` must be a whole number >= 1 or `unlimited`"),
+    ("{exit: [{event: bye, left_segment: vip}]}", 5, 19, "an `exit` criterion needs exactly one of `event` or `left_segment`"),
+    ("{goal: {event: bought, within: 400d}}", 5, 42, "`within` in `settings.goal` must be at most 365d"),
+    ("{quiet_hours: {start: '08:00', end: '08:00'}}", 5, 47, "quiet hours `start` and `end` are the same time"),
+])
+def test_bad_settings(settings, line, column, fragment):
+    text = HEAD.replace("steps:", f"settings: {settings}\nsteps:") + "  - {id: a, exit: {}}\n"
+    assert_error(text, line, column, fragment)
+
+
+def test_recurring_broadcast_at_most_hourly_and_known_zone():
+    text = HEAD.replace("entry: {event: go}", "entry: {broadcast: {segment: s, every: 30m, timezone: Mars/Base}}") + "  - {id: a, exit: {}}\n"
+    errs = assert_error(text, 4, 40, "`every` in entry `broadcast` must be at least 1h, got `30m`")
+    assert any(e.startswith("j.yaml:4:55: `Mars/Base` is not an IANA time zone") and "`customer`" in e for e in errs)

@@ -108,3 +108,12 @@ def test_load_resources_rejects_a_document_without_kind(tmp_path):
     with pytest.raises(JourneyCompileError) as info:
         load_resources(tmp_path)
     assert str(info.value) == f"{tmp_path / 'x.yaml'}:1:1: document needs a string `kind`"
+
+
+def test_compile_path_refuses_a_missing_folder_and_reports_non_utf8_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        compile_path(tmp_path / "nope")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(JourneyCompileError) as info:
+        compile_path(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / 'latin1.yaml'}:1:1: not UTF-8 text")
