@@ -46,7 +46,7 @@ def compile_path(path: str | Path, catalog: Catalog | None = None) -> list[ir.Jo
             if not res.kind:
                 issues.add(Pos(res.line, 1), "document needs a string `kind` (Journey, Segment, Template, ...)")
             continue
-        if res.id in first:
+        if res.id and res.id in first:
             issues.add(res.located.value_pos.get("id"), f"journey id `{res.id}` is already used in {first[res.id].path}:{first[res.id].line}")
         first.setdefault(res.id, res)
         journey = compile_resource(res, issues, catalog=catalog)
