@@ -1,0 +1,256 @@
+"""The compiled journey: a graph of nodes with ids and edges, run by one Temporal interpreter workflow.
+
+Everything is a frozen msgspec Struct so the IR round-trips through JSON and msgpack (Temporal
+payloads). Unions are tagged by a `kind` field, e.g. {"kind": "send", ...}. Durations are
+whole seconds; JsonLogic rules are kept as plain JSON values.
+
+Every edge names a key of `JourneyIR.nodes`. The reserved id `end` is an ExitNode the compiler
+adds when a step ends the journey implicitly (`next: end`, or falling off the last step), so the
+interpreter never special-cases "no next".
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, NamedTuple, Union
+
+import msgspec
+
+END = "end"
+
+# ---- entry ---------------------------------------------------------------------------------
+
+
+class EventEntry(msgspec.Struct, frozen=True, kw_only=True, tag="event", tag_field="kind"):
+    """Customers enter when `event` arrives and `filter` (JsonLogic over {"event", "customer"}) holds."""
+
+    event: str
+    filter: Any = None
+
+
+class SegmentEntry(msgspec.Struct, frozen=True, kw_only=True, tag="segment", tag_field="kind"):
+    """Customers enter when they join `segment`."""
+
+    segment: str
+
+
+class BroadcastEntry(msgspec.Struct, frozen=True, kw_only=True, tag="broadcast", tag_field="kind"):
+    """Everyone in `segment` enters: now (no schedule), once `at`, on `cron`, or `every_seconds`."""
+
+    segment: str
+    at: str | None = None  # ISO 8601 with offset, as written
+    at_epoch: int | None = None  # the same instant in Unix seconds
+    cron: str | None = None
+    every_seconds: int | None = None
+    timezone: str = "UTC"  # "customer" = each customer's own zone; else an IANA zone
+
+
+Entry = Union[EventEntry, SegmentEntry, BroadcastEntry]
+
+# ---- settings ------------------------------------------------------------------------------
+
+
+class QuietHours(msgspec.Struct, frozen=True, kw_only=True):
+    start: str  # "HH:MM" in the customer's zone
+    end: str
+    action: Literal["hold", "skip"] = "hold"
+
+
+class FrequencyCap(msgspec.Struct, frozen=True, kw_only=True):
+    messages: int
+    per_seconds: int
+
+
+class EntryLimits(msgspec.Struct, frozen=True, kw_only=True):
+    max_entries: int | None = 1  # None = unlimited re-entry
+    min_interval_seconds: int | None = None
+
+
+class EventExit(msgspec.Struct, frozen=True, kw_only=True, tag="event", tag_field="kind"):
+    event: str
+    filter: Any = None
+
+
+class SegmentExit(msgspec.Struct, frozen=True, kw_only=True, tag="left_segment", tag_field="kind"):
+    segment: str
+
+
+ExitCriterion = Union[EventExit, SegmentExit]
+
+
+class Goal(msgspec.Struct, frozen=True, kw_only=True):
+    event: str
+    within_seconds: int | None = None
+    filter: Any = None
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    quiet_hours: QuietHours | None = None
+    frequency_cap: FrequencyCap | None = None
+    entry: EntryLimits = msgspec.field(default_factory=EntryLimits)
+    exit: list[ExitCriterion] = msgspec.field(default_factory=list)
+    goal: Goal | None = None
+    default_timezone: str = "UTC"  # for customers whose time zone is unknown
+
+
+# ---- nodes ---------------------------------------------------------------------------------
+
+
+class Edge(NamedTuple):
+    source: str
+    target: str
+    label: str
+
+
+class _Node(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
+    id: str
+    line: int  # 1-based line of the step in its YAML file (0 for the implicit `end`)
+
+    def labelled_edges(self) -> list[tuple[str, str]]:
+        """(target, label) for each outgoing edge, in the order the interpreter considers them."""
+        return []
+
+    def successors(self) -> list[str]:
+        return list(dict.fromkeys(t for t, _ in self.labelled_edges()))
+
+
+class SendNode(_Node, kw_only=True, tag="send"):
+    channel: str
+    template: str
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    next: str
+
+    def labelled_edges(self):
+        return [(self.next, "next")]
+
+
+class WaitNode(_Node, kw_only=True, tag="wait"):
+    """Exactly one of `seconds`, `until` (+ `until_epoch`) and `until_time` is set."""
+
+    seconds: int | None = None
+    until: str | None = None
+    until_epoch: int | None = None
+    until_time: str | None = None  # "HH:MM", the next such time in the customer's zone
+    next: str
+
+    def labelled_edges(self):
+        return [(self.next, "next")]
+
+
+class MessageEventRef(msgspec.Struct, frozen=True, kw_only=True):
+    step: str  # id of a SendNode before this node
+    type: str  # delivered, opened, clicked, ...
+
+
+class WaitForNode(_Node, kw_only=True, tag="wait_for"):
+    """Waits for `event` (optionally matching `filter`/`correlate`) or `message_event`, up to `timeout_seconds`."""
+
+    event: str | None = None
+    filter: Any = None
+    message_event: MessageEventRef | None = None
+    correlate: str | None = None  # property that must equal the entry event's
+    timeout_seconds: int
+    on_event: str
+    on_timeout: str
+
+    def labelled_edges(self):
+        return [(self.on_event, "event"), (self.on_timeout, "timeout")]
+
+
+class RuleBranch(msgspec.Struct, frozen=True, kw_only=True, tag="rule", tag_field="kind"):
+    rule: Any  # JsonLogic over {"customer", "event"}
+    next: str
+
+
+class SegmentBranch(msgspec.Struct, frozen=True, kw_only=True, tag="segment", tag_field="kind"):
+    segment: str
+    next: str
+
+
+class MessageEventBranch(msgspec.Struct, frozen=True, kw_only=True, tag="message_event", tag_field="kind"):
+    step: str
+    type: str
+    next: str
+
+
+Branch = Union[RuleBranch, SegmentBranch, MessageEventBranch]
+
+
+def branch_label(branch: Branch) -> str:
+    if isinstance(branch, SegmentBranch):
+        return f"in {branch.segment}"
+    if isinstance(branch, MessageEventBranch):
+        return f"{branch.type} {branch.step}"
+    return "when"
+
+
+class SplitNode(_Node, kw_only=True, tag="split"):
+    """The first branch whose condition holds wins; nobody matching goes to `else_next`."""
+
+    branches: list[Branch]
+    else_next: str
+
+    def labelled_edges(self):
+        return [(b.next, branch_label(b)) for b in self.branches] + [(self.else_next, "else")]
+
+
+class RandomBranch(msgspec.Struct, frozen=True, kw_only=True):
+    weight: int | float  # percent; the branches of a node sum to 100
+    variant: str
+    next: str
+
+
+class RandomSplitNode(_Node, kw_only=True, tag="random_split"):
+    branches: list[RandomBranch]
+
+    def labelled_edges(self):
+        return [(b.next, f"{b.variant} {b.weight:g}%") for b in self.branches]
+
+
+class HoldoutNode(_Node, kw_only=True, tag="holdout"):
+    """`percent` of customers leave here as the control group; the rest continue to `next`."""
+
+    percent: int | float
+    next: str
+
+    def labelled_edges(self):
+        return [(self.next, f"{100 - self.percent:g}%")]
+
+
+class ExitNode(_Node, kw_only=True, tag="exit"):
+    reason: str | None = None
+
+
+Node = Union[SendNode, WaitNode, WaitForNode, SplitNode, RandomSplitNode, HoldoutNode, ExitNode]
+
+
+def successors(node: Node) -> list[str]:
+    """Ids of the nodes `node` can lead to, without duplicates, in edge order."""
+    return node.successors()
+
+
+# ---- the journey ---------------------------------------------------------------------------
+
+
+class JourneyIR(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    name: str
+    description: str = ""
+    version: int = 1
+    source_hash: str  # sha256 hex of the YAML source
+    entry: Entry
+    settings: Settings = msgspec.field(default_factory=Settings)
+    start: str
+    nodes: dict[str, Node]
+
+    def edges(self) -> list[Edge]:
+        """Every (source, target, label), nodes in source order, for drawing the graph."""
+        return [Edge(n.id, target, label) for n in self.nodes.values() for target, label in n.labelled_edges()]
+
+    def successors(self, node_id: str) -> list[str]:
+        return self.nodes[node_id].successors()
+
+    def to_json(self) -> bytes:
+        return msgspec.json.encode(self)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> JourneyIR:
+        return msgspec.json.decode(data, type=cls)

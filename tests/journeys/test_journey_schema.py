@@ -1,0 +1,54 @@
+"""engine/journeys/schema.json (for editors) accepts the shipped examples and rejects what the compiler rejects."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine.journeys import JourneyCompileError, compile_journey, load_resources
+
+jsonschema = pytest.importorskip("jsonschema")
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "engine" / "journeys" / "schema.json").read_text())
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
+RESOURCES = load_resources(ROOT / "journeys")
+
+
+def test_schema_is_valid_draft_2020_12():
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=lambda r: f"{r.kind}:{r.id}")
+def test_every_example_document_validates(resource):
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in VALIDATOR.iter_errors(resource.doc)]
+    assert errors == []
+
+
+HEAD = "apiVersion: tidings/v1\nkind: Journey\nid: t\nentry: {event: go}\nsteps:\n"
+# Mistakes both the schema (in the editor) and the compiler (in CI) must catch.
+BAD = {
+    "unknown step key": "- {id: a, wait: 1d, colour: red}\n",
+    "two actions": "- {id: a, wait: 1d, exit: {}}\n",
+    "no action": "- {id: a}\n",
+    "bad duration": "- {id: a, wait: 1 day}\n",
+    "bad step id": "- {id: A B, exit: {}}\n",
+    "next on split": "- {id: a, split: {branches: [{segment: s, next: end}]}, next: end}\n",
+    "branch with two conditions": "- {id: a, split: {branches: [{segment: s, when: true, next: end}]}}\n",
+    "holdout 100": "- {id: a, holdout: {percent: 100}}\n",
+    "random weight 0": "- {id: a, random_split: {branches: [{weight: 0, next: end}, {weight: 100, next: end}]}}\n",
+    "lowercase channel": "- {id: a, send: {channel: email, template: t}}\n",
+    "wait_for without timeout": "- {id: a, wait_for: {event: e}}\n",
+    "wait until without zone": "- {id: a, wait: {until: '2026-12-01T09:00:00'}}\n",
+    "quiet hours 9pm": "- {id: a, exit: {}}\nsettings: {quiet_hours: {start: 9pm, end: '08:00'}}\n",
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_schema_and_compiler_reject_the_same_mistakes(name):
+    text = HEAD + BAD[name]
+    assert list(VALIDATOR.iter_errors(yaml.safe_load(text))), f"schema accepted: {name}"
+    with pytest.raises(JourneyCompileError):
+        compile_journey(text)
