@@ -1,0 +1,480 @@
+"""Message templates: storage shape, validation at save time, rendering at send time.
+
+Templates are Jinja2 rendered in an immutable sandbox. HTML parts (email
+``html``) are auto-escaped; every other part is plain text and not escaped.
+A missing variable renders as its default from ``Template.defaults`` or as an
+empty string (attribute access on a missing value is also empty), never an
+error. See ``docs/templates.md`` for the user-facing description, including
+the Pinpoint-compatible variable names.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.channels import ChannelType
+
+__all__ = [
+    "TemplateParts",
+    "Template",
+    "RenderedContent",
+    "TemplateError",
+    "TemplateRenderError",
+    "AttributeValues",
+    "PARTS_BY_CHANNEL",
+    "validate_template",
+    "template_errors",
+    "render",
+    "build_context",
+    "locale_candidates",
+]
+
+MAX_PART_LENGTH = 256 * 1024
+
+
+class TemplateParts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Template sources; which are used depends on the channel type.
+
+    EMAIL: subject, html, text. SMS: body. VOICE: text.
+    PUSH: title, body, data (each value of ``data`` is a template).
+    WEBHOOK / CUSTOM: body, data.
+    """
+
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    body: str | None = None
+    title: str | None = None
+    data: dict[str, str] = {}
+
+
+class Template(msgspec.Struct, kw_only=True):
+    """A stored template.
+
+    ``defaults`` maps a variable path (``"User.UserAttributes.FirstName"``,
+    ``"user.attributes.plan"``, ``"data.code"``) to the value used when the
+    variable is missing or empty (Pinpoint's ``DefaultSubstitutions``).
+    ``locales`` maps a locale (``"fr"``, ``"fr-CA"``) to parts overriding the
+    base parts, part by part.
+    """
+
+    id: str
+    channel_type: ChannelType
+    parts: TemplateParts
+    defaults: dict[str, Any] = {}
+    locales: dict[str, TemplateParts] = {}
+
+
+class RenderedContent(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Rendered parts, ready to copy into an OutgoingMessage.
+
+    ``locale`` is the locale variant used (``None`` for the base parts).
+    """
+
+    subject: str | None = None
+    html: str | None = None
+    text: str | None = None
+    body: str | None = None
+    title: str | None = None
+    data: dict[str, str] = {}
+    locale: str | None = None
+
+
+class TemplateError(Exception):
+    """A template cannot be saved: ``part`` (e.g. ``"html"``, ``"data.url"``,
+    ``"locales.fr.subject"``), ``line`` (1-based, or None) and ``message``."""
+
+    def __init__(self, part: str, line: int | None, message: str) -> None:
+        self.part, self.line, self.message = part, line, message
+        where = f"{part}, line {line}" if line else part
+        super().__init__(f"{where}: {message}")
+
+
+class TemplateRenderError(Exception):
+    """Rendering failed at send time; record a rendering-failure event."""
+
+    def __init__(self, part: str, message: str, template_id: str | None = None) -> None:
+        self.part, self.message, self.template_id = part, message, template_id
+        super().__init__(f"template {template_id!r}, part {part}: {message}")
+
+
+PARTS_BY_CHANNEL: dict[ChannelType, tuple[str, ...]] = {
+    ChannelType.EMAIL: ("subject", "html", "text"),
+    ChannelType.SMS: ("body",),
+    ChannelType.VOICE: ("text",),
+    ChannelType.PUSH: ("title", "body", "data"),
+    ChannelType.WEBHOOK: ("body", "data"),
+    ChannelType.CUSTOM: ("body", "data"),
+}
+
+
+# --------------------------------------------------------------------------
+# Jinja environment
+# --------------------------------------------------------------------------
+
+
+class _Undefined(ChainableUndefined):
+    """Missing values render empty and chain; sandbox violations raise."""
+
+    __slots__ = ()
+
+    def _is_security(self) -> bool:
+        return isinstance(self._undefined_exception, type) and issubclass(
+            self._undefined_exception, SecurityError
+        )
+
+    def __str__(self) -> str:
+        if self._is_security():
+            self._fail_with_undefined_error()
+        return ""
+
+    def __html__(self) -> str:
+        return str(self)
+
+    def __iter__(self):  # type: ignore[override]
+        if self._is_security():
+            self._fail_with_undefined_error()
+        return iter(())
+
+    def __bool__(self) -> bool:
+        if self._is_security():
+            self._fail_with_undefined_error()
+        return False
+
+
+def _finalize(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _make_env(autoescape: bool) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        autoescape=autoescape,
+        undefined=_Undefined,
+        finalize=_finalize,
+        keep_trailing_newline=True,
+    )
+    return env
+
+
+_TEXT_ENV = _make_env(False)
+_HTML_ENV = _make_env(True)
+
+
+@functools.lru_cache(maxsize=2048)
+def _compile(source: str, html: bool):
+    env = _HTML_ENV if html else _TEXT_ENV
+    return env.from_string(source)
+
+
+class AttributeValues(list):
+    """A Pinpoint attribute value (a list of strings).
+
+    Renders as its values joined by ``", "`` (so a one-value list renders as
+    that value); still indexable (``[0]``), iterable and usable with ``join``.
+    """
+
+    def __str__(self) -> str:
+        return ", ".join("" if v is None else str(v) for v in self)
+
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+_LOCALE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+def _iter_sources(t: Template):
+    allowed = PARTS_BY_CHANNEL[t.channel_type]
+    variants: list[tuple[str, TemplateParts]] = [("", t.parts)]
+    variants += [(f"locales.{loc}.", p) for loc, p in t.locales.items()]
+    for prefix, parts in variants:
+        for name in ("subject", "html", "text", "body", "title"):
+            src = getattr(parts, name)
+            if src is None:
+                continue
+            if name not in allowed:
+                yield prefix + name, None, src, f"part {name!r} is not used by {t.channel_type.value} templates"
+                continue
+            yield prefix + name, name == "html", src, None
+        for key, src in parts.data.items():
+            if "data" not in allowed:
+                yield f"{prefix}data", None, src, f"part 'data' is not used by {t.channel_type.value} templates"
+                break
+            yield f"{prefix}data.{key}", False, src, None
+
+
+def _check_source(part: str, source: str, html: bool) -> list[TemplateError]:
+    if not isinstance(source, str):
+        return [TemplateError(part, None, "must be a string")]
+    if len(source) > MAX_PART_LENGTH:
+        return [TemplateError(part, None, f"longer than {MAX_PART_LENGTH} characters")]
+    env = _HTML_ENV if html else _TEXT_ENV
+    try:
+        ast = env.parse(source)
+    except TemplateSyntaxError as exc:
+        msg = exc.message or str(exc)
+        if "{{#" in source or "{{/" in source:
+            msg += (
+                " (Handlebars block helpers such as {{#if}} / {{#each}} are not supported;"
+                " use {% if %} / {% for %})"
+            )
+        return [TemplateError(part, exc.lineno, msg)]
+    errors: list[TemplateError] = []
+    for node in ast.find_all(
+        (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Include, nodes.Extends,
+         nodes.Import, nodes.FromImport)
+    ):
+        line = node.lineno
+        if isinstance(node, (nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+            errors.append(TemplateError(part, line, "include/extends/import are not allowed"))
+        elif isinstance(node, nodes.Getattr) and node.attr.startswith("_"):
+            errors.append(
+                TemplateError(part, line, f"access to attribute {node.attr!r} is not allowed")
+            )
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str)
+            and node.arg.value.startswith("_")
+        ):
+            errors.append(
+                TemplateError(part, line, f"access to attribute {node.arg.value!r} is not allowed")
+            )
+        elif isinstance(node, nodes.Filter):
+            if node.name not in env.filters:
+                errors.append(TemplateError(part, line, f"unknown filter {node.name!r}"))
+            elif node.name == "attr" and any(
+                isinstance(a, nodes.Const) and str(a.value).startswith("_") for a in node.args
+            ):
+                errors.append(TemplateError(part, line, "access to private attributes is not allowed"))
+        elif isinstance(node, nodes.Test) and node.name not in env.tests:
+            errors.append(TemplateError(part, line, f"unknown test {node.name!r}"))
+    if not errors:
+        try:
+            _compile(source, html)
+        except TemplateSyntaxError as exc:
+            errors.append(TemplateError(part, exc.lineno, exc.message or str(exc)))
+    return errors
+
+
+def template_errors(t: Template) -> list[TemplateError]:
+    """Every problem found in ``t`` (empty list when it can be saved)."""
+    errors: list[TemplateError] = []
+    for part, html, src, problem in _iter_sources(t):
+        if problem:
+            errors.append(TemplateError(part, None, problem))
+        else:
+            errors.extend(_check_source(part, src, bool(html)))
+    p = t.parts
+    ct = t.channel_type
+    if ct == ChannelType.EMAIL:
+        if not p.subject:
+            errors.append(TemplateError("subject", None, "an email template needs a subject"))
+        if p.html is None and p.text is None:
+            errors.append(TemplateError("html", None, "an email template needs an html or text part"))
+    elif ct == ChannelType.SMS and not p.body:
+        errors.append(TemplateError("body", None, "an SMS template needs a body"))
+    elif ct == ChannelType.VOICE and not p.text:
+        errors.append(TemplateError("text", None, "a voice template needs a text"))
+    elif ct == ChannelType.PUSH and not (p.title or p.body or p.data):
+        errors.append(TemplateError("body", None, "a push template needs a title, body or data"))
+    for loc in t.locales:
+        if not _LOCALE_RE.match(loc):
+            errors.append(TemplateError(f"locales.{loc}", None, f"invalid locale {loc!r}"))
+    for path in t.defaults:
+        if not isinstance(path, str) or not path or any(s == "" for s in path.split(".")):
+            errors.append(TemplateError("defaults", None, f"invalid variable path {path!r}"))
+    return errors
+
+
+def validate_template(t: Template) -> None:
+    """Raise the first :class:`TemplateError` of ``t``; call before saving."""
+    errors = template_errors(t)
+    if errors:
+        raise errors[0]
+
+
+# --------------------------------------------------------------------------
+# Context
+# --------------------------------------------------------------------------
+
+# Pinpoint scalar aliases -> canonical paths (container aliases share objects).
+_SCALAR_ALIASES = {
+    "User.UserId": "user.user_id",
+    "Address": "endpoint.address",
+    "Id": "endpoint.id",
+    "ChannelType": "endpoint.channel",
+}
+_SCALAR_ALIASES.update({v: k for k, v in list(_SCALAR_ALIASES.items())})
+
+
+def _attrs(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: AttributeValues(v) if isinstance(v, (list, tuple)) else v for k, v in value.items()}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def build_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Template variables from ``{"user": ..., "endpoint": ..., "data": ...}``.
+
+    Adds the Pinpoint-style names. Never mutates the input.
+    """
+    context = context or {}
+    user = _dict(context.get("user"))
+    endpoint = _dict(context.get("endpoint"))
+    data = copy.deepcopy(_dict(context.get("data")))
+    user["attributes"] = _attrs(user.get("attributes"))
+    user["metrics"] = _dict(user.get("metrics"))
+    endpoint["attributes"] = _attrs(endpoint.get("attributes"))
+    endpoint["metrics"] = _dict(endpoint.get("metrics"))
+    endpoint["demographic"] = _dict(endpoint.get("demographic"))
+    endpoint["location"] = _dict(endpoint.get("location"))
+    channel = endpoint.get("channel")
+    if isinstance(channel, ChannelType):
+        endpoint["channel"] = channel.value
+    return {
+        "user": user,
+        "endpoint": endpoint,
+        "data": data,
+        # Pinpoint aliases
+        "User": {"UserId": user.get("user_id"), "UserAttributes": user["attributes"]},
+        "Attributes": endpoint["attributes"],
+        "Metrics": endpoint["metrics"],
+        "Demographic": endpoint["demographic"],
+        "Location": endpoint["location"],
+        "Address": endpoint.get("address"),
+        "Id": endpoint.get("id"),
+        "ChannelType": endpoint.get("channel"),
+    }
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, (list, tuple)) and len(value) == 0)
+
+
+def _apply_default(ctx: dict[str, Any], path: str, value: Any) -> None:
+    segments = path.split(".")
+    node: Any = ctx
+    for seg in segments[:-1]:
+        child = node.get(seg) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            if child is not None and not isinstance(child, dict):
+                return  # a non-dict value sits on the path: leave it alone
+            child = {}
+            node[seg] = child
+        node = child
+    if isinstance(node, dict) and _missing(node.get(segments[-1])):
+        node[segments[-1]] = value
+
+
+def _with_defaults(ctx: dict[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    for path, value in defaults.items():
+        _apply_default(ctx, path, value)
+        alias = _SCALAR_ALIASES.get(path)
+        if alias:
+            _apply_default(ctx, alias, value)
+    return ctx
+
+
+# --------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------
+
+
+def _norm_locale(loc: str) -> str:
+    return loc.replace("_", "-").lower()
+
+
+def locale_candidates(t: Template, locale: str | None) -> list[str]:
+    """Keys of ``t.locales`` to try for ``locale``, most specific first
+    (exact ``fr-CA``, then language ``fr``); the base parts come after."""
+    if not locale:
+        return []
+    by_norm = {_norm_locale(k): k for k in t.locales}
+    want = _norm_locale(locale)
+    out = []
+    if want in by_norm:
+        out.append(by_norm[want])
+    lang = want.split("-")[0]
+    if lang != want and lang in by_norm:
+        out.append(by_norm[lang])
+    return out
+
+
+def render(
+    t: Template, context: Mapping[str, Any] | None, locale: str | None = None
+) -> RenderedContent:
+    """Render every part of ``t`` for one recipient.
+
+    ``context`` is ``{"user": {...}, "endpoint": {...}, "data": {...}}``.
+    ``locale`` defaults to ``context["user"]["locale"]``. Each part comes from
+    the most specific locale variant defining it (``fr-CA`` -> ``fr`` ->
+    base). Raises :class:`TemplateRenderError` (never anything else).
+    """
+    try:
+        ctx = _with_defaults(build_context(context), t.defaults)
+    except Exception as exc:  # malformed context
+        raise TemplateRenderError("context", f"{type(exc).__name__}: {exc}", t.id) from exc
+    if locale is None:
+        locale = ctx["user"].get("locale") if isinstance(ctx["user"].get("locale"), str) else None
+    candidates = locale_candidates(t, locale)
+    variants = [(loc, t.locales[loc]) for loc in candidates] + [(None, t.parts)]
+
+    used: set[str] = set()
+    out: dict[str, Any] = {}
+
+    def pick(name: str) -> str | None:
+        for loc, parts in variants:
+            src = getattr(parts, name)
+            if src is not None:
+                if loc is not None:
+                    used.add(loc)
+                return src
+        return None
+
+    def run(part: str, source: str, html: bool) -> str:
+        try:
+            return _compile(source, html).render(ctx)
+        except SecurityError as exc:
+            raise TemplateRenderError(part, f"forbidden by the sandbox: {exc}", t.id) from exc
+        except TemplateSyntaxError as exc:
+            raise TemplateRenderError(part, f"line {exc.lineno}: {exc.message}", t.id) from exc
+        except Exception as exc:
+            raise TemplateRenderError(part, f"{type(exc).__name__}: {exc}", t.id) from exc
+
+    allowed = PARTS_BY_CHANNEL[t.channel_type]
+    for name in ("subject", "html", "text", "body", "title"):
+        if name not in allowed:
+            continue
+        src = pick(name)
+        if src is None:
+            continue
+        value = run(name, src, html=(name == "html"))
+        if name == "subject":
+            value = " ".join(value.split())  # no CR/LF in a header
+        out[name] = value
+    if "data" in allowed:
+        data_sources: dict[str, str] = {}
+        for loc, parts in reversed(variants):  # base first, specific overrides
+            if parts.data:
+                if loc is not None:
+                    used.add(loc)
+                data_sources.update(parts.data)
+        if data_sources:
+            out["data"] = {k: run(f"data.{k}", src, False) for k, src in data_sources.items()}
+    used_locale = next((loc for loc in candidates if loc in used), None)
+    return RenderedContent(**out, locale=used_locale)

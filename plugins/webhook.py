@@ -1,0 +1,197 @@
+"""Built-in channel ``webhook``: POST a JSON payload to the endpoint's URL.
+
+The endpoint address is the URL. The request body is the message ``payload``
+serialised as compact JSON (UTF-8). Headers:
+
+* ``Content-Type: application/json``
+* ``X-Tidings-Message-Id: <our message id>``
+* ``Idempotency-Key: <idempotency key or message id>`` (receivers should
+  de-duplicate on it: a transient failure is retried)
+* ``X-Tidings-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``
+  when a ``secret`` is configured; check it with :func:`verify_signature`.
+
+Security: unless ``allow_private_addresses`` is true, the host is resolved and
+the request is refused (permanent failure) when *any* resolved address is
+loopback, private, link-local, multicast, reserved or unspecified. Redirects
+are not followed. (Resolution happens before the request, so an attacker
+controlling DNS could still race it; run behind an egress proxy if that
+matters.)
+
+Classification: 2xx sent; 408, 425, 429, 5xx and network errors transient;
+3xx and other 4xx permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from engine.channels import Channel, ChannelType, ConfigField, OutgoingMessage, SendResult
+from engine.hookspecs import hookimpl
+
+SIGNATURE_HEADER = "X-Tidings-Signature"
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """Value of the ``X-Tidings-Signature`` header for ``body``."""
+    t = int(timestamp if timestamp is not None else time.time())
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify_signature(
+    secret: str,
+    header: str | None,
+    body: bytes,
+    *,
+    tolerance: float = 300,
+    now: float | None = None,
+) -> bool:
+    """Check an ``X-Tidings-Signature`` header (receiver side).
+
+    True when one ``v1`` value matches HMAC-SHA256(secret, "<t>.<body>") and
+    ``t`` is within ``tolerance`` seconds of ``now`` (replay protection).
+    ``body`` must be the raw request bytes, not re-serialised JSON.
+    """
+    if not header:
+        return False
+    t: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            try:
+                t = int(value)
+            except ValueError:
+                return False
+        elif key == "v1":
+            candidates.append(value)
+    if t is None or not candidates:
+        return False
+    if abs((now if now is not None else time.time()) - t) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(expected, c) for c in candidates)
+
+
+class AddressRefused(Exception):
+    pass
+
+
+def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"))
+    )
+
+
+async def check_destination(url: str, *, allow_private: bool = False) -> None:
+    """Raise :class:`AddressRefused` if ``url`` may not be called."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise AddressRefused(f"unsupported URL scheme {parts.scheme!r} (http or https only)")
+    host = parts.hostname
+    if not host:
+        raise AddressRefused("URL has no host")
+    if allow_private:
+        return
+    try:
+        ips = [ipaddress.ip_address(host)]
+    except ValueError:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise LookupError(f"cannot resolve {host!r}: {exc}") from exc
+        ips = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    bad = sorted({str(ip) for ip in ips if _forbidden(ip)})
+    if bad:
+        raise AddressRefused(
+            f"refusing to call {host!r}: it resolves to a loopback, private or link-local "
+            f"address ({', '.join(bad)}); set allow_private_addresses to allow it"
+        )
+
+
+class WebhookChannel(Channel):
+    name = "webhook"
+    channel_type = ChannelType.WEBHOOK
+    description = "POST the message payload as signed JSON to the endpoint's URL."
+    default_rate_limit = 50.0
+    config_fields = (
+        ConfigField(name="secret", secret=True, description="HMAC key for X-Tidings-Signature"),
+        ConfigField(name="timeout", type="float", default=10.0, description="Seconds per request"),
+        ConfigField(name="allow_private_addresses", type="bool", default=False),
+        ConfigField(name="concurrency", type="int", default=8),
+    )
+
+    async def send_batch(
+        self, messages: list[OutgoingMessage], config: Mapping[str, Any]
+    ) -> list[SendResult]:
+        cfg = self.resolve_config(config)
+        sem = asyncio.Semaphore(max(1, cfg["concurrency"]))
+        async with httpx.AsyncClient(timeout=cfg["timeout"], follow_redirects=False) as client:
+
+            async def one(msg: OutgoingMessage) -> SendResult:
+                async with sem:
+                    try:
+                        await check_destination(msg.to, allow_private=cfg["allow_private_addresses"])
+                    except AddressRefused as exc:
+                        return SendResult.failed(msg.message_id, str(exc), permanent=True)
+                    except LookupError as exc:
+                        return SendResult.failed(msg.message_id, str(exc), permanent=False)
+                    try:
+                        body = json.dumps(
+                            msg.payload, separators=(",", ":"), ensure_ascii=False
+                        ).encode()
+                    except (TypeError, ValueError) as exc:
+                        return SendResult.failed(
+                            msg.message_id, f"payload is not JSON-serialisable: {exc}", permanent=True
+                        )
+                    headers = {
+                        **msg.headers,
+                        "Content-Type": "application/json",
+                        "X-Tidings-Message-Id": msg.message_id,
+                        "Idempotency-Key": msg.idempotency_key or msg.message_id,
+                    }
+                    if cfg.get("secret"):
+                        headers[SIGNATURE_HEADER] = sign(cfg["secret"], body)
+                    try:
+                        resp = await client.post(msg.to, content=body, headers=headers)
+                    except httpx.HTTPError as exc:
+                        return SendResult.failed(
+                            msg.message_id, f"{type(exc).__name__}: {exc}", permanent=False
+                        )
+                code = resp.status_code
+                if 200 <= code < 300:
+                    return SendResult.sent(msg.message_id, resp.headers.get("x-request-id"))
+                transient = code in (408, 425, 429) or code >= 500
+                return SendResult.failed(
+                    msg.message_id, f"HTTP {code}: {resp.text[:200]}", permanent=not transient
+                )
+
+            return list(await asyncio.gather(*(one(m) for m in messages)))
+
+
+__all__ = ["WebhookChannel", "sign", "verify_signature", "check_destination", "SIGNATURE_HEADER"]
+
+
+@hookimpl
+def register_channels() -> list[Channel]:
+    return [WebhookChannel()]

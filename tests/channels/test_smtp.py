@@ -1,0 +1,194 @@
+"""Email over SMTP against a real aiosmtpd server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import ssl
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from engine.channels import ChannelType, OutgoingMessage, redact_config
+from plugins.email_smtp import SmtpChannel
+from .conftest import free_port
+
+
+class Recorder:
+    def __init__(self, refuse: set[str] = frozenset()):
+        self.refuse = refuse
+        self.messages: list[tuple[object, object]] = []  # (envelope, peer)
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((envelope, session.peer))
+        return "250 Message accepted"
+
+    def parsed(self, i: int):
+        return email.message_from_bytes(self.messages[i][0].content, policy=email.policy.default)
+
+
+@pytest.fixture
+def smtp_server():
+    controllers = []
+
+    def start(handler, **kwargs):
+        c = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+        c.start()
+        controllers.append(c)
+        return c
+
+    yield start
+    for c in controllers:
+        c.stop()
+
+
+def msg(i: int, to: str = None, **kw) -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=f"msg-{i}",
+        to=to or f"user{i}@example.com",
+        channel_type=ChannelType.EMAIL,
+        subject=kw.pop("subject", f"Hello {i}"),
+        text=kw.pop("text", f"Plain text {i}"),
+        html=kw.pop("html", f"<p>HTML {i}</p>"),
+        **kw,
+    )
+
+
+def base_config(port: int, **kw) -> dict:
+    return {"host": "127.0.0.1", "port": port, "security": "none",
+            "from_address": "Acme <news@acme.example>", **kw}
+
+
+async def test_batch_uses_one_connection_and_builds_proper_mime(smtp_server):
+    rec = Recorder()
+    c = smtp_server(rec)
+    messages = [msg(1, unsubscribe_url="https://acme.example/u/1"), msg(2), msg(3)]
+    results = await SmtpChannel().send_batch(messages, base_config(c.port, reply_to="help@acme.example"))
+
+    assert [r.status for r in results] == ["sent"] * 3
+    assert len(rec.messages) == 3
+    assert len({peer for _, peer in rec.messages}) == 1, "all messages over one connection"
+
+    env, _ = rec.messages[0]
+    assert env.mail_from == "news@acme.example"
+    assert env.rcpt_tos == ["user1@example.com"]
+    m = rec.parsed(0)
+    assert m.get_content_type() == "multipart/alternative"
+    parts = {p.get_content_type(): p.get_content() for p in m.iter_parts()}
+    assert parts["text/plain"].strip() == "Plain text 1"
+    assert parts["text/html"].strip() == "<p>HTML 1</p>"
+    assert m["Subject"] == "Hello 1"
+    assert m["Reply-To"] == "help@acme.example"
+    assert m["Message-ID"] == "<msg-1@acme.example>"
+    assert results[0].provider_message_id == "<msg-1@acme.example>"
+    assert m["List-Unsubscribe"] == "<https://acme.example/u/1>"
+    assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert rec.parsed(1)["List-Unsubscribe"] is None
+
+
+async def test_message_id_is_stable_across_retries(smtp_server):
+    rec = Recorder()
+    c = smtp_server(rec)
+    ch = SmtpChannel()
+    await ch.send_batch([msg(7)], base_config(c.port))
+    await ch.send_batch([msg(7)], base_config(c.port))
+    assert rec.parsed(0)["Message-ID"] == rec.parsed(1)["Message-ID"] == "<msg-7@acme.example>"
+
+
+async def test_refused_recipient_fails_only_that_message_permanently(smtp_server):
+    rec = Recorder(refuse={"nobody@example.com"})
+    c = smtp_server(rec)
+    results = await SmtpChannel().send_batch(
+        [msg(1), msg(2, to="nobody@example.com"), msg(3)], base_config(c.port)
+    )
+    assert [r.status for r in results] == ["sent", "failed", "sent"]
+    assert results[1].permanent is True
+    assert "550" in results[1].error
+    assert [e.rcpt_tos for e, _ in rec.messages] == [["user1@example.com"], ["user3@example.com"]]
+
+
+async def test_connection_failure_is_transient_for_all(closed_port):
+    results = await SmtpChannel().send_batch([msg(1), msg(2)], base_config(closed_port, timeout=2))
+    assert all(r.status == "failed" and r.permanent is False for r in results)
+    assert "connection" in results[0].error.lower()
+
+
+async def test_text_only_email_is_single_part(smtp_server):
+    rec = Recorder()
+    c = smtp_server(rec)
+    m = OutgoingMessage(message_id="t", to="a@example.com", channel_type=ChannelType.EMAIL,
+                        subject="S", text="only text")
+    [r] = await SmtpChannel().send_batch([m], base_config(c.port))
+    assert r.status == "sent"
+    assert rec.parsed(0).get_content_type() == "text/plain"
+
+
+def _server_tls(cert, key) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def _authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == b"mailer" and auth_data.password == b"s3cret"
+    return AuthResult(success=ok, handled=False)
+
+
+async def test_starttls_with_auth(smtp_server, tls_cert):
+    cert, key = tls_cert
+    rec = Recorder()
+    c = smtp_server(rec, tls_context=_server_tls(cert, key), require_starttls=True,
+                    authenticator=_authenticator, auth_required=True)
+    cfg = base_config(c.port, security="starttls", username="mailer", password="s3cret", ca_file=str(cert))
+    results = await SmtpChannel().send_batch([msg(1), msg(2)], cfg)
+    assert [r.status for r in results] == ["sent", "sent"], results
+    assert len(rec.messages) == 2
+
+
+async def test_wrong_password_fails_without_leaking_it(smtp_server, tls_cert):
+    cert, key = tls_cert
+    rec = Recorder()
+    c = smtp_server(rec, tls_context=_server_tls(cert, key), require_starttls=True,
+                    authenticator=_authenticator, auth_required=True)
+    cfg = base_config(c.port, security="starttls", username="mailer", password="wrong-pw", ca_file=str(cert))
+    results = await SmtpChannel().send_batch([msg(1)], cfg)
+    assert results[0].status == "failed" and results[0].permanent is False
+    assert "wrong-pw" not in results[0].error
+    assert rec.messages == []
+    assert redact_config(SmtpChannel(), cfg)["password"] == "***"
+
+
+async def test_starttls_refuses_untrusted_certificate(smtp_server, tls_cert):
+    cert, key = tls_cert
+    rec = Recorder()
+    c = smtp_server(rec, tls_context=_server_tls(cert, key), require_starttls=True)
+    results = await SmtpChannel().send_batch([msg(1)], base_config(c.port, security="starttls"))
+    assert results[0].status == "failed" and not results[0].permanent
+    assert rec.messages == []
+
+
+async def test_implicit_tls(smtp_server, tls_cert):
+    cert, key = tls_cert
+    rec = Recorder()
+    c = smtp_server(rec, ssl_context=_server_tls(cert, key))
+    cfg = base_config(c.port, security="tls", ca_file=str(cert))
+    results = await SmtpChannel().send_batch([msg(1)], cfg)
+    assert results[0].status == "sent", results
+    assert rec.parsed(0)["Subject"] == "Hello 1"
+
+
+async def test_header_injection_is_a_permanent_failure_of_that_message(smtp_server):
+    rec = Recorder()
+    c = smtp_server(rec)
+    bad = msg(2, headers={"X-Campaign": "a\r\nBcc: victim@example.com"})
+    results = await SmtpChannel().send_batch([msg(1), bad], base_config(c.port))
+    assert results[0].status == "sent"
+    assert results[1].status == "failed" and results[1].permanent
+    assert len(rec.messages) == 1

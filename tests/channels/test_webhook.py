@@ -1,0 +1,94 @@
+"""Webhook channel against a local receiver; SSRF refusal; signature scheme."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+
+from engine.channels import ChannelType, OutgoingMessage
+from plugins.webhook import WebhookChannel, verify_signature
+
+SECRET = "whsec-test"
+
+
+def hook(i, url, payload=None):
+    return OutgoingMessage(message_id=f"w{i}", to=url, channel_type=ChannelType.WEBHOOK,
+                           payload=payload if payload is not None else {"event": "welcome", "n": i},
+                           idempotency_key=f"idem-{i}")
+
+
+def receiver(req):
+    header = req.headers.get("x-tidings-signature", "")
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    # The documented scheme, computed independently:
+    expected = hmac.new(SECRET.encode(), parts["t"].encode() + b"." + req.body, hashlib.sha256).hexdigest()
+    if parts.get("v1") != expected or abs(int(parts["t"]) - time.time()) > 300:
+        return 401, "bad signature"
+    if req.path == "/gone":
+        return 410, "gone"
+    if req.path == "/flaky":
+        return 503, "try later"
+    return 200, {"ok": True}
+
+
+async def test_posts_signed_json(http_server):
+    server = http_server(receiver)
+    cfg = {"secret": SECRET, "allow_private_addresses": True}
+    results = await WebhookChannel().send_batch(
+        [hook(1, server.url + "/in"), hook(2, server.url + "/gone"), hook(3, server.url + "/flaky")], cfg
+    )
+    assert [r.status for r in results] == ["sent", "failed", "failed"]
+    assert results[1].permanent and not results[2].permanent
+    req = next(r for r in server.requests if r.path == "/in")
+    assert req.json() == {"event": "welcome", "n": 1}
+    assert req.headers["content-type"] == "application/json"
+    assert req.headers["idempotency-key"] == "idem-1"
+    assert req.headers["x-tidings-message-id"] == "w1"
+    assert verify_signature(SECRET, req.headers["x-tidings-signature"], req.body)
+    assert not verify_signature(SECRET, req.headers["x-tidings-signature"], req.body + b" ")
+    assert not verify_signature("other", req.headers["x-tidings-signature"], req.body)
+    assert not verify_signature(SECRET, req.headers["x-tidings-signature"], req.body, now=time.time() + 3600)
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/x",
+    "http://localhost:9/x",
+    "http://10.1.2.3/x",
+    "http://192.168.0.10/x",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]:9/x",
+    "http://[::ffff:127.0.0.1]/x",
+    "http://0.0.0.0/x",
+])
+async def test_refuses_private_destinations(url):
+    [r] = await WebhookChannel().send_batch([hook(1, url)], {"secret": SECRET})
+    assert r.status == "failed" and r.permanent
+    assert "allow_private_addresses" in r.error
+
+
+async def test_refusal_sends_nothing_to_a_local_receiver(http_server):
+    server = http_server(receiver)
+    [r] = await WebhookChannel().send_batch([hook(1, server.url + "/in")], {"secret": SECRET})
+    assert r.status == "failed" and r.permanent and "127.0.0.1" in r.error
+    assert server.requests == []
+
+
+async def test_non_http_scheme_is_refused():
+    [r] = await WebhookChannel().send_batch([hook(1, "file:///etc/passwd")], {"allow_private_addresses": True})
+    assert r.status == "failed" and r.permanent
+
+
+async def test_timeout_is_transient(http_server):
+    def slow(req):
+        time.sleep(1.0)
+        return 200, "late"
+
+    server = http_server(slow)
+    [r] = await WebhookChannel().send_batch(
+        [hook(1, server.url)], {"allow_private_addresses": True, "timeout": 0.2}
+    )
+    assert r.status == "failed" and not r.permanent and "Timeout" in r.error
