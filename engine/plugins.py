@@ -30,7 +30,6 @@ from engine.channels import Channel, ChannelType, EventSinkFactory
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
-    "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
     "PluginError",
     "LoadedPlugin",
@@ -41,16 +40,6 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "tidings"
 BUILTIN_DISTRIBUTION = "tidings"
-
-# TEMPORARY fallback, used ONLY when the installed ``tidings`` distribution
-# declares no ``tidings`` entry points (its pyproject.toml does not list the
-# built-ins yet). Remove once [project.entry-points.tidings] is in pyproject.
-BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("email_smtp", "plugins.email_smtp"),
-    ("twilio", "plugins.twilio"),
-    ("fcm", "plugins.fcm"),
-    ("webhook", "plugins.webhook"),
-)
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
@@ -223,12 +212,10 @@ def get_plugin_manager(
     pm.add_hookspecs(hookspecs)
     tpm = TidingsPluginManager(pm)
 
-    saw_builtin_eps = False
     if entry_points:
         for ep in _entry_points():
             dist_name = ep.dist.name if ep.dist is not None else None
             if _is_builtin_dist(dist_name):
-                saw_builtin_eps = True
                 if not builtins:
                     continue
                 source = "builtin"
@@ -243,15 +230,6 @@ def get_plugin_manager(
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             tpm._register(plugin, name=ep.name, module=ep.value, source=source)
-
-    if builtins and not saw_builtin_eps:
-        # TEMPORARY: see BUILTIN_PLUGINS.
-        for name, modname in BUILTIN_PLUGINS:
-            try:
-                plugin = importlib.import_module(modname)
-            except Exception as exc:
-                raise PluginError(f"cannot load built-in plugin {modname}: {exc}") from exc
-            tpm._register(plugin, name=name, module=modname, source="builtin")
 
     for extra in extra_modules:
         if isinstance(extra, str):
