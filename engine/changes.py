@@ -23,3 +23,6 @@ def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[st
 
 def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
     """New events were stored (only new ids; duplicates never arrive here)."""
+    from engine.journeys import entries
+
+    entries.enqueue_matching(conn, workspace_id, rows)  # event/segment-triggered journeys and goals

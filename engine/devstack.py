@@ -34,7 +34,7 @@ TEMPORAL_TUNING = [
     "--sqlite-pragma", "synchronous=normal",
 ]
 # Search attributes the journey workflows set, so the web UI can find any customer's run.
-SEARCH_ATTRIBUTES = ["TidingsJourney=Keyword", "TidingsJourneyVersion=Int", "TidingsStep=Keyword"]
+SEARCH_ATTRIBUTES = ["TidingsJourney=Keyword", "TidingsJourneyVersion=Int", "TidingsStep=KeywordList"]
 
 
 def binary(name: str) -> str:

@@ -16,12 +16,16 @@ log = logging.getLogger("tidings.worker")
 
 def workflows() -> list[type]:
     """Workflow classes, imported lazily so the API process need not load them."""
-    return []
+    from engine.journeys.workflows import JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow
+
+    return [JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
 
 
 def activities(db: Engine, settings: Settings) -> list:
     """Activity callables bound to this process's database and settings."""
-    return []
+    from engine.journeys.activities import JourneyActivities
+
+    return JourneyActivities(db, settings).all()
 
 
 def build_worker(client: Client, db: Engine, settings: Settings) -> Worker | None:

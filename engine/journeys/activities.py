@@ -1,0 +1,526 @@
+"""Journey activities: every read and write the journey workflows need, each acting on a whole batch.
+
+Activities are registered by name ("journey.send", ...) so the workflow module never imports this one.
+Event-time comparisons ("did it happen after the customer entered / started waiting") use the
+store's own clock (`received_at`); schedules (quiet hours, `until_time`) use the workflow time the
+call carries, so replays and time-skipping tests agree.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any, Iterable
+from zoneinfo import ZoneInfo
+
+import datalogic_py
+import msgspec
+from sqlalchemy import Engine, and_, insert, select, update
+from temporalio import activity
+
+from engine.clock import now_ms
+from engine.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.journeys import audience, ir
+from engine.journeys.cohort import (
+    AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
+)
+from engine.journeys.models import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
+from engine.journeys.sending import JourneySend, Sender, resolve_sender
+from engine.models import events, users
+
+MESSAGE_EVENT_NAMES = {  # journey message_event types -> the event type suffix channels record
+    "sent": ["send"], "delivered": ["delivered", "delivery"], "opened": ["open"], "clicked": ["click"],
+    "bounced": ["bounce", "hardbounce", "softbounce"], "complained": ["complaint"],
+    "unsubscribed": ["unsubscribe"], "failed": ["failure", "failed"], "replied": ["reply", "inbound"],
+}
+
+_engine = datalogic_py.Engine()
+
+
+@lru_cache(maxsize=512)
+def _rule(text: str):
+    return _engine.compile(msgspec.json.decode(text))
+
+
+def holds(rule: Any, data: dict) -> bool:
+    if rule is None:
+        return True
+    result = _rule(msgspec.json.encode(rule).decode()).evaluate(data)
+    return bool(result) and result != []
+
+
+def event_doc(name: str, attributes: dict, metrics: dict, ts: int) -> dict:
+    """The `event` a rule sees: attributes at the top level and under `properties`/`attributes`."""
+    return {**metrics, **attributes, "name": name, "timestamp": ts, "attributes": attributes,
+            "properties": {**attributes, **metrics}, "metrics": metrics}
+
+
+def next_local(now: int, zone: str, hhmm: str, *, inclusive: bool = False) -> int:
+    """The next HH:MM (strictly after `now`, or at it when inclusive) in `zone`, as epoch ms."""
+    tz = _zone(zone)
+    local = datetime.fromtimestamp(now / 1000, tz)
+    h, m = map(int, hhmm.split(":"))
+    cand = local.replace(hour=h, minute=m, second=0, microsecond=0)
+    if cand < local or (cand == local and not inclusive):
+        cand = (local + timedelta(days=1)).replace(hour=h, minute=m, second=0, microsecond=0)
+    return int(cand.timestamp() * 1000)
+
+
+def in_quiet_hours(now: int, zone: str, start: str, end: str) -> bool:
+    local = datetime.fromtimestamp(now / 1000, _zone(zone))
+    t = local.hour * 60 + local.minute
+    s, e = (int(x[:2]) * 60 + int(x[3:]) for x in (start, end))
+    return s <= t < e if s < e else (t >= s or t < e)
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except Exception:
+        return ZoneInfo("UTC")
+
+
+class JourneyActivities:
+    def __init__(self, db: Engine, settings=None, sender: Sender | None = None):
+        self.db, self.settings = db, settings
+        self.sender = resolve_sender(sender)
+        self._irs: dict[tuple[int, str, int], ir.JourneyIR] = {}
+
+    def all(self) -> list:
+        return [self.send, self.wait, self.wait_for, self.split, self.finish, self.admit, self.broadcast_page]
+
+    # ---- shared pieces -------------------------------------------------------------------
+
+    def _status(self, conn, ws: int, journey_id: str) -> str | None:
+        return conn.execute(select(journeys.c.status).where(journeys.c.workspace_id == ws,
+                                                            journeys.c.journey_id == journey_id)).scalar()
+
+    def _events(self, conn, ws: int, pks: list[int], names: Iterable[str], since: int) -> dict[int, list[dict]]:
+        names = sorted(set(names))
+        out: dict[int, list[dict]] = {}
+        if not pks or not names:
+            return out
+        for start in range(0, len(pks), 5000):
+            part = pks[start:start + 5000]
+            q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.metrics, events.c.ts,
+                        events.c.received_at)
+                 .where(events.c.workspace_id == ws, events.c.user_pk.in_(part), events.c.name.in_(names),
+                        events.c.received_at >= since).order_by(events.c.id))
+            for r in conn.execute(q):
+                out.setdefault(r.user_pk, []).append(
+                    {"name": r.name, "attributes": r.attributes, "metrics": r.metrics, "ts": r.ts,
+                     "received_at": r.received_at})
+        return out
+
+    def _exits(self, conn, call: StepCall, members: list[Member]) -> dict[int, str]:
+        """run_id -> reason, for members an exit criterion (or a stopped journey) takes out."""
+        crit = call.settings.exit
+        if not crit or not members:
+            return {}
+        names = {c.event for c in crit if isinstance(c, ir.EventExit)}
+        if any(isinstance(c, ir.SegmentExit) for c in crit):
+            names.add("_segment.exit")
+        found = self._events(conn, call.workspace_id, [m.user_pk for m in members], names,
+                             min(m.entered_at for m in members))
+        out: dict[int, str] = {}
+        for m in members:
+            for ev in found.get(m.user_pk, []):
+                if ev["received_at"] < m.entered_at:
+                    continue
+                for c in crit:
+                    if isinstance(c, ir.EventExit) and ev["name"] == c.event and holds(
+                            c.filter, {"event": event_doc(ev["name"], ev["attributes"], ev["metrics"], ev["ts"])}):
+                        out[m.run_id] = f"event {c.event}"
+                    elif isinstance(c, ir.SegmentExit) and ev["name"] == "_segment.exit" and \
+                            ev["attributes"].get("segment_id") == c.segment:
+                        out[m.run_id] = f"left segment {c.segment}"
+                if m.run_id in out:
+                    break
+        return out
+
+    def _mark(self, conn, call: StepCall, members: list[Member], *, outcomes: dict[int, str] | None = None,
+              status: str | None = None, reasons: dict[int, str] | None = None, variant: bool = True) -> None:
+        """Record in journey_run that `members` took (or are at) call.node: steps, current step, status."""
+        if not members:
+            return
+        now = now_ms()
+        current = {r[0]: r[1] for r in rows_where_in(conn, journey_runs, ["id", "steps"], "id",
+                                                     [m.run_id for m in members])}
+        rows = []
+        for m in members:
+            steps = list(current.get(m.run_id) or [])
+            seen = {(s.get("step"), s.get("hop")) for s in steps}
+            for i, past in enumerate(m.trail):
+                key = (past, m.hops - len(m.trail) + i)
+                if key not in seen:
+                    steps.append({"step": past, "hop": key[1]})
+            if (call.node.id, m.hops) not in seen:
+                entry = {"step": call.node.id, "hop": m.hops, "at": now}
+                if outcomes and m.run_id in outcomes:
+                    entry["outcome"] = outcomes[m.run_id]
+                steps.append(entry)
+            row = {"steps": steps, "current_step": call.node.id, "updated_at": now, "variant": m.variant,
+                   "id": m.run_id}
+            if status:
+                row = {**row, "status": status, "exit_reason": (reasons or {}).get(m.run_id)}
+            rows.append(row)
+        for shape in {tuple(r) for r in rows}:
+            bulk_update(conn, journey_runs, [r for r in rows if tuple(r) == shape])
+
+    def _drop_exits(self, conn, call: StepCall, members: list[Member], stopped: bool) -> list[Member]:
+        reasons = {m.run_id: "journey stopped" for m in members} if stopped else self._exits(conn, call, members)
+        gone = [m for m in members if m.run_id in reasons]
+        if gone:
+            self._mark(conn, call, gone, status="exited", reasons=reasons)
+        return [m for m in members if m.run_id not in reasons]
+
+    def _zones(self, conn, call: StepCall, members: list[Member]) -> dict[int, str]:
+        found = dict(rows_where_in(conn, users, ["id", "timezone"], "id", [m.user_pk for m in members]))
+        return {m.user_pk: found.get(m.user_pk) or call.settings.default_timezone for m in members}
+
+    # ---- node activities -----------------------------------------------------------------
+
+    @activity.defn(name="journey.send")
+    async def send(self, call: StepCall) -> StepResult:
+        node: ir.SendNode = call.node  # type: ignore[assignment]
+        prep = await asyncio.to_thread(self._send_prepare, call)
+        if isinstance(prep, StepResult):
+            return prep
+        go, skipped, held = prep
+        outcomes = {m.run_id: why for m, why in skipped}
+        if go:
+            sends = [JourneySend(user_pk=m.user_pk, idempotency_key=idempotency_key(call.workflow_id, node.id, m),
+                                 variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
+                     for m in go]
+            beat = asyncio.create_task(_heartbeat_forever())
+            try:
+                results = await self.sender(self.db, self.settings, call.workspace_id, channel_type=node.channel,
+                                            template_id=node.template, data=dict(node.data), sends=sends,
+                                            journey_id=call.journey_id, journey_version=call.version,
+                                            step_id=node.id, now_ms=call.now)
+            finally:
+                beat.cancel()
+            by_pk = {o.user_pk: o for o in results}
+            for m in go:
+                o = by_pk.get(m.user_pk)
+                outcomes[m.run_id] = o.status if o else "failed"
+        moving = go + [m for m, _ in skipped]
+        await asyncio.to_thread(self._in_txn, lambda conn: self._mark(conn, call, moving, outcomes=outcomes))
+        return StepResult(routes={node.next: [msgspec.structs.replace(m, trail=[]) for m in moving]}, held=held)
+
+    def _in_txn(self, fn):
+        with self.db.begin() as conn:
+            return fn(conn)
+
+    def _send_prepare(self, call: StepCall):
+        s = call.settings
+        with self.db.begin() as conn:
+            status = self._status(conn, call.workspace_id, call.journey_id)
+            if status == "paused":
+                return StepResult(paused=True)
+            members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
+            skipped: list[tuple[Member, str]] = []
+            held: list[Member] = []
+            go = members
+            if s.quiet_hours and go:
+                zones = self._zones(conn, call, go)
+                q, keep = s.quiet_hours, []
+                for m in go:
+                    if not in_quiet_hours(call.now, zones[m.user_pk], q.start, q.end):
+                        keep.append(m)
+                    elif q.action == "skip":
+                        skipped.append((m, "quiet_hours"))
+                    else:
+                        held.append(msgspec.structs.replace(m, deadline=next_local(call.now, zones[m.user_pk], q.end, inclusive=True)))
+                go = keep
+            if s.frequency_cap and go:
+                cap = s.frequency_cap
+                counts: dict[int, int] = {}
+                since = call.now - cap.per_seconds * 1000
+                for part in range(0, len(go), 5000):
+                    q = (select(events.c.user_pk, events.c.id).where(
+                        events.c.workspace_id == call.workspace_id,
+                        events.c.user_pk.in_([m.user_pk for m in go[part:part + 5000]]),
+                        events.c.name.like("\\_%.send", escape="\\"), events.c.ts >= since))
+                    for r in conn.execute(q):
+                        counts[r.user_pk] = counts.get(r.user_pk, 0) + 1
+                keep = []
+                for m in go:
+                    (keep.append(m) if counts.get(m.user_pk, 0) < cap.messages else skipped.append((m, "frequency_cap")))
+                go = keep
+            if held:
+                self._mark(conn, call, held, outcomes={m.run_id: "quiet_hours_hold" for m in held})
+        return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held]
+
+    @activity.defn(name="journey.wait")
+    def wait(self, call: StepCall) -> StepResult:
+        node: ir.WaitNode = call.node  # type: ignore[assignment]
+        with self.db.begin() as conn:
+            status = self._status(conn, call.workspace_id, call.journey_id)
+            members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
+            zones = self._zones(conn, call, members) if node.until_time else {}
+            self._mark(conn, call, members)
+        out = []
+        for m in members:
+            if node.seconds is not None:
+                deadline = call.now + node.seconds * 1000
+            elif node.until_epoch is not None:
+                deadline = max(call.now, node.until_epoch * 1000)
+            else:
+                deadline = next_local(call.now, zones[m.user_pk], node.until_time)
+            out.append(msgspec.structs.replace(m, deadline=deadline, trail=[]))
+        return StepResult(routes={node.id: out})
+
+    @activity.defn(name="journey.wait_for")
+    def wait_for(self, call: StepCall) -> StepResult:
+        node: ir.WaitForNode = call.node  # type: ignore[assignment]
+        wall = now_ms()
+        with self.db.begin() as conn:
+            status = self._status(conn, call.workspace_id, call.journey_id)
+            members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
+            fresh = [m for m in members if m.since is None]
+            if fresh:
+                self._mark(conn, call, fresh)
+            members = [m if m.since is not None else msgspec.structs.replace(
+                m, since=wall, deadline=call.now + node.timeout_seconds * 1000, trail=[]) for m in members]
+            matched = self._matching(conn, call, node, members)
+        routes: dict[str, list[Member]] = {}
+        waiting = []
+        for m in members:
+            if m.run_id in matched:
+                routes.setdefault(node.on_event, []).append(m)
+            elif m.deadline is not None and m.deadline <= call.now:
+                routes.setdefault(node.on_timeout, []).append(m)
+            else:
+                waiting.append(m)
+        return StepResult(routes=routes, waiting=waiting)
+
+    def _matching(self, conn, call: StepCall, node: ir.WaitForNode, members: list[Member]) -> set[int]:
+        if not members:
+            return set()
+        pks = [m.user_pk for m in members]
+        if node.message_event is not None:
+            return self._message_events(conn, call, node.message_event.step, node.message_event.type, members)
+        found = self._events(conn, call.workspace_id, pks, [node.event], min(m.since for m in members))
+        out = set()
+        for m in members:
+            for ev in found.get(m.user_pk, []):
+                if ev["received_at"] < m.since:
+                    continue
+                if node.correlate:
+                    mine = _attr(ev, node.correlate)
+                    theirs = _attr(m.entry, node.correlate)
+                    if mine is None or mine != theirs:
+                        continue
+                if holds(node.filter, {"event": event_doc(ev["name"], ev["attributes"], ev["metrics"], ev["ts"])}):
+                    out.add(m.run_id)
+                    break
+        return out
+
+    def _message_events(self, conn, call: StepCall, step_id: str, kind: str, members: list[Member]) -> set[int]:
+        """Members with a `_{channel}.{type}` event about their message from `step_id` of this journey."""
+        node = None
+        # the channel of the referenced send step is not in this call; match every channel's prefix
+        suffixes = MESSAGE_EVENT_NAMES.get(kind, [kind])
+        pks = [m.user_pk for m in members]
+        out = set()
+        since = min(m.entered_at for m in members)
+        for start in range(0, len(pks), 5000):
+            q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.received_at).where(
+                events.c.workspace_id == call.workspace_id, events.c.user_pk.in_(pks[start:start + 5000]),
+                events.c.name.like("\\_%", escape="\\"), events.c.received_at >= since))
+            by_pk: dict[int, list] = {}
+            for r in conn.execute(q):
+                if r.name.rsplit(".", 1)[-1] in suffixes and r.attributes.get("step_id") == step_id and \
+                        r.attributes.get("journey_id") == call.journey_id:
+                    by_pk.setdefault(r.user_pk, []).append(r)
+            for m in members:
+                if any(r.received_at >= m.entered_at for r in by_pk.get(m.user_pk, [])):
+                    out.add(m.run_id)
+        del node
+        return out
+
+    @activity.defn(name="journey.split")
+    def split(self, call: StepCall) -> StepResult:
+        node: ir.SplitNode = call.node  # type: ignore[assignment]
+        with self.db.begin() as conn:
+            status = self._status(conn, call.workspace_id, call.journey_id)
+            members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
+            remaining = {m.run_id: m for m in members}
+            routes: dict[str, list[Member]] = {}
+            docs = None
+            for b in node.branches:
+                pool = list(remaining.values())
+                if not pool:
+                    break
+                if isinstance(b, ir.RuleBranch):
+                    if docs is None:
+                        docs = _customer_docs(conn, [m.user_pk for m in members])
+                    hit = {m.run_id for m in pool if holds(b.rule, {"customer": docs.get(m.user_pk, {}),
+                                                                    "event": _entry_doc(m.entry)})}
+                elif isinstance(b, ir.SegmentBranch):
+                    inside = audience.members_among(conn, call.workspace_id, b.segment, [m.user_pk for m in pool])
+                    hit = {m.run_id for m in pool if m.user_pk in inside}
+                else:
+                    hit = self._message_events(conn, call, b.step, b.type, pool)
+                for run_id in hit:
+                    routes.setdefault(b.next, []).append(remaining.pop(run_id))
+            if remaining:
+                routes.setdefault(node.else_next, []).extend(remaining.values())
+            self._mark(conn, call, members)
+        return StepResult(routes={k: [msgspec.structs.replace(m, trail=[]) for m in v] for k, v in routes.items()})
+
+    @activity.defn(name="journey.finish")
+    def finish(self, call: StepCall) -> StepResult:
+        """Holdout (control group) or exit node: the run ends here."""
+        node = call.node
+        status = "held_out" if isinstance(node, ir.HoldoutNode) else "completed"
+        reason = getattr(node, "reason", None) or ("control group" if status == "held_out" else None)
+        with self.db.begin() as conn:
+            self._mark(conn, call, call.members, status=status, reasons={m.run_id: reason for m in call.members})
+        return StepResult()
+
+    # ---- admission -----------------------------------------------------------------------
+
+    def _ir(self, conn, ws: int, journey_id: str, version: int) -> ir.JourneyIR:
+        key = (ws, journey_id, version)
+        if key not in self._irs:
+            text = conn.execute(select(journey_versions.c.ir).where(
+                journey_versions.c.workspace_id == ws, journey_versions.c.journey_id == journey_id,
+                journey_versions.c.version == version)).scalar_one()
+            self._irs[key] = ir.JourneyIR.from_json(text)
+        return self._irs[key]
+
+    def _claimed(self, conn, claim_key: str) -> Admitted | None:
+        row = conn.execute(select(journey_cohorts).where(journey_cohorts.c.claim_key == claim_key)).first()
+        if row is None:
+            return None
+        runs = conn.execute(select(journey_runs.c.id, journey_runs.c.user_pk, journey_runs.c.entered_at,
+                                   journey_runs.c.entry).where(
+            journey_runs.c.workspace_id == row.workspace_id, journey_runs.c.journey_id == row.journey_id,
+            journey_runs.c.cohort == row.cohort).order_by(journey_runs.c.id)).all()
+        return Admitted(cohort=row.cohort, workflow_id=row.workflow_id,
+                        ir=self._ir(conn, row.workspace_id, row.journey_id, row.version),
+                        members=[Member(user_pk=r.user_pk, run_id=r.id, entered_at=r.entered_at, entry=r.entry or {})
+                                 for r in runs])
+
+    def _admit_rows(self, conn, ws: int, journey_id: str, version: int, claim_key: str,
+                    candidates: list[tuple[int, dict]]) -> Admitted:
+        """Apply entry limits, record the runs and the cohort; all inside the caller's transaction."""
+        j = self._ir(conn, ws, journey_id, version)
+        lim = j.settings.entry
+        now = now_ms()
+        pks = sorted({pk for pk, _ in candidates})
+        past: dict[int, list] = {}
+        for r in rows_where_in(conn, journey_runs, ["user_pk", "status", "entered_at"], "user_pk", pks,
+                               {"workspace_id": ws, "journey_id": journey_id}):
+            past.setdefault(r[0], []).append(r)
+        chosen: dict[int, dict] = {}
+        for pk, entry in candidates:
+            if pk in chosen:
+                continue
+            runs = past.get(pk, [])
+            if any(r[1] == "active" for r in runs):
+                continue
+            if lim.max_entries is not None and len(runs) >= lim.max_entries:
+                continue
+            if lim.min_interval_seconds and runs and max(r[2] for r in runs) > now - lim.min_interval_seconds * 1000:
+                continue
+            chosen[pk] = entry
+        cohort = conn.execute(select(journeys.c.next_cohort).where(
+            journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)).scalar_one()
+        conn.execute(update(journeys).where(journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)
+                     .values(next_cohort=cohort + 1))
+        wf_id = cohort_workflow_id(ws, journey_id, version, cohort)
+        conn.execute(insert(journey_cohorts).values(workspace_id=ws, journey_id=journey_id, cohort=cohort,
+                                                    version=version, claim_key=claim_key, workflow_id=wf_id,
+                                                    size=len(chosen), created_at=now))
+        bulk_insert(conn, journey_runs, [
+            {"workspace_id": ws, "journey_id": journey_id, "version": version, "user_pk": pk, "cohort": cohort,
+             "workflow_id": wf_id, "current_step": None, "status": "active", "exit_reason": None, "entered_at": now,
+             "updated_at": now, "converted_at": None, "steps": [], "variant": None, "entry": entry}
+            for pk, entry in chosen.items()])
+        return self._claimed(conn, claim_key)  # type: ignore[return-value]
+
+    @activity.defn(name="journey.admit")
+    def admit(self, call: AdmitCall) -> Admitted:
+        """Claim up to `limit` queued entries (returns as soon as there are some, else after wait_seconds)."""
+        give_up = time.monotonic() + call.wait_seconds
+        ws, jid = call.workspace_id, call.journey_id
+        while True:
+            activity.heartbeat()
+            with reading(self.db) as conn:
+                status = self._status(conn, ws, jid)
+                done = self._claimed(conn, call.claim_key)
+                pending = conn.execute(select(journey_entries.c.id).where(
+                    journey_entries.c.workspace_id == ws, journey_entries.c.journey_id == jid).limit(1)).first()
+            if done is not None:
+                return done
+            if status in (None, "stopped"):
+                return Admitted(stopped=True)
+            if status == "active" and pending is not None:
+                with self.db.begin() as conn:
+                    version = conn.execute(select(journeys.c.active_version).where(
+                        journeys.c.workspace_id == ws, journeys.c.journey_id == jid)).scalar_one()
+                    rows = conn.execute(select(journey_entries).where(
+                        journey_entries.c.workspace_id == ws, journey_entries.c.journey_id == jid)
+                        .order_by(journey_entries.c.id).limit(call.limit)).all()
+                    if rows:
+                        conn.execute(journey_entries.delete().where(journey_entries.c.id.in_([r.id for r in rows])))
+                        j = self._ir(conn, ws, jid, version)
+                        rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
+                        docs = _customer_docs(conn, sorted({r.user_pk for r in rows})) if rule is not None else {}
+                        candidates = [(r.user_pk, r.event) for r in rows
+                                      if rule is None or holds(rule, {"event": _entry_doc(r.event),
+                                                                      "customer": docs.get(r.user_pk, {})})]
+                        adm = self._admit_rows(conn, ws, jid, version, call.claim_key, candidates)
+                        if adm.members:
+                            return adm
+                        return Admitted()  # everyone filtered out: the claim is used up
+            if time.monotonic() >= give_up:
+                return Admitted()
+            time.sleep(0.05)
+
+    @activity.defn(name="journey.broadcast_page")
+    def broadcast_page(self, call: PageCall) -> Admitted:
+        with self.db.begin() as conn:
+            j = self._ir(conn, call.workspace_id, call.journey_id, call.version)
+            assert isinstance(j.entry, ir.BroadcastEntry)
+            pks = audience.members_page(conn, call.workspace_id, j.entry.segment, call.after_pk, call.limit)
+            next_after = pks[-1] if len(pks) == call.limit else None
+            status = self._status(conn, call.workspace_id, call.journey_id)
+            if status not in ("active", "paused"):
+                return Admitted(stopped=True)
+            adm = self._claimed(conn, call.claim_key)
+            if adm is None:
+                adm = self._admit_rows(conn, call.workspace_id, call.journey_id, call.version, call.claim_key,
+                                       [(pk, {}) for pk in pks])
+        adm.next_after = next_after
+        return adm
+
+
+async def _heartbeat_forever(every: float = 2.0) -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(every)
+
+
+def _attr(ev: dict, key: str):
+    attrs = ev.get("attributes") or {}
+    if key in attrs:
+        return attrs[key]
+    return (ev.get("metrics") or {}).get(key)
+
+
+def _entry_doc(entry: dict) -> dict:
+    if not entry:
+        return {}
+    return event_doc(entry.get("name", ""), entry.get("attributes", {}), entry.get("metrics", {}), entry.get("ts", 0))
+
+
+def _customer_docs(conn, pks: list[int]) -> dict[int, dict]:
+    rows = rows_where_in(conn, users, ["id", "user_id", "attributes", "metrics", "timezone", "locale"], "id", pks)
+    return {r[0]: {"user_id": r[1], "attributes": r[2], "metrics": r[3], "timezone": r[4], "locale": r[5]}
+            for r in rows}

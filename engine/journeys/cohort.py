@@ -1,0 +1,145 @@
+"""Messages between the journey workflows and their activities (pure msgspec: safe in workflow code).
+
+A cohort is a batch of customers walking a journey's graph together. Each `Member` carries what its
+own run needs to be reproduced exactly: when it entered, the entry event (for filters and
+`correlate`), the A/B variant it drew, the number of steps it has taken (`hops`, part of every
+idempotency key) and, while it waits, its own wake-up instant (`deadline`, workflow time).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+from engine.journeys.ir import JourneyIR, Node, Settings
+
+
+class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
+    user_pk: int
+    run_id: int  # journey_run.id
+    entered_at: int  # epoch ms (wall clock at admission)
+    entry: dict[str, Any] = {}  # the entry event: {name, attributes, metrics, ts}; {} for broadcasts
+    variant: str | None = None
+    hops: int = 0  # steps taken so far: makes idempotency keys unique when a loop revisits a step
+    deadline: int | None = None  # epoch ms (workflow time) this member waits until, at its current node
+    since: int | None = None  # wait_for: wall-clock ms the wait started (events after it count)
+    trail: list[str] = []  # steps taken but not yet written to journey_run
+
+
+class Group(msgspec.Struct, kw_only=True):
+    node: str
+    members: list[Member]
+
+
+class CohortInput(msgspec.Struct, kw_only=True):
+    workspace_id: int
+    ir: JourneyIR
+    cohort: int
+    groups: list[Group]
+    counts: dict[str, int] = {}  # customers that reached each step (memo), carried over continue-as-new
+    poll_seconds: float | None = None  # wait_for poll interval; default max(5, min(30, timeout/20))
+    pause_poll_seconds: float = 60.0
+    history_limit: int = 10_000  # continue-as-new once the history is this long (or when Temporal suggests)
+    heartbeat_seconds: float = 10.0  # a killed worker's activity is retried elsewhere after this long
+    visibility: bool = True  # upsert search attributes and memo (the time-skipping test server has none)
+
+
+class CohortResult(msgspec.Struct, kw_only=True):
+    counts: dict[str, int]
+    continued: int = 0
+
+
+class StepCall(msgspec.Struct, kw_only=True):
+    """One activity call: a node acting on a batch of members."""
+
+    workspace_id: int
+    journey_id: str
+    version: int
+    workflow_id: str
+    settings: Settings
+    node: Node
+    members: list[Member]
+    now: int  # workflow time, epoch ms (schedules are computed from it, so replays agree)
+    entry_event: str | None = None
+    final: bool = False  # wait_for: the last poll, at the timeout
+
+
+class StepResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Members routed by target node id; `None` key is not allowed, so `held` carries quiet-hour holds."""
+
+    routes: dict[str, list[Member]] = {}
+    held: list[Member] = []  # stay at this node until their deadline (quiet hours)
+    waiting: list[Member] = []  # wait_for: nothing yet
+    paused: bool = False  # the journey is paused: try again later
+
+
+class AdmitCall(msgspec.Struct, kw_only=True):
+    workspace_id: int
+    journey_id: str
+    claim_key: str
+    limit: int = 500
+    wait_seconds: float = 20.0  # long-poll: return at once when entries exist, else after this long
+
+
+class BroadcastInput(msgspec.Struct, kw_only=True):
+    workspace_id: int
+    journey_id: str
+    version: int
+    page_size: int = 1000
+    after_pk: int = 0
+    page: int = 0
+    started: int = 0
+
+
+class PageCall(msgspec.Struct, kw_only=True):
+    workspace_id: int
+    journey_id: str
+    version: int
+    claim_key: str
+    after_pk: int
+    limit: int
+
+
+class Admitted(msgspec.Struct, kw_only=True):
+    """A cohort the store has recorded: start its workflow with this id."""
+
+    cohort: int = 0
+    workflow_id: str = ""
+    ir: JourneyIR | None = None
+    members: list[Member] = []
+    next_after: int | None = None  # broadcast: the next page starts after this user_pk; None = done
+    stopped: bool = False  # the journey is no longer active: the admission loop ends
+
+
+class AdmissionInput(msgspec.Struct, kw_only=True):
+    workspace_id: int
+    journey_id: str
+    seq: int = 0
+    limit: int = 500
+    wait_seconds: float = 20.0
+    cohort_poll_seconds: float | None = None
+
+
+def bucket(journey_id: str, user_pk: int, step_id: str) -> float:
+    """A stable number in [0, 100) for (journey, customer, step): random splits and holdouts use it,
+    so a customer draws the same branch in a cohort as in a run of their own, on every replay."""
+    digest = hashlib.sha256(f"{journey_id}\x1f{user_pk}\x1f{step_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 1_000_000 / 10_000
+
+
+def cohort_workflow_id(workspace_id: int, journey_id: str, version: int, cohort: int) -> str:
+    return f"journey/{workspace_id}/{journey_id}/v{version}/cohort/{cohort}"
+
+
+def admission_workflow_id(workspace_id: int, journey_id: str) -> str:
+    return f"journey/{workspace_id}/{journey_id}/admission"
+
+
+def broadcast_workflow_id(workspace_id: int, journey_id: str, version: int) -> str:
+    return f"journey/{workspace_id}/{journey_id}/v{version}/broadcast"
+
+
+def idempotency_key(workflow_id: str, step_id: str, member: Member) -> str:
+    """Per workflow, step and customer (and visit, for loops): retries of a send reuse it."""
+    return f"{workflow_id}/{step_id}/{member.user_pk}/{member.run_id}/{member.hops}"

@@ -1,0 +1,105 @@
+"""Tables of the journey runtime. Created by migration 0004_journeys.
+
+- `journey`: one row per journey id in a workspace: status and the current version.
+- `journey_version`: every version ever put (YAML, compiled IR as JSON, source hash).
+- `journey_run`: one row per customer entry: where they are, the steps they took, how it ended.
+- `journey_cohort`: each cohort workflow started (its claim key makes admission idempotent).
+- `journey_trigger`: event names that matter to active journeys (entry, goal), read by the ingestion seam.
+- `journey_entry`: the durable queue of admissions, filled inside the event write transaction.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Journey(SQLModel, table=True):
+    __tablename__ = "journey"
+    workspace_id: int = Field(foreign_key="workspace.id", primary_key=True)
+    journey_id: str = Field(max_length=100, primary_key=True)
+    name: str = Field(max_length=255)
+    status: str = Field(max_length=16)  # draft | active | paused | stopped
+    version: int  # the current version
+    active_version: Optional[int] = None  # the version activation last rolled out
+    next_cohort: int = 1
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class JourneyVersion(SQLModel, table=True):
+    __tablename__ = "journey_version"
+    workspace_id: int = Field(primary_key=True)
+    journey_id: str = Field(max_length=100, primary_key=True)
+    version: int = Field(primary_key=True)
+    yaml: str = Field(sa_column=Column(Text, nullable=False))
+    ir: str = Field(sa_column=Column(Text, nullable=False))
+    source_hash: str = Field(max_length=64)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class JourneyRun(SQLModel, table=True):
+    __tablename__ = "journey_run"
+    __table_args__ = (
+        Index("ix_journey_run_user", "workspace_id", "journey_id", "user_pk"),
+        Index("ix_journey_run_cohort", "workspace_id", "journey_id", "cohort"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    workspace_id: int
+    journey_id: str = Field(max_length=100)
+    version: int
+    user_pk: int
+    cohort: int
+    workflow_id: str = Field(max_length=255)
+    current_step: Optional[str] = Field(default=None, max_length=100)
+    status: str = Field(max_length=16)  # active | completed | exited | held_out
+    exit_reason: Optional[str] = Field(default=None, max_length=255)
+    entered_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    converted_at: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    steps: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    variant: Optional[str] = Field(default=None, max_length=100)
+    entry: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class JourneyCohort(SQLModel, table=True):
+    __tablename__ = "journey_cohort"
+    __table_args__ = (UniqueConstraint("claim_key", name="uq_journey_cohort_claim"),)
+    workspace_id: int = Field(primary_key=True)
+    journey_id: str = Field(max_length=100, primary_key=True)
+    cohort: int = Field(primary_key=True)
+    version: int
+    claim_key: str = Field(max_length=255)
+    workflow_id: str = Field(max_length=255)
+    size: int
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class JourneyTrigger(SQLModel, table=True):
+    __tablename__ = "journey_trigger"
+    workspace_id: int = Field(primary_key=True)
+    event_name: str = Field(max_length=255, primary_key=True)
+    journey_id: str = Field(max_length=100, primary_key=True)
+    role: str = Field(max_length=8, primary_key=True)  # entry | goal
+    segment_id: Optional[str] = Field(default=None, max_length=100)  # segment_entry: only this segment's enters
+    within_ms: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class JourneyEntry(SQLModel, table=True):
+    __tablename__ = "journey_entry"
+    __table_args__ = (Index("ix_journey_entry_journey", "workspace_id", "journey_id", "id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    workspace_id: int
+    journey_id: str = Field(max_length=100)
+    user_pk: int
+    event: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    enqueued_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+journeys = Journey.__table__
+journey_versions = JourneyVersion.__table__
+journey_runs = JourneyRun.__table__
+journey_cohorts = JourneyCohort.__table__
+journey_triggers = JourneyTrigger.__table__
+journey_entries = JourneyEntry.__table__

@@ -1,0 +1,174 @@
+"""Test your own journeys under Temporal's time-skipping test server: a 3-day wait takes milliseconds.
+
+Enable the fixtures in your conftest.py:
+
+    pytest_plugins = ["engine.journeys.testing"]
+
+and write tests like:
+
+    async def test_welcome(journey_test):
+        await journey_test.put_file("journeys/welcome.yaml")
+        alice = journey_test.customer("alice", attributes={"plan": "trial"}, email="alice@example.com")
+        await journey_test.run("welcome", [alice], entry={"name": "signed_up", "attributes": {"plan": "trial"}})
+        assert journey_test.sends("welcome") == [("alice", "hello", None), ("alice", "reminder", None)]
+
+`journey_test.start(...)` starts the cohort without waiting, so a test can move time with
+`await journey_test.sleep(seconds)` and record events in between (`journey_test.event(...)`).
+Sends are recorded as `_{channel}.send` events by the recording sender (nothing is delivered),
+unless you pass your own sender to `JourneyTest(sender=...)`.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from engine.db import make_engine, migrate, reading
+from engine.journeys import audience, store
+from engine.journeys.activities import JourneyActivities
+from engine.journeys.models import journey_runs
+from engine.models import events, users
+
+TEST_SERVER = os.environ.get("TIDINGS_TEMPORAL_TEST_SERVER")
+
+
+def _test_server_path() -> str | None:
+    if TEST_SERVER:
+        return TEST_SERVER
+    import sys
+
+    beside = Path(sys.executable).parent / "temporal-test-server"
+    return str(beside) if beside.exists() else None
+
+
+class AnyCatalog:
+    """Accepts every segment, template and channel (pass a StaticCatalog to check references)."""
+
+    def has_segment(self, id: str) -> bool:
+        return True
+
+    has_template = has_channel = has_segment
+
+
+class JourneyTest:
+    """A database, a workspace, and a worker on the time-skipping server for one test."""
+
+    def __init__(self, env: WorkflowEnvironment, db: Engine, *, sender=None):
+        from engine.journeys.workflows import (
+            JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
+        )
+        from engine.workspaces import ensure_workspace
+
+        self.env, self.db = env, db
+        self.ws = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
+        self.task_queue = f"journeys-{uuid.uuid4().hex[:8]}"
+        self.activities = JourneyActivities(db, sender=sender)
+        self.worker = Worker(env.client, task_queue=self.task_queue,
+                             workflows=[JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow],
+                             activities=self.activities.all(),
+                             activity_executor=concurrent.futures.ThreadPoolExecutor(8),
+                             workflow_failure_exception_types=[Exception])
+
+    async def __aenter__(self) -> "JourneyTest":
+        await self.worker.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.worker.__aexit__(*exc)
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    async def put(self, yaml_text: str, catalog=None) -> store.JourneyInfo:
+        info, _ = store.put_journey(self.db, self.ws, yaml_text, catalog or AnyCatalog())
+        return info
+
+    async def put_file(self, path: str | Path) -> store.JourneyInfo:
+        return await self.put(Path(path).read_text())
+
+    def customer(self, user_id: str, *, attributes: dict | None = None, metrics: dict | None = None,
+                 timezone: str | None = None, email: str | None = None) -> int:
+        """Create or update a customer (and an EMAIL endpoint); returns its user_pk."""
+        from engine.customers import upsert_users
+        from engine.schemas import UserBatchItem
+
+        item = UserBatchItem(user_id=user_id, attributes=attributes or {}, metrics=metrics or {})
+        if timezone:
+            item = UserBatchItem(user_id=user_id, attributes=attributes or {}, metrics=metrics or {}, timezone=timezone)
+        upsert_users(self.db, self.ws, [item])
+        with reading(self.db) as conn:
+            return conn.execute(select(users.c.id).where(users.c.workspace_id == self.ws.id,
+                                                         users.c.user_id == user_id)).scalar_one()
+
+    def segment(self, segment_id: str, user_pks: list[int]) -> None:
+        audience.use_static_segments(self.ws.id, {segment_id: user_pks})
+
+    def event(self, user_id: str, name: str, attributes: dict | None = None) -> None:
+        from engine.events import ingest
+        from engine.schemas import EventIn
+
+        ingest(self.db, self.ws, [EventIn(name=name, user_id=user_id, attributes=attributes or {})], allow_reserved=True)
+
+    # ---- running --------------------------------------------------------------------------
+
+    async def start(self, journey_id: str, user_pks: list[int], *, entry: dict | None = None, **cohort_options: Any):
+        opts = {"visibility": False, **cohort_options}
+        return await store.enter(self.env.client, self.db, self.ws, journey_id, user_pks, task_queue=self.task_queue,
+                                 entry=entry, cohort_options=opts)
+
+    async def run(self, journey_id: str, user_pks: list[int], *, entry: dict | None = None, **cohort_options: Any):
+        handle = await self.start(journey_id, user_pks, entry=entry, **cohort_options)
+        return None if handle is None else await handle.result()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.env.sleep(timedelta(seconds=seconds))
+
+    # ---- assertions -----------------------------------------------------------------------
+
+    def sends(self, journey_id: str | None = None) -> list[tuple[str, str, str | None]]:
+        """(user_id, step_id, variant) of every send, in order."""
+        with reading(self.db) as conn:
+            rows = conn.execute(select(users.c.user_id, events.c.name, events.c.attributes)
+                                .join(users, users.c.id == events.c.user_pk)
+                                .where(events.c.workspace_id == self.ws.id,
+                                       events.c.name.like("\\_%.send", escape="\\")).order_by(events.c.id)).all()
+        return [(r.user_id, r.attributes.get("step_id"), r.attributes.get("variant")) for r in rows
+                if journey_id is None or r.attributes.get("journey_id") == journey_id]
+
+    def runs(self, journey_id: str) -> dict[str, store.RunInfo]:
+        """The latest run of each customer, by user_id."""
+        out: dict[str, store.RunInfo] = {}
+        for r in reversed(store.list_runs(self.db, self.ws, journey_id, limit=100_000)):
+            out[r.user_id] = r
+        return out
+
+
+@pytest.fixture(scope="session")
+async def journey_env():
+    """The time-skipping Temporal test server (started once per session)."""
+    from engine.temporal import DATA_CONVERTER
+
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_test_server_path(),
+                                                        data_converter=DATA_CONVERTER)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+async def journey_test(journey_env, tmp_path):
+    """A fresh SQLite database and workspace with a running journey worker; see JourneyTest."""
+    db = make_engine(f"sqlite:///{tmp_path / 'journeys.db'}")
+    migrate(db)
+    async with JourneyTest(journey_env, db) as jt:
+        yield jt
+    audience.clear_static_segments()
+    db.dispose()
