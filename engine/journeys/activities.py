@@ -157,10 +157,11 @@ class JourneyActivities:
                 if key not in seen:
                     steps.append({"step": past, "hop": key[1]})
             if (call.node.id, m.hops) not in seen:
-                entry = {"step": call.node.id, "hop": m.hops, "at": now}
-                if outcomes and m.run_id in outcomes:
-                    entry["outcome"] = outcomes[m.run_id]
-                steps.append(entry)
+                steps.append({"step": call.node.id, "hop": m.hops, "at": now})
+            if outcomes and m.run_id in outcomes:
+                for s in steps:
+                    if (s.get("step"), s.get("hop")) == (call.node.id, m.hops):
+                        s["outcome"] = outcomes[m.run_id]
             row = {"steps": steps, "current_step": call.node.id, "updated_at": now, "variant": m.variant,
                    "id": m.run_id}
             if status:

@@ -30,3 +30,175 @@ async def test_wait_two_days_then_send(journey_test):
     runs = journey_test.runs("nudge")
     assert {r.status for r in runs.values()} == {"completed"}
     assert [s["step"] for s in runs["u0"].steps] == ["hello", "pause", "again", "end"]
+
+
+CART = doc("""
+    id: cart
+    entry: {event: cart_updated}
+    settings:
+      entry: {max_entries: unlimited}
+      exit: {event: unsubscribed}
+    steps:
+      - id: wait-buy
+        wait_for: {event: purchased, correlate: cart_id, timeout: 4h, on_event: thanks, on_timeout: remind}
+      - {id: remind, send: {channel: EMAIL, template: t}, next: end}
+      - {id: thanks, send: {channel: EMAIL, template: t}, next: end}
+    """)
+
+
+async def test_wait_for_moves_each_customer_on_their_event_and_the_rest_at_timeout(journey_test):
+    await journey_test.put(CART)
+    a, b, c, d = (journey_test.customer(u) for u in "abcd")
+    entry = {"name": "cart_updated", "attributes": {"cart_id": "c1"}}
+    handle = await journey_test.start("cart", [a, b, c, d], entry=entry, poll_seconds=60)
+    await journey_test.sleep(3600)
+    journey_test.event("a", "purchased", {"cart_id": "c1"})  # matches
+    journey_test.event("b", "purchased", {"cart_id": "other"})  # another cart: no
+    journey_test.event("d", "unsubscribed")  # exit criterion, mid-wait
+    await journey_test.sleep(120)
+    assert ("a", "thanks", None) in journey_test.sends("cart")  # moved on before the timeout
+    await handle.result()
+    assert sorted(journey_test.sends("cart")) == [("a", "thanks", None), ("b", "remind", None), ("c", "remind", None)]
+    runs = journey_test.runs("cart")
+    assert runs["d"].status == "exited" and runs["d"].exit_reason == "event unsubscribed"
+
+
+SPLITS = doc("""
+    id: splits
+    entry: {event: e}
+    settings: {entry: {max_entries: unlimited}}
+    steps:
+      - id: ctl
+        holdout: {percent: 20}
+      - id: ab
+        random_split:
+          branches:
+            - {weight: 50, variant: A, next: rich}
+            - {weight: 50, variant: B, next: rich}
+      - id: rich
+        split:
+          branches:
+            - {when: {">": [{"var": "customer.metrics.spend"}, 100]}, next: vip}
+            - {segment: beta, next: beta}
+          else: plain
+      - {id: vip, send: {channel: EMAIL, template: t}, next: end}
+      - {id: beta, send: {channel: EMAIL, template: t}, next: end}
+      - {id: plain, send: {channel: EMAIL, template: t}, next: end}
+    """)
+
+
+async def test_splits_holdout_and_ab_match_runs_of_their_own(journey_test):
+    from engine.journeys.cohort import bucket
+
+    await journey_test.put(SPLITS)
+    pks = {f"u{i}": journey_test.customer(f"u{i}", metrics={"spend": 50 + 10 * i}) for i in range(40)}
+    journey_test.segment("beta", [pks["u1"], pks["u2"], pks["u3"]])
+    await journey_test.run("splits", list(pks.values()))
+    together = sorted(journey_test.sends("splits"))
+    runs = journey_test.runs("splits")
+    held = {u for u, r in runs.items() if r.status == "held_out"}
+    assert held == {u for u, pk in pks.items() if bucket("splits", pk, "ctl") < 20}
+    assert 0 < len(held) < 20
+    for u, r in runs.items():
+        if u in held:
+            continue
+        assert r.variant == ("A" if bucket("splits", pks[u], "ab") < 50 else "B")
+        spend = 50 + 10 * int(u[1:])
+        want = "vip" if spend > 100 else "beta" if u in {"u1", "u2", "u3"} else "plain"
+        assert (u, want, r.variant) in together
+    # each customer alone takes the same path
+    for u in pks:
+        before = len(journey_test.sends("splits"))
+        await journey_test.run("splits", [pks[u]])
+        alone = journey_test.sends("splits")[before:]
+        assert alone == [x for x in together if x[0] == u]
+
+
+QUIET = doc("""
+    id: quiet
+    entry: {event: e}
+    settings:
+      quiet_hours: {start: "21:00", end: "08:00"}
+      frequency_cap: {messages: 1, per: 1d}
+    steps:
+      - {id: first, wait: {until_time: "23:00"}}
+      - {id: one, send: {channel: EMAIL, template: t}}
+      - {id: two, send: {channel: EMAIL, template: t}}
+    """)
+
+
+async def test_quiet_hours_hold_until_morning_in_customer_zone_and_frequency_cap(journey_test):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    await journey_test.put(QUIET)
+    paris = journey_test.customer("paris", timezone="Europe/Paris")
+    tokyo = journey_test.customer("tokyo", timezone="Asia/Tokyo")
+    await journey_test.run("quiet", [paris, tokyo])
+    # each woke at 23:00 local, was held to 08:00 local, got `one`; `two` is over the cap
+    assert sorted(journey_test.sends("quiet")) == [("paris", "one", None), ("tokyo", "one", None)]
+    for user, zone in (("paris", "Europe/Paris"), ("tokyo", "Asia/Tokyo")):
+        steps = journey_test.runs("quiet")[user].steps
+        outcomes = {s["step"]: s.get("outcome") for s in steps}
+        assert outcomes["one"] == "sent" and outcomes["two"] == "frequency_cap"
+    with journey_test.db.connect() as conn:
+        from sqlalchemy import text
+        ts = dict(conn.execute(text("select u.user_id, e.ts from event e join users u on u.id = e.user_pk "
+                                    "where e.name = '_email.send'")).all())
+    assert datetime.fromtimestamp(ts["paris"] / 1000, ZoneInfo("Europe/Paris")).hour == 8
+    assert datetime.fromtimestamp(ts["tokyo"] / 1000, ZoneInfo("Asia/Tokyo")).hour == 8
+
+
+LOOP = doc("""
+    id: loop
+    entry: {event: e}
+    settings: {entry: {max_entries: unlimited}}
+    steps:
+      - {id: ping, send: {channel: EMAIL, template: t}}
+      - id: check
+        wait_for: {event: stop, timeout: 1h, on_event: end, on_timeout: ping}
+    """)
+
+
+async def test_long_loop_continues_as_new_and_keeps_exactly_once(journey_test):
+    await journey_test.put(LOOP)
+    pks = [journey_test.customer(u) for u in ("x", "y")]
+    handle = await journey_test.start("loop", pks, history_limit=60, poll_seconds=1200)
+    await journey_test.sleep(10 * 3600 + 60)
+    journey_test.event("x", "stop")
+    journey_test.event("y", "stop")
+    await handle.result()
+    sends = journey_test.sends("loop")
+    assert sends.count(("x", "ping", None)) == sends.count(("y", "ping", None)) >= 10
+    desc = await handle.describe()
+    assert desc.run_id != handle.first_execution_run_id  # it continued as new at least once
+
+
+GOAL = doc("""
+    id: goal
+    entry: {event: e}
+    settings: {goal: {event: purchased, within: 7d}}
+    steps:
+      - {id: hi, send: {channel: EMAIL, template: t}}
+      - {id: later, wait: 1d}
+    """)
+
+
+async def test_goal_event_records_conversion(journey_test):
+    await journey_test.put(GOAL)
+    from engine.journeys import store
+    from sqlalchemy import text
+
+    a, b = journey_test.customer("a"), journey_test.customer("b")
+    # triggers are written at activation; here the journey is only put, so write them as activate would
+    with journey_test.db.begin() as conn:
+        store._set_triggers(conn, journey_test.ws.id, store.get_ir(journey_test.db, journey_test.ws, "goal"), entries=False)
+    handle = await journey_test.start("goal", [a, b])
+    await journey_test.sleep(60)
+    journey_test.event("a", "purchased")
+    await handle.result()
+    runs = journey_test.runs("goal")
+    assert runs["a"].converted_at is not None and runs["b"].converted_at is None
+    with journey_test.db.connect() as conn:
+        n = conn.execute(text("select count(*) from event where name = '_journey.converted'")).scalar()
+    assert n == 1
