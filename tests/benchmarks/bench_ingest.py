@@ -7,21 +7,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from api.app import create_app  # noqa: E402
-from engine.config import Settings  # noqa: E402
 from engine.devstack import free_port  # noqa: E402
-from engine.workspaces import create_key  # noqa: E402
 
 BATCH = 10_000
 
@@ -74,14 +72,20 @@ class RawSqlite:
 async def run(batches: int) -> dict[str, list[tuple[float, float]]]:
     """Alternate baseline and API batch by batch, so both see the same machine conditions."""
     home = Path(tempfile.mkdtemp())
-    settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=f"sqlite:///{home / 'tidings.db'}")
-    app = create_app(settings)
+    env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}"}
+    tidings = str(Path(sys.executable).parent / "tidings")
+    key = subprocess.run([tidings, "keys", "create", "--workspace", "bench"], env=env, capture_output=True,
+                         text=True, check=True).stdout.strip().splitlines()[-1]
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
-    _, key = create_key(app.state.db, "bench")
+    # The API in a process of its own, as deployed: the client's payloads do not share its heap.
+    server = subprocess.Popen([tidings, "api", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health")
+            break
+        except httpx.ConnectError:
+            await asyncio.sleep(0.05)
     raw = RawSqlite()
     timings: dict[str, list[tuple[float, float]]] = {"users": [], "events": []}
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=120,
@@ -99,8 +103,8 @@ async def run(batches: int) -> dict[str, list[tuple[float, float]]]:
             api_s = time.perf_counter() - t
             assert r.status_code == 202 and r.json()["stored"] == BATCH, r.text[:300]
             timings["events"].append((api_s, raw.events(b)))
-    server.should_exit = True
-    await task
+    server.terminate()
+    server.wait(10)
     return timings
 
 
