@@ -83,6 +83,24 @@ def cmd_demo(args, settings: Settings) -> int:
     return asyncio.run(run_demo(settings))
 
 
+def cmd_validate(args, settings: Settings) -> int:
+    """Compile every journey under the path against the segments and templates declared beside them."""
+    from engine.journeys import JourneyCompileError, StaticCatalog, compile_path, load_resources
+    from engine.schemas import ChannelType
+    from typing import get_args
+
+    try:
+        catalog = StaticCatalog.from_resources(load_resources(args.path), channels=get_args(ChannelType))
+        journeys = compile_path(args.path, catalog)
+    except JourneyCompileError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    for ir in journeys:
+        print(f"ok  {ir.id}  ({len(ir.nodes)} steps, entry: {type(ir.entry).__name__.removesuffix('Entry').lower()})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ui-port", type=int, default=8233)
     d.add_argument("--smtp-port", type=int, default=1025)
     d.set_defaults(fn=cmd_dev)
+
+    v = sub.add_parser("validate", help="compile journeys (YAML) and print every error as file:line:column")
+    v.add_argument("path", nargs="?", default="journeys")
+    v.set_defaults(fn=cmd_validate)
 
     sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
     return p
