@@ -60,8 +60,8 @@ class CustomerValue(SQLModel, table=True):
     __tablename__ = "customer_value"
     __table_args__ = (
         Index("ix_cv_user", "user_pk", "path", "ep"),
-        Index("ix_cv_path_txt", "workspace_id", "path", "txt"),
-        Index("ix_cv_path_num", "workspace_id", "path", "num"),
+        Index("ix_cv_path_txt", "workspace_id", "path", "kind", "txt", "ep", "user_pk"),
+        Index("ix_cv_path_num", "workspace_id", "path", "kind", "num", "ep", "user_pk"),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     workspace_id: int

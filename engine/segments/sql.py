@@ -309,9 +309,80 @@ def outcome_sql(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx) -> str:
     return Translator(ctx, facts).node(logic, Scope(user="u.id", ep="0", kind="user"))
 
 
+def _leaf_of(n: Any) -> tuple[str, Leaf] | None:
+    """(path, leaf) when n is a comparison of a plain user-level attribute var against literals."""
+    t = Translator.__new__(Translator)
+    found: list[tuple[str, Leaf]] = []
+
+    def grab(var: Any, leaf: Leaf, scope: Scope) -> str:
+        found.append((var, leaf))
+        return "0"
+
+    t.var_leaf = grab  # type: ignore[method-assign]
+    if not isinstance(n, dict) or len(n) != 1:
+        return None
+    (op, args), = n.items()
+    if op in CMP and isinstance(args, list) and len(args) == 2:
+        t.compare(op, args, Scope("u.id", "0", "user"))
+    elif op == "in" and isinstance(args, list) and len(args) == 2:
+        t.node(n, Scope("u.id", "0", "user"))
+    if len(found) != 1:
+        return None
+    var, leaf = found[0]
+    if not isinstance(var, str) or var.startswith("behaviour.") or var in ("segments", "imported", "endpoints", "") \
+            or var.count(".") > 1:
+        return None
+    return var, leaf
+
+
+def _kind_sets(path: str, leaf: Leaf, ctx: Ctx, ws: str) -> tuple[list[str], list[str]] | None:
+    """Index-driven selects of who may pass this leaf (outcome 1 or 3), and who may be unsure."""
+    if leaf.probe(None, missing=True) in (T, UNSURE):
+        return None
+    passing, unsure = [], []
+    base = f"SELECT cv.user_pk FROM customer_value cv WHERE cv.workspace_id = {ws} AND cv.path = {ctx.p(path)} AND cv.ep = 0"
+    for k in ("n", "b", "l", "s", "t", "z", "o", "x"):
+        sql = _cv_kind_sql(leaf, k, ctx)
+        if sql in ("0", "2"):
+            continue
+        if sql.startswith("(CASE WHEN cv.num") or sql.startswith("(CASE WHEN cv.txt") or sql.startswith('(CASE WHEN cv.txt COLLATE'):
+            cond = sql[len("(CASE WHEN "):-len(" THEN 1 ELSE 0 END)")]
+            passing.append(f"{base} AND cv.kind = '{k}' AND {cond}")
+            continue
+        passing.append(f"{base} AND cv.kind = '{k}'")
+        if sql == "3" or not sql.startswith("(CASE WHEN cv."):
+            unsure.append(f"{base} AND cv.kind = '{k}'")
+    return passing, unsure
+
+
+def candidates(logic: Any, ctx: Ctx, ws: str) -> str | None:
+    """For a top-level `and`, a superset of the users whose outcome can be 1 or 3, from the value indexes.
+    A conjunct narrows the set only where no earlier conjunct can be unsure."""
+    if not (isinstance(logic, dict) and list(logic) == ["and"] and isinstance(logic["and"], list)):
+        return None
+    sets: list[str] = []
+    earlier_unsure: list[str] = []
+    for c in logic["and"]:
+        got = _leaf_of(c)
+        if got is None:
+            break
+        ks = _kind_sets(got[0], got[1], ctx, ws)
+        if ks is None:
+            break
+        passing, unsure = ks
+        sets.append(" UNION ".join(passing + earlier_unsure) or f"SELECT NULL AS user_pk WHERE 1 = 0")
+        earlier_unsure += unsure
+    if not sets:
+        return None
+    return " INTERSECT ".join(f"SELECT * FROM ({s}) s{i}" for i, s in enumerate(sets))
+
+
 def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx) -> str:
     """user pks with outcome 1 (member) or 3 (ask Python)."""
     expr = outcome_sql(logic, facts, ctx)
     ws = ctx.p(ctx.workspace_id)
-    return f"SELECT q.pk, q.o FROM (SELECT u.id AS pk, {expr} AS o FROM users u WHERE u.workspace_id = {ws}) q WHERE q.o IN (1, 3)"
+    cand = candidates(logic, ctx, ws)
+    narrow = f" AND u.id IN ({cand})" if cand else ""
+    return (f"SELECT q.pk, q.o FROM (SELECT u.id AS pk, {expr} AS o FROM users u WHERE u.workspace_id = {ws}{narrow}) q "
+            f"WHERE q.o IN (1, 3)")
 

@@ -24,8 +24,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('customer_value', schema=None) as batch_op:
-        batch_op.create_index('ix_cv_path_num', ['workspace_id', 'path', 'num'], unique=False)
-        batch_op.create_index('ix_cv_path_txt', ['workspace_id', 'path', 'txt'], unique=False)
+        batch_op.create_index('ix_cv_path_num', ['workspace_id', 'path', 'kind', 'num', 'ep', 'user_pk'], unique=False)
+        batch_op.create_index('ix_cv_path_txt', ['workspace_id', 'path', 'kind', 'txt', 'ep', 'user_pk'], unique=False)
         batch_op.create_index('ix_cv_user', ['user_pk', 'path', 'ep'], unique=False)
 
     op.create_table('import_job',
