@@ -16,12 +16,16 @@ log = logging.getLogger("tidings.worker")
 
 def workflows() -> list[type]:
     """Workflow classes, imported lazily so the API process need not load them."""
-    return []
+    from engine.segments.clock_workflow import RefreshClockSegments
+
+    return [RefreshClockSegments]
 
 
 def activities(db: Engine, settings: Settings) -> list:
     """Activity callables bound to this process's database and settings."""
-    return []
+    from engine.segments.clock import make_activity
+
+    return [make_activity(db)]
 
 
 def build_worker(client: Client, db: Engine, settings: Settings) -> Worker | None:
@@ -39,6 +43,9 @@ def build_worker(client: Client, db: Engine, settings: Settings) -> Worker | Non
 
 
 async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
+    from engine.segments.clock import ensure_schedule
+
+    await ensure_schedule(client, settings.task_queue)
     worker = build_worker(client, db, settings)
     if worker is None:
         await asyncio.Event().wait()  # nothing to do, but stay up like a worker would
