@@ -13,10 +13,11 @@ from api.auth import current_workspace, database, require_workspace_key
 from api.errors import HANDLERS
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
+from api.routes.segments import ImportController, SegmentController
 from engine.config import Settings
 from engine.db import make_engine, migrate
 
-V1_CONTROLLERS = [UserController, EndpointController, EventController]
+V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController]
 
 
 @get("/health", sync_to_thread=False)

@@ -10,19 +10,30 @@ from sqlalchemy import Connection
 
 def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
     """Users, their endpoints or their events changed; re-evaluate what depends on them."""
+    from engine.segments import membership
+
+    membership.customers_changed(conn, workspace_id, user_pks)
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
     """Users are about to be deleted; drop what refers to them."""
+    from engine.segments import membership
+
+    membership.customers_erased(conn, workspace_id, user_pks)
 
 
 def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[str]:
     """The segment ids the user belongs to."""
-    return []
+    from engine.segments import membership
+
+    return membership.memberships_of(conn, workspace_id, user_pk)
 
 
 def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
     """New events were stored (only new ids; duplicates never arrive here)."""
+    from engine.segments import membership
+
+    membership.events_recorded(conn, workspace_id, rows)
     from engine.journeys import entries
 
     entries.enqueue_matching(conn, workspace_id, rows)  # event/segment-triggered journeys and goals

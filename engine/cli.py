@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from engine.config import Settings
@@ -83,6 +84,110 @@ def cmd_demo(args, settings: Settings) -> int:
     return asyncio.run(run_demo(settings))
 
 
+def cmd_validate(args, settings: Settings) -> int:
+    """Compile every journey under the path against the segments and templates declared beside them."""
+    from engine.journeys import JourneyCompileError, StaticCatalog, compile_path, load_resources
+    from engine.schemas import ChannelType
+    from typing import get_args
+
+    try:
+        catalog = StaticCatalog.from_resources(load_resources(args.path), channels=get_args(ChannelType))
+        journeys = compile_path(args.path, catalog)
+    except JourneyCompileError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    for ir in journeys:
+        print(f"ok  {ir.id}  ({len(ir.nodes)} steps, entry: {type(ir.entry).__name__.removesuffix('Entry').lower()})")
+def cmd_segments_ls(args, settings: Settings) -> int:
+    from engine.segments.service import list_segments
+    from engine.workspaces import ensure_workspace
+
+    db = _db(settings)
+    rows = list_segments(db, ensure_workspace(db, args.workspace))
+    print(f"{'ID':24} {'KIND':8} {'SIZE':>9} {'VER':>4} NAME")
+    for s in rows:
+        print(f"{s.id:24} {s.kind:8} {s.size:>9} {s.version:>4} {s.name}")
+    return 0
+
+
+def cmd_segments_show(args, settings: Settings) -> int:
+    import json
+
+    import msgspec
+
+    from engine.segments.service import get_segment, list_versions
+    from engine.workspaces import ensure_workspace
+
+    db = _db(settings)
+    ws = ensure_workspace(db, args.workspace)
+    out = msgspec.to_builtins(get_segment(db, ws, args.id))
+    out["versions"] = [v.version for v in list_versions(db, ws, args.id)]
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _progress_bar(total: int, stop, job_id: str) -> None:
+    from engine.segments import imports
+
+    phase, last = 0, -1
+    while not stop.wait(0.2):
+        done = imports._progress.get(job_id, 0)
+        if done < last:
+            phase = 1
+        last = done
+        frac = min(1.0, (phase * total + done) / max(1, 2 * total))
+        bar = "#" * int(frac * 30)
+        label = "validating" if phase == 0 else "writing"
+        print(f"\r[{bar:30}] {frac:6.1%} {label} {done:,}/{total:,} rows", end="", file=sys.stderr, flush=True)
+
+
+def cmd_segments_import(args, settings: Settings) -> int:
+    import threading
+    import uuid
+
+    from engine.segments import imports
+    from engine.workspaces import ensure_workspace
+
+    db = _db(settings)
+    ws = ensure_workspace(db, args.workspace)
+    with open(args.file, "rb") as f:
+        total = max(0, sum(1 for _ in f) - (0 if args.file.endswith((".json", ".ndjson", ".jsonl")) else 1))
+    job_id, stop = uuid.uuid4().hex, threading.Event()
+    bar = threading.Thread(target=_progress_bar, args=(total, stop, job_id), daemon=True)
+    bar.start()
+    try:
+        with open(args.file, "rb") as f:
+            result = imports.run_import(db, ws, f, args.format, args.name or args.file, args.id, job_id)
+    except imports.ImportRejected as exc:
+        stop.set()
+        print(f"\nrejected: {exc.message}", file=sys.stderr)
+        for d in exc.details:
+            print(f"  row {d.get('row', '?')}: {d.get('field') or ''} {d['message']}", file=sys.stderr)
+        return 2
+    finally:
+        stop.set()
+        bar.join()
+    print(f"\nimported {result['rows']:,} rows into segment {result['segment_id']}")
+    return 0
+
+
+def cmd_segments_export(args, settings: Settings) -> int:
+    import msgspec
+
+    from engine.segments.imports import csv_lines
+    from engine.segments.service import export_rows
+    from engine.workspaces import ensure_workspace
+
+    db = _db(settings)
+    rows = export_rows(db, ensure_workspace(db, args.workspace), args.id)
+    out = sys.stdout.buffer
+    for chunk in (csv_lines(rows) if args.format == "csv" else (msgspec.json.encode(r) + b"\n" for r in rows)):
+        out.write(chunk)
+    out.flush()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +218,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ui-port", type=int, default=8233)
     d.add_argument("--smtp-port", type=int, default=1025)
     d.set_defaults(fn=cmd_dev)
+
+    v = sub.add_parser("validate", help="compile journeys (YAML) and print every error as file:line:column")
+    v.add_argument("path", nargs="?", default="journeys")
+    v.set_defaults(fn=cmd_validate)
+
+    segs = sub.add_parser("segments", help="segments").add_subparsers(dest="segments_command", required=True)
+    for name, fn, helptext in (("ls", cmd_segments_ls, "list segments with sizes"),
+                               ("show", cmd_segments_show, "show one segment"),
+                               ("import", cmd_segments_import, "import a CSV/JSON file as a static segment"),
+                               ("export", cmd_segments_export, "write a segment's members to stdout")):
+        c = segs.add_parser(name, help=helptext)
+        c.add_argument("--workspace", default=os.environ.get("TIDINGS_WORKSPACE", "dev"),
+                       help="workspace name (default: $TIDINGS_WORKSPACE or dev, the one `tidings dev` uses)")
+        c.set_defaults(fn=fn)
+        if name in ("show", "export"):
+            c.add_argument("id")
+        if name == "export":
+            c.add_argument("--format", choices=["csv", "ndjson"], default="ndjson")
+        if name == "import":
+            c.add_argument("file")
+            c.add_argument("--name")
+            c.add_argument("--id")
+            c.add_argument("--format", choices=["pinpoint", "plain"], default="pinpoint")
 
     sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
     return p

@@ -69,15 +69,12 @@ def _write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchI
         if item.locale is not UNSET:
             row["locale"] = item.locale
         row["updated_at"] = now
-    bulk_insert(conn, users, list(new.values()))
+    created = bulk_insert(conn, users, list(new.values()), returning=["id"])
     bulk_update(conn, users, [
         {"attributes": r["attributes"], "metrics": r["metrics"], "timezone": r["timezone"], "locale": r["locale"],
          "updated_at": now, "id": r["id"]} for r in changed.values()
     ])
-    pks = [r["id"] for r in current.values()]
-    if new:
-        pks += list(_pks(conn, workspace_id, list(new)).values())
-    return pks, len(new)
+    return [r["id"] for r in current.values()] + [pk for (pk,) in created], len(new)
 
 
 USER_COLUMNS = ["id", "user_id", "attributes", "metrics", "timezone", "locale"]
@@ -100,11 +97,11 @@ def ensure_users(conn: Connection, workspace_id: int, user_ids: list[str]) -> tu
     missing = [u for u in ids if u not in found]
     if missing:
         now = now_ms()
-        bulk_insert(conn, users, [
+        created = bulk_insert(conn, users, [
             {"workspace_id": workspace_id, "user_id": u, "attributes": {}, "metrics": {}, "timezone": None,
              "locale": None, "created_at": now, "updated_at": now} for u in missing
-        ])
-        found.update(_pks(conn, workspace_id, missing))
+        ], returning=["id", "user_id"])
+        found.update({uid: pk for pk, uid in created})
     return found, len(missing)
 
 

@@ -100,19 +100,36 @@ def _driver_rows(table: Table, columns: list[str], rows: list[dict]) -> list:
     return out
 
 
-def bulk_insert(conn: Connection, table: Table, rows: list[dict], *, ignore_conflicts_on: list[str] | None = None) -> None:
-    """executemany straight to the driver: the batch paths write 10,000 rows at a time, and SQLAlchemy's
-    per-row parameter processing would cost more than SQLite's own work. JSON columns are encoded here."""
+def bulk_insert(conn: Connection, table: Table, rows: list[dict], *, ignore_conflicts_on: list[str] | None = None,
+                returning: list[str] | None = None) -> list[tuple]:
+    """Insert many rows straight through the driver: the batch paths write 10,000 rows at a time, and
+    SQLAlchemy's per-row parameter processing would cost more than the database's own work.
+
+    Rows go as multi-row VALUES statements (one round trip per few thousand rows, within SQLite's
+    32,766-parameter limit), which also lets RETURNING hand back generated ids. JSON columns are encoded here.
+    """
     if not rows:
-        return
+        return []
     columns = list(rows[0])
     quote = conn.dialect.identifier_preparer.quote
     mark = _PLACEHOLDER[conn.dialect.paramstyle]
-    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) "
-           f"VALUES ({', '.join([mark] * len(columns))})")
+    head = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) VALUES "
+    tail = ""
     if ignore_conflicts_on:
-        sql += f" ON CONFLICT ({', '.join(map(quote, ignore_conflicts_on))}) DO NOTHING"
-    conn.exec_driver_sql(sql, _driver_rows(table, columns, rows))
+        tail += f" ON CONFLICT ({', '.join(map(quote, ignore_conflicts_on))}) DO NOTHING"
+    if returning:
+        tail += f" RETURNING {', '.join(map(quote, returning))}"
+    one = f"({', '.join([mark] * len(columns))})"
+    per_statement = max(1, 32_000 // len(columns))
+    values = _driver_rows(table, columns, rows)
+    out: list[tuple] = []
+    for start in range(0, len(values), per_statement):
+        part = values[start : start + per_statement]
+        params = [v for row in part for v in row]
+        result = conn.exec_driver_sql(head + ", ".join([one] * len(part)) + tail, tuple(params))
+        if returning:
+            out.extend(tuple(r) for r in result)
+    return out
 
 
 def bulk_update(conn: Connection, table: Table, rows: list[dict], key: str = "id") -> None:

@@ -17,15 +17,17 @@ log = logging.getLogger("tidings.worker")
 def workflows() -> list[type]:
     """Workflow classes, imported lazily so the API process need not load them."""
     from engine.journeys.workflows import JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow
+    from engine.segments.clock_workflow import RefreshClockSegments
 
-    return [JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
+    return [RefreshClockSegments, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
 
 
 def activities(db: Engine, settings: Settings) -> list:
     """Activity callables bound to this process's database and settings."""
     from engine.journeys.activities import JourneyActivities
+    from engine.segments.clock import make_activity
 
-    return JourneyActivities(db, settings).all()
+    return [make_activity(db), *JourneyActivities(db, settings).all()]
 
 
 def build_worker(client: Client, db: Engine, settings: Settings) -> Worker | None:
@@ -43,6 +45,9 @@ def build_worker(client: Client, db: Engine, settings: Settings) -> Worker | Non
 
 
 async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
+    from engine.segments.clock import ensure_schedule
+
+    await ensure_schedule(client, settings.task_queue)
     worker = build_worker(client, db, settings)
     if worker is None:
         await asyncio.Event().wait()  # nothing to do, but stay up like a worker would

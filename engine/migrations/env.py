@@ -1,7 +1,7 @@
 """Alembic environment: migrations run on the connection that engine.db.migrate hands in."""
 from alembic import context
 
-from engine import models  # noqa: F401  (tables register on SQLModel.metadata)
+from engine import models, segment_models  # noqa: F401  (tables register on SQLModel.metadata)
 from sqlmodel import SQLModel
 
 connection = context.config.attributes["connection"]

@@ -1,0 +1,123 @@
+"""Segments: CRUD with versions, members, export, imports, import jobs."""
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.response import Stream
+from sqlalchemy import Engine
+
+from engine.errors import InvalidInput
+from engine.segments import service
+from engine.segments.service import SegmentIn, SegmentOut, SegmentPatch, VersionOut
+from engine.schemas import Deleted
+from engine.workspaces import WorkspaceRef
+
+
+class DuplicateIn(msgspec.Struct, forbid_unknown_fields=True):
+    id: str | None = None
+    name: str | None = None
+
+
+class SegmentController(Controller):
+    path = "/segments"
+
+    @post("/", status_code=201, sync_to_thread=True)
+    def create(self, db: Engine, ws: WorkspaceRef, data: SegmentIn) -> SegmentOut:
+        return service.create_segment(db, ws, data)
+
+    @get("/", sync_to_thread=True)
+    def list_(self, db: Engine, ws: WorkspaceRef) -> dict[str, Any]:
+        return {"items": service.list_segments(db, ws)}
+
+    @get("/{segment_id:str}", sync_to_thread=True)
+    def get_(self, db: Engine, ws: WorkspaceRef, segment_id: str) -> SegmentOut:
+        return service.get_segment(db, ws, segment_id)
+
+    @put("/{segment_id:str}", sync_to_thread=True)
+    def update(self, db: Engine, ws: WorkspaceRef, segment_id: str, data: SegmentPatch) -> SegmentOut:
+        return service.update_segment(db, ws, segment_id, data)
+
+    @get("/{segment_id:str}/versions", sync_to_thread=True)
+    def versions(self, db: Engine, ws: WorkspaceRef, segment_id: str) -> dict[str, list[VersionOut]]:
+        return {"items": service.list_versions(db, ws, segment_id)}
+
+    @post("/{segment_id:str}/duplicate", status_code=201, sync_to_thread=True)
+    def duplicate(self, db: Engine, ws: WorkspaceRef, segment_id: str, data: DuplicateIn | None = None) -> SegmentOut:
+        data = data or DuplicateIn()
+        return service.duplicate_segment(db, ws, segment_id, data.id, data.name)
+
+    @delete("/{segment_id:str}", status_code=200, sync_to_thread=True)
+    def delete_(self, db: Engine, ws: WorkspaceRef, segment_id: str) -> Deleted:
+        service.delete_segment(db, ws, segment_id)
+        return Deleted(deleted=segment_id)
+
+    @get("/{segment_id:str}/members", sync_to_thread=True)
+    def members(self, db: Engine, ws: WorkspaceRef, segment_id: str, cursor: str | None = None,
+                limit: int = 100) -> dict[str, Any]:
+        return service.members_page(db, ws, segment_id, cursor, limit)
+
+    @get("/{segment_id:str}/export", sync_to_thread=True)
+    def export(self, db: Engine, ws: WorkspaceRef, segment_id: str, format: str = "ndjson") -> Stream:
+        if format not in ("csv", "ndjson"):
+            raise InvalidInput("format is csv or ndjson", field="format")
+        rows = service.export_rows(db, ws, segment_id)
+        first = next(rows, None)  # raises NotFound before the response starts
+
+        def body():
+            from itertools import chain
+            from engine.segments.imports import csv_lines
+
+            items = chain([first], rows) if first is not None else iter(())
+            if format == "ndjson":
+                for r in items:
+                    yield msgspec.json.encode(r) + b"\n"
+            else:
+                yield from csv_lines(items)
+
+        media = "application/x-ndjson" if format == "ndjson" else "text/csv"
+        return Stream(body(), media_type=media,
+                      headers={"Content-Disposition": f'attachment; filename="{segment_id}.{format}"'})
+
+
+class ImportController(Controller):
+    path = "/"
+
+    @post("/segments/import", status_code=201)
+    async def import_(self, request: Request, db: Engine, ws: WorkspaceRef, name: str, format: str = "pinpoint",
+                      id: str | None = None, async_: bool = False) -> Response:
+        import anyio
+        import os
+        import tempfile
+
+        from engine.segments import imports
+
+        if format not in ("pinpoint", "plain"):
+            raise InvalidInput("format is pinpoint or plain", field="format")
+        async_ = async_ or request.query_params.get("async") in ("true", "1")
+        fd, path = tempfile.mkstemp(prefix="tidings-import-")
+        lines = 0
+        with os.fdopen(fd, "wb") as f:
+            async for chunk in request.stream():
+                lines += chunk.count(b"\n")
+                f.write(chunk)
+        if async_ or lines > imports.ASYNC_ROWS:
+            job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
+            return Response(job, status_code=202)
+
+        def run() -> dict:
+            try:
+                with open(path, "rb") as f:
+                    return imports.run_import(db, ws, f, format, name, id)
+            finally:
+                os.unlink(path)
+
+        result = await anyio.to_thread.run_sync(run)
+        return Response({**result, "status": "succeeded"}, status_code=201)
+
+    @get("/import-jobs/{job_id:str}", sync_to_thread=True)
+    def job(self, db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
+        from engine.segments import imports
+
+        return imports.get_job(db, ws, job_id)

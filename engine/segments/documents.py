@@ -1,0 +1,208 @@
+"""The customer document rules read, and the typed `customer_value` rows the SQL side reads.
+
+Both are built from the same stored rows by the functions here, so the two evaluators see the same
+values: `document()` for datalogic, `value_rows()` for SQL.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, delete, insert, select
+
+from engine.batching import chunks
+from engine.clock import iso_to_ms, ms_to_iso
+from engine.models import endpoints, events, users
+from engine.segment_models import customer_values, segment_members, static_members
+
+_NUMERIC = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+_DIGIT = re.compile(r"[0-9]")
+_NONNUM_WORDS = re.compile(r"inf|nan", re.IGNORECASE)
+MAX_EXACT = 2 ** 53
+
+
+def parse_date(value: Any) -> int | None:
+    """Epoch ms of a string that is an ISO-8601 date or date-time; None otherwise."""
+    if not isinstance(value, str) or not (8 <= len(value) <= 40) or not value[:4].isdigit():
+        return None
+    try:
+        return iso_to_ms(value)
+    except (ValueError, OverflowError):
+        return None
+
+
+def classify(value: Any) -> list[tuple[str, str | None, float | None, int | None]]:
+    """(kind, txt, num, ts) rows for one value; a list gives a marker row plus one row per item."""
+    if isinstance(value, bool):
+        return [("b", None, 1.0 if value else 0.0, None)]
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value) or abs(value) > MAX_EXACT:
+            return [("x", None, None, None)]
+        return [("n", None, float(value), None)]
+    if isinstance(value, str):
+        ts = parse_date(value)
+        if value == "":
+            return [("z", value, None, None)]
+        if _NUMERIC.match(value):
+            num = float(value)
+            if math.isfinite(num) and abs(num) < 1e300 and (num == 0 or abs(num) > 1e-300):
+                return [("s", value, num, ts)]
+            return [("o", value, None, ts)]
+        if not _DIGIT.search(value) and value.strip() and not _NONNUM_WORDS.search(value):
+            return [("t", value, None, ts)]
+        return [("o", value, None, ts)]
+    if isinstance(value, list):
+        if all(isinstance(v, str) for v in value):
+            return [("l", None, float(len(value)), None)] + [("i", v, None, None) for v in value]
+        return [("x", None, None, None)]
+    return [("x", None, None, None)]
+
+
+def _user_values(u) -> Iterable[tuple[str, Any]]:
+    yield "user_id", u.user_id
+    if u.timezone is not None:
+        yield "timezone", u.timezone
+    if u.locale is not None:
+        yield "locale", u.locale
+    for group in ("attributes", "metrics"):
+        for k, v in (getattr(u, group) or {}).items():
+            if "." not in k and v is not None:
+                yield f"{group}.{k}", v
+
+
+def _endpoint_values(e) -> Iterable[tuple[str, Any]]:
+    yield "endpoint_id", e.endpoint_id
+    yield "channel", e.channel
+    yield "address", e.address
+    yield "opt_out", bool(e.opt_out)
+    if e.effective_date is not None:
+        yield "effective_date", ms_to_iso(e.effective_date)
+    for group in ("attributes", "metrics", "demographic", "location"):
+        for k, v in (getattr(e, group) or {}).items():
+            if "." not in k and v is not None:
+                yield f"{group}.{k}", v
+
+
+def value_rows(workspace_id: int, user_row, endpoint_rows) -> list[dict[str, Any]]:
+    rows = []
+    for source, ep in [(_user_values(user_row), 0)] + [(_endpoint_values(e), e.id) for e in endpoint_rows]:
+        for path, value in source:
+            for kind, txt, num, ts in classify(value):
+                rows.append({"workspace_id": workspace_id, "user_pk": user_row.id, "ep": ep, "path": path,
+                             "kind": kind, "txt": txt, "num": num, "ts": ts})
+    return rows
+
+
+def load_customers(conn: Connection, user_pks: list[int]) -> tuple[dict[int, Any], dict[int, list[Any]]]:
+    found: dict[int, Any] = {}
+    eps: dict[int, list[Any]] = defaultdict(list)
+    for part in chunks(user_pks):
+        found.update({r.id: r for r in conn.execute(select(users).where(users.c.id.in_(part)))})
+        for e in conn.execute(select(endpoints).where(endpoints.c.user_pk.in_(part)).order_by(endpoints.c.id)):
+            eps[e.user_pk].append(e)
+    return found, eps
+
+
+def refresh_values(conn: Connection, workspace_id: int, user_pks: list[int],
+                   loaded: tuple[dict[int, Any], dict[int, list[Any]]] | None = None) -> None:
+    """Rewrite the typed values of these users from their stored rows (inside the write's transaction)."""
+    found, eps = loaded or load_customers(conn, user_pks)
+    for part in chunks(user_pks):
+        conn.execute(delete(customer_values).where(customer_values.c.user_pk.in_(part)))
+    rows = [r for pk in user_pks if pk in found for r in value_rows(workspace_id, found[pk], eps.get(pk, []))]
+    for part in chunks(rows, 5000):
+        conn.execute(insert(customer_values), list(part))
+
+
+def _endpoint_doc(e) -> dict[str, Any]:
+    return {"endpoint_id": e.endpoint_id, "channel": e.channel, "address": e.address, "opt_out": bool(e.opt_out),
+            "effective_date": ms_to_iso(e.effective_date) if e.effective_date is not None else None,
+            "attributes": e.attributes or {}, "metrics": e.metrics or {}, "demographic": e.demographic or {},
+            "location": e.location or {}}
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(a)))
+
+
+def _event_facts(conn: Connection, user_pks: list[int], facts: dict[str, dict], now: int) -> dict[int, dict[str, Any]]:
+    """Behaviour facts for these users, one query per fact and chunk."""
+    out: dict[int, dict[str, Any]] = defaultdict(dict)
+    for key, f in facts.items():
+        kind = f["type"]
+        if kind not in ("count", "since_last", "last_ts", "since_active"):
+            continue
+        for part in chunks(user_pks):
+            if kind == "count":
+                q = select(events.c.user_pk, events.c.attributes).where(
+                    events.c.user_pk.in_(part), events.c.name == f["event"])
+                if f["within"] is not None:
+                    q = q.where(events.c.ts >= now - f["within"])
+                for pk in part:
+                    out[pk][key] = 0
+                for row in conn.execute(q):
+                    attrs = row.attributes or {}
+                    if all(isinstance(attrs.get(k), str) and attrs.get(k) in vs for k, vs in f["where"].items()):
+                        out[row.user_pk][key] += 1
+                continue
+            if kind == "since_active":
+                q = select(events.c.user_pk, events.c.ts).where(events.c.user_pk.in_(part))
+                q2 = select(endpoints.c.user_pk, endpoints.c.effective_date).where(
+                    endpoints.c.user_pk.in_(part), endpoints.c.effective_date.is_not(None))
+                latest: dict[int, int] = {}
+                for pk, ts in list(conn.execute(q)) + list(conn.execute(q2)):
+                    latest[pk] = max(latest.get(pk, ts), ts)
+                for pk in part:
+                    out[pk][key] = now - latest[pk] if pk in latest else None
+                continue
+            from sqlalchemy import func
+            q = select(events.c.user_pk, func.max(events.c.ts)).where(
+                events.c.user_pk.in_(part), events.c.name == f["event"]).group_by(events.c.user_pk)
+            got = dict(conn.execute(q).all())
+            for pk in part:
+                ts = got.get(pk)
+                out[pk][key] = None if ts is None else (ts if kind == "last_ts" else now - ts)
+    return out
+
+
+def documents(conn: Connection, workspace_id: int, user_pks: list[int], facts: dict[str, dict], now: int,
+              loaded: tuple[dict[int, Any], dict[int, list[Any]]] | None = None) -> dict[int, dict[str, Any]]:
+    """The documents rules are evaluated on, for these users (missing users are left out)."""
+    found, eps = loaded or load_customers(conn, user_pks)
+    member: dict[int, list[str]] = defaultdict(list)
+    imported: dict[int, list[str]] = defaultdict(list)
+    for part in chunks(user_pks):
+        for pk, sid in conn.execute(select(segment_members.c.user_pk, segment_members.c.segment_id).where(
+                segment_members.c.workspace_id == workspace_id, segment_members.c.user_pk.in_(part))):
+            member[pk].append(sid)
+        for pk, sid in conn.execute(select(static_members.c.user_pk, static_members.c.segment_id).where(
+                static_members.c.workspace_id == workspace_id, static_members.c.user_pk.in_(part))):
+            imported[pk].append(sid)
+    behaviour = _event_facts(conn, user_pks, facts, now) if facts else {}
+    docs = {}
+    for pk in user_pks:
+        u = found.get(pk)
+        if u is None:
+            continue
+        doc = {"user_id": u.user_id, "attributes": u.attributes or {}, "metrics": u.metrics or {},
+               "timezone": u.timezone, "locale": u.locale,
+               "endpoints": [_endpoint_doc(e) for e in eps.get(pk, [])],
+               "segments": member.get(pk, []), "imported": imported.get(pk, []),
+               "behaviour": dict(behaviour.get(pk, {}))}
+        for key, f in facts.items():
+            if f["type"] in ("date", "ago"):
+                group, _, name = f["path"].partition(".")
+                raw = doc.get(group) if not name else doc[group].get(name)
+                ms = parse_date(raw)
+                doc["behaviour"][key] = None if ms is None else (ms if f["type"] == "date" else now - ms)
+            elif f["type"] == "km":
+                dists = [haversine_km(f["lat"], f["lon"], e.location["latitude"], e.location["longitude"])
+                         for e in eps.get(pk, []) if "latitude" in (e.location or {}) and "longitude" in (e.location or {})]
+                doc["behaviour"][key] = min(dists) if dists else None
+        docs[pk] = doc
+    return docs

@@ -1,0 +1,344 @@
+"""Static segments from files: Pinpoint's CSV/JSON import format, or a plain user_id + attributes format.
+
+Two passes over a spooled file, never the whole file in memory:
+  1. parse and validate every row (the same checks as the API), writing parsed rows to a staging file;
+     any bad row rejects the whole file with a report (row number and reason, first 100);
+  2. in ONE transaction: upsert users and endpoints chunk by chunk (memberships of dynamic segments kept
+     current per chunk), record who was imported, create the static segment and evaluate it.
+JSON comes as newline-delimited objects or as one array; the array form is parsed whole, so it is
+limited to MAX_JSON_ARRAY bytes (use NDJSON or CSV beyond that).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import threading
+import uuid
+from typing import IO, Any, Iterator
+
+import msgspec
+from msgspec import UNSET
+from sqlalchemy import Engine, insert, select, update
+
+from engine import changes
+from engine.attributes import register_names
+from engine.batching import chunks
+from engine.clock import now_ms
+from engine.customers import _check_user, _write_users
+from engine.endpoints import _check_fields, _write_endpoints
+from engine.errors import BatchRejected, InvalidInput, NotFound, TidingsError
+from engine.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
+from engine.segment_models import import_jobs, static_members
+from engine.segments.evaluate import evaluate_many_full
+from engine.segments.service import SegmentIn, create_in
+from engine.workspaces import WorkspaceRef
+
+MAX_REPORTED = 100
+CHUNK = 2000
+MAX_JSON_ARRAY = 100 * 1024 * 1024
+ASYNC_ROWS = 5000
+_DEMO = {"AppVersion": "app_version", "Locale": "locale", "Make": "make", "Model": "model",
+         "Platform": "platform", "PlatformVersion": "platform_version", "Timezone": "timezone"}
+_LOC = {"City": "city", "Country": "country", "Latitude": "latitude", "Longitude": "longitude",
+        "PostalCode": "postal_code", "Region": "region"}
+_progress: dict[str, int] = {}
+
+
+class ImportRejected(InvalidInput):
+    code = "import_rejected"
+
+
+class Staged(msgspec.Struct):
+    user: UserBatchItem
+    endpoint: EndpointBatchItem | None = None
+
+
+# ---- reading rows ------------------------------------------------------------------------------
+
+def _rows(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    """(row number, row) where a row is a dict (JSON) or a list of (header, value) pairs (CSV)."""
+    head = f.read(4096)
+    f.seek(0)
+    first = head.lstrip()[:1]
+    if first == b"[":
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_JSON_ARRAY:
+            raise InvalidInput(f"a JSON array is at most {MAX_JSON_ARRAY // 2**20} MB; send NDJSON or CSV",
+                               field="file")
+        try:
+            items = msgspec.json.decode(f.read())
+        except msgspec.DecodeError as exc:
+            raise InvalidInput(f"malformed JSON: {exc}", field="file") from None
+        yield from enumerate(items, 1)
+    elif first == b"{":
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield n, msgspec.json.decode(line)
+                except msgspec.DecodeError as exc:
+                    yield n, InvalidInput(f"malformed JSON line: {exc}")
+    else:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if not header:
+            raise InvalidInput("the file is empty", field="file")
+        for n, values in enumerate(reader, 2):
+            if values:
+                yield n, list(zip(header, values)) if len(values) == len(header) else InvalidInput(
+                    f"{len(values)} values for {len(header)} columns")
+        text.detach()
+
+
+def _flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out += _flatten(v, key + ".")
+        elif isinstance(v, list) and key.split(".")[0] in ("Attributes", "User") :
+            out += [(key, x) for x in v] if v else []
+        else:
+            out.append((key, v))
+    return out
+
+
+def _number(value: Any, name: str) -> float | int:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{name} must be a number, got {value!r}", field=name) from None
+    return int(f) if f.is_integer() and "." not in str(value) else f
+
+
+def parse_pinpoint(pairs: list[tuple[str, Any]]) -> Staged:
+    ep: dict[str, Any] = {}
+    user_attrs: dict[str, list[str]] = {}
+    attrs: dict[str, list[str]] = {}
+    metrics: dict[str, Any] = {}
+    demo: dict[str, Any] = {}
+    loc: dict[str, Any] = {}
+    user_id = None
+    for key, value in pairs:
+        if value is None or value == "":
+            continue
+        head, _, rest = key.partition(".")
+        if key in ("ChannelType", "Address", "Id", "OptOut", "EffectiveDate"):
+            ep[key] = value
+        elif key == "User.UserId":
+            user_id = str(value)
+        elif key.startswith("User.UserAttributes."):
+            user_attrs.setdefault(key.removeprefix("User.UserAttributes."), []).append(str(value))
+        elif head == "Attributes" and rest:
+            attrs.setdefault(rest, []).append(str(value))
+        elif head == "Metrics" and rest:
+            metrics[rest] = _number(value, key)
+        elif head == "Demographic" and rest in _DEMO:
+            demo[_DEMO[rest]] = str(value)
+        elif head == "Location" and rest in _LOC:
+            loc[_LOC[rest]] = _number(value, key) if rest in ("Latitude", "Longitude") else str(value)
+        else:
+            raise InvalidInput(f"unknown column {key!r}", field=key)
+    if "Address" not in ep or "ChannelType" not in ep:
+        raise InvalidInput("ChannelType and Address are required", field="Address" if "ChannelType" in ep else "ChannelType")
+    if ep["ChannelType"] not in ("EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM", "APNS", "GCM", "BAIDU", "ADM"):
+        raise InvalidInput(f"unknown ChannelType {ep['ChannelType']!r}", field="ChannelType")
+    channel = "PUSH" if ep["ChannelType"] in ("APNS", "GCM", "BAIDU", "ADM") else ep["ChannelType"]
+    endpoint_id = str(ep.get("Id") or f"{channel.lower()}:{ep['Address']}")
+    opt = str(ep.get("OptOut", "NONE")).upper()
+    if opt not in ("ALL", "NONE"):
+        raise InvalidInput(f"OptOut is ALL or NONE, got {ep.get('OptOut')!r}", field="OptOut")
+    uid = user_id or endpoint_id
+    try:
+        endpoint = EndpointBatchItem(
+            endpoint_id=endpoint_id, user_id=uid, channel=channel, address=str(ep["Address"]), attributes=attrs,
+            metrics=metrics, opt_out=opt == "ALL", demographic=Demographic(**demo) if demo else UNSET,
+            location=Location(**loc) if loc else UNSET,
+            effective_date=str(ep["EffectiveDate"]) if ep.get("EffectiveDate") else UNSET)
+    except (TypeError, msgspec.ValidationError) as exc:
+        raise InvalidInput(str(exc)) from None
+    return Staged(user=UserBatchItem(user_id=uid, attributes={k: v if len(v) > 1 else v[0] for k, v in user_attrs.items()}),
+                  endpoint=endpoint)
+
+
+def parse_plain(pairs: list[tuple[str, Any]]) -> Staged:
+    attrs: dict[str, Any] = {}
+    user_id = None
+    for key, value in pairs:
+        if key == "user_id":
+            user_id = None if value in (None, "") else str(value)
+        elif value is not None and value != "":
+            if key in attrs:
+                prev = attrs[key]
+                attrs[key] = (prev if isinstance(prev, list) else [prev]) + [str(value)]
+            else:
+                attrs[key] = value if isinstance(value, (str, int, float, bool, list)) else str(value)
+    if not user_id:
+        raise InvalidInput("user_id is required", field="user_id")
+    return Staged(user=UserBatchItem(user_id=user_id, attributes=attrs))
+
+
+def _validate(row: Any, fmt: str) -> Staged:
+    if isinstance(row, InvalidInput):
+        raise row
+    if isinstance(row, dict):
+        pairs = _flatten(row) if fmt == "pinpoint" else list(row.items())
+    elif isinstance(row, list):
+        pairs = row
+    else:
+        raise InvalidInput("a row is an object")
+    staged = parse_pinpoint(pairs) if fmt == "pinpoint" else parse_plain(pairs)
+    _check_user(0, staged.user)
+    if staged.endpoint is not None:
+        _check_fields(0, staged.endpoint)
+    return staged
+
+
+# ---- the two passes ------------------------------------------------------------------------------
+
+def stage(f: IO[bytes], fmt: str, job_id: str | None = None) -> tuple[IO[bytes], int]:
+    """Pass 1: validate every row into a staging file; raise ImportRejected listing bad rows."""
+    if fmt not in ("pinpoint", "plain"):
+        raise InvalidInput("format is pinpoint or plain", field="format")
+    staging = tempfile.TemporaryFile()
+    errors: list[dict[str, Any]] = []
+    n_bad = total = 0
+    enc = msgspec.json.Encoder()
+    for number, row in _rows(f):
+        total += 1
+        try:
+            staged = _validate(row, fmt)
+        except TidingsError as exc:
+            n_bad += 1
+            if len(errors) < MAX_REPORTED:
+                errors.append({"row": number, "field": exc.field, "message": exc.message})
+            continue
+        staging.write(enc.encode(staged) + b"\n")
+        if job_id and total % 10_000 == 0:
+            _progress[job_id] = total
+    if total == 0:
+        raise InvalidInput("the file has no rows", field="file")
+    if n_bad:
+        raise ImportRejected(f"{n_bad} of {total} rows are invalid; nothing was written", field="file", details=errors)
+    staging.seek(0)
+    return staging, total
+
+
+def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_id: str | None,
+          job_id: str | None = None) -> dict[str, Any]:
+    """Pass 2, all or nothing: upsert customers in chunks, then create the static segment."""
+    dec = msgspec.json.Decoder(Staged)
+    done = 0
+    with db.begin() as conn:
+        seg_id = create_in(conn, ws.id, SegmentIn(name=name, id=segment_id), kind="static")
+        batch: list[Staged] = []
+
+        def flush() -> None:
+            users = [s.user for s in batch]
+            eps = [s.endpoint for s in batch if s.endpoint is not None]
+            register_names(conn, ws.id, "attribute", {k for u in users for k in u.attributes} |
+                           {k for e in eps for k in e.attributes})
+            register_names(conn, ws.id, "metric", {k for e in eps for k in e.metrics})
+            pks, _ = _write_users(conn, ws.id, users)
+            if eps:
+                try:
+                    _write_endpoints(conn, ws.id, eps)
+                except BatchRejected as exc:
+                    raise ImportRejected(f"rows {done + 1}-{done + len(batch)}: {exc.details[0]['message']}",
+                                         field="file", details=exc.details) from None
+            changes.customers_changed(conn, ws.id, pks)
+            for part in chunks(sorted(set(pks))):
+                existing = set(conn.execute(select(static_members.c.user_pk).where(
+                    static_members.c.workspace_id == ws.id, static_members.c.segment_id == seg_id,
+                    static_members.c.user_pk.in_(part))).scalars())
+                new = [{"workspace_id": ws.id, "segment_id": seg_id, "user_pk": pk} for pk in part if pk not in existing]
+                if new:
+                    conn.execute(insert(static_members), new)
+
+        for line in staging:
+            batch.append(dec.decode(line))
+            if len(batch) >= CHUNK:
+                flush()
+                done += len(batch)
+                batch = []
+                if job_id:
+                    _progress[job_id] = done
+        if batch:
+            flush()
+            done += len(batch)
+        evaluate_many_full(conn, ws.id, {seg_id}, record_events=False)
+    return {"segment_id": seg_id, "rows": done}
+
+
+def run_import(db: Engine, ws: WorkspaceRef, f: IO[bytes], fmt: str, name: str, segment_id: str | None = None,
+               job_id: str | None = None) -> dict[str, Any]:
+    staging, _ = stage(f, fmt, job_id)
+    with staging:
+        return apply(db, ws, staging, name, segment_id, job_id)
+
+
+# ---- jobs -----------------------------------------------------------------------------------------
+
+def start_job(db: Engine, ws: WorkspaceRef, path: str, fmt: str, name: str, segment_id: str | None) -> dict[str, Any]:
+    job_id = uuid.uuid4().hex
+    with db.begin() as conn:
+        conn.execute(insert(import_jobs).values(id=job_id, workspace_id=ws.id, segment_id=segment_id or "",
+                                                status="running", rows_done=0, errors=[], created_at=now_ms()))
+
+    def work() -> None:
+        values: dict[str, Any]
+        try:
+            with open(path, "rb") as f:
+                result = run_import(db, ws, f, fmt, name, segment_id, job_id)
+            values = {"status": "succeeded", "rows_done": result["rows"], "rows_total": result["rows"],
+                      "segment_id": result["segment_id"]}
+        except TidingsError as exc:
+            values = {"status": "failed", "errors": exc.details, "message": exc.message,
+                      "rows_done": _progress.get(job_id, 0)}
+        except Exception as exc:  # reported on the job, not lost in a thread
+            values = {"status": "failed", "message": f"internal error: {exc}", "rows_done": 0}
+        finally:
+            os.unlink(path)
+        with db.begin() as conn:
+            conn.execute(update(import_jobs).where(import_jobs.c.id == job_id).values(finished_at=now_ms(), **values))
+        _progress.pop(job_id, None)
+
+    threading.Thread(target=work, name=f"import-{job_id}", daemon=True).start()
+    return get_job(db, ws, job_id)
+
+
+def get_job(db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
+    from engine.db import reading
+    from engine.clock import ms_to_iso
+
+    with reading(db) as conn:
+        row = conn.execute(select(import_jobs).where(import_jobs.c.id == job_id,
+                                                     import_jobs.c.workspace_id == ws.id)).first()
+    if row is None:
+        raise NotFound(f"no import job {job_id!r}", field="id")
+    done = _progress.get(job_id, row.rows_done) if row.status == "running" else row.rows_done
+    return {"id": row.id, "status": row.status, "segment_id": row.segment_id or None, "rows_done": done,
+            "rows_total": row.rows_total, "errors": row.errors, "message": row.message,
+            "created_at": ms_to_iso(row.created_at),
+            "finished_at": ms_to_iso(row.finished_at) if row.finished_at else None}
+
+
+def csv_lines(items: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    """Export rows as CSV: user_id, then attribute columns as they are first seen in the stream...
+    kept simple: user_id, attributes (JSON), metrics (JSON), endpoints (addresses joined by ';')."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["user_id", "attributes", "metrics", "timezone", "locale", "addresses"])
+    for r in items:
+        w.writerow([r["user_id"], msgspec.json.encode(r["attributes"]).decode(),
+                    msgspec.json.encode(r["metrics"]).decode(), r["timezone"] or "", r["locale"] or "",
+                    ";".join(e["address"] for e in r["endpoints"])])
+        yield buf.getvalue().encode()
+        buf.seek(0)
+        buf.truncate()
+    if buf.tell():
+        yield buf.getvalue().encode()

@@ -1,0 +1,36 @@
+"""Clock-dependent segments are re-evaluated by a Temporal workflow (run by the schedule)."""
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+
+from sqlalchemy import text
+from temporalio.worker import Worker
+
+from engine.segments.clock import ensure_schedule, make_activity
+from engine.segments.clock_workflow import SCHEDULE_ID, RefreshClockSegments
+
+
+async def test_schedule_workflow_moves_people_out_of_a_window(api, db, temporal_env):
+    api.post("/v1/events", json={"events": [{"user_id": "ann", "name": "login"}, {"user_id": "bob", "name": "login"}]})
+    r = api.post("/v1/segments", json={"id": "recent", "name": "recent", "rule": {
+        "last_performed": {"event": "login", "within": "1d"}}})
+    assert r.json()["size"] == 2
+    with db.begin() as conn:  # two days pass for ann
+        conn.execute(text("UPDATE event SET ts = ts - 172800000 WHERE user_pk = "
+                          "(SELECT id FROM users WHERE user_id = 'ann')"))
+    assert api.get("/v1/segments/recent").json()["size"] == 2  # nothing told it yet
+    queue = f"q-{uuid.uuid4().hex}"
+    client = temporal_env.client
+    async with Worker(client, task_queue=queue, workflows=[RefreshClockSegments], activities=[make_activity(db)],
+                      activity_executor=concurrent.futures.ThreadPoolExecutor(4)):
+        changed = await client.execute_workflow(RefreshClockSegments.run, id=f"wf-{uuid.uuid4().hex}", task_queue=queue)
+    assert changed == 1
+    members = api.get("/v1/segments/recent/members").json()["items"]
+    assert [m["user_id"] for m in members] == ["bob"]
+    names = [e["name"] for e in api.get("/v1/events", params={"user_id": "ann"}).json()["items"]]
+    assert "_segment.exit" in names
+    await ensure_schedule(client, queue)
+    await ensure_schedule(client, queue)  # idempotent
+    desc = await client.get_schedule_handle(SCHEDULE_ID).describe()
+    assert desc.schedule.spec.intervals[0].every.total_seconds() == 300
