@@ -147,6 +147,7 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
                   exited: Iterable[int], now: int, record_events: bool = True) -> tuple[int, int]:
     """Write membership changes and their events inside the caller's transaction."""
+    from engine import changes
     from engine.events import record
 
     entered, exited = sorted(entered), sorted(exited)
@@ -165,7 +166,9 @@ def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered:
             batch = [EventIn(name=name, user_id=ids[pk], attributes={"segment_id": segment_id})
                      for pk, name in part if pk in ids]
             if batch:
-                record(conn, workspace_id, batch)
+                _, stored = record(conn, workspace_id, batch)
+                # Through the shared seam, so segment-entry journeys and `left_segment` exits hear of them.
+                changes.events_recorded(conn, workspace_id, stored)
     return len(entered), len(exited)
 
 
