@@ -13,11 +13,14 @@ from api.auth import current_workspace, database, require_workspace_key
 from api.errors import HANDLERS
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
+from api.routes.journeys import JourneyController
+from api.temporal import TemporalHandle
 from api.routes.segments import ImportController, SegmentController
 from engine.config import Settings
 from engine.db import make_engine, migrate
 
-V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController]
+V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController,
+                  JourneyController]
 
 
 @get("/health", sync_to_thread=False)
@@ -33,6 +36,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.settings = settings
         app.state.db = make_engine(settings.database_url)
         migrate(app.state.db)
+        app.state.temporal = TemporalHandle(settings)
         # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise cost more than decoding a 10,000-item batch.
         gc.freeze()

@@ -7,6 +7,7 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 
 from engine.errors import TidingsError
+from engine.journeys.issues import JourneyCompileError
 
 # msgspec's words for a body that is not JSON at all (as opposed to JSON of the wrong shape).
 _MALFORMED = ("JSON is malformed", "Input data was truncated")
@@ -52,7 +53,17 @@ def internal_error(_: Request, exc: Exception) -> Response:
                     media_type=MediaType.JSON)
 
 
+def journey_error(_: Request, exc) -> Response:
+    """Every compile problem at once; `field` points at the first one as line:column."""
+    first = exc.errors[0]
+    details = [{"line": e.line, "column": e.column, "message": e.message} for e in exc.errors]
+    return Response(content=_body("invalid_journey", f"{len(exc.errors)} problem(s); first: {first.message}",
+                                  f"{first.line}:{first.column}", details=details),
+                    status_code=400, media_type=MediaType.JSON)
+
+
 HANDLERS = {
+    JourneyCompileError: journey_error,
     TidingsError: tidings_error,
     ValidationException: validation_error,
     HTTPException: http_error,

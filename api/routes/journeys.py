@@ -1,0 +1,97 @@
+"""Journeys: the same YAML as in git, put and validated over HTTP; lifecycle calls reach Temporal."""
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+from litestar import Controller, Request, get, post, put
+from sqlalchemy import Engine
+
+from engine.errors import InvalidInput
+from engine.journeys import JourneyCompileError, compile_journey
+from engine.journeys import store
+from engine.journeys.store import DbCatalog, JourneyInfo, RunInfo
+from engine.workspaces import WorkspaceRef
+
+
+
+class PutResult(msgspec.Struct):
+    journey: JourneyInfo
+    new_version: bool
+
+
+class ValidationIssue(msgspec.Struct):
+    line: int
+    column: int
+    message: str
+
+
+class ValidationResult(msgspec.Struct):
+    valid: bool
+    errors: list[ValidationIssue]
+    id: str | None = None
+    steps: int = 0
+
+
+async def _text(request: Request) -> str:
+    """The raw body: Litestar would parse a JSON body, and YAML is not JSON."""
+    try:
+        return (await request.body()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("the journey must be UTF-8 text (YAML or JSON)", field="body") from None
+
+
+class JourneyController(Controller):
+    """Bodies are the raw `kind: Journey` document, YAML or JSON (JSON is YAML too), any content type."""
+
+    path = "/journeys"
+
+    @put("/{journey_id:str}")
+    async def put_journey(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str) -> PutResult:
+        return await asyncio.to_thread(self._put, db, ws, journey_id, await _text(request))
+
+    @staticmethod
+    def _put(db: Engine, ws: WorkspaceRef, journey_id: str, text: str) -> PutResult:
+        compiled = compile_journey(text, path=f"journey {journey_id}", catalog=DbCatalog(db, ws.id))
+        if compiled.id != journey_id:
+            raise InvalidInput(f"the document's id is {compiled.id!r} but the URL names {journey_id!r}", field="id")
+        info, created = store.put_journey(db, ws, text, path=f"journey {journey_id}")
+        return PutResult(journey=info, new_version=created)
+
+    @post("/validate", status_code=200)
+    async def validate(self, request: Request, db: Engine, ws: WorkspaceRef) -> ValidationResult:
+        return await asyncio.to_thread(self._validate, db, ws, await _text(request))
+
+    @staticmethod
+    def _validate(db: Engine, ws: WorkspaceRef, text: str) -> ValidationResult:
+        try:
+            compiled = compile_journey(text, path="body", catalog=DbCatalog(db, ws.id))
+        except JourneyCompileError as exc:
+            return ValidationResult(valid=False, errors=[ValidationIssue(e.line, e.column, e.message)
+                                                         for e in exc.errors])
+        return ValidationResult(valid=True, errors=[], id=compiled.id, steps=len(compiled.nodes))
+
+    @get("/", sync_to_thread=True)
+    def list_journeys(self, db: Engine, ws: WorkspaceRef) -> list[JourneyInfo]:
+        return store.list_journeys(db, ws)
+
+    @get("/{journey_id:str}", sync_to_thread=True)
+    def get_journey(self, db: Engine, ws: WorkspaceRef, journey_id: str) -> JourneyInfo:
+        return store.get_journey(db, ws, journey_id)
+
+    @get("/{journey_id:str}/runs", sync_to_thread=True)
+    def runs(self, db: Engine, ws: WorkspaceRef, journey_id: str, user_id: str | None = None,
+             limit: int = 100) -> list[RunInfo]:
+        store.get_journey(db, ws, journey_id)  # 404 for a journey that does not exist
+        return store.list_runs(db, ws, journey_id, user_id=user_id, limit=min(max(limit, 1), 1000))
+
+    @post("/{journey_id:str}/{action:str}", status_code=200)
+    async def lifecycle(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str,
+                        action: str) -> JourneyInfo:
+        handlers = {"activate": store.activate, "pause": store.pause, "resume": store.resume, "stop": store.stop}
+        if action not in handlers:
+            raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(handlers)}", field="action")
+        await asyncio.to_thread(store.get_journey, db, ws, journey_id)  # 404 before reaching Temporal
+        client = await request.app.state.temporal.client()
+        kwargs = {"task_queue": request.app.state.settings.task_queue} if action == "activate" else {}
+        return await handlers[action](client, db, ws, journey_id, **kwargs)
