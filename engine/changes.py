@@ -23,3 +23,6 @@ def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[st
 
 def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
     """New events were stored (only new ids; duplicates never arrive here)."""
+    from engine.message_events import index_sends
+
+    index_sends(conn, workspace_id, rows)
