@@ -23,6 +23,7 @@ from sqlalchemy import Connection, and_, select, update
 
 from engine import changes
 from engine.clock import now_ms
+from engine.events import lock_event_order
 from engine.db import bulk_insert, insert_ignoring_conflicts, rows_where_in
 from engine.event_tables import message_refs
 from engine.models import endpoints, events
@@ -229,6 +230,8 @@ def record_occurrences(conn: Connection, workspace_id: int,
     for (event_id,) in rows_where_in(conn, events, ["event_id"], "event_id", list(rows), {"workspace_id": workspace_id}):
         del rows[event_id]
     fresh = list(rows.values())
+    if fresh:
+        lock_event_order(conn, workspace_id)
     bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
     if fresh:
         changes.events_recorded(conn, workspace_id, fresh)

@@ -133,3 +133,44 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+class Api:
+    def __init__(self, client, key: str):
+        self.client, self.headers = client, {"Authorization": f"Bearer {key}"}
+
+    def __getattr__(self, method):
+        def call(path, **kw):
+            kw["headers"] = {**self.headers, **kw.get("headers", {})}
+            return getattr(self.client, method)(path, **kw)
+        return call
+
+
+@dataclass
+class Manual:
+    """An app whose stream loop is off: tests drive `runner.tick()` themselves."""
+
+    api: Any
+    other: Any
+    db: Any
+    runner: Any
+
+
+@pytest.fixture
+def manual(settings):
+    import dataclasses
+
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from api.routes.message_events import plugins_of
+    from engine.streams import StreamRunner
+    from engine.workspaces import create_key
+
+    app = create_app(dataclasses.replace(settings, stream_worker=False))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        db = c.app.state.db
+        _, key = create_key(db, "acme")
+        _, other = create_key(db, "globex")
+        runner = StreamRunner(db, plugins_of(c.app), backoff_base_ms=1, backoff_max_ms=5)
+        yield Manual(Api(c, key), Api(c, other), db, runner)
