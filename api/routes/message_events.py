@@ -221,14 +221,14 @@ class LiveStreamController(Controller):
         async def generate():
             nonlocal position
             idle = 0.0
-            yield ServerSentEventMessage(comment="tidings event stream", retry=2000)
+            yield ServerSentEventMessage(data=None, comment="tidings event stream", retry=2000)
             while True:
                 rows = await anyio.to_thread.run_sync(lambda: st.read_events(db, ws.id, position, 500))
                 for r in rows:
                     position = r.id
                     if matches(r.name, r.attributes or {}):
                         yield ServerSentEventMessage(data=json.dumps(to_record(r, ws.name), separators=(",", ":")),
-                                                     id=r.id, event="event")
+                                                     id=r.id)
                 if rows:
                     idle = 0.0
                     continue
@@ -236,7 +236,7 @@ class LiveStreamController(Controller):
                 idle += poll
                 if idle >= 15:
                     idle = 0.0
-                    yield ServerSentEventMessage(comment="keep-alive")
+                    yield ServerSentEventMessage(data=None, comment="keep-alive")
 
         return ServerSentEvent(generate(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
