@@ -83,6 +83,71 @@ def cmd_demo(args, settings: Settings) -> int:
     return asyncio.run(run_demo(settings))
 
 
+def _pct(v) -> str:
+    return "–" if v is None else f"{v * 100:.1f}%"
+
+
+def format_journey_stats(m: dict) -> str:
+    """The journey's metrics as a terminal table: one row per step, then variants, channels and totals."""
+    cols = ["sent", "delivered", "failed", "bounced", "opened", "clicked", "unsubscribed", "converted"]
+    head = f"{'':22}" + "".join(f"{c.upper():>13}" for c in cols) + f"{'OPEN':>8}{'CLICK':>8}{'CONV':>8}"
+    lines = [f"journey {m['journey_id']}" + (f" v{m['version']}" if m["version"] is not None else "")
+             + (f"  goal {m['goal']['event']} within {m['goal']['within_seconds']}s" if m["goal"] else ""),
+             "counts are customers (messages in brackets when they differ)", head]
+
+    def row(label: str, metrics: dict, rates: dict) -> str:
+        cells = []
+        for c in cols:
+            v = metrics[c]
+            cell = str(v["customers"]) + (f" ({v['messages']})" if c != "converted" and v["messages"] != v["customers"] else "")
+            cells.append(f"{cell:>13}")
+        return (f"{label[:22]:22}" + "".join(cells) + f"{_pct(rates['open']):>8}{_pct(rates['click']):>8}"
+                f"{_pct(rates['conversion']):>8}")
+
+    for title, key, items in (("step", "step_id", m["steps"]), ("variant", "variant", m["variants"]),
+                              ("channel", "channel", m["channels"])):
+        if len(items) > 1 or title == "step":
+            for it in items:
+                lines.append(row(f"{title} {it[key] if it[key] is not None else '-'}", it["metrics"], it["rates"]))
+    lines.append(row("total", m["totals"]["metrics"], m["totals"]["rates"]))
+    c = m["control"]
+    if c["customers"]:
+        lift = "–" if m["lift"] is None else f"{m['lift'] * 100:+.1f}%"
+        lines.append(f"control group: {c['customers']} customers, {c['converted']} converted ({_pct(c['rate'])}); "
+                     f"treatment {_pct(m['treatment_rate'])}; lift {lift}")
+    return "\n".join(lines)
+
+
+def cmd_journeys_stats(args, settings: Settings) -> int:
+    from engine.clock import iso_to_ms
+    from engine.errors import NotFound
+    from engine.metrics import journey_metrics
+    from engine.models import workspaces
+    from engine.workspaces import WorkspaceRef
+    from sqlalchemy import select
+
+    db = _db(settings)
+    with db.connect() as conn:
+        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == args.workspace)).scalar()
+    if ws_id is None:
+        raise NotFound(f"no workspace {args.workspace!r}", field="workspace")
+    within = None
+    if args.within:
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        within = int(args.within[:-1]) * units[args.within[-1]] if args.within[-1] in units else int(args.within)
+    m = journey_metrics(db, WorkspaceRef(ws_id, args.workspace), args.journey_id, version=args.version,
+                        goal=args.goal, within_seconds=within,
+                        since_ms=iso_to_ms(args.since) if args.since else None,
+                        until_ms=iso_to_ms(args.until) if args.until else None)
+    if args.json:
+        import json
+
+        print(json.dumps(m, indent=2))
+    else:
+        print(format_journey_stats(m))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -113,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ui-port", type=int, default=8233)
     d.add_argument("--smtp-port", type=int, default=1025)
     d.set_defaults(fn=cmd_dev)
+
+    journeys = sub.add_parser("journeys", help="journeys").add_subparsers(dest="journeys_command", required=True)
+    j = journeys.add_parser("stats", help="delivery and response metrics of a journey, as a table")
+    j.add_argument("journey_id", metavar="ID")
+    j.add_argument("--workspace", required=True)
+    j.add_argument("--version", type=int)
+    j.add_argument("--goal", help="conversion event name (default: the journey's goal)")
+    j.add_argument("--within", help="attribution window: seconds or 90m, 12h, 7d (default: 7d)")
+    j.add_argument("--since", help="ISO-8601")
+    j.add_argument("--until", help="ISO-8601")
+    j.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    j.set_defaults(fn=cmd_journeys_stats)
 
     sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
     return p
