@@ -90,9 +90,12 @@ def _pct(v) -> str:
 def format_journey_stats(m: dict) -> str:
     """The journey's metrics as a terminal table: one row per step, then variants, channels and totals."""
     cols = ["sent", "delivered", "failed", "bounced", "opened", "clicked", "unsubscribed", "converted"]
-    head = f"{'':22}" + "".join(f"{c.upper():>13}" for c in cols) + f"{'OPEN':>8}{'CLICK':>8}{'CONV':>8}"
+    short = {"unsubscribed": "UNSUBS"}
+    head = f"{'':16}" + "".join(f"{short.get(c, c.upper()):>11}" for c in cols) + f"{'OPEN%':>7}{'CLICK%':>7}{'CONV%':>7}"
+    within = m["goal"]["within_seconds"] if m["goal"] else 0
+    window = f"{within // 86400}d" if within % 86400 == 0 else f"{within // 3600}h" if within % 3600 == 0 else f"{within}s"
     lines = [f"journey {m['journey_id']}" + (f" v{m['version']}" if m["version"] is not None else "")
-             + (f"  goal {m['goal']['event']} within {m['goal']['within_seconds']}s" if m["goal"] else ""),
+             + (f"  goal {m['goal']['event']} within {window}" if m["goal"] else ""),
              "counts are customers (messages in brackets when they differ)", head]
 
     def row(label: str, metrics: dict, rates: dict) -> str:
@@ -100,9 +103,9 @@ def format_journey_stats(m: dict) -> str:
         for c in cols:
             v = metrics[c]
             cell = str(v["customers"]) + (f" ({v['messages']})" if c != "converted" and v["messages"] != v["customers"] else "")
-            cells.append(f"{cell:>13}")
-        return (f"{label[:22]:22}" + "".join(cells) + f"{_pct(rates['open']):>8}{_pct(rates['click']):>8}"
-                f"{_pct(rates['conversion']):>8}")
+            cells.append(f"{cell:>11}")
+        return (f"{label[:16]:16}" + "".join(cells) + f"{_pct(rates['open']):>7}{_pct(rates['click']):>7}"
+                f"{_pct(rates['conversion']):>7}")
 
     for title, key, items in (("step", "step_id", m["steps"]), ("variant", "variant", m["variants"]),
                               ("channel", "channel", m["channels"])):
