@@ -1,6 +1,7 @@
 """The Litestar application: resources opened in the lifespan, /v1 behind the workspace-key guard."""
 from __future__ import annotations
 
+import asyncio
 import gc
 from contextlib import asynccontextmanager
 
@@ -14,13 +15,14 @@ from api.errors import HANDLERS
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
-from api.temporal import TemporalHandle
+from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, public_router
 from api.routes.segments import ImportController, SegmentController
+from api.temporal import TemporalHandle
 from engine.config import Settings
 from engine.db import make_engine, migrate
 
 V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController,
-                  JourneyController]
+                  JourneyController, *EVENTS_V1]
 
 
 @get("/health", sync_to_thread=False)
@@ -40,9 +42,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise cost more than decoding a 10,000-item batch.
         gc.freeze()
+        stop, runner_task = asyncio.Event(), None
+        if settings.stream_worker:
+            from engine.streams import StreamRunner
+
+            app.state.stream_runner = StreamRunner(app.state.db, lambda: plugins_of(app),
+                                                   poll_seconds=settings.stream_poll_seconds)
+            runner_task = asyncio.create_task(app.state.stream_runner.run(stop))
         try:
             yield
         finally:
+            stop.set()
+            if runner_task is not None:
+                app.state.stream_runner.wakeup.set()
+                await runner_task
             app.state.db.dispose()
 
     v1 = Router(
@@ -52,7 +65,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
     return Litestar(
-        route_handlers=[health, v1],
+        route_handlers=[health, v1, public_router],
         dependencies={"db": Provide(database, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         lifespan=[lifespan],

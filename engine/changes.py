@@ -31,9 +31,10 @@ def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[st
 
 def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
     """New events were stored (only new ids; duplicates never arrive here)."""
+    from engine.journeys import entries
+    from engine.message_events import index_sends
     from engine.segments import membership
 
-    membership.events_recorded(conn, workspace_id, rows)
-    from engine.journeys import entries
-
+    index_sends(conn, workspace_id, rows)  # message id -> its identity, for feedback and metrics
+    membership.events_recorded(conn, workspace_id, rows)  # behaviour-based segments
     entries.enqueue_matching(conn, workspace_id, rows)  # event/segment-triggered journeys and goals

@@ -99,6 +99,9 @@ def cmd_validate(args, settings: Settings) -> int:
         return 1
     for ir in journeys:
         print(f"ok  {ir.id}  ({len(ir.nodes)} steps, entry: {type(ir.entry).__name__.removesuffix('Entry').lower()})")
+    return 0
+
+
 def cmd_segments_ls(args, settings: Settings) -> int:
     from engine.segments.service import list_segments
     from engine.workspaces import ensure_workspace
@@ -188,6 +191,74 @@ def cmd_segments_export(args, settings: Settings) -> int:
     return 0
 
 
+def _pct(v) -> str:
+    return "–" if v is None else f"{v * 100:.1f}%"
+
+
+def format_journey_stats(m: dict) -> str:
+    """The journey's metrics as a terminal table: one row per step, then variants, channels and totals."""
+    cols = ["sent", "delivered", "failed", "bounced", "opened", "clicked", "unsubscribed", "converted"]
+    short = {"unsubscribed": "UNSUBS"}
+    head = f"{'':16}" + "".join(f"{short.get(c, c.upper()):>11}" for c in cols) + f"{'OPEN%':>7}{'CLICK%':>7}{'CONV%':>7}"
+    within = m["goal"]["within_seconds"] if m["goal"] else 0
+    window = f"{within // 86400}d" if within % 86400 == 0 else f"{within // 3600}h" if within % 3600 == 0 else f"{within}s"
+    lines = [f"journey {m['journey_id']}" + (f" v{m['version']}" if m["version"] is not None else "")
+             + (f"  goal {m['goal']['event']} within {window}" if m["goal"] else ""),
+             "counts are customers (messages in brackets when they differ)", head]
+
+    def row(label: str, metrics: dict, rates: dict) -> str:
+        cells = []
+        for c in cols:
+            v = metrics[c]
+            cell = str(v["customers"]) + (f" ({v['messages']})" if c != "converted" and v["messages"] != v["customers"] else "")
+            cells.append(f"{cell:>11}")
+        return (f"{label[:16]:16}" + "".join(cells) + f"{_pct(rates['open']):>7}{_pct(rates['click']):>7}"
+                f"{_pct(rates['conversion']):>7}")
+
+    for title, key, items in (("step", "step_id", m["steps"]), ("variant", "variant", m["variants"]),
+                              ("channel", "channel", m["channels"])):
+        if len(items) > 1 or title == "step":
+            for it in items:
+                lines.append(row(f"{title} {it[key] if it[key] is not None else '-'}", it["metrics"], it["rates"]))
+    lines.append(row("total", m["totals"]["metrics"], m["totals"]["rates"]))
+    c = m["control"]
+    if c["customers"]:
+        lift = "–" if m["lift"] is None else f"{m['lift'] * 100:+.1f}%"
+        lines.append(f"control group: {c['customers']} customers, {c['converted']} converted ({_pct(c['rate'])}); "
+                     f"treatment {_pct(m['treatment_rate'])}; lift {lift}")
+    return "\n".join(lines)
+
+
+def cmd_journeys_stats(args, settings: Settings) -> int:
+    from engine.clock import iso_to_ms
+    from engine.errors import NotFound
+    from engine.metrics import journey_metrics
+    from engine.models import workspaces
+    from engine.workspaces import WorkspaceRef
+    from sqlalchemy import select
+
+    db = _db(settings)
+    with db.connect() as conn:
+        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == args.workspace)).scalar()
+    if ws_id is None:
+        raise NotFound(f"no workspace {args.workspace!r}", field="workspace")
+    within = None
+    if args.within:
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+        within = int(args.within[:-1]) * units[args.within[-1]] if args.within[-1] in units else int(args.within)
+    m = journey_metrics(db, WorkspaceRef(ws_id, args.workspace), args.journey_id, version=args.version,
+                        goal=args.goal, within_seconds=within,
+                        since_ms=iso_to_ms(args.since) if args.since else None,
+                        until_ms=iso_to_ms(args.until) if args.until else None)
+    if args.json:
+        import json
+
+        print(json.dumps(m, indent=2))
+    else:
+        print(format_journey_stats(m))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,6 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--name")
             c.add_argument("--id")
             c.add_argument("--format", choices=["pinpoint", "plain"], default="pinpoint")
+
+    journeys = sub.add_parser("journeys", help="journeys").add_subparsers(dest="journeys_command", required=True)
+    j = journeys.add_parser("stats", help="delivery and response metrics of a journey, as a table")
+    j.add_argument("journey_id", metavar="ID")
+    j.add_argument("--workspace", required=True)
+    j.add_argument("--version", type=int)
+    j.add_argument("--goal", help="conversion event name (default: the journey's goal)")
+    j.add_argument("--within", help="attribution window: seconds or 90m, 12h, 7d (default: 7d)")
+    j.add_argument("--since", help="ISO-8601")
+    j.add_argument("--until", help="ISO-8601")
+    j.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    j.set_defaults(fn=cmd_journeys_stats)
 
     sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
     return p

@@ -13,6 +13,12 @@ class Settings:
     temporal_address: str
     temporal_namespace: str
     task_queue: str
+    # Events work: where recipients reach tracking links, the master key for tracking tokens,
+    # and whether this process runs the event-stream delivery loop.
+    public_url: str = ""
+    secret_key: str = ""
+    stream_worker: bool = True
+    stream_poll_seconds: float = 0.25
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -25,4 +31,8 @@ class Settings:
             temporal_address=env.get("TIDINGS_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
             temporal_namespace=env.get("TIDINGS_TEMPORAL_NAMESPACE", "default"),
             task_queue=env.get("TIDINGS_TASK_QUEUE", "tidings"),
+            public_url=env.get("TIDINGS_PUBLIC_URL", "").rstrip("/"),
+            secret_key=env.get("TIDINGS_SECRET_KEY", ""),
+            stream_worker=env.get("TIDINGS_STREAM_WORKER", "1").lower() not in ("0", "false", "no", "off"),
+            stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
         )

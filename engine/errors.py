@@ -58,3 +58,10 @@ class BatchRejected(InvalidInput):
             f"{len(errors)} of {total} items are invalid; nothing was written",
             details=shown,
         )
+
+
+class Forbidden(TidingsError):
+    """Authenticated by something other than a key (a provider's signature) and it did not match."""
+
+    status = 403
+    code = "forbidden"

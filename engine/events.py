@@ -48,6 +48,17 @@ def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_rese
     return result
 
 
+_ORDER_LOCK = 0x7469_6400_0000  # + workspace id: pg_advisory_xact_lock key space of event writes
+
+
+def lock_event_order(conn: Connection, workspace_id: int) -> None:
+    """Make a workspace's event ids commit in order, so readers that page by id (event streams, SSE)
+    never pass an id whose transaction commits later. SQLite already commits one writer at a time;
+    on PostgreSQL the transaction takes an advisory lock held until it commits."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK + workspace_id,))
+
+
 def record(conn: Connection, workspace_id: int, batch: Sequence[EventIn]) -> tuple[EventsResult, list[dict[str, Any]]]:
     """Store events inside the caller's transaction; returns the rows actually stored (new ids only)."""
     by_endpoint = _resolve_endpoints(conn, workspace_id, [e.endpoint_id for e in batch if e.endpoint_id])
@@ -67,6 +78,8 @@ def record(conn: Connection, workspace_id: int, batch: Sequence[EventIn]) -> tup
     for (event_id,) in rows_where_in(conn, events, ["event_id"], "event_id", list(rows), {"workspace_id": workspace_id}):
         del rows[event_id]
     fresh = list(rows.values())
+    if fresh:
+        lock_event_order(conn, workspace_id)
     # ON CONFLICT guards the race where a concurrent request stores the same id first.
     bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
     return EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=created), fresh

@@ -1,0 +1,293 @@
+"""Message events over HTTP.
+
+Outside /v1 (no workspace key; recipients and providers call these):
+    POST     /feedback/{workspace}/{channel}   provider callbacks, checked by the provider's signature
+    GET      /t/o/{token}.gif                  open pixel
+    GET      /t/c/{token}                      click redirect
+    GET|POST /t/u/{token}                      unsubscribe (POST = RFC 8058 one-click)
+Under /v1 (workspace key):
+    PUT|GET|DELETE /v1/feedback-settings/{channel}
+    PUT|GET|DELETE /v1/event-streams/{id}, GET /v1/event-streams, GET /v1/event-streams/{id}/dead-letters
+    GET /v1/events/stream (Server-Sent Events, resumable with Last-Event-ID)
+    GET /v1/journeys/{id}/metrics, GET /v1/journeys/{id}/funnel, GET /v1/metrics/messages
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from typing import Any
+
+import anyio
+from litestar import Controller, MediaType, Request, Response, Router, delete, get, post, put
+from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
+from sqlalchemy import Engine
+
+from engine import feedback as fb
+from engine import metrics as mx
+from engine import streams as st
+from engine import tracking
+from engine.clock import iso_to_ms
+from engine.errors import InvalidInput, NotFound
+from engine.funnel import funnel_html
+from engine.plugins import get_plugin_manager
+from engine.records import FORMATS
+from engine.workspaces import WorkspaceRef
+
+
+def plugins_of(app: Any) -> Any:
+    """The plugin manager, built once per app on first use (the built-in sinks are always there)."""
+    pm = getattr(app.state, "plugins", None)
+    if pm is None:
+        pm = get_plugin_manager(["plugins.event_sinks"])
+        app.state.plugins = pm
+    return pm
+
+
+def _client_ip(request: Request) -> str:
+    fwd = request.headers.get("x-forwarded-for", "")
+    if fwd:
+        return fwd.split(",")[0].strip()
+    return request.client.host if request.client else ""
+
+
+def _secret_key(request: Request) -> str:
+    return request.app.state.settings.secret_key
+
+
+# ---- recipients and providers ------------------------------------------------------------------------
+
+_NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
+
+
+def _not_ours() -> Response:
+    return Response(content={"error": {"code": "not_found", "message": "unknown or tampered link", "field": None}},
+                    status_code=404, media_type=MediaType.JSON)
+
+
+@get("/t/o/{token:str}", sync_to_thread=True)
+def open_pixel(request: Request, token: str) -> Response:
+    try:
+        tracking.track_open(request.app.state.db, token.removesuffix(".gif"),
+                            user_agent=request.headers.get("user-agent", ""), ip_address=_client_ip(request),
+                            secret_key=_secret_key(request))
+    except tracking.InvalidToken:
+        return _not_ours()
+    return Response(content=tracking.PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)
+
+
+@get("/t/c/{token:str}", sync_to_thread=True)
+def click(request: Request, token: str) -> Response:
+    try:
+        link = tracking.track_click(request.app.state.db, token, user_agent=request.headers.get("user-agent", ""),
+                                    ip_address=_client_ip(request), secret_key=_secret_key(request))
+    except tracking.InvalidToken:
+        return _not_ours()
+    return Redirect(path=link, status_code=302, headers=_NO_STORE)
+
+
+def _page(title: str, body: str, status: int = 200) -> Response:
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+           f"<title>{html.escape(title)}</title><style>body{{font-family:system-ui,sans-serif;max-width:32rem;"
+           f"margin:4rem auto;padding:0 1rem;color:#222}}button{{font-size:1rem;padding:.6rem 1.2rem}}</style>"
+           f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    return Response(content=doc, status_code=status, media_type=MediaType.HTML, headers=_NO_STORE)
+
+
+@get("/t/u/{token:str}", sync_to_thread=True)
+def unsubscribe_page(request: Request, token: str) -> Response:
+    """A link scanner may fetch GET URLs: the page asks for one click, which POSTs."""
+    try:
+        tracking.check_unsubscribe(request.app.state.db, token, secret_key=_secret_key(request))
+    except tracking.InvalidToken:
+        return _page("Link not recognised", "<p>This unsubscribe link is not valid.</p>", 404)
+    return _page("Unsubscribe", "<p>Stop receiving these messages at this address?</p>"
+                 "<form method='post'><button type='submit'>Unsubscribe</button></form>")
+
+
+@post("/t/u/{token:str}", status_code=200)
+async def unsubscribe_post(request: Request, token: str) -> Response:
+    body = (await request.body()).decode("utf-8", "replace")
+    one_click = "List-Unsubscribe=One-Click" in body
+    try:
+        await anyio.to_thread.run_sync(lambda: tracking.unsubscribe(
+            request.app.state.db, token, one_click=one_click, user_agent=request.headers.get("user-agent", ""),
+            ip_address=_client_ip(request), secret_key=_secret_key(request)))
+    except tracking.InvalidToken:
+        return _page("Link not recognised", "<p>This unsubscribe link is not valid.</p>", 404)
+    return _page("You are unsubscribed", "<p>You will not receive these messages at this address any more.</p>")
+
+
+@post("/feedback/{workspace:str}/{channel:str}", status_code=200)
+async def provider_feedback(request: Request, workspace: str, channel: str) -> fb.FeedbackResult:
+    settings = request.app.state.settings
+    body = await request.body()
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    url = settings.public_url + path if settings.public_url else str(request.url)
+    return await anyio.to_thread.run_sync(lambda: fb.receive(
+        request.app.state.db, plugins_of(request.app), workspace, channel, dict(request.headers), body, url))
+
+
+public_router = Router(path="/", route_handlers=[open_pixel, click, unsubscribe_page, unsubscribe_post,
+                                                 provider_feedback])
+
+
+# ---- workspace API -------------------------------------------------------------------------------------
+
+
+class FeedbackSettingController(Controller):
+    path = "/feedback-settings"
+
+    @put("/{channel:str}", sync_to_thread=True)
+    def put_setting(self, request: Request, db: Engine, ws: WorkspaceRef, channel: str,
+                    data: fb.FeedbackSettingIn) -> dict:
+        return fb.put_setting(db, plugins_of(request.app), ws, channel, data)
+
+    @get("/{channel:str}", sync_to_thread=True)
+    def get_setting(self, request: Request, db: Engine, ws: WorkspaceRef, channel: str) -> dict:
+        return fb.get_setting(db, plugins_of(request.app), ws, channel)
+
+    @delete("/{channel:str}", sync_to_thread=True)
+    def delete_setting(self, db: Engine, ws: WorkspaceRef, channel: str) -> None:
+        fb.delete_setting(db, ws, channel)
+
+
+class EventStreamController(Controller):
+    path = "/event-streams"
+
+    @put("/{stream_id:str}", sync_to_thread=True)
+    def put_stream(self, request: Request, db: Engine, ws: WorkspaceRef, stream_id: str, data: st.StreamIn) -> Response:
+        _check_stream_id(stream_id)
+        out, created = st.put_stream(db, plugins_of(request.app), ws, stream_id, data)
+        runner = getattr(request.app.state, "stream_runner", None)
+        if runner is not None:
+            runner.wakeup.set()
+        return Response(content=out, status_code=201 if created else 200)
+
+    @get("/", sync_to_thread=True)
+    def list_streams(self, request: Request, db: Engine, ws: WorkspaceRef) -> dict:
+        return {"items": st.list_streams(db, plugins_of(request.app), ws)}
+
+    @get("/{stream_id:str}", sync_to_thread=True)
+    def get_stream(self, request: Request, db: Engine, ws: WorkspaceRef, stream_id: str) -> st.StreamOut:
+        return st.get_stream(db, plugins_of(request.app), ws, stream_id)
+
+    @delete("/{stream_id:str}", sync_to_thread=True)
+    def delete_stream(self, db: Engine, ws: WorkspaceRef, stream_id: str) -> None:
+        st.delete_stream(db, ws, stream_id)
+
+    @get("/{stream_id:str}/dead-letters", sync_to_thread=True)
+    def dead_letters(self, db: Engine, ws: WorkspaceRef, stream_id: str, limit: int = 100) -> dict:
+        if not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be between 1 and 1000", field="limit")
+        return {"items": st.list_dead_letters(db, ws, stream_id, limit)}
+
+
+def _check_stream_id(stream_id: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", stream_id):
+        raise InvalidInput("stream ids are 1-100 letters, digits, '.', '_' or '-'", field="id")
+
+
+def _start_position(db: Engine, ws: WorkspaceRef, last_event_id: str | None, after: int | None) -> int:
+    if last_event_id:
+        try:
+            return int(last_event_id)
+        except ValueError:
+            raise InvalidInput("Last-Event-ID must be an id this stream sent", field="Last-Event-ID") from None
+    if after is not None:
+        return after
+    return st.last_event_pk(db, ws.id)
+
+
+class LiveStreamController(Controller):
+    path = "/events/stream"
+
+    @get("/")
+    async def live(self, request: Request, db: Engine, ws: WorkspaceRef, type: list[str] | None = None,
+                   channel: list[str] | None = None, journey_id: list[str] | None = None, format: str = "tidings",
+                   after: int | None = None) -> ServerSentEvent:
+        """Events as Server-Sent Events, `id:` = stream position. Starts at now, after `?after=`, or after
+        the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects)."""
+        if format not in FORMATS:
+            raise InvalidInput(f"format is one of {', '.join(FORMATS)}", field="format")
+        position = await anyio.to_thread.run_sync(
+            lambda: _start_position(db, ws, request.headers.get("last-event-id"), after))
+        matches = st.Matcher({"event_types": type or [], "channels": channel or [], "journey_ids": journey_id or []})
+        to_record = FORMATS[format]
+        poll = request.app.state.settings.stream_poll_seconds
+
+        async def generate():
+            nonlocal position
+            idle = 0.0
+            yield ServerSentEventMessage(data=None, comment="tidings event stream", retry=2000)
+            while True:
+                rows = await anyio.to_thread.run_sync(lambda: st.read_events(db, ws.id, position, 500))
+                for r in rows:
+                    position = r.id
+                    if matches(r.name, r.attributes or {}):
+                        yield ServerSentEventMessage(data=json.dumps(to_record(r, ws.name), separators=(",", ":")),
+                                                     id=r.id)
+                if rows:
+                    idle = 0.0
+                    continue
+                await asyncio.sleep(poll)
+                idle += poll
+                if idle >= 15:
+                    idle = 0.0
+                    yield ServerSentEventMessage(data=None, comment="keep-alive")
+
+        return ServerSentEvent(generate(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _ms(value: str | None, field: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return iso_to_ms(value)
+    except ValueError:
+        raise InvalidInput(f"{field} must be ISO-8601, got {value!r}", field=field) from None
+
+
+def _seconds(value: str | None) -> int | None:
+    """`3600`, `90m`, `12h`, `7d`."""
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    try:
+        n = int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
+    except (ValueError, IndexError):
+        raise InvalidInput(f"within is seconds or a duration like 90m, 12h, 7d; got {value!r}", field="within") from None
+    if n <= 0:
+        raise InvalidInput("within must be positive", field="within")
+    return n
+
+
+class MetricsController(Controller):
+    path = "/"
+
+    @get("/journeys/{journey_id:str}/metrics", sync_to_thread=True)
+    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+                        goal: str | None = None, within: str | None = None, since: str | None = None,
+                        until: str | None = None) -> dict:
+        return mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
+                                  since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
+
+    @get("/journeys/{journey_id:str}/funnel", sync_to_thread=True, media_type=MediaType.HTML)
+    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+                       goal: str | None = None, within: str | None = None, since: str | None = None,
+                       until: str | None = None) -> str:
+        m = mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
+                               since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
+        return funnel_html(m)
+
+    @get("/metrics/messages", sync_to_thread=True)
+    def message_metrics(self, db: Engine, ws: WorkspaceRef, since: str | None = None, until: str | None = None,
+                        channel: str | None = None) -> dict:
+        return mx.message_metrics(db, ws, since_ms=_ms(since, "since"), until_ms=_ms(until, "until"), channel=channel)
+
+
+V1_CONTROLLERS = [FeedbackSettingController, EventStreamController, LiveStreamController, MetricsController]
+
+__all__ = ["public_router", "V1_CONTROLLERS", "plugins_of", "NotFound"]

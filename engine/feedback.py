@@ -1,0 +1,192 @@
+"""Provider feedback (`POST /feedback/{workspace}/{channel}`) and recipients' responses through tracking URLs.
+
+Feedback: the request goes to the channel plugin's `parse_feedback(headers, body, config, url=...)`,
+which checks the provider's signature with the workspace's settings for that channel (stored by
+`PUT /v1/feedback-settings/{channel}`). Channels without `parse_feedback` accept Tidings' generic JSON
+format, authenticated by the per-channel secret: either `X-Tidings-Signature` (HMAC-SHA256, as the
+webhook channel signs) or `Authorization: Bearer <secret>`.
+
+Each FeedbackEvent finds its message by our id (when the provider echoes it) or by the provider's id
+(the `provider_message_id` of the send event), and becomes a message event with the message's identity.
+"""
+from __future__ import annotations
+
+import hmac
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, Engine, delete, select
+
+from engine.channels import ChannelConfigError, FeedbackEvent, FeedbackSignatureError, redact_config
+from engine.clock import datetime_to_ms, now_ms
+from engine.db import insert_ignoring_conflicts, reading
+from engine.errors import Forbidden, InvalidInput, NotFound
+from engine.event_tables import feedback_settings
+from engine.message_events import FEEDBACK_TYPES, MessageRef, Occurrence, find_messages, opt_out, record_occurrences
+from engine.models import workspaces
+from engine.schemas import Body
+from engine.workspaces import WorkspaceRef
+
+
+class FeedbackSettingIn(Body):
+    config: dict[str, Any] = {}
+    secret: str | None = None
+
+
+class GenericFeedback(msgspec.Struct, kw_only=True):
+    event_type: str
+    message_id: str | None = None
+    provider_message_id: str | None = None
+    timestamp: datetime | None = None
+    address: str | None = None
+    permanent: bool | None = None
+    details: dict[str, Any] = {}
+
+
+class GenericBatch(msgspec.Struct):
+    events: list[GenericFeedback]
+
+
+class FeedbackResult(msgspec.Struct):
+    received: int
+    recorded: int
+    duplicates: int
+    unmatched: int
+
+
+def _channel(plugins: Any, name: str) -> Any:
+    ch = plugins.channels.get(name)
+    if ch is None:
+        raise NotFound(f"no channel {name!r}", field="channel")
+    return ch
+
+
+def put_setting(db: Engine, plugins: Any, ws: WorkspaceRef, channel: str, data: FeedbackSettingIn) -> dict[str, Any]:
+    ch = _channel(plugins, channel)
+    if getattr(ch, "parse_feedback", None) is None and not data.secret:
+        raise InvalidInput(f"channel {channel!r} has no provider callbacks of its own: give a secret for the "
+                           "generic format", field="secret")
+    if getattr(ch, "parse_feedback", None) is not None:
+        try:
+            ch.resolve_config(data.config) if hasattr(ch, "resolve_config") else None
+        except ChannelConfigError as exc:
+            raise InvalidInput(str(exc), field="config") from None
+    row = {"workspace_id": ws.id, "channel": channel, "config": data.config, "secret": data.secret,
+           "updated_at": now_ms()}
+    with db.begin() as conn:
+        conn.execute(delete(feedback_settings).where(feedback_settings.c.workspace_id == ws.id,
+                                                     feedback_settings.c.channel == channel))
+        conn.execute(insert_ignoring_conflicts(conn, feedback_settings, ["workspace_id", "channel"]).values(**row))
+    return get_setting(db, plugins, ws, channel)
+
+
+def get_setting(db: Engine, plugins: Any, ws: WorkspaceRef, channel: str) -> dict[str, Any]:
+    ch = _channel(plugins, channel)
+    with reading(db) as conn:
+        row = conn.execute(select(feedback_settings).where(
+            feedback_settings.c.workspace_id == ws.id, feedback_settings.c.channel == channel)).first()
+    if row is None:
+        raise NotFound(f"feedback is not configured for channel {channel!r}", field="channel")
+    return {"channel": channel, "config": redact_config(ch, row.config), "secret": "***" if row.secret else None,
+            "path": f"/feedback/{ws.name}/{channel}"}
+
+
+def delete_setting(db: Engine, ws: WorkspaceRef, channel: str) -> None:
+    with db.begin() as conn:
+        n = conn.execute(delete(feedback_settings).where(feedback_settings.c.workspace_id == ws.id,
+                                                         feedback_settings.c.channel == channel)).rowcount
+    if not n:
+        raise NotFound(f"feedback is not configured for channel {channel!r}", field="channel")
+
+
+def _bearer(headers: dict[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    return auth[7:].strip() if auth.startswith("Bearer ") else ""
+
+
+def _generic(headers: dict[str, str], body: bytes, secret: str | None, channel: str) -> list[FeedbackEvent]:
+    from plugins.webhook import verify_signature
+
+    if not secret:
+        raise Forbidden(f"channel {channel!r} has no feedback secret configured")
+    signed = verify_signature(secret, headers.get("x-tidings-signature"), body)
+    token = _bearer(headers)
+    if not signed and not (token and hmac.compare_digest(token.encode(), secret.encode())):
+        raise Forbidden("feedback signature or secret does not match")
+    try:
+        batch = msgspec.json.decode(body, type=GenericBatch)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"feedback body: {exc}") from None
+    out = []
+    for i, e in enumerate(batch.events):
+        if e.event_type not in FEEDBACK_TYPES:
+            raise InvalidInput(f"unknown event_type {e.event_type!r} (one of {', '.join(sorted(FEEDBACK_TYPES))})",
+                               field=f"events[{i}].event_type")
+        if not (e.message_id or e.provider_message_id):
+            raise InvalidInput("an event names its message with message_id or provider_message_id",
+                               field=f"events[{i}].message_id")
+        ts = e.timestamp or datetime.now(timezone.utc)
+        out.append(FeedbackEvent(event_type=e.event_type, timestamp=ts, channel=channel, message_id=e.message_id,
+                                 provider_message_id=e.provider_message_id, address=e.address,
+                                 permanent=e.permanent, details=e.details))
+    return out
+
+
+def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dict[str, str], body: bytes,
+            url: str) -> FeedbackResult:
+    """Verify and record one provider callback. Raises Forbidden (403) when the signature is wrong."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    with reading(db) as conn:
+        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == workspace)).scalar()
+        setting = None if ws_id is None else conn.execute(select(feedback_settings).where(
+            feedback_settings.c.workspace_id == ws_id, feedback_settings.c.channel == channel)).first()
+    ch = plugins.channels.get(channel)
+    if ws_id is None or ch is None or setting is None:
+        raise NotFound("no such feedback endpoint")
+    parse = getattr(ch, "parse_feedback", None)
+    if parse is not None:
+        try:
+            fb = parse(headers, body, setting.config, url=url)
+        except FeedbackSignatureError as exc:
+            raise Forbidden(str(exc)) from None
+        except ChannelConfigError as exc:
+            raise InvalidInput(f"feedback settings of channel {channel!r}: {exc}") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"feedback body: {exc}") from None
+    else:
+        fb = _generic(headers, body, setting.secret, channel)
+    with db.begin() as conn:
+        stored, dups, unmatched = record_feedback(conn, ws_id, fb)
+    return FeedbackResult(received=len(fb), recorded=stored, duplicates=dups, unmatched=unmatched)
+
+
+def record_feedback(conn: Connection, workspace_id: int, fb: list[FeedbackEvent]) -> tuple[int, int, int]:
+    by_id, by_provider = find_messages(conn, workspace_id, message_ids=[e.message_id for e in fb if e.message_id],
+                                       provider_ids=[e.provider_message_id for e in fb if e.provider_message_id])
+    items: list[tuple[MessageRef, Occurrence]] = []
+    unmatched = 0
+    unsubscribed: list[MessageRef] = []
+    for e in fb:
+        ref = (by_id.get(e.message_id) if e.message_id else None) or (
+            by_provider.get(e.provider_message_id) if e.provider_message_id else None)
+        type_ = FEEDBACK_TYPES.get(e.event_type)
+        if ref is None or type_ is None:
+            unmatched += 1
+            continue
+        details = {f"provider_{k}" if k == "status" else k: v for k, v in (e.details or {}).items()
+                   if isinstance(v, (str, int, float, bool))}
+        details["feedback_channel"] = e.channel
+        if e.provider_message_id:
+            details["provider_message_id"] = e.provider_message_id
+        if e.permanent is not None:
+            details["permanent"] = e.permanent
+        if type_ == "click" and "url" in details and "link" not in details:
+            details["link"] = details["url"]
+        items.append((ref, Occurrence(type=type_, ts=datetime_to_ms(e.timestamp), details=details)))
+        if type_ == "unsubscribe":
+            unsubscribed.append(ref)
+    stored, dups = record_occurrences(conn, workspace_id, items)
+    for ref in unsubscribed:
+        opt_out(conn, ref)
+    return stored, dups, unmatched

@@ -1,0 +1,205 @@
+"""Message events: feedback-webhook ingestion and the event stream to a local webhook receiver, next to raw
+SQLite inserts of the same events in the same run.
+
+    .venv/bin/python tests/benchmarks/bench_events.py [--messages 20000]
+
+* feedback, generic format: signed JSON batches of 1,000 `delivered` events to POST /feedback/bench/smtp
+* feedback, Twilio: one signed form callback per event (what Twilio sends), 16 in flight
+* raw: executemany of the same event rows into an equivalent SQLite table (same indexes), 1,000 per transaction
+* stream: POST /v1/events in batches of 1,000 while the API's delivery loop sends them (batches of 500) to a
+  webhook receiver on 127.0.0.1; events/s from the first POST to the last record received, lag = received
+  at the receiver - stored by the API
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import uvicorn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from api.app import create_app  # noqa: E402
+from engine import changes  # noqa: E402
+from engine.config import Settings  # noqa: E402
+from engine.devstack import free_port  # noqa: E402
+from engine.events import record  # noqa: E402
+from engine.schemas import EventIn  # noqa: E402
+from engine.workspaces import create_key  # noqa: E402
+from plugins.twilio import twilio_signature  # noqa: E402
+from plugins.webhook import sign  # noqa: E402
+
+BATCH = 1000
+TWILIO = {"account_sid": "AC1", "auth_token": "tok", "from_number": "+15550000000"}
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.lags_ms: list[float] = []
+        self.count = 0
+        self.last_at = 0.0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                now = time.time()
+                for rec in json.loads(body)["records"]:
+                    stored = datetime.fromisoformat(rec["arrival_timestamp"].replace("Z", "+00:00")).timestamp()
+                    outer.lags_ms.append((now - stored) * 1000)
+                    outer.count += 1
+                outer.last_at = time.perf_counter()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
+
+
+def seed(db, ws_id: int, n: int) -> None:
+    """n email messages (provider ids p<i>) and n/10 SMS messages (SM<i>), as messaging records them."""
+    with db.begin() as conn:
+        batch = []
+        for i in range(n):
+            batch.append(EventIn(name="_email.send", id=f"m{i}:send", user_id=f"u{i % 2000}",
+                                 attributes={"message_id": f"m{i}", "channel": "email", "provider_message_id": f"p{i}",
+                                             "journey_id": "j", "journey_version": 1, "step_id": "s1"}))
+        for i in range(n // 10):
+            batch.append(EventIn(name="_sms.send", id=f"s{i}:send", user_id=f"u{i % 2000}",
+                                 attributes={"message_id": f"s{i}", "channel": "sms", "provider_message_id": f"SM{i}",
+                                             "transactional": True}))
+        for start in range(0, len(batch), 5000):
+            _, rows = record(conn, ws_id, batch[start:start + 5000])
+            changes.events_recorded(conn, ws_id, rows)
+
+
+def raw_sqlite(n: int) -> float:
+    path = Path(tempfile.mkdtemp()) / "raw.db"
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute("CREATE TABLE event (id INTEGER PRIMARY KEY, workspace_id INT, event_id TEXT, user_pk INT, "
+                "endpoint_pk INT, name TEXT, ts INT, attributes JSON, metrics JSON, received_at INT, "
+                "UNIQUE(workspace_id, event_id))")
+    con.execute("CREATE INDEX a ON event(user_pk, name, ts)")
+    con.execute("CREATE INDEX b ON event(workspace_id, ts)")
+    con.execute("CREATE INDEX c ON event(workspace_id, name, ts)")
+    rows = [(1, f"m{i}:delivered", i % 2000 + 1, None, "_email.delivered", 0,
+             json.dumps({"message_id": f"m{i}", "channel": "email", "provider_message_id": f"p{i}", "journey_id": "j",
+                         "journey_version": 1, "step_id": "s1", "provider_status": "250 ok"}), "{}", 0)
+            for i in range(n)]
+    t = time.perf_counter()
+    for start in range(0, n, BATCH):
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO event (workspace_id, event_id, user_pk, endpoint_pk, name, ts, attributes, "
+                        "metrics, received_at) VALUES (?,?,?,?,?,?,?,?,?)", rows[start:start + BATCH])
+        con.execute("COMMIT")
+    return n / (time.perf_counter() - t)
+
+
+async def run(n: int) -> dict[str, float]:
+    home = Path(tempfile.mkdtemp())
+    settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=f"sqlite:///{home / 'tidings.db'}")
+    app = create_app(settings)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    ws, key = create_key(app.state.db, "bench")
+    seed(app.state.db, ws.id, n)
+    out: dict[str, float] = {}
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:
+        assert (await client.put("/v1/feedback-settings/smtp", json={"secret": "s"})).status_code == 200
+        assert (await client.put("/v1/feedback-settings/twilio-sms", json={"config": TWILIO})).status_code == 200
+
+        # generic signed batches
+        t = time.perf_counter()
+        for start in range(0, n, BATCH):
+            body = json.dumps({"events": [{"event_type": "delivered", "provider_message_id": f"p{i}",
+                                           "details": {"status": "250 ok"}}
+                                          for i in range(start, min(n, start + BATCH))]}).encode()
+            r = await client.post("/feedback/bench/smtp", content=body, headers={"X-Tidings-Signature": sign("s", body)})
+            assert r.status_code == 200 and r.json()["recorded"] == min(BATCH, n - start), r.text[:300]
+        out["feedback_batch"] = n / (time.perf_counter() - t)
+
+        # Twilio: one callback per event
+        m = n // 10
+        sem = asyncio.Semaphore(16)
+        url = f"{base}/feedback/bench/twilio-sms"
+
+        async def one(i: int) -> None:
+            form = {"MessageSid": f"SM{i}", "MessageStatus": "delivered", "To": "+15550001111"}
+            async with sem:
+                r = await client.post("/feedback/bench/twilio-sms", content=urlencode(form), headers={
+                    "Content-Type": "application/x-www-form-urlencoded",
+                    "X-Twilio-Signature": twilio_signature(TWILIO["auth_token"], url, form)})
+            assert r.status_code == 200 and r.json()["recorded"] == 1, r.text[:300]
+
+        t = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(m)))
+        out["feedback_twilio"] = m / (time.perf_counter() - t)
+
+        # the stream
+        rcv = Receiver()
+        r = await client.put("/v1/event-streams/bench", json={
+            "kind": "webhook", "config": {"url": rcv.url, "secret": "k", "allow_private_addresses": True},
+            "batch_size": 500})
+        assert r.status_code == 201, r.text
+        t = time.perf_counter()
+        for b in range(n // BATCH):
+            r = await client.post("/v1/events", json={"events": [
+                {"id": f"x{b}-{i}", "user_id": f"u{i % 2000}", "name": "purchase", "attributes": {"sku": f"s{i % 50}"}}
+                for i in range(BATCH)]})
+            assert r.status_code == 202
+        total = (n // BATCH) * BATCH
+        deadline = time.perf_counter() + 120
+        while rcv.count < total and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        assert rcv.count == total, f"stream delivered {rcv.count} of {total}"
+        out["stream"] = total / (rcv.last_at - t)
+        lags = sorted(rcv.lags_ms)
+        out["lag_p50"] = statistics.median(lags)
+        out["lag_p95"] = lags[int(len(lags) * 0.95) - 1]
+        rcv.server.shutdown()
+    server.should_exit = True
+    await task
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=20_000)
+    args = parser.parse_args()
+    raw = raw_sqlite(args.messages)
+    r = asyncio.run(run(args.messages))
+    print(f"raw SQLite executemany of the same event rows : {raw:10,.0f} events/s")
+    print(f"feedback, signed JSON batches of {BATCH}       : {r['feedback_batch']:10,.0f} events/s "
+          f"({r['feedback_batch'] / raw:.1%} of raw)")
+    print(f"feedback, Twilio callbacks (1 per request)    : {r['feedback_twilio']:10,.0f} events/s "
+          f"({r['feedback_twilio'] / raw:.1%} of raw)")
+    print(f"event stream to a local webhook receiver      : {r['stream']:10,.0f} events/s "
+          f"({r['stream'] / raw:.1%} of raw), lag p50 {r['lag_p50']:.0f} ms, p95 {r['lag_p95']:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
