@@ -259,6 +259,39 @@ def cmd_journeys_stats(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_apply(args, settings: Settings) -> int:
+    from engine.apply import apply
+    from engine.journeys import JourneyCompileError
+    from engine.workspaces import ensure_workspace
+
+    db = _db(settings)
+    try:
+        changes = apply(db, ensure_workspace(db, args.workspace), args.path)
+    except JourneyCompileError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s); nothing was applied", file=sys.stderr)
+        return 1
+    marks = {"created": "+", "unchanged": "="}
+    for c in changes:
+        print(f"{marks.get(c.outcome, '~')} {c.kind.lower():8} {c.id}  {c.outcome}")
+        for line in c.diff:
+            print(f"    {line}")
+    if args.activate:
+        from engine.journeys import store
+        from engine.temporal import connect
+
+        async def activate_all() -> None:
+            client = await connect(settings)
+            for c in changes:
+                if c.kind == "Journey":
+                    info = await store.activate(client, db, ensure_workspace(db, args.workspace), c.id,
+                                                task_queue=settings.task_queue)
+                    print(f"  journey {c.id} active on v{info.active_version}")
+
+        asyncio.run(activate_all())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -293,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="compile journeys (YAML) and print every error as file:line:column")
     v.add_argument("path", nargs="?", default="journeys")
     v.set_defaults(fn=cmd_validate)
+
+    a = sub.add_parser("apply", help="create or update the templates, segments and journeys of a folder (idempotent)")
+    a.add_argument("path", nargs="?", default="journeys")
+    a.add_argument("--workspace", default=os.environ.get("TIDINGS_WORKSPACE", "dev"))
+    a.add_argument("--activate", action="store_true", help="also activate the journeys (needs Temporal)")
+    a.set_defaults(fn=cmd_apply)
 
     segs = sub.add_parser("segments", help="segments").add_subparsers(dest="segments_command", required=True)
     for name, fn, helptext in (("ls", cmd_segments_ls, "list segments with sizes"),
