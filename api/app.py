@@ -16,13 +16,15 @@ from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
 from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, public_router
+from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, PUBLIC as MESSAGING_PUBLIC, plugin_manager
 from api.routes.segments import ImportController, SegmentController
 from api.temporal import TemporalHandle
+from engine.channel_config import load_plugins
 from engine.config import Settings
 from engine.db import make_engine, migrate
 
 V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController,
-                  JourneyController, *EVENTS_V1]
+                  JourneyController, *MESSAGING_CONTROLLERS, *EVENTS_V1]
 
 
 @get("/health", sync_to_thread=False)
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.db = make_engine(settings.database_url)
         migrate(app.state.db)
         app.state.temporal = TemporalHandle(settings)
+        app.state.plugins = load_plugins()  # a broken plugin stops start-up here, naming it
         # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise cost more than decoding a 10,000-item batch.
         gc.freeze()
@@ -65,8 +68,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
     return Litestar(
-        route_handlers=[health, v1, public_router],
-        dependencies={"db": Provide(database, sync_to_thread=False)},
+        route_handlers=[health, v1, public_router, *MESSAGING_PUBLIC],
+        dependencies={"db": Provide(database, sync_to_thread=False),
+                      "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,
         lifespan=[lifespan],
         # Litestar would otherwise turn the root logger to INFO and print every httpx request.

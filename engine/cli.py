@@ -292,6 +292,79 @@ def cmd_apply(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_plugins(args, settings: Settings) -> int:
+    from engine.channel_config import load_plugins
+    from engine.plugins import describe_plugins
+
+    manager = load_plugins()
+    print(f"{'PLUGIN':16} {'SOURCE':28} {'CHANNELS':40} MODULE")
+    for p in describe_plugins(manager):
+        channels = ", ".join(f"{c} ({_channel_kind(manager.channels[c])})" for c in p["channels"]) or "-"
+        print(f"{p['name']:16} {p['source']:28} {channels:40} {p['module']}")
+    return 0
+
+
+def _channel_kind(channel) -> str:
+    kind = "any type" if getattr(channel, "serves_any_type", False) else channel.channel_type.value
+    rate = getattr(channel, "default_rate_limit", None)
+    return f"{kind}, {rate:g}/s" if rate else kind
+
+
+def _workspace(db, name: str):
+    from sqlalchemy import select
+
+    from engine.errors import NotFound
+    from engine.models import workspaces
+    from engine.workspaces import WorkspaceRef
+
+    with db.connect() as conn:
+        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
+    if ws_id is None:
+        raise NotFound(f"no workspace {name!r} (create one with: tidings keys create --workspace {name})",
+                       field="workspace")
+    return WorkspaceRef(ws_id, name)
+
+
+def cmd_send(args, settings: Settings) -> int:
+    import json
+
+    import msgspec
+
+    from engine.channel_config import load_plugins
+    from engine.errors import InvalidInput
+    from engine.transactional import MessageRequest, send
+
+    db = _db(settings)
+    ws = _workspace(db, args.workspace)
+    inline = {k: getattr(args, k) for k in ("subject", "text", "html", "body", "title") if getattr(args, k)}
+    try:
+        data = json.loads(args.data) if args.data else {}
+    except ValueError as exc:
+        raise InvalidInput(f"--data is not JSON: {exc}", field="data") from None
+    body = {"channel": args.channel, "data": data, "recipients": [{"address": a} for a in args.to],
+            **({"template_id": args.template} if args.template else {}), **({"content": inline} if inline else {})}
+    try:
+        request = msgspec.convert(body, MessageRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc), field="channel") from None
+    [answer] = asyncio.run(send(db, load_plugins(), ws, [request], None, batch=False))
+    failed = 0
+    for r in answer.results:
+        failed += r.status != "sent"
+        print(f"{r.recipient.get('address', '')}: {r.status} {r.message_id or ''}{('  ' + r.error) if r.error else ''}")
+    return 1 if failed else 0
+
+
+def cmd_templates_ls(args, settings: Settings) -> int:
+    from engine.templates_store import list_templates
+
+    rows = list_templates(_db(settings), _workspace(_db(settings), args.workspace))
+    print(f"{'TEMPLATE':30} {'CHANNEL':8} {'VERSION':>7}  UPDATED")
+    for t in rows:
+        print(f"{t.id:30} {t.channel:8} {t.version:>7}  {t.updated_at}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -363,6 +436,24 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--until", help="ISO-8601")
     j.add_argument("--json", action="store_true", help="print the metrics as JSON")
     j.set_defaults(fn=cmd_journeys_stats)
+
+    sub.add_parser("plugins", help="list loaded plugins, their channels and where they come from").set_defaults(
+        fn=cmd_plugins)
+
+    s = sub.add_parser("send", help="send a transactional message now (through the configured database)")
+    s.add_argument("--workspace", default="dev")
+    s.add_argument("--channel", default="EMAIL", help="EMAIL, SMS, VOICE, PUSH, WEBHOOK or CUSTOM")
+    s.add_argument("--to", action="append", required=True, help="an address; repeat for several")
+    s.add_argument("--template", help="a stored template id (or give inline parts)")
+    s.add_argument("--data", help="template data as JSON")
+    for part in ("subject", "text", "html", "body", "title"):
+        s.add_argument(f"--{part}", help=f"inline {part} (a template itself)")
+    s.set_defaults(fn=cmd_send)
+
+    t = sub.add_parser("templates", help="message templates").add_subparsers(dest="templates_command", required=True)
+    ls = t.add_parser("ls", help="list a workspace's templates")
+    ls.add_argument("--workspace", default="dev")
+    ls.set_defaults(fn=cmd_templates_ls)
 
     sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
     return p

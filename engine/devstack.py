@@ -95,6 +95,7 @@ class DevStack:
         self.dev_key = self._dev_key(db)
         self._start_temporal()
         self._smtp = start_sink(self.mail_folder, self.host, self.ports.smtp)
+        self._export_channel_env()
         from engine.temporal import connect
 
         client = await self._wait_for_temporal(connect)
@@ -102,6 +103,14 @@ class DevStack:
         from engine.worker import run_worker
 
         self._tasks.append(asyncio.create_task(run_worker(client, db, self.settings), name="worker"))
+
+    def _export_channel_env(self) -> None:
+        """Email goes to the sink with no setup: the API and worker run in this process and read these
+        (engine.channel_config.env_defaults). Values the operator already set win."""
+        for name, value in (("TIDINGS_SMTP_HOST", self.host), ("TIDINGS_SMTP_PORT", str(self.ports.smtp)),
+                            ("TIDINGS_SMTP_SECURITY", "none"), ("TIDINGS_SMTP_FROM", "Tidings Dev <dev@tidings.localhost>"),
+                            ("TIDINGS_SMTP_RATE_LIMIT", "1000"), ("TIDINGS_PUBLIC_URL", self.api_url)):
+            os.environ.setdefault(name, value)
 
     def _dev_key(self, db) -> str:
         """Reuse the development key across runs, so scripts and curl lines keep working."""

@@ -348,6 +348,7 @@ def build_context(context: Mapping[str, Any] | None) -> dict[str, Any]:
         endpoint["channel"] = channel.value
     return {
         "user": user,
+        "customer": user,  # the name journeys use in conditions (customer.attributes.plan)
         "endpoint": endpoint,
         "data": data,
         # Pinpoint aliases

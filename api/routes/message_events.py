@@ -30,18 +30,13 @@ from engine import tracking
 from engine.clock import iso_to_ms
 from engine.errors import InvalidInput, NotFound
 from engine.funnel import funnel_html
-from engine.plugins import get_plugin_manager
 from engine.records import FORMATS
 from engine.workspaces import WorkspaceRef
 
 
 def plugins_of(app: Any) -> Any:
-    """The plugin manager, built once per app on first use (the built-in sinks are always there)."""
-    pm = getattr(app.state, "plugins", None)
-    if pm is None:
-        pm = get_plugin_manager(["plugins.event_sinks"])
-        app.state.plugins = pm
-    return pm
+    """The plugin manager the app loaded at start-up (built-in sinks come through the entry points)."""
+    return app.state.plugins
 
 
 def _client_ip(request: Request) -> str:

@@ -65,6 +65,13 @@ def test_dev_stack_comes_up_and_reuses_state(tmp_path: Path):
         with smtplib.SMTP("127.0.0.1", ports.smtp, timeout=10) as smtp:
             smtp.sendmail("a@example.com", ["b@example.com"], "Subject: hi\r\n\r\nhello")
         assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+        # Email sent through the API lands in the same sink with no channel configured.
+        r = httpx.post(f"http://127.0.0.1:{ports.api}/v1/messages", headers={"Authorization": f"Bearer {key}"},
+                       json={"channel": "EMAIL", "content": {"subject": "From the API", "text": "hi"},
+                             "recipients": [{"address": "dev@example.com"}]})
+        assert r.json()["results"][0]["status"] == "sent", r.text
+        mails = sorted((tmp_path / "mail").glob("*.eml"))
+        assert len(mails) == 2 and b"Subject: From the API" in mails[-1].read_bytes()
     finally:
         _stop(proc)
     assert proc.returncode == 0

@@ -1,0 +1,108 @@
+"""Channels, templates, messages and the outbox: thin handlers over the engine's messaging modules."""
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, MediaType, Request, Response, delete, get, post, put
+from litestar.params import Parameter
+from sqlalchemy import Engine
+
+from engine import channel_config, message_reads, templates_store, transactional
+from engine.channel_config import ChannelOut, ChannelPut
+from engine.schemas import Deleted, Page
+from engine.templates_store import TemplateBody, TemplateOut
+from engine.transactional import BatchAnswer, BatchRequest, MessageAnswer, MessageRequest
+from engine.workspaces import WorkspaceRef
+
+IdempotencyKey = Parameter(header="Idempotency-Key", required=False)
+
+
+class ChannelController(Controller):
+    path = "/channels"
+
+    @get("/", sync_to_thread=True)
+    def list_channels(self, db: Engine, plugins: Any, ws: WorkspaceRef) -> dict[str, Any]:
+        return channel_config.list_channels(db, plugins, ws)
+
+    @put("/{name:str}", sync_to_thread=True)
+    def put_channel(self, db: Engine, plugins: Any, ws: WorkspaceRef, name: str, data: ChannelPut) -> ChannelOut:
+        return channel_config.put_channel(db, plugins, ws, name, data)
+
+    @delete("/{name:str}", status_code=200, sync_to_thread=True)
+    def delete_channel(self, db: Engine, ws: WorkspaceRef, name: str) -> Deleted:
+        channel_config.delete_channel(db, ws, name)
+        return Deleted(deleted=name)
+
+
+class TemplateController(Controller):
+    path = "/templates"
+
+    @get("/", sync_to_thread=True)
+    def list_templates(self, db: Engine, ws: WorkspaceRef) -> Page:
+        return Page(items=templates_store.list_templates(db, ws))
+
+    @put("/{template_id:str}", sync_to_thread=True)
+    def put_template(self, db: Engine, ws: WorkspaceRef, template_id: str, data: TemplateBody) -> TemplateOut:
+        return templates_store.put_template(db, ws, template_id, data)[0]
+
+    @get("/{template_id:str}", sync_to_thread=True)
+    def get_template(self, db: Engine, ws: WorkspaceRef, template_id: str) -> TemplateOut:
+        return templates_store.get_template(db, ws, template_id)
+
+    @delete("/{template_id:str}", status_code=200, sync_to_thread=True)
+    def delete_template(self, db: Engine, ws: WorkspaceRef, template_id: str) -> Deleted:
+        templates_store.delete_template(db, ws, template_id)
+        return Deleted(deleted=template_id)
+
+
+class MessageController(Controller):
+    path = "/messages"
+
+    @post("/", status_code=200)
+    async def send(self, db: Engine, plugins: Any, ws: WorkspaceRef, data: MessageRequest,
+                   idempotency_key: str | None = IdempotencyKey) -> MessageAnswer:
+        [answer] = await transactional.send(db, plugins, ws, [data], idempotency_key, batch=False)
+        return answer
+
+    @post("/batch", status_code=200)
+    async def send_batch(self, db: Engine, plugins: Any, ws: WorkspaceRef, data: BatchRequest,
+                         idempotency_key: str | None = IdempotencyKey) -> BatchAnswer:
+        return BatchAnswer(messages=await transactional.send(db, plugins, ws, data.messages, idempotency_key,
+                                                             batch=True))
+
+    @get("/{message_id:str}", sync_to_thread=True)
+    def get_message(self, db: Engine, ws: WorkspaceRef, message_id: str) -> dict[str, Any]:
+        return message_reads.get_message(db, ws, message_id)
+
+
+class OutboxController(Controller):
+    path = "/outbox"
+
+    @get("/", sync_to_thread=True)
+    def list_outbox(self, db: Engine, ws: WorkspaceRef, address: str | None = None, cursor: str | None = None,
+                    limit: int = 100) -> Page:
+        return message_reads.list_outbox(db, ws, address=address, cursor=cursor, limit=limit)
+
+
+_PAGE = ("<!doctype html><meta charset=utf-8><title>Unsubscribe</title>"
+         "<form method=post><p>Stop these emails?</p><button>Unsubscribe</button></form>")
+
+
+@get("/unsubscribe/{message_id:str}", media_type=MediaType.HTML, sync_to_thread=False)
+def unsubscribe_page(message_id: str) -> str:
+    # GET never unsubscribes: mail scanners follow links. The form (or RFC 8058 one-click) POSTs.
+    return _PAGE
+
+
+@post("/unsubscribe/{message_id:str}", media_type=MediaType.TEXT, status_code=200, sync_to_thread=True)
+def unsubscribe(request: Request, message_id: str) -> str:
+    message_reads.unsubscribe(request.app.state.db, message_id)
+    return "You are unsubscribed."
+
+
+def plugin_manager(request: Request) -> Any:
+    return request.app.state.plugins
+
+
+CONTROLLERS = [ChannelController, TemplateController, MessageController, OutboxController]
+PUBLIC = [unsubscribe_page, unsubscribe]

@@ -1,0 +1,388 @@
+"""The one dispatch path: journey send steps and transactional sends both end in :func:`deliver`.
+
+For each *unit* (a customer of a journey step, a recipient of an API request):
+1. render every target's content (a failure fails that unit only, before anything is sent);
+2. one write transaction: find keys handled before (idempotency), pick the channel serving the type,
+   insert the message rows (status ``queued``), reserve rate-limit tokens. The row's unique key
+   (workspace, idempotency key, endpoint) is the at-most-once guarantee: a retried activity or
+   replayed request finds or loses to the earlier rows, reports ``duplicate`` and sends nothing;
+3. hand each channel its whole batch (paced by the rate limit, transient failures retried a few
+   times), then store each result and its ``_{channel}.send`` / ``_{channel}.failed`` event.
+A crash between 2 and 3 leaves rows ``queued`` and unsent: we prefer never sending twice.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from sqlalchemy import Connection, Engine
+
+from engine import changes
+from engine.channel_config import Route, routes_for
+from engine.channels import ChannelType, OutgoingMessage, RetryPolicy, SendResult, send_with_retry
+from engine.clock import now_ms
+from engine.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.messaging_models import messages
+from engine.models import endpoints, events, users
+from engine.rate_limit import burst_of, paced, reserve_in
+from engine.templates import Template, TemplateRenderError, render
+from engine.templates_store import load_templates
+from engine.serial import writing
+
+EVENT_PREFIX = {"EMAIL": "email", "SMS": "sms", "VOICE": "voice", "PUSH": "push", "WEBHOOK": "webhook",
+                "CUSTOM": "custom"}
+RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0)
+MAX_ERROR = 1000
+
+
+class JourneySend(msgspec.Struct, frozen=True):
+    user_pk: int
+    idempotency_key: str  # e.g. f"{workflow_id}/{step_id}/{user_pk}": the same key never sends twice
+    variant: str | None = None
+    data: dict = {}  # per-customer extra template data (e.g. the entry event's attributes)
+
+
+class SendOutcome(msgspec.Struct, frozen=True):
+    user_pk: int | None
+    status: str  # sent | failed | opted_out | no_endpoint | duplicate | render_failed
+    message_ids: list[str] = []
+    error: str | None = None
+    endpoint_ids: list[str] = []
+
+
+@dataclass
+class Target:
+    """One address of a unit: an endpoint of a customer, or a raw address."""
+
+    endpoint: str  # the idempotency column: endpoint id, or "to:<address>"
+    address: str
+    endpoint_pk: int | None = None
+    endpoint_id: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)  # the endpoint as templates see it
+
+
+@dataclass
+class Unit:
+    """What one outcome is about: a key, a channel type, content and the targets to send it to."""
+
+    key: str
+    channel_type: str
+    template: Template | None
+    template_id: str | None
+    data: dict[str, Any]
+    attrs: dict[str, Any]  # attribution copied into every event (journey fields or transactional)
+    targets: list[Target] = field(default_factory=list)
+    user_pk: int | None = None
+    user: dict[str, Any] | None = None
+    outcome: SendOutcome | None = None  # decided before sending (opted_out, no_endpoint...)
+
+
+# --------------------------------------------------------------------------- journey steps
+
+
+async def send_journey_step(db: Engine, plugins, settings, workspace_id: int, *, channel_type: str, template_id: str,
+                            data: dict, sends: list[JourneySend], journey_id: str, journey_version: int,
+                            step_id: str) -> list[SendOutcome]:
+    """Send one journey step to many customers; one outcome per send, in order."""
+    channel_type = ChannelType(channel_type).value
+    units = await asyncio.to_thread(_journey_units, db, workspace_id, channel_type, template_id, data, sends,
+                                    {"journey_id": journey_id, "journey_version": journey_version, "step_id": step_id})
+    return await deliver(db, plugins, workspace_id, units)
+
+
+def _journey_units(db: Engine, ws_id: int, channel_type: str, template_id: str, data: dict,
+                   sends: list[JourneySend], attribution: dict) -> list[Unit]:
+    pks = list(dict.fromkeys(s.user_pk for s in sends))
+    with reading(db) as conn:
+        template = load_templates(conn, ws_id, [template_id]).get(template_id)
+        people = load_customers(conn, ws_id, pks, channel_type)
+    units = []
+    for s in sends:
+        unit = Unit(key=s.idempotency_key, channel_type=channel_type, template=template, template_id=template_id,
+                    data={**data, **s.data}, attrs={**attribution, "variant": s.variant}, user_pk=s.user_pk)
+        user, eps = people.get(s.user_pk, (None, []))
+        unit.user = user
+        if user is None:
+            unit.outcome = SendOutcome(user_pk=s.user_pk, status="no_endpoint", error="no such customer")
+        else:
+            unit.targets, unit.outcome = targets_of(s.user_pk, eps)
+        units.append(unit)
+    return units
+
+
+USER_COLS = ["id", "user_id", "attributes", "metrics", "timezone", "locale"]
+ENDPOINT_COLS = ["id", "endpoint_id", "user_pk", "channel", "address", "attributes", "metrics", "opt_out",
+                 "demographic", "location"]
+
+
+def load_customers(conn: Connection, ws_id: int, user_pks: list[int],
+                   channel_type: str) -> dict[int, tuple[dict, list[dict]]]:
+    """{user pk: (user context, [endpoint rows of that channel type])}."""
+    found = {r[0]: dict(zip(USER_COLS, r)) for r in
+             rows_where_in(conn, users, USER_COLS, "id", user_pks, {"workspace_id": ws_id})}
+    eps: dict[int, list[dict]] = {pk: [] for pk in found}
+    for r in rows_where_in(conn, endpoints, ENDPOINT_COLS, "user_pk", list(found),
+                           {"workspace_id": ws_id, "channel": channel_type}):
+        eps[r[2]].append(dict(zip(ENDPOINT_COLS, r)))
+    return {pk: (user_context(u), sorted(eps[pk], key=lambda e: e["id"])) for pk, u in found.items()}
+
+
+def user_context(u: dict) -> dict:
+    return {"user_id": u["user_id"], "attributes": u["attributes"], "metrics": u["metrics"],
+            "timezone": u["timezone"], "locale": u["locale"]}
+
+
+def endpoint_target(e: dict) -> Target:
+    ctx = {"id": e["endpoint_id"], "address": e["address"], "channel": e["channel"], "attributes": e["attributes"],
+           "metrics": e["metrics"], "demographic": e["demographic"], "location": e["location"]}
+    return Target(endpoint=e["endpoint_id"], address=e["address"], endpoint_pk=e["id"], endpoint_id=e["endpoint_id"],
+                  context=ctx)
+
+
+def targets_of(user_pk: int | None, eps: list[dict]) -> tuple[list[Target], SendOutcome | None]:
+    """The endpoints to send to, or the outcome explaining why there are none."""
+    live = [e for e in eps if not e["opt_out"]]
+    if live:
+        return [endpoint_target(e) for e in live], None
+    if eps:
+        return [], SendOutcome(user_pk=user_pk, status="opted_out", endpoint_ids=[e["endpoint_id"] for e in eps])
+    return [], SendOutcome(user_pk=user_pk, status="no_endpoint")
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@dataclass
+class _Pending:
+    unit: int  # index in units
+    target: Target
+    message_id: str
+    out: OutgoingMessage
+    row_id: int | None = None
+
+
+async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[SendOutcome]:
+    """Run units through render -> write -> send -> record; one outcome per unit, in order."""
+    outcomes: list[SendOutcome | None] = [u.outcome for u in units]
+    todo = [i for i, u in enumerate(units) if u.outcome is None]
+    if not todo:
+        return outcomes  # type: ignore[return-value]
+    pending: list[_Pending] = []
+    failures: dict[int, TemplateRenderError] = {}
+    public_url = os.environ.get("TIDINGS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+    for i in todo:  # rendering needs nothing from the database, so it runs before the one write below
+        u = units[i]
+        try:
+            built = [_build(ws_id, u, t, public_url) for t in u.targets]
+        except TemplateRenderError as exc:
+            failures[i] = exc
+            continue
+        pending += [_Pending(i, t, out.message_id, out) for t, out in zip(u.targets, built)]
+    claimed = await asyncio.to_thread(_write_queued, db, plugins, ws_id, units, todo, pending, failures)
+    for i in todo:
+        u = units[i]
+        if u.key in claimed.earlier:
+            outcomes[i] = _duplicate(u, claimed.earlier[u.key])
+        elif i in failures:
+            outcomes[i] = SendOutcome(user_pk=u.user_pk, status="render_failed", error=str(failures[i]),
+                                      endpoint_ids=[t.endpoint_id for t in u.targets if t.endpoint_id])
+    pending = [p for p in pending if outcomes[p.unit] is None]
+    results = await _send(db, pending, units, claimed)
+    await asyncio.to_thread(_record, db, ws_id, units, pending, results, claimed.routes)
+    by_unit: dict[int, list[tuple[_Pending, SendResult]]] = {}
+    for p in pending:
+        by_unit.setdefault(p.unit, []).append((p, results[p.message_id]))
+    for i in todo:
+        if outcomes[i] is None:
+            outcomes[i] = _aggregate(units[i], by_unit.get(i, []))
+    return outcomes  # type: ignore[return-value]
+
+
+def _duplicate(u: Unit, rows: list[tuple[str, str]]) -> SendOutcome:
+    return SendOutcome(user_pk=u.user_pk, status="duplicate", message_ids=[m for m, _ in rows],
+                       endpoint_ids=[e for _, e in rows if not e.startswith("to:")])
+
+
+def _aggregate(u: Unit, mine: list[tuple[_Pending, SendResult]]) -> SendOutcome:
+    ids = [p.message_id for p, _ in mine]
+    eps = [p.target.endpoint_id for p, _ in mine if p.target.endpoint_id]
+    if any(r.ok for _, r in mine):
+        return SendOutcome(user_pk=u.user_pk, status="sent", message_ids=ids, endpoint_ids=eps)
+    error = next((r.error for _, r in mine if r.error), "not sent")
+    return SendOutcome(user_pk=u.user_pk, status="failed", message_ids=ids, error=error, endpoint_ids=eps)
+
+
+def _build(ws_id: int, u: Unit, t: Target, public_url: str) -> OutgoingMessage:
+    if u.template is None:
+        raise TemplateRenderError("template", f"no template {u.template_id!r} in this workspace", u.template_id)
+    content = render(u.template, {"user": u.user or {}, "endpoint": t.context or {"address": t.address,
+                                                                                  "channel": u.channel_type},
+                                  "data": u.data})
+    mid = uuid.uuid4().hex
+    ct = ChannelType(u.channel_type)
+    payload = None
+    if ct in (ChannelType.WEBHOOK, ChannelType.CUSTOM):
+        payload = _payload(content.body, content.data)
+    return OutgoingMessage(
+        message_id=mid, to=t.address, channel_type=ct, subject=content.subject, html=content.html,
+        text=content.text, body=content.body, title=content.title, data=content.data, payload=payload,
+        metadata={"workspace_id": ws_id, "template_id": u.template_id, **u.attrs}, idempotency_key=mid,
+        unsubscribe_url=f"{public_url}/unsubscribe/{mid}" if ct == ChannelType.EMAIL else None,
+    )
+
+
+def _payload(body: str | None, data: dict[str, str]) -> Any:
+    """A webhook template whose body is JSON sends that JSON; otherwise {"body", "data"}."""
+    if body:
+        try:
+            return json.loads(body)
+        except ValueError:
+            pass
+    return {"body": body, "data": data}
+
+
+@dataclass
+class _Claimed:
+    routes: dict[str, Route]
+    earlier: dict[str, list[tuple[str, str]]]  # key -> (message id, endpoint) sent before, by anyone
+    first_wait: dict[str, float]  # channel type -> wait for the first chunk, reserved in the same transaction
+
+
+def _write_queued(db: Engine, plugins, ws_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],
+                  failures: dict[int, TemplateRenderError]) -> _Claimed:
+    """One write transaction: find keys handled before, insert the new message rows, record rendering
+    failures, reserve the first chunk of each rate-limited channel."""
+    now = now_ms()
+    with writing(db) as conn:
+        routes = routes_for(conn, plugins, ws_id, sorted({units[i].channel_type for i in todo}))
+        keys = list(dict.fromkeys(units[i].key for i in todo))
+        earlier: dict[str, list[tuple[str, str]]] = {}
+        for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
+                                                "idempotency_key", keys, {"workspace_id": ws_id}):
+            earlier.setdefault(key, []).append((mid, endpoint))
+        fresh = [p for p in pending if units[p.unit].key not in earlier]
+        bulk_insert(conn, messages, [_message_row(ws_id, units[p.unit], p, routes, now) for p in fresh],
+                    ignore_conflicts_on=["workspace_id", "idempotency_key", "endpoint"])
+        ids = dict(rows_where_in(conn, messages, ["message_id", "id"], "message_id", [p.message_id for p in fresh]))
+        for p in fresh:
+            p.row_id = ids.get(p.message_id)
+        lost = {units[p.unit].key for p in fresh if p.row_id is None}
+        if lost:  # a concurrent sender inserted these keys between our read and our insert (PostgreSQL)
+            ours = [p.row_id for p in fresh if p.row_id is not None and units[p.unit].key in lost]
+            if ours:
+                conn.execute(messages.delete().where(messages.c.id.in_(ours)))
+            for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
+                                                    "idempotency_key", list(lost), {"workspace_id": ws_id}):
+                earlier.setdefault(key, []).append((mid, endpoint))
+        store_events(conn, ws_id, [_failure_event(ws_id, units[i], exc, routes, now) for i, exc in failures.items()
+                                   if units[i].user_pk is not None and units[i].key not in earlier])
+        first_wait = {}
+        for t, route in routes.items():
+            n = sum(1 for p in fresh if units[p.unit].channel_type == t and units[p.unit].key not in earlier)
+            if n and route.rate_limit and not route.error:
+                first_wait[t] = reserve_in(conn, route.bucket_workspace, route.name, route.rate_limit,
+                                           min(n, burst_of(route.rate_limit)))
+    return _Claimed(routes, earlier, first_wait)
+
+
+def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now: int) -> dict[str, Any]:
+    return {
+        "workspace_id": ws_id, "message_id": p.message_id, "idempotency_key": u.key, "endpoint": p.target.endpoint,
+        "user_pk": u.user_pk, "endpoint_pk": p.target.endpoint_pk, "channel": routes[u.channel_type].name,
+        "channel_type": u.channel_type, "address": p.target.address, "template_id": u.template_id,
+        "journey_id": u.attrs.get("journey_id"), "journey_version": u.attrs.get("journey_version"),
+        "step_id": u.attrs.get("step_id"), "variant": u.attrs.get("variant"),
+        "transactional": bool(u.attrs.get("transactional")), "status": "queued", "error": None,
+        "permanent": None, "attempts": 0, "provider_message_id": None, "created_at": now, "updated_at": now,
+    }
+
+
+def _failure_event(ws_id: int, u: Unit, exc: TemplateRenderError, routes: dict[str, Route], now: int) -> dict:
+    attrs = {**_attribution(u, routes[u.channel_type].name), "part": exc.part, "error": exc.message[:MAX_ERROR]}
+    return _event_row(ws_id, _event_id(u.key, "rendering_failure"), u.user_pk, None,
+                      f"_{EVENT_PREFIX[u.channel_type]}.rendering_failure", attrs, now)
+
+
+async def _send(db: Engine, pending: list[_Pending], units: list[Unit], claimed: _Claimed) -> dict[str, SendResult]:
+    by_type: dict[str, list[_Pending]] = {}
+    for p in pending:
+        by_type.setdefault(units[p.unit].channel_type, []).append(p)
+    results: dict[str, SendResult] = {}
+
+    async def one(t: str, route: Route, batch: list[_Pending]) -> None:
+        if route.error or route.channel is None:
+            for p in batch:
+                results[p.message_id] = SendResult.failed(p.message_id, route.error or "no channel", permanent=True)
+            return
+        channel = route.channel.with_database(db) if hasattr(route.channel, "with_database") else route.channel
+        async for chunk in paced(db, route.bucket_workspace, route.name, route.rate_limit, batch,
+                                 claimed.first_wait.get(t)):
+            for p, r in zip(chunk, await send_with_retry(channel, [p.out for p in chunk], route.config, RETRY)):
+                results[p.message_id] = r
+
+    await asyncio.gather(*(one(t, claimed.routes[t], b) for t, b in by_type.items()))
+    return results
+
+
+def _attribution(u: Unit, channel: str) -> dict[str, Any]:
+    base = {"channel": channel, "template_id": u.template_id}
+    if u.attrs.get("transactional"):
+        return {**base, "transactional": True}
+    return {**base, **{k: u.attrs.get(k) for k in ("journey_id", "journey_version", "step_id", "variant")}}
+
+
+def _event_id(key: str, what: str) -> str:
+    return f"{what}-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _event_row(ws_id: int, event_id: str, user_pk: int, endpoint_pk: int | None, name: str, attrs: dict,
+               now: int) -> dict[str, Any]:
+    return {"workspace_id": ws_id, "event_id": event_id, "user_pk": user_pk, "endpoint_pk": endpoint_pk,
+            "name": name, "ts": now, "attributes": attrs, "metrics": {}, "received_at": now}
+
+
+def _record(db: Engine, ws_id: int, units: list[Unit], pending: list[_Pending], results: dict[str, SendResult],
+            routes: dict[str, Route]) -> None:
+    now = now_ms()
+    updates, evs = [], []
+    for p in pending:
+        u, r = units[p.unit], results[p.message_id]
+        updates.append({"status": r.status, "error": (r.error or None) and r.error[:MAX_ERROR],
+                        "permanent": None if r.ok else r.permanent, "attempts": r.attempts,
+                        "provider_message_id": r.provider_message_id, "updated_at": now, "id": p.row_id})
+        if u.user_pk is None:
+            continue
+        attrs = {"message_id": p.message_id, "endpoint_id": p.target.endpoint_id,
+                 **_attribution(u, routes[u.channel_type].name)}
+        if not r.ok:
+            attrs |= {"error": (r.error or "")[:MAX_ERROR], "permanent": r.permanent}
+        kind = "send" if r.ok else "failed"
+        evs.append(_event_row(ws_id, f"{p.message_id}.{kind}", u.user_pk, p.target.endpoint_pk,
+                              f"_{EVENT_PREFIX[u.channel_type]}.{kind}", attrs, now))
+    with writing(db) as conn:
+        bulk_update(conn, messages, updates)
+        store_events(conn, ws_id, evs)
+
+
+def store_events(conn: Connection, ws_id: int, rows: list[dict[str, Any]]) -> None:
+    """Store message events and tell `changes`. Not engine.events.record: that resolves customers by
+    their public ids and re-creates a user erased meanwhile; here we hold row ids and drop events of
+    customers erased while their message was on its way."""
+    if not rows:
+        return
+    live = {pk for (pk,) in rows_where_in(conn, users, ["id"], "id", list({r["user_pk"] for r in rows}))}
+    eps = {pk for (pk,) in rows_where_in(conn, endpoints, ["id"], "id",
+                                         list({r["endpoint_pk"] for r in rows if r["endpoint_pk"]}))}
+    fresh = [{**r, "endpoint_pk": r["endpoint_pk"] if r["endpoint_pk"] in eps else None}
+             for r in rows if r["user_pk"] in live]
+    known = {eid for (eid,) in rows_where_in(conn, events, ["event_id"], "event_id", [r["event_id"] for r in fresh],
+                                             {"workspace_id": ws_id})}
+    fresh = [r for r in fresh if r["event_id"] not in known]
+    bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
+    changes.events_recorded(conn, ws_id, fresh)

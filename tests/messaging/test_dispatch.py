@@ -1,0 +1,100 @@
+"""engine.messages.send_journey_step: the contract the journey runtime calls, with real channels."""
+from __future__ import annotations
+
+import pytest
+
+from engine.channel_config import load_plugins
+from engine.messages import JourneySend, send_journey_step
+from engine.templates_store import TemplateBody, put_template
+from engine.workspaces import ensure_workspace
+from .conftest import seed, user_pk
+
+PLUGINS = load_plugins()
+
+
+def step(db, settings, ws, sends, template="hello", **kw):
+    return send_journey_step(db, PLUGINS, settings, ws.id, channel_type=kw.pop("channel_type", "EMAIL"),
+                             template_id=template, data=kw.pop("data", {"cta": "https://acme.example/go"}),
+                             sends=sends, journey_id="welcome", journey_version=3, step_id="hello", **kw)
+
+
+@pytest.fixture
+def ws(api, db):
+    ws = ensure_workspace(db, "acme")
+    put_template(db, ws, "hello", TemplateBody(
+        channel="EMAIL", subject="Hi {{ user.attributes.first_name | default('there') }}",
+        text="Go to {{ data.cta }} ({{ 100 // data.visits }} points)", html="<p>Hi {{ data.name }}</p>",
+        defaults={"visits": 1}))
+    return ws
+
+
+def events_named(api, name):
+    return [e for e in api.get("/v1/events", params={"name": name, "limit": 1000}).json()["items"]]
+
+
+async def test_sends_through_smtp_once_per_key_and_records_events(api, db, settings, ws, smtp_sink):
+    seed(api, "ana", attributes={"first_name": "Ana"}, endpoints=[("ana-mail", "EMAIL", "ana@example.com")])
+    seed(api, "bob", endpoints=[("bob-mail", "EMAIL", "bob@example.com"), ("bob-old", "EMAIL", "old@example.com", True)])
+    sends = [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="wf-1/hello/ana", variant="A"),
+             JourneySend(user_pk=user_pk(db, "bob"), idempotency_key="wf-1/hello/bob", data={"visits": 4})]
+    first = await step(db, settings, ws, sends)
+    assert [o.status for o in first] == ["sent", "sent"]
+    assert first[1].endpoint_ids == ["bob-mail"], "the opted-out endpoint is skipped"
+    assert len(smtp_sink.mails) == 2
+    ana = smtp_sink.to("ana@example.com")[0]
+    assert ana["Subject"] == "Hi Ana"
+    assert "Go to https://acme.example/go (100 points)" in ana.get_body(("plain",)).get_content()
+    assert ana["List-Unsubscribe"].strip() == f"<https://tidings.acme.example/unsubscribe/{first[0].message_ids[0]}>"
+    assert "(25 points)" in smtp_sink.to("bob@example.com")[0].get_body(("plain",)).get_content()
+    assert smtp_sink.to("bob@example.com")[0]["Subject"] == "Hi there"
+
+    again = await step(db, settings, ws, sends)  # a retried activity
+    assert [o.status for o in again] == ["duplicate", "duplicate"]
+    assert again[0].message_ids == first[0].message_ids
+    assert len(smtp_sink.mails) == 2, "the same key never sends twice"
+
+    [ev] = [e for e in events_named(api, "_email.send") if e["user_id"] == "ana"]
+    assert ev["endpoint_id"] == "ana-mail"
+    assert ev["attributes"] == {"message_id": first[0].message_ids[0], "endpoint_id": "ana-mail", "channel": "smtp",
+                                "template_id": "hello", "journey_id": "welcome", "journey_version": 3,
+                                "step_id": "hello", "variant": "A"}
+
+
+async def test_opted_out_no_endpoint_and_render_failure_do_not_stop_the_batch(api, db, settings, ws):
+    seed(api, "out", endpoints=[("out-mail", "EMAIL", "out@example.com", True)])
+    seed(api, "sms-only", endpoints=[("s1", "SMS", "+14155550100")])
+    seed(api, "zero", endpoints=[("zero-mail", "EMAIL", "zero@example.com")])
+    seed(api, "fine", endpoints=[("fine-mail", "EMAIL", "fine@example.com")])
+    sends = [JourneySend(user_pk=user_pk(db, u), idempotency_key=f"k/{u}", data=d)
+             for u, d in (("out", {}), ("sms-only", {}), ("zero", {"visits": 0}), ("fine", {}))]
+    out = await step(db, settings, ws, sends)  # no channel configured: the outbox keeps the messages
+    assert [o.status for o in out] == ["opted_out", "no_endpoint", "render_failed", "sent"]
+    assert out[0].endpoint_ids == ["out-mail"]
+    assert "division" in out[2].error
+    [failure] = events_named(api, "_email.rendering_failure")
+    assert failure["user_id"] == "zero" and failure["attributes"]["part"] == "text"
+    assert failure["attributes"]["step_id"] == "hello"
+    box = api.get("/v1/outbox").json()["items"]
+    assert [m["address"] for m in box] == ["fine@example.com"], "nothing was sent for the failed render"
+    assert box[0]["message_id"] == out[3].message_ids[0]
+
+
+async def test_missing_template_is_a_render_failure(api, db, settings, ws):
+    seed(api, "ana", endpoints=[("ana-mail", "EMAIL", "ana@example.com")])
+    [o] = await step(db, settings, ws, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")], template="gone")
+    assert o.status == "render_failed" and "gone" in o.error
+    assert api.get("/v1/outbox").json()["items"] == []
+
+
+async def test_transient_failures_are_retried_and_permanent_ones_recorded(api, db, settings, ws, monkeypatch):
+    from tests.messaging.conftest import free_port
+    seed(api, "ana", endpoints=[("ana-mail", "EMAIL", "ana@example.com")])
+    monkeypatch.setenv("TIDINGS_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("TIDINGS_SMTP_PORT", str(free_port()))  # nobody listens: connection refused
+    monkeypatch.setenv("TIDINGS_SMTP_SECURITY", "none")
+    [o] = await step(db, settings, ws, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")])
+    assert o.status == "failed" and "connection" in o.error.lower()
+    [ev] = events_named(api, "_email.failed")
+    assert ev["attributes"]["permanent"] is False and ev["attributes"]["message_id"] == o.message_ids[0]
+    msg = api.get(f"/v1/messages/{o.message_ids[0]}").json()
+    assert msg["status"] == "failed" and msg["attempts"] == 3
