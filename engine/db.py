@@ -144,6 +144,16 @@ def bulk_update(conn: Connection, table: Table, rows: list[dict], key: str = "id
     conn.exec_driver_sql(sql, _driver_rows(table, columns + [key], rows))
 
 
+def bulk_delete(conn: Connection, table: Table, keys: list[str], rows: list[tuple]) -> None:
+    """DELETE FROM table WHERE k1 = ? AND k2 = ? ... for each row of key values, one executemany."""
+    if not rows:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    mark = _PLACEHOLDER[conn.dialect.paramstyle]
+    sql = f"DELETE FROM {quote(table.name)} WHERE " + " AND ".join(f"{quote(k)} = {mark}" for k in keys)
+    conn.exec_driver_sql(sql, rows)
+
+
 def rows_where_in(conn: Connection, table: Table, columns: list[str], key: str, values: list,
                   equals: dict | None = None, chunk: int = 5000) -> list[tuple]:
     """SELECT columns FROM table WHERE <equals> AND key IN (values), in chunks, straight to the driver.

@@ -43,13 +43,16 @@ def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_rese
     check_batch_size(len(batch), "events")
     validate_all(batch, _checker(allow_reserved), lambda e: e.id or e.name, "event")
     with db.begin() as conn:
-        result, stored = record(conn, ws.id, batch)
+        result, stored, created = record(conn, ws.id, batch)
+        changes.customers_changed(conn, ws.id, created)  # new (empty) customers may match rules
         changes.events_recorded(conn, ws.id, stored)
     return result
 
 
-def record(conn: Connection, workspace_id: int, batch: Sequence[EventIn]) -> tuple[EventsResult, list[dict[str, Any]]]:
-    """Store events inside the caller's transaction; returns the rows actually stored (new ids only)."""
+def record(conn: Connection, workspace_id: int,
+           batch: Sequence[EventIn]) -> tuple[EventsResult, list[dict[str, Any]], list[int]]:
+    """Store events inside the caller's transaction; returns the rows actually stored (new ids only) and
+    the row ids of users the events created."""
     by_endpoint = _resolve_endpoints(conn, workspace_id, [e.endpoint_id for e in batch if e.endpoint_id])
     owners, created = ensure_users(conn, workspace_id, [e.user_id for e in batch if e.user_id and not e.endpoint_id])
     now = now_ms()
@@ -69,7 +72,8 @@ def record(conn: Connection, workspace_id: int, batch: Sequence[EventIn]) -> tup
     fresh = list(rows.values())
     # ON CONFLICT guards the race where a concurrent request stores the same id first.
     bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
-    return EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=created), fresh
+    return (EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=len(created)),
+            fresh, created)
 
 
 def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, tuple[int, int]]:

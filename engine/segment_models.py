@@ -1,7 +1,7 @@
 """Segment tables. Registered on SQLModel.metadata; created by migration 0002_segments.
 
-`customer_value` is the typed index full evaluation runs on: one row per scalar the rule language can
-read (user-level rows have ep = 0, endpoint rows carry the endpoint's row id), with the value's class
+`customer_value` is the typed index full evaluation runs on: one row per scalar at a path some segment
+of the workspace reads (`indexed_path`) (user-level rows have ep = 0, endpoint rows carry the endpoint's row id), with the value's class
 in `kind` so SQL can reproduce JsonLogic's coercions exactly or hand the row to Python:
   n number, b bool (num 0/1), l list (num = length), i list item (txt), s numeric string (num parsed),
   t text that is surely NaN as a number, z empty string, o other string (Python decides).
@@ -74,6 +74,16 @@ class CustomerValue(SQLModel, table=True):
     ts: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
+class IndexedPath(SQLModel, table=True):
+    """The paths `customer_value` holds for a workspace: those some segment reads (see segments/paths.py).
+    scope 'u': user-level values (ep = 0); 'e': endpoint values."""
+
+    __tablename__ = "indexed_path"
+    workspace_id: int = Field(primary_key=True)
+    scope: str = Field(max_length=1, primary_key=True)
+    path: str = Field(max_length=120, primary_key=True)
+
+
 class ImportJob(SQLModel, table=True):
     __tablename__ = "import_job"
     id: str = Field(max_length=40, primary_key=True)
@@ -103,5 +113,6 @@ segment_versions = SegmentVersion.__table__
 segment_members = SegmentMember.__table__
 static_members = StaticMember.__table__
 customer_values = CustomerValue.__table__
+indexed_paths = IndexedPath.__table__
 import_jobs = ImportJob.__table__
 journey_segment_refs = JourneySegmentRef.__table__
