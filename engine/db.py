@@ -111,6 +111,15 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict], *, ignore_conf
     if not rows:
         return []
     columns = list(rows[0])
+    return insert_tuples(conn, table, columns, _driver_rows(table, columns, rows),
+                         ignore_conflicts_on=ignore_conflicts_on, returning=returning)
+
+
+def insert_tuples(conn: Connection, table: Table, columns: list[str], values: list[tuple], *,
+                  ignore_conflicts_on: list[str] | None = None, returning: list[str] | None = None) -> list[tuple]:
+    """bulk_insert for rows already in driver form (tuples in `columns` order, JSON columns encoded)."""
+    if not values:
+        return []
     quote = conn.dialect.identifier_preparer.quote
     mark = _PLACEHOLDER[conn.dialect.paramstyle]
     head = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) VALUES "
@@ -121,7 +130,6 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict], *, ignore_conf
         tail += f" RETURNING {', '.join(map(quote, returning))}"
     one = f"({', '.join([mark] * len(columns))})"
     per_statement = max(1, 32_000 // len(columns))
-    values = _driver_rows(table, columns, rows)
     out: list[tuple] = []
     for start in range(0, len(values), per_statement):
         part = values[start : start + per_statement]

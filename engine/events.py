@@ -8,13 +8,15 @@ from __future__ import annotations
 import uuid
 from typing import Any, Sequence
 
+import msgspec
+
 from sqlalchemy import Connection, Engine, select
 
 from engine import changes
 from engine.batching import chunks, validate_all
 from engine.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers import ensure_users, user_pk
-from engine.db import bulk_insert, reading, rows_where_in
+from engine.db import bulk_insert, insert_tuples, reading, rows_where_in
 from engine.errors import BatchRejected, InvalidInput
 from engine.models import endpoints, events, users
 from engine.pagination import check_limit, decode_cursor, next_cursor
@@ -74,6 +76,20 @@ def record(conn: Connection, workspace_id: int,
     bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
     return (EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=len(created)),
             fresh, created)
+
+
+def record_own(conn: Connection, workspace_id: int, rows: list[tuple[int, str, dict[str, Any]]], now: int) -> None:
+    """Store Tidings' own events (user pk, name, attributes), e.g. `_segment.enter`, in one bulk insert.
+    Their ids are fresh (one random prefix per call plus a counter), so unlike `record` there is no
+    duplicate lookup: a batch write can change hundreds of thousands of memberships."""
+    prefix = uuid.uuid4().hex[:16]
+    encoded: dict[str, str] = {}  # the same few attribute objects repeat across the rows
+    values = []
+    for i, (pk, name, attrs) in enumerate(rows):
+        key = msgspec.json.encode(attrs).decode()
+        values.append((workspace_id, f"{prefix}-{i}", pk, name, now, encoded.setdefault(key, key), "{}", now))
+    insert_tuples(conn, events, ["workspace_id", "event_id", "user_pk", "name", "ts", "attributes", "metrics",
+                                 "received_at"], values)
 
 
 def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, tuple[int, int]]:

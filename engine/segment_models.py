@@ -39,7 +39,8 @@ class SegmentVersion(SQLModel, table=True):
 
 class SegmentMember(SQLModel, table=True):
     __tablename__ = "segment_member"
-    __table_args__ = (Index("ix_segment_member_user", "workspace_id", "user_pk"),)
+    # WITHOUT ROWID on SQLite: the primary key is the table, one b-tree fewer per membership change
+    __table_args__ = (Index("ix_segment_member_user", "workspace_id", "user_pk"), {"sqlite_with_rowid": False})
     workspace_id: int = Field(primary_key=True)
     segment_id: str = Field(max_length=100, primary_key=True)
     user_pk: int = Field(primary_key=True)

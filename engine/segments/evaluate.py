@@ -12,10 +12,8 @@ import msgspec
 from sqlalchemy import Connection, and_, func, select, text
 
 from engine.batching import chunks
-from engine.db import bulk_delete, bulk_insert, rows_where_in
+from engine.db import bulk_delete, insert_tuples
 from engine.clock import now_ms
-from engine.models import users
-from engine.schemas import EventIn
 from engine.segment_models import segment_members, segments
 from engine.segments import paths, rules
 from engine.segments.documents import documents
@@ -205,27 +203,20 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
 
 
 def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, int, bool]], now: int,
-                  record_events: bool = True, user_ids: dict[int, str] | None = None) -> None:
-    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and one
-    `events.record` call for their `_segment.enter` / `_segment.exit` events, in the caller's transaction."""
-    from engine.events import record
+                  record_events: bool = True) -> None:
+    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and one bulk
+    insert of their `_segment.enter` / `_segment.exit` events, in the caller's transaction."""
+    from engine.events import record_own
 
     if not changes:
         return
-    bulk_insert(conn, segment_members, [{"workspace_id": workspace_id, "segment_id": sid, "user_pk": pk, "since": now}
-                                        for sid, pk, entered in changes if entered])
+    insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
+                  [(workspace_id, sid, pk, now) for sid, pk, entered in changes if entered])
     bulk_delete(conn, segment_members, ["workspace_id", "segment_id", "user_pk"],
                 [(workspace_id, sid, pk) for sid, pk, entered in changes if not entered])
-    if not record_events:
-        return
-    missing = sorted({pk for _, pk, _ in changes} - set(user_ids or {}))
-    ids = dict(user_ids or {})
-    ids.update(rows_where_in(conn, users, ["id", "user_id"], "id", missing))
-    for part in chunks(changes, 10_000):
-        batch = [EventIn(name="_segment.enter" if entered else "_segment.exit", user_id=ids[pk],
-                         attributes={"segment_id": sid}) for sid, pk, entered in part if pk in ids]
-        if batch:
-            record(conn, workspace_id, batch)
+    if record_events:
+        record_own(conn, workspace_id, [(pk, "_segment.enter" if entered else "_segment.exit", {"segment_id": sid})
+                                        for sid, pk, entered in changes], now)
 
 
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
@@ -251,7 +242,7 @@ def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], 
         members = result[seg.id]
         changes += [(seg.id, pk, True) for pk in docs if pk in members and seg.id not in before[pk]]
         changes += [(seg.id, pk, False) for pk in docs if pk not in members and seg.id in before[pk]]
-    write_changes(conn, workspace_id, changes, now, user_ids={pk: d["user_id"] for pk, d in docs.items()})
+    write_changes(conn, workspace_id, changes, now)
 
 
 def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> set[int]:

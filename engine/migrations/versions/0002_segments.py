@@ -62,7 +62,8 @@ def upgrade() -> None:
     sa.Column('segment_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('user_pk', sa.Integer(), nullable=False),
     sa.Column('since', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('workspace_id', 'segment_id', 'user_pk')
+    sa.PrimaryKeyConstraint('workspace_id', 'segment_id', 'user_pk'),
+    sqlite_with_rowid=False,
     )
     with op.batch_alter_table('segment_member', schema=None) as batch_op:
         batch_op.create_index('ix_segment_member_user', ['workspace_id', 'user_pk'], unique=False)
