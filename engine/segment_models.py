@@ -60,7 +60,8 @@ class StaticMember(SQLModel, table=True):
 class CustomerValue(SQLModel, table=True):
     __tablename__ = "customer_value"
     __table_args__ = (
-        Index("ix_cv_user", "user_pk", "path", "ep"),
+        # covering: full evaluation looks each candidate's values up here without touching the table
+        Index("ix_cv_user", "user_pk", "path", "ep", "kind", "num", "txt", "ts"),
         Index("ix_cv_path_txt", "workspace_id", "path", "kind", "txt", "ep", "user_pk"),
         Index("ix_cv_path_num", "workspace_id", "path", "kind", "num", "ep", "user_pk"),
     )

@@ -17,7 +17,7 @@ from engine.clock import now_ms
 from engine.segment_models import segment_members, segments
 from engine.segments import paths, rules
 from engine.segments.documents import documents
-from engine.segments.sql import Ctx, full_query
+from engine.segments.sql import Ctx, driving_sets, full_query
 
 ENGINE = rules.ENGINE
 BATCH = 2000
@@ -249,7 +249,7 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
     """Every member of the segment: SQL decides what it can, Python the unsure rows in batches."""
     ensure_indexed(conn, workspace_id, seg)
     ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
-    query = full_query(seg.logic, seg.facts, ctx)
+    query = full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg))
     members: set[int] = set()
     unsure: list[int] = []
     for pk, o in conn.execute(text(query), ctx.params):
@@ -261,6 +261,20 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
         docs = documents(conn, workspace_id, list(part), seg.facts, now)
         members.update(pk for pk, doc in docs.items() if python_member(seg, doc))
     return members
+
+
+def _narrowest(conn: Connection, ctx: Ctx, seg: Compiled) -> str | None:
+    """The smallest of the rule's driving sets, counted from the index (each count stops at the best so far)."""
+    sets = driving_sets(seg.logic, ctx, ctx.p(ctx.workspace_id))
+    if len(sets) < 2:
+        return sets[0] if sets else None
+    best, best_n = None, None
+    for s in sets:
+        cap = "" if best_n is None else f" LIMIT {best_n}"
+        n = conn.execute(text(f"SELECT count(*) FROM ({s}{cap}) c"), ctx.params).scalar()
+        if best_n is None or n < best_n:
+            best, best_n = s, n
+    return best
 
 
 def evaluate_full(conn: Connection, workspace_id: int, seg: Compiled, now: int | None = None,

@@ -26,7 +26,7 @@ def upgrade() -> None:
     with op.batch_alter_table('customer_value', schema=None) as batch_op:
         batch_op.create_index('ix_cv_path_num', ['workspace_id', 'path', 'kind', 'num', 'ep', 'user_pk'], unique=False)
         batch_op.create_index('ix_cv_path_txt', ['workspace_id', 'path', 'kind', 'txt', 'ep', 'user_pk'], unique=False)
-        batch_op.create_index('ix_cv_user', ['user_pk', 'path', 'ep'], unique=False)
+        batch_op.create_index('ix_cv_user', ['user_pk', 'path', 'ep', 'kind', 'num', 'txt', 'ts'], unique=False)
 
     op.create_table('indexed_path',
     sa.Column('workspace_id', sa.Integer(), nullable=False),
