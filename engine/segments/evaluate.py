@@ -208,23 +208,22 @@ def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, 
     insert of their `_segment.enter` / `_segment.exit` events, in the caller's transaction."""
     from engine.events import record_own
 
-    if not changes:
-        return
-    insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
-                  [(workspace_id, sid, pk, now) for sid, pk, entered in changes if entered])
-    bulk_delete(conn, segment_members, ["workspace_id", "segment_id", "user_pk"],
-                [(workspace_id, sid, pk) for sid, pk, entered in changes if not entered])
-    if record_events:
-        record_own(conn, workspace_id, [(pk, "_segment.enter" if entered else "_segment.exit", {"segment_id": sid})
-                                        for sid, pk, entered in changes], now)
+    for part in chunks(changes, 50_000):  # bounded memory when a full evaluation changes millions
+        insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
+                      [(workspace_id, sid, pk, now) for sid, pk, entered in part if entered])
+        bulk_delete(conn, segment_members, ["workspace_id", "segment_id", "user_pk"],
+                    [(workspace_id, sid, pk) for sid, pk, entered in part if not entered])
+        if record_events:
+            record_own(conn, workspace_id, [(pk, "_segment.enter" if entered else "_segment.exit",
+                                             {"segment_id": sid}) for sid, pk, entered in part], now)
 
 
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
                   exited: Iterable[int], now: int, record_events: bool = True) -> tuple[int, int]:
     """Write one segment's membership changes and their events inside the caller's transaction."""
     entered, exited = sorted(entered), sorted(exited)
-    write_changes(conn, workspace_id, [(segment_id, pk, True) for pk in entered] +
-                  [(segment_id, pk, False) for pk in exited], now, record_events)
+    write_changes(conn, workspace_id, [(segment_id, pk, True) for pk in entered], now, record_events)
+    write_changes(conn, workspace_id, [(segment_id, pk, False) for pk in exited], now, record_events)
     return len(entered), len(exited)
 
 
