@@ -5,14 +5,18 @@ endpoints or events calls these functions before it commits.
 """
 from __future__ import annotations
 
+from typing import Collection
+
 from sqlalchemy import Connection
 
 
-def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
-    """Users, their endpoints or their events changed; re-evaluate what depends on them."""
+def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
+                      fields: Collection[str] | None = None) -> None:
+    """Users, their endpoints or their events changed; re-evaluate what depends on them.
+    `fields`: the user-level paths written, when only those changed (None: anything may have)."""
     from engine.segments import membership
 
-    membership.customers_changed(conn, workspace_id, user_pks)
+    membership.customers_changed(conn, workspace_id, user_pks, fields)
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:

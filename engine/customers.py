@@ -43,7 +43,8 @@ def upsert_users(db: Engine, ws: WorkspaceRef, items: Sequence[UserBatchItem]) -
         register_names(conn, ws.id, "attribute", {k for i in items for k in i.attributes})
         register_names(conn, ws.id, "metric", {k for i in items for k in i.metrics})
         pks, created = _write_users(conn, ws.id, items)
-        changes.customers_changed(conn, ws.id, pks)
+        # Existing users only: segments that read none of the written fields need no re-check.
+        changes.customers_changed(conn, ws.id, pks, None if created else written_fields(items))
     return BatchResult(written=len(items), created=created)
 
 
@@ -77,6 +78,19 @@ def _write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchI
     return [r["id"] for r in current.values()] + [pk for (pk,) in created], len(new)
 
 
+def written_fields(items: Sequence[UserBatchItem]) -> set[str]:
+    """The user-level paths a batch writes, as rules name them."""
+    out: set[str] = set()
+    for i in items:
+        out.update("attributes." + k for k in i.attributes)
+        out.update("metrics." + k for k in i.metrics)
+        if i.timezone is not UNSET:
+            out.add("timezone")
+        if i.locale is not UNSET:
+            out.add("locale")
+    return out
+
+
 USER_COLUMNS = ["id", "user_id", "attributes", "metrics", "timezone", "locale"]
 
 
@@ -90,8 +104,9 @@ def _pks(conn: Connection, workspace_id: int, user_ids: list[str]) -> dict[str, 
                                                  {"workspace_id": workspace_id})}
 
 
-def ensure_users(conn: Connection, workspace_id: int, user_ids: list[str]) -> tuple[dict[str, int], int]:
-    """Map user ids to row ids, creating empty users for unknown ids (events and endpoints may name them)."""
+def ensure_users(conn: Connection, workspace_id: int, user_ids: list[str]) -> tuple[dict[str, int], list[int]]:
+    """Map user ids to row ids, creating empty users for unknown ids (events and endpoints may name them);
+    also returns the row ids created."""
     ids = list(dict.fromkeys(user_ids))
     found = _pks(conn, workspace_id, ids)
     missing = [u for u in ids if u not in found]
@@ -102,7 +117,8 @@ def ensure_users(conn: Connection, workspace_id: int, user_ids: list[str]) -> tu
              "locale": None, "created_at": now, "updated_at": now} for u in missing
         ], returning=["id", "user_id"])
         found.update({uid: pk for pk, uid in created})
-    return found, len(missing)
+        return found, [pk for pk, _ in created]
+    return found, []
 
 
 def user_pk(conn: Connection, workspace_id: int, user_id: str) -> int:

@@ -111,6 +111,15 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict], *, ignore_conf
     if not rows:
         return []
     columns = list(rows[0])
+    return insert_tuples(conn, table, columns, _driver_rows(table, columns, rows),
+                         ignore_conflicts_on=ignore_conflicts_on, returning=returning)
+
+
+def insert_tuples(conn: Connection, table: Table, columns: list[str], values: list[tuple], *,
+                  ignore_conflicts_on: list[str] | None = None, returning: list[str] | None = None) -> list[tuple]:
+    """bulk_insert for rows already in driver form (tuples in `columns` order, JSON columns encoded)."""
+    if not values:
+        return []
     quote = conn.dialect.identifier_preparer.quote
     mark = _PLACEHOLDER[conn.dialect.paramstyle]
     head = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) VALUES "
@@ -121,7 +130,6 @@ def bulk_insert(conn: Connection, table: Table, rows: list[dict], *, ignore_conf
         tail += f" RETURNING {', '.join(map(quote, returning))}"
     one = f"({', '.join([mark] * len(columns))})"
     per_statement = max(1, 32_000 // len(columns))
-    values = _driver_rows(table, columns, rows)
     out: list[tuple] = []
     for start in range(0, len(values), per_statement):
         part = values[start : start + per_statement]
@@ -142,6 +150,16 @@ def bulk_update(conn: Connection, table: Table, rows: list[dict], key: str = "id
     sql = (f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(c)} = {mark}' for c in columns)} "
            f"WHERE {quote(key)} = {mark}")
     conn.exec_driver_sql(sql, _driver_rows(table, columns + [key], rows))
+
+
+def bulk_delete(conn: Connection, table: Table, keys: list[str], rows: list[tuple]) -> None:
+    """DELETE FROM table WHERE k1 = ? AND k2 = ? ... for each row of key values, one executemany."""
+    if not rows:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    mark = _PLACEHOLDER[conn.dialect.paramstyle]
+    sql = f"DELETE FROM {quote(table.name)} WHERE " + " AND ".join(f"{quote(k)} = {mark}" for k in keys)
+    conn.exec_driver_sql(sql, rows)
 
 
 def rows_where_in(conn: Connection, table: Table, columns: list[str], key: str, values: list,

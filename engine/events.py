@@ -8,13 +8,15 @@ from __future__ import annotations
 import uuid
 from typing import Any, Sequence
 
+import msgspec
+
 from sqlalchemy import Connection, Engine, select
 
 from engine import changes
 from engine.batching import chunks, validate_all
 from engine.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers import ensure_users, user_pk
-from engine.db import bulk_insert, reading, rows_where_in
+from engine.db import bulk_insert, insert_tuples, reading, rows_where_in
 from engine.errors import BatchRejected, InvalidInput
 from engine.models import endpoints, events, users
 from engine.pagination import check_limit, decode_cursor, next_cursor
@@ -43,7 +45,8 @@ def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_rese
     check_batch_size(len(batch), "events")
     validate_all(batch, _checker(allow_reserved), lambda e: e.id or e.name, "event")
     with db.begin() as conn:
-        result, stored = record(conn, ws.id, batch)
+        result, stored, created = record(conn, ws.id, batch)
+        changes.customers_changed(conn, ws.id, created)  # new (empty) customers may match rules
         changes.events_recorded(conn, ws.id, stored)
     return result
 
@@ -59,8 +62,10 @@ def lock_event_order(conn: Connection, workspace_id: int) -> None:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK + workspace_id,))
 
 
-def record(conn: Connection, workspace_id: int, batch: Sequence[EventIn]) -> tuple[EventsResult, list[dict[str, Any]]]:
-    """Store events inside the caller's transaction; returns the rows actually stored (new ids only)."""
+def record(conn: Connection, workspace_id: int,
+           batch: Sequence[EventIn]) -> tuple[EventsResult, list[dict[str, Any]], list[int]]:
+    """Store events inside the caller's transaction; returns the rows actually stored (new ids only) and
+    the row ids of users the events created."""
     by_endpoint = _resolve_endpoints(conn, workspace_id, [e.endpoint_id for e in batch if e.endpoint_id])
     owners, created = ensure_users(conn, workspace_id, [e.user_id for e in batch if e.user_id and not e.endpoint_id])
     now = now_ms()
@@ -82,7 +87,23 @@ def record(conn: Connection, workspace_id: int, batch: Sequence[EventIn]) -> tup
         lock_event_order(conn, workspace_id)
     # ON CONFLICT guards the race where a concurrent request stores the same id first.
     bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
-    return EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=created), fresh
+    return (EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=len(created)),
+            fresh, created)
+
+
+def record_own(conn: Connection, workspace_id: int, rows: list[tuple[int, str, dict[str, Any]]], now: int) -> list[str]:
+    """Store Tidings' own events (user pk, name, attributes), e.g. `_segment.enter`, in one bulk insert.
+    Their ids are fresh (one random prefix per call plus a counter), so unlike `record` there is no
+    duplicate lookup: a batch write can change hundreds of thousands of memberships."""
+    prefix = uuid.uuid4().hex[:16]
+    encoded: dict[str, str] = {}  # the same few attribute objects repeat across the rows
+    values = []
+    for i, (pk, name, attrs) in enumerate(rows):
+        key = msgspec.json.encode(attrs).decode()
+        values.append((workspace_id, f"{prefix}-{i}", pk, name, now, encoded.setdefault(key, key), "{}", now))
+    insert_tuples(conn, events, ["workspace_id", "event_id", "user_pk", "name", "ts", "attributes", "metrics",
+                                 "received_at"], values)
+    return [v[1] for v in values]
 
 
 def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, tuple[int, int]]:

@@ -1,7 +1,7 @@
 """Segment tables. Registered on SQLModel.metadata; created by migration 0002_segments.
 
-`customer_value` is the typed index full evaluation runs on: one row per scalar the rule language can
-read (user-level rows have ep = 0, endpoint rows carry the endpoint's row id), with the value's class
+`customer_value` is the typed index full evaluation runs on: one row per scalar at a path some segment
+of the workspace reads (`indexed_path`) (user-level rows have ep = 0, endpoint rows carry the endpoint's row id), with the value's class
 in `kind` so SQL can reproduce JsonLogic's coercions exactly or hand the row to Python:
   n number, b bool (num 0/1), l list (num = length), i list item (txt), s numeric string (num parsed),
   t text that is surely NaN as a number, z empty string, o other string (Python decides).
@@ -39,7 +39,8 @@ class SegmentVersion(SQLModel, table=True):
 
 class SegmentMember(SQLModel, table=True):
     __tablename__ = "segment_member"
-    __table_args__ = (Index("ix_segment_member_user", "workspace_id", "user_pk"),)
+    # WITHOUT ROWID on SQLite: the primary key is the table, one b-tree fewer per membership change
+    __table_args__ = (Index("ix_segment_member_user", "workspace_id", "user_pk"), {"sqlite_with_rowid": False})
     workspace_id: int = Field(primary_key=True)
     segment_id: str = Field(max_length=100, primary_key=True)
     user_pk: int = Field(primary_key=True)
@@ -59,7 +60,8 @@ class StaticMember(SQLModel, table=True):
 class CustomerValue(SQLModel, table=True):
     __tablename__ = "customer_value"
     __table_args__ = (
-        Index("ix_cv_user", "user_pk", "path", "ep"),
+        # covering: full evaluation looks each candidate's values up here without touching the table
+        Index("ix_cv_user", "user_pk", "path", "ep", "kind", "num", "txt", "ts"),
         Index("ix_cv_path_txt", "workspace_id", "path", "kind", "txt", "ep", "user_pk"),
         Index("ix_cv_path_num", "workspace_id", "path", "kind", "num", "ep", "user_pk"),
     )
@@ -72,6 +74,16 @@ class CustomerValue(SQLModel, table=True):
     txt: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     num: Optional[float] = Field(default=None, sa_column=Column(Float(53), nullable=True))
     ts: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class IndexedPath(SQLModel, table=True):
+    """The paths `customer_value` holds for a workspace: those some segment reads (see segments/paths.py).
+    scope 'u': user-level values (ep = 0); 'e': endpoint values."""
+
+    __tablename__ = "indexed_path"
+    workspace_id: int = Field(primary_key=True)
+    scope: str = Field(max_length=1, primary_key=True)
+    path: str = Field(max_length=120, primary_key=True)
 
 
 class ImportJob(SQLModel, table=True):
@@ -103,5 +115,6 @@ segment_versions = SegmentVersion.__table__
 segment_members = SegmentMember.__table__
 static_members = StaticMember.__table__
 customer_values = CustomerValue.__table__
+indexed_paths = IndexedPath.__table__
 import_jobs = ImportJob.__table__
 journey_segment_refs = JourneySegmentRef.__table__

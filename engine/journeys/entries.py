@@ -14,6 +14,12 @@ from engine.db import bulk_insert, rows_where_in
 from engine.journeys.models import journey_entries, journey_runs, journey_triggers
 
 
+def listens(conn: Connection, workspace_id: int, names: tuple[str, ...]) -> bool:
+    """Whether an active journey enters or converts on any of these event names."""
+    return conn.execute(select(journey_triggers.c.journey_id).where(
+        journey_triggers.c.workspace_id == workspace_id, journey_triggers.c.event_name.in_(names)).limit(1)).first() is not None
+
+
 def enqueue_matching(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
     if not rows:
         return

@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from typing import Any, Iterable
+from collections import namedtuple
+from typing import Any, Collection, Iterable
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, func, select
 
 from engine.batching import chunks
 from engine.clock import iso_to_ms, ms_to_iso
+from engine.db import bulk_insert, rows_where_in
 from engine.models import endpoints, events, users
 from engine.segment_models import customer_values, segment_members, static_members
 
@@ -85,35 +87,49 @@ def _endpoint_values(e) -> Iterable[tuple[str, Any]]:
                 yield f"{group}.{k}", v
 
 
-def value_rows(workspace_id: int, user_row, endpoint_rows) -> list[dict[str, Any]]:
+def value_rows(workspace_id: int, user_row, endpoint_rows, user_paths: Collection[str] | None = None,
+               ep_paths: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Typed rows of one customer, for the given paths only (None: every path)."""
     rows = []
-    for source, ep in [(_user_values(user_row), 0)] + [(_endpoint_values(e), e.id) for e in endpoint_rows]:
+    sources = [(_user_values(user_row), 0, user_paths)]
+    if ep_paths is None or ep_paths:
+        sources += [(_endpoint_values(e), e.id, ep_paths) for e in endpoint_rows]
+    for source, ep, wanted in sources:
         for path, value in source:
+            if wanted is not None and path not in wanted:
+                continue
             for kind, txt, num, ts in classify(value):
                 rows.append({"workspace_id": workspace_id, "user_pk": user_row.id, "ep": ep, "path": path,
                              "kind": kind, "txt": txt, "num": num, "ts": ts})
     return rows
 
 
+UserRow = namedtuple("UserRow", ["id", "user_id", "attributes", "metrics", "timezone", "locale"])
+EndpointRow = namedtuple("EndpointRow", ["id", "user_pk", "endpoint_id", "channel", "address", "opt_out",
+                                         "effective_date", "attributes", "metrics", "demographic", "location"])
+
+
 def load_customers(conn: Connection, user_pks: list[int]) -> tuple[dict[int, Any], dict[int, list[Any]]]:
-    found: dict[int, Any] = {}
+    """Users and their endpoints (in id order), straight through the driver: the write path loads
+    thousands at a time and SQLAlchemy's per-row processing would dominate."""
+    found = {r[0]: UserRow(*r) for r in rows_where_in(conn, users, list(UserRow._fields), "id", user_pks)}
     eps: dict[int, list[Any]] = defaultdict(list)
-    for part in chunks(user_pks):
-        found.update({r.id: r for r in conn.execute(select(users).where(users.c.id.in_(part)))})
-        for e in conn.execute(select(endpoints).where(endpoints.c.user_pk.in_(part)).order_by(endpoints.c.id)):
-            eps[e.user_pk].append(e)
+    for r in sorted(rows_where_in(conn, endpoints, list(EndpointRow._fields), "user_pk", user_pks)):
+        e = EndpointRow(*r)
+        eps[e.user_pk].append(e._replace(opt_out=bool(e.opt_out)))
     return found, eps
 
 
 def refresh_values(conn: Connection, workspace_id: int, user_pks: list[int],
-                   loaded: tuple[dict[int, Any], dict[int, list[Any]]] | None = None) -> None:
-    """Rewrite the typed values of these users from their stored rows (inside the write's transaction)."""
+                   loaded: tuple[dict[int, Any], dict[int, list[Any]]] | None,
+                   user_paths: Collection[str], ep_paths: Collection[str]) -> None:
+    """Rewrite the typed values of these users for the indexed paths (inside the write's transaction)."""
     found, eps = loaded or load_customers(conn, user_pks)
-    for part in chunks(user_pks):
+    for part in chunks(user_pks, 5000):
         conn.execute(delete(customer_values).where(customer_values.c.user_pk.in_(part)))
-    rows = [r for pk in user_pks if pk in found for r in value_rows(workspace_id, found[pk], eps.get(pk, []))]
-    for part in chunks(rows, 5000):
-        conn.execute(insert(customer_values), list(part))
+    rows = [r for pk in user_pks if pk in found
+            for r in value_rows(workspace_id, found[pk], eps.get(pk, []), user_paths, ep_paths)]
+    bulk_insert(conn, customer_values, rows)
 
 
 def _endpoint_doc(e) -> dict[str, Any]:
@@ -160,7 +176,6 @@ def _event_facts(conn: Connection, user_pks: list[int], facts: dict[str, dict], 
                 for pk in part:
                     out[pk][key] = now - latest[pk] if pk in latest else None
                 continue
-            from sqlalchemy import func
             q = select(events.c.user_pk, func.max(events.c.ts)).where(
                 events.c.user_pk.in_(part), events.c.name == f["event"]).group_by(events.c.user_pk)
             got = dict(conn.execute(q).all())
@@ -176,13 +191,11 @@ def documents(conn: Connection, workspace_id: int, user_pks: list[int], facts: d
     found, eps = loaded or load_customers(conn, user_pks)
     member: dict[int, list[str]] = defaultdict(list)
     imported: dict[int, list[str]] = defaultdict(list)
-    for part in chunks(user_pks):
-        for pk, sid in conn.execute(select(segment_members.c.user_pk, segment_members.c.segment_id).where(
-                segment_members.c.workspace_id == workspace_id, segment_members.c.user_pk.in_(part))):
-            member[pk].append(sid)
-        for pk, sid in conn.execute(select(static_members.c.user_pk, static_members.c.segment_id).where(
-                static_members.c.workspace_id == workspace_id, static_members.c.user_pk.in_(part))):
-            imported[pk].append(sid)
+    ws = {"workspace_id": workspace_id}
+    for pk, sid in sorted(rows_where_in(conn, segment_members, ["user_pk", "segment_id"], "user_pk", user_pks, ws)):
+        member[pk].append(sid)
+    for pk, sid in sorted(rows_where_in(conn, static_members, ["user_pk", "segment_id"], "user_pk", user_pks, ws)):
+        imported[pk].append(sid)
     behaviour = _event_facts(conn, user_pks, facts, now) if facts else {}
     docs = {}
     for pk in user_pks:

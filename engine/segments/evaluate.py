@@ -9,16 +9,15 @@ from typing import Any, Iterable
 
 import datalogic_py
 import msgspec
-from sqlalchemy import Connection, and_, delete, func, insert, select, text
+from sqlalchemy import Connection, and_, func, select, text
 
 from engine.batching import chunks
+from engine.db import bulk_delete, insert_tuples
 from engine.clock import now_ms
-from engine.models import users
-from engine.schemas import EventIn
 from engine.segment_models import segment_members, segments
-from engine.segments import rules
+from engine.segments import paths, rules
 from engine.segments.documents import documents
-from engine.segments.sql import Ctx, full_query
+from engine.segments.sql import Ctx, driving_sets, full_query
 
 ENGINE = rules.ENGINE
 BATCH = 2000
@@ -35,6 +34,12 @@ class Compiled:
     events: set[str]
     any_event: bool
     rule: datalogic_py.Rule = field(repr=False)
+    user_paths: frozenset[str] = frozenset()  # user-level paths it reads (the typed index holds these)
+    ep_paths: frozenset[str] = frozenset()  # endpoint paths it reads inside some/all/none
+    reads_endpoints: bool = False  # any endpoint data (iteration, within_km, recency)
+
+    def index_paths(self) -> set[tuple[str, str]]:
+        return {("u", p) for p in self.user_paths} | {("e", p) for p in self.ep_paths}
 
 
 def compile_segment(seg_id: str, kind: str, rule: Any) -> Compiled:
@@ -45,8 +50,9 @@ def compile_segment(seg_id: str, kind: str, rule: Any) -> Compiled:
     else:
         ex = rules.expand(rule)
         logic = ex.logic
+    user_paths, ep_paths, reads_eps = paths.rule_reads(logic, ex.facts)
     return Compiled(seg_id, kind, logic, ex.facts, set(ex.refs), ex.clock, ex.events, ex.any_event,
-                    ENGINE.compile(logic))
+                    ENGINE.compile(logic), user_paths, ep_paths, reads_eps)
 
 
 def topological(segs: list[Compiled]) -> list[Compiled]:
@@ -69,24 +75,50 @@ def topological(segs: list[Compiled]) -> list[Compiled]:
     return out
 
 
-_cache: dict[int, tuple[Any, list[Compiled]]] = {}
+@dataclass
+class Rules:
+    """A workspace's compiled segments and the paths its typed index maintains."""
+
+    stamp: Any
+    segs: list[Compiled]
+    user_paths: frozenset[str]
+    ep_paths: frozenset[str]
+
+
+_cache: dict[int, Rules] = {}
 _lock = threading.Lock()
 
 
-def workspace_segments(conn: Connection, workspace_id: int) -> list[Compiled]:
-    """Every segment of the workspace compiled, dependencies first; cached until a segment changes."""
+def workspace_rules(conn: Connection, workspace_id: int) -> Rules:
+    """Every segment of the workspace compiled, dependencies first, with the index's paths; cached until
+    a segment changes (one cheap aggregate query per call). A recompile also syncs the index's paths."""
     stamp = tuple(conn.execute(
         select(func.count(), func.max(segments.c.updated_at), func.sum(segments.c.version))
         .where(segments.c.workspace_id == workspace_id)).one())
     hit = _cache.get(workspace_id)
-    if hit and hit[0] == stamp:
-        return hit[1]
+    if hit and hit.stamp == stamp:
+        return hit
     rows = conn.execute(select(segments.c.id, segments.c.kind, segments.c.rule)
                         .where(segments.c.workspace_id == workspace_id)).all()
     compiled = topological([compile_segment(r.id, r.kind, r.rule) for r in rows])
+    want = set().union(*(s.index_paths() for s in compiled)) if compiled else set()
+    paths.sync(conn, workspace_id, want)
+    entry = Rules(stamp, compiled, frozenset(p for s, p in want if s == "u"), frozenset(p for s, p in want if s == "e"))
     with _lock:
-        _cache[workspace_id] = (stamp, compiled)
-    return compiled
+        _cache[workspace_id] = entry
+    return entry
+
+
+def workspace_segments(conn: Connection, workspace_id: int) -> list[Compiled]:
+    return workspace_rules(conn, workspace_id).segs
+
+
+def ensure_indexed(conn: Connection, workspace_id: int, seg: Compiled) -> None:
+    """Before full evaluation of a rule that may not be saved (tests, benchmarks): index what it reads.
+    Saved segments' paths are indexed by workspace_rules; extra paths are dropped at the next sync."""
+    if paths.sync(conn, workspace_id, paths.maintained(conn, workspace_id) | seg.index_paths(), drop_unwanted=False):
+        with _lock:
+            _cache.pop(workspace_id, None)
 
 
 def with_dependents(all_segs: list[Compiled], chosen: set[str]) -> list[Compiled]:
@@ -119,21 +151,47 @@ def python_member(seg: Compiled, doc: dict[str, Any]) -> bool:
     return ENGINE.truthy(msgspec.json.encode(result).decode())
 
 
+def levels(segs: list[Compiled]) -> list[list[Compiled]]:
+    """Segments (in dependency order) grouped so each group only references segments of earlier groups:
+    one native evaluate_many call per customer and group. Without in_segment there is one group."""
+    level: dict[str, int] = {}
+    groups: list[list[Compiled]] = []
+    for s in segs:
+        n = max((level[r] + 1 for r in s.refs if r in level), default=0)
+        level[s.id] = n
+        while len(groups) <= n:
+            groups.append([])
+        groups[n].append(s)
+    return groups
+
+
+def _truthy(result: Any) -> bool:
+    if result == "true":
+        return True
+    if result == "false" or isinstance(result, datalogic_py.BatchItemError):
+        return False  # a rule that raises for a customer leaves the customer out
+    return ENGINE.truthy(result)
+
+
 def evaluate_docs(segs: list[Compiled], docs: dict[int, dict[str, Any]]) -> dict[str, set[int]]:
-    """Members among these users for each segment, in dependency order (in_segment sees earlier results)."""
-    result: dict[str, set[int]] = {}
-    for seg in segs:
-        members = set()
+    """Members among these users for each segment. Each document is parsed once per group and every rule of
+    the group evaluated in one native call; in_segment sees the results of earlier groups."""
+    result: dict[str, set[int]] = {s.id: set() for s in segs}
+    session = ENGINE.session()
+    groups = levels(segs)
+    for n, group in enumerate(groups):
+        compiled = [s.rule for s in group]
         for pk, doc in docs.items():
-            if python_member(seg, doc):
-                members.add(pk)
-        for pk, doc in docs.items():
-            inside = seg.id in doc["segments"]
-            if pk in members and not inside:
-                doc["segments"] = doc["segments"] + [seg.id]
-            elif pk not in members and inside:
-                doc["segments"] = [s for s in doc["segments"] if s != seg.id]
-        result[seg.id] = members
+            outcomes = session.evaluate_many(compiled, datalogic_py.DataHandle(doc))
+            for seg, out in zip(group, outcomes):
+                if _truthy(out):
+                    result[seg.id].add(pk)
+        if n + 1 < len(groups):  # later groups read these memberships
+            for pk, doc in docs.items():
+                current = set(doc["segments"])
+                for seg in group:
+                    (current.add if pk in result[seg.id] else current.discard)(seg.id)
+                doc["segments"] = sorted(current)
     return result
 
 
@@ -144,31 +202,40 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
     return out
 
 
+SEGMENT_EVENTS = ("_segment.enter", "_segment.exit")
+
+
+def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, int, bool]], now: int,
+                  record_events: bool = True) -> None:
+    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and one bulk
+    insert of their `_segment.enter` / `_segment.exit` events, in the caller's transaction."""
+    from engine.events import record_own
+    from engine.journeys import entries
+
+    for part in chunks(changes, 50_000):  # bounded memory when a full evaluation changes millions
+        insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
+                      [(workspace_id, sid, pk, now) for sid, pk, entered in part if entered])
+        bulk_delete(conn, segment_members, ["workspace_id", "segment_id", "user_pk"],
+                    [(workspace_id, sid, pk) for sid, pk, entered in part if not entered])
+        if not record_events:
+            continue
+        own = [(pk, "_segment.enter" if entered else "_segment.exit", {"segment_id": sid}) for sid, pk, entered in part]
+        ids = record_own(conn, workspace_id, own, now)
+        # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
+        # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
+        # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
+        if ids and entries.listens(conn, workspace_id, SEGMENT_EVENTS):
+            entries.enqueue_matching(conn, workspace_id, [
+                {"event_id": eid, "user_pk": pk, "name": name, "attributes": attrs, "metrics": {}, "ts": now,
+                 "received_at": now} for eid, (pk, name, attrs) in zip(ids, own)])
+
+
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
                   exited: Iterable[int], now: int, record_events: bool = True) -> tuple[int, int]:
-    """Write membership changes and their events inside the caller's transaction."""
-    from engine import changes
-    from engine.events import record
-
+    """Write one segment's membership changes and their events inside the caller's transaction."""
     entered, exited = sorted(entered), sorted(exited)
-    for part in chunks(entered, 5000):
-        conn.execute(insert(segment_members), [{"workspace_id": workspace_id, "segment_id": segment_id,
-                                                "user_pk": pk, "since": now} for pk in part])
-    for part in chunks(exited):
-        conn.execute(delete(segment_members).where(
-            segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == segment_id,
-            segment_members.c.user_pk.in_(part)))
-    if record_events and (entered or exited):
-        changed = [(pk, "_segment.enter") for pk in entered] + [(pk, "_segment.exit") for pk in exited]
-        for part in chunks(changed, 5000):
-            ids = dict(conn.execute(select(users.c.id, users.c.user_id).where(
-                users.c.id.in_([pk for pk, _ in part]))).all())
-            batch = [EventIn(name=name, user_id=ids[pk], attributes={"segment_id": segment_id})
-                     for pk, name in part if pk in ids]
-            if batch:
-                _, stored = record(conn, workspace_id, batch)
-                # Through the shared seam, so segment-entry journeys and `left_segment` exits hear of them.
-                changes.events_recorded(conn, workspace_id, stored)
+    write_changes(conn, workspace_id, [(segment_id, pk, True) for pk in entered], now, record_events)
+    write_changes(conn, workspace_id, [(segment_id, pk, False) for pk in exited], now, record_events)
     return len(entered), len(exited)
 
 
@@ -179,19 +246,21 @@ def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], 
         return
     now = now or now_ms()
     docs = documents(conn, workspace_id, user_pks, union_facts(segs), now, loaded)
-    before = {pk: set(d["segments"]) for pk, d in docs.items()}
+    before = {pk: frozenset(d["segments"]) for pk, d in docs.items()}
     result = evaluate_docs(segs, docs)
+    changes: list[tuple[str, int, bool]] = []
     for seg in segs:
         members = result[seg.id]
-        entered = [pk for pk in docs if pk in members and seg.id not in before[pk]]
-        exited = [pk for pk in docs if pk not in members and seg.id in before[pk]]
-        apply_changes(conn, workspace_id, seg.id, entered, exited, now)
+        changes += [(seg.id, pk, True) for pk in docs if pk in members and seg.id not in before[pk]]
+        changes += [(seg.id, pk, False) for pk in docs if pk not in members and seg.id in before[pk]]
+    write_changes(conn, workspace_id, changes, now)
 
 
 def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> set[int]:
     """Every member of the segment: SQL decides what it can, Python the unsure rows in batches."""
+    ensure_indexed(conn, workspace_id, seg)
     ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
-    query = full_query(seg.logic, seg.facts, ctx)
+    query = full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg))
     members: set[int] = set()
     unsure: list[int] = []
     for pk, o in conn.execute(text(query), ctx.params):
@@ -203,6 +272,20 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
         docs = documents(conn, workspace_id, list(part), seg.facts, now)
         members.update(pk for pk, doc in docs.items() if python_member(seg, doc))
     return members
+
+
+def _narrowest(conn: Connection, ctx: Ctx, seg: Compiled) -> str | None:
+    """The smallest of the rule's driving sets, counted from the index (each count stops at the best so far)."""
+    sets = driving_sets(seg.logic, ctx, ctx.p(ctx.workspace_id))
+    if len(sets) < 2:
+        return sets[0] if sets else None
+    best, best_n = None, None
+    for s in sets:
+        cap = "" if best_n is None else f" LIMIT {best_n}"
+        n = conn.execute(text(f"SELECT count(*) FROM ({s}{cap}) c"), ctx.params).scalar()
+        if best_n is None or n < best_n:
+            best, best_n = s, n
+    return best
 
 
 def evaluate_full(conn: Connection, workspace_id: int, seg: Compiled, now: int | None = None,

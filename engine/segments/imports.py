@@ -31,8 +31,7 @@ from engine.endpoints import _check_fields, _write_endpoints
 from engine.errors import BatchRejected, InvalidInput, NotFound, TidingsError
 from engine.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
 from engine.segment_models import import_jobs, static_members
-from engine.segments.evaluate import evaluate_many_full
-from engine.segments.service import SegmentIn, create_in
+from engine.segments.service import SegmentIn, check_new_id, create_in
 from engine.workspaces import WorkspaceRef
 
 MAX_REPORTED = 100
@@ -234,7 +233,10 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
     dec = msgspec.json.Decoder(Staged)
     done = 0
     with db.begin() as conn:
-        seg_id = create_in(conn, ws.id, SegmentIn(name=name, id=segment_id), kind="static")
+        # The segment is created after its members are recorded, so the chunks do not evaluate it
+        # (creating it evaluates it once); its id is checked now, to fail before any write.
+        seg_id = segment_id or uuid.uuid4().hex[:12]
+        check_new_id(conn, ws.id, seg_id)
         batch: list[Staged] = []
 
         def flush() -> None:
@@ -270,7 +272,7 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
         if batch:
             flush()
             done += len(batch)
-        evaluate_many_full(conn, ws.id, {seg_id}, record_events=False)
+        create_in(conn, ws.id, SegmentIn(name=name, id=seg_id), kind="static")
     return {"segment_id": seg_id, "rows": done}
 
 

@@ -1,21 +1,43 @@
-"""Keeping memberships current on every write (called from engine.changes inside the write's transaction)."""
+"""Keeping memberships current on every write (called from engine.changes inside the write's transaction).
+
+A write only pays for what reads it: segments whose rules read none of the written fields are not
+re-checked, and the typed index is rewritten only when it holds a written path.
+"""
 from __future__ import annotations
+
+from typing import Collection
 
 from sqlalchemy import Connection, delete, select
 
 from engine.batching import chunks
 from engine.segment_models import customer_values, segment_members, static_members
 from engine.segments.documents import load_customers, refresh_values
-from engine.segments.evaluate import update_for_users, with_dependents, workspace_segments
+from engine.segments.evaluate import update_for_users, with_dependents, workspace_rules
 
 
-def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
+def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
+                      fields: Collection[str] | None = None) -> None:
+    """`fields`: the user-level paths the write changed (attributes.X, metrics.X, timezone, locale), when
+    only those changed on existing users; None when anything may have (new users, endpoints, imports)."""
     pks = sorted(set(user_pks))
     if not pks:
         return
+    ws_rules = workspace_rules(conn, workspace_id)
+    segs = ws_rules.segs
+    if not segs:
+        return
+    if fields is not None:
+        fields = set(fields)
+        segs = with_dependents(segs, {s.id for s in segs if s.user_paths & fields})
+        reindex = bool(ws_rules.user_paths & fields)
+    else:
+        reindex = bool(ws_rules.user_paths or ws_rules.ep_paths)
+    if not segs and not reindex:
+        return
     loaded = load_customers(conn, pks)
-    refresh_values(conn, workspace_id, pks, loaded)
-    update_for_users(conn, workspace_id, workspace_segments(conn, workspace_id), pks, loaded)
+    if reindex:
+        refresh_values(conn, workspace_id, pks, loaded, ws_rules.user_paths, ws_rules.ep_paths)
+    update_for_users(conn, workspace_id, segs, pks, loaded)
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
@@ -28,22 +50,16 @@ def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -
 
 
 def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
-    """Only segments whose rules read these events (by name, or any event for recency) are checked."""
+    """Only segments whose rules read these events (by name, or any event for recency) are checked.
+    (Users the events created were placed by customers_changed before this.)"""
     if not rows:
         return
-    pks = sorted({r["user_pk"] for r in rows})
-    indexed = set()
-    for part in chunks(pks):
-        indexed.update(conn.execute(select(customer_values.c.user_pk).where(
-            customer_values.c.user_pk.in_(part), customer_values.c.path == "user_id")).scalars())
-    if len(indexed) < len(pks):  # users the events created: index them and place them in segments
-        customers_changed(conn, workspace_id, [pk for pk in pks if pk not in indexed])
-    all_segs = workspace_segments(conn, workspace_id)
+    all_segs = workspace_rules(conn, workspace_id).segs
     names = {r["name"] for r in rows}
     hit = {s.id for s in all_segs if s.events & names or (s.any_event and any(not n.startswith("_") for n in names))}
     if not hit:
         return
-    update_for_users(conn, workspace_id, with_dependents(all_segs, hit), pks)
+    update_for_users(conn, workspace_id, with_dependents(all_segs, hit), sorted({r["user_pk"] for r in rows}))
 
 
 def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[str]:

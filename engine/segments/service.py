@@ -111,14 +111,18 @@ def _out(conn: Connection, row) -> SegmentOut:
                       created_at=ms_to_iso(row.created_at), updated_at=ms_to_iso(row.updated_at))
 
 
-def create_in(conn: Connection, workspace_id: int, data: SegmentIn, kind: str = "dynamic") -> str:
-    name = _check_name(data.name)
-    seg_id = data.id or uuid.uuid4().hex[:12]
+def check_new_id(conn: Connection, workspace_id: int, seg_id: str) -> None:
     if not _ID.match(seg_id):
         raise InvalidInput("id is 1-100 letters, digits, '_', '.', '-' starting with a letter or digit", field="id")
     if conn.execute(select(segments.c.id).where(segments.c.workspace_id == workspace_id,
                                                 segments.c.id == seg_id)).first():
         raise Conflict(f"segment {seg_id!r} exists", field="id")
+
+
+def create_in(conn: Connection, workspace_id: int, data: SegmentIn, kind: str = "dynamic") -> str:
+    name = _check_name(data.name)
+    seg_id = data.id or uuid.uuid4().hex[:12]
+    check_new_id(conn, workspace_id, seg_id)
     if kind == "dynamic" and data.rule is None:
         raise InvalidInput("a dynamic segment needs a rule", field="rule")
     if data.rule is not None:

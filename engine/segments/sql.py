@@ -345,9 +345,9 @@ def _kind_sets(path: str, leaf: Leaf, ctx: Ctx, ws: str) -> tuple[list[str], lis
         sql = _cv_kind_sql(leaf, k, ctx)
         if sql in ("0", "2"):
             continue
-        if sql.startswith("(CASE WHEN cv.num") or sql.startswith("(CASE WHEN cv.txt") or sql.startswith('(CASE WHEN cv.txt COLLATE'):
-            cond = sql[len("(CASE WHEN "):-len(" THEN 1 ELSE 0 END)")]
-            passing.append(f"{base} AND cv.kind = '{k}' AND {cond}")
+        head, tail = "(CASE WHEN ", " THEN 1 ELSE 0 END)"
+        if sql.startswith(head) and sql.endswith(tail) and sql.count(" THEN ") == 1:  # a plain _case(cond)
+            passing.append(f"{base} AND cv.kind = '{k}' AND {sql[len(head):-len(tail)]}")
             continue
         passing.append(f"{base} AND cv.kind = '{k}'")
         if sql == "3" or not sql.startswith("(CASE WHEN cv."):
@@ -355,34 +355,28 @@ def _kind_sets(path: str, leaf: Leaf, ctx: Ctx, ws: str) -> tuple[list[str], lis
     return passing, unsure
 
 
-def candidates(logic: Any, ctx: Ctx, ws: str) -> str | None:
-    """For a top-level `and`, a superset of the users whose outcome can be 1 or 3, from the value indexes.
-    A conjunct narrows the set only where no earlier conjunct can be unsure."""
+def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
+    """For a top-level `and`, per conjunct that is a plain attribute leaf whose missing value cannot pass:
+    an index range scan of the users for whom it can be true or unsure (disjoint kinds, so UNION ALL).
+    Each is a superset of the members: a member makes every conjunct true."""
     if not (isinstance(logic, dict) and list(logic) == ["and"] and isinstance(logic["and"], list)):
-        return None
-    sets: list[str] = []
-    earlier_unsure: list[str] = []
+        return []
+    out = []
     for c in logic["and"]:
         got = _leaf_of(c)
-        if got is None:
-            break
-        ks = _kind_sets(got[0], got[1], ctx, ws)
-        if ks is None:
-            break
-        passing, unsure = ks
-        sets.append(" UNION ".join(passing + earlier_unsure) or f"SELECT NULL AS user_pk WHERE 1 = 0")
-        earlier_unsure += unsure
-    if not sets:
-        return None
-    return " INTERSECT ".join(f"SELECT * FROM ({s}) s{i}" for i, s in enumerate(sets))
+        ks = _kind_sets(got[0], got[1], ctx, ws) if got else None
+        if ks is not None:
+            out.append(" UNION ALL ".join(ks[0]) or "SELECT NULL AS user_pk WHERE 1 = 0")
+    return out
 
 
-def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx) -> str:
-    """user pks with outcome 1 (member) or 3 (ask Python)."""
+def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None) -> str:
+    """user pks with outcome 1 (member) or 3 (ask Python). With `driving` (one of driving_sets), only the
+    users it yields are looked at, each through covering lookups of its values, instead of every user."""
     expr = outcome_sql(logic, facts, ctx)
     ws = ctx.p(ctx.workspace_id)
-    cand = candidates(logic, ctx, ws)
-    narrow = f" AND u.id IN ({cand})" if cand else ""
-    return (f"SELECT q.pk, q.o FROM (SELECT u.id AS pk, {expr} AS o FROM users u WHERE u.workspace_id = {ws}{narrow}) q "
-            f"WHERE q.o IN (1, 3)")
-
+    if driving:  # its rows are the workspace's (customer_value.workspace_id), one per user
+        source = f"(SELECT d.user_pk AS id FROM ({driving}) d) u"
+    else:
+        source = f"users u WHERE u.workspace_id = {ws}"
+    return f"SELECT q.pk, q.o FROM (SELECT u.id AS pk, {expr} AS o FROM {source}) q WHERE q.o IN (1, 3)"

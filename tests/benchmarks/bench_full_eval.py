@@ -1,22 +1,21 @@
 """Full evaluation of a 5-condition rule over N customers vs a plain SQLite json_extract scan, same run.
 
-    PYTHONPATH=. python tests/benchmarks/bench_full_eval.py [N]
+    PYTHONPATH=. python tests/benchmarks/bench_full_eval.py [N]      (default 1,000,000)
+
+Customers are generated in SQL (one INSERT ... SELECT over a recursive counter); the typed index for the
+rule's paths is then built by the same backfill a new segment triggers (timed separately).
 """
 from __future__ import annotations
 
-import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
 from engine.db import make_engine, migrate
-from engine.models import users
-from engine.segment_models import customer_values
-from engine.segments.documents import value_rows
-from engine.segments.evaluate import compile_segment, full_members
+from engine.segments.evaluate import compile_segment, ensure_indexed, full_members
 from engine.workspaces import ensure_workspace
 
 RULE = {"and": [
@@ -30,28 +29,23 @@ BASELINE = """SELECT id FROM users WHERE workspace_id = :ws
   AND json_extract(attributes, '$.plan') = 'pro' AND json_extract(metrics, '$.spend') > 50
   AND json_extract(attributes, '$.country') IN ('US', 'CA', 'GB') AND json_extract(metrics, '$.age') >= 18
   AND coalesce(json_extract(attributes, '$.status'), '') <> 'churned'"""
+LOAD = """WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n)
+INSERT INTO users (workspace_id, user_id, attributes, metrics, timezone, locale, created_at, updated_at)
+SELECT :ws, 'u' || i,
+  json_object('plan', CASE abs(random()) % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END,
+              'country', CASE abs(random()) % 6 WHEN 0 THEN 'US' WHEN 1 THEN 'FR' WHEN 2 THEN 'DE' WHEN 3 THEN 'CA'
+                                                  WHEN 4 THEN 'GB' ELSE 'JP' END,
+              'status', CASE abs(random()) % 3 WHEN 0 THEN 'active' WHEN 1 THEN 'churned' ELSE 'trial' END,
+              'name', 'n' || i),
+  json_object('spend', abs(random()) % 201, 'age', 10 + abs(random()) % 71),
+  NULL, NULL, 0, 0
+FROM c"""
 
 
-class Row:
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
-
-
-def load(db, ws_id: int, n: int) -> None:
-    rnd = random.Random(7)
-    with db.begin() as conn:
-        for start in range(0, n, 20_000):
-            batch, cvs = [], []
-            for i in range(start, min(n, start + 20_000)):
-                u = Row(id=i + 1, user_id=f"u{i}", timezone=None, locale=None,
-                        attributes={"plan": rnd.choice(["free", "pro", "team"]), "country": rnd.choice(["US", "FR", "DE", "CA", "GB", "JP"]),
-                                    "status": rnd.choice(["active", "churned", "trial"]), "name": f"n{i}"},
-                        metrics={"spend": rnd.randint(0, 200), "age": rnd.randint(10, 80)})
-                batch.append({"id": u.id, "workspace_id": ws_id, "user_id": u.user_id, "attributes": u.attributes,
-                              "metrics": u.metrics, "timezone": None, "locale": None, "created_at": 0, "updated_at": 0})
-                cvs += value_rows(ws_id, u, [])
-            conn.execute(insert(users), batch)
-            conn.execute(insert(customer_values), cvs)
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
 
 
 def main(n: int) -> None:
@@ -59,21 +53,23 @@ def main(n: int) -> None:
     db = make_engine(f"sqlite:///{path}")
     migrate(db)
     ws = ensure_workspace(db, "bench")
-    t = time.perf_counter()
-    load(db, ws.id, n)
-    print(f"loaded {n:,} customers in {time.perf_counter() - t:.1f}s")
-    with db.connect() as conn:
+    seg = compile_segment("bench", "dynamic", RULE)
+    with db.begin() as conn:
+        _, t_load = timed(lambda: conn.execute(text(LOAD), {"n": n, "ws": ws.id}))
+    with db.begin() as conn:
+        _, t_index = timed(lambda: ensure_indexed(conn, ws.id, seg))
         conn.exec_driver_sql("ANALYZE")
-        t = time.perf_counter()
-        base = set(conn.execute(text(BASELINE), {"ws": ws.id}).scalars())
-        t_base = time.perf_counter() - t
-        seg = compile_segment("bench", "dynamic", RULE)
-        t = time.perf_counter()
-        ours = full_members(conn, ws.id, seg, 0)
-        t_ours = time.perf_counter() - t
-    assert ours == base, (len(ours), len(base))
-    print(f"members {len(ours):,}; json_extract scan {t_base:.2f}s; Tidings full evaluation {t_ours:.2f}s; "
-          f"speed-up x{t_base / t_ours:.2f}")
+    print(f"generated {n:,} customers in {t_load:.1f}s; indexed the rule's 5 paths in {t_index:.1f}s")
+    with db.connect() as conn:
+        runs = []
+        for _ in range(3):  # best of three for both, alternating
+            base, t_base = timed(lambda: set(conn.execute(text(BASELINE), {"ws": ws.id}).scalars()))
+            ours, t_ours = timed(lambda: full_members(conn, ws.id, seg, 0))
+            assert ours == base, (len(ours), len(base))
+            runs.append((t_base, t_ours))
+    t_base, t_ours = min(b for b, _ in runs), min(o for _, o in runs)
+    print(f"members {len(ours):,}; json_extract scan {t_base:.3f}s; Tidings full evaluation {t_ours:.3f}s; "
+          f"speed-up x{t_base / t_ours:.2f}  (target >= 4)")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from engine import customers, endpoints, events
 from engine.clock import now_ms
 from engine.schemas import Demographic, EndpointBatchItem, EventIn, UserBatchItem
 from engine.segments.documents import documents
-from engine.segments.evaluate import compile_segment, full_members, python_member
+from engine.segments.evaluate import compile_segment, ensure_indexed, full_members, python_member
 from engine.segments.sql import Ctx, outcome, outcome_sql
 from engine.workspaces import create_key
 
@@ -107,6 +107,7 @@ def test_sql_agrees_with_python(db, people, rules):
         pks = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": ws.id}).scalars())
         for rule in rules:
             seg = compile_segment("diff", "dynamic", rule)
+            ensure_indexed(conn, ws.id, seg)  # the typed index holds only paths some rule reads
             docs = documents(conn, ws.id, pks, seg.facts, now)
             ctx = Ctx(dialect=conn.dialect.name, workspace_id=ws.id, now=now)
             expr = outcome_sql(seg.logic, seg.facts, ctx)

@@ -1,4 +1,4 @@
-"""segments: definitions, versions, memberships, typed customer values, import jobs, journey refs"""
+"""segments: definitions, versions, memberships, typed customer values (indexed paths), import jobs, journey refs"""
 from alembic import op
 import sqlalchemy as sa
 import sqlmodel
@@ -26,8 +26,14 @@ def upgrade() -> None:
     with op.batch_alter_table('customer_value', schema=None) as batch_op:
         batch_op.create_index('ix_cv_path_num', ['workspace_id', 'path', 'kind', 'num', 'ep', 'user_pk'], unique=False)
         batch_op.create_index('ix_cv_path_txt', ['workspace_id', 'path', 'kind', 'txt', 'ep', 'user_pk'], unique=False)
-        batch_op.create_index('ix_cv_user', ['user_pk', 'path', 'ep'], unique=False)
+        batch_op.create_index('ix_cv_user', ['user_pk', 'path', 'ep', 'kind', 'num', 'txt', 'ts'], unique=False)
 
+    op.create_table('indexed_path',
+    sa.Column('workspace_id', sa.Integer(), nullable=False),
+    sa.Column('scope', sqlmodel.sql.sqltypes.AutoString(length=1), nullable=False),
+    sa.Column('path', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.PrimaryKeyConstraint('workspace_id', 'scope', 'path')
+    )
     op.create_table('import_job',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
     sa.Column('workspace_id', sa.Integer(), nullable=False),
@@ -56,7 +62,8 @@ def upgrade() -> None:
     sa.Column('segment_id', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('user_pk', sa.Integer(), nullable=False),
     sa.Column('since', sa.BigInteger(), nullable=False),
-    sa.PrimaryKeyConstraint('workspace_id', 'segment_id', 'user_pk')
+    sa.PrimaryKeyConstraint('workspace_id', 'segment_id', 'user_pk'),
+    sqlite_with_rowid=False,
     )
     with op.batch_alter_table('segment_member', schema=None) as batch_op:
         batch_op.create_index('ix_segment_member_user', ['workspace_id', 'user_pk'], unique=False)
@@ -109,6 +116,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_import_job_workspace_id'))
 
     op.drop_table('import_job')
+    op.drop_table('indexed_path')
     with op.batch_alter_table('customer_value', schema=None) as batch_op:
         batch_op.drop_index('ix_cv_user')
         batch_op.drop_index('ix_cv_path_txt')

@@ -1,0 +1,118 @@
+"""What a rule reads, and keeping the typed index (`customer_value`) for exactly the paths some segment
+of the workspace reads.
+
+Writes pay only for indexed paths: with no segment (or none reading the written fields) a write costs
+one cached lookup. `indexed_path` records which paths are maintained; a path a segment starts reading is
+backfilled once, in the transaction that saves the segment, and a path no segment reads any more is
+dropped.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, and_, delete, select
+
+from engine.db import bulk_insert
+from engine.models import endpoints, users
+from engine.segment_models import customer_values, indexed_paths
+from engine.segments.documents import UserRow, EndpointRow, value_rows
+
+NOT_INDEXED = ("segments", "imported", "endpoints", "")
+BACKFILL_CHUNK = 20_000
+
+
+def rule_reads(logic: Any, facts: dict[str, dict[str, Any]]) -> tuple[frozenset[str], frozenset[str], bool]:
+    """(user-level paths, endpoint-level paths, reads endpoints at all) of an expanded rule.
+    Mirrors the SQL translation: user vars at the top level, endpoint vars inside some/all/none over
+    `endpoints`; other iterations are left to Python, which reads the document, not the index."""
+    user: set[str] = set()
+    ep: set[str] = set()
+    touches_endpoints = False
+
+    def walk(n: Any, scope: str) -> None:
+        nonlocal touches_endpoints
+        if isinstance(n, list):
+            for x in n:
+                walk(x, scope)
+            return
+        if not isinstance(n, dict):
+            return
+        for op, args in n.items():
+            if op == "var":
+                path = args[0] if isinstance(args, list) and args else args
+                if isinstance(path, str):
+                    if scope == "user" and path == "endpoints":
+                        touches_endpoints = True
+                    elif scope == "user" and path not in NOT_INDEXED and not path.startswith("behaviour."):
+                        user.add(path)
+                    elif scope == "endpoint" and path:
+                        ep.add(path)
+                walk(args, scope)
+            elif op in ("some", "all", "none") and isinstance(args, list) and len(args) == 2:
+                walk(args[0], scope)
+                src = args[0]
+                over_eps = scope == "user" and isinstance(src, dict) and src.get("var") == "endpoints"
+                walk(args[1], "endpoint" if over_eps else "item")
+            else:
+                walk(args, scope)
+
+    walk(logic, "user")
+    for f in facts.values():
+        if f["type"] in ("date", "ago"):
+            user.add(f["path"])
+        if f["type"] in ("km", "since_active"):
+            touches_endpoints = True
+    return frozenset(user), frozenset(ep), touches_endpoints or bool(ep)
+
+
+def maintained(conn: Connection, workspace_id: int) -> set[tuple[str, str]]:
+    """(scope, path) pairs the index holds: scope 'u' (user level, ep = 0) or 'e' (endpoints)."""
+    return {(s, p) for s, p in conn.execute(select(indexed_paths.c.scope, indexed_paths.c.path).where(
+        indexed_paths.c.workspace_id == workspace_id))}
+
+
+def sync(conn: Connection, workspace_id: int, want: set[tuple[str, str]], drop_unwanted: bool = True) -> bool:
+    """Make the index hold `want`: backfill new paths, drop paths nothing reads. True when it changed."""
+    have = maintained(conn, workspace_id)
+    new = want - have
+    old = have - want if drop_unwanted else set()
+    for scope, path in old:
+        ep_cond = customer_values.c.ep == 0 if scope == "u" else customer_values.c.ep != 0
+        conn.execute(delete(customer_values).where(and_(
+            customer_values.c.workspace_id == workspace_id, customer_values.c.path == path, ep_cond)))
+        conn.execute(delete(indexed_paths).where(
+            indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == scope, indexed_paths.c.path == path))
+    if new:
+        _backfill(conn, workspace_id, {p for s, p in new if s == "u"}, {p for s, p in new if s == "e"})
+        bulk_insert(conn, indexed_paths, [{"workspace_id": workspace_id, "scope": s, "path": p} for s, p in sorted(new)])
+    return bool(new or old)
+
+
+def _backfill(conn: Connection, workspace_id: int, user_paths: set[str], ep_paths: set[str]) -> None:
+    """Typed rows of every customer of the workspace for these paths, in keyset-paged chunks (bounded memory)."""
+    if user_paths:
+        for chunk in _paged(conn, users, list(UserRow._fields), workspace_id):
+            rows = [r for u in chunk for r in value_rows(workspace_id, UserRow(*u), (), user_paths, ())]
+            bulk_insert(conn, customer_values, rows)
+    if ep_paths:
+        for chunk in _paged(conn, endpoints, list(EndpointRow._fields), workspace_id):
+            rows = []
+            for e in chunk:
+                ep = EndpointRow(*e)
+                ep = ep._replace(opt_out=bool(ep.opt_out))
+                # user_pk must be the owner's: value_rows takes it from the user row it is given
+                owner = UserRow(ep.user_pk, None, {}, {}, None, None)
+                rows += value_rows(workspace_id, owner, [ep], (), ep_paths)
+            bulk_insert(conn, customer_values, rows)
+
+
+def _paged(conn: Connection, table, columns: list[str], workspace_id: int) -> Iterable[list[tuple]]:
+    after = 0
+    cols = [table.c[c] for c in columns]
+    while True:
+        part = conn.execute(select(*cols).where(table.c.workspace_id == workspace_id, table.c.id > after)
+                            .order_by(table.c.id).limit(BACKFILL_CHUNK)).all()
+        if not part:
+            return
+        yield [tuple(r) for r in part]
+        after = part[-1][0]
