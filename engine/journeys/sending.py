@@ -77,7 +77,7 @@ def _record_sync(db, workspace_id, channel_type, template_id, sends, journey_id,
                                      "variant": s.variant, "message_id": mid, "template_id": template_id}))
             outcomes.append(SendOutcome(user_pk=s.user_pk, status="sent", message_ids=[mid]))
         if batch:
-            _, stored = record(conn, workspace_id, batch)
+            _, stored, _ = record(conn, workspace_id, batch)
             changes.events_recorded(conn, workspace_id, stored)
             fresh = {r["event_id"] for r in stored}
             outcomes = [o if o.status != "sent" or f"send:{o.message_ids[0]}" in fresh

@@ -87,7 +87,7 @@ def seed(db, ws_id: int, n: int) -> None:
                                  attributes={"message_id": f"s{i}", "channel": "sms", "provider_message_id": f"SM{i}",
                                              "transactional": True}))
         for start in range(0, len(batch), 5000):
-            _, rows = record(conn, ws_id, batch[start:start + 5000])
+            _, rows, _ = record(conn, ws_id, batch[start:start + 5000])
             changes.events_recorded(conn, ws_id, rows)
 
 

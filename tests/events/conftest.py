@@ -48,7 +48,7 @@ def send_event(message_id: str, *, endpoint_id: str, channel: str = "email", ts_
 
 def record_events(db, ws: WorkspaceRef, batch: list[EventIn]) -> None:
     with db.begin() as conn:
-        _, rows = record(conn, ws.id, batch)
+        _, rows, _ = record(conn, ws.id, batch)
         changes.events_recorded(conn, ws.id, rows)
 
 
