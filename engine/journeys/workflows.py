@@ -94,10 +94,10 @@ class JourneyCohortWorkflow:
                     return
             fresh = sum(1 for m in members if m.deadline is None and m.since is None)
             self.arrive(node_id, len(members), fresh)
-            try:
-                routes = await getattr(self, self.HANDLERS[kind])(node, members)
-            finally:
-                self.arrive(node_id, -len(members), 0)
+            routes = await getattr(self, self.HANDLERS[kind])(node, members)
+            # Not in a `finally`: when a worker stops, Temporal closes evicted workflows' coroutines outside
+            # the workflow loop, where upserting search attributes raises.
+            self.arrive(node_id, -len(members), 0)
             moves: list[tuple[str, list[Member]]] = []
             for target, ms in routes:
                 if not ms:
