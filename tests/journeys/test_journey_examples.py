@@ -36,7 +36,7 @@ def test_load_resources_finds_segments_and_templates_with_their_lines():
     by_kind = {(r.kind, r.id): r for r in resources}
     assert {i for k, i in by_kind if k == "Segment"} == {"all-users", "trial-users"}
     assert {i for k, i in by_kind if k == "Template"} == {
-        "welcome-email", "digest-email", "cart-reminder-a", "cart-reminder-b", "cart-reminder-sms"}
+        "welcome-email", "digest-email", "cart-reminder-a", "cart-reminder-b", "cart-reminder-sms", "launch-email"}
     sms = by_kind[("Template", "cart-reminder-sms")]
     assert sms.doc["channel"] == "SMS" and "fr" in sms.doc["locales"]
     assert sms.path.endswith("templates.yaml") and sms.line > 1
