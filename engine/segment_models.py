@@ -78,12 +78,15 @@ class CustomerValue(SQLModel, table=True):
 
 class IndexedPath(SQLModel, table=True):
     """The paths `customer_value` holds for a workspace: those some segment reads (see segments/paths.py).
-    scope 'u': user-level values (ep = 0); 'e': endpoint values."""
+    scope 'u': user-level values (ep = 0); 'e': endpoint values. A user-level path also has a `slot`: its
+    columns k{slot} (kind), n{slot} (num), t{slot} (txt), d{slot} (ts) in the workspace's wide table
+    `cv_wide_{workspace_id}` (one row per customer; see segments/paths.py)."""
 
     __tablename__ = "indexed_path"
     workspace_id: int = Field(primary_key=True)
     scope: str = Field(max_length=1, primary_key=True)
     path: str = Field(max_length=120, primary_key=True)
+    slot: Optional[int] = Field(default=None, sa_column=Column(Integer, nullable=True))
 
 
 class ImportJob(SQLModel, table=True):

@@ -122,14 +122,44 @@ def load_customers(conn: Connection, user_pks: list[int]) -> tuple[dict[int, Any
 
 def refresh_values(conn: Connection, workspace_id: int, user_pks: list[int],
                    loaded: tuple[dict[int, Any], dict[int, list[Any]]] | None,
-                   user_paths: Collection[str], ep_paths: Collection[str]) -> None:
-    """Rewrite the typed values of these users for the indexed paths (inside the write's transaction)."""
+                   user_paths: Collection[str], ep_paths: Collection[str], slots: dict[str, int] | None = None) -> None:
+    """Rewrite the typed values of these users for the indexed paths (inside the write's transaction):
+    their `customer_value` rows and, when user-level paths have slots, their wide-table rows."""
     found, eps = loaded or load_customers(conn, user_pks)
     for part in chunks(user_pks, 5000):
         conn.execute(delete(customer_values).where(customer_values.c.user_pk.in_(part)))
     rows = [r for pk in user_pks if pk in found
             for r in value_rows(workspace_id, found[pk], eps.get(pk, []), user_paths, ep_paths)]
     bulk_insert(conn, customer_values, rows)
+    if slots:
+        write_wide(conn, workspace_id, [pk for pk in user_pks if pk in found], rows, slots)
+
+
+def write_wide(conn: Connection, workspace_id: int, user_pks: list[int], rows: list[dict[str, Any]],
+               slots: dict[str, int]) -> None:
+    """Replace these users' rows of the wide table (segments/paths.py) from their value rows."""
+    from engine.segments.paths import wide_table
+
+    table = wide_table(workspace_id)
+    order = sorted(slots.items(), key=lambda kv: kv[1])
+    at = {p: 1 + 4 * i for i, (p, _) in enumerate(order)}
+    values = {pk: [pk] + [None] * (4 * len(order)) for pk in user_pks}
+    for r in rows:
+        i = at.get(r["path"])
+        if i is None or r["ep"] != 0 or r["kind"] == "i":
+            continue
+        values[r["user_pk"]][i:i + 4] = (r["kind"], r["num"], r["txt"], r["ts"])
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    for part in chunks(user_pks, 5000):
+        conn.exec_driver_sql(f"DELETE FROM {table} WHERE user_pk IN ({', '.join([mark] * len(part))})", tuple(part))
+    cols = ["user_pk"] + [f"{c}{s}" for _, s in order for c in ("k", "n", "t", "d")]
+    one = f"({', '.join([mark] * len(cols))})"
+    per = max(1, 32_000 // len(cols))
+    flat = list(values.values())
+    for start in range(0, len(flat), per):
+        part = flat[start:start + per]
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES " + ", ".join([one] * len(part)),
+                             tuple(v for row in part for v in row))
 
 
 def _endpoint_doc(e) -> dict[str, Any]:

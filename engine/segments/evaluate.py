@@ -83,6 +83,7 @@ class Rules:
     segs: list[Compiled]
     user_paths: frozenset[str]
     ep_paths: frozenset[str]
+    slots: dict[str, int] = field(default_factory=dict)  # user-level path -> wide-table slot
 
 
 _cache: dict[int, Rules] = {}
@@ -103,7 +104,8 @@ def workspace_rules(conn: Connection, workspace_id: int) -> Rules:
     compiled = topological([compile_segment(r.id, r.kind, r.rule) for r in rows])
     want = set().union(*(s.index_paths() for s in compiled)) if compiled else set()
     paths.sync(conn, workspace_id, want)
-    entry = Rules(stamp, compiled, frozenset(p for s, p in want if s == "u"), frozenset(p for s, p in want if s == "e"))
+    entry = Rules(stamp, compiled, frozenset(p for s, p in want if s == "u"), frozenset(p for s, p in want if s == "e"),
+                  paths.slots(conn, workspace_id))
     with _lock:
         _cache[workspace_id] = entry
     return entry
@@ -260,7 +262,12 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
     """Every member of the segment: SQL decides what it can, Python the unsure rows in batches."""
     ensure_indexed(conn, workspace_id, seg)
     ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
-    query = full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg))
+    slots = paths.slots(conn, workspace_id)
+    if seg.user_paths and seg.user_paths <= set(slots):  # one scan of the wide table, a row per customer
+        ctx.wide = slots
+        query = full_query(seg.logic, seg.facts, ctx, wide_table=paths.wide_table(workspace_id))
+    else:
+        query = full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg))
     members: set[int] = set()
     unsure: list[int] = []
     for pk, o in conn.execute(text(query), ctx.params):

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Collection
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, inspect, select
 
 from engine.batching import chunks
 from engine.segment_models import customer_values, segment_members, static_members
+from engine.segments import paths
 from engine.segments.documents import load_customers, refresh_values
 from engine.segments.evaluate import update_for_users, with_dependents, workspace_rules
 
@@ -36,12 +37,17 @@ def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
         return
     loaded = load_customers(conn, pks)
     if reindex:
-        refresh_values(conn, workspace_id, pks, loaded, ws_rules.user_paths, ws_rules.ep_paths)
+        refresh_values(conn, workspace_id, pks, loaded, ws_rules.user_paths, ws_rules.ep_paths, ws_rules.slots)
     update_for_users(conn, workspace_id, segs, pks, loaded)
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
+    wide = paths.wide_table(workspace_id)
+    has_wide = inspect(conn).has_table(wide)
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
     for part in chunks(sorted(set(user_pks))):
+        if has_wide:
+            conn.exec_driver_sql(f"DELETE FROM {wide} WHERE user_pk IN ({', '.join([mark] * len(part))})", tuple(part))
         conn.execute(delete(customer_values).where(customer_values.c.user_pk.in_(part)))
         conn.execute(delete(segment_members).where(segment_members.c.workspace_id == workspace_id,
                                                    segment_members.c.user_pk.in_(part)))

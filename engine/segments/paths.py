@@ -8,11 +8,12 @@ dropped.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterable
 
 from sqlalchemy import Connection, and_, delete, select
 
-from engine.db import bulk_insert
+from engine.db import _PLACEHOLDER, bulk_insert
 from engine.models import endpoints, users
 from engine.segment_models import customer_values, indexed_paths
 from engine.segments.documents import UserRow, EndpointRow, value_rows
@@ -71,20 +72,81 @@ def maintained(conn: Connection, workspace_id: int) -> set[tuple[str, str]]:
         indexed_paths.c.workspace_id == workspace_id))}
 
 
+def slots(conn: Connection, workspace_id: int) -> dict[str, int]:
+    """User-level path -> its column slot in the wide table."""
+    return {p: s for p, s in conn.execute(select(indexed_paths.c.path, indexed_paths.c.slot).where(
+        indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == "u",
+        indexed_paths.c.slot.is_not(None)))}
+
+
+def wide_table(workspace_id: int) -> str:
+    """The workspace's wide typed table: one row per customer (user_pk), and per user-level indexed path
+    four columns k{slot} kind, n{slot} num, t{slot} txt, d{slot} ts: the same values as the path's
+    `customer_value` row (list items stay there only). Full evaluation decides a rule with one WHERE over
+    one row per customer. Columns are added when a path first needs a slot and reused after it is dropped."""
+    return f"cv_wide_{int(workspace_id)}"
+
+
+WIDE_COLS = ("k", "n", "t", "d")
+
+
+def _wide_columns(conn: Connection, workspace_id: int) -> int:
+    """How many slots the wide table has columns for (creating the table when missing)."""
+    table = wide_table(workspace_id)
+    conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {table} (user_pk INTEGER PRIMARY KEY)")
+    if conn.dialect.name == "postgresql":
+        names = [r[0] for r in conn.exec_driver_sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s", (table,))]
+    else:
+        names = [r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")]
+    return sum(1 for n in names if n.startswith("k") and n[1:].isdigit())
+
+
+def _sql_types(conn: Connection) -> dict[str, str]:
+    real = "DOUBLE PRECISION" if conn.dialect.name == "postgresql" else "REAL"
+    return {"k": "TEXT", "n": real, "t": "TEXT", "d": "BIGINT"}
+
+
 def sync(conn: Connection, workspace_id: int, want: set[tuple[str, str]], drop_unwanted: bool = True) -> bool:
     """Make the index hold `want`: backfill new paths, drop paths nothing reads. True when it changed."""
     have = maintained(conn, workspace_id)
     new = want - have
     old = have - want if drop_unwanted else set()
+    table = wide_table(workspace_id)
+    taken = slots(conn, workspace_id)
     for scope, path in old:
         ep_cond = customer_values.c.ep == 0 if scope == "u" else customer_values.c.ep != 0
         conn.execute(delete(customer_values).where(and_(
             customer_values.c.workspace_id == workspace_id, customer_values.c.path == path, ep_cond)))
         conn.execute(delete(indexed_paths).where(
             indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == scope, indexed_paths.c.path == path))
+        if scope == "u" and path in taken:
+            s = taken.pop(path)
+            conn.exec_driver_sql(f"UPDATE {table} SET " + ", ".join(f"{c}{s} = NULL" for c in WIDE_COLS))
     if new:
-        _backfill(conn, workspace_id, {p for s, p in new if s == "u"}, {p for s, p in new if s == "e"})
-        bulk_insert(conn, indexed_paths, [{"workspace_id": workspace_id, "scope": s, "path": p} for s, p in sorted(new)])
+        new_user = sorted(p for s, p in new if s == "u")
+        _backfill(conn, workspace_id, set(new_user), {p for s, p in new if s == "e"})
+        assigned: dict[str, int] = {}
+        if new_user:
+            have_cols = _wide_columns(conn, workspace_id)
+            free = (s for s in itertools.count() if s not in taken.values())
+            assigned = {p: next(free) for p in new_user}
+            types = _sql_types(conn)
+            for s in range(have_cols, max(assigned.values()) + 1):
+                for c in WIDE_COLS:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {c}{s} {types[c]}")
+            mark = _PLACEHOLDER[conn.dialect.paramstyle]
+            # every customer has a row while some user-level path is indexed (writes keep it so)
+            conn.exec_driver_sql(f"INSERT INTO {table} (user_pk) SELECT id FROM users WHERE workspace_id = {mark} "
+                                 f"ON CONFLICT (user_pk) DO NOTHING", (workspace_id,))
+            for p, s in assigned.items():
+                conn.exec_driver_sql(
+                    f"UPDATE {table} SET k{s} = cv.kind, n{s} = cv.num, t{s} = cv.txt, d{s} = cv.ts "
+                    f"FROM customer_value cv WHERE cv.workspace_id = {mark} AND cv.path = {mark} AND cv.ep = 0 "
+                    f"AND cv.kind <> 'i' AND cv.user_pk = {table}.user_pk", (workspace_id, p))
+        bulk_insert(conn, indexed_paths, [{"workspace_id": workspace_id, "scope": s, "path": p,
+                                           "slot": assigned.get(p) if s == "u" else None} for s, p in sorted(new)])
     return bool(new or old)
 
 

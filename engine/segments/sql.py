@@ -52,10 +52,17 @@ class Ctx:
     now: int
     params: dict[str, Any] = field(default_factory=dict)
     counter: itertools.count = field(default_factory=itertools.count)
+    wide: dict[str, int] | None = None  # user-level path -> slot, when the query runs over the wide table `w`
+    _seen: dict[Any, str] = field(default_factory=dict, repr=False)
 
     def p(self, value: Any) -> str:
+        key = (type(value), value) if isinstance(value, (str, int, float, bool, type(None))) else None
+        if key is not None and key in self._seen:  # one parameter per distinct literal
+            return self._seen[key]
         name = f"p{next(self.counter)}"
         self.params[name] = value
+        if key is not None:
+            self._seen[key] = ":" + name
         return ":" + name
 
     def collate(self, col: str) -> str:
@@ -107,44 +114,66 @@ class Leaf:
         return _SQLOP[self.op if self.var_first else _MIRROR[self.op]]
 
 
-def _cv_kind_sql(leaf: Leaf, kind: str, ctx: Ctx) -> str:
-    """The outcome for a stored value of this kind, as SQL over `cv`."""
+@dataclass
+class Cols:
+    """Where a value's columns are: a `customer_value` row `cv`, or a slot of the wide row `w`."""
+    num: str = "cv.num"
+    txt: str = "cv.txt"
+    items: str = "ci.user_pk = cv.user_pk AND ci.ep = cv.ep AND ci.path = cv.path"  # its list items in `ci`
+
+
+CV = Cols()
+
+
+def _cv_kind_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols = CV) -> str:
+    """The outcome for a stored value of this kind, as SQL over `cv` (or the columns `c`)."""
     form, lit = leaf.form, leaf.lit
     if kind == "x":
         return str(UNSURE)
     if kind == "b":
-        return f"(CASE WHEN cv.num = 1 THEN {leaf.probe(True)} ELSE {leaf.probe(False)} END)"
+        yes, no = leaf.probe(True), leaf.probe(False)
+        return str(yes) if yes == no else f"(CASE WHEN {c.num} = 1 THEN {yes} ELSE {no} END)"
     if form == "truthy":
         if kind in ("s", "t", "o"):
             return str(T)
         if kind == "z":
             return str(F)
-        return _case("cv.num <> 0" if kind == "n" else "cv.num > 0")
+        return _case(f"{c.num} <> 0" if kind == "n" else f"{c.num} > 0")
     if form == "cmp":
         if _is_number(lit) and leaf.op not in ("===", "!==") and kind in ("n", "s"):
-            return _case(f"cv.num {leaf.sql_op()} {ctx.p(float(lit))}")
+            return _case(f"{c.num} {leaf.sql_op()} {ctx.p(float(lit))}")
         if _is_number(lit) and leaf.op in ("===", "!==") and kind == "n":
-            return _case(f"cv.num {leaf.sql_op()} {ctx.p(float(lit))}")
+            return _case(f"{c.num} {leaf.sql_op()} {ctx.p(float(lit))}")
         if isinstance(lit, str) and kind in STRING_KINDS:
-            return _case(f"{ctx.collate('cv.txt')} {leaf.sql_op()} {ctx.p(lit)}")
+            return _case(f"{ctx.collate(c.txt)} {leaf.sql_op()} {ctx.p(lit)}")
     if form == "in_str" and isinstance(lit, str):
         if kind in STRING_KINDS and lit:
-            return _case(ctx.instr("cv.txt", ctx.p(lit)))
+            return _case(ctx.instr(c.txt, ctx.p(lit)))
         if kind == "l":
-            return _case(f"EXISTS (SELECT 1 FROM customer_value ci WHERE ci.user_pk = cv.user_pk AND ci.ep = cv.ep "
-                         f"AND ci.path = cv.path AND ci.kind = 'i' AND ci.txt = {ctx.p(lit)})")
+            return _case(f"EXISTS (SELECT 1 FROM customer_value ci WHERE {c.items} "
+                         f"AND ci.kind = 'i' AND ci.txt = {ctx.p(lit)})")
     if form == "in_list":
         strs = [x for x in lit if isinstance(x, str)]
         nums = [float(x) for x in lit if _is_number(x)]
         if kind in STRING_KINDS:
-            return _case(f"cv.txt IN ({', '.join(ctx.p(s) for s in strs)})") if strs else str(F)
+            return _case(f"{c.txt} IN ({', '.join(ctx.p(s) for s in strs)})") if strs else str(F)
         if kind == "n":
-            return _case(f"cv.num IN ({', '.join(ctx.p(n) for n in nums)})") if nums else str(F)
+            return _case(f"{c.num} IN ({', '.join(ctx.p(n) for n in nums)})") if nums else str(F)
     return str(leaf.probe_all(SAMPLES[kind]))
+
+
+def wide_cols(slot: int, path: str, ctx: Ctx) -> Cols:
+    return Cols(num=f"w.n{slot}", txt=f"w.t{slot}",
+                items=f"ci.user_pk = w.user_pk AND ci.ep = 0 AND ci.path = {ctx.p(path)}")
 
 
 def cv_leaf(leaf: Leaf, path: str, scope: Scope, ctx: Ctx) -> str:
     missing = leaf.probe(None, missing=True)
+    if scope.kind == "user" and ctx.wide is not None and path in ctx.wide:
+        slot = ctx.wide[path]
+        c = wide_cols(slot, path, ctx)
+        whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx, c)}" for k in ("n", "b", "l", "s", "t", "z", "o", "x"))
+        return f"(CASE w.k{slot} {whens} ELSE {missing} END)"  # no row value (NULL kind): missing
     whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx)}" for k in ("n", "b", "l", "s", "t", "z", "o", "x"))
     return (f"COALESCE((SELECT CASE cv.kind {whens} ELSE 3 END FROM customer_value cv "
             f"WHERE cv.user_pk = {scope.user} AND cv.path = {ctx.p(path)} AND cv.ep = {scope.ep} "
@@ -198,6 +227,9 @@ def fact_sql(fact: dict[str, Any], scope: Scope, ctx: Ctx) -> str | None:
         last = (f"(SELECT max(z.t) FROM (SELECT max(e.ts) AS t FROM event e WHERE e.user_pk = {u} UNION ALL "
                 f"SELECT max(p.effective_date) AS t FROM endpoint p WHERE p.user_pk = {u}) z)")
         return f"({ctx.p(ctx.now)} - {last})"
+    if kind in ("date", "ago") and ctx.wide is not None and fact["path"] in ctx.wide and scope.kind == "user":
+        ts = f"w.d{ctx.wide[fact['path']]}"
+        return ts if kind == "date" else f"({ctx.p(ctx.now)} - {ts})"
     if kind in ("date", "ago"):
         ts = (f"(SELECT cv.ts FROM customer_value cv WHERE cv.user_pk = {u} AND cv.path = {ctx.p(fact['path'])} "
               f"AND cv.ep = 0 AND cv.kind <> 'i')")
@@ -355,6 +387,41 @@ def _kind_sets(path: str, leaf: Leaf, ctx: Ctx, ws: str) -> tuple[list[str], lis
     return passing, unsure
 
 
+def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
+    """For a top-level `and` over the wide table: per conjunct that is a plain attribute leaf, a native
+    condition true for every row where the leaf can be 1 or 3 (a superset: it may let more through, the
+    outcome expression still decides). Most rows fail one of these cheap comparisons before any CASE."""
+    if not (isinstance(logic, dict) and list(logic) == ["and"] and isinstance(logic["and"], list)) or not ctx.wide:
+        return []
+    out = []
+    head, tail = "(CASE WHEN ", " THEN 1 ELSE 0 END)"
+    for conj in logic["and"]:
+        got = _leaf_of(conj)
+        if not got or got[0] not in ctx.wide:
+            continue
+        path, leaf = got
+        slot = ctx.wide[path]
+        c = wide_cols(slot, path, ctx)
+        conds: list[str] = []
+        kinds: list[str] = []
+        for k in ("n", "b", "l", "s", "t", "z", "o", "x"):
+            sql = _cv_kind_sql(leaf, k, ctx, c)
+            if sql in ("0", "2"):
+                continue
+            if sql.startswith(head) and sql.endswith(tail) and sql.count(" THEN ") == 1 and "EXISTS" not in sql:
+                cond = sql[len(head):-len(tail)]  # true only where this kind's columns are set, or looser
+                if cond not in conds:
+                    conds.append(cond)
+            else:
+                kinds.append(k)
+        if kinds:
+            conds.append(f"w.k{slot} IN ({', '.join(repr(k) for k in kinds)})")
+        if leaf.probe(None, missing=True) in (T, UNSURE):
+            conds.append(f"w.k{slot} IS NULL")
+        out.append(" OR ".join(conds) if conds else "1 = 0")
+    return out
+
+
 def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
     """For a top-level `and`, per conjunct that is a plain attribute leaf whose missing value cannot pass:
     an index range scan of the users for whom it can be true or unsure (disjoint kinds, so UNION ALL).
@@ -370,9 +437,15 @@ def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
     return out
 
 
-def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None) -> str:
-    """user pks with outcome 1 (member) or 3 (ask Python). With `driving` (one of driving_sets), only the
-    users it yields are looked at, each through covering lookups of its values, instead of every user."""
+def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None,
+               wide_table: str | None = None) -> str:
+    """user pks with outcome 1 (member) or 3 (ask Python). With `wide_table` (ctx.wide set), one scan of
+    the workspace's wide rows decides each customer on its own row. With `driving` (one of driving_sets),
+    only the users it yields are looked at, each through covering lookups of its values, instead of every user."""
+    if wide_table:
+        expr = Translator(ctx, facts).node(logic, Scope(user="w.user_pk", ep="0", kind="user"))
+        pre = "".join(f"({c}) AND " for c in wide_prefilters(logic, ctx))
+        return f"SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table} w WHERE {pre}{expr} IN (1, 3)"
     expr = outcome_sql(logic, facts, ctx)
     ws = ctx.p(ctx.workspace_id)
     if driving:  # its rows are the workspace's (customer_value.workspace_id), one per user

@@ -17,7 +17,8 @@ from engine.clock import now_ms
 from engine.schemas import Demographic, EndpointBatchItem, EventIn, UserBatchItem
 from engine.segments.documents import documents
 from engine.segments.evaluate import compile_segment, ensure_indexed, full_members, python_member
-from engine.segments.sql import Ctx, outcome, outcome_sql
+from engine.segments import paths
+from engine.segments.sql import Ctx, Scope, Translator, outcome, outcome_sql
 from engine.workspaces import create_key
 
 EDGE_STR = ["", "0", "1", "5", "5.0", "-0", " 5", "007", "1e3", "abc", "ABC", "Abc", "a%b", "a_b", "%", "_",
@@ -116,5 +117,15 @@ def test_sql_agrees_with_python(db, people, rules):
             for pk, doc in docs.items():
                 if rows[pk] != 3:
                     assert rows[pk] == outcome(seg.logic, doc), (rule, doc)
+            slots = paths.slots(conn, ws.id)
+            if seg.user_paths and seg.user_paths <= set(slots):  # the same rule over the wide table
+                wctx = Ctx(dialect=conn.dialect.name, workspace_id=ws.id, now=now, wide=slots)
+                wexpr = Translator(wctx, seg.facts).node(seg.logic, Scope(user="w.user_pk", ep="0", kind="user"))
+                wrows = dict(conn.execute(text(f"SELECT w.user_pk, {wexpr} FROM {paths.wide_table(ws.id)} w"),
+                                          wctx.params).all())
+                assert set(wrows) == set(docs)
+                for pk, doc in docs.items():
+                    if wrows[pk] != 3:
+                        assert wrows[pk] == outcome(seg.logic, doc), (rule, doc)
             expected = {pk for pk, doc in docs.items() if python_member(seg, doc)}
             assert full_members(conn, ws.id, seg, now) == expected, rule

@@ -32,6 +32,7 @@ def upgrade() -> None:
     sa.Column('workspace_id', sa.Integer(), nullable=False),
     sa.Column('scope', sqlmodel.sql.sqltypes.AutoString(length=1), nullable=False),
     sa.Column('path', sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
+    sa.Column('slot', sa.Integer(), nullable=True),
     sa.PrimaryKeyConstraint('workspace_id', 'scope', 'path')
     )
     op.create_table('import_job',
