@@ -230,16 +230,13 @@ def format_journey_stats(m: dict) -> str:
 
 
 def cmd_journeys_stats(args, settings: Settings) -> int:
-    from engine.clock import iso_to_ms
+    from engine.clock import duration_seconds, iso_to_ms
     from engine.metrics import journey_metrics
     from engine.workspaces import find_workspace
 
     db = _db(settings)
     ws = find_workspace(db, args.workspace)
-    within = None
-    if args.within:
-        units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-        within = int(args.within[:-1]) * units[args.within[-1]] if args.within[-1] in units else int(args.within)
+    within = duration_seconds(args.within) if args.within else None
     m = journey_metrics(db, ws, args.journey_id, version=args.version,
                         goal=args.goal, within_seconds=within,
                         since_ms=iso_to_ms(args.since) if args.since else None,
