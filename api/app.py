@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if runner_task is not None:
                 app.state.stream_runner.wakeup.set()
                 await runner_task
+            from plugins.email_smtp import close_pools
+
+            await close_pools()  # QUIT the pooled SMTP connections of this loop
             app.state.db.dispose()
 
     v1 = Router(

@@ -179,7 +179,8 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[Se
     failures: dict[int, TemplateRenderError] = {}
     links = None
     if any(units[i].channel_type == "EMAIL" for i in todo):
-        links = await asyncio.to_thread(Links.of, db, ws_id)
+        known = tracking.cached_key(db, ws_id) is not None  # no thread hop once the key is cached
+        links = Links(db, ws_id, public_url()) if known else await asyncio.to_thread(Links.of, db, ws_id)
     for i in todo:  # rendering needs nothing from the database, so it runs before the one write below
         u = units[i]
         try:
