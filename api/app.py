@@ -16,7 +16,7 @@ from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
 from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, public_router
-from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, PUBLIC as MESSAGING_PUBLIC, plugin_manager
+from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
 from api.routes.segments import ImportController, SegmentController
 from api.temporal import TemporalHandle
 from engine.channel_config import load_plugins
@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if runner_task is not None:
                 app.state.stream_runner.wakeup.set()
                 await runner_task
+            from plugins.email_smtp import close_pools
+
+            await close_pools()  # QUIT the pooled SMTP connections of this loop
             app.state.db.dispose()
 
     v1 = Router(
@@ -68,7 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
     return Litestar(
-        route_handlers=[health, v1, public_router, *MESSAGING_PUBLIC],
+        route_handlers=[health, v1, public_router],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Any, Mapping
+from urllib.parse import quote
 
 import msgspec
 from sqlalchemy import Connection, Engine, delete, select, update
@@ -82,7 +83,10 @@ def routes_for(conn: Connection, plugins: TidingsPluginManager, workspace_id: in
         if t in configured:
             r = configured[t]
             ch = plugins.channels.get(r.name)
-            out[t] = Route(name=r.name, channel=ch, config=dict(r.config), rate_limit=_effective_rate(ch, r.rate_limit),
+            config = dict(r.config)
+            if ch is not None and _wants_callback(ch, config):
+                config["status_callback_url"] = feedback_url(_workspace_name(conn, workspace_id), r.name)
+            out[t] = Route(name=r.name, channel=ch, config=config, rate_limit=_effective_rate(ch, r.rate_limit),
                            bucket_workspace=workspace_id, source="workspace",
                            error=None if ch else f"channel {r.name!r} is configured but its plugin is not loaded")
         elif t in defaults and defaults[t][0] in plugins.channels:
@@ -97,6 +101,19 @@ def routes_for(conn: Connection, plugins: TidingsPluginManager, workspace_id: in
     return out
 
 
+def _wants_callback(channel: Any, config: dict[str, Any]) -> bool:
+    """A channel whose provider calls back (a `status_callback_url` setting, as Twilio's) left unset: with a
+    public URL, point it at our own feedback endpoint, which verifies it with this very config."""
+    return (not config.get("status_callback_url") and bool(os.environ.get("TIDINGS_PUBLIC_URL"))
+            and any(f.name == "status_callback_url" for f in getattr(channel, "config_fields", ())))
+
+
+def _workspace_name(conn: Connection, workspace_id: int) -> str:
+    from engine.models import workspaces
+
+    return conn.execute(select(workspaces.c.name).where(workspaces.c.id == workspace_id)).scalar_one()
+
+
 # --------------------------------------------------------------------------- API side
 
 
@@ -104,6 +121,10 @@ class ChannelPut(msgspec.Struct, forbid_unknown_fields=True):
     config: dict[str, Any] = {}
     rate_limit: float | None = None  # messages per second; None = the channel's default_rate_limit
     channel_types: list[ChannelType] | None = None  # default: the channel's own type (outbox: every type)
+    # Authenticates POST /feedback/{workspace}/{name} in Tidings' generic format, for channels without a
+    # provider callback format of their own ("***" keeps the stored one). Channels with one (Twilio)
+    # are verified with `config` (the auth token) instead.
+    feedback_secret: str | None = None
 
 
 class ChannelOut(msgspec.Struct):
@@ -113,6 +134,14 @@ class ChannelOut(msgspec.Struct):
     rate_limit: float | None
     effective_rate_limit: float | None
     updated_at: str
+    feedback_url: str  # where the provider (or your MTA) posts delivery feedback for this channel
+    feedback_secret: str | None = None  # "***" when set
+
+
+def feedback_url(ws_name: str, channel: str) -> str:
+    """POST /feedback/{workspace}/{channel}, under TIDINGS_PUBLIC_URL when it is set."""
+    base = os.environ.get("TIDINGS_PUBLIC_URL", "").rstrip("/")
+    return f"{base}/feedback/{quote(ws_name, safe='')}/{quote(channel, safe='')}"
 
 
 def _config_field(message: str) -> str:
@@ -145,6 +174,13 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
             resolve_config(channel, config)
         except ChannelConfigError as exc:
             raise InvalidInput(str(exc), field=_config_field(str(exc))) from None
+        secret = body.feedback_secret
+        if secret == REDACTED:
+            if row is None or not row.feedback_secret:
+                raise InvalidInput("no stored feedback_secret to keep; send the real value", field="feedback_secret")
+            secret = row.feedback_secret
+        if secret is not None and not 16 <= len(secret) <= 255:
+            raise InvalidInput("feedback_secret is 16-255 characters", field="feedback_secret")
         taken = conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name).where(
             channel_routes.c.workspace_id == ws.id, channel_routes.c.channel_type.in_(types),
             channel_routes.c.name != name)).all()
@@ -155,22 +191,25 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
         now = now_ms()
         if row is None:
             conn.execute(channel_configs.insert().values(workspace_id=ws.id, name=name, config=config,
-                                                         rate_limit=body.rate_limit, created_at=now, updated_at=now))
+                                                         rate_limit=body.rate_limit, feedback_secret=secret,
+                                                         created_at=now, updated_at=now))
         else:
             conn.execute(update(channel_configs).where(channel_configs.c.id == row.id).values(
-                config=config, rate_limit=body.rate_limit, updated_at=now))
+                config=config, rate_limit=body.rate_limit, feedback_secret=secret, updated_at=now))
         conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
         try:
             conn.execute(channel_routes.insert(), [{"workspace_id": ws.id, "channel_type": t, "name": name} for t in types])
         except IntegrityError:  # a concurrent PUT took the type first
             raise Conflict("another channel now serves one of these types; retry", field="channel_types") from None
-    return _out(channel, name, types, config, body.rate_limit, now)
+    return _out(ws, channel, name, types, config, body.rate_limit, now, secret)
 
 
-def _out(channel: Any, name: str, types: list[str], config: dict, rate: float | None, updated: int) -> ChannelOut:
+def _out(ws: WorkspaceRef, channel: Any, name: str, types: list[str], config: dict, rate: float | None,
+         updated: int, secret: str | None) -> ChannelOut:
     return ChannelOut(name=name, channel_types=types, config=redact_config(channel, config) if channel else
                       {k: REDACTED for k in config}, rate_limit=rate,
-                      effective_rate_limit=_effective_rate(channel, rate), updated_at=ms_to_iso(updated))
+                      effective_rate_limit=_effective_rate(channel, rate), updated_at=ms_to_iso(updated),
+                      feedback_url=feedback_url(ws.name, name), feedback_secret=REDACTED if secret else None)
 
 
 def list_channels(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef) -> dict[str, Any]:
@@ -182,8 +221,8 @@ def list_channels(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef) -
                                  .where(channel_routes.c.workspace_id == ws.id)):
             types.setdefault(n, []).append(t)
         routes = routes_for(conn, plugins, ws.id, ALL_TYPES)
-    items = [_out(plugins.channels.get(r.name), r.name, sorted(types.get(r.name, []), key=ALL_TYPES.index),
-                  r.config, r.rate_limit, r.updated_at) for r in rows]
+    items = [_out(ws, plugins.channels.get(r.name), r.name, sorted(types.get(r.name, []), key=ALL_TYPES.index),
+                  r.config, r.rate_limit, r.updated_at, r.feedback_secret) for r in rows]
     return {"items": items,
             "routes": {t: {"channel": r.name, "source": r.source, "rate_limit": r.rate_limit} for t, r in routes.items()}}
 

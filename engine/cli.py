@@ -230,23 +230,14 @@ def format_journey_stats(m: dict) -> str:
 
 
 def cmd_journeys_stats(args, settings: Settings) -> int:
-    from engine.clock import iso_to_ms
-    from engine.errors import NotFound
+    from engine.clock import duration_seconds, iso_to_ms
     from engine.metrics import journey_metrics
-    from engine.models import workspaces
-    from engine.workspaces import WorkspaceRef
-    from sqlalchemy import select
+    from engine.workspaces import find_workspace
 
     db = _db(settings)
-    with db.connect() as conn:
-        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == args.workspace)).scalar()
-    if ws_id is None:
-        raise NotFound(f"no workspace {args.workspace!r}", field="workspace")
-    within = None
-    if args.within:
-        units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-        within = int(args.within[:-1]) * units[args.within[-1]] if args.within[-1] in units else int(args.within)
-    m = journey_metrics(db, WorkspaceRef(ws_id, args.workspace), args.journey_id, version=args.version,
+    ws = find_workspace(db, args.workspace)
+    within = duration_seconds(args.within) if args.within else None
+    m = journey_metrics(db, ws, args.journey_id, version=args.version,
                         goal=args.goal, within_seconds=within,
                         since_ms=iso_to_ms(args.since) if args.since else None,
                         until_ms=iso_to_ms(args.until) if args.until else None)
@@ -310,21 +301,6 @@ def _channel_kind(channel) -> str:
     return f"{kind}, {rate:g}/s" if rate else kind
 
 
-def _workspace(db, name: str):
-    from sqlalchemy import select
-
-    from engine.errors import NotFound
-    from engine.models import workspaces
-    from engine.workspaces import WorkspaceRef
-
-    with db.connect() as conn:
-        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
-    if ws_id is None:
-        raise NotFound(f"no workspace {name!r} (create one with: tidings keys create --workspace {name})",
-                       field="workspace")
-    return WorkspaceRef(ws_id, name)
-
-
 def cmd_send(args, settings: Settings) -> int:
     import json
 
@@ -333,9 +309,10 @@ def cmd_send(args, settings: Settings) -> int:
     from engine.channel_config import load_plugins
     from engine.errors import InvalidInput
     from engine.transactional import MessageRequest, send
+    from engine.workspaces import find_workspace
 
     db = _db(settings)
-    ws = _workspace(db, args.workspace)
+    ws = find_workspace(db, args.workspace)
     inline = {k: getattr(args, k) for k in ("subject", "text", "html", "body", "title") if getattr(args, k)}
     try:
         data = json.loads(args.data) if args.data else {}
@@ -357,8 +334,9 @@ def cmd_send(args, settings: Settings) -> int:
 
 def cmd_templates_ls(args, settings: Settings) -> int:
     from engine.templates_store import list_templates
+    from engine.workspaces import find_workspace
 
-    rows = list_templates(_db(settings), _workspace(_db(settings), args.workspace))
+    rows = list_templates(_db(settings), find_workspace(_db(settings), args.workspace))
     print(f"{'TEMPLATE':30} {'CHANNEL':8} {'VERSION':>7}  UPDATED")
     for t in rows:
         print(f"{t.id:30} {t.channel:8} {t.version:>7}  {t.updated_at}")

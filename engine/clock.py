@@ -25,3 +25,20 @@ def datetime_to_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp() * 1000)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: int | str) -> int:
+    """`3600`, `"3600"`, `"90m"`, `"12h"`, `"7d"`, `"2w"` -> seconds (positive); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int):
+        n = value
+    else:
+        text = value.strip()
+        n = int(text[:-1]) * _UNITS[text[-1]] if text and text[-1] in _UNITS else int(text)
+    if n <= 0:
+        raise ValueError(f"a duration is positive, got {value!r}")
+    return n

@@ -38,18 +38,6 @@ class TrackingSecret(SQLModel, table=True):
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
-class FeedbackSetting(SQLModel, table=True):
-    """How a workspace's provider callbacks for one channel are verified: the settings handed to the
-    plugin's `parse_feedback` (e.g. Twilio's auth_token) and/or a shared secret for the generic format."""
-
-    __tablename__ = "feedback_setting"
-    workspace_id: int = Field(foreign_key="workspace.id", primary_key=True)
-    channel: str = Field(max_length=64, primary_key=True)
-    config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    secret: Optional[str] = Field(default=None, max_length=255)
-    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
-
-
 class EventStream(SQLModel, table=True):
     """A configured sink: where events go, which ones, in which shape, and how far delivery got."""
 
@@ -94,6 +82,5 @@ class DeadLetter(SQLModel, table=True):
 
 message_refs = MessageRef.__table__
 tracking_secrets = TrackingSecret.__table__
-feedback_settings = FeedbackSetting.__table__
 event_streams = EventStream.__table__
 dead_letters = DeadLetter.__table__

@@ -1,10 +1,11 @@
 """Provider feedback (`POST /feedback/{workspace}/{channel}`) and recipients' responses through tracking URLs.
 
 Feedback: the request goes to the channel plugin's `parse_feedback(headers, body, config, url=...)`,
-which checks the provider's signature with the workspace's settings for that channel (stored by
-`PUT /v1/feedback-settings/{channel}`). Channels without `parse_feedback` accept Tidings' generic JSON
-format, authenticated by the per-channel secret: either `X-Tidings-Signature` (HMAC-SHA256, as the
-webhook channel signs) or `Authorization: Bearer <secret>`.
+which checks the provider's signature with the workspace's config of that channel, the one it sends
+with (`PUT /v1/channels/{name}`: e.g. Twilio's auth_token). Channels without `parse_feedback` accept
+Tidings' generic JSON format, authenticated by the channel's `feedback_secret` (also set by
+`PUT /v1/channels/{name}`): either `X-Tidings-Signature` (HMAC-SHA256, as the webhook channel signs)
+or `Authorization: Bearer <secret>`.
 
 Each FeedbackEvent finds its message by our id (when the provider echoes it) or by the provider's id
 (the `provider_message_id` of the send event), and becomes a message event with the message's identity.
@@ -16,22 +17,15 @@ from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, select
 
-from engine.channels import ChannelConfigError, FeedbackEvent, FeedbackSignatureError, redact_config
-from engine.clock import datetime_to_ms, now_ms
-from engine.db import insert_ignoring_conflicts, reading
+from engine.channels import ChannelConfigError, FeedbackEvent, FeedbackSignatureError
+from engine.clock import datetime_to_ms
+from engine.db import reading
 from engine.errors import Forbidden, InvalidInput, NotFound
-from engine.event_tables import feedback_settings
 from engine.message_events import FEEDBACK_TYPES, MessageRef, Occurrence, find_messages, opt_out, record_occurrences
+from engine.messaging_models import channel_configs
 from engine.models import workspaces
-from engine.schemas import Body
-from engine.workspaces import WorkspaceRef
-
-
-class FeedbackSettingIn(Body):
-    config: dict[str, Any] = {}
-    secret: str | None = None
 
 
 class GenericFeedback(msgspec.Struct, kw_only=True):
@@ -53,51 +47,6 @@ class FeedbackResult(msgspec.Struct):
     recorded: int
     duplicates: int
     unmatched: int
-
-
-def _channel(plugins: Any, name: str) -> Any:
-    ch = plugins.channels.get(name)
-    if ch is None:
-        raise NotFound(f"no channel {name!r}", field="channel")
-    return ch
-
-
-def put_setting(db: Engine, plugins: Any, ws: WorkspaceRef, channel: str, data: FeedbackSettingIn) -> dict[str, Any]:
-    ch = _channel(plugins, channel)
-    if getattr(ch, "parse_feedback", None) is None and not data.secret:
-        raise InvalidInput(f"channel {channel!r} has no provider callbacks of its own: give a secret for the "
-                           "generic format", field="secret")
-    if getattr(ch, "parse_feedback", None) is not None:
-        try:
-            ch.resolve_config(data.config) if hasattr(ch, "resolve_config") else None
-        except ChannelConfigError as exc:
-            raise InvalidInput(str(exc), field="config") from None
-    row = {"workspace_id": ws.id, "channel": channel, "config": data.config, "secret": data.secret,
-           "updated_at": now_ms()}
-    with db.begin() as conn:
-        conn.execute(delete(feedback_settings).where(feedback_settings.c.workspace_id == ws.id,
-                                                     feedback_settings.c.channel == channel))
-        conn.execute(insert_ignoring_conflicts(conn, feedback_settings, ["workspace_id", "channel"]).values(**row))
-    return get_setting(db, plugins, ws, channel)
-
-
-def get_setting(db: Engine, plugins: Any, ws: WorkspaceRef, channel: str) -> dict[str, Any]:
-    ch = _channel(plugins, channel)
-    with reading(db) as conn:
-        row = conn.execute(select(feedback_settings).where(
-            feedback_settings.c.workspace_id == ws.id, feedback_settings.c.channel == channel)).first()
-    if row is None:
-        raise NotFound(f"feedback is not configured for channel {channel!r}", field="channel")
-    return {"channel": channel, "config": redact_config(ch, row.config), "secret": "***" if row.secret else None,
-            "path": f"/feedback/{ws.name}/{channel}"}
-
-
-def delete_setting(db: Engine, ws: WorkspaceRef, channel: str) -> None:
-    with db.begin() as conn:
-        n = conn.execute(delete(feedback_settings).where(feedback_settings.c.workspace_id == ws.id,
-                                                         feedback_settings.c.channel == channel)).rowcount
-    if not n:
-        raise NotFound(f"feedback is not configured for channel {channel!r}", field="channel")
 
 
 def _bearer(headers: dict[str, str]) -> str:
@@ -139,11 +88,12 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
     headers = {k.lower(): v for k, v in headers.items()}
     with reading(db) as conn:
         ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == workspace)).scalar()
-        setting = None if ws_id is None else conn.execute(select(feedback_settings).where(
-            feedback_settings.c.workspace_id == ws_id, feedback_settings.c.channel == channel)).first()
+        setting = None if ws_id is None else conn.execute(
+            select(channel_configs.c.config, channel_configs.c.feedback_secret).where(
+                channel_configs.c.workspace_id == ws_id, channel_configs.c.name == channel)).first()
     ch = plugins.channels.get(channel)
     if ws_id is None or ch is None or setting is None:
-        raise NotFound("no such feedback endpoint")
+        raise NotFound("no such feedback endpoint (the channel is not configured in this workspace)")
     parse = getattr(ch, "parse_feedback", None)
     if parse is not None:
         try:
@@ -151,11 +101,11 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
         except FeedbackSignatureError as exc:
             raise Forbidden(str(exc)) from None
         except ChannelConfigError as exc:
-            raise InvalidInput(f"feedback settings of channel {channel!r}: {exc}") from None
+            raise InvalidInput(f"settings of channel {channel!r}: {exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"feedback body: {exc}") from None
     else:
-        fb = _generic(headers, body, setting.secret, channel)
+        fb = _generic(headers, body, setting.feedback_secret, channel)
     with db.begin() as conn:
         stored, dups, unmatched = record_feedback(conn, ws_id, fb)
     return FeedbackResult(received=len(fb), recorded=stored, duplicates=dups, unmatched=unmatched)

@@ -1,16 +1,14 @@
-"""Reading messages back: one message with its events, the outbox, and the unsubscribe link's effect."""
+"""Reading messages back: one message with its events, and the outbox."""
 from __future__ import annotations
 
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 
-from engine import changes
-from engine.clock import ms_to_iso, now_ms
+from engine.clock import ms_to_iso
 from engine.db import reading
 from engine.errors import NotFound
-from engine.messages import EVENT_PREFIX, store_events
 from engine.messaging_models import messages, outbox_messages
 from engine.models import endpoints, events, users
 from engine.pagination import check_limit, decode_cursor, next_cursor
@@ -63,27 +61,3 @@ def list_outbox(db: Engine, ws: WorkspaceRef, *, address: str | None = None, cur
     items = [{"message_id": r.message_id, "channel_type": r.channel_type, "address": r.address, **r.content,
               "created_at": ms_to_iso(r.created_at)} for r in rows]
     return Page(items=items, next_cursor=next_cursor(rows, limit))
-
-
-def unsubscribe(db: Engine, message_id: str) -> str:
-    """The List-Unsubscribe link: opt out the endpoint(s) the message went to. The message id is random
-    (122 bits) and only its recipient has it, which is what authorises the request."""
-    with db.begin() as conn:
-        m = conn.execute(select(messages).where(messages.c.message_id == message_id)).first()
-        if m is None:
-            raise NotFound("unknown or expired unsubscribe link", field="message_id")
-        cond = (endpoints.c.id == m.endpoint_pk) if m.endpoint_pk is not None else (
-            (endpoints.c.workspace_id == m.workspace_id) & (endpoints.c.channel == m.channel_type)
-            & (endpoints.c.address == m.address))
-        hit = conn.execute(select(endpoints.c.id, endpoints.c.user_pk).where(cond)).all()
-        if hit:
-            now = now_ms()
-            conn.execute(update(endpoints).where(endpoints.c.id.in_([h.id for h in hit])).values(opt_out=True,
-                                                                                               updated_at=now))
-            store_events(conn, m.workspace_id, [
-                {"workspace_id": m.workspace_id, "event_id": f"{message_id}.unsubscribed.{h.id}", "user_pk": h.user_pk,
-                 "endpoint_pk": h.id, "name": f"_{EVENT_PREFIX[m.channel_type]}.unsubscribed",
-                 "attributes": {"message_id": message_id, "channel": m.channel}, "metrics": {}, "ts": now,
-                 "received_at": now} for h in hit])
-            changes.customers_changed(conn, m.workspace_id, sorted({h.user_pk for h in hit}))
-    return m.address

@@ -23,11 +23,13 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine
 
-from engine import changes
+from engine import changes, tracking
 from engine.channel_config import Route, routes_for
 from engine.channels import ChannelType, OutgoingMessage, RetryPolicy, SendResult, send_with_retry
 from engine.clock import now_ms
 from engine.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.events import lock_event_order
+from engine.message_events import status_event_id
 from engine.messaging_models import messages
 from engine.models import endpoints, events, users
 from engine.rate_limit import burst_of, paced, reserve_in
@@ -175,11 +177,14 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[Se
         return outcomes  # type: ignore[return-value]
     pending: list[_Pending] = []
     failures: dict[int, TemplateRenderError] = {}
-    public_url = os.environ.get("TIDINGS_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+    links = None
+    if any(units[i].channel_type == "EMAIL" for i in todo):
+        known = tracking.cached_key(db, ws_id) is not None  # no thread hop once the key is cached
+        links = Links(db, ws_id, public_url()) if known else await asyncio.to_thread(Links.of, db, ws_id)
     for i in todo:  # rendering needs nothing from the database, so it runs before the one write below
         u = units[i]
         try:
-            built = [_build(ws_id, u, t, public_url) for t in u.targets]
+            built = [_build(ws_id, u, t, links) for t in u.targets]
         except TemplateRenderError as exc:
             failures[i] = exc
             continue
@@ -218,7 +223,32 @@ def _aggregate(u: Unit, mine: list[tuple[_Pending, SendResult]]) -> SendOutcome:
     return SendOutcome(user_pk=u.user_pk, status="failed", message_ids=ids, error=error, endpoint_ids=eps)
 
 
-def _build(ws_id: int, u: Unit, t: Target, public_url: str) -> OutgoingMessage:
+def public_url() -> str:
+    """Where recipients and providers reach this deployment (tracking links, unsubscribe, callbacks)."""
+    return (os.environ.get("TIDINGS_PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+
+
+@dataclass
+class Links:
+    """Signed tracking URLs of one workspace's emails (engine.tracking): the key is read once per delivery."""
+
+    db: Engine
+    ws_id: int
+    base: str
+
+    @classmethod
+    def of(cls, db: Engine, ws_id: int) -> "Links":
+        tracking.workspace_key(db, ws_id)  # made (or read) here, in a thread; cached for the calls below
+        return cls(db, ws_id, public_url())
+
+    def html(self, html: str, message_id: str) -> str:
+        return tracking.rewrite_html(html, self.ws_id, message_id, self.base, db=self.db)
+
+    def unsubscribe(self, message_id: str) -> str:
+        return tracking.unsubscribe_url(self.db, self.ws_id, message_id, self.base)
+
+
+def _build(ws_id: int, u: Unit, t: Target, links: Links | None) -> OutgoingMessage:
     if u.template is None:
         raise TemplateRenderError("template", f"no template {u.template_id!r} in this workspace", u.template_id)
     content = render(u.template, {"user": u.user or {}, "endpoint": t.context or {"address": t.address,
@@ -229,11 +259,15 @@ def _build(ws_id: int, u: Unit, t: Target, public_url: str) -> OutgoingMessage:
     payload = None
     if ct in (ChannelType.WEBHOOK, ChannelType.CUSTOM):
         payload = _payload(content.body, content.data)
+    html, unsubscribe = content.html, None
+    if ct == ChannelType.EMAIL and links is not None:  # open pixel, click redirects, one-click unsubscribe
+        html = links.html(html, mid) if html else html
+        unsubscribe = links.unsubscribe(mid)
     return OutgoingMessage(
-        message_id=mid, to=t.address, channel_type=ct, subject=content.subject, html=content.html,
+        message_id=mid, to=t.address, channel_type=ct, subject=content.subject, html=html,
         text=content.text, body=content.body, title=content.title, data=content.data, payload=payload,
         metadata={"workspace_id": ws_id, "template_id": u.template_id, **u.attrs}, idempotency_key=mid,
-        unsubscribe_url=f"{public_url}/unsubscribe/{mid}" if ct == ChannelType.EMAIL else None,
+        unsubscribe_url=unsubscribe,
     )
 
 
@@ -332,8 +366,8 @@ async def _send(db: Engine, pending: list[_Pending], units: list[Unit], claimed:
 
 def _attribution(u: Unit, channel: str) -> dict[str, Any]:
     base = {"channel": channel, "template_id": u.template_id}
-    if u.attrs.get("transactional"):
-        return {**base, "transactional": True}
+    if u.attrs.get("transactional"):  # goal: {"event", "within_seconds"}, read by engine.metrics
+        return {**base, "transactional": True, **({"goal": u.attrs["goal"]} if u.attrs.get("goal") else {})}
     return {**base, **{k: u.attrs.get(k) for k in ("journey_id", "journey_version", "step_id", "variant")}}
 
 
@@ -360,10 +394,15 @@ def _record(db: Engine, ws_id: int, units: list[Unit], pending: list[_Pending], 
             continue
         attrs = {"message_id": p.message_id, "endpoint_id": p.target.endpoint_id,
                  **_attribution(u, routes[u.channel_type].name)}
-        if not r.ok:
+        if r.ok:  # feedback finds the message by the provider's id (engine.message_events.index_sends)
+            if r.provider_message_id:
+                attrs["provider_message_id"] = str(r.provider_message_id)
+        else:
             attrs |= {"error": (r.error or "")[:MAX_ERROR], "permanent": r.permanent}
         kind = "send" if r.ok else "failed"
-        evs.append(_event_row(ws_id, f"{p.message_id}.{kind}", u.user_pk, p.target.endpoint_pk,
+        # `{message_id}:{type}`, as provider feedback names status events: a provider failure reported
+        # for a message we already recorded as failed counts once.
+        evs.append(_event_row(ws_id, status_event_id(p.message_id, kind), u.user_pk, p.target.endpoint_pk,
                               f"_{EVENT_PREFIX[u.channel_type]}.{kind}", attrs, now))
     with writing(db) as conn:
         bulk_update(conn, messages, updates)
@@ -384,5 +423,7 @@ def store_events(conn: Connection, ws_id: int, rows: list[dict[str, Any]]) -> No
     known = {eid for (eid,) in rows_where_in(conn, events, ["event_id"], "event_id", [r["event_id"] for r in fresh],
                                              {"workspace_id": ws_id})}
     fresh = [r for r in fresh if r["event_id"] not in known]
+    if fresh:
+        lock_event_order(conn, ws_id)  # stream readers page by event id (PostgreSQL)
     bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
     changes.events_recorded(conn, ws_id, fresh)

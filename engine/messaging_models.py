@@ -20,6 +20,8 @@ class ChannelConfig(SQLModel, table=True):
     name: str = Field(max_length=64)
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     rate_limit: Optional[float] = Field(default=None, sa_column=Column(Float, nullable=True))
+    # Shared secret of Tidings' generic feedback format (channels without parse_feedback of their own).
+    feedback_secret: Optional[str] = Field(default=None, max_length=255)
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 

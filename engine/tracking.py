@@ -90,6 +90,14 @@ def workspace_key(db: Engine | Connection, workspace: WorkspaceRef | int, secret
     return key
 
 
+def cached_key(db: Engine, workspace: WorkspaceRef | int) -> bytes | None:
+    """The workspace's key when it is known without touching the database (derived or cached), else None."""
+    ws_id = _ws_id(workspace)
+    if os.environ.get("TIDINGS_SECRET_KEY"):
+        return workspace_key(db, ws_id)
+    return _cache.get((str(db.url), ws_id))
+
+
 def make_token(key: bytes, workspace_id: int, kind: str, message_id: str, link: str | None = None) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown tracking kind {kind!r}")

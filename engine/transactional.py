@@ -16,7 +16,7 @@ import msgspec
 from msgspec import Meta
 from sqlalchemy import Engine, select, update
 
-from engine.clock import now_ms
+from engine.clock import duration_seconds, now_ms
 from engine.db import insert_ignoring_conflicts, reading, rows_where_in
 from engine.errors import Conflict, InvalidInput
 from engine.messages import (
@@ -40,12 +40,20 @@ class Recipient(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     data: dict[str, Any] = {}  # merged over the request's data for this recipient
 
 
+class Goal(msgspec.Struct, forbid_unknown_fields=True):
+    """The event that counts as a conversion of this message when the recipient does it within `within`."""
+
+    event: Annotated[str, Meta(min_length=1, max_length=255)]
+    within: int | str = "7d"  # seconds, or a duration: "90m", "12h", "7d"
+
+
 class MessageRequest(msgspec.Struct, forbid_unknown_fields=True):
     channel: Literal["EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM"]
     recipients: Annotated[list[Recipient], Meta(min_length=1, max_length=MAX_RECIPIENTS)]
     template_id: str | None = None
     content: PartsBody | None = None  # inline template parts, rendered like a stored template
     data: dict[str, Any] = {}
+    goal: Goal | None = None  # stored on the send event; GET /v1/metrics/messages attributes conversions
 
 
 class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -114,6 +122,8 @@ def _check_shape(requests: list[MessageRequest], prefix) -> None:
         where = prefix(j)
         if (m.template_id is None) == (m.content is None):
             raise InvalidInput("give either template_id or content", field=f"{where}template_id")
+        if m.goal is not None:
+            _goal_attribute(m.goal, f"{where}goal.within")
         for i, r in enumerate(m.recipients):
             given = [k for k in ("address", "endpoint_id", "user_id") if getattr(r, k) is not None]
             if len(given) != 1:
@@ -124,6 +134,17 @@ def _check_shape(requests: list[MessageRequest], prefix) -> None:
         total += len(m.recipients)
     if total > MAX_BATCH:
         raise InvalidInput(f"at most {MAX_BATCH} recipients per request, got {total}", field="messages")
+
+
+def _goal_attribute(goal: Goal | None, field: str = "goal.within") -> dict[str, Any] | None:
+    """The send event's `attributes.goal`, as engine.metrics reads it."""
+    if goal is None:
+        return None
+    try:
+        return {"event": goal.event, "within_seconds": duration_seconds(goal.within)}
+    except ValueError:
+        raise InvalidInput(f"within is seconds or a duration like 90m, 12h, 7d; got {goal.within!r}",
+                           field=field) from None
 
 
 def prepare(db: Engine, ws_id: int, requests: list[MessageRequest], key: str | None, batch: bool) -> list[list[Unit]]:
@@ -146,11 +167,13 @@ def prepare(db: Engine, ws_id: int, requests: list[MessageRequest], key: str | N
     out = []
     for j, m in enumerate(requests):
         template = inline.get(j) or stored.get(m.template_id)
+        goal = _goal_attribute(m.goal)
+        attrs = {"transactional": True, **({"goal": goal} if goal else {})}
         units = []
         for i, r in enumerate(m.recipients):
             unit_key = f"tx:{key}:{j}:{i}" if key else f"tx:{uuid.uuid4().hex}"
             unit = Unit(key=unit_key, channel_type=m.channel, template=template,
-                        template_id=m.template_id, data={**m.data, **r.data}, attrs={"transactional": True})
+                        template_id=m.template_id, data={**m.data, **r.data}, attrs=attrs)
             _target(unit, m.channel, r, lookups)
             units.append(unit)
         out.append(units)

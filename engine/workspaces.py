@@ -35,6 +35,16 @@ def ensure_workspace(db: Engine, name: str) -> WorkspaceRef:
     return WorkspaceRef(ws_id, name)
 
 
+def find_workspace(db: Engine, name: str) -> WorkspaceRef:
+    """An existing workspace by name; NotFound (naming how to create it) when there is none."""
+    with reading(db) as conn:
+        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
+    if ws_id is None:
+        raise NotFound(f"no workspace {name!r} (create one with: tidings keys create --workspace {name})",
+                       field="workspace")
+    return WorkspaceRef(ws_id, name)
+
+
 def create_key(db: Engine, workspace: str, label: str = "") -> tuple[WorkspaceRef, str]:
     """Create the workspace if needed and a new key for it; the key is returned once, never stored."""
     ws = ensure_workspace(db, workspace)

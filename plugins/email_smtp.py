@@ -1,7 +1,8 @@
 """Built-in channel ``smtp``: email through any SMTP server (aiosmtplib).
 
-One connection per batch (connect, optionally STARTTLS/TLS and AUTH once,
-then one transaction per message). Classification:
+Connections are pooled per (event loop, connection settings) and reused across
+batches and requests (connect, optionally STARTTLS/TLS and AUTH once, then one
+transaction per message). Classification:
 
 * connection / TLS / authentication failures: transient for every message
   of the batch (authentication failures too, since they are usually fixed by
@@ -15,11 +16,18 @@ then one transaction per message). Classification:
 
 from __future__ import annotations
 
+import asyncio
+import binascii
+import email
 import email.policy
 import email.utils
 import re
+import secrets
 import ssl
+import time
+import weakref
 from collections.abc import Mapping
+from email.header import Header
 from email.message import EmailMessage
 from typing import Any
 
@@ -82,37 +90,27 @@ class SmtpChannel(Channel):
         ConfigField(name="validate_certs", type="bool", default=True),
         ConfigField(name="ca_file", description="PEM bundle to trust instead of system CAs"),
         ConfigField(name="timeout", type="float", default=30.0, description="Seconds per command"),
+        ConfigField(
+            name="connections",
+            type="int",
+            default=4,
+            description="Connections per process kept open and reused; more batches at once wait for one",
+        ),
     )
 
     # -- message construction -----------------------------------------------
+    def build_bytes(self, msg: OutgoingMessage, cfg: Mapping[str, Any]) -> bytes | None:
+        """The message exactly as sent (CRLF line ends, 7-bit), or None when an address needs SMTPUTF8
+        (the stdlib path below handles those). Composed directly: the stdlib's EmailMessage took half of
+        a batch's time."""
+        return compose(msg, cfg)
+
     def build_email(self, msg: OutgoingMessage, cfg: Mapping[str, Any]) -> EmailMessage:
-        """Build the MIME message (exposed so previews show exactly what is sent)."""
-        em = EmailMessage(policy=email.policy.SMTP)
-        em["From"] = cfg["from_address"]
-        em["To"] = msg.to
-        if cfg.get("reply_to"):
-            em["Reply-To"] = cfg["reply_to"]
-        em["Subject"] = msg.subject or ""
-        em["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
-        em["Message-ID"] = message_id_header(msg.message_id, _msgid_domain(cfg))
-        em["X-Tidings-Message-Id"] = msg.message_id
-        if msg.unsubscribe_url:
-            em["List-Unsubscribe"] = f"<{msg.unsubscribe_url}>"
-            em["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        for key, value in msg.headers.items():
-            if key.lower() in _RESERVED_HEADERS:
-                raise ValueError(f"header {key!r} is set by the channel and cannot be overridden")
-            em[key] = value
-        text, html = msg.text, msg.html
-        if text is None and html is None:
-            raise ValueError("email has neither a text nor an HTML part")
-        if text is not None:
-            em.set_content(text, subtype="plain", charset="utf-8")
-            if html is not None:
-                em.add_alternative(html, subtype="html", charset="utf-8")
-        else:
-            em.set_content(html, subtype="html", charset="utf-8")
-        return em
+        """The MIME message (exposed so previews show exactly what is sent)."""
+        raw = compose(msg, cfg)
+        if raw is None:
+            return _stdlib_email(msg, cfg)
+        return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
 
     # -- sending ------------------------------------------------------------
     async def send_batch(
@@ -128,57 +126,75 @@ class SmtpChannel(Channel):
         results: list[SendResult | None] = [None] * len(messages)
 
         # Build every message first: a bad message fails alone, permanently.
-        built: list[tuple[int, EmailMessage]] = []
+        built: list[tuple[int, bytes | EmailMessage, str]] = []
         for i, m in enumerate(messages):
             try:
-                built.append((i, self.build_email(m, cfg)))
+                raw = compose(m, cfg)
+                content = raw if raw is not None else _stdlib_email(m, cfg)
+                built.append((i, content, _bare_address(m.to)))
             except (ValueError, TypeError) as exc:
                 results[i] = SendResult.failed(m.message_id, f"invalid message: {exc}", permanent=True)
+        if not built:
+            return results  # type: ignore[return-value]
 
-        if built:
-            client = self._client(cfg)
+        pool = _pool(cfg)
+        try:
+            conn = await pool.acquire(self._client)
+        except Exception as exc:  # connection, TLS, auth
+            err = f"SMTP connection to {cfg['host']} failed: {_describe(exc)}"
+            for i, _, _ in built:
+                results[i] = SendResult.failed(messages[i].message_id, err, permanent=False)
+            return results  # type: ignore[return-value]
+
+        dead: str | None = None
+        domain = _msgid_domain(cfg)
+        for i, content, rcpt in built:
+            mid = messages[i].message_id
+            if dead is not None:
+                results[i] = SendResult.failed(mid, dead, permanent=False)
+                continue
             try:
-                await client.connect()
-                if cfg.get("username"):
-                    await client.login(cfg["username"], cfg.get("password") or "")
-            except Exception as exc:  # connection, TLS, auth
-                err = f"SMTP connection to {cfg['host']} failed: {_describe(exc)}"
-                for i, _ in built:
-                    results[i] = SendResult.failed(messages[i].message_id, err, permanent=False)
-                await _close(client)
-                return results  # type: ignore[return-value]
-
-            dead: str | None = None
-            for i, em in built:
-                mid = messages[i].message_id
-                if dead is not None:
-                    results[i] = SendResult.failed(mid, dead, permanent=False)
-                    continue
                 try:
-                    _, _ = await client.send_message(
-                        em, sender=sender, recipients=[_bare_address(messages[i].to)]
-                    )
-                    results[i] = SendResult.sent(mid, em["Message-ID"])
-                except aiosmtplib.SMTPRecipientsRefused as exc:
-                    codes = [r.code for r in exc.recipients]
-                    text = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
-                    results[i] = SendResult.failed(
-                        mid, f"recipient refused: {text}", permanent=all(c >= 500 for c in codes)
-                    )
-                except aiosmtplib.SMTPResponseException as exc:
-                    if exc.code in (-1, 421) or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
-                        dead = f"SMTP connection lost: {_describe(exc)}"
-                        results[i] = SendResult.failed(mid, dead, permanent=False)
-                    else:
-                        results[i] = SendResult.failed(
-                            mid, f"refused: {exc.code} {exc.message}", permanent=exc.code >= 500
-                        )
-                except ValueError as exc:  # unusable address
-                    results[i] = SendResult.failed(mid, f"invalid address: {exc}", permanent=True)
-                except (aiosmtplib.SMTPException, OSError) as exc:
+                    await _transaction(conn.client, sender, rcpt, content)
+                except _Stale:
+                    # A pooled connection the server had closed; nothing of this message was sent.
+                    # The new connection takes the old one's slot.
+                    await conn.close()
+                    try:
+                        conn = await pool.acquire(self._client, fresh=True)
+                    except Exception as exc:
+                        conn = None
+                        raise aiosmtplib.SMTPServerDisconnected(f"reconnecting failed: {_describe(exc)}") from exc
+                    await _transaction(conn.client, sender, rcpt, content)
+                results[i] = SendResult.sent(mid, message_id_header(mid, domain))
+            except _Stale as exc:  # the replacement connection was closed at once too
+                dead = f"SMTP connection lost: {_describe(exc.__cause__ or exc)}"
+                results[i] = SendResult.failed(mid, dead, permanent=False)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                codes = [r.code for r in exc.recipients]
+                text = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+                results[i] = SendResult.failed(
+                    mid, f"recipient refused: {text}", permanent=all(c >= 500 for c in codes)
+                )
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code in (-1, 421) or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
                     dead = f"SMTP connection lost: {_describe(exc)}"
                     results[i] = SendResult.failed(mid, dead, permanent=False)
-            await _close(client)
+                else:
+                    results[i] = SendResult.failed(
+                        mid, f"refused: {exc.code} {exc.message}", permanent=exc.code >= 500
+                    )
+            except ValueError as exc:  # unusable address
+                results[i] = SendResult.failed(mid, f"invalid address: {exc}", permanent=True)
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                dead = f"SMTP connection lost: {_describe(exc)}"
+                results[i] = SendResult.failed(mid, dead, permanent=False)
+        if conn is None:  # reconnecting failed (its slot went back in acquire)
+            pass
+        elif dead is None:
+            pool.release(conn)
+        else:
+            await pool.discard(conn)
         return results  # type: ignore[return-value]
 
     def _client(self, cfg: Mapping[str, Any]) -> aiosmtplib.SMTP:
@@ -199,6 +215,268 @@ class SmtpChannel(Channel):
             tls_context=tls_context,
             timeout=cfg["timeout"],
         )
+
+
+# -- connection pool ------------------------------------------------------------
+#
+# One pool per (event loop, connection settings): a batch takes an idle connection (or opens one, with
+# STARTTLS/TLS and AUTH), sends, and gives it back, so consecutive requests skip the TCP/TLS/EHLO/AUTH
+# round trips. A connection idle for more than NOOP_AFTER seconds is checked with NOOP first; one idle
+# for more than IDLE_CLOSE seconds is closed; a reused connection the server dropped is replaced once,
+# transparently (only when its first command fails, before anything of the message was accepted).
+
+NOOP_AFTER = 10.0
+IDLE_CLOSE = 60.0
+_CONNECTION_KEYS = ("host", "port", "security", "username", "password", "validate_certs", "ca_file", "timeout",
+                    "connections")
+
+
+class _Stale(Exception):
+    """The first command on a reused connection found it closed."""
+
+
+class _Conn:
+    __slots__ = ("client", "idle_since", "reused")
+
+    def __init__(self, client: aiosmtplib.SMTP):
+        self.client = client
+        self.idle_since = 0.0
+        self.reused = False
+
+    async def close(self) -> None:
+        await _close(self.client)
+
+
+class _Pool:
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = dict(cfg)
+        self.size = max(1, int(cfg.get("connections") or 4))
+        self.idle: list[_Conn] = []
+        self.slots = asyncio.Semaphore(self.size)  # connections in use or idle, at most `size`
+
+    async def acquire(self, make, *, fresh: bool = False) -> _Conn:
+        """A connection; the caller owns one slot until release() or discard()."""
+        if not fresh:
+            await self.slots.acquire()
+        try:
+            return await self._connection(make, fresh)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    async def _connection(self, make, fresh: bool) -> _Conn:
+        now = time.monotonic()
+        while self.idle and not fresh:
+            conn = self.idle.pop()
+            idle = now - conn.idle_since
+            if not conn.client.is_connected or idle > IDLE_CLOSE:
+                await conn.close()
+                continue
+            if idle > NOOP_AFTER:
+                try:
+                    await conn.client.noop()
+                except Exception:
+                    await conn.close()
+                    continue
+            conn.reused = True
+            return conn
+        client = make(self.cfg)
+        try:
+            await client.connect()
+            if self.cfg.get("username"):
+                await client.login(self.cfg["username"], self.cfg.get("password") or "")
+        except BaseException:
+            await _close(client)
+            raise
+        return _Conn(client)
+
+    def release(self, conn: _Conn) -> None:
+        if conn.client.is_connected:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            asyncio.ensure_future(conn.close())
+        self.slots.release()
+
+    async def discard(self, conn: _Conn) -> None:
+        await conn.close()
+        self.slots.release()
+
+
+_pools: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, _Pool]]" = weakref.WeakKeyDictionary()
+
+
+def _pool(cfg: Mapping[str, Any]) -> _Pool:
+    loop = asyncio.get_running_loop()
+    pools = _pools.get(loop)
+    if pools is None:
+        pools = _pools[loop] = {}
+    key = tuple(cfg.get(k) for k in _CONNECTION_KEYS)
+    pool = pools.get(key)
+    if pool is None:
+        pool = pools[key] = _Pool(cfg)
+    return pool
+
+
+async def close_pools() -> None:
+    """Close the idle connections of this event loop's pools (at shutdown)."""
+    for pool in (_pools.pop(asyncio.get_running_loop(), None) or {}).values():
+        while pool.idle:
+            await pool.idle.pop().close()
+
+
+async def _transaction(client: aiosmtplib.SMTP, sender: str, rcpt: str, content: bytes | EmailMessage) -> None:
+    """MAIL, RCPT, DATA for one message; RSET after a refusal keeps the connection usable."""
+    if isinstance(content, EmailMessage):  # non-ASCII addresses: aiosmtplib negotiates SMTPUTF8
+        await client.send_message(content, sender=sender, recipients=[rcpt])
+        return
+    try:
+        await client.mail(sender, options=[f"SIZE={len(content)}"] if client.supports_extension("size") else [])
+    except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+        raise _Stale() from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        if exc.code == 421:  # the server closes the connection (idle timeout, shutdown)
+            raise _Stale() from exc
+        await _rset(client)
+        raise
+    try:
+        resp = await client.rcpt(rcpt)
+    except aiosmtplib.SMTPResponseException as exc:
+        await _rset(client)
+        if exc.code in (-1, 421) or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+            raise
+        raise aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(exc.code, exc.message, rcpt)])
+    del resp
+    try:
+        await client.data(content)
+    except aiosmtplib.SMTPResponseException as exc:
+        if not (exc.code in (-1, 421) or isinstance(exc, aiosmtplib.SMTPServerDisconnected)):
+            await _rset(client)
+        raise
+
+
+async def _rset(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.rset()
+    except (ConnectionError, aiosmtplib.SMTPException):
+        pass
+
+
+# -- MIME ---------------------------------------------------------------------------
+
+
+def compose(msg: OutgoingMessage, cfg: Mapping[str, Any]) -> bytes | None:
+    """RFC 5322/2045 bytes of an email: headers (RFC 2047 words where not ASCII), then text/plain,
+    text/html or multipart/alternative of both, each 7bit when it can be and quoted-printable
+    otherwise. None when an address itself is not ASCII (needs SMTPUTF8)."""
+    text, html = msg.text, msg.html
+    if text is None and html is None:
+        raise ValueError("email has neither a text nor an HTML part")
+    from_ = cfg["from_address"]
+    if not (msg.to.isascii() and _addr_ascii(from_) and _addr_ascii(cfg.get("reply_to") or "")):
+        return None
+    lines = [
+        "From: " + _address_header(from_),
+        "To: " + _plain(msg.to, "To"),
+    ]
+    if cfg.get("reply_to"):
+        lines.append("Reply-To: " + _address_header(cfg["reply_to"]))
+    lines += [
+        "Subject: " + _unstructured("Subject", msg.subject or ""),
+        "Date: " + email.utils.formatdate(usegmt=True),
+        "Message-ID: " + message_id_header(msg.message_id, _msgid_domain(cfg)),
+        "X-Tidings-Message-Id: " + _plain(msg.message_id, "X-Tidings-Message-Id"),
+    ]
+    if msg.unsubscribe_url:
+        lines.append("List-Unsubscribe: <" + _plain(msg.unsubscribe_url, "List-Unsubscribe") + ">")
+        lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    for key, value in msg.headers.items():
+        if key.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {key!r} is set by the channel and cannot be overridden")
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(f"header name {key!r} is not allowed")
+        lines.append(f"{key}: " + _unstructured(key, value))
+    lines.append("MIME-Version: 1.0")
+    if text is not None and html is not None:
+        boundary = "=_tdg_" + _MSGID_UNSAFE.sub("", msg.message_id)[:40] + "_" + secrets.token_hex(6)
+        lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+        lines += ["", f"--{boundary}", *_part("plain", text), f"--{boundary}", *_part("html", html),
+                  f"--{boundary}--", ""]
+    else:
+        lines += _part("plain" if text is not None else "html", text if text is not None else html)  # type: ignore[arg-type]
+    return "\r\n".join(lines).encode("ascii")
+
+
+_HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but ':' (RFC 5322 ftext)
+
+
+def _part(subtype: str, body: str) -> list[str]:
+    body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if body.isascii() and max(map(len, body.split("\n")), default=0) <= 990:
+        cte, encoded = "7bit", body
+    else:
+        cte = "quoted-printable"
+        encoded = binascii.b2a_qp(body.encode("utf-8"), istext=True).decode("ascii")
+    if not encoded.endswith("\n"):
+        encoded += "\n"
+    return [f'Content-Type: text/{subtype}; charset="utf-8"', f"Content-Transfer-Encoding: {cte}", "",
+            encoded.replace("\n", "\r\n")[:-2]]
+
+
+def _plain(value: str, name: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"header {name!r} contains a line break")
+    return value
+
+
+def _unstructured(name: str, value: str) -> str:
+    """A header value: as is when short printable ASCII, else folded / RFC 2047 encoded."""
+    _plain(value, name)
+    if value.isascii() and len(name) + len(value) <= 76 and value.isprintable():
+        return value
+    return Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name).encode(linesep="\r\n")
+
+
+def _addr_ascii(value: str) -> bool:
+    return email.utils.parseaddr(value)[1].isascii()
+
+
+def _address_header(value: str) -> str:
+    _plain(value, "address")
+    name, addr = email.utils.parseaddr(value)
+    if not addr:
+        raise ValueError(f"not an email address: {value!r}")
+    return email.utils.formataddr((name, addr), charset="utf-8") if name else addr
+
+
+def _stdlib_email(msg: OutgoingMessage, cfg: Mapping[str, Any]) -> EmailMessage:
+    """The stdlib's EmailMessage, for what `compose` leaves out (internationalised addresses)."""
+    em = EmailMessage(policy=email.policy.SMTPUTF8)
+    em["From"] = cfg["from_address"]
+    em["To"] = msg.to
+    if cfg.get("reply_to"):
+        em["Reply-To"] = cfg["reply_to"]
+    em["Subject"] = msg.subject or ""
+    em["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
+    em["Message-ID"] = message_id_header(msg.message_id, _msgid_domain(cfg))
+    em["X-Tidings-Message-Id"] = msg.message_id
+    if msg.unsubscribe_url:
+        em["List-Unsubscribe"] = f"<{msg.unsubscribe_url}>"
+        em["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for key, value in msg.headers.items():
+        if key.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {key!r} is set by the channel and cannot be overridden")
+        em[key] = value
+    text, html = msg.text, msg.html
+    if text is None and html is None:
+        raise ValueError("email has neither a text nor an HTML part")
+    if text is not None:
+        em.set_content(text, subtype="plain", charset="utf-8")
+        if html is not None:
+            em.add_alternative(html, subtype="html", charset="utf-8")
+    else:
+        em.set_content(html, subtype="html", charset="utf-8")
+    return em
 
 
 def message_id_header(message_id: str, domain: str) -> str:
@@ -233,7 +511,7 @@ async def _close(client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-__all__ = ["SmtpChannel", "message_id_header"]
+__all__ = ["SmtpChannel", "message_id_header", "compose", "close_pools"]
 
 
 @hookimpl

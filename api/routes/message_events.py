@@ -1,12 +1,11 @@
 """Message events over HTTP.
 
 Outside /v1 (no workspace key; recipients and providers call these):
-    POST     /feedback/{workspace}/{channel}   provider callbacks, checked by the provider's signature
+    POST     /feedback/{workspace}/{channel}   provider callbacks, checked with the channel's config
     GET      /t/o/{token}.gif                  open pixel
     GET      /t/c/{token}                      click redirect
     GET|POST /t/u/{token}                      unsubscribe (POST = RFC 8058 one-click)
 Under /v1 (workspace key):
-    PUT|GET|DELETE /v1/feedback-settings/{channel}
     PUT|GET|DELETE /v1/event-streams/{id}, GET /v1/event-streams, GET /v1/event-streams/{id}/dead-letters
     GET /v1/events/stream (Server-Sent Events, resumable with Last-Event-ID)
     GET /v1/journeys/{id}/metrics, GET /v1/journeys/{id}/funnel, GET /v1/metrics/messages
@@ -27,7 +26,7 @@ from engine import feedback as fb
 from engine import metrics as mx
 from engine import streams as st
 from engine import tracking
-from engine.clock import iso_to_ms
+from engine.clock import duration_seconds, iso_to_ms
 from engine.errors import InvalidInput, NotFound
 from engine.funnel import funnel_html
 from engine.records import FORMATS
@@ -130,23 +129,6 @@ public_router = Router(path="/", route_handlers=[open_pixel, click, unsubscribe_
 # ---- workspace API -------------------------------------------------------------------------------------
 
 
-class FeedbackSettingController(Controller):
-    path = "/feedback-settings"
-
-    @put("/{channel:str}", sync_to_thread=True)
-    def put_setting(self, request: Request, db: Engine, ws: WorkspaceRef, channel: str,
-                    data: fb.FeedbackSettingIn) -> dict:
-        return fb.put_setting(db, plugins_of(request.app), ws, channel, data)
-
-    @get("/{channel:str}", sync_to_thread=True)
-    def get_setting(self, request: Request, db: Engine, ws: WorkspaceRef, channel: str) -> dict:
-        return fb.get_setting(db, plugins_of(request.app), ws, channel)
-
-    @delete("/{channel:str}", sync_to_thread=True)
-    def delete_setting(self, db: Engine, ws: WorkspaceRef, channel: str) -> None:
-        fb.delete_setting(db, ws, channel)
-
-
 class EventStreamController(Controller):
     path = "/event-streams"
 
@@ -246,17 +228,12 @@ def _ms(value: str | None, field: str) -> int | None:
 
 
 def _seconds(value: str | None) -> int | None:
-    """`3600`, `90m`, `12h`, `7d`."""
     if value is None:
         return None
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     try:
-        n = int(value[:-1]) * units[value[-1]] if value[-1] in units else int(value)
-    except (ValueError, IndexError):
+        return duration_seconds(value)
+    except ValueError:
         raise InvalidInput(f"within is seconds or a duration like 90m, 12h, 7d; got {value!r}", field="within") from None
-    if n <= 0:
-        raise InvalidInput("within must be positive", field="within")
-    return n
 
 
 class MetricsController(Controller):
@@ -283,6 +260,6 @@ class MetricsController(Controller):
         return mx.message_metrics(db, ws, since_ms=_ms(since, "since"), until_ms=_ms(until, "until"), channel=channel)
 
 
-V1_CONTROLLERS = [FeedbackSettingController, EventStreamController, LiveStreamController, MetricsController]
+V1_CONTROLLERS = [EventStreamController, LiveStreamController, MetricsController]
 
 __all__ = ["public_router", "V1_CONTROLLERS", "plugins_of", "NotFound"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, MediaType, Request, Response, delete, get, post, put
+from litestar import Controller, Request, delete, get, post, put
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
@@ -84,25 +84,8 @@ class OutboxController(Controller):
         return message_reads.list_outbox(db, ws, address=address, cursor=cursor, limit=limit)
 
 
-_PAGE = ("<!doctype html><meta charset=utf-8><title>Unsubscribe</title>"
-         "<form method=post><p>Stop these emails?</p><button>Unsubscribe</button></form>")
-
-
-@get("/unsubscribe/{message_id:str}", media_type=MediaType.HTML, sync_to_thread=False)
-def unsubscribe_page(message_id: str) -> str:
-    # GET never unsubscribes: mail scanners follow links. The form (or RFC 8058 one-click) POSTs.
-    return _PAGE
-
-
-@post("/unsubscribe/{message_id:str}", media_type=MediaType.TEXT, status_code=200, sync_to_thread=True)
-def unsubscribe(request: Request, message_id: str) -> str:
-    message_reads.unsubscribe(request.app.state.db, message_id)
-    return "You are unsubscribed."
-
-
 def plugin_manager(request: Request) -> Any:
     return request.app.state.plugins
 
 
 CONTROLLERS = [ChannelController, TemplateController, MessageController, OutboxController]
-PUBLIC = [unsubscribe_page, unsubscribe]

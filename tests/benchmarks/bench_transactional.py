@@ -1,5 +1,7 @@
-"""Transactional email through the API (uvicorn in its own process, loopback) to an aiosmtpd sink,
-each figure next to a plain aiosmtplib loop to the same sink in the same run.
+"""Transactional email through the API to an aiosmtpd sink, each figure next to a plain aiosmtplib loop to
+the same sink in the same run. Three processes, so none shares a GIL with another (the box has 2 cores):
+the API (uvicorn, uvloop + httptools when installed), the SMTP sink, and this one (the load generator and
+the plain loop).
 
     .venv/bin/python tests/benchmarks/bench_transactional.py [--rate 200] [--seconds 10] [--batch 500 --batches 10]
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -35,17 +39,48 @@ from engine.workspaces import create_key  # noqa: E402
 SERVER = """
 import uvicorn
 from api.app import create_app
-uvicorn.run(create_app(), host="127.0.0.1", port={port}, log_level="warning")
+uvicorn.run(create_app(), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
 """
 
 
 class Sink:
-    def __init__(self):
-        self.count = 0
+    def __init__(self, counter):
+        self.counter = counter
 
     async def handle_DATA(self, server, session, envelope):
-        self.count += 1
+        self.counter.value += 1
         return "250 OK"
+
+
+def run_sink(port: int, counter, ready, stop) -> None:
+    """The SMTP sink, in a process of its own."""
+    gc.freeze()  # what the imports made lives as long as the process: keep it out of full collections
+    controller = Controller(Sink(counter), hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+    stop.wait()
+    controller.stop()
+
+
+class SinkProcess:
+    def __init__(self, port: int):
+        ctx = multiprocessing.get_context("spawn")
+        self.counter = ctx.Value("q", 0, lock=False)
+        self.ready, self.stop = ctx.Event(), ctx.Event()
+        self.process = ctx.Process(target=run_sink, args=(port, self.counter, self.ready, self.stop), daemon=True)
+        self.process.start()
+        if not self.ready.wait(30):
+            raise RuntimeError("SMTP sink did not start")
+
+    @property
+    def count(self) -> int:
+        return self.counter.value
+
+    def close(self) -> None:
+        self.stop.set()
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
 
 
 def pct(values: list[float], p: float) -> float:
@@ -82,10 +117,9 @@ def mail(i: int) -> EmailMessage:
 
 
 async def main(args) -> None:
-    sink = Sink()
+    gc.freeze()
     smtp_port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
-    controller.start()
+    sink = SinkProcess(smtp_port)
     home = Path(tempfile.mkdtemp())
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}",
            "PYTHONPATH": str(ROOT)}
@@ -158,7 +192,7 @@ async def main(args) -> None:
             server.wait(10)
         except subprocess.TimeoutExpired:  # uvicorn waits for open connections; do not hang the run
             server.kill()
-        controller.stop()
+        sink.close()
 
     print(f"latency @ {args.rate:g} req/s for {args.seconds:g} s ({len(api_lat)} requests, "
           f"{len(errors)} transport errors)")

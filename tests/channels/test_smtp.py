@@ -192,3 +192,70 @@ async def test_header_injection_is_a_permanent_failure_of_that_message(smtp_serv
     assert results[0].status == "sent"
     assert results[1].status == "failed" and results[1].permanent
     assert len(rec.messages) == 1
+
+
+# -- the composed MIME, read back by the stdlib parser; the connection pool ------------------------------
+
+
+def test_composed_mime_survives_the_stdlib_parser():
+    from plugins.email_smtp import compose
+
+    long_subject = "Votre commande n°1042 est expédiée — suivez-la ici avant vendredi, et merci d'avoir choisi Acme"
+    text = "Bonjour Zoé,\nvotre colis arrive.\n.\nA line starting with a dot, and a long one: " + "x" * 1200
+    html = "<p>Bonjour <b>Zoé</b></p>\r\n<p>" + "é" * 300 + "</p>"
+    m = msg(5, subject=long_subject, text=text, html=html, unsubscribe_url="https://t.example/t/u/" + "A" * 180,
+            headers={"X-Campaign": "spring — été"})
+    cfg = {"from_address": "Équipe Acme <news@acme.example>", "reply_to": "help@acme.example"}
+    raw = compose(m, cfg)
+    assert raw.isascii() and b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Subject"] == long_subject
+    assert parsed["From"].addresses[0].display_name == "Équipe Acme"
+    assert parsed["From"].addresses[0].addr_spec == "news@acme.example"
+    assert parsed["To"] == "user5@example.com" and parsed["Reply-To"] == "help@acme.example"
+    assert parsed["Message-ID"] == "<msg-5@acme.example>" and parsed["X-Tidings-Message-Id"] == "msg-5"
+    assert parsed["X-Campaign"] == "spring — été"
+    assert parsed["List-Unsubscribe"] == "<https://t.example/t/u/" + "A" * 180 + ">"
+    assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert parsed["Date"].datetime is not None and parsed["MIME-Version"] == "1.0"
+    assert parsed.get_content_type() == "multipart/alternative"
+    plain, rich = parsed.iter_parts()
+    assert plain.get_content_type() == "text/plain" and rich.get_content_type() == "text/html"
+    assert plain.get_content_charset() == rich.get_content_charset() == "utf-8"
+    assert plain["Content-Transfer-Encoding"] == rich["Content-Transfer-Encoding"] == "quoted-printable"
+    assert plain.get_content().replace("\r\n", "\n").rstrip("\n") == text
+    assert rich.get_content().replace("\r\n", "\n").rstrip("\n") == html.replace("\r\n", "\n")
+    assert not parsed.defects and not plain.defects and not rich.defects
+
+    ascii_only = email.message_from_bytes(compose(msg(6), cfg), policy=email.policy.default)
+    assert [p["Content-Transfer-Encoding"] for p in ascii_only.iter_parts()] == ["7bit", "7bit"]
+    assert ascii_only.get_body(("plain",)).get_content().strip() == "Plain text 6"
+    single = email.message_from_bytes(compose(msg(7, text=None), cfg), policy=email.policy.default)
+    assert single.get_content_type() == "text/html" and single.get_content().strip() == "<p>HTML 7</p>"
+    # addresses that are not ASCII need SMTPUTF8: the stdlib path builds those
+    assert compose(msg(8, to="zoé@exemple.fr"), cfg) is None
+    assert SmtpChannel().build_email(msg(8, to="zoé@exemple.fr"), cfg)["To"] == "zoé@exemple.fr"
+
+
+async def test_connections_are_pooled_across_batches_and_replaced_when_dropped():
+    rec = Recorder()
+    c = Controller(rec, hostname="127.0.0.1", port=free_port())
+    c.start()
+    cfg = base_config(c.port)
+    channel = SmtpChannel()
+    assert [r.status for r in await channel.send_batch([msg(1)], cfg)] == ["sent"]
+    assert [r.status for r in await channel.send_batch([msg(2), msg(3)], cfg)] == ["sent", "sent"]
+    assert len({peer for _, peer in rec.messages}) == 1, "the second batch reused the first one's connection"
+
+    port = c.port
+    c.stop()  # the server goes away (and closes our pooled connection); a new one listens on the same port
+    rec2 = Recorder()
+    c2 = Controller(rec2, hostname="127.0.0.1", port=port)
+    c2.start()
+    try:
+        results = await channel.send_batch([msg(4), msg(5)], cfg)
+        assert [r.status for r in results] == ["sent", "sent"], results
+        assert [e.rcpt_tos for e, _ in rec2.messages] == [["user4@example.com"], ["user5@example.com"]]
+    finally:
+        c2.stop()

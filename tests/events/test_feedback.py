@@ -10,6 +10,8 @@ from plugins.webhook import sign
 from .conftest import events_named, record_events, send_event, ws_of
 
 TWILIO = {"account_sid": "AC1", "auth_token": "tok-secret", "from_number": "+15550000000"}
+SMTP = {"host": "127.0.0.1", "from_address": "Acme <news@acme.example>"}
+SECRET = "feedback-s3cret-0123456789"
 
 
 def _setup_sms(api, db, message_id="m1", provider_id="SM123"):
@@ -17,9 +19,9 @@ def _setup_sms(api, db, message_id="m1", provider_id="SM123"):
     record_events(db, ws_of(db), [send_event(message_id, endpoint_id="ann-sms", channel="sms",
                                              provider_message_id=provider_id, journey=("welcome", 3, "text-1"),
                                              variant="B")])
-    r = api.put("/v1/feedback-settings/twilio-sms", json={"config": TWILIO})
+    r = api.put("/v1/channels/twilio-sms", json={"config": TWILIO})  # the config it sends with verifies callbacks
     assert r.status_code == 200, r.text
-    assert r.json()["config"]["auth_token"] == "***" and r.json()["path"] == "/feedback/acme/twilio-sms"
+    assert r.json()["config"]["auth_token"] == "***" and r.json()["feedback_url"].endswith("/feedback/acme/twilio-sms")
 
 
 def _twilio_post(client, path, form, token="tok-secret", signature=None):
@@ -82,7 +84,7 @@ def test_unknown_workspace_channel_or_unconfigured_is_404(client, api, db):
 
 def test_feedback_of_another_workspace_matches_nothing(client, api, other_api, db):
     _setup_sms(api, db)
-    assert other_api.put("/v1/feedback-settings/twilio-sms", json={"config": TWILIO}).status_code == 200
+    assert other_api.put("/v1/channels/twilio-sms", json={"config": TWILIO}).status_code == 200
     form = {"MessageSid": "SM123", "MessageStatus": "delivered"}
     r = _twilio_post(client, "/feedback/globex/twilio-sms?tidings_message_id=m1", form)
     assert r.status_code == 200 and r.json()["unmatched"] == 1 and r.json()["recorded"] == 0
@@ -93,16 +95,18 @@ def test_generic_feedback_with_channel_secret(client, api, db):
     api.put("/v1/endpoints/bo-mail", json={"channel": "EMAIL", "address": "bo@example.com", "user_id": "bo"})
     record_events(db, ws_of(db), [send_event("e1", endpoint_id="bo-mail", provider_message_id="<abc@mx>",
                                              transactional=True)])
-    r = api.put("/v1/feedback-settings/smtp", json={})
-    assert r.status_code == 400 and r.json()["error"]["field"] == "secret"
-    assert api.put("/v1/feedback-settings/smtp", json={"secret": "s3cret"}).status_code == 200
+    assert api.put("/v1/channels/smtp", json={"config": SMTP}).status_code == 200
+    no_secret = json.dumps({"events": [{"event_type": "delivered", "message_id": "e1"}]}).encode()
+    assert client.post("/feedback/acme/smtp", content=no_secret,
+                       headers={"Authorization": "Bearer anything"}).status_code == 403  # no secret configured
+    assert api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": SECRET}).status_code == 200
     body = json.dumps({"events": [
         {"event_type": "hard_bounce", "provider_message_id": "<abc@mx>", "timestamp": "2026-03-02T10:00:00Z",
          "details": {"smtp_code": "550", "diagnostic": "no such user"}},
         {"event_type": "complaint", "message_id": "e1"},
         {"event_type": "delivered", "message_id": "unknown"},
     ]}).encode()
-    r = client.post("/feedback/acme/smtp", content=body, headers={"X-Tidings-Signature": sign("s3cret", body)})
+    r = client.post("/feedback/acme/smtp", content=body, headers={"X-Tidings-Signature": sign(SECRET, body)})
     assert r.status_code == 200, r.text
     assert r.json() == {"received": 3, "recorded": 2, "duplicates": 0, "unmatched": 1}
     [b] = events_named(api, "_email.hard_bounce")
@@ -112,26 +116,31 @@ def test_generic_feedback_with_channel_secret(client, api, db):
     # bearer secret works too; a wrong one does not
     body2 = json.dumps({"events": [{"event_type": "soft_bounce", "message_id": "e1"}]}).encode()
     assert client.post("/feedback/acme/smtp", content=body2, headers={"Authorization": "Bearer nope"}).status_code == 403
-    assert client.post("/feedback/acme/smtp", content=body2, headers={"Authorization": "Bearer s3cret"}).json()["recorded"] == 1
+    assert client.post("/feedback/acme/smtp", content=body2, headers={"Authorization": f"Bearer {SECRET}"}).json()["recorded"] == 1
     bad = json.dumps({"events": [{"event_type": "exploded", "message_id": "e1"}]}).encode()
-    r = client.post("/feedback/acme/smtp", content=bad, headers={"Authorization": "Bearer s3cret"})
+    r = client.post("/feedback/acme/smtp", content=bad, headers={"Authorization": f"Bearer {SECRET}"})
     assert r.status_code == 400 and r.json()["error"]["field"] == "events[0].event_type"
 
 
 def test_feedback_unsubscribe_opts_the_endpoint_out(client, api, db):
     api.put("/v1/endpoints/cy-mail", json={"channel": "EMAIL", "address": "cy@example.com", "user_id": "cy"})
     record_events(db, ws_of(db), [send_event("u1", endpoint_id="cy-mail")])
-    api.put("/v1/feedback-settings/smtp", json={"secret": "s"})
+    api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": SECRET})
     body = json.dumps({"events": [{"event_type": "unsubscribed", "message_id": "u1"}]}).encode()
-    assert client.post("/feedback/acme/smtp", content=body, headers={"Authorization": "Bearer s"}).json()["recorded"] == 1
+    assert client.post("/feedback/acme/smtp", content=body,
+                       headers={"Authorization": f"Bearer {SECRET}"}).json()["recorded"] == 1
     assert api.get("/v1/endpoints/cy-mail").json()["opt_out"] is True
 
 
-def test_feedback_settings_api(api):
-    assert api.get("/v1/feedback-settings/twilio-sms").status_code == 404
-    r = api.put("/v1/feedback-settings/twilio-sms", json={"config": {"auth_token": "x"}})
-    assert r.status_code == 400 and "account_sid" in r.json()["error"]["message"]
-    assert api.put("/v1/feedback-settings/nope", json={"config": {}}).status_code == 404
-    assert api.put("/v1/feedback-settings/twilio-sms", json={"config": TWILIO}).status_code == 200
-    assert api.delete("/v1/feedback-settings/twilio-sms").status_code == 204
-    assert api.get("/v1/feedback-settings/twilio-sms").status_code == 404
+def test_feedback_secret_lives_in_the_channel_config(api):
+    r = api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": "short"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "feedback_secret"
+    r = api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": "***"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "feedback_secret"  # nothing stored to keep
+    r = api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": SECRET})
+    assert r.status_code == 200 and r.json()["feedback_secret"] == "***"
+    assert r.json()["feedback_url"].endswith("/feedback/acme/smtp")
+    assert api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": "***"}).json()["feedback_secret"] == "***"
+    [item] = api.get("/v1/channels").json()["items"]
+    assert item["feedback_secret"] == "***" and SECRET not in json.dumps(item)
+    assert api.get("/v1/feedback-settings/smtp").status_code == 404  # folded into /v1/channels

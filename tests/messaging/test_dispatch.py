@@ -44,7 +44,7 @@ async def test_sends_through_smtp_once_per_key_and_records_events(api, db, setti
     ana = smtp_sink.to("ana@example.com")[0]
     assert ana["Subject"] == "Hi Ana"
     assert "Go to https://acme.example/go (100 points)" in ana.get_body(("plain",)).get_content()
-    assert ana["List-Unsubscribe"].strip() == f"<https://tidings.acme.example/unsubscribe/{first[0].message_ids[0]}>"
+    assert ana["List-Unsubscribe"].strip().startswith("<https://tidings.acme.example/t/u/")
     assert "(25 points)" in smtp_sink.to("bob@example.com")[0].get_body(("plain",)).get_content()
     assert smtp_sink.to("bob@example.com")[0]["Subject"] == "Hi there"
 
@@ -57,7 +57,9 @@ async def test_sends_through_smtp_once_per_key_and_records_events(api, db, setti
     assert ev["endpoint_id"] == "ana-mail"
     assert ev["attributes"] == {"message_id": first[0].message_ids[0], "endpoint_id": "ana-mail", "channel": "smtp",
                                 "template_id": "hello", "journey_id": "welcome", "journey_version": 3,
-                                "step_id": "hello", "variant": "A"}
+                                "step_id": "hello", "variant": "A",
+                                "provider_message_id": f"<{first[0].message_ids[0]}@acme.example>"}
+    assert ev["id"] == f"{first[0].message_ids[0]}:send"
 
 
 async def test_opted_out_no_endpoint_and_render_failure_do_not_stop_the_batch(api, db, settings, ws):
