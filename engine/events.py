@@ -62,6 +62,22 @@ def lock_event_order(conn: Connection, workspace_id: int) -> None:
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK + workspace_id,))
 
 
+def insert_new(conn: Connection, workspace_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store the rows whose event ids are not stored yet (the first of an id within `rows` wins) and return
+    them. Every path that writes events comes through here, so ids commit in order per workspace."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["event_id"], row)
+    for (event_id,) in rows_where_in(conn, events, ["event_id"], "event_id", list(unique), {"workspace_id": workspace_id}):
+        del unique[event_id]
+    fresh = list(unique.values())
+    if fresh:
+        lock_event_order(conn, workspace_id)  # stream readers page by event id (PostgreSQL)
+        # ON CONFLICT guards the race where a concurrent request stores the same id first.
+        bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
+    return fresh
+
+
 def record(conn: Connection, workspace_id: int,
            batch: Sequence[EventIn]) -> tuple[EventsResult, list[dict[str, Any]], list[int]]:
     """Store events inside the caller's transaction; returns the rows actually stored (new ids only) and
@@ -80,13 +96,7 @@ def record(conn: Connection, workspace_id: int,
             "name": e.name, "ts": datetime_to_ms(e.timestamp) if e.timestamp else now, "attributes": e.attributes,
             "metrics": e.metrics, "received_at": now,
         }
-    for (event_id,) in rows_where_in(conn, events, ["event_id"], "event_id", list(rows), {"workspace_id": workspace_id}):
-        del rows[event_id]
-    fresh = list(rows.values())
-    if fresh:
-        lock_event_order(conn, workspace_id)
-    # ON CONFLICT guards the race where a concurrent request stores the same id first.
-    bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
+    fresh = insert_new(conn, workspace_id, list(rows.values()))
     return (EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=len(created)),
             fresh, created)
 
@@ -101,6 +111,8 @@ def record_own(conn: Connection, workspace_id: int, rows: list[tuple[int, str, d
     for i, (pk, name, attrs) in enumerate(rows):
         key = msgspec.json.encode(attrs).decode()
         values.append((workspace_id, f"{prefix}-{i}", pk, name, now, encoded.setdefault(key, key), "{}", now))
+    if values:
+        lock_event_order(conn, workspace_id)
     insert_tuples(conn, events, ["workspace_id", "event_id", "user_pk", "name", "ts", "attributes", "metrics",
                                  "received_at"], values)
     return [v[1] for v in values]

@@ -23,8 +23,8 @@ from sqlalchemy import Connection, and_, select, update
 
 from engine import changes
 from engine.clock import now_ms
-from engine.events import lock_event_order
-from engine.db import bulk_insert, insert_ignoring_conflicts, rows_where_in
+from engine.events import insert_new
+from engine.db import insert_ignoring_conflicts, rows_where_in
 from engine.event_tables import message_refs
 from engine.models import endpoints, events
 
@@ -223,16 +223,7 @@ def record_occurrences(conn: Connection, workspace_id: int,
     """Store message events inside the caller's transaction; returns (stored, duplicates).
     Tells `changes.events_recorded` about the new rows, as `events.ingest` does."""
     now = now_ms()
-    rows: dict[str, dict[str, Any]] = {}
-    for ref, occ in items:
-        row = event_row(ref, occ, now)
-        rows.setdefault(row["event_id"], row)
-    for (event_id,) in rows_where_in(conn, events, ["event_id"], "event_id", list(rows), {"workspace_id": workspace_id}):
-        del rows[event_id]
-    fresh = list(rows.values())
-    if fresh:
-        lock_event_order(conn, workspace_id)
-    bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
+    fresh = insert_new(conn, workspace_id, [event_row(ref, occ, now) for ref, occ in items])
     if fresh:
         changes.events_recorded(conn, workspace_id, fresh)
     return len(fresh), len(items) - len(fresh)

@@ -28,10 +28,10 @@ from engine.channel_config import Route, routes_for
 from engine.channels import ChannelType, OutgoingMessage, RetryPolicy, SendResult, send_with_retry
 from engine.clock import now_ms
 from engine.db import bulk_insert, bulk_update, reading, rows_where_in
-from engine.events import lock_event_order
+from engine.events import insert_new
 from engine.message_events import status_event_id
 from engine.messaging_models import messages
-from engine.models import endpoints, events, users
+from engine.models import endpoints, users
 from engine.rate_limit import burst_of, paced, reserve_in
 from engine.templates import Template, TemplateRenderError, render
 from engine.templates_store import load_templates
@@ -420,10 +420,4 @@ def store_events(conn: Connection, ws_id: int, rows: list[dict[str, Any]]) -> No
                                          list({r["endpoint_pk"] for r in rows if r["endpoint_pk"]}))}
     fresh = [{**r, "endpoint_pk": r["endpoint_pk"] if r["endpoint_pk"] in eps else None}
              for r in rows if r["user_pk"] in live]
-    known = {eid for (eid,) in rows_where_in(conn, events, ["event_id"], "event_id", [r["event_id"] for r in fresh],
-                                             {"workspace_id": ws_id})}
-    fresh = [r for r in fresh if r["event_id"] not in known]
-    if fresh:
-        lock_event_order(conn, ws_id)  # stream readers page by event id (PostgreSQL)
-    bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
-    changes.events_recorded(conn, ws_id, fresh)
+    changes.events_recorded(conn, ws_id, insert_new(conn, ws_id, fresh))

@@ -1,7 +1,6 @@
 """The Temporal worker: every workflow and activity Tidings runs is registered here."""
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 import datalogic_py
 import msgspec
-from sqlalchemy import Engine, and_, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from temporalio import activity
 
 from engine.clock import now_ms

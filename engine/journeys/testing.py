@@ -34,7 +34,6 @@ from temporalio.worker import Worker
 from engine.db import make_engine, migrate, reading
 from engine.journeys import audience, store
 from engine.journeys.activities import JourneyActivities
-from engine.journeys.models import journey_runs
 from engine.models import events, users
 
 TEST_SERVER = os.environ.get("TIDINGS_TEMPORAL_TEST_SERVER")
