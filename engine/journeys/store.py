@@ -59,8 +59,7 @@ def _ws(ws) -> int:
 
 
 class DbCatalog:
-    """What exists in the workspace: segments (from the segments tables when installed) and templates
-    (from messaging's `template_exists` when installed); anything is accepted where nothing can tell."""
+    """What exists in the workspace: segments (stored or static) and stored templates."""
 
     def __init__(self, db: Engine, workspace_id: int):
         self.db, self.ws = db, workspace_id
@@ -70,11 +69,10 @@ class DbCatalog:
             return audience.segment_exists(conn, self.ws, id)
 
     def has_template(self, id: str) -> bool:
-        try:
-            from engine.messages import template_exists  # type: ignore
-        except ImportError:
-            return True
-        return template_exists(self.db, self.ws, id)
+        from engine.templates_store import template_exists
+
+        with reading(self.db) as conn:
+            return template_exists(conn, self.ws, id)
 
     def has_channel(self, name: str) -> bool:
         # Every endpoint channel type can be sent on: a configured plugin serves it, else the outbox.
