@@ -241,7 +241,9 @@ class JourneyActivities:
             if s.frequency_cap and go:
                 cap = s.frequency_cap
                 counts: dict[int, int] = {}
-                since = call.now - cap.per_seconds * 1000
+                # messages are stamped with the wall clock when sent, so the window is wall-clock too
+                # (under a time-skipping test server a cap does not expire as workflow time moves)
+                since = now_ms() - cap.per_seconds * 1000
                 for part in range(0, len(go), 5000):
                     q = (select(events.c.user_pk, events.c.id).where(
                         events.c.workspace_id == call.workspace_id,
