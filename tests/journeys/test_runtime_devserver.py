@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 from sqlalchemy import text
 from temporalio.client import WorkflowHistory
@@ -46,10 +47,14 @@ async def test_event_entry_admits_filtered_events_once_and_sends(temporal_dev, r
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")
     put_template(db, ws)
-    info, created = store.put_journey(db, ws, WELCOME)  # references checked against the workspace
+    # every test database numbers its workspace 1 and the admission workflow id is per (workspace, journey):
+    # a journey id of its own, so the previous parameter's admission workflow (still draining) is not reused
+    jid = f"welcome-{uuid.uuid4().hex[:6]}"
+    source = WELCOME.replace("id: welcome", f"id: {jid}")
+    info, created = store.put_journey(db, ws, source)  # references checked against the workspace
     assert created and info.version == 1 and info.status == "draft"
-    assert store.put_journey(db, ws, WELCOME)[1] is False  # same source: no new version
-    await store.activate(client, db, ws, "welcome", task_queue=dev_worker)
+    assert store.put_journey(db, ws, source)[1] is False  # same source: no new version
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
     add_customers(db, ws, [f"u{i}" for i in range(20)])
     ingest(db, ws, [EventIn(name="signed_up", user_id=f"u{i}", attributes={"plan": "trial" if i % 2 else "pro"})
                     for i in range(20)])
@@ -59,15 +64,15 @@ async def test_event_entry_admits_filtered_events_once_and_sends(temporal_dev, r
     assert count(db, "select count(*) from outbox_message") == 20
     assert count(db, "select count(distinct address) from outbox_message") == 10
     assert count(db, "select count(*) from outbox_message where address = 'u1@example.com'") == 2
-    assert count(db, "select count(*) from message where status = 'sent' and journey_id = 'welcome'") == 20
+    assert count(db, "select count(*) from message where status = 'sent' and journey_id = :j", j=jid) == 20
     assert count(db, "select count(*) from event where name = '_email.send'") == 20
-    runs = store.list_runs(db, ws, "welcome", user_id="u1")
+    runs = store.list_runs(db, ws, jid, user_id="u1")
     assert len(runs) == 1 and [s["step"] for s in runs[0].steps] == ["hello", "bye", "end"]
     desc = await client.get_workflow_handle(runs[0].workflow_id).describe()
-    assert runs[0].workflow_id.startswith(f"journey/{ws.id}/welcome/v1/cohort/")
+    assert runs[0].workflow_id.startswith(f"journey/{ws.id}/{jid}/v1/cohort/")
     assert desc.typed_search_attributes  # TidingsJourney / version / step are set
-    await store.stop(client, db, ws, "welcome")
-    assert store.get_journey(db, ws, "welcome").status == "stopped"
+    await store.stop(client, db, ws, jid)
+    assert store.get_journey(db, ws, jid).status == "stopped"
 
 
 BROADCAST = """apiVersion: tidings/v1
