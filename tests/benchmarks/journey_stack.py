@@ -4,7 +4,9 @@ plain aiosmtplib loop as the same-run baseline."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,6 +14,7 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: where is it?
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
