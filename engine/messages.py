@@ -4,11 +4,22 @@ For each *unit* (a customer of a journey step, a recipient of an API request):
 1. render every target's content (a failure fails that unit only, before anything is sent);
 2. one write transaction: find keys handled before (idempotency), pick the channel serving the type,
    insert the message rows (status ``queued``), reserve rate-limit tokens. The row's unique key
-   (workspace, idempotency key, endpoint) is the at-most-once guarantee: a retried activity or
-   replayed request finds or loses to the earlier rows, reports ``duplicate`` and sends nothing;
+   (workspace, idempotency key, endpoint) is the claim: a retried activity or replayed request finds
+   or loses to the earlier rows. Rows already ``sent``/``failed`` answer ``duplicate`` and nothing is
+   sent; rows still ``queued`` are *resumed*: sent again under their first message ids (see below);
 3. hand each channel its whole batch (paced by the rate limit, transient failures retried a few
    times), then store each result and its ``_{channel}.send`` / ``_{channel}.failed`` event.
-A crash between 2 and 3 leaves rows ``queued`` and unsent: we prefer never sending twice.
+
+Resuming a ``queued`` claim. A key is retried only by the one caller that owns it: the journey send
+activity (keys are per workflow, step and customer) or a transactional request replayed with its
+Idempotency-Key. Temporal retries an activity only after the earlier attempt failed, died or stopped
+heartbeating (the send activity heartbeats every heartbeat_timeout/3), so rows still ``queued`` then
+belong to an attempt that died between 2 and 3: we send them, else those customers would never get
+their message. The same message ids are reused, so a channel that is idempotent by message id (the
+outbox; providers taking ``idempotency_key``) stores one copy. What remains: (a) an attempt that
+delivered and died before step 3's write is re-sent by the retry (for SMTP, a second mail); (b) a
+*zombie* attempt still running past its heartbeat timeout (partitioned from Temporal but not from
+the provider; a healthy one is cancelled at its next heartbeat) can send alongside the retry.
 """
 from __future__ import annotations
 
@@ -197,7 +208,10 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[Se
         elif i in failures:
             outcomes[i] = SendOutcome(user_pk=u.user_pk, status="render_failed", error=str(failures[i]),
                                       endpoint_ids=[t.endpoint_id for t in u.targets if t.endpoint_id])
-    pending = [p for p in pending if outcomes[p.unit] is None]
+    for p in pending:  # a resumed claim sends under the message ids it was first given
+        if p.row_id is not None and p.message_id != p.out.message_id:
+            p.out = _build(ws_id, units[p.unit], p.target, links, p.message_id)
+    pending = [p for p in pending if outcomes[p.unit] is None and p.row_id is not None]
     results = await _send(db, pending, units, claimed)
     await asyncio.to_thread(_record, db, ws_id, units, pending, results, claimed.routes)
     by_unit: dict[int, list[tuple[_Pending, SendResult]]] = {}
@@ -248,13 +262,13 @@ class Links:
         return tracking.unsubscribe_url(self.db, self.ws_id, message_id, self.base)
 
 
-def _build(ws_id: int, u: Unit, t: Target, links: Links | None) -> OutgoingMessage:
+def _build(ws_id: int, u: Unit, t: Target, links: Links | None, mid: str | None = None) -> OutgoingMessage:
     if u.template is None:
         raise TemplateRenderError("template", f"no template {u.template_id!r} in this workspace", u.template_id)
     content = render(u.template, {"user": u.user or {}, "endpoint": t.context or {"address": t.address,
                                                                                   "channel": u.channel_type},
                                   "data": u.data})
-    mid = uuid.uuid4().hex
+    mid = mid or uuid.uuid4().hex
     ct = ChannelType(u.channel_type)
     payload = None
     if ct in (ChannelType.WEBHOOK, ChannelType.CUSTOM):
@@ -297,10 +311,23 @@ def _write_queued(db: Engine, plugins, ws_id: int, units: list[Unit], todo: list
         routes = routes_for(conn, plugins, ws_id, sorted({units[i].channel_type for i in todo}))
         keys = list(dict.fromkeys(units[i].key for i in todo))
         earlier: dict[str, list[tuple[str, str]]] = {}
-        for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
-                                                "idempotency_key", keys, {"workspace_id": ws_id}):
+        queued: dict[str, dict[str, tuple[str, int]]] = {}  # key -> endpoint -> (message id, row id)
+        done: set[str] = set()
+        for key, endpoint, mid, status, rid in rows_where_in(
+                conn, messages, ["idempotency_key", "endpoint", "message_id", "status", "id"], "idempotency_key",
+                keys, {"workspace_id": ws_id}):
             earlier.setdefault(key, []).append((mid, endpoint))
-        fresh = [p for p in pending if units[p.unit].key not in earlier]
+            if status == "queued":
+                queued.setdefault(key, {})[endpoint] = (mid, rid)
+            else:
+                done.add(key)
+        for key in set(queued) - done:  # an earlier attempt claimed these and died before sending: resume
+            del earlier[key]
+        resumed = {p.unit for p in pending if units[p.unit].key in queued and units[p.unit].key not in done}
+        for p in pending:
+            if p.unit in resumed:
+                p.message_id, p.row_id = queued[units[p.unit].key].get(p.target.endpoint, (p.message_id, None))
+        fresh = [p for p in pending if units[p.unit].key not in earlier and p.unit not in resumed]
         bulk_insert(conn, messages, [_message_row(ws_id, units[p.unit], p, routes, now) for p in fresh],
                     ignore_conflicts_on=["workspace_id", "idempotency_key", "endpoint"])
         ids = dict(rows_where_in(conn, messages, ["message_id", "id"], "message_id", [p.message_id for p in fresh]))
@@ -318,7 +345,8 @@ def _write_queued(db: Engine, plugins, ws_id: int, units: list[Unit], todo: list
                                    if units[i].user_pk is not None and units[i].key not in earlier])
         first_wait = {}
         for t, route in routes.items():
-            n = sum(1 for p in fresh if units[p.unit].channel_type == t and units[p.unit].key not in earlier)
+            n = sum(1 for p in pending if units[p.unit].channel_type == t and units[p.unit].key not in earlier
+                    and p.row_id is not None)
             if n and route.rate_limit and not route.error:
                 first_wait[t] = reserve_in(conn, route.bucket_workspace, route.name, route.rate_limit,
                                            min(n, burst_of(route.rate_limit)))

@@ -10,9 +10,11 @@ journey the customer was sent at or before t, if t is within the goal window aft
 transactional sends the goal comes with the send (`goal: {"event", "within_seconds"}` in its attributes)
 and the conversion counts for the last transactional message with that goal.
 
-Control and lift: holdout customers (`_journey.holdout` events of the journey, recorded by the runtime)
-who converted within the window after being held out give the control rate; lift = (treatment rate -
-control rate) / control rate, where treatment rate = converted customers / customers sent.
+Control and lift: the journey's control group is its runs that ended `held_out` (journey_run, written
+by the runtime's holdout step); those customers who converted within the window after being held out
+give the control rate; lift = (treatment rate - control rate) / control rate, where treatment rate =
+converted customers / customers sent. The goal, unless the caller names one, is the journey's own
+(`settings.goal` of the version asked for, else the current one).
 """
 from __future__ import annotations
 
@@ -40,7 +42,6 @@ METRICS = {
 }
 ALL_NAMES = names_of([t for ts in METRICS.values() for t in ts])
 DEFAULT_WINDOW_SECONDS = 7 * 24 * 3600
-HOLDOUT_EVENT = "_journey.holdout"
 
 
 def _attr(key: str):
@@ -125,10 +126,15 @@ def _goal_events(conn: Connection, ws_id: int, name: str, user_pks: set[int], lo
     return [(r.user_pk, r.ts) for r in conn.execute(q) if r.user_pk in user_pks]
 
 
-def journey_goal(conn: Connection, workspace_id: int, journey_id: str) -> tuple[str, int | None] | None:
-    """The journey's goal (event, within_seconds) from its stored definition. The journey store belongs to
-    the runtime; until it is wired here, callers pass the goal explicitly."""
-    return None
+def journey_goal(conn: Connection, workspace_id: int, journey_id: str,
+                 version: int | None = None) -> tuple[str, int | None] | None:
+    """The journey's goal (event, within_seconds) from its compiled definition; None without one."""
+    from engine.journeys.store import ir_of
+
+    found = ir_of(conn, workspace_id, journey_id, version)
+    if found is None or found.settings.goal is None:
+        return None
+    return found.settings.goal.event, found.settings.goal.within_seconds
 
 
 # ---- journeys -------------------------------------------------------------------------------------------
@@ -139,7 +145,7 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
                     until_ms: int | None = None) -> dict[str, Any]:
     with reading(db) as conn:
         if goal is None:
-            stored = journey_goal(conn, ws.id, journey_id)
+            stored = journey_goal(conn, ws.id, journey_id, version)
             if stored:
                 goal, within_seconds = stored[0], within_seconds or stored[1]
         window_ms = (within_seconds or DEFAULT_WINDOW_SECONDS) * 1000
@@ -204,14 +210,20 @@ def _add_conversions(metrics: dict[str, dict[str, int]], conv: list[tuple[Any, i
 
 def holdout_customers(conn: Connection, ws_id: int, journey_id: str, version: int | None, since_ms: int | None,
                       until_ms: int | None) -> list[tuple[int, int]]:
-    """(user_pk, held-out time) of the journey's control group."""
-    where = [events.c.workspace_id == ws_id, events.c.name == HOLDOUT_EVENT, _attr("journey_id") == journey_id,
-             *_time_where(since_ms, until_ms)]
+    """(user_pk, held-out time) of the journey's control group: its runs that ended `held_out`. The
+    time is when the run reached its holdout step (its last step's `at`), else its last update."""
+    from engine.journeys.models import journey_runs
+
+    q = select(journey_runs.c.user_pk, journey_runs.c.steps, journey_runs.c.updated_at).where(
+        journey_runs.c.workspace_id == ws_id, journey_runs.c.journey_id == journey_id,
+        journey_runs.c.status == "held_out")
     if version is not None:
-        where.append(events.c.attributes["journey_version"].as_integer() == version)
+        q = q.where(journey_runs.c.version == version)
     first: dict[int, int] = {}
-    for r in conn.execute(select(events.c.user_pk, events.c.ts).where(*where).order_by(events.c.ts)):
-        first.setdefault(r.user_pk, r.ts)
+    for pk, steps, updated in conn.execute(q):
+        at = next((s["at"] for s in reversed(steps or []) if isinstance(s, dict) and s.get("at")), updated)
+        if (since_ms is None or at >= since_ms) and (until_ms is None or at < until_ms):
+            first[pk] = min(at, first.get(pk, at))
     return list(first.items())
 
 

@@ -26,7 +26,7 @@ from engine.journeys.cohort import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
 from engine.journeys.models import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
-from engine.journeys.sending import JourneySend, Sender, resolve_sender
+from engine.messages import JourneySend, send_journey_step
 from engine.models import events, users
 
 MESSAGE_EVENT_NAMES = {  # journey message_event types -> the event type suffix channels record
@@ -83,9 +83,11 @@ def _zone(name: str) -> ZoneInfo:
 
 
 class JourneyActivities:
-    def __init__(self, db: Engine, settings=None, sender: Sender | None = None):
+    def __init__(self, db: Engine, settings=None, plugins=None):
+        from engine.channel_config import load_plugins
+
         self.db, self.settings = db, settings
-        self.sender = resolve_sender(sender)
+        self.plugins = plugins if plugins is not None else load_plugins()  # once per worker, not per send
         self._irs: dict[tuple[int, str, int], ir.JourneyIR] = {}
 
     def all(self) -> list:
@@ -197,10 +199,10 @@ class JourneyActivities:
                      for m in go]
             beat = asyncio.create_task(_heartbeat_forever())
             try:
-                results = await self.sender(self.db, self.settings, call.workspace_id, channel_type=node.channel,
-                                            template_id=node.template, data=dict(node.data), sends=sends,
-                                            journey_id=call.journey_id, journey_version=call.version,
-                                            step_id=node.id, now_ms=call.now)
+                results = await send_journey_step(self.db, self.plugins, self.settings, call.workspace_id,
+                                                  channel_type=node.channel, template_id=node.template,
+                                                  data=dict(node.data), sends=sends, journey_id=call.journey_id,
+                                                  journey_version=call.version, step_id=node.id)
             finally:
                 beat.cancel()
             by_pk = {o.user_pk: o for o in results}
@@ -239,7 +241,9 @@ class JourneyActivities:
             if s.frequency_cap and go:
                 cap = s.frequency_cap
                 counts: dict[int, int] = {}
-                since = call.now - cap.per_seconds * 1000
+                # messages are stamped with the wall clock when sent, so the window is wall-clock too
+                # (under a time-skipping test server a cap does not expire as workflow time moves)
+                since = now_ms() - cap.per_seconds * 1000
                 for part in range(0, len(go), 5000):
                     q = (select(events.c.user_pk, events.c.id).where(
                         events.c.workspace_id == call.workspace_id,
@@ -502,7 +506,12 @@ class JourneyActivities:
         return adm
 
 
-async def _heartbeat_forever(every: float = 2.0) -> None:
+async def _heartbeat_forever() -> None:
+    """Heartbeat three times per heartbeat timeout. A send attempt that stops heartbeating is retried
+    elsewhere and the retry re-sends the claim's `queued` messages (engine.messages); one that learns at
+    its next heartbeat that it timed out is cancelled, so the two rarely overlap."""
+    timeout = activity.info().heartbeat_timeout
+    every = min(2.0, timeout.total_seconds() / 3) if timeout else 2.0
     while True:
         activity.heartbeat()
         await asyncio.sleep(every)

@@ -59,7 +59,8 @@ def _ws(ws) -> int:
 
 
 class DbCatalog:
-    """What exists in the workspace: its segments, its templates, and every endpoint channel type."""
+    """What exists in the workspace: its segments (dynamic or static), its stored templates, and every
+    endpoint channel type."""
 
     def __init__(self, db: Engine, workspace_id: int):
         self.db, self.ws = db, workspace_id
@@ -131,19 +132,25 @@ def get_journey(db: Engine, ws, journey_id: str) -> JourneyInfo:
 
 
 def get_ir(db: Engine, ws, journey_id: str, version: int | None = None) -> ir.JourneyIR:
-    ws_id = _ws(ws)
     with reading(db) as conn:
+        found = ir_of(conn, _ws(ws), journey_id, version)
+    if found is None:
+        raise NotFound(f"no journey {journey_id!r}" if version is None else
+                       f"no version {version} of journey {journey_id!r}")
+    return found
+
+
+def ir_of(conn, ws_id: int, journey_id: str, version: int | None = None) -> ir.JourneyIR | None:
+    """The compiled journey (its current version unless `version` is given), or None."""
+    if version is None:
+        version = conn.execute(select(journeys.c.version).where(
+            journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
         if version is None:
-            version = conn.execute(select(journeys.c.version).where(
-                journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
-            if version is None:
-                raise NotFound(f"no journey {journey_id!r}")
-        text = conn.execute(select(journey_versions.c.ir).where(
-            journey_versions.c.workspace_id == ws_id, journey_versions.c.journey_id == journey_id,
-            journey_versions.c.version == version)).scalar()
-    if text is None:
-        raise NotFound(f"no version {version} of journey {journey_id!r}")
-    return ir.JourneyIR.from_json(text)
+            return None
+    text = conn.execute(select(journey_versions.c.ir).where(
+        journey_versions.c.workspace_id == ws_id, journey_versions.c.journey_id == journey_id,
+        journey_versions.c.version == version)).scalar()
+    return None if text is None else ir.JourneyIR.from_json(text)
 
 
 def list_journeys(db: Engine, ws) -> list[JourneyInfo]:

@@ -7,15 +7,17 @@ Enable the fixtures in your conftest.py:
 and write tests like:
 
     async def test_welcome(journey_test):
-        await journey_test.put_file("journeys/welcome.yaml")
-        alice = journey_test.customer("alice", attributes={"plan": "trial"}, email="alice@example.com")
+        journey_test.load("journeys/")                  # templates, segments and journeys of the folder
+        alice = journey_test.customer("alice", attributes={"plan": "trial"})   # + alice@example.com
         await journey_test.run("welcome", [alice], entry={"name": "signed_up", "attributes": {"plan": "trial"}})
-        assert journey_test.sends("welcome") == [("alice", "hello", None), ("alice", "reminder", None)]
+        assert journey_test.sends("welcome") == [("alice", "hello", None)]
+        assert journey_test.outbox("welcome")[0]["subject"].startswith("Welcome")
 
+Sends take the real messaging path (templates rendered, opt-outs, idempotency, message rows and
+`_{channel}.send` events) and land in the **outbox** channel, the default when no channel is
+configured: `sends()` and `outbox()` read what was delivered there.
 `journey_test.start(...)` starts the cohort without waiting, so a test can move time with
 `await journey_test.sleep(seconds)` and record events in between (`journey_test.event(...)`).
-Sends are recorded as `_{channel}.send` events by the recording sender (nothing is delivered),
-unless you pass your own sender to `JourneyTest(sender=...)`.
 """
 from __future__ import annotations
 
@@ -34,7 +36,9 @@ from temporalio.worker import Worker
 from engine.db import make_engine, migrate, reading
 from engine.journeys import audience, store
 from engine.journeys.activities import JourneyActivities
-from engine.models import events, users
+from engine.journeys.models import journey_runs
+from engine.messaging_models import messages, outbox_messages
+from engine.models import users
 
 TEST_SERVER = os.environ.get("TIDINGS_TEMPORAL_TEST_SERVER")
 
@@ -60,7 +64,7 @@ class AnyCatalog:
 class JourneyTest:
     """A database, a workspace, and a worker on the time-skipping server for one test."""
 
-    def __init__(self, env: WorkflowEnvironment, db: Engine, *, sender=None):
+    def __init__(self, env: WorkflowEnvironment, db: Engine, *, plugins=None):
         from engine.journeys.workflows import (
             JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
         )
@@ -69,7 +73,7 @@ class JourneyTest:
         self.env, self.db = env, db
         self.ws = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
         self.task_queue = f"journeys-{uuid.uuid4().hex[:8]}"
-        self.activities = JourneyActivities(db, sender=sender)
+        self.activities = JourneyActivities(db, plugins=plugins)
         self.worker = Worker(env.client, task_queue=self.task_queue,
                              workflows=[JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow],
                              activities=self.activities.all(),
@@ -86,22 +90,47 @@ class JourneyTest:
     # ---- set-up ---------------------------------------------------------------------------
 
     async def put(self, yaml_text: str, catalog=None) -> store.JourneyInfo:
+        """Compile and store a journey; its references are checked only against `catalog` when given."""
         info, _ = store.put_journey(self.db, self.ws, yaml_text, catalog or AnyCatalog())
         return info
 
     async def put_file(self, path: str | Path) -> store.JourneyInfo:
         return await self.put(Path(path).read_text())
 
-    def customer(self, user_id: str, *, attributes: dict | None = None, metrics: dict | None = None,
-                 timezone: str | None = None, email: str | None = None) -> int:
-        """Create or update a customer (and an EMAIL endpoint); returns its user_pk."""
-        from engine.customers import upsert_users
-        from engine.schemas import UserBatchItem
+    def load(self, path: str | Path) -> list:
+        """Apply a folder (or file) of resources as `tidings apply` does: templates, segments, journeys,
+        every reference checked. Returns the changes."""
+        from engine.apply import apply
 
-        item = UserBatchItem(user_id=user_id, attributes=attributes or {}, metrics=metrics or {})
-        if timezone:
-            item = UserBatchItem(user_id=user_id, attributes=attributes or {}, metrics=metrics or {}, timezone=timezone)
-        upsert_users(self.db, self.ws, [item])
+        return apply(self.db, self.ws, path)
+
+    def template(self, template_id: str, *, channel: str = "EMAIL", **parts: Any) -> None:
+        """Store a template: `subject=`, `text=`, `html=`, `body=` (SMS), `title=`, `data=`, `defaults=`."""
+        from engine.templates_store import TemplateBody, put_template
+
+        put_template(self.db, self.ws, template_id, TemplateBody(channel=channel, **parts))
+
+    def customer(self, user_id: str, *, attributes: dict | None = None, metrics: dict | None = None,
+                 timezone: str | None = None, email: str | None = "", phone: str | None = None,
+                 opt_out: bool = False) -> int:
+        """Create or update a customer with an EMAIL endpoint (`{user_id}@example.com` unless `email=`
+        says otherwise; `email=None` for none) and an SMS endpoint when `phone=` is given; returns its user_pk."""
+        from engine.customers import upsert_users
+        from engine.endpoints import upsert_endpoints
+        from engine.schemas import EndpointBatchItem, UserBatchItem
+
+        extra = {"timezone": timezone} if timezone else {}
+        upsert_users(self.db, self.ws, [UserBatchItem(user_id=user_id, attributes=attributes or {},
+                                                      metrics=metrics or {}, **extra)])
+        eps = []
+        if email is not None:
+            eps.append(EndpointBatchItem(endpoint_id=f"{user_id}-email", channel="EMAIL", user_id=user_id,
+                                         address=email or f"{user_id}@example.com", opt_out=opt_out))
+        if phone:
+            eps.append(EndpointBatchItem(endpoint_id=f"{user_id}-sms", channel="SMS", user_id=user_id,
+                                         address=phone, opt_out=opt_out))
+        if eps:
+            upsert_endpoints(self.db, self.ws, eps)
         with reading(self.db) as conn:
             return conn.execute(select(users.c.id).where(users.c.workspace_id == self.ws.id,
                                                          users.c.user_id == user_id)).scalar_one()
@@ -131,15 +160,34 @@ class JourneyTest:
 
     # ---- assertions -----------------------------------------------------------------------
 
-    def sends(self, journey_id: str | None = None) -> list[tuple[str, str, str | None]]:
-        """(user_id, step_id, variant) of every send, in order."""
+    def outbox(self, journey_id: str | None = None) -> list[dict[str, Any]]:
+        """What the outbox channel delivered, in order: user_id, step_id, variant, channel_type, address,
+        the rendered content (subject, text, html, body...) and message_id."""
         with reading(self.db) as conn:
-            rows = conn.execute(select(users.c.user_id, events.c.name, events.c.attributes)
-                                .join(users, users.c.id == events.c.user_pk)
-                                .where(events.c.workspace_id == self.ws.id,
-                                       events.c.name.like("\\_%.send", escape="\\")).order_by(events.c.id)).all()
-        return [(r.user_id, r.attributes.get("step_id"), r.attributes.get("variant")) for r in rows
-                if journey_id is None or r.attributes.get("journey_id") == journey_id]
+            rows = conn.execute(
+                select(users.c.user_id, messages.c.journey_id, messages.c.step_id, messages.c.variant,
+                       outbox_messages.c.message_id, outbox_messages.c.channel_type, outbox_messages.c.address,
+                       outbox_messages.c.content)
+                .join(messages, messages.c.message_id == outbox_messages.c.message_id)
+                .join(users, users.c.id == messages.c.user_pk, isouter=True)
+                .where(outbox_messages.c.workspace_id == self.ws.id).order_by(outbox_messages.c.id)).all()
+        return [{"user_id": r.user_id, "journey_id": r.journey_id, "step_id": r.step_id, "variant": r.variant,
+                 "message_id": r.message_id, "channel_type": r.channel_type, "address": r.address, **r.content}
+                for r in rows if journey_id is None or r.journey_id == journey_id]
+
+    def sends(self, journey_id: str | None = None) -> list[tuple[str, str, str | None]]:
+        """(user_id, step_id, variant) of every message delivered (to the outbox), in order."""
+        return [(m["user_id"], m["step_id"], m["variant"]) for m in self.outbox(journey_id)]
+
+    def messages(self, journey_id: str | None = None) -> list[dict[str, Any]]:
+        """Every message row (any channel) with its status: queued | sent | failed."""
+        with reading(self.db) as conn:
+            q = select(users.c.user_id, messages.c.step_id, messages.c.status, messages.c.channel,
+                       messages.c.address, messages.c.error).join(users, users.c.id == messages.c.user_pk) \
+                .where(messages.c.workspace_id == self.ws.id).order_by(messages.c.id)
+            if journey_id is not None:
+                q = q.where(messages.c.journey_id == journey_id)
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     def runs(self, journey_id: str) -> dict[str, store.RunInfo]:
         """The latest run of each customer, by user_id."""

@@ -58,11 +58,29 @@ def seeded(api, db):
         _ev("purchase", "u3", T0_MS + 30 * 60_000),   # counts for mail-1, variant B
         _ev("purchase", "u2", T0_MS + 10 * 24 * H),   # outside the 7-day window
         _ev("purchase", "u9", T0_MS + H),             # never messaged
-        *[_ev("_journey.holdout", f"u{i}", T0_MS, journey_id="spring", journey_version=1, step_id="hold")
-          for i in range(5, 9)],
+        *[_ev("seen", f"u{i}", T0_MS) for i in range(5, 9)],
         _ev("purchase", "u5", T0_MS + 24 * H),        # one of four held-out customers converts
     ])
+    hold_out(db, ws, "spring", 1, [f"u{i}" for i in range(5, 9)], T0_MS)
     return ws
+
+
+def hold_out(db, ws, journey_id, version, user_ids, at_ms):
+    """journey_run rows as the runtime's holdout step leaves them (status held_out, the step's time)."""
+    from sqlalchemy import select
+
+    from engine.db import bulk_insert
+    from engine.journeys.models import journey_runs
+    from engine.models import users
+
+    with db.begin() as conn:
+        pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == ws.id)).all())
+        bulk_insert(conn, journey_runs, [
+            {"workspace_id": ws.id, "journey_id": journey_id, "version": version, "user_pk": pks[u], "cohort": 1,
+             "workflow_id": f"journey/{ws.id}/{journey_id}/v{version}/cohort/1", "current_step": "hold",
+             "status": "held_out", "exit_reason": "control group", "entered_at": at_ms - 1000,
+             "updated_at": at_ms + 5000, "converted_at": None, "steps": [{"step": "hold", "hop": 0, "at": at_ms}],
+             "variant": None, "entry": {}} for u in user_ids])
 
 
 def test_journey_metrics(api, seeded):
@@ -106,6 +124,36 @@ def test_window_version_and_time_filters(api, seeded):
     assert no_goal["totals"]["metrics"]["converted"]["total"] == 0
     assert api.get("/v1/journeys/spring/metrics", params={"within": "soon"}).status_code == 400
     assert api.get("/v1/journeys/spring/metrics", params={"since": "yesterday"}).status_code == 400
+
+
+SPRING = """apiVersion: tidings/v1
+kind: Journey
+id: spring
+entry: {event: e}
+settings: {goal: {event: purchase, within: 7d}}
+steps:
+  - {id: hold, holdout: {percent: 10}}
+  - {id: mail-1, send: {channel: EMAIL, template: t}}
+"""
+
+
+def test_goal_comes_from_the_journey_and_control_from_its_runs(api, db, seeded):
+    from engine.journeys import store
+    from engine.journeys.testing import AnyCatalog
+
+    store.put_journey(db, seeded, SPRING, AnyCatalog())
+    m = api.get("/v1/journeys/spring/metrics").json()  # no goal named: the journey's own
+    assert m["goal"] == {"event": "purchase", "within_seconds": 7 * 86400}
+    assert m["control"] == {"customers": 4, "converted": 1, "rate": 0.25} and m["lift"] == 1.0
+    other = api.get("/v1/journeys/spring/metrics", params={"goal": "signup"}).json()  # named: that one
+    assert other["goal"]["event"] == "signup" and other["control"]["converted"] == 0
+    store.put_journey(db, seeded, SPRING.replace("within: 7d", "within: 1h"), AnyCatalog())
+    assert api.get("/v1/journeys/spring/metrics").json()["control"]["converted"] == 0  # u5 bought after 24 h
+    assert api.get("/v1/journeys/spring/metrics", params={"version": 1}).json()["control"]["converted"] == 1
+    # a run that ended otherwise is not in the control group; nor are other versions' when one is asked
+    hold_out(db, seeded, "spring", 2, ["u9"], T0_MS)
+    assert api.get("/v1/journeys/spring/metrics", params={"version": 1}).json()["control"]["customers"] == 4
+    assert api.get("/v1/journeys/spring/metrics").json()["control"]["customers"] == 5
 
 
 def test_message_metrics_and_transactional_goal(api, db, seeded):

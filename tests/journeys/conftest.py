@@ -1,6 +1,7 @@
 # Users enable these with `pytest_plugins = ["engine.journeys.testing"]` in their top-level conftest.py;
 # pytest allows that only at the top level, so this sub-folder imports the fixtures instead.
 from engine.journeys.testing import journey_env, journey_test  # noqa: F401
+from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real aiosmtpd server on loopback)
 
 import concurrent.futures
 import uuid
@@ -16,13 +17,40 @@ def temporal_dev(temporal_env):
 
 
 @pytest.fixture
-def runtime_db(tmp_path):
+def runtime_db(database_url):
+    """SQLite, and PostgreSQL too when TIDINGS_TEST_POSTGRES_URL is set (tests/conftest.py)."""
     from engine.db import make_engine, migrate
 
-    db = make_engine(f"sqlite:///{tmp_path / 'rt.db'}")
+    db = make_engine(database_url)
+    db.test_url = database_url  # for worker subprocesses
     migrate(db)
     yield db
     db.dispose()
+
+
+def add_customers(db, ws, user_ids, *, channel="EMAIL", address="{}@example.com") -> list[int]:
+    """Customers with one endpoint each, through the endpoints batch write; returns their user_pks in order."""
+    from sqlalchemy import select
+
+    from engine.endpoints import upsert_endpoints
+    from engine.models import users
+    from engine.schemas import EndpointBatchItem
+
+    user_ids = list(user_ids)
+    for i in range(0, len(user_ids), 100):
+        upsert_endpoints(db, ws, [EndpointBatchItem(endpoint_id=f"{u}-{channel.lower()}", channel=channel, user_id=u,
+                                                    address=address.format(u)) for u in user_ids[i:i + 100]])
+    with db.connect() as conn:
+        pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == ws.id)).all())
+    return [pks[u] for u in user_ids]
+
+
+def put_template(db, ws, template_id="t", channel="EMAIL"):
+    from engine.templates_store import TemplateBody, put_template as put
+
+    parts = {"subject": "Hi {{ user.user_id }}", "text": "Hello {{ user.user_id }}"} if channel == "EMAIL" \
+        else {"body": "Hi {{ user.user_id }}"}
+    put(db, ws, template_id, TemplateBody(channel=channel, **parts))
 
 
 @pytest.fixture

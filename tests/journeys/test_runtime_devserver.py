@@ -1,8 +1,12 @@
-"""The journey runtime on the real Temporal dev server: entries, broadcasts, lifecycle, versions, replay."""
+"""The journey runtime on the real Temporal dev server: entries, broadcasts, lifecycle, versions, replay.
+
+Sends take the real messaging path: customers have endpoints, templates are stored, and messages land
+in the outbox channel (nothing configured) or, where a test routes EMAIL there, a real SMTP sink."""
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 from sqlalchemy import text
 from temporalio.client import WorkflowHistory
@@ -13,6 +17,7 @@ from engine.journeys import audience, store
 from engine.journeys.testing import AnyCatalog
 from engine.schemas import EventIn
 from engine.workspaces import ensure_workspace
+from tests.journeys.conftest import add_customers, put_template
 
 WELCOME = """apiVersion: tidings/v1
 kind: Journey
@@ -41,22 +46,33 @@ def count(db, sql, **kw):
 async def test_event_entry_admits_filtered_events_once_and_sends(temporal_dev, runtime_db, dev_worker):
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")
-    info, created = store.put_journey(db, ws, WELCOME, AnyCatalog())
+    put_template(db, ws)
+    # every test database numbers its workspace 1 and the admission workflow id is per (workspace, journey):
+    # a journey id of its own, so the previous parameter's admission workflow (still draining) is not reused
+    jid = f"welcome-{uuid.uuid4().hex[:6]}"
+    source = WELCOME.replace("id: welcome", f"id: {jid}")
+    info, created = store.put_journey(db, ws, source)  # references checked against the workspace
     assert created and info.version == 1 and info.status == "draft"
-    assert store.put_journey(db, ws, WELCOME, AnyCatalog())[1] is False  # same source: no new version
-    await store.activate(client, db, ws, "welcome", task_queue=dev_worker)
+    assert store.put_journey(db, ws, source)[1] is False  # same source: no new version
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    add_customers(db, ws, [f"u{i}" for i in range(20)])
     ingest(db, ws, [EventIn(name="signed_up", user_id=f"u{i}", attributes={"plan": "trial" if i % 2 else "pro"})
                     for i in range(20)])
     ingest(db, ws, [EventIn(name="signed_up", user_id="u1", attributes={"plan": "trial"})])  # max_entries 1
     await until(lambda: count(db, "select count(*) from journey_run where status = 'completed'") == 10)
+    # two messages for each of the 10 trial customers, delivered to the outbox at their address
+    assert count(db, "select count(*) from outbox_message") == 20
+    assert count(db, "select count(distinct address) from outbox_message") == 10
+    assert count(db, "select count(*) from outbox_message where address = 'u1@example.com'") == 2
+    assert count(db, "select count(*) from message where status = 'sent' and journey_id = :j", j=jid) == 20
     assert count(db, "select count(*) from event where name = '_email.send'") == 20
-    runs = store.list_runs(db, ws, "welcome", user_id="u1")
+    runs = store.list_runs(db, ws, jid, user_id="u1")
     assert len(runs) == 1 and [s["step"] for s in runs[0].steps] == ["hello", "bye", "end"]
     desc = await client.get_workflow_handle(runs[0].workflow_id).describe()
-    assert runs[0].workflow_id.startswith(f"journey/{ws.id}/welcome/v1/cohort/")
+    assert runs[0].workflow_id.startswith(f"journey/{ws.id}/{jid}/v1/cohort/")
     assert desc.typed_search_attributes  # TidingsJourney / version / step are set
-    await store.stop(client, db, ws, "welcome")
-    assert store.get_journey(db, ws, "welcome").status == "stopped"
+    await store.stop(client, db, ws, jid)
+    assert store.get_journey(db, ws, jid).status == "stopped"
 
 
 BROADCAST = """apiVersion: tidings/v1
@@ -68,19 +84,26 @@ steps:
 """
 
 
-async def test_broadcast_snapshots_segment_into_cohorts(temporal_dev, runtime_db, dev_worker):
+async def test_broadcast_snapshots_segment_into_cohorts_and_mails_each_once(temporal_dev, runtime_db, dev_worker,
+                                                                              smtp_sink):
+    """EMAIL goes to a real SMTP server on loopback (TIDINGS_SMTP_* set by the smtp_sink fixture)."""
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")
-    ingest(db, ws, [EventIn(name="seen", user_id=f"c{i}") for i in range(2500)])
-    with db.connect() as conn:
-        pks = [r[0] for r in conn.execute(text("select id from users"))]
+    put_template(db, ws)
+    pks = add_customers(db, ws, [f"c{i}" for i in range(2500)])
     audience.use_static_segments(ws.id, {"everyone": pks})
     try:
-        store.put_journey(db, ws, BROADCAST, AnyCatalog())
+        store.put_journey(db, ws, BROADCAST)
         await store.activate(client, db, ws, "promo", task_queue=dev_worker)
-        await until(lambda: count(db, "select count(*) from event where name = '_email.send'") == 2500, 60)
+        await until(lambda: len(smtp_sink.mails) >= 2500, 90)
         assert count(db, "select count(*) from journey_cohort where journey_id = 'promo'") == 3  # 1000+1000+500
+        await until(lambda: count(db, "select count(*) from message where status = 'sent'") == 2500, 30)
         await asyncio.sleep(0.5)
+        rcpts = [r for _, rs, _ in smtp_sink.mails for r in rs]
+        assert len(rcpts) == 2500 and set(rcpts) == {f"c{i}@example.com" for i in range(2500)}
+        mail = smtp_sink.to("c7@example.com")[0]
+        assert mail["Subject"] == "Hi c7" and "Hello c7" in mail.get_body(("plain",)).get_content()
+        assert count(db, "select count(*) from outbox_message") == 0
         assert count(db, "select count(*) from event where name = '_email.send'") == 2500
     finally:
         audience.clear_static_segments()
@@ -95,10 +118,9 @@ async def test_new_version_keeps_running_cohorts_and_replays(temporal_dev, runti
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")
     v1 = WELCOME.replace("steps:\n", "steps:\n  - {id: nap, wait: 2s}\n")
-    store.put_journey(db, ws, v1, AnyCatalog())
-    ingest(db, ws, [EventIn(name="x", user_id=u) for u in ("a", "b", "c")])
-    with db.connect() as conn:
-        pks = [r[0] for r in conn.execute(text("select id from users order by id"))]
+    put_template(db, ws)
+    store.put_journey(db, ws, v1)
+    pks = add_customers(db, ws, ["a", "b", "c"])
     handle = await store.enter(client, db, ws, "welcome", pks, task_queue=dev_worker,
                                entry={"name": "signed_up", "attributes": {"plan": "trial"}})
     # a new version while the cohort sleeps: it finishes on v1 (the IR is in its input)
@@ -107,7 +129,8 @@ async def test_new_version_keeps_running_cohorts_and_replays(temporal_dev, runti
     assert created and info.version == 2
     await handle.result()
     with db.connect() as conn:
-        steps = {r[0] for r in conn.execute(text("select json_extract(attributes, '$.step_id') from event where name like '\\_%.send' escape '\\'"))}
+        steps = {r[0] for r in conn.execute(text("select m.step_id from message m join outbox_message o "
+                                                 "on o.message_id = m.message_id"))}
     assert steps == {"hello", "bye"}
     history: WorkflowHistory = await handle.fetch_history()
     replayer = Replayer(workflows=[JourneyCohortWorkflow], data_converter=DATA_CONVERTER,

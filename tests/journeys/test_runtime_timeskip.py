@@ -1,13 +1,25 @@
-"""The interpreter under the time-skipping test server: days of waiting take milliseconds."""
+"""The interpreter under the time-skipping test server: days of waiting take milliseconds.
+
+Sends take the real messaging path into the outbox channel (no channel is configured); `sends()`
+reads what the outbox received."""
 from __future__ import annotations
 
 import textwrap
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
 
 J = "apiVersion: tidings/v1\nkind: Journey\n"
 
 
 def doc(body: str) -> str:
     return J + textwrap.dedent(body)
+
+
+@pytest.fixture(autouse=True)
+def template_t(journey_test):
+    journey_test.template("t", subject="Hi {{ user.user_id }}", text="Hello {{ user.user_id }}, {{ data.x | default('') }}")
 
 
 WAIT_THEN_SEND = doc("""
@@ -27,8 +39,12 @@ async def test_wait_two_days_then_send(journey_test):
     assert result.counts == {"hello": 5, "pause": 5, "again": 5, "end": 5}
     sends = journey_test.sends("nudge")
     assert sorted(sends) == sorted([(f"u{i}", s, None) for i in range(5) for s in ("hello", "again")])
+    box = journey_test.outbox("nudge")
+    assert {(m["address"], m["subject"]) for m in box} == {(f"u{i}@example.com", f"Hi u{i}") for i in range(5)}
+    assert {m["status"] for m in journey_test.messages("nudge")} == {"sent"}
     runs = journey_test.runs("nudge")
     assert {r.status for r in runs.values()} == {"completed"}
+    assert {s.get("outcome") for r in runs.values() for s in r.steps if s["step"] in ("hello", "again")} == {"sent"}
     assert [s["step"] for s in runs["u0"].steps] == ["hello", "pause", "again", "end"]
 
 
@@ -128,25 +144,32 @@ QUIET = doc("""
 
 
 async def test_quiet_hours_hold_until_morning_in_customer_zone_and_frequency_cap(journey_test):
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
     await journey_test.put(QUIET)
     paris = journey_test.customer("paris", timezone="Europe/Paris")
     tokyo = journey_test.customer("tokyo", timezone="Asia/Tokyo")
-    await journey_test.run("quiet", [paris, tokyo])
+    handle = await journey_test.start("quiet", [paris, tokyo])
+    await handle.result()
     # each woke at 23:00 local, was held to 08:00 local, got `one`; `two` is over the cap
     assert sorted(journey_test.sends("quiet")) == [("paris", "one", None), ("tokyo", "one", None)]
     for user, zone in (("paris", "Europe/Paris"), ("tokyo", "Asia/Tokyo")):
         steps = journey_test.runs("quiet")[user].steps
         outcomes = {s["step"]: s.get("outcome") for s in steps}
         assert outcomes["one"] == "sent" and outcomes["two"] == "frequency_cap"
-    with journey_test.db.connect() as conn:
-        from sqlalchemy import text
-        ts = dict(conn.execute(text("select u.user_id, e.ts from event e join users u on u.id = e.user_pk "
-                                    "where e.name = '_email.send'")).all())
-    assert datetime.fromtimestamp(ts["paris"] / 1000, ZoneInfo("Europe/Paris")).hour == 8
-    assert datetime.fromtimestamp(ts["tokyo"] / 1000, ZoneInfo("Asia/Tokyo")).hour == 8
+    # when (in workflow time) each customer's `one` was sent: the send calls of the history
+    from temporalio.api.enums.v1 import EventType
+
+    from engine.journeys.cohort import StepCall
+    from engine.temporal import DATA_CONVERTER
+
+    sent_at = {}
+    for e in (await handle.fetch_history()).events:
+        attrs = e.activity_task_scheduled_event_attributes
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and attrs.activity_type.name == "journey.send":
+            [call] = await DATA_CONVERTER.decode(attrs.input.payloads, [StepCall])
+            for m in call.members:
+                sent_at[m.user_pk] = call.now  # the last call for a customer is the one that sent
+    assert datetime.fromtimestamp(sent_at[paris] / 1000, ZoneInfo("Europe/Paris")).hour == 8
+    assert datetime.fromtimestamp(sent_at[tokyo] / 1000, ZoneInfo("Asia/Tokyo")).hour == 8
 
 
 LOOP = doc("""
@@ -202,3 +225,46 @@ async def test_goal_event_records_conversion(journey_test):
     with journey_test.db.connect() as conn:
         n = conn.execute(text("select count(*) from event where name = '_journey.converted'")).scalar()
     assert n == 1
+
+
+SMS_AND_OPT_OUT = doc("""
+    id: sms
+    entry: {event: e}
+    steps:
+      - {id: text, send: {channel: SMS, template: s}}
+    """)
+
+
+async def test_sms_step_respects_endpoints_and_opt_outs(journey_test):
+    journey_test.template("s", channel="SMS", body="Code {{ data.code | default('X') }} for {{ user.user_id }}")
+    await journey_test.put(SMS_AND_OPT_OUT)
+    pks = [journey_test.customer("has-phone", phone="+15550001"),
+           journey_test.customer("opted-out", phone="+15550002", opt_out=True),
+           journey_test.customer("no-phone")]
+    await journey_test.run("sms", pks)
+    [m] = journey_test.outbox("sms")
+    assert (m["user_id"], m["address"], m["channel_type"], m["body"]) == ("has-phone", "+15550001", "SMS", "Code X for has-phone")
+    outcomes = {u: {s["step"]: s.get("outcome") for s in r.steps}["text"] for u, r in journey_test.runs("sms").items()}
+    assert outcomes == {"has-phone": "sent", "opted-out": "opted_out", "no-phone": "no_endpoint"}
+
+
+async def test_missing_template_is_render_failed_and_nothing_is_sent(journey_test):
+    await journey_test.put(SMS_AND_OPT_OUT.replace("template: s", "template: nope"))
+    await journey_test.run("sms", [journey_test.customer("a", phone="+15550003")])
+    assert journey_test.sends("sms") == []
+    assert [s.get("outcome") for s in journey_test.runs("sms")["a"].steps if s["step"] == "text"] == ["render_failed"]
+
+
+async def test_load_the_shipped_journeys_folder_and_run_welcome(journey_test):
+    """What a user does with their own repository: load journeys/ (templates, segments, journeys)."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "journeys"
+    kinds = {(c.kind, c.id) for c in journey_test.load(folder)}
+    assert ("Template", "welcome-email") in kinds and ("Journey", "welcome") in kinds
+    ann = journey_test.customer("ann", attributes={"plan": "trial", "first_name": "Ann"}, metrics={"sessions": 1},
+                                timezone="UTC")
+    await journey_test.run("welcome", [ann], entry={"name": "signed_up", "attributes": {"plan": "trial"}})
+    box = journey_test.outbox("welcome")
+    assert [(m["user_id"], m["step_id"]) for m in box] == [("ann", "hello"), ("ann", "reminder")]
+    assert box[0]["subject"] == "Welcome to Example, Ann!" and "https://example.com/start" in box[0]["text"]

