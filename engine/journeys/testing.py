@@ -36,7 +36,6 @@ from temporalio.worker import Worker
 from engine.db import make_engine, migrate, reading
 from engine.journeys import audience, store
 from engine.journeys.activities import JourneyActivities
-from engine.journeys.models import journey_runs
 from engine.messaging_models import messages, outbox_messages
 from engine.models import users
 
