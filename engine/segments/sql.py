@@ -437,15 +437,27 @@ def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
     return out
 
 
+def selectivity_sample(wide_table: str, prefilters: list[str], dialect: str, rows: int = 2000) -> str:
+    """One row: per prefilter, how many of the first `rows` wide rows pass it (to test the most selective first)."""
+    if not prefilters:
+        return ""
+    sums = ", ".join(f"sum(CASE WHEN {c} THEN 1 ELSE 0 END)" for c in prefilters)
+    return f"SELECT {sums} FROM (SELECT * FROM {wide_table} ORDER BY user_pk LIMIT {int(rows)}) w"
+
+
 def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None,
-               wide_table: str | None = None) -> str:
+               wide_table: str | None = None, prefilters: list[str] | None = None) -> str:
     """user pks with outcome 1 (member) or 3 (ask Python). With `wide_table` (ctx.wide set), one scan of
     the workspace's wide rows decides each customer on its own row. With `driving` (one of driving_sets),
     only the users it yields are looked at, each through covering lookups of its values, instead of every user."""
     if wide_table:
         expr = Translator(ctx, facts).node(logic, Scope(user="w.user_pk", ep="0", kind="user"))
-        pre = "".join(f"({c}) AND " for c in wide_prefilters(logic, ctx))
-        return f"SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table} w WHERE {pre}{expr} IN (1, 3)"
+        pre = " AND ".join(f"({c})" for c in (wide_prefilters(logic, ctx) if prefilters is None else prefilters))
+        # The outcome is computed once per row that passes the prefilters: the LIMIT / OFFSET keeps the inner
+        # select from being flattened into the outer one (which would compute it in the WHERE and again).
+        fence = "OFFSET 0" if ctx.dialect == "postgresql" else "LIMIT -1"
+        return (f"SELECT q.pk, q.o FROM (SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table} w"
+                f"{' WHERE ' + pre if pre else ''} {fence}) q WHERE q.o IN (1, 3)")
     expr = outcome_sql(logic, facts, ctx)
     ws = ctx.p(ctx.workspace_id)
     if driving:  # its rows are the workspace's (customer_value.workspace_id), one per user
