@@ -267,6 +267,8 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
     wide = bool(seg.user_paths) and seg.user_paths <= set(slots)
     if wide:  # one scan of the wide table, a row per customer
         ctx.wide = slots
+        if conn.dialect.name == "sqlite":  # same transaction as the scan; PostgreSQL's read committed is not
+            ctx.rare = paths.rare_kinds(conn, workspace_id, {slots[p] for p in seg.user_paths})
         table = paths.wide_table(workspace_id)
         query = full_query(seg.logic, seg.facts, ctx, wide_table=table,
                            prefilters=_by_selectivity(conn, ctx, seg.logic, table))

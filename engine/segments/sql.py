@@ -21,6 +21,8 @@ CMP = ("==", "!=", "<", "<=", ">", ">=", "===", "!==")
 _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!=", "===": "===", "!==": "!=="}
 _SQLOP = {"==": "=", "===": "=", "!=": "<>", "!==": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 STRING_KINDS = ("s", "t", "z", "o")
+KINDS = ("n", "b", "l", "s", "t", "z", "o", "x")
+RARE_KINDS = ("b", "l", "o", "x")  # as engine.segments.paths.RARE_KINDS
 SAMPLES: dict[str, list[Any]] = {
     "n": [0, 1, -1, 5, 5.5, -2.5, 1e10, 100],
     "s": ["5", "0", "-1.5", "10", "1e3", "007"],
@@ -53,6 +55,7 @@ class Ctx:
     params: dict[str, Any] = field(default_factory=dict)
     counter: itertools.count = field(default_factory=itertools.count)
     wide: dict[str, int] | None = None  # user-level path -> slot, when the query runs over the wide table `w`
+    rare: dict[int, set[str]] | None = None  # slot -> the rare kinds (paths.RARE_KINDS) it holds; None: any
     _seen: dict[Any, str] = field(default_factory=dict, repr=False)
 
     def p(self, value: Any) -> str:
@@ -64,6 +67,12 @@ class Ctx:
         if key is not None:
             self._seen[key] = ":" + name
         return ":" + name
+
+    def wide_kinds(self, slot: int) -> tuple[str, ...]:
+        """The kinds a wide slot may hold: all but the rare kinds it is known not to hold."""
+        if self.rare is None or slot not in self.rare:
+            return KINDS
+        return tuple(k for k in KINDS if k not in RARE_KINDS or k in self.rare[slot])
 
     def collate(self, col: str) -> str:
         return f'{col} COLLATE "C"' if self.dialect == "postgresql" else col
@@ -172,7 +181,7 @@ def cv_leaf(leaf: Leaf, path: str, scope: Scope, ctx: Ctx) -> str:
     if scope.kind == "user" and ctx.wide is not None and path in ctx.wide:
         slot = ctx.wide[path]
         c = wide_cols(slot, path, ctx)
-        whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx, c)}" for k in ("n", "b", "l", "s", "t", "z", "o", "x"))
+        whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx, c)}" for k in ctx.wide_kinds(slot))
         return f"(CASE w.k{slot} {whens} ELSE {missing} END)"  # no row value (NULL kind): missing
     whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx)}" for k in ("n", "b", "l", "s", "t", "z", "o", "x"))
     return (f"COALESCE((SELECT CASE cv.kind {whens} ELSE 3 END FROM customer_value cv "
@@ -404,7 +413,7 @@ def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
         c = wide_cols(slot, path, ctx)
         conds: list[str] = []
         kinds: list[str] = []
-        for k in ("n", "b", "l", "s", "t", "z", "o", "x"):
+        for k in ctx.wide_kinds(slot):
             sql = _cv_kind_sql(leaf, k, ctx, c)
             if sql in ("0", "2"):
                 continue
