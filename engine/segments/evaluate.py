@@ -3,6 +3,7 @@ documents, full evaluation in SQL (with Python for the rows SQL leaves unsure), 
 membership changes with their `_segment.enter` / `_segment.exit` events."""
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -274,10 +275,7 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
                            prefilters=_by_selectivity(conn, ctx, seg.logic, table))
     else:
         query = full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg))
-    rows = _fetch_all(conn, query, ctx.params, big_scan=wide)
-    members = {pk for pk, o in rows if o == 1}
-    unsure = [pk for pk, o in rows if o != 1]
-    del rows
+    members, unsure = _fetch_outcomes(conn, query, ctx.params, big_scan=wide)
     for part in chunks(unsure, BATCH):
         docs = documents(conn, workspace_id, list(part), seg.facts, now)
         members.update(pk for pk, doc in docs.items() if python_member(seg, doc))
@@ -294,23 +292,33 @@ def _by_selectivity(conn: Connection, ctx: Ctx, logic: Any, table: str) -> list[
     return [c for _, _, c in sorted((n or 0, i, c) for i, (n, c) in enumerate(zip(counts, pre)))]
 
 
-def _fetch_all(conn: Connection, query: str, params: dict[str, Any], big_scan: bool) -> list[tuple[int, int]]:
-    """(pk, outcome) rows. On SQLite through the driver's cursor (no result-row objects for what can be
-    hundreds of thousands of rows), and a scan of the whole wide table reads the file memory-mapped
+def _fetch_outcomes(conn: Connection, query: str, params: dict[str, Any], big_scan: bool) -> tuple[set[int], list[int]]:
+    """(members, unsure pks) from a full query's (pk, outcome) rows. On SQLite through the driver's cursor,
+    one signed column (pk a member, -pk unsure) gathered into a set in C: no result-row objects for what
+    can be hundreds of thousands of rows. A scan of the whole wide table reads the file memory-mapped
     (set on this connection for this query only: the page cache would otherwise copy every page)."""
     if conn.dialect.name != "sqlite":
-        return [(pk, o) for pk, o in conn.execute(text(query), params)]
+        members: set[int] = set()
+        unsure: list[int] = []
+        for pk, o in conn.execute(text(query), params):
+            (members.add if o == 1 else unsure.append)(pk)
+        return members, unsure
     cur = conn.connection.dbapi_connection.cursor()
     try:
         if big_scan:
             cur.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         try:
-            return cur.execute(query, params).fetchall()
+            signed = set(itertools.chain.from_iterable(cur.execute(
+                f"SELECT CASE f.o WHEN 1 THEN f.pk ELSE -f.pk END FROM ({query}) f", params)))
         finally:
             if big_scan:
                 cur.execute("PRAGMA mmap_size = 0")
     finally:
         cur.close()
+    if signed and min(signed) < 0:  # user pks are positive
+        unsure = [-v for v in signed if v < 0]
+        return {v for v in signed if v > 0}, unsure
+    return signed, []
 
 
 def _narrowest(conn: Connection, ctx: Ctx, seg: Compiled) -> str | None:
