@@ -3,6 +3,7 @@ documents, full evaluation in SQL (with Python for the rows SQL leaves unsure), 
 membership changes with their `_segment.enter` / `_segment.exit` events."""
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -17,10 +18,11 @@ from engine.clock import now_ms
 from engine.segment_models import segment_members, segments
 from engine.segments import paths, rules
 from engine.segments.documents import documents
-from engine.segments.sql import Ctx, driving_sets, full_query
+from engine.segments.sql import Ctx, driving_sets, full_query, selectivity_sample, wide_prefilters
 
 ENGINE = rules.ENGINE
 BATCH = 2000
+MMAP_BYTES = 1 << 30  # SQLite maps at most the file's size
 
 
 @dataclass
@@ -263,22 +265,60 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
     ensure_indexed(conn, workspace_id, seg)
     ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
     slots = paths.slots(conn, workspace_id)
-    if seg.user_paths and seg.user_paths <= set(slots):  # one scan of the wide table, a row per customer
+    wide = bool(seg.user_paths) and seg.user_paths <= set(slots)
+    if wide:  # one scan of the wide table, a row per customer
         ctx.wide = slots
-        query = full_query(seg.logic, seg.facts, ctx, wide_table=paths.wide_table(workspace_id))
+        if conn.dialect.name == "sqlite":  # same transaction as the scan; PostgreSQL's read committed is not
+            ctx.rare = paths.rare_kinds(conn, workspace_id, {slots[p] for p in seg.user_paths})
+        table = paths.wide_table(workspace_id)
+        query = full_query(seg.logic, seg.facts, ctx, wide_table=table,
+                           prefilters=_by_selectivity(conn, ctx, seg.logic, table))
     else:
         query = full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg))
-    members: set[int] = set()
-    unsure: list[int] = []
-    for pk, o in conn.execute(text(query), ctx.params):
-        if o == 1:
-            members.add(pk)
-        else:
-            unsure.append(pk)
+    members, unsure = _fetch_outcomes(conn, query, ctx.params, big_scan=wide)
     for part in chunks(unsure, BATCH):
         docs = documents(conn, workspace_id, list(part), seg.facts, now)
         members.update(pk for pk, doc in docs.items() if python_member(seg, doc))
     return members
+
+
+def _by_selectivity(conn: Connection, ctx: Ctx, logic: Any, table: str) -> list[str]:
+    """The rule's wide-table prefilters, the one that the fewest sampled rows pass first (a scan tests its
+    WHERE terms in the order written, so most rows are then rejected by the first comparison)."""
+    pre = wide_prefilters(logic, ctx)
+    if len(pre) < 2:
+        return pre
+    counts = conn.execute(text(selectivity_sample(table, pre, ctx.dialect)), ctx.params).one()
+    return [c for _, _, c in sorted((n or 0, i, c) for i, (n, c) in enumerate(zip(counts, pre)))]
+
+
+def _fetch_outcomes(conn: Connection, query: str, params: dict[str, Any], big_scan: bool) -> tuple[set[int], list[int]]:
+    """(members, unsure pks) from a full query's (pk, outcome) rows. On SQLite through the driver's cursor,
+    one signed column (pk a member, -pk unsure) gathered into a set in C: no result-row objects for what
+    can be hundreds of thousands of rows. A scan of the whole wide table reads the file memory-mapped
+    (set on this connection for this query only: the page cache would otherwise copy every page)."""
+    if conn.dialect.name != "sqlite":
+        members: set[int] = set()
+        unsure: list[int] = []
+        for pk, o in conn.execute(text(query), params):
+            (members.add if o == 1 else unsure.append)(pk)
+        return members, unsure
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        if big_scan:
+            cur.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+        try:
+            signed = set(itertools.chain.from_iterable(cur.execute(
+                f"SELECT CASE f.o WHEN 1 THEN f.pk ELSE -f.pk END FROM ({query}) f", params)))
+        finally:
+            if big_scan:
+                cur.execute("PRAGMA mmap_size = 0")
+    finally:
+        cur.close()
+    if signed and min(signed) < 0:  # user pks are positive
+        unsure = [-v for v in signed if v < 0]
+        return {v for v in signed if v > 0}, unsure
+    return signed, []
 
 
 def _narrowest(conn: Connection, ctx: Ctx, seg: Compiled) -> str | None:

@@ -88,6 +88,30 @@ def wide_table(workspace_id: int) -> str:
 
 
 WIDE_COLS = ("k", "n", "t", "d")
+# Kinds SQL cannot decide with one comparison (booleans, lists, odd numeric text, unknown): where a
+# slot holds none, full evaluation drops their terms. A partial index per slot holds just those rows,
+# so which of them a slot holds is an index lookup, kept exact by the database on every write.
+RARE_KINDS = ("b", "l", "o", "x")
+_RARE_IN = ", ".join(f"'{k}'" for k in RARE_KINDS)
+
+
+def rare_index(conn: Connection, workspace_id: int, slot: int) -> None:
+    table = wide_table(workspace_id)
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {table}_r{int(slot)} ON {table} (k{int(slot)}) "
+                         f"WHERE k{int(slot)} IN ({_RARE_IN})")
+
+
+def rare_kinds(conn: Connection, workspace_id: int, slot_list: Iterable[int]) -> dict[int, set[str]]:
+    """Slot -> the rare kinds it holds now (through each slot's partial index)."""
+    table = wide_table(workspace_id)
+    # one index probe per slot and kind (the IN term is the index's own condition, so SQLite uses it)
+    parts = [f"SELECT {int(s)}, '{k}' WHERE EXISTS (SELECT 1 FROM {table} WHERE k{int(s)} IN ({_RARE_IN}) "
+             f"AND k{int(s)} = '{k}')" for s in sorted(set(slot_list)) for k in RARE_KINDS]
+    out: dict[int, set[str]] = {s: set() for s in slot_list}
+    if parts:
+        for s, k in conn.exec_driver_sql(" UNION ALL ".join(parts)):
+            out[s].add(k)
+    return out
 
 
 def _wide_columns(conn: Connection, workspace_id: int) -> int:
@@ -145,6 +169,8 @@ def sync(conn: Connection, workspace_id: int, want: set[tuple[str, str]], drop_u
                     f"UPDATE {table} SET k{s} = cv.kind, n{s} = cv.num, t{s} = cv.txt, d{s} = cv.ts "
                     f"FROM customer_value cv WHERE cv.workspace_id = {mark} AND cv.path = {mark} AND cv.ep = 0 "
                     f"AND cv.kind <> 'i' AND cv.user_pk = {table}.user_pk", (workspace_id, p))
+                if conn.dialect.name == "sqlite":  # (read only by SQLite's full evaluation)
+                    rare_index(conn, workspace_id, s)
         bulk_insert(conn, indexed_paths, [{"workspace_id": workspace_id, "scope": s, "path": p,
                                            "slot": assigned.get(p) if s == "u" else None} for s, p in sorted(new)])
     return bool(new or old)

@@ -21,6 +21,8 @@ CMP = ("==", "!=", "<", "<=", ">", ">=", "===", "!==")
 _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!=", "===": "===", "!==": "!=="}
 _SQLOP = {"==": "=", "===": "=", "!=": "<>", "!==": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 STRING_KINDS = ("s", "t", "z", "o")
+KINDS = ("n", "b", "l", "s", "t", "z", "o", "x")
+RARE_KINDS = ("b", "l", "o", "x")  # as engine.segments.paths.RARE_KINDS
 SAMPLES: dict[str, list[Any]] = {
     "n": [0, 1, -1, 5, 5.5, -2.5, 1e10, 100],
     "s": ["5", "0", "-1.5", "10", "1e3", "007"],
@@ -53,6 +55,7 @@ class Ctx:
     params: dict[str, Any] = field(default_factory=dict)
     counter: itertools.count = field(default_factory=itertools.count)
     wide: dict[str, int] | None = None  # user-level path -> slot, when the query runs over the wide table `w`
+    rare: dict[int, set[str]] | None = None  # slot -> the rare kinds (paths.RARE_KINDS) it holds; None: any
     _seen: dict[Any, str] = field(default_factory=dict, repr=False)
 
     def p(self, value: Any) -> str:
@@ -64,6 +67,12 @@ class Ctx:
         if key is not None:
             self._seen[key] = ":" + name
         return ":" + name
+
+    def wide_kinds(self, slot: int) -> tuple[str, ...]:
+        """The kinds a wide slot may hold: all but the rare kinds it is known not to hold."""
+        if self.rare is None or slot not in self.rare:
+            return KINDS
+        return tuple(k for k in KINDS if k not in RARE_KINDS or k in self.rare[slot])
 
     def collate(self, col: str) -> str:
         return f'{col} COLLATE "C"' if self.dialect == "postgresql" else col
@@ -172,7 +181,7 @@ def cv_leaf(leaf: Leaf, path: str, scope: Scope, ctx: Ctx) -> str:
     if scope.kind == "user" and ctx.wide is not None and path in ctx.wide:
         slot = ctx.wide[path]
         c = wide_cols(slot, path, ctx)
-        whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx, c)}" for k in ("n", "b", "l", "s", "t", "z", "o", "x"))
+        whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx, c)}" for k in ctx.wide_kinds(slot))
         return f"(CASE w.k{slot} {whens} ELSE {missing} END)"  # no row value (NULL kind): missing
     whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx)}" for k in ("n", "b", "l", "s", "t", "z", "o", "x"))
     return (f"COALESCE((SELECT CASE cv.kind {whens} ELSE 3 END FROM customer_value cv "
@@ -404,7 +413,7 @@ def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
         c = wide_cols(slot, path, ctx)
         conds: list[str] = []
         kinds: list[str] = []
-        for k in ("n", "b", "l", "s", "t", "z", "o", "x"):
+        for k in ctx.wide_kinds(slot):
             sql = _cv_kind_sql(leaf, k, ctx, c)
             if sql in ("0", "2"):
                 continue
@@ -437,15 +446,27 @@ def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
     return out
 
 
+def selectivity_sample(wide_table: str, prefilters: list[str], dialect: str, rows: int = 2000) -> str:
+    """One row: per prefilter, how many of the first `rows` wide rows pass it (to test the most selective first)."""
+    if not prefilters:
+        return ""
+    sums = ", ".join(f"sum(CASE WHEN {c} THEN 1 ELSE 0 END)" for c in prefilters)
+    return f"SELECT {sums} FROM (SELECT * FROM {wide_table} ORDER BY user_pk LIMIT {int(rows)}) w"
+
+
 def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None,
-               wide_table: str | None = None) -> str:
+               wide_table: str | None = None, prefilters: list[str] | None = None) -> str:
     """user pks with outcome 1 (member) or 3 (ask Python). With `wide_table` (ctx.wide set), one scan of
     the workspace's wide rows decides each customer on its own row. With `driving` (one of driving_sets),
     only the users it yields are looked at, each through covering lookups of its values, instead of every user."""
     if wide_table:
         expr = Translator(ctx, facts).node(logic, Scope(user="w.user_pk", ep="0", kind="user"))
-        pre = "".join(f"({c}) AND " for c in wide_prefilters(logic, ctx))
-        return f"SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table} w WHERE {pre}{expr} IN (1, 3)"
+        pre = " AND ".join(f"({c})" for c in (wide_prefilters(logic, ctx) if prefilters is None else prefilters))
+        # The outcome is computed once per row that passes the prefilters: the LIMIT / OFFSET keeps the inner
+        # select from being flattened into the outer one (which would compute it in the WHERE and again).
+        fence = "OFFSET 0" if ctx.dialect == "postgresql" else "LIMIT -1"
+        return (f"SELECT q.pk, q.o FROM (SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table} w"
+                f"{' WHERE ' + pre if pre else ''} {fence}) q WHERE q.o IN (1, 3)")
     expr = outcome_sql(logic, facts, ctx)
     ws = ctx.p(ctx.workspace_id)
     if driving:  # its rows are the workspace's (customer_value.workspace_id), one per user
