@@ -72,7 +72,7 @@ def cmd_dev(args, settings: Settings) -> int:
 
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port, smtp=args.smtp_port)
     try:
-        asyncio.run(run_dev(settings, ports, args.host))
+        asyncio.run(run_dev(settings, ports, args.host, args.worker_process))
     except KeyboardInterrupt:
         print("stopped.")
     return 0
@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--temporal-port", type=int, default=7233)
     d.add_argument("--ui-port", type=int, default=8233)
     d.add_argument("--smtp-port", type=int, default=1025)
+    d.add_argument("--worker-process", action="store_true",
+                   help="run the worker as its own process (uses a second core; as `tidings worker` in production)")
     d.set_defaults(fn=cmd_dev)
 
     v = sub.add_parser("validate", help="compile journeys (YAML) and print every error as file:line:column")

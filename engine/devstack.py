@@ -69,8 +69,10 @@ class DevStack:
     settings: Settings
     ports: Ports
     host: str = "127.0.0.1"
+    worker_process: bool = False  # the worker as its own `tidings worker` process: a second core for sends
     dev_key: str = ""
     _temporal: subprocess.Popen | None = None
+    _worker: subprocess.Popen | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _smtp = None
     _api: uvicorn.Server | None = None
@@ -100,9 +102,19 @@ class DevStack:
 
         client = await self._wait_for_temporal(connect)
         await self._start_api()
+        if self.worker_process:
+            self._start_worker_process()
+            return
         from engine.worker import run_worker
 
         self._tasks.append(asyncio.create_task(run_worker(client, db, self.settings), name="worker"))
+
+    def _start_worker_process(self) -> None:
+        env = {**os.environ, "TIDINGS_HOME": str(self.settings.home), "TIDINGS_DATABASE_URL": self.settings.database_url,
+               "TIDINGS_TEMPORAL_ADDRESS": self.settings.temporal_address, "TIDINGS_TASK_QUEUE": self.settings.task_queue}
+        log_file = open(self.settings.home / "worker.log", "ab")
+        self._worker = subprocess.Popen([binary("tidings"), "worker"], env=env, stdout=log_file,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
 
     def _export_channel_env(self) -> None:
         """Email goes to the sink with no setup: the API and worker run in this process and read these
@@ -168,12 +180,13 @@ class DevStack:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._smtp:
             self._smtp.stop()
-        if self._temporal and self._temporal.poll() is None:
-            self._temporal.terminate()
-            try:
-                self._temporal.wait(10)
-            except subprocess.TimeoutExpired:
-                self._temporal.kill()
+        for proc in (self._worker, self._temporal):  # the worker first: it talks to Temporal
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
     def banner(self) -> str:
         return "\n".join([
@@ -186,8 +199,8 @@ class DevStack:
         ])
 
 
-async def run_dev(settings: Settings, ports: Ports, host: str = "127.0.0.1") -> None:
-    stack = DevStack(settings, ports, host)
+async def run_dev(settings: Settings, ports: Ports, host: str = "127.0.0.1", worker_process: bool = False) -> None:
+    stack = DevStack(settings, ports, host, worker_process=worker_process)
     await stack.start()
     print(stack.banner(), flush=True)
     print("Ctrl-C stops everything.", flush=True)

@@ -82,28 +82,33 @@ async def main(args) -> None:
             give_up = time.time() + 600
             while True:
                 with db.connect() as conn:
-                    got = conn.execute(text("select count(*) from message where journey_id = 'on-order'")).scalar()
+                    got = conn.execute(text("select count(*) from message where journey_id = 'on-order' "
+                                            "and status = 'sent'")).scalar()
                 if got >= n or time.time() > give_up:
                     break
                 await asyncio.sleep(0.5)
             await asyncio.sleep(2)
         with db.connect() as conn:
             rows = conn.execute(text(
-                "select u.user_id, min(m.created_at), count(*) from message m join users u on u.id = m.user_pk "
-                "where m.journey_id = 'on-order' group by u.user_id")).all()
+                "select u.user_id, min(m.created_at), count(*), min(case when m.status = 'sent' then m.updated_at end) "
+                "from message m join users u on u.id = m.user_pk where m.journey_id = 'on-order' group by u.user_id")).all()
             sent = conn.execute(text("select count(*) from message where status = 'sent'")).scalar()
         mails, _, _ = sink.stats()
     finally:
         await stack.stop()
         sink.close()
-    lat = [first / 1000 - posted[u] for u, first, _ in rows]
-    dup = sum(1 for *_, k in rows if k != 1)
+    lat = [first / 1000 - posted[u] for u, first, _, _ in rows]
+    # `sent` is when the batch's outcome was recorded, after the SMTP server accepted the mail: an upper bound.
+    sent_lat = [at / 1000 - posted[u] for u, _, _, at in rows if at is not None]
+    dup = sum(1 for _, _, k, _ in rows if k != 1)
     print(f"{n:,} events at {args.rate:g}/s in batches of {args.batch} (posting took {post_s:.1f} s, "
           f"{late_posts} batches started late)")
     print(f"  customers with a message {len(rows):,} / {n:,}   with more than one: {dup}   "
           f"message rows sent {sent:,}   mails received {mails:,}")
-    print(f"  event post -> message row: p50 {pct(lat, .5):.2f} s   p95 {pct(lat, .95):.2f} s   "
-          f"max {max(lat):.2f} s   (target p95 <= 2 s)")
+    print(f"  event post -> message claimed: p50 {pct(lat, .5):.2f} s   p95 {pct(lat, .95):.2f} s   "
+          f"max {max(lat):.2f} s")
+    print(f"  event post -> mail sent (SMTP accepted, recorded): p50 {pct(sent_lat, .5):.2f} s   "
+          f"p95 {pct(sent_lat, .95):.2f} s   max {max(sent_lat):.2f} s   ({len(sent_lat):,} sent; target p95 <= 2 s)")
 
 
 if __name__ == "__main__":

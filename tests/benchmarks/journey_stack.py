@@ -100,20 +100,44 @@ def bulk_customers(db, ws_id: int, n: int) -> None:
                                           for i in ids])
 
 
-async def dev_stack(smtp_port: int, database_url: str | None = None):
-    """`tidings dev` with EMAIL routed to our sink (TIDINGS_SMTP_* set before the stack reads them)."""
-    from engine.config import Settings
-    from engine.devstack import DevStack, Ports
+class DevProcess:
+    """`tidings dev --worker-process` in its own process, as an operator runs it: the load generator, the
+    API and the worker each get an interpreter of their own on this 2-core box."""
+
+    def __init__(self, home: Path, proc: subprocess.Popen, banner: list[str], database_url: str):
+        from engine.config import Settings
+
+        self.home, self.proc = home, proc
+        self.api_url = next(l.split()[2] for l in banner if l.startswith("Tidings API"))
+        self.dev_key = next(l.split()[-1] for l in banner if l.startswith("Development key"))
+        self.settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=database_url)
+
+    async def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        await asyncio.to_thread(self.proc.wait, 60)
+
+
+async def dev_stack(smtp_port: int, database_url: str | None = None) -> DevProcess:
+    """`tidings dev` with EMAIL routed to our sink."""
+    from engine.devstack import Ports, binary
 
     home = Path(tempfile.mkdtemp(prefix="bench-journeys-"))
-    os.environ.update({"TIDINGS_SMTP_HOST": "127.0.0.1", "TIDINGS_SMTP_PORT": str(smtp_port),
-                       "TIDINGS_SMTP_SECURITY": "none", "TIDINGS_SMTP_FROM": "Bench <bench@acme.example>",
-                       "TIDINGS_SMTP_RATE_LIMIT": "1000000"})
-    settings = Settings.from_env(TIDINGS_HOME=str(home),
-                                 TIDINGS_DATABASE_URL=database_url or f"sqlite:///{home / 'tidings.db'}")
-    stack = DevStack(settings, Ports.free())
-    await stack.start()
-    return stack
+    database_url = database_url or f"sqlite:///{home / 'tidings.db'}"
+    env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": database_url,
+           "TIDINGS_SMTP_HOST": "127.0.0.1", "TIDINGS_SMTP_PORT": str(smtp_port), "TIDINGS_SMTP_SECURITY": "none",
+           "TIDINGS_SMTP_FROM": "Bench <bench@acme.example>", "TIDINGS_SMTP_RATE_LIMIT": "1000000"}
+    ports = Ports.free()
+    proc = subprocess.Popen([binary("tidings"), "dev", "--worker-process", "--port", str(ports.api),
+                             "--temporal-port", str(ports.temporal), "--ui-port", str(ports.ui),
+                             "--smtp-port", str(ports.smtp)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    banner: list[str] = []
+    while not banner or not banner[-1].startswith("Ctrl-C"):
+        line = await asyncio.to_thread(proc.stdout.readline)
+        if not line:
+            raise RuntimeError(f"tidings dev did not start: {banner}")
+        banner.append(line.rstrip())
+    return DevProcess(home, proc, banner, database_url)
 
 
 TEMPLATE = {"channel": "EMAIL", "subject": "Hello {{ user.user_id }}",

@@ -90,3 +90,36 @@ def test_dev_stack_comes_up_and_reuses_state(tmp_path: Path):
         assert r.status_code == 200
     finally:
         _stop(proc)
+
+
+def _worker_pids(home: Path) -> list[int]:
+    """`tidings worker` processes started for this home (read from /proc: no extra dependency)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes()
+        except (OSError, ValueError):
+            continue
+        is_worker = b"worker" in cmd and any(part.endswith(b"/tidings") for part in cmd)  # python3 .../tidings worker
+        if is_worker and f"TIDINGS_HOME={home}\0".encode() in env + b"\0":
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_worker_can_run_as_its_own_process(tmp_path: Path):
+    ports = Ports.free()
+    env = {**os.environ, "TIDINGS_HOME": str(tmp_path)}
+    env.pop("TIDINGS_DATABASE_URL", None)
+    proc = subprocess.Popen(
+        [TIDINGS, "dev", "--worker-process", "--port", str(ports.api), "--temporal-port", str(ports.temporal),
+         "--ui-port", str(ports.ui), "--smtp-port", str(ports.smtp)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for_banner(proc)
+        assert httpx.get(f"http://127.0.0.1:{ports.api}/health").json() == {"status": "ok"}
+        assert len(_worker_pids(tmp_path)) == 1
+    finally:
+        _stop(proc)
+    assert proc.returncode == 0
+    assert _worker_pids(tmp_path) == []
