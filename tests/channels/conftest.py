@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from engine.devstack import free_port  # noqa: F401  (tests import it from here)
 
 
 @dataclass
@@ -91,11 +91,6 @@ def http_server():
     for s in servers:
         s.stop()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

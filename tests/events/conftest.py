@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from engine import changes
 from engine.events import record
 from engine.schemas import EventIn
 from engine.workspaces import WorkspaceRef, ensure_workspace
+from engine.devstack import free_port  # noqa: F401  (tests import it from here)
+from tests.conftest import Api
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 T0_MS = int(T0.timestamp() * 1000)
@@ -119,11 +120,6 @@ def receiver():
         r.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
@@ -133,17 +129,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
-
-
-class Api:
-    def __init__(self, client, key: str):
-        self.client, self.headers = client, {"Authorization": f"Bearer {key}"}
-
-    def __getattr__(self, method):
-        def call(path, **kw):
-            kw["headers"] = {**self.headers, **kw.get("headers", {})}
-            return getattr(self.client, method)(path, **kw)
-        return call
 
 
 @dataclass

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import time
 
 import pytest
@@ -11,12 +10,8 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from engine.models import users
+from engine.devstack import free_port  # noqa: F401  (tests import it from here)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Inbox:
