@@ -26,14 +26,10 @@ from engine.journeys.cohort import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
 from engine.journeys.models import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
+from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
 from engine.messages import JourneySend, send_journey_step
 from engine.models import events, users
 
-MESSAGE_EVENT_NAMES = {  # journey message_event types -> the event type suffix channels record
-    "sent": ["send"], "delivered": ["delivered", "delivery"], "opened": ["open"], "clicked": ["click"],
-    "bounced": ["bounce", "hardbounce", "softbounce"], "complained": ["complaint"],
-    "unsubscribed": ["unsubscribe"], "failed": ["failure", "failed"], "replied": ["reply", "inbound"],
-}
 
 _engine = datalogic_py.Engine()
 
@@ -326,9 +322,8 @@ class JourneyActivities:
 
     def _message_events(self, conn, call: StepCall, step_id: str, kind: str, members: list[Member]) -> set[int]:
         """Members with a `_{channel}.{type}` event about their message from `step_id` of this journey."""
-        node = None
         # the channel of the referenced send step is not in this call; match every channel's prefix
-        suffixes = MESSAGE_EVENT_NAMES.get(kind, [kind])
+        suffixes = JOURNEY_MESSAGE_EVENT_TYPES[kind]  # the names engine.message_events records
         pks = [m.user_pk for m in members]
         out = set()
         since = min(m.entered_at for m in members)
@@ -344,7 +339,6 @@ class JourneyActivities:
             for m in members:
                 if any(r.received_at >= m.entered_at for r in by_pk.get(m.user_pk, [])):
                     out.add(m.run_id)
-        del node
         return out
 
     @activity.defn(name="journey.split")

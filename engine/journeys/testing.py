@@ -181,7 +181,7 @@ class JourneyTest:
     def messages(self, journey_id: str | None = None) -> list[dict[str, Any]]:
         """Every message row (any channel) with its status: queued | sent | failed."""
         with reading(self.db) as conn:
-            q = select(users.c.user_id, messages.c.step_id, messages.c.status, messages.c.channel,
+            q = select(users.c.user_id, messages.c.message_id, messages.c.step_id, messages.c.status, messages.c.channel,
                        messages.c.address, messages.c.error).join(users, users.c.id == messages.c.user_pk) \
                 .where(messages.c.workspace_id == self.ws.id).order_by(messages.c.id)
             if journey_id is not None:

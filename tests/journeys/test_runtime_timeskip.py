@@ -268,3 +268,40 @@ async def test_load_the_shipped_journeys_folder_and_run_welcome(journey_test):
     box = journey_test.outbox("welcome")
     assert [(m["user_id"], m["step_id"]) for m in box] == [("ann", "hello"), ("ann", "reminder")]
     assert box[0]["subject"] == "Welcome to Example, Ann!" and "https://example.com/start" in box[0]["text"]
+
+
+BOUNCE_SPLIT = textwrap.dedent("""\
+    apiVersion: tidings/v1
+    kind: Journey
+    id: bounce-check
+    entry: {event: signed_up}
+    steps:
+      - {id: hello, send: {channel: EMAIL, template: t}}
+      - {id: later, wait: 1h}
+      - id: route
+        split:
+          branches:
+            - {message_event: {step: hello, type: bounced}, next: by-sms}
+          else: thanks
+      - {id: by-sms, send: {channel: EMAIL, template: t, data: {x: bounced}}, next: end}
+      - {id: thanks, send: {channel: EMAIL, template: t, data: {x: fine}}}
+""")
+
+
+async def test_split_on_a_bounce_reported_by_provider_feedback(journey_test):
+    """A hard bounce recorded the way provider feedback records it routes that customer, and only them."""
+    from engine.clock import now_ms
+    from engine.db import reading
+    from engine.message_events import Occurrence, find_messages, record_occurrences
+
+    await journey_test.put(BOUNCE_SPLIT)
+    ann, bob = journey_test.customer("ann"), journey_test.customer("bob")
+    handle = await journey_test.start("bounce-check", [ann, bob])
+    await journey_test.sleep(60)  # hello is out, the cohort waits an hour
+    [ann_message] = [m["message_id"] for m in journey_test.messages("bounce-check") if m["user_id"] == "ann"]
+    with journey_test.db.begin() as conn:
+        refs, _ = find_messages(conn, journey_test.ws.id, message_ids=[ann_message])
+        record_occurrences(conn, journey_test.ws.id, [(refs[ann_message], Occurrence(type="hard_bounce", ts=now_ms()))])
+    await handle.result()
+    later = {(u, step) for u, step, _ in journey_test.sends("bounce-check") if step != "hello"}
+    assert later == {("ann", "by-sms"), ("bob", "thanks")}
