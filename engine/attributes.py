@@ -45,3 +45,10 @@ def register_names(conn: Connection, workspace_id: int, kind: str, names: Iterab
         )
     stmt = insert_ignoring_conflicts(conn, attribute_names, ["workspace_id", "kind", "name"])
     conn.execute(stmt, [{"workspace_id": workspace_id, "kind": kind, "name": n} for n in sorted(new)])
+
+
+def register_item_names(conn: Connection, workspace_id: int, items: Iterable[Any]) -> None:
+    """The custom attribute and metric names a batch of users or endpoints writes."""
+    items = list(items)
+    register_names(conn, workspace_id, "attribute", {k for i in items for k in i.attributes})
+    register_names(conn, workspace_id, "metric", {k for i in items for k in i.metrics})

@@ -39,3 +39,11 @@ def single(fn: Callable[[], T]) -> T:
         if not exc.originals:
             raise
         raise exc.originals[0] from None
+
+
+def validate_batch(items: Sequence[T], check: Callable[[int, T], None], id_name: str) -> None:
+    """A batch's size limit, then every item's own checks (items name themselves by `id_name`)."""
+    from engine.validation import check_batch_size
+
+    check_batch_size(len(items))
+    validate_all(items, check, lambda i: getattr(i, id_name), id_name)

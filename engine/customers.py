@@ -6,14 +6,14 @@ from typing import Any, Sequence
 from sqlalchemy import Connection, Engine, delete, select
 
 from engine import changes
-from engine.attributes import merge, register_names
-from engine.batching import single, validate_all
+from engine.attributes import merge, register_item_names
+from engine.batching import single, validate_batch
 from engine.clock import ms_to_iso, now_ms
 from engine.db import bulk_insert, bulk_update, reading, rows_where_in
 from engine.errors import InvalidInput, NotFound
 from engine.models import endpoints, events, users
 from engine.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
-from engine.validation import check_attributes, check_batch_size, check_locale, check_metrics, check_timezone
+from engine.validation import check_attributes, check_locale, check_metrics, check_timezone
 from engine.workspaces import WorkspaceRef
 from msgspec import UNSET
 
@@ -37,11 +37,9 @@ def upsert_user(db: Engine, ws: WorkspaceRef, user_id: str, fields: UserFields) 
 
 def upsert_users(db: Engine, ws: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
     """All or nothing: every item is checked before anything is written."""
-    check_batch_size(len(items))
-    validate_all(items, _check_user, lambda i: i.user_id, "user_id")
+    validate_batch(items, _check_user, "user_id")
     with db.begin() as conn:
-        register_names(conn, ws.id, "attribute", {k for i in items for k in i.attributes})
-        register_names(conn, ws.id, "metric", {k for i in items for k in i.metrics})
+        register_item_names(conn, ws.id, items)
         pks, created = _write_users(conn, ws.id, items)
         # Existing users only: segments that read none of the written fields need no re-check.
         changes.customers_changed(conn, ws.id, pks, None if created else written_fields(items))

@@ -8,8 +8,8 @@ from msgspec import UNSET, to_builtins
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from engine import changes
-from engine.attributes import merge, register_names
-from engine.batching import chunks, single, validate_all
+from engine.attributes import merge, register_item_names
+from engine.batching import chunks, single, validate_batch
 from engine.clock import iso_to_ms, now_ms
 from engine.customers import endpoint_out, ensure_users
 from engine.db import bulk_insert, bulk_update, reading
@@ -17,7 +17,7 @@ from engine.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
 from engine.models import endpoints, events, users
 from engine.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
 from engine.validation import (
-    MAX_ENDPOINTS_PER_USER, check_address, check_attributes, check_batch_size, check_locale, check_metrics,
+    MAX_ENDPOINTS_PER_USER, check_address, check_attributes, check_locale, check_metrics,
     check_timezone,
 )
 from engine.workspaces import WorkspaceRef
@@ -53,11 +53,9 @@ def upsert_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str, fields: Endp
 
 
 def upsert_endpoints(db: Engine, ws: WorkspaceRef, items: Sequence[EndpointBatchItem]) -> BatchResult:
-    check_batch_size(len(items))
-    validate_all(items, _check_fields, lambda i: i.endpoint_id, "endpoint_id")
+    validate_batch(items, _check_fields, "endpoint_id")
     with db.begin() as conn:
-        register_names(conn, ws.id, "attribute", {k for i in items for k in i.attributes})
-        register_names(conn, ws.id, "metric", {k for i in items for k in i.metrics})
+        register_item_names(conn, ws.id, items)
         user_pks, created = _write_endpoints(conn, ws.id, items)
         changes.customers_changed(conn, ws.id, user_pks)
     return BatchResult(written=len(items), created=created)
