@@ -41,7 +41,7 @@ __all__ = [
 MAX_PART_LENGTH = 256 * 1024
 
 
-class TemplateParts(msgspec.Struct, kw_only=True, omit_defaults=True):
+class TemplateParts(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """Template sources; which are used depends on the channel type.
 
     EMAIL: subject, html, text. SMS: body. VOICE: text.
@@ -74,18 +74,12 @@ class Template(msgspec.Struct, kw_only=True):
     locales: dict[str, TemplateParts] = {}
 
 
-class RenderedContent(msgspec.Struct, kw_only=True, omit_defaults=True):
+class RenderedContent(TemplateParts, kw_only=True, omit_defaults=True):
     """Rendered parts, ready to copy into an OutgoingMessage.
 
     ``locale`` is the locale variant used (``None`` for the base parts).
     """
 
-    subject: str | None = None
-    html: str | None = None
-    text: str | None = None
-    body: str | None = None
-    title: str | None = None
-    data: dict[str, str] = {}
     locale: str | None = None
 
 

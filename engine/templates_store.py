@@ -26,16 +26,11 @@ _TOP_LEVEL = {"user", "endpoint", "data", "customer", "User", "Attributes", "Met
               "Address", "Id", "ChannelType"}
 
 
-class PartsBody(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    subject: str | None = None
-    html: str | None = None
-    text: str | None = None
-    body: str | None = None
-    title: str | None = None
-    data: dict[str, str] = {}
+# The API body's parts are the template's own parts (unknown fields refused).
+PartsBody = TemplateParts
 
 
-class TemplateBody(PartsBody, forbid_unknown_fields=True, omit_defaults=True):
+class TemplateBody(TemplateParts, forbid_unknown_fields=True, omit_defaults=True):
     channel: Literal["EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM"] = "EMAIL"
     defaults: dict[str, Any] = {}
     locales: dict[str, PartsBody] = {}
