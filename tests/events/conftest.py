@@ -1,12 +1,9 @@
 """Helpers for message-event tests: sends recorded as messaging records them, real local servers."""
 from __future__ import annotations
 
-import json
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 import pytest
@@ -17,6 +14,7 @@ from engine.schemas import EventIn
 from engine.workspaces import WorkspaceRef, ensure_workspace
 from engine.devstack import free_port  # noqa: F401  (tests import it from here)
 from tests.conftest import Api
+from tests.loopback import HttpServer
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 T0_MS = int(T0.timestamp() * 1000)
@@ -57,61 +55,15 @@ def events_named(api, name: str) -> list[dict]:
     return api.get("/v1/events", params={"name": name, "limit": 1000}).json()["items"]
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server on 127.0.0.1 in a thread; `statuses` are answered in turn, then 200."""
-
-    statuses: list[int] = field(default_factory=list)
-    requests: list[Received] = field(default_factory=list)
-    url: str = ""
-
-    def start(self) -> "Receiver":
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                outer.requests.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                status = outer.statuses.pop(0) if outer.statuses else 200
-                data = b"{}"
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    made: list[Receiver] = []
+    """Start webhook receivers: `statuses` are answered in turn, then 200."""
+    made: list[HttpServer] = []
 
-    def start(statuses: list[int] | None = None) -> Receiver:
-        r = Receiver(list(statuses or [])).start()
+    def start(statuses: list[int] | None = None) -> HttpServer:
+        queue = list(statuses or [])
+        r = HttpServer(lambda _req: (queue.pop(0) if queue else 200, {})).start()
+        r.url += "/hook"
         made.append(r)
         return r
 
