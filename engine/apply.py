@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from engine.errors import TidingsError
 from engine.journeys import JourneyCompileError, compile_journey, load_resources
+from engine.journeys.issues import CompileIssue
 from engine.journeys.resources import Resource
 from engine.journeys.store import DbCatalog, get_journey, put_journey
 from engine.workspaces import WorkspaceRef
@@ -50,14 +51,21 @@ def _source(res: Resource) -> str:
 
 
 def check(db: Engine, ws: WorkspaceRef, resources: list[Resource]) -> None:
-    """Compile every journey before anything is written; unknown kinds are refused too."""
+    """Compile every journey and check every template before anything is written; unknown kinds are refused.
+    (Segment rules are checked as they are applied: they may refer to segments of the folder not yet stored.)"""
+    from engine.templates_store import template_resource
+
     catalog = FolderCatalog(db, ws.id, resources)
     problems = []
     for res in resources:
         if res.kind not in KINDS:
-            from engine.journeys.issues import CompileIssue
-
             problems.append(CompileIssue(res.path, res.line, 1, f"unknown kind `{res.kind}`; use {', '.join(KINDS)}"))
+        elif res.kind == "Template":
+            try:
+                template_resource(res.doc)
+            except TidingsError as exc:
+                where = f" ({exc.field})" if exc.field else ""
+                problems.append(CompileIssue(res.path, res.line, 1, f"template `{res.id}`: {exc.message}{where}"))
         elif res.kind == "Journey":
             try:
                 compile_journey(_journey_text(res), path=res.path, catalog=catalog)

@@ -134,9 +134,9 @@ def load_templates(conn: Connection, workspace_id: int, ids: list[str]) -> dict[
     return {tid: to_template(tid, msgspec.convert(doc, TemplateBody)) for tid, doc in rows}
 
 
-def apply_template_resource(db: Engine, ws: WorkspaceRef | int, doc: dict[str, Any]) -> str:
-    """Save a `kind: Template` YAML document (apiVersion, kind, id + the template body). Idempotent:
-    returns "created", "updated" or "unchanged". Bad documents raise InvalidInput naming the field."""
+def template_resource(doc: dict[str, Any]) -> tuple[str, TemplateBody]:
+    """A `kind: Template` YAML document (apiVersion, kind, id + the template body) checked as saving would
+    check it, without the database: InvalidInput names the field."""
     if doc.get("kind") != "Template":
         raise InvalidInput(f"expected kind: Template, got {doc.get('kind')!r}", field="kind")
     template_id = doc.get("id")
@@ -148,10 +148,17 @@ def apply_template_resource(db: Engine, ws: WorkspaceRef | int, doc: dict[str, A
     except msgspec.ValidationError as exc:
         message, _, path = str(exc).partition(" - at `$.")
         raise InvalidInput(f"template {template_id!r}: {message}", field=path.rstrip("`") or None) from None
+    check_template(template_id, body)
+    return template_id, body
+
+
+def apply_template_resource(db: Engine, ws: WorkspaceRef | int, doc: dict[str, Any]) -> str:
+    """Save a `kind: Template` YAML document. Idempotent: returns "created", "updated" or "unchanged"."""
+    template_id, body = template_resource(doc)
     _, outcome = put_template(db, ws, template_id, body)
     return outcome
 
 
-__all__ = ["TemplateBody", "TemplateOut", "PartsBody", "put_template", "get_template", "list_templates",
+__all__ = ["template_resource", "TemplateBody", "TemplateOut", "PartsBody", "put_template", "get_template", "list_templates",
            "delete_template", "template_exists", "load_templates", "apply_template_resource", "check_template",
            "to_template"]

@@ -43,3 +43,15 @@ def test_a_broken_journey_stops_apply_before_anything_is_written(settings, tmp_p
     assert "unknown template `nope`" in out.stderr and "nothing was applied" in out.stderr
     again = _apply(settings, REPO / "journeys")
     assert "+ segment  all-users  created" in again.stdout  # the failed run wrote nothing
+
+
+def test_a_broken_template_stops_apply_before_anything_is_written(settings, tmp_path):
+    folder = tmp_path / "journeys"
+    shutil.copytree(REPO / "journeys", folder)
+    templates = folder / "templates.yaml"
+    templates.write_text(templates.read_text().replace('subject: "Your week at Example"', 'subject: "Your week {{ at"'))
+    out = _apply(settings, folder)
+    assert out.returncode == 1
+    assert "template `digest-email`" in out.stderr and "subject" in out.stderr and "nothing was applied" in out.stderr
+    again = _apply(settings, REPO / "journeys")
+    assert "+ template welcome-email  created" in again.stdout  # the failed run wrote nothing
