@@ -21,7 +21,7 @@ from temporalio import activity
 
 from engine.clock import now_ms
 from engine.db import bulk_insert, bulk_update, reading, rows_where_in
-from engine.journeys import audience, ir
+from engine.journeys import audience, ir, localtime
 from engine.journeys.cohort import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
@@ -487,12 +487,20 @@ class JourneyActivities:
         with self.db.begin() as conn:
             j = self._ir(conn, call.workspace_id, call.journey_id, call.version)
             assert isinstance(j.entry, ir.BroadcastEntry)
-            pks = audience.members_page(conn, call.workspace_id, j.entry.segment, call.after_pk, call.limit)
+            local = localtime.local_schedule(j.entry)
+            zones = None if local is None else localtime.firing_filter(
+                local, call.fire_at or now_ms(), audience.stored_zones(conn, call.workspace_id),
+                j.settings.default_timezone)
+            if zones is not None and zones.empty:
+                return Admitted()  # nobody's local time is due at this firing
+            pks = audience.members_page(conn, call.workspace_id, j.entry.segment, call.after_pk, call.limit, zones)
             next_after = pks[-1] if len(pks) == call.limit else None
             status = self._status(conn, call.workspace_id, call.journey_id)
             if status not in ("active", "paused"):
                 return Admitted(stopped=True)
             adm = self._claimed(conn, call.claim_key)
+            if adm is None and not pks:
+                return Admitted()
             if adm is None:
                 adm = self._admit_rows(conn, call.workspace_id, call.journey_id, call.version, call.claim_key,
                                        [(pk, {}) for pk in pks])
