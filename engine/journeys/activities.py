@@ -29,6 +29,7 @@ from engine.journeys.models import journey_cohorts, journey_entries, journey_run
 from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
 from engine.messages import JourneySend, send_journey_step
 from engine.models import events, users
+from engine.segments.documents import documents
 
 
 _engine = datalogic_py.Engine()
@@ -356,7 +357,7 @@ class JourneyActivities:
                     break
                 if isinstance(b, ir.RuleBranch):
                     if docs is None:
-                        docs = _customer_docs(conn, [m.user_pk for m in members])
+                        docs = _customer_docs(conn, call.workspace_id, [m.user_pk for m in members])
                     hit = {m.run_id for m in pool if holds(b.rule, {"customer": docs.get(m.user_pk, {}),
                                                                     "event": _entry_doc(m.entry)})}
                 elif isinstance(b, ir.SegmentBranch):
@@ -470,7 +471,7 @@ class JourneyActivities:
                         conn.execute(journey_entries.delete().where(journey_entries.c.id.in_([r.id for r in rows])))
                         j = self._ir(conn, ws, jid, version)
                         rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
-                        docs = _customer_docs(conn, sorted({r.user_pk for r in rows})) if rule is not None else {}
+                        docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows})) if rule is not None else {}
                         candidates = [(r.user_pk, r.event) for r in rows
                                       if rule is None or holds(rule, {"event": _entry_doc(r.event),
                                                                       "customer": docs.get(r.user_pk, {})})]
@@ -532,7 +533,7 @@ def _entry_doc(entry: dict) -> dict:
     return event_doc(entry.get("name", ""), entry.get("attributes", {}), entry.get("metrics", {}), entry.get("ts", 0))
 
 
-def _customer_docs(conn, pks: list[int]) -> dict[int, dict]:
-    rows = rows_where_in(conn, users, ["id", "user_id", "attributes", "metrics", "timezone", "locale"], "id", pks)
-    return {r[0]: {"user_id": r[1], "attributes": r[2], "metrics": r[3], "timezone": r[4], "locale": r[5]}
-            for r in rows}
+def _customer_docs(conn, workspace_id: int, pks: list[int]) -> dict[int, dict]:
+    """The `customer` split rules and entry filters see: the document segment rules see (profile, endpoints,
+    segment and import memberships), built for the whole batch by the segments' own builder."""
+    return documents(conn, workspace_id, pks, {}, now_ms())

@@ -238,3 +238,36 @@ async def test_local_at_in_customer_zones_enters_each_zone_when_its_clock_reache
     # New York's 09:00 (14:00 UTC) is after the replayed range
     assert _entered_at_firing(db, jid) == {"tokyo": "2026-01-15T00:00:00Z", "nozone": "2026-01-15T08:00:00Z"}
     await store.stop(client, db, ws, jid)
+
+
+async def test_entry_filter_sees_endpoints_and_segments_of_the_customer(temporal_dev, runtime_db, dev_worker):
+    """An event entry `filter` reads the segments' customer document: endpoints and segment memberships."""
+    from engine.endpoints import upsert_endpoints
+    from engine.schemas import EndpointBatchItem, Location
+
+    db, client = runtime_db, temporal_dev.client
+    ws = ensure_workspace(db, "acme")
+    _local_customers(db, ws)  # tokyo, newyork, nozone are in `pro-users`; free-tokyo is not
+    upsert_endpoints(db, ws, [EndpointBatchItem(endpoint_id=f"{u}-sms", channel="SMS", user_id=u, address=f"+1555000{i}",
+                                                location=Location(country="JP"))
+                              for i, u in enumerate(["tokyo", "free-tokyo"])])
+    jid = f"texted-{uuid.uuid4().hex[:6]}"
+    store.put_journey(db, ws, f"""apiVersion: tidings/v1
+kind: Journey
+id: {jid}
+entry:
+  event:
+    name: ordered
+    filter: {{"and": [{{"in": ["pro-users", {{"var": "customer.segments"}}]}},
+                      {{"some": [{{"var": "customer.endpoints"}},
+                                {{"and": [{{"==": [{{"var": "channel"}}, "SMS"]}},
+                                          {{"==": [{{"var": "location.country"}}, "JP"]}}]}}]}}]}}
+steps:
+  - {{id: thanks, send: {{channel: EMAIL, template: t}}}}
+""")
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    ingest(db, ws, [EventIn(name="ordered", user_id=u) for u in ["tokyo", "free-tokyo", "newyork", "nozone"]])
+    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+                              j=jid) == 1)
+    assert [r.user_id for r in store.list_runs(db, ws, jid)] == ["tokyo"]  # pro and an SMS endpoint in Japan
+    await store.stop(client, db, ws, jid)
