@@ -357,7 +357,8 @@ class JourneyActivities:
                     break
                 if isinstance(b, ir.RuleBranch):
                     if docs is None:
-                        docs = _customer_docs(conn, call.workspace_id, [m.user_pk for m in members])
+                        docs = _customer_docs(conn, call.workspace_id, [m.user_pk for m in members],
+                                              [x.rule for x in node.branches if isinstance(x, ir.RuleBranch)])
                     hit = {m.run_id for m in pool if holds(b.rule, {"customer": docs.get(m.user_pk, {}),
                                                                     "event": _entry_doc(m.entry)})}
                 elif isinstance(b, ir.SegmentBranch):
@@ -471,7 +472,7 @@ class JourneyActivities:
                         conn.execute(journey_entries.delete().where(journey_entries.c.id.in_([r.id for r in rows])))
                         j = self._ir(conn, ws, jid, version)
                         rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
-                        docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows})) if rule is not None else {}
+                        docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows}), rule)
                         candidates = [(r.user_pk, r.event) for r in rows
                                       if rule is None or holds(rule, {"event": _entry_doc(r.event),
                                                                       "customer": docs.get(r.user_pk, {})})]
@@ -533,7 +534,10 @@ def _entry_doc(entry: dict) -> dict:
     return event_doc(entry.get("name", ""), entry.get("attributes", {}), entry.get("metrics", {}), entry.get("ts", 0))
 
 
-def _customer_docs(conn, workspace_id: int, pks: list[int]) -> dict[int, dict]:
+def _customer_docs(conn, workspace_id: int, pks: list[int], rule: Any) -> dict[int, dict]:
     """The `customer` split rules and entry filters see: the document segment rules see (profile, endpoints,
-    segment and import memberships), built for the whole batch by the segments' own builder."""
+    segment and import memberships), built for the whole batch by the segments' own builder. Nothing is
+    read for a rule that never names `customer` (most entry filters look at the event only)."""
+    if b'"customer' not in msgspec.json.encode(rule):
+        return {}
     return documents(conn, workspace_id, pks, {}, now_ms())
