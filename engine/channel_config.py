@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import partial
 from typing import Any, Mapping
 from urllib.parse import quote
 
@@ -176,7 +177,8 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
                     raise InvalidInput(f"no stored value for {key!r} to keep; send the real value", field=f"config.{key}")
                 config[key] = _stored_secret(name, key, row.config[key], ws, f"config.{key}")
         try:
-            resolve_config(channel, config)
+            # The channel's own resolve_config when it has one: it may check more than the fields (a key's format).
+            (channel.resolve_config if hasattr(channel, "resolve_config") else partial(resolve_config, channel))(config)
         except ChannelConfigError as exc:
             raise InvalidInput(str(exc), field=_config_field(str(exc))) from None
         secret = body.feedback_secret
