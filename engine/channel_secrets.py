@@ -15,6 +15,7 @@ Without a key nothing secret is stored: the write is refused (:class:`NoEncrypti
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -58,7 +59,7 @@ class Keyring:
     fingerprints: tuple[str, ...]  # sha256 of each key, shortened: safe to log, tells keys apart
     source: str
 
-    @property
+    @functools.cached_property
     def _multi(self) -> MultiFernet:
         return MultiFernet(list(self.keys))
 
@@ -151,8 +152,9 @@ def _refuse(channel: str, key: str, field: str) -> NoEncryptionKey:
 
 
 def seal_value(channel: str, key: str, value: Any, field: str) -> Any:
-    """One secret as it is stored: sealed with the current key (already sealed values stay as they are)."""
-    if value is None or value == "" or is_sealed(value):
+    """One secret as it is stored: sealed with the current key. Callers hand plain values only (a kept
+    secret is opened first), so a value that merely looks sealed is sealed like any other."""
+    if value is None or value == "":
         return value
     ring = keyring()
     if ring is None:
