@@ -145,37 +145,38 @@ def ensure_key_file(home: Path) -> Path:
 # --------------------------------------------------------------------------- sealing and opening settings
 
 
-def _refuse(channel: str, key: str, field: str) -> NoEncryptionKey:
+def _refuse(channel: str, key: str, field: str, kind: str) -> NoEncryptionKey:
     return NoEncryptionKey(f"this deployment has no encryption key for channel secrets ({KEY_SOURCES}); "
-                           f"{key!r} of channel {channel!r} was not stored, as it would be in plain text",
+                           f"{key!r} of {kind} {channel!r} was not stored, as it would be in plain text",
                            field=field)
 
 
-def seal_value(channel: str, key: str, value: Any, field: str) -> Any:
+def seal_value(channel: str, key: str, value: Any, field: str, *, kind: str = "channel") -> Any:
     """One secret as it is stored: sealed with the current key. Callers hand plain values only (a kept
     secret is opened first), so a value that merely looks sealed is sealed like any other."""
     if value is None or value == "":
         return value
     ring = keyring()
     if ring is None:
-        raise _refuse(channel, key, field)
+        raise _refuse(channel, key, field, kind)
     return ring.seal(value)
 
 
-def seal_config(channel: str, secrets: Iterable[str], config: Mapping[str, Any]) -> dict[str, Any]:
-    """``config`` with the values of the named secret settings sealed."""
+def seal_config(channel: str, secrets: Iterable[str], config: Mapping[str, Any], *,
+                kind: str = "channel") -> dict[str, Any]:
+    """``config`` with the values of the named secret settings sealed (``kind``: channel, event stream)."""
     out = dict(config)
     for key in secrets:
         if key in out:
-            out[key] = seal_value(channel, key, out[key], f"config.{key}")
+            out[key] = seal_value(channel, key, out[key], f"config.{key}", kind=kind)
     return out
 
 
-def open_value(channel: str, key: str, value: Any, workspace: str | None = None) -> Any:
+def open_value(channel: str, key: str, value: Any, workspace: str | None = None, *, kind: str = "channel") -> Any:
     if not is_sealed(value):
         return value  # stored before encryption existed: read as is until re-sealed
     ring = keyring()
-    where = f"channel {channel!r}" + (f" of workspace {workspace!r}" if workspace else "")
+    where = f"{kind} {channel!r}" + (f" of workspace {workspace!r}" if workspace else "")
     if ring is None:
         raise SecretUnreadable(f"{where}: secret setting {key!r} is encrypted and no encryption key is configured "
                                f"({KEY_SOURCES})")
@@ -187,9 +188,10 @@ def open_value(channel: str, key: str, value: Any, workspace: str | None = None)
                                "with, or store the setting again") from None
 
 
-def open_config(channel: str, config: Mapping[str, Any], workspace: str | None = None) -> dict[str, Any]:
+def open_config(channel: str, config: Mapping[str, Any], workspace: str | None = None, *,
+                kind: str = "channel") -> dict[str, Any]:
     """``config`` with every sealed value opened (whatever the plugin declares: it may not be loaded)."""
-    return {k: open_value(channel, k, v, workspace) if is_sealed(v) else v for k, v in config.items()}
+    return {k: open_value(channel, k, v, workspace, kind=kind) if is_sealed(v) else v for k, v in config.items()}
 
 
 # --------------------------------------------------------------------------- start-up and rotation
@@ -220,7 +222,7 @@ def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
                                    workspaces.c.name.label("ws"))
                             .join(workspaces, workspaces.c.id == channel_configs.c.workspace_id)).all()
 
-    def resealed(channel: str, key: str, value: Any, ws: str) -> Any:
+    def resealed(channel: str, key: str, value: Any, ws: str, kind: str = "channel") -> Any:
         """The value to store instead, or None to leave it."""
         if value is None or value == "":
             return None
@@ -229,7 +231,7 @@ def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
             return ring.seal(value)
         if rotate and not ring.sealed_with_current(value):
             report.resealed += 1
-            return ring.seal(open_value(channel, key, value, ws))
+            return ring.seal(open_value(channel, key, value, ws, kind=kind))
         report.unchanged += 1
         return None
 
@@ -252,6 +254,31 @@ def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
                 channel_configs.c.id == row.id, channel_configs.c.updated_at == row.updated_at).values(
                 config={k: row.config[k] if v is None else v for k, v in config.items()},
                 feedback_secret=row.feedback_secret if feedback_secret is None else feedback_secret))
+
+    # Event streams' sink settings (engine.streams) are sealed the same way.
+    from engine.event_tables import event_streams
+
+    with db.connect() as conn:
+        streams = conn.execute(select(event_streams.c.id, event_streams.c.stream_id, event_streams.c.kind,
+                                      event_streams.c.config, event_streams.c.updated_at, workspaces.c.name.label("ws"))
+                               .join(workspaces, workspaces.c.id == event_streams.c.workspace_id)).all()
+    factories = getattr(plugins, "event_sink_factories", {}) if plugins is not None else {}
+    for row in streams:
+        factory = factories.get(row.kind)
+        secrets = frozenset(f.name for f in getattr(factory, "config_fields", ()) if f.secret)
+        if factory is None and any(not is_sealed(v) for v in row.config.values()):
+            report.unknown_plugin.append(f"{row.ws}/event stream {row.stream_id}")
+        try:
+            config = {k: resealed(row.stream_id, k, v, row.ws, "event stream") if k in secrets or is_sealed(v)
+                      else None for k, v in row.config.items()}
+        except SecretUnreadable as exc:
+            report.unreadable.append(str(exc))
+            continue
+        if any(v is not None for v in config.values()):
+            with db.begin() as conn:  # updated_at kept: the delivery loop goes on with the sink it built
+                conn.execute(update(event_streams).where(
+                    event_streams.c.id == row.id, event_streams.c.updated_at == row.updated_at).values(
+                    config={k: row.config[k] if v is None else v for k, v in config.items()}))
     return report
 
 

@@ -3,6 +3,7 @@ key, across a key rotation, and for rows stored in plain text before encryption 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import subprocess
@@ -122,15 +123,21 @@ def test_key_rotation_reseals_every_secret(api, db, settings, twilio, monkeypatc
     assert api.put("/v1/channels/twilio-sms", json={"config": twilio_config(twilio),
                                                     "feedback_secret": FEEDBACK_SECRET}).status_code == 200
     seed(api, "ana", endpoints=[("ana-phone", "SMS", "+14155550101")])
+    assert api.put("/v1/event-streams/hook", json={"kind": "webhook", "enabled": False, "config": {
+        "url": "https://hooks.example.com/t", "secret": "whsec-rotated"}}).status_code == 201
     new = _cli(settings, "secrets", "new-key", keys=old).stdout.strip()
     Fernet(new.encode())  # a real key
     monkeypatch.setenv("TIDINGS_ENCRYPTION_KEYS", f"{new},{old}")  # the new key first: reads try both
     assert send_sms(api)["status"] == "sent"
     out = _cli(settings, "secrets", "rotate", keys=f"{new},{old}")
     assert out.returncode == 0, out.stderr
-    assert "2 re-sealed from an older key" in out.stdout and TOKEN not in out.stdout + out.stderr
+    assert "3 re-sealed from an older key" in out.stdout and TOKEN not in out.stdout + out.stderr
     again = _cli(settings, "secrets", "rotate", keys=f"{new},{old}")
-    assert "0 re-sealed" in again.stdout and "2 already current" in again.stdout
+    assert "0 re-sealed" in again.stdout and "3 already current" in again.stdout
+    with db.connect() as conn:  # the stream's sink secret too, now under the new key alone
+        sealed = conn.execute(text("SELECT config FROM event_stream WHERE stream_id = 'hook'")).scalar_one()
+    sealed = json.loads(sealed) if isinstance(sealed, str) else sealed
+    assert json.loads(Fernet(new.encode()).decrypt(sealed["secret"].removeprefix("fernet:"))) == "whsec-rotated"
     monkeypatch.setenv("TIDINGS_ENCRYPTION_KEYS", new)  # the old key dropped
     assert send_sms(api)["status"] == "sent" and basic_auth(twilio.requests[-1]) == f"AC123:{TOKEN}"
     assert TOKEN not in raw_row(db)
