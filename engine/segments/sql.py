@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from engine.segments.rules import ENGINE
 
 F, T, ERR, UNSURE = 0, 1, 2, 3
@@ -40,6 +42,21 @@ def outcome(rule: Any, data: Any) -> int:
     except Exception:
         return ERR
     return T if _truthy(result) else F
+
+
+_probed: dict[bytes, int] = {}
+
+
+def probe_outcome(rule: Any, data: Any) -> int:
+    """outcome() of the small rules the translation asks datalogic about, remembered: a rule's translation
+    asks hundreds of them, the same ones at every full evaluation. (JSON keys keep 1, 1.0 and true apart.)"""
+    key = msgspec.json.encode((rule, data))
+    got = _probed.get(key)
+    if got is None:
+        if len(_probed) >= 50_000:
+            _probed.clear()
+        got = _probed[key] = outcome(rule, data)
+    return got
 
 
 def _truthy(v: Any) -> bool:
@@ -114,7 +131,7 @@ class Leaf:
         return {"!!": [v]}
 
     def probe(self, value: Any, missing: bool = False) -> int:
-        return outcome(self.rule(), {} if missing else {"x": value})
+        return probe_outcome(self.rule(), {} if missing else {"x": value})
 
     def probe_all(self, values: list[Any]) -> int:
         got = {self.probe(v) for v in values}
