@@ -142,15 +142,17 @@ def scan_columns(seg: Compiled, slots: dict[str, int]) -> set[str]:
                    if f["type"] in ("date", "ago") and f["path"] in slots}
 
 
-def _ensure_scan_index(conn: Connection, workspace_id: int, seg: Compiled, ctx: Ctx, prefilters: list[Prefilter]) -> None:
-    """SQLite: a covering index for this rule's scan, leading with its equality / IN comparisons in the
-    order of their sampled selectivity, then its most selective range (paths.ensure_scan_index)."""
+def _ensure_scan_index(conn: Connection, workspace_id: int, seg: Compiled, ctx: Ctx,
+                       prefilters: list[Prefilter]) -> str | None:
+    """SQLite: the covering index serving this rule's scan, built when missing, leading with its equality /
+    IN comparisons in the order of their sampled selectivity, then its most selective range
+    (paths.ensure_scan_index); None without one."""
     if ctx.dialect != "sqlite":
-        return
+        return None
     seek = seek_columns(seg.logic, ctx)
     ordered = [seek[p.conjunct] for p in prefilters if p.conjunct in seek]
     lead = list(dict.fromkeys([c for c, eq in ordered if eq] + [c for c, eq in ordered if not eq][:1]))
-    paths.ensure_scan_index(conn, workspace_id, scan_columns(seg, ctx.wide), lead, {c for c, _ in seek.values()})
+    return paths.ensure_scan_index(conn, workspace_id, scan_columns(seg, ctx.wide), lead, {c for c, _ in seek.values()})
 
 
 def _keep_scan_indexes(conn: Connection, workspace_id: int, segs: list[Compiled], slots: dict[str, int]) -> None:
@@ -315,8 +317,12 @@ def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, no
     plan = _wide_plan(conn, workspace_id, seg, now)
     if plan is not None:  # one scan of the wide table (or of its scan index), a row per customer
         ctx, table, prefilters = plan
-        _ensure_scan_index(conn, workspace_id, seg, ctx, prefilters)  # one catalog lookup when it exists
-        return full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters), ctx.params, True
+        index = _ensure_scan_index(conn, workspace_id, seg, ctx, prefilters)  # one catalog lookup when it exists
+        # Without a scan index of its own, the table: another rule's index could look selective to the
+        # planner (no statistics) and cost a table lookup per row.
+        hint = "NOT INDEXED" if ctx.dialect == "sqlite" and index is None else ""
+        return (full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters, table_hint=hint),
+                ctx.params, True)
     ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
     return full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg)), ctx.params, False
 

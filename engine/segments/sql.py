@@ -538,11 +538,12 @@ def selectivity_sample(wide_table: str, prefilters: list[str], dialect: str, row
 
 
 def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None,
-               wide_table: str | None = None, prefilters: list[Prefilter] | None = None) -> str:
+               wide_table: str | None = None, prefilters: list[Prefilter] | None = None, table_hint: str = "") -> str:
     """user pks with outcome 1 (member) or 3 (ask Python). With `wide_table` (ctx.wide set), one scan of
     the workspace's wide rows decides each customer on its own row. With `driving` (one of driving_sets),
     only the users it yields are looked at, each through covering lookups of its values, instead of every user."""
     if wide_table:
+        wide_table = f"{wide_table} w {table_hint}".rstrip()
         pre = wide_conjunct_filters(logic, ctx) if prefilters is None else prefilters
         where = " AND ".join(f"({p.cond})" for p in pre)
         where = f" WHERE {where}" if where else ""
@@ -551,14 +552,14 @@ def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: 
         if exact:  # on rows passing every prefilter, the exact conjuncts are yes: only the rest decide
             rest = [c for i, c in enumerate(conjuncts(logic)) if i not in exact]
             if not rest:
-                return f"SELECT w.user_pk AS pk, 1 AS o FROM {wide_table} w{where}"
+                return f"SELECT w.user_pk AS pk, 1 AS o FROM {wide_table}{where}"
             expr = Translator(ctx, facts).chain("and", [Translator(ctx, facts).node(c, scope) for c in rest])
         else:
             expr = Translator(ctx, facts).node(logic, scope)
         # The outcome is computed once per row that passes the prefilters: the LIMIT / OFFSET keeps the inner
         # select from being flattened into the outer one (which would compute it in the WHERE and again).
         fence = "OFFSET 0" if ctx.dialect == "postgresql" else "LIMIT -1"
-        return (f"SELECT q.pk, q.o FROM (SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table} w"
+        return (f"SELECT q.pk, q.o FROM (SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table}"
                 f"{where} {fence}) q WHERE q.o IN (1, 3)")
     expr = outcome_sql(logic, facts, ctx)
     ws = ctx.p(ctx.workspace_id)

@@ -164,7 +164,12 @@ def test_scan_indexes_are_capped_per_workspace(api, db):
                                                 for i in range(30)]})
     for k in range(n):
         assert seg(api, f"s{k}", {"==": [{"var": f"attributes.a{k}"}, "v1"]})["size"] == 10
-    assert len(scan_indexes(db)[0]) == SCAN_INDEX_LIMIT
+    indexes, slots, ws_id = scan_indexes(db)
+    assert len(indexes) == SCAN_INDEX_LIMIT
+    # a rule without a scan index of its own scans the table (not another rule's index with a lookup per row)
+    plan, members = full_plan(db, ws_id, {"and": [{"==": [{"var": f"attributes.a{n - 1}"}, "v1"]},
+                                                  {"==": [{"var": "attributes.a0"}, "v1"]}]})
+    assert "INDEX" not in plan and len(members) == sum(1 for i in range(30) if (i + n - 1) % 3 == 1 and i % 3 == 1)
     api.put("/v1/users/u0", json={"attributes": {"a0": "v1", "a9": "v1"}})  # past the limit evaluation still works
     assert api.get("/v1/segments/s0").json()["size"] == 11
     assert api.get(f"/v1/segments/s{n - 1}").json()["size"] == 11  # no scan index of its own
