@@ -16,7 +16,7 @@ from engine.batching import chunks
 from engine.db import bulk_delete, insert_tuples
 from engine.clock import now_ms
 from engine.segment_models import segment_members, segments
-from engine.segments import paths, rules
+from engine.segments import history, paths, rules
 from engine.segments.documents import documents
 from engine.segments.sql import Ctx, driving_sets, full_query, selectivity_sample, wide_prefilters
 
@@ -206,14 +206,11 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
     return out
 
 
-SEGMENT_EVENTS = ("_segment.enter", "_segment.exit")
-
-
 def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, int, bool]], now: int,
                   record_events: bool = True) -> None:
-    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and one bulk
-    insert of their `_segment.enter` / `_segment.exit` events, in the caller's transaction."""
-    from engine.events import record_own
+    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and their
+    `_segment.enter` / `_segment.exit` events (stored one row per customer, see segments/history.py),
+    in the caller's transaction."""
     from engine.journeys import entries
 
     for part in chunks(changes, 50_000):  # bounded memory when a full evaluation changes millions
@@ -223,15 +220,13 @@ def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, 
                     [(workspace_id, sid, pk) for sid, pk, entered in part if not entered])
         if not record_events:
             continue
-        own = [(pk, "_segment.enter" if entered else "_segment.exit", {"segment_id": sid}) for sid, pk, entered in part]
-        ids = record_own(conn, workspace_id, own, now)
         # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
         # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
         # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
-        if ids and entries.listens(conn, workspace_id, SEGMENT_EVENTS):
-            entries.enqueue_matching(conn, workspace_id, [
-                {"event_id": eid, "user_pk": pk, "name": name, "attributes": attrs, "metrics": {}, "ts": now,
-                 "received_at": now} for eid, (pk, name, attrs) in zip(ids, own)])
+        listening = entries.listens(conn, workspace_id, history.SEGMENT_EVENTS)
+        own = history.record(conn, workspace_id, part, now, expanded=listening)
+        if own:
+            entries.enqueue_matching(conn, workspace_id, own)
 
 
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
