@@ -245,13 +245,16 @@ def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], 
         return
     now = now or now_ms()
     docs = documents(conn, workspace_id, user_pks, union_facts(segs), now, loaded)
-    before = {pk: frozenset(d["segments"]) for pk, d in docs.items()}
+    before: dict[str, set[int]] = {}  # segment id -> which of these users were members
+    for pk, d in docs.items():
+        for sid in d["segments"]:
+            before.setdefault(sid, set()).add(pk)
     result = evaluate_docs(segs, docs)
     changes: list[tuple[str, int, bool]] = []
-    for seg in segs:
-        members = result[seg.id]
-        changes += [(seg.id, pk, True) for pk in docs if pk in members and seg.id not in before[pk]]
-        changes += [(seg.id, pk, False) for pk in docs if pk not in members and seg.id in before[pk]]
+    for seg in segs:  # set differences: a batch of new customers has ~50 memberships each
+        members, was = result[seg.id], before.get(seg.id, set())
+        changes += [(seg.id, pk, True) for pk in sorted(members - was)]
+        changes += [(seg.id, pk, False) for pk in sorted(was - members)]
     write_changes(conn, workspace_id, changes, now)
 
 
