@@ -208,33 +208,35 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
 
 def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, int, bool]], now: int,
                   record_events: bool = True) -> None:
-    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and their
-    `_segment.enter` / `_segment.exit` events (stored one row per customer, see segments/history.py),
-    in the caller's transaction."""
+    """Membership changes (segment id, user pk, entered?) in bulk inserts and deletes, and their
+    `_segment.enter` / `_segment.exit` events (one row per customer, see segments/history.py), in the
+    caller's transaction. Callers keep `changes` bounded (a write's batch; full evaluation in slices)."""
     from engine.journeys import entries
 
-    for part in chunks(changes, 50_000):  # bounded memory when a full evaluation changes millions
+    for part in chunks(changes, 50_000):
         insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
                       [(workspace_id, sid, pk, now) for sid, pk, entered in part if entered])
         bulk_delete(conn, segment_members, ["workspace_id", "segment_id", "user_pk"],
                     [(workspace_id, sid, pk) for sid, pk, entered in part if not entered])
-        if not record_events:
-            continue
-        # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
-        # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
-        # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
-        listening = entries.listens(conn, workspace_id, history.SEGMENT_EVENTS)
-        own = history.record(conn, workspace_id, part, now, expanded=listening)
-        if own:
-            entries.enqueue_matching(conn, workspace_id, own)
+    if not record_events or not changes:
+        return
+    # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
+    # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
+    # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
+    listening = entries.listens(conn, workspace_id, history.SEGMENT_EVENTS)
+    own = history.record(conn, workspace_id, changes, now, expanded=listening)
+    if own:
+        entries.enqueue_matching(conn, workspace_id, own)
 
 
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
                   exited: Iterable[int], now: int, record_events: bool = True) -> tuple[int, int]:
-    """Write one segment's membership changes and their events inside the caller's transaction."""
+    """Write one segment's membership changes and their events inside the caller's transaction, in
+    slices: a full evaluation can change millions."""
     entered, exited = sorted(entered), sorted(exited)
-    write_changes(conn, workspace_id, [(segment_id, pk, True) for pk in entered], now, record_events)
-    write_changes(conn, workspace_id, [(segment_id, pk, False) for pk in exited], now, record_events)
+    for pks, flag in ((entered, True), (exited, False)):
+        for part in chunks(pks, 50_000):
+            write_changes(conn, workspace_id, [(segment_id, pk, flag) for pk in part], now, record_events)
     return len(entered), len(exited)
 
 
