@@ -100,18 +100,22 @@ class Matcher:
 
 def read_events(db: Engine, workspace_id: int, after: int, limit: int) -> list[Any]:
     """Events after position `after`, in id order. Ids of one workspace commit in order
-    (engine.events.lock_event_order), so a reader that moves past an id never misses a smaller one."""
+    (engine.events.lock_event_order), so a reader that moves past an id never misses a smaller one.
+    Segment events stored one row per customer and write are expanded, each at its own position
+    (engine/segments/history.py)."""
+    from engine.segments import history
+
     q = (
         select(events.c.id, events.c.event_id, events.c.name, events.c.ts, events.c.received_at, events.c.attributes,
                events.c.metrics, users.c.user_id, endpoints.c.endpoint_id, endpoints.c.address, endpoints.c.opt_out)
         .join(users, users.c.id == events.c.user_pk)
         .outerjoin(endpoints, endpoints.c.id == events.c.endpoint_pk)
-        .where(events.c.workspace_id == workspace_id, events.c.id > after)
+        .where(events.c.workspace_id == workspace_id)
         .order_by(events.c.id)
-        .limit(limit)
     )
     with reading(db) as conn:
-        return conn.execute(q).all()
+        return history.read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
+                                 after, limit)
 
 
 def last_event_pk(db: Engine, workspace_id: int) -> int:

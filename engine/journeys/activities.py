@@ -29,6 +29,7 @@ from engine.journeys.models import journey_cohorts, journey_entries, journey_run
 from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
 from engine.messages import JourneySend, send_journey_step
 from engine.models import events, users
+from engine.segments import history
 from engine.segments.documents import documents
 
 
@@ -105,9 +106,10 @@ class JourneyActivities:
             part = pks[start:start + 5000]
             q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.metrics, events.c.ts,
                         events.c.received_at)
-                 .where(events.c.workspace_id == ws, events.c.user_pk.in_(part), events.c.name.in_(names),
+                 .where(events.c.workspace_id == ws, events.c.user_pk.in_(part),
+                        events.c.name.in_(history.stored_names(names)),
                         events.c.received_at >= since).order_by(events.c.id))
-            for r in conn.execute(q):
+            for r in history.expand(conn.execute(q), names=set(names)):  # segment events may be compact rows
                 out.setdefault(r.user_pk, []).append(
                     {"name": r.name, "attributes": r.attributes, "metrics": r.metrics, "ts": r.ts,
                      "received_at": r.received_at})

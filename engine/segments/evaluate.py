@@ -15,7 +15,7 @@ from engine.batching import chunks
 from engine.db import bulk_delete, insert_tuples
 from engine.clock import now_ms
 from engine.segment_models import segment_members, segments
-from engine.segments import paths, rules
+from engine.segments import history, paths, rules
 from engine.segments.documents import documents
 from engine.segments.sql import (Ctx, Prefilter, driving_sets, full_query, seek_columns, selectivity_sample,
                                  wide_conjunct_filters)
@@ -246,40 +246,37 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
     return out
 
 
-SEGMENT_EVENTS = ("_segment.enter", "_segment.exit")
-
-
 def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, int, bool]], now: int,
                   record_events: bool = True) -> None:
-    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and one bulk
-    insert of their `_segment.enter` / `_segment.exit` events, in the caller's transaction."""
-    from engine.events import record_own
+    """Membership changes (segment id, user pk, entered?) in bulk inserts and deletes, and their
+    `_segment.enter` / `_segment.exit` events (one row per customer, see segments/history.py), in the
+    caller's transaction. Callers keep `changes` bounded (a write's batch; full evaluation in slices)."""
     from engine.journeys import entries
 
-    for part in chunks(changes, 50_000):  # bounded memory when a full evaluation changes millions
+    for part in chunks(changes, 50_000):
         insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
                       [(workspace_id, sid, pk, now) for sid, pk, entered in part if entered])
         bulk_delete(conn, segment_members, ["workspace_id", "segment_id", "user_pk"],
                     [(workspace_id, sid, pk) for sid, pk, entered in part if not entered])
-        if not record_events:
-            continue
-        own = [(pk, "_segment.enter" if entered else "_segment.exit", {"segment_id": sid}) for sid, pk, entered in part]
-        ids = record_own(conn, workspace_id, own, now)
-        # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
-        # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
-        # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
-        if ids and entries.listens(conn, workspace_id, SEGMENT_EVENTS):
-            entries.enqueue_matching(conn, workspace_id, [
-                {"event_id": eid, "user_pk": pk, "name": name, "attributes": attrs, "metrics": {}, "ts": now,
-                 "received_at": now} for eid, (pk, name, attrs) in zip(ids, own)])
+    if not record_events or not changes:
+        return
+    # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
+    # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
+    # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
+    listening = entries.listens(conn, workspace_id, history.SEGMENT_EVENTS)
+    own = history.record(conn, workspace_id, changes, now, expanded=listening)
+    if own:
+        entries.enqueue_matching(conn, workspace_id, own)
 
 
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
                   exited: Iterable[int], now: int, record_events: bool = True) -> tuple[int, int]:
-    """Write one segment's membership changes and their events inside the caller's transaction."""
+    """Write one segment's membership changes and their events inside the caller's transaction, in
+    slices: a full evaluation can change millions."""
     entered, exited = sorted(entered), sorted(exited)
-    write_changes(conn, workspace_id, [(segment_id, pk, True) for pk in entered], now, record_events)
-    write_changes(conn, workspace_id, [(segment_id, pk, False) for pk in exited], now, record_events)
+    for pks, flag in ((entered, True), (exited, False)):
+        for part in chunks(pks, 50_000):
+            write_changes(conn, workspace_id, [(segment_id, pk, flag) for pk in part], now, record_events)
     return len(entered), len(exited)
 
 
@@ -290,13 +287,16 @@ def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], 
         return
     now = now or now_ms()
     docs = documents(conn, workspace_id, user_pks, union_facts(segs), now, loaded)
-    before = {pk: frozenset(d["segments"]) for pk, d in docs.items()}
+    before: dict[str, set[int]] = {}  # segment id -> which of these users were members
+    for pk, d in docs.items():
+        for sid in d["segments"]:
+            before.setdefault(sid, set()).add(pk)
     result = evaluate_docs(segs, docs)
     changes: list[tuple[str, int, bool]] = []
-    for seg in segs:
-        members = result[seg.id]
-        changes += [(seg.id, pk, True) for pk in docs if pk in members and seg.id not in before[pk]]
-        changes += [(seg.id, pk, False) for pk in docs if pk not in members and seg.id in before[pk]]
+    for seg in segs:  # set differences: a batch of new customers has ~50 memberships each
+        members, was = result[seg.id], before.get(seg.id, set())
+        changes += [(seg.id, pk, True) for pk in sorted(members - was)]
+        changes += [(seg.id, pk, False) for pk in sorted(was - members)]
     write_changes(conn, workspace_id, changes, now)
 
 

@@ -197,3 +197,28 @@ async def test_a_sink_secret_is_sealed_at_rest_and_signs_deliveries(manual, rece
     assert (r.status_code, r.json()["error"]["field"]) == (409, "config.secret"), r.text
     assert "event stream 'plain'" in r.json()["error"]["message"]
     assert manual.api.get("/v1/event-streams/plain").status_code == 404
+
+
+async def test_segment_events_of_a_batch_write_are_delivered_one_record_per_change(manual, receiver):
+    """A customer entering several segments in one write is stored as one row (segments/history.py);
+    the stream delivers one record per change, batches cut anywhere, and ends at the last position."""
+    for sid, rule in (("pro", {"==": [{"var": "attributes.plan"}, "pro"]}), ("big", {">": [{"var": "attributes.n"}, 1]}),
+                      ("huge", {">": [{"var": "attributes.n"}, 5]})):
+        assert manual.api.post("/v1/segments", json={"id": sid, "name": sid, "rule": rule}).status_code == 201
+    rcv = receiver()
+    manual.api.put("/v1/event-streams/segs", json=_hook(rcv.url, batch_size=2, filter={"event_types": ["_segment.*"]}))
+    r = manual.api.post("/v1/users/batch", json={"items": [{"user_id": "a", "attributes": {"plan": "pro", "n": 9}},
+                                                           {"user_id": "b", "attributes": {"n": 3}}]})
+    assert r.status_code < 300, r.text
+    await _drain(manual.runner)
+    got = [rec for req in rcv.requests for rec in req.json()["records"]]
+    assert all(len(req.json()["records"]) <= 2 for req in rcv.requests)
+    assert [(g["user_id"], g["name"], g["attributes"]["segment_id"]) for g in got] == [
+        ("a", "_segment.enter", "big"), ("a", "_segment.enter", "huge"), ("a", "_segment.enter", "pro"),
+        ("b", "_segment.enter", "big")]
+    listed = manual.api.get("/v1/events", params={"name": "_segment.enter"}).json()["items"]
+    assert [g["event_id"] for g in got] == [e["id"] for e in listed]
+    ids = [g["id"] for g in got]
+    assert ids == sorted(set(ids))
+    s = manual.api.get("/v1/event-streams/segs").json()
+    assert s["delivered"] == 4 and s["position"] == ids[-1]
