@@ -5,7 +5,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from engine.clock import now_ms
 from engine.db import reading
@@ -82,17 +82,18 @@ def revoke_key(db: Engine, prefix: str) -> int:
     return n
 
 
+# Built once: the guard runs this for every request.
+_KEY_LOOKUP = (select(workspaces.c.id, workspaces.c.name)
+               .join(api_keys, api_keys.c.workspace_id == workspaces.c.id)
+               .where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None)))
+
+
 def authenticate(db: Engine, authorization: str | None) -> WorkspaceRef:
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthorized("send 'Authorization: Bearer <workspace key>'")
     key = authorization.removeprefix("Bearer ").strip()
-    q = (
-        select(workspaces.c.id, workspaces.c.name)
-        .join(api_keys, api_keys.c.workspace_id == workspaces.c.id)
-        .where(api_keys.c.key_hash == _hash(key), api_keys.c.revoked_at.is_(None))
-    )
     with reading(db) as conn:
-        row = conn.execute(q).first()
+        row = conn.execute(_KEY_LOOKUP, {"key_hash": _hash(key)}).first()
     if row is None:
         raise Unauthorized("unknown or revoked API key")
     return WorkspaceRef(row.id, row.name)
