@@ -54,6 +54,12 @@ async def write(db: Engine, job: Callable[[Connection], T]) -> T:
     return await committer.submit(loop, job)
 
 
+def committed(db: Engine) -> tuple[int, int]:
+    """(transactions, jobs) committed for ``db`` by the running loop's group committer, for tests."""
+    committer = _committers.get(asyncio.get_running_loop(), {}).get(db)
+    return (committer.groups, committer.jobs) if committer else (0, 0)
+
+
 def _alone(db: Engine, job: Job) -> Any:
     with writing(db) as conn:
         return job(conn)
