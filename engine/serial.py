@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from contextlib import contextmanager
 from typing import Any, Callable, TypeVar
 
@@ -47,16 +46,23 @@ async def write(db: Engine, job: Callable[[Connection], T]) -> T:
     if db.dialect.name != "sqlite":
         return await asyncio.to_thread(_alone, db, job)
     loop = asyncio.get_running_loop()
-    per_loop = _committers.setdefault(loop, weakref.WeakKeyDictionary())
-    committer = per_loop.get(db)
+    committers = _committers(db)
+    committer = committers.get(loop)
     if committer is None:
-        committer = per_loop[db] = _GroupCommitter(db)
+        for gone in [other for other in committers if other.is_closed()]:
+            del committers[gone]
+        committer = committers[loop] = _GroupCommitter(db)
     return await committer.submit(loop, job)
+
+
+def _committers(db: Engine) -> dict[asyncio.AbstractEventLoop, "_GroupCommitter"]:
+    # Kept on the engine, so they live and go with it; one per event loop (the API's, a worker's).
+    return db.__dict__.setdefault("_tidings_group_committers", {})
 
 
 def committed(db: Engine) -> tuple[int, int]:
     """(transactions, jobs) committed for ``db`` by the running loop's group committer, for tests."""
-    committer = _committers.get(asyncio.get_running_loop(), {}).get(db)
+    committer = _committers(db).get(asyncio.get_running_loop())
     return (committer.groups, committer.jobs) if committer else (0, 0)
 
 
@@ -138,5 +144,3 @@ class _RolledBack(Exception):
     def __init__(self, cause: Exception):
         self.cause = cause
 
-
-_committers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
