@@ -61,7 +61,10 @@ def make_engine(url: str) -> Engine:
 
 def reading(db: Engine):
     """A connection for reads only (no write lock on SQLite)."""
-    return db.execution_options(readonly=True).connect()
+    readonly = db.__dict__.get("_tidings_readonly")
+    if readonly is None:  # made once per engine: building it costs more than a small read
+        readonly = db.__dict__["_tidings_readonly"] = db.execution_options(readonly=True)
+    return readonly.connect()
 
 
 def migrate(engine: Engine) -> None:
