@@ -16,14 +16,20 @@ def check_clock(text: str) -> str | None:
     return f"`{text}` is not a time of day; write 24-hour HH:MM like \"09:00\" or \"21:30\""
 
 
-def parse_instant(text: str) -> datetime:
-    """An ISO 8601 date-time that names its offset (a bare time is ambiguous for a global audience)."""
+def _date_time(text: str, *, suffix: str) -> datetime:
+    """An ISO 8601 date *and* time; `suffix` completes the examples in the errors ("Z" or "")."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"`{text}` is not an ISO 8601 date-time like 2026-12-01T09:00:00Z") from None
+        raise ValueError(f"`{text}` is not an ISO 8601 date-time like 2026-12-01T09:00:00{suffix}") from None
     if "T" not in text.upper() and " " not in text:
-        raise ValueError(f"`{text}` has no time of day; write a date-time like {text}T09:00:00Z")
+        raise ValueError(f"`{text}` has no time of day; write a date-time like {text}T09:00:00{suffix}")
+    return value
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 date-time that names its offset (a bare time is ambiguous for a global audience)."""
+    value = _date_time(text, suffix="Z")
     if value.tzinfo is None:
         raise ValueError(f"`{text}` has no time zone; add `Z` for UTC or an offset like +02:00")
     return value
@@ -31,12 +37,7 @@ def parse_instant(text: str) -> datetime:
 
 def parse_wall_time(text: str) -> datetime:
     """An ISO 8601 date-time *without* offset, to the minute: a wall-clock time in some zone (a naive datetime)."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"`{text}` is not an ISO 8601 date-time like 2026-12-01T09:00:00") from None
-    if "T" not in text.upper() and " " not in text:
-        raise ValueError(f"`{text}` has no time of day; write a date-time like {text}T09:00:00")
+    value = _date_time(text, suffix="")
     if value.tzinfo is not None:
         raise ValueError(f"`{text}` names an offset, but with `timezone: customer` it is the wall-clock time in "
                          f"each customer's own zone: write it without one, like {value.replace(tzinfo=None).isoformat()}")
