@@ -7,6 +7,7 @@ import logging
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine.config import Settings
 
@@ -29,7 +30,18 @@ def activities(db: Engine, settings: Settings) -> list:
     return [make_activity(db), *JourneyActivities(db, settings).all()]
 
 
+# The sandbox re-imports a workflow's module for every new workflow run, and event entry starts a cohort
+# workflow every few hundred milliseconds: compiling engine/journeys/workflows.py each time (no bytecode
+# cache under PYTHONDONTWRITEBYTECODE) took a sixth of the worker's CPU. The module holds no state of
+# its own (a class per workflow, constants), so this worker imports it once. A passed-through module
+# escapes the sandbox's checks of forbidden calls (datetime.now, I/O...): the journey tests' workers
+# (tests/journeys/conftest.py, engine/journeys/testing.py) keep the full sandbox, which catches them.
+PASSTHROUGH = ("engine.journeys.workflows", "engine.journeys.cohort", "engine.journeys.ir")
+
+
 def build_worker(client: Client, db: Engine, settings: Settings, **options) -> Worker:
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    options.setdefault("workflow_runner", SandboxedWorkflowRunner(restrictions=restrictions))
     return Worker(
         client,
         task_queue=settings.task_queue,
