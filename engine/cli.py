@@ -60,10 +60,6 @@ def cmd_worker(args, settings: Settings) -> int:
     from engine.temporal import connect
     from engine.worker import run_worker
 
-    import os, sys
-    if os.environ.get("TIDINGS_SWITCH_INTERVAL"):
-        sys.setswitchinterval(float(os.environ["TIDINGS_SWITCH_INTERVAL"]))
-
     async def main() -> None:
         await run_worker(await connect(settings), _db(settings), settings)
 

@@ -189,21 +189,13 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[Se
     todo = [i for i, u in enumerate(units) if u.outcome is None]
     if not todo:
         return outcomes  # type: ignore[return-value]
-    pending: list[_Pending] = []
+    pending: list[_Pending] = []  # filled by _render_and_claim
     failures: dict[int, TemplateRenderError] = {}
     links = None
     if any(units[i].channel_type == "EMAIL" for i in todo):
         known = tracking.cached_key(db, ws_id) is not None  # no thread hop once the key is cached
         links = Links(db, ws_id, public_url()) if known else await asyncio.to_thread(Links.of, db, ws_id)
-    for i in todo:  # rendering needs nothing from the database, so it runs before the one write below
-        u = units[i]
-        try:
-            built = [_build(ws_id, u, t, links) for t in u.targets]
-        except TemplateRenderError as exc:
-            failures[i] = exc
-            continue
-        pending += [_Pending(i, t, out.message_id, out) for t, out in zip(u.targets, built)]
-    claimed = await asyncio.to_thread(_write_queued, db, plugins, ws_id, units, todo, pending, failures)
+    claimed = await asyncio.to_thread(_render_and_claim, db, plugins, ws_id, units, todo, links, pending, failures)
     for i in todo:
         u = units[i]
         if u.key in claimed.earlier:
@@ -224,6 +216,21 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[Se
         if outcomes[i] is None:
             outcomes[i] = _aggregate(units[i], by_unit.get(i, []))
     return outcomes  # type: ignore[return-value]
+
+
+def _render_and_claim(db: Engine, plugins, ws_id: int, units: list[Unit], todo: list[int], links: "Links | None",
+                      pending: list[_Pending], failures: dict[int, TemplateRenderError]) -> "_Claimed":
+    """Render every unit, then claim in one write transaction; in a thread, because rendering a journey
+    step's few hundred messages on the event loop stalled every other send's SMTP round trips."""
+    for i in todo:  # rendering needs nothing from the database, so it runs before the one write
+        u = units[i]
+        try:
+            built = [_build(ws_id, u, t, links) for t in u.targets]
+        except TemplateRenderError as exc:
+            failures[i] = exc
+            continue
+        pending += [_Pending(i, t, out.message_id, out) for t, out in zip(u.targets, built)]
+    return _write_queued(db, plugins, ws_id, units, todo, pending, failures)
 
 
 def _duplicate(u: Unit, rows: list[tuple[str, str]]) -> SendOutcome:

@@ -127,15 +127,12 @@ class SmtpChannel(Channel):
             raise ChannelConfigError(f"from_address: {exc}") from None
         results: list[SendResult | None] = [None] * len(messages)
 
-        # Build every message first: a bad message fails alone, permanently.
-        built: list[tuple[int, bytes | EmailMessage, str]] = []
-        for i, m in enumerate(messages):
-            try:
-                raw = compose(m, cfg)
-                content = raw if raw is not None else _stdlib_email(m, cfg)
-                built.append((i, content, _bare_address(m.to)))
-            except (ValueError, TypeError) as exc:
-                results[i] = SendResult.failed(m.message_id, f"invalid message: {exc}", permanent=True)
+        # Build every message first: a bad message fails alone, permanently. A big batch is built in a
+        # thread, so the event loop keeps serving the SMTP round trips of other batches meanwhile.
+        if len(messages) > STRIPE:
+            built = await asyncio.to_thread(_build_all, messages, cfg, results)
+        else:
+            built = _build_all(messages, cfg, results)
         if not built:
             return results  # type: ignore[return-value]
 
@@ -450,6 +447,21 @@ def compose(msg: OutgoingMessage, cfg: Mapping[str, Any]) -> bytes | None:
 
 
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but ':' (RFC 5322 ftext)
+
+
+def _build_all(messages: list[OutgoingMessage], cfg: Mapping[str, Any],
+               results: list[SendResult | None]) -> list[tuple[int, bytes | EmailMessage, str]]:
+    """(index, content, envelope recipient) of each message; a message that cannot be built gets its
+    permanent failure in `results` instead."""
+    built: list[tuple[int, bytes | EmailMessage, str]] = []
+    for i, m in enumerate(messages):
+        try:
+            raw = compose(m, cfg)
+            content = raw if raw is not None else _stdlib_email(m, cfg)
+            built.append((i, content, _bare_address(m.to)))
+        except (ValueError, TypeError) as exc:
+            results[i] = SendResult.failed(m.message_id, f"invalid message: {exc}", permanent=True)
+    return built
 
 
 @functools.lru_cache(maxsize=64)

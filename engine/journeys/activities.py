@@ -187,12 +187,9 @@ class JourneyActivities:
         prep = await asyncio.to_thread(self._send_prepare, call)
         if isinstance(prep, StepResult):
             return prep
-        go, skipped, held = prep
+        go, skipped, held, sends = prep
         outcomes = {m.run_id: why for m, why in skipped}
         if go:
-            sends = [JourneySend(user_pk=m.user_pk, idempotency_key=idempotency_key(call.workflow_id, node.id, m),
-                                 variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
-                     for m in go]
             beat = asyncio.create_task(_heartbeat_forever())
             try:
                 results = await send_journey_step(self.db, self.plugins, self.settings, call.workspace_id,
@@ -253,7 +250,11 @@ class JourneyActivities:
                 go = keep
             if held:
                 self._mark(conn, call, held, outcomes={m.run_id: "quiet_hours_hold" for m in held})
-        return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held]
+        node: ir.SendNode = call.node  # type: ignore[assignment]
+        sends = [JourneySend(user_pk=m.user_pk, idempotency_key=idempotency_key(call.workflow_id, node.id, m),
+                             variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
+                 for m in go]
+        return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held], sends
 
     @activity.defn(name="journey.wait")
     def wait(self, call: StepCall) -> StepResult:
