@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import logging
 
 from sqlalchemy import Engine
@@ -56,4 +57,16 @@ async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
     from engine.segments.clock import ensure_schedule
 
     await ensure_schedule(client, settings.task_queue)
-    await build_worker(client, db, settings).run()
+    worker = build_worker(client, db, settings)
+    tune_collector()
+    await worker.run()
+
+
+def tune_collector() -> None:
+    """Under event entry the collector's full passes stopped the event loop for 70-180 ms every ~2 s
+    (measured), walking 160,000 start-up objects (Temporal, SQLAlchemy, plugins) and every in-flight
+    cohort's members; each pause delayed every SMTP round trip in flight. Start-up objects live as long
+    as the process: out of the collector's sight. A cohort allocates its objects together and drops them
+    together, so young passes every 50,000 allocations instead of 700 (as the API does)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)

@@ -216,7 +216,10 @@ async def dev_stack(smtp_port: int, database_url: str | None = None) -> DevProce
     database_url = database_url or f"sqlite:///{home / 'tidings.db'}"
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": database_url,
            "TIDINGS_SMTP_HOST": "127.0.0.1", "TIDINGS_SMTP_PORT": str(smtp_port), "TIDINGS_SMTP_SECURITY": "none",
-           "TIDINGS_SMTP_FROM": "Bench <bench@acme.example>", "TIDINGS_SMTP_RATE_LIMIT": "1000000"}
+           "TIDINGS_SMTP_FROM": "Bench <bench@acme.example>", "TIDINGS_SMTP_RATE_LIMIT": "1000000",
+           # a relay taking bulk mail allows many connections; each SMTP transaction is four round trips,
+           # so on a busy 2-core box the connections in flight, not CPU, capped the send rate at 4
+           "TIDINGS_SMTP_CONNECTIONS": os.environ.get("TIDINGS_SMTP_CONNECTIONS", "16")}
     ports = Ports.free()
     proc = subprocess.Popen([binary("tidings"), "dev", "--worker-process", "--port", str(ports.api),
                              "--temporal-port", str(ports.temporal), "--ui-port", str(ports.ui),
