@@ -190,8 +190,9 @@ class JourneyCohortWorkflow:
         members = [_replace(m, deadline=None) for m in members]
         # A send followed by an exit (every journey's last send) finishes its customers' runs in the send's
         # own transaction: one activity, one workflow task and one write fewer per cohort.
-        then = self.ir.nodes.get(node.next)
-        then_exit = then if isinstance(then, ir.ExitNode) and workflow.patched("send-then-exit") else None
+        then = self.ir.nodes.get(node.next)  # by tag: under the test sandbox `ir` is a re-import of its own
+        is_exit = then is not None and then.__struct_config__.tag == "exit"
+        then_exit = then if is_exit and workflow.patched("send-then-exit") else None
         while True:
             res = await self.act("journey.send", node, members, then_exit=then_exit)
             if not res.paused:
