@@ -1,5 +1,6 @@
-"""Event-triggered journey under a sustained event rate, on the `tidings dev` stack (Temporal dev server,
-API and worker in one process), first step an email to an aiosmtpd sink in its own process.
+"""Event-triggered journey under a sustained event rate, on the `tidings dev --worker-process` stack
+(Temporal dev server, the API process, the worker process), first step an email to an aiosmtpd sink in
+its own process.
 
     PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_event_entry.py [--rate 1000] [--seconds 60] [--batch 100]
 
