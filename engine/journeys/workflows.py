@@ -60,6 +60,7 @@ class JourneyCohortWorkflow:
         # step boundary: each upsert is a history event and a visibility write on the server. Histories
         # recorded before this replay the old way.
         self.coalesce = False
+        self.dirty = False  # coalesced visibility: changed since the last flush
         self.published: tuple | None = None
 
     @workflow.run
@@ -148,9 +149,10 @@ class JourneyCohortWorkflow:
         self._publish()
 
     def _publish(self) -> None:
-        if not self.inp.visibility or self.coalesce:
-            if self.coalesce:
-                self.dirty = True
+        if self.coalesce:
+            self.dirty = True
+            return
+        if not self.inp.visibility:
             return
         steps = sorted(k for k, v in self.here.items() if v > 0)
         workflow.upsert_search_attributes([STEP.value_set(steps)])
@@ -158,7 +160,7 @@ class JourneyCohortWorkflow:
 
     def _flush(self) -> None:
         """Write what changed since the last flush (coalesced visibility): called before every wait."""
-        if not (self.inp.visibility and self.coalesce and getattr(self, "dirty", False)):
+        if not (self.inp.visibility and self.coalesce and self.dirty):
             return
         self.dirty = False
         steps = sorted(k for k, v in self.here.items() if v > 0)
