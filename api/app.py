@@ -19,6 +19,7 @@ from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, p
 from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
 from api.routes.segments import ImportController, SegmentController
 from api.temporal import TemporalHandle
+from engine import channel_secrets
 from engine.channel_config import load_plugins
 from engine.config import Settings
 from engine.db import make_engine, migrate
@@ -42,6 +43,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         migrate(app.state.db)
         app.state.temporal = TemporalHandle(settings)
         app.state.plugins = load_plugins()  # a broken plugin stops start-up here, naming it
+        # Unusable encryption keys stop start-up here; no key is said in the log (secrets are then refused).
+        channel_secrets.announce(app.state.db, app.state.plugins)
         # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise cost more than decoding a 10,000-item batch.
         gc.freeze()

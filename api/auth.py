@@ -1,6 +1,8 @@
 """Workspace-key authentication for every /v1 route: a router guard, so no handler can forget it."""
 from __future__ import annotations
 
+import asyncio
+
 from litestar.connection import ASGIConnection
 from litestar.handlers import BaseRouteHandler
 
@@ -10,8 +12,12 @@ from sqlalchemy import Engine
 from engine.workspaces import WorkspaceRef, authenticate
 
 
-def require_workspace_key(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
-    connection.state.workspace = authenticate(connection.app.state.db, connection.headers.get("authorization"))
+async def require_workspace_key(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+    db, header = connection.app.state.db, connection.headers.get("authorization")
+    if db.dialect.name == "sqlite":  # one indexed read of a local file: cheaper here than a hop to a thread
+        connection.state.workspace = authenticate(db, header)
+    else:
+        connection.state.workspace = await asyncio.to_thread(authenticate, db, header)
 
 
 def current_workspace(request: Request) -> WorkspaceRef:

@@ -4,12 +4,14 @@ For an endpoint channel type (EMAIL, SMS...) the serving channel is, in order:
 1. the channel the workspace configured for that type (``PUT /v1/channels/{name}``);
 2. the environment's default (EMAIL -> ``smtp`` when ``TIDINGS_SMTP_HOST`` is set);
 3. the ``outbox`` channel, which keeps the message in the database.
-Stored settings hold secrets: they leave this module only through ``redact_config``.
+Stored settings hold secrets, sealed by ``engine.channel_secrets``: they leave this module opened only in a
+``Route`` (for the channel's send), and otherwise through ``redact_config``.
 """
 from __future__ import annotations
 
 import os
 import re
+from functools import partial
 from typing import Any, Mapping
 from urllib.parse import quote
 
@@ -17,6 +19,7 @@ import msgspec
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from engine import channel_secrets
 from engine.channels import ChannelConfigError, ChannelType, redact_config, resolve_config, secret_keys
 from engine.clock import ms_to_iso, now_ms
 from engine.db import reading
@@ -83,12 +86,15 @@ def routes_for(conn: Connection, plugins: TidingsPluginManager, workspace_id: in
         if t in configured:
             r = configured[t]
             ch = plugins.channels.get(r.name)
-            config = dict(r.config)
-            if ch is not None and _wants_callback(ch, config):
+            error = None if ch else f"channel {r.name!r} is configured but its plugin is not loaded"
+            try:  # a secret no configured key opens fails the sends here, naming the channel, not in a plugin
+                config = channel_secrets.open_config(r.name, r.config)
+            except channel_secrets.SecretUnreadable as exc:
+                config, error = {}, error or str(exc)
+            if ch is not None and not error and _wants_callback(ch, config):
                 config["status_callback_url"] = feedback_url(_workspace_name(conn, workspace_id), r.name)
             out[t] = Route(name=r.name, channel=ch, config=config, rate_limit=_effective_rate(ch, r.rate_limit),
-                           bucket_workspace=workspace_id, source="workspace",
-                           error=None if ch else f"channel {r.name!r} is configured but its plugin is not loaded")
+                           bucket_workspace=workspace_id, source="workspace", error=error)
         elif t in defaults and defaults[t][0] in plugins.channels:
             name, cfg, rate = defaults[t]
             ch = plugins.channels[name]
@@ -169,18 +175,22 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
             if config.get(key) == REDACTED:
                 if row is None or key not in row.config:
                     raise InvalidInput(f"no stored value for {key!r} to keep; send the real value", field=f"config.{key}")
-                config[key] = row.config[key]
+                config[key] = _stored_secret(name, key, row.config[key], ws, f"config.{key}")
         try:
-            resolve_config(channel, config)
+            # The channel's own resolve_config when it has one: it may check more than the fields (a key's format).
+            (channel.resolve_config if hasattr(channel, "resolve_config") else partial(resolve_config, channel))(config)
         except ChannelConfigError as exc:
             raise InvalidInput(str(exc), field=_config_field(str(exc))) from None
         secret = body.feedback_secret
         if secret == REDACTED:
             if row is None or not row.feedback_secret:
                 raise InvalidInput("no stored feedback_secret to keep; send the real value", field="feedback_secret")
-            secret = row.feedback_secret
+            secret = _stored_secret(name, "feedback_secret", row.feedback_secret, ws, "feedback_secret")
         if secret is not None and not 16 <= len(secret) <= 255:
             raise InvalidInput("feedback_secret is 16-255 characters", field="feedback_secret")
+        # Sealed before anything is written: without a key the whole PUT is refused, nothing stored plain.
+        stored_config = channel_secrets.seal_config(name, secret_keys(channel), config)
+        stored_secret = channel_secrets.seal_value(name, "feedback_secret", secret, "feedback_secret")
         taken = conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name).where(
             channel_routes.c.workspace_id == ws.id, channel_routes.c.channel_type.in_(types),
             channel_routes.c.name != name)).all()
@@ -190,18 +200,26 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
                            field="channel_types")
         now = now_ms()
         if row is None:
-            conn.execute(channel_configs.insert().values(workspace_id=ws.id, name=name, config=config,
-                                                         rate_limit=body.rate_limit, feedback_secret=secret,
+            conn.execute(channel_configs.insert().values(workspace_id=ws.id, name=name, config=stored_config,
+                                                         rate_limit=body.rate_limit, feedback_secret=stored_secret,
                                                          created_at=now, updated_at=now))
         else:
             conn.execute(update(channel_configs).where(channel_configs.c.id == row.id).values(
-                config=config, rate_limit=body.rate_limit, feedback_secret=secret, updated_at=now))
+                config=stored_config, rate_limit=body.rate_limit, feedback_secret=stored_secret, updated_at=now))
         conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
         try:
             conn.execute(channel_routes.insert(), [{"workspace_id": ws.id, "channel_type": t, "name": name} for t in types])
         except IntegrityError:  # a concurrent PUT took the type first
             raise Conflict("another channel now serves one of these types; retry", field="channel_types") from None
     return _out(ws, channel, name, types, config, body.rate_limit, now, secret)
+
+
+def _stored_secret(channel: str, key: str, value: Any, ws: WorkspaceRef, field: str) -> Any:
+    """A stored secret kept by "***", opened so it is checked and sealed again like a new value."""
+    try:
+        return channel_secrets.open_value(channel, key, value, ws.name)
+    except channel_secrets.SecretUnreadable as exc:
+        raise Conflict(f"{exc}; \"***\" cannot keep it: send the real value", field=field) from None
 
 
 def _out(ws: WorkspaceRef, channel: Any, name: str, types: list[str], config: dict, rate: float | None,
@@ -224,7 +242,8 @@ def list_channels(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef) -
     items = [_out(ws, plugins.channels.get(r.name), r.name, sorted(types.get(r.name, []), key=ALL_TYPES.index),
                   r.config, r.rate_limit, r.updated_at, r.feedback_secret) for r in rows]
     return {"items": items,
-            "routes": {t: {"channel": r.name, "source": r.source, "rate_limit": r.rate_limit} for t, r in routes.items()}}
+            "routes": {t: {"channel": r.name, "source": r.source, "rate_limit": r.rate_limit,
+                           **({"error": r.error} if r.error else {})} for t, r in routes.items()}}
 
 
 def delete_channel(db: Engine, ws: WorkspaceRef, name: str) -> None:

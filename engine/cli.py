@@ -47,6 +47,34 @@ def cmd_keys_revoke(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_secrets_new_key(args, settings: Settings) -> int:
+    from engine.channel_secrets import new_key
+
+    print(new_key())
+    return 0
+
+
+def cmd_secrets_rotate(args, settings: Settings) -> int:
+    """Seal every stored channel secret with the first configured key (plain ones included)."""
+    from engine.channel_config import load_plugins
+    from engine.channel_secrets import EncryptionKeyError, keyring, reseal_all
+
+    try:
+        ring = keyring()
+        report = reseal_all(_db(settings), load_plugins(), rotate=True)
+    except EncryptionKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"key {ring.fingerprints[0]} ({ring.source}): {report.resealed} re-sealed from an older key, "
+          f"{report.sealed_plain} sealed from plain text, {report.unchanged} already current")
+    for name in report.unknown_plugin:
+        print(f"warning: {name}: its plugin is not loaded, so its plain settings were left as they are",
+              file=sys.stderr)
+    for problem in report.unreadable:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if report.unreadable else 0
+
+
 def cmd_api(args, settings: Settings) -> int:
     import uvicorn
 
@@ -358,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     k = keys.add_parser("revoke", help="revoke a key by the prefix `keys list` shows, or the whole key")
     k.add_argument("key")
     k.set_defaults(fn=cmd_keys_revoke)
+
+    secrets = sub.add_parser("secrets", help="encryption keys of stored channel secrets").add_subparsers(
+        dest="secrets_command", required=True)
+    secrets.add_parser("new-key", help="print a new key (for TIDINGS_ENCRYPTION_KEYS or a key file)").set_defaults(
+        fn=cmd_secrets_new_key)
+    secrets.add_parser("rotate", help="re-seal every stored channel secret with the first configured key"
+                       ).set_defaults(fn=cmd_secrets_rotate)
 
     a = sub.add_parser("api", help="run the HTTP API")
     a.add_argument("--host", default="127.0.0.1")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvicorn
 
+from engine.channel_secrets import ensure_key_file
 from engine.config import Settings
 from engine.db import make_engine, migrate
 from engine.smtp_sink import start_sink
@@ -92,6 +93,9 @@ class DevStack:
     async def start(self) -> None:
         home = self.settings.home
         home.mkdir(parents=True, exist_ok=True)
+        if not (os.environ.get("TIDINGS_ENCRYPTION_KEYS") or os.environ.get("TIDINGS_ENCRYPTION_KEY_FILE")):
+            # A key of its own for channel secrets, kept with the state (the API, worker process and CLI read it).
+            os.environ["TIDINGS_ENCRYPTION_KEY_FILE"] = str(ensure_key_file(home))
         db = make_engine(self.settings.database_url)
         migrate(db)
         self.dev_key = self._dev_key(db)

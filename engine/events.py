@@ -101,23 +101,6 @@ def record(conn: Connection, workspace_id: int,
             fresh, created)
 
 
-def record_own(conn: Connection, workspace_id: int, rows: list[tuple[int, str, dict[str, Any]]], now: int) -> list[str]:
-    """Store Tidings' own events (user pk, name, attributes), e.g. `_segment.enter`, in one bulk insert.
-    Their ids are fresh (one random prefix per call plus a counter), so unlike `record` there is no
-    duplicate lookup: a batch write can change hundreds of thousands of memberships."""
-    prefix = uuid.uuid4().hex[:16]
-    encoded: dict[str, str] = {}  # the same few attribute objects repeat across the rows
-    values = []
-    for i, (pk, name, attrs) in enumerate(rows):
-        key = msgspec.json.encode(attrs).decode()
-        values.append((workspace_id, f"{prefix}-{i}", pk, name, now, encoded.setdefault(key, key), "{}", now))
-    if values:
-        lock_event_order(conn, workspace_id)
-    insert_tuples(conn, events, ["workspace_id", "event_id", "user_pk", "name", "ts", "attributes", "metrics",
-                                 "received_at"], values)
-    return [v[1] for v in values]
-
-
 def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
     for part in chunks(list(dict.fromkeys(endpoint_ids))):
@@ -135,29 +118,32 @@ def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[s
 def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, name: str | None = None,
                 since: str | None = None, until: str | None = None, cursor: str | None = None,
                 limit: int = 100) -> Page:
-    """Events in arrival order, filtered; page with `next_cursor`."""
+    """Events in arrival order, filtered; page with `next_cursor`. Segment events stored one row per
+    customer and write are expanded here (engine/segments/history.py)."""
+    from engine.segments import history
+
     check_limit(limit)
     after = decode_cursor(cursor)
     q = (
         select(events, users.c.user_id.label("owner"), endpoints.c.endpoint_id.label("ep"))
         .join(users, users.c.id == events.c.user_pk)
         .outerjoin(endpoints, endpoints.c.id == events.c.endpoint_pk)
-        .where(events.c.workspace_id == ws.id, events.c.id > after)
+        .where(events.c.workspace_id == ws.id)
         .order_by(events.c.id)
-        .limit(limit)
     )
     with reading(db) as conn:
         if user_id is not None:
             q = q.where(events.c.user_pk == user_pk(conn, ws.id, user_id))
         if name is not None:
-            q = q.where(events.c.name == name)
+            q = q.where(events.c.name.in_(history.stored_names([name])))
         for value, field, op in ((since, "since", "__ge__"), (until, "until", "__lt__")):
             if value is not None:
                 try:
                     q = q.where(getattr(events.c.ts, op)(iso_to_ms(value)))
                 except ValueError:
                     raise InvalidInput(f"{field} must be ISO-8601, got {value!r}", field=field) from None
-        rows = conn.execute(q).all()
+        rows = history.read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
+                                 after, limit, None if name is None else {name})
     items = [
         EventOut(id=r.event_id, user_id=r.owner, endpoint_id=r.ep, name=r.name, timestamp=ms_to_iso(r.ts),
                  attributes=r.attributes, metrics=r.metrics)

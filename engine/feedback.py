@@ -24,6 +24,7 @@ from engine.clock import datetime_to_ms
 from engine.db import reading
 from engine.errors import Forbidden, InvalidInput, NotFound
 from engine.message_events import FEEDBACK_TYPES, MessageRef, Occurrence, find_messages, opt_out, record_occurrences
+from engine import channel_secrets
 from engine.messaging_models import channel_configs
 from engine.models import workspaces
 
@@ -95,9 +96,14 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
     if ws_id is None or ch is None or setting is None:
         raise NotFound("no such feedback endpoint (the channel is not configured in this workspace)")
     parse = getattr(ch, "parse_feedback", None)
+    try:
+        config = channel_secrets.open_config(channel, setting.config, workspace)
+        feedback_secret = channel_secrets.open_value(channel, "feedback_secret", setting.feedback_secret, workspace)
+    except channel_secrets.SecretUnreadable as exc:
+        raise InvalidInput(str(exc)) from None
     if parse is not None:
         try:
-            fb = parse(headers, body, setting.config, url=url)
+            fb = parse(headers, body, config, url=url)
         except FeedbackSignatureError as exc:
             raise Forbidden(str(exc)) from None
         except ChannelConfigError as exc:
@@ -105,7 +111,7 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidInput(f"feedback body: {exc}") from None
     else:
-        fb = _generic(headers, body, setting.feedback_secret, channel)
+        fb = _generic(headers, body, feedback_secret, channel)
     with db.begin() as conn:
         stored, dups, unmatched = record_feedback(conn, ws_id, fb)
     return FeedbackResult(received=len(fb), recorded=stored, duplicates=dups, unmatched=unmatched)

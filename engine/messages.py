@@ -29,7 +29,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import msgspec
 from sqlalchemy import Connection, Engine
@@ -46,7 +46,7 @@ from engine.models import endpoints, users
 from engine.rate_limit import burst_of, paced, reserve_in
 from engine.templates import Template, TemplateRenderError, render
 from engine.templates_store import load_templates
-from engine.serial import writing
+from engine.serial import Job, write
 
 EVENT_PREFIX = {"EMAIL": "email", "SMS": "sms", "VOICE": "voice", "PUSH": "push", "WEBHOOK": "webhook",
                 "CUSTOM": "custom"}
@@ -183,19 +183,32 @@ class _Pending:
     row_id: int | None = None
 
 
-async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[SendOutcome]:
-    """Run units through render -> write -> send -> record; one outcome per unit, in order."""
+async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: Job | None = None,
+                  finish: Callable[[Connection, list[SendOutcome]], None] | None = None) -> list[SendOutcome]:
+    """Run units through render -> write -> send -> record; one outcome per unit, in order.
+
+    ``claim(conn)`` runs first in the transaction that writes the message rows: what it raises rolls that
+    transaction back and nothing is sent. ``finish(conn, outcomes)`` runs in the transaction that records
+    the results. A transactional request's Idempotency-Key rides on them, so a send costs two write
+    transactions in all (both shared with concurrent sends: engine.serial.write)."""
     outcomes: list[SendOutcome | None] = [u.outcome for u in units]
     todo = [i for i, u in enumerate(units) if u.outcome is None]
     if not todo:
+        if claim is not None or finish is not None:
+            await write(db, lambda conn: _claim_and_finish(conn, claim, finish, outcomes))
         return outcomes  # type: ignore[return-value]
-    pending: list[_Pending] = []  # filled by _render_and_claim
+    pending: list[_Pending] = []  # filled by _render
     failures: dict[int, TemplateRenderError] = {}
     links = None
     if any(units[i].channel_type == "EMAIL" for i in todo):
         known = tracking.cached_key(db, ws_id) is not None  # no thread hop once the key is cached
         links = Links(db, ws_id, public_url()) if known else await asyncio.to_thread(Links.of, db, ws_id)
-    claimed = await asyncio.to_thread(_render_and_claim, db, plugins, ws_id, units, todo, links, pending, failures)
+    if len(todo) > RENDER_INLINE:  # a journey step's batch: render in a thread, not on the event loop
+        await asyncio.to_thread(_render, ws_id, units, todo, links, pending, failures)
+    else:
+        _render(ws_id, units, todo, links, pending, failures)
+    claimed = await write(db, lambda conn: _claim_and_write_queued(conn, claim, plugins, ws_id, units, todo, pending,
+                                                                  failures))
     for i in todo:
         u = units[i]
         if u.key in claimed.earlier:
@@ -208,21 +221,28 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit]) -> list[Se
             p.out = _build(ws_id, units[p.unit], p.target, links, p.message_id)
     pending = [p for p in pending if outcomes[p.unit] is None and p.row_id is not None]
     results = await _send(db, pending, units, claimed)
-    await asyncio.to_thread(_record, db, ws_id, units, pending, results, claimed.routes)
     by_unit: dict[int, list[tuple[_Pending, SendResult]]] = {}
     for p in pending:
         by_unit.setdefault(p.unit, []).append((p, results[p.message_id]))
     for i in todo:
         if outcomes[i] is None:
             outcomes[i] = _aggregate(units[i], by_unit.get(i, []))
+    await write(db, lambda conn: _record_and_finish(conn, ws_id, units, pending, results, claimed.routes, finish,
+                                                    outcomes))
     return outcomes  # type: ignore[return-value]
 
 
-def _render_and_claim(db: Engine, plugins, ws_id: int, units: list[Unit], todo: list[int], links: "Links | None",
-                      pending: list[_Pending], failures: dict[int, TemplateRenderError]) -> "_Claimed":
-    """Render every unit, then claim in one write transaction; in a thread, because rendering a journey
-    step's few hundred messages on the event loop stalled every other send's SMTP round trips."""
-    for i in todo:  # rendering needs nothing from the database, so it runs before the one write
+# Rendering a journey step's few hundred messages on the event loop stalled every other send's SMTP round
+# trips (the worker delivered ~250-450 mails/s during event ingest, ~1,000/s after it). Small batches
+# (a transactional request) render inline: a thread hop would cost more than the rendering.
+RENDER_INLINE = 25
+
+
+def _render(ws_id: int, units: list[Unit], todo: list[int], links: "Links | None", pending: list[_Pending],
+            failures: dict[int, TemplateRenderError]) -> None:
+    """Render every unit's targets into `pending`; a unit whose template fails goes to `failures`.
+    Needs nothing from the database, so it runs before the one write that claims."""
+    for i in todo:
         u = units[i]
         try:
             built = [_build(ws_id, u, t, links) for t in u.targets]
@@ -230,7 +250,25 @@ def _render_and_claim(db: Engine, plugins, ws_id: int, units: list[Unit], todo: 
             failures[i] = exc
             continue
         pending += [_Pending(i, t, out.message_id, out) for t, out in zip(u.targets, built)]
-    return _write_queued(db, plugins, ws_id, units, todo, pending, failures)
+
+
+def _claim_and_finish(conn: Connection, claim, finish, outcomes) -> None:
+    if claim is not None:
+        claim(conn)
+    if finish is not None:
+        finish(conn, outcomes)
+
+
+def _claim_and_write_queued(conn: Connection, claim, *args) -> _Claimed:
+    if claim is not None:
+        claim(conn)
+    return _write_queued(conn, *args)
+
+
+def _record_and_finish(conn: Connection, ws_id, units, pending, results, routes, finish, outcomes) -> None:
+    _record(conn, ws_id, units, pending, results, routes)
+    if finish is not None:
+        finish(conn, outcomes)
 
 
 def _duplicate(u: Unit, rows: list[tuple[str, str]]) -> SendOutcome:
@@ -312,54 +350,53 @@ class _Claimed:
     first_wait: dict[str, float]  # channel type -> wait for the first chunk, reserved in the same transaction
 
 
-def _write_queued(db: Engine, plugins, ws_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],
+def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],
                   failures: dict[int, TemplateRenderError]) -> _Claimed:
-    """One write transaction: find keys handled before, insert the new message rows, record rendering
-    failures, reserve the first chunk of each rate-limited channel."""
+    """In the caller's write transaction: find keys handled before, insert the new message rows, record
+    rendering failures, reserve the first chunk of each rate-limited channel."""
     now = now_ms()
-    with writing(db) as conn:
-        routes = routes_for(conn, plugins, ws_id, sorted({units[i].channel_type for i in todo}))
-        keys = list(dict.fromkeys(units[i].key for i in todo))
-        earlier: dict[str, list[tuple[str, str]]] = {}
-        queued: dict[str, dict[str, tuple[str, int]]] = {}  # key -> endpoint -> (message id, row id)
-        done: set[str] = set()
-        for key, endpoint, mid, status, rid in rows_where_in(
-                conn, messages, ["idempotency_key", "endpoint", "message_id", "status", "id"], "idempotency_key",
-                keys, {"workspace_id": ws_id}):
+    routes = routes_for(conn, plugins, ws_id, sorted({units[i].channel_type for i in todo}))
+    keys = list(dict.fromkeys(units[i].key for i in todo))
+    earlier: dict[str, list[tuple[str, str]]] = {}
+    queued: dict[str, dict[str, tuple[str, int]]] = {}  # key -> endpoint -> (message id, row id)
+    done: set[str] = set()
+    for key, endpoint, mid, status, rid in rows_where_in(
+            conn, messages, ["idempotency_key", "endpoint", "message_id", "status", "id"], "idempotency_key",
+            keys, {"workspace_id": ws_id}):
+        earlier.setdefault(key, []).append((mid, endpoint))
+        if status == "queued":
+            queued.setdefault(key, {})[endpoint] = (mid, rid)
+        else:
+            done.add(key)
+    for key in set(queued) - done:  # an earlier attempt claimed these and died before sending: resume
+        del earlier[key]
+    resumed = {p.unit for p in pending if units[p.unit].key in queued and units[p.unit].key not in done}
+    for p in pending:
+        if p.unit in resumed:
+            p.message_id, p.row_id = queued[units[p.unit].key].get(p.target.endpoint, (p.message_id, None))
+    fresh = [p for p in pending if units[p.unit].key not in earlier and p.unit not in resumed]
+    ids = dict(bulk_insert(conn, messages, [_message_row(ws_id, units[p.unit], p, routes, now) for p in fresh],
+                           ignore_conflicts_on=["workspace_id", "idempotency_key", "endpoint"],
+                           returning=["message_id", "id"]))  # the rows a conflict skipped return nothing
+    for p in fresh:
+        p.row_id = ids.get(p.message_id)
+    lost = {units[p.unit].key for p in fresh if p.row_id is None}
+    if lost:  # a concurrent sender inserted these keys between our read and our insert (PostgreSQL)
+        ours = [p.row_id for p in fresh if p.row_id is not None and units[p.unit].key in lost]
+        if ours:
+            conn.execute(messages.delete().where(messages.c.id.in_(ours)))
+        for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
+                                                "idempotency_key", list(lost), {"workspace_id": ws_id}):
             earlier.setdefault(key, []).append((mid, endpoint))
-            if status == "queued":
-                queued.setdefault(key, {})[endpoint] = (mid, rid)
-            else:
-                done.add(key)
-        for key in set(queued) - done:  # an earlier attempt claimed these and died before sending: resume
-            del earlier[key]
-        resumed = {p.unit for p in pending if units[p.unit].key in queued and units[p.unit].key not in done}
-        for p in pending:
-            if p.unit in resumed:
-                p.message_id, p.row_id = queued[units[p.unit].key].get(p.target.endpoint, (p.message_id, None))
-        fresh = [p for p in pending if units[p.unit].key not in earlier and p.unit not in resumed]
-        bulk_insert(conn, messages, [_message_row(ws_id, units[p.unit], p, routes, now) for p in fresh],
-                    ignore_conflicts_on=["workspace_id", "idempotency_key", "endpoint"])
-        ids = dict(rows_where_in(conn, messages, ["message_id", "id"], "message_id", [p.message_id for p in fresh]))
-        for p in fresh:
-            p.row_id = ids.get(p.message_id)
-        lost = {units[p.unit].key for p in fresh if p.row_id is None}
-        if lost:  # a concurrent sender inserted these keys between our read and our insert (PostgreSQL)
-            ours = [p.row_id for p in fresh if p.row_id is not None and units[p.unit].key in lost]
-            if ours:
-                conn.execute(messages.delete().where(messages.c.id.in_(ours)))
-            for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
-                                                    "idempotency_key", list(lost), {"workspace_id": ws_id}):
-                earlier.setdefault(key, []).append((mid, endpoint))
-        store_events(conn, ws_id, [_failure_event(ws_id, units[i], exc, routes, now) for i, exc in failures.items()
-                                   if units[i].user_pk is not None and units[i].key not in earlier])
-        first_wait = {}
-        for t, route in routes.items():
-            n = sum(1 for p in pending if units[p.unit].channel_type == t and units[p.unit].key not in earlier
-                    and p.row_id is not None)
-            if n and route.rate_limit and not route.error:
-                first_wait[t] = reserve_in(conn, route.bucket_workspace, route.name, route.rate_limit,
-                                           min(n, burst_of(route.rate_limit)))
+    store_events(conn, ws_id, [_failure_event(ws_id, units[i], exc, routes, now) for i, exc in failures.items()
+                               if units[i].user_pk is not None and units[i].key not in earlier])
+    first_wait = {}
+    for t, route in routes.items():
+        n = sum(1 for p in pending if units[p.unit].channel_type == t and units[p.unit].key not in earlier
+                and p.row_id is not None)
+        if n and route.rate_limit and not route.error:
+            first_wait[t] = reserve_in(conn, route.bucket_workspace, route.name, route.rate_limit,
+                                       min(n, burst_of(route.rate_limit)))
     return _Claimed(routes, earlier, first_wait)
 
 
@@ -419,8 +456,9 @@ def _event_row(ws_id: int, event_id: str, user_pk: int, endpoint_pk: int | None,
             "name": name, "ts": now, "attributes": attrs, "metrics": {}, "received_at": now}
 
 
-def _record(db: Engine, ws_id: int, units: list[Unit], pending: list[_Pending], results: dict[str, SendResult],
-            routes: dict[str, Route]) -> None:
+def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pending],
+            results: dict[str, SendResult], routes: dict[str, Route]) -> None:
+    """In the caller's write transaction: each message's result and its send / failed event."""
     now = now_ms()
     updates, evs = [], []
     for p in pending:
@@ -442,9 +480,8 @@ def _record(db: Engine, ws_id: int, units: list[Unit], pending: list[_Pending], 
         # for a message we already recorded as failed counts once.
         evs.append(_event_row(ws_id, status_event_id(p.message_id, kind), u.user_pk, p.target.endpoint_pk,
                               f"_{EVENT_PREFIX[u.channel_type]}.{kind}", attrs, now))
-    with writing(db) as conn:
-        bulk_update(conn, messages, updates)
-        store_events(conn, ws_id, evs)
+    bulk_update(conn, messages, updates)
+    store_events(conn, ws_id, evs)
 
 
 def store_events(conn: Connection, ws_id: int, rows: list[dict[str, Any]]) -> None:

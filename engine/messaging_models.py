@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, Float, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Float, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -20,8 +20,9 @@ class ChannelConfig(SQLModel, table=True):
     name: str = Field(max_length=64)
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     rate_limit: Optional[float] = Field(default=None, sa_column=Column(Float, nullable=True))
-    # Shared secret of Tidings' generic feedback format (channels without parse_feedback of their own).
-    feedback_secret: Optional[str] = Field(default=None, max_length=255)
+    # Shared secret of Tidings' generic feedback format (channels without parse_feedback of their own),
+    # sealed like the secret settings in `config` (engine.channel_secrets).
+    feedback_secret: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 

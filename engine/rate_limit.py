@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine
 
-from engine.db import insert_ignoring_conflicts
 from engine.messaging_models import rate_buckets
 from engine.serial import writing
 
@@ -31,16 +30,20 @@ def reserve(db: Engine, workspace_id: int, channel: str, rate: float, n: int) ->
 
 
 def reserve_in(conn: Connection, workspace_id: int, channel: str, rate: float, n: int) -> float:
-    """:func:`reserve` inside the caller's write transaction."""
-    burst = burst_of(rate)
+    """:func:`reserve` inside the caller's write transaction. One upsert: on PostgreSQL its row lock (on
+    SQLite the database's write lock) orders concurrent reservations, and it is one statement instead of
+    three on every send's write transaction. ``now`` is read before a PostgreSQL row lock is granted, so a
+    reservation that waited may be older than the row: it refills nothing and leaves the row's time alone."""
+    burst = float(burst_of(rate))
     now = time.time()
-    conn.execute(insert_ignoring_conflicts(conn, rate_buckets, ["workspace_id", "channel"]).values(
-        workspace_id=workspace_id, channel=channel, tokens=float(burst), updated_at=now))
-    where = (rate_buckets.c.workspace_id == workspace_id) & (rate_buckets.c.channel == channel)
-    row = conn.execute(select(rate_buckets.c.tokens, rate_buckets.c.updated_at).where(where).with_for_update()).one()
-    now = time.time()
-    tokens = min(float(burst), row.tokens + max(0.0, now - row.updated_at) * rate) - n
-    conn.execute(update(rate_buckets).where(where).values(tokens=tokens, updated_at=now))
+    pg = conn.dialect.name == "postgresql"
+    least, greatest, mark = ("LEAST", "GREATEST", "%s") if pg else ("min", "max", "?")
+    t = rate_buckets.name
+    sql = (f"INSERT INTO {t} (workspace_id, channel, tokens, updated_at) VALUES ({mark}, {mark}, {mark}, {mark}) "
+           f"ON CONFLICT (workspace_id, channel) DO UPDATE SET tokens = {least}({mark}, {t}.tokens"
+           f" + {greatest}(0.0, excluded.updated_at - {t}.updated_at) * {mark}) - {mark},"
+           f" updated_at = {greatest}(excluded.updated_at, {t}.updated_at) RETURNING tokens")
+    tokens = conn.exec_driver_sql(sql, (workspace_id, channel, burst - n, now, burst, float(rate), float(n))).scalar_one()
     return max(0.0, -tokens / rate)
 
 

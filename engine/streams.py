@@ -24,7 +24,8 @@ import msgspec
 from msgspec import Meta
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 
-from engine.channels import ChannelConfigError, redact_config, resolve_config
+from engine import channel_secrets
+from engine.channels import ChannelConfigError, redact_config, resolve_config, secret_keys
 from engine.clock import now_ms
 from engine.db import reading
 from engine.errors import InvalidInput, NotFound
@@ -99,18 +100,22 @@ class Matcher:
 
 def read_events(db: Engine, workspace_id: int, after: int, limit: int) -> list[Any]:
     """Events after position `after`, in id order. Ids of one workspace commit in order
-    (engine.events.lock_event_order), so a reader that moves past an id never misses a smaller one."""
+    (engine.events.lock_event_order), so a reader that moves past an id never misses a smaller one.
+    Segment events stored one row per customer and write are expanded, each at its own position
+    (engine/segments/history.py)."""
+    from engine.segments import history
+
     q = (
         select(events.c.id, events.c.event_id, events.c.name, events.c.ts, events.c.received_at, events.c.attributes,
                events.c.metrics, users.c.user_id, endpoints.c.endpoint_id, endpoints.c.address, endpoints.c.opt_out)
         .join(users, users.c.id == events.c.user_pk)
         .outerjoin(endpoints, endpoints.c.id == events.c.endpoint_pk)
-        .where(events.c.workspace_id == workspace_id, events.c.id > after)
+        .where(events.c.workspace_id == workspace_id)
         .order_by(events.c.id)
-        .limit(limit)
     )
     with reading(db) as conn:
-        return conn.execute(q).all()
+        return history.read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
+                                 after, limit)
 
 
 def last_event_pk(db: Engine, workspace_id: int) -> int:
@@ -141,9 +146,12 @@ def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data:
         factory(stream_id, config)  # a sink that cannot be built is refused now, not at delivery
     except ChannelConfigError as exc:
         raise InvalidInput(str(exc), field="config") from None
+    # Secret sink settings are sealed at rest like channel secrets (refused without an encryption key).
+    stored = channel_secrets.seal_config(stream_id, secret_keys(_shim(data.kind, factory)), data.config,
+                                         kind="event stream")
     now = now_ms()
     values = {
-        "kind": data.kind, "config": data.config, "filter": msgspec.to_builtins(data.filter), "format": data.format,
+        "kind": data.kind, "config": stored, "filter": msgspec.to_builtins(data.filter), "format": data.format,
         "enabled": data.enabled, "batch_size": data.batch_size, "max_attempts": data.max_attempts, "updated_at": now,
     }
     with db.begin() as conn:
@@ -313,7 +321,8 @@ class StreamRunner:
         if cached and cached[0] == stream.updated_at:
             return cached[1]
         factory = _factory(self.plugins, stream.kind)
-        sink = factory(stream.stream_id, resolve_config(_shim(stream.kind, factory), stream.config))
+        config = channel_secrets.open_config(stream.stream_id, stream.config, kind="event stream")
+        sink = factory(stream.stream_id, resolve_config(_shim(stream.kind, factory), config))
         self._sinks[stream.id] = (stream.updated_at, sink)
         return sink
 

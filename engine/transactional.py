@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from engine.clock import duration_seconds, now_ms
 from engine.db import insert_ignoring_conflicts, reading, rows_where_in
@@ -27,9 +27,11 @@ from engine.models import endpoints, users
 from engine.templates_store import PartsBody, TemplateBody, check_template, load_templates
 from engine.validation import MAX_BATCH, check_address
 from engine.workspaces import WorkspaceRef
-from engine.serial import writing
 
 MAX_RECIPIENTS = 1000
+# A request this small is checked on the event loop on SQLite: its reads cost less than the hop to a thread
+# and back (two GIL hand-offs); bigger ones, and PostgreSQL's network round trips, go to a thread.
+INLINE_RECIPIENTS = 10
 IN_PROGRESS_TIMEOUT_MS = 60_000  # after this, a retry may take over a claimed key (its messages stay de-duplicated)
 
 
@@ -84,33 +86,55 @@ def body_hash(value: Any) -> str:
 # --------------------------------------------------------------------------- idempotency
 
 
-def claim(db: Engine, ws_id: int, key: str, digest: str) -> Any | None:
-    """None when this request may proceed; the stored answer when it was already answered."""
+class Answered(Exception):
+    """The Idempotency-Key was answered before: this is the stored answer, and nothing more is written."""
+
+    def __init__(self, answer: Any):
+        self.answer = answer
+
+
+def check_key(key: str) -> None:
     if not 1 <= len(key) <= 255:
         raise InvalidInput("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")
-    with writing(db) as conn:
-        now = now_ms()
-        mine = conn.execute(insert_ignoring_conflicts(conn, idempotent_requests, ["workspace_id", "key"]).values(
-            workspace_id=ws_id, key=key, body_hash=digest, answer=None, created_at=now)
-            .returning(idempotent_requests.c.key)).first() is not None  # rowcount is -1 with psycopg here
-        where = (idempotent_requests.c.workspace_id == ws_id) & (idempotent_requests.c.key == key)
-        row = conn.execute(select(idempotent_requests).where(where).with_for_update()).one()
-        if row.body_hash != digest:
-            raise Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key")
-        if row.answer is not None:
-            return row.answer
-        if not mine:
-            if now - row.created_at < IN_PROGRESS_TIMEOUT_MS:
-                raise Conflict("a request with this Idempotency-Key is in progress; retry later",
-                               field="Idempotency-Key")
-            conn.execute(update(idempotent_requests).where(where).values(created_at=now))
-    return None
 
 
-def remember(db: Engine, ws_id: int, key: str, answer: Any) -> None:
-    with writing(db) as conn:
-        conn.execute(update(idempotent_requests).where(
-            idempotent_requests.c.workspace_id == ws_id, idempotent_requests.c.key == key).values(answer=answer))
+def claim_in(conn: Connection, ws_id: int, key: str, digest: str) -> None:
+    """Take the key for this request inside the write transaction of its message rows, so the claim and
+    the messages it covers commit together. Raises Answered (same body, answered), or Conflict (another
+    body; or the same body still in progress, unless that attempt is older than IN_PROGRESS_TIMEOUT_MS:
+    then it died, and this request takes over, resuming its queued messages under their message ids)."""
+    now = now_ms()
+    mine = conn.execute(insert_ignoring_conflicts(conn, idempotent_requests, ["workspace_id", "key"]).values(
+        workspace_id=ws_id, key=key, body_hash=digest, answer=None, created_at=now)
+        .returning(idempotent_requests.c.key)).first() is not None  # rowcount is -1 with psycopg here
+    where = (idempotent_requests.c.workspace_id == ws_id) & (idempotent_requests.c.key == key)
+    row = conn.execute(select(idempotent_requests).where(where).with_for_update()).one()
+    if row.body_hash != digest:
+        raise Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key")
+    if row.answer is not None:
+        raise Answered(row.answer)
+    if not mine:
+        if now - row.created_at < IN_PROGRESS_TIMEOUT_MS:
+            raise Conflict("a request with this Idempotency-Key is in progress; retry later", field="Idempotency-Key")
+        conn.execute(update(idempotent_requests).where(where).values(created_at=now))
+
+
+def remember_in(conn: Connection, ws_id: int, key: str, answer: Any) -> None:
+    conn.execute(update(idempotent_requests).where(
+        idempotent_requests.c.workspace_id == ws_id, idempotent_requests.c.key == key).values(answer=answer))
+
+
+def stored_answer(db: Engine, ws_id: int, key: str, digest: str) -> Any | None:
+    """For a request refused before it claimed its key: the answer this key already has (Conflict when
+    the key belongs to another body), else None."""
+    with reading(db) as conn:
+        row = conn.execute(select(idempotent_requests.c.body_hash, idempotent_requests.c.answer).where(
+            idempotent_requests.c.workspace_id == ws_id, idempotent_requests.c.key == key)).first()
+    if row is None:
+        return None
+    if row.body_hash != digest:
+        raise Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key")
+    return row.answer
 
 
 # --------------------------------------------------------------------------- preparation
@@ -243,26 +267,39 @@ def _result(r: Recipient, o: SendOutcome) -> RecipientResult:
 
 async def send(db: Engine, plugins, ws: WorkspaceRef, requests: list[MessageRequest], key: str | None,
                *, batch: bool) -> list[MessageAnswer]:
+    """Check, send, answer. With an Idempotency-Key the key is claimed in the transaction that writes the
+    message rows and the answer stored in the one that records the results: two write transactions per
+    request either way."""
+    digest = None
     if key is not None:
-        stored = await asyncio.to_thread(claim, db, ws.id, key, body_hash([batch, requests]))
-        if stored is not None:
-            return msgspec.convert(stored, list[MessageAnswer])
+        check_key(key)
+        digest = body_hash([batch, requests])
     try:
-        groups = await asyncio.to_thread(prepare, db, ws.id, requests, key, batch)
+        if db.dialect.name == "sqlite" and sum(len(m.recipients) for m in requests) <= INLINE_RECIPIENTS:
+            groups = prepare(db, ws.id, requests, key, batch)  # a few indexed reads of a local file
+        else:
+            groups = await asyncio.to_thread(prepare, db, ws.id, requests, key, batch)
     except Exception:
-        if key is not None:  # nothing was sent: the key may be used again, with any body
-            await asyncio.to_thread(_release, db, ws.id, key)
+        if key is not None:  # an answered key answers the same, even if the request no longer checks out
+            stored = await asyncio.to_thread(stored_answer, db, ws.id, key, digest)
+            if stored is not None:
+                return msgspec.convert(stored, list[MessageAnswer])
         raise
     flat = [u for g in groups for u in g]
-    outcomes = iter(await deliver(db, plugins, ws.id, flat))
-    answers = [MessageAnswer(results=[_result(r, next(outcomes)) for r in m.recipients]) for m in requests]
-    if key is not None:
-        await asyncio.to_thread(remember, db, ws.id, key, msgspec.to_builtins(answers))
-    return answers
+    if key is None:
+        return _answers(requests, await deliver(db, plugins, ws.id, flat))
+
+    def finish(conn: Connection, outcomes: list[SendOutcome]) -> None:
+        remember_in(conn, ws.id, key, msgspec.to_builtins(_answers(requests, outcomes)))
+
+    try:
+        outcomes = await deliver(db, plugins, ws.id, flat, claim=lambda conn: claim_in(conn, ws.id, key, digest),
+                                 finish=finish)
+    except Answered as done:
+        return msgspec.convert(done.answer, list[MessageAnswer])
+    return _answers(requests, outcomes)
 
 
-def _release(db: Engine, ws_id: int, key: str) -> None:
-    """Forget a claim whose request was refused before anything was written (we hold it: no answer yet)."""
-    with writing(db) as conn:
-        conn.execute(idempotent_requests.delete().where(idempotent_requests.c.workspace_id == ws_id,
-                                                        idempotent_requests.c.key == key))
+def _answers(requests: list[MessageRequest], outcomes: list[SendOutcome]) -> list[MessageAnswer]:
+    it = iter(outcomes)
+    return [MessageAnswer(results=[_result(r, next(it)) for r in m.recipients]) for m in requests]

@@ -54,8 +54,10 @@ def build_worker(client: Client, db: Engine, settings: Settings, **options) -> W
 
 
 async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
+    from engine import channel_secrets
     from engine.segments.clock import ensure_schedule
 
+    channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
     await ensure_schedule(client, settings.task_queue)
     worker = build_worker(client, db, settings)
     tune_collector()

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
 
@@ -15,6 +16,9 @@ from engine.config import Settings
 from engine.workspaces import create_key
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
+# Channel secrets are sealed at rest and refused without a key (engine.channel_secrets): the suite runs with
+# one, as a deployment would; tests of the keyless path remove it.
+os.environ.setdefault("TIDINGS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 

@@ -21,7 +21,7 @@ from temporalio import activity
 
 from engine.clock import now_ms
 from engine.db import bulk_insert, bulk_update, reading, rows_where_in
-from engine.journeys import audience, ir
+from engine.journeys import audience, ir, localtime
 from engine.journeys.cohort import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
@@ -29,6 +29,8 @@ from engine.journeys.models import journey_cohorts, journey_entries, journey_run
 from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
 from engine.messages import JourneySend, send_journey_step
 from engine.models import events, users
+from engine.segments import history
+from engine.segments.documents import documents
 
 
 _engine = datalogic_py.Engine()
@@ -104,9 +106,10 @@ class JourneyActivities:
             part = pks[start:start + 5000]
             q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.metrics, events.c.ts,
                         events.c.received_at)
-                 .where(events.c.workspace_id == ws, events.c.user_pk.in_(part), events.c.name.in_(names),
+                 .where(events.c.workspace_id == ws, events.c.user_pk.in_(part),
+                        events.c.name.in_(history.stored_names(names)),
                         events.c.received_at >= since).order_by(events.c.id))
-            for r in conn.execute(q):
+            for r in history.expand(conn.execute(q), names=set(names)):  # segment events may be compact rows
                 out.setdefault(r.user_pk, []).append(
                     {"name": r.name, "attributes": r.attributes, "metrics": r.metrics, "ts": r.ts,
                      "received_at": r.received_at})
@@ -364,7 +367,8 @@ class JourneyActivities:
                     break
                 if isinstance(b, ir.RuleBranch):
                     if docs is None:
-                        docs = _customer_docs(conn, [m.user_pk for m in members])
+                        docs = _customer_docs(conn, call.workspace_id, [m.user_pk for m in members],
+                                              [x.rule for x in node.branches if isinstance(x, ir.RuleBranch)])
                     hit = {m.run_id for m in pool if holds(b.rule, {"customer": docs.get(m.user_pk, {}),
                                                                     "event": _entry_doc(m.entry)})}
                 elif isinstance(b, ir.SegmentBranch):
@@ -490,7 +494,7 @@ class JourneyActivities:
                         conn.execute(journey_entries.delete().where(journey_entries.c.id.in_([r.id for r in rows])))
                         j = self._ir(conn, ws, jid, version)
                         rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
-                        docs = _customer_docs(conn, sorted({r.user_pk for r in rows})) if rule is not None else {}
+                        docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows}), rule)
                         candidates = [(r.user_pk, r.event) for r in rows
                                       if rule is None or holds(rule, {"event": _entry_doc(r.event),
                                                                       "customer": docs.get(r.user_pk, {})})]
@@ -507,12 +511,20 @@ class JourneyActivities:
         with self.db.begin() as conn:
             j = self._ir(conn, call.workspace_id, call.journey_id, call.version)
             assert isinstance(j.entry, ir.BroadcastEntry)
-            pks = audience.members_page(conn, call.workspace_id, j.entry.segment, call.after_pk, call.limit)
+            local = localtime.local_schedule(j.entry)
+            zones = None if local is None else localtime.firing_filter(
+                local, call.fire_at or now_ms(), audience.stored_zones(conn, call.workspace_id),
+                j.settings.default_timezone)
+            if zones is not None and zones.empty:
+                return Admitted()  # nobody's local time is due at this firing
+            pks = audience.members_page(conn, call.workspace_id, j.entry.segment, call.after_pk, call.limit, zones)
             next_after = pks[-1] if len(pks) == call.limit else None
             status = self._status(conn, call.workspace_id, call.journey_id)
             if status not in ("active", "paused"):
                 return Admitted(stopped=True)
             adm = self._claimed(conn, call.claim_key)
+            if adm is None and not pks:
+                return Admitted()
             if adm is None:
                 adm = self._admit_rows(conn, call.workspace_id, call.journey_id, call.version, call.claim_key,
                                        [(pk, {}) for pk in pks])
@@ -544,7 +556,10 @@ def _entry_doc(entry: dict) -> dict:
     return event_doc(entry.get("name", ""), entry.get("attributes", {}), entry.get("metrics", {}), entry.get("ts", 0))
 
 
-def _customer_docs(conn, pks: list[int]) -> dict[int, dict]:
-    rows = rows_where_in(conn, users, ["id", "user_id", "attributes", "metrics", "timezone", "locale"], "id", pks)
-    return {r[0]: {"user_id": r[1], "attributes": r[2], "metrics": r[3], "timezone": r[4], "locale": r[5]}
-            for r in rows}
+def _customer_docs(conn, workspace_id: int, pks: list[int], rule: Any) -> dict[int, dict]:
+    """The `customer` split rules and entry filters see: the document segment rules see (profile, endpoints,
+    segment and import memberships), built for the whole batch by the segments' own builder. Nothing is
+    read for a rule that never names `customer` (most entry filters look at the event only)."""
+    if b'"customer' not in msgspec.json.encode(rule):
+        return {}
+    return documents(conn, workspace_id, pks, {}, now_ms())

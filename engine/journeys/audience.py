@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, or_, select
+
+from engine.journeys.localtime import ZoneFilter
+from engine.models import users
 
 _STATIC: dict[tuple[int, str], list[int]] = {}
 
@@ -31,16 +34,36 @@ def clear_static_segments() -> None:
     _STATIC.clear()
 
 
-def members_page(conn: Connection, workspace_id: int, segment_id: str, after_pk: int, limit: int) -> list[int]:
+def members_page(conn: Connection, workspace_id: int, segment_id: str, after_pk: int, limit: int,
+                 zones: ZoneFilter | None = None) -> list[int]:
+    """The next `limit` members after `after_pk`; with `zones`, only customers whose stored time zone
+    is one of `zones.names` (or unset, when `zones.unset`), filtered in SQL."""
     if (workspace_id, segment_id) in _STATIC:
-        return [pk for pk in _STATIC[(workspace_id, segment_id)] if pk > after_pk][:limit]
+        pks = [pk for pk in _STATIC[(workspace_id, segment_id)] if pk > after_pk]
+        if zones is not None:
+            inside = set(conn.execute(select(users.c.id).where(users.c.workspace_id == workspace_id,
+                                                               _in_zones(zones))).scalars())
+            pks = [pk for pk in pks if pk in inside]
+        return pks[:limit]
     t = _tables()
     if t is None:
         raise LookupError(f"segment `{segment_id}`: segments are not installed")
     m = t[1]
     q = (select(m.c.user_pk).where(m.c.workspace_id == workspace_id, m.c.segment_id == segment_id,
                                    m.c.user_pk > after_pk).order_by(m.c.user_pk).limit(limit))
+    if zones is not None:
+        q = q.join(users, users.c.id == m.c.user_pk).where(_in_zones(zones))
     return list(conn.execute(q).scalars())
+
+
+def stored_zones(conn: Connection, workspace_id: int) -> list[str | None]:
+    """The distinct `timezone` values of the workspace's customers (None = unset)."""
+    return list(conn.execute(select(users.c.timezone).where(users.c.workspace_id == workspace_id).distinct()).scalars())
+
+
+def _in_zones(zones: ZoneFilter):
+    cond = users.c.timezone.in_(zones.names)
+    return or_(cond, users.c.timezone.is_(None)) if zones.unset else cond
 
 
 def members_among(conn: Connection, workspace_id: int, segment_id: str, user_pks: list[int]) -> set[int]:

@@ -92,6 +92,9 @@ class BroadcastInput(msgspec.Struct, kw_only=True):
     after_pk: int = 0
     page: int = 0
     started: int = 0
+    # `timezone: customer`: the firing instant (epoch ms) whose due zones enter; None = the schedule's
+    # nominal time (TemporalScheduledStartTime) or the start time
+    fire_at: int | None = None
 
 
 class PageCall(msgspec.Struct, kw_only=True):
@@ -101,6 +104,7 @@ class PageCall(msgspec.Struct, kw_only=True):
     claim_key: str
     after_pk: int
     limit: int
+    fire_at: int | None = None  # see BroadcastInput
 
 
 class Admitted(msgspec.Struct, kw_only=True):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _CLOCK = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
@@ -25,6 +26,23 @@ def parse_instant(text: str) -> datetime:
         raise ValueError(f"`{text}` has no time of day; write a date-time like {text}T09:00:00Z")
     if value.tzinfo is None:
         raise ValueError(f"`{text}` has no time zone; add `Z` for UTC or an offset like +02:00")
+    return value
+
+
+def parse_wall_time(text: str) -> datetime:
+    """An ISO 8601 date-time *without* offset, to the minute: a wall-clock time in some zone (a naive datetime)."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"`{text}` is not an ISO 8601 date-time like 2026-12-01T09:00:00") from None
+    if "T" not in text.upper() and " " not in text:
+        raise ValueError(f"`{text}` has no time of day; write a date-time like {text}T09:00:00")
+    if value.tzinfo is not None:
+        raise ValueError(f"`{text}` names an offset, but with `timezone: customer` it is the wall-clock time in "
+                         f"each customer's own zone: write it without one, like {value.replace(tzinfo=None).isoformat()}")
+    if value.second or value.microsecond:
+        raise ValueError(f"`{text}` has seconds; a local send time is to the minute, like "
+                         f"{value.replace(second=0, microsecond=0).isoformat()}")
     return value
 
 
@@ -68,6 +86,37 @@ def check_cron(expr: str) -> str | None:
             if problem:
                 return f"cron {name} field `{text}`: {problem}"
     return None
+
+
+class CronTimes(NamedTuple):
+    """The values each field of a cron expression allows (day of week: 0 = Sunday ... 6)."""
+
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]
+
+
+def expand_cron(expr: str) -> CronTimes:
+    """The sets of a valid cron expression (check it with check_cron first)."""
+    expr = MACROS.get(expr.strip().lower(), expr)
+    fields = []
+    for text, (_, low, high, names) in zip(expr.split(), _FIELDS):
+        allowed: set[int] = set()
+        for item in text.split(","):
+            base, _, step = item.partition("/")
+            if base == "*":
+                first, last = low, high
+            else:
+                bounds = [names.get(b.upper()) if not b.isdigit() else int(b) for b in base.split("-")]
+                first, last = bounds[0], bounds[-1]
+                if step and len(bounds) == 1:
+                    last = high  # `5/15` is 5, 20, 35, 50 as in most crons
+            allowed.update(range(first, last + 1, int(step) if step else 1))
+        fields.append(frozenset(allowed))
+    fields[4] = frozenset(d % 7 for d in fields[4])  # 7 is Sunday too
+    return CronTimes(*fields)
 
 
 def _check_cron_item(item: str, low: int, high: int, names: dict[str, int]) -> str | None:

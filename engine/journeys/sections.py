@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from engine.journeys import ir
-from engine.journeys.formats import check_clock, check_cron, check_timezone, parse_instant
+from engine.journeys.formats import check_clock, check_cron, check_timezone, parse_instant, parse_wall_time
 from engine.journeys.issues import Pos
 from engine.journeys.view import Ctx, View, typename
 from engine.journeys.yaml_loader import LList
@@ -44,22 +44,42 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
     if len(schedules) > 1:
         ctx.error(view.key_pos(schedules[1]), f"a broadcast has one schedule; `{schedules[0]}` and `{schedules[1]}` "
                   "are both given (leave all out to send now)")
+    timezone = view.str("timezone", "UTC")
+    local = timezone == "customer"
+    if timezone != "customer" and (problem := check_timezone(timezone)):
+        ctx.error(view.pos("timezone"), f"{problem}, or `customer` for each customer's own zone")
+    if local and not (view.has("cron") or view.has("at")):
+        why = "`every` repeats at the same instants for everyone" if view.has("every") else \
+            "without a schedule the broadcast goes out now, at one instant for everyone"
+        ctx.error(view.pos("timezone"), f"`timezone: customer` needs `cron` or `at` (a time of day in each customer's "
+                  f"own zone); {why}")
     at = at_epoch = cron = None
     if view.has("at"):
-        at, at_epoch = _instant(view, "at")
+        at, at_epoch = _wall_time(view, "at") if local else _instant(view, "at", hint=(
+            "; or set `timezone: customer` to send at this local time in each customer's own zone"))
     if view.has("cron") and (cron := view.str("cron")) is not None:
         problem = check_cron(cron)
         if problem:
             ctx.error(view.pos("cron"), problem)
             cron = None
-    timezone = view.str("timezone", "UTC")
-    if timezone != "customer" and (problem := check_timezone(timezone)):
-        ctx.error(view.pos("timezone"), f"{problem}, or `customer` for each customer's own zone")
     return ir.BroadcastEntry(segment=view.catalog("segment", "segment") or "", at=at, at_epoch=at_epoch, cron=cron,
                              every_seconds=view.duration("every", low=MIN_EVERY), timezone=timezone)
 
 
-def _instant(view: View, key: str) -> tuple[str | None, int | None]:
+def _wall_time(view: View, key: str) -> tuple[str | None, None]:
+    """A local date-time without offset (`timezone: customer`) -> (text, no epoch: it is many instants)."""
+    text = view.str(key)
+    if text is None:
+        return None, None
+    try:
+        parse_wall_time(text)
+    except ValueError as exc:
+        view.ctx.error(view.pos(key), f"`{key}` in {view.what}: {exc}")
+        return None, None
+    return text, None
+
+
+def _instant(view: View, key: str, hint: str = "") -> tuple[str | None, int | None]:
     """An ISO date-time with offset -> (text, epoch seconds)."""
     text = view.str(key)
     if text is None:
@@ -67,7 +87,7 @@ def _instant(view: View, key: str) -> tuple[str | None, int | None]:
     try:
         return text, int(parse_instant(text).timestamp())
     except ValueError as exc:
-        view.ctx.error(view.pos(key), f"`{key}` in {view.what}: {exc}")
+        view.ctx.error(view.pos(key), f"`{key}` in {view.what}: {exc}{hint if 'time zone' in str(exc) else ''}")
         return None, None
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from engine.clock import ms_to_iso, now_ms
 from engine.db import reading
 from engine.errors import NotFound
-from engine.journeys import audience, ir
+from engine.journeys import audience, ir, localtime
 from engine.journeys.cohort import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id,
 )
@@ -231,7 +231,8 @@ async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str =
 async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: str,
                                admission: AdmissionInput | None) -> None:
     from temporalio.client import (
-        Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
+        Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
+        SchedulePolicy, ScheduleSpec,
     )
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -246,14 +247,26 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
     inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
     wf_id = broadcast_workflow_id(ws_id, j.id, j.version)
-    if b.cron or b.every_seconds:
-        tz = None if b.timezone in ("UTC", "customer") else b.timezone
-        spec = (ScheduleSpec(cron_expressions=[b.cron], time_zone_name=tz) if b.cron
-                else ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=b.every_seconds))]))
+    policy = SchedulePolicy()
+    if (local := localtime.local_schedule(b)) is not None:
+        # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
+        # admits the customers whose zone is due (engine/journeys/localtime.py). Firings may overlap: a long
+        # page-through for Tokyo must not make Kathmandu's firing 15 minutes later be skipped.
+        bounds = localtime.schedule_bounds(local)
+        spec = ScheduleSpec(cron_expressions=[localtime.schedule_cron(local)],
+                            start_at=bounds[0] if bounds else None, end_at=bounds[1] if bounds else None)
+        policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.ALLOW_ALL)
+    elif b.cron:
+        spec = ScheduleSpec(cron_expressions=[b.cron], time_zone_name=None if b.timezone in ("UTC", "customer") else b.timezone)
+    elif b.every_seconds:
+        spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=b.every_seconds))])
+    else:
+        spec = None
+    if spec is not None:
         try:
             await client.create_schedule(schedule_id(ws_id, j.id, j.version), Schedule(
                 action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue),
-                spec=spec))
+                spec=spec, policy=policy))
         except ScheduleAlreadyRunningError:
             pass
         return

@@ -27,6 +27,8 @@ with workflow.unsafe.imports_passed_through():
 JOURNEY = SearchAttributeKey.for_keyword("TidingsJourney")
 VERSION = SearchAttributeKey.for_int("TidingsJourneyVersion")
 STEP = SearchAttributeKey.for_keyword_list("TidingsStep")
+# set by Temporal on every workflow a Schedule starts: the nominal firing time (also for catch-up and backfill)
+SCHEDULED_AT = SearchAttributeKey.for_datetime("TemporalScheduledStartTime")
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=60))
@@ -304,14 +306,19 @@ class JourneyBroadcastWorkflow:
 
     @workflow.run
     async def run(self, inp: BroadcastInput) -> int:
-        wf_id = workflow.info().workflow_id
+        info = workflow.info()
+        wf_id = info.workflow_id
         after, page, started = inp.after_pk, inp.page, inp.started
+        fire_at = inp.fire_at
+        if fire_at is None:  # `timezone: customer` admits the zones due at this instant
+            scheduled = info.typed_search_attributes.get(SCHEDULED_AT)
+            fire_at = _ms(scheduled) if scheduled is not None else _ms(info.start_time) // 60_000 * 60_000
         while True:
             page += 1
             adm = await workflow.execute_activity(
                 "journey.broadcast_page", PageCall(workspace_id=inp.workspace_id, journey_id=inp.journey_id,
                                                    version=inp.version, claim_key=f"{wf_id}/{page}",
-                                                   after_pk=after, limit=inp.page_size),
+                                                   after_pk=after, limit=inp.page_size, fire_at=fire_at),
                 result_type=Admitted, start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
             if adm.members:
                 await _start_cohort(inp.workspace_id, adm, None)
@@ -320,4 +327,5 @@ class JourneyBroadcastWorkflow:
                 return started
             after = adm.next_after
             if workflow.info().get_current_history_length() > 5_000:
-                workflow.continue_as_new(msgspec.structs.replace(inp, after_pk=after, page=page, started=started))
+                workflow.continue_as_new(msgspec.structs.replace(inp, after_pk=after, page=page, started=started,
+                                                                 fire_at=fire_at))

@@ -18,6 +18,7 @@ from engine.clock import iso_to_ms, ms_to_iso
 from engine.db import bulk_insert, rows_where_in
 from engine.models import endpoints, events, users
 from engine.segment_models import customer_values, segment_members, static_members
+from engine.segments import history
 
 _NUMERIC = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _DIGIT = re.compile(r"[0-9]")
@@ -185,13 +186,13 @@ def _event_facts(conn: Connection, user_pks: list[int], facts: dict[str, dict], 
             continue
         for part in chunks(user_pks):
             if kind == "count":
-                q = select(events.c.user_pk, events.c.attributes).where(
-                    events.c.user_pk.in_(part), events.c.name == f["event"])
+                q = select(events.c.user_pk, events.c.name, events.c.attributes).where(
+                    events.c.user_pk.in_(part), events.c.name.in_(history.stored_names([f["event"]])))
                 if f["within"] is not None:
                     q = q.where(events.c.ts >= now - f["within"])
                 for pk in part:
                     out[pk][key] = 0
-                for row in conn.execute(q):
+                for row in history.expand(conn.execute(q), names={f["event"]}):
                     attrs = row.attributes or {}
                     if all(isinstance(attrs.get(k), str) and attrs.get(k) in vs for k, vs in f["where"].items()):
                         out[row.user_pk][key] += 1
@@ -206,9 +207,16 @@ def _event_facts(conn: Connection, user_pks: list[int], facts: dict[str, dict], 
                 for pk in part:
                     out[pk][key] = now - latest[pk] if pk in latest else None
                 continue
-            q = select(events.c.user_pk, func.max(events.c.ts)).where(
-                events.c.user_pk.in_(part), events.c.name == f["event"]).group_by(events.c.user_pk)
-            got = dict(conn.execute(q).all())
+            if f["event"] in history.SEGMENT_EVENTS:  # may be compact rows: the latest row that holds one
+                got = {}
+                q = select(events.c.user_pk, events.c.name, events.c.attributes, events.c.ts).where(
+                    events.c.user_pk.in_(part), events.c.name.in_(history.stored_names([f["event"]])))
+                for row in history.expand(conn.execute(q), names={f["event"]}):
+                    got[row.user_pk] = max(got.get(row.user_pk, row.ts), row.ts)
+            else:
+                q = select(events.c.user_pk, func.max(events.c.ts)).where(
+                    events.c.user_pk.in_(part), events.c.name == f["event"]).group_by(events.c.user_pk)
+                got = dict(conn.execute(q).all())
             for pk in part:
                 ts = got.get(pk)
                 out[pk][key] = None if ts is None else (ts if kind == "last_ts" else now - ts)

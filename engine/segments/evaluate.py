@@ -3,7 +3,6 @@ documents, full evaluation in SQL (with Python for the rows SQL leaves unsure), 
 membership changes with their `_segment.enter` / `_segment.exit` events."""
 from __future__ import annotations
 
-import itertools
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -16,9 +15,10 @@ from engine.batching import chunks
 from engine.db import bulk_delete, insert_tuples
 from engine.clock import now_ms
 from engine.segment_models import segment_members, segments
-from engine.segments import paths, rules
+from engine.segments import history, paths, rules
 from engine.segments.documents import documents
-from engine.segments.sql import Ctx, driving_sets, full_query, selectivity_sample, wide_prefilters
+from engine.segments.sql import (Ctx, Prefilter, driving_sets, full_query, seek_columns, selectivity_sample,
+                                 wide_conjunct_filters)
 
 ENGINE = rules.ENGINE
 BATCH = 2000
@@ -108,6 +108,8 @@ def workspace_rules(conn: Connection, workspace_id: int) -> Rules:
     paths.sync(conn, workspace_id, want)
     entry = Rules(stamp, compiled, frozenset(p for s, p in want if s == "u"), frozenset(p for s, p in want if s == "e"),
                   paths.slots(conn, workspace_id))
+    if conn.dialect.name == "sqlite":
+        _keep_scan_indexes(conn, workspace_id, compiled, entry.slots)
     with _lock:
         _cache[workspace_id] = entry
     return entry
@@ -117,12 +119,50 @@ def workspace_segments(conn: Connection, workspace_id: int) -> list[Compiled]:
     return workspace_rules(conn, workspace_id).segs
 
 
-def ensure_indexed(conn: Connection, workspace_id: int, seg: Compiled) -> None:
-    """Before full evaluation of a rule that may not be saved (tests, benchmarks): index what it reads.
-    Saved segments' paths are indexed by workspace_rules; extra paths are dropped at the next sync."""
+def _sync_paths(conn: Connection, workspace_id: int, seg: Compiled) -> None:
     if paths.sync(conn, workspace_id, paths.maintained(conn, workspace_id) | seg.index_paths(), drop_unwanted=False):
         with _lock:
             _cache.pop(workspace_id, None)
+
+
+def ensure_indexed(conn: Connection, workspace_id: int, seg: Compiled) -> None:
+    """Before full evaluation of a rule that may not be saved (tests, benchmarks): index what it reads, and
+    on SQLite build its scan index (paths.ensure_scan_index), as saving it would. Saved segments' paths are
+    indexed by workspace_rules; extra paths and scan indexes are dropped at the next sync."""
+    _sync_paths(conn, workspace_id, seg)
+    plan = _wide_plan(conn, workspace_id, seg, 0)
+    if plan is not None:
+        _ensure_scan_index(conn, workspace_id, seg, plan[0], plan[2])
+
+
+def scan_columns(seg: Compiled, slots: dict[str, int]) -> set[str]:
+    """Every wide-table column the rule's full evaluation may read (whatever kinds its slots hold)."""
+    cols = {f"{c}{slots[p]}" for p in seg.user_paths if p in slots for c in ("k", "n", "t")}
+    return cols | {f"d{slots[f['path']]}" for f in seg.facts.values()
+                   if f["type"] in ("date", "ago") and f["path"] in slots}
+
+
+def _ensure_scan_index(conn: Connection, workspace_id: int, seg: Compiled, ctx: Ctx,
+                       prefilters: list[Prefilter]) -> str | None:
+    """SQLite: the covering index serving this rule's scan, built when missing, leading with its equality /
+    IN comparisons in the order of their sampled selectivity, then its most selective range
+    (paths.ensure_scan_index); None without one."""
+    if ctx.dialect != "sqlite":
+        return None
+    seek = seek_columns(seg.logic, ctx)
+    ordered = [seek[p.conjunct] for p in prefilters if p.conjunct in seek]
+    lead = list(dict.fromkeys([c for c, eq in ordered if eq] + [c for c, eq in ordered if not eq][:1]))
+    return paths.ensure_scan_index(conn, workspace_id, scan_columns(seg, ctx.wide), lead, {c for c, _ in seek.values()})
+
+
+def _keep_scan_indexes(conn: Connection, workspace_id: int, segs: list[Compiled], slots: dict[str, int]) -> None:
+    """Drop the scan indexes no segment's full evaluation can use (each costs every write)."""
+    wants = []
+    for s in segs:
+        if s.user_paths and s.user_paths <= set(slots):
+            ctx = Ctx(dialect="sqlite", workspace_id=workspace_id, now=0, wide=slots)
+            wants.append((scan_columns(s, slots), {c for c, _ in seek_columns(s.logic, ctx).values()}))
+    paths.drop_scan_indexes(conn, workspace_id, keep=lambda cols: any(paths.serves(cols, n, k) for n, k in wants))
 
 
 def with_dependents(all_segs: list[Compiled], chosen: set[str]) -> list[Compiled]:
@@ -206,40 +246,37 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
     return out
 
 
-SEGMENT_EVENTS = ("_segment.enter", "_segment.exit")
-
-
 def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, int, bool]], now: int,
                   record_events: bool = True) -> None:
-    """Membership changes (segment id, user pk, entered?) in one bulk insert, one bulk delete and one bulk
-    insert of their `_segment.enter` / `_segment.exit` events, in the caller's transaction."""
-    from engine.events import record_own
+    """Membership changes (segment id, user pk, entered?) in bulk inserts and deletes, and their
+    `_segment.enter` / `_segment.exit` events (one row per customer, see segments/history.py), in the
+    caller's transaction. Callers keep `changes` bounded (a write's batch; full evaluation in slices)."""
     from engine.journeys import entries
 
-    for part in chunks(changes, 50_000):  # bounded memory when a full evaluation changes millions
+    for part in chunks(changes, 50_000):
         insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
                       [(workspace_id, sid, pk, now) for sid, pk, entered in part if entered])
         bulk_delete(conn, segment_members, ["workspace_id", "segment_id", "user_pk"],
                     [(workspace_id, sid, pk) for sid, pk, entered in part if not entered])
-        if not record_events:
-            continue
-        own = [(pk, "_segment.enter" if entered else "_segment.exit", {"segment_id": sid}) for sid, pk, entered in part]
-        ids = record_own(conn, workspace_id, own, now)
-        # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
-        # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
-        # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
-        if ids and entries.listens(conn, workspace_id, SEGMENT_EVENTS):
-            entries.enqueue_matching(conn, workspace_id, [
-                {"event_id": eid, "user_pk": pk, "name": name, "attributes": attrs, "metrics": {}, "ts": now,
-                 "received_at": now} for eid, (pk, name, attrs) in zip(ids, own)])
+    if not record_events or not changes:
+        return
+    # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
+    # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
+    # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
+    listening = entries.listens(conn, workspace_id, history.SEGMENT_EVENTS)
+    own = history.record(conn, workspace_id, changes, now, expanded=listening)
+    if own:
+        entries.enqueue_matching(conn, workspace_id, own)
 
 
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
                   exited: Iterable[int], now: int, record_events: bool = True) -> tuple[int, int]:
-    """Write one segment's membership changes and their events inside the caller's transaction."""
+    """Write one segment's membership changes and their events inside the caller's transaction, in
+    slices: a full evaluation can change millions."""
     entered, exited = sorted(entered), sorted(exited)
-    write_changes(conn, workspace_id, [(segment_id, pk, True) for pk in entered], now, record_events)
-    write_changes(conn, workspace_id, [(segment_id, pk, False) for pk in exited], now, record_events)
+    for pks, flag in ((entered, True), (exited, False)):
+        for part in chunks(pks, 50_000):
+            write_changes(conn, workspace_id, [(segment_id, pk, flag) for pk in part], now, record_events)
     return len(entered), len(exited)
 
 
@@ -250,53 +287,75 @@ def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], 
         return
     now = now or now_ms()
     docs = documents(conn, workspace_id, user_pks, union_facts(segs), now, loaded)
-    before = {pk: frozenset(d["segments"]) for pk, d in docs.items()}
+    before: dict[str, set[int]] = {}  # segment id -> which of these users were members
+    for pk, d in docs.items():
+        for sid in d["segments"]:
+            before.setdefault(sid, set()).add(pk)
     result = evaluate_docs(segs, docs)
     changes: list[tuple[str, int, bool]] = []
-    for seg in segs:
-        members = result[seg.id]
-        changes += [(seg.id, pk, True) for pk in docs if pk in members and seg.id not in before[pk]]
-        changes += [(seg.id, pk, False) for pk in docs if pk not in members and seg.id in before[pk]]
+    for seg in segs:  # set differences: a batch of new customers has ~50 memberships each
+        members, was = result[seg.id], before.get(seg.id, set())
+        changes += [(seg.id, pk, True) for pk in sorted(members - was)]
+        changes += [(seg.id, pk, False) for pk in sorted(was - members)]
     write_changes(conn, workspace_id, changes, now)
 
 
 def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> set[int]:
     """Every member of the segment: SQL decides what it can, Python the unsure rows in batches."""
-    ensure_indexed(conn, workspace_id, seg)
-    ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
-    slots = paths.slots(conn, workspace_id)
-    wide = bool(seg.user_paths) and seg.user_paths <= set(slots)
-    if wide:  # one scan of the wide table, a row per customer
-        ctx.wide = slots
-        if conn.dialect.name == "sqlite":  # same transaction as the scan; PostgreSQL's read committed is not
-            ctx.rare = paths.rare_kinds(conn, workspace_id, {slots[p] for p in seg.user_paths})
-        table = paths.wide_table(workspace_id)
-        query = full_query(seg.logic, seg.facts, ctx, wide_table=table,
-                           prefilters=_by_selectivity(conn, ctx, seg.logic, table))
-    else:
-        query = full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg))
-    members, unsure = _fetch_outcomes(conn, query, ctx.params, big_scan=wide)
+    query, params, wide = full_evaluation_query(conn, workspace_id, seg, now)
+    members, unsure = _fetch_outcomes(conn, query, params, big_scan=wide)
     for part in chunks(unsure, BATCH):
         docs = documents(conn, workspace_id, list(part), seg.facts, now)
         members.update(pk for pk, doc in docs.items() if python_member(seg, doc))
     return members
 
 
-def _by_selectivity(conn: Connection, ctx: Ctx, logic: Any, table: str) -> list[str]:
+def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> tuple[str, dict[str, Any], bool]:
+    """(query, params, over the wide table?) of the segment's full evaluation: (pk, outcome) rows with
+    outcome 1 (member) or 3 (ask Python). Indexes the rule's paths first, and its scan index on SQLite."""
+    _sync_paths(conn, workspace_id, seg)
+    plan = _wide_plan(conn, workspace_id, seg, now)
+    if plan is not None:  # one scan of the wide table (or of its scan index), a row per customer
+        ctx, table, prefilters = plan
+        index = _ensure_scan_index(conn, workspace_id, seg, ctx, prefilters)  # one catalog lookup when it exists
+        # Without a scan index of its own, the table: another rule's index could look selective to the
+        # planner (no statistics) and cost a table lookup per row.
+        hint = "NOT INDEXED" if ctx.dialect == "sqlite" and index is None else ""
+        return (full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters, table_hint=hint),
+                ctx.params, True)
+    ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
+    return full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg)), ctx.params, False
+
+
+def _wide_plan(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> tuple[Ctx, str, list[Prefilter]] | None:
+    """When every user-level path the rule reads has a wide slot: the context, the wide table and the
+    prefilters in the order to test them; None otherwise."""
+    slots = paths.slots(conn, workspace_id)
+    if not (seg.user_paths and seg.user_paths <= set(slots)):
+        return None
+    ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide=slots)
+    if conn.dialect.name == "sqlite":  # same transaction as the scan; PostgreSQL's read committed is not
+        ctx.rare = paths.rare_kinds(conn, workspace_id, {slots[p] for p in seg.user_paths})
+    table = paths.wide_table(workspace_id)
+    return ctx, table, _by_selectivity(conn, ctx, seg.logic, table)
+
+
+def _by_selectivity(conn: Connection, ctx: Ctx, logic: Any, table: str) -> list[Prefilter]:
     """The rule's wide-table prefilters, the one that the fewest sampled rows pass first (a scan tests its
     WHERE terms in the order written, so most rows are then rejected by the first comparison)."""
-    pre = wide_prefilters(logic, ctx)
+    pre = wide_conjunct_filters(logic, ctx)
     if len(pre) < 2:
         return pre
-    counts = conn.execute(text(selectivity_sample(table, pre, ctx.dialect)), ctx.params).one()
-    return [c for _, _, c in sorted((n or 0, i, c) for i, (n, c) in enumerate(zip(counts, pre)))]
+    counts = conn.execute(text(selectivity_sample(table, [p.cond for p in pre], ctx.dialect)), ctx.params).one()
+    return [p for _, _, p in sorted((n or 0, i, p) for i, (n, p) in enumerate(zip(counts, pre)))]
 
 
 def _fetch_outcomes(conn: Connection, query: str, params: dict[str, Any], big_scan: bool) -> tuple[set[int], list[int]]:
-    """(members, unsure pks) from a full query's (pk, outcome) rows. On SQLite through the driver's cursor,
-    one signed column (pk a member, -pk unsure) gathered into a set in C: no result-row objects for what
-    can be hundreds of thousands of rows. A scan of the whole wide table reads the file memory-mapped
-    (set on this connection for this query only: the page cache would otherwise copy every page)."""
+    """(members, unsure pks) from a full query's (pk, outcome) rows. On SQLite as one JSON array of signed
+    pks (pk a member, -pk unsure) built by the database and decoded in C: no result row per customer for
+    what can be hundreds of thousands of them (half the time of fetching them as rows at 1M customers).
+    A scan of the whole wide table reads the file memory-mapped (set on this connection for this query
+    only: the page cache would otherwise copy every page)."""
     if conn.dialect.name != "sqlite":
         members: set[int] = set()
         unsure: list[int] = []
@@ -308,17 +367,17 @@ def _fetch_outcomes(conn: Connection, query: str, params: dict[str, Any], big_sc
         if big_scan:
             cur.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
         try:
-            signed = set(itertools.chain.from_iterable(cur.execute(
-                f"SELECT CASE f.o WHEN 1 THEN f.pk ELSE -f.pk END FROM ({query}) f", params)))
+            signed, most = cur.execute(f"SELECT json_group_array(CASE f.o WHEN 1 THEN f.pk ELSE -f.pk END), max(f.o) "
+                                       f"FROM ({query}) f", params).fetchone()
         finally:
             if big_scan:
                 cur.execute("PRAGMA mmap_size = 0")
     finally:
         cur.close()
-    if signed and min(signed) < 0:  # user pks are positive
-        unsure = [-v for v in signed if v < 0]
-        return {v for v in signed if v > 0}, unsure
-    return signed, []
+    pks = msgspec.json.decode(signed)
+    if most == 3:  # some unsure (user pks are positive)
+        return {v for v in pks if v > 0}, [-v for v in pks if v < 0]
+    return set(pks), []
 
 
 def _narrowest(conn: Connection, ctx: Ctx, seg: Compiled) -> str | None:

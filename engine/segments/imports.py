@@ -56,6 +56,10 @@ class Staged(msgspec.Struct):
 
 # ---- reading rows ------------------------------------------------------------------------------
 
+# Pinpoint names each push service as its own channel type; Tidings has one PUSH endpoint channel and the
+# workspace's push channel plugin (fcm or apns) picks the service.
+PINPOINT_PUSH_TYPES = ("GCM", "APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "BAIDU", "ADM")
+
 def _rows(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
     """(row number, row) where a row is a dict (JSON) or a list of (header, value) pairs (CSV)."""
     head = f.read(4096)
@@ -144,9 +148,11 @@ def parse_pinpoint(pairs: list[tuple[str, Any]]) -> Staged:
             raise InvalidInput(f"unknown column {key!r}", field=key)
     if "Address" not in ep or "ChannelType" not in ep:
         raise InvalidInput("ChannelType and Address are required", field="Address" if "ChannelType" in ep else "ChannelType")
-    if ep["ChannelType"] not in ("EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM", "APNS", "GCM", "BAIDU", "ADM"):
+    if ep["ChannelType"] == "IN_APP":
+        raise InvalidInput("IN_APP endpoints are not supported (Tidings has no in-app channel)", field="ChannelType")
+    if ep["ChannelType"] not in ("EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM", *PINPOINT_PUSH_TYPES):
         raise InvalidInput(f"unknown ChannelType {ep['ChannelType']!r}", field="ChannelType")
-    channel = "PUSH" if ep["ChannelType"] in ("APNS", "GCM", "BAIDU", "ADM") else ep["ChannelType"]
+    channel = "PUSH" if ep["ChannelType"] in PINPOINT_PUSH_TYPES else ep["ChannelType"]
     endpoint_id = str(ep.get("Id") or f"{channel.lower()}:{ep['Address']}")
     opt = str(ep.get("OptOut", "NONE")).upper()
     if opt not in ("ALL", "NONE"):

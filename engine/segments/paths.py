@@ -114,6 +114,54 @@ def rare_kinds(conn: Connection, workspace_id: int, slot_list: Iterable[int]) ->
     return out
 
 
+# Scan indexes (SQLite): covering indexes over the wide table whose leading columns are a rule's seekable
+# comparisons (`t1 = ?`, `t0 IN (...)`, `n4 > ?`) and which hold every column the rule reads, so full
+# evaluation is an index-only range scan of the few rows the comparisons leave instead of a scan of every
+# wide row. One serves every rule whose columns it holds and whose comparisons include its first column;
+# the name lists the columns. Writes keep them current (each costs one index entry per written row).
+SCAN_INDEX_LIMIT = 8  # per workspace: each one adds to every wide-row write
+
+
+def scan_index_name(workspace_id: int, columns: list[str]) -> str:
+    return f"{wide_table(workspace_id)}_s_{'_'.join(columns)}"
+
+
+def scan_indexes(conn: Connection, workspace_id: int) -> dict[str, list[str]]:
+    """The workspace's scan indexes: name -> columns in key order."""
+    prefix = f"{wide_table(workspace_id)}_s_"
+    names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                                 (wide_table(workspace_id),)).scalars()
+    return {n: n[len(prefix):].split("_") for n in names if n.startswith(prefix)}
+
+
+def serves(columns: list[str], needed: set[str], seekable: set[str]) -> bool:
+    return bool(columns) and columns[0] in seekable and needed <= set(columns)
+
+
+def ensure_scan_index(conn: Connection, workspace_id: int, needed: set[str], lead: list[str],
+                      seekable: set[str]) -> str | None:
+    """A scan index serving a rule that reads the wide columns `needed`, leading with `lead` (its seekable
+    comparisons' columns, best first) if a new one is built; None at the limit or with nothing to seek."""
+    if not lead:
+        return None
+    have = scan_indexes(conn, workspace_id)
+    for name, columns in have.items():
+        if serves(columns, needed, seekable):
+            return name
+    if len(have) >= SCAN_INDEX_LIMIT:
+        return None
+    columns = lead + sorted(needed - set(lead), key=lambda c: (int(c[1:]), c[0]))
+    name = scan_index_name(workspace_id, columns)
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {wide_table(workspace_id)} ({', '.join(columns)})")
+    return name
+
+
+def drop_scan_indexes(conn: Connection, workspace_id: int, keep=lambda columns: False) -> None:
+    for name, columns in scan_indexes(conn, workspace_id).items():
+        if not keep(columns):
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+
+
 def _wide_columns(conn: Connection, workspace_id: int) -> int:
     """How many slots the wide table has columns for (creating the table when missing)."""
     table = wide_table(workspace_id)
@@ -147,6 +195,8 @@ def sync(conn: Connection, workspace_id: int, want: set[tuple[str, str]], drop_u
             indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == scope, indexed_paths.c.path == path))
         if scope == "u" and path in taken:
             s = taken.pop(path)
+            if conn.dialect.name == "sqlite":  # before clearing: no index to update, and none holds a reused slot
+                drop_scan_indexes(conn, workspace_id, keep=lambda cols, s=s: not {f"{c}{s}" for c in WIDE_COLS} & set(cols))
             conn.exec_driver_sql(f"UPDATE {table} SET " + ", ".join(f"{c}{s} = NULL" for c in WIDE_COLS))
     if new:
         new_user = sorted(p for s, p in new if s == "u")

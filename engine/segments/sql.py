@@ -11,9 +11,13 @@ against non-numeric text) come from asking datalogic itself ("probes"), not from
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from engine.segments.history import SEGMENT_EVENTS
 from engine.segments.rules import ENGINE
 
 F, T, ERR, UNSURE = 0, 1, 2, 3
@@ -39,6 +43,21 @@ def outcome(rule: Any, data: Any) -> int:
     except Exception:
         return ERR
     return T if _truthy(result) else F
+
+
+_probed: dict[bytes, int] = {}
+
+
+def probe_outcome(rule: Any, data: Any) -> int:
+    """outcome() of the small rules the translation asks datalogic about, remembered: a rule's translation
+    asks hundreds of them, the same ones at every full evaluation. (JSON keys keep 1, 1.0 and true apart.)"""
+    key = msgspec.json.encode((rule, data))
+    got = _probed.get(key)
+    if got is None:
+        if len(_probed) >= 50_000:
+            _probed.clear()
+        got = _probed[key] = outcome(rule, data)
+    return got
 
 
 def _truthy(v: Any) -> bool:
@@ -113,7 +132,7 @@ class Leaf:
         return {"!!": [v]}
 
     def probe(self, value: Any, missing: bool = False) -> int:
-        return outcome(self.rule(), {} if missing else {"x": value})
+        return probe_outcome(self.rule(), {} if missing else {"x": value})
 
     def probe_all(self, values: list[Any]) -> int:
         got = {self.probe(v) for v in values}
@@ -219,6 +238,8 @@ def _event_where(where: dict[str, list[str]], ctx: Ctx) -> str | None:
 
 def fact_sql(fact: dict[str, Any], scope: Scope, ctx: Ctx) -> str | None:
     kind, u = fact["type"], scope.user
+    if fact.get("event") in SEGMENT_EVENTS:
+        return None  # may be stored compactly (segments/history.py): unsure, Python expands them
     if kind == "count":
         cond = f"e.user_pk = {u} AND e.name = {ctx.p(fact['event'])}"
         if fact["within"] is not None:
@@ -396,25 +417,56 @@ def _kind_sets(path: str, leaf: Leaf, ctx: Ctx, ws: str) -> tuple[list[str], lis
     return passing, unsure
 
 
-def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
+# The kinds whose rows have a value in a wide slot's num / txt column (documents.classify): a comparison
+# over one of these columns can only be true on rows of these kinds.
+NUM_KINDS = ("n", "b", "s", "l")
+TXT_KINDS = STRING_KINDS
+
+
+def conjuncts(logic: Any) -> list[Any]:
+    """The terms a customer must pass all of: a top-level `and`'s, or the rule itself."""
+    if isinstance(logic, dict) and list(logic) == ["and"] and isinstance(logic["and"], list) and logic["and"]:
+        return logic["and"]
+    return [logic]
+
+
+@dataclass
+class Prefilter:
+    """A native condition for one conjunct of a top-level `and`, true wherever that conjunct can be yes
+    or unsure. `exact`: also, wherever it is true the conjunct is yes, so a row passing it needs no
+    outcome expression for that conjunct (`conjunct` is its position in the `and`)."""
+    cond: str
+    exact: bool
+    conjunct: int
+
+
+def _reads(cond: str, col: str) -> bool:
+    return re.search(rf"{re.escape(col)}(?![0-9])", cond) is not None
+
+
+def wide_conjunct_filters(logic: Any, ctx: Ctx) -> list[Prefilter]:
     """For a top-level `and` over the wide table: per conjunct that is a plain attribute leaf, a native
     condition true for every row where the leaf can be 1 or 3 (a superset: it may let more through, the
-    outcome expression still decides). Most rows fail one of these cheap comparisons before any CASE."""
-    if not (isinstance(logic, dict) and list(logic) == ["and"] and isinstance(logic["and"], list)) or not ctx.wide:
+    outcome expression still decides, unless the condition is exact). Most rows fail one of these cheap
+    comparisons before any CASE."""
+    if not ctx.wide:
         return []
     out = []
     head, tail = "(CASE WHEN ", " THEN 1 ELSE 0 END)"
-    for conj in logic["and"]:
+    for i, conj in enumerate(conjuncts(logic)):
         got = _leaf_of(conj)
         if not got or got[0] not in ctx.wide:
             continue
         path, leaf = got
         slot = ctx.wide[path]
         c = wide_cols(slot, path, ctx)
+        holds = ctx.wide_kinds(slot)
+        by_kind = {k: _cv_kind_sql(leaf, k, ctx, c) for k in holds}
         conds: list[str] = []
         kinds: list[str] = []
-        for k in ctx.wide_kinds(slot):
-            sql = _cv_kind_sql(leaf, k, ctx, c)
+        exact = True
+        for k in holds:
+            sql = by_kind[k]
             if sql in ("0", "2"):
                 continue
             if sql.startswith(head) and sql.endswith(tail) and sql.count(" THEN ") == 1 and "EXISTS" not in sql:
@@ -423,12 +475,46 @@ def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
                     conds.append(cond)
             else:
                 kinds.append(k)
+                exact = exact and sql == str(T)
+        for cond in conds:
+            # exact when every kind that sets a column the condition reads answers with this very
+            # condition, or yes whatever the value
+            readers = set()
+            if _reads(cond, c.num):
+                readers.update(NUM_KINDS)
+            if _reads(cond, c.txt):
+                readers.update(TXT_KINDS)
+            if not readers or _reads(cond, f"w.k{slot}") or _reads(cond, f"w.d{slot}"):
+                exact = False
+            exact = exact and all(by_kind[k] in (f"{head}{cond}{tail}", str(T)) for k in readers if k in by_kind)
         if kinds:
             conds.append(f"w.k{slot} IN ({', '.join(repr(k) for k in kinds)})")
-        if leaf.probe(None, missing=True) in (T, UNSURE):
+        missing = leaf.probe(None, missing=True)
+        if missing in (T, UNSURE):
             conds.append(f"w.k{slot} IS NULL")
-        out.append(" OR ".join(conds) if conds else "1 = 0")
+            exact = exact and missing == T
+        out.append(Prefilter(" OR ".join(conds) if conds else "1 = 0", exact and bool(conds), i))
     return out
+
+
+_SEEKABLE = re.compile(r"^w\.([nt][0-9]+) (=|IN|<|<=|>|>=) ")
+
+
+def seek_columns(logic: Any, ctx: Ctx) -> dict[int, tuple[str, bool]]:
+    """Conjunct position -> (wide column, equality?) for the conjuncts whose prefilter, when their slot holds
+    no rare kind, is one comparison an index on that column can seek (`t1 = ?`, `t0 IN (...)`, `n4 > ?`)."""
+    plain = Ctx(dialect=ctx.dialect, workspace_id=ctx.workspace_id, now=ctx.now, wide=ctx.wide,
+                rare={s: set() for s in (ctx.wide or {}).values()})
+    out = {}
+    for p in wide_conjunct_filters(logic, plain):
+        m = _SEEKABLE.match(p.cond)
+        if m and " OR " not in p.cond and " AND " not in p.cond:
+            out[p.conjunct] = (m.group(1), m.group(2) in ("=", "IN"))
+    return out
+
+
+def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
+    return [p.cond for p in wide_conjunct_filters(logic, ctx)]
 
 
 def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
@@ -455,18 +541,29 @@ def selectivity_sample(wide_table: str, prefilters: list[str], dialect: str, row
 
 
 def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None,
-               wide_table: str | None = None, prefilters: list[str] | None = None) -> str:
+               wide_table: str | None = None, prefilters: list[Prefilter] | None = None, table_hint: str = "") -> str:
     """user pks with outcome 1 (member) or 3 (ask Python). With `wide_table` (ctx.wide set), one scan of
     the workspace's wide rows decides each customer on its own row. With `driving` (one of driving_sets),
     only the users it yields are looked at, each through covering lookups of its values, instead of every user."""
     if wide_table:
-        expr = Translator(ctx, facts).node(logic, Scope(user="w.user_pk", ep="0", kind="user"))
-        pre = " AND ".join(f"({c})" for c in (wide_prefilters(logic, ctx) if prefilters is None else prefilters))
+        wide_table = f"{wide_table} w {table_hint}".rstrip()
+        pre = wide_conjunct_filters(logic, ctx) if prefilters is None else prefilters
+        where = " AND ".join(f"({p.cond})" for p in pre)
+        where = f" WHERE {where}" if where else ""
+        exact = {p.conjunct for p in pre if p.exact}
+        scope = Scope(user="w.user_pk", ep="0", kind="user")
+        if exact:  # on rows passing every prefilter, the exact conjuncts are yes: only the rest decide
+            rest = [c for i, c in enumerate(conjuncts(logic)) if i not in exact]
+            if not rest:
+                return f"SELECT w.user_pk AS pk, 1 AS o FROM {wide_table}{where}"
+            expr = Translator(ctx, facts).chain("and", [Translator(ctx, facts).node(c, scope) for c in rest])
+        else:
+            expr = Translator(ctx, facts).node(logic, scope)
         # The outcome is computed once per row that passes the prefilters: the LIMIT / OFFSET keeps the inner
         # select from being flattened into the outer one (which would compute it in the WHERE and again).
         fence = "OFFSET 0" if ctx.dialect == "postgresql" else "LIMIT -1"
-        return (f"SELECT q.pk, q.o FROM (SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table} w"
-                f"{' WHERE ' + pre if pre else ''} {fence}) q WHERE q.o IN (1, 3)")
+        return (f"SELECT q.pk, q.o FROM (SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table}"
+                f"{where} {fence}) q WHERE q.o IN (1, 3)")
     expr = outcome_sql(logic, facts, ctx)
     ws = ctx.p(ctx.workspace_id)
     if driving:  # its rows are the workspace's (customer_value.workspace_id), one per user

@@ -4,10 +4,14 @@ the API (uvicorn, uvloop + httptools when installed), the SMTP sink, and this on
 the plain loop).
 
     .venv/bin/python tests/benchmarks/bench_transactional.py [--rate 200] [--seconds 10] [--batch 500 --batches 10]
+                                                             [--concurrency 16]
 
 1. latency: POST /v1/messages (one recipient, stored template, personalised data) fired open-loop at
    --rate requests/s for --seconds; p50/p99 of the full request (render, message rows, SMTP, events).
    Baseline: aiosmtplib.send of the same kind of message, one connection each, at the same rate.
+   Then the capacity: the same requests in a closed loop, --concurrency in flight, for --seconds. The
+   API server's CPU time per request (from /proc) is printed too: unlike latency, it hardly moves with
+   the load the rest of the machine is under.
 2. throughput: POST /v1/messages/batch of --batch personalised messages, --batches times in a row.
    Baseline: one aiosmtplib connection sending the same number of messages in a loop.
 """
@@ -81,6 +85,12 @@ class SinkProcess:
         self.process.join(10)
         if self.process.is_alive():
             self.process.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used: per request, it does not depend on what else runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], p: float) -> float:
@@ -165,10 +175,23 @@ async def main(args) -> None:
                 await aiosmtplib.send(mail(i), hostname="127.0.0.1", port=smtp_port)
 
             await open_loop(args.rate, 1, api_one)  # warm-up
-            before = sink.count
+            before, cpu_before = sink.count, cpu_seconds(server.pid)
             api_lat = await open_loop(args.rate, args.seconds, api_one)
+            api_cpu = (cpu_seconds(server.pid) - cpu_before) / len(api_lat)
             assert sink.count - before == len(api_lat) - len(errors), (sink.count - before, len(errors))
             raw_lat = await open_loop(args.rate, args.seconds, smtp_one)
+
+            closed = 0
+            if args.concurrency:  # capacity: as many requests as the server answers, N in flight
+                async def client_loop(until):
+                    nonlocal closed
+                    while time.perf_counter() < until:
+                        closed += 1
+                        await api_post(1_000_000 + closed)
+                cpu_before, t = cpu_seconds(server.pid), time.perf_counter()
+                await asyncio.gather(*(client_loop(t + args.seconds) for _ in range(args.concurrency)))
+                closed_rate = closed / (time.perf_counter() - t)
+                closed_cpu = (cpu_seconds(server.pid) - cpu_before) / closed
 
             n = args.batch * args.batches
             t = time.perf_counter()
@@ -201,6 +224,10 @@ async def main(args) -> None:
     print(f"  plain aiosmtplib.send  p50 {pct(raw_lat, .5):6.1f} ms   p99 {pct(raw_lat, .99):6.1f} ms")
     print(f"  ratio API/plain        p50 {pct(api_lat, .5) / pct(raw_lat, .5):6.1f}x    p99 "
           f"{pct(api_lat, .99) / pct(raw_lat, .99):6.1f}x")
+    print(f"  API server CPU per request {api_cpu * 1000:.2f} ms")
+    if args.concurrency:
+        print(f"capacity, closed loop with {args.concurrency} requests in flight for {args.seconds:g} s")
+        print(f"  API POST /v1/messages {closed_rate:6.0f} req/s   server CPU {closed_cpu * 1000:.2f} ms/request")
     print(f"throughput, {args.batches} batches of {args.batch} personalised messages")
     print(f"  API /v1/messages/batch {api_tput:8,.0f} msg/s   (target >= 1,000)")
     print(f"  plain aiosmtplib loop  {raw_tput:8,.0f} msg/s   ratio {api_tput / raw_tput:6.1%}")
@@ -212,4 +239,5 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--batches", type=int, default=10)
+    p.add_argument("--concurrency", type=int, default=16, help="closed-loop capacity run (0: skip)")
     asyncio.run(main(p.parse_args()))

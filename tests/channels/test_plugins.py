@@ -12,7 +12,7 @@ from engine.channels import Channel, ChannelType, OutgoingMessage, SendResult
 from engine.hookspecs import hookimpl
 from engine.plugins import PluginError, describe_plugins, get_plugin_manager
 
-BUILTIN_CHANNELS = {"smtp", "twilio-sms", "twilio-voice", "fcm", "webhook"}
+BUILTIN_CHANNELS = {"smtp", "twilio-sms", "twilio-voice", "fcm", "apns", "webhook"}
 
 
 def test_every_hookspec_has_a_docstring():
@@ -44,6 +44,7 @@ def test_builtin_channels_describe_their_settings_and_secrets():
     assert secrets["smtp"] == {"password"}
     assert secrets["twilio-sms"] == {"auth_token"}
     assert secrets["fcm"] == {"access_token", "service_account_json"}
+    assert secrets["apns"] == {"private_key"}
     assert secrets["webhook"] == {"secret"}
     for ch in pm.channels.values():
         assert ch.default_rate_limit is None or ch.default_rate_limit > 0

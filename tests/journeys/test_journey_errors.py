@@ -356,13 +356,38 @@ def test_quiet_hours_must_be_hh_mm():
 
 
 @pytest.mark.parametrize("at, fragment", [
-    ("2026-12-01T09:00:00", "has no time zone; add `Z` for UTC or an offset"),
+    ("2026-12-01T09:00:00", "has no time zone; add `Z` for UTC or an offset like +02:00; or set `timezone: customer`"),
     ("2026-12-01", "has no time of day"),
     ("next monday", "is not an ISO 8601 date-time"),
 ])
 def test_broadcast_at_needs_an_iso_datetime_with_zone(at, fragment):
     text = HEAD.replace("entry: {event: go}", f'entry:\n  broadcast: {{segment: all, at: "{at}"}}') + "  - {id: a, exit: {}}\n"
     assert_error(text, 5, 33, fragment)
+
+
+@pytest.mark.parametrize("broadcast, column, fragment", [
+    # `at` in customers' own zones is a wall-clock time: an offset contradicts it
+    ('at: "2026-12-01T09:00:00Z", timezone: customer', 33,
+     "`2026-12-01T09:00:00Z` names an offset, but with `timezone: customer` it is the wall-clock time in each "
+     "customer's own zone: write it without one, like 2026-12-01T09:00:00"),
+    ('at: "2026-12-01T09:00:00+09:00", timezone: customer', 33, "names an offset"),
+    ('at: "2026-12-01T09:00:30", timezone: customer', 33, "has seconds; a local send time is to the minute"),
+    ('at: "2026-12-01", timezone: customer', 33, "has no time of day"),
+    ("every: 1d, timezone: customer", 50, "`timezone: customer` needs `cron` or `at` (a time of day in each customer's "
+                                          "own zone); `every` repeats at the same instants for everyone"),
+    ("timezone: customer", 39, "`timezone: customer` needs `cron` or `at`"),
+])
+def test_broadcast_in_customer_zones_needs_a_local_time(broadcast, column, fragment):
+    text = HEAD.replace("entry: {event: go}", f"entry:\n  broadcast: {{segment: all, {broadcast}}}") + "  - {id: a, exit: {}}\n"
+    assert_error(text, 5, column, fragment)
+
+
+def test_broadcast_in_customer_zones_accepts_cron_and_local_at():
+    for broadcast in ('cron: "0 9 * * MON", timezone: customer', 'at: "2026-12-01T09:00", timezone: customer',
+                      'at: "2026-12-01T09:00:00", timezone: customer'):
+        text = HEAD.replace("entry: {event: go}", f"entry:\n  broadcast: {{segment: all, {broadcast}}}") + "  - {id: a, exit: {}}\n"
+        entry = compile_journey(text).entry
+        assert entry.timezone == "customer" and entry.at_epoch is None and (entry.cron or entry.at)
 
 
 def test_broadcast_with_two_schedules():

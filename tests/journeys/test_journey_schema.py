@@ -52,3 +52,31 @@ def test_schema_and_compiler_reject_the_same_mistakes(name):
     assert list(VALIDATOR.iter_errors(yaml.safe_load(text))), f"schema accepted: {name}"
     with pytest.raises(JourneyCompileError):
         compile_journey(text)
+
+
+BROADCAST = "apiVersion: tidings/v1\nkind: Journey\nid: t\nentry: {broadcast: %s}\nsteps:\n- {id: a, exit: {}}\n"
+
+
+@pytest.mark.parametrize("broadcast", [
+    "{segment: s, at: '2026-12-01T09:00:00Z', timezone: customer}",  # an offset contradicts each customer's zone
+    "{segment: s, at: '2026-12-01T09:00:30', timezone: customer}",  # local times are to the minute
+    "{segment: s, at: '2026-12-01T09:00:00'}",  # an instant needs its zone
+    "{segment: s, every: 1d, timezone: customer}",  # an interval is the same instant for everyone
+    "{segment: s, timezone: customer}",
+])
+def test_schema_and_compiler_reject_the_same_broadcast_zone_mistakes(broadcast):
+    text = BROADCAST % broadcast
+    assert list(VALIDATOR.iter_errors(yaml.safe_load(text))), f"schema accepted: {broadcast}"
+    with pytest.raises(JourneyCompileError):
+        compile_journey(text)
+
+
+@pytest.mark.parametrize("broadcast", [
+    "{segment: s, at: '2026-12-01T09:00', timezone: customer}",
+    "{segment: s, cron: '0 9 * * MON', timezone: customer}",
+    "{segment: s, at: '2026-12-01T09:00:00+09:00'}",
+])
+def test_schema_and_compiler_accept_the_same_broadcast_zones(broadcast):
+    text = BROADCAST % broadcast
+    assert list(VALIDATOR.iter_errors(yaml.safe_load(text))) == []
+    compile_journey(text)

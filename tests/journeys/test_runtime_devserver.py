@@ -160,3 +160,136 @@ async def test_new_version_keeps_running_cohorts_and_replays(temporal_dev, runti
     await replayer.replay_workflow(history)
     store.put_journey(db, ws, v2.replace("bye2", "bye3"), AnyCatalog())
     await replayer.replay_workflow(history)
+
+
+LOCAL_NINE = """apiVersion: tidings/v1
+kind: Journey
+id: {jid}
+entry:
+  broadcast: {{segment: pro-users, {schedule}, timezone: customer}}
+settings:
+  default_timezone: Europe/Paris
+  entry: {{max_entries: unlimited}}
+steps:
+  - {{id: morning, send: {{channel: EMAIL, template: t}}}}
+"""
+
+
+def _local_customers(db, ws):
+    """Pro customers in Tokyo, New York and without a zone (default_timezone Europe/Paris), one free one
+    in Tokyo, and a real dynamic segment of the pro ones."""
+    from engine.customers import upsert_users
+    from engine.schemas import UserBatchItem
+    from engine.segments.service import SegmentIn, create_segment
+
+    put_template(db, ws)
+    add_customers(db, ws, ["tokyo", "newyork", "nozone", "free-tokyo"])
+    upsert_users(db, ws, [UserBatchItem(user_id="tokyo", timezone="Asia/Tokyo", attributes={"plan": "pro"}),
+                          UserBatchItem(user_id="newyork", timezone="America/New_York", attributes={"plan": "pro"}),
+                          UserBatchItem(user_id="nozone", attributes={"plan": "pro"}),
+                          UserBatchItem(user_id="free-tokyo", timezone="Asia/Tokyo", attributes={"plan": "free"})])
+    create_segment(db, ws, SegmentIn(id="pro-users", name="Pro", rule={"==": [{"var": "attributes.plan"}, "pro"]}))
+
+
+async def _backfill(client, ws_id, jid, start, end, firings: int) -> None:
+    """Run the journey's schedule over a past range, as Temporal would have fired it then (each firing's
+    nominal time is its TemporalScheduledStartTime); returns once all `firings` broadcasts have finished."""
+    from datetime import datetime
+
+    from temporalio.client import ScheduleBackfill, ScheduleOverlapPolicy
+
+    handle = client.get_schedule_handle(store.schedule_id(ws_id, jid, 1))
+    await handle.backfill(ScheduleBackfill(start_at=datetime.fromisoformat(start), end_at=datetime.fromisoformat(end),
+                                           overlap=ScheduleOverlapPolicy.ALLOW_ALL))
+    query = f"WorkflowId STARTS_WITH 'journey/{ws_id}/{jid}/v1/broadcast' AND ExecutionStatus = 'Completed'"
+    done, give_up = 0, time.monotonic() + 60
+    while done < firings:
+        assert time.monotonic() < give_up, f"{done} of {firings} broadcasts finished"
+        await asyncio.sleep(0.2)
+        done = (await client.count_workflows(query)).count
+    assert done == firings and (await handle.describe()).info.num_actions == firings
+
+
+def _entered_at_firing(db, jid) -> dict[str, str]:
+    """user_id -> the nominal firing time of the broadcast whose cohort they entered in (from its claim key)."""
+    with db.connect() as conn:
+        rows = conn.execute(text(
+            "select u.user_id, c.claim_key from journey_run r join users u on u.id = r.user_pk "
+            "join journey_cohort c on c.workspace_id = r.workspace_id and c.journey_id = r.journey_id "
+            "and c.cohort = r.cohort where r.journey_id = :j"), {"j": jid}).all()
+    return {u: key.split("/broadcast-", 1)[1].rsplit("/", 1)[0] for u, key in rows}
+
+
+async def test_cron_in_customer_zones_enters_each_at_their_own_nine(temporal_dev, runtime_db, dev_worker):
+    """`cron: 0 9 * * *` with `timezone: customer`: replaying a past day of the schedule (a backfill, so
+    nothing sleeps) puts Tokyo in at 00:00 UTC, no-zone (Paris) at 08:00 and New York at 14:00, once each."""
+    db, client = runtime_db, temporal_dev.client
+    ws = ensure_workspace(db, "acme")
+    _local_customers(db, ws)
+    jid = f"nine-{uuid.uuid4().hex[:6]}"
+    store.put_journey(db, ws, LOCAL_NINE.format(jid=jid, schedule='cron: "0 9 * * *"'))
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    upcoming = (await client.get_schedule_handle(store.schedule_id(ws.id, jid, 1)).describe()).info.next_action_times
+    assert {t.minute for t in upcoming} <= {0, 15, 30, 45} and {(b - a).seconds for a, b in zip(upcoming, upcoming[1:])} \
+        == {900}  # every quarter hour (UTC): the grid on which 09:00 in any zone falls
+    await _backfill(client, ws.id, jid, "2026-01-14T23:50:00+00:00", "2026-01-15T14:10:00+00:00",
+                    firings=57)  # 00:00 .. 14:00 UTC, every 15 minutes
+    assert _entered_at_firing(db, jid) == {"tokyo": "2026-01-15T00:00:00Z", "nozone": "2026-01-15T08:00:00Z",
+                                           "newyork": "2026-01-15T14:00:00Z"}
+    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+                              j=jid) == 3)
+    assert count(db, "select count(*) from outbox_message") == 3  # one message each, none to the free customer
+    assert count(db, "select count(*) from journey_cohort where journey_id = :j", j=jid) == 3  # idle firings record nothing
+    await store.stop(client, db, ws, jid)
+
+
+async def test_local_at_in_customer_zones_enters_each_zone_when_its_clock_reaches_it(temporal_dev, runtime_db,
+                                                                                      dev_worker):
+    db, client = runtime_db, temporal_dev.client
+    ws = ensure_workspace(db, "acme")
+    _local_customers(db, ws)
+    jid = f"once-{uuid.uuid4().hex[:6]}"
+    store.put_journey(db, ws, LOCAL_NINE.format(jid=jid, schedule='at: "2026-01-15T09:00"'))
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    spec = (await client.get_schedule_handle(store.schedule_id(ws.id, jid, 1)).describe()).schedule.spec
+    # bounded to the hours in which 09:00 on that date happens somewhere (UTC+14 .. UTC-12)
+    assert (spec.start_at.isoformat(), spec.end_at.isoformat()) == ("2026-01-14T18:45:00+00:00",
+                                                                     "2026-01-15T21:15:00+00:00")
+    await _backfill(client, ws.id, jid, "2026-01-14T12:00:00+00:00", "2026-01-15T10:00:00+00:00",
+                    firings=62)  # 18:45 (the schedule's start) .. 10:00 UTC
+    # New York's 09:00 (14:00 UTC) is after the replayed range
+    assert _entered_at_firing(db, jid) == {"tokyo": "2026-01-15T00:00:00Z", "nozone": "2026-01-15T08:00:00Z"}
+    await store.stop(client, db, ws, jid)
+
+
+async def test_entry_filter_sees_endpoints_and_segments_of_the_customer(temporal_dev, runtime_db, dev_worker):
+    """An event entry `filter` reads the segments' customer document: endpoints and segment memberships."""
+    from engine.endpoints import upsert_endpoints
+    from engine.schemas import EndpointBatchItem, Location
+
+    db, client = runtime_db, temporal_dev.client
+    ws = ensure_workspace(db, "acme")
+    _local_customers(db, ws)  # tokyo, newyork, nozone are in `pro-users`; free-tokyo is not
+    upsert_endpoints(db, ws, [EndpointBatchItem(endpoint_id=f"{u}-sms", channel="SMS", user_id=u, address=f"+1555000{i}",
+                                                location=Location(country="JP"))
+                              for i, u in enumerate(["tokyo", "free-tokyo"])])
+    jid = f"texted-{uuid.uuid4().hex[:6]}"
+    store.put_journey(db, ws, f"""apiVersion: tidings/v1
+kind: Journey
+id: {jid}
+entry:
+  event:
+    name: ordered
+    filter: {{"and": [{{"in": ["pro-users", {{"var": "customer.segments"}}]}},
+                      {{"some": [{{"var": "customer.endpoints"}},
+                                {{"and": [{{"==": [{{"var": "channel"}}, "SMS"]}},
+                                          {{"==": [{{"var": "location.country"}}, "JP"]}}]}}]}}]}}
+steps:
+  - {{id: thanks, send: {{channel: EMAIL, template: t}}}}
+""")
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    ingest(db, ws, [EventIn(name="ordered", user_id=u) for u in ["tokyo", "free-tokyo", "newyork", "nozone"]])
+    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+                              j=jid) == 1)
+    assert [r.user_id for r in store.list_runs(db, ws, jid)] == ["tokyo"]  # pro and an SMS endpoint in Japan
+    await store.stop(client, db, ws, jid)

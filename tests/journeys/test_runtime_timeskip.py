@@ -248,6 +248,38 @@ async def test_sms_step_respects_endpoints_and_opt_outs(journey_test):
     assert outcomes == {"has-phone": "sent", "opted-out": "opted_out", "no-phone": "no_endpoint"}
 
 
+BY_ENDPOINT = doc("""
+    id: by-endpoint
+    entry: {event: e}
+    steps:
+      - id: reachable-by-text
+        split:
+          branches:
+            - when: {"some": [{"var": "customer.endpoints"},
+                              {"and": [{"==": [{"var": "channel"}, "SMS"]}, {"!": {"var": "opt_out"}}]}]}
+              next: text
+          else: mail
+      - {id: text, send: {channel: SMS, template: s}, next: end}
+      - {id: mail, send: {channel: EMAIL, template: t}, next: end}
+    """)
+
+
+async def test_split_rules_see_the_customers_endpoints(journey_test):
+    """The `customer` of a split rule is the segments' customer document, endpoints included."""
+    journey_test.template("s", channel="SMS", body="Hi {{ user.user_id }}")
+    await journey_test.put(BY_ENDPOINT)
+    pks = [journey_test.customer("phone", phone="+15550011"),
+           journey_test.customer("phone-opted-out", phone="+15550012", opt_out=True),
+           journey_test.customer("mail-only")]
+    await journey_test.run("by-endpoint", pks)
+    assert sorted((u, step) for u, step, _ in journey_test.sends("by-endpoint")) == [
+        ("mail-only", "mail"), ("phone", "text")]  # the opted-out one: its EMAIL endpoint is opted out too
+    steps = {u: [s["step"] for s in r.steps] for u, r in journey_test.runs("by-endpoint").items()}
+    assert steps == {"phone": ["reachable-by-text", "text", "end"],
+                     "phone-opted-out": ["reachable-by-text", "mail", "end"],
+                     "mail-only": ["reachable-by-text", "mail", "end"]}
+
+
 async def test_missing_template_is_render_failed_and_nothing_is_sent(journey_test):
     await journey_test.put(SMS_AND_OPT_OUT.replace("template: s", "template: nope"))
     await journey_test.run("sms", [journey_test.customer("a", phone="+15550003")])

@@ -22,6 +22,7 @@ def test_plugins_lists_channels_and_sources(settings):
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
     assert "smtp (EMAIL, 10/s)" in lines["email_smtp"] and "builtin" in lines["email_smtp"]
     assert "twilio-sms (SMS, 1/s)" in lines["twilio"]
+    assert "apns (PUSH, 500/s)" in lines["apns"] and "builtin" in lines["apns"] and "plugins.apns" in lines["apns"]
     outbox = next(line for line in lines.values() if "outbox (any type)" in line)
     assert "plugins.outbox" in outbox
 

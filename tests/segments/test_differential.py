@@ -18,7 +18,7 @@ from engine.schemas import Demographic, EndpointBatchItem, EventIn, UserBatchIte
 from engine.segments.documents import documents
 from engine.segments.evaluate import compile_segment, ensure_indexed, full_members, python_member
 from engine.segments import paths
-from engine.segments.sql import Ctx, Scope, Translator, outcome, outcome_sql
+from engine.segments.sql import Ctx, Scope, Translator, conjuncts, outcome, outcome_sql, wide_conjunct_filters
 from engine.workspaces import create_key
 
 EDGE_STR = ["", "0", "1", "5", "5.0", "-0", " 5", "007", "1e3", "abc", "ABC", "Abc", "a%b", "a_b", "%", "_",
@@ -84,6 +84,27 @@ _ws = itertools.count()
 @hsettings(max_examples=int(os.environ.get("TIDINGS_DIFF_EXAMPLES", "150")), deadline=None, suppress_health_check=list(HealthCheck))
 @given(people=st.lists(USER, min_size=1, max_size=6), rules=st.lists(RULE, min_size=1, max_size=4))
 def test_sql_agrees_with_python(db, people, rules):
+    agree(db, people, rules)
+
+
+def person(a, b="x", m=None):
+    return {"a": a, "b": b, "m": m, "locale": None, "eps": [], "buys": []}
+
+
+def test_prefilters_on_values_of_several_kinds(db):
+    """Numeric strings, booleans and lists share a slot's num / txt columns with numbers and text: a
+    prefilter comparison may be true on them where the rule is not, so it is not exact there."""
+    people = [person(a, b) for a, b in [(5, "5"), ("5", 5), (True, "1"), (1, True), (["a", "5"], ""), ("abc", "5.0"),
+                                        (0, "0"), ("", None), (2.5, ["5"]), ("007", 7)]]
+    rules = [{"===": [{"var": "attributes.a"}, 5]}, {"!==": [{"var": "attributes.a"}, 5]},
+             {"and": [{">": [{"var": "attributes.a"}, 0]}, {"==": [{"var": "attributes.b"}, "5"]}]},
+             {"and": [{"==": [{"var": "attributes.a"}, 1]}, {"in": [{"var": "attributes.b"}, [5, "1", True]]}]},
+             {"and": [{"<": [{"var": "attributes.a"}, "b"]}, {">=": [{"var": "attributes.b"}, 5]}]},
+             {"in": ["5", {"var": "attributes.a"}]}, {"===": [{"var": "attributes.b"}, 7]}]
+    agree(db, people, rules)
+
+
+def agree(db, people, rules):
     ws, _ = create_key(db, f"diff{next(_ws)}")
     items, eps, evs = [], [], []
     for i, p in enumerate(people):
@@ -129,5 +150,15 @@ def test_sql_agrees_with_python(db, people, rules):
                 for pk, doc in docs.items():
                     if wrows[pk] != 3:
                         assert wrows[pk] == outcome(seg.logic, doc), (rule, doc)
+                # each prefilter passes every customer its conjunct holds for; an exact one only those
+                terms = conjuncts(seg.logic)
+                for pre in wide_conjunct_filters(seg.logic, wctx):
+                    passing = set(conn.execute(text(f"SELECT w.user_pk FROM {paths.wide_table(ws.id)} w WHERE {pre.cond}"),
+                                               wctx.params).scalars())
+                    for pk, doc in docs.items():
+                        holds = outcome(terms[pre.conjunct], doc) == 1
+                        assert holds <= (pk in passing), (rule, pre, doc)
+                        if pre.exact:
+                            assert holds == (pk in passing), (rule, pre, doc)
             expected = {pk for pk, doc in docs.items() if python_member(seg, doc)}
             assert full_members(conn, ws.id, seg, now) == expected, rule

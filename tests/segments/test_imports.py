@@ -8,6 +8,7 @@ PINPOINT_CSV = """ChannelType,Address,Id,User.UserId,User.UserAttributes.plan,At
 EMAIL,ann@example.com,ann-mail,ann,pro,golf,tennis,7,,US,47.6,-122.3,NONE,2024-05-01T00:00:00Z
 SMS,+14155550100,ann-sms,ann,pro,,,,,US,,,ALL,
 PUSH,tok-1,bob-push,bob,free,chess,,2,ios,FR,48.85,2.35,NONE,
+APNS_SANDBOX,tok-2,bob-ipad,bob,free,,,,ios,FR,,,NONE,
 """
 
 
@@ -15,7 +16,8 @@ def test_pinpoint_csv_import_creates_customers_and_segment(api):
     r = api.post("/v1/segments/import", params={"name": "Launch list", "format": "pinpoint", "id": "launch"},
                  content=PINPOINT_CSV.encode())
     assert r.status_code == 201, r.text
-    assert r.json()["segment_id"] == "launch" and r.json()["rows"] == 3
+    assert r.json()["segment_id"] == "launch" and r.json()["rows"] == 4
+    assert api.get("/v1/endpoints/bob-ipad").json()["channel"] == "PUSH"
     ann = api.get("/v1/users/ann").json()
     assert ann["attributes"] == {"plan": "pro"} and ann["segments"] == ["launch"]
     mail = api.get("/v1/endpoints/ann-mail").json()
@@ -52,12 +54,13 @@ def test_json_and_plain_formats(api):
 
 
 def test_bad_rows_reject_the_whole_file(api):
-    bad = PINPOINT_CSV + "EMAIL,not-an-email,x1,xavier,,,,,,,,,,\nFAX,123,x2,,,,,,,,,,,\nEMAIL,z@example.com,z,zed,,,,abc,,,,,,\n"
+    bad = PINPOINT_CSV + "EMAIL,not-an-email,x1,xavier,,,,,,,,,,\nFAX,123,x2,,,,,,,,,,,\nEMAIL,z@example.com,z,zed,,,,abc,,,,,,\nIN_APP,q,x3,,,,,,,,,,,\n"
     r = api.post("/v1/segments/import", params={"name": "bad"}, content=bad.encode())
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["code"] == "import_rejected"
-    assert [(d["row"], d["field"]) for d in err["details"]] == [(5, "address"), (6, "ChannelType"), (7, "Metrics.score")]
+    assert [(d["row"], d["field"]) for d in err["details"]] == [(6, "address"), (7, "ChannelType"), (8, "Metrics.score"),
+                                                                      (9, "ChannelType")]
     assert api.get("/v1/users/ann").status_code == 404
     assert api.get("/v1/segments").json()["items"] == []
 
