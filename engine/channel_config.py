@@ -58,7 +58,7 @@ def env_defaults(environ: Mapping[str, str] | None = None) -> dict[str, tuple[st
         cfg = {"host": env["TIDINGS_SMTP_HOST"],
                "from_address": env.get("TIDINGS_SMTP_FROM") or "Tidings <tidings@localhost>"}
         for var, key in (("PORT", "port"), ("USERNAME", "username"), ("PASSWORD", "password"),
-                         ("SECURITY", "security"), ("TIMEOUT", "timeout")):
+                         ("SECURITY", "security"), ("TIMEOUT", "timeout"), ("CONNECTIONS", "connections")):
             if env.get(f"TIDINGS_SMTP_{var}"):
                 cfg[key] = env[f"TIDINGS_SMTP_{var}"]
         rate = env.get("TIDINGS_SMTP_RATE_LIMIT")

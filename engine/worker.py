@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import logging
 
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine.config import Settings
 
@@ -29,7 +31,18 @@ def activities(db: Engine, settings: Settings) -> list:
     return [make_activity(db), *JourneyActivities(db, settings).all()]
 
 
+# The sandbox re-imports a workflow's module for every new workflow run, and event entry starts a cohort
+# workflow every few hundred milliseconds: compiling engine/journeys/workflows.py each time (no bytecode
+# cache under PYTHONDONTWRITEBYTECODE) took a sixth of the worker's CPU. The module holds no state of
+# its own (a class per workflow, constants), so this worker imports it once. A passed-through module
+# escapes the sandbox's checks of forbidden calls (datetime.now, I/O...): the journey tests' workers
+# (tests/journeys/conftest.py, engine/journeys/testing.py) keep the full sandbox, which catches them.
+PASSTHROUGH = ("engine.journeys.workflows", "engine.journeys.cohort", "engine.journeys.ir")
+
+
 def build_worker(client: Client, db: Engine, settings: Settings, **options) -> Worker:
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
+    options.setdefault("workflow_runner", SandboxedWorkflowRunner(restrictions=restrictions))
     return Worker(
         client,
         task_queue=settings.task_queue,
@@ -46,4 +59,16 @@ async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
     await ensure_schedule(client, settings.task_queue)
-    await build_worker(client, db, settings).run()
+    worker = build_worker(client, db, settings)
+    tune_collector()
+    await worker.run()
+
+
+def tune_collector() -> None:
+    """Under event entry the collector's full passes stopped the event loop for 70-180 ms every ~2 s
+    (measured), walking 160,000 start-up objects (Temporal, SQLAlchemy, plugins) and every in-flight
+    cohort's members; each pause delayed every SMTP round trip in flight. Start-up objects live as long
+    as the process: out of the collector's sight. A cohort allocates its objects together and drops them
+    together, so young passes every 50,000 allocations instead of 700 (as the API does)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)

@@ -21,6 +21,8 @@ import binascii
 import email
 import email.policy
 import email.utils
+import functools
+import random
 import re
 import secrets
 import ssl
@@ -125,37 +127,51 @@ class SmtpChannel(Channel):
             raise ChannelConfigError(f"from_address: {exc}") from None
         results: list[SendResult | None] = [None] * len(messages)
 
-        # Build every message first: a bad message fails alone, permanently.
-        built: list[tuple[int, bytes | EmailMessage, str]] = []
-        for i, m in enumerate(messages):
-            try:
-                raw = compose(m, cfg)
-                content = raw if raw is not None else _stdlib_email(m, cfg)
-                built.append((i, content, _bare_address(m.to)))
-            except (ValueError, TypeError) as exc:
-                results[i] = SendResult.failed(m.message_id, f"invalid message: {exc}", permanent=True)
+        # Build every message first: a bad message fails alone, permanently. A big batch is built in a
+        # thread, so the event loop keeps serving the SMTP round trips of other batches meanwhile.
+        if len(messages) > STRIPE:
+            built = await asyncio.to_thread(_build_all, messages, cfg, results)
+        else:
+            built = _build_all(messages, cfg, results)
         if not built:
             return results  # type: ignore[return-value]
 
         pool = _pool(cfg)
         try:
-            conn = await pool.acquire(self._client)
+            first = await pool.acquire(self._client)
         except Exception as exc:  # connection, TLS, auth
             err = f"SMTP connection to {cfg['host']} failed: {_describe(exc)}"
             for i, _, _ in built:
                 results[i] = SendResult.failed(messages[i].message_id, err, permanent=False)
             return results  # type: ignore[return-value]
+        conns = [first]
+        # A big batch also takes the pool's free slots (never waiting for one): each SMTP transaction is
+        # four round trips, and with several connections in flight the server answers them together,
+        # so a batch leaves several times sooner than over one connection. Small batches keep to one.
+        want = min(pool.size, -(-len(built) // STRIPE))
+        while len(conns) < want and not pool.slots.locked():
+            try:
+                conns.append(await pool.acquire(self._client))
+            except Exception:
+                break  # the connection we have will do
+        batch = _Batch(messages, built, results, sender, _msgid_domain(cfg))
+        await asyncio.gather(*(self._drain(pool, conn, batch) for conn in conns))
+        return results  # type: ignore[return-value]
 
+    async def _drain(self, pool: "_Pool", conn: "_Conn | None", batch: "_Batch") -> None:
+        """Send the batch's next message over `conn` until none is left or the server drops us; then
+        every message not yet sent (on any connection) fails transiently."""
+        results, messages = batch.results, batch.messages
         dead: str | None = None
-        domain = _msgid_domain(cfg)
-        for i, content, rcpt in built:
+        while (item := batch.next()) is not None:
+            i, content, rcpt = item
             mid = messages[i].message_id
-            if dead is not None:
-                results[i] = SendResult.failed(mid, dead, permanent=False)
+            if batch.dead is not None:
+                results[i] = SendResult.failed(mid, batch.dead, permanent=False)
                 continue
             try:
                 try:
-                    await _transaction(conn.client, sender, rcpt, content)
+                    await _transaction(conn.client, batch.sender, rcpt, content)
                 except _Stale:
                     # A pooled connection the server had closed; nothing of this message was sent.
                     # The new connection takes the old one's slot.
@@ -165,8 +181,8 @@ class SmtpChannel(Channel):
                     except Exception as exc:
                         conn = None
                         raise aiosmtplib.SMTPServerDisconnected(f"reconnecting failed: {_describe(exc)}") from exc
-                    await _transaction(conn.client, sender, rcpt, content)
-                results[i] = SendResult.sent(mid, message_id_header(mid, domain))
+                    await _transaction(conn.client, batch.sender, rcpt, content)
+                results[i] = SendResult.sent(mid, message_id_header(mid, batch.domain))
             except _Stale as exc:  # the replacement connection was closed at once too
                 dead = f"SMTP connection lost: {_describe(exc.__cause__ or exc)}"
                 results[i] = SendResult.failed(mid, dead, permanent=False)
@@ -189,13 +205,14 @@ class SmtpChannel(Channel):
             except (aiosmtplib.SMTPException, OSError) as exc:
                 dead = f"SMTP connection lost: {_describe(exc)}"
                 results[i] = SendResult.failed(mid, dead, permanent=False)
+            if dead is not None:
+                batch.dead = batch.dead or dead  # the loop fails what is left, here and on the others
         if conn is None:  # reconnecting failed (its slot went back in acquire)
             pass
         elif dead is None:
             pool.release(conn)
         else:
             await pool.discard(conn)
-        return results  # type: ignore[return-value]
 
     def _client(self, cfg: Mapping[str, Any]) -> aiosmtplib.SMTP:
         security = cfg["security"]
@@ -229,6 +246,27 @@ NOOP_AFTER = 10.0
 IDLE_CLOSE = 60.0
 _CONNECTION_KEYS = ("host", "port", "security", "username", "password", "validate_certs", "ca_file", "timeout",
                     "connections")
+
+
+STRIPE = 25  # messages per extra connection a batch takes: a batch of 3 goes over one connection
+
+
+class _Batch:
+    """The messages of one send_batch, handed out one at a time to the connections draining it."""
+
+    __slots__ = ("messages", "built", "results", "sender", "domain", "dead", "_next")
+
+    def __init__(self, messages, built, results, sender: str, domain: str):
+        self.messages, self.built, self.results = messages, built, results
+        self.sender, self.domain = sender, domain
+        self.dead: str | None = None  # set when the server dropped a connection: the rest fail transiently
+        self._next = 0
+
+    def next(self):
+        if self._next >= len(self.built):
+            return None
+        self._next += 1
+        return self.built[self._next - 1]
 
 
 class _Stale(Exception):
@@ -372,19 +410,20 @@ def compose(msg: OutgoingMessage, cfg: Mapping[str, Any]) -> bytes | None:
     text, html = msg.text, msg.html
     if text is None and html is None:
         raise ValueError("email has neither a text nor an HTML part")
-    from_ = cfg["from_address"]
-    if not (msg.to.isascii() and _addr_ascii(from_) and _addr_ascii(cfg.get("reply_to") or "")):
+    sender = _sender_headers(cfg["from_address"], cfg.get("reply_to") or "", cfg.get("message_id_domain") or "")
+    if sender is None or not msg.to.isascii():
         return None
+    from_header, reply_to_header, domain = sender
     lines = [
-        "From: " + _address_header(from_),
+        "From: " + from_header,
         "To: " + _plain(msg.to, "To"),
     ]
-    if cfg.get("reply_to"):
-        lines.append("Reply-To: " + _address_header(cfg["reply_to"]))
+    if reply_to_header:
+        lines.append("Reply-To: " + reply_to_header)
     lines += [
         "Subject: " + _unstructured("Subject", msg.subject or ""),
-        "Date: " + email.utils.formatdate(usegmt=True),
-        "Message-ID: " + message_id_header(msg.message_id, _msgid_domain(cfg)),
+        "Date: " + _date_header(),
+        "Message-ID: " + message_id_header(msg.message_id, domain),
         "X-Tidings-Message-Id: " + _plain(msg.message_id, "X-Tidings-Message-Id"),
     ]
     if msg.unsubscribe_url:
@@ -398,7 +437,7 @@ def compose(msg: OutgoingMessage, cfg: Mapping[str, Any]) -> bytes | None:
         lines.append(f"{key}: " + _unstructured(key, value))
     lines.append("MIME-Version: 1.0")
     if text is not None and html is not None:
-        boundary = "=_tdg_" + _MSGID_UNSAFE.sub("", msg.message_id)[:40] + "_" + secrets.token_hex(6)
+        boundary = _boundary(msg.message_id, text, html)
         lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
         lines += ["", f"--{boundary}", *_part("plain", text), f"--{boundary}", *_part("html", html),
                   f"--{boundary}--", ""]
@@ -408,6 +447,55 @@ def compose(msg: OutgoingMessage, cfg: Mapping[str, Any]) -> bytes | None:
 
 
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but ':' (RFC 5322 ftext)
+
+
+def _build_all(messages: list[OutgoingMessage], cfg: Mapping[str, Any],
+               results: list[SendResult | None]) -> list[tuple[int, bytes | EmailMessage, str]]:
+    """(index, content, envelope recipient) of each message; a message that cannot be built gets its
+    permanent failure in `results` instead."""
+    built: list[tuple[int, bytes | EmailMessage, str]] = []
+    for i, m in enumerate(messages):
+        try:
+            raw = compose(m, cfg)
+            content = raw if raw is not None else _stdlib_email(m, cfg)
+            built.append((i, content, _bare_address(m.to)))
+        except (ValueError, TypeError) as exc:
+            results[i] = SendResult.failed(m.message_id, f"invalid message: {exc}", permanent=True)
+    return built
+
+
+@functools.lru_cache(maxsize=64)
+def _sender_headers(from_address: str, reply_to: str, message_id_domain: str) -> tuple[str, str, str] | None:
+    """(From, Reply-To, Message-ID domain) of a configuration, worked out once rather than per message
+    (parsing the addresses was a tenth of composing one); None when an address needs SMTPUTF8."""
+    if not (_addr_ascii(from_address) and _addr_ascii(reply_to)):
+        return None
+    domain = message_id_domain or _msgid_domain({"from_address": from_address})
+    return _address_header(from_address), _address_header(reply_to) if reply_to else "", domain
+
+
+_date_cache: list = [0, ""]
+
+
+def _date_header() -> str:
+    """The Date header, formatted once per second."""
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return _date_cache[1]
+
+
+_boundary_random = random.Random(secrets.randbits(64))  # one system call at import, not one per message
+
+
+def _boundary(message_id: str, text: str, html: str) -> str:
+    """A multipart boundary: the message id (random already) and a counter-like random suffix, checked
+    against both parts so it cannot occur in them (RFC 2046 5.1.1)."""
+    stem = "=_tdg_" + _MSGID_UNSAFE.sub("", message_id)[:40] + "_"
+    while True:
+        boundary = stem + f"{_boundary_random.getrandbits(48):012x}"
+        if boundary not in text and boundary not in html:
+            return boundary
 
 
 def _part(subtype: str, body: str) -> list[str]:

@@ -190,12 +190,9 @@ class JourneyActivities:
         prep = await asyncio.to_thread(self._send_prepare, call)
         if isinstance(prep, StepResult):
             return prep
-        go, skipped, held = prep
+        go, skipped, held, sends = prep
         outcomes = {m.run_id: why for m, why in skipped}
         if go:
-            sends = [JourneySend(user_pk=m.user_pk, idempotency_key=idempotency_key(call.workflow_id, node.id, m),
-                                 variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
-                     for m in go]
             beat = asyncio.create_task(_heartbeat_forever())
             try:
                 results = await send_journey_step(self.db, self.plugins, self.settings, call.workspace_id,
@@ -209,7 +206,14 @@ class JourneyActivities:
                 o = by_pk.get(m.user_pk)
                 outcomes[m.run_id] = o.status if o else "failed"
         moving = go + [m for m, _ in skipped]
-        await asyncio.to_thread(self._in_txn, lambda conn: self._mark(conn, call, moving, outcomes=outcomes))
+
+        def record(conn) -> None:
+            self._mark(conn, call, moving, outcomes=outcomes)
+            if call.then_exit is not None:  # the exit that follows, as journey.finish would record it
+                self._finish(conn, msgspec.structs.replace(call, node=call.then_exit, then_exit=None),
+                             [msgspec.structs.replace(m, hops=m.hops + 1, trail=[]) for m in moving])
+
+        await asyncio.to_thread(self._in_txn, record)
         return StepResult(routes={node.next: [msgspec.structs.replace(m, trail=[]) for m in moving]}, held=held)
 
     def _in_txn(self, fn):
@@ -256,7 +260,11 @@ class JourneyActivities:
                 go = keep
             if held:
                 self._mark(conn, call, held, outcomes={m.run_id: "quiet_hours_hold" for m in held})
-        return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held]
+        node: ir.SendNode = call.node  # type: ignore[assignment]
+        sends = [JourneySend(user_pk=m.user_pk, idempotency_key=idempotency_key(call.workflow_id, node.id, m),
+                             variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
+                 for m in go]
+        return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held], sends
 
     @activity.defn(name="journey.wait")
     def wait(self, call: StepCall) -> StepResult:
@@ -378,12 +386,15 @@ class JourneyActivities:
     @activity.defn(name="journey.finish")
     def finish(self, call: StepCall) -> StepResult:
         """Holdout (control group) or exit node: the run ends here."""
+        with self.db.begin() as conn:
+            self._finish(conn, call, call.members)
+        return StepResult()
+
+    def _finish(self, conn, call: StepCall, members: list[Member]) -> None:
         node = call.node
         status = "held_out" if isinstance(node, ir.HoldoutNode) else "completed"
         reason = getattr(node, "reason", None) or ("control group" if status == "held_out" else None)
-        with self.db.begin() as conn:
-            self._mark(conn, call, call.members, status=status, reasons={m.run_id: reason for m in call.members})
-        return StepResult()
+        self._mark(conn, call, members, status=status, reasons={m.run_id: reason for m in members})
 
     # ---- admission -----------------------------------------------------------------------
 
@@ -452,13 +463,22 @@ class JourneyActivities:
         """Claim up to `limit` queued entries (returns as soon as there are some, else after wait_seconds)."""
         give_up = time.monotonic() + call.wait_seconds
         ws, jid = call.workspace_id, call.journey_id
+        queued = (journey_entries.c.workspace_id == ws) & (journey_entries.c.journey_id == jid)
+        first_seen = None  # when this call first saw entries queued (bounds the window under clock skew)
         while True:
             activity.heartbeat()
             with reading(self.db) as conn:
                 status = self._status(conn, ws, jid)
                 done = self._claimed(conn, call.claim_key)
-                pending = conn.execute(select(journey_entries.c.id).where(
-                    journey_entries.c.workspace_id == ws, journey_entries.c.journey_id == jid).limit(1)).first()
+                pending = conn.execute(select(journey_entries.c.enqueued_at).where(queued)
+                                       .order_by(journey_entries.c.id).limit(1)).first()
+                if pending is not None and call.window_seconds:
+                    first_seen = first_seen or time.monotonic()
+                    full = conn.execute(select(journey_entries.c.id).where(queued).order_by(journey_entries.c.id)
+                                        .offset(call.limit - 1).limit(1)).first() is not None
+                    waited = max(now_ms() - pending.enqueued_at, (time.monotonic() - first_seen) * 1000)
+                    if not full and waited < call.window_seconds * 1000 and time.monotonic() < give_up:
+                        pending = None  # not yet: let more entries join this cohort
             if done is not None:
                 return done
             if status in (None, "stopped"):
@@ -484,7 +504,7 @@ class JourneyActivities:
                         return Admitted()  # everyone filtered out: the claim is used up
             if time.monotonic() >= give_up:
                 return Admitted()
-            time.sleep(0.05)
+            time.sleep(0.05 if first_seen is None else min(0.05, max(0.005, call.window_seconds / 10)))
 
     @activity.defn(name="journey.broadcast_page")
     def broadcast_page(self, call: PageCall) -> Admitted:

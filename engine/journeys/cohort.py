@@ -63,6 +63,7 @@ class StepCall(msgspec.Struct, kw_only=True):
     now: int  # workflow time, epoch ms (schedules are computed from it, so replays agree)
     entry_event: str | None = None
     final: bool = False  # wait_for: the last poll, at the timeout
+    then_exit: Node | None = None  # send: the exit node that follows; its runs end in the send's transaction
 
 
 class StepResult(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -80,6 +81,7 @@ class AdmitCall(msgspec.Struct, kw_only=True):
     claim_key: str
     limit: int = 500
     wait_seconds: float = 20.0  # long-poll: return at once when entries exist, else after this long
+    window_seconds: float = 0.0  # claim once the oldest queued entry is this old (or `limit` are queued)
 
 
 class BroadcastInput(msgspec.Struct, kw_only=True):
@@ -122,6 +124,9 @@ class AdmissionInput(msgspec.Struct, kw_only=True):
     seq: int = 0
     limit: int = 500
     wait_seconds: float = 20.0
+    # Entries gather this long before a cohort starts (the oldest waits at most this much more): under a
+    # steady stream a cohort per HTTP batch of 100 cost Temporal ~45 ms of CPU per cohort, 0.45 ms per mail.
+    window_seconds: float = 0.25
     cohort_poll_seconds: float | None = None
 
 

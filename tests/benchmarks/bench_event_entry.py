@@ -1,12 +1,15 @@
-"""Event-triggered journey under a sustained event rate, on the `tidings dev` stack (Temporal dev server,
-API and worker in one process), first step an email to an aiosmtpd sink in its own process.
+"""Event-triggered journey under a sustained event rate, on the `tidings dev --worker-process` stack
+(Temporal dev server, the API process, the worker process), first step an email to an aiosmtpd sink in
+its own process.
 
     PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_event_entry.py [--rate 1000] [--seconds 60] [--batch 100]
 
 Events are posted through POST /v1/events at --rate events/s (a batch of --batch every batch/rate s),
-each for a distinct customer (created beforehand with an EMAIL endpoint). Reported: p50/p95/max from
-the post of an event to its customer's message row (created when messaging claims the send), and
-whether every customer got exactly one message. Targets: p95 <= 2 s, nothing dropped.
+each for a distinct customer (created beforehand with an EMAIL endpoint). Reported, headline first:
+p50/p95/max from the post of an event to the moment the SMTP sink accepted its customer's mail (the
+sink stamps every accepted recipient; same host clock), then to the message row (the claim), whether
+every customer got exactly one message and mail, and the CPU seconds each process of the stack used
+(per delivered mail). Targets: p95 event -> sent <= 2 s, nothing dropped.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import time
 
 import httpx
 
-from journey_stack import TEMPLATE, Sink, bulk_customers, dev_stack  # noqa: E402
+from journey_stack import TEMPLATE, CpuMeter, Sink, bulk_customers, dev_stack  # noqa: E402
 
 JOURNEY = """apiVersion: tidings/v1
 kind: Journey
@@ -57,6 +60,10 @@ async def main(args) -> None:
             r = await c.post("/v1/journeys/on-order/activate")
             assert r.status_code == 200, r.text
             await asyncio.sleep(1)
+            import os
+            meter = CpuMeter({**stack.processes(), "SMTP sink": sink.proc.pid, "load generator (bench)": os.getpid()})
+            meter.start()
+            print("posting events", flush=True)  # a profiler may attach now (see the README)
             every = args.batch / args.rate
             start = time.perf_counter()
             tasks = []
@@ -81,12 +88,11 @@ async def main(args) -> None:
             post_s = time.perf_counter() - start
             give_up = time.time() + 600
             while True:
-                with db.connect() as conn:
-                    got = conn.execute(text("select count(*) from message where journey_id = 'on-order' "
-                                            "and status = 'sent'")).scalar()
+                got, _, _ = sink.stats()
                 if got >= n or time.time() > give_up:
                     break
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.2)
+            meter.stop()
             await asyncio.sleep(2)
         with db.connect() as conn:
             rows = conn.execute(text(
@@ -94,21 +100,37 @@ async def main(args) -> None:
                 "from message m join users u on u.id = m.user_pk where m.journey_id = 'on-order' group by u.user_id")).all()
             sent = conn.execute(text("select count(*) from message where status = 'sent'")).scalar()
         mails, _, _ = sink.stats()
+        accepted = sink.accepted()
     finally:
         await stack.stop()
         sink.close()
     lat = [first / 1000 - posted[u] for u, first, _, _ in rows]
-    # `sent` is when the batch's outcome was recorded, after the SMTP server accepted the mail: an upper bound.
-    sent_lat = [at / 1000 - posted[u] for u, _, _, at in rows if at is not None]
+    # `recorded` is when the batch's outcome was written, after the SMTP server accepted the mail.
+    recorded_lat = [at / 1000 - posted[u] for u, _, _, at in rows if at is not None]
+    first_mail: dict[str, float] = {}
+    for rcpt, at in accepted:
+        first_mail.setdefault(rcpt.split("@")[0], at)
+    sent_lat = [first_mail[u] - posted[u] for u in posted if u in first_mail]
+    extra_mails = len(accepted) - len(first_mail)
     dup = sum(1 for _, _, k, _ in rows if k != 1)
+    if args.timeline:  # every customer's post, claim, SMTP acceptance and recorded outcome, for analysis
+        import json
+        with open(args.timeline, "w") as f:
+            json.dump({u: [posted[u], first / 1000, first_mail.get(u), at and at / 1000]
+                       for u, first, _, at in rows}, f)
     print(f"{n:,} events at {args.rate:g}/s in batches of {args.batch} (posting took {post_s:.1f} s, "
           f"{late_posts} batches started late)")
     print(f"  customers with a message {len(rows):,} / {n:,}   with more than one: {dup}   "
-          f"message rows sent {sent:,}   mails received {mails:,}")
-    print(f"  event post -> message claimed: p50 {pct(lat, .5):.2f} s   p95 {pct(lat, .95):.2f} s   "
+          f"message rows sent {sent:,}   mails received {mails:,} ({len(first_mail):,} customers, "
+          f"{extra_mails} second mails)")
+    print(f"  EVENT POST -> MAIL SENT (accepted by the SMTP sink): p50 {pct(sent_lat, .5):.2f} s   "
+          f"p95 {pct(sent_lat, .95):.2f} s   max {max(sent_lat):.2f} s   ({len(sent_lat):,} customers; "
+          f"target p95 <= 2 s)")
+    print(f"  event post -> message claimed:  p50 {pct(lat, .5):.2f} s   p95 {pct(lat, .95):.2f} s   "
           f"max {max(lat):.2f} s")
-    print(f"  event post -> mail sent (SMTP accepted, recorded): p50 {pct(sent_lat, .5):.2f} s   "
-          f"p95 {pct(sent_lat, .95):.2f} s   max {max(sent_lat):.2f} s   ({len(sent_lat):,} sent; target p95 <= 2 s)")
+    print(f"  event post -> outcome recorded: p50 {pct(recorded_lat, .5):.2f} s   "
+          f"p95 {pct(recorded_lat, .95):.2f} s   max {max(recorded_lat):.2f} s")
+    print(meter.report(len(first_mail)))
 
 
 if __name__ == "__main__":
@@ -116,4 +138,5 @@ if __name__ == "__main__":
     p.add_argument("--rate", type=float, default=1000)
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--timeline", help="write each customer's [posted, claimed, sent, recorded] (epoch s) as JSON here")
     asyncio.run(main(p.parse_args()))

@@ -19,18 +19,23 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 SINK = r"""
-import asyncio, sys, time
+import asyncio, json, sys, time
 from aiosmtpd.controller import Controller
 state = {"n": 0, "first": 0.0, "last": 0.0, "rcpt": 0}
+accepted = []  # (recipient, wall-clock second the DATA was accepted): when the provider took the mail
 class H:
     async def handle_DATA(self, server, session, envelope):
         now = time.time()
         state["first"] = state["first"] or now
         state["n"] += 1; state["last"] = now; state["rcpt"] += len(envelope.rcpt_tos)
+        accepted.extend((r, now) for r in envelope.rcpt_tos)
         return "250 OK"
 c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1])); c.start()
 print("ready", flush=True)
-for line in sys.stdin:  # one line in -> the counts out
+for line in sys.stdin:  # "?" -> the counts; "dump PATH" -> every (recipient, accepted at) as JSON
+    if line.startswith("dump "):
+        with open(line[5:].strip(), "w") as f:
+            json.dump(accepted, f)
     print(state["n"], state["first"], state["last"], flush=True)
 """
 
@@ -49,6 +54,16 @@ class Sink:
         self.proc.stdin.flush()
         n, first, last = self.proc.stdout.readline().split()
         return int(n), float(first), float(last)
+
+    def accepted(self) -> list[tuple[str, float]]:
+        """(recipient, wall-clock second the sink accepted its mail), in order of acceptance."""
+        import json
+
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            self.proc.stdin.write(f"dump {f.name}\n")
+            self.proc.stdin.flush()
+            self.proc.stdout.readline()
+            return [tuple(x) for x in json.load(open(f.name))]
 
     def close(self) -> None:
         self.proc.kill()
@@ -100,6 +115,71 @@ def bulk_customers(db, ws_id: int, n: int) -> None:
                                           for i in ids])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def process_name(pid: int) -> str:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    words = [w.decode() for w in cmd if w]
+    if any(w.endswith("temporal") for w in words[:1]):
+        return "temporal server"
+    if "worker" in words[1:3]:
+        return "tidings worker" + (f" {words[3]}" if len(words) > 3 and "-" not in words[3] else "")
+    return " ".join(Path(w).name for w in words[:3])
+
+
+class CpuMeter:
+    """CPU seconds used by each process of the stack between start() and stop(): where the time goes."""
+
+    def __init__(self, named: dict[str, int]):
+        self.named = named
+        self.before: dict[str, float] = {}
+        self.after: dict[str, float] = {}
+
+    def _sample(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.named.items()}
+
+    def start(self) -> None:
+        self.before = self._sample()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> None:
+        self.after = self._sample()
+        self.wall = time.perf_counter() - self.t0
+
+    def report(self, mails: int) -> str:
+        rows = [f"  CPU over {self.wall:.1f} s wall (2 cores = {2 * self.wall:.0f} core-s), per process:"]
+        total = 0.0
+        for name in self.named:
+            used = self.after[name] - self.before.get(name, 0.0)
+            total += used
+            rows.append(f"    {name:<28} {used:7.1f} s  {used / self.wall:6.1%} of a core  "
+                        f"{1e3 * used / max(1, mails):6.2f} ms/mail")
+        rows.append(f"    {'all of the above':<28} {total:7.1f} s  {total / self.wall:6.1%} of a core  "
+                    f"{1e3 * total / max(1, mails):6.2f} ms/mail")
+        return "\n".join(rows)
+
+
 class DevProcess:
     """`tidings dev --worker-process` in its own process, as an operator runs it: the load generator, the
     API and the worker each get an interpreter of their own on this 2-core box."""
@@ -111,6 +191,17 @@ class DevProcess:
         self.api_url = next(l.split()[2] for l in banner if l.startswith("Tidings API"))
         self.dev_key = next(l.split()[-1] for l in banner if l.startswith("Development key"))
         self.settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=database_url)
+
+    def processes(self) -> dict[str, int]:
+        """The stack's processes by name: the `tidings dev` process (API, admission's database writes),
+        the worker(s) and the Temporal server."""
+        found = {"tidings dev (API)": self.proc.pid}
+        for pid in children(self.proc.pid):
+            name = process_name(pid)
+            while name in found:
+                name += "'"
+            found[name] = pid
+        return found
 
     async def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -125,7 +216,10 @@ async def dev_stack(smtp_port: int, database_url: str | None = None) -> DevProce
     database_url = database_url or f"sqlite:///{home / 'tidings.db'}"
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": database_url,
            "TIDINGS_SMTP_HOST": "127.0.0.1", "TIDINGS_SMTP_PORT": str(smtp_port), "TIDINGS_SMTP_SECURITY": "none",
-           "TIDINGS_SMTP_FROM": "Bench <bench@acme.example>", "TIDINGS_SMTP_RATE_LIMIT": "1000000"}
+           "TIDINGS_SMTP_FROM": "Bench <bench@acme.example>", "TIDINGS_SMTP_RATE_LIMIT": "1000000",
+           # a relay taking bulk mail allows many connections; each SMTP transaction is four round trips,
+           # so on a busy 2-core box the connections in flight, not CPU, capped the send rate at 4
+           "TIDINGS_SMTP_CONNECTIONS": os.environ.get("TIDINGS_SMTP_CONNECTIONS", "16")}
     ports = Ports.free()
     proc = subprocess.Popen([binary("tidings"), "dev", "--worker-process", "--port", str(ports.api),
                              "--temporal-port", str(ports.temporal), "--ui-port", str(ports.ui),

@@ -259,3 +259,43 @@ async def test_connections_are_pooled_across_batches_and_replaced_when_dropped()
         assert [e.rcpt_tos for e, _ in rec2.messages] == [["user4@example.com"], ["user5@example.com"]]
     finally:
         c2.stop()
+
+
+async def test_a_big_batch_goes_out_over_several_connections_each_message_once(smtp_server):
+    rec = Recorder()
+    c = smtp_server(rec)
+    messages = [msg(i) for i in range(100)]
+    results = await SmtpChannel().send_batch(messages, base_config(c.port, connections=4))
+
+    assert [r.message_id for r in results] == [m.message_id for m in messages], "one result per message, in order"
+    assert [r.status for r in results] == ["sent"] * 100
+    received = sorted(e.rcpt_tos[0] for e, _ in rec.messages)
+    assert received == sorted(f"user{i}@example.com" for i in range(100)), "each message exactly once"
+    assert len({peer for _, peer in rec.messages}) == 4, "the batch used the pool's four connections"
+
+
+class DropsAfter(Recorder):
+    """Accepts `n` messages, then answers 421 (the server is closing the connection)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+
+    async def handle_DATA(self, server, session, envelope):
+        if len(self.messages) >= self.n:
+            return "421 4.3.2 Service shutting down"
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_server_closing_mid_batch_fails_the_rest_transiently_and_reports_every_message(smtp_server):
+    rec = DropsAfter(30)
+    c = smtp_server(rec)
+    messages = [msg(i) for i in range(100)]
+    results = await SmtpChannel().send_batch(messages, base_config(c.port, connections=4))
+
+    assert [r.message_id for r in results] == [m.message_id for m in messages]
+    sent = [r for r in results if r.status == "sent"]
+    failed = [r for r in results if r.status == "failed"]
+    assert len(sent) == len(rec.messages) >= 30, "what the server accepted is reported sent"
+    assert len(sent) + len(failed) == 100
+    assert failed and all(not r.permanent for r in failed), "the rest may be retried"

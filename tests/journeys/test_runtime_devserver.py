@@ -71,8 +71,30 @@ async def test_event_entry_admits_filtered_events_once_and_sends(temporal_dev, r
     desc = await client.get_workflow_handle(runs[0].workflow_id).describe()
     assert runs[0].workflow_id.startswith(f"journey/{ws.id}/{jid}/v1/cohort/")
     assert desc.typed_search_attributes  # TidingsJourney / version / step are set
+    history = await client.get_workflow_handle(runs[0].workflow_id).fetch_history()
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]
+    assert scheduled == ["journey.send", "journey.send"], "the last send also records the run's end"
     await store.stop(client, db, ws, jid)
     assert store.get_journey(db, ws, jid).status == "stopped"
+
+
+async def test_entries_arriving_within_the_admission_window_share_one_cohort(temporal_dev, runtime_db, dev_worker):
+    db, client = runtime_db, temporal_dev.client
+    ws = ensure_workspace(db, "acme")
+    put_template(db, ws)
+    jid = f"welcome-{uuid.uuid4().hex[:6]}"
+    await store.activate(client, db, ws, jid, task_queue=dev_worker) if store.put_journey(
+        db, ws, WELCOME.replace("id: welcome", f"id: {jid}"))[1] else None
+    add_customers(db, ws, [f"w{i}" for i in range(10)])
+    for part in (range(0, 5), range(5, 10)):  # two requests 100 ms apart, inside the 250 ms window
+        ingest(db, ws, [EventIn(name="signed_up", user_id=f"w{i}", attributes={"plan": "trial"}) for i in part])
+        await asyncio.sleep(0.1)
+    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+                              j=jid) == 10)
+    assert count(db, "select count(distinct cohort) from journey_run where journey_id = :j", j=jid) == 1
+    assert count(db, "select count(*) from message where status = 'sent' and journey_id = :j", j=jid) == 20
+    await store.stop(client, db, ws, jid)
 
 
 BROADCAST = """apiVersion: tidings/v1
