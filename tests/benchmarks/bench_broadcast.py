@@ -66,9 +66,14 @@ async def main(n: int) -> None:
                 assert time.time() - start < 3600, "gave up"
                 await asyncio.sleep(0.2)
             journey_s = last - start
-        with db.connect() as conn:
-            sent = conn.execute(text("select count(*) from message where status = 'sent'")).scalar()
-            rcpts = conn.execute(text("select count(distinct address) from message")).scalar()
+        # the last cohort's outcomes are recorded just after its mails are accepted: wait for them (not timed)
+        for _ in range(300):
+            with db.connect() as conn:
+                sent = conn.execute(text("select count(*) from message where status = 'sent'")).scalar()
+                rcpts = conn.execute(text("select count(distinct address) from message")).scalar()
+            if sent >= n:
+                break
+            await asyncio.sleep(0.1)
     finally:
         await stack.stop()
     plain_s = await plain_loop(port, n)
