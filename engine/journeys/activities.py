@@ -87,6 +87,7 @@ class JourneyActivities:
         self.db, self.settings = db, settings
         self.plugins = plugins if plugins is not None else load_plugins()  # once per worker, not per send
         self._irs: dict[tuple[int, str, int], ir.JourneyIR] = {}
+        self._zone_filters: dict[tuple, Any] = {}  # per firing: computed on its first page, not on every page
 
     def all(self) -> list:
         return [self.send, self.wait, self.wait_for, self.split, self.finish, self.admit, self.broadcast_page]
@@ -506,15 +507,25 @@ class JourneyActivities:
                 return Admitted()
             time.sleep(0.05 if first_seen is None else min(0.05, max(0.005, call.window_seconds / 10)))
 
+    def _due_zones(self, conn, j: ir.JourneyIR, call: PageCall):
+        """The zones a `timezone: customer` firing admits. Reading the workspace's stored zones scans its
+        customers, so each firing computes them once (this worker process), not once per 1,000-customer page."""
+        key = (call.workspace_id, call.journey_id, call.version, call.fire_at)
+        if key not in self._zone_filters:
+            local = localtime.local_schedule(j.entry)
+            if len(self._zone_filters) >= 64:
+                self._zone_filters.clear()
+            self._zone_filters[key] = None if local is None else localtime.firing_filter(
+                local, call.fire_at or now_ms(), audience.stored_zones(conn, call.workspace_id),
+                j.settings.default_timezone)
+        return self._zone_filters[key]
+
     @activity.defn(name="journey.broadcast_page")
     def broadcast_page(self, call: PageCall) -> Admitted:
         with self.db.begin() as conn:
             j = self._ir(conn, call.workspace_id, call.journey_id, call.version)
             assert isinstance(j.entry, ir.BroadcastEntry)
-            local = localtime.local_schedule(j.entry)
-            zones = None if local is None else localtime.firing_filter(
-                local, call.fire_at or now_ms(), audience.stored_zones(conn, call.workspace_id),
-                j.settings.default_timezone)
+            zones = self._due_zones(conn, j, call) if call.local_zones else None
             if zones is not None and zones.empty:
                 return Admitted()  # nobody's local time is due at this firing
             pks = audience.members_page(conn, call.workspace_id, j.entry.segment, call.after_pk, call.limit, zones)

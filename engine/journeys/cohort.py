@@ -95,6 +95,10 @@ class BroadcastInput(msgspec.Struct, kw_only=True):
     # `timezone: customer`: the firing instant (epoch ms) whose due zones enter; None = the schedule's
     # nominal time (TemporalScheduledStartTime) or the start time
     fire_at: int | None = None
+    # Set only by the grid schedule of a `timezone: customer` broadcast: admit only the zones due at
+    # fire_at. Schedules made before customer zones existed fired in UTC and start without it, so their
+    # firings keep admitting everyone instead of silently narrowing to the zones at UTC+0.
+    local_zones: bool = False
 
 
 class PageCall(msgspec.Struct, kw_only=True):
@@ -105,6 +109,7 @@ class PageCall(msgspec.Struct, kw_only=True):
     after_pk: int
     limit: int
     fire_at: int | None = None  # see BroadcastInput
+    local_zones: bool = False  # see BroadcastInput
 
 
 class Admitted(msgspec.Struct, kw_only=True):

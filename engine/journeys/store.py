@@ -232,7 +232,7 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
                                admission: AdmissionInput | None) -> None:
     from temporalio.client import (
         Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
-        SchedulePolicy, ScheduleSpec,
+        SchedulePolicy, ScheduleSpec, ScheduleUpdate,
     )
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -252,6 +252,7 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
         # admits the customers whose zone is due (engine/journeys/localtime.py). Firings may overlap: a long
         # page-through for Tokyo must not make Kathmandu's firing 15 minutes later be skipped.
+        inp.local_zones = True
         bounds = localtime.schedule_bounds(local)
         spec = ScheduleSpec(cron_expressions=[localtime.schedule_cron(local)],
                             start_at=bounds[0] if bounds else None, end_at=bounds[1] if bounds else None)
@@ -263,12 +264,14 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
     else:
         spec = None
     if spec is not None:
+        schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
+                                                               task_queue=task_queue), spec=spec, policy=policy)
         try:
-            await client.create_schedule(schedule_id(ws_id, j.id, j.version), Schedule(
-                action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue),
-                spec=spec, policy=policy))
+            await client.create_schedule(schedule_id(ws_id, j.id, j.version), schedule)
         except ScheduleAlreadyRunningError:
-            pass
+            if local is not None:  # made before customer zones were honoured (a daily UTC firing): replace it
+                await client.get_schedule_handle(schedule_id(ws_id, j.id, j.version)).update(
+                    lambda _: ScheduleUpdate(schedule=schedule))
         return
     delay = None
     if b.at_epoch is not None:

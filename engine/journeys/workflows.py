@@ -318,7 +318,8 @@ class JourneyBroadcastWorkflow:
             adm = await workflow.execute_activity(
                 "journey.broadcast_page", PageCall(workspace_id=inp.workspace_id, journey_id=inp.journey_id,
                                                    version=inp.version, claim_key=f"{wf_id}/{page}",
-                                                   after_pk=after, limit=inp.page_size, fire_at=fire_at),
+                                                   after_pk=after, limit=inp.page_size, fire_at=fire_at,
+                                                   local_zones=inp.local_zones),
                 result_type=Admitted, start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
             if adm.members:
                 await _start_cohort(inp.workspace_id, adm, None)

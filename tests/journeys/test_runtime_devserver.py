@@ -243,6 +243,36 @@ async def test_cron_in_customer_zones_enters_each_at_their_own_nine(temporal_dev
     await store.stop(client, db, ws, jid)
 
 
+async def test_a_schedule_made_before_customer_zones_admits_everyone_until_the_journey_is_reactivated(
+        temporal_dev, runtime_db, dev_worker):
+    """Schedules of `timezone: customer` journeys made before customer zones were honoured fire daily in UTC
+    and start their broadcasts without `local_zones`: such a firing still admits every member (not only the
+    zones at UTC+0), and activating the journey again replaces the schedule with the quarter-hour grid."""
+    from temporalio.client import Schedule, ScheduleActionStartWorkflow, ScheduleSpec
+
+    from engine.journeys.cohort import BroadcastInput, broadcast_workflow_id
+
+    db, client = runtime_db, temporal_dev.client
+    ws = ensure_workspace(db, "acme")
+    _local_customers(db, ws)
+    jid = f"old-{uuid.uuid4().hex[:6]}"
+    store.put_journey(db, ws, LOCAL_NINE.format(jid=jid, schedule='cron: "0 9 * * *"'))
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    handle = client.get_schedule_handle(store.schedule_id(ws.id, jid, 1))
+    await handle.delete()
+    legacy = BroadcastInput(workspace_id=ws.id, journey_id=jid, version=1)  # as the old code made it
+    await client.create_schedule(handle.id, Schedule(
+        action=ScheduleActionStartWorkflow("JourneyBroadcast", legacy, id=broadcast_workflow_id(ws.id, jid, 1),
+                                           task_queue=dev_worker),
+        spec=ScheduleSpec(cron_expressions=["0 9 * * *"])))
+    await _backfill(client, ws.id, jid, "2026-01-15T08:50:00+00:00", "2026-01-15T09:10:00+00:00", firings=1)
+    assert _entered_at_firing(db, jid) == {u: "2026-01-15T09:00:00Z" for u in ("tokyo", "newyork", "nozone")}
+    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    upcoming = (await handle.describe()).info.next_action_times
+    assert {(b - a).seconds for a, b in zip(upcoming, upcoming[1:])} == {900}
+    await store.stop(client, db, ws, jid)
+
+
 async def test_local_at_in_customer_zones_enters_each_zone_when_its_clock_reaches_it(temporal_dev, runtime_db,
                                                                                       dev_worker):
     db, client = runtime_db, temporal_dev.client
