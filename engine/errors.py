@@ -60,6 +60,13 @@ class BatchRejected(InvalidInput):
         )
 
 
+class Unavailable(TidingsError):
+    """The server cannot serve this now for a reason of its own (its configuration), not the caller's."""
+
+    status = 503
+    code = "unavailable"
+
+
 class Forbidden(TidingsError):
     """Authenticated by something other than a key (a provider's signature) and it did not match."""
 

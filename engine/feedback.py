@@ -13,6 +13,7 @@ Each FeedbackEvent finds its message by our id (when the provider echoes it) or 
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,11 +23,13 @@ from sqlalchemy import Connection, Engine, select
 from engine.channels import ChannelConfigError, FeedbackEvent, FeedbackSignatureError
 from engine.clock import datetime_to_ms
 from engine.db import reading
-from engine.errors import Forbidden, InvalidInput, NotFound
+from engine.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from engine.message_events import FEEDBACK_TYPES, MessageRef, Occurrence, find_messages, opt_out, record_occurrences
 from engine import channel_secrets
 from engine.messaging_models import channel_configs
 from engine.models import workspaces
+
+log = logging.getLogger("tidings.feedback")
 
 
 class GenericFeedback(msgspec.Struct, kw_only=True):
@@ -100,7 +103,10 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
         config = channel_secrets.open_config(channel, setting.config, workspace)
         feedback_secret = channel_secrets.open_value(channel, "feedback_secret", setting.feedback_secret, workspace)
     except channel_secrets.SecretUnreadable as exc:
-        raise InvalidInput(str(exc)) from None
+        # The caller is a provider on a public URL: the operator's key trouble goes to the log, the provider
+        # gets a 503 it retries later, and neither key sources nor fingerprints leave the server.
+        log.error("feedback for workspace %r: %s", workspace, exc)
+        raise Unavailable(f"feedback for channel {channel!r} cannot be verified now; try again later") from None
     if parse is not None:
         try:
             fb = parse(headers, body, config, url=url)

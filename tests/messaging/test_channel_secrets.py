@@ -105,6 +105,11 @@ def test_a_wrong_key_fails_the_send_naming_the_channel(api, db, twilio, monkeypa
     assert ev["attributes"]["permanent"] is True and "cannot be decrypted" in ev["attributes"]["error"]
     route = api.get("/v1/channels").json()["routes"]["SMS"]
     assert route["channel"] == "twilio-sms" and "cannot be decrypted" in route["error"]
+    # the provider's delivery callback cannot be verified: a 503 it retries, with no key details in it
+    r = api.client.post("/feedback/acme/twilio-sms?tidings_message_id=m1", data={"MessageSid": "SM1",
+                                                                                "MessageStatus": "delivered"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert "twilio-sms" in r.text and "TIDINGS_ENCRYPTION_KEYS" not in r.text and "fingerprint" not in r.text
     r = api.put("/v1/channels/twilio-sms", json={"config": {**twilio_config(twilio), "auth_token": "***"}})
     assert r.status_code == 409 and r.json()["error"]["field"] == "config.auth_token"
     # storing the real value again repairs it
