@@ -176,7 +176,9 @@ class ApnsChannel(Channel):
                     try:
                         resp = await client.post(f"/3/device/{msg.to}", content=body,
                                                  headers={**headers, "authorization": f"bearer {token}"})
-                    except httpx.HTTPError as exc:
+                    except Exception as exc:  # noqa: BLE001 - httpx, h2 or socket errors alike
+                        # this message only, and transient: an exception out of gather would fail the whole
+                        # batch, and its retry would push again what Apple already accepted
                         return SendResult.failed(msg.message_id, f"{type(exc).__name__}: {exc}", permanent=False)
                     if attempt == 1 and resp.status_code == 403 and _reason(resp) == "ExpiredProviderToken":
                         if state["token"] == token:  # one renewal for the whole batch
