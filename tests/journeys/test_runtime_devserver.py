@@ -191,6 +191,16 @@ def _local_customers(db, ws):
     create_segment(db, ws, SegmentIn(id="pro-users", name="Pro", rule={"==": [{"var": "attributes.plan"}, "pro"]}))
 
 
+async def _active_local_journey(db, client, worker, prefix: str, schedule: str):
+    """The customers of `_local_customers` and an active `timezone: customer` broadcast to the pro ones."""
+    ws = ensure_workspace(db, "acme")
+    _local_customers(db, ws)
+    jid = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    store.put_journey(db, ws, LOCAL_NINE.format(jid=jid, schedule=schedule))
+    await store.activate(client, db, ws, jid, task_queue=worker)
+    return ws, jid
+
+
 async def _backfill(client, ws_id, jid, start, end, firings: int) -> None:
     """Run the journey's schedule over a past range, as Temporal would have fired it then (each firing's
     nominal time is its TemporalScheduledStartTime); returns once all `firings` broadcasts have finished."""
@@ -224,11 +234,7 @@ async def test_cron_in_customer_zones_enters_each_at_their_own_nine(temporal_dev
     """`cron: 0 9 * * *` with `timezone: customer`: replaying a past day of the schedule (a backfill, so
     nothing sleeps) puts Tokyo in at 00:00 UTC, no-zone (Paris) at 08:00 and New York at 14:00, once each."""
     db, client = runtime_db, temporal_dev.client
-    ws = ensure_workspace(db, "acme")
-    _local_customers(db, ws)
-    jid = f"nine-{uuid.uuid4().hex[:6]}"
-    store.put_journey(db, ws, LOCAL_NINE.format(jid=jid, schedule='cron: "0 9 * * *"'))
-    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    ws, jid = await _active_local_journey(db, client, dev_worker, "nine", 'cron: "0 9 * * *"')
     upcoming = (await client.get_schedule_handle(store.schedule_id(ws.id, jid, 1)).describe()).info.next_action_times
     assert {t.minute for t in upcoming} <= {0, 15, 30, 45} and {(b - a).seconds for a, b in zip(upcoming, upcoming[1:])} \
         == {900}  # every quarter hour (UTC): the grid on which 09:00 in any zone falls
@@ -253,11 +259,7 @@ async def test_a_schedule_made_before_customer_zones_admits_everyone_until_the_j
     from engine.journeys.cohort import BroadcastInput, broadcast_workflow_id
 
     db, client = runtime_db, temporal_dev.client
-    ws = ensure_workspace(db, "acme")
-    _local_customers(db, ws)
-    jid = f"old-{uuid.uuid4().hex[:6]}"
-    store.put_journey(db, ws, LOCAL_NINE.format(jid=jid, schedule='cron: "0 9 * * *"'))
-    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    ws, jid = await _active_local_journey(db, client, dev_worker, "old", 'cron: "0 9 * * *"')
     handle = client.get_schedule_handle(store.schedule_id(ws.id, jid, 1))
     await handle.delete()
     legacy = BroadcastInput(workspace_id=ws.id, journey_id=jid, version=1)  # as the old code made it
@@ -276,11 +278,7 @@ async def test_a_schedule_made_before_customer_zones_admits_everyone_until_the_j
 async def test_local_at_in_customer_zones_enters_each_zone_when_its_clock_reaches_it(temporal_dev, runtime_db,
                                                                                       dev_worker):
     db, client = runtime_db, temporal_dev.client
-    ws = ensure_workspace(db, "acme")
-    _local_customers(db, ws)
-    jid = f"once-{uuid.uuid4().hex[:6]}"
-    store.put_journey(db, ws, LOCAL_NINE.format(jid=jid, schedule='at: "2026-01-15T09:00"'))
-    await store.activate(client, db, ws, jid, task_queue=dev_worker)
+    ws, jid = await _active_local_journey(db, client, dev_worker, "once", 'at: "2026-01-15T09:00"')
     spec = (await client.get_schedule_handle(store.schedule_id(ws.id, jid, 1)).describe()).schedule.spec
     # bounded to the hours in which 09:00 on that date happens somewhere (UTC+14 .. UTC-12)
     assert (spec.start_at.isoformat(), spec.end_at.isoformat()) == ("2026-01-14T18:45:00+00:00",
