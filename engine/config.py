@@ -5,6 +5,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import egress
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -23,6 +25,7 @@ class Settings:
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
         env = {**os.environ, **overrides}
+        egress.parse_policy(env.get(egress.ENV_VAR))  # a mistyped allow-list fails start-up, naming the entry
         home = Path(env.get("TIDINGS_HOME", ".tidings")).absolute()
         database_url = env.get("TIDINGS_DATABASE_URL") or f"sqlite:///{home / 'tidings.db'}"
         return cls(

@@ -42,7 +42,10 @@ def register_event_sinks() -> list[EventSinkFactory]:
     Called once per plugin at start-up; the lists of all plugins are
     collected (not ``firstresult``). Each factory has a ``kind`` unique
     across plugins (duplicates fail start-up), ``config_fields``, and is
-    called as ``factory(name, config)`` to build an
+    called as ``factory(name, config)`` (or ``factory(name, config, workspace=ws)``
+    when its call takes a ``workspace`` keyword: the stream's
+    :class:`engine.workspaces.WorkspaceRef`, for sinks that must keep
+    workspaces apart) to build an
     :class:`engine.channels.EventSink` whose ``async deliver(records)``
     receives batches of event records.
     """

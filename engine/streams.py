@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import inspect
 import logging
 import random
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -139,11 +140,21 @@ def _factory(plugins: Any, kind: str) -> Any:
         raise InvalidInput(f"unknown sink kind {kind!r} (available: {known})", field="kind") from None
 
 
+def build_sink(factory: Any, stream_id: str, config: Mapping[str, Any], ws: WorkspaceRef) -> Any:
+    """A sink from its factory. A factory whose call takes ``workspace`` gets the stream's workspace (the
+    ndjson sink keeps each workspace in its own folder); older factories are called as before."""
+    try:
+        takes_workspace = "workspace" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        takes_workspace = False
+    return factory(stream_id, config, workspace=ws) if takes_workspace else factory(stream_id, config)
+
+
 def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data: StreamIn) -> tuple[StreamOut, bool]:
     factory = _factory(plugins, data.kind)
     try:
         config = resolve_config(_shim(data.kind, factory), data.config)
-        factory(stream_id, config)  # a sink that cannot be built is refused now, not at delivery
+        build_sink(factory, stream_id, config, ws)  # a sink that cannot be built is refused now, not at delivery
     except ChannelConfigError as exc:
         raise InvalidInput(str(exc), field="config") from None
     # Secret sink settings are sealed at rest like channel secrets (refused without an encryption key).
@@ -322,7 +333,8 @@ class StreamRunner:
             return cached[1]
         factory = _factory(self.plugins, stream.kind)
         config = channel_secrets.open_config(stream.stream_id, stream.config, kind="event stream")
-        sink = factory(stream.stream_id, resolve_config(_shim(stream.kind, factory), config))
+        sink = build_sink(factory, stream.stream_id, resolve_config(_shim(stream.kind, factory), config),
+                          WorkspaceRef(stream.workspace_id, stream.workspace))
         self._sinks[stream.id] = (stream.updated_at, sink)
         return sink
 

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from engine import egress
 from engine.channels import Channel, ChannelConfigError, ChannelType, ConfigField, OutgoingMessage, SendResult
 from engine.hookspecs import hookimpl
 
@@ -139,7 +140,8 @@ class ApnsChannel(Channel):
         client = per_loop.get((base_url, timeout))
         if client is None or client.is_closed:
             # HTTP/2 only (http1=False): h2 over TLS by ALPN, or prior knowledge on plain http (tests).
-            client = per_loop[(base_url, timeout)] = httpx.AsyncClient(
+            # Through the destination guard (engine.egress): every connection it opens is checked.
+            client = per_loop[(base_url, timeout)] = egress.async_client(
                 base_url=base_url, http1=False, http2=True, timeout=timeout,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
         return client
@@ -147,6 +149,12 @@ class ApnsChannel(Channel):
     async def send_batch(self, messages: list[OutgoingMessage], config: Mapping[str, Any]) -> list[SendResult]:
         cfg = self.resolve_config(config)
         base_url = (cfg["base_url"] or (SANDBOX_URL if cfg["environment"] == "sandbox" else PRODUCTION_URL)).rstrip("/")
+        try:
+            await egress.check_url(base_url)  # a refused base_url fails the batch permanently
+        except egress.DestinationRefused as exc:
+            raise ChannelConfigError(f"base_url: {exc}") from None
+        except OSError:
+            pass  # unresolvable now: each push fails transiently like any network error
         client = self._client(base_url, cfg["timeout"])
         push_type = cfg["push_type"]
         priority = cfg["priority"] or (5 if push_type == "background" else 10)

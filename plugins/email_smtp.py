@@ -4,6 +4,9 @@ Connections are pooled per (event loop, connection settings) and reused across
 batches and requests (connect, optionally STARTTLS/TLS and AUTH once, then one
 transaction per message). Classification:
 
+* a host the destination guard refuses (:mod:`engine.egress`: a non-public
+  address the operator has not allowed): permanent for every message of the
+  batch;
 * connection / TLS / authentication failures: transient for every message
   of the batch (authentication failures too, since they are usually fixed by
   the operator without changing the messages);
@@ -35,6 +38,7 @@ from typing import Any
 
 import aiosmtplib
 
+from engine import egress
 from engine.channels import (
     Channel,
     ChannelConfigError,
@@ -139,6 +143,8 @@ class SmtpChannel(Channel):
         pool = _pool(cfg)
         try:
             first = await pool.acquire(self._client)
+        except egress.DestinationRefused as exc:  # the operator has not allowed this host: permanent
+            raise ChannelConfigError(f"host: {exc}") from None
         except Exception as exc:  # connection, TLS, auth
             err = f"SMTP connection to {cfg['host']} failed: {_describe(exc)}"
             for i, _, _ in built:
@@ -215,8 +221,8 @@ class SmtpChannel(Channel):
             await pool.discard(conn)
 
     def _client(self, cfg: Mapping[str, Any]) -> aiosmtplib.SMTP:
+        """The client, unconnected: the pool connects it over a socket from the destination guard."""
         security = cfg["security"]
-        port = cfg.get("port") or {"none": 25, "starttls": 587, "tls": 465}[security]
         tls_context = None
         if security != "none":
             tls_context = ssl.create_default_context(cafile=cfg.get("ca_file") or None)
@@ -224,8 +230,7 @@ class SmtpChannel(Channel):
                 tls_context.check_hostname = False
                 tls_context.verify_mode = ssl.CERT_NONE
         return aiosmtplib.SMTP(
-            hostname=cfg["host"],
-            port=port,
+            hostname=cfg["host"],  # kept for TLS (SNI, certificate check); the socket is given at connect
             use_tls=security == "tls",
             start_tls=True if security == "starttls" else False,
             validate_certs=cfg["validate_certs"],
@@ -246,6 +251,10 @@ NOOP_AFTER = 10.0
 IDLE_CLOSE = 60.0
 _CONNECTION_KEYS = ("host", "port", "security", "username", "password", "validate_certs", "ca_file", "timeout",
                     "connections")
+
+
+def smtp_port(cfg: Mapping[str, Any]) -> int:
+    return cfg.get("port") or {"none": 25, "starttls": 587, "tls": 465}[cfg["security"]]
 
 
 STRIPE = 25  # messages per extra connection a batch takes: a batch of 3 goes over one connection
@@ -319,12 +328,18 @@ class _Pool:
             conn.reused = True
             return conn
         client = make(self.cfg)
+        sock = None
         try:
-            await client.connect()
+            # Through the destination guard (engine.egress): a socket connected to a checked address of
+            # the host, so no second resolution can take the connection elsewhere.
+            sock = await egress.open_socket(self.cfg["host"], smtp_port(self.cfg), timeout=self.cfg.get("timeout"))
+            await client.connect(sock=sock)
             if self.cfg.get("username"):
                 await client.login(self.cfg["username"], self.cfg.get("password") or "")
         except BaseException:
             await _close(client)
+            if sock is not None:
+                sock.close()
             raise
         return _Conn(client)
 

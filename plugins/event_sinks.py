@@ -6,16 +6,20 @@ with ``Content-Type: application/json``, ``X-Tidings-Stream: <id>``, ``Idempoten
 de-duplicate on it) and, when ``secret`` is set, ``X-Tidings-Signature: t=<unix>,v1=<hex
 HMAC-SHA256(secret, "<t>.<body>")>`` (check it with :func:`plugins.webhook.verify_signature`).
 A 2xx answer is success; anything else (or a network error) fails the batch, which the delivery loop
-retries with backoff and finally dead-letters. Loopback/private addresses are refused unless
-``allow_private_addresses`` is true (same rule as the webhook channel).
+retries with backoff and finally dead-letters; the stream's ``last_error`` shows the status code only,
+never the receiver's body. Every connection goes through the destination guard (:mod:`engine.egress`, the
+same rule as the webhook channel): non-public addresses are refused unless the operator allowed them with
+``TIDINGS_ALLOW_PRIVATE_DESTINATIONS``.
 
-``ndjson``: appends one JSON object per line to ``path``, relative to the streams folder
-(``TIDINGS_STREAMS_DIR``, default ``$TIDINGS_HOME/streams``); paths leaving that folder are refused.
+``ndjson``: appends one JSON object per line to ``path``, relative to the workspace's own folder under the
+streams folder (``TIDINGS_STREAMS_DIR``, default ``$TIDINGS_HOME/streams``): ``<streams>/<workspace>/<path>``,
+so no workspace can name a file another one writes. Absolute paths and ``..`` are refused.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,9 +27,13 @@ from typing import Any
 import httpx
 import msgspec
 
+from engine import egress
 from engine.channels import ChannelConfigError, ConfigField
 from engine.hookspecs import hookimpl
-from plugins.webhook import SIGNATURE_HEADER, AddressRefused, check_destination, sign
+from engine.workspaces import WorkspaceRef
+from plugins.webhook import ALLOW_PRIVATE_FIELD, SIGNATURE_HEADER, sign
+
+_SAFE_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class WebhookSink:
@@ -36,20 +44,12 @@ class WebhookSink:
         self.url = config["url"]
         self.secret = config.get("secret") or ""
         self.timeout = float(config.get("timeout") or 10.0)
-        self.allow_private = bool(config.get("allow_private_addresses"))
         self.headers = dict(config.get("headers") or {})
         if not str(self.url).lower().startswith(("http://", "https://")):
             raise ChannelConfigError("url must be an http(s) URL")
         self._client: httpx.AsyncClient | None = None
-        self._checked = False
 
     async def deliver(self, records: list[dict[str, Any]]) -> None:
-        if not self._checked:
-            try:
-                await check_destination(self.url, allow_private=self.allow_private)
-            except AddressRefused as exc:
-                raise RuntimeError(str(exc)) from None
-            self._checked = True
         body = msgspec.json.encode({"stream": self.name, "records": records})
         first, last = records[0].get("id", ""), records[-1].get("id", "")
         headers = {
@@ -59,10 +59,12 @@ class WebhookSink:
         if self.secret:
             headers[SIGNATURE_HEADER] = sign(self.secret, body)
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+            # The guard checks every connection it opens (raising egress.DestinationRefused).
+            self._client = egress.async_client(timeout=self.timeout, follow_redirects=False)
         resp = await self._client.post(self.url, content=body, headers=headers)
         if not 200 <= resp.status_code < 300:
-            raise RuntimeError(f"HTTP {resp.status_code}: {resp.text[:200]}")
+            # The status only: the body of a page the workspace cannot see itself is none of its business.
+            raise RuntimeError(f"HTTP {resp.status_code}")
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -77,7 +79,7 @@ class _WebhookFactory:
         ConfigField(name="url", required=True, description="Receiver URL (http or https)"),
         ConfigField(name="secret", secret=True, description="HMAC key for X-Tidings-Signature"),
         ConfigField(name="timeout", type="float", default=10.0),
-        ConfigField(name="allow_private_addresses", type="bool", default=False),
+        ALLOW_PRIVATE_FIELD,
         ConfigField(name="headers", type="json", default=None, description="Extra request headers"),
     )
 
@@ -92,15 +94,27 @@ def streams_dir() -> Path:
     return Path(os.environ.get("TIDINGS_HOME", ".tidings")).absolute() / "streams"
 
 
+def workspace_folder(workspace: WorkspaceRef) -> Path:
+    """The workspace's own folder under the streams folder: its name when that is a plain file name,
+    else ``_ws<id>`` (plain names never start with ``_``, so the two kinds cannot meet)."""
+    folder = workspace.name if _SAFE_FOLDER.fullmatch(workspace.name) else f"_ws{workspace.id}"
+    return streams_dir() / folder
+
+
 class NdjsonSink:
     kind = "ndjson"
 
-    def __init__(self, name: str, config: Mapping[str, Any]):
+    def __init__(self, name: str, config: Mapping[str, Any], *, workspace: WorkspaceRef):
         self.name = name
-        base = streams_dir()
-        path = (base / config["path"]).resolve()
-        if not path.is_relative_to(base.resolve()):
-            raise ChannelConfigError(f"path must stay inside the streams folder {base}")
+        relative = str(config["path"])
+        parts = Path(relative).parts
+        if not relative or Path(relative).is_absolute() or relative.startswith("~") or ".." in parts:
+            raise ChannelConfigError("path is relative to the workspace's streams folder: no absolute path, "
+                                     "no '..'")
+        base = workspace_folder(workspace)
+        path = (base / relative).resolve()
+        if not path.is_relative_to(base.resolve()) or path == base.resolve():
+            raise ChannelConfigError("path must name a file inside the workspace's streams folder")
         self.path = path
         self.fsync = bool(config.get("fsync"))
 
@@ -121,15 +135,16 @@ class _NdjsonFactory:
     kind = "ndjson"
     name = "ndjson"
     config_fields = (
-        ConfigField(name="path", required=True, description="File, relative to the streams folder"),
+        ConfigField(name="path", required=True,
+                    description="File, relative to the workspace's folder under the streams folder"),
         ConfigField(name="fsync", type="bool", default=False, description="fsync after every batch"),
     )
 
-    def __call__(self, name: str, config: Mapping[str, Any]) -> NdjsonSink:
-        return NdjsonSink(name, config)
+    def __call__(self, name: str, config: Mapping[str, Any], *, workspace: WorkspaceRef) -> NdjsonSink:
+        return NdjsonSink(name, config, workspace=workspace)
 
 
-__all__ = ["WebhookSink", "NdjsonSink", "streams_dir"]
+__all__ = ["WebhookSink", "NdjsonSink", "streams_dir", "workspace_folder"]
 
 
 @hookimpl

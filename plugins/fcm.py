@@ -2,7 +2,9 @@
 
 ``POST {base_url}/v1/projects/{project_id}/messages:send`` with
 ``{"message": {"token": <address>, "notification": {"title", "body"}, "data": {str: str}}}``
-and ``Authorization: Bearer <token>``.
+and ``Authorization: Bearer <token>``. ``base_url`` and the token URI go through
+the destination guard (:mod:`engine.egress`): non-public addresses are refused
+unless the operator allowed them.
 
 The token is either the ``access_token`` setting or obtained from a Google
 service account (``service_account_json``: the JSON key file's content) with
@@ -28,6 +30,7 @@ from typing import Any
 
 import httpx
 
+from engine import egress
 from engine.channels import (
     Channel,
     ChannelConfigError,
@@ -160,6 +163,21 @@ class FcmChannel(Channel):
             self._tokens[key] = (token, time.time() + float(body.get("expires_in", 3600)))
             return token
 
+    async def _check_destinations(self, url: str, cfg: Mapping[str, Any]) -> None:
+        """The destination guard (engine.egress) on base_url and the token URI before the batch: a refused
+        one fails it permanently. The client checks every connection it opens again."""
+        sa = self._service_account(cfg)
+        token_uri = (cfg.get("token_uri") or sa.get("token_uri") or DEFAULT_TOKEN_URI) if sa else None
+        for name, target in (("base_url", url), ("token_uri", token_uri)):
+            if target is None:
+                continue
+            try:
+                await egress.check_url(target)
+            except egress.DestinationRefused as exc:
+                raise ChannelConfigError(f"{name}: {exc}") from None
+            except OSError:
+                pass  # unresolvable now: the request fails transiently like any network error
+
     # -- sending ------------------------------------------------------------
     async def send_batch(
         self, messages: list[OutgoingMessage], config: Mapping[str, Any]
@@ -168,7 +186,8 @@ class FcmChannel(Channel):
         url = f"{cfg['base_url'].rstrip('/')}/v1/projects/{cfg['project_id']}/messages:send"
         uses_sa = cfg.get("service_account_json") is not None
         sem = asyncio.Semaphore(max(1, cfg["concurrency"]))
-        async with httpx.AsyncClient(timeout=cfg["timeout"]) as client:
+        await self._check_destinations(url, cfg)
+        async with egress.async_client(timeout=cfg["timeout"]) as client:
             try:
                 token = await self._token(client, cfg)
             except TokenError as exc:

@@ -1,7 +1,8 @@
 """Built-in channels ``twilio-sms`` and ``twilio-voice`` (Twilio REST API).
 
 Any Twilio-compatible API works: ``base_url`` defaults to
-``https://api.twilio.com``. Requests use HTTP basic auth ``account_sid:auth_token``
+``https://api.twilio.com`` (a non-public address is refused by the destination
+guard, :mod:`engine.egress`, unless the operator allowed it). Requests use HTTP basic auth ``account_sid:auth_token``
 and are form-encoded:
 
 * SMS: ``POST {base}/2010-04-01/Accounts/{sid}/Messages.json`` with ``To``,
@@ -35,6 +36,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import httpx
 
+from engine import egress
 from engine.channels import (
     Channel,
     ChannelConfigError,
@@ -101,7 +103,8 @@ class _TwilioChannel(Channel):
         base = cfg["base_url"].rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{cfg['account_sid']}/{self._resource}"
         sem = asyncio.Semaphore(max(1, cfg["concurrency"]))
-        async with httpx.AsyncClient(
+        await _check_base_url(url)
+        async with egress.async_client(
             auth=(cfg["account_sid"], cfg["auth_token"]), timeout=cfg["timeout"]
         ) as client:
 
@@ -175,6 +178,17 @@ class _TwilioChannel(Channel):
                 details=details,
             )
         ]
+
+
+async def _check_base_url(url: str) -> None:
+    """The destination guard (engine.egress) before the batch: a refused base_url fails it permanently.
+    The client checks every connection again (a name resolving elsewhere by then is refused too)."""
+    try:
+        await egress.check_url(url)
+    except egress.DestinationRefused as exc:
+        raise ChannelConfigError(f"base_url: {exc}") from None
+    except OSError:
+        pass  # unresolvable now: the request fails transiently like any network error
 
 
 def _callback_url(cfg: Mapping[str, Any], message_id: str) -> str | None:

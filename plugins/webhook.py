@@ -10,12 +10,12 @@ serialised as compact JSON (UTF-8). Headers:
 * ``X-Tidings-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``
   when a ``secret`` is configured; check it with :func:`verify_signature`.
 
-Security: unless ``allow_private_addresses`` is true, the host is resolved and
-the request is refused (permanent failure) when *any* resolved address is
-loopback, private, link-local, multicast, reserved or unspecified. Redirects
-are not followed. (Resolution happens before the request, so an attacker
-controlling DNS could still race it; run behind an egress proxy if that
-matters.)
+Security: every request goes through the destination guard (:mod:`engine.egress`): the host is
+resolved when the connection is made, and the send is refused (permanent failure) when *any* address is
+loopback, private, link-local, multicast or otherwise non-public, unless the operator allowed it with
+``TIDINGS_ALLOW_PRIVATE_DESTINATIONS``. The socket is connected to the checked address, so a DNS answer
+cannot change between the check and the connection. Redirects are not followed. An error answer is
+reported by its status code only: the receiver's body is not echoed back to the workspace.
 
 Classification: 2xx sent; 408, 425, 429, 5xx and network errors transient;
 3xx and other 4xx permanent.
@@ -26,16 +26,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from engine import egress
 from engine.channels import Channel, ChannelType, ConfigField, OutgoingMessage, SendResult
 from engine.hookspecs import hookimpl
 
@@ -84,49 +82,10 @@ def verify_signature(
     return any(hmac.compare_digest(expected, c) for c in candidates)
 
 
-class AddressRefused(Exception):
-    pass
-
-
-def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10"))
-    )
-
-
-async def check_destination(url: str, *, allow_private: bool = False) -> None:
-    """Raise :class:`AddressRefused` if ``url`` may not be called."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise AddressRefused(f"unsupported URL scheme {parts.scheme!r} (http or https only)")
-    host = parts.hostname
-    if not host:
-        raise AddressRefused("URL has no host")
-    if allow_private:
-        return
-    try:
-        ips = [ipaddress.ip_address(host)]
-    except ValueError:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise LookupError(f"cannot resolve {host!r}: {exc}") from exc
-        ips = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
-    bad = sorted({str(ip) for ip in ips if _forbidden(ip)})
-    if bad:
-        raise AddressRefused(
-            f"refusing to call {host!r}: it resolves to a loopback, private or link-local "
-            f"address ({', '.join(bad)}); set allow_private_addresses to allow it"
-        )
+ALLOW_PRIVATE_FIELD = ConfigField(
+    name="allow_private_addresses", type="bool", default=False,
+    description="Ignored (kept so stored settings still load): private destinations are the operator's "
+                "TIDINGS_ALLOW_PRIVATE_DESTINATIONS, never a workspace's")
 
 
 class WebhookChannel(Channel):
@@ -137,7 +96,7 @@ class WebhookChannel(Channel):
     config_fields = (
         ConfigField(name="secret", secret=True, description="HMAC key for X-Tidings-Signature"),
         ConfigField(name="timeout", type="float", default=10.0, description="Seconds per request"),
-        ConfigField(name="allow_private_addresses", type="bool", default=False),
+        ALLOW_PRIVATE_FIELD,
         ConfigField(name="concurrency", type="int", default=8),
     )
 
@@ -146,15 +105,15 @@ class WebhookChannel(Channel):
     ) -> list[SendResult]:
         cfg = self.resolve_config(config)
         sem = asyncio.Semaphore(max(1, cfg["concurrency"]))
-        async with httpx.AsyncClient(timeout=cfg["timeout"], follow_redirects=False) as client:
+        async with egress.async_client(timeout=cfg["timeout"], follow_redirects=False) as client:
 
             async def one(msg: OutgoingMessage) -> SendResult:
                 async with sem:
                     try:
-                        await check_destination(msg.to, allow_private=cfg["allow_private_addresses"])
-                    except AddressRefused as exc:
+                        await egress.check_url(msg.to)
+                    except egress.DestinationRefused as exc:
                         return SendResult.failed(msg.message_id, str(exc), permanent=True)
-                    except LookupError as exc:
+                    except OSError as exc:  # the name does not resolve (now)
                         return SendResult.failed(msg.message_id, str(exc), permanent=False)
                     try:
                         body = json.dumps(
@@ -174,6 +133,8 @@ class WebhookChannel(Channel):
                         headers[SIGNATURE_HEADER] = sign(cfg["secret"], body)
                     try:
                         resp = await client.post(msg.to, content=body, headers=headers)
+                    except egress.DestinationRefused as exc:  # the name resolved elsewhere at connect time
+                        return SendResult.failed(msg.message_id, str(exc), permanent=True)
                     except httpx.HTTPError as exc:
                         return SendResult.failed(
                             msg.message_id, f"{type(exc).__name__}: {exc}", permanent=False
@@ -183,13 +144,13 @@ class WebhookChannel(Channel):
                     return SendResult.sent(msg.message_id, resp.headers.get("x-request-id"))
                 transient = code in (408, 425, 429) or code >= 500
                 return SendResult.failed(
-                    msg.message_id, f"HTTP {code}: {resp.text[:200]}", permanent=not transient
+                    msg.message_id, f"HTTP {code}", permanent=not transient
                 )
 
             return list(await asyncio.gather(*(one(m) for m in messages)))
 
 
-__all__ = ["WebhookChannel", "sign", "verify_signature", "check_destination", "SIGNATURE_HEADER"]
+__all__ = ["WebhookChannel", "sign", "verify_signature", "SIGNATURE_HEADER", "ALLOW_PRIVATE_FIELD"]
 
 
 @hookimpl

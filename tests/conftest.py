@@ -19,6 +19,9 @@ POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 # Channel secrets are sealed at rest and refused without a key (engine.channel_secrets): the suite runs with
 # one, as a deployment would; tests of the keyless path remove it.
 os.environ.setdefault("TIDINGS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
+# The providers, webhook receivers and SMTP servers of the suite listen on loopback: the suite allows it the
+# way an operator would (engine.egress); tests of the guard itself change or remove the setting.
+os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.0/8,::1")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 

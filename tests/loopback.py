@@ -22,7 +22,8 @@ class Request:
 @dataclass
 class HttpServer:
     """A real HTTP server in a thread. ``responder(request)`` returns
-    ``(status, body)`` where body is a dict (sent as JSON), bytes or str."""
+    ``(status, body)`` where body is a dict (sent as JSON), bytes or str, or
+    ``(status, body, headers)`` to add response headers (a redirect's Location)."""
 
     responder: Callable[[Request], tuple[int, Any]]
     requests: list[Request] = field(default_factory=list)
@@ -42,7 +43,7 @@ class HttpServer:
                 body = self.rfile.read(length)
                 req = Request(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 outer.requests.append(req)
-                status, payload = outer.responder(req)
+                status, payload, *extra = outer.responder(req)
                 if isinstance(payload, (dict, list)):
                     data, ctype = json.dumps(payload).encode(), "application/json"
                 elif isinstance(payload, str):
@@ -53,6 +54,8 @@ class HttpServer:
                     self.send_response(status)
                     self.send_header("Content-Type", ctype)
                     self.send_header("Content-Length", str(len(data)))
+                    for name, value in (extra[0] if extra else {}).items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):

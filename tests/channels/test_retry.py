@@ -7,7 +7,7 @@ import random
 from engine.channels import ChannelType, OutgoingMessage, RetryPolicy, send_with_retry
 from plugins.webhook import WebhookChannel
 
-CFG = {"allow_private_addresses": True}
+CFG: dict = {}
 
 
 def hook(i, url):

@@ -37,7 +37,7 @@ def receiver(req):
 
 async def test_posts_signed_json(http_server):
     server = http_server(receiver)
-    cfg = {"secret": SECRET, "allow_private_addresses": True}
+    cfg = {"secret": SECRET}
     results = await WebhookChannel().send_batch(
         [hook(1, server.url + "/in"), hook(2, server.url + "/gone"), hook(3, server.url + "/flaky")], cfg
     )
@@ -54,6 +54,12 @@ async def test_posts_signed_json(http_server):
     assert not verify_signature(SECRET, req.headers["x-tidings-signature"], req.body, now=time.time() + 3600)
 
 
+@pytest.fixture
+def no_private_destinations(monkeypatch):
+    """The default install: the operator allowed no private destination (the suite's conftest allows loopback)."""
+    monkeypatch.delenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", raising=False)
+
+
 @pytest.mark.parametrize("url", [
     "http://127.0.0.1:9/x",
     "http://localhost:9/x",
@@ -63,22 +69,36 @@ async def test_posts_signed_json(http_server):
     "http://[::1]:9/x",
     "http://[::ffff:127.0.0.1]/x",
     "http://0.0.0.0/x",
+    "http://[2002:a9fe:a9fe::]/x",  # 6to4 of 169.254.169.254
+    "http://[64:ff9b::a9fe:a9fe]/x",  # NAT64 of 169.254.169.254
+    "http://[::127.0.0.1]:9/x",  # IPv4-compatible
+    "http://[::ffff:0:7f00:1]:9/x",  # SIIT
+    "http://[64:ff9b:1::1]/x",  # local-use NAT64
 ])
-async def test_refuses_private_destinations(url):
+async def test_refuses_private_destinations(url, no_private_destinations):
     [r] = await WebhookChannel().send_batch([hook(1, url)], {"secret": SECRET})
     assert r.status == "failed" and r.permanent
-    assert "allow_private_addresses" in r.error
+    assert "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in r.error
 
 
-async def test_refusal_sends_nothing_to_a_local_receiver(http_server):
+async def test_refusal_sends_nothing_to_a_local_receiver(http_server, no_private_destinations):
     server = http_server(receiver)
-    [r] = await WebhookChannel().send_batch([hook(1, server.url + "/in")], {"secret": SECRET})
-    assert r.status == "failed" and r.permanent and "127.0.0.1" in r.error
+    for url in (server.url + "/in", server.url.replace("127.0.0.1", "localhost") + "/in"):
+        # the workspace's own setting counts for nothing: only the operator's does
+        [r] = await WebhookChannel().send_batch([hook(1, url)], {"secret": SECRET, "allow_private_addresses": True})
+        assert r.status == "failed" and r.permanent and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in r.error
     assert server.requests == []
 
 
+async def test_error_answers_show_the_status_not_the_body(http_server):
+    server = http_server(lambda req: (500, "internal page: db password hunter2"))
+    [r] = await WebhookChannel().send_batch([hook(1, server.url)], {"secret": SECRET})
+    assert r.status == "failed" and not r.permanent
+    assert r.error == "HTTP 500"
+
+
 async def test_non_http_scheme_is_refused():
-    [r] = await WebhookChannel().send_batch([hook(1, "file:///etc/passwd")], {"allow_private_addresses": True})
+    [r] = await WebhookChannel().send_batch([hook(1, "file:///etc/passwd")], {})
     assert r.status == "failed" and r.permanent
 
 
@@ -89,6 +109,6 @@ async def test_timeout_is_transient(http_server):
 
     server = http_server(slow)
     [r] = await WebhookChannel().send_batch(
-        [hook(1, server.url)], {"allow_private_addresses": True, "timeout": 0.2}
+        [hook(1, server.url)], {"timeout": 0.2}
     )
     assert r.status == "failed" and not r.permanent and "Timeout" in r.error

@@ -16,7 +16,7 @@ def _events(api, items):
 
 
 def _hook(receiver_url, **extra):
-    return {"kind": "webhook", "config": {"url": receiver_url, "secret": "whsec", "allow_private_addresses": True},
+    return {"kind": "webhook", "config": {"url": receiver_url, "secret": "whsec"},
             "start": "beginning", **extra}
 
 
@@ -84,7 +84,7 @@ async def test_dead_letter_after_repeated_failures_then_moves_on(manual, receive
 async def test_ndjson_sink_in_pinpoint_shape_with_filter(manual, tmp_path, monkeypatch):
     monkeypatch.setenv("TIDINGS_STREAMS_DIR", str(tmp_path / "streams"))
     r = manual.api.put("/v1/event-streams/pp", json={
-        "kind": "ndjson", "config": {"path": "acme/pinpoint.ndjson"}, "format": "pinpoint", "start": "beginning",
+        "kind": "ndjson", "config": {"path": "pinpoint.ndjson"}, "format": "pinpoint", "start": "beginning",
         "filter": {"event_types": ["_email.*", "_sms.*"]}})
     assert r.status_code == 201, r.text
     manual.api.put("/v1/endpoints/em", json={"channel": "EMAIL", "address": "e@example.com", "user_id": "eve"})
@@ -222,3 +222,56 @@ async def test_segment_events_of_a_batch_write_are_delivered_one_record_per_chan
     assert ids == sorted(set(ids))
     s = manual.api.get("/v1/event-streams/segs").json()
     assert s["delivered"] == 4 and s["position"] == ids[-1]
+
+
+async def test_ndjson_files_of_one_workspace_are_out_of_another_ones_reach(manual, tmp_path, monkeypatch):
+    """globex names the very path acme's stream writes: each writes its own file, in its own folder."""
+    streams = tmp_path / "streams"
+    monkeypatch.setenv("TIDINGS_STREAMS_DIR", str(streams))
+    for api in (manual.api, manual.other):
+        r = api.put("/v1/event-streams/f", json={"kind": "ndjson", "config": {"path": "events.ndjson"},
+                                                 "start": "beginning"})
+        assert r.status_code == 201, r.text
+    for path in ("../acme/events.ndjson", "../../tidings.db", str(streams / "acme" / "events.ndjson"),
+                 "sub/../../acme/events.ndjson", "."):
+        r = manual.other.put("/v1/event-streams/g", json={"kind": "ndjson", "config": {"path": path}})
+        assert (r.status_code, r.json()["error"]["field"]) == (400, "config"), (path, r.text)
+    _events(manual.api, [{"user_id": "a", "name": "acme-only"}])
+    _events(manual.other, [{"user_id": "g", "name": "globex-only"}])
+    await _drain(manual.runner)
+    acme = [json.loads(x)["name"] for x in (streams / "acme/events.ndjson").read_text().splitlines()]
+    globex = [json.loads(x)["name"] for x in (streams / "globex/events.ndjson").read_text().splitlines()]
+    assert (acme, globex) == (["acme-only"], ["globex-only"])
+    assert sorted(p.name for p in streams.iterdir()) == ["acme", "globex"]
+
+
+async def test_a_webhook_sink_cannot_reach_loopback(manual, receiver, monkeypatch):
+    """The operator allowed no private destination: the workspace's own allow_private_addresses is ignored,
+    and neither an address nor a name (localhost) of loopback is called."""
+    monkeypatch.delenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS")
+    rcv = receiver()
+    for stream_id, url in (("ip", rcv.url), ("name", rcv.url.replace("127.0.0.1", "localhost"))):
+        hook = _hook(url, max_attempts=5)
+        hook["config"]["allow_private_addresses"] = True
+        assert manual.api.put(f"/v1/event-streams/{stream_id}", json=hook).status_code == 201
+    _events(manual.api, [{"user_id": "a", "name": "x"}])
+    await _drain(manual.runner, rounds=3)
+    for stream_id in ("ip", "name"):
+        s = manual.api.get(f"/v1/event-streams/{stream_id}").json()
+        assert s["delivered"] == 0 and s["failures"] >= 1, s
+        assert "DestinationRefused" in s["last_error"] and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in s["last_error"]
+    assert rcv.requests == []
+
+
+async def test_last_error_shows_the_status_code_not_the_receivers_body(manual):
+    from tests.loopback import HttpServer
+
+    page = HttpServer(lambda _req: (502, "<h1>admin console</h1> token=s3cr3t")).start()
+    try:
+        assert manual.api.put("/v1/event-streams/e", json=_hook(page.url)).status_code == 201
+        _events(manual.api, [{"user_id": "a", "name": "x"}])
+        await manual.runner.tick()
+        s = manual.api.get("/v1/event-streams/e").json()
+        assert s["last_error"] == "RuntimeError: HTTP 502"
+    finally:
+        page.stop()
