@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import time
 from typing import Any
 
 import anyio
@@ -27,10 +28,10 @@ from engine import metrics as mx
 from engine import streams as st
 from engine import tracking
 from engine.clock import duration_seconds, iso_to_ms
-from engine.errors import InvalidInput, NotFound
+from engine.errors import InvalidInput, NotFound, Unauthorized
 from engine.funnel import funnel_html
 from engine.records import FORMATS
-from engine.workspaces import WorkspaceRef
+from engine.workspaces import WorkspaceRef, authenticate
 
 
 def plugins_of(app: Any) -> Any:
@@ -178,6 +179,19 @@ def _start_position(db: Engine, ws: WorkspaceRef, last_event_id: str | None, aft
     return st.last_event_pk(db, ws.id)
 
 
+# An open stream re-checks its key this often: a revoked key stops delivering within these seconds. One
+# indexed read per open stream per period (what every request costs once).
+KEY_RECHECK_SECONDS = 2.0
+
+
+def _key_still_live(db: Engine, authorization: str | None) -> bool:
+    try:
+        authenticate(db, authorization)
+    except Unauthorized:
+        return False
+    return True
+
+
 class LiveStreamController(Controller):
     path = "/events/stream"
 
@@ -186,7 +200,8 @@ class LiveStreamController(Controller):
                    channel: list[str] | None = None, journey_id: list[str] | None = None, format: str = "tidings",
                    after: int | None = None) -> ServerSentEvent:
         """Events as Server-Sent Events, `id:` = stream position. Starts at now, after `?after=`, or after
-        the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects)."""
+        the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects). The stream ends
+        within seconds of its key being revoked."""
         if format not in FORMATS:
             raise InvalidInput(f"format is one of {', '.join(FORMATS)}", field="format")
         position = await anyio.to_thread.run_sync(
@@ -194,12 +209,20 @@ class LiveStreamController(Controller):
         matches = st.Matcher({"event_types": type or [], "channels": channel or [], "journey_ids": journey_id or []})
         to_record = FORMATS[format]
         poll = request.app.state.settings.stream_poll_seconds
+        authorization = request.headers.get("authorization")
 
         async def generate():
             nonlocal position
             idle = 0.0
+            recheck_at = time.monotonic() + KEY_RECHECK_SECONDS
             yield ServerSentEventMessage(data=None, comment="tidings event stream", retry=2000)
             while True:
+                if time.monotonic() >= recheck_at:
+                    if not await anyio.to_thread.run_sync(lambda: _key_still_live(db, authorization)):
+                        # the stream ends; a reconnecting EventSource gets 401 and stops
+                        yield ServerSentEventMessage(data=None, comment="API key revoked: stream closed")
+                        return
+                    recheck_at = time.monotonic() + KEY_RECHECK_SECONDS
                 rows = await anyio.to_thread.run_sync(lambda: st.read_events(db, ws.id, position, 500))
                 for r in rows:
                     position = r.id

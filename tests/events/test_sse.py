@@ -93,3 +93,38 @@ def test_stream_needs_a_key_and_valid_options(live):
     assert httpx.get(f"{base}/v1/events/stream", params={"format": "xml"}, headers=headers).status_code == 400
     r = httpx.get(f"{base}/v1/events/stream", headers={**headers, "Last-Event-ID": "abc"})
     assert r.status_code == 400
+
+
+def test_revoking_the_key_ends_an_open_stream_within_seconds(settings):
+    from engine.workspaces import revoke_key
+
+    port = free_port()
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=20)
+        _, key = create_key(app.state.db, "acme")
+        _, kept = create_key(app.state.db, "acme", label="kept")
+        base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+        with httpx.stream("GET", f"{base}/v1/events/stream", headers=headers, timeout=10) as resp, \
+                httpx.stream("GET", f"{base}/v1/events/stream", headers={"Authorization": f"Bearer {kept}"},
+                             timeout=10) as other:
+            lines, other_lines = resp.iter_lines(), other.iter_lines()
+            _post(base, headers, [{"user_id": "a", "name": "before"}])
+            assert [d["name"] for _, d in _read(lines, 1)] == ["before"]
+            assert [d["name"] for _, d in _read(other_lines, 1)] == ["before"]
+            revoke_key(app.state.db, key)
+            revoked_at = time.monotonic()
+            rest = list(lines)  # returns only when the server ends the stream (the client waits up to 10 s)
+            ended_after = time.monotonic() - revoked_at
+            # meanwhile the workspace's other key keeps its stream
+            _post(base, {"Authorization": f"Bearer {kept}"}, [{"user_id": "a", "name": "after"}])
+            assert [d["name"] for _, d in _read(other_lines, 1)] == ["after"]
+        assert ended_after < 5, ended_after
+        assert any("revoked" in line for line in rest)
+        assert httpx.get(f"{base}/v1/events/stream", headers=headers).status_code == 401
+    finally:
+        server.should_exit = True
+        thread.join(10)
