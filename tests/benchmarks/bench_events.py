@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import statistics
 import sys
@@ -28,6 +29,9 @@ from urllib.parse import urlencode
 
 import httpx
 import uvicorn
+
+# The webhook receiver listens on loopback: allowed the way an operator would (engine.egress).
+os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from api.app import create_app  # noqa: E402

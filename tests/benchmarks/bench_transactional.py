@@ -132,7 +132,9 @@ async def main(args) -> None:
     sink = SinkProcess(smtp_port)
     home = Path(tempfile.mkdtemp())
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT),
+           # the sink listens on loopback: allowed the way an operator would (engine.egress)
+           "TIDINGS_ALLOW_PRIVATE_DESTINATIONS": f"127.0.0.1:{smtp_port}"}
     for k in [k for k in env if k.startswith("TIDINGS_SMTP_")]:
         del env[k]
     db = make_engine(env["TIDINGS_DATABASE_URL"])
