@@ -279,15 +279,16 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
 
 class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport over the guarded backend (no proxy: the environment's proxy would skip the check)."""
+    """httpx's transport over the guarded backend. No proxy from the environment (a proxy would connect on
+    its own, past the check); certificate settings from it (SSL_CERT_FILE, SSL_CERT_DIR) still apply."""
 
     def __init__(self, *, http1: bool = True, http2: bool = False, limits: httpx.Limits = DEFAULT_LIMITS,
                  verify: ssl.SSLContext | bool = True) -> None:
-        super().__init__(http1=http1, http2=http2, limits=limits, verify=verify, trust_env=False)
+        super().__init__(http1=http1, http2=http2, limits=limits, verify=verify)
         # httpx takes no network backend of its own; its pool (httpcore's, which does) is replaced by one
         # built with the same settings. tests/channels/test_egress.py fails if an upgrade bypasses it.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(verify=verify, trust_env=False),
+            ssl_context=httpx.create_ssl_context(verify=verify),
             max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry, http1=http1, http2=http2, network_backend=_GuardedBackend())
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import ipaddress
 import json
 
-import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from engine import egress
 from engine.channels import ChannelConfigError, ChannelType, OutgoingMessage, RetryPolicy, send_with_retry
@@ -48,6 +49,26 @@ def default_install(monkeypatch):
 ])
 def test_private_addresses_in_every_spelling_are_not_public(address):
     assert not egress.is_public(ipaddress.ip_address(address))
+
+
+_PRIVATE_V4 = [ipaddress.ip_network(n) for n in ("127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                                   "169.254.0.0/16", "100.64.0.0/10", "0.0.0.0/8")]
+
+
+@given(hs.sampled_from(_PRIVATE_V4).flatmap(
+    lambda net: hs.integers(int(net.network_address), int(net.broadcast_address))))
+def test_no_ipv6_spelling_of_a_private_ipv4_address_is_public(v4):
+    """Every transition form that routes to (or through) an IPv4 address carries it somewhere: none passes."""
+    spellings = [
+        (0xFFFF << 32) | v4,  # ::ffff:a.b.c.d
+        v4,  # ::a.b.c.d
+        (0xFFFF << 48) | v4,  # ::ffff:0:a.b.c.d
+        (0x2002 << 112) | (v4 << 80),  # 6to4
+        (0x0064FF9B << 96) | v4,  # NAT64
+        (0x20010000 << 96) | (v4 ^ 0xFFFFFFFF),  # Teredo (client address obfuscated)
+    ]
+    for value in spellings:
+        assert not egress.is_public(ipaddress.IPv6Address(value)), ipaddress.IPv6Address(value)
 
 
 @pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700::1111", "2002:0808:0808::", "64:ff9b::808:808",
