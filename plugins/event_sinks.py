@@ -95,9 +95,11 @@ def streams_dir() -> Path:
 
 
 def workspace_folder(workspace: WorkspaceRef) -> Path:
-    """The workspace's own folder under the streams folder: its name when that is a plain file name,
-    else ``_ws<id>`` (plain names never start with ``_``, so the two kinds cannot meet)."""
-    folder = workspace.name if _SAFE_FOLDER.fullmatch(workspace.name) else f"_ws{workspace.id}"
+    """The workspace's own folder under the streams folder: its name when that is a plain lower-case file
+    name, else ``_ws<id>`` (plain names never start with ``_``, so the two kinds cannot meet; upper case is
+    out so that "Acme" and "acme" stay apart on a case-insensitive file system)."""
+    name = workspace.name
+    folder = name if _SAFE_FOLDER.fullmatch(name) and name == name.lower() else f"_ws{workspace.id}"
     return streams_dir() / folder
 
 

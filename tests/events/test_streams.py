@@ -275,3 +275,15 @@ async def test_last_error_shows_the_status_code_not_the_receivers_body(manual):
         assert s["last_error"] == "RuntimeError: HTTP 502"
     finally:
         page.stop()
+
+
+def test_a_workspace_name_that_is_no_plain_folder_name_gets_its_id(tmp_path, monkeypatch):
+    from engine.workspaces import WorkspaceRef
+    from plugins.event_sinks import NdjsonSink
+
+    monkeypatch.setenv("TIDINGS_STREAMS_DIR", str(tmp_path))
+    for name in ("../globex", "Acme", "a/b", ".hidden", "_ws9"):
+        sink = NdjsonSink("s", {"path": "e.ndjson"}, workspace=WorkspaceRef(7, name))
+        assert sink.path == (tmp_path / "_ws7" / "e.ndjson").resolve(), name
+    assert NdjsonSink("s", {"path": "d/e.ndjson"}, workspace=WorkspaceRef(7, "acme-2")).path == \
+        (tmp_path / "acme-2" / "d" / "e.ndjson").resolve()
