@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import httpx
 
+from engine import egress
 from engine.channels import (
     Channel,
     ChannelType,
@@ -37,7 +38,9 @@ class ExamplePostChannel(Channel):
         cfg = self.resolve_config(config)  # defaults, types, unknown keys
         headers = {"Authorization": f"Bearer {cfg['api_key']}"} if cfg["api_key"] else {}
         results = []
-        async with httpx.AsyncClient(timeout=cfg["timeout"]) as client:  # one connection
+        # egress.async_client: the server's destination guard checks every connection (the URL is a
+        # workspace's setting; docs/channels.md, "Destinations")
+        async with egress.async_client(timeout=cfg["timeout"]) as client:  # one connection
             for m in messages:
                 try:
                     resp = await client.post(
@@ -45,6 +48,9 @@ class ExamplePostChannel(Channel):
                         headers={**headers, "Idempotency-Key": m.idempotency_key or m.message_id},
                         json={"id": m.message_id, "to": m.to, "body": m.body, "payload": m.payload},
                     )
+                except egress.DestinationRefused as exc:  # not a public address: never retried
+                    results.append(SendResult.failed(m.message_id, str(exc), permanent=True))
+                    continue
                 except httpx.HTTPError as exc:  # network: retry later
                     results.append(SendResult.failed(m.message_id, str(exc), permanent=False))
                     continue
