@@ -80,6 +80,10 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
+# A member whose message another attempt of this send is handing over right now looks again this much later.
+IN_FLIGHT_ELSEWHERE_MS = 10_000
+
+
 class JourneyActivities:
     def __init__(self, db: Engine, settings=None, plugins=None):
         from engine.channel_config import load_plugins
@@ -193,6 +197,7 @@ class JourneyActivities:
             return prep
         go, skipped, held, sends = prep
         outcomes = {m.run_id: why for m, why in skipped}
+        retrying: list[Member] = []
         if go:
             beat = asyncio.create_task(_heartbeat_forever())
             try:
@@ -202,20 +207,40 @@ class JourneyActivities:
                                                   journey_version=call.version, step_id=node.id)
             finally:
                 beat.cancel()
-            by_pk = {o.user_pk: o for o in results}
-            for m in go:
-                o = by_pk.get(m.user_pk)
-                outcomes[m.run_id] = o.status if o else "failed"
+            go, retrying = self._route_outcomes(call, go, results, outcomes)
+            held = held + retrying
         moving = go + [m for m, _ in skipped]
 
         def record(conn) -> None:
-            self._mark(conn, call, moving, outcomes=outcomes)
+            self._mark(conn, call, moving + retrying, outcomes=outcomes)
             if call.then_exit is not None:  # the exit that follows, as journey.finish would record it
                 self._finish(conn, msgspec.structs.replace(call, node=call.then_exit, then_exit=None),
                              [msgspec.structs.replace(m, hops=m.hops + 1, trail=[]) for m in moving])
 
         await asyncio.to_thread(self._in_txn, record)
         return StepResult(routes={node.next: [msgspec.structs.replace(m, trail=[]) for m in moving]}, held=held)
+
+    @staticmethod
+    def _route_outcomes(call: StepCall, go: list[Member], results, outcomes: dict[int, str]):
+        """(members who move on, members whose message is still being retried). The latter stay at this
+        send step until the next attempt is due (a deadline, as quiet hours hold): the workflow brings them
+        back then and this activity resumes their messages, so a dead provider holds no worker thread and
+        no other member of the cohort. They wait together, until the last of their next attempts."""
+        by_pk = {o.user_pk: o for o in results}
+        moving, retrying, due = [], [], []
+        for m in go:
+            o = by_pk.get(m.user_pk)
+            status = (o.prior or o.status) if o and o.status == "duplicate" else (o.status if o else "failed")
+            outcomes[m.run_id] = status
+            if status == "retrying":
+                retrying.append(m)
+                due.append(o.retry_at or now_ms() + IN_FLIGHT_ELSEWHERE_MS)
+            else:
+                moving.append(m)
+        if not retrying:
+            return moving, []
+        deadline = call.now + max(0, max(due) - now_ms())  # workflow time, as the workflow sleeps on it
+        return moving, [msgspec.structs.replace(m, deadline=deadline, trail=[]) for m in retrying]
 
     def _in_txn(self, fn):
         with self.db.begin() as conn:
