@@ -500,7 +500,7 @@ class _Sending:
 
     def record(self, conn: Connection) -> None:
         done, self.unrecorded = self.unrecorded, []
-        _record(conn, self.ws_id, self.units, done, self.results, self.routes, self.window, self.retry_at)
+        _record(conn, self.ws_id, self.units, done, self.results, self.routes, self.retry_at)
 
     def record_and_check(self, conn: Connection, group: list[_Pending]) -> set[int]:
         """Record what was sent so far; of `group`'s rows, those still this call's to send (a retried
@@ -566,8 +566,7 @@ def _event_row(ws_id: int, event_id: str, user_pk: int, endpoint_pk: int | None,
 
 
 def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pending],
-            results: dict[str, SendResult], routes: dict[str, Route], window: RetryWindow,
-            retry_at: dict[str, int]) -> None:
+            results: dict[str, SendResult], routes: dict[str, Route], retry_at: dict[str, int]) -> None:
     """In the caller's write transaction: each message's result and, once final, its send / failed event.
     A transient failure leaves the message `retrying` (its last error and next attempt stored) until the
     retry window is over."""
