@@ -515,7 +515,7 @@ class _Sending:
             mine = await asyncio.shield(write(self.db, lambda conn: self.record_and_check(conn, group)))
             group = [p for p in group if p.row_id in mine]
         if not group:
-            return
+            return None
         now = now_ms()
         for p, r in zip(group, await send_with_retry(channel, [p.out for p in group], route.config, RETRY)):
             self.results[p.message_id] = r
@@ -525,6 +525,27 @@ class _Sending:
                 if next_at is not None:
                     self.retry_at[p.message_id] = next_at
         self.unrecorded += group
+        return _provider_down([self.results[p.message_id] for p in group])
+
+    def defer(self, rest: list[_Pending], error: str) -> None:
+        """Leave `rest` retrying without trying them (the provider just failed a whole group transiently),
+        after the first round's delay: a dead server costs one group's attempts, not the batch's."""
+        now = now_ms()
+        for p in rest:
+            self.results[p.message_id] = SendResult(message_id=p.message_id, status="failed", permanent=False,
+                                                    error=f"not tried, the provider is unreachable: {error}",
+                                                    attempts=0)
+            next_at = self.window.next_attempt(p.created_at or now, 1, now)
+            if next_at is not None:
+                self.retry_at[p.message_id] = next_at
+        self.unrecorded += [p for p in rest if p.row_id is not None]
+
+
+def _provider_down(results: list[SendResult]) -> str | None:
+    """The error of a group that failed whole and transiently (connection refused, timeouts...), else None."""
+    if results and all(not r.ok and not r.permanent for r in results):
+        return results[-1].error or "transient failure"
+    return None
 
 
 async def _send(sending: _Sending, pending: list[_Pending], units: list[Unit], claimed: _Claimed) -> None:
@@ -540,10 +561,16 @@ async def _send(sending: _Sending, pending: list[_Pending], units: list[Unit], c
             sending.unrecorded += batch
             return
         channel = route.channel.with_database(sending.db) if hasattr(route.channel, "with_database") else route.channel
+        done = 0
         async for chunk in paced(sending.db, route.bucket_workspace, route.name, route.rate_limit, batch,
                                  claimed.first_wait.get(t)):
             for start in range(0, len(chunk), RECORD_GROUP):
-                await sending.send_group(channel, route, chunk[start:start + RECORD_GROUP])
+                group = chunk[start:start + RECORD_GROUP]
+                down = await sending.send_group(channel, route, group)
+                done += len(group)
+                if down is not None:  # the provider is down: the rest waits for the next round, untried
+                    sending.defer(batch[done:], down)
+                    return
 
     await asyncio.gather(*(one(t, claimed.routes[t], b) for t, b in by_type.items()))
 
@@ -572,9 +599,15 @@ def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pend
     retry window is over."""
     if not pending:
         return
+    # A row another attempt of this send already finished (it took the row over, see _Sending) keeps that
+    # result: this one's, recorded late, must not turn a `sent` back into `retrying`.
+    final = {rid for rid, status in rows_where_in(conn, messages, ["id", "status"], "id", [p.row_id for p in pending])
+             if status not in OPEN}
     now = now_ms()
     updates, evs = [], []
     for p in pending:
+        if p.row_id in final:
+            continue
         u, r = units[p.unit], results[p.message_id]
         attempts = p.attempts + r.attempts
         status, next_at, content = r.status, retry_at.get(p.message_id), None

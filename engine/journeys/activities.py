@@ -569,9 +569,10 @@ class JourneyActivities:
 
 
 async def _heartbeat_forever() -> None:
-    """Heartbeat three times per heartbeat timeout. A send attempt that stops heartbeating is retried
-    elsewhere and the retry re-sends the claim's `queued` messages (engine.messages); one that learns at
-    its next heartbeat that it timed out is cancelled, so the two rarely overlap."""
+    """Heartbeat three times per heartbeat timeout. Progress itself is in the store: each chunk's results
+    are recorded as it completes (engine.messages), so a retried attempt resumes after them. An attempt
+    that stops heartbeating is retried elsewhere and the retry takes the claim's open rows over; an older
+    attempt still running stops at its next chunk, or is cancelled at its next heartbeat."""
     timeout = activity.info().heartbeat_timeout
     every = min(2.0, timeout.total_seconds() / 3) if timeout else 2.0
     while True:

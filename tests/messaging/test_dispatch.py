@@ -111,3 +111,31 @@ async def test_transient_failures_stay_retrying_with_their_error_until_the_windo
     assert ev["attributes"]["permanent"] is False and ev["attributes"]["message_id"] == o.message_ids[0]
     msg = api.get(f"/v1/messages/{o.message_ids[0]}").json()
     assert msg["status"] == "failed" and msg["attempts"] == 6 and msg["next_attempt_at"] is None
+
+
+async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(api, db, settings, ws, smtp_sink,
+                                                                               monkeypatch):
+    """A customer with two endpoints whose send was interrupted after one row was handed over (that row
+    `sent`, the other still `retrying` after its server refused it): sent again under the same key, only
+    the open row goes, under its first message id."""
+    from tests.messaging.conftest import free_port
+
+    seed(api, "ana", endpoints=[("ana-home", "EMAIL", "home@example.com"), ("ana-work", "EMAIL", "work@example.com")])
+    send = [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="wf-9/hello/ana")]
+    real_port = smtp_sink.port
+    monkeypatch.setenv("TIDINGS_SMTP_PORT", str(free_port()))  # down: both rows retrying
+    [first] = await step(db, settings, ws, send)
+    assert first.status == "retrying" and len(first.message_ids) == 2
+    home, work = first.message_ids
+    # the home row was handed over by an attempt that recorded it (a chunk recorded as it completes)
+    from sqlalchemy import update
+
+    from engine.messaging_models import messages
+    with db.begin() as conn:
+        conn.execute(update(messages).where(messages.c.message_id == home).values(status="sent"))
+    monkeypatch.setenv("TIDINGS_SMTP_PORT", str(real_port))  # back
+    [again] = await step(db, settings, ws, send)
+    assert again.status == "sent" and again.message_ids == [home, work]
+    assert [m[1] for m in smtp_sink.mails] == [["work@example.com"]], "the sent row is not sent again"
+    assert smtp_sink.parsed()["X-Tidings-Message-Id"] == work
+    assert api.get(f"/v1/messages/{work}").json()["status"] == "sent"
