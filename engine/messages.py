@@ -271,7 +271,8 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
     for i in todo:
         if outcomes[i] is None:
             outcomes[i] = _aggregate(units[i], by_unit.get(i, []), sending.retry_at)
-    await asyncio.shield(write(db, lambda conn: _record_and_finish(conn, sending, finish, outcomes)))
+    done = sending.take()
+    await asyncio.shield(write(db, lambda conn: _record_and_finish(conn, sending, done, finish, outcomes)))
     return outcomes  # type: ignore[return-value]
 
 
@@ -308,8 +309,8 @@ def _claim_and_write_queued(conn: Connection, claim, *args) -> _Claimed:
     return _write_queued(conn, *args)
 
 
-def _record_and_finish(conn: Connection, sending: "_Sending", finish, outcomes) -> None:
-    sending.record(conn)
+def _record_and_finish(conn: Connection, sending: "_Sending", done: list[_Pending], finish, outcomes) -> None:
+    sending.record(conn, done)
     if finish is not None:
         finish(conn, outcomes)
 
@@ -498,21 +499,30 @@ class _Sending:
         self.retry_at: dict[str, int] = {}  # message id -> next attempt (epoch ms) of a message left retrying
         self.unrecorded: list[_Pending] = []
 
-    def record(self, conn: Connection) -> None:
+    def take(self) -> list[_Pending]:
+        """The results not yet recorded, handed to one write (taken on the event loop, not in its thread)."""
         done, self.unrecorded = self.unrecorded, []
+        return done
+
+    def record(self, conn: Connection, done: list[_Pending]) -> None:
         _record(conn, self.ws_id, self.units, done, self.results, self.routes, self.retry_at)
 
-    def record_and_check(self, conn: Connection, group: list[_Pending]) -> set[int]:
+    def record_and_check(self, conn: Connection, done: list[_Pending], group: list[_Pending]) -> set[int]:
         """Record what was sent so far; of `group`'s rows, those still this call's to send (a retried
         attempt may have taken them over, or sent them, since)."""
-        self.record(conn)
+        self.record(conn, done)
         return {rid for rid, status, owner in rows_where_in(conn, messages, ["id", "status", "owner"], "id",
                                                             [p.row_id for p in group])
                 if status in OPEN and owner == self.owner}
 
     async def send_group(self, channel, route: Route, group: list[_Pending]) -> None:
         if self.unrecorded or any(not p.fresh for p in group):
-            mine = await asyncio.shield(write(self.db, lambda conn: self.record_and_check(conn, group)))
+            done = self.take()
+            try:  # shielded: a cancelled attempt still records what it handed over
+                mine = await asyncio.shield(write(self.db, lambda conn: self.record_and_check(conn, done, group)))
+            except Exception:
+                self.unrecorded = done + self.unrecorded  # not written: the final write records them
+                raise
             group = [p for p in group if p.row_id in mine]
         if not group:
             return None

@@ -73,7 +73,8 @@ async def redeliver_due(db: Engine, plugins, *, limit: int = BATCH) -> int:
                                     created_at=r.created_at, attempts=r.attempts or 0))
         sending = _Sending(db, ws_id, units, routes, owner, window)
         await _send(sending, pending, units, _Claimed(routes, {}, {}))
-        await asyncio.shield(write(db, sending.record))
+        done = sending.take()
+        await asyncio.shield(write(db, lambda conn: sending.record(conn, done)))
     return len(rows)
 
 
