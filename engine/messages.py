@@ -507,22 +507,18 @@ class _Sending:
     def record(self, conn: Connection, done: list[_Pending]) -> None:
         _record(conn, self.ws_id, self.units, done, self.results, self.routes, self.retry_at)
 
-    def record_and_check(self, conn: Connection, done: list[_Pending], group: list[_Pending]) -> set[int]:
-        """Record what was sent so far; of `group`'s rows, those still this call's to send (a retried
-        attempt may have taken them over, or sent them, since)."""
-        self.record(conn, done)
+    def check(self, conn: Connection, group: list[_Pending]) -> set[int]:
+        """Of `group`'s rows, those still this call's to send (a retried attempt of the same send may have
+        taken them over, or sent them, since)."""
         return {rid for rid, status, owner in rows_where_in(conn, messages, ["id", "status", "owner"], "id",
                                                             [p.row_id for p in group])
                 if status in OPEN and owner == self.owner}
 
-    async def send_group(self, channel, route: Route, group: list[_Pending]) -> None:
-        if self.unrecorded or any(not p.fresh for p in group):
-            done = self.take()
-            try:  # shielded: a cancelled attempt still records what it handed over
-                mine = await asyncio.shield(write(self.db, lambda conn: self.record_and_check(conn, done, group)))
-            except Exception:
-                self.unrecorded = done + self.unrecorded  # not written: the final write records them
-                raise
+    async def send_group(self, channel, route: Route, group: list[_Pending], *, last: bool) -> str | None:
+        """Send one group and record it at once (the last one is recorded by the caller's final write);
+        returns the error when the provider failed the whole group transiently."""
+        if not (group and group[0].fresh and not self.results):  # the first group of new rows is ours
+            mine = await write(self.db, lambda conn: self.check(conn, group))
             group = [p for p in group if p.row_id in mine]
         if not group:
             return None
@@ -535,6 +531,13 @@ class _Sending:
                 if next_at is not None:
                     self.retry_at[p.message_id] = next_at
         self.unrecorded += group
+        if not last:
+            done = self.take()
+            try:  # shielded: an attempt cancelled meanwhile still records what it handed over
+                await asyncio.shield(write(self.db, lambda conn: self.record(conn, done)))
+            except Exception:
+                self.unrecorded = done + self.unrecorded  # not written: the final write records them
+                raise
         return _provider_down([self.results[p.message_id] for p in group])
 
     def defer(self, rest: list[_Pending], error: str) -> None:
@@ -576,8 +579,8 @@ async def _send(sending: _Sending, pending: list[_Pending], units: list[Unit], c
                                  claimed.first_wait.get(t)):
             for start in range(0, len(chunk), RECORD_GROUP):
                 group = chunk[start:start + RECORD_GROUP]
-                down = await sending.send_group(channel, route, group)
                 done += len(group)
+                down = await sending.send_group(channel, route, group, last=done == len(batch))
                 if down is not None:  # the provider is down: the rest waits for the next round, untried
                     sending.defer(batch[done:], down)
                     return
