@@ -29,6 +29,7 @@ from engine.serial import write
 log = logging.getLogger("tidings.redelivery")
 LEASE_MS = 120_000  # a claimed row is another worker's to take again only after this long
 BATCH = 500
+EVERY = 5.0  # seconds between looks for due messages
 _COLS = [messages.c.id, messages.c.workspace_id, messages.c.message_id, messages.c.idempotency_key,
          messages.c.endpoint, messages.c.user_pk, messages.c.endpoint_pk, messages.c.channel_type,
          messages.c.template_id, messages.c.attempts, messages.c.created_at, messages.c.content]
@@ -78,7 +79,7 @@ async def redeliver_due(db: Engine, plugins, *, limit: int = BATCH) -> int:
     return len(rows)
 
 
-async def run_forever(db: Engine, plugins, every: float = 5.0) -> None:
+async def run_forever(db: Engine, plugins, every: float = EVERY) -> None:
     """The worker's loop: look for due messages every `every` seconds (at once again after a full batch)."""
     while True:
         try:

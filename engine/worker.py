@@ -74,7 +74,8 @@ async def _redeliver(db: Engine) -> None:
     from engine import redelivery
     from engine.channel_config import load_plugins
 
-    await redelivery.run_forever(db, load_plugins())
+    await asyncio.sleep(redelivery.EVERY)  # not during start-up (`tidings dev` serves its API on this loop)
+    await redelivery.run_forever(db, await asyncio.to_thread(load_plugins))
 
 
 def tune_collector() -> None:
