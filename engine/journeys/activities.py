@@ -28,6 +28,7 @@ from engine.journeys.cohort import (
 from engine.journeys.models import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
 from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
 from engine.messages import JourneySend, send_journey_step
+from engine.messaging_models import messages
 from engine.models import events, users
 from engine.segments import history
 from engine.segments.documents import documents
@@ -253,6 +254,8 @@ class JourneyActivities:
             if status == "paused":
                 return StepResult(paused=True)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
+            kept = {m.run_id for m in members}
+            self._give_up_retrying(conn, call, [m for m in call.members if m.run_id not in kept])
             skipped: list[tuple[Member, str]] = []
             held: list[Member] = []
             go = members
@@ -291,6 +294,18 @@ class JourneyActivities:
                              variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
                  for m in go]
         return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held], sends
+
+    def _give_up_retrying(self, conn, call: StepCall, gone: list[Member]) -> None:
+        """Members who left the journey while their message from this step was still being retried: that
+        message is failed now (nobody would bring it back), with the reason."""
+        if not gone:
+            return
+        keys = [idempotency_key(call.workflow_id, call.node.id, m) for m in gone]
+        conn.execute(update(messages).where(messages.c.workspace_id == call.workspace_id,
+                                            messages.c.idempotency_key.in_(keys), messages.c.status == "retrying")
+                     .values(status="failed", error="not delivered: the customer left the journey while it was "
+                                                    "being retried", next_attempt_at=None, content=None,
+                             updated_at=now_ms()))
 
     @activity.defn(name="journey.wait")
     def wait(self, call: StepCall) -> StepResult:
