@@ -44,6 +44,8 @@ def get_message(db: Engine, ws: WorkspaceRef, message_id: str) -> dict[str, Any]
     out = {f: getattr(m, f) for f in _FIELDS}
     out |= {"user_id": owner, "endpoint_id": ep if ep else (None if m.endpoint.startswith("to:") else m.endpoint),
             "created_at": ms_to_iso(m.created_at), "updated_at": ms_to_iso(m.updated_at),
+            # retrying: when the next attempt is due (`error` is the last attempt's)
+            "next_attempt_at": ms_to_iso(m.next_attempt_at) if m.status == "retrying" and m.next_attempt_at else None,
             "events": msgspec.to_builtins(evs)}
     return out
 

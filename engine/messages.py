@@ -3,23 +3,27 @@
 For each *unit* (a customer of a journey step, a recipient of an API request):
 1. render every target's content (a failure fails that unit only, before anything is sent);
 2. one write transaction: find keys handled before (idempotency), pick the channel serving the type,
-   insert the message rows (status ``queued``), reserve rate-limit tokens. The row's unique key
-   (workspace, idempotency key, endpoint) is the claim: a retried activity or replayed request finds
-   or loses to the earlier rows. Rows already ``sent``/``failed`` answer ``duplicate`` and nothing is
-   sent; rows still ``queued`` are *resumed*: sent again under their first message ids (see below);
-3. hand each channel its whole batch (paced by the rate limit, transient failures retried a few
-   times), then store each result and its ``_{channel}.send`` / ``_{channel}.failed`` event.
+   insert the message rows (status ``queued``, ``owner`` this call), reserve rate-limit tokens. The row's
+   unique key (workspace, idempotency key, endpoint) is the claim: a retried activity or replayed request
+   finds or loses to the earlier rows. A key whose rows are all final (``sent``/``failed``) answers
+   ``duplicate`` and nothing is sent; rows still open (``queued``/``retrying``) are *resumed*: taken over
+   by this call (``owner``) and sent again under their first message ids; rows of the key already final
+   are not sent again (a customer with several endpoints);
+3. hand each channel its batch chunk by chunk (paced by the rate limit, a transient failure retried a few
+   times at once), recording each chunk's results and events as it completes: the write that records a
+   chunk also checks that the next chunk's rows are still this call's (see below).
 
-Resuming a ``queued`` claim. A key is retried only by the one caller that owns it: the journey send
-activity (keys are per workflow, step and customer) or a transactional request replayed with its
-Idempotency-Key. Temporal retries an activity only after the earlier attempt failed, died or stopped
-heartbeating (the send activity heartbeats every heartbeat_timeout/3), so rows still ``queued`` then
-belong to an attempt that died between 2 and 3: we send them, else those customers would never get
-their message. The same message ids are reused, so a channel that is idempotent by message id (the
-outbox; providers taking ``idempotency_key``) stores one copy. What remains: (a) an attempt that
-delivered and died before step 3's write is re-sent by the retry (for SMTP, a second mail); (b) a
-*zombie* attempt still running past its heartbeat timeout (partitioned from Temporal but not from
-the provider; a healthy one is cancelled at its next heartbeat) can send alongside the retry.
+Transient failures (connection refused, timeouts, 4xx SMTP, 429/5xx HTTP) do not fail a message: it becomes
+``retrying`` with its last error and a next attempt time (exponential backoff with jitter, :class:`RetryWindow`),
+and fails only once the retry window (TIDINGS_DELIVERY_RETRY_HOURS) is over. A journey parks such members at
+the send step until then (engine.journeys.activities); transactional rows are resent by engine.redelivery.
+
+What a fault can cost. A send attempt records every chunk as it completes, so when it dies (worker SIGKILL)
+only its chunk in flight is unrecorded: the retry resends those rows (same message ids, so a receiver can
+drop the copy; channels with an idempotency key use the message id). An attempt that lost Temporal (the
+server down past the heartbeat timeout) but not the provider keeps sending, and Temporal starts a retry
+when it is back: the retry takes the open rows over (``owner``), and the older attempt, at its next chunk,
+finds its rows taken and stops; only its chunk in flight can go twice.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import asyncio
 import hashlib
 import json
 import os
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -50,8 +55,36 @@ from engine.serial import Job, write
 
 EVENT_PREFIX = {"EMAIL": "email", "SMS": "sms", "VOICE": "voice", "PUSH": "push", "WEBHOOK": "webhook",
                 "CUSTOM": "custom"}
-RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0)
+RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0)  # at once, within one send
 MAX_ERROR = 1000
+OPEN = ("queued", "retrying")  # statuses of a message not yet final
+# Results are recorded at least this often (a rate-limited channel records each paced chunk): what a crash
+# can leave unrecorded, and resend, is one group. 100 lets the SMTP channel drive its 4 connections at once.
+RECORD_GROUP = 100
+
+
+@dataclass(frozen=True)
+class RetryWindow:
+    """How long and how often a message failing transiently is tried again: attempt rounds spaced by
+    ``min_seconds * 2 ** (round - 1)`` capped at ``max_seconds``, each drawn in [half, whole] of it
+    (jitter, so messages of one outage do not return together), until ``hours`` after it was queued."""
+
+    hours: float = 8.0
+    min_seconds: float = 60.0
+    max_seconds: float = 1800.0
+
+    @classmethod
+    def from_env(cls, env=None) -> "RetryWindow":
+        env = os.environ if env is None else env
+        return cls(hours=float(env.get("TIDINGS_DELIVERY_RETRY_HOURS") or cls.hours),
+                   min_seconds=float(env.get("TIDINGS_DELIVERY_RETRY_MIN_SECONDS") or cls.min_seconds),
+                   max_seconds=float(env.get("TIDINGS_DELIVERY_RETRY_MAX_SECONDS") or cls.max_seconds))
+
+    def next_attempt(self, created_at: int, rounds: int, now: int) -> int | None:
+        """Epoch ms of the next attempt after `rounds` failed rounds, or None when the window is over."""
+        bound = min(self.max_seconds, self.min_seconds * 2 ** max(0, rounds - 1))
+        at = now + int(random.uniform(bound / 2, bound) * 1000)
+        return at if at <= created_at + self.hours * 3_600_000 else None
 
 
 class JourneySend(msgspec.Struct, frozen=True):
@@ -63,10 +96,12 @@ class JourneySend(msgspec.Struct, frozen=True):
 
 class SendOutcome(msgspec.Struct, frozen=True):
     user_pk: int | None
-    status: str  # sent | failed | opted_out | no_endpoint | duplicate | render_failed
+    status: str  # sent | retrying | failed | opted_out | no_endpoint | duplicate | render_failed
     message_ids: list[str] = []
-    error: str | None = None
+    error: str | None = None  # retrying: the last error
     endpoint_ids: list[str] = []
+    retry_at: int | None = None  # retrying: epoch ms of the next attempt
+    prior: str | None = None  # duplicate: what the earlier send came to (sent | failed)
 
 
 @dataclass
@@ -181,6 +216,10 @@ class _Pending:
     message_id: str
     out: OutgoingMessage
     row_id: int | None = None
+    fresh: bool = True  # inserted by this call (not resumed)
+    created_at: int = 0  # of the row: the retry window starts there
+    attempts: int = 0  # of earlier calls
+    final: str | None = None  # the row was already sent/failed before this call: not sent again
 
 
 async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: Job | None = None,
@@ -207,28 +246,33 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
         await asyncio.to_thread(_render, ws_id, units, todo, links, pending, failures)
     else:
         _render(ws_id, units, todo, links, pending, failures)
+    owner = uuid.uuid4().hex
     claimed = await write(db, lambda conn: _claim_and_write_queued(conn, claim, plugins, ws_id, units, todo, pending,
-                                                                  failures))
+                                                                  failures, owner))
     for i in todo:
         u = units[i]
         if u.key in claimed.earlier:
-            outcomes[i] = _duplicate(u, claimed.earlier[u.key])
+            outcomes[i] = _duplicate(u, claimed.earlier[u.key], claimed.prior.get(u.key))
         elif i in failures:
             outcomes[i] = SendOutcome(user_pk=u.user_pk, status="render_failed", error=str(failures[i]),
                                       endpoint_ids=[t.endpoint_id for t in u.targets if t.endpoint_id])
     for p in pending:  # a resumed claim sends under the message ids it was first given
         if p.row_id is not None and p.message_id != p.out.message_id:
             p.out = _build(ws_id, units[p.unit], p.target, links, p.message_id)
+    handled = [p for p in pending if outcomes[p.unit] is None and p.final is not None]
     pending = [p for p in pending if outcomes[p.unit] is None and p.row_id is not None]
-    results = await _send(db, pending, units, claimed)
-    by_unit: dict[int, list[tuple[_Pending, SendResult]]] = {}
+    sending = _Sending(db, ws_id, units, claimed.routes, owner, RetryWindow.from_env())
+    await _send(sending, pending, units, claimed)
+    by_unit: dict[int, list[tuple[_Pending, SendResult | None]]] = {}
+    for p in handled:
+        by_unit.setdefault(p.unit, []).append((p, None))
     for p in pending:
-        by_unit.setdefault(p.unit, []).append((p, results[p.message_id]))
+        by_unit.setdefault(p.unit, []).append((p, sending.results.get(p.message_id)))
     for i in todo:
         if outcomes[i] is None:
-            outcomes[i] = _aggregate(units[i], by_unit.get(i, []))
-    await write(db, lambda conn: _record_and_finish(conn, ws_id, units, pending, results, claimed.routes, finish,
-                                                    outcomes))
+            outcomes[i] = _aggregate(units[i], by_unit.get(i, []), sending.retry_at)
+    done = sending.take()
+    await asyncio.shield(write(db, lambda conn: _record_and_finish(conn, sending, done, finish, outcomes)))
     return outcomes  # type: ignore[return-value]
 
 
@@ -265,24 +309,30 @@ def _claim_and_write_queued(conn: Connection, claim, *args) -> _Claimed:
     return _write_queued(conn, *args)
 
 
-def _record_and_finish(conn: Connection, ws_id, units, pending, results, routes, finish, outcomes) -> None:
-    _record(conn, ws_id, units, pending, results, routes)
+def _record_and_finish(conn: Connection, sending: "_Sending", done: list[_Pending], finish, outcomes) -> None:
+    sending.record(conn, done)
     if finish is not None:
         finish(conn, outcomes)
 
 
-def _duplicate(u: Unit, rows: list[tuple[str, str]]) -> SendOutcome:
+def _duplicate(u: Unit, rows: list[tuple[str, str]], prior: str | None) -> SendOutcome:
     return SendOutcome(user_pk=u.user_pk, status="duplicate", message_ids=[m for m, _ in rows],
-                       endpoint_ids=[e for _, e in rows if not e.startswith("to:")])
+                       endpoint_ids=[e for _, e in rows if not e.startswith("to:")], prior=prior)
 
 
-def _aggregate(u: Unit, mine: list[tuple[_Pending, SendResult]]) -> SendOutcome:
+def _aggregate(u: Unit, mine: list[tuple[_Pending, SendResult | None]], retry_at: dict[str, int]) -> SendOutcome:
+    """sent when any target got it (now or before this call); retrying while any may still get it; else failed.
+    A target without a result was taken over by a newer attempt of the same send (it is that one's to report)."""
     ids = [p.message_id for p, _ in mine]
     eps = [p.target.endpoint_id for p, _ in mine if p.target.endpoint_id]
-    if any(r.ok for _, r in mine):
+    if any(p.final == "sent" or (r is not None and r.ok) for p, r in mine):
         return SendOutcome(user_pk=u.user_pk, status="sent", message_ids=ids, endpoint_ids=eps)
-    error = next((r.error for _, r in mine if r.error), "not sent")
-    return SendOutcome(user_pk=u.user_pk, status="failed", message_ids=ids, error=error, endpoint_ids=eps)
+    error = next((r.error for _, r in mine if r is not None and r.error), None)
+    later = [retry_at[p.message_id] for p, _ in mine if p.message_id in retry_at]
+    if later or any(r is None and p.final is None for p, r in mine):
+        return SendOutcome(user_pk=u.user_pk, status="retrying", message_ids=ids, error=error or "in flight elsewhere",
+                           endpoint_ids=eps, retry_at=min(later) if later else None)
+    return SendOutcome(user_pk=u.user_pk, status="failed", message_ids=ids, error=error or "not sent", endpoint_ids=eps)
 
 
 def public_url() -> str:
@@ -348,34 +398,50 @@ class _Claimed:
     routes: dict[str, Route]
     earlier: dict[str, list[tuple[str, str]]]  # key -> (message id, endpoint) sent before, by anyone
     first_wait: dict[str, float]  # channel type -> wait for the first chunk, reserved in the same transaction
+    prior: dict[str, str] = field(default_factory=dict)  # key of `earlier` -> sent | failed
 
 
 def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],
-                  failures: dict[int, TemplateRenderError]) -> _Claimed:
-    """In the caller's write transaction: find keys handled before, insert the new message rows, record
-    rendering failures, reserve the first chunk of each rate-limited channel."""
+                  failures: dict[int, TemplateRenderError], owner: str) -> _Claimed:
+    """In the caller's write transaction: find keys handled before, insert the new message rows, take over
+    the open rows of resumed keys, record rendering failures, reserve the first chunk of each rate-limited
+    channel."""
     now = now_ms()
     routes = routes_for(conn, plugins, ws_id, sorted({units[i].channel_type for i in todo}))
     keys = list(dict.fromkeys(units[i].key for i in todo))
     earlier: dict[str, list[tuple[str, str]]] = {}
-    queued: dict[str, dict[str, tuple[str, int]]] = {}  # key -> endpoint -> (message id, row id)
-    done: set[str] = set()
-    for key, endpoint, mid, status, rid in rows_where_in(
-            conn, messages, ["idempotency_key", "endpoint", "message_id", "status", "id"], "idempotency_key",
-            keys, {"workspace_id": ws_id}):
-        earlier.setdefault(key, []).append((mid, endpoint))
-        if status == "queued":
-            queued.setdefault(key, {})[endpoint] = (mid, rid)
+    prior: dict[str, str] = {}
+    rows: dict[str, dict[str, tuple]] = {}  # key -> endpoint -> (message id, status, row id, attempts, created)
+    for key, endpoint, mid, status, rid, attempts, created in rows_where_in(
+            conn, messages, ["idempotency_key", "endpoint", "message_id", "status", "id", "attempts", "created_at"],
+            "idempotency_key", keys, {"workspace_id": ws_id}):
+        rows.setdefault(key, {})[endpoint] = (mid, status, rid, attempts, created)
+    for key, eps in rows.items():
+        if all(r[1] not in OPEN for r in eps.values()):  # handled before: nothing is sent again
+            earlier[key] = [(r[0], e) for e, r in eps.items()]
+            prior[key] = "sent" if any(r[1] == "sent" for r in eps.values()) else "failed"
+    resumed: list[int] = []
+    for p in pending:  # rows of a key an earlier call left open: this call resumes them
+        key = units[p.unit].key
+        if key not in rows or key in earlier:
+            continue
+        p.fresh = False
+        row = rows[key].get(p.target.endpoint)
+        if row is None:  # an endpoint added since: not part of that send
+            p.row_id = None
+            continue
+        p.message_id, p.created_at, p.attempts = row[0], row[4], row[3] or 0
+        if row[1] in OPEN:
+            p.row_id = row[2]
+            resumed.append(row[2])
         else:
-            done.add(key)
-    for key in set(queued) - done:  # an earlier attempt claimed these and died before sending: resume
-        del earlier[key]
-    resumed = {p.unit for p in pending if units[p.unit].key in queued and units[p.unit].key not in done}
-    for p in pending:
-        if p.unit in resumed:
-            p.message_id, p.row_id = queued[units[p.unit].key].get(p.target.endpoint, (p.message_id, None))
-    fresh = [p for p in pending if units[p.unit].key not in earlier and p.unit not in resumed]
-    ids = dict(bulk_insert(conn, messages, [_message_row(ws_id, units[p.unit], p, routes, now) for p in fresh],
+            p.row_id, p.final = None, row[1]
+    if resumed:  # ours now: an older attempt still sending them stops at its next chunk (_Sending.check)
+        conn.execute(messages.update().where(messages.c.id.in_(resumed)).values(owner=owner))
+    fresh = [p for p in pending if units[p.unit].key not in rows]
+    for p in fresh:
+        p.created_at = now
+    ids = dict(bulk_insert(conn, messages, [_message_row(ws_id, units[p.unit], p, routes, now, owner) for p in fresh],
                            ignore_conflicts_on=["workspace_id", "idempotency_key", "endpoint"],
                            returning=["message_id", "id"]))  # the rows a conflict skipped return nothing
     for p in fresh:
@@ -385,11 +451,15 @@ def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo
         ours = [p.row_id for p in fresh if p.row_id is not None and units[p.unit].key in lost]
         if ours:
             conn.execute(messages.delete().where(messages.c.id.in_(ours)))
+        for p in fresh:
+            if units[p.unit].key in lost:
+                p.row_id = None
         for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
                                                 "idempotency_key", list(lost), {"workspace_id": ws_id}):
             earlier.setdefault(key, []).append((mid, endpoint))
     store_events(conn, ws_id, [_failure_event(ws_id, units[i], exc, routes, now) for i, exc in failures.items()
-                               if units[i].user_pk is not None and units[i].key not in earlier])
+                               if units[i].user_pk is not None and units[i].key not in earlier
+                               and units[i].key not in rows])
     first_wait = {}
     for t, route in routes.items():
         n = sum(1 for p in pending if units[p.unit].channel_type == t and units[p.unit].key not in earlier
@@ -397,10 +467,10 @@ def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo
         if n and route.rate_limit and not route.error:
             first_wait[t] = reserve_in(conn, route.bucket_workspace, route.name, route.rate_limit,
                                        min(n, burst_of(route.rate_limit)))
-    return _Claimed(routes, earlier, first_wait)
+    return _Claimed(routes, earlier, first_wait, prior)
 
 
-def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now: int) -> dict[str, Any]:
+def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now: int, owner: str) -> dict[str, Any]:
     return {
         "workspace_id": ws_id, "message_id": p.message_id, "idempotency_key": u.key, "endpoint": p.target.endpoint,
         "user_pk": u.user_pk, "endpoint_pk": p.target.endpoint_pk, "channel": routes[u.channel_type].name,
@@ -409,6 +479,7 @@ def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now
         "step_id": u.attrs.get("step_id"), "variant": u.attrs.get("variant"),
         "transactional": bool(u.attrs.get("transactional")), "status": "queued", "error": None,
         "permanent": None, "attempts": 0, "provider_message_id": None, "created_at": now, "updated_at": now,
+        "owner": owner,
     }
 
 
@@ -418,25 +489,103 @@ def _failure_event(ws_id: int, u: Unit, exc: TemplateRenderError, routes: dict[s
                       f"_{EVENT_PREFIX[u.channel_type]}.rendering_failure", attrs, now)
 
 
-async def _send(db: Engine, pending: list[_Pending], units: list[Unit], claimed: _Claimed) -> dict[str, SendResult]:
+class _Sending:
+    """What one deliver() call has sent and not yet recorded, recorded chunk by chunk as it goes."""
+
+    def __init__(self, db: Engine, ws_id: int, units: list[Unit], routes: dict[str, Route], owner: str,
+                 window: RetryWindow):
+        self.db, self.ws_id, self.units, self.routes, self.owner, self.window = db, ws_id, units, routes, owner, window
+        self.results: dict[str, SendResult] = {}
+        self.retry_at: dict[str, int] = {}  # message id -> next attempt (epoch ms) of a message left retrying
+        self.unrecorded: list[_Pending] = []
+
+    def take(self) -> list[_Pending]:
+        """The results not yet recorded, handed to one write (taken on the event loop, not in its thread)."""
+        done, self.unrecorded = self.unrecorded, []
+        return done
+
+    def record(self, conn: Connection, done: list[_Pending]) -> None:
+        _record(conn, self.ws_id, self.units, done, self.results, self.routes, self.retry_at)
+
+    def check(self, conn: Connection, group: list[_Pending]) -> set[int]:
+        """Of `group`'s rows, those still this call's to send (a retried attempt of the same send may have
+        taken them over, or sent them, since)."""
+        return {rid for rid, status, owner in rows_where_in(conn, messages, ["id", "status", "owner"], "id",
+                                                            [p.row_id for p in group])
+                if status in OPEN and owner == self.owner}
+
+    async def send_group(self, channel, route: Route, group: list[_Pending], *, last: bool) -> str | None:
+        """Send one group and record it at once (the last one is recorded by the caller's final write);
+        returns the error when the provider failed the whole group transiently."""
+        if not (group and group[0].fresh and not self.results):  # the first group of new rows is ours
+            mine = await write(self.db, lambda conn: self.check(conn, group))
+            group = [p for p in group if p.row_id in mine]
+        if not group:
+            return None
+        now = now_ms()
+        for p, r in zip(group, await send_with_retry(channel, [p.out for p in group], route.config, RETRY)):
+            self.results[p.message_id] = r
+            if not r.ok and not r.permanent:  # retried later, unless the window is over
+                rounds = -(-(p.attempts + r.attempts) // RETRY.max_attempts)
+                next_at = self.window.next_attempt(p.created_at or now, rounds, now)
+                if next_at is not None:
+                    self.retry_at[p.message_id] = next_at
+        self.unrecorded += group
+        if not last:
+            done = self.take()
+            try:  # shielded: an attempt cancelled meanwhile still records what it handed over
+                await asyncio.shield(write(self.db, lambda conn: self.record(conn, done)))
+            except Exception:
+                self.unrecorded = done + self.unrecorded  # not written: the final write records them
+                raise
+        return _provider_down([self.results[p.message_id] for p in group])
+
+    def defer(self, rest: list[_Pending], error: str) -> None:
+        """Leave `rest` retrying without trying them (the provider just failed a whole group transiently),
+        after the first round's delay: a dead server costs one group's attempts, not the batch's."""
+        now = now_ms()
+        for p in rest:
+            self.results[p.message_id] = SendResult(message_id=p.message_id, status="failed", permanent=False,
+                                                    error=f"not tried, the provider is unreachable: {error}",
+                                                    attempts=0)
+            next_at = self.window.next_attempt(p.created_at or now, 1, now)
+            if next_at is not None:
+                self.retry_at[p.message_id] = next_at
+        self.unrecorded += [p for p in rest if p.row_id is not None]
+
+
+def _provider_down(results: list[SendResult]) -> str | None:
+    """The error of a group that failed whole and transiently (connection refused, timeouts...), else None."""
+    if results and all(not r.ok and not r.permanent for r in results):
+        return results[-1].error or "transient failure"
+    return None
+
+
+async def _send(sending: _Sending, pending: list[_Pending], units: list[Unit], claimed: _Claimed) -> None:
     by_type: dict[str, list[_Pending]] = {}
     for p in pending:
         by_type.setdefault(units[p.unit].channel_type, []).append(p)
-    results: dict[str, SendResult] = {}
 
     async def one(t: str, route: Route, batch: list[_Pending]) -> None:
         if route.error or route.channel is None:
             for p in batch:
-                results[p.message_id] = SendResult.failed(p.message_id, route.error or "no channel", permanent=True)
+                sending.results[p.message_id] = SendResult.failed(p.message_id, route.error or "no channel",
+                                                                  permanent=True)
+            sending.unrecorded += batch
             return
-        channel = route.channel.with_database(db) if hasattr(route.channel, "with_database") else route.channel
-        async for chunk in paced(db, route.bucket_workspace, route.name, route.rate_limit, batch,
+        channel = route.channel.with_database(sending.db) if hasattr(route.channel, "with_database") else route.channel
+        done = 0
+        async for chunk in paced(sending.db, route.bucket_workspace, route.name, route.rate_limit, batch,
                                  claimed.first_wait.get(t)):
-            for p, r in zip(chunk, await send_with_retry(channel, [p.out for p in chunk], route.config, RETRY)):
-                results[p.message_id] = r
+            for start in range(0, len(chunk), RECORD_GROUP):
+                group = chunk[start:start + RECORD_GROUP]
+                done += len(group)
+                down = await sending.send_group(channel, route, group, last=done == len(batch))
+                if down is not None:  # the provider is down: the rest waits for the next round, untried
+                    sending.defer(batch[done:], down)
+                    return
 
     await asyncio.gather(*(one(t, claimed.routes[t], b) for t, b in by_type.items()))
-    return results
 
 
 def _attribution(u: Unit, channel: str) -> dict[str, Any]:
@@ -457,16 +606,31 @@ def _event_row(ws_id: int, event_id: str, user_pk: int, endpoint_pk: int | None,
 
 
 def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pending],
-            results: dict[str, SendResult], routes: dict[str, Route]) -> None:
-    """In the caller's write transaction: each message's result and its send / failed event."""
+            results: dict[str, SendResult], routes: dict[str, Route], retry_at: dict[str, int]) -> None:
+    """In the caller's write transaction: each message's result and, once final, its send / failed event.
+    A transient failure leaves the message `retrying` (its last error and next attempt stored) until the
+    retry window is over."""
+    if not pending:
+        return
+    # A row another attempt of this send already finished (it took the row over, see _Sending) keeps that
+    # result: this one's, recorded late, must not turn a `sent` back into `retrying`.
+    final = {rid for rid, status in rows_where_in(conn, messages, ["id", "status"], "id", [p.row_id for p in pending])
+             if status not in OPEN}
     now = now_ms()
     updates, evs = [], []
     for p in pending:
+        if p.row_id in final:
+            continue
         u, r = units[p.unit], results[p.message_id]
-        updates.append({"status": r.status, "error": (r.error or None) and r.error[:MAX_ERROR],
-                        "permanent": None if r.ok else r.permanent, "attempts": r.attempts,
-                        "provider_message_id": r.provider_message_id, "updated_at": now, "id": p.row_id})
-        if u.user_pk is None:
+        attempts = p.attempts + r.attempts
+        status, next_at, content = r.status, retry_at.get(p.message_id), None
+        if next_at is not None:
+            status, content = "retrying", msgspec.to_builtins(p.out)
+        updates.append({"status": status, "error": (r.error or None) and r.error[:MAX_ERROR],
+                        "permanent": None if r.ok else r.permanent, "attempts": attempts,
+                        "provider_message_id": r.provider_message_id, "updated_at": now, "next_attempt_at": next_at,
+                        "content": content, "id": p.row_id})
+        if u.user_pk is None or status == "retrying":
             continue
         attrs = {"message_id": p.message_id, "endpoint_id": p.target.endpoint_id,
                  **_attribution(u, routes[u.channel_type].name)}

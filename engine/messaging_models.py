@@ -57,6 +57,7 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("workspace_id", "idempotency_key", "endpoint", name="uq_message_idempotency"),
         Index("ix_message_workspace_created", "workspace_id", "created_at"),
+        Index("ix_message_retry_due", "status", "next_attempt_at"),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspace.id")
@@ -74,13 +75,17 @@ class Message(SQLModel, table=True):
     step_id: Optional[str] = Field(default=None, max_length=255)
     variant: Optional[str] = Field(default=None, max_length=255)
     transactional: bool = False
-    status: str = Field(max_length=16)  # queued | sent | failed
-    error: Optional[str] = Field(default=None, max_length=2000)
+    status: str = Field(max_length=16)  # queued | retrying | sent | failed
+    error: Optional[str] = Field(default=None, max_length=2000)  # the last error (also while retrying)
     permanent: Optional[bool] = None
     attempts: int = 0
     provider_message_id: Optional[str] = Field(default=None, max_length=512)
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # retrying: when the next attempt is due (epoch ms) and the rendered message (engine.redelivery resends it)
+    next_attempt_at: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    content: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    owner: Optional[str] = Field(default=None, max_length=64)  # the send attempt allowed to hand it over
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -1,6 +1,7 @@
 """The Temporal worker: every workflow and activity Tidings runs is registered here."""
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import gc
 import logging
@@ -61,7 +62,20 @@ async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
     await ensure_schedule(client, settings.task_queue)
     worker = build_worker(client, db, settings)
     tune_collector()
-    await worker.run()
+    redeliveries = asyncio.create_task(_redeliver(db), name="redelivery")
+    try:
+        await worker.run()
+    finally:
+        redeliveries.cancel()
+
+
+async def _redeliver(db: Engine) -> None:
+    """Transactional messages left `retrying` are resent by the workers when due (engine.redelivery)."""
+    from engine import redelivery
+    from engine.channel_config import load_plugins
+
+    await asyncio.sleep(redelivery.EVERY)  # not during start-up (`tidings dev` serves its API on this loop)
+    await redelivery.run_forever(db, await asyncio.to_thread(load_plugins))
 
 
 def tune_collector() -> None:

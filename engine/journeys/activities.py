@@ -28,6 +28,7 @@ from engine.journeys.cohort import (
 from engine.journeys.models import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
 from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
 from engine.messages import JourneySend, send_journey_step
+from engine.messaging_models import messages
 from engine.models import events, users
 from engine.segments import history
 from engine.segments.documents import documents
@@ -78,6 +79,10 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except Exception:
         return ZoneInfo("UTC")
+
+
+# A member whose message another attempt of this send is handing over right now looks again this much later.
+IN_FLIGHT_ELSEWHERE_MS = 10_000
 
 
 class JourneyActivities:
@@ -193,6 +198,7 @@ class JourneyActivities:
             return prep
         go, skipped, held, sends = prep
         outcomes = {m.run_id: why for m, why in skipped}
+        retrying: list[Member] = []
         if go:
             beat = asyncio.create_task(_heartbeat_forever())
             try:
@@ -202,20 +208,40 @@ class JourneyActivities:
                                                   journey_version=call.version, step_id=node.id)
             finally:
                 beat.cancel()
-            by_pk = {o.user_pk: o for o in results}
-            for m in go:
-                o = by_pk.get(m.user_pk)
-                outcomes[m.run_id] = o.status if o else "failed"
+            go, retrying = self._route_outcomes(call, go, results, outcomes)
+            held = held + retrying
         moving = go + [m for m, _ in skipped]
 
         def record(conn) -> None:
-            self._mark(conn, call, moving, outcomes=outcomes)
+            self._mark(conn, call, moving + retrying, outcomes=outcomes)
             if call.then_exit is not None:  # the exit that follows, as journey.finish would record it
                 self._finish(conn, msgspec.structs.replace(call, node=call.then_exit, then_exit=None),
                              [msgspec.structs.replace(m, hops=m.hops + 1, trail=[]) for m in moving])
 
         await asyncio.to_thread(self._in_txn, record)
         return StepResult(routes={node.next: [msgspec.structs.replace(m, trail=[]) for m in moving]}, held=held)
+
+    @staticmethod
+    def _route_outcomes(call: StepCall, go: list[Member], results, outcomes: dict[int, str]):
+        """(members who move on, members whose message is still being retried). The latter stay at this
+        send step until the next attempt is due (a deadline, as quiet hours hold): the workflow brings them
+        back then and this activity resumes their messages, so a dead provider holds no worker thread and
+        no other member of the cohort. They wait together, until the last of their next attempts."""
+        by_pk = {o.user_pk: o for o in results}
+        moving, retrying, due = [], [], []
+        for m in go:
+            o = by_pk.get(m.user_pk)
+            status = (o.prior or o.status) if o and o.status == "duplicate" else (o.status if o else "failed")
+            outcomes[m.run_id] = status
+            if status == "retrying":
+                retrying.append(m)
+                due.append(o.retry_at or now_ms() + IN_FLIGHT_ELSEWHERE_MS)
+            else:
+                moving.append(m)
+        if not retrying:
+            return moving, []
+        deadline = call.now + max(0, max(due) - now_ms())  # workflow time, as the workflow sleeps on it
+        return moving, [msgspec.structs.replace(m, deadline=deadline, trail=[]) for m in retrying]
 
     def _in_txn(self, fn):
         with self.db.begin() as conn:
@@ -228,6 +254,8 @@ class JourneyActivities:
             if status == "paused":
                 return StepResult(paused=True)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
+            kept = {m.run_id for m in members}
+            self._give_up_retrying(conn, call, [m for m in call.members if m.run_id not in kept])
             skipped: list[tuple[Member, str]] = []
             held: list[Member] = []
             go = members
@@ -266,6 +294,18 @@ class JourneyActivities:
                              variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
                  for m in go]
         return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held], sends
+
+    def _give_up_retrying(self, conn, call: StepCall, gone: list[Member]) -> None:
+        """Members who left the journey while their message from this step was still being retried: that
+        message is failed now (nobody would bring it back), with the reason."""
+        if not gone:
+            return
+        keys = [idempotency_key(call.workflow_id, call.node.id, m) for m in gone]
+        conn.execute(update(messages).where(messages.c.workspace_id == call.workspace_id,
+                                            messages.c.idempotency_key.in_(keys), messages.c.status == "retrying")
+                     .values(status="failed", error="not delivered: the customer left the journey while it was "
+                                                    "being retried", next_attempt_at=None, content=None,
+                             updated_at=now_ms()))
 
     @activity.defn(name="journey.wait")
     def wait(self, call: StepCall) -> StepResult:
@@ -544,9 +584,10 @@ class JourneyActivities:
 
 
 async def _heartbeat_forever() -> None:
-    """Heartbeat three times per heartbeat timeout. A send attempt that stops heartbeating is retried
-    elsewhere and the retry re-sends the claim's `queued` messages (engine.messages); one that learns at
-    its next heartbeat that it timed out is cancelled, so the two rarely overlap."""
+    """Heartbeat three times per heartbeat timeout. Progress itself is in the store: each chunk's results
+    are recorded as it completes (engine.messages), so a retried attempt resumes after them. An attempt
+    that stops heartbeating is retried elsewhere and the retry takes the claim's open rows over; an older
+    attempt still running stops at its next chunk, or is cancelled at its next heartbeat."""
     timeout = activity.info().heartbeat_timeout
     every = min(2.0, timeout.total_seconds() / 3) if timeout else 2.0
     while True:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.clock import now_ms
 from engine.channel_config import load_plugins
 from engine.messages import JourneySend, send_journey_step
 from engine.templates_store import TemplateBody, put_template
@@ -88,15 +89,53 @@ async def test_missing_template_is_a_render_failure(api, db, settings, ws):
     assert api.get("/v1/outbox").json()["items"] == []
 
 
-async def test_transient_failures_are_retried_and_permanent_ones_recorded(api, db, settings, ws, monkeypatch):
+async def test_transient_failures_stay_retrying_with_their_error_until_the_window_is_over(api, db, settings, ws,
+                                                                                         monkeypatch):
     from tests.messaging.conftest import free_port
     seed(api, "ana", endpoints=[("ana-mail", "EMAIL", "ana@example.com")])
     monkeypatch.setenv("TIDINGS_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("TIDINGS_SMTP_PORT", str(free_port()))  # nobody listens: connection refused
     monkeypatch.setenv("TIDINGS_SMTP_SECURITY", "none")
     [o] = await step(db, settings, ws, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")])
-    assert o.status == "failed" and "connection" in o.error.lower()
+    assert o.status == "retrying" and "connection" in o.error.lower() and o.retry_at > now_ms()
+    assert events_named(api, "_email.failed") == []  # not failed: tried again later
+    msg = api.get(f"/v1/messages/{o.message_ids[0]}").json()
+    assert msg["status"] == "retrying" and msg["attempts"] == 3 and "connection" in msg["error"].lower()
+    assert msg["next_attempt_at"] is not None
+    # the same send again (the journey comes back at retry_at): resumed, same message id, still refused;
+    # with the window over it fails now, with the last error
+    monkeypatch.setenv("TIDINGS_DELIVERY_RETRY_HOURS", "0.000001")
+    [again] = await step(db, settings, ws, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")])
+    assert again.status == "failed" and again.message_ids == o.message_ids and "connection" in again.error.lower()
     [ev] = events_named(api, "_email.failed")
     assert ev["attributes"]["permanent"] is False and ev["attributes"]["message_id"] == o.message_ids[0]
     msg = api.get(f"/v1/messages/{o.message_ids[0]}").json()
-    assert msg["status"] == "failed" and msg["attempts"] == 3
+    assert msg["status"] == "failed" and msg["attempts"] == 6 and msg["next_attempt_at"] is None
+
+
+async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(api, db, settings, ws, smtp_sink,
+                                                                               monkeypatch):
+    """A customer with two endpoints whose send was interrupted after one row was handed over (that row
+    `sent`, the other still `retrying` after its server refused it): sent again under the same key, only
+    the open row goes, under its first message id."""
+    from tests.messaging.conftest import free_port
+
+    seed(api, "ana", endpoints=[("ana-home", "EMAIL", "home@example.com"), ("ana-work", "EMAIL", "work@example.com")])
+    send = [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="wf-9/hello/ana")]
+    real_port = smtp_sink.port
+    monkeypatch.setenv("TIDINGS_SMTP_PORT", str(free_port()))  # down: both rows retrying
+    [first] = await step(db, settings, ws, send)
+    assert first.status == "retrying" and len(first.message_ids) == 2
+    home, work = first.message_ids
+    # the home row was handed over by an attempt that recorded it (a chunk recorded as it completes)
+    from sqlalchemy import update
+
+    from engine.messaging_models import messages
+    with db.begin() as conn:
+        conn.execute(update(messages).where(messages.c.message_id == home).values(status="sent"))
+    monkeypatch.setenv("TIDINGS_SMTP_PORT", str(real_port))  # back
+    [again] = await step(db, settings, ws, send)
+    assert again.status == "sent" and again.message_ids == [home, work]
+    assert [m[1] for m in smtp_sink.mails] == [["work@example.com"]], "the sent row is not sent again"
+    assert smtp_sink.parsed()["X-Tidings-Message-Id"] == work
+    assert api.get(f"/v1/messages/{work}").json()["status"] == "sent"

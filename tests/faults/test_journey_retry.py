@@ -1,0 +1,71 @@
+"""A journey send whose mail server is down: the members wait at the send step (`retrying`, the run still
+active) and get their mail once the server is back; a member who exits meanwhile gets nothing, and its
+message is failed with the reason instead of staying `retrying` forever."""
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+
+from engine.devstack import free_port
+from engine.events import ingest
+from engine.journeys import store
+from engine.schemas import EventIn
+from engine.workspaces import ensure_workspace
+from tests.faults.harness import MailCounter, until
+from tests.journeys.conftest import add_customers, put_template
+
+JOURNEY = """apiVersion: tidings/v1
+kind: Journey
+id: nudge
+entry: {event: go}
+settings:
+  exit: {event: bye}
+steps:
+  - {id: hello, send: {channel: EMAIL, template: t}}
+"""
+
+
+def rows(db, sql):
+    with db.connect() as conn:
+        return conn.execute(text(sql)).all()
+
+
+async def test_members_wait_at_the_send_step_until_the_mail_server_is_back(temporal_dev, runtime_db, dev_worker,
+                                                                          monkeypatch):
+    db, client = runtime_db, temporal_dev.client
+    port = free_port()
+    for k, v in {"TIDINGS_SMTP_HOST": "127.0.0.1", "TIDINGS_SMTP_PORT": str(port), "TIDINGS_SMTP_SECURITY": "none",
+                 "TIDINGS_SMTP_FROM": "Acme <news@acme.example>", "TIDINGS_DELIVERY_RETRY_MIN_SECONDS": "1",
+                 "TIDINGS_DELIVERY_RETRY_MAX_SECONDS": "2"}.items():
+        monkeypatch.setenv(k, v)
+    ws = ensure_workspace(db, "acme")
+    put_template(db, ws)
+    store.put_journey(db, ws, JOURNEY)
+    pks = add_customers(db, ws, ["stay", "leave"])
+    handle = await store.enter(client, db, ws, "nudge", pks, task_queue=dev_worker)
+    await until(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
+                "both messages retrying")
+    await asyncio.sleep(1.5)  # a retry round or so with the server still down
+    assert rows(db, "select status, count(*) from journey_run group by status") == [("active", 2)]
+    errors = [e for (e,) in rows(db, "select error from message")]
+    assert all("Errno 111" in e for e in errors), errors  # the last error, visible while retrying
+    steps = [s for r in store.list_runs(db, ws, "nudge") for s in r.steps if s["step"] == "hello"]
+    assert {s.get("outcome") for s in steps} == {"retrying"}
+    ingest(db, ws, [EventIn(name="bye", user_id="leave")])
+    await until(lambda: rows(db, "select status from journey_run where user_pk = %d" % pks[1]) == [("exited",)], 30,
+                "the leaver's exit, seen at its next attempt")
+    counter = MailCounter(port)
+    counter.start()  # back
+    try:
+        await asyncio.wait_for(handle.result(), 60)
+        await asyncio.sleep(0.5)
+    finally:
+        counter.stop()
+    assert [rcpt for rcpt, _ in counter.mails] == ["stay@example.com"]
+    runs = {r.user_id: r for r in store.list_runs(db, ws, "nudge")}
+    assert runs["stay"].status == "completed" and runs["leave"].status == "exited"
+    statuses = dict(rows(db, "select address, status from message"))
+    assert statuses == {"stay@example.com": "sent", "leave@example.com": "failed"}
+    [(why,)] = rows(db, "select error from message where status = 'failed'")
+    assert "left the journey" in why
