@@ -15,7 +15,7 @@ import msgspec
 from litestar import Litestar, Request, Response
 from litestar.routes import HTTPRoute
 from litestar.openapi.spec import (
-    Components, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody, Schema,
+    Components, OpenAPI, OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody, Schema,
     SecurityScheme,
 )
 
@@ -71,6 +71,8 @@ HTML_ERRORS = {("get", "/t/u/{token}"), ("post", "/t/u/{token}")}
 _TEXT = Schema(type="string")  # type: ignore[arg-type]
 _JOURNEY = Schema(type="object", description="A `kind: Journey` document: see docs/journeys.md "  # type: ignore[arg-type]
                   "(its JSON Schema is engine/journeys/schema.json).")
+# Any bytes: every row is checked, and a file with bad rows is refused naming each (an async job reports them).
+_FILE = Schema(description="the file's bytes")
 # Bodies the handlers read as bytes, so Litestar cannot see them.
 RAW_BODIES: dict[tuple[str, str], RequestBody] = {
     ("put", "/v1/journeys/{journey_id}"): RequestBody(
@@ -82,8 +84,7 @@ RAW_BODIES: dict[tuple[str, str], RequestBody] = {
         content={"application/yaml": OpenAPIMediaType(schema=Schema())}),
     ("post", "/v1/segments/import"): RequestBody(
         required=True, description="The file: CSV, newline-delimited JSON, or one JSON array of rows.",
-        content={"text/csv": OpenAPIMediaType(schema=_TEXT),
-                 "application/x-ndjson": OpenAPIMediaType(schema=_TEXT)}),
+        content={"text/csv": OpenAPIMediaType(schema=_FILE), "application/x-ndjson": OpenAPIMediaType(schema=_FILE)}),
     ("post", "/feedback/{workspace}/{channel}"): RequestBody(
         required=False, description="The provider's callback, as the provider sends it.",
         content={"application/json": OpenAPIMediaType(schema=Schema()),
@@ -113,10 +114,15 @@ EXTRA_SUCCESSES: dict[tuple[str, str], dict[str, OpenAPIResponse]] = {
 }
 
 
+_RETRY_AFTER = {"Retry-After": OpenAPIHeader(description="seconds to wait before retrying", required=False,
+                                             schema=Schema(type="integer"))}  # type: ignore[arg-type]
+
+
 def _error_response(status: int, html: bool = False) -> OpenAPIResponse:
+    headers = _RETRY_AFTER if status in (429, 503) else None
     if html:
         return OpenAPIResponse(description=WHY[status], content={"text/html": OpenAPIMediaType(schema=_TEXT)})
-    return OpenAPIResponse(description=WHY[status],
+    return OpenAPIResponse(description=WHY[status], headers=headers,
                            content={"application/json": OpenAPIMediaType(schema=Reference(ref=ERROR_REF))})
 
 

@@ -95,3 +95,19 @@ def test_the_document_declares_the_event_stream(served):
     with httpx.stream("GET", f"{base}/v1/events/stream", headers={"Authorization": f"Bearer {key}"}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     assert httpx.get(f"{base}/v1/events/stream").json()["error"]["code"] == "unauthorized"
+
+
+def test_methods_a_path_does_not_serve_are_405_naming_the_ones_it_does(api):
+    r = api.client.request("TRACE", "/v1/users/ann", headers=api.headers)
+    assert r.status_code == 405 and r.json()["error"]["code"] == "methodnotallowedexception"
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == {"DELETE", "GET", "OPTIONS", "PUT"}
+    # OPTIONS lists every method of the path, not only those of the handler Litestar met first.
+    for path, methods in [("/v1/users/ann", {"DELETE", "GET", "OPTIONS", "PUT"}),
+                          ("/v1/events", {"GET", "OPTIONS", "POST"})]:
+        r = api.options(path)
+        assert r.status_code == 204 and set(r.headers["allow"].replace(" ", "").split(",")) == methods, path
+
+
+def test_a_missing_body_is_named(api):
+    e = api.put("/v1/users/ann", content=b"", headers={"Content-Type": "application/json"}).json()["error"]
+    assert e == {"code": "invalid", "message": "a request body is required", "field": "body"}
