@@ -13,11 +13,11 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar, Request, Response
-from litestar.routes import HTTPRoute
 from litestar.openapi.spec import (
     Components, OpenAPI, OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody, Schema,
     SecurityScheme,
 )
+from litestar.routes import HTTPRoute
 
 ERROR_REF = "#/components/schemas/Error"
 KEY_SCHEME = "workspaceKey"
@@ -69,8 +69,10 @@ EXTRA_CODES: dict[tuple[str, str], tuple[int, ...]] = {
 HTML_ERRORS = {("get", "/t/u/{token}"), ("post", "/t/u/{token}")}
 
 _TEXT = Schema(type="string")  # type: ignore[arg-type]
-_JOURNEY = Schema(type="object", description="A `kind: Journey` document: see docs/journeys.md "  # type: ignore[arg-type]
-                  "(its JSON Schema is engine/journeys/schema.json).")
+_JOURNEY = Schema(type="object",  # type: ignore[arg-type]
+                  description="A `kind: Journey` document: see docs/journeys.md (its JSON Schema is "
+                              "engine/journeys/schema.json).")
+_FORM = Schema(type="object")  # type: ignore[arg-type]
 # Any bytes: every row is checked, and a file with bad rows is refused naming each (an async job reports them).
 _FILE = Schema(description="the file's bytes")
 # Bodies the handlers read as bytes, so Litestar cannot see them.
@@ -88,10 +90,10 @@ RAW_BODIES: dict[tuple[str, str], RequestBody] = {
     ("post", "/feedback/{workspace}/{channel}"): RequestBody(
         required=False, description="The provider's callback, as the provider sends it.",
         content={"application/json": OpenAPIMediaType(schema=Schema()),
-                 "application/x-www-form-urlencoded": OpenAPIMediaType(schema=Schema(type="object"))}),  # type: ignore[arg-type]
+                 "application/x-www-form-urlencoded": OpenAPIMediaType(schema=_FORM)}),
     ("post", "/t/u/{token}"): RequestBody(
         required=False, description="`List-Unsubscribe=One-Click` (RFC 8058) from a mail client, or a form post.",
-        content={"application/x-www-form-urlencoded": OpenAPIMediaType(schema=Schema(type="object"))}),  # type: ignore[arg-type]
+        content={"application/x-www-form-urlencoded": OpenAPIMediaType(schema=_FORM)}),
 }
 
 _JOB = Schema(type="object", required=["id", "status"], properties={  # type: ignore[arg-type]
@@ -154,8 +156,8 @@ def _without_null(param: Any) -> None:
     schema = param.schema
     if isinstance(schema, Schema) and schema.one_of:
         kept = [s for s in schema.one_of if not (isinstance(s, Schema) and s.type == "null")]
-        if len(kept) == 1 and isinstance(kept[0], Schema) and kept[0].type == "string" and len(kept) < len(schema.one_of):
-            only = kept[0]
+        only = kept[0] if len(kept) == 1 < len(schema.one_of) else None
+        if isinstance(only, Schema) and only.type == "string":
             for name in ("type", "items", "enum", "format", "pattern", "minimum", "maximum"):
                 if getattr(schema, name, None) is None and getattr(only, name, None) is not None:
                     setattr(schema, name, getattr(only, name))
@@ -176,12 +178,15 @@ def _any_of(schema: Any) -> None:
             _any_of(value)
 
 
-def _struct_classes(base: type = msgspec.Struct) -> dict[str, list[type]]:
-    found: dict[str, list[type]] = {}
-    for cls in base.__subclasses__():
-        found.setdefault(cls.__name__, []).append(cls)
-        for name, classes in _struct_classes(cls).items():
-            found.setdefault(name, []).extend(classes)
+def _struct_classes() -> dict[str, set[type]]:
+    """Every msgspec Struct class loaded, by class name (the name Litestar gives its component)."""
+    found: dict[str, set[type]] = {}
+    pending = [msgspec.Struct]
+    while pending:
+        for cls in pending.pop().__subclasses__():
+            if cls not in found.setdefault(cls.__name__, set()):
+                found[cls.__name__].add(cls)
+                pending.append(cls)
     return found
 
 
@@ -189,7 +194,7 @@ def _close_strict_bodies(components: Components) -> None:
     """A Struct with `forbid_unknown_fields` answers 400 to any other key: say `additionalProperties: false`."""
     classes = _struct_classes()
     for name, schema in (components.schemas or {}).items():
-        [cls, *others] = classes.get(name) or [None]
+        [cls, *others] = classes.get(name) or [None]  # a name two classes share: leave it as it is
         if cls is None or others or not isinstance(schema, Schema) or schema.properties is None:
             continue
         if cls.__struct_config__.forbid_unknown_fields:
@@ -223,7 +228,6 @@ def complete(openapi: OpenAPI) -> None:
             responses[str(status)] = _error_response(status, html and status in (400, 404))
 
 
-
 def allowed_methods(app: Litestar) -> dict[int, str]:
     """`Allow` for each route handler (by id), from the methods of the path it serves. Litestar 2.25 builds a
     path's OPTIONS handler with the methods of its first handler only, so OPTIONS on a path served by
@@ -234,7 +238,7 @@ def allowed_methods(app: Litestar) -> dict[int, str]:
 
 def answer_options(request: Request) -> Response | None:
     """The app's before_request hook: OPTIONS lists every method of the path (see `allowed_methods`)."""
-    if request.method != "OPTIONS":
+    if request.method != "OPTIONS":  # first: this runs before every request
         return None
-    allow = request.app.state.allowed_methods[id(request.route_handler)]
-    return Response(content=None, status_code=204, headers={"Allow": allow})
+    allow = request.app.state.allowed_methods.get(id(request.route_handler))
+    return None if allow is None else Response(content=None, status_code=204, headers={"Allow": allow})

@@ -72,7 +72,7 @@ def test_every_operation_passes_every_check(served, tmp_path: Path):
          "--workers", "1", "--request-timeout", "10", "--output-truncate", "false",
          *[arg for path in EXCLUDED for arg in ("--exclude-path", path)],
          "--report", "json", "--report-dir", str(report_dir)],
-        capture_output=True, text=True, timeout=900)
+        capture_output=True, text=True, timeout=900, cwd=tmp_path)
     elapsed = time.monotonic() - started
     [report_file] = report_dir.glob("*.json")
     report = json.loads(report_file.read_text())
