@@ -35,7 +35,8 @@ def validation_error(_: Request, exc: ValidationException) -> Response:
     if unknown:
         field = unknown.group(1) if field in (None, "data") else f"{field}.{unknown.group(1)}"
     if field and message == repr(field):  # Litestar's words for a required part that is absent
-        field, message = ("body", "a request body is required") if field == "data" else (field, f"{field} is required")
+        field, message = ("body", "a request body is required") if field == "data" else (
+            field, f"{field} is required")
     match = _MSGSPEC_PATH.search(message)
     if match:
         field = match.group("path") or field

@@ -5,10 +5,9 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import Parameter
 from litestar.response import Stream
 from sqlalchemy import Engine
-
-from litestar.params import Parameter
 
 from api.params import CURSOR, LIMIT
 from engine.errors import InvalidInput
