@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.auth import current_workspace, database, require_workspace_key
 from api.errors import HANDLERS
+from api.openapi import allowed_methods, answer_options, complete as complete_openapi
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
@@ -76,13 +77,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=[require_workspace_key],
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, v1, public_router],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,
+        before_request=answer_options,
         lifespan=[lifespan],
         # Litestar would otherwise turn the root logger to INFO and print every httpx request.
         logging_config=LoggingConfig(configure_root_logger=False),
         openapi_config=OpenAPIConfig(title="Tidings", version="0.1.0", path="/schema"),
     )
+    complete_openapi(app.openapi_schema)  # built once, here: /schema serves this same object
+    app.state.allowed_methods = allowed_methods(app)
+    return app

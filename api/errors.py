@@ -34,6 +34,9 @@ def validation_error(_: Request, exc: ValidationException) -> Response:
     unknown = re.search(r"unknown field `([^`]*)`", message)
     if unknown:
         field = unknown.group(1) if field in (None, "data") else f"{field}.{unknown.group(1)}"
+    if field and message == repr(field):  # Litestar's words for a required part that is absent
+        field, message = ("body", "a request body is required") if field == "data" else (
+            field, f"{field} is required")
     match = _MSGSPEC_PATH.search(message)
     if match:
         field = match.group("path") or field
@@ -45,7 +48,9 @@ def http_error(_: Request, exc: HTTPException) -> Response:
     if str(exc.detail).startswith(_MALFORMED):
         return Response(content=_body("malformed_json", str(exc.detail)), status_code=400, media_type=MediaType.JSON)
     code = "not_found" if isinstance(exc, NotFoundException) else re.sub(r"\W+", "_", type(exc).__name__.lower())
-    return Response(content=_body(code, str(exc.detail)), status_code=exc.status_code, media_type=MediaType.JSON)
+    # Keep the exception's headers: a 405 must say `Allow`, a 429/503 `Retry-After`.
+    return Response(content=_body(code, str(exc.detail)), status_code=exc.status_code, media_type=MediaType.JSON,
+                    headers=exc.headers)
 
 
 def internal_error(_: Request, exc: Exception) -> Response:

@@ -247,7 +247,7 @@ def message_metrics(db: Engine, ws: WorkspaceRef, *, since_ms: int | None = None
                     channel: str | None = None) -> dict[str, Any]:
     """Every message of the workspace (journeys and transactional), by channel and by source."""
     names = ALL_NAMES
-    if channel:
+    if channel is not None:  # `?channel=` (empty) names no channel: refused, not read as "all"
         channel = channel.lower()
         names = [n for n in ALL_NAMES if n.startswith(f"_{channel}.")]
         if not names:

@@ -8,9 +8,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
+from engine.validation import MAX_BATCH
+
 ChannelType = Literal["EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM"]
 AttributeValue = str | int | float | bool | list[str]
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
+# engine.validation.check_batch_size enforces it, naming the field; this says it in the OpenAPI document.
+_BATCH_SIZE = Meta(extra_json_schema={"extra": {"minItems": 1, "maxItems": MAX_BATCH}})
 
 
 class Body(Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -29,7 +33,7 @@ class UserBatchItem(UserFields):
 
 
 class UsersBatch(Body):
-    items: list[UserBatchItem]
+    items: Annotated[list[UserBatchItem], _BATCH_SIZE]
 
 
 class Demographic(Body):
@@ -68,7 +72,7 @@ class EndpointBatchItem(EndpointFields):
 
 
 class EndpointsBatch(Body):
-    items: list[EndpointBatchItem]
+    items: Annotated[list[EndpointBatchItem], _BATCH_SIZE]
 
 
 class EventIn(Body):
@@ -82,7 +86,7 @@ class EventIn(Body):
 
 
 class EventsBatch(Body):
-    events: list[EventIn]
+    events: Annotated[list[EventIn], _BATCH_SIZE]
 
 
 class EndpointOut(Struct):

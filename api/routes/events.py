@@ -4,6 +4,7 @@ from __future__ import annotations
 from litestar import Controller, get, post
 from sqlalchemy import Engine
 
+from api.params import CURSOR, LIMIT, SINCE, UNTIL
 from engine import events
 from engine.schemas import EventsBatch, EventsResult, Page
 from engine.workspaces import WorkspaceRef
@@ -18,7 +19,7 @@ class EventController(Controller):
 
     @get("/", sync_to_thread=True)
     def list_events(self, db: Engine, ws: WorkspaceRef, user_id: str | None = None, name: str | None = None,
-                    since: str | None = None, until: str | None = None, cursor: str | None = None,
-                    limit: int = 100) -> Page:
+                    since: str | None = SINCE, until: str | None = UNTIL, cursor: str | None = CURSOR,
+                    limit: int = LIMIT) -> Page:
         return events.list_events(db, ws, user_id=user_id, name=name, since=since, until=until,
                                   cursor=cursor, limit=limit)

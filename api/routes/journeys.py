@@ -5,6 +5,7 @@ import asyncio
 
 import msgspec
 from litestar import Controller, Request, get, post, put
+from litestar.params import Parameter
 from sqlalchemy import Engine
 
 from engine.errors import InvalidInput
@@ -39,6 +40,9 @@ async def _text(request: Request) -> str:
         return (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("the journey must be UTF-8 text (YAML or JSON)", field="body") from None
+
+
+ACTIONS = ("activate", "pause", "resume", "stop")
 
 
 class JourneyController(Controller):
@@ -87,8 +91,8 @@ class JourneyController(Controller):
 
     @post("/{journey_id:str}/{action:str}", status_code=200)
     async def lifecycle(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str,
-                        action: str) -> JourneyInfo:
-        handlers = {"activate": store.activate, "pause": store.pause, "resume": store.resume, "stop": store.stop}
+                        action: str = Parameter(schema_extra={"enum": list(ACTIONS)})) -> JourneyInfo:
+        handlers = {name: getattr(store, name) for name in ACTIONS}
         if action not in handlers:
             raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(handlers)}", field="action")
         await asyncio.to_thread(store.get_journey, db, ws, journey_id)  # 404 before reaching Temporal

@@ -20,9 +20,11 @@ from typing import Any
 
 import anyio
 from litestar import Controller, MediaType, Request, Response, Router, delete, get, post, put
+from litestar.params import Parameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from sqlalchemy import Engine
 
+from api.params import CHANNEL, LIMIT, SINCE, UNTIL, WITHIN
 from engine import feedback as fb
 from engine import metrics as mx
 from engine import streams as st
@@ -155,7 +157,7 @@ class EventStreamController(Controller):
         st.delete_stream(db, ws, stream_id)
 
     @get("/{stream_id:str}/dead-letters", sync_to_thread=True)
-    def dead_letters(self, db: Engine, ws: WorkspaceRef, stream_id: str, limit: int = 100) -> dict:
+    def dead_letters(self, db: Engine, ws: WorkspaceRef, stream_id: str, limit: int = LIMIT) -> dict:
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000", field="limit")
         return {"items": st.list_dead_letters(db, ws, stream_id, limit)}
@@ -197,7 +199,8 @@ class LiveStreamController(Controller):
 
     @get("/")
     async def live(self, request: Request, db: Engine, ws: WorkspaceRef, type: list[str] | None = None,
-                   channel: list[str] | None = None, journey_id: list[str] | None = None, format: str = "tidings",
+                   channel: list[str] | None = None, journey_id: list[str] | None = None,
+                   format: str = Parameter(default="tidings", schema_extra={"enum": list(FORMATS)}),
                    after: int | None = None) -> ServerSentEvent:
         """Events as Server-Sent Events, `id:` = stream position. Starts at now, after `?after=`, or after
         the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects). The stream ends
@@ -264,22 +267,22 @@ class MetricsController(Controller):
 
     @get("/journeys/{journey_id:str}/metrics", sync_to_thread=True)
     def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
-                        goal: str | None = None, within: str | None = None, since: str | None = None,
-                        until: str | None = None) -> dict:
+                        goal: str | None = None, within: str | None = WITHIN, since: str | None = SINCE,
+                        until: str | None = UNTIL) -> dict:
         return mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
                                   since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
 
     @get("/journeys/{journey_id:str}/funnel", sync_to_thread=True, media_type=MediaType.HTML)
     def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
-                       goal: str | None = None, within: str | None = None, since: str | None = None,
-                       until: str | None = None) -> str:
+                       goal: str | None = None, within: str | None = WITHIN, since: str | None = SINCE,
+                       until: str | None = UNTIL) -> str:
         m = mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
                                since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
         return funnel_html(m)
 
     @get("/metrics/messages", sync_to_thread=True)
-    def message_metrics(self, db: Engine, ws: WorkspaceRef, since: str | None = None, until: str | None = None,
-                        channel: str | None = None) -> dict:
+    def message_metrics(self, db: Engine, ws: WorkspaceRef, since: str | None = SINCE, until: str | None = UNTIL,
+                        channel: str | None = CHANNEL) -> dict:
         return mx.message_metrics(db, ws, since_ms=_ms(since, "since"), until_ms=_ms(until, "until"), channel=channel)
 
 

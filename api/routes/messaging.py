@@ -7,6 +7,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
+from api.params import CURSOR, LIMIT
 from engine import channel_config, message_reads, templates_store, transactional
 from engine.channel_config import ChannelOut, ChannelPut
 from engine.schemas import Deleted, Page
@@ -84,8 +85,8 @@ class OutboxController(Controller):
     path = "/outbox"
 
     @get("/", sync_to_thread=True)
-    def list_outbox(self, db: Engine, ws: WorkspaceRef, address: str | None = None, cursor: str | None = None,
-                    limit: int = 100) -> Page:
+    def list_outbox(self, db: Engine, ws: WorkspaceRef, address: str | None = None, cursor: str | None = CURSOR,
+                    limit: int = LIMIT) -> Page:
         return message_reads.list_outbox(db, ws, address=address, cursor=cursor, limit=limit)
 
 

@@ -5,9 +5,11 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, put
+from litestar.params import Parameter
 from litestar.response import Stream
 from sqlalchemy import Engine
 
+from api.params import CURSOR, LIMIT
 from engine.errors import InvalidInput
 from engine.segments import service
 from engine.segments.service import SegmentIn, SegmentOut, SegmentPatch, VersionOut
@@ -54,12 +56,13 @@ class SegmentController(Controller):
         return Deleted(deleted=segment_id)
 
     @get("/{segment_id:str}/members", sync_to_thread=True)
-    def members(self, db: Engine, ws: WorkspaceRef, segment_id: str, cursor: str | None = None,
-                limit: int = 100) -> dict[str, Any]:
+    def members(self, db: Engine, ws: WorkspaceRef, segment_id: str, cursor: str | None = CURSOR,
+                limit: int = LIMIT) -> dict[str, Any]:
         return service.members_page(db, ws, segment_id, cursor, limit)
 
     @get("/{segment_id:str}/export", sync_to_thread=True)
-    def export(self, db: Engine, ws: WorkspaceRef, segment_id: str, format: str = "ndjson") -> Stream:
+    def export(self, db: Engine, ws: WorkspaceRef, segment_id: str,
+               format: str = Parameter(default="ndjson", schema_extra={"enum": ["ndjson", "csv"]})) -> Stream:
         if format not in ("csv", "ndjson"):
             raise InvalidInput("format is csv or ndjson", field="format")
         rows = service.export_rows(db, ws, segment_id)
@@ -85,8 +88,9 @@ class ImportController(Controller):
     path = "/"
 
     @post("/segments/import", status_code=201)
-    async def import_(self, request: Request, db: Engine, ws: WorkspaceRef, name: str, format: str = "pinpoint",
-                      id: str | None = None, async_: bool = False) -> Response:
+    async def import_(self, request: Request, db: Engine, ws: WorkspaceRef, name: str,
+                      format: str = Parameter(default="pinpoint", schema_extra={"enum": ["pinpoint", "plain"]}),
+                      id: str | None = None, async_: bool = Parameter(query="async", default=False)) -> Response:
         import anyio
         import os
         import tempfile
@@ -95,13 +99,16 @@ class ImportController(Controller):
 
         if format not in ("pinpoint", "plain"):
             raise InvalidInput("format is pinpoint or plain", field="format")
-        async_ = async_ or request.query_params.get("async") in ("true", "1")
         fd, path = tempfile.mkstemp(prefix="tidings-import-")
-        lines = 0
+        lines = size = 0
         with os.fdopen(fd, "wb") as f:
             async for chunk in request.stream():
                 lines += chunk.count(b"\n")
+                size += len(chunk)
                 f.write(chunk)
+        if not size:  # refused now, as a synchronous import would be, rather than as a failed job
+            os.unlink(path)
+            raise InvalidInput("the file is empty", field="file")
         if async_ or lines > imports.ASYNC_ROWS:
             job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
             return Response(job, status_code=202)

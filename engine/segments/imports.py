@@ -60,6 +60,11 @@ class Staged(msgspec.Struct):
 # workspace's push channel plugin (fcm or apns) picks the service.
 PINPOINT_PUSH_TYPES = ("GCM", "APNS", "APNS_SANDBOX", "APNS_VOIP", "APNS_VOIP_SANDBOX", "BAIDU", "ADM")
 
+def _json_row(item: Any) -> Any:
+    # Lists are how CSV rows travel, as (header, value) pairs: a JSON row must be an object.
+    return item if isinstance(item, dict) else InvalidInput("a JSON row is an object")
+
+
 def _rows(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
     """(row number, row) where a row is a dict (JSON) or a list of (header, value) pairs (CSV)."""
     head = f.read(4096)
@@ -74,12 +79,13 @@ def _rows(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
             items = msgspec.json.decode(f.read())
         except msgspec.DecodeError as exc:
             raise InvalidInput(f"malformed JSON: {exc}", field="file") from None
-        yield from enumerate(items, 1)
+        for n, item in enumerate(items if isinstance(items, list) else [items], 1):
+            yield n, _json_row(item)
     elif first == b"{":
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    yield n, msgspec.json.decode(line)
+                    yield n, _json_row(msgspec.json.decode(line))
                 except msgspec.DecodeError as exc:
                     yield n, InvalidInput(f"malformed JSON line: {exc}")
     else:

@@ -53,6 +53,18 @@ def test_json_and_plain_formats(api):
     assert api.get(f"/v1/segments/{r.json()['segment_id']}").json()["size"] == 2
 
 
+def test_json_rows_that_are_not_objects_are_named_and_an_empty_file_refused(api):
+    r = api.post("/v1/segments/import", params={"name": "odd", "format": "pinpoint"},
+                 content=b'[{"ChannelType": "EMAIL", "Address": "o@example.com", "Id": "o1"}, [null], 7]')
+    assert r.status_code == 400, r.text
+    assert [(d["row"], d["message"]) for d in r.json()["error"]["details"]] == [
+        (2, "a JSON row is an object"), (3, "a JSON row is an object")]
+    for params in ({"name": "empty"}, {"name": "empty", "async": "true"}):
+        r = api.post("/v1/segments/import", params=params, content=b"")
+        assert r.status_code == 400 and r.json()["error"]["field"] == "file", r.text
+    assert api.get("/v1/endpoints/o1").status_code == 404
+
+
 def test_bad_rows_reject_the_whole_file(api):
     bad = PINPOINT_CSV + "EMAIL,not-an-email,x1,xavier,,,,,,,,,,\nFAX,123,x2,,,,,,,,,,,\nEMAIL,z@example.com,z,zed,,,,abc,,,,,,\nIN_APP,q,x3,,,,,,,,,,,\n"
     r = api.post("/v1/segments/import", params={"name": "bad"}, content=bad.encode())
