@@ -12,6 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.auth import current_workspace, database, require_workspace_key
 from api.errors import HANDLERS
+from api.guard import RequestGuard
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=[require_workspace_key],
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[health, v1, public_router],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
@@ -86,3 +87,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         logging_config=LoggingConfig(configure_root_logger=False),
         openapi_config=OpenAPIConfig(title="Tidings", version="0.1.0", path="/schema"),
     )
+    # Outside Litestar's own handler (not a route middleware): it must also see requests that match no route,
+    # and refuse overload before routing, authentication or reading a body cost anything.
+    app.asgi_handler = RequestGuard(app.asgi_handler, settings.api_max_in_flight, settings.api_retry_after_seconds)
+    return app

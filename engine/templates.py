@@ -22,6 +22,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.channels import ChannelType
+from engine.validation import MAX_DEPTH, too_deep
 
 __all__ = [
     "TemplateParts",
@@ -285,9 +286,11 @@ def template_errors(t: Template) -> list[TemplateError]:
     for loc in t.locales:
         if not _LOCALE_RE.match(loc):
             errors.append(TemplateError(f"locales.{loc}", None, f"invalid locale {loc!r}"))
-    for path in t.defaults:
+    for path, value in t.defaults.items():
         if not isinstance(path, str) or not path or any(s == "" for s in path.split(".")):
             errors.append(TemplateError("defaults", None, f"invalid variable path {path!r}"))
+        elif too_deep(value, MAX_DEPTH - 1) is not None:
+            errors.append(TemplateError(f"defaults.{path}", None, f"nested more than {MAX_DEPTH} levels deep"))
     return errors
 
 

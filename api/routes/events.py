@@ -8,6 +8,8 @@ from engine import events
 from engine.schemas import EventsBatch, EventsResult, Page
 from engine.workspaces import WorkspaceRef
 
+from api.params import Int64
+
 
 class EventController(Controller):
     path = "/events"
@@ -19,6 +21,6 @@ class EventController(Controller):
     @get("/", sync_to_thread=True)
     def list_events(self, db: Engine, ws: WorkspaceRef, user_id: str | None = None, name: str | None = None,
                     since: str | None = None, until: str | None = None, cursor: str | None = None,
-                    limit: int = 100) -> Page:
+                    limit: Int64 = 100) -> Page:
         return events.list_events(db, ws, user_id=user_id, name=name, since=since, until=until,
                                   cursor=cursor, limit=limit)

@@ -30,7 +30,10 @@ from engine.clock import duration_seconds, iso_to_ms
 from engine.errors import InvalidInput, NotFound
 from engine.funnel import funnel_html
 from engine.records import FORMATS
+from engine.validation import check_int64
 from engine.workspaces import WorkspaceRef
+
+from api.params import Int64
 
 
 def plugins_of(app: Any) -> Any:
@@ -154,7 +157,7 @@ class EventStreamController(Controller):
         st.delete_stream(db, ws, stream_id)
 
     @get("/{stream_id:str}/dead-letters", sync_to_thread=True)
-    def dead_letters(self, db: Engine, ws: WorkspaceRef, stream_id: str, limit: int = 100) -> dict:
+    def dead_letters(self, db: Engine, ws: WorkspaceRef, stream_id: str, limit: Int64 = 100) -> dict:
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000", field="limit")
         return {"items": st.list_dead_letters(db, ws, stream_id, limit)}
@@ -170,8 +173,8 @@ def _check_stream_id(stream_id: str) -> None:
 def _start_position(db: Engine, ws: WorkspaceRef, last_event_id: str | None, after: int | None) -> int:
     if last_event_id:
         try:
-            return int(last_event_id)
-        except ValueError:
+            return check_int64(int(last_event_id), "Last-Event-ID")
+        except (ValueError, InvalidInput):
             raise InvalidInput("Last-Event-ID must be an id this stream sent", field="Last-Event-ID") from None
     if after is not None:
         return after
@@ -184,7 +187,7 @@ class LiveStreamController(Controller):
     @get("/")
     async def live(self, request: Request, db: Engine, ws: WorkspaceRef, type: list[str] | None = None,
                    channel: list[str] | None = None, journey_id: list[str] | None = None, format: str = "tidings",
-                   after: int | None = None) -> ServerSentEvent:
+                   after: Int64 | None = None) -> ServerSentEvent:
         """Events as Server-Sent Events, `id:` = stream position. Starts at now, after `?after=`, or after
         the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects)."""
         if format not in FORMATS:
@@ -240,14 +243,14 @@ class MetricsController(Controller):
     path = "/"
 
     @get("/journeys/{journey_id:str}/metrics", sync_to_thread=True)
-    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: Int64 | None = None,
                         goal: str | None = None, within: str | None = None, since: str | None = None,
                         until: str | None = None) -> dict:
         return mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
                                   since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
 
     @get("/journeys/{journey_id:str}/funnel", sync_to_thread=True, media_type=MediaType.HTML)
-    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: Int64 | None = None,
                        goal: str | None = None, within: str | None = None, since: str | None = None,
                        until: str | None = None) -> str:
         m = mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),

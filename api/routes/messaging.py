@@ -14,6 +14,8 @@ from engine.templates_store import TemplateBody, TemplateOut
 from engine.transactional import BatchAnswer, BatchRequest, MessageAnswer, MessageRequest
 from engine.workspaces import WorkspaceRef
 
+from api.params import Int64
+
 IdempotencyKey = Parameter(header="Idempotency-Key", required=False)
 
 
@@ -85,7 +87,7 @@ class OutboxController(Controller):
 
     @get("/", sync_to_thread=True)
     def list_outbox(self, db: Engine, ws: WorkspaceRef, address: str | None = None, cursor: str | None = None,
-                    limit: int = 100) -> Page:
+                    limit: Int64 = 100) -> Page:
         return message_reads.list_outbox(db, ws, address=address, cursor=cursor, limit=limit)
 
 

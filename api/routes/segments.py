@@ -14,6 +14,8 @@ from engine.segments.service import SegmentIn, SegmentOut, SegmentPatch, Version
 from engine.schemas import Deleted
 from engine.workspaces import WorkspaceRef
 
+from api.params import Int64
+
 
 class DuplicateIn(msgspec.Struct, forbid_unknown_fields=True):
     id: str | None = None
@@ -55,7 +57,7 @@ class SegmentController(Controller):
 
     @get("/{segment_id:str}/members", sync_to_thread=True)
     def members(self, db: Engine, ws: WorkspaceRef, segment_id: str, cursor: str | None = None,
-                limit: int = 100) -> dict[str, Any]:
+                limit: Int64 = 100) -> dict[str, Any]:
         return service.members_page(db, ws, segment_id, cursor, limit)
 
     @get("/{segment_id:str}/export", sync_to_thread=True)
