@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.auth import current_workspace, database, require_workspace_key
 from api.errors import HANDLERS
-from api.guard import RequestGuard
+from api.guard import RequestGuard, refuse_nul_characters
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,
+        before_request=refuse_nul_characters,
         lifespan=[lifespan],
         # Litestar would otherwise turn the root logger to INFO and print every httpx request.
         logging_config=LoggingConfig(configure_root_logger=False),

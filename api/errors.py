@@ -49,6 +49,8 @@ def http_error(_: Request, exc: HTTPException) -> Response:
     if str(exc.detail).startswith(_MALFORMED):
         return Response(content=_body("malformed_json", str(exc.detail)), status_code=400, media_type=MediaType.JSON)
     code = "not_found" if isinstance(exc, NotFoundException) else re.sub(r"\W+", "_", type(exc).__name__.lower())
+    if exc.status_code == 400 and _MSGSPEC_PATH.search(str(exc.detail)):  # msgspec refused a value ("Number out of range")
+        code = "invalid"
     return Response(content=_body(code, str(exc.detail)), status_code=exc.status_code, media_type=MediaType.JSON)
 
 

@@ -75,3 +75,44 @@ class RequestGuard:
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"retry-after", self.retry_after)]})
         await send({"type": "http.response.body", "body": body})
+
+
+# Paths whose bodies are streamed (spooled to disk) rather than read whole: they check their own rows.
+_STREAMED = ("/v1/segments/import",)
+
+
+async def refuse_nul_characters(request: Any) -> None:
+    """A JSON string may spell a NUL character (`\\u0000`); PostgreSQL text and JSONB cannot hold one (a 500
+    there, stored on SQLite). Refused for every body alike, naming the field, before any handler runs."""
+    if request.method in ("GET", "HEAD", "DELETE", "OPTIONS") or request.scope["path"].startswith(_STREAMED):
+        return
+    body = await request.body()  # what Litestar decodes next: read once, cached
+    if b"\\u0000" not in body:
+        return
+    try:
+        value = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return  # not JSON (a journey's YAML, a provider's form): its own parser answers
+    path = _nul_path(value)
+    if path is not None:
+        from engine.errors import InvalidInput
+
+        raise InvalidInput("text may not contain NUL (\\u0000) characters", field=path or "body")
+
+
+def _nul_path(value: Any) -> str | None:
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return path
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                here = f"{path}.{k}" if path else str(k)
+                if "\x00" in k:
+                    return here
+                stack.append((v, here))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+    return None

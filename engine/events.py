@@ -39,6 +39,7 @@ def _checker(allow_reserved: bool):
             if isinstance(value, str) and len(value) > MAX_EVENT_VALUE:
                 raise InvalidInput(f"attribute values are at most {MAX_EVENT_VALUE} characters", field=f"attributes.{key}")
         check_values_depth(e.attributes, "attributes")
+        check_values_depth(e.metrics, "metrics")
     return check
 
 

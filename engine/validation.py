@@ -46,6 +46,8 @@ def check_metrics(metrics: dict[str, Any], field: str) -> None:
             raise LimitExceeded(f"metric name must be 1-{MAX_NAME} characters, got {len(name)}", field=f"{field}.{name}")
         if value is not None and value != value:  # NaN cannot be stored or compared
             raise InvalidInput("metric values must be numbers, got NaN", field=f"{field}.{name}")
+        if value.__class__ is int and not INT64_MIN <= value <= INT64_MAX:
+            raise InvalidInput(f"integer metric values are 64-bit, got {value}", field=f"{field}.{name}")
 
 
 def check_timezone(tz: str | None, field: str = "timezone") -> None:
@@ -92,9 +94,17 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> list[Any] | None:
     """The path (keys and indexes) to the first container nested deeper than `limit`, else None.
     Iterative, so it is safe on any depth."""
+    return _first_fault(value, limit, ints=False)[0]
+
+
+def _first_fault(value: Any, limit: int, ints: bool) -> tuple[list[Any] | None, str]:
+    """(path, what) of the first container deeper than `limit` ("deep") or, with `ints`, the first integer
+    outside 64 bits ("int"); (None, "") when there is none."""
     stack: list[tuple[Any, int, tuple]] = [(value, 1, ())]
     while stack:
         node, depth, path = stack.pop()
+        if ints and node.__class__ is int and not INT64_MIN <= node <= INT64_MAX:
+            return list(path), "int"
         if node.__class__ is dict or isinstance(node, dict):
             children = node.items()
         elif node.__class__ is list or isinstance(node, list):
@@ -102,9 +112,9 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> list[Any] | None:
         else:
             continue
         if depth > limit:
-            return list(path)
+            return list(path), "deep"
         stack.extend((v, depth + 1, (*path, k)) for k, v in children)
-    return None
+    return None, ""
 
 
 def check_depth(value: Any, field: str, limit: int = MAX_DEPTH) -> None:
@@ -118,10 +128,18 @@ def check_depth(value: Any, field: str, limit: int = MAX_DEPTH) -> None:
 
 
 def check_values_depth(values: dict[str, Any], field: str, limit: int = MAX_DEPTH) -> None:
-    """check_depth for each value of a mapping, naming `field.key`; scalar values cost one class check."""
+    """Free-form values of a mapping (event attributes, message data): nested at most `limit` levels and no
+    integer past 64 bits (the rule evaluators and SQL take no more); names `field.key`. A string value costs
+    one class check."""
     for name, value in values.items():
-        if value.__class__ in (dict, list):
-            check_depth(value, f"{field}.{name}", limit - 1)
+        cls = value.__class__
+        if cls is str or cls is float or cls is bool or value is None:
+            continue
+        path, what = _first_fault(value, limit - 1, ints=True)
+        if what == "deep":
+            raise LimitExceeded(f"nested more than {limit} levels deep", field=f"{field}.{name}")
+        if what == "int":
+            raise InvalidInput("integers are at most 64-bit", field=".".join([f"{field}.{name}", *map(str, path)]))
 
 
 def check_int64(value: int | None, field: str) -> int | None:

@@ -33,7 +33,7 @@ from engine.records import FORMATS
 from engine.validation import check_int64
 from engine.workspaces import WorkspaceRef
 
-from api.params import Int64
+from api.params import Int64, OptionalInt64
 
 
 def plugins_of(app: Any) -> Any:
@@ -187,7 +187,7 @@ class LiveStreamController(Controller):
     @get("/")
     async def live(self, request: Request, db: Engine, ws: WorkspaceRef, type: list[str] | None = None,
                    channel: list[str] | None = None, journey_id: list[str] | None = None, format: str = "tidings",
-                   after: Int64 | None = None) -> ServerSentEvent:
+                   after: OptionalInt64 = None) -> ServerSentEvent:
         """Events as Server-Sent Events, `id:` = stream position. Starts at now, after `?after=`, or after
         the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects)."""
         if format not in FORMATS:
@@ -243,14 +243,14 @@ class MetricsController(Controller):
     path = "/"
 
     @get("/journeys/{journey_id:str}/metrics", sync_to_thread=True)
-    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: Int64 | None = None,
+    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
                         goal: str | None = None, within: str | None = None, since: str | None = None,
                         until: str | None = None) -> dict:
         return mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
                                   since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
 
     @get("/journeys/{journey_id:str}/funnel", sync_to_thread=True, media_type=MediaType.HTML)
-    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: Int64 | None = None,
+    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
                        goal: str | None = None, within: str | None = None, since: str | None = None,
                        until: str | None = None) -> str:
         m = mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
