@@ -277,7 +277,9 @@ async def send(db: Engine, plugins, ws: WorkspaceRef, requests: list[MessageRequ
         check_key(key)
         digest = body_hash([batch, requests])
     try:
-        if db.dialect.name == "sqlite" and sum(len(m.recipients) for m in requests) <= INLINE_RECIPIENTS:
+        # Inline content is checked (and trial-rendered, engine.templates) in prepare: never on the loop.
+        if (db.dialect.name == "sqlite" and sum(len(m.recipients) for m in requests) <= INLINE_RECIPIENTS
+                and all(m.content is None for m in requests)):
             groups = prepare(db, ws.id, requests, key, batch)  # a few indexed reads of a local file
         else:
             groups = await asyncio.to_thread(prepare, db, ws.id, requests, key, batch)
