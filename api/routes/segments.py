@@ -100,13 +100,18 @@ class ImportController(Controller):
         async_ = async_ or request.query_params.get("async") in ("true", "1")
         fd, path = tempfile.mkstemp(prefix="tidings-import-")
         lines = 0
-        with os.fdopen(fd, "wb") as f:
-            async for chunk in request.stream():
-                lines += chunk.count(b"\n")
-                f.write(chunk)
-        if async_ or lines > imports.ASYNC_ROWS:
-            job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
-            return Response(job, status_code=202)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                # past the body-size limit the stream raises (413) mid-way: the spooled part goes with it
+                async for chunk in request.stream():
+                    lines += chunk.count(b"\n")
+                    f.write(chunk)
+            if async_ or lines > imports.ASYNC_ROWS:
+                job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
+                return Response(job, status_code=202)  # the job owns the file from here
+        except BaseException:
+            os.unlink(path)
+            raise
 
         def run() -> dict:
             try:
