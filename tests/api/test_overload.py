@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from engine.db import make_engine
 from engine.workspaces import create_key
 
 MAX_IN_FLIGHT = 4
@@ -56,8 +57,6 @@ def api_process(settings, tmp_path):
 
 
 async def test_flood_gets_503_with_retry_after_and_health_stays_fast(api_process, settings):
-    from engine.db import make_engine
-
     db = make_engine(settings.database_url)
     _, key = create_key(db, "acme")
     db.dispose()
@@ -96,3 +95,38 @@ async def test_flood_gets_503_with_retry_after_and_health_stays_fast(api_process
     assert max(t for _, t in accepted) < 6, [t for _, t in accepted]  # no queue behind them
     assert max(health) < 1.0, health
     assert elapsed < 15
+
+
+async def test_a_slow_render_neither_stalls_health_nor_runs_past_its_budget(api_process, settings):
+    """Nested loops over the request's data (10,000 x 10,000) used to render on the event loop for seconds."""
+    db = make_engine(settings.database_url)
+    _, key = create_key(db, "acme")
+    db.dispose()
+    loops = "{% for i in data.xs %}{% for j in data.xs %}{{ '' }}{% endfor %}{% endfor %}done"
+    async with httpx.AsyncClient(base_url=api_process, headers={"Authorization": f"Bearer {key}"},
+                                 timeout=30) as client:
+        r = await client.put("/v1/templates/loops", json={"channel": "EMAIL", "subject": "s", "text": loops})
+        assert r.status_code == 200, r.text  # with no data it renders at once: accepted
+
+        async def send() -> tuple[httpx.Response, float]:
+            t = time.monotonic()
+            r = await client.post("/v1/messages", json={"channel": "EMAIL", "template_id": "loops",
+                                                        "data": {"xs": list(range(10_000))},
+                                                        "recipients": [{"address": "a@example.com"}]})
+            return r, time.monotonic() - t
+
+        async def health() -> list[float]:
+            await asyncio.sleep(0.2)
+            times = []
+            for _ in range(5):
+                t = time.monotonic()
+                assert (await client.get("/health")).status_code == 200
+                times.append(time.monotonic() - t)
+                await asyncio.sleep(0.1)
+            return times
+
+        (answer, took), health_times = await asyncio.gather(send(), health())
+    [result] = answer.json()["results"]
+    assert result["status"] == "render_failed" and "longer than 1 s" in result["error"], result
+    assert took < 5, took
+    assert max(health_times) < 0.5, health_times
