@@ -6,6 +6,7 @@ import re
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from sqlalchemy.exc import DataError
 
 from api.guard import request_id_of
 from engine.errors import TidingsError
@@ -111,6 +112,18 @@ def _deep_path(body: bytes, limit: int, shown: int = 4) -> str | None:
     return None
 
 
+def database_refused(request: Request, exc: DataError) -> Response:
+    """A value the database cannot hold that no check of ours caught first (a backstop: the checks name the
+    field). The caller's input, so a 400; logged, because a check is missing."""
+    request_id = request_id_of(request.scope)
+    log.warning("database refused a value on %s %s (request %s): %s", request.method, request.url.path,
+                request_id, exc.orig)
+    first_line = str(exc.orig).splitlines()[0] if exc.orig else "a value is out of range"
+    return Response(content=_body("invalid", f"the database cannot store a value of this request: {first_line}",
+                                  request_id=request_id),
+                    status_code=400, media_type=MediaType.JSON)
+
+
 def journey_error(_: Request, exc) -> Response:
     """Every compile problem at once; `field` points at the first one as line:column."""
     first = exc.errors[0]
@@ -127,5 +140,6 @@ HANDLERS = {
     HTTPException: http_error,
     UnicodeDecodeError: not_utf8,
     RecursionError: too_deep,
+    DataError: database_refused,
     Exception: internal_error,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import parse_qsl
 from typing import Any, Callable
 
 import msgspec
@@ -54,6 +55,11 @@ class RequestGuard:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
+        nul_field = _nul_in_url(scope)
+        if nul_field is not None:
+            await _answer(send_with_id, 400, {"code": "invalid", "field": nul_field, "request_id": request_id,
+                                              "message": "text may not contain NUL (%00) characters"})
+            return
         if not self.max_in_flight or scope["path"].startswith(_UNCOUNTED):
             await self.app(scope, receive, send_with_id)
             return
@@ -67,14 +73,31 @@ class RequestGuard:
             self.in_flight -= 1
 
     async def _refuse(self, send: Callable, request_id: str) -> None:
-        body = msgspec.json.encode({"error": {
+        await _answer(send, 503, {
             "code": "overloaded", "field": None, "request_id": request_id,
             "message": f"the API has {self.max_in_flight} requests in flight, its limit; retry after "
-                       f"{self.retry_after.decode()} s"}})
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"retry-after", self.retry_after)]})
-        await send({"type": "http.response.body", "body": body})
+                       f"{self.retry_after.decode()} s"}, [(b"retry-after", self.retry_after)])
+
+
+async def _answer(send: Callable, status: int, error: dict, headers: list | None = None) -> None:
+    body = msgspec.json.encode({"error": error})
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or ())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _nul_in_url(scope: dict) -> str | None:
+    """A NUL in the path or the query string (`%00`) reaches SQL as text PostgreSQL cannot hold (a 500);
+    refused for every route alike: "path", or the name of the query parameter."""
+    if "\x00" in scope["path"]:
+        return "path"
+    query = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return name.replace("\x00", "") or "query"
+        return "query"
+    return None
 
 
 # Paths whose bodies are streamed (spooled to disk) rather than read whole: they check their own rows.

@@ -246,3 +246,14 @@ def test_every_answer_carries_a_request_id(client, api):
     ids = {r.headers["x-request-id"] for r in (ok, missing, unrouted)}
     assert len(ids) == 3
     assert api.get("/v1/events", headers={"X-Request-Id": "from-my-proxy-1"}).headers["x-request-id"] == "from-my-proxy-1"
+
+
+@pytest.mark.parametrize("path, field", [
+    ("/v1/users/a%00b", "path"),
+    ("/v1/journeys/%00", "path"),
+    ("/v1/events?name=%00", "name"),
+    ("/feedback/%00/smtp", "path"),
+])
+def test_nul_in_a_path_or_query(api, path, field):
+    e = _error(api.get(path) if "feedback" not in path else api.post(path, content=b"{}"))
+    assert e["field"] == field and "NUL" in e["message"], e
