@@ -168,6 +168,10 @@ class _Converter:
             except yaml.YAMLError as exc:
                 self.issues.add(pos_of(node.start_mark), f"cannot read value: {getattr(exc, 'problem', exc)}")
                 return None
+            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+                # the constructors' own limits: `!!timestamp 99999-01-01`, a 5,000-digit integer
+                self.issues.add(pos_of(node.start_mark), f"cannot read value {node.value[:40]!r}: {exc}")
+                return None
         if isinstance(node, yaml.SequenceNode):
             out = LList(pos_of(node.start_mark))
             for item in node.value:
@@ -200,9 +204,10 @@ class _Converter:
 
 def load_documents(text: str, issues: Issues) -> list[Document]:
     """Every document of `text`, located. YAML syntax errors go to `issues` (and stop the file)."""
-    loader = _Loader(text)
     docs: list[Document] = []
+    loader = None
     try:
+        loader = _Loader(text)  # checks every character first (a NUL is refused here)
         while loader.check_node():
             node = loader.get_node()
             doc_text = text[node.start_mark.index:node.end_mark.index]
@@ -220,7 +225,8 @@ def load_documents(text: str, issues: Issues) -> list[Document]:
     except yaml.YAMLError as exc:  # reader errors (bad bytes) carry no problem_mark
         issues.add(None, f"YAML error: {exc}")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if len(docs) == 1:
         docs[0].text = text  # a one-document file hashes as the whole file, comments included
     return docs

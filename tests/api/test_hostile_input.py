@@ -257,3 +257,30 @@ def test_every_answer_carries_a_request_id(client, api):
 def test_nul_in_a_path_or_query(api, path, field):
     e = _error(api.get(path) if "feedback" not in path else api.post(path, content=b"{}"))
     assert e["field"] == field and "NUL" in e["message"], e
+
+
+@pytest.mark.parametrize("text, words", [
+    ("a: !!timestamp 99999-01-01\n", "cannot read value"),
+    ("a: " + "9" * 5000 + "\n", "cannot read value"),
+    ("a: 1\x00\n", "unacceptable character"),
+])
+def test_yaml_values_the_constructors_refuse(api, text, words):
+    r = api.post("/v1/journeys/validate", content=text.encode())
+    assert r.status_code == 200, r.text
+    assert any(words in e["message"] for e in r.json()["errors"]), r.json()
+
+
+def test_the_cli_refuses_billion_laughs_at_its_line(tmp_path):
+    """The CLI reads segments, templates and journeys through the same loader as the API."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "laughs.yaml").write_text("apiVersion: tidings/v1\nkind: Segment\nid: s\n" + LAUGHS)
+    tidings = str(Path(sys.executable).with_name("tidings"))
+    t = time.monotonic()
+    out = subprocess.run([tidings, "validate", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - t < 30
+    assert out.returncode == 1
+    assert any(line.startswith(f"{tmp_path / 'laughs.yaml'}:") and "aliases expand" in line
+               for line in out.stderr.splitlines()), out.stderr
