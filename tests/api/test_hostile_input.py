@@ -284,3 +284,31 @@ def test_the_cli_refuses_billion_laughs_at_its_line(tmp_path):
     assert out.returncode == 1
     assert any(line.startswith(f"{tmp_path / 'laughs.yaml'}:") and "aliases expand" in line
                for line in out.stderr.splitlines()), out.stderr
+
+
+@pytest.mark.parametrize("part, source", [
+    ("text", '{{ "x" * 50000000 }}'),
+    ("html", '{% set a = "xxxxxxxxxx" %}' + "{% set a = a ~ a %}" * 30 + "{{ a }}"),
+    ("subject", '{{ "%999999999d" % 1 }}'),
+    ("text", '{{ "x"|center(999999999) }}'),
+])
+def test_a_template_too_big_for_anyone_is_refused_at_save(api, part, source):
+    body = {"channel": "EMAIL", "subject": "s", "text": "t", part: source}
+    e = _error(api.put("/v1/templates/big", json=body))
+    assert e["field"] == part, e
+    assert any(w in e["message"] for w in ("more than 1,000,000 characters", "too large", "larger than 1,000,000")), e
+    assert api.get("/v1/templates/big").status_code == 404
+
+
+def test_a_template_too_big_for_one_recipient_fails_only_that_message(api):
+    body = {"channel": "EMAIL", "subject": "s", "text": "{{ data.word * data.times }}"}
+    assert api.put("/v1/templates/rep", json=body).status_code == 200
+    r = api.post("/v1/messages/batch", json={"messages": [
+        {"channel": "EMAIL", "template_id": "rep", "data": {"word": "ab", "times": 3},
+         "recipients": [{"address": "small@example.com"}]},
+        {"channel": "EMAIL", "template_id": "rep", "data": {"word": "ab", "times": 10**8},
+         "recipients": [{"address": "huge@example.com"}]}]})
+    assert r.status_code == 200, r.text
+    small, huge = (m["results"][0] for m in r.json()["messages"])
+    assert small["status"] == "sent" and huge["status"] == "render_failed", (small, huge)
+    assert "more than 1,000,000 characters" in huge["error"]
