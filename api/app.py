@@ -5,7 +5,7 @@ import asyncio
 import gc
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, Router, get
+from litestar import Litestar, Request, Response, Router, get
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 from api.auth import current_workspace, database, require_workspace_key
 from api.errors import HANDLERS
 from api.openapi import allowed_methods, answer_options, complete as complete_openapi
+from api.guard import RequestGuard, refuse_nul_characters
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
@@ -32,6 +33,13 @@ V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentCo
 @get("/health", sync_to_thread=False)
 def health() -> dict[str, str]:
     return {"status": "ok"}
+
+
+async def before_request(request: Request) -> Response | None:
+    """Before every handler: a NUL character in a JSON body is refused (api.guard); OPTIONS lists every
+    method of its path (api.openapi)."""
+    await refuse_nul_characters(request)
+    return answer_options(request)
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -82,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,
-        before_request=answer_options,
+        before_request=before_request,
         lifespan=[lifespan],
         # Litestar would otherwise turn the root logger to INFO and print every httpx request.
         logging_config=LoggingConfig(configure_root_logger=False),
@@ -90,4 +98,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     complete_openapi(app.openapi_schema)  # built once, here: /schema serves this same object
     app.state.allowed_methods = allowed_methods(app)
+    # Outside Litestar's own handler (not a route middleware): it must also see requests that match no route,
+    # and refuse overload before routing, authentication or reading a body cost anything.
+    app.asgi_handler = RequestGuard(app.asgi_handler, settings.api_max_in_flight, settings.api_retry_after_seconds)
     return app

@@ -37,6 +37,7 @@ ERROR_SCHEMA: dict[str, Any] = {
                       "description": "the field, parameter, header or `line:column` the error is about"},
             "details": {"type": "array", "items": {"type": "object"},
                         "description": "one entry per bad item, row or journey problem (first 100)"},
+            "request_id": {"type": "string", "description": "the request's X-Request-Id, given on internal errors"},
         },
     }},
 }

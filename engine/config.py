@@ -21,6 +21,9 @@ class Settings:
     secret_key: str = ""
     stream_worker: bool = True
     stream_poll_seconds: float = 0.25
+    # Overload: requests past this many in flight are answered 503 with Retry-After (0: no bound).
+    api_max_in_flight: int = 64
+    api_retry_after_seconds: int = 1
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -38,4 +41,6 @@ class Settings:
             secret_key=env.get("TIDINGS_SECRET_KEY", ""),
             stream_worker=env.get("TIDINGS_STREAM_WORKER", "1").lower() not in ("0", "false", "no", "off"),
             stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
+            api_max_in_flight=int(env.get("TIDINGS_API_MAX_IN_FLIGHT", "64")),
+            api_retry_after_seconds=int(env.get("TIDINGS_API_RETRY_AFTER", "1")),
         )

@@ -21,7 +21,7 @@ from engine.errors import BatchRejected, InvalidInput
 from engine.models import endpoints, events, users
 from engine.pagination import check_limit, decode_cursor, next_cursor
 from engine.schemas import EventIn, EventOut, EventsResult, Page
-from engine.validation import MAX_NAME, check_batch_size
+from engine.validation import MAX_NAME, check_batch_size, check_values_depth
 from engine.workspaces import WorkspaceRef
 
 MAX_EVENT_VALUE = 1000
@@ -38,6 +38,8 @@ def _checker(allow_reserved: bool):
                 raise InvalidInput(f"attribute names are at most {MAX_NAME} characters", field=f"attributes.{key}")
             if isinstance(value, str) and len(value) > MAX_EVENT_VALUE:
                 raise InvalidInput(f"attribute values are at most {MAX_EVENT_VALUE} characters", field=f"attributes.{key}")
+        check_values_depth(e.attributes, "attributes")
+        check_values_depth(e.metrics, "metrics")
     return check
 
 

@@ -49,7 +49,7 @@ from engine.message_events import status_event_id
 from engine.messaging_models import messages
 from engine.models import endpoints, users
 from engine.rate_limit import burst_of, paced, reserve_in
-from engine.templates import Template, TemplateRenderError, render
+from engine.templates import Template, TemplateRenderError, render, renders_quickly
 from engine.templates_store import load_templates
 from engine.serial import Job, write
 
@@ -242,7 +242,9 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
     if any(units[i].channel_type == "EMAIL" for i in todo):
         known = tracking.cached_key(db, ws_id) is not None  # no thread hop once the key is cached
         links = Links(db, ws_id, public_url()) if known else await asyncio.to_thread(Links.of, db, ws_id)
-    if len(todo) > RENDER_INLINE:  # a journey step's batch: render in a thread, not on the event loop
+    if len(todo) > RENDER_INLINE or not all(renders_quickly(units[i].template) for i in todo):
+        # a journey step's batch, or a template with loops or macros (up to TIDINGS_TEMPLATE_MAX_SECONDS):
+        # render in a thread, not on the event loop
         await asyncio.to_thread(_render, ws_id, units, todo, links, pending, failures)
     else:
         _render(ws_id, units, todo, links, pending, failures)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 
 from engine.errors import InvalidInput
+from engine.validation import INT64_MAX
 
 MAX_LIMIT = 1000
 
@@ -19,7 +20,10 @@ def decode_cursor(cursor: str | None) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         if not raw.startswith("i"):
             raise ValueError
-        return int(raw[1:])
+        last_id = int(raw[1:])
+        if not 0 <= last_id <= INT64_MAX:  # row ids are 64-bit: anything else was not made here
+            raise ValueError
+        return last_id
     except ValueError:
         raise InvalidInput("cursor is not one this API returned", field="cursor") from None
 

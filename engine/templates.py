@@ -10,18 +10,29 @@ the Pinpoint-compatible variable names.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import math
+import os
 import re
-from collections.abc import Mapping
+import string
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
-from jinja2 import ChainableUndefined, TemplateSyntaxError, nodes
+from jinja2 import ChainableUndefined, Environment, TemplateSyntaxError, nodes
+from jinja2.compiler import CodeGenerator
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from engine.channels import ChannelType
+from engine.validation import MAX_DEPTH, too_deep
 
 __all__ = [
     "TemplateParts",
@@ -149,13 +160,209 @@ def _finalize(value: Any) -> Any:
     return "" if value is None else value
 
 
+# --------------------------------------------------------------------------
+# Budgets: what one render may cost
+# --------------------------------------------------------------------------
+# Jinja's sandbox stops a template from reaching Python, not from spending: `{{ "x" * 50000000 }}` was
+# folded at compile time into a 50 MB constant (kept by the compiled-template cache), and two nested
+# 10,000-item loops rendered for seconds. Every render here has a size cap (each part, and any value a
+# template builds) and a time cap, checked as it runs: by the operators and calls the sandbox intercepts,
+# by every loop iteration and by every joined output. Values come from the environment of the process
+# that renders (the API for transactional sends, the worker for journeys).
+MAX_RENDERED_CHARS = int(os.environ.get("TIDINGS_TEMPLATE_MAX_CHARS", str(1_000_000)))
+MAX_RENDER_SECONDS = float(os.environ.get("TIDINGS_TEMPLATE_MAX_SECONDS", "2"))
+# The compiled-template cache is bounded by the source characters it holds (compiled code is a few times
+# larger), not only by its number of entries.
+CACHE_CHARS = int(os.environ.get("TIDINGS_TEMPLATE_CACHE_CHARS", str(8_000_000)))
+CACHE_ENTRIES = 2048
+
+
+class TemplateBudgetError(Exception):
+    """A render went past MAX_RENDERED_CHARS or MAX_RENDER_SECONDS."""
+
+
+class _Budget(threading.local):
+    deadline = math.inf  # no render in progress on this thread: nothing to time
+
+
+_budget = _Budget()
+
+
+def _tick() -> None:
+    if time.monotonic() > _budget.deadline:
+        raise TemplateBudgetError(f"rendering took longer than {MAX_RENDER_SECONDS:g} s")
+
+
+def _too_big(size: int) -> None:
+    if size > MAX_RENDERED_CHARS:
+        raise TemplateBudgetError(f"the template builds a value of more than {MAX_RENDERED_CHARS:,} characters")
+
+
+def _sized(value: Any) -> Any:
+    if isinstance(value, (str, list, tuple, dict)):
+        _too_big(len(value))
+    return value
+
+
+def _budgeted_concat(chunks) -> str:
+    """Environment.concat: every output (a part, a macro's body, a `{% set %}` block) is joined here."""
+    out: list[str] = []
+    size = 0
+    for n, chunk in enumerate(chunks):
+        size += len(chunk)
+        _too_big(size)
+        if not n & 63:
+            _tick()
+        out.append(chunk)
+    return "".join(out)
+
+
+def _loop_items(iterable):
+    """Wrapped around every `{% for %}` iterable (see _BudgetedEnv._parse): loops tick the clock."""
+    for n, item in enumerate(iterable):
+        if not n & 255:
+            _tick()
+        yield item
+
+
+_FORMAT_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_percent_format(template: Any) -> None:
+    """`"%99999999d" % 1` (or `|format`) would allocate the width before anything can measure it."""
+    if isinstance(template, str):
+        for width, precision in _FORMAT_WIDTH.findall(template):
+            for n in (width, precision):
+                if n == "*" or (n and int(n) > MAX_RENDERED_CHARS):
+                    raise TemplateBudgetError("a % format width is too large (or given with *)")
+
+
+def _check_brace_format(template: str) -> None:
+    for _, _, spec, _ in string.Formatter().parse(template):
+        if spec and ("{" in spec or any(int(n) > MAX_RENDERED_CHARS for n in re.findall(r"\d+", spec))):
+            raise TemplateBudgetError("a format width is too large (or computed)")
+
+
+_WIDTH_TAKERS = frozenset({"center", "ljust", "rjust", "zfill", "indent", "wordwrap"})
+
+
+def _check_int_args(args: tuple, kwargs: dict) -> None:
+    """Widths (center(10**9), indent(10**9)) may not exceed the size cap: they allocate before any check."""
+    for a in (*args, *kwargs.values()):
+        if a.__class__ is int and abs(a) > MAX_RENDERED_CHARS:
+            raise TemplateBudgetError(f"a number argument larger than {MAX_RENDERED_CHARS:,} is refused")
+
+
+def _check_replace(value: Any, old: Any, new: Any) -> None:
+    if isinstance(value, str) and isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
+        _too_big(len(value) + (value.count(old) if old else len(value) + 1) * (len(new) - len(old)))
+
+
+def _check_join(items: Any, sep: Any) -> Any:
+    if isinstance(items, (list, tuple)):
+        _too_big(sum(len(x) for x in items if isinstance(x, str)) + len(str(sep)) * len(items))
+    return items
+
+
+def _budgeted_filter(name: str, f: Callable) -> Callable:
+    """A built-in filter behind the same checks as calls (filters are not routed through Environment.call)."""
+
+    @functools.wraps(f)
+    def filter_(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        plain_args = [a for a in args if not isinstance(a, (EvalContext, Context, Environment))]
+        if name in _WIDTH_TAKERS:
+            _check_int_args(tuple(plain_args[1:]), kwargs)
+        if name == "replace" and len(plain_args) >= 3:
+            _check_replace(*plain_args[:3])
+        elif name == "join" and plain_args:
+            _check_join(list(plain_args[0]) if not isinstance(plain_args[0], (str, list, tuple)) else plain_args[0],
+                        plain_args[1] if len(plain_args) > 1 else kwargs.get("d", ""))
+        elif name == "format" and plain_args:
+            _check_percent_format(plain_args[0])
+        elif name in ("indent", "wordwrap") and plain_args and isinstance(plain_args[0], str):
+            extra = [a for a in (*plain_args[1:], *kwargs.values()) if isinstance(a, str)]
+            _too_big(len(plain_args[0]) + (plain_args[0].count("\n") + len(plain_args[0]) // 8 + 1)
+                     * sum(len(a) for a in extra))
+        return _sized(f(*args, **kwargs))
+
+    return filter_
+
+
+class _BudgetedCodeGenerator(CodeGenerator):
+    def visit_Concat(self, node: nodes.Concat, frame) -> None:
+        # `{% set a = a ~ a %}` thirty times doubles a string to gigabytes without any call the sandbox sees.
+        self.write("environment.sized(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+class _BudgetedEnv(ImmutableSandboxedEnvironment):
+    # Intercepted operators are also never folded into constants at compile time.
+    intercepted_binops = frozenset({"*", "**", "+", "%", "//"})
+    code_generator_class = _BudgetedCodeGenerator
+    concat = staticmethod(_budgeted_concat)
+    sized = staticmethod(_sized)
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        _tick()
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and n.__class__ is int:
+                    _too_big(len(seq) * n)
+        elif operator == "**" and left.__class__ is int and right.__class__ is int and right > 0:
+            if abs(left) > 1 and abs(left).bit_length() * right > 64 * 1024:
+                raise TemplateBudgetError("a power this large is refused")
+        elif operator == "%":
+            _check_percent_format(left)
+        return _sized(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - the sandbox's own signature
+        _tick()
+        name = getattr(__obj, "__name__", "")
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            if name in _WIDTH_TAKERS:
+                _check_int_args(args, kwargs)
+            elif name == "replace" and len(args) >= 2:
+                _check_replace(owner, args[0], args[1])
+            elif name == "join" and args:
+                args = (_check_join(list(args[0]), owner), *args[1:])
+            elif name in ("translate", "expandtabs"):
+                raise TemplateBudgetError(f"str.{name} is not available in templates")
+        return _sized(super().call(__context, __obj, *args, **kwargs))
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _tick()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _tick()
+        return super().getitem(obj, argument)
+
+    def wrap_str_format(self, value: Any):
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_brace_format(value.__self__)
+        return wrapped
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "tidings_loop", [], [], None, None, lineno=loop.lineno)
+        return tree
+
+
 def _make_env(autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _BudgetedEnv(
         autoescape=autoescape,
         undefined=_Undefined,
         finalize=_finalize,
         keep_trailing_newline=True,
     )
+    env.filters = {name: _budgeted_filter(name, f) for name, f in env.filters.items()}
+    env.filters["tidings_loop"] = _loop_items
+    env.globals.pop("lipsum", None)  # placeholder text has no place in a message, and n=10**9 is a lot
     return env
 
 
@@ -163,10 +370,72 @@ _TEXT_ENV = _make_env(False)
 _HTML_ENV = _make_env(True)
 
 
-@functools.lru_cache(maxsize=2048)
+class _CompiledCache:
+    """Compiled templates by (source, html), least recently used first out, bounded by entries and by
+    the source characters held (templates are up to MAX_PART_LENGTH each)."""
+
+    def __init__(self, max_chars: int, max_entries: int) -> None:
+        self.max_chars, self.max_entries = max_chars, max_entries
+        self.items: OrderedDict[tuple[str, bool], Any] = OrderedDict()
+        self.chars = 0
+        self.lock = threading.Lock()
+
+    def get(self, source: str, html: bool):
+        key = (source, html)
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is not None:
+                self.items.move_to_end(key)
+                return hit
+        compiled = (_HTML_ENV if html else _TEXT_ENV).from_string(source)
+        with self.lock:
+            if key not in self.items:
+                self.items[key] = compiled
+                self.chars += len(source)
+            while self.items and (self.chars > self.max_chars or len(self.items) > self.max_entries):
+                (old, _), _ = self.items.popitem(last=False)
+                self.chars -= len(old)
+        return compiled
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+            self.chars = 0
+
+
+_CACHE = _CompiledCache(CACHE_CHARS, CACHE_ENTRIES)
+
+
 def _compile(source: str, html: bool):
-    env = _HTML_ENV if html else _TEXT_ENV
-    return env.from_string(source)
+    return _CACHE.get(source, html)
+
+
+@functools.lru_cache(maxsize=4096)
+def _may_run_long(source: str) -> bool:
+    """Loops and macros are what can make a render take long; a template without them runs each of its
+    (bounded) operations once."""
+    try:
+        tree = _TEXT_ENV.parse(source)
+    except Exception:
+        return True
+    return tree.find((nodes.For, nodes.Macro, nodes.CallBlock)) is not None
+
+
+def renders_quickly(t: "Template | None") -> bool:
+    """Whether `t` may be rendered on an event loop: no part loops or defines macros."""
+    if t is None:
+        return True
+    return not any(_may_run_long(src) for _, _, src, _ in _iter_sources(t) if isinstance(src, str))
+
+
+@contextlib.contextmanager
+def _render_budget():
+    outer = _budget.deadline
+    _budget.deadline = min(outer, time.monotonic() + MAX_RENDER_SECONDS)
+    try:
+        yield
+    finally:
+        _budget.deadline = outer
 
 
 class AttributeValues(list):
@@ -215,6 +484,8 @@ def _check_source(part: str, source: str, html: bool) -> list[TemplateError]:
     env = _HTML_ENV if html else _TEXT_ENV
     try:
         ast = env.parse(source)
+    except RecursionError:
+        return [TemplateError(part, None, "nested too deeply: expressions and blocks nest at most ~90 levels")]
     except TemplateSyntaxError as exc:
         msg = exc.message or str(exc)
         if "{{#" in source or "{{/" in source:
@@ -255,10 +526,27 @@ def _check_source(part: str, source: str, html: bool) -> list[TemplateError]:
             errors.append(TemplateError(part, line, f"unknown test {node.name!r}"))
     if not errors:
         try:
-            _compile(source, html)
+            compiled = _compile(source, html)
         except TemplateSyntaxError as exc:
-            errors.append(TemplateError(part, exc.lineno, exc.message or str(exc)))
+            return [TemplateError(part, exc.lineno, exc.message or str(exc))]
+        except (RecursionError, SyntaxError, MemoryError):  # Python's own limits on the compiled code
+            return [TemplateError(part, None, "nested too deeply: expressions and blocks nest at most ~90 levels")]
+        errors += _trial_render(part, compiled)
     return errors
+
+
+def _trial_render(part: str, compiled: Any) -> list[TemplateError]:
+    """Render once for a recipient with no data, under the budgets: a template that is too big or too slow
+    whatever the data (a loop of constants, a folded string) is refused when it is saved, naming the part.
+    Other failures depend on data absent here and are left to the send."""
+    try:
+        with _render_budget():
+            compiled.render(build_context({}))
+    except TemplateBudgetError as exc:
+        return [TemplateError(part, None, f"{exc} (even for a recipient with no data)")]
+    except Exception:
+        pass
+    return []
 
 
 def template_errors(t: Template) -> list[TemplateError]:
@@ -285,9 +573,11 @@ def template_errors(t: Template) -> list[TemplateError]:
     for loc in t.locales:
         if not _LOCALE_RE.match(loc):
             errors.append(TemplateError(f"locales.{loc}", None, f"invalid locale {loc!r}"))
-    for path in t.defaults:
+    for path, value in t.defaults.items():
         if not isinstance(path, str) or not path or any(s == "" for s in path.split(".")):
             errors.append(TemplateError("defaults", None, f"invalid variable path {path!r}"))
+        elif too_deep(value, MAX_DEPTH - 1) is not None:
+            errors.append(TemplateError(f"defaults.{path}", None, f"nested more than {MAX_DEPTH} levels deep"))
     return errors
 
 
@@ -420,6 +710,11 @@ def render(
     the most specific locale variant defining it (``fr-CA`` -> ``fr`` ->
     base). Raises :class:`TemplateRenderError` (never anything else).
     """
+    with _render_budget():
+        return _render(t, context, locale)
+
+
+def _render(t: Template, context: Mapping[str, Any] | None, locale: str | None) -> RenderedContent:
     try:
         ctx = _with_defaults(build_context(context), t.defaults)
     except Exception as exc:  # malformed context
@@ -446,6 +741,8 @@ def render(
             return _compile(source, html).render(ctx)
         except SecurityError as exc:
             raise TemplateRenderError(part, f"forbidden by the sandbox: {exc}", t.id) from exc
+        except TemplateBudgetError as exc:
+            raise TemplateRenderError(part, str(exc), t.id) from exc
         except TemplateSyntaxError as exc:
             raise TemplateRenderError(part, f"line {exc.lineno}: {exc.message}", t.id) from exc
         except Exception as exc:

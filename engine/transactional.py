@@ -25,7 +25,7 @@ from engine.messages import (
 from engine.messaging_models import idempotent_requests
 from engine.models import endpoints, users
 from engine.templates_store import PartsBody, TemplateBody, check_template, load_templates
-from engine.validation import MAX_BATCH, check_address
+from engine.validation import MAX_BATCH, check_address, check_values_depth
 from engine.workspaces import WorkspaceRef
 
 MAX_RECIPIENTS = 1000
@@ -148,11 +148,13 @@ def _check_shape(requests: list[MessageRequest], prefix) -> None:
             raise InvalidInput("give either template_id or content", field=f"{where}template_id")
         if m.goal is not None:
             _goal_attribute(m.goal, f"{where}goal.within")
+        check_values_depth(m.data, f"{where}data")
         for i, r in enumerate(m.recipients):
             given = [k for k in ("address", "endpoint_id", "user_id") if getattr(r, k) is not None]
             if len(given) != 1:
                 raise InvalidInput("a recipient has exactly one of address, endpoint_id, user_id",
                                    field=f"{where}recipients[{i}]")
+            check_values_depth(r.data, f"{where}recipients[{i}].data")
             if r.address is not None:
                 check_address(m.channel, r.address, field=f"{where}recipients[{i}].address")
         total += len(m.recipients)
@@ -275,7 +277,9 @@ async def send(db: Engine, plugins, ws: WorkspaceRef, requests: list[MessageRequ
         check_key(key)
         digest = body_hash([batch, requests])
     try:
-        if db.dialect.name == "sqlite" and sum(len(m.recipients) for m in requests) <= INLINE_RECIPIENTS:
+        # Inline content is checked (and trial-rendered, engine.templates) in prepare: never on the loop.
+        if (db.dialect.name == "sqlite" and sum(len(m.recipients) for m in requests) <= INLINE_RECIPIENTS
+                and all(m.content is None for m in requests)):
             groups = prepare(db, ws.id, requests, key, batch)  # a few indexed reads of a local file
         else:
             groups = await asyncio.to_thread(prepare, db, ws.id, requests, key, batch)

@@ -10,6 +10,7 @@ from engine.schemas import EventsBatch, EventsResult, Page
 from engine.workspaces import WorkspaceRef
 
 
+
 class EventController(Controller):
     path = "/events"
 

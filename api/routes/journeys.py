@@ -14,6 +14,8 @@ from engine.journeys import store
 from engine.journeys.store import DbCatalog, JourneyInfo, RunInfo
 from engine.workspaces import WorkspaceRef
 
+from api.params import Int64
+
 
 
 class PutResult(msgspec.Struct):
@@ -85,7 +87,7 @@ class JourneyController(Controller):
 
     @get("/{journey_id:str}/runs", sync_to_thread=True)
     def runs(self, db: Engine, ws: WorkspaceRef, journey_id: str, user_id: str | None = None,
-             limit: int = 100) -> list[RunInfo]:
+             limit: Int64 = 100) -> list[RunInfo]:
         store.get_journey(db, ws, journey_id)  # 404 for a journey that does not exist
         return store.list_runs(db, ws, journey_id, user_id=user_id, limit=min(max(limit, 1), 1000))
 

@@ -33,7 +33,10 @@ from engine.clock import duration_seconds, iso_to_ms
 from engine.errors import InvalidInput, NotFound, Unauthorized
 from engine.funnel import funnel_html
 from engine.records import FORMATS
+from engine.validation import check_int64
 from engine.workspaces import WorkspaceRef, authenticate
+
+from api.params import OptionalInt64
 
 
 def plugins_of(app: Any) -> Any:
@@ -173,8 +176,8 @@ def _check_stream_id(stream_id: str) -> None:
 def _start_position(db: Engine, ws: WorkspaceRef, last_event_id: str | None, after: int | None) -> int:
     if last_event_id:
         try:
-            return int(last_event_id)
-        except ValueError:
+            return check_int64(int(last_event_id), "Last-Event-ID")
+        except (ValueError, InvalidInput):
             raise InvalidInput("Last-Event-ID must be an id this stream sent", field="Last-Event-ID") from None
     if after is not None:
         return after
@@ -201,7 +204,7 @@ class LiveStreamController(Controller):
     async def live(self, request: Request, db: Engine, ws: WorkspaceRef, type: list[str] | None = None,
                    channel: list[str] | None = None, journey_id: list[str] | None = None,
                    format: str = Parameter(default="tidings", schema_extra={"enum": list(FORMATS)}),
-                   after: int | None = None) -> ServerSentEvent:
+                   after: OptionalInt64 = None) -> ServerSentEvent:
         """Events as Server-Sent Events, `id:` = stream position. Starts at now, after `?after=`, or after
         the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects). The stream ends
         within seconds of its key being revoked."""
@@ -266,14 +269,14 @@ class MetricsController(Controller):
     path = "/"
 
     @get("/journeys/{journey_id:str}/metrics", sync_to_thread=True)
-    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
                         goal: str | None = None, within: str | None = WITHIN, since: str | None = SINCE,
                         until: str | None = UNTIL) -> dict:
         return mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
                                   since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
 
     @get("/journeys/{journey_id:str}/funnel", sync_to_thread=True, media_type=MediaType.HTML)
-    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
                        goal: str | None = None, within: str | None = WITHIN, since: str | None = SINCE,
                        until: str | None = UNTIL) -> str:
         m = mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),

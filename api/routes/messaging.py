@@ -15,6 +15,7 @@ from engine.templates_store import TemplateBody, TemplateOut
 from engine.transactional import BatchAnswer, BatchRequest, MessageAnswer, MessageRequest
 from engine.workspaces import WorkspaceRef
 
+
 IdempotencyKey = Parameter(header="Idempotency-Key", required=False)
 
 

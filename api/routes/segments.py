@@ -17,6 +17,7 @@ from engine.schemas import Deleted
 from engine.workspaces import WorkspaceRef
 
 
+
 class DuplicateIn(msgspec.Struct, forbid_unknown_fields=True):
     id: str | None = None
     name: str | None = None
@@ -101,17 +102,21 @@ class ImportController(Controller):
             raise InvalidInput("format is pinpoint or plain", field="format")
         fd, path = tempfile.mkstemp(prefix="tidings-import-")
         lines = size = 0
-        with os.fdopen(fd, "wb") as f:
-            async for chunk in request.stream():
-                lines += chunk.count(b"\n")
-                size += len(chunk)
-                f.write(chunk)
-        if not size:  # refused now, as a synchronous import would be, rather than as a failed job
+        try:
+            with os.fdopen(fd, "wb") as f:
+                # past the body-size limit the stream raises (413) mid-way: the spooled part goes with it
+                async for chunk in request.stream():
+                    lines += chunk.count(b"\n")
+                    size += len(chunk)
+                    f.write(chunk)
+            if not size:  # refused now, as a synchronous import would be, rather than as a failed job
+                raise InvalidInput("the file is empty", field="file")
+            if async_ or lines > imports.ASYNC_ROWS:
+                job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
+                return Response(job, status_code=202)  # the job owns the file from here
+        except BaseException:
             os.unlink(path)
-            raise InvalidInput("the file is empty", field="file")
-        if async_ or lines > imports.ASYNC_ROWS:
-            job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
-            return Response(job, status_code=202)
+            raise
 
         def run() -> dict:
             try:

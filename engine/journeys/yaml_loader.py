@@ -57,6 +57,19 @@ _Resolver.add_implicit_resolver(
     list("-+0123456789."))
 
 
+# Hostile documents are refused while they are composed, before anything is built from them:
+# - nesting: composing recurses, so a document nested a thousand levels exhausted the stack (a 500);
+# - aliases: `*a` shares a node, but everything downstream (plain(), the JSON we store, the compiler) walks
+#   the expanded tree, so ten nested anchors of ten aliases each ("billion laughs", 520 bytes) meant 10^10
+#   nodes and 12.5 GB. The expanded size of every alias is counted as it is met.
+MAX_DEPTH = 64  # a rule (at most 32 levels, engine.validation) fits inside a deep journey
+MAX_ALIAS_NODES = 10_000
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A document over one of the bounds above (not a syntax error)."""
+
+
 class _Loader(Reader, Scanner, Parser, Composer, SafeConstructor, _Resolver):
     def __init__(self, stream: str):
         Reader.__init__(self, stream)
@@ -65,6 +78,50 @@ class _Loader(Reader, Scanner, Parser, Composer, SafeConstructor, _Resolver):
         Composer.__init__(self)
         SafeConstructor.__init__(self)
         _Resolver.__init__(self)
+        self._depth = 0
+        self._alias_nodes = 0  # nodes reached through aliases in the current document, counted expanded
+        self._sizes: dict[int, int] = {}
+
+    def fetch_flow_collection_start(self, token_class):
+        # The scanner looks ahead across open `[`/`{` before the composer sees them (quadratically: 2,000
+        # of them took a second), so flow nesting is bounded here, where it is counted.
+        if self.flow_level >= MAX_DEPTH:
+            raise _Refused(None, None, f"the document nests more than {MAX_DEPTH} levels deep",
+                               self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def compose_document(self):
+        self._alias_nodes = 0
+        return super().compose_document()
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self.anchors:
+            self._alias_nodes += _expanded_size(self.anchors[event.anchor], self._sizes)
+            if self._alias_nodes > MAX_ALIAS_NODES:
+                raise _Refused(None, None, f"YAML aliases expand this document past {MAX_ALIAS_NODES:,} "
+                                    "values; write the repeated part out (or repeat it less)", event.start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(None, None, f"the document nests more than {MAX_DEPTH} levels deep",
+                                    event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many nodes `node` stands for once aliases are expanded (memoized: linear in the real nodes)."""
+    key = id(node)
+    if key not in sizes:
+        sizes[key] = 1  # a node that contains itself counts once here; the converter reports it
+        if isinstance(node, yaml.SequenceNode):
+            sizes[key] = 1 + sum(_expanded_size(n, sizes) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            sizes[key] = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    return sizes[key]
 
 
 def pos_of(mark: yaml.Mark) -> Pos:
@@ -111,6 +168,10 @@ class _Converter:
             except yaml.YAMLError as exc:
                 self.issues.add(pos_of(node.start_mark), f"cannot read value: {getattr(exc, 'problem', exc)}")
                 return None
+            except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+                # the constructors' own limits: `!!timestamp 99999-01-01`, a 5,000-digit integer
+                self.issues.add(pos_of(node.start_mark), f"cannot read value {node.value[:40]!r}: {exc}")
+                return None
         if isinstance(node, yaml.SequenceNode):
             out = LList(pos_of(node.start_mark))
             for item in node.value:
@@ -143,9 +204,10 @@ class _Converter:
 
 def load_documents(text: str, issues: Issues) -> list[Document]:
     """Every document of `text`, located. YAML syntax errors go to `issues` (and stop the file)."""
-    loader = _Loader(text)
     docs: list[Document] = []
+    loader = None
     try:
+        loader = _Loader(text)  # checks every character first (a NUL is refused here)
         while loader.check_node():
             node = loader.get_node()
             doc_text = text[node.start_mark.index:node.end_mark.index]
@@ -158,11 +220,13 @@ def load_documents(text: str, issues: Issues) -> list[Document]:
         if exc.context_mark and exc.problem_mark and exc.context_mark.line != exc.problem_mark.line:
             # an unclosed `[`/`{`/quote is only noticed later; point back to where it opened
             message += f" (opened on line {exc.context_mark.line + 1})"
-        issues.add(pos_of(mark) if mark else None, f"YAML syntax error: {message}")
+        prefix = "" if isinstance(exc, _Refused) else "YAML syntax error: "
+        issues.add(pos_of(mark) if mark else None, prefix + message)
     except yaml.YAMLError as exc:  # reader errors (bad bytes) carry no problem_mark
         issues.add(None, f"YAML error: {exc}")
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if len(docs) == 1:
         docs[0].text = text  # a one-document file hashes as the whole file, comments included
     return docs

@@ -16,6 +16,7 @@ import os
 import tempfile
 import threading
 import uuid
+from collections import deque
 from typing import IO, Any, Iterator
 
 import msgspec
@@ -32,6 +33,7 @@ from engine.errors import BatchRejected, InvalidInput, NotFound, TidingsError
 from engine.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
 from engine.segment_models import import_jobs, static_members
 from engine.segments.service import SegmentIn, check_new_id, create_in
+from engine.validation import MAX_DEPTH, check_depth
 from engine.workspaces import WorkspaceRef
 
 MAX_REPORTED = 100
@@ -79,7 +81,14 @@ def _rows(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
             items = msgspec.json.decode(f.read())
         except msgspec.DecodeError as exc:
             raise InvalidInput(f"malformed JSON: {exc}", field="file") from None
-        for n, item in enumerate(items if isinstance(items, list) else [items], 1):
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}",
+                               field="file") from None
+        except RecursionError:
+            raise InvalidInput(f"the JSON nests more than {MAX_DEPTH} levels deep", field="file") from None
+        if not isinstance(items, list):
+            raise InvalidInput("a JSON file is an array of objects, or one object per line", field="file")
+        for n, item in enumerate(items, 1):
             yield n, _json_row(item)
     elif first == b"{":
         for n, line in enumerate(f, 1):
@@ -88,17 +97,74 @@ def _rows(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
                     yield n, _json_row(msgspec.json.decode(line))
                 except msgspec.DecodeError as exc:
                     yield n, InvalidInput(f"malformed JSON line: {exc}")
+                except RecursionError:
+                    yield n, InvalidInput(f"the line nests more than {MAX_DEPTH} levels deep")
+                except UnicodeDecodeError as exc:
+                    yield n, InvalidInput(f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {n}")
     else:
-        text = io.TextIOWrapper(f, encoding="utf-8-sig", newline="")
-        reader = csv.reader(text)
+        yield from _csv_rows(f)
+
+
+def _csv_rows(f: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    """CSV records as (row number, [(header, value)]); a record with bytes that are not UTF-8, or a value
+    past the csv module's field limit, is a bad row (numbered like the others), never the end of the file."""
+    lines = _DecodedLines(f)
+    reader = csv.reader(lines)
+    try:
         header = next(reader, None)
-        if not header:
-            raise InvalidInput("the file is empty", field="file")
-        for n, values in enumerate(reader, 2):
-            if values:
-                yield n, list(zip(header, values)) if len(values) == len(header) else InvalidInput(
-                    f"{len(values)} values for {len(header)} columns")
-        text.detach()
+    except csv.Error as exc:
+        raise InvalidInput(f"row 1 (the header): {exc}", field="file") from None
+    if lines.bad_since(0):
+        raise InvalidInput(f"row 1 (the header): {lines.bad_since(0)}", field="file")
+    if not header:
+        raise InvalidInput("the file is empty", field="file")
+    n = 1
+    while True:
+        start = reader.line_num
+        n += 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # "field larger than field limit (131072)": the reader resumes on the next line
+            yield n, InvalidInput(f"a value is longer than {csv.field_size_limit():,} characters"
+                                  if "field limit" in str(exc) else f"malformed CSV: {exc}")
+            continue
+        if problem := lines.bad_since(start):
+            yield n, InvalidInput(problem)
+        elif values:
+            yield n, list(zip(header, values)) if len(values) == len(header) else InvalidInput(
+                f"{len(values)} values for {len(header)} columns")
+
+
+class _DecodedLines:
+    """The file's lines as text for csv.reader: each line decoded alone, so a bad byte spoils only the
+    record it is in (decoded with replacement there, and reported)."""
+
+    def __init__(self, f: IO[bytes]):
+        self.lines = iter(f)
+        self.number = 0
+        self.bad: deque[tuple[int, str]] = deque()  # (physical line number, what is wrong), in file order
+
+    def __iter__(self) -> "_DecodedLines":
+        return self
+
+    def __next__(self) -> str:
+        raw = next(self.lines)
+        self.number += 1
+        if self.number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # the byte-order mark spreadsheet programs write
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.bad.append((self.number, f"not UTF-8 text: byte 0x{raw[exc.start]:02x} on line {self.number}"))
+            return raw.decode("utf-8", "replace")
+
+    def bad_since(self, line: int) -> str | None:
+        """The first problem on the physical lines after `line` read so far (earlier ones are forgotten)."""
+        while self.bad and self.bad[0][0] <= line:
+            self.bad.popleft()
+        return self.bad[0][1] if self.bad else None
 
 
 def _flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -197,6 +263,7 @@ def _validate(row: Any, fmt: str) -> Staged:
     if isinstance(row, InvalidInput):
         raise row
     if isinstance(row, dict):
+        check_depth(row, "row")
         pairs = _flatten(row) if fmt == "pinpoint" else list(row.items())
     elif isinstance(row, list):
         pairs = row

@@ -24,6 +24,7 @@ import datalogic_py
 
 from engine.clock import iso_to_ms
 from engine.errors import InvalidInput
+from engine.validation import MAX_DEPTH, too_deep
 
 CUSTOM = ("performed", "last_performed", "active", "inactive", "in_segment", "within_km",
           "before", "after", "on", "between")
@@ -67,9 +68,13 @@ def _ptr(base: str, *parts: Any) -> str:
     return base
 
 
+MAX_WINDOW_MS = 100 * 366 * 86_400_000  # a century: windows are compared with 64-bit millisecond columns
+
+
 def duration_ms(value: Any) -> int | None:
     m = _DURATION.match(value) if isinstance(value, str) else None
-    return int(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
+    ms = int(m.group(1)) * _UNIT_MS[m.group(2)] if m else None
+    return ms if ms is not None and ms <= MAX_WINDOW_MS else None
 
 
 def _fact_key(kind: str, spec: dict[str, Any]) -> str:
@@ -258,6 +263,9 @@ class _Expander:
                     self.fail(ptr, "a relative date is not allowed here; use within / not_within")
                     return 0
                 offset = int(m.group(2)) * _UNIT_MS[m.group(3)] if m.group(1) else 0
+                if offset > MAX_WINDOW_MS:
+                    self.fail(ptr, f"a relative date is at most a century from now, got {value!r}")
+                    return 0
                 return ("rel", -offset if m.group(1) == "-" else offset)
             try:
                 return iso_to_ms(value)
@@ -349,6 +357,10 @@ def _placeholders(node: Any) -> Any:
 
 def expand(rule: Any, known_segments: set[str] | None = None) -> Expanded:
     """Validate and expand; raises RuleError naming each fault by JSON pointer into the rule."""
+    deep = too_deep(rule, MAX_DEPTH)
+    if deep is not None:  # the walk below and the evaluators recurse: refuse before any of them runs
+        raise RuleError([{"pointer": _ptr("", *deep[:6]), "code": "too_deep",
+                          "message": f"a rule nests at most {MAX_DEPTH} levels deep (JSON objects and arrays)"}])
     ex = _Expander(known_segments)
     logic = ex.walk(rule, "", "user")
     if not ex.problems:
