@@ -82,6 +82,14 @@ class AdmitCall(msgspec.Struct, kw_only=True):
     limit: int = 500
     wait_seconds: float = 20.0  # long-poll: return at once when entries exist, else after this long
     window_seconds: float = 0.0  # claim once the oldest queued entry is this old (or `limit` are queued)
+    # Return at once (never long-poll): with nothing to claim, the worker's entry watch signals the
+    # admission workflow (ENTRIES_READY) when there is. Histories from before it send False.
+    wake: bool = False
+
+
+# The signal the worker's entry watch (engine/journeys/admission.py) sends an idle admission workflow
+# when its journey has entries ready to claim, or was stopped.
+ENTRIES_READY = "entries_ready"
 
 
 class BroadcastInput(msgspec.Struct, kw_only=True):
