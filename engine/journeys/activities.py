@@ -469,11 +469,10 @@ class JourneyActivities:
         if not call.wake:
             return await self._admit_long_poll(call)
         adm = await asyncio.to_thread(self._admit_now, call)
-        if adm is None:
-            info = activity.info()
-            self.entry_watch.register(activity.client(), info.workflow_id, call, call.wait_seconds)
-            return Admitted()
-        return adm
+        if adm is None or (not adm.stopped and len(adm.members) < call.limit):
+            # the workflow waits next (a full batch loops at once, there may be more): watch for it
+            self.entry_watch.register(activity.client(), activity.info().workflow_id, call, call.wait_seconds)
+        return adm or Admitted()
 
     def _admit_now(self, call: AdmitCall) -> Admitted | None:
         """A cohort claimed now, or stopped; None when nothing is ready to claim."""

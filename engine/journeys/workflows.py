@@ -303,7 +303,7 @@ class JourneyAdmissionWorkflow:
             if adm.members:
                 await _start_cohort(inp.workspace_id, adm, inp.cohort_poll_seconds)
             window = inp.window_seconds
-            if wake and not adm.members:
+            if wake and len(adm.members) < inp.limit:  # the queue is drained: wait for the watch's signal
                 try:
                     await workflow.wait_condition(lambda: self.woken, timeout=timedelta(seconds=inp.wait_seconds))
                 except asyncio.TimeoutError:
