@@ -3,11 +3,15 @@
 Each event- or segment-triggered journey has an admission workflow. When its `journey.admit` call finds
 nothing ready, the call registers the workflow with this worker process's `EntryWatch` and returns; the
 workflow then sleeps on a timer (`AdmissionInput.wait_seconds`). The watch reads the entry queue of every
-registered journey together, two small queries per tick whatever their number, and signals
+registered journey together, two small queries per tick and workspace (per 500 journeys), and signals
 (`ENTRIES_READY`) each workflow whose entries are ready (or whose journey was stopped); the workflow wakes
 and claims. No activity, worker thread or activity slot is held while a journey waits, so 200 idle journeys
-cost what one costs. A registration lapses after the workflow's timer: if this worker dies, the timer wakes
-the workflow and its next `journey.admit`, on any worker, registers it again.
+cost what one costs. The workflow's timer is long (`AdmissionInput.idle_seconds`, 10 minutes): a timer
+every 20 s for each of 200 journeys, firing together, was itself a load that slowed every step.
+
+A registration lives in one worker process. If that worker dies, `sweep_orphans` (every worker runs it)
+finds the active journeys whose entries have waited longer than any registered journey's would, and
+signals their admission workflows: they claim, and register with a live worker.
 """
 from __future__ import annotations
 
@@ -20,13 +24,15 @@ from sqlalchemy import Engine, func, select
 
 from engine.clock import now_ms
 from engine.db import reading
-from engine.journeys.cohort import ENTRIES_READY, AdmitCall
+from engine.journeys.cohort import ENTRIES_READY, AdmitCall, admission_workflow_id
 from engine.journeys.models import journey_entries, journeys
 
 log = logging.getLogger("tidings.journeys.admission")
 
 TICK_SECONDS = 0.05  # how often the watch looks at the queue: an entry waits at most this (plus the window)
 GRACE_SECONDS = 5.0  # a registration outlives the workflow's timer by this, so a re-registration never gaps
+SWEEP_SECONDS = 5.0  # how often each worker looks for journeys whose entries nobody is claiming
+ORPHANED_AFTER_SECONDS = 3.0  # entries this old are not being watched (a watched one waits the window)
 
 
 def ready(queued: int, oldest_enqueued_at: int, first_seen: float | None, limit: int, window_seconds: float) -> bool:
@@ -124,14 +130,16 @@ class EntryWatch:
         statuses: dict[tuple[int, str], str] = {}
         queues: dict[tuple[int, str], tuple[int, int]] = {}
         with reading(self.db) as conn:
-            for ws, ids in by_ws.items():
-                ids = sorted(set(ids))
-                rows = conn.execute(select(journeys.c.journey_id, journeys.c.status).where(
-                    journeys.c.workspace_id == ws, journeys.c.journey_id.in_(ids))).all()
-                statuses.update({(ws, r[0]): r[1] for r in rows})
-                active = [r[0] for r in rows if r[1] == "active"]  # a paused journey's backlog waits unread
-                if active:
-                    queues.update({(ws, j): q for j, q in queue_state(conn, ws, active).items()})
+            for ws, all_ids in by_ws.items():
+                all_ids = sorted(set(all_ids))
+                for start in range(0, len(all_ids), 500):  # bound the bound parameters of one statement
+                    ids = all_ids[start:start + 500]
+                    rows = conn.execute(select(journeys.c.journey_id, journeys.c.status).where(
+                        journeys.c.workspace_id == ws, journeys.c.journey_id.in_(ids))).all()
+                    statuses.update({(ws, r[0]): r[1] for r in rows})
+                    active = [r[0] for r in rows if r[1] == "active"]  # a paused journey's backlog waits unread
+                    if active:
+                        queues.update({(ws, j): q for j, q in queue_state(conn, ws, active).items()})
         return statuses, queues
 
     async def _wake(self, w: Waiter) -> None:
@@ -139,3 +147,33 @@ class EntryWatch:
             await w.client.get_workflow_handle(w.workflow_id).signal(ENTRIES_READY)
         except Exception:  # ended (stopped, cancelled) or unreachable: its own timer covers the rest
             log.debug("entry watch: could not signal %s", w.workflow_id, exc_info=True)
+
+
+def orphaned(db: Engine, older_than_ms: int) -> list[tuple[int, str]]:
+    """(workspace, journey) of active journeys with an entry queued before `older_than_ms`: one grouped,
+    indexed read of the queue (which holds only what is not yet claimed)."""
+    with reading(db) as conn:
+        rows = conn.execute(select(journey_entries.c.workspace_id, journey_entries.c.journey_id)
+                            .join(journeys, (journeys.c.workspace_id == journey_entries.c.workspace_id)
+                                  & (journeys.c.journey_id == journey_entries.c.journey_id))
+                            .where(journeys.c.status == "active", journey_entries.c.enqueued_at < older_than_ms)
+                            .group_by(journey_entries.c.workspace_id, journey_entries.c.journey_id)).all()
+    return [(r[0], r[1]) for r in rows]
+
+
+async def sweep_orphans(client, db: Engine, every: float = SWEEP_SECONDS,
+                        older_than: float = ORPHANED_AFTER_SECONDS) -> None:
+    """Runs for the life of a worker: wakes the admission workflows of journeys whose entries wait unclaimed
+    (their registration died with a worker). A journey claiming a backlog is signalled too, harmlessly."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            found = await asyncio.to_thread(orphaned, db, now_ms() - int(older_than * 1000))
+        except Exception:
+            log.warning("entry sweep: reading the queue failed", exc_info=True)
+            continue
+        for ws, jid in found:
+            try:
+                await client.get_workflow_handle(admission_workflow_id(ws, jid)).signal(ENTRIES_READY)
+            except Exception:
+                log.debug("entry sweep: could not signal %s/%s", ws, jid, exc_info=True)

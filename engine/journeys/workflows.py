@@ -267,8 +267,8 @@ class JourneyAdmissionWorkflow:
     """One per event- or segment-triggered journey: claims queued entries in micro-batches and starts
     a cohort workflow for each batch. Ends when the journey is stopped.
 
-    Idle, it sleeps on a timer that the worker's entry watch cuts short with ENTRIES_READY when entries
-    are ready (engine/journeys/admission.py): no activity is in flight while it waits. Histories
+    Idle, it sleeps on a long timer that the worker's entry watch cuts short with ENTRIES_READY when
+    entries are ready (engine/journeys/admission.py): no activity is in flight while it waits. Histories
     recorded before ("admission-wake" not patched) long-poll in `journey.admit` instead."""
 
     def __init__(self) -> None:
@@ -288,7 +288,8 @@ class JourneyAdmissionWorkflow:
             seq += 1
             self.woken = False
             call = AdmitCall(workspace_id=inp.workspace_id, journey_id=inp.journey_id, claim_key=f"{wf_id}/{seq}",
-                             limit=inp.limit, wait_seconds=inp.wait_seconds, window_seconds=window, wake=wake)
+                             limit=inp.limit, wait_seconds=inp.idle_seconds if wake else inp.wait_seconds,
+                             window_seconds=window, wake=wake)
             if wake:
                 adm = await workflow.execute_activity(
                     "journey.admit", call, result_type=Admitted, start_to_close_timeout=timedelta(seconds=60),
@@ -304,8 +305,9 @@ class JourneyAdmissionWorkflow:
                 await _start_cohort(inp.workspace_id, adm, inp.cohort_poll_seconds)
             window = inp.window_seconds
             if wake and len(adm.members) < inp.limit:  # the queue is drained: wait for the watch's signal
+                idle = inp.idle_seconds * (0.75 + 0.25 * workflow.random().random())  # replays draw the same
                 try:
-                    await workflow.wait_condition(lambda: self.woken, timeout=timedelta(seconds=inp.wait_seconds))
+                    await workflow.wait_condition(lambda: self.woken, timeout=timedelta(seconds=idle))
                 except asyncio.TimeoutError:
                     pass
                 # woken by the watch (it judged the window) or by the timer: claim what is queued now

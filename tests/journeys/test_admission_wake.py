@@ -39,7 +39,7 @@ async def test_an_idle_admission_holds_no_activity_and_wakes_on_entries(temporal
     store.put_journey(db, ws, ON_EVENT.format(id=jid, event="signed_up"))
     # a timer far longer than the test: only the watch's signal can wake the workflow in time
     await store.activate(client, db, ws, jid, task_queue=dev_worker,
-                         admission=AdmissionInput(workspace_id=ws.id, journey_id=jid, wait_seconds=600))
+                         admission=AdmissionInput(workspace_id=ws.id, journey_id=jid, idle_seconds=600))
     handle = client.get_workflow_handle(admission_workflow_id(ws.id, jid))
     await asyncio.sleep(1.5)
     assert (await handle.describe()).raw_description.pending_activities == [], "idle: nothing in flight"
@@ -58,6 +58,40 @@ async def test_an_idle_admission_holds_no_activity_and_wakes_on_entries(temporal
     admits = [e for e in history.events if e.HasField("activity_task_scheduled_event_attributes")]
     assert len(admits) == 4, "one call at the start and per wake-up (2 entries, the stop), none while idle"
     await Replayer(workflows=[JourneyAdmissionWorkflow], data_converter=DATA_CONVERTER).replay_workflow(history)
+
+
+async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(temporal_dev, runtime_db):
+    """The registration lives in the worker that took the last call; when that worker is gone, the idle
+    workflow sleeps on its long timer and only the sweep (every worker runs one) notices its entries."""
+    import concurrent.futures
+
+    from temporalio.worker import Worker
+
+    from engine.journeys.admission import sweep_orphans
+    from engine.journeys.workflows import JourneyAdmissionWorkflow, JourneyCohortWorkflow
+
+    db, client = runtime_db, temporal_dev.client
+    ws = ensure_workspace(db, "acme")
+    put_template(db, ws)
+    add_customers(db, ws, ["a"])
+    jid = f"hello-{uuid.uuid4().hex[:6]}"
+    store.put_journey(db, ws, ON_EVENT.format(id=jid, event="signed_up"))
+    queue, acts = f"rt-{uuid.uuid4().hex[:8]}", JourneyActivities(db)
+    async with Worker(client, task_queue=queue, workflows=[JourneyCohortWorkflow, JourneyAdmissionWorkflow],
+                      activities=acts.all(), activity_executor=concurrent.futures.ThreadPoolExecutor(4)):
+        await store.activate(client, db, ws, jid, task_queue=queue)
+        await until(lambda: admission_workflow_id(ws.id, jid) in acts.entry_watch.waiting, 15)
+        acts.entry_watch.waiting.clear()  # what a worker killed while the journey idled leaves: no one watching
+        ingest(db, ws, [EventIn(name="signed_up", user_id="a")])
+        sent = "select count(*) from message where status = 'sent' and journey_id = :j"
+        await asyncio.sleep(4)
+        assert count(db, sent, j=jid) == 0, "unwatched, the workflow sleeps on"
+        sweep = asyncio.create_task(sweep_orphans(client, db, every=0.5))
+        try:
+            await until(lambda: count(db, sent, j=jid) == 1, 10)
+        finally:
+            sweep.cancel()
+        await store.stop(client, db, ws, jid)
 
 
 async def test_the_long_poll_of_old_histories_waits_without_a_thread_and_returns_entries(runtime_db):
