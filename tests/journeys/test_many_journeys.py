@@ -10,6 +10,8 @@ import statistics
 import time
 import uuid
 
+import pytest
+
 from engine.events import ingest
 from engine.journeys import audience, store
 from engine.journeys.cohort import admission_workflow_id
@@ -58,7 +60,7 @@ async def activate_all(client, db, ws, queue, sources: list[tuple[str, str]]) ->
     await asyncio.gather(*(one(jid) for jid, _ in sources))
 
 
-async def ping_latencies(db, ws, jid: str, users: list[str]) -> list[float]:
+async def ping_latencies(db, ws, jid: str, users: list[str], timeout: float = 15) -> list[float]:
     """Seconds from recording a `ping` to its customer's message being sent, one customer at a time."""
     out = []
     for u in users:
@@ -66,13 +68,27 @@ async def ping_latencies(db, ws, jid: str, users: list[str]) -> list[float]:
         ingest(db, ws, [EventIn(name="ping", user_id=u)])
         await until(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id = :j "
                                       "and user_pk = (select id from users where user_id = :u)", j=jid, u=u) == 1,
-                    15)
+                    max(timeout, 1))
         out.append(time.monotonic() - started)
     return out
 
 
-async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(temporal_dev, runtime_db, dev_worker):
-    db, client = runtime_db, temporal_dev.client
+@pytest.fixture
+async def production_worker(temporal_dev, runtime_db, tmp_path):
+    """The worker `tidings worker` runs (engine.worker.build_worker: its thread pool, its sandbox settings);
+    yields its task queue."""
+    from engine.config import Settings
+    from engine.worker import build_worker
+
+    settings = Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=runtime_db.test_url,
+                                 TIDINGS_TASK_QUEUE=f"many-{uuid.uuid4().hex[:8]}")
+    async with build_worker(temporal_dev.client, runtime_db, settings, workflow_failure_exception_types=[Exception]):
+        yield settings.task_queue
+
+
+async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(temporal_dev, runtime_db,
+                                                                             production_worker):
+    db, client, dev_worker = runtime_db, temporal_dev.client, production_worker
     ws = ensure_workspace(db, "acme")
     put_template(db, ws)
     tag = uuid.uuid4().hex[:6]  # admission workflow ids are per (workspace 1, journey): fresh ids per test run
@@ -84,16 +100,19 @@ async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(tem
 
     noise = [(f"e{i}-{tag}", ON_EVENT.format(id=f"e{i}-{tag}", event=f"noise{i}")) for i in range(IDLE_EVENT_JOURNEYS)]
     noise += [(f"s{i}-{tag}", ON_SEGMENT.format(id=f"s{i}-{tag}")) for i in range(IDLE_SEGMENT_JOURNEYS)]
+    began = time.monotonic()
     await activate_all(client, db, ws, dev_worker, noise)
-    # Starting 210 workflows is a burst of work (each first workflow task builds a sandbox): pings taken
-    # while it lasts measure the burst. Once every admission is idle a ping is as quick as alone again;
-    # with admissions that hold worker threads while idle that moment never comes.
-    settle_by, spare = time.monotonic() + 40, iter(f"w{i}" for i in range(40))
-    while (await ping_latencies(db, ws, ping, [next(spare)]))[0] > max(alone) + 1.0:
+    activated_in, began = time.monotonic() - began, time.monotonic()
+    # Starting 210 workflows is a burst of work (on a loaded box, many seconds): pings taken while it lasts
+    # measure the burst. Once every admission is idle a ping is as quick as alone again; with admissions
+    # that hold worker threads while idle that moment never comes.
+    settle_by, spare = time.monotonic() + 45, iter(f"w{i}" for i in range(40))
+    while (await ping_latencies(db, ws, ping, [next(spare)], settle_by - time.monotonic()))[0] > max(alone) + 1.0:
         assert time.monotonic() < settle_by, "steps never got quick again with many journeys active"
+    settled_in = time.monotonic() - began
     crowded = await ping_latencies(db, ws, ping, ["p4", "p5", "p6", "p7"])
     print(f"ping -> sent: alone {[round(x, 2) for x in alone]} s, with {len(noise)} journeys active "
-          f"{[round(x, 2) for x in crowded]} s")
+          f"{[round(x, 2) for x in crowded]} s (activated in {activated_in:.1f} s, settled in {settled_in:.1f} s)")
     assert max(crowded) <= max(alone) + 3.0, (alone, crowded)
     assert statistics.median(crowded) <= statistics.median(alone) + 1.0, (alone, crowded)
 
