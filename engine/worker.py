@@ -73,6 +73,7 @@ async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
 
     worker = build_worker(client, db, settings)
     tune_collector()
+    # every worker wakes the idle journeys whose entry watch died with another worker
     sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
     try:
         await worker.run()

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from engine.clock import now_ms
 from engine.db import reading
@@ -76,6 +76,7 @@ class EntryWatch:
         self.db, self.tick_seconds = db, tick_seconds
         self.waiting: dict[str, Waiter] = {}  # admission workflow id -> what it waits for
         self._task: asyncio.Task | None = None
+        self._listening = False
 
     def register(self, client, workflow_id: str, call: AdmitCall, wait_seconds: float) -> None:
         """Called from a `journey.admit` that found nothing ready (on the worker's event loop)."""
@@ -85,7 +86,18 @@ class EntryWatch:
                                            until=time.monotonic() + wait_seconds + GRACE_SECONDS, client=client)
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            if not self._listening:  # the store going away ends the watch (a test's database, a worker's exit)
+                event.listen(self.db, "engine_disposed", lambda _engine: self.close())
+                self._listening = True
             self._task = loop.create_task(self._run(), name="tidings-entry-watch")
+
+    def close(self) -> None:
+        """Forget every registration and stop reading: their workflows' timers (or another worker's sweep)
+        wake them."""
+        self.waiting.clear()  # the task ends at its next tick
+        task, self._task = self._task, None
+        if task is not None and not task.done() and not task.get_loop().is_closed():
+            task.get_loop().call_soon_threadsafe(task.cancel)  # dispose() may be called from any thread
 
     async def _run(self) -> None:
         """Runs while anything is registered: a watch with nothing to watch reads nothing."""
@@ -106,6 +118,8 @@ class EntryWatch:
             return
         snapshot = list(self.waiting.values())
         statuses, queues = await asyncio.to_thread(self._read, snapshot)
+        if not self.waiting:
+            return  # closed meanwhile
         due = []
         for w in snapshot:
             key = (w.workspace_id, w.journey_id)
