@@ -41,6 +41,15 @@ def activities(db: Engine, settings: Settings) -> list:
 PASSTHROUGH = ("engine.journeys.workflows", "engine.journeys.cohort", "engine.journeys.ir")
 
 
+# Threads run the sync activities (a step's reads and writes, a broadcast page): short database work,
+# bounded by the engine's connection pool (30 on PostgreSQL). Nothing waits on a thread: sends and
+# admission are async, and an idle journey's admission holds neither a thread nor one of the worker's
+# activity slots (Temporal's default, 100): it sleeps in its workflow until the entry watch signals it
+# (engine/journeys/admission.py). Before, each idle admission long-polled in a thread, and 16 active
+# journeys left the steps of every other journey waiting for a thread.
+ACTIVITY_THREADS = 16
+
+
 def build_worker(client: Client, db: Engine, settings: Settings, **options) -> Worker:
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     options.setdefault("workflow_runner", SandboxedWorkflowRunner(restrictions=restrictions))
@@ -49,7 +58,7 @@ def build_worker(client: Client, db: Engine, settings: Settings, **options) -> W
         task_queue=settings.task_queue,
         workflows=workflows(),
         activities=activities(db, settings),
-        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=16),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
         **options,
     )
 
@@ -60,12 +69,17 @@ async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
     await ensure_schedule(client, settings.task_queue)
+    from engine.journeys.admission import sweep_orphans
+
     worker = build_worker(client, db, settings)
     tune_collector()
     redeliveries = asyncio.create_task(_redeliver(db), name="redelivery")
+    # every worker wakes the idle journeys whose entry watch died with another worker
+    sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
     try:
         await worker.run()
     finally:
+        sweep.cancel()
         redeliveries.cancel()
 
 

@@ -21,7 +21,7 @@ from temporalio import activity
 
 from engine.clock import now_ms
 from engine.db import bulk_insert, bulk_update, reading, rows_where_in
-from engine.journeys import audience, ir, localtime
+from engine.journeys import admission, audience, ir, localtime
 from engine.journeys.cohort import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
@@ -93,6 +93,7 @@ class JourneyActivities:
         self.plugins = plugins if plugins is not None else load_plugins()  # once per worker, not per send
         self._irs: dict[tuple[int, str, int], ir.JourneyIR] = {}
         self._zone_filters: dict[tuple, Any] = {}  # per firing: computed on its first page, not on every page
+        self.entry_watch = admission.EntryWatch(db)  # wakes this worker's idle admission workflows
 
     def all(self) -> list:
         return [self.send, self.wait, self.wait_for, self.split, self.finish, self.admit, self.broadcast_page]
@@ -500,52 +501,88 @@ class JourneyActivities:
         return self._claimed(conn, claim_key)  # type: ignore[return-value]
 
     @activity.defn(name="journey.admit")
-    def admit(self, call: AdmitCall) -> Admitted:
-        """Claim up to `limit` queued entries (returns as soon as there are some, else after wait_seconds)."""
-        give_up = time.monotonic() + call.wait_seconds
+    async def admit(self, call: AdmitCall) -> Admitted:
+        """Claim up to `limit` queued entries. With `wake`, return at once: nothing ready registers the
+        admission workflow with this worker's entry watch, which signals it when there is (admission.py).
+        Without (histories from before), long-poll for up to wait_seconds. Either way the waiting holds no
+        worker thread: the store is read in short to_thread calls between asyncio sleeps."""
+        if not call.wake:
+            return await self._admit_long_poll(call)
+        adm = await asyncio.to_thread(self._admit_now, call)
+        if adm is None or (not adm.stopped and len(adm.members) < call.limit):
+            # the workflow waits next (a full batch loops at once, there may be more): watch for it
+            self.entry_watch.register(activity.client(), activity.info().workflow_id, call, call.wait_seconds)
+        return adm or Admitted()
+
+    def _admit_now(self, call: AdmitCall) -> Admitted | None:
+        """A cohort claimed now, or stopped; None when nothing is ready to claim."""
         ws, jid = call.workspace_id, call.journey_id
-        queued = (journey_entries.c.workspace_id == ws) & (journey_entries.c.journey_id == jid)
+        with reading(self.db) as conn:
+            done = self._claimed(conn, call.claim_key)  # a retry of a call whose claim committed
+            if done is not None:
+                return done if done.members else None
+            status = self._status(conn, ws, jid)
+            if status in (None, "stopped"):
+                return Admitted(stopped=True)
+            if status != "active":
+                return None
+            queued, oldest = admission.queue_state(conn, ws, [jid]).get(jid, (0, 0))
+        if not admission.ready(queued, oldest, None, call.limit, call.window_seconds):
+            return None
+        adm = self._claim(call)
+        return adm if adm is not None and adm.members else None
+
+    def _claim(self, call: AdmitCall) -> Admitted | None:
+        """Take up to `limit` queued entries, filter them, record the cohort; None when the queue was empty."""
+        ws, jid = call.workspace_id, call.journey_id
+        with self.db.begin() as conn:
+            version = conn.execute(select(journeys.c.active_version).where(
+                journeys.c.workspace_id == ws, journeys.c.journey_id == jid)).scalar_one()
+            rows = conn.execute(select(journey_entries).where(
+                journey_entries.c.workspace_id == ws, journey_entries.c.journey_id == jid)
+                .order_by(journey_entries.c.id).limit(call.limit)).all()
+            if not rows:
+                return None
+            conn.execute(journey_entries.delete().where(journey_entries.c.id.in_([r.id for r in rows])))
+            j = self._ir(conn, ws, jid, version)
+            rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
+            docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows}), rule)
+            candidates = [(r.user_pk, r.event) for r in rows
+                          if rule is None or holds(rule, {"event": _entry_doc(r.event),
+                                                          "customer": docs.get(r.user_pk, {})})]
+            return self._admit_rows(conn, ws, jid, version, call.claim_key, candidates)
+
+    async def _admit_long_poll(self, call: AdmitCall) -> Admitted:
+        """The admission of histories recorded before the entry watch: returns as soon as entries are
+        ready, else after wait_seconds."""
+        give_up = time.monotonic() + call.wait_seconds
         first_seen = None  # when this call first saw entries queued (bounds the window under clock skew)
         while True:
             activity.heartbeat()
-            with reading(self.db) as conn:
-                status = self._status(conn, ws, jid)
-                done = self._claimed(conn, call.claim_key)
-                pending = conn.execute(select(journey_entries.c.enqueued_at).where(queued)
-                                       .order_by(journey_entries.c.id).limit(1)).first()
-                if pending is not None and call.window_seconds:
-                    first_seen = first_seen or time.monotonic()
-                    full = conn.execute(select(journey_entries.c.id).where(queued).order_by(journey_entries.c.id)
-                                        .offset(call.limit - 1).limit(1)).first() is not None
-                    waited = max(now_ms() - pending.enqueued_at, (time.monotonic() - first_seen) * 1000)
-                    if not full and waited < call.window_seconds * 1000 and time.monotonic() < give_up:
-                        pending = None  # not yet: let more entries join this cohort
+            done, status, queued, oldest = await asyncio.to_thread(self._poll_queue, call)
             if done is not None:
                 return done
             if status in (None, "stopped"):
                 return Admitted(stopped=True)
-            if status == "active" and pending is not None:
-                with self.db.begin() as conn:
-                    version = conn.execute(select(journeys.c.active_version).where(
-                        journeys.c.workspace_id == ws, journeys.c.journey_id == jid)).scalar_one()
-                    rows = conn.execute(select(journey_entries).where(
-                        journey_entries.c.workspace_id == ws, journey_entries.c.journey_id == jid)
-                        .order_by(journey_entries.c.id).limit(call.limit)).all()
-                    if rows:
-                        conn.execute(journey_entries.delete().where(journey_entries.c.id.in_([r.id for r in rows])))
-                        j = self._ir(conn, ws, jid, version)
-                        rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
-                        docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows}), rule)
-                        candidates = [(r.user_pk, r.event) for r in rows
-                                      if rule is None or holds(rule, {"event": _entry_doc(r.event),
-                                                                      "customer": docs.get(r.user_pk, {})})]
-                        adm = self._admit_rows(conn, ws, jid, version, call.claim_key, candidates)
-                        if adm.members:
-                            return adm
-                        return Admitted()  # everyone filtered out: the claim is used up
+            if queued and call.window_seconds:
+                first_seen = first_seen or time.monotonic()
+            due = admission.ready(queued, oldest, first_seen, call.limit, call.window_seconds) or \
+                (queued > 0 and time.monotonic() >= give_up)
+            if status == "active" and due:
+                adm = await asyncio.to_thread(self._claim, call)
+                if adm is not None:
+                    return adm if adm.members else Admitted()  # everyone filtered out: the claim is used up
             if time.monotonic() >= give_up:
                 return Admitted()
-            time.sleep(0.05 if first_seen is None else min(0.05, max(0.005, call.window_seconds / 10)))
+            await asyncio.sleep(0.05 if first_seen is None else min(0.05, max(0.005, call.window_seconds / 10)))
+
+    def _poll_queue(self, call: AdmitCall):
+        with reading(self.db) as conn:
+            done = self._claimed(conn, call.claim_key)
+            status = self._status(conn, call.workspace_id, call.journey_id)
+            queued, oldest = admission.queue_state(conn, call.workspace_id, [call.journey_id]).get(
+                call.journey_id, (0, 0))
+        return done, status, queued, oldest
 
     def _due_zones(self, conn, j: ir.JourneyIR, call: PageCall):
         """The zones a `timezone: customer` firing admits. Reading the workspace's stored zones scans its

@@ -80,8 +80,18 @@ class AdmitCall(msgspec.Struct, kw_only=True):
     journey_id: str
     claim_key: str
     limit: int = 500
-    wait_seconds: float = 20.0  # long-poll: return at once when entries exist, else after this long
+    # long-poll: return at once when entries exist, else after this long; with `wake`: how long the
+    # workflow sleeps at most, which is how long the registration with the entry watch lasts
+    wait_seconds: float = 20.0
     window_seconds: float = 0.0  # claim once the oldest queued entry is this old (or `limit` are queued)
+    # Return at once (never long-poll): with nothing to claim, the worker's entry watch signals the
+    # admission workflow (ENTRIES_READY) when there is. Histories from before it send False.
+    wake: bool = False
+
+
+# The signal the worker's entry watch (engine/journeys/admission.py) sends an idle admission workflow
+# when its journey has entries ready to claim, or was stopped.
+ENTRIES_READY = "entries_ready"
 
 
 class BroadcastInput(msgspec.Struct, kw_only=True):
@@ -133,6 +143,9 @@ class AdmissionInput(msgspec.Struct, kw_only=True):
     # steady stream a cohort per HTTP batch of 100 cost Temporal ~45 ms of CPU per cohort, 0.45 ms per mail.
     window_seconds: float = 0.25
     cohort_poll_seconds: float | None = None
+    # Idle, the workflow sleeps up to this long (spread over its last quarter, so journeys activated
+    # together do not wake together) unless the entry watch signals first: the timer is a safety net.
+    idle_seconds: float = 600.0
 
 
 def bucket(journey_id: str, user_pk: int, step_id: str) -> float:

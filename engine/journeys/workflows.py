@@ -20,8 +20,8 @@ with workflow.unsafe.imports_passed_through():
 
     from engine.journeys import ir
     from engine.journeys.cohort import (
-        AdmissionInput, AdmitCall, Admitted, BroadcastInput, CohortInput, CohortResult, Group, Member, PageCall,
-        StepCall, StepResult, bucket,
+        ENTRIES_READY, AdmissionInput, AdmitCall, Admitted, BroadcastInput, CohortInput, CohortResult, Group,
+        Member, PageCall, StepCall, StepResult, bucket,
     )
 
 JOURNEY = SearchAttributeKey.for_keyword("TidingsJourney")
@@ -265,24 +265,53 @@ class JourneyCohortWorkflow:
 @workflow.defn(name="JourneyAdmission")
 class JourneyAdmissionWorkflow:
     """One per event- or segment-triggered journey: claims queued entries in micro-batches and starts
-    a cohort workflow for each batch. Ends when the journey is stopped."""
+    a cohort workflow for each batch. Ends when the journey is stopped.
+
+    Idle, it sleeps on a long timer that the worker's entry watch cuts short with ENTRIES_READY when
+    entries are ready (engine/journeys/admission.py): no activity is in flight while it waits. Histories
+    recorded before ("admission-wake" not patched) long-poll in `journey.admit` instead."""
+
+    def __init__(self) -> None:
+        self.woken = False
+
+    @workflow.signal(name=ENTRIES_READY)
+    def entries_ready(self) -> None:
+        self.woken = True
 
     @workflow.run
     async def run(self, inp: AdmissionInput) -> int:
+        wake = workflow.patched("admission-wake")
         seq = inp.seq
         wf_id = workflow.info().workflow_id
+        window = inp.window_seconds
         while True:
             seq += 1
-            adm = await workflow.execute_activity(
-                "journey.admit", AdmitCall(workspace_id=inp.workspace_id, journey_id=inp.journey_id,
-                                           claim_key=f"{wf_id}/{seq}", limit=inp.limit, wait_seconds=inp.wait_seconds,
-                                           window_seconds=inp.window_seconds),
-                result_type=Admitted, start_to_close_timeout=timedelta(seconds=inp.wait_seconds + 120),
-                heartbeat_timeout=timedelta(seconds=10), retry_policy=RETRY)
+            self.woken = False
+            call = AdmitCall(workspace_id=inp.workspace_id, journey_id=inp.journey_id, claim_key=f"{wf_id}/{seq}",
+                             limit=inp.limit, wait_seconds=inp.idle_seconds if wake else inp.wait_seconds,
+                             window_seconds=window, wake=wake)
+            if wake:
+                adm = await workflow.execute_activity(
+                    "journey.admit", call, result_type=Admitted, start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=RETRY)
+            else:
+                adm = await workflow.execute_activity(
+                    "journey.admit", call, result_type=Admitted,
+                    start_to_close_timeout=timedelta(seconds=inp.wait_seconds + 120),
+                    heartbeat_timeout=timedelta(seconds=10), retry_policy=RETRY)
             if adm.stopped:
                 return seq
             if adm.members:
                 await _start_cohort(inp.workspace_id, adm, inp.cohort_poll_seconds)
+            window = inp.window_seconds
+            if wake and len(adm.members) < inp.limit:  # the queue is drained: wait for the watch's signal
+                idle = inp.idle_seconds * (0.75 + 0.25 * workflow.random().random())  # replays draw the same
+                try:
+                    await workflow.wait_condition(lambda: self.woken, timeout=timedelta(seconds=idle))
+                except asyncio.TimeoutError:
+                    pass
+                # woken by the watch (it judged the window) or by the timer: claim what is queued now
+                window = 0.0
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() > 5_000:
                 workflow.continue_as_new(msgspec.structs.replace(inp, seq=seq))
