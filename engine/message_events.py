@@ -69,6 +69,29 @@ JOURNEY_MESSAGE_EVENT_TYPES = {
     "replied": ("reply",),
 }
 
+
+
+def journey_event_names(name: str, resolved: Sequence[str] = ()) -> list[str]:
+    """The stored event names a journey's `event: <name>` (entry, exit, wait_for, goal) matches: the name
+    itself, and when it is a message event type of JOURNEY_MESSAGE_EVENT_TYPES (`unsubscribed`,
+    `clicked`...) that event of every channel, as `wait_for`/`split` `message_event` read it
+    (`unsubscribed` -> `_email.unsubscribe`, `_sms.unsubscribe`, ...). The compiler stores the result in
+    the IR; `resolved` is that stored list (empty in IR compiled before it was stored: resolved here)."""
+    if resolved:
+        return list(resolved)
+    return [name, *names_of(JOURNEY_MESSAGE_EVENT_TYPES.get(name, ()))]
+
+
+def journey_message_event_names(type_: str, resolved: Sequence[str] = ()) -> list[str]:
+    """The stored event names of a `message_event` type (`bounced` -> `_email.hard_bounce`, ...)."""
+    if resolved:
+        return list(resolved)
+    ours = JOURNEY_MESSAGE_EVENT_TYPES.get(type_)
+    if ours is None:
+        raise ValueError(f"unknown journey message event type {type_!r}")
+    return names_of(ours)
+
+
 _NAME = re.compile(r"^_(email|sms|voice|push|webhook|custom)\.([a-z_]+)$")
 
 
