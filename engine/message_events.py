@@ -274,11 +274,8 @@ def message_event_happened(conn: Connection, workspace_id: int, user_pk: int, *,
                            type: str, since_ms: int = 0, journey_version: int | None = None) -> bool:
     """For `split`/`wait_for` on message events: did the customer's message from `step_id` of
     `journey_id` get `type` (a journey type: opened, clicked, delivered, bounced...) since `since_ms`?"""
-    ours = JOURNEY_MESSAGE_EVENT_TYPES.get(type)
-    if ours is None:
-        raise ValueError(f"unknown journey message event type {type!r}")
     conds = [
-        events.c.user_pk == user_pk, events.c.name.in_(names_of(ours)), events.c.ts >= since_ms,
+        events.c.user_pk == user_pk, events.c.name.in_(journey_message_event_names(type)), events.c.ts >= since_ms,
         events.c.workspace_id == workspace_id, events.c.attributes["journey_id"].as_string() == journey_id,
         events.c.attributes["step_id"].as_string() == step_id,
     ]
