@@ -179,3 +179,61 @@ async def test_holdout_records_journey_holdout_events_seen_by_the_events_api(tem
     # the control group of the metrics is the same customers
     assert metrics.journey_metrics(db, ws, jid, goal="purchased")["control"]["customers"] == len(held)
     await store.stop(temporal_dev.client, db, ws, jid)
+
+
+SEGMENT_ENTRY = """entry: {segment_entry: trial}
+steps:
+  - {id: hello, send: {channel: EMAIL, template: t}}
+"""
+
+
+async def test_segment_entry_admits_those_who_join_after_activation_only(temporal_dev, runtime_db, dev_worker, api):
+    """As docs/journeys.md says: customers already in the segment when the journey is activated never enter."""
+    db = runtime_db
+    ws = ensure_workspace(db, "acme")
+    put_template(db, ws)
+    add_customers(db, ws, ["early", "late"])
+    r = api.post("/v1/segments", json={"id": "trial", "name": "trial",
+                                       "rule": {"==": [{"var": "attributes.plan"}, "trial"]}})
+    assert r.status_code == 201, r.text
+    assert api.put("/v1/users/early", json={"attributes": {"plan": "trial"}}).status_code == 200
+    jid, source = _journey(SEGMENT_ENTRY)
+    store.put_journey(db, ws, source)
+    await _activate(db, temporal_dev.client, ws, jid, dev_worker)
+    assert api.put("/v1/users/late", json={"attributes": {"plan": "trial"}}).status_code == 200
+    await until(lambda: "late" in _runs(db, ws, jid) and _runs(db, ws, jid)["late"].status == "completed")
+    assert sorted(m["user_id"] for m in api.get("/v1/segments/trial/members").json()["items"]) == ["early", "late"]
+    assert set(_runs(db, ws, jid)) == {"late"}
+    await store.stop(temporal_dev.client, db, ws, jid)
+
+
+WAIT_FOR_UNSUBSCRIBE = """apiVersion: tidings/v1
+kind: Journey
+id: listen
+entry: {event: signed_up}
+steps:
+  - {id: hello, send: {channel: EMAIL, template: t}}
+  - id: listen
+    wait_for: {event: unsubscribed, timeout: 1d, on_event: gone, on_timeout: stayed}
+  - {id: stayed, exit: {reason: stayed}}
+  - {id: gone, exit: {reason: unsubscribed}}
+"""
+
+
+async def test_wait_for_a_message_event_name_moves_on_an_unsubscribe_recorded_by_tracking(journey_test):
+    """`wait_for: {event: unsubscribed}` reads the same events as the exit criterion (time-skipping server)."""
+    from engine import tracking
+    from engine.messages import public_url
+
+    journey_test.template("t", subject="Hi", text="Hello")
+    await journey_test.put(WAIT_FOR_UNSUBSCRIBE)
+    ann, bob = journey_test.customer("ann"), journey_test.customer("bob")
+    handle = await journey_test.start("listen", [ann, bob], poll_seconds=3600)
+    await journey_test.sleep(120)
+    [mail] = [m for m in journey_test.outbox("listen") if m["user_id"] == "ann"]
+    assert mail["unsubscribe_url"].startswith(public_url() + "/t/u/")
+    token = urlsplit(mail["unsubscribe_url"]).path.rsplit("/", 1)[-1]
+    tracking.unsubscribe(journey_test.db, token, one_click=True, user_agent="test", ip_address="127.0.0.1")
+    await handle.result()
+    runs = journey_test.runs("listen")
+    assert (runs["ann"].exit_reason, runs["bob"].exit_reason) == ("unsubscribed", "stayed")
