@@ -4,7 +4,7 @@ Everything is a frozen msgspec Struct so the IR round-trips through JSON and msg
 payloads). Unions are tagged by a `kind` field, e.g. {"kind": "send", ...}. Durations are
 whole seconds; JsonLogic rules are kept as plain JSON values.
 
-Event names are resolved once, here: every `event` (entry, exit, wait_for, goal) carries `names`, the
+Event names are resolved once, by the compiler: every `event` (entry, exit, wait_for, goal) carries `names`, the
 stored event names it matches (`unsubscribed` -> itself and `_email.unsubscribe`, `_sms.unsubscribe`...,
 engine.message_events.journey_event_names), and every `message_event` type carries the names of its
 message events. IR stored before `names` existed decodes with `names == []`; the runtime then resolves
