@@ -316,10 +316,11 @@ def cmd_plugins(args, settings: Settings) -> int:
     from engine.plugins import describe_plugins
 
     manager = load_plugins()
-    print(f"{'PLUGIN':16} {'SOURCE':28} {'CHANNELS':40} MODULE")
+    print(f"{'PLUGIN':16} {'SOURCE':28} {'CHANNELS':40} {'EVENT SINKS':16} MODULE")
     for p in describe_plugins(manager):
         channels = ", ".join(f"{c} ({_channel_kind(manager.channels[c])})" for c in p["channels"]) or "-"
-        print(f"{p['name']:16} {p['source']:28} {channels:40} {p['module']}")
+        sinks = ", ".join(p["event_sinks"]) or "-"  # the `sink.kind` values event streams accept
+        print(f"{p['name']:16} {p['source']:28} {channels:40} {sinks:16} {p['module']}")
     return 0
 
 

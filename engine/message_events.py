@@ -69,6 +69,29 @@ JOURNEY_MESSAGE_EVENT_TYPES = {
     "replied": ("reply",),
 }
 
+
+
+def journey_event_names(name: str, resolved: Sequence[str] = ()) -> list[str]:
+    """The stored event names a journey's `event: <name>` (entry, exit, wait_for, goal) matches: the name
+    itself, and when it is a message event type of JOURNEY_MESSAGE_EVENT_TYPES (`unsubscribed`,
+    `clicked`...) that event of every channel, as `wait_for`/`split` `message_event` read it
+    (`unsubscribed` -> `_email.unsubscribe`, `_sms.unsubscribe`, ...). The compiler stores the result in
+    the IR; `resolved` is that stored list (empty in IR compiled before it was stored: resolved here)."""
+    if resolved:
+        return list(resolved)
+    return [name, *names_of(JOURNEY_MESSAGE_EVENT_TYPES.get(name, ()))]
+
+
+def journey_message_event_names(type_: str, resolved: Sequence[str] = ()) -> list[str]:
+    """The stored event names of a `message_event` type (`bounced` -> `_email.hard_bounce`, ...)."""
+    if resolved:
+        return list(resolved)
+    ours = JOURNEY_MESSAGE_EVENT_TYPES.get(type_)
+    if ours is None:
+        raise ValueError(f"unknown journey message event type {type_!r}")
+    return names_of(ours)
+
+
 _NAME = re.compile(r"^_(email|sms|voice|push|webhook|custom)\.([a-z_]+)$")
 
 
@@ -251,11 +274,8 @@ def message_event_happened(conn: Connection, workspace_id: int, user_pk: int, *,
                            type: str, since_ms: int = 0, journey_version: int | None = None) -> bool:
     """For `split`/`wait_for` on message events: did the customer's message from `step_id` of
     `journey_id` get `type` (a journey type: opened, clicked, delivered, bounced...) since `since_ms`?"""
-    ours = JOURNEY_MESSAGE_EVENT_TYPES.get(type)
-    if ours is None:
-        raise ValueError(f"unknown journey message event type {type!r}")
     conds = [
-        events.c.user_pk == user_pk, events.c.name.in_(names_of(ours)), events.c.ts >= since_ms,
+        events.c.user_pk == user_pk, events.c.name.in_(journey_message_event_names(type)), events.c.ts >= since_ms,
         events.c.workspace_id == workspace_id, events.c.attributes["journey_id"].as_string() == journey_id,
         events.c.attributes["step_id"].as_string() == step_id,
     ]

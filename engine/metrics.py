@@ -26,7 +26,9 @@ from sqlalchemy import Connection, Engine, case, distinct, func, literal, litera
 
 from engine.db import reading
 from engine.errors import InvalidInput
-from engine.message_events import names_of
+from engine.journeys.ir import Goal
+from engine.journeys.rules import event_doc, holds
+from engine.message_events import journey_event_names, names_of
 from engine.models import events
 from engine.workspaces import WorkspaceRef
 
@@ -117,24 +119,27 @@ def _attribute(sends: list[tuple[int, int, Any]], conversions: list[tuple[int, i
     return out
 
 
-def _goal_events(conn: Connection, ws_id: int, name: str, user_pks: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
+def _goal_events(conn: Connection, ws_id: int, goal: Goal, user_pks: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
+    """(user_pk, ts) of the events that convert for `goal`: named like it (its resolved names, as the
+    runtime reads them) and matching its `filter`."""
     if not user_pks:
         return []
-    q = select(events.c.user_pk, events.c.ts).where(
-        events.c.workspace_id == ws_id, events.c.name == name, events.c.ts >= lo, events.c.ts <= hi)
+    cols = [events.c.user_pk, events.c.ts] + ([events.c.name, events.c.attributes, events.c.metrics]
+                                              if goal.filter is not None else [])
+    q = select(*cols).where(events.c.workspace_id == ws_id, events.c.name.in_(journey_event_names(goal.event, goal.names)),
+                            events.c.ts >= lo, events.c.ts <= hi)
     # Filter in Python: the set of converters is small next to the events of that name in the window.
-    return [(r.user_pk, r.ts) for r in conn.execute(q) if r.user_pk in user_pks]
+    return [(r.user_pk, r.ts) for r in conn.execute(q) if r.user_pk in user_pks and (
+        goal.filter is None or holds(goal.filter, {"event": event_doc(r.name, r.attributes or {}, r.metrics or {},
+                                                                     r.ts)}))]
 
 
-def journey_goal(conn: Connection, workspace_id: int, journey_id: str,
-                 version: int | None = None) -> tuple[str, int | None] | None:
-    """The journey's goal (event, within_seconds) from its compiled definition; None without one."""
+def journey_goal(conn: Connection, workspace_id: int, journey_id: str, version: int | None = None) -> Goal | None:
+    """The journey's goal (event, within_seconds, filter) from its compiled definition; None without one."""
     from engine.journeys.store import ir_of
 
     found = ir_of(conn, workspace_id, journey_id, version)
-    if found is None or found.settings.goal is None:
-        return None
-    return found.settings.goal.event, found.settings.goal.within_seconds
+    return None if found is None else found.settings.goal
 
 
 # ---- journeys -------------------------------------------------------------------------------------------
@@ -144,10 +149,10 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
                     goal: str | None = None, within_seconds: int | None = None, since_ms: int | None = None,
                     until_ms: int | None = None) -> dict[str, Any]:
     with reading(db) as conn:
-        if goal is None:
-            stored = journey_goal(conn, ws.id, journey_id, version)
-            if stored:
-                goal, within_seconds = stored[0], within_seconds or stored[1]
+        # the journey's own goal (with its filter), unless the caller names another event
+        chosen = Goal(event=goal) if goal is not None else journey_goal(conn, ws.id, journey_id, version)
+        if chosen is not None:
+            goal, within_seconds = chosen.event, within_seconds or chosen.within_seconds
         window_ms = (within_seconds or DEFAULT_WINDOW_SECONDS) * 1000
         where = [events.c.workspace_id == ws.id, events.c.name.in_(ALL_NAMES), _attr("journey_id") == journey_id,
                  *_time_where(since_ms, until_ms)]
@@ -168,7 +173,7 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
             users = {u for u, _, _ in sends}
             lo = min((t for _, t, _ in sends), default=0)
             hi = max((t for _, t, _ in sends), default=0) + window_ms
-            conv = _attribute(sends, _goal_events(conn, ws.id, goal, users, lo, hi), window_ms)
+            conv = _attribute(sends, _goal_events(conn, ws.id, chosen, users, lo, hi), window_ms)
             _add_conversions(totals, [(None, u) for _, u in conv])
             for groups, pick in ((by_step, 0), (by_variant, 1), (by_channel, 2)):
                 per: dict[Any, list] = defaultdict(list)
@@ -176,7 +181,7 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
                     per[key[pick]].append((None, u))
                 for k, lst in per.items():
                     _add_conversions(groups[(k,)], lst)
-            control = _control(conn, ws.id, journey_id, version, goal, window_ms, since_ms, until_ms)
+            control = _control(conn, ws.id, journey_id, version, chosen, window_ms, since_ms, until_ms)
 
     def rows(groups: dict, label: str, order: list | None = None) -> list[dict[str, Any]]:
         keys = sorted(groups, key=lambda k: (order.index(k[0]) if order and k[0] in order else 1e9, str(k[0])))
@@ -188,7 +193,8 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
         lift = round((treatment_rate - control["rate"]) / control["rate"], 4)
     return {
         "journey_id": journey_id, "version": version,
-        "goal": {"event": goal, "within_seconds": window_ms // 1000} if goal else None,
+        "goal": {"event": goal, "within_seconds": window_ms // 1000,
+                 "filter": chosen.filter if chosen is not None else None} if goal else None,
         "totals": {"metrics": totals, "rates": _rates(totals)},
         "steps": rows(by_step, "step_id", step_order), "variants": rows(by_variant, "variant"),
         "channels": rows(by_channel, "channel"),
@@ -227,7 +233,7 @@ def holdout_customers(conn: Connection, ws_id: int, journey_id: str, version: in
     return list(first.items())
 
 
-def _control(conn: Connection, ws_id: int, journey_id: str, version: int | None, goal: str, window_ms: int,
+def _control(conn: Connection, ws_id: int, journey_id: str, version: int | None, goal: Goal, window_ms: int,
              since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
     held = holdout_customers(conn, ws_id, journey_id, version, since_ms, until_ms)
     if not held:
@@ -285,5 +291,6 @@ def _transactional_conversions(conn: Connection, ws_id: int, where: list) -> lis
     for (name, within), sends in by_goal.items():
         lo = min(t for _, t, _ in sends)
         hi = max(t for _, t, _ in sends) + within * 1000
-        out += _attribute(sends, _goal_events(conn, ws_id, name, {u for u, _, _ in sends}, lo, hi), within * 1000)
+        out += _attribute(sends, _goal_events(conn, ws_id, Goal(event=name), {u for u, _, _ in sends}, lo, hi),
+                          within * 1000)
     return out

@@ -14,7 +14,6 @@ from functools import lru_cache
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
-import datalogic_py
 import msgspec
 from sqlalchemy import Engine, insert, select, update
 from temporalio import activity
@@ -25,34 +24,14 @@ from engine.journeys import admission, audience, ir, localtime
 from engine.journeys.cohort import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
+from engine.journeys.rules import event_doc, holds
 from engine.journeys.models import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
-from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
+from engine.message_events import journey_event_names, journey_message_event_names
 from engine.messages import JourneySend, send_journey_step
 from engine.messaging_models import messages
 from engine.models import events, users
 from engine.segments import history
 from engine.segments.documents import documents
-
-
-_engine = datalogic_py.Engine()
-
-
-@lru_cache(maxsize=512)
-def _rule(text: str):
-    return _engine.compile(msgspec.json.decode(text))
-
-
-def holds(rule: Any, data: dict) -> bool:
-    if rule is None:
-        return True
-    result = _rule(msgspec.json.encode(rule).decode()).evaluate(data)
-    return bool(result) and result != []
-
-
-def event_doc(name: str, attributes: dict, metrics: dict, ts: int) -> dict:
-    """The `event` a rule sees: attributes at the top level and under `properties`/`attributes`."""
-    return {**metrics, **attributes, "name": name, "timestamp": ts, "attributes": attributes,
-            "properties": {**attributes, **metrics}, "metrics": metrics}
 
 
 def next_local(now: int, zone: str, hhmm: str, *, inclusive: bool = False) -> int:
@@ -127,7 +106,8 @@ class JourneyActivities:
         crit = call.settings.exit
         if not crit or not members:
             return {}
-        names = {c.event for c in crit if isinstance(c, ir.EventExit)}
+        matches = {id(c): set(journey_event_names(c.event, c.names)) for c in crit if isinstance(c, ir.EventExit)}
+        names = set().union(*matches.values())
         if any(isinstance(c, ir.SegmentExit) for c in crit):
             names.add("_segment.exit")
         found = self._events(conn, call.workspace_id, [m.user_pk for m in members], names,
@@ -138,7 +118,7 @@ class JourneyActivities:
                 if ev["received_at"] < m.entered_at:
                     continue
                 for c in crit:
-                    if isinstance(c, ir.EventExit) and ev["name"] == c.event and holds(
+                    if isinstance(c, ir.EventExit) and ev["name"] in matches[id(c)] and holds(
                             c.filter, {"event": event_doc(ev["name"], ev["attributes"], ev["metrics"], ev["ts"])}):
                         out[m.run_id] = f"event {c.event}"
                     elif isinstance(c, ir.SegmentExit) and ev["name"] == "_segment.exit" and \
@@ -356,8 +336,11 @@ class JourneyActivities:
             return set()
         pks = [m.user_pk for m in members]
         if node.message_event is not None:
-            return self._message_events(conn, call, node.message_event.step, node.message_event.type, members)
-        found = self._events(conn, call.workspace_id, pks, [node.event], min(m.since for m in members))
+            ref = node.message_event
+            return self._message_events(conn, call, ref.step, journey_message_event_names(ref.type, ref.names),
+                                        members)
+        found = self._events(conn, call.workspace_id, pks, journey_event_names(node.event or "", node.names),
+                             min(m.since for m in members))
         out = set()
         for m in members:
             for ev in found.get(m.user_pk, []):
@@ -373,20 +356,19 @@ class JourneyActivities:
                     break
         return out
 
-    def _message_events(self, conn, call: StepCall, step_id: str, kind: str, members: list[Member]) -> set[int]:
-        """Members with a `_{channel}.{type}` event about their message from `step_id` of this journey."""
-        # the channel of the referenced send step is not in this call; match every channel's prefix
-        suffixes = JOURNEY_MESSAGE_EVENT_TYPES[kind]  # the names engine.message_events records
+    def _message_events(self, conn, call: StepCall, step_id: str, names: list[str], members: list[Member]) -> set[int]:
+        """Members with one of the message events `names` (`_email.open`, ...: every channel's, the channel
+        of the referenced send step is not in this call) about their message from `step_id` of this journey."""
         pks = [m.user_pk for m in members]
         out = set()
         since = min(m.entered_at for m in members)
         for start in range(0, len(pks), 5000):
             q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.received_at).where(
                 events.c.workspace_id == call.workspace_id, events.c.user_pk.in_(pks[start:start + 5000]),
-                events.c.name.like("\\_%", escape="\\"), events.c.received_at >= since))
+                events.c.name.in_(names), events.c.received_at >= since))
             by_pk: dict[int, list] = {}
             for r in conn.execute(q):
-                if r.name.rsplit(".", 1)[-1] in suffixes and r.attributes.get("step_id") == step_id and \
+                if r.attributes.get("step_id") == step_id and \
                         r.attributes.get("journey_id") == call.journey_id:
                     by_pk.setdefault(r.user_pk, []).append(r)
             for m in members:
@@ -417,7 +399,7 @@ class JourneyActivities:
                     inside = audience.members_among(conn, call.workspace_id, b.segment, [m.user_pk for m in pool])
                     hit = {m.run_id for m in pool if m.user_pk in inside}
                 else:
-                    hit = self._message_events(conn, call, b.step, b.type, pool)
+                    hit = self._message_events(conn, call, b.step, journey_message_event_names(b.type, b.names), pool)
                 for run_id in hit:
                     routes.setdefault(b.next, []).append(remaining.pop(run_id))
             if remaining:
@@ -437,6 +419,8 @@ class JourneyActivities:
         status = "held_out" if isinstance(node, ir.HoldoutNode) else "completed"
         reason = getattr(node, "reason", None) or ("control group" if status == "held_out" else None)
         self._mark(conn, call, members, status=status, reasons={m.run_id: reason for m in members})
+        if status == "held_out":
+            _record_holdouts(conn, call, members)
 
     # ---- admission -----------------------------------------------------------------------
 
@@ -618,6 +602,24 @@ class JourneyActivities:
                                        [(pk, {}) for pk in pks])
         adm.next_after = next_after
         return adm
+
+
+def _record_holdouts(conn, call: StepCall, members: list[Member]) -> None:
+    """One `_journey.holdout` event per customer the holdout step keeps out (the control group), in the
+    transaction that marks their runs `held_out`: streams, the events API and segments see the control
+    group. The id is the run's, so a retried step records it once."""
+    from engine import changes
+    from engine.events import insert_new
+
+    now = now_ms()
+    rows = [{"workspace_id": call.workspace_id, "event_id": f"holdout:{m.run_id}", "user_pk": m.user_pk,
+             "endpoint_pk": None, "name": "_journey.holdout", "ts": now, "received_at": now, "metrics": {},
+             "attributes": {"journey_id": call.journey_id, "journey_version": call.version, "step_id": call.node.id,
+                            "run_id": m.run_id, **({"variant": m.variant} if m.variant else {})}}
+            for m in members]
+    fresh = insert_new(conn, call.workspace_id, rows)
+    if fresh:
+        changes.events_recorded(conn, call.workspace_id, fresh)
 
 
 async def _heartbeat_forever() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import msgspec
+
 from engine.journeys import ir
 from engine.journeys.graph import check_graph
 from engine.journeys.issues import Issues, JourneyCompileError, Pos
@@ -11,6 +13,7 @@ from engine.journeys.resources import Resource, documents, read_resources
 from engine.journeys.sections import parse_entry, parse_settings
 from engine.journeys.steps import parse_steps
 from engine.journeys.view import Catalog, Ctx, View
+from engine.message_events import journey_event_names, journey_message_event_names
 
 API_VERSION = "tidings/v1"
 REQUIRED = ("apiVersion", "kind", "id", "entry", "steps")
@@ -85,9 +88,38 @@ def compile_resource(res: Resource, issues: Issues, *, catalog: Catalog | None =
     nodes = dict(steps.nodes)
     if any(ir.END in n.successors() for n in nodes.values()):
         nodes[ir.END] = ir.ExitNode(id=ir.END, line=0)
-    return ir.JourneyIR(id=journey_id, name=name or journey_id, description=description or "", version=version,
-                        source_hash=hashlib.sha256(res.text.encode()).hexdigest(), entry=entry,
-                        settings=settings, start=start, nodes=nodes)
+    return resolve_names(ir.JourneyIR(
+        id=journey_id, name=name or journey_id, description=description or "", version=version,
+        source_hash=hashlib.sha256(res.text.encode()).hexdigest(), entry=entry, settings=settings, start=start,
+        nodes=nodes))
+
+
+def resolve_names(j: ir.JourneyIR) -> ir.JourneyIR:
+    """Fill every `names` of the IR: the stored event names each `event` and `message_event` type matches.
+    One vocabulary for entry, exit, wait_for, split and goal: `unsubscribed` is the customer's own
+    `unsubscribed` event and every channel's `_*.unsubscribe` (a one-click unsubscribe records
+    `_email.unsubscribe`), exactly as `message_event: {type: unsubscribed}` reads it."""
+    def named(struct, name: str, resolve):
+        return msgspec.structs.replace(struct, names=resolve(name))
+
+    entry = named(j.entry, j.entry.event, journey_event_names) if isinstance(j.entry, ir.EventEntry) else j.entry
+    s = j.settings
+    settings = msgspec.structs.replace(
+        s, exit=[named(c, c.event, journey_event_names) if isinstance(c, ir.EventExit) else c for c in s.exit],
+        goal=named(s.goal, s.goal.event, journey_event_names) if s.goal is not None else None)
+    nodes: dict[str, ir.Node] = {}
+    for node_id, node in j.nodes.items():
+        if isinstance(node, ir.WaitForNode):
+            ref = node.message_event
+            node = msgspec.structs.replace(
+                node, names=journey_event_names(node.event) if node.event else [],
+                message_event=named(ref, ref.type, journey_message_event_names) if ref is not None else None)
+        elif isinstance(node, ir.SplitNode):
+            node = msgspec.structs.replace(node, branches=[
+                named(b, b.type, journey_message_event_names) if isinstance(b, ir.MessageEventBranch) else b
+                for b in node.branches])
+        nodes[node_id] = node
+    return msgspec.structs.replace(j, entry=entry, settings=settings, nodes=nodes)
 
 
 def _start(view: View, steps) -> str | None:

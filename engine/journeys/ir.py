@@ -4,6 +4,12 @@ Everything is a frozen msgspec Struct so the IR round-trips through JSON and msg
 payloads). Unions are tagged by a `kind` field, e.g. {"kind": "send", ...}. Durations are
 whole seconds; JsonLogic rules are kept as plain JSON values.
 
+Event names are resolved once, by the compiler: every `event` (entry, exit, wait_for, goal) carries `names`, the
+stored event names it matches (`unsubscribed` -> itself and `_email.unsubscribe`, `_sms.unsubscribe`...,
+engine.message_events.journey_event_names), and every `message_event` type carries the names of its
+message events. IR stored before `names` existed decodes with `names == []`; the runtime then resolves
+the name with the same function.
+
 Every edge names a key of `JourneyIR.nodes`. The reserved id `end` is an ExitNode the compiler
 adds when a step ends the journey implicitly (`next: end`, or falling off the last step), so the
 interpreter never special-cases "no next".
@@ -24,6 +30,7 @@ class EventEntry(msgspec.Struct, frozen=True, kw_only=True, tag="event", tag_fie
 
     event: str
     filter: Any = None
+    names: list[str] = msgspec.field(default_factory=list)  # stored event names `event` matches
 
 
 class SegmentEntry(msgspec.Struct, frozen=True, kw_only=True, tag="segment", tag_field="kind"):
@@ -66,7 +73,8 @@ class EntryLimits(msgspec.Struct, frozen=True, kw_only=True):
 
 class EventExit(msgspec.Struct, frozen=True, kw_only=True, tag="event", tag_field="kind"):
     event: str
-    filter: Any = None
+    filter: Any = None  # JsonLogic over {"event"}
+    names: list[str] = msgspec.field(default_factory=list)
 
 
 class SegmentExit(msgspec.Struct, frozen=True, kw_only=True, tag="left_segment", tag_field="kind"):
@@ -79,7 +87,8 @@ ExitCriterion = Union[EventExit, SegmentExit]
 class Goal(msgspec.Struct, frozen=True, kw_only=True):
     event: str
     within_seconds: int | None = None
-    filter: Any = None
+    filter: Any = None  # JsonLogic over {"event"}: only goal events it holds for convert
+    names: list[str] = msgspec.field(default_factory=list)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,6 +147,7 @@ class WaitNode(_Node, kw_only=True, tag="wait"):
 class MessageEventRef(msgspec.Struct, frozen=True, kw_only=True):
     step: str  # id of a SendNode before this node
     type: str  # delivered, opened, clicked, ...
+    names: list[str] = msgspec.field(default_factory=list)  # `_email.open`, ...
 
 
 class WaitForNode(_Node, kw_only=True, tag="wait_for"):
@@ -150,6 +160,7 @@ class WaitForNode(_Node, kw_only=True, tag="wait_for"):
     timeout_seconds: int
     on_event: str
     on_timeout: str
+    names: list[str] = msgspec.field(default_factory=list)  # stored event names `event` matches
 
     def labelled_edges(self):
         return [(self.on_event, "event"), (self.on_timeout, "timeout")]
@@ -169,6 +180,7 @@ class MessageEventBranch(msgspec.Struct, frozen=True, kw_only=True, tag="message
     step: str
     type: str
     next: str
+    names: list[str] = msgspec.field(default_factory=list)
 
 
 Branch = Union[RuleBranch, SegmentBranch, MessageEventBranch]

@@ -10,9 +10,10 @@ from engine.journeys.formats import check_clock, parse_instant
 from engine.journeys.issues import Pos
 from engine.journeys.view import ID_RE, Ctx, MessageRef, StepRef, View, check_duration, typename
 from engine.journeys.yaml_loader import LList, LMap, plain
+from engine.message_events import JOURNEY_MESSAGE_EVENT_TYPES
 
 STEP_KEYS = ("id", "next", "name", "description")
-MESSAGE_EVENT_TYPES = ("sent", "delivered", "opened", "clicked", "bounced", "complained", "unsubscribed", "failed", "replied")
+MESSAGE_EVENT_TYPES = tuple(JOURNEY_MESSAGE_EVENT_TYPES)  # sent, delivered, opened, clicked, bounced, ...
 CHANNEL_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
 PROPERTY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 # Why `next` makes no sense on these actions, told to the user who writes it anyway.

@@ -22,6 +22,7 @@ from engine.journeys.cohort import (
 )
 from engine.journeys.compiler import compile_journey
 from engine.journeys.models import journey_runs, journey_triggers, journey_versions, journeys
+from engine.message_events import journey_event_names
 from engine.models import users
 from engine.schemas import ChannelType
 
@@ -185,13 +186,15 @@ def _set_triggers(conn, ws_id: int, j: ir.JourneyIR, entries: bool) -> None:
                                                 journey_triggers.c.journey_id == j.id))
     rows = []
     if entries and isinstance(j.entry, ir.EventEntry):
-        rows.append({"event_name": j.entry.event, "role": "entry", "segment_id": None, "within_ms": None})
+        rows += [{"event_name": name, "role": "entry", "segment_id": None, "within_ms": None}
+                 for name in journey_event_names(j.entry.event, j.entry.names)]
     if entries and isinstance(j.entry, ir.SegmentEntry):
         rows.append({"event_name": "_segment.enter", "role": "entry", "segment_id": j.entry.segment, "within_ms": None})
     if j.settings.goal is not None:
-        g = j.settings.goal
-        rows.append({"event_name": g.event, "role": "goal", "segment_id": None,
-                     "within_ms": g.within_seconds * 1000 if g.within_seconds else None})
+        g = j.settings.goal  # the ingestion seam applies its filter (engine.journeys.entries)
+        rows += [{"event_name": name, "role": "goal", "segment_id": None,
+                  "within_ms": g.within_seconds * 1000 if g.within_seconds else None}
+                 for name in journey_event_names(g.event, g.names)]
     for r in rows:
         conn.execute(insert(journey_triggers).values(workspace_id=ws_id, journey_id=j.id, **r))
 

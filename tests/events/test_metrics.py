@@ -110,7 +110,7 @@ def test_journey_metrics(api, seeded):
 
     assert m["control"] == {"customers": 4, "converted": 1, "rate": 0.25}
     assert m["treatment_rate"] == 0.5 and m["lift"] == 1.0
-    assert m["goal"] == {"event": "purchase", "within_seconds": 7 * 86400}
+    assert m["goal"] == {"event": "purchase", "within_seconds": 7 * 86400, "filter": None}
 
 
 def test_window_version_and_time_filters(api, seeded):
@@ -143,7 +143,7 @@ def test_goal_comes_from_the_journey_and_control_from_its_runs(api, db, seeded):
 
     store.put_journey(db, seeded, SPRING, AnyCatalog())
     m = api.get("/v1/journeys/spring/metrics").json()  # no goal named: the journey's own
-    assert m["goal"] == {"event": "purchase", "within_seconds": 7 * 86400}
+    assert m["goal"] == {"event": "purchase", "within_seconds": 7 * 86400, "filter": None}
     assert m["control"] == {"customers": 4, "converted": 1, "rate": 0.25} and m["lift"] == 1.0
     other = api.get("/v1/journeys/spring/metrics", params={"goal": "signup"}).json()  # named: that one
     assert other["goal"]["event"] == "signup" and other["control"]["converted"] == 0

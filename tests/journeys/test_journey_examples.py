@@ -8,6 +8,7 @@ import pytest
 
 from engine.journeys import JourneyCompileError, StaticCatalog, compile_journey, compile_path, load_resources
 from engine.journeys import ir
+from engine.message_events import CHANNELS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "journeys"
@@ -45,14 +46,20 @@ def test_load_resources_finds_segments_and_templates_with_their_lines():
 
 def test_welcome_journey_shape(journeys):
     j = journeys["welcome"]
-    assert j.entry == ir.EventEntry(event="signed_up", filter={"==": [{"var": "event.plan"}, "trial"]})
+    assert j.entry == ir.EventEntry(event="signed_up", filter={"==": [{"var": "event.plan"}, "trial"]},
+                                    names=["signed_up"])
     hello = j.nodes[j.start]
     assert (hello.channel, hello.template, hello.next) == ("EMAIL", "welcome-email", "wait-a-day")
     assert j.nodes["wait-a-day"].seconds == 86400
     split = j.nodes["did-they-click"]
-    assert split.branches[0] == ir.MessageEventBranch(step="hello", type="clicked", next="engaged")
+    assert split.branches[0] == ir.MessageEventBranch(step="hello", type="clicked", next="engaged",
+                                                      names=[f"_{c}.click" for c in CHANNELS])
     assert split.else_next == "reminder"
-    assert j.settings.exit == [ir.EventExit(event="unsubscribed"), ir.SegmentExit(segment="trial-users")]
+    # `unsubscribed` is resolved once, by the compiler: the customer's own event and every channel's
+    # unsubscribe (a one-click unsubscribe records `_email.unsubscribe`), as `message_event` types read it
+    unsubscribed = ["unsubscribed", *(f"_{c}.unsubscribe" for c in CHANNELS)]
+    assert j.settings.exit == [ir.EventExit(event="unsubscribed", names=unsubscribed),
+                               ir.SegmentExit(segment="trial-users")]
 
 
 def test_weekly_digest_is_a_recurring_broadcast(journeys):
@@ -69,7 +76,8 @@ def test_cart_abandon_uses_every_feature(journeys):
     assert [(b.variant, b.weight, b.next) for b in j.nodes["ab"].branches] == [
         ("A", 50, "reminder-a"), ("B", 50, "reminder-b")]
     assert j.nodes["control"] == ir.HoldoutNode(id="control", line=19, percent=10, next="wait-for-purchase")
-    assert j.settings.goal == ir.Goal(event="purchased", within_seconds=7 * 86400)
+    assert j.settings.goal == ir.Goal(event="purchased", within_seconds=7 * 86400, names=["purchased"])
+    assert wait.names == ["purchased"]
     assert j.settings.quiet_hours == ir.QuietHours(start="21:00", end="08:00", action="hold")
     assert j.settings.frequency_cap == ir.FrequencyCap(messages=3, per_seconds=86400)
     assert j.nodes["sms"].channel == "SMS"

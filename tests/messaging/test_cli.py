@@ -25,6 +25,10 @@ def test_plugins_lists_channels_and_sources(settings):
     assert "apns (PUSH, 500/s)" in lines["apns"] and "builtin" in lines["apns"] and "plugins.apns" in lines["apns"]
     outbox = next(line for line in lines.values() if "outbox (any type)" in line)
     assert "plugins.outbox" in outbox
+    # event-sink kinds (what an event stream's `sink.kind` names) are listed with their plugin
+    assert out.stdout.splitlines()[0].split()[:5] == ["PLUGIN", "SOURCE", "CHANNELS", "EVENT", "SINKS"]
+    assert "webhook, ndjson" in lines["event_sinks"] and "plugins.event_sinks" in lines["event_sinks"]
+    assert lines["apns"].split()[-2] == "-"  # a channel plugin provides no sink
 
 
 def test_send_and_templates_ls(api, settings, smtp_sink):
