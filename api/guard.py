@@ -3,7 +3,9 @@
 Past its capacity the API used to accept everything and queue it (requests waited 47-71 s at twice the
 capacity). Here a request beyond `TIDINGS_API_MAX_IN_FLIGHT` concurrent ones is answered at once with 503 and
 `Retry-After`, before it is authenticated or its body read, so the requests that were accepted keep their
-latency. /health and the live event stream (long-lived by design) are not counted.
+latency. Not counted: /health, the live event stream (long-lived by design), and what people and providers
+send that nobody would send again: tracking (an opened mail, a click, an RFC 8058 one-click unsubscribe that a
+mailbox provider does not retry) and provider feedback. Each of those is one small indexed write.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Callable
 import msgspec
 
 REQUEST_ID_KEY = "tidings.request_id"
-_UNCOUNTED = ("/health", "/v1/events/stream")
+_UNCOUNTED = ("/health", "/v1/events/stream", "/t/", "/feedback/")
 # A caller (or a proxy in front) may send its own id; anything else is replaced, never echoed as given.
 _CALLER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 

@@ -71,15 +71,22 @@ JOURNEY_MESSAGE_EVENT_TYPES = {
 
 
 
+# The message event types an `event:` name also stands for. Only the customer's own decision to opt out:
+# `sent`, `delivered` or `failed` are also common names of an application's events ("order delivered"),
+# and widened they would match the journey's own sends (an `entry: {event: sent}` re-entering on its own
+# mail); `opened` is often an app's "app opened". Those are read per step with `message_event`, or by
+# their full names (`_email.open`).
+EVENT_NAME_TYPES = {"unsubscribed": JOURNEY_MESSAGE_EVENT_TYPES["unsubscribed"]}
+
+
 def journey_event_names(name: str, resolved: Sequence[str] = ()) -> list[str]:
     """The stored event names a journey's `event: <name>` (entry, exit, wait_for, goal) matches: the name
-    itself, and when it is a message event type of JOURNEY_MESSAGE_EVENT_TYPES (`unsubscribed`,
-    `clicked`...) that event of every channel, as `wait_for`/`split` `message_event` read it
-    (`unsubscribed` -> `_email.unsubscribe`, `_sms.unsubscribe`, ...). The compiler stores the result in
-    the IR; `resolved` is that stored list (empty in IR compiled before it was stored: resolved here)."""
+    itself, and for `unsubscribed` that event of every channel, as `wait_for`/`split` `message_event`
+    read it (`_email.unsubscribe`, `_sms.unsubscribe`, ...). The compiler stores the result in the IR;
+    `resolved` is that stored list (empty in IR compiled before it was stored: resolved here)."""
     if resolved:
         return list(resolved)
-    return [name, *names_of(JOURNEY_MESSAGE_EVENT_TYPES.get(name, ()))]
+    return [name, *names_of(EVENT_NAME_TYPES.get(name, ()))]
 
 
 def journey_message_event_names(type_: str, resolved: Sequence[str] = ()) -> list[str]:

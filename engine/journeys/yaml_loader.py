@@ -91,7 +91,9 @@ class _Loader(Reader, Scanner, Parser, Composer, SafeConstructor, _Resolver):
         super().fetch_flow_collection_start(token_class)
 
     def compose_document(self):
-        self._alias_nodes = 0
+        # Sizes are memoized by id(node), and a finished document's nodes are freed: a later document's node
+        # can reuse an id and inherit a small size (an anchor of a billion values counted as one).
+        self._alias_nodes, self._sizes = 0, {}
         return super().compose_document()
 
     def compose_node(self, parent, index):

@@ -152,6 +152,16 @@ def test_billion_laughs_journey_is_refused_at_its_line(api):
     assert api.get("/v1/journeys/j").status_code == 404
 
 
+def test_billion_laughs_after_other_documents_is_refused(api):
+    """Each document of a file is counted on its own, with nothing remembered from the ones before."""
+    filler = "".join(f"k{i}: &a{i} [x]\nm{i}: *a{i}\n" for i in range(2000))
+    text = f"{filler}---\n{filler}---\n{LAUGHS}"
+    t = time.monotonic()
+    r = api.post("/v1/journeys/validate", content=text)
+    assert time.monotonic() - t < 10
+    assert r.status_code == 200 and any("aliases expand" in e["message"] for e in r.json()["errors"]), r.text
+
+
 def test_a_few_aliases_are_fine(api):
     r = api.post("/v1/journeys/validate", content="defaults: &d {a: 1}\nsame: *d\nkind: Journey\n")
     assert r.status_code == 200

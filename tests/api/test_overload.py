@@ -75,6 +75,11 @@ async def test_flood_gets_503_with_retry_after_and_health_stays_fast(api_process
                 t = time.monotonic()
                 assert (await client.get("/health")).status_code == 200
                 times.append(time.monotonic() - t)
+                # what recipients and providers send is never refused for load: a click or a one-click
+                # unsubscribe is not sent again (a bad token is a 404, a bad callback a 4xx, never a 503)
+                assert (await client.get("/t/c/not-a-token", follow_redirects=False)).status_code == 404
+                assert (await client.post("/t/u/not-a-token")).status_code == 404
+                assert (await client.post("/feedback/1/smtp", content=b"{}")).status_code not in (500, 503)
                 await asyncio.sleep(0.1)
             return times
 
@@ -122,6 +127,11 @@ async def test_a_slow_render_neither_stalls_health_nor_runs_past_its_budget(api_
                 t = time.monotonic()
                 assert (await client.get("/health")).status_code == 200
                 times.append(time.monotonic() - t)
+                # what recipients and providers send is never refused for load: a click or a one-click
+                # unsubscribe is not sent again (a bad token is a 404, a bad callback a 4xx, never a 503)
+                assert (await client.get("/t/c/not-a-token", follow_redirects=False)).status_code == 404
+                assert (await client.post("/t/u/not-a-token")).status_code == 404
+                assert (await client.post("/feedback/1/smtp", content=b"{}")).status_code not in (500, 503)
                 await asyncio.sleep(0.1)
             return times
 

@@ -125,3 +125,24 @@ def test_compile_path_refuses_a_missing_folder_and_reports_non_utf8_files(tmp_pa
     with pytest.raises(JourneyCompileError) as info:
         compile_path(tmp_path)
     assert str(info.value).startswith(f"{tmp_path / 'latin1.yaml'}:1:1: not UTF-8 text")
+
+
+def test_outcome_names_as_events_mean_the_applications_own_events(catalog):
+    """`delivered`, `sent`, `opened` are common names of an application's events ("order delivered", "app
+    opened"): as an `event:` they match that event only, never the journey's own mail (an `entry: {event:
+    sent}` re-entering on its own send would loop). Message events are read with `message_event`."""
+    from engine.journeys import compile_journey
+
+    j = compile_journey("""apiVersion: tidings/v1
+kind: Journey
+id: orders
+entry: {event: sent}
+settings:
+  exit: [{event: delivered}]
+  goal: {event: opened, within: 1d}
+steps:
+  - {id: hello, send: {channel: EMAIL, template: welcome-email}}
+""", catalog=catalog)
+    assert j.entry.names == ["sent"]
+    assert j.settings.exit[0].names == ["delivered"]
+    assert j.settings.goal.names == ["opened"]
