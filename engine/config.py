@@ -19,6 +19,8 @@ class Settings:
     secret_key: str = ""
     stream_worker: bool = True
     stream_poll_seconds: float = 0.25
+    # How long SIGTERM waits for work in flight (sends, import jobs, HTTP requests) before stopping anyway.
+    shutdown_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -35,4 +37,5 @@ class Settings:
             secret_key=env.get("TIDINGS_SECRET_KEY", ""),
             stream_worker=env.get("TIDINGS_STREAM_WORKER", "1").lower() not in ("0", "false", "no", "off"),
             stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
+            shutdown_timeout=float(env.get("TIDINGS_SHUTDOWN_TIMEOUT", "30")),
         )

@@ -88,30 +88,34 @@ class ImportController(Controller):
     async def import_(self, request: Request, db: Engine, ws: WorkspaceRef, name: str, format: str = "pinpoint",
                       id: str | None = None, async_: bool = False) -> Response:
         import anyio
-        import os
-        import tempfile
 
-        from engine.segments import imports
+        from engine.segments import imports, jobs
 
         if format not in ("pinpoint", "plain"):
             raise InvalidInput("format is pinpoint or plain", field="format")
         async_ = async_ or request.query_params.get("async") in ("true", "1")
-        fd, path = tempfile.mkstemp(prefix="tidings-import-")
+        # In the imports folder, locked while this process works on it: if the process dies, its next
+        # start resumes the job or deletes the file (engine/segments/jobs.py).
+        upload = await anyio.to_thread.run_sync(jobs.Upload.new)
         lines = 0
-        with os.fdopen(fd, "wb") as f:
+        try:
             async for chunk in request.stream():
                 lines += chunk.count(b"\n")
-                f.write(chunk)
-        if async_ or lines > imports.ASYNC_ROWS:
-            job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
-            return Response(job, status_code=202)
+                upload.file.write(chunk)
+            if async_ or lines > imports.ASYNC_ROWS:
+                job = await anyio.to_thread.run_sync(jobs.start_job, db, ws, upload, format, name, id)
+                return Response(job, status_code=202)
+        except BaseException:
+            upload.discard()
+            raise
 
         def run() -> dict:
             try:
-                with open(path, "rb") as f:
+                upload.file.flush()
+                with open(upload.path, "rb") as f:
                     return imports.run_import(db, ws, f, format, name, id)
             finally:
-                os.unlink(path)
+                upload.discard()
 
         result = await anyio.to_thread.run_sync(run)
         return Response({**result, "status": "succeeded"}, status_code=201)
