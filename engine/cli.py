@@ -308,6 +308,7 @@ def cmd_apply(args, settings: Settings) -> int:
                     print(f"  journey {c.id} active on v{info.active_version}")
 
         asyncio.run(activate_all())
+    db.dispose()
     return 0
 
 
@@ -484,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     except TidingsError as exc:
         print(f"error: {exc.message}" + (f" ({exc.field})" if exc.field else ""), file=sys.stderr)
         return 2
+    finally:
+        sys.stdout.flush()
+        if "temporalio.client" in sys.modules:  # a command that used Temporal: free its client before exit
+            from engine.temporal import release_clients
+
+            release_clients()
 
 
 if __name__ == "__main__":
