@@ -21,7 +21,7 @@ from engine.journeys.cohort import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id,
 )
 from engine.journeys.compiler import compile_journey
-from engine.journeys.models import journey_runs, journey_triggers, journey_versions, journeys
+from engine.journeys.models import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
 from engine.models import users
 from engine.schemas import ChannelType
 
@@ -222,10 +222,29 @@ async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str =
                      .values(status="active", active_version=j.version, updated_at=now_ms()))
         _set_triggers(conn, ws_id, j, entries=True)
         audience.set_refs(conn, ws_id, journey_id, _segments_of(j), active=True)
-    await _start_temporal_side(client, ws_id, j, task_queue, admission)
+    if not _broadcast_done(db, ws_id, j):
+        await _start_temporal_side(client, ws_id, j, task_queue, admission)
     if previous and previous != j.version:
         await _delete_schedule(client, schedule_id(ws_id, journey_id, previous))
     return get_journey(db, ws_id, journey_id)
+
+
+def _is_one_off(j: ir.JourneyIR) -> bool:
+    b = j.entry
+    return isinstance(b, ir.BroadcastEntry) and not (b.cron or b.every_seconds or localtime.local_schedule(b))
+
+
+def _broadcast_done(db: Engine, ws_id: int, j: ir.JourneyIR) -> bool:
+    """A one-off broadcast of this version has admitted customers already: activating it again sends nothing
+    (a second broadcast is a new version). Temporal refuses the same workflow id too while it remembers it."""
+    if not _is_one_off(j):
+        return False
+    prefix = broadcast_workflow_id(ws_id, j.id, j.version) + "/"
+    with reading(db) as conn:
+        return conn.execute(select(journey_cohorts.c.cohort).where(
+            journey_cohorts.c.workspace_id == ws_id, journey_cohorts.c.journey_id == j.id,
+            journey_cohorts.c.version == j.version, journey_cohorts.c.claim_key.startswith(prefix, autoescape=True))
+            .limit(1)).first() is not None
 
 
 async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: str,
@@ -234,6 +253,7 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
         Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
         SchedulePolicy, ScheduleSpec, ScheduleUpdate,
     )
+    from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
     if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
@@ -278,7 +298,10 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
         ahead = b.at_epoch - datetime.now(timezone.utc).timestamp()
         delay = timedelta(seconds=ahead) if ahead > 0 else None
     try:
-        await client.start_workflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue, start_delay=delay)
+        # REJECT_DUPLICATE: a finished broadcast is not run again under its id (which would re-run its cohorts
+        # and rewrite their runs); the cohort check in activate() covers it once Temporal forgot it.
+        await client.start_workflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue, start_delay=delay,
+                                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     except WorkflowAlreadyStartedError:
         pass
 
