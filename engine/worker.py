@@ -1,9 +1,12 @@
 """The Temporal worker: every workflow and activity Tidings runs is registered here."""
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import gc
 import logging
+import signal
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -53,15 +56,31 @@ def build_worker(client: Client, db: Engine, settings: Settings, **options) -> W
     )
 
 
-async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
+async def run_worker(client: Client, db: Engine, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (never, without one), then shut down gracefully: no new task is polled, and
+    activities in flight (a send) get `settings.shutdown_timeout` seconds to finish and record their outcome
+    before they are cancelled (a cancelled send is retried by the next worker, skipping what was sent)."""
     from engine import channel_secrets
+    from engine.journeys.store import resume_activations
     from engine.segments.clock import ensure_schedule
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
     await ensure_schedule(client, settings.task_queue)
-    worker = build_worker(client, db, settings)
+    await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done
+    worker = build_worker(client, db, settings,
+                          graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout))
     tune_collector()
-    await worker.run()
+    async with worker:
+        await (stop or asyncio.Event()).wait()
+        log.info("stopping: waiting up to %s s for activities in flight", settings.shutdown_timeout)
+    log.info("worker stopped")
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM (what a deploy, systemd or Kubernetes sends) and SIGINT set `stop` instead of killing."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
 
 
 def tune_collector() -> None:

@@ -306,6 +306,29 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
         pass
 
 
+RESUME_ONE_OFF_WITHIN_MS = 24 * 3600 * 1000
+
+
+async def resume_activations(client, db: Engine, task_queue: str = "tidings") -> int:
+    """At worker start: make sure every active journey has its Temporal side. An activation commits to the
+    store first; a process that died before reaching Temporal left the journey `active` with no admission
+    workflow, broadcast or schedule. Starting them again is idempotent (ids are fixed; a running workflow or
+    an existing schedule is kept). A one-off broadcast is resumed only while it has admitted nobody and was
+    activated within the last day (Temporal's default retention: past that, an old activation must not
+    fire). Returns how many journeys were checked."""
+    with reading(db) as conn:
+        rows = conn.execute(select(journeys.c.workspace_id, journeys.c.journey_id, journeys.c.active_version,
+                                   journeys.c.updated_at).where(journeys.c.status == "active",
+                                                                journeys.c.active_version.is_not(None))).all()
+    for r in rows:
+        j = get_ir(db, r.workspace_id, r.journey_id, r.active_version)
+        if _is_one_off(j) and (r.updated_at < now_ms() - RESUME_ONE_OFF_WITHIN_MS or
+                               _broadcast_done(db, r.workspace_id, j)):
+            continue
+        await _start_temporal_side(client, r.workspace_id, j, task_queue, None)
+    return len(rows)
+
+
 async def _delete_schedule(client, sid: str) -> None:
     try:
         await client.get_schedule_handle(sid).delete()
