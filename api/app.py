@@ -59,10 +59,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         gc.set_threshold(50_000, 20, 20)
         stop, runner_task = asyncio.Event(), None
         if settings.stream_worker:
-            from engine.streams import StreamRunner
+            from engine.streams import RunnerSlot, StreamRunner
 
             app.state.stream_runner = StreamRunner(app.state.db, lambda: plugins_of(app),
-                                                   poll_seconds=settings.stream_poll_seconds)
+                                                   poll_seconds=settings.stream_poll_seconds,
+                                                   slot=await asyncio.to_thread(RunnerSlot, settings.home))
             runner_task = asyncio.create_task(app.state.stream_runner.run(stop))
         try:
             yield
