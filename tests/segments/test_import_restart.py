@@ -66,6 +66,18 @@ def test_an_import_cut_short_by_a_kill_is_imported_again_at_the_next_start(api_e
         assert size == ROWS  # imported once: the cut-short transaction wrote nothing
         assert _imports_folder(tmp_path) == []
         assert set(glob.glob(f"{tempfile.gettempdir()}/tidings-import-*")) == temp_before
+
+        # An export cut short by a kill is an error for its client, never a silently short file.
+        with pytest.raises(httpx.HTTPError):
+            with httpx.stream("GET", f"{api.url}/v1/segments/big/export", headers=headers, timeout=60) as r:
+                assert r.status_code == 200
+                for n, _ in enumerate(r.iter_bytes()):
+                    if n == 0:
+                        api.kill()
+        api.start()
+        exported = httpx.get(f"{api.url}/v1/segments/big/export", headers=headers, timeout=300)
+        assert exported.status_code == 200 and exported.text.count("\n") == ROWS
+        assert _imports_folder(tmp_path) == []
     finally:
         api.stop()
 
