@@ -50,7 +50,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         # abandoned uploads deleted.
         from engine.segments import jobs
 
-        await asyncio.to_thread(jobs.recover, app.state.db)
+        app.state.imports_dir = await asyncio.to_thread(jobs.imports_dir, settings.home)
+        await asyncio.to_thread(jobs.recover, app.state.db, app.state.imports_dir)
         # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise cost more than decoding a 10,000-item batch.
         gc.freeze()

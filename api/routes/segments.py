@@ -96,7 +96,7 @@ class ImportController(Controller):
         async_ = async_ or request.query_params.get("async") in ("true", "1")
         # In the imports folder, locked while this process works on it: if the process dies, its next
         # start resumes the job or deletes the file (engine/segments/jobs.py).
-        upload = await anyio.to_thread.run_sync(jobs.Upload.new)
+        upload = await anyio.to_thread.run_sync(jobs.Upload.new, request.app.state.imports_dir)
         lines = 0
         try:
             async for chunk in request.stream():

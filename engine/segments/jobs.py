@@ -47,10 +47,11 @@ class JobParams(msgspec.Struct):
     segment_id: str | None
 
 
-def imports_dir() -> Path:
+def imports_dir(home: Path | None = None) -> Path:
+    """TIDINGS_IMPORTS_DIR, else `imports` in the state folder (`home`: the process's settings.home)."""
     explicit = os.environ.get("TIDINGS_IMPORTS_DIR")
-    base = Path(explicit) if explicit else Path(os.environ.get("TIDINGS_HOME", ".tidings")) / "imports"
-    base = base.absolute()
+    home = home if home is not None else Path(os.environ.get("TIDINGS_HOME", ".tidings"))
+    base = (Path(explicit) if explicit else home / "imports").absolute()
     base.mkdir(parents=True, exist_ok=True)
     return base
 
@@ -71,8 +72,8 @@ class Upload:
     file: IO[bytes]  # open for writing; holds the lock
 
     @classmethod
-    def new(cls, name: str | None = None) -> "Upload":
-        path = imports_dir() / f"{name or 'sync-' + uuid.uuid4().hex}{UPLOAD}"
+    def new(cls, folder: Path) -> "Upload":
+        path = folder / f"sync-{uuid.uuid4().hex}{UPLOAD}"
         # Created under a name `recover` leaves alone, locked, then renamed: never seen unheld.
         fresh = path.with_suffix(NEW)
         f = open(fresh, "xb")
@@ -173,10 +174,9 @@ INTERRUPTED = ("the import was interrupted (the API process stopped) and its upl
                "nothing was written: upload the file again")
 
 
-def recover(db: Engine) -> dict[str, int]:
+def recover(db: Engine, folder: Path) -> dict[str, int]:
     """Run at API start: resume the jobs a dead process left `running`, fail those that cannot be,
-    and delete abandoned uploads. Returns counts (resumed, failed, removed)."""
-    folder = imports_dir()
+    and delete abandoned uploads in `folder` (imports_dir()). Returns counts (resumed, failed, removed)."""
     counts = {"resumed": 0, "failed": 0, "removed": 0}
     with db.connect() as conn:
         running = list(conn.execute(select(import_jobs.c.id).where(import_jobs.c.status == "running")).scalars())
