@@ -52,13 +52,13 @@ def test_sigterm_stops_tidings_dev_with_its_temporal_and_worker(tmp_path):
 
 def test_sigterm_to_the_api_finishes_the_import_job_in_flight(api_env):  # noqa: F811
     env, headers, tmp_path = api_env
-    env = {**env, "TIDINGS_SHUTDOWN_TIMEOUT": "120"}
+    env = {**env, "TIDINGS_SHUTDOWN_TIMEOUT": "300"}  # far more than the job needs, even on a loaded box
     api = ApiProcess(env, tmp_path / "api.log").start()
     try:
-        job_id = _start_import(api, headers)
-        wait_until(lambda: _job(api, headers, job_id)["rows_done"] > 0, 120, what="the job making progress")
+        job_id = _start_import(api, headers, rows=30_000)
+        wait_until(lambda: _job(api, headers, job_id)["rows_done"] > 0, 120, 0.02, what="the job making progress")
         api.proc.send_signal(signal.SIGTERM)
-        assert api.proc.wait(150) == 0
+        assert api.proc.wait(330) == 0
     finally:
         api.stop()
     assert _port_free(api.port)

@@ -31,13 +31,13 @@ def _imports_folder(tmp_path):
     return sorted(p.name for p in (tmp_path / "home" / "imports").iterdir())
 
 
-def _big_file() -> bytes:
-    return ("user_id,plan\n" + "".join(f"u{i},{'pro' if i % 3 else 'free'}\n" for i in range(ROWS))).encode()
+def _big_file(rows: int) -> bytes:
+    return ("user_id,plan\n" + "".join(f"u{i},{'pro' if i % 3 else 'free'}\n" for i in range(rows))).encode()
 
 
-def _start_import(api: ApiProcess, headers) -> str:
+def _start_import(api: ApiProcess, headers, rows: int = ROWS) -> str:
     r = httpx.post(f"{api.url}/v1/segments/import", params={"name": "big", "format": "plain", "id": "big"},
-                   content=_big_file(), headers=headers, timeout=120)
+                   content=_big_file(rows), headers=headers, timeout=120)
     assert r.status_code == 202, r.text
     return r.json()["id"]
 
