@@ -64,7 +64,8 @@ def test_an_import_cut_short_by_a_kill_is_imported_again_at_the_next_start(api_e
         assert job["rows_done"] == ROWS and job["segment_id"] == "big"
         size = httpx.get(f"{api.url}/v1/segments/big", headers=headers).json()["size"]
         assert size == ROWS  # imported once: the cut-short transaction wrote nothing
-        assert _imports_folder(tmp_path) == []
+        # the upload is deleted just after the job's transaction commits
+        wait_until(lambda: _imports_folder(tmp_path) == [], 10, what="the upload being deleted")
         assert set(glob.glob(f"{tempfile.gettempdir()}/tidings-import-*")) == temp_before
 
         # An export cut short by a kill is an error for its client, never a silently short file.
