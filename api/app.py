@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Request, Response, Router, get
@@ -54,6 +55,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.plugins = load_plugins()  # a broken plugin stops start-up here, naming it
         # Unusable encryption keys stop start-up here; no key is said in the log (secrets are then refused).
         channel_secrets.announce(app.state.db, app.state.plugins)
+        # Import jobs a dead API process left running are imported again (or failed with a reason), and its
+        # abandoned uploads deleted.
+        from engine.segments import jobs
+
+        app.state.imports_dir = await asyncio.to_thread(jobs.imports_dir, settings.home)
+        await asyncio.to_thread(jobs.recover, app.state.db, app.state.imports_dir)
         # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise cost more than decoding a 10,000-item batch.
         gc.freeze()
@@ -62,15 +69,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
         gc.set_threshold(50_000, 20, 20)
         stop, runner_task = asyncio.Event(), None
         if settings.stream_worker:
-            from engine.streams import StreamRunner
+            from engine.streams import RunnerSlot, StreamRunner
 
             app.state.stream_runner = StreamRunner(app.state.db, lambda: plugins_of(app),
-                                                   poll_seconds=settings.stream_poll_seconds)
+                                                   poll_seconds=settings.stream_poll_seconds,
+                                                   slot=await asyncio.to_thread(RunnerSlot, settings.home))
             runner_task = asyncio.create_task(app.state.stream_runner.run(stop))
         try:
             yield
         finally:
             stop.set()
+            # Import jobs in flight get the shutdown timeout; one still running then is imported again at the
+            # next start (its upload is kept; its transaction, cut short, wrote nothing).
+            left = await asyncio.to_thread(jobs.drain, settings.shutdown_timeout)
+            if left:
+                logging.getLogger("tidings.imports").warning(
+                    "stopping with %d import job(s) unfinished; the next start imports them again", len(left))
             if runner_task is not None:
                 app.state.stream_runner.wakeup.set()
                 await runner_task

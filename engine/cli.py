@@ -79,17 +79,28 @@ def cmd_api(args, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.server import DrainingServer
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    # SIGTERM: stop accepting, let requests in flight finish (up to the shutdown timeout), then the lifespan
+    # waits for import jobs (engine/segments/jobs.py) and stops the stream loop; then exit 0.
+    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
+                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
+    DrainingServer(config).run()
     return 0
 
 
 def cmd_worker(args, settings: Settings) -> int:
     from engine.temporal import connect
-    from engine.worker import run_worker
+    from engine.worker import run_worker, stop_on_signals
 
     async def main() -> None:
-        await run_worker(await connect(settings), _db(settings), settings)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        db = _db(settings)
+        try:
+            await run_worker(await connect(settings), db, settings, stop)
+        finally:
+            db.dispose()
 
     asyncio.run(main())
     return 0
@@ -101,8 +112,9 @@ def cmd_dev(args, settings: Settings) -> int:
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port, smtp=args.smtp_port)
     try:
         asyncio.run(run_dev(settings, ports, args.host, args.worker_process))
-    except KeyboardInterrupt:
-        print("stopped.")
+    except KeyboardInterrupt:  # before the stack installed its handlers
+        pass
+    print("stopped.")
     return 0
 
 
@@ -308,6 +320,7 @@ def cmd_apply(args, settings: Settings) -> int:
                     print(f"  journey {c.id} active on v{info.active_version}")
 
         asyncio.run(activate_all())
+    db.dispose()
     return 0
 
 
@@ -485,6 +498,12 @@ def main(argv: list[str] | None = None) -> int:
     except TidingsError as exc:
         print(f"error: {exc.message}" + (f" ({exc.field})" if exc.field else ""), file=sys.stderr)
         return 2
+    finally:
+        sys.stdout.flush()
+        if "temporalio.client" in sys.modules:  # a command that used Temporal: free its client before exit
+            from engine.temporal import release_clients
+
+            release_clients()
 
 
 if __name__ == "__main__":

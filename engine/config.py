@@ -24,6 +24,8 @@ class Settings:
     # Overload: requests past this many in flight are answered 503 with Retry-After (0: no bound).
     api_max_in_flight: int = 64
     api_retry_after_seconds: int = 1
+    # How long SIGTERM waits for work in flight (sends, import jobs, HTTP requests) before stopping anyway.
+    shutdown_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -43,4 +45,5 @@ class Settings:
             stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
             api_max_in_flight=int(env.get("TIDINGS_API_MAX_IN_FLIGHT", "64")),
             api_retry_after_seconds=int(env.get("TIDINGS_API_RETRY_AFTER", "1")),
+            shutdown_timeout=float(env.get("TIDINGS_SHUTDOWN_TIMEOUT", "30")),
         )

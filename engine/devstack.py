@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -77,6 +78,7 @@ class DevStack:
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _smtp = None
     _api: uvicorn.Server | None = None
+    _stop_worker: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def api_url(self) -> str:
@@ -111,7 +113,8 @@ class DevStack:
             return
         from engine.worker import run_worker
 
-        self._tasks.append(asyncio.create_task(run_worker(client, db, self.settings), name="worker"))
+        self._tasks.append(asyncio.create_task(run_worker(client, db, self.settings, self._stop_worker),
+                                               name="worker"))
 
     def _start_worker_process(self) -> None:
         env = {**os.environ, "TIDINGS_HOME": str(self.settings.home), "TIDINGS_DATABASE_URL": self.settings.database_url,
@@ -168,7 +171,8 @@ class DevStack:
     async def _start_api(self) -> None:
         from api.app import create_app
 
-        config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.ports.api, log_level="warning")
+        config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.ports.api, log_level="warning",
+                                timeout_graceful_shutdown=max(1, round(self.settings.shutdown_timeout)))
         self._api = uvicorn.Server(config)
         self._api.install_signal_handlers = lambda: None  # the CLI owns Ctrl-C
         self._tasks.append(asyncio.create_task(self._api.serve(), name="api"))
@@ -176,21 +180,22 @@ class DevStack:
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:
+        """Drain, then stop every part: the API (requests in flight finish) and the worker (activities in
+        flight get the shutdown timeout), then Temporal, whose process group is killed if it lingers."""
         if self._api:
             self._api.should_exit = True
-        for task in self._tasks:
-            if task.get_name() != "api":
-                task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stop_worker.set()
+        timeout = self.settings.shutdown_timeout
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout + 10)
+        except asyncio.TimeoutError:
+            log.warning("the API or worker did not stop within %s s", timeout + 10)
         if self._smtp:
             self._smtp.stop()
-        for proc in (self._worker, self._temporal):  # the worker first: it talks to Temporal
-            if proc and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        # the worker process first (it talks to Temporal), then Temporal
+        for proc, grace in ((self._worker, timeout + 5), (self._temporal, 10)):
+            if proc:
+                await asyncio.to_thread(_stop_group, proc, grace)
 
     def banner(self) -> str:
         return "\n".join([
@@ -203,12 +208,30 @@ class DevStack:
         ])
 
 
+def _stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group a child leads (start_new_session), SIGKILL it after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    except ProcessLookupError:
+        pass
+
+
 async def run_dev(settings: Settings, ports: Ports, host: str = "127.0.0.1", worker_process: bool = False) -> None:
     stack = DevStack(settings, ports, host, worker_process=worker_process)
-    await stack.start()
-    print(stack.banner(), flush=True)
-    print("Ctrl-C stops everything.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # both drain and stop every child (Temporal included)
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stack.start()
+        print(stack.banner(), flush=True)
+        print("Ctrl-C (or SIGTERM) stops everything.", flush=True)
+        await stop.wait()
     finally:
         await stack.stop()

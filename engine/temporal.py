@@ -2,6 +2,7 @@
 cross the wire as typed JSON and decode back into the declared types."""
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import msgspec
@@ -45,3 +46,17 @@ async def connect(settings: Settings) -> Client:
     return await Client.connect(
         settings.temporal_address, namespace=settings.temporal_namespace, data_converter=DATA_CONVERTER
     )
+
+
+def release_clients() -> None:
+    """Free unreachable Temporal clients and workers now, while the interpreter is whole.
+
+    A client (and a worker) wraps a connection of Temporal's Rust core, whose Tokio threads call into
+    Python when it is freed. asyncio keeps a finished coroutine's client in reference cycles (frames,
+    tracebacks, futures), so without this it is freed by the collector pass of interpreter shutdown:
+    then those threads find the interpreter finalizing and abort the process (`Fatal Python error:
+    PyGILState_Release ... finalizing`, exit 134) or crash it (SIGSEGV), after the command succeeded.
+    Measured with a script that connects, makes a few calls and exits: 5 of 60 runs crashed (4 aborts,
+    1 segmentation fault); with this collection before exit, 0 of 60 (temporalio/sdk-python#300; the
+    SDK has no close() for a client)."""
+    gc.collect()

@@ -5,6 +5,8 @@ import asyncio
 import concurrent.futures
 import gc
 import logging
+import signal
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -63,24 +65,40 @@ def build_worker(client: Client, db: Engine, settings: Settings, **options) -> W
     )
 
 
-async def run_worker(client: Client, db: Engine, settings: Settings) -> None:
+async def run_worker(client: Client, db: Engine, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (never, without one), then shut down gracefully: no new task is polled, and
+    activities in flight (a send) get `settings.shutdown_timeout` seconds to finish and record their outcome
+    before they are cancelled (a cancelled send is retried by the next worker, skipping what was sent)."""
     from engine import channel_secrets
+    from engine.journeys.store import resume_activations
     from engine.segments.clock import ensure_schedule
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
     await ensure_schedule(client, settings.task_queue)
     from engine.journeys.admission import sweep_orphans
 
-    worker = build_worker(client, db, settings)
+    await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done
+    worker = build_worker(client, db, settings,
+                          graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout))
     tune_collector()
-    redeliveries = asyncio.create_task(_redeliver(db), name="redelivery")
-    # every worker wakes the idle journeys whose entry watch died with another worker
-    sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
-    try:
-        await worker.run()
-    finally:
-        sweep.cancel()
-        redeliveries.cancel()
+    async with worker:
+        redeliveries = asyncio.create_task(_redeliver(db), name="redelivery")
+        # every worker wakes the idle journeys whose entry watch died with another worker
+        sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
+        try:
+            await (stop or asyncio.Event()).wait()
+            log.info("stopping: waiting up to %s s for activities in flight", settings.shutdown_timeout)
+        finally:
+            sweep.cancel()
+            redeliveries.cancel()
+    log.info("worker stopped")
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM (what a deploy, systemd or Kubernetes sends) and SIGINT set `stop` instead of killing."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
 
 
 async def _redeliver(db: Engine) -> None:

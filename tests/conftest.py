@@ -100,3 +100,10 @@ async def temporal_env():
         yield env
     finally:
         await env.shutdown()
+
+
+def pytest_unconfigure(config):
+    """Free the session's Temporal clients before the interpreter finalizes (engine.temporal.release_clients)."""
+    from engine.temporal import release_clients
+
+    release_clients()

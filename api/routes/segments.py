@@ -93,37 +93,37 @@ class ImportController(Controller):
                       format: str = Parameter(default="pinpoint", schema_extra={"enum": ["pinpoint", "plain"]}),
                       id: str | None = None, async_: bool = Parameter(query="async", default=False)) -> Response:
         import anyio
-        import os
-        import tempfile
 
-        from engine.segments import imports
+        from engine.segments import imports, jobs
 
         if format not in ("pinpoint", "plain"):
             raise InvalidInput("format is pinpoint or plain", field="format")
-        fd, path = tempfile.mkstemp(prefix="tidings-import-")
+        # In the imports folder, locked while this process works on it: if the process dies, its next
+        # start resumes the job or deletes the file (engine/segments/jobs.py).
+        upload = await anyio.to_thread.run_sync(jobs.Upload.new, request.app.state.imports_dir)
         lines = size = 0
         try:
-            with os.fdopen(fd, "wb") as f:
-                # past the body-size limit the stream raises (413) mid-way: the spooled part goes with it
-                async for chunk in request.stream():
-                    lines += chunk.count(b"\n")
-                    size += len(chunk)
-                    f.write(chunk)
+            # past the body-size limit the stream raises (413) mid-way: the upload goes with it
+            async for chunk in request.stream():
+                lines += chunk.count(b"\n")
+                size += len(chunk)
+                upload.file.write(chunk)
             if not size:  # refused now, as a synchronous import would be, rather than as a failed job
                 raise InvalidInput("the file is empty", field="file")
             if async_ or lines > imports.ASYNC_ROWS:
-                job = await anyio.to_thread.run_sync(imports.start_job, db, ws, path, format, name, id)
-                return Response(job, status_code=202)  # the job owns the file from here
+                job = await anyio.to_thread.run_sync(jobs.start_job, db, ws, upload, format, name, id)
+                return Response(job, status_code=202)  # the job owns the upload from here
         except BaseException:
-            os.unlink(path)
+            upload.discard()
             raise
 
         def run() -> dict:
             try:
-                with open(path, "rb") as f:
+                upload.file.flush()
+                with open(upload.path, "rb") as f:
                     return imports.run_import(db, ws, f, format, name, id)
             finally:
-                os.unlink(path)
+                upload.discard()
 
         result = await anyio.to_thread.run_sync(run)
         return Response({**result, "status": "succeeded"}, status_code=201)

@@ -21,7 +21,7 @@ from engine.journeys.cohort import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id,
 )
 from engine.journeys.compiler import compile_journey
-from engine.journeys.models import journey_runs, journey_triggers, journey_versions, journeys
+from engine.journeys.models import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
 from engine.message_events import journey_event_names
 from engine.models import users
 from engine.schemas import ChannelType
@@ -225,10 +225,29 @@ async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str =
                      .values(status="active", active_version=j.version, updated_at=now_ms()))
         _set_triggers(conn, ws_id, j, entries=True)
         audience.set_refs(conn, ws_id, journey_id, _segments_of(j), active=True)
-    await _start_temporal_side(client, ws_id, j, task_queue, admission)
+    if not _broadcast_done(db, ws_id, j):
+        await _start_temporal_side(client, ws_id, j, task_queue, admission)
     if previous and previous != j.version:
         await _delete_schedule(client, schedule_id(ws_id, journey_id, previous))
     return get_journey(db, ws_id, journey_id)
+
+
+def _is_one_off(j: ir.JourneyIR) -> bool:
+    b = j.entry
+    return isinstance(b, ir.BroadcastEntry) and not (b.cron or b.every_seconds or localtime.local_schedule(b))
+
+
+def _broadcast_done(db: Engine, ws_id: int, j: ir.JourneyIR) -> bool:
+    """A one-off broadcast of this version has admitted customers already: activating it again sends nothing
+    (a second broadcast is a new version). Temporal refuses the same workflow id too while it remembers it."""
+    if not _is_one_off(j):
+        return False
+    prefix = broadcast_workflow_id(ws_id, j.id, j.version) + "/"
+    with reading(db) as conn:
+        return conn.execute(select(journey_cohorts.c.cohort).where(
+            journey_cohorts.c.workspace_id == ws_id, journey_cohorts.c.journey_id == j.id,
+            journey_cohorts.c.version == j.version, journey_cohorts.c.claim_key.startswith(prefix, autoescape=True))
+            .limit(1)).first() is not None
 
 
 async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: str,
@@ -237,6 +256,7 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
         Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
         SchedulePolicy, ScheduleSpec, ScheduleUpdate,
     )
+    from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
     if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
@@ -281,9 +301,35 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
         ahead = b.at_epoch - datetime.now(timezone.utc).timestamp()
         delay = timedelta(seconds=ahead) if ahead > 0 else None
     try:
-        await client.start_workflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue, start_delay=delay)
+        # REJECT_DUPLICATE: a finished broadcast is not run again under its id (which would re-run its cohorts
+        # and rewrite their runs); the cohort check in activate() covers it once Temporal forgot it.
+        await client.start_workflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue, start_delay=delay,
+                                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     except WorkflowAlreadyStartedError:
         pass
+
+
+RESUME_ONE_OFF_WITHIN_MS = 24 * 3600 * 1000
+
+
+async def resume_activations(client, db: Engine, task_queue: str = "tidings") -> int:
+    """At worker start: make sure every active journey has its Temporal side. An activation commits to the
+    store first; a process that died before reaching Temporal left the journey `active` with no admission
+    workflow, broadcast or schedule. Starting them again is idempotent (ids are fixed; a running workflow or
+    an existing schedule is kept). A one-off broadcast is resumed only while it has admitted nobody and was
+    activated within the last day (Temporal's default retention: past that, an old activation must not
+    fire). Returns how many journeys were checked."""
+    with reading(db) as conn:
+        rows = conn.execute(select(journeys.c.workspace_id, journeys.c.journey_id, journeys.c.active_version,
+                                   journeys.c.updated_at).where(journeys.c.status == "active",
+                                                                journeys.c.active_version.is_not(None))).all()
+    for r in rows:
+        j = get_ir(db, r.workspace_id, r.journey_id, r.active_version)
+        if _is_one_off(j) and (r.updated_at < now_ms() - RESUME_ONE_OFF_WITHIN_MS or
+                               _broadcast_done(db, r.workspace_id, j)):
+            continue
+        await _start_temporal_side(client, r.workspace_id, j, task_queue, None)
+    return len(rows)
 
 
 async def _delete_schedule(client, sid: str) -> None:

@@ -14,19 +14,17 @@ import csv
 import io
 import os
 import tempfile
-import threading
 import uuid
 from collections import deque
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import msgspec
 from msgspec import UNSET
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 
 from engine import changes
 from engine.attributes import register_names
 from engine.batching import chunks
-from engine.clock import now_ms
 from engine.customers import _check_user, _write_users
 from engine.endpoints import _check_fields, _write_endpoints
 from engine.errors import BatchRejected, InvalidInput, NotFound, TidingsError
@@ -307,8 +305,10 @@ def stage(f: IO[bytes], fmt: str, job_id: str | None = None) -> tuple[IO[bytes],
 
 
 def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_id: str | None,
-          job_id: str | None = None) -> dict[str, Any]:
-    """Pass 2, all or nothing: upsert customers in chunks, then create the static segment."""
+          job_id: str | None = None,
+          before_commit: Callable[[Connection, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Pass 2, all or nothing: upsert customers in chunks, then create the static segment.
+    `before_commit(conn, result)` writes in the same transaction (a job marks itself done there)."""
     dec = msgspec.json.Decoder(Staged)
     done = 0
     with db.begin() as conn:
@@ -352,45 +352,21 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
             flush()
             done += len(batch)
         create_in(conn, ws.id, SegmentIn(name=name, id=seg_id), kind="static")
-    return {"segment_id": seg_id, "rows": done}
+        result = {"segment_id": seg_id, "rows": done}
+        if before_commit is not None:
+            before_commit(conn, result)
+    return result
 
 
 def run_import(db: Engine, ws: WorkspaceRef, f: IO[bytes], fmt: str, name: str, segment_id: str | None = None,
-               job_id: str | None = None) -> dict[str, Any]:
+               job_id: str | None = None,
+               before_commit: Callable[[Connection, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     staging, _ = stage(f, fmt, job_id)
     with staging:
-        return apply(db, ws, staging, name, segment_id, job_id)
+        return apply(db, ws, staging, name, segment_id, job_id, before_commit)
 
 
-# ---- jobs -----------------------------------------------------------------------------------------
-
-def start_job(db: Engine, ws: WorkspaceRef, path: str, fmt: str, name: str, segment_id: str | None) -> dict[str, Any]:
-    job_id = uuid.uuid4().hex
-    with db.begin() as conn:
-        conn.execute(insert(import_jobs).values(id=job_id, workspace_id=ws.id, segment_id=segment_id or "",
-                                                status="running", rows_done=0, errors=[], created_at=now_ms()))
-
-    def work() -> None:
-        values: dict[str, Any]
-        try:
-            with open(path, "rb") as f:
-                result = run_import(db, ws, f, fmt, name, segment_id, job_id)
-            values = {"status": "succeeded", "rows_done": result["rows"], "rows_total": result["rows"],
-                      "segment_id": result["segment_id"]}
-        except TidingsError as exc:
-            values = {"status": "failed", "errors": exc.details, "message": exc.message,
-                      "rows_done": _progress.get(job_id, 0)}
-        except Exception as exc:  # reported on the job, not lost in a thread
-            values = {"status": "failed", "message": f"internal error: {exc}", "rows_done": 0}
-        finally:
-            os.unlink(path)
-        with db.begin() as conn:
-            conn.execute(update(import_jobs).where(import_jobs.c.id == job_id).values(finished_at=now_ms(), **values))
-        _progress.pop(job_id, None)
-
-    threading.Thread(target=work, name=f"import-{job_id}", daemon=True).start()
-    return get_job(db, ws, job_id)
-
+# ---- jobs (their lifecycle: engine/segments/jobs.py) ---------------------------------------------
 
 def get_job(db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
     from engine.db import reading
