@@ -482,6 +482,9 @@ def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now
         "transactional": bool(u.attrs.get("transactional")), "status": "queued", "error": None,
         "permanent": None, "attempts": 0, "provider_message_id": None, "created_at": now, "updated_at": now,
         "owner": owner,
+        # what redelivery sends if this call dies before recording (engine.redelivery); journey rows are
+        # resent by their cohort workflow, from the template
+        "content": msgspec.to_builtins(p.out) if u.attrs.get("transactional") else None,
     }
 
 
@@ -626,8 +629,9 @@ def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pend
         u, r = units[p.unit], results[p.message_id]
         attempts = p.attempts + r.attempts
         status, next_at, content = r.status, retry_at.get(p.message_id), None
-        if next_at is not None:
-            status, content = "retrying", msgspec.to_builtins(p.out)
+        if next_at is not None:  # only redelivery (transactional rows) resends from the stored content
+            status = "retrying"
+            content = msgspec.to_builtins(p.out) if u.attrs.get("transactional") else None
         updates.append({"status": status, "error": (r.error or None) and r.error[:MAX_ERROR],
                         "permanent": None if r.ok else r.permanent, "attempts": attempts,
                         "provider_message_id": r.provider_message_id, "updated_at": now, "next_attempt_at": next_at,

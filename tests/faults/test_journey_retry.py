@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from engine.devstack import free_port
 from engine.events import ingest
 from engine.journeys import store
+from engine.messaging_models import messages
 from engine.schemas import EventIn
 from engine.workspaces import ensure_workspace
 from tests.faults.harness import MailCounter, until
@@ -47,6 +48,8 @@ async def test_members_wait_at_the_send_step_until_the_mail_server_is_back(tempo
     await until(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
                 "both messages retrying")
     await asyncio.sleep(1.5)  # a retry round or so with the server still down
+    with db.connect() as conn:  # resent from the template by the workflow: no rendered copy is kept
+        assert conn.execute(select(messages.c.content)).scalars().all() == [None, None]
     assert rows(db, "select status, count(*) from journey_run group by status") == [("active", 2)]
     errors = [e for (e,) in rows(db, "select error from message")]
     assert all("Errno 111" in e for e in errors), errors  # the last error, visible while retrying
