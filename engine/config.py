@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import egress
+from engine.retry import RetryWindow
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,14 @@ class Settings:
     # Overload: requests past this many in flight are answered 503 with Retry-After (0: no bound).
     api_max_in_flight: int = 64
     api_retry_after_seconds: int = 1
+    # Messages failing transiently: how long and how often they are tried again (TIDINGS_DELIVERY_RETRY_*).
+    delivery_retry: RetryWindow = RetryWindow()
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
         env = {**os.environ, **overrides}
         egress.parse_policy(env.get(egress.ENV_VAR))  # a mistyped allow-list fails start-up, naming the entry
+        delivery_retry = RetryWindow.from_env(env)  # so does a mistyped retry window, naming the variable
         home = Path(env.get("TIDINGS_HOME", ".tidings")).absolute()
         database_url = env.get("TIDINGS_DATABASE_URL") or f"sqlite:///{home / 'tidings.db'}"
         return cls(
@@ -43,4 +47,5 @@ class Settings:
             stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
             api_max_in_flight=int(env.get("TIDINGS_API_MAX_IN_FLIGHT", "64")),
             api_retry_after_seconds=int(env.get("TIDINGS_API_RETRY_AFTER", "1")),
+            delivery_retry=delivery_retry,
         )

@@ -84,7 +84,7 @@ async def redeliver_due(db: Engine, plugins, *, limit: int = BATCH) -> int:
     groups: dict[tuple[int, str], list[Any]] = {}
     for r in rows:
         groups.setdefault((r.workspace_id, r.channel_type), []).append(r)
-    window = RetryWindow.from_env()
+    window = RetryWindow.current()
     for (ws_id, channel_type), group in groups.items():
         with reading(db) as conn:
             routes = routes_for(conn, plugins, ws_id, [channel_type])

@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import text
 
 from engine.devstack import free_port
@@ -191,3 +192,36 @@ async def test_redelivery_does_not_send_to_endpoints_opted_out_or_deleted_since(
         assert m["status"] == "failed" and m["error"].startswith("opted_out"), m
         assert m["next_attempt_at"] is None
     assert api.get(f"/v1/messages/{ids['cid']}").json()["status"] == "sent"
+
+
+def test_a_mistyped_retry_window_fails_start_up_naming_the_variable():
+    from engine.config import Settings
+
+    for var in ("TIDINGS_DELIVERY_RETRY_HOURS", "TIDINGS_DELIVERY_RETRY_MIN_SECONDS",
+                "TIDINGS_DELIVERY_RETRY_MAX_SECONDS"):
+        with pytest.raises(ValueError, match=var):
+            Settings.from_env(**{var: "8h"})
+    assert Settings.from_env(TIDINGS_DELIVERY_RETRY_HOURS="2").delivery_retry.hours == 2.0
+
+
+async def test_rows_left_untried_while_the_provider_is_down_back_off_like_tried_ones(api, db, monkeypatch):
+    """The mail server is down: the first group fails whole and the rest of the batch is left untried. Both
+    count the round, so at the next round (still down) every row's delay has grown alike."""
+    from engine.channel_config import load_plugins
+    from engine.clock import now_ms
+    from engine.messages import RECORD_GROUP
+    from engine.redelivery import redeliver_due
+
+    for k, v in {**_smtp_env(free_port()), "TIDINGS_DELIVERY_RETRY_MIN_SECONDS": "10",
+                 "TIDINGS_DELIVERY_RETRY_MAX_SECONDS": "1000"}.items():
+        monkeypatch.setenv(k, v)
+    n = RECORD_GROUP + 50
+    r = api.post("/v1/messages", json={"channel": "EMAIL", "content": {"subject": "Hi", "text": "hello"},
+                                       "recipients": [{"address": f"r{i}@example.com"} for i in range(n)]})
+    assert {x["status"] for x in r.json()["results"]} == {"retrying"}
+    with db.begin() as conn:  # the first round's delay has passed
+        conn.execute(text("update message set next_attempt_at = :now"), {"now": now_ms()})
+    assert await redeliver_due(db, load_plugins()) == n
+    with db.connect() as conn:
+        delays = [d for (d,) in conn.execute(text("select next_attempt_at - updated_at from message"))]
+    assert len(delays) == n and min(delays) >= 10_000, sorted(delays)[:5]  # round 2: 10-20 s, not 5-10 s
