@@ -20,13 +20,13 @@ class Settings:
     # and whether this process runs the event-stream delivery loop.
     public_url: str = ""
     secret_key: str = ""
+    # Messages failing transiently: how long and how often they are tried again (TIDINGS_DELIVERY_RETRY_*).
+    delivery_retry: RetryWindow = RetryWindow()
     stream_worker: bool = True
     stream_poll_seconds: float = 0.25
     # Overload: requests past this many in flight are answered 503 with Retry-After (0: no bound).
     api_max_in_flight: int = 64
     api_retry_after_seconds: int = 1
-    # Messages failing transiently: how long and how often they are tried again (TIDINGS_DELIVERY_RETRY_*).
-    delivery_retry: RetryWindow = RetryWindow()
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -43,9 +43,9 @@ class Settings:
             task_queue=env.get("TIDINGS_TASK_QUEUE", "tidings"),
             public_url=env.get("TIDINGS_PUBLIC_URL", "").rstrip("/"),
             secret_key=env.get("TIDINGS_SECRET_KEY", ""),
+            delivery_retry=delivery_retry,
             stream_worker=env.get("TIDINGS_STREAM_WORKER", "1").lower() not in ("0", "false", "no", "off"),
             stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
             api_max_in_flight=int(env.get("TIDINGS_API_MAX_IN_FLIGHT", "64")),
             api_retry_after_seconds=int(env.get("TIDINGS_API_RETRY_AFTER", "1")),
-            delivery_retry=delivery_retry,
         )
