@@ -33,6 +33,8 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from engine.retry import backoff
+
 __all__ = [
     "ChannelType",
     "ConfigField",
@@ -349,10 +351,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     jitter: bool = True
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        bound = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        if not self.jitter:
-            return bound
-        return (rng or random).uniform(0, bound)
+        return backoff(attempt, self.base_delay, self.max_delay, floor=0.0 if self.jitter else 1.0, rng=rng)
 
 
 def check_results(

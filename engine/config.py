@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import egress
+from engine.retry import RetryWindow
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,8 @@ class Settings:
     # and whether this process runs the event-stream delivery loop.
     public_url: str = ""
     secret_key: str = ""
+    # Messages failing transiently: how long and how often they are tried again (TIDINGS_DELIVERY_RETRY_*).
+    delivery_retry: RetryWindow = RetryWindow()
     stream_worker: bool = True
     stream_poll_seconds: float = 0.25
     # Overload: requests past this many in flight are answered 503 with Retry-After (0: no bound).
@@ -31,6 +34,7 @@ class Settings:
     def from_env(cls, **overrides: str) -> "Settings":
         env = {**os.environ, **overrides}
         egress.parse_policy(env.get(egress.ENV_VAR))  # a mistyped allow-list fails start-up, naming the entry
+        delivery_retry = RetryWindow.from_env(env)  # so does a mistyped retry window, naming the variable
         home = Path(env.get("TIDINGS_HOME", ".tidings")).absolute()
         database_url = env.get("TIDINGS_DATABASE_URL") or f"sqlite:///{home / 'tidings.db'}"
         return cls(
@@ -41,6 +45,7 @@ class Settings:
             task_queue=env.get("TIDINGS_TASK_QUEUE", "tidings"),
             public_url=env.get("TIDINGS_PUBLIC_URL", "").rstrip("/"),
             secret_key=env.get("TIDINGS_SECRET_KEY", ""),
+            delivery_retry=delivery_retry,
             stream_worker=env.get("TIDINGS_STREAM_WORKER", "1").lower() not in ("0", "false", "no", "off"),
             stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
             api_max_in_flight=int(env.get("TIDINGS_API_MAX_IN_FLIGHT", "64")),

@@ -31,7 +31,6 @@ import asyncio
 import hashlib
 import json
 import os
-import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -49,6 +48,7 @@ from engine.message_events import status_event_id
 from engine.messaging_models import messages
 from engine.models import endpoints, users
 from engine.rate_limit import burst_of, paced, reserve_in
+from engine.retry import RetryWindow
 from engine.templates import Template, TemplateRenderError, render, renders_quickly
 from engine.templates_store import load_templates
 from engine.serial import Job, write
@@ -61,30 +61,6 @@ OPEN = ("queued", "retrying")  # statuses of a message not yet final
 # Results are recorded at least this often (a rate-limited channel records each paced chunk): what a crash
 # can leave unrecorded, and resend, is one group. 100 lets the SMTP channel drive its 4 connections at once.
 RECORD_GROUP = 100
-
-
-@dataclass(frozen=True)
-class RetryWindow:
-    """How long and how often a message failing transiently is tried again: attempt rounds spaced by
-    ``min_seconds * 2 ** (round - 1)`` capped at ``max_seconds``, each drawn in [half, whole] of it
-    (jitter, so messages of one outage do not return together), until ``hours`` after it was queued."""
-
-    hours: float = 8.0
-    min_seconds: float = 60.0
-    max_seconds: float = 1800.0
-
-    @classmethod
-    def from_env(cls, env=None) -> "RetryWindow":
-        env = os.environ if env is None else env
-        return cls(hours=float(env.get("TIDINGS_DELIVERY_RETRY_HOURS") or cls.hours),
-                   min_seconds=float(env.get("TIDINGS_DELIVERY_RETRY_MIN_SECONDS") or cls.min_seconds),
-                   max_seconds=float(env.get("TIDINGS_DELIVERY_RETRY_MAX_SECONDS") or cls.max_seconds))
-
-    def next_attempt(self, created_at: int, rounds: int, now: int) -> int | None:
-        """Epoch ms of the next attempt after `rounds` failed rounds, or None when the window is over."""
-        bound = min(self.max_seconds, self.min_seconds * 2 ** max(0, rounds - 1))
-        at = now + int(random.uniform(bound / 2, bound) * 1000)
-        return at if at <= created_at + self.hours * 3_600_000 else None
 
 
 class JourneySend(msgspec.Struct, frozen=True):
@@ -263,7 +239,7 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
             p.out = _build(ws_id, units[p.unit], p.target, links, p.message_id)
     handled = [p for p in pending if outcomes[p.unit] is None and p.final is not None]
     pending = [p for p in pending if outcomes[p.unit] is None and p.row_id is not None]
-    sending = _Sending(db, ws_id, units, claimed.routes, owner, RetryWindow.from_env())
+    sending = _Sending(db, ws_id, units, claimed.routes, owner, RetryWindow.current())
     await _send(sending, pending, units, claimed)
     by_unit: dict[int, list[tuple[_Pending, SendResult | None]]] = {}
     for p in handled:
@@ -482,6 +458,9 @@ def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now
         "transactional": bool(u.attrs.get("transactional")), "status": "queued", "error": None,
         "permanent": None, "attempts": 0, "provider_message_id": None, "created_at": now, "updated_at": now,
         "owner": owner,
+        # what redelivery sends if this call dies before recording (engine.redelivery); journey rows are
+        # resent by their cohort workflow, from the template
+        "content": msgspec.to_builtins(p.out) if u.attrs.get("transactional") else None,
     }
 
 
@@ -543,14 +522,16 @@ class _Sending:
         return _provider_down([self.results[p.message_id] for p in group])
 
     def defer(self, rest: list[_Pending], error: str) -> None:
-        """Leave `rest` retrying without trying them (the provider just failed a whole group transiently),
-        after the first round's delay: a dead server costs one group's attempts, not the batch's."""
+        """Leave `rest` retrying without trying them (the provider just failed a whole group transiently):
+        a dead server costs one group's attempts, not the batch's. The round counts as one tried (its
+        attempts are recorded), so the backoff keeps growing while the provider stays down."""
         now = now_ms()
         for p in rest:
             self.results[p.message_id] = SendResult(message_id=p.message_id, status="failed", permanent=False,
                                                     error=f"not tried, the provider is unreachable: {error}",
-                                                    attempts=0)
-            next_at = self.window.next_attempt(p.created_at or now, 1, now)
+                                                    attempts=RETRY.max_attempts)
+            rounds = -(-(p.attempts + RETRY.max_attempts) // RETRY.max_attempts)
+            next_at = self.window.next_attempt(p.created_at or now, rounds, now)
             if next_at is not None:
                 self.retry_at[p.message_id] = next_at
         self.unrecorded += [p for p in rest if p.row_id is not None]
@@ -626,8 +607,9 @@ def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pend
         u, r = units[p.unit], results[p.message_id]
         attempts = p.attempts + r.attempts
         status, next_at, content = r.status, retry_at.get(p.message_id), None
-        if next_at is not None:
-            status, content = "retrying", msgspec.to_builtins(p.out)
+        if next_at is not None:  # only redelivery (transactional rows) resends from the stored content
+            status = "retrying"
+            content = msgspec.to_builtins(p.out) if u.attrs.get("transactional") else None
         updates.append({"status": status, "error": (r.error or None) and r.error[:MAX_ERROR],
                         "permanent": None if r.ok else r.permanent, "attempts": attempts,
                         "provider_message_id": r.provider_message_id, "updated_at": now, "next_attempt_at": next_at,

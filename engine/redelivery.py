@@ -16,14 +16,15 @@ import uuid
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, and_, or_, select, update
 
 from engine.channel_config import routes_for
 from engine.channels import OutgoingMessage
 from engine.clock import now_ms
-from engine.db import reading
+from engine.db import reading, rows_where_in
 from engine.messages import RetryWindow, Target, Unit, _Claimed, _Pending, _send, _Sending
 from engine.messaging_models import messages
+from engine.models import endpoints
 from engine.serial import write
 
 log = logging.getLogger("tidings.redelivery")
@@ -36,29 +37,54 @@ _COLS = [messages.c.id, messages.c.workspace_id, messages.c.message_id, messages
 
 
 def _claim_due(conn: Connection, owner: str, limit: int) -> list[Any]:
-    """The due rows, now this owner's: their next attempt is pushed a lease ahead, so a concurrent loop
-    (another worker) skips them, and takes them again only if this one died."""
+    """The due rows, now this owner's: their next attempt is pushed a lease ahead (and `updated_at` moved to
+    now), so a concurrent loop (another worker) skips them, and takes them again only if this one died.
+    Due: `retrying` rows whose next attempt has come, and `queued` rows untouched for a lease (the API
+    process sending them died mid-way: nothing else would finish them). Rows whose endpoint has opted out
+    or been deleted since are failed here, not sent."""
     now = now_ms()
-    q = (select(*_COLS).where(messages.c.status == "retrying", messages.c.transactional.is_(True),
-                              messages.c.next_attempt_at <= now)
+    due = or_(and_(messages.c.status == "retrying", messages.c.next_attempt_at <= now),
+              and_(messages.c.status == "queued", messages.c.updated_at <= now - LEASE_MS))
+    q = (select(*_COLS).where(due, messages.c.transactional.is_(True))
          .order_by(messages.c.next_attempt_at).limit(limit))
     if conn.dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     rows = conn.execute(q).all()
+    rows = _drop_undeliverable(conn, rows, now)
     if rows:
         conn.execute(update(messages).where(messages.c.id.in_([r.id for r in rows]))
-                     .values(owner=owner, next_attempt_at=now + LEASE_MS))
+                     .values(owner=owner, next_attempt_at=now + LEASE_MS, updated_at=now))
     return rows
 
 
+def _drop_undeliverable(conn: Connection, rows: list[Any], now: int) -> list[Any]:
+    """Fail the rows that must not be sent now: the endpoint opted out or was deleted since the first attempt
+    (which checked it), or the row has no stored content to send. Returns the others."""
+    live = dict(rows_where_in(conn, endpoints, ["id", "opt_out"], "id",
+                              list({r.endpoint_pk for r in rows if r.endpoint_pk is not None})))
+    why: dict[int, str] = {}
+    for r in rows:
+        if r.endpoint_pk is not None and r.endpoint_pk not in live:
+            why[r.id] = "opted_out: the endpoint was deleted before the message could be delivered"
+        elif r.endpoint_pk is not None and live[r.endpoint_pk]:
+            why[r.id] = "opted_out: the endpoint opted out before the message could be delivered"
+        elif not r.content:
+            why[r.id] = "not delivered: the sender stopped mid-send and the message's content was not kept"
+    for reason in set(why.values()):
+        conn.execute(update(messages).where(messages.c.id.in_([i for i, w in why.items() if w == reason]))
+                     .values(status="failed", error=reason, permanent=True, next_attempt_at=None, content=None,
+                             updated_at=now))
+    return [r for r in rows if r.id not in why]
+
+
 async def redeliver_due(db: Engine, plugins, *, limit: int = BATCH) -> int:
-    """Send the due `retrying` transactional messages once; returns how many were handed to a channel."""
+    """Send the due transactional messages (see _claim_due) once; returns how many were handed to a channel."""
     owner = uuid.uuid4().hex
     rows = await write(db, lambda conn: _claim_due(conn, owner, limit))
     groups: dict[tuple[int, str], list[Any]] = {}
     for r in rows:
         groups.setdefault((r.workspace_id, r.channel_type), []).append(r)
-    window = RetryWindow.from_env()
+    window = RetryWindow.current()
     for (ws_id, channel_type), group in groups.items():
         with reading(db) as conn:
             routes = routes_for(conn, plugins, ws_id, [channel_type])

@@ -15,7 +15,6 @@ import asyncio
 import fnmatch
 import inspect
 import logging
-import random
 import types
 import uuid
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 from engine import channel_secrets
 from engine.channels import ChannelConfigError, redact_config, resolve_config, secret_keys
 from engine.clock import now_ms
+from engine.retry import backoff
 from engine.db import reading
 from engine.errors import InvalidInput, NotFound
 from engine.event_tables import dead_letters, event_streams
@@ -240,8 +240,7 @@ def list_dead_letters(db: Engine, ws: WorkspaceRef, stream_id: str, limit: int =
 
 def backoff_ms(failures: int, base_ms: int = 1000, max_ms: int = 300_000) -> int:
     """Exponential backoff with jitter: about base * 2^(failures-1), capped."""
-    bound = min(max_ms, base_ms * 2 ** (failures - 1))
-    return int(bound / 2 + random.uniform(0, bound / 2))
+    return int(backoff(failures, base_ms, max_ms))
 
 
 class RunnerSlot:

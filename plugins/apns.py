@@ -149,12 +149,7 @@ class ApnsChannel(Channel):
     async def send_batch(self, messages: list[OutgoingMessage], config: Mapping[str, Any]) -> list[SendResult]:
         cfg = self.resolve_config(config)
         base_url = (cfg["base_url"] or (SANDBOX_URL if cfg["environment"] == "sandbox" else PRODUCTION_URL)).rstrip("/")
-        try:
-            await egress.check_url(base_url)  # a refused base_url fails the batch permanently
-        except egress.DestinationRefused as exc:
-            raise ChannelConfigError(f"base_url: {exc}") from None
-        except OSError:
-            pass  # unresolvable now: each push fails transiently like any network error
+        await egress.check_destination("base_url", base_url)
         client = self._client(base_url, cfg["timeout"])
         push_type = cfg["push_type"]
         priority = cfg["priority"] or (5 if push_type == "background" else 10)

@@ -56,7 +56,9 @@ TRANSIENT_ERRORS = {"UNAVAILABLE", "INTERNAL", "QUOTA_EXCEEDED", "RESOURCE_EXHAU
 
 
 class TokenError(Exception):
-    pass
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.permanent = permanent  # the token URI is refused by the destination guard: retrying cannot help
 
 
 def _b64url(data: bytes) -> str:
@@ -154,6 +156,8 @@ class FcmChannel(Channel):
                         "assertion": assertion,
                     },
                 )
+            except egress.DestinationRefused as exc:  # the name resolved elsewhere at connect time
+                raise TokenError(f"token_uri: {exc}", permanent=True) from None
             except httpx.HTTPError as exc:
                 raise TokenError(f"token request failed: {type(exc).__name__}: {exc}") from exc
             if resp.status_code != 200:
@@ -171,12 +175,7 @@ class FcmChannel(Channel):
         for name, target in (("base_url", url), ("token_uri", token_uri)):
             if target is None:
                 continue
-            try:
-                await egress.check_url(target)
-            except egress.DestinationRefused as exc:
-                raise ChannelConfigError(f"{name}: {exc}") from None
-            except OSError:
-                pass  # unresolvable now: the request fails transiently like any network error
+            await egress.check_destination(name, target)
 
     # -- sending ------------------------------------------------------------
     async def send_batch(
@@ -191,7 +190,7 @@ class FcmChannel(Channel):
             try:
                 token = await self._token(client, cfg)
             except TokenError as exc:
-                return [SendResult.failed(m.message_id, str(exc), permanent=False) for m in messages]
+                return [SendResult.failed(m.message_id, str(exc), permanent=exc.permanent) for m in messages]
             state = {"token": token}
 
             async def one(msg: OutgoingMessage) -> SendResult:
@@ -204,6 +203,8 @@ class FcmChannel(Channel):
                                 json=body,
                                 headers={"Authorization": f"Bearer {state['token']}"},
                             )
+                        except egress.DestinationRefused as exc:  # resolved elsewhere at connect time
+                            return SendResult.failed(msg.message_id, str(exc), permanent=True)
                         except httpx.HTTPError as exc:
                             return SendResult.failed(
                                 msg.message_id, f"{type(exc).__name__}: {exc}", permanent=False
@@ -212,7 +213,7 @@ class FcmChannel(Channel):
                             try:
                                 state["token"] = await self._token(client, cfg, refresh=True)
                             except TokenError as exc:
-                                return SendResult.failed(msg.message_id, str(exc), permanent=False)
+                                return SendResult.failed(msg.message_id, str(exc), permanent=exc.permanent)
                             continue
                         return _result(msg, resp)
                 raise AssertionError("unreachable")

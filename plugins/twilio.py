@@ -103,7 +103,7 @@ class _TwilioChannel(Channel):
         base = cfg["base_url"].rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{cfg['account_sid']}/{self._resource}"
         sem = asyncio.Semaphore(max(1, cfg["concurrency"]))
-        await _check_base_url(url)
+        await egress.check_destination("base_url", url)
         async with egress.async_client(
             auth=(cfg["account_sid"], cfg["auth_token"]), timeout=cfg["timeout"]
         ) as client:
@@ -116,6 +116,8 @@ class _TwilioChannel(Channel):
                 async with sem:
                     try:
                         resp = await client.post(url, data=form, headers={"Accept": "application/json"})
+                    except egress.DestinationRefused as exc:  # the name resolved elsewhere at connect time
+                        return SendResult.failed(msg.message_id, str(exc), permanent=True)
                     except httpx.HTTPError as exc:
                         return SendResult.failed(
                             msg.message_id, f"{type(exc).__name__}: {exc}", permanent=False
@@ -178,17 +180,6 @@ class _TwilioChannel(Channel):
                 details=details,
             )
         ]
-
-
-async def _check_base_url(url: str) -> None:
-    """The destination guard (engine.egress) before the batch: a refused base_url fails it permanently.
-    The client checks every connection again (a name resolving elsewhere by then is refused too)."""
-    try:
-        await egress.check_url(url)
-    except egress.DestinationRefused as exc:
-        raise ChannelConfigError(f"base_url: {exc}") from None
-    except OSError:
-        pass  # unresolvable now: the request fails transiently like any network error
 
 
 def _callback_url(cfg: Mapping[str, Any], message_id: str) -> str | None:

@@ -236,7 +236,8 @@ class JourneyActivities:
                 return StepResult(paused=True)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
             kept = {m.run_id for m in members}
-            self._give_up_retrying(conn, call, [m for m in call.members if m.run_id not in kept])
+            self._give_up_retrying(conn, call, [m for m in call.members if m.run_id not in kept],
+                                   "the customer left the journey while it was being retried")
             skipped: list[tuple[Member, str]] = []
             held: list[Member] = []
             go = members
@@ -268,6 +269,9 @@ class JourneyActivities:
                 for m in go:
                     (keep.append(m) if counts.get(m.user_pk, 0) < cap.messages else skipped.append((m, "frequency_cap")))
                 go = keep
+            # A member parked here (its message retrying) and skipped on coming back moves on without it
+            self._give_up_retrying(conn, call, [m for m, _ in skipped], "skipped when it was due again "
+                                   "(quiet hours or the frequency cap)")
             if held:
                 self._mark(conn, call, held, outcomes={m.run_id: "quiet_hours_hold" for m in held})
         node: ir.SendNode = call.node  # type: ignore[assignment]
@@ -276,16 +280,16 @@ class JourneyActivities:
                  for m in go]
         return go, skipped, [msgspec.structs.replace(m, trail=[]) for m in held], sends
 
-    def _give_up_retrying(self, conn, call: StepCall, gone: list[Member]) -> None:
-        """Members who left the journey while their message from this step was still being retried: that
-        message is failed now (nobody would bring it back), with the reason."""
+    def _give_up_retrying(self, conn, call: StepCall, gone: list[Member], why: str) -> None:
+        """Members not sent to by this call (they left the journey, or were skipped) while their message from
+        this step was still being retried: that message is failed now (nobody would bring it back), with
+        the reason."""
         if not gone:
             return
         keys = [idempotency_key(call.workflow_id, call.node.id, m) for m in gone]
         conn.execute(update(messages).where(messages.c.workspace_id == call.workspace_id,
                                             messages.c.idempotency_key.in_(keys), messages.c.status == "retrying")
-                     .values(status="failed", error="not delivered: the customer left the journey while it was "
-                                                    "being retried", next_attempt_at=None, content=None,
+                     .values(status="failed", error=f"not delivered: {why}", next_attempt_at=None, content=None,
                              updated_at=now_ms()))
 
     @activity.defn(name="journey.wait")

@@ -23,6 +23,7 @@ from engine.journeys.cohort import (
 from engine.journeys.compiler import compile_journey
 from engine.journeys.models import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
 from engine.message_events import journey_event_names
+from engine.messaging_models import messages
 from engine.models import users
 from engine.schemas import ChannelType
 
@@ -354,6 +355,12 @@ async def _status(client, db: Engine, ws, journey_id: str, status: str, *, entri
                                                     journey_runs.c.journey_id == journey_id,
                                                     journey_runs.c.status == "active")
                          .values(status="exited", exit_reason="journey stopped", updated_at=now_ms()))
+            # Messages still being retried: their cohort workflow is cancelled below while it sleeps on
+            # the next attempt, so nothing would bring them back. Failed now, with the reason.
+            conn.execute(update(messages).where(messages.c.workspace_id == ws_id,
+                                                messages.c.journey_id == journey_id, messages.c.status == "retrying")
+                         .values(status="failed", error="not delivered: journey stopped", next_attempt_at=None,
+                                 content=None, updated_at=now_ms()))
             audience.set_refs(conn, ws_id, journey_id, _segments_of(j), active=False)
         else:
             _set_triggers(conn, ws_id, get_ir(db, ws_id, journey_id, active_version) if active_version else j, entries)

@@ -202,3 +202,36 @@ async def test_the_operators_own_smtp_relay_is_allowed(smtp_server, default_inst
     assert r.status == "sent" and len(rec.messages) == 1
     with pytest.raises(ChannelConfigError, match=VAR):
         await SmtpChannel().send_batch([msg(2)], base_config(server.port + 1))
+
+
+def _narrowing_server(http_server, monkeypatch, answer):
+    """A provider on loopback that, answering its first request, closes the connection and has the operator's
+    allow-list narrowed: the next request's new connection is refused by the guard at connect time (as a
+    name resolving elsewhere by then would be), after the check made before the batch had passed."""
+    def responder(req):
+        monkeypatch.setenv(VAR, "10.0.0.0/8")
+        return (*answer, {"Connection": "close"})
+    return http_server(responder)
+
+
+async def test_twilio_a_destination_refused_at_connect_time_fails_that_message_permanently(http_server, monkeypatch):
+    server = _narrowing_server(http_server, monkeypatch, (201, {"sid": "SM1"}))
+    cfg = {"base_url": server.url, "account_sid": "AC1", "auth_token": "t", "from_number": "+15550000000",
+           "concurrency": 1}
+    messages = [OutgoingMessage(message_id=f"s{i}", to="+15551234567", channel_type=ChannelType.SMS, body="hi")
+                for i in range(2)]
+    first, second = await _permanent_failures(TwilioSmsChannel(), messages, cfg)
+    assert first.ok and first.attempts == 1  # not sent again with the batch
+    assert second.status == "failed" and second.permanent and VAR in second.error
+    assert len(server.requests) == 1
+
+
+async def test_fcm_a_destination_refused_at_connect_time_fails_that_push_permanently(http_server, monkeypatch):
+    server = _narrowing_server(http_server, monkeypatch, (200, {"name": "projects/p/messages/1"}))
+    cfg = {"base_url": server.url, "project_id": "p", "access_token": "a", "concurrency": 1}
+    pushes = [OutgoingMessage(message_id=f"p{i}", to="tok", channel_type=ChannelType.PUSH, title="t")
+              for i in range(2)]
+    first, second = await _permanent_failures(FcmChannel(), pushes, cfg)
+    assert first.ok and first.attempts == 1
+    assert second.status == "failed" and second.permanent and VAR in second.error
+    assert len(server.requests) == 1
