@@ -29,7 +29,7 @@ def test_a_stream_cut_short_by_a_kill_resumes_without_skipping(tmp_path, databas
     _, key = create_key(db, "acme")
     db.dispose()
     headers = {"Authorization": f"Bearer {key}"}
-    out = tmp_path / "streams" / "all.ndjson"
+    out = tmp_path / "streams" / "acme" / "all.ndjson"  # each workspace writes in a folder of its own
     env = tidings_env(tmp_path / "home", database_url, TIDINGS_STREAMS_DIR=str(tmp_path / "streams"))
 
     quiet = ApiProcess({**env, "TIDINGS_STREAM_WORKER": "0"}, tmp_path / "api.log").start()
