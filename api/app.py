@@ -22,10 +22,10 @@ from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, p
 from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
 from api.routes.segments import ImportController, SegmentController
 from api.temporal import TemporalHandle
-from engine import channel_secrets
-from engine.channel_config import load_plugins
-from engine.config import Settings
-from engine.db import make_engine, migrate
+from engine.channels import secrets as channel_secrets
+from engine.channels.config import load_plugins
+from engine.platform.config import Settings
+from engine.platform.db import make_engine, migrate
 
 V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController,
                   JourneyController, *MESSAGING_CONTROLLERS, *EVENTS_V1]
@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         gc.set_threshold(50_000, 20, 20)
         stop, runner_task = asyncio.Event(), None
         if settings.stream_worker:
-            from engine.streams import RunnerSlot, StreamRunner
+            from engine.analytics.streams import RunnerSlot, StreamRunner
 
             app.state.stream_runner = StreamRunner(app.state.db, lambda: plugins_of(app),
                                                    poll_seconds=settings.stream_poll_seconds,

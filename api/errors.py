@@ -9,9 +9,9 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from sqlalchemy.exc import DataError
 
 from api.guard import request_id_of
-from engine.errors import TidingsError
-from engine.validation import MAX_DEPTH
-from engine.journeys.issues import JourneyCompileError
+from engine.platform.errors import TidingsError
+from engine.customers.limits import MAX_DEPTH
+from engine.journeys.language.issues import JourneyCompileError
 
 # msgspec's words for a body that is not JSON at all (as opposed to JSON of the wrong shape).
 _MALFORMED = ("JSON is malformed", "Input data was truncated")

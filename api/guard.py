@@ -120,7 +120,7 @@ async def refuse_nul_characters(request: Any) -> None:
         return  # not JSON (a journey's YAML, a provider's form): its own parser answers
     path = _nul_path(value)
     if path is not None:
-        from engine.errors import InvalidInput
+        from engine.platform.errors import InvalidInput
 
         raise InvalidInput("text may not contain NUL (\\u0000) characters", field=path or "body")
 

@@ -72,7 +72,7 @@ HTML_ERRORS = {("get", "/t/u/{token}"), ("post", "/t/u/{token}")}
 _TEXT = Schema(type="string")  # type: ignore[arg-type]
 _JOURNEY = Schema(type="object",  # type: ignore[arg-type]
                   description="A `kind: Journey` document: see docs/journeys.md (its JSON Schema is "
-                              "engine/journeys/schema.json).")
+                              "engine/journeys/language/schema.json).")
 _FORM = Schema(type="object")  # type: ignore[arg-type]
 # Any bytes: every row is checked, and a file with bad rows is refused naming each (an async job reports them).
 _FILE = Schema(description="the file's bytes")

@@ -6,9 +6,9 @@ import asyncio
 
 from temporalio.client import Client
 
-from engine.config import Settings
-from engine.errors import TidingsError
-from engine.temporal import connect
+from engine.platform.config import Settings
+from engine.platform.errors import TidingsError
+from engine.platform.temporal import connect
 
 
 class TemporalUnavailable(TidingsError):

@@ -4,7 +4,7 @@ Connections are pooled per (event loop, connection settings) and reused across
 batches and requests (connect, optionally STARTTLS/TLS and AUTH once, then one
 transaction per message). Classification:
 
-* a host the destination guard refuses (:mod:`engine.egress`: a non-public
+* a host the destination guard refuses (:mod:`engine.platform.egress`: a non-public
   address the operator has not allowed): permanent for every message of the
   batch;
 * connection / TLS / authentication failures: transient for every message
@@ -38,7 +38,7 @@ from typing import Any
 
 import aiosmtplib
 
-from engine import egress
+from engine.platform import egress
 from engine.channels import (
     Channel,
     ChannelConfigError,
@@ -330,7 +330,7 @@ class _Pool:
         client = make(self.cfg)
         sock = None
         try:
-            # Through the destination guard (engine.egress): a socket connected to a checked address of
+            # Through the destination guard (engine.platform.egress): a socket connected to a checked address of
             # the host, so no second resolution can take the connection elsewhere.
             sock = await egress.open_socket(self.cfg["host"], smtp_port(self.cfg), timeout=self.cfg.get("timeout"))
             await client.connect(sock=sock)

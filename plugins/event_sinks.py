@@ -7,7 +7,7 @@ de-duplicate on it) and, when ``secret`` is set, ``X-Tidings-Signature: t=<unix>
 HMAC-SHA256(secret, "<t>.<body>")>`` (check it with :func:`plugins.webhook.verify_signature`).
 A 2xx answer is success; anything else (or a network error) fails the batch, which the delivery loop
 retries with backoff and finally dead-letters; the stream's ``last_error`` shows the status code only,
-never the receiver's body. Every connection goes through the destination guard (:mod:`engine.egress`, the
+never the receiver's body. Every connection goes through the destination guard (:mod:`engine.platform.egress`, the
 same rule as the webhook channel): non-public addresses are refused unless the operator allowed them with
 ``TIDINGS_ALLOW_PRIVATE_DESTINATIONS``.
 
@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 import msgspec
 
-from engine import egress
+from engine.platform import egress
 from engine.channels import ChannelConfigError, ConfigField
 from engine.hookspecs import hookimpl
-from engine.workspaces import WorkspaceRef
+from engine.workspaces.service import WorkspaceRef
 from plugins.webhook import ALLOW_PRIVATE_FIELD, SIGNATURE_HEADER, sign
 
 _SAFE_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

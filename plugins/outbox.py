@@ -56,9 +56,9 @@ class OutboxChannel(Channel):
 
 
 def _store(db: Any, rows: list[dict]) -> None:
-    from engine.clock import now_ms
-    from engine.db import bulk_insert
-    from engine.messaging_models import outbox_messages
+    from engine.platform.clock import now_ms
+    from engine.platform.db import bulk_insert
+    from engine.messaging.tables import outbox_messages
 
     now = now_ms()
     with db.begin() as conn:

@@ -2,7 +2,7 @@
 
 Any Twilio-compatible API works: ``base_url`` defaults to
 ``https://api.twilio.com`` (a non-public address is refused by the destination
-guard, :mod:`engine.egress`, unless the operator allowed it). Requests use HTTP basic auth ``account_sid:auth_token``
+guard, :mod:`engine.platform.egress`, unless the operator allowed it). Requests use HTTP basic auth ``account_sid:auth_token``
 and are form-encoded:
 
 * SMS: ``POST {base}/2010-04-01/Accounts/{sid}/Messages.json`` with ``To``,
@@ -36,7 +36,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import httpx
 
-from engine import egress
+from engine.platform import egress
 from engine.channels import (
     Channel,
     ChannelConfigError,

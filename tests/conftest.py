@@ -12,15 +12,15 @@ from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
 
 from api.app import create_app
-from engine.config import Settings
-from engine.workspaces import create_key
+from engine.platform.config import Settings
+from engine.workspaces.service import create_key
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
-# Channel secrets are sealed at rest and refused without a key (engine.channel_secrets): the suite runs with
+# Channel secrets are sealed at rest and refused without a key (engine.channels.secrets): the suite runs with
 # one, as a deployment would; tests of the keyless path remove it.
 os.environ.setdefault("TIDINGS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 # The providers, webhook receivers and SMTP servers of the suite listen on loopback: the suite allows it the
-# way an operator would (engine.egress); tests of the guard itself change or remove the setting.
+# way an operator would (engine.platform.egress); tests of the guard itself change or remove the setting.
 os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.0/8,::1")
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
@@ -89,9 +89,9 @@ async def temporal_env():
     with Tidings' search attributes registered and the msgspec data converter."""
     from temporalio.testing import WorkflowEnvironment
 
-    from engine.devstack import TEMPORAL_TUNING, binary
-    from engine.journeys.workflows import JOURNEY, STEP, VERSION
-    from engine.temporal import DATA_CONVERTER
+    from engine.ops.devstack import TEMPORAL_TUNING, binary
+    from engine.journeys.runtime.workflows import JOURNEY, STEP, VERSION
+    from engine.platform.temporal import DATA_CONVERTER
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"), data_converter=DATA_CONVERTER, ui=False,
@@ -103,7 +103,7 @@ async def temporal_env():
 
 
 def pytest_unconfigure(config):
-    """Free the session's Temporal clients before the interpreter finalizes (engine.temporal.release_clients)."""
-    from engine.temporal import release_clients
+    """Free the session's Temporal clients before the interpreter finalizes (engine.platform.temporal.release_clients)."""
+    from engine.platform.temporal import release_clients
 
     release_clients()

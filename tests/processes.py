@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from engine.devstack import free_port
+from engine.ops.devstack import free_port
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

@@ -1,14 +1,14 @@
-"""Users and endpoints: thin handlers over engine.customers and engine.endpoints."""
+"""Users and endpoints: thin handlers over engine.customers.users and engine.customers.endpoints."""
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post, put
 from sqlalchemy import Engine
 
-from engine import customers, endpoints
-from engine.schemas import (
+from engine.customers import users as customers, endpoints
+from engine.customers.schemas import (
     BatchResult, Deleted, EndpointFields, EndpointOut, EndpointsBatch, UserFields, UserOut, UsersBatch,
 )
-from engine.workspaces import WorkspaceRef
+from engine.workspaces.service import WorkspaceRef
 
 
 def _id(path_param: str) -> str:

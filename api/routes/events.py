@@ -5,9 +5,9 @@ from litestar import Controller, get, post
 from sqlalchemy import Engine
 
 from api.params import CURSOR, LIMIT, SINCE, UNTIL
-from engine import events
-from engine.schemas import EventsBatch, EventsResult, Page
-from engine.workspaces import WorkspaceRef
+from engine.customers import events
+from engine.customers.schemas import EventsBatch, EventsResult, Page
+from engine.workspaces.service import WorkspaceRef
 
 
 

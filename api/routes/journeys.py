@@ -8,11 +8,11 @@ from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
-from engine.errors import InvalidInput
+from engine.platform.errors import InvalidInput
 from engine.journeys import JourneyCompileError, compile_journey
 from engine.journeys import store
 from engine.journeys.store import DbCatalog, JourneyInfo, RunInfo
-from engine.workspaces import WorkspaceRef
+from engine.workspaces.service import WorkspaceRef
 
 from api.params import Int64
 

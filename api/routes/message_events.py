@@ -25,16 +25,16 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from sqlalchemy import Engine
 
 from api.params import CHANNEL, LIMIT, SINCE, UNTIL, WITHIN
-from engine import feedback as fb
-from engine import metrics as mx
-from engine import streams as st
-from engine import tracking
-from engine.clock import duration_seconds, iso_to_ms
-from engine.errors import InvalidInput, NotFound, Unauthorized
-from engine.funnel import funnel_html
-from engine.records import FORMATS
-from engine.validation import check_int64
-from engine.workspaces import WorkspaceRef, authenticate
+from engine.messaging import feedback as fb
+from engine.analytics import metrics as mx
+from engine.analytics import streams as st
+from engine.messaging import tracking
+from engine.platform.clock import duration_seconds, iso_to_ms
+from engine.platform.errors import InvalidInput, NotFound, Unauthorized
+from engine.analytics.funnel import funnel_html
+from engine.analytics.stream_records import FORMATS
+from engine.customers.limits import check_int64
+from engine.workspaces.service import WorkspaceRef, authenticate
 
 from api.params import OptionalInt64
 

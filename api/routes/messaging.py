@@ -8,12 +8,13 @@ from litestar.params import Parameter
 from sqlalchemy import Engine
 
 from api.params import CURSOR, LIMIT
-from engine import channel_config, message_reads, templates_store, transactional
-from engine.channel_config import ChannelOut, ChannelPut
-from engine.schemas import Deleted, Page
-from engine.templates_store import TemplateBody, TemplateOut
-from engine.transactional import BatchAnswer, BatchRequest, MessageAnswer, MessageRequest
-from engine.workspaces import WorkspaceRef
+from engine.channels import config as channel_config
+from engine.messaging import reads as message_reads, template_store as templates_store, transactional
+from engine.channels.config import ChannelOut, ChannelPut
+from engine.customers.schemas import Deleted, Page
+from engine.messaging.template_store import TemplateBody, TemplateOut
+from engine.messaging.transactional import BatchAnswer, BatchRequest, MessageAnswer, MessageRequest
+from engine.workspaces.service import WorkspaceRef
 
 
 IdempotencyKey = Parameter(header="Idempotency-Key", required=False)

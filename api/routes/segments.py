@@ -10,11 +10,11 @@ from litestar.response import Stream
 from sqlalchemy import Engine
 
 from api.params import CURSOR, LIMIT
-from engine.errors import InvalidInput
+from engine.platform.errors import InvalidInput
 from engine.segments import service
 from engine.segments.service import SegmentIn, SegmentOut, SegmentPatch, VersionOut
-from engine.schemas import Deleted
-from engine.workspaces import WorkspaceRef
+from engine.customers.schemas import Deleted
+from engine.workspaces.service import WorkspaceRef
 
 
 

@@ -12,19 +12,21 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "API_VERSION": "compiler", "compile_journey": "compiler", "compile_path": "compiler",
-    "compile_resource": "compiler", "CompileIssue": "issues", "JourneyCompileError": "issues", "END": "ir",
-    "Edge": "ir", "JourneyIR": "ir", "Node": "ir", "successors": "ir", "Resource": "resources",
-    "StaticCatalog": "resources", "load_resources": "resources", "Catalog": "view",
+    "API_VERSION": "language.compiler", "compile_journey": "language.compiler",
+    "compile_path": "language.compiler", "compile_resource": "language.compiler",
+    "CompileIssue": "language.issues", "JourneyCompileError": "language.issues", "END": "ir", "Edge": "ir",
+    "JourneyIR": "ir", "Node": "ir", "successors": "ir", "Resource": "language.resources",
+    "StaticCatalog": "language.resources", "load_resources": "language.resources",
+    "Catalog": "language.yaml_view",
 }
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from engine.journeys.compiler import API_VERSION, compile_journey, compile_path, compile_resource
+    from engine.journeys.language.compiler import API_VERSION, compile_journey, compile_path, compile_resource
     from engine.journeys.ir import END, Edge, JourneyIR, Node, successors
-    from engine.journeys.issues import CompileIssue, JourneyCompileError
-    from engine.journeys.resources import Resource, StaticCatalog, load_resources
-    from engine.journeys.view import Catalog
+    from engine.journeys.language.issues import CompileIssue, JourneyCompileError
+    from engine.journeys.language.resources import Resource, StaticCatalog, load_resources
+    from engine.journeys.language.yaml_view import Catalog
 
 
 def __getattr__(name: str) -> Any:

@@ -13,19 +13,20 @@ from typing import Any, get_args
 import msgspec
 from sqlalchemy import Engine, delete, insert, select, update
 
-from engine.clock import ms_to_iso, now_ms
-from engine.db import reading
-from engine.errors import NotFound
-from engine.journeys import audience, ir, localtime
-from engine.journeys.cohort import (
+from engine.platform.clock import ms_to_iso, now_ms
+from engine.platform.db import reading
+from engine.platform.errors import NotFound
+from engine.journeys.runtime import audience, localtime
+from engine.journeys import ir
+from engine.journeys.runtime.contracts import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id,
 )
-from engine.journeys.compiler import compile_journey
-from engine.journeys.models import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
-from engine.message_events import journey_event_names
-from engine.messaging_models import messages
-from engine.models import users
-from engine.schemas import ChannelType
+from engine.journeys.language.compiler import compile_journey
+from engine.journeys.tables import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
+from engine.messaging.ledger import journey_event_names
+from engine.messaging.tables import messages
+from engine.customers.tables import users
+from engine.customers.schemas import ChannelType
 
 
 class JourneyInfo(msgspec.Struct, kw_only=True):
@@ -72,7 +73,7 @@ class DbCatalog:
             return audience.segment_exists(conn, self.ws, id)
 
     def has_template(self, id: str) -> bool:
-        from engine.templates_store import template_exists
+        from engine.messaging.template_store import template_exists
 
         with reading(self.db) as conn:
             return template_exists(conn, self.ws, id)
@@ -192,7 +193,7 @@ def _set_triggers(conn, ws_id: int, j: ir.JourneyIR, entries: bool) -> None:
     if entries and isinstance(j.entry, ir.SegmentEntry):
         rows.append({"event_name": "_segment.enter", "role": "entry", "segment_id": j.entry.segment, "within_ms": None})
     if j.settings.goal is not None:
-        g = j.settings.goal  # the ingestion seam applies its filter (engine.journeys.entries)
+        g = j.settings.goal  # the ingestion seam applies its filter (engine.journeys.runtime.entries)
         rows += [{"event_name": name, "role": "goal", "segment_id": None,
                   "within_ms": g.within_seconds * 1000 if g.within_seconds else None}
                  for name in journey_event_names(g.event, g.names)]
@@ -274,7 +275,7 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
     policy = SchedulePolicy()
     if (local := localtime.local_schedule(b)) is not None:
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
-        # admits the customers whose zone is due (engine/journeys/localtime.py). Firings may overlap: a long
+        # admits the customers whose zone is due (engine/journeys/runtime/localtime.py). Firings may overlap: a long
         # page-through for Tokyo must not make Kathmandu's firing 15 minutes later be skipped.
         inp.local_zones = True
         bounds = localtime.schedule_bounds(local)
@@ -406,8 +407,8 @@ async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *,
     handle, or None when nobody was admitted. Used by tests and the journey test fixture."""
     import uuid
 
-    from engine.journeys.activities import JourneyActivities
-    from engine.journeys.cohort import CohortInput, CohortResult, Group
+    from engine.journeys.runtime.activities import JourneyActivities
+    from engine.journeys.runtime.contracts import CohortInput, CohortResult, Group
 
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id, version)

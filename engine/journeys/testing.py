@@ -33,11 +33,12 @@ from sqlalchemy import Engine, select
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from engine.db import make_engine, migrate, reading
-from engine.journeys import audience, store
-from engine.journeys.activities import JourneyActivities
-from engine.messaging_models import messages, outbox_messages
-from engine.models import users
+from engine.platform.db import make_engine, migrate, reading
+from engine.journeys.runtime import audience
+from engine.journeys import store
+from engine.journeys.runtime.activities import JourneyActivities
+from engine.messaging.tables import messages, outbox_messages
+from engine.customers.tables import users
 
 TEST_SERVER = os.environ.get("TIDINGS_TEMPORAL_TEST_SERVER")
 
@@ -64,10 +65,10 @@ class JourneyTest:
     """A database, a workspace, and a worker on the time-skipping server for one test."""
 
     def __init__(self, env: WorkflowEnvironment, db: Engine, *, plugins=None):
-        from engine.journeys.workflows import (
+        from engine.journeys.runtime.workflows import (
             JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
         )
-        from engine.workspaces import ensure_workspace
+        from engine.workspaces.service import ensure_workspace
 
         self.env, self.db = env, db
         self.ws = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
@@ -99,13 +100,13 @@ class JourneyTest:
     def load(self, path: str | Path) -> list:
         """Apply a folder (or file) of resources as `tidings apply` does: templates, segments, journeys,
         every reference checked. Returns the changes."""
-        from engine.apply import apply
+        from engine.ops.apply import apply
 
         return apply(self.db, self.ws, path)
 
     def template(self, template_id: str, *, channel: str = "EMAIL", **parts: Any) -> None:
         """Store a template: `subject=`, `text=`, `html=`, `body=` (SMS), `title=`, `data=`, `defaults=`."""
-        from engine.templates_store import TemplateBody, put_template
+        from engine.messaging.template_store import TemplateBody, put_template
 
         put_template(self.db, self.ws, template_id, TemplateBody(channel=channel, **parts))
 
@@ -114,9 +115,9 @@ class JourneyTest:
                  opt_out: bool = False) -> int:
         """Create or update a customer with an EMAIL endpoint (`{user_id}@example.com` unless `email=`
         says otherwise; `email=None` for none) and an SMS endpoint when `phone=` is given; returns its user_pk."""
-        from engine.customers import upsert_users
-        from engine.endpoints import upsert_endpoints
-        from engine.schemas import EndpointBatchItem, UserBatchItem
+        from engine.customers.users import upsert_users
+        from engine.customers.endpoints import upsert_endpoints
+        from engine.customers.schemas import EndpointBatchItem, UserBatchItem
 
         extra = {"timezone": timezone} if timezone else {}
         upsert_users(self.db, self.ws, [UserBatchItem(user_id=user_id, attributes=attributes or {},
@@ -138,8 +139,8 @@ class JourneyTest:
         audience.use_static_segments(self.ws.id, {segment_id: user_pks})
 
     def event(self, user_id: str, name: str, attributes: dict | None = None) -> None:
-        from engine.events import ingest
-        from engine.schemas import EventIn
+        from engine.customers.events import ingest
+        from engine.customers.schemas import EventIn
 
         ingest(self.db, self.ws, [EventIn(name=name, user_id=user_id, attributes=attributes or {})], allow_reserved=True)
 
@@ -199,7 +200,7 @@ class JourneyTest:
 @pytest.fixture(scope="session")
 async def journey_env():
     """The time-skipping Temporal test server (started once per session)."""
-    from engine.temporal import DATA_CONVERTER
+    from engine.platform.temporal import DATA_CONVERTER
 
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_test_server_path(),
                                                         data_converter=DATA_CONVERTER)

@@ -11,14 +11,15 @@ import datalogic_py
 import msgspec
 from sqlalchemy import Connection, and_, func, select, text
 
-from engine.batching import chunks
-from engine.db import bulk_delete, insert_tuples
-from engine.clock import now_ms
-from engine.segment_models import segment_members, segments
-from engine.segments import history, paths, rules
+from engine.platform.batching import chunks
+from engine.platform.db import bulk_delete, insert_tuples
+from engine.platform.clock import now_ms
+from engine.segments.tables import segment_members, segments
+from engine.segments import history, typed_index as paths, rules
 from engine.segments.documents import documents
-from engine.segments.sql import (Ctx, Prefilter, driving_sets, full_query, seek_columns, selectivity_sample,
-                                 wide_conjunct_filters)
+from engine.segments.to_sql import (
+    Ctx, Prefilter, driving_sets, full_query, seek_columns, selectivity_sample, wide_conjunct_filters,
+)
 
 ENGINE = rules.ENGINE
 BATCH = 2000
@@ -251,7 +252,7 @@ def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, 
     """Membership changes (segment id, user pk, entered?) in bulk inserts and deletes, and their
     `_segment.enter` / `_segment.exit` events (one row per customer, see segments/history.py), in the
     caller's transaction. Callers keep `changes` bounded (a write's batch; full evaluation in slices)."""
-    from engine.journeys import entries
+    from engine.journeys.runtime import entries
 
     for part in chunks(changes, 50_000):
         insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
@@ -261,7 +262,7 @@ def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, 
     if not record_events or not changes:
         return
     # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
-    # engine.changes seam on purpose (segments re-checking segments); and the event dicts are built
+    # engine.customers.on_write seam on purpose (segments re-checking segments); and the event dicts are built
     # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
     listening = entries.listens(conn, workspace_id, history.SEGMENT_EVENTS)
     own = history.record(conn, workspace_id, changes, now, expanded=listening)

@@ -25,8 +25,8 @@ from typing import Any, Collection, Iterable, Sequence
 import msgspec
 from sqlalchemy import Connection
 
-from engine.db import insert_tuples
-from engine.models import events
+from engine.platform.db import insert_tuples
+from engine.customers.tables import events
 
 ENTER, EXIT = "_segment.enter", "_segment.exit"
 SEGMENT_EVENTS = (ENTER, EXIT)
@@ -51,7 +51,7 @@ def record(conn: Connection, workspace_id: int, changes: Sequence[tuple[str, int
     """Store the events of these membership changes (segment id, user pk, entered?), one row per customer
     (per contiguous id range), customers in user pk order, each customer's changes in the given order.
     With `expanded`, returns the events as one dict per change (what journey entry matching reads)."""
-    from engine.events import lock_event_order
+    from engine.customers.events import lock_event_order
 
     if not changes:
         return []

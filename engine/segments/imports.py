@@ -22,17 +22,17 @@ import msgspec
 from msgspec import UNSET
 from sqlalchemy import Connection, Engine, insert, select
 
-from engine import changes
-from engine.attributes import register_names
-from engine.batching import chunks
-from engine.customers import _check_user, _write_users
-from engine.endpoints import _check_fields, _write_endpoints
-from engine.errors import BatchRejected, InvalidInput, NotFound, TidingsError
-from engine.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
-from engine.segment_models import import_jobs, static_members
+from engine.customers import on_write as changes
+from engine.customers.attributes import register_names
+from engine.platform.batching import chunks
+from engine.customers.users import _check_user, _write_users
+from engine.customers.endpoints import _check_fields, _write_endpoints
+from engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
+from engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
+from engine.segments.tables import import_jobs, static_members
 from engine.segments.service import SegmentIn, check_new_id, create_in
-from engine.validation import MAX_DEPTH, check_depth
-from engine.workspaces import WorkspaceRef
+from engine.customers.limits import MAX_DEPTH, check_depth
+from engine.workspaces.service import WorkspaceRef
 
 MAX_REPORTED = 100
 CHUNK = 2000
@@ -369,8 +369,8 @@ def run_import(db: Engine, ws: WorkspaceRef, f: IO[bytes], fmt: str, name: str, 
 # ---- jobs (their lifecycle: engine/segments/jobs.py) ---------------------------------------------
 
 def get_job(db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
-    from engine.db import reading
-    from engine.clock import ms_to_iso
+    from engine.platform.db import reading
+    from engine.platform.clock import ms_to_iso
 
     with reading(db) as conn:
         row = conn.execute(select(import_jobs).where(import_jobs.c.id == job_id,

@@ -26,10 +26,10 @@ from typing import IO, Any
 import msgspec
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from engine.clock import now_ms
-from engine.errors import TidingsError
-from engine.segment_models import import_jobs
-from engine.workspaces import WorkspaceRef
+from engine.platform.clock import now_ms
+from engine.platform.errors import TidingsError
+from engine.segments.tables import import_jobs
+from engine.workspaces.service import WorkspaceRef
 
 log = logging.getLogger("tidings.imports")
 

@@ -1,4 +1,4 @@
-"""Keeping memberships current on every write (called from engine.changes inside the write's transaction).
+"""Keeping memberships current on every write (called from engine.customers.on_write inside the write's transaction).
 
 A write only pays for what reads it: segments whose rules read none of the written fields are not
 re-checked, and the typed index is rewritten only when it holds a written path.
@@ -9,9 +9,9 @@ from typing import Collection
 
 from sqlalchemy import Connection, delete, inspect, select
 
-from engine.batching import chunks
-from engine.segment_models import customer_values, segment_members, static_members
-from engine.segments import paths
+from engine.platform.batching import chunks
+from engine.segments.tables import customer_values, segment_members, static_members
+from engine.segments import typed_index as paths
 from engine.segments.documents import load_customers, refresh_values
 from engine.segments.evaluate import update_for_users, with_dependents, workspace_rules
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import datalogic_py
 
-from engine.clock import iso_to_ms
-from engine.errors import InvalidInput
-from engine.validation import MAX_DEPTH, too_deep
+from engine.platform.clock import iso_to_ms
+from engine.platform.errors import InvalidInput
+from engine.customers.limits import MAX_DEPTH, too_deep
 
 CUSTOM = ("performed", "last_performed", "active", "inactive", "in_segment", "within_km",
           "before", "after", "on", "between")

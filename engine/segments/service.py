@@ -9,18 +9,18 @@ from typing import Any, Iterator
 from msgspec import UNSET, Struct, UnsetType
 from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, update
 
-from engine.batching import chunks
-from engine.clock import ms_to_iso, now_ms
-from engine.db import reading
-from engine.errors import Conflict, InvalidInput, NotFound
-from engine.models import users
-from engine.pagination import check_limit, decode_cursor, encode_cursor
-from engine.segment_models import (
+from engine.platform.batching import chunks
+from engine.platform.clock import ms_to_iso, now_ms
+from engine.platform.db import reading
+from engine.platform.errors import Conflict, InvalidInput, NotFound
+from engine.customers.tables import users
+from engine.platform.pagination import check_limit, decode_cursor, encode_cursor
+from engine.segments.tables import (
     journey_segment_refs, segment_members, segment_versions, segments, static_members,
 )
 from engine.segments import rules
 from engine.segments.evaluate import evaluate_many_full
-from engine.workspaces import WorkspaceRef
+from engine.workspaces.service import WorkspaceRef
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

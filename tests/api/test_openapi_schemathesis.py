@@ -18,9 +18,9 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from engine.config import Settings
-from engine.db import make_engine
-from engine.workspaces import create_key
+from engine.platform.config import Settings
+from engine.platform.db import make_engine
+from engine.workspaces.service import create_key
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

@@ -27,8 +27,8 @@ steps:
 
 
 async def main(n: int) -> None:
-    from engine.db import make_engine
-    from engine.devstack import free_port
+    from engine.platform.db import make_engine
+    from engine.ops.devstack import free_port
 
     port = free_port()
     sink = Sink(port)

@@ -19,12 +19,13 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from engine.db import make_engine, migrate, rows_where_in
-from engine.journeys import audience, ir
-from engine.journeys.localtime import firing_filter, local_schedule
-from engine.models import users
+from engine.platform.db import make_engine, migrate, rows_where_in
+from engine.journeys.runtime import audience
+from engine.journeys import ir
+from engine.journeys.runtime.localtime import firing_filter, local_schedule
+from engine.customers.tables import users
 from engine.segments.documents import documents
-from engine.workspaces import ensure_workspace
+from engine.workspaces.service import ensure_workspace
 
 ZONES = ["Asia/Tokyo", "America/New_York", "Europe/Paris", "Europe/London", "Asia/Kolkata", "Asia/Kathmandu",
          "Australia/Sydney", "America/Los_Angeles", "America/Chicago", "America/Sao_Paulo", "Africa/Lagos",

@@ -38,8 +38,8 @@ def pct(values, p):
 async def main(args) -> None:
     from sqlalchemy import text
 
-    from engine.db import make_engine
-    from engine.devstack import free_port
+    from engine.platform.db import make_engine
+    from engine.ops.devstack import free_port
 
     n = int(args.rate * args.seconds)
     port = free_port()

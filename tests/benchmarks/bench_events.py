@@ -30,17 +30,17 @@ from urllib.parse import urlencode
 import httpx
 import uvicorn
 
-# The webhook receiver listens on loopback: allowed the way an operator would (engine.egress).
+# The webhook receiver listens on loopback: allowed the way an operator would (engine.platform.egress).
 os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from api.app import create_app  # noqa: E402
-from engine import changes  # noqa: E402
-from engine.config import Settings  # noqa: E402
-from engine.devstack import free_port  # noqa: E402
-from engine.events import record  # noqa: E402
-from engine.schemas import EventIn  # noqa: E402
-from engine.workspaces import create_key  # noqa: E402
+from engine.customers import on_write as changes  # noqa: E402
+from engine.platform.config import Settings  # noqa: E402
+from engine.ops.devstack import free_port  # noqa: E402
+from engine.customers.events import record  # noqa: E402
+from engine.customers.schemas import EventIn  # noqa: E402
+from engine.workspaces.service import create_key  # noqa: E402
 from plugins.twilio import twilio_signature  # noqa: E402
 from plugins.webhook import sign  # noqa: E402
 

@@ -33,7 +33,7 @@ def database(url: str | None, folder: Path):
     """A fresh database per fault: a SQLite file, or a schema of its own in the given PostgreSQL."""
     from sqlalchemy import create_engine, text
 
-    from engine.db import make_engine, migrate
+    from engine.platform.db import make_engine, migrate
 
     if not url:
         url = f"sqlite:///{folder / 'tidings.db'}"

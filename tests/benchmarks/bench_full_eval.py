@@ -15,10 +15,10 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from engine.db import make_engine, migrate
-from engine.segments import paths
+from engine.platform.db import make_engine, migrate
+from engine.segments import typed_index as paths
 from engine.segments.evaluate import compile_segment, ensure_indexed, full_members
-from engine.workspaces import ensure_workspace
+from engine.workspaces.service import ensure_workspace
 
 RULE = {"and": [
     {"==": [{"var": "attributes.plan"}, "pro"]},

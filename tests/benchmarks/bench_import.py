@@ -42,9 +42,9 @@ def main() -> None:
     print(f"wrote {args.n:,} rows ({csv_path.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t:.1f}s")
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    tidings = [sys.executable, "-m", "engine.cli"]
+    tidings = [sys.executable, "-m", "engine.ops.cli"]
     if args.segments:
-        setup = ("from engine.db import make_engine, migrate\nfrom engine.workspaces import ensure_workspace\n"
+        setup = ("from engine.platform.db import make_engine, migrate\nfrom engine.workspaces.service import ensure_workspace\n"
                  "from engine.segments.service import SegmentIn, create_segment\nimport os\n"
                  "db = make_engine(os.environ['TIDINGS_DATABASE_URL']); migrate(db); ws = ensure_workspace(db, 'bench')\n"
                  f"for i in range({args.segments}):\n"

@@ -88,8 +88,8 @@ def line(name: str, lat: list[float]) -> str:
 async def main(args) -> None:
     from sqlalchemy import text
 
-    from engine.db import make_engine
-    from engine.devstack import free_port
+    from engine.platform.db import make_engine
+    from engine.ops.devstack import free_port
 
     port = free_port()
     sink = Sink(port)

@@ -24,9 +24,9 @@ import msgspec
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from engine.db import make_engine, migrate  # noqa: E402
-from engine.devstack import free_port  # noqa: E402
-from engine.workspaces import create_key  # noqa: E402
+from engine.platform.db import make_engine, migrate  # noqa: E402
+from engine.ops.devstack import free_port  # noqa: E402
+from engine.workspaces.service import create_key  # noqa: E402
 
 BATCH = 200
 TIDINGS = str(Path(sys.executable).with_name("tidings"))

@@ -36,9 +36,9 @@ from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from engine.db import make_engine, migrate  # noqa: E402
-from engine.devstack import free_port  # noqa: E402
-from engine.workspaces import create_key  # noqa: E402
+from engine.platform.db import make_engine, migrate  # noqa: E402
+from engine.ops.devstack import free_port  # noqa: E402
+from engine.workspaces.service import create_key  # noqa: E402
 
 SERVER = """
 import uvicorn
@@ -133,7 +133,7 @@ async def main(args) -> None:
     home = Path(tempfile.mkdtemp())
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}",
            "PYTHONPATH": str(ROOT),
-           # the sink listens on loopback: allowed the way an operator would (engine.egress)
+           # the sink listens on loopback: allowed the way an operator would (engine.platform.egress)
            "TIDINGS_ALLOW_PRIVATE_DESTINATIONS": f"127.0.0.1:{smtp_port}"}
     for k in [k for k in env if k.startswith("TIDINGS_SMTP_")]:
         del env[k]

@@ -12,11 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.customers import upsert_user, upsert_users
-from engine.db import make_engine, migrate
-from engine.schemas import UserBatchItem, UserFields
+from engine.customers.users import upsert_user, upsert_users
+from engine.platform.db import make_engine, migrate
+from engine.customers.schemas import UserBatchItem, UserFields
 from engine.segments.service import SegmentIn, create_segment
-from engine.workspaces import ensure_workspace
+from engine.workspaces.service import ensure_workspace
 
 
 def timed(db, ws, n: int) -> list[float]:

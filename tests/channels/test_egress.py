@@ -1,4 +1,4 @@
-"""The destination guard (engine.egress): what a workspace's settings can make the server connect to.
+"""The destination guard (engine.platform.egress): what a workspace's settings can make the server connect to.
 
 Every provider here points at a real server on loopback. The suite's conftest allows loopback the way an
 operator would; these tests take that setting away (the default install) or narrow it, and check that
@@ -13,9 +13,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from engine import egress
-from engine.channels import ChannelConfigError, ChannelType, OutgoingMessage, RetryPolicy, send_with_retry
-from engine.config import Settings
+from engine.platform import egress
+from engine.channels.contract import (
+    ChannelConfigError, ChannelType, OutgoingMessage, RetryPolicy, send_with_retry,
+)
+from engine.platform.config import Settings
 from plugins.apns import ApnsChannel
 from plugins.email_smtp import SmtpChannel
 from plugins.fcm import FcmChannel

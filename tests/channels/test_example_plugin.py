@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.channels import Channel, ChannelType, OutgoingMessage, SendResult, send_with_retry
-from engine.hookspecs import hookimpl
-from engine.plugins import PluginError, describe_plugins, get_plugin_manager
+from engine.channels.contract import Channel, ChannelType, OutgoingMessage, SendResult, send_with_retry
+from engine.channels.hookspecs import hookimpl
+from engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_plugin"
 

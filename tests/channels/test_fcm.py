@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from engine.channels import ChannelType, OutgoingMessage
+from engine.channels.contract import ChannelType, OutgoingMessage
 from plugins.fcm import FcmChannel
 
 ERRORS = {

@@ -7,10 +7,10 @@ import types
 
 import pytest
 
-from engine import hookspecs
-from engine.channels import Channel, ChannelType, OutgoingMessage, SendResult
-from engine.hookspecs import hookimpl
-from engine.plugins import PluginError, describe_plugins, get_plugin_manager
+from engine.channels import hookspecs
+from engine.channels.contract import Channel, ChannelType, OutgoingMessage, SendResult
+from engine.channels.hookspecs import hookimpl
+from engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
 
 BUILTIN_CHANNELS = {"smtp", "twilio-sms", "twilio-voice", "fcm", "apns", "webhook"}
 

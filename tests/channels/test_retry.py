@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from engine.channels import ChannelType, OutgoingMessage, RetryPolicy, send_with_retry
+from engine.channels.contract import ChannelType, OutgoingMessage, RetryPolicy, send_with_retry
 from plugins.webhook import WebhookChannel
 
 CFG: dict = {}

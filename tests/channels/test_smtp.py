@@ -10,7 +10,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from engine.channels import ChannelType, OutgoingMessage, redact_config
+from engine.channels.contract import ChannelType, OutgoingMessage, redact_config
 from plugins.email_smtp import SmtpChannel
 from .conftest import free_port
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.channels import ChannelType
-from engine.templates import (
-    Template,
-    TemplateError,
-    TemplateParts,
-    TemplateRenderError,
-    render,
-    template_errors,
-    validate_template,
+from engine.channels.contract import ChannelType
+from engine.messaging.templates import (
+    Template, TemplateError, TemplateParts, TemplateRenderError, render, template_errors, validate_template,
 )
 
 CTX = {

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode
 
 import pytest
 
-from engine.channels import ChannelType, FeedbackSignatureError, OutgoingMessage
+from engine.channels.contract import ChannelType, FeedbackSignatureError, OutgoingMessage
 from plugins.twilio import TwilioSmsChannel, TwilioVoiceChannel
 
 SID, TOKEN = "AC0123456789", "tw-auth-token"

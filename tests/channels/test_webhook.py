@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from engine.channels import ChannelType, OutgoingMessage
+from engine.channels.contract import ChannelType, OutgoingMessage
 from plugins.webhook import WebhookChannel, verify_signature
 
 SECRET = "whsec-test"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.devstack import Ports
+from engine.ops.devstack import Ports
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

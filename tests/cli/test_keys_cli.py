@@ -8,7 +8,7 @@ import httpx
 from litestar.testing import TestClient
 
 from api.app import create_app
-from engine.config import Settings
+from engine.platform.config import Settings
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

@@ -7,7 +7,7 @@ import signal
 import socket
 from pathlib import Path
 
-from engine.devstack import Ports
+from engine.ops.devstack import Ports
 from tests.cli.test_dev_stack import _start as start_dev, _wait_for_banner
 from tests.processes import ApiProcess, wait_until
 from tests.segments.test_import_restart import _job, _start_import, api_env  # noqa: F401 (fixture)

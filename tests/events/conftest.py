@@ -8,11 +8,11 @@ from typing import Any, Callable
 
 import pytest
 
-from engine import changes
-from engine.events import record
-from engine.schemas import EventIn
-from engine.workspaces import WorkspaceRef, ensure_workspace
-from engine.devstack import free_port  # noqa: F401  (tests import it from here)
+from engine.customers import on_write as changes
+from engine.customers.events import record
+from engine.customers.schemas import EventIn
+from engine.workspaces.service import WorkspaceRef, ensure_workspace
+from engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
 from tests.conftest import Api
 from tests.loopback import HttpServer
 
@@ -101,8 +101,8 @@ def manual(settings):
 
     from api.app import create_app
     from api.routes.message_events import plugins_of
-    from engine.streams import StreamRunner
-    from engine.workspaces import create_key
+    from engine.analytics.streams import StreamRunner
+    from engine.workspaces.service import create_key
 
     app = create_app(dataclasses.replace(settings, stream_worker=False))
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from engine.cli import main
-from engine.message_events import message_event_happened
-from engine.schemas import EventIn
+from engine.ops.cli import main
+from engine.messaging.ledger import message_event_happened
+from engine.customers.schemas import EventIn
 
 from .conftest import T0_MS, record_events, send_event, ws_of
 
@@ -43,7 +43,7 @@ def seeded(api, db):
                             name_type="unsubscribe"))
     record_events(db, ws, batch)
     # opens and clicks count every occurrence
-    from engine.message_events import Occurrence, find_messages, record_occurrences
+    from engine.messaging.ledger import Occurrence, find_messages, record_occurrences
 
     with db.begin() as conn:
         refs, _ = find_messages(conn, ws.id, message_ids=["m1", "m3"])
@@ -69,9 +69,9 @@ def hold_out(db, ws, journey_id, version, user_ids, at_ms):
     """journey_run rows as the runtime's holdout step leaves them (status held_out, the step's time)."""
     from sqlalchemy import select
 
-    from engine.db import bulk_insert
-    from engine.journeys.models import journey_runs
-    from engine.models import users
+    from engine.platform.db import bulk_insert
+    from engine.journeys.tables import journey_runs
+    from engine.customers.tables import users
 
     with db.begin() as conn:
         pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == ws.id)).all())
@@ -191,8 +191,8 @@ def test_funnel_page(api, seeded):
 
 
 def test_journey_steps_read_message_events(db, seeded):
-    from engine.db import reading
-    from engine.models import users
+    from engine.platform.db import reading
+    from engine.customers.tables import users
     from sqlalchemy import select
 
     with reading(db) as conn:

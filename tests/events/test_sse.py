@@ -10,7 +10,7 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from engine.workspaces import create_key
+from engine.workspaces.service import create_key
 
 from .conftest import free_port, wait_for
 
@@ -96,7 +96,7 @@ def test_stream_needs_a_key_and_valid_options(live):
 
 
 def test_revoking_the_key_ends_an_open_stream_within_seconds(settings):
-    from engine.workspaces import revoke_key
+    from engine.workspaces.service import revoke_key
 
     port = free_port()
     app = create_app(settings)

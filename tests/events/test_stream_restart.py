@@ -8,8 +8,8 @@ from collections import Counter
 
 import httpx
 
-from engine.db import make_engine, migrate
-from engine.workspaces import create_key
+from engine.platform.db import make_engine, migrate
+from engine.workspaces.service import create_key
 from tests.processes import ApiProcess, tidings_env, wait_until
 
 EVENTS = 12_000

@@ -278,7 +278,7 @@ async def test_last_error_shows_the_status_code_not_the_receivers_body(manual):
 
 
 def test_a_workspace_name_that_is_no_plain_folder_name_gets_its_id(tmp_path, monkeypatch):
-    from engine.workspaces import WorkspaceRef
+    from engine.workspaces.service import WorkspaceRef
     from plugins.event_sinks import NdjsonSink
 
     monkeypatch.setenv("TIDINGS_STREAMS_DIR", str(tmp_path))

@@ -7,12 +7,12 @@ import asyncio
 
 from sqlalchemy import select, text
 
-from engine.devstack import free_port
-from engine.events import ingest
+from engine.ops.devstack import free_port
+from engine.customers.events import ingest
 from engine.journeys import store
-from engine.messaging_models import messages
-from engine.schemas import EventIn
-from engine.workspaces import ensure_workspace
+from engine.messaging.tables import messages
+from engine.customers.schemas import EventIn
+from engine.workspaces.service import ensure_workspace
 from tests.faults.harness import MailCounter, until
 from tests.journeys.conftest import add_customers, put_template
 
@@ -98,8 +98,8 @@ async def test_a_parked_member_skipped_by_the_frequency_cap_has_its_message_fail
                                                                                   dev_worker, monkeypatch):
     """Parked at the send step (mail server down), the customer gets a mail from elsewhere meanwhile: when
     due again the cap skips it, the run moves on, and its message is failed rather than `retrying` forever."""
-    from engine.clock import now_ms
-    from engine.messages import store_events
+    from engine.platform.clock import now_ms
+    from engine.messaging.dispatch import store_events
 
     db, client = runtime_db, temporal_dev.client
     _smtp_down(monkeypatch)

@@ -19,7 +19,7 @@ def temporal_dev(temporal_env):
 @pytest.fixture
 def runtime_db(database_url):
     """SQLite, and PostgreSQL too when TIDINGS_TEST_POSTGRES_URL is set (tests/conftest.py)."""
-    from engine.db import make_engine, migrate
+    from engine.platform.db import make_engine, migrate
 
     db = make_engine(database_url)
     db.test_url = database_url  # for worker subprocesses
@@ -32,9 +32,9 @@ def add_customers(db, ws, user_ids, *, channel="EMAIL", address="{}@example.com"
     """Customers with one endpoint each, through the endpoints batch write; returns their user_pks in order."""
     from sqlalchemy import select
 
-    from engine.endpoints import upsert_endpoints
-    from engine.models import users
-    from engine.schemas import EndpointBatchItem
+    from engine.customers.endpoints import upsert_endpoints
+    from engine.customers.tables import users
+    from engine.customers.schemas import EndpointBatchItem
 
     user_ids = list(user_ids)
     for i in range(0, len(user_ids), 100):
@@ -46,7 +46,7 @@ def add_customers(db, ws, user_ids, *, channel="EMAIL", address="{}@example.com"
 
 
 def put_template(db, ws, template_id="t", channel="EMAIL"):
-    from engine.templates_store import TemplateBody, put_template as put
+    from engine.messaging.template_store import TemplateBody, put_template as put
 
     parts = {"subject": "Hi {{ user.user_id }}", "text": "Hello {{ user.user_id }}"} if channel == "EMAIL" \
         else {"body": "Hi {{ user.user_id }}"}
@@ -56,8 +56,10 @@ def put_template(db, ws, template_id="t", channel="EMAIL"):
 @pytest.fixture
 async def dev_worker(temporal_dev, runtime_db):
     """A worker on the dev server with the journey workflows and activities; yields its task queue."""
-    from engine.journeys.activities import JourneyActivities
-    from engine.journeys.workflows import JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow
+    from engine.journeys.runtime.activities import JourneyActivities
+    from engine.journeys.runtime.workflows import (
+        JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
+    )
 
     queue = f"rt-{uuid.uuid4().hex[:8]}"
     worker = Worker(temporal_dev.client, task_queue=queue,

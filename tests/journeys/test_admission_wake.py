@@ -1,4 +1,4 @@
-"""The admission workflow waits on a timer the entry watch cuts short (engine/journeys/admission.py):
+"""The admission workflow waits on a timer the entry watch cuts short (engine/journeys/runtime/admission.py):
 histories recorded by the long-polling admission replay, the long poll still serves them (holding no
 thread), and an idle journey has no activity in flight."""
 from __future__ import annotations
@@ -14,15 +14,15 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
-from engine.clock import now_ms
-from engine.events import ingest
+from engine.platform.clock import now_ms
+from engine.customers.events import ingest
 from engine.journeys import store
-from engine.journeys.activities import JourneyActivities
-from engine.journeys.cohort import AdmissionInput, AdmitCall, admission_workflow_id
-from engine.journeys.models import journey_entries, journeys
-from engine.schemas import EventIn
-from engine.temporal import DATA_CONVERTER
-from engine.workspaces import ensure_workspace
+from engine.journeys.runtime.activities import JourneyActivities
+from engine.journeys.runtime.contracts import AdmissionInput, AdmitCall, admission_workflow_id
+from engine.journeys.tables import journey_entries, journeys
+from engine.customers.schemas import EventIn
+from engine.platform.temporal import DATA_CONVERTER
+from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.journeys.test_many_journeys import ON_EVENT
 from tests.journeys.test_runtime_devserver import count, until
@@ -51,7 +51,7 @@ async def test_an_idle_admission_holds_no_activity_and_wakes_on_entries(temporal
         assert time.monotonic() - started < 5.0
         await asyncio.sleep(1.0)
     await store._status(client, db, ws, jid, "stopped", entries=False)  # the watch wakes it to end
-    from engine.journeys.workflows import JourneyAdmissionWorkflow
+    from engine.journeys.runtime.workflows import JourneyAdmissionWorkflow
 
     await asyncio.wait_for(handle.result(), 10)
     history = await handle.fetch_history()
@@ -67,8 +67,8 @@ async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(tempor
 
     from temporalio.worker import Worker
 
-    from engine.journeys.admission import sweep_orphans
-    from engine.journeys.workflows import JourneyAdmissionWorkflow, JourneyCohortWorkflow
+    from engine.journeys.runtime.admission import sweep_orphans
+    from engine.journeys.runtime.workflows import JourneyAdmissionWorkflow, JourneyCohortWorkflow
 
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")
@@ -121,7 +121,7 @@ async def test_the_long_poll_of_old_histories_waits_without_a_thread_and_returns
 async def test_a_long_polling_admission_history_replays(dev_worker):
     """Recorded before the entry watch (2 cohorts, idle polls, then the journey stopped). (Importing the
     workflow module first in a sandboxed worker, as every runtime test does, keeps one `ir` module.)"""
-    from engine.journeys.workflows import JourneyAdmissionWorkflow
+    from engine.journeys.runtime.workflows import JourneyAdmissionWorkflow
 
     history = WorkflowHistory.from_json("admission", (HISTORIES / "admission_long_poll.json").read_text())
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events

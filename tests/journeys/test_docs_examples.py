@@ -8,12 +8,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from engine.apply import apply
-from engine.events import ingest
+from engine.ops.apply import apply
+from engine.customers.events import ingest
 from engine.journeys import store
-from engine.messaging_models import outbox_messages
-from engine.schemas import EventIn
-from engine.workspaces import ensure_workspace
+from engine.messaging.tables import outbox_messages
+from engine.customers.schemas import EventIn
+from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers
 from tests.journeys.test_runtime_devserver import count, until
 
@@ -39,8 +39,8 @@ async def test_templates_in_journeys_example(temporal_dev, runtime_db, dev_worke
     assert kinds == {("Template", "cart-nudge"), ("Journey", jid)}
     await store.activate(temporal_dev.client, db, ws, jid, task_queue=dev_worker)
     add_customers(db, ws, ["ann", "bo", "cy"])
-    from engine.customers import upsert_users
-    from engine.schemas import UserBatchItem
+    from engine.customers.users import upsert_users
+    from engine.customers.schemas import UserBatchItem
 
     upsert_users(db, ws, [UserBatchItem(user_id="ann", attributes={"first_name": "Ann"})])
     ingest(db, ws, [EventIn(name="cart_updated", user_id="ann", attributes={"item": "red scarf", "total": 30}),

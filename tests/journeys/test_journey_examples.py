@@ -8,7 +8,7 @@ import pytest
 
 from engine.journeys import JourneyCompileError, StaticCatalog, compile_journey, compile_path, load_resources
 from engine.journeys import ir
-from engine.message_events import CHANNELS
+from engine.messaging.ledger import CHANNELS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "journeys"

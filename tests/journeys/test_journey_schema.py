@@ -1,4 +1,4 @@
-"""engine/journeys/schema.json (for editors) accepts the shipped examples and rejects what the compiler rejects."""
+"""engine/journeys/language/schema.json (for editors) accepts the shipped examples and rejects what the compiler rejects."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from engine.journeys import JourneyCompileError, compile_journey, load_resources
 jsonschema = pytest.importorskip("jsonschema")
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((ROOT / "engine" / "journeys" / "schema.json").read_text())
+SCHEMA = json.loads((ROOT / "engine" / "journeys" / "language" / "schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker())
 RESOURCES = load_resources(ROOT / "journeys")
 

@@ -11,9 +11,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from engine.config import Settings
-from engine.worker import build_worker
-from engine.workspaces import create_key
+from engine.platform.config import Settings
+from engine.ops.worker import build_worker
+from engine.workspaces.service import create_key
 
 WELCOME = """\
 apiVersion: tidings/v1

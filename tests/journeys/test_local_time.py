@@ -1,6 +1,6 @@
 """`timezone: customer` broadcasts: which customers each firing of the UTC grid schedule admits.
 
-Pure time math (engine/journeys/localtime.py); the schedule and the admission on a real Temporal dev
+Pure time math (engine/journeys/runtime/localtime.py); the schedule and the admission on a real Temporal dev
 server are in test_runtime_devserver.py."""
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from engine.journeys import ir
-from engine.journeys.formats import expand_cron
-from engine.journeys.localtime import (
-    ZoneFilter, firing_filter, grid_minutes, local_schedule, previous_grid_instant, schedule_bounds, schedule_cron,
+from engine.journeys.language.formats import expand_cron
+from engine.journeys.runtime.localtime import (
+    ZoneFilter, firing_filter, grid_minutes, local_schedule, previous_grid_instant, schedule_bounds,
+    schedule_cron,
 )
 
 UTC = timezone.utc

@@ -12,11 +12,12 @@ import uuid
 
 import pytest
 
-from engine.events import ingest
-from engine.journeys import audience, store
-from engine.journeys.cohort import admission_workflow_id
-from engine.schemas import EventIn
-from engine.workspaces import ensure_workspace
+from engine.customers.events import ingest
+from engine.journeys.runtime import audience
+from engine.journeys import store
+from engine.journeys.runtime.contracts import admission_workflow_id
+from engine.customers.schemas import EventIn
+from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.journeys.test_runtime_devserver import count, until
 
@@ -75,10 +76,10 @@ async def ping_latencies(db, ws, jid: str, users: list[str], timeout: float = 15
 
 @pytest.fixture
 async def production_worker(temporal_dev, runtime_db, tmp_path):
-    """The worker `tidings worker` runs (engine.worker.build_worker: its thread pool, its sandbox settings);
+    """The worker `tidings worker` runs (engine.ops.worker.build_worker: its thread pool, its sandbox settings);
     yields its task queue."""
-    from engine.config import Settings
-    from engine.worker import build_worker
+    from engine.platform.config import Settings
+    from engine.ops.worker import build_worker
 
     settings = Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=runtime_db.test_url,
                                  TIDINGS_TASK_QUEUE=f"many-{uuid.uuid4().hex[:8]}")

@@ -11,7 +11,7 @@ from collections import Counter
 from sqlalchemy import text
 
 from engine.journeys import store
-from engine.workspaces import ensure_workspace
+from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers
 from tests.processes import TIDINGS
 

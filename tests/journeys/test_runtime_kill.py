@@ -18,10 +18,10 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from engine.channel_config import ChannelPut, load_plugins, put_channel
-from engine.channels import ChannelType
+from engine.channels.config import ChannelPut, load_plugins, put_channel
+from engine.channels.contract import ChannelType
 from engine.journeys import store
-from engine.workspaces import ensure_workspace
+from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 
 ONE_SEND = """apiVersion: tidings/v1

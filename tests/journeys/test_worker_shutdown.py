@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 from aiosmtpd.controller import Controller
 
-from engine.devstack import free_port
+from engine.ops.devstack import free_port
 from engine.journeys import store
-from engine.workspaces import ensure_workspace
+from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.messaging.conftest import Inbox
 from tests.processes import TIDINGS, tidings_env

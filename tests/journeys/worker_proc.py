@@ -16,10 +16,10 @@ async def main(address: str, url: str, queue: str) -> None:
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from engine.db import make_engine
-    from engine.journeys.activities import JourneyActivities
-    from engine.journeys.workflows import JourneyCohortWorkflow
-    from engine.temporal import DATA_CONVERTER
+    from engine.platform.db import make_engine
+    from engine.journeys.runtime.activities import JourneyActivities
+    from engine.journeys.runtime.workflows import JourneyCohortWorkflow
+    from engine.platform.temporal import DATA_CONVERTER
 
     client = await Client.connect(address, data_converter=DATA_CONVERTER)
     db = make_engine(url)

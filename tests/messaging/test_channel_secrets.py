@@ -16,10 +16,10 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from api.app import create_app
-from engine import channel_secrets
-from engine.clock import now_ms
-from engine.messaging_models import channel_configs, channel_routes
-from engine.workspaces import create_key
+from engine.channels import secrets as channel_secrets
+from engine.platform.clock import now_ms
+from engine.channels.tables import channel_configs, channel_routes
+from engine.workspaces.service import create_key
 from tests.channels.conftest import http_server  # noqa: F401  (fixture)
 from tests.conftest import Api
 from .conftest import seed

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.config import Settings
+from engine.platform.config import Settings
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

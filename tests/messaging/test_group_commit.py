@@ -1,4 +1,4 @@
-"""Concurrent transactional sends share write transactions (engine.serial.write) and still each get their own
+"""Concurrent transactional sends share write transactions (engine.platform.write_queue.write) and still each get their own
 answer: an error in one is rolled back alone, and an Idempotency-Key still sends once, also when a server is
 killed between handing the mail to SMTP and recording it."""
 from __future__ import annotations
@@ -19,10 +19,11 @@ from litestar.testing import TestClient
 from sqlalchemy import select
 
 from api.app import create_app
-from engine import serial, transactional
-from engine.errors import Conflict
-from engine.messaging_models import idempotent_requests
-from engine.workspaces import ensure_workspace
+from engine.platform import write_queue as serial
+from engine.messaging import transactional
+from engine.platform.errors import Conflict
+from engine.messaging.tables import idempotent_requests
+from engine.workspaces.service import ensure_workspace
 from tests.conftest import Api
 from .conftest import Inbox, free_port, seed
 

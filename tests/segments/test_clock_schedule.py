@@ -7,8 +7,8 @@ import uuid
 from sqlalchemy import text
 from temporalio.worker import Worker
 
-from engine.segments.clock import ensure_schedule, make_activity
-from engine.segments.clock_workflow import SCHEDULE_ID, RefreshClockSegments
+from engine.segments.refresh import ensure_schedule, make_activity
+from engine.segments.refresh_workflow import SCHEDULE_ID, RefreshClockSegments
 
 
 async def test_schedule_workflow_moves_people_out_of_a_window(api, db, temporal_env):

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from engine.db import make_engine, migrate
-from engine.workspaces import create_key
+from engine.platform.db import make_engine, migrate
+from engine.workspaces.service import create_key
 from tests.processes import ApiProcess, tidings_env, wait_until
 
 ROWS = 150_000

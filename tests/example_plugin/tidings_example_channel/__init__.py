@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import httpx
 
-from engine import egress
+from engine.platform import egress
 from engine.channels import (
     Channel,
     ChannelType,

@@ -1,0 +1,1 @@
+"""Analytics: metrics, funnels, event streams and their record formats."""

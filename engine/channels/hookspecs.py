@@ -1,0 +1,51 @@
+"""Hook specifications of the ``tidings`` plugin system (pluggy).
+
+A plugin is any module or object with functions marked ``@hookimpl`` whose
+names match the specs below. Plugins are discovered through the ``tidings``
+entry-point group; the built-in channels are registered the same way.
+
+Every hook here is called **once per plugin at start-up** by
+:func:`engine.channels.plugin_manager.get_plugin_manager`, with no arguments; the results of
+all plugins are collected (none of them is ``firstresult``). Hooks must be
+fast and free of I/O: connections are made later, per send.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from engine.channels.contract import Channel, EventSinkFactory
+
+PROJECT_NAME = "tidings"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_channels() -> list[Channel]:
+    """Return the channel objects this plugin provides.
+
+    Called once per plugin at start-up; the lists of all plugins are
+    collected (not ``firstresult``). Each object must have a ``name`` unique
+    across all loaded plugins (a duplicate makes start-up fail with an error
+    naming both plugins), a ``channel_type`` (:class:`engine.channels.contract.ChannelType`),
+    ``config_fields`` and ``async send_batch(messages, config)``; see
+    :class:`engine.channels.contract.Channel`. Return an empty list to provide none.
+    """
+
+
+@hookspec
+def register_event_sinks() -> list[EventSinkFactory]:
+    """Return the event-sink factories this plugin provides.
+
+    Called once per plugin at start-up; the lists of all plugins are
+    collected (not ``firstresult``). Each factory has a ``kind`` unique
+    across plugins (duplicates fail start-up), ``config_fields``, and is
+    called as ``factory(name, config)`` (or ``factory(name, config, workspace=ws)``
+    when its call takes a ``workspace`` keyword: the stream's
+    :class:`engine.workspaces.service.WorkspaceRef`, for sinks that must keep
+    workspaces apart) to build an
+    :class:`engine.channels.contract.EventSink` whose ``async deliver(records)``
+    receives batches of event records.
+    """

@@ -1,0 +1,180 @@
+"""Endpoints: one address on one channel, owned by a user. Upsert with merge, read, delete."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from msgspec import UNSET, to_builtins
+from sqlalchemy import Connection, Engine, delete, func, select, update
+
+from engine.customers import on_write as changes
+from engine.customers.attributes import merge, register_item_names
+from engine.platform.batching import chunks, single, validate_batch
+from engine.platform.clock import iso_to_ms, now_ms
+from engine.customers.users import endpoint_out, ensure_users
+from engine.platform.db import bulk_insert, bulk_update, reading
+from engine.platform.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
+from engine.customers.tables import endpoints, events, users
+from engine.customers.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
+from engine.customers.limits import (
+    MAX_ENDPOINTS_PER_USER, check_address, check_attributes, check_locale, check_metrics, check_timezone,
+)
+from engine.workspaces.service import WorkspaceRef
+
+
+def _check_fields(_index: int, item: EndpointBatchItem) -> None:
+    if not item.endpoint_id:
+        raise InvalidInput("endpoint_id is required", field="endpoint_id")
+    if item.address is not UNSET and item.channel is not UNSET:
+        check_address(item.channel, item.address)
+    check_attributes(item.attributes, "attributes")
+    check_metrics(item.metrics, "metrics")
+    if item.demographic is not UNSET:
+        check_timezone(item.demographic.timezone, "demographic.timezone")
+        check_locale(item.demographic.locale, "demographic.locale")
+    if item.location is not UNSET:
+        loc = item.location
+        if loc.latitude is not None and not -90 <= loc.latitude <= 90:
+            raise InvalidInput("latitude must be between -90 and 90", field="location.latitude")
+        if loc.longitude is not None and not -180 <= loc.longitude <= 180:
+            raise InvalidInput("longitude must be between -180 and 180", field="location.longitude")
+    if item.effective_date not in (UNSET, None):
+        try:
+            iso_to_ms(item.effective_date)
+        except ValueError:
+            raise InvalidInput("effective_date must be an ISO-8601 date-time", field="effective_date") from None
+
+
+def upsert_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str, fields: EndpointFields) -> EndpointOut:
+    item = EndpointBatchItem(endpoint_id=endpoint_id, **{f: getattr(fields, f) for f in fields.__struct_fields__})
+    single(lambda: upsert_endpoints(db, ws, [item]))
+    return get_endpoint(db, ws, endpoint_id)
+
+
+def upsert_endpoints(db: Engine, ws: WorkspaceRef, items: Sequence[EndpointBatchItem]) -> BatchResult:
+    validate_batch(items, _check_fields, "endpoint_id")
+    with db.begin() as conn:
+        register_item_names(conn, ws.id, items)
+        user_pks, created = _write_endpoints(conn, ws.id, items)
+        changes.customers_changed(conn, ws.id, user_pks)
+    return BatchResult(written=len(items), created=created)
+
+
+def _load(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for part in chunks(endpoint_ids):
+        q = select(endpoints).where(endpoints.c.workspace_id == workspace_id, endpoints.c.endpoint_id.in_(part))
+        found.update({r.endpoint_id: dict(r._mapping) for r in conn.execute(q)})
+    return found
+
+
+def _owner_of(item: EndpointBatchItem, row: dict[str, Any] | None) -> str | None:
+    """The user id the endpoint will belong to; None keeps the current owner.
+    An endpoint sent without a user (or with user_id null) is its own user, named by its id."""
+    if item.user_id is UNSET:
+        return None if row else item.endpoint_id
+    return item.user_id or item.endpoint_id
+
+
+def _write_endpoints(conn: Connection, workspace_id: int, items: Sequence[EndpointBatchItem]) -> tuple[list[int], int]:
+    current = _load(conn, workspace_id, list(dict.fromkeys(i.endpoint_id for i in items)))
+    owners, _ = ensure_users(conn, workspace_id, [o for i in items if (o := _owner_of(i, current.get(i.endpoint_id)))])
+    now = now_ms()
+    rows: dict[str, dict[str, Any]] = {}
+    errors: list[tuple[int | None, str, InvalidInput]] = []
+    for index, item in enumerate(items):
+        row = rows.get(item.endpoint_id) or current.get(item.endpoint_id)
+        row = dict(row) if row else None
+        try:
+            rows[item.endpoint_id] = _merged(workspace_id, item, row, owners, now)
+        except InvalidInput as exc:
+            errors.append((index, item.endpoint_id, exc))
+    if not errors:
+        errors = _over_endpoint_limit(conn, rows, current)
+    if errors:
+        report = [{"index": i, "endpoint_id": eid, "field": e.field, "message": e.message} for i, eid, e in errors]
+        raise BatchRejected(report, len(items), [e for _, _, e in errors])
+    new = [r for eid, r in rows.items() if eid not in current]
+    old = [r for eid, r in rows.items() if eid in current]
+    bulk_insert(conn, endpoints, new)
+    cols = ["user_pk", "channel", "address", "attributes", "metrics", "opt_out", "demographic", "location",
+            "effective_date", "updated_at", "id"]
+    bulk_update(conn, endpoints, [{c: r[c] for c in cols} for r in old])
+    touched = {r["user_pk"] for r in rows.values()} | {current[e]["user_pk"] for e in rows if e in current}
+    return sorted(touched), len(new)
+
+
+def _merged(workspace_id: int, item: EndpointBatchItem, row: dict[str, Any] | None,
+            owners: dict[str, int], now: int) -> dict[str, Any]:
+    if row is None:
+        if item.channel is UNSET or item.address is UNSET:
+            raise InvalidInput("a new endpoint needs channel and address", field="channel" if item.channel is UNSET else "address")
+        row = {"workspace_id": workspace_id, "endpoint_id": item.endpoint_id, "attributes": {}, "metrics": {},
+               "opt_out": False, "demographic": {}, "location": {}, "effective_date": None, "created_at": now}
+    owner = _owner_of(item, row if "id" in row else None)
+    if owner is not None:
+        row["user_pk"] = owners[owner]
+    if item.channel is not UNSET:
+        row["channel"] = item.channel
+    if item.address is not UNSET:
+        row["address"] = item.address
+    check_address(row["channel"], row["address"])  # a channel change must still fit the stored address
+    row["attributes"] = merge(row["attributes"], item.attributes)
+    row["metrics"] = merge(row["metrics"], item.metrics)
+    if item.opt_out is not UNSET:
+        row["opt_out"] = item.opt_out
+    if item.demographic is not UNSET:
+        row["demographic"] = {k: v for k, v in to_builtins(item.demographic).items() if v is not None}
+    if item.location is not UNSET:
+        row["location"] = {k: v for k, v in to_builtins(item.location).items() if v is not None}
+    if item.effective_date is not UNSET:
+        row["effective_date"] = iso_to_ms(item.effective_date) if item.effective_date else None
+    row["updated_at"] = now
+    return row
+
+
+def _over_endpoint_limit(conn: Connection, rows: dict[str, dict[str, Any]],
+                         current: dict[str, dict[str, Any]]) -> list[tuple[None, str, InvalidInput]]:
+    """Pinpoint allows 15 endpoints per user: count what each owner will have after this write."""
+    owners = {r["user_pk"] for r in rows.values()}
+    counts: Counter[int] = Counter()
+    for part in chunks(sorted(owners)):
+        q = select(endpoints.c.user_pk, func.count()).where(endpoints.c.user_pk.in_(part)).group_by(endpoints.c.user_pk)
+        counts.update(dict(conn.execute(q).all()))
+    for eid, r in rows.items():
+        if eid in current:
+            counts[current[eid]["user_pk"]] -= 1
+        counts[r["user_pk"]] += 1
+    over = {pk for pk, n in counts.items() if n > MAX_ENDPOINTS_PER_USER}
+    return [
+        (None, eid, LimitExceeded(
+            f"a user has at most {MAX_ENDPOINTS_PER_USER} endpoints; this write would give it {counts[r['user_pk']]}",
+            field="user_id"))
+        for eid, r in rows.items() if r["user_pk"] in over
+    ]
+
+
+def get_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> EndpointOut:
+    with reading(db) as conn:
+        row = conn.execute(
+            select(endpoints, users.c.user_id.label("owner"))
+            .join(users, users.c.id == endpoints.c.user_pk)
+            .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id == endpoint_id)
+        ).first()
+    if row is None:
+        raise NotFound(f"no endpoint {endpoint_id!r}", field="endpoint_id")
+    return endpoint_out(row, row.owner)
+
+
+def delete_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> None:
+    """Remove the endpoint; its user's events stay with the user."""
+    with db.begin() as conn:
+        row = conn.execute(
+            select(endpoints.c.id, endpoints.c.user_pk)
+            .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id == endpoint_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no endpoint {endpoint_id!r}", field="endpoint_id")
+        conn.execute(update(events).where(events.c.endpoint_pk == row.id).values(endpoint_pk=None))
+        conn.execute(delete(endpoints).where(endpoints.c.id == row.id))
+        changes.customers_changed(conn, ws.id, [row.user_pk])

@@ -1,0 +1,154 @@
+"""Customer events: batch ingestion (idempotent by event id) and paging.
+
+Names starting with `_` are Tidings' own message events (`_email.send`, `_segment.enter`, ...);
+the public API refuses them and internal writers pass `allow_reserved=True`.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Sequence
+
+import msgspec
+
+from sqlalchemy import Connection, Engine, select
+
+from engine.customers import on_write as changes
+from engine.platform.batching import chunks, validate_all
+from engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
+from engine.customers.users import ensure_users, user_pk
+from engine.platform.db import bulk_insert, insert_tuples, reading, rows_where_in
+from engine.platform.errors import BatchRejected, InvalidInput
+from engine.customers.tables import endpoints, events, users
+from engine.platform.pagination import check_limit, decode_cursor, next_cursor
+from engine.customers.schemas import EventIn, EventOut, EventsResult, Page
+from engine.customers.limits import MAX_NAME, check_batch_size, check_values_depth
+from engine.workspaces.service import WorkspaceRef
+
+MAX_EVENT_VALUE = 1000
+
+
+def _checker(allow_reserved: bool):
+    def check(_index: int, e: EventIn) -> None:
+        if not (e.user_id or e.endpoint_id):
+            raise InvalidInput("an event names its customer with user_id or endpoint_id", field="user_id")
+        if e.name.startswith("_") and not allow_reserved:
+            raise InvalidInput(f"event names starting with '_' are reserved for Tidings, got {e.name!r}", field="name")
+        for key, value in e.attributes.items():
+            if len(key) > MAX_NAME:
+                raise InvalidInput(f"attribute names are at most {MAX_NAME} characters", field=f"attributes.{key}")
+            if isinstance(value, str) and len(value) > MAX_EVENT_VALUE:
+                raise InvalidInput(f"attribute values are at most {MAX_EVENT_VALUE} characters", field=f"attributes.{key}")
+        check_values_depth(e.attributes, "attributes")
+        check_values_depth(e.metrics, "metrics")
+    return check
+
+
+def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_reserved: bool = False) -> EventsResult:
+    check_batch_size(len(batch), "events")
+    validate_all(batch, _checker(allow_reserved), lambda e: e.id or e.name, "event")
+    with db.begin() as conn:
+        result, stored, created = record(conn, ws.id, batch)
+        changes.customers_changed(conn, ws.id, created)  # new (empty) customers may match rules
+        changes.events_recorded(conn, ws.id, stored)
+    return result
+
+
+_ORDER_LOCK = 0x7469_6400_0000  # + workspace id: pg_advisory_xact_lock key space of event writes
+
+
+def lock_event_order(conn: Connection, workspace_id: int) -> None:
+    """Make a workspace's event ids commit in order, so readers that page by id (event streams, SSE)
+    never pass an id whose transaction commits later. SQLite already commits one writer at a time;
+    on PostgreSQL the transaction takes an advisory lock held until it commits."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK + workspace_id,))
+
+
+def insert_new(conn: Connection, workspace_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Store the rows whose event ids are not stored yet (the first of an id within `rows` wins) and return
+    them. Every path that writes events comes through here, so ids commit in order per workspace."""
+    unique: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["event_id"], row)
+    for (event_id,) in rows_where_in(conn, events, ["event_id"], "event_id", list(unique), {"workspace_id": workspace_id}):
+        del unique[event_id]
+    fresh = list(unique.values())
+    if fresh:
+        lock_event_order(conn, workspace_id)  # stream readers page by event id (PostgreSQL)
+        # ON CONFLICT guards the race where a concurrent request stores the same id first.
+        bulk_insert(conn, events, fresh, ignore_conflicts_on=["workspace_id", "event_id"])
+    return fresh
+
+
+def record(conn: Connection, workspace_id: int,
+           batch: Sequence[EventIn]) -> tuple[EventsResult, list[dict[str, Any]], list[int]]:
+    """Store events inside the caller's transaction; returns the rows actually stored (new ids only) and
+    the row ids of users the events created."""
+    by_endpoint = _resolve_endpoints(conn, workspace_id, [e.endpoint_id for e in batch if e.endpoint_id])
+    owners, created = ensure_users(conn, workspace_id, [e.user_id for e in batch if e.user_id and not e.endpoint_id])
+    now = now_ms()
+    rows: dict[str, dict[str, Any]] = {}
+    for e in batch:
+        event_id = e.id or uuid.uuid4().hex
+        if event_id in rows:
+            continue  # the same id twice in one batch is one event
+        endpoint_pk, owner_pk = by_endpoint[e.endpoint_id] if e.endpoint_id else (None, owners[e.user_id])
+        rows[event_id] = {
+            "workspace_id": workspace_id, "event_id": event_id, "user_pk": owner_pk, "endpoint_pk": endpoint_pk,
+            "name": e.name, "ts": datetime_to_ms(e.timestamp) if e.timestamp else now, "attributes": e.attributes,
+            "metrics": e.metrics, "received_at": now,
+        }
+    fresh = insert_new(conn, workspace_id, list(rows.values()))
+    return (EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=len(created)),
+            fresh, created)
+
+
+def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, tuple[int, int]]:
+    found: dict[str, tuple[int, int]] = {}
+    for part in chunks(list(dict.fromkeys(endpoint_ids))):
+        q = select(endpoints.c.endpoint_id, endpoints.c.id, endpoints.c.user_pk).where(
+            endpoints.c.workspace_id == workspace_id, endpoints.c.endpoint_id.in_(part)
+        )
+        found.update({r.endpoint_id: (r.id, r.user_pk) for r in conn.execute(q)})
+    missing = [eid for eid in dict.fromkeys(endpoint_ids) if eid not in found]
+    if missing:
+        errors = [{"index": None, "event": eid, "field": "endpoint_id", "message": f"no endpoint {eid!r}"} for eid in missing]
+        raise BatchRejected(errors, len(endpoint_ids), [InvalidInput(e["message"], field="endpoint_id") for e in errors])
+    return found
+
+
+def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, name: str | None = None,
+                since: str | None = None, until: str | None = None, cursor: str | None = None,
+                limit: int = 100) -> Page:
+    """Events in arrival order, filtered; page with `next_cursor`. Segment events stored one row per
+    customer and write are expanded here (engine/segments/history.py)."""
+    from engine.segments import history
+
+    check_limit(limit)
+    after = decode_cursor(cursor)
+    q = (
+        select(events, users.c.user_id.label("owner"), endpoints.c.endpoint_id.label("ep"))
+        .join(users, users.c.id == events.c.user_pk)
+        .outerjoin(endpoints, endpoints.c.id == events.c.endpoint_pk)
+        .where(events.c.workspace_id == ws.id)
+        .order_by(events.c.id)
+    )
+    with reading(db) as conn:
+        if user_id is not None:
+            q = q.where(events.c.user_pk == user_pk(conn, ws.id, user_id))
+        if name is not None:
+            q = q.where(events.c.name.in_(history.stored_names([name])))
+        for value, field, op in ((since, "since", "__ge__"), (until, "until", "__lt__")):
+            if value is not None:
+                try:
+                    q = q.where(getattr(events.c.ts, op)(iso_to_ms(value)))
+                except ValueError:
+                    raise InvalidInput(f"{field} must be ISO-8601, got {value!r}", field=field) from None
+        rows = history.read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
+                                 after, limit, None if name is None else {name})
+    items = [
+        EventOut(id=r.event_id, user_id=r.owner, endpoint_id=r.ep, name=r.name, timestamp=ms_to_iso(r.ts),
+                 attributes=r.attributes, metrics=r.metrics)
+        for r in rows
+    ]
+    return Page(items=items, next_cursor=next_cursor(rows, limit))

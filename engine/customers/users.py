@@ -1,0 +1,163 @@
+"""Users: upsert with merge, read with endpoints, erase. One code path serves PUT and batch."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from sqlalchemy import Connection, Engine, delete, select
+
+from engine.customers import on_write as changes
+from engine.customers.attributes import merge, register_item_names
+from engine.platform.batching import single, validate_batch
+from engine.platform.clock import ms_to_iso, now_ms
+from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.platform.errors import InvalidInput, NotFound
+from engine.customers.tables import endpoints, events, users
+from engine.customers.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
+from engine.customers.limits import check_attributes, check_locale, check_metrics, check_timezone
+from engine.workspaces.service import WorkspaceRef
+from msgspec import UNSET
+
+
+def _check_user(_index: int, item: UserBatchItem) -> None:
+    if not item.user_id:
+        raise InvalidInput("user_id is required", field="user_id")
+    check_attributes(item.attributes, "attributes")
+    check_metrics(item.metrics, "metrics")
+    if item.timezone is not UNSET:
+        check_timezone(item.timezone)
+    if item.locale is not UNSET:
+        check_locale(item.locale)
+
+
+def upsert_user(db: Engine, ws: WorkspaceRef, user_id: str, fields: UserFields) -> UserOut:
+    item = UserBatchItem(user_id=user_id, **{f: getattr(fields, f) for f in fields.__struct_fields__})
+    single(lambda: upsert_users(db, ws, [item]))
+    return get_user(db, ws, user_id)
+
+
+def upsert_users(db: Engine, ws: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
+    """All or nothing: every item is checked before anything is written."""
+    validate_batch(items, _check_user, "user_id")
+    with db.begin() as conn:
+        register_item_names(conn, ws.id, items)
+        pks, created = _write_users(conn, ws.id, items)
+        # Existing users only: segments that read none of the written fields need no re-check.
+        changes.customers_changed(conn, ws.id, pks, None if created else written_fields(items))
+    return BatchResult(written=len(items), created=created)
+
+
+def _write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
+    ids = list(dict.fromkeys(i.user_id for i in items))
+    current = {r["user_id"]: r for r in _load(conn, workspace_id, ids)}
+    now = now_ms()
+    new: dict[str, dict[str, Any]] = {}
+    changed: dict[str, dict[str, Any]] = {}
+    for item in items:  # a user twice in one batch: the later item merges over the earlier
+        row = current.get(item.user_id) or new.get(item.user_id)
+        if row is None:
+            row = new[item.user_id] = {
+                "workspace_id": workspace_id, "user_id": item.user_id, "attributes": {}, "metrics": {},
+                "timezone": None, "locale": None, "created_at": now, "updated_at": now,
+            }
+        elif item.user_id in current:
+            changed[item.user_id] = row
+        row["attributes"] = merge(row["attributes"], item.attributes)
+        row["metrics"] = merge(row["metrics"], item.metrics)
+        if item.timezone is not UNSET:
+            row["timezone"] = item.timezone
+        if item.locale is not UNSET:
+            row["locale"] = item.locale
+        row["updated_at"] = now
+    created = bulk_insert(conn, users, list(new.values()), returning=["id"])
+    bulk_update(conn, users, [
+        {"attributes": r["attributes"], "metrics": r["metrics"], "timezone": r["timezone"], "locale": r["locale"],
+         "updated_at": now, "id": r["id"]} for r in changed.values()
+    ])
+    return [r["id"] for r in current.values()] + [pk for (pk,) in created], len(new)
+
+
+def written_fields(items: Sequence[UserBatchItem]) -> set[str]:
+    """The user-level paths a batch writes, as rules name them."""
+    out: set[str] = set()
+    for i in items:
+        out.update("attributes." + k for k in i.attributes)
+        out.update("metrics." + k for k in i.metrics)
+        if i.timezone is not UNSET:
+            out.add("timezone")
+        if i.locale is not UNSET:
+            out.add("locale")
+    return out
+
+
+USER_COLUMNS = ["id", "user_id", "attributes", "metrics", "timezone", "locale"]
+
+
+def _load(conn: Connection, workspace_id: int, user_ids: list[str]) -> list[dict[str, Any]]:
+    rows = rows_where_in(conn, users, USER_COLUMNS, "user_id", user_ids, {"workspace_id": workspace_id})
+    return [dict(zip(USER_COLUMNS, r)) for r in rows]
+
+
+def _pks(conn: Connection, workspace_id: int, user_ids: list[str]) -> dict[str, int]:
+    return {uid: pk for pk, uid in rows_where_in(conn, users, ["id", "user_id"], "user_id", user_ids,
+                                                 {"workspace_id": workspace_id})}
+
+
+def ensure_users(conn: Connection, workspace_id: int, user_ids: list[str]) -> tuple[dict[str, int], list[int]]:
+    """Map user ids to row ids, creating empty users for unknown ids (events and endpoints may name them);
+    also returns the row ids created."""
+    ids = list(dict.fromkeys(user_ids))
+    found = _pks(conn, workspace_id, ids)
+    missing = [u for u in ids if u not in found]
+    if missing:
+        now = now_ms()
+        created = bulk_insert(conn, users, [
+            {"workspace_id": workspace_id, "user_id": u, "attributes": {}, "metrics": {}, "timezone": None,
+             "locale": None, "created_at": now, "updated_at": now} for u in missing
+        ], returning=["id", "user_id"])
+        found.update({uid: pk for pk, uid in created})
+        return found, [pk for pk, _ in created]
+    return found, []
+
+
+def user_pk(conn: Connection, workspace_id: int, user_id: str) -> int:
+    pk = conn.execute(
+        select(users.c.id).where(users.c.workspace_id == workspace_id, users.c.user_id == user_id)
+    ).scalar()
+    if pk is None:
+        raise NotFound(f"no user {user_id!r}", field="user_id")
+    return pk
+
+
+def get_user(db: Engine, ws: WorkspaceRef, user_id: str) -> UserOut:
+    with reading(db) as conn:
+        row = conn.execute(
+            select(users).where(users.c.workspace_id == ws.id, users.c.user_id == user_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no user {user_id!r}", field="user_id")
+        eps = conn.execute(select(endpoints).where(endpoints.c.user_pk == row.id).order_by(endpoints.c.id)).all()
+        memberships = changes.memberships_of(conn, ws.id, row.id)
+    return UserOut(
+        user_id=row.user_id, attributes=row.attributes, metrics=row.metrics, timezone=row.timezone,
+        locale=row.locale, created_at=ms_to_iso(row.created_at), updated_at=ms_to_iso(row.updated_at),
+        endpoints=[endpoint_out(e, row.user_id) for e in eps], segments=memberships,
+    )
+
+
+def endpoint_out(e, user_id: str) -> EndpointOut:
+    return EndpointOut(
+        endpoint_id=e.endpoint_id, user_id=user_id, channel=e.channel, address=e.address,
+        attributes=e.attributes, metrics=e.metrics, opt_out=e.opt_out, demographic=e.demographic,
+        location=e.location, effective_date=ms_to_iso(e.effective_date) if e.effective_date else None,
+        created_at=ms_to_iso(e.created_at), updated_at=ms_to_iso(e.updated_at),
+    )
+
+
+def delete_user(db: Engine, ws: WorkspaceRef, user_id: str) -> None:
+    """Erase the user with its endpoints and events (a right-to-erasure request)."""
+    with db.begin() as conn:
+        pk = user_pk(conn, ws.id, user_id)
+        changes.customers_erased(conn, ws.id, [pk])
+        conn.execute(delete(events).where(events.c.user_pk == pk))
+        conn.execute(delete(endpoints).where(endpoints.c.user_pk == pk))
+        conn.execute(delete(users).where(users.c.id == pk))

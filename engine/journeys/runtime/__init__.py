@@ -1,0 +1,1 @@
+"""Journey runtime: IR -> Temporal (the cohort interpreter workflow, its activities, audience, entries, local time)."""

@@ -1,0 +1,510 @@
+"""`tidings`: the command line. Each sub-command is a small function; argparse wires them."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from engine.platform.config import Settings
+
+
+def _db(settings: Settings):
+    from engine.platform.db import make_engine, migrate
+
+    db = make_engine(settings.database_url)
+    migrate(db)
+    return db
+
+
+def cmd_keys_create(args, settings: Settings) -> int:
+    from engine.workspaces.service import create_key
+
+    ws, key = create_key(_db(settings), args.workspace, label=args.label)
+    print(f"created a key for workspace {ws.name!r}; it is shown once, keep it:")
+    print(key)
+    return 0
+
+
+def cmd_keys_list(args, settings: Settings) -> int:
+    from engine.platform.clock import ms_to_iso
+    from engine.workspaces.service import list_keys
+
+    rows = list_keys(_db(settings), args.workspace)
+    print(f"{'WORKSPACE':20} {'KEY':14} {'CREATED':26} {'STATUS':8} LABEL")
+    for r in rows:
+        status = "revoked" if r["revoked_at"] else "live"
+        print(f"{r['name']:20} {r['prefix'] + '…':14} {ms_to_iso(r['created_at']):26} {status:8} {r['label']}")
+    return 0
+
+
+def cmd_keys_revoke(args, settings: Settings) -> int:
+    from engine.workspaces.service import revoke_key
+
+    n = revoke_key(_db(settings), args.key.rstrip("…"))
+    print(f"revoked {n} key(s)")
+    return 0
+
+
+def cmd_secrets_new_key(args, settings: Settings) -> int:
+    from engine.channels.secrets import new_key
+
+    print(new_key())
+    return 0
+
+
+def cmd_secrets_rotate(args, settings: Settings) -> int:
+    """Seal every stored channel secret with the first configured key (plain ones included)."""
+    from engine.channels.config import load_plugins
+    from engine.channels.secrets import EncryptionKeyError, keyring, reseal_all
+
+    try:
+        ring = keyring()
+        report = reseal_all(_db(settings), load_plugins(), rotate=True)
+    except EncryptionKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"key {ring.fingerprints[0]} ({ring.source}): {report.resealed} re-sealed from an older key, "
+          f"{report.sealed_plain} sealed from plain text, {report.unchanged} already current")
+    for name in report.unknown_plugin:
+        print(f"warning: {name}: its plugin is not loaded, so its plain settings were left as they are",
+              file=sys.stderr)
+    for problem in report.unreadable:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if report.unreadable else 0
+
+
+def cmd_api(args, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.server import DrainingServer
+
+    # SIGTERM: stop accepting, let requests in flight finish (up to the shutdown timeout), then the lifespan
+    # waits for import jobs (engine/segments/jobs.py) and stops the stream loop; then exit 0.
+    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
+                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
+    DrainingServer(config).run()
+    return 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    from engine.platform.temporal import connect
+    from engine.ops.worker import run_worker, stop_on_signals
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        db = _db(settings)
+        try:
+            await run_worker(await connect(settings), db, settings, stop)
+        finally:
+            db.dispose()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_dev(args, settings: Settings) -> int:
+    from engine.ops.devstack import Ports, run_dev
+
+    ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port, smtp=args.smtp_port)
+    try:
+        asyncio.run(run_dev(settings, ports, args.host, args.worker_process))
+    except KeyboardInterrupt:  # before the stack installed its handlers
+        pass
+    print("stopped.")
+    return 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from engine.ops.demo import run_demo
+
+    return asyncio.run(run_demo(settings))
+
+
+def cmd_validate(args, settings: Settings) -> int:
+    """Compile every journey under the path against the segments and templates declared beside them."""
+    from engine.journeys import JourneyCompileError, StaticCatalog, compile_path, load_resources
+    from engine.customers.schemas import ChannelType
+    from typing import get_args
+
+    try:
+        catalog = StaticCatalog.from_resources(load_resources(args.path), channels=get_args(ChannelType))
+        journeys = compile_path(args.path, catalog)
+    except JourneyCompileError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    for ir in journeys:
+        print(f"ok  {ir.id}  ({len(ir.nodes)} steps, entry: {type(ir.entry).__name__.removesuffix('Entry').lower()})")
+    return 0
+
+
+def cmd_segments_ls(args, settings: Settings) -> int:
+    from engine.segments.service import list_segments
+    from engine.workspaces.service import ensure_workspace
+
+    db = _db(settings)
+    rows = list_segments(db, ensure_workspace(db, args.workspace))
+    print(f"{'ID':24} {'KIND':8} {'SIZE':>9} {'VER':>4} NAME")
+    for s in rows:
+        print(f"{s.id:24} {s.kind:8} {s.size:>9} {s.version:>4} {s.name}")
+    return 0
+
+
+def cmd_segments_show(args, settings: Settings) -> int:
+    import json
+
+    import msgspec
+
+    from engine.segments.service import get_segment, list_versions
+    from engine.workspaces.service import ensure_workspace
+
+    db = _db(settings)
+    ws = ensure_workspace(db, args.workspace)
+    out = msgspec.to_builtins(get_segment(db, ws, args.id))
+    out["versions"] = [v.version for v in list_versions(db, ws, args.id)]
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _progress_bar(total: int, stop, job_id: str) -> None:
+    from engine.segments import imports
+
+    phase, last = 0, -1
+    while not stop.wait(0.2):
+        done = imports._progress.get(job_id, 0)
+        if done < last:
+            phase = 1
+        last = done
+        frac = min(1.0, (phase * total + done) / max(1, 2 * total))
+        bar = "#" * int(frac * 30)
+        label = "validating" if phase == 0 else "writing"
+        print(f"\r[{bar:30}] {frac:6.1%} {label} {done:,}/{total:,} rows", end="", file=sys.stderr, flush=True)
+
+
+def cmd_segments_import(args, settings: Settings) -> int:
+    import threading
+    import uuid
+
+    from engine.segments import imports
+    from engine.workspaces.service import ensure_workspace
+
+    db = _db(settings)
+    ws = ensure_workspace(db, args.workspace)
+    with open(args.file, "rb") as f:
+        total = max(0, sum(1 for _ in f) - (0 if args.file.endswith((".json", ".ndjson", ".jsonl")) else 1))
+    job_id, stop = uuid.uuid4().hex, threading.Event()
+    bar = threading.Thread(target=_progress_bar, args=(total, stop, job_id), daemon=True)
+    bar.start()
+    try:
+        with open(args.file, "rb") as f:
+            result = imports.run_import(db, ws, f, args.format, args.name or args.file, args.id, job_id)
+    except imports.ImportRejected as exc:
+        stop.set()
+        print(f"\nrejected: {exc.message}", file=sys.stderr)
+        for d in exc.details:
+            print(f"  row {d.get('row', '?')}: {d.get('field') or ''} {d['message']}", file=sys.stderr)
+        return 2
+    finally:
+        stop.set()
+        bar.join()
+    print(f"\nimported {result['rows']:,} rows into segment {result['segment_id']}")
+    return 0
+
+
+def cmd_segments_export(args, settings: Settings) -> int:
+    import msgspec
+
+    from engine.segments.imports import csv_lines
+    from engine.segments.service import export_rows
+    from engine.workspaces.service import ensure_workspace
+
+    db = _db(settings)
+    rows = export_rows(db, ensure_workspace(db, args.workspace), args.id)
+    out = sys.stdout.buffer
+    for chunk in (csv_lines(rows) if args.format == "csv" else (msgspec.json.encode(r) + b"\n" for r in rows)):
+        out.write(chunk)
+    out.flush()
+    return 0
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{v * 100:.1f}%"
+
+
+def format_journey_stats(m: dict) -> str:
+    """The journey's metrics as a terminal table: one row per step, then variants, channels and totals."""
+    cols = ["sent", "delivered", "failed", "bounced", "opened", "clicked", "unsubscribed", "converted"]
+    short = {"unsubscribed": "UNSUBS"}
+    head = f"{'':16}" + "".join(f"{short.get(c, c.upper()):>11}" for c in cols) + f"{'OPEN%':>7}{'CLICK%':>7}{'CONV%':>7}"
+    within = m["goal"]["within_seconds"] if m["goal"] else 0
+    window = f"{within // 86400}d" if within % 86400 == 0 else f"{within // 3600}h" if within % 3600 == 0 else f"{within}s"
+    lines = [f"journey {m['journey_id']}" + (f" v{m['version']}" if m["version"] is not None else "")
+             + (f"  goal {m['goal']['event']} within {window}" if m["goal"] else ""),
+             "counts are customers (messages in brackets when they differ)", head]
+
+    def row(label: str, metrics: dict, rates: dict) -> str:
+        cells = []
+        for c in cols:
+            v = metrics[c]
+            cell = str(v["customers"]) + (f" ({v['messages']})" if c != "converted" and v["messages"] != v["customers"] else "")
+            cells.append(f"{cell:>11}")
+        return (f"{label[:16]:16}" + "".join(cells) + f"{_pct(rates['open']):>7}{_pct(rates['click']):>7}"
+                f"{_pct(rates['conversion']):>7}")
+
+    for title, key, items in (("step", "step_id", m["steps"]), ("variant", "variant", m["variants"]),
+                              ("channel", "channel", m["channels"])):
+        if len(items) > 1 or title == "step":
+            for it in items:
+                lines.append(row(f"{title} {it[key] if it[key] is not None else '-'}", it["metrics"], it["rates"]))
+    lines.append(row("total", m["totals"]["metrics"], m["totals"]["rates"]))
+    c = m["control"]
+    if c["customers"]:
+        lift = "–" if m["lift"] is None else f"{m['lift'] * 100:+.1f}%"
+        lines.append(f"control group: {c['customers']} customers, {c['converted']} converted ({_pct(c['rate'])}); "
+                     f"treatment {_pct(m['treatment_rate'])}; lift {lift}")
+    return "\n".join(lines)
+
+
+def cmd_journeys_stats(args, settings: Settings) -> int:
+    from engine.platform.clock import duration_seconds, iso_to_ms
+    from engine.analytics.metrics import journey_metrics
+    from engine.workspaces.service import find_workspace
+
+    db = _db(settings)
+    ws = find_workspace(db, args.workspace)
+    within = duration_seconds(args.within) if args.within else None
+    m = journey_metrics(db, ws, args.journey_id, version=args.version,
+                        goal=args.goal, within_seconds=within,
+                        since_ms=iso_to_ms(args.since) if args.since else None,
+                        until_ms=iso_to_ms(args.until) if args.until else None)
+    if args.json:
+        import json
+
+        print(json.dumps(m, indent=2))
+    else:
+        print(format_journey_stats(m))
+    return 0
+
+
+def cmd_apply(args, settings: Settings) -> int:
+    from engine.ops.apply import apply
+    from engine.journeys import JourneyCompileError
+    from engine.workspaces.service import ensure_workspace
+
+    db = _db(settings)
+    try:
+        changes = apply(db, ensure_workspace(db, args.workspace), args.path)
+    except JourneyCompileError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.errors)} error(s); nothing was applied", file=sys.stderr)
+        return 1
+    marks = {"created": "+", "unchanged": "="}
+    for c in changes:
+        print(f"{marks.get(c.outcome, '~')} {c.kind.lower():8} {c.id}  {c.outcome}")
+        for line in c.diff:
+            print(f"    {line}")
+    if args.activate:
+        from engine.journeys import store
+        from engine.platform.temporal import connect
+
+        async def activate_all() -> None:
+            client = await connect(settings)
+            for c in changes:
+                if c.kind == "Journey":
+                    info = await store.activate(client, db, ensure_workspace(db, args.workspace), c.id,
+                                                task_queue=settings.task_queue)
+                    print(f"  journey {c.id} active on v{info.active_version}")
+
+        asyncio.run(activate_all())
+    db.dispose()
+    return 0
+
+
+def cmd_plugins(args, settings: Settings) -> int:
+    from engine.channels.config import load_plugins
+    from engine.channels.plugin_manager import describe_plugins
+
+    manager = load_plugins()
+    print(f"{'PLUGIN':16} {'SOURCE':28} {'CHANNELS':40} {'EVENT SINKS':16} MODULE")
+    for p in describe_plugins(manager):
+        channels = ", ".join(f"{c} ({_channel_kind(manager.channels[c])})" for c in p["channels"]) or "-"
+        sinks = ", ".join(p["event_sinks"]) or "-"  # the `sink.kind` values event streams accept
+        print(f"{p['name']:16} {p['source']:28} {channels:40} {sinks:16} {p['module']}")
+    return 0
+
+
+def _channel_kind(channel) -> str:
+    kind = "any type" if getattr(channel, "serves_any_type", False) else channel.channel_type.value
+    rate = getattr(channel, "default_rate_limit", None)
+    return f"{kind}, {rate:g}/s" if rate else kind
+
+
+def cmd_send(args, settings: Settings) -> int:
+    import json
+
+    import msgspec
+
+    from engine.channels.config import load_plugins
+    from engine.platform.errors import InvalidInput
+    from engine.messaging.transactional import MessageRequest, send
+    from engine.workspaces.service import find_workspace
+
+    db = _db(settings)
+    ws = find_workspace(db, args.workspace)
+    inline = {k: getattr(args, k) for k in ("subject", "text", "html", "body", "title") if getattr(args, k)}
+    try:
+        data = json.loads(args.data) if args.data else {}
+    except ValueError as exc:
+        raise InvalidInput(f"--data is not JSON: {exc}", field="data") from None
+    body = {"channel": args.channel, "data": data, "recipients": [{"address": a} for a in args.to],
+            **({"template_id": args.template} if args.template else {}), **({"content": inline} if inline else {})}
+    try:
+        request = msgspec.convert(body, MessageRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc), field="channel") from None
+    [answer] = asyncio.run(send(db, load_plugins(), ws, [request], None, batch=False))
+    failed = 0
+    for r in answer.results:
+        failed += r.status != "sent"
+        print(f"{r.recipient.get('address', '')}: {r.status} {r.message_id or ''}{('  ' + r.error) if r.error else ''}")
+    return 1 if failed else 0
+
+
+def cmd_templates_ls(args, settings: Settings) -> int:
+    from engine.messaging.template_store import list_templates
+    from engine.workspaces.service import find_workspace
+
+    rows = list_templates(_db(settings), find_workspace(_db(settings), args.workspace))
+    print(f"{'TEMPLATE':30} {'CHANNEL':8} {'VERSION':>7}  UPDATED")
+    for t in rows:
+        print(f"{t.id:30} {t.channel:8} {t.version:>7}  {t.updated_at}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    keys = sub.add_parser("keys", help="workspace API keys").add_subparsers(dest="keys_command", required=True)
+    k = keys.add_parser("create", help="create a key (and the workspace if needed)")
+    k.add_argument("--workspace", required=True)
+    k.add_argument("--label", default="")
+    k.set_defaults(fn=cmd_keys_create)
+    k = keys.add_parser("list", help="list keys (prefixes only)")
+    k.add_argument("--workspace")
+    k.set_defaults(fn=cmd_keys_list)
+    k = keys.add_parser("revoke", help="revoke a key by the prefix `keys list` shows, or the whole key")
+    k.add_argument("key")
+    k.set_defaults(fn=cmd_keys_revoke)
+
+    secrets = sub.add_parser("secrets", help="encryption keys of stored channel secrets").add_subparsers(
+        dest="secrets_command", required=True)
+    secrets.add_parser("new-key", help="print a new key (for TIDINGS_ENCRYPTION_KEYS or a key file)").set_defaults(
+        fn=cmd_secrets_new_key)
+    secrets.add_parser("rotate", help="re-seal every stored channel secret with the first configured key"
+                       ).set_defaults(fn=cmd_secrets_rotate)
+
+    a = sub.add_parser("api", help="run the HTTP API")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8000)
+    a.set_defaults(fn=cmd_api)
+
+    sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=cmd_worker)
+
+    d = sub.add_parser("dev", help="run everything locally: Temporal dev server + UI, API, worker, SMTP sink")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8000, help="API port")
+    d.add_argument("--temporal-port", type=int, default=7233)
+    d.add_argument("--ui-port", type=int, default=8233)
+    d.add_argument("--smtp-port", type=int, default=1025)
+    d.add_argument("--worker-process", action="store_true",
+                   help="run the worker as its own process (uses a second core; as `tidings worker` in production)")
+    d.set_defaults(fn=cmd_dev)
+
+    v = sub.add_parser("validate", help="compile journeys (YAML) and print every error as file:line:column")
+    v.add_argument("path", nargs="?", default="journeys")
+    v.set_defaults(fn=cmd_validate)
+
+    a = sub.add_parser("apply", help="create or update the templates, segments and journeys of a folder (idempotent)")
+    a.add_argument("path", nargs="?", default="journeys")
+    a.add_argument("--workspace", default=os.environ.get("TIDINGS_WORKSPACE", "dev"))
+    a.add_argument("--activate", action="store_true", help="also activate the journeys (needs Temporal)")
+    a.set_defaults(fn=cmd_apply)
+
+    segs = sub.add_parser("segments", help="segments").add_subparsers(dest="segments_command", required=True)
+    for name, fn, helptext in (("ls", cmd_segments_ls, "list segments with sizes"),
+                               ("show", cmd_segments_show, "show one segment"),
+                               ("import", cmd_segments_import, "import a CSV/JSON file as a static segment"),
+                               ("export", cmd_segments_export, "write a segment's members to stdout")):
+        c = segs.add_parser(name, help=helptext)
+        c.add_argument("--workspace", default=os.environ.get("TIDINGS_WORKSPACE", "dev"),
+                       help="workspace name (default: $TIDINGS_WORKSPACE or dev, the one `tidings dev` uses)")
+        c.set_defaults(fn=fn)
+        if name in ("show", "export"):
+            c.add_argument("id")
+        if name == "export":
+            c.add_argument("--format", choices=["csv", "ndjson"], default="ndjson")
+        if name == "import":
+            c.add_argument("file")
+            c.add_argument("--name")
+            c.add_argument("--id")
+            c.add_argument("--format", choices=["pinpoint", "plain"], default="pinpoint")
+
+    journeys = sub.add_parser("journeys", help="journeys").add_subparsers(dest="journeys_command", required=True)
+    j = journeys.add_parser("stats", help="delivery and response metrics of a journey, as a table")
+    j.add_argument("journey_id", metavar="ID")
+    j.add_argument("--workspace", required=True)
+    j.add_argument("--version", type=int)
+    j.add_argument("--goal", help="conversion event name (default: the journey's goal)")
+    j.add_argument("--within", help="attribution window: seconds or 90m, 12h, 7d (default: 7d)")
+    j.add_argument("--since", help="ISO-8601")
+    j.add_argument("--until", help="ISO-8601")
+    j.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    j.set_defaults(fn=cmd_journeys_stats)
+
+    sub.add_parser("plugins", help="list loaded plugins, their channels and where they come from").set_defaults(
+        fn=cmd_plugins)
+
+    s = sub.add_parser("send", help="send a transactional message now (through the configured database)")
+    s.add_argument("--workspace", default="dev")
+    s.add_argument("--channel", default="EMAIL", help="EMAIL, SMS, VOICE, PUSH, WEBHOOK or CUSTOM")
+    s.add_argument("--to", action="append", required=True, help="an address; repeat for several")
+    s.add_argument("--template", help="a stored template id (or give inline parts)")
+    s.add_argument("--data", help="template data as JSON")
+    for part in ("subject", "text", "html", "body", "title"):
+        s.add_argument(f"--{part}", help=f"inline {part} (a template itself)")
+    s.set_defaults(fn=cmd_send)
+
+    t = sub.add_parser("templates", help="message templates").add_subparsers(dest="templates_command", required=True)
+    ls = t.add_parser("ls", help="list a workspace's templates")
+    ls.add_argument("--workspace", default="dev")
+    ls.set_defaults(fn=cmd_templates_ls)
+
+    sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    from engine.platform.errors import TidingsError
+
+    try:
+        return args.fn(args, Settings.from_env()) or 0
+    except TidingsError as exc:
+        print(f"error: {exc.message}" + (f" ({exc.field})" if exc.field else ""), file=sys.stderr)
+        return 2
+    finally:
+        sys.stdout.flush()
+        if "temporalio.client" in sys.modules:  # a command that used Temporal: free its client before exit
+            from engine.platform.temporal import release_clients
+
+            release_clients()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Platform: what every domain stands on (config, clock, errors, database, write queue, pagination, Temporal). Knows no domain."""

@@ -1,0 +1,54 @@
+"""Settings read from the environment, in one place so every entry point agrees."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.platform import egress
+from engine.platform.retry import RetryWindow
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    temporal_address: str
+    temporal_namespace: str
+    task_queue: str
+    # Events work: where recipients reach tracking links, the master key for tracking tokens,
+    # and whether this process runs the event-stream delivery loop.
+    public_url: str = ""
+    secret_key: str = ""
+    # Messages failing transiently: how long and how often they are tried again (TIDINGS_DELIVERY_RETRY_*).
+    delivery_retry: RetryWindow = RetryWindow()
+    stream_worker: bool = True
+    stream_poll_seconds: float = 0.25
+    # Overload: requests past this many in flight are answered 503 with Retry-After (0: no bound).
+    api_max_in_flight: int = 64
+    api_retry_after_seconds: int = 1
+    # How long SIGTERM waits for work in flight (sends, import jobs, HTTP requests) before stopping anyway.
+    shutdown_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, **overrides: str) -> "Settings":
+        env = {**os.environ, **overrides}
+        egress.parse_policy(env.get(egress.ENV_VAR))  # a mistyped allow-list fails start-up, naming the entry
+        delivery_retry = RetryWindow.from_env(env)  # so does a mistyped retry window, naming the variable
+        home = Path(env.get("TIDINGS_HOME", ".tidings")).absolute()
+        database_url = env.get("TIDINGS_DATABASE_URL") or f"sqlite:///{home / 'tidings.db'}"
+        return cls(
+            home=home,
+            database_url=database_url,
+            temporal_address=env.get("TIDINGS_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+            temporal_namespace=env.get("TIDINGS_TEMPORAL_NAMESPACE", "default"),
+            task_queue=env.get("TIDINGS_TASK_QUEUE", "tidings"),
+            public_url=env.get("TIDINGS_PUBLIC_URL", "").rstrip("/"),
+            secret_key=env.get("TIDINGS_SECRET_KEY", ""),
+            delivery_retry=delivery_retry,
+            stream_worker=env.get("TIDINGS_STREAM_WORKER", "1").lower() not in ("0", "false", "no", "off"),
+            stream_poll_seconds=float(env.get("TIDINGS_STREAM_POLL_SECONDS", "0.25")),
+            api_max_in_flight=int(env.get("TIDINGS_API_MAX_IN_FLIGHT", "64")),
+            api_retry_after_seconds=int(env.get("TIDINGS_API_RETRY_AFTER", "1")),
+            shutdown_timeout=float(env.get("TIDINGS_SHUTDOWN_TIMEOUT", "30")),
+        )

@@ -1,0 +1,50 @@
+"""Activity and schedule set-up for re-evaluating clock-dependent segments in SQL."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import Engine, select
+from temporalio import activity
+from temporalio.client import (
+    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
+)
+
+from engine.workspaces.tables import workspaces
+from engine.segments.refresh_workflow import ACTIVITY, SCHEDULE_ID, RefreshClockSegments
+from engine.segments.evaluate import evaluate_many_full, workspace_segments
+
+log = logging.getLogger("tidings.segments")
+INTERVAL = timedelta(minutes=5)
+
+
+def refresh_clock_segments(db: Engine, now_ms: int) -> int:
+    """Full evaluation of every clock-dependent segment (and what depends on it); returns changes."""
+    changed = 0
+    with db.connect() as conn:
+        ws_ids = list(conn.execute(select(workspaces.c.id)).scalars())
+    for ws_id in ws_ids:
+        with db.begin() as conn:
+            ids = {s.id for s in workspace_segments(conn, ws_id) if s.clock}
+            if ids:
+                for entered, exited in evaluate_many_full(conn, ws_id, ids, now_ms).values():
+                    changed += entered + exited
+    return changed
+
+
+def make_activity(db: Engine):
+    @activity.defn(name=ACTIVITY)
+    def refresh(now_ms: int) -> int:
+        return refresh_clock_segments(db, now_ms)
+
+    return refresh
+
+
+async def ensure_schedule(client: Client, task_queue: str, interval: timedelta = INTERVAL) -> None:
+    """Create the schedule once; an existing one is left as it is."""
+    try:
+        await client.create_schedule(SCHEDULE_ID, Schedule(
+            action=ScheduleActionStartWorkflow(RefreshClockSegments.run, id=f"{SCHEDULE_ID}-run", task_queue=task_queue),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)])))
+    except ScheduleAlreadyRunningError:
+        pass

@@ -1,0 +1,256 @@
+"""What a rule reads, and keeping the typed index (`customer_value`) for exactly the paths some segment
+of the workspace reads.
+
+Writes pay only for indexed paths: with no segment (or none reading the written fields) a write costs
+one cached lookup. `indexed_path` records which paths are maintained; a path a segment starts reading is
+backfilled once, in the transaction that saves the segment, and a path no segment reads any more is
+dropped.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterable
+
+from sqlalchemy import Connection, and_, delete, select
+
+from engine.platform.db import _PLACEHOLDER, bulk_insert
+from engine.customers.tables import endpoints, users
+from engine.segments.tables import customer_values, indexed_paths
+from engine.segments.documents import UserRow, EndpointRow, value_rows
+
+NOT_INDEXED = ("segments", "imported", "endpoints", "")
+BACKFILL_CHUNK = 20_000
+
+
+def rule_reads(logic: Any, facts: dict[str, dict[str, Any]]) -> tuple[frozenset[str], frozenset[str], bool]:
+    """(user-level paths, endpoint-level paths, reads endpoints at all) of an expanded rule.
+    Mirrors the SQL translation: user vars at the top level, endpoint vars inside some/all/none over
+    `endpoints`; other iterations are left to Python, which reads the document, not the index."""
+    user: set[str] = set()
+    ep: set[str] = set()
+    touches_endpoints = False
+
+    def walk(n: Any, scope: str) -> None:
+        nonlocal touches_endpoints
+        if isinstance(n, list):
+            for x in n:
+                walk(x, scope)
+            return
+        if not isinstance(n, dict):
+            return
+        for op, args in n.items():
+            if op == "var":
+                path = args[0] if isinstance(args, list) and args else args
+                if isinstance(path, str):
+                    if scope == "user" and path == "endpoints":
+                        touches_endpoints = True
+                    elif scope == "user" and path not in NOT_INDEXED and not path.startswith("behaviour."):
+                        user.add(path)
+                    elif scope == "endpoint" and path:
+                        ep.add(path)
+                walk(args, scope)
+            elif op in ("some", "all", "none") and isinstance(args, list) and len(args) == 2:
+                walk(args[0], scope)
+                src = args[0]
+                over_eps = scope == "user" and isinstance(src, dict) and src.get("var") == "endpoints"
+                walk(args[1], "endpoint" if over_eps else "item")
+            else:
+                walk(args, scope)
+
+    walk(logic, "user")
+    for f in facts.values():
+        if f["type"] in ("date", "ago"):
+            user.add(f["path"])
+        if f["type"] in ("km", "since_active"):
+            touches_endpoints = True
+    return frozenset(user), frozenset(ep), touches_endpoints or bool(ep)
+
+
+def maintained(conn: Connection, workspace_id: int) -> set[tuple[str, str]]:
+    """(scope, path) pairs the index holds: scope 'u' (user level, ep = 0) or 'e' (endpoints)."""
+    return {(s, p) for s, p in conn.execute(select(indexed_paths.c.scope, indexed_paths.c.path).where(
+        indexed_paths.c.workspace_id == workspace_id))}
+
+
+def slots(conn: Connection, workspace_id: int) -> dict[str, int]:
+    """User-level path -> its column slot in the wide table."""
+    return {p: s for p, s in conn.execute(select(indexed_paths.c.path, indexed_paths.c.slot).where(
+        indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == "u",
+        indexed_paths.c.slot.is_not(None)))}
+
+
+def wide_table(workspace_id: int) -> str:
+    """The workspace's wide typed table: one row per customer (user_pk), and per user-level indexed path
+    four columns k{slot} kind, n{slot} num, t{slot} txt, d{slot} ts: the same values as the path's
+    `customer_value` row (list items stay there only). Full evaluation decides a rule with one WHERE over
+    one row per customer. Columns are added when a path first needs a slot and reused after it is dropped."""
+    return f"cv_wide_{int(workspace_id)}"
+
+
+WIDE_COLS = ("k", "n", "t", "d")
+# Kinds SQL cannot decide with one comparison (booleans, lists, odd numeric text, unknown): where a
+# slot holds none, full evaluation drops their terms. A partial index per slot holds just those rows,
+# so which of them a slot holds is an index lookup, kept exact by the database on every write.
+RARE_KINDS = ("b", "l", "o", "x")
+_RARE_IN = ", ".join(f"'{k}'" for k in RARE_KINDS)
+
+
+def rare_index(conn: Connection, workspace_id: int, slot: int) -> None:
+    table = wide_table(workspace_id)
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {table}_r{int(slot)} ON {table} (k{int(slot)}) "
+                         f"WHERE k{int(slot)} IN ({_RARE_IN})")
+
+
+def rare_kinds(conn: Connection, workspace_id: int, slot_list: Iterable[int]) -> dict[int, set[str]]:
+    """Slot -> the rare kinds it holds now (through each slot's partial index)."""
+    table = wide_table(workspace_id)
+    # one index probe per slot and kind (the IN term is the index's own condition, so SQLite uses it)
+    parts = [f"SELECT {int(s)}, '{k}' WHERE EXISTS (SELECT 1 FROM {table} WHERE k{int(s)} IN ({_RARE_IN}) "
+             f"AND k{int(s)} = '{k}')" for s in sorted(set(slot_list)) for k in RARE_KINDS]
+    out: dict[int, set[str]] = {s: set() for s in slot_list}
+    if parts:
+        for s, k in conn.exec_driver_sql(" UNION ALL ".join(parts)):
+            out[s].add(k)
+    return out
+
+
+# Scan indexes (SQLite): covering indexes over the wide table whose leading columns are a rule's seekable
+# comparisons (`t1 = ?`, `t0 IN (...)`, `n4 > ?`) and which hold every column the rule reads, so full
+# evaluation is an index-only range scan of the few rows the comparisons leave instead of a scan of every
+# wide row. One serves every rule whose columns it holds and whose comparisons include its first column;
+# the name lists the columns. Writes keep them current (each costs one index entry per written row).
+SCAN_INDEX_LIMIT = 8  # per workspace: each one adds to every wide-row write
+
+
+def scan_index_name(workspace_id: int, columns: list[str]) -> str:
+    return f"{wide_table(workspace_id)}_s_{'_'.join(columns)}"
+
+
+def scan_indexes(conn: Connection, workspace_id: int) -> dict[str, list[str]]:
+    """The workspace's scan indexes: name -> columns in key order."""
+    prefix = f"{wide_table(workspace_id)}_s_"
+    names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                                 (wide_table(workspace_id),)).scalars()
+    return {n: n[len(prefix):].split("_") for n in names if n.startswith(prefix)}
+
+
+def serves(columns: list[str], needed: set[str], seekable: set[str]) -> bool:
+    return bool(columns) and columns[0] in seekable and needed <= set(columns)
+
+
+def ensure_scan_index(conn: Connection, workspace_id: int, needed: set[str], lead: list[str],
+                      seekable: set[str]) -> str | None:
+    """A scan index serving a rule that reads the wide columns `needed`, leading with `lead` (its seekable
+    comparisons' columns, best first) if a new one is built; None at the limit or with nothing to seek."""
+    if not lead:
+        return None
+    have = scan_indexes(conn, workspace_id)
+    for name, columns in have.items():
+        if serves(columns, needed, seekable):
+            return name
+    if len(have) >= SCAN_INDEX_LIMIT:
+        return None
+    columns = lead + sorted(needed - set(lead), key=lambda c: (int(c[1:]), c[0]))
+    name = scan_index_name(workspace_id, columns)
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {wide_table(workspace_id)} ({', '.join(columns)})")
+    return name
+
+
+def drop_scan_indexes(conn: Connection, workspace_id: int, keep=lambda columns: False) -> None:
+    for name, columns in scan_indexes(conn, workspace_id).items():
+        if not keep(columns):
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+
+
+def _wide_columns(conn: Connection, workspace_id: int) -> int:
+    """How many slots the wide table has columns for (creating the table when missing)."""
+    table = wide_table(workspace_id)
+    conn.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {table} (user_pk INTEGER PRIMARY KEY)")
+    if conn.dialect.name == "postgresql":
+        names = [r[0] for r in conn.exec_driver_sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = %s", (table,))]
+    else:
+        names = [r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")]
+    return sum(1 for n in names if n.startswith("k") and n[1:].isdigit())
+
+
+def _sql_types(conn: Connection) -> dict[str, str]:
+    real = "DOUBLE PRECISION" if conn.dialect.name == "postgresql" else "REAL"
+    return {"k": "TEXT", "n": real, "t": "TEXT", "d": "BIGINT"}
+
+
+def sync(conn: Connection, workspace_id: int, want: set[tuple[str, str]], drop_unwanted: bool = True) -> bool:
+    """Make the index hold `want`: backfill new paths, drop paths nothing reads. True when it changed."""
+    have = maintained(conn, workspace_id)
+    new = want - have
+    old = have - want if drop_unwanted else set()
+    table = wide_table(workspace_id)
+    taken = slots(conn, workspace_id)
+    for scope, path in old:
+        ep_cond = customer_values.c.ep == 0 if scope == "u" else customer_values.c.ep != 0
+        conn.execute(delete(customer_values).where(and_(
+            customer_values.c.workspace_id == workspace_id, customer_values.c.path == path, ep_cond)))
+        conn.execute(delete(indexed_paths).where(
+            indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == scope, indexed_paths.c.path == path))
+        if scope == "u" and path in taken:
+            s = taken.pop(path)
+            if conn.dialect.name == "sqlite":  # before clearing: no index to update, and none holds a reused slot
+                drop_scan_indexes(conn, workspace_id, keep=lambda cols, s=s: not {f"{c}{s}" for c in WIDE_COLS} & set(cols))
+            conn.exec_driver_sql(f"UPDATE {table} SET " + ", ".join(f"{c}{s} = NULL" for c in WIDE_COLS))
+    if new:
+        new_user = sorted(p for s, p in new if s == "u")
+        _backfill(conn, workspace_id, set(new_user), {p for s, p in new if s == "e"})
+        assigned: dict[str, int] = {}
+        if new_user:
+            have_cols = _wide_columns(conn, workspace_id)
+            free = (s for s in itertools.count() if s not in taken.values())
+            assigned = {p: next(free) for p in new_user}
+            types = _sql_types(conn)
+            for s in range(have_cols, max(assigned.values()) + 1):
+                for c in WIDE_COLS:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {c}{s} {types[c]}")
+            mark = _PLACEHOLDER[conn.dialect.paramstyle]
+            # every customer has a row while some user-level path is indexed (writes keep it so)
+            conn.exec_driver_sql(f"INSERT INTO {table} (user_pk) SELECT id FROM users WHERE workspace_id = {mark} "
+                                 f"ON CONFLICT (user_pk) DO NOTHING", (workspace_id,))
+            for p, s in assigned.items():
+                conn.exec_driver_sql(
+                    f"UPDATE {table} SET k{s} = cv.kind, n{s} = cv.num, t{s} = cv.txt, d{s} = cv.ts "
+                    f"FROM customer_value cv WHERE cv.workspace_id = {mark} AND cv.path = {mark} AND cv.ep = 0 "
+                    f"AND cv.kind <> 'i' AND cv.user_pk = {table}.user_pk", (workspace_id, p))
+                if conn.dialect.name == "sqlite":  # (read only by SQLite's full evaluation)
+                    rare_index(conn, workspace_id, s)
+        bulk_insert(conn, indexed_paths, [{"workspace_id": workspace_id, "scope": s, "path": p,
+                                           "slot": assigned.get(p) if s == "u" else None} for s, p in sorted(new)])
+    return bool(new or old)
+
+
+def _backfill(conn: Connection, workspace_id: int, user_paths: set[str], ep_paths: set[str]) -> None:
+    """Typed rows of every customer of the workspace for these paths, in keyset-paged chunks (bounded memory)."""
+    if user_paths:
+        for chunk in _paged(conn, users, list(UserRow._fields), workspace_id):
+            rows = [r for u in chunk for r in value_rows(workspace_id, UserRow(*u), (), user_paths, ())]
+            bulk_insert(conn, customer_values, rows)
+    if ep_paths:
+        for chunk in _paged(conn, endpoints, list(EndpointRow._fields), workspace_id):
+            rows = []
+            for e in chunk:
+                ep = EndpointRow(*e)
+                ep = ep._replace(opt_out=bool(ep.opt_out))
+                # user_pk must be the owner's: value_rows takes it from the user row it is given
+                owner = UserRow(ep.user_pk, None, {}, {}, None, None)
+                rows += value_rows(workspace_id, owner, [ep], (), ep_paths)
+            bulk_insert(conn, customer_values, rows)
+
+
+def _paged(conn: Connection, table, columns: list[str], workspace_id: int) -> Iterable[list[tuple]]:
+    after = 0
+    cols = [table.c[c] for c in columns]
+    while True:
+        part = conn.execute(select(*cols).where(table.c.workspace_id == workspace_id, table.c.id > after)
+                            .order_by(table.c.id).limit(BACKFILL_CHUNK)).all()
+        if not part:
+            return
+        yield [tuple(r) for r in part]
+        after = part[-1][0]

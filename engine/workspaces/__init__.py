@@ -1,0 +1,1 @@
+"""Workspaces and API keys: the tenant every other table hangs from."""

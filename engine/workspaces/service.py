@@ -1,0 +1,101 @@
+"""Workspaces and their API keys. Keys are random, shown once, and stored only as SHA-256 hashes."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, select, update
+
+from engine.platform.clock import now_ms
+from engine.platform.db import reading
+from engine.platform.errors import NotFound, Unauthorized
+from engine.workspaces.tables import api_keys, workspaces
+
+KEY_PREFIX = "tk_"
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    id: int
+    name: str
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def ensure_workspace(db: Engine, name: str) -> WorkspaceRef:
+    with db.begin() as conn:
+        row = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).first()
+        if row is None:
+            ws_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
+        else:
+            ws_id = row.id
+    return WorkspaceRef(ws_id, name)
+
+
+def find_workspace(db: Engine, name: str) -> WorkspaceRef:
+    """An existing workspace by name; NotFound (naming how to create it) when there is none."""
+    with reading(db) as conn:
+        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
+    if ws_id is None:
+        raise NotFound(f"no workspace {name!r} (create one with: tidings keys create --workspace {name})",
+                       field="workspace")
+    return WorkspaceRef(ws_id, name)
+
+
+def create_key(db: Engine, workspace: str, label: str = "") -> tuple[WorkspaceRef, str]:
+    """Create the workspace if needed and a new key for it; the key is returned once, never stored."""
+    ws = ensure_workspace(db, workspace)
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    with db.begin() as conn:
+        conn.execute(
+            insert(api_keys).values(
+                workspace_id=ws.id, prefix=key[:11], key_hash=_hash(key), label=label, created_at=now_ms()
+            )
+        )
+    return ws, key
+
+
+def list_keys(db: Engine, workspace: str | None = None) -> list[dict]:
+    q = (
+        select(api_keys.c.prefix, api_keys.c.label, api_keys.c.created_at, api_keys.c.revoked_at, workspaces.c.name)
+        .join(workspaces, workspaces.c.id == api_keys.c.workspace_id)
+        .order_by(api_keys.c.id)
+    )
+    if workspace:
+        q = q.where(workspaces.c.name == workspace)
+    with reading(db) as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def revoke_key(db: Engine, prefix: str) -> int:
+    """Revoke every live key whose visible prefix (as `keys list` shows it) or full value matches."""
+    with db.begin() as conn:
+        cond = (api_keys.c.prefix == prefix) | (api_keys.c.key_hash == _hash(prefix))
+        n = conn.execute(
+            update(api_keys).where(cond, api_keys.c.revoked_at.is_(None)).values(revoked_at=now_ms())
+        ).rowcount
+    if not n:
+        raise NotFound(f"no live key matches {prefix!r}", field="key")
+    return n
+
+
+def _key_lookup(paramstyle: str) -> str:
+    # Plain SQL straight to the driver: the guard runs it for every request, and SQLAlchemy's per-call
+    # statement caching costs more than this indexed read.
+    mark = "?" if paramstyle == "qmark" else "%s"
+    return (f"SELECT w.id, w.name FROM {workspaces.name} w JOIN {api_keys.name} k ON k.workspace_id = w.id "
+            f"WHERE k.key_hash = {mark} AND k.revoked_at IS NULL")
+
+
+def authenticate(db: Engine, authorization: str | None) -> WorkspaceRef:
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("send 'Authorization: Bearer <workspace key>'")
+    key = authorization.removeprefix("Bearer ").strip()
+    with reading(db) as conn:
+        row = conn.exec_driver_sql(_key_lookup(conn.dialect.paramstyle), (_hash(key),)).first()
+    if row is None:
+        raise Unauthorized("unknown or revoked API key")
+    return WorkspaceRef(row.id, row.name)

@@ -1,0 +1,33 @@
+"""Workspaces and their API keys.
+
+Schema changes go through Alembic migrations (engine/platform/migrations), never create_all.
+Timestamps are epoch milliseconds (BigInteger) so comparisons are the same on SQLite and PostgreSQL.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlalchemy import BigInteger, Column
+from sqlmodel import Field, SQLModel
+
+
+class Workspace(SQLModel, table=True):
+    __tablename__ = "workspace"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=100)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspace.id", index=True)
+    prefix: str = Field(max_length=16, index=True)
+    key_hash: str = Field(max_length=64, unique=True)
+    label: str = Field(default="", max_length=100)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    revoked_at: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+workspaces = Workspace.__table__
+api_keys = ApiKey.__table__

@@ -1,0 +1,155 @@
+"""Imports go down the layers, never up (docs/architecture.md).
+
+    platform < workspaces < customers < segments, channels < messaging < journeys < analytics < api, ops
+
+A module imports only its own domain and the domains below it; plugins/ import only platform, channels and
+the public contract (engine.channels, engine.hookspecs). Every import counts, including the ones inside
+functions and under `if TYPE_CHECKING:` (hiding an import in a function hides a cycle, it does not remove
+it). The imports are read with `ast`, nothing is imported.
+
+KNOWN_VIOLATIONS lists today's upward imports, each with the follow-up that removes it. The list only
+shrinks: the test fails on an upward import that is not listed, and on a listed one that is gone.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RANK = {"platform": 0, "workspaces": 1, "customers": 2, "segments": 3, "channels": 3, "messaging": 4,
+        "journeys": 5, "analytics": 6, "api": 7, "ops": 7}
+# The composition roots: the CLI serves the API (`tidings serve`), and wiring registers the write
+# listeners of the domains above customers on customers.on_write at start-up.
+ALLOWED = {("ops", "api")}
+ALIASES = {"engine.hookspecs": "channels", "engine.wiring": "ops"}  # modules outside a domain's package
+PLUGIN_MAY_IMPORT = {"platform", "channels"}
+
+# (importer, imported): why it exists -> the follow-up (issue 15's item) that removes it.
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
+    # The write-path loop (issue 15, item 2): customers tell the domains above them directly. Fix: writes tell
+    # the listener list in customers.on_write; engine.wiring registers segments, the ledger and journeys on it.
+    ("engine.customers.on_write", "engine.segments.membership"): "customers -> segments: item 2 (listeners)",
+    ("engine.customers.on_write", "engine.messaging.ledger"): "customers -> messaging: item 2 (listeners)",
+    ("engine.customers.on_write", "engine.journeys.runtime.entries"): "customers -> journeys: item 2 (listeners)",
+    ("engine.customers.events", "engine.segments.history"):
+        "customers -> segments: events know how segments compress their history; item 2 (public function)",
+    ("engine.segments.evaluate", "engine.journeys.runtime.entries"):
+        "segments -> journeys: evaluate calls journeys directly; item 2 (through the listener list)",
+    # Added by issue 10, before the layout existed.
+    ("engine.platform.egress", "engine.channels.contract"):
+        "platform -> channels: check_destination raises the channel contract's ChannelConfigError; item 3 "
+        "(the helper moves to engine.channels, egress keeps DestinationRefused)",
+    ("engine.platform.pagination", "engine.customers.limits"):
+        "platform -> customers: INT64_MAX belongs in platform; item 6 (one int64 check)",
+    ("plugins.event_sinks", "engine.workspaces.service"):
+        "plugins -> workspaces: the sink factory's `workspace=` argument is typed WorkspaceRef; item 8 "
+        "(plugin-facing types in the contract)",
+    # Cross-domain reach-ins (item 3).
+    ("engine.channels.secrets", "engine.analytics.tables"):
+        "channels -> analytics: reseal_all reseals event-stream rows; item 3 (streams reseal their own)",
+    ("engine.messaging.feedback", "plugins.webhook"):
+        "messaging -> plugins: webhook signing belongs in platform (platform.signing); item 3",
+    ("plugins.outbox", "engine.messaging.tables"):
+        "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
+    # Start-up and shutdown hooks (item 4).
+    ("api.app", "plugins.email_smtp"): "api -> plugins: close_pools at shutdown; item 4 (a shutdown hookspec)",
+    # Placement left over from the mechanical move.
+    ("engine.platform.batching", "engine.customers.limits"):
+        "platform -> customers: check_batch_size/MAX_BATCH are generic limits; item 1 (move them to platform)",
+    ("engine.journeys.testing", "engine.ops.apply"):
+        "journeys -> ops: the pytest plugin applies resource folders like `tidings apply`; item 1 (move the "
+        "folder loading below ops, or the harness into ops behind the engine.journeys.testing name)",
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def source_modules() -> dict[str, Path]:
+    found = {}
+    for top in ("engine", "api", "plugins"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if "migrations" in path.parts or "__pycache__" in path.parts:
+                continue  # alembic's scripts import only the table modules, whichever layer
+            found[module_name(path)] = path
+    return found
+
+
+def domain_of(module: str) -> str | None:
+    if module in ALIASES:
+        return ALIASES[module]
+    parts = module.split(".")
+    if parts[0] in ("api", "plugins"):
+        return parts[0]
+    if parts[0] == "engine" and len(parts) > 1 and parts[1] in RANK:
+        return parts[1]
+    return None
+
+
+def imports_of(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every first-party module `module` imports, at any depth of its code."""
+    is_package = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = module.split(".")[: len(module.split(".")) - node.level + (1 if is_package else 0)]
+                base = ".".join(package + ([base] if base else []))
+            for a in node.names:
+                full = f"{base}.{a.name}"
+                out.add(full if full in modules else base)
+    return {m for m in out if m.split(".")[0] in ("engine", "api", "plugins")}
+
+
+def crosses(importer: str, imported: str) -> bool:
+    a, b = domain_of(importer), domain_of(imported)
+    if a is None or b is None or a == b:
+        return False
+    if a == "plugins":
+        return b not in PLUGIN_MAY_IMPORT
+    if b == "plugins":
+        return True  # engine and api reach plugins through the plugin manager and the hooks only
+    return (a, b) not in ALLOWED and RANK[b] >= RANK[a]
+
+
+def violations() -> set[tuple[str, str]]:
+    modules = source_modules()
+    return {(name, imported) for name, path in modules.items()
+            for imported in imports_of(name, path, modules) if crosses(name, imported)}
+
+
+def test_every_engine_module_belongs_to_a_domain():
+    homeless = sorted(name for name in source_modules() if name != "engine" and domain_of(name) is None)
+    assert not homeless, f"place these modules in a domain (docs/architecture.md): {homeless}"
+
+
+def test_imports_never_go_up_a_layer():
+    found = violations()
+    new = sorted(found - KNOWN_VIOLATIONS.keys())
+    assert not new, "upward imports (move the code, or pass a function down):\n" + "\n".join(
+        f'    ("{a}", "{b}"): "{domain_of(a)} -> {domain_of(b)}: <why; the follow-up that removes it>",'
+        for a, b in new)
+
+
+def test_known_violations_only_shrink():
+    gone = sorted(KNOWN_VIOLATIONS.keys() - violations())
+    assert not gone, f"fixed (well done): remove them from KNOWN_VIOLATIONS: {gone}"
+
+
+def test_the_layer_check_catches_an_upward_import():
+    assert crosses("engine.customers.users", "engine.segments.membership")
+    assert crosses("engine.platform.db", "engine.customers.tables")
+    assert crosses("engine.segments.evaluate", "engine.channels.contract")  # peers stay apart
+    assert crosses("plugins.outbox", "engine.messaging.tables")
+    assert crosses("api.app", "plugins.email_smtp")
+    assert not crosses("engine.journeys.runtime.activities", "engine.messaging.dispatch")
+    assert not crosses("plugins.webhook", "engine.hookspecs")
+    assert not crosses("engine.ops.cli", "api.app")
