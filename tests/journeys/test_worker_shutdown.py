@@ -72,7 +72,7 @@ async def test_sigterm_to_the_worker_finishes_the_send_in_flight(temporal_env, r
     first = worker()
     try:
         await store.activate(temporal_env.client, runtime_db, ws, "news", task_queue=queue)
-        for _ in range(600):
+        for _ in range(2400):  # the worker process starts first (up to 2 min on a loaded box)
             if slow_smtp.mails:
                 break
             await asyncio.sleep(0.05)

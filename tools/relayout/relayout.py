@@ -44,6 +44,8 @@ MODULE_MAP: dict[str, str] = {
     "engine.errors": "engine.platform.errors",
     "engine.db": "engine.platform.db",
     "engine.serial": "engine.platform.write_queue",
+    "engine.egress": "engine.platform.egress",  # the destination guard: httpx/httpcore only, no domain
+    "engine.retry": "engine.platform.retry",
     "engine.pagination": "engine.platform.pagination",
     "engine.batching": "engine.platform.batching",
     "engine.temporal": "engine.platform.temporal",
@@ -75,6 +77,7 @@ MODULE_MAP: dict[str, str] = {
     "engine.templates": "engine.messaging.templates",
     "engine.templates_store": "engine.messaging.template_store",
     "engine.messages": "engine.messaging.dispatch",
+    "engine.redelivery": "engine.messaging.redelivery",
     "engine.transactional": "engine.messaging.transactional",
     "engine.message_reads": "engine.messaging.reads",
     "engine.message_events": "engine.messaging.ledger",
@@ -97,6 +100,8 @@ MODULE_MAP: dict[str, str] = {
     "engine.journeys.audience": "engine.journeys.runtime.audience",
     "engine.journeys.entries": "engine.journeys.runtime.entries",
     "engine.journeys.localtime": "engine.journeys.runtime.localtime",
+    "engine.journeys.admission": "engine.journeys.runtime.admission",
+    "engine.journeys.rules": "engine.journeys.runtime.rules",
     "engine.journeys.models": "engine.journeys.tables",
     # analytics
     "engine.metrics": "engine.analytics.metrics",
