@@ -16,10 +16,11 @@ from sqlalchemy import Engine, delete, insert, select, update
 from engine.platform.clock import ms_to_iso, now_ms
 from engine.platform.db import reading
 from engine.platform.errors import NotFound
+from engine.platform.installation import installation_id, scoped
 from engine.journeys.runtime import audience, localtime
 from engine.journeys import ir
 from engine.journeys.runtime.contracts import (
-    AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id,
+    AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id, schedule_id,
 )
 from engine.journeys.language.compiler import compile_journey
 from engine.journeys.tables import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
@@ -210,10 +211,6 @@ def _segments_of(j: ir.JourneyIR) -> set[str]:
     return out  # type: ignore[return-value]
 
 
-def schedule_id(ws_id: int, journey_id: str, version: int) -> str:
-    return f"journey/{ws_id}/{journey_id}/v{version}/schedule"
-
-
 async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str = "tidings",
                    admission: AdmissionInput | None = None) -> JourneyInfo:
     """Start (or roll to the current version): triggers for event/segment entries plus the admission
@@ -228,9 +225,9 @@ async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str =
         _set_triggers(conn, ws_id, j, entries=True)
         audience.set_refs(conn, ws_id, journey_id, _segments_of(j), active=True)
     if not _broadcast_done(db, ws_id, j):
-        await _start_temporal_side(client, ws_id, j, task_queue, admission)
+        await _start_temporal_side(client, installation_id(db), ws_id, j, task_queue, admission)
     if previous and previous != j.version:
-        await _delete_schedule(client, schedule_id(ws_id, journey_id, previous))
+        await _delete_schedule(client, schedule_id(installation_id(db), ws_id, journey_id, previous))
     return get_journey(db, ws_id, journey_id)
 
 
@@ -244,7 +241,7 @@ def _broadcast_done(db: Engine, ws_id: int, j: ir.JourneyIR) -> bool:
     (a second broadcast is a new version). Temporal refuses the same workflow id too while it remembers it."""
     if not _is_one_off(j):
         return False
-    prefix = broadcast_workflow_id(ws_id, j.id, j.version) + "/"
+    prefix = broadcast_workflow_id(installation_id(db), ws_id, j.id, j.version) + "/"
     with reading(db) as conn:
         return conn.execute(select(journey_cohorts.c.cohort).where(
             journey_cohorts.c.workspace_id == ws_id, journey_cohorts.c.journey_id == j.id,
@@ -252,7 +249,7 @@ def _broadcast_done(db: Engine, ws_id: int, j: ir.JourneyIR) -> bool:
             .limit(1)).first() is not None
 
 
-async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: str,
+async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.JourneyIR, task_queue: str,
                                admission: AdmissionInput | None) -> None:
     from temporalio.client import (
         Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
@@ -264,14 +261,14 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
     if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
         inp = admission or AdmissionInput(workspace_id=ws_id, journey_id=j.id)
         try:
-            await client.start_workflow("JourneyAdmission", inp, id=admission_workflow_id(ws_id, j.id),
+            await client.start_workflow("JourneyAdmission", inp, id=admission_workflow_id(installation, ws_id, j.id),
                                         task_queue=task_queue)
         except WorkflowAlreadyStartedError:
             pass
         return
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
     inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
-    wf_id = broadcast_workflow_id(ws_id, j.id, j.version)
+    wf_id = broadcast_workflow_id(installation, ws_id, j.id, j.version)
     policy = SchedulePolicy()
     if (local := localtime.local_schedule(b)) is not None:
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
@@ -292,10 +289,10 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
         schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
                                                                task_queue=task_queue), spec=spec, policy=policy)
         try:
-            await client.create_schedule(schedule_id(ws_id, j.id, j.version), schedule)
+            await client.create_schedule(schedule_id(installation, ws_id, j.id, j.version), schedule)
         except ScheduleAlreadyRunningError:
             if local is not None:  # made before customer zones were honoured (a daily UTC firing): replace it
-                await client.get_schedule_handle(schedule_id(ws_id, j.id, j.version)).update(
+                await client.get_schedule_handle(schedule_id(installation, ws_id, j.id, j.version)).update(
                     lambda _: ScheduleUpdate(schedule=schedule))
         return
     delay = None
@@ -330,7 +327,7 @@ async def resume_activations(client, db: Engine, task_queue: str = "tidings") ->
         if _is_one_off(j) and (r.updated_at < now_ms() - RESUME_ONE_OFF_WITHIN_MS or
                                _broadcast_done(db, r.workspace_id, j)):
             continue
-        await _start_temporal_side(client, r.workspace_id, j, task_queue, None)
+        await _start_temporal_side(client, installation_id(db), r.workspace_id, j, task_queue, None)
     return len(rows)
 
 
@@ -366,7 +363,7 @@ async def _status(client, db: Engine, ws, journey_id: str, status: str, *, entri
         else:
             _set_triggers(conn, ws_id, get_ir(db, ws_id, journey_id, active_version) if active_version else j, entries)
     if active_version:
-        handle = client.get_schedule_handle(schedule_id(ws_id, journey_id, active_version))
+        handle = client.get_schedule_handle(schedule_id(installation_id(db), ws_id, journey_id, active_version))
         try:
             if status == "paused":
                 await handle.pause()
@@ -393,7 +390,8 @@ async def stop(client, db: Engine, ws, journey_id: str) -> JourneyInfo:
     info = await _status(client, db, ws, journey_id, "stopped", entries=False)
     try:
         async for wf in client.list_workflows(
-                f"WorkflowId STARTS_WITH 'journey/{_ws(ws)}/{journey_id}/' AND ExecutionStatus = 'Running'"):
+                f"WorkflowId STARTS_WITH '{scoped(installation_id(db), f'journey/{_ws(ws)}/{journey_id}/')}' "
+                "AND ExecutionStatus = 'Running'"):
             await client.get_workflow_handle(wf.id).cancel()
     except Exception:
         pass  # visibility may lag; cohorts still leave at their next step

@@ -98,7 +98,8 @@ def cmd_worker(args, settings: Settings) -> int:
         stop_on_signals(stop)
         db = _db(settings)
         try:
-            await run_worker(await connect(settings), db, settings, stop)
+            await run_worker(await connect(settings), db, settings, stop,
+                             ready=lambda: print(f"worker ready on task queue {settings.task_queue}", flush=True))
         finally:
             db.dispose()
 
@@ -506,5 +507,20 @@ def main(argv: list[str] | None = None) -> int:
             release_clients()
 
 
+def console_main() -> int:
+    """The `tidings` command. A process that used Temporal ends with os._exit once its work is done and its
+    output flushed: the Rust core's threads of the SDK's runtime, which lives as long as the process, can
+    still call into Python while the interpreter finalizes and abort a command that succeeded (exit -6,
+    `PyGILState_Release ... finalizing`; temporalio/sdk-python#300). release_clients() frees the clients but
+    not that runtime, and a `tidings worker` stopped by SIGTERM still crashed now and then without this."""
+    code = main()
+    if "temporalio.client" not in sys.modules:
+        return code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

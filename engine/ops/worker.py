@@ -6,6 +6,7 @@ import concurrent.futures
 import gc
 import logging
 import signal
+from typing import Callable
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -67,16 +68,18 @@ def build_worker(client: Client, db: Engine, settings: Settings, **options) -> W
     )
 
 
-async def run_worker(client: Client, db: Engine, settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_worker(client: Client, db: Engine, settings: Settings, stop: asyncio.Event | None = None,
+                     ready: Callable[[], None] | None = None) -> None:
     """Run until `stop` is set (never, without one), then shut down gracefully: no new task is polled, and
     activities in flight (a send) get `settings.shutdown_timeout` seconds to finish and record their outcome
     before they are cancelled (a cancelled send is retried by the next worker, skipping what was sent)."""
     from engine.channels import secrets as channel_secrets
     from engine.journeys.store import resume_activations
+    from engine.platform.installation import installation_id
     from engine.segments.refresh import ensure_schedule
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
-    await ensure_schedule(client, settings.task_queue)
+    await ensure_schedule(client, settings.task_queue, await asyncio.to_thread(installation_id, db))
     from engine.journeys.runtime.admission import sweep_orphans
 
     await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done
@@ -87,6 +90,8 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
         redeliveries = asyncio.create_task(_redeliver(db), name="redelivery")
         # every worker wakes the idle journeys whose entry watch died with another worker
         sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
+        if ready is not None:  # resumed activations are started and the worker polls
+            ready()
         try:
             await (stop or asyncio.Event()).wait()
             log.info("stopping: waiting up to %s s for activities in flight", settings.shutdown_timeout)

@@ -67,15 +67,15 @@ def reading(db: Engine):
     return readonly.connect()
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema up to date; safe to call at every start-up."""
+def migrate(engine: Engine, revision: str = "heads") -> None:
+    """Bring the schema up to date (or to `revision`); safe to call at every start-up."""
     logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = None
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "heads")
+        command.upgrade(cfg, revision)
 
 
 def insert_ignoring_conflicts(engine_or_conn, table, index_elements: list[str]):

@@ -20,14 +20,14 @@ from typing import IO, Any, Callable, Iterator
 
 import msgspec
 from msgspec import UNSET
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, select
 
 from engine.customers import on_write as changes
 from engine.customers.attributes import register_names
-from engine.platform.batching import chunks
 from engine.customers.users import _check_user, _write_users
 from engine.customers.endpoints import _check_fields, _write_endpoints
 from engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
+from engine.platform.db import insert_ignoring_conflicts
 from engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
 from engine.segments.tables import import_jobs, static_members
 from engine.segments.service import SegmentIn, check_new_id, create_in
@@ -332,13 +332,9 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
                     raise ImportRejected(f"rows {done + 1}-{done + len(batch)}: {exc.details[0]['message']}",
                                          field="file", details=exc.details) from None
             changes.customers_changed(conn, ws.id, pks)
-            for part in chunks(sorted(set(pks))):
-                existing = set(conn.execute(select(static_members.c.user_pk).where(
-                    static_members.c.workspace_id == ws.id, static_members.c.segment_id == seg_id,
-                    static_members.c.user_pk.in_(part))).scalars())
-                new = [{"workspace_id": ws.id, "segment_id": seg_id, "user_pk": pk} for pk in part if pk not in existing]
-                if new:
-                    conn.execute(insert(static_members), new)
+            if pks:  # no read-before-write: over a table the planner knows nothing of, that read was a scan
+                conn.execute(insert_ignoring_conflicts(conn, static_members, ["workspace_id", "segment_id", "user_pk"]),
+                             [{"workspace_id": ws.id, "segment_id": seg_id, "user_pk": pk} for pk in sorted(set(pks))])
 
         for line in staging:
             batch.append(dec.decode(line))

@@ -10,6 +10,7 @@ from temporalio.client import (
     Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
 )
 
+from engine.platform.installation import scoped
 from engine.workspaces.tables import workspaces
 from engine.segments.refresh_workflow import ACTIVITY, SCHEDULE_ID, RefreshClockSegments
 from engine.segments.evaluate import evaluate_many_full, workspace_segments
@@ -40,11 +41,14 @@ def make_activity(db: Engine):
     return refresh
 
 
-async def ensure_schedule(client: Client, task_queue: str, interval: timedelta = INTERVAL) -> None:
-    """Create the schedule once; an existing one is left as it is."""
+async def ensure_schedule(client: Client, task_queue: str, installation: str = "",
+                          interval: timedelta = INTERVAL) -> str:
+    """Create this installation's schedule once (an existing one is left as it is); returns its id."""
+    schedule_id = scoped(installation, SCHEDULE_ID)
     try:
-        await client.create_schedule(SCHEDULE_ID, Schedule(
-            action=ScheduleActionStartWorkflow(RefreshClockSegments.run, id=f"{SCHEDULE_ID}-run", task_queue=task_queue),
+        await client.create_schedule(schedule_id, Schedule(
+            action=ScheduleActionStartWorkflow(RefreshClockSegments.run, id=f"{schedule_id}-run", task_queue=task_queue),
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)])))
     except ScheduleAlreadyRunningError:
         pass
+    return schedule_id

@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 from engine.platform.clock import now_ms
 from engine.customers.events import ingest
 from engine.journeys import store
+from engine.platform.installation import installation_id
 from engine.journeys.runtime.activities import JourneyActivities
 from engine.journeys.runtime.contracts import AdmissionInput, AdmitCall, admission_workflow_id
 from engine.journeys.tables import journey_entries, journeys
@@ -40,7 +41,7 @@ async def test_an_idle_admission_holds_no_activity_and_wakes_on_entries(temporal
     # a timer far longer than the test: only the watch's signal can wake the workflow in time
     await store.activate(client, db, ws, jid, task_queue=dev_worker,
                          admission=AdmissionInput(workspace_id=ws.id, journey_id=jid, idle_seconds=600))
-    handle = client.get_workflow_handle(admission_workflow_id(ws.id, jid))
+    handle = client.get_workflow_handle(admission_workflow_id(installation_id(db), ws.id, jid))
     await asyncio.sleep(1.5)
     assert (await handle.describe()).raw_description.pending_activities == [], "idle: nothing in flight"
     for user in ("a", "b"):
@@ -80,7 +81,7 @@ async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(tempor
     async with Worker(client, task_queue=queue, workflows=[JourneyCohortWorkflow, JourneyAdmissionWorkflow],
                       activities=acts.all(), activity_executor=concurrent.futures.ThreadPoolExecutor(4)):
         await store.activate(client, db, ws, jid, task_queue=queue)
-        await until(lambda: admission_workflow_id(ws.id, jid) in acts.entry_watch.waiting, 15)
+        await until(lambda: admission_workflow_id(installation_id(db), ws.id, jid) in acts.entry_watch.waiting, 15)
         acts.entry_watch.waiting.clear()  # what a worker killed while the journey idled leaves: no one watching
         ingest(db, ws, [EventIn(name="signed_up", user_id="a")])
         sent = "select count(*) from message where status = 'sent' and journey_id = :j"

@@ -15,6 +15,7 @@ import pytest
 from engine.customers.events import ingest
 from engine.journeys.runtime import audience
 from engine.journeys import store
+from engine.platform.installation import installation_id
 from engine.journeys.runtime.contracts import admission_workflow_id
 from engine.customers.schemas import EventIn
 from engine.workspaces.service import ensure_workspace
@@ -126,4 +127,4 @@ async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(tem
     # stopping a journey (in the store: what `tidings journeys stop` writes first) ends its idle admission
     for jid, _ in [(ping, None), *noise]:
         await store._status(client, db, ws, jid, "stopped", entries=False)
-    await asyncio.wait_for(client.get_workflow_handle(admission_workflow_id(ws.id, noise[-1][0])).result(), 10)
+    await asyncio.wait_for(client.get_workflow_handle(admission_workflow_id(installation_id(db), ws.id, noise[-1][0])).result(), 10)

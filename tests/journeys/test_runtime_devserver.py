@@ -15,6 +15,8 @@ from temporalio.worker import Replayer
 from engine.customers.events import ingest
 from engine.journeys.runtime import audience
 from engine.journeys import store
+from engine.journeys.runtime.contracts import broadcast_workflow_id
+from engine.platform.installation import installation_id
 from engine.journeys.testing import AnyCatalog
 from engine.customers.schemas import EventIn
 from engine.workspaces.service import ensure_workspace
@@ -70,7 +72,7 @@ async def test_event_entry_admits_filtered_events_once_and_sends(temporal_dev, r
     runs = store.list_runs(db, ws, jid, user_id="u1")
     assert len(runs) == 1 and [s["step"] for s in runs[0].steps] == ["hello", "bye", "end"]
     desc = await client.get_workflow_handle(runs[0].workflow_id).describe()
-    assert runs[0].workflow_id.startswith(f"journey/{ws.id}/{jid}/v1/cohort/")
+    assert runs[0].workflow_id.startswith(f"{installation_id(db)}/journey/{ws.id}/{jid}/v1/cohort/")
     assert desc.typed_search_attributes  # TidingsJourney / version / step are set
     history = await client.get_workflow_handle(runs[0].workflow_id).fetch_history()
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
@@ -202,17 +204,18 @@ async def _active_local_journey(db, client, worker, prefix: str, schedule: str):
     return ws, jid
 
 
-async def _backfill(client, ws_id, jid, start, end, firings: int) -> None:
+async def _backfill(client, db, ws_id, jid, start, end, firings: int) -> None:
     """Run the journey's schedule over a past range, as Temporal would have fired it then (each firing's
     nominal time is its TemporalScheduledStartTime); returns once all `firings` broadcasts have finished."""
     from datetime import datetime
 
     from temporalio.client import ScheduleBackfill, ScheduleOverlapPolicy
 
-    handle = client.get_schedule_handle(store.schedule_id(ws_id, jid, 1))
+    handle = client.get_schedule_handle(store.schedule_id(installation_id(db), ws_id, jid, 1))
     await handle.backfill(ScheduleBackfill(start_at=datetime.fromisoformat(start), end_at=datetime.fromisoformat(end),
                                            overlap=ScheduleOverlapPolicy.ALLOW_ALL))
-    query = f"WorkflowId STARTS_WITH 'journey/{ws_id}/{jid}/v1/broadcast' AND ExecutionStatus = 'Completed'"
+    prefix = broadcast_workflow_id(installation_id(db), ws_id, jid, 1)
+    query = f"WorkflowId STARTS_WITH '{prefix}' AND ExecutionStatus = 'Completed'"
     done, give_up = 0, time.monotonic() + 60
     while done < firings:
         assert time.monotonic() < give_up, f"{done} of {firings} broadcasts finished"
@@ -236,10 +239,11 @@ async def test_cron_in_customer_zones_enters_each_at_their_own_nine(temporal_dev
     nothing sleeps) puts Tokyo in at 00:00 UTC, no-zone (Paris) at 08:00 and New York at 14:00, once each."""
     db, client = runtime_db, temporal_dev.client
     ws, jid = await _active_local_journey(db, client, dev_worker, "nine", 'cron: "0 9 * * *"')
-    upcoming = (await client.get_schedule_handle(store.schedule_id(ws.id, jid, 1)).describe()).info.next_action_times
+    schedule = client.get_schedule_handle(store.schedule_id(installation_id(db), ws.id, jid, 1))
+    upcoming = (await schedule.describe()).info.next_action_times
     assert {t.minute for t in upcoming} <= {0, 15, 30, 45} and {(b - a).seconds for a, b in zip(upcoming, upcoming[1:])} \
         == {900}  # every quarter hour (UTC): the grid on which 09:00 in any zone falls
-    await _backfill(client, ws.id, jid, "2026-01-14T23:50:00+00:00", "2026-01-15T14:10:00+00:00",
+    await _backfill(client, db, ws.id, jid, "2026-01-14T23:50:00+00:00", "2026-01-15T14:10:00+00:00",
                     firings=57)  # 00:00 .. 14:00 UTC, every 15 minutes
     assert _entered_at_firing(db, jid) == {"tokyo": "2026-01-15T00:00:00Z", "nozone": "2026-01-15T08:00:00Z",
                                            "newyork": "2026-01-15T14:00:00Z"}
@@ -257,18 +261,19 @@ async def test_a_schedule_made_before_customer_zones_admits_everyone_until_the_j
     zones at UTC+0), and activating the journey again replaces the schedule with the quarter-hour grid."""
     from temporalio.client import Schedule, ScheduleActionStartWorkflow, ScheduleSpec
 
-    from engine.journeys.runtime.contracts import BroadcastInput, broadcast_workflow_id
+    from engine.journeys.runtime.contracts import BroadcastInput
 
     db, client = runtime_db, temporal_dev.client
     ws, jid = await _active_local_journey(db, client, dev_worker, "old", 'cron: "0 9 * * *"')
-    handle = client.get_schedule_handle(store.schedule_id(ws.id, jid, 1))
+    handle = client.get_schedule_handle(store.schedule_id(installation_id(db), ws.id, jid, 1))
     await handle.delete()
     legacy = BroadcastInput(workspace_id=ws.id, journey_id=jid, version=1)  # as the old code made it
     await client.create_schedule(handle.id, Schedule(
-        action=ScheduleActionStartWorkflow("JourneyBroadcast", legacy, id=broadcast_workflow_id(ws.id, jid, 1),
+        action=ScheduleActionStartWorkflow("JourneyBroadcast", legacy,
+                                           id=broadcast_workflow_id(installation_id(db), ws.id, jid, 1),
                                            task_queue=dev_worker),
         spec=ScheduleSpec(cron_expressions=["0 9 * * *"])))
-    await _backfill(client, ws.id, jid, "2026-01-15T08:50:00+00:00", "2026-01-15T09:10:00+00:00", firings=1)
+    await _backfill(client, db, ws.id, jid, "2026-01-15T08:50:00+00:00", "2026-01-15T09:10:00+00:00", firings=1)
     assert _entered_at_firing(db, jid) == {u: "2026-01-15T09:00:00Z" for u in ("tokyo", "newyork", "nozone")}
     await store.activate(client, db, ws, jid, task_queue=dev_worker)
     upcoming = (await handle.describe()).info.next_action_times
@@ -280,11 +285,11 @@ async def test_local_at_in_customer_zones_enters_each_zone_when_its_clock_reache
                                                                                       dev_worker):
     db, client = runtime_db, temporal_dev.client
     ws, jid = await _active_local_journey(db, client, dev_worker, "once", 'at: "2026-01-15T09:00"')
-    spec = (await client.get_schedule_handle(store.schedule_id(ws.id, jid, 1)).describe()).schedule.spec
+    spec = (await client.get_schedule_handle(store.schedule_id(installation_id(db), ws.id, jid, 1)).describe()).schedule.spec
     # bounded to the hours in which 09:00 on that date happens somewhere (UTC+14 .. UTC-12)
     assert (spec.start_at.isoformat(), spec.end_at.isoformat()) == ("2026-01-14T18:45:00+00:00",
                                                                      "2026-01-15T21:15:00+00:00")
-    await _backfill(client, ws.id, jid, "2026-01-14T12:00:00+00:00", "2026-01-15T10:00:00+00:00",
+    await _backfill(client, db, ws.id, jid, "2026-01-14T12:00:00+00:00", "2026-01-15T10:00:00+00:00",
                     firings=62)  # 18:45 (the schedule's start) .. 10:00 UTC
     # New York's 09:00 (14:00 UTC) is after the replayed range
     assert _entered_at_firing(db, jid) == {"tokyo": "2026-01-15T00:00:00Z", "nozone": "2026-01-15T08:00:00Z"}

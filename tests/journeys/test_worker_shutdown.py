@@ -51,8 +51,6 @@ def slow_smtp(monkeypatch):
     controller.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="known gap (issue 10 closing note): the `tidings worker` subprocess "
-                   "sometimes delivers nothing within the bound (always on PostgreSQL here); to be diagnosed")
 async def test_sigterm_to_the_worker_finishes_the_send_in_flight(temporal_env, runtime_db, slow_smtp, tmp_path):
     from engine.segments.service import SegmentIn, create_segment
 

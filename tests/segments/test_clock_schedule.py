@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import text
 from temporalio.worker import Worker
 
+from engine.platform.installation import installation_id
 from engine.segments.refresh import ensure_schedule, make_activity
 from engine.segments.refresh_workflow import SCHEDULE_ID, RefreshClockSegments
 
@@ -30,7 +31,8 @@ async def test_schedule_workflow_moves_people_out_of_a_window(api, db, temporal_
     assert [m["user_id"] for m in members] == ["bob"]
     names = [e["name"] for e in api.get("/v1/events", params={"user_id": "ann"}).json()["items"]]
     assert "_segment.exit" in names
-    await ensure_schedule(client, queue)
-    await ensure_schedule(client, queue)  # idempotent
-    desc = await client.get_schedule_handle(SCHEDULE_ID).describe()
+    schedule_id = await ensure_schedule(client, queue, installation_id(db))
+    assert await ensure_schedule(client, queue, installation_id(db)) == schedule_id  # idempotent
+    assert schedule_id.endswith(SCHEDULE_ID) and schedule_id != SCHEDULE_ID  # this database's own
+    desc = await client.get_schedule_handle(schedule_id).describe()
     assert desc.schedule.spec.intervals[0].every.total_seconds() == 300

@@ -20,6 +20,7 @@ from temporalio import activity
 
 from engine.platform.clock import now_ms
 from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.platform.installation import installation_id
 from engine.journeys.runtime import admission
 from engine.journeys import ir
 from engine.journeys.runtime import audience, localtime
@@ -479,7 +480,7 @@ class JourneyActivities:
             journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)).scalar_one()
         conn.execute(update(journeys).where(journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)
                      .values(next_cohort=cohort + 1))
-        wf_id = cohort_workflow_id(ws, journey_id, version, cohort)
+        wf_id = cohort_workflow_id(installation_id(self.db), ws, journey_id, version, cohort)
         conn.execute(insert(journey_cohorts).values(workspace_id=ws, journey_id=journey_id, cohort=cohort,
                                                     version=version, claim_key=claim_key, workflow_id=wf_id,
                                                     size=len(chosen), created_at=now))

@@ -24,6 +24,7 @@ from sqlalchemy import Engine, event, func, select
 
 from engine.platform.clock import now_ms
 from engine.platform.db import reading
+from engine.platform.installation import installation_id
 from engine.journeys.runtime.contracts import ENTRIES_READY, AdmitCall, admission_workflow_id
 from engine.journeys.tables import journey_entries, journeys
 
@@ -179,6 +180,7 @@ async def sweep_orphans(client, db: Engine, every: float = SWEEP_SECONDS,
                         older_than: float = ORPHANED_AFTER_SECONDS) -> None:
     """Runs for the life of a worker: wakes the admission workflows of journeys whose entries wait unclaimed
     (their registration died with a worker). A journey claiming a backlog is signalled too, harmlessly."""
+    installation = await asyncio.to_thread(installation_id, db)
     while True:
         await asyncio.sleep(every)
         try:
@@ -188,6 +190,6 @@ async def sweep_orphans(client, db: Engine, every: float = SWEEP_SECONDS,
             continue
         for ws, jid in found:
             try:
-                await client.get_workflow_handle(admission_workflow_id(ws, jid)).signal(ENTRIES_READY)
+                await client.get_workflow_handle(admission_workflow_id(installation, ws, jid)).signal(ENTRIES_READY)
             except Exception:
                 log.debug("entry sweep: could not signal %s/%s", ws, jid, exc_info=True)

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from engine.journeys.ir import JourneyIR, Node, Settings
+from engine.platform.installation import scoped
 
 
 class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -155,16 +156,22 @@ def bucket(journey_id: str, user_pk: int, step_id: str) -> float:
     return int.from_bytes(digest[:8], "big") % 1_000_000 / 10_000
 
 
-def cohort_workflow_id(workspace_id: int, journey_id: str, version: int, cohort: int) -> str:
-    return f"journey/{workspace_id}/{journey_id}/v{version}/cohort/{cohort}"
+# Temporal ids start with the installation token (engine.platform.installation), so installations sharing a
+# namespace never meet; workflows learn their own ids from Temporal, activities and the store pass the token.
+def cohort_workflow_id(installation: str, workspace_id: int, journey_id: str, version: int, cohort: int) -> str:
+    return scoped(installation, f"journey/{workspace_id}/{journey_id}/v{version}/cohort/{cohort}")
 
 
-def admission_workflow_id(workspace_id: int, journey_id: str) -> str:
-    return f"journey/{workspace_id}/{journey_id}/admission"
+def admission_workflow_id(installation: str, workspace_id: int, journey_id: str) -> str:
+    return scoped(installation, f"journey/{workspace_id}/{journey_id}/admission")
 
 
-def broadcast_workflow_id(workspace_id: int, journey_id: str, version: int) -> str:
-    return f"journey/{workspace_id}/{journey_id}/v{version}/broadcast"
+def broadcast_workflow_id(installation: str, workspace_id: int, journey_id: str, version: int) -> str:
+    return scoped(installation, f"journey/{workspace_id}/{journey_id}/v{version}/broadcast")
+
+
+def schedule_id(installation: str, workspace_id: int, journey_id: str, version: int) -> str:
+    return scoped(installation, f"journey/{workspace_id}/{journey_id}/v{version}/schedule")
 
 
 def idempotency_key(workflow_id: str, step_id: str, member: Member) -> str:
