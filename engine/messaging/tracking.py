@@ -167,11 +167,6 @@ def _base(base_url: str | None) -> str:
     return base.rstrip("/")
 
 
-def open_url(db, workspace, message_id: str, base_url: str | None = None, *, secret_key: str | None = None) -> str:
-    ws_id = _ws_id(workspace)
-    return f"{_base(base_url)}/t/o/{make_token(workspace_key(db, ws_id, secret_key), ws_id, 'o', message_id)}.gif"
-
-
 def click_url(db, workspace, message_id: str, link: str, base_url: str | None = None, *,
               secret_key: str | None = None) -> str:
     ws_id = _ws_id(workspace)

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 import datalogic_py
 import msgspec
-from sqlalchemy import Connection, and_, func, select, text
+from sqlalchemy import Connection, func, select, text
 
 from engine.platform.batching import chunks
 from engine.platform.db import bulk_delete, insert_tuples
@@ -177,12 +177,6 @@ def with_dependents(all_segs: list[Compiled], chosen: set[str]) -> list[Compiled
                 wanted.add(s.id)
                 grew = True
     return [s for s in all_segs if s.id in wanted]
-
-
-def is_truthy_json(result: Any) -> bool:
-    if isinstance(result, datalogic_py.BatchItemError):
-        return False
-    return ENGINE.truthy(result)
 
 
 def python_member(seg: Compiled, doc: dict[str, Any]) -> bool:
@@ -412,7 +406,3 @@ def evaluate_many_full(conn: Connection, workspace_id: int, ids: set[str], now: 
     return {s.id: evaluate_full(conn, workspace_id, s, now, record_events=record_events or s.id not in ids)
             for s in segs}
 
-
-def member_count(conn: Connection, workspace_id: int, segment_id: str) -> int:
-    return conn.execute(select(func.count()).select_from(segment_members).where(and_(
-        segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == segment_id))).scalar()

@@ -324,12 +324,6 @@ def apply_segment_resource(db: Engine, ws: WorkspaceRef, doc: dict[str, Any]) ->
         return "updated" if changed else "unchanged"
 
 
-def clock_segment_ids(conn: Connection, workspace_id: int) -> set[str]:
-    from engine.segments.evaluate import workspace_segments
-
-    return {s.id for s in workspace_segments(conn, workspace_id) if s.clock}
-
-
 __all__ = ["SegmentIn", "SegmentPatch", "SegmentOut", "create_segment", "update_segment", "duplicate_segment",
            "delete_segment", "get_segment", "list_segments", "list_versions", "members_page", "segment_exists",
            "is_member", "members", "segment_in_use_by", "apply_segment_resource", "export_rows", "chunks"]

@@ -513,10 +513,6 @@ def seek_columns(logic: Any, ctx: Ctx) -> dict[int, tuple[str, bool]]:
     return out
 
 
-def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
-    return [p.cond for p in wide_conjunct_filters(logic, ctx)]
-
-
 def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
     """For a top-level `and`, per conjunct that is a plain attribute leaf whose missing value cannot pass:
     an index range scan of the users for whom it can be true or unsure (disjoint kinds, so UNION ALL).
