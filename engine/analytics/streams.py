@@ -29,7 +29,7 @@ from engine.channels import secrets as channel_secrets
 from engine.channels.contract import ChannelConfigError, redact_config, resolve_config, secret_keys
 from engine.platform.clock import now_ms
 from engine.platform.retry import backoff
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import InvalidInput, NotFound
 from engine.analytics.tables import dead_letters, event_streams
 from engine.messaging.ledger import parse_name
@@ -167,7 +167,7 @@ def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data:
         "kind": data.kind, "config": stored, "filter": msgspec.to_builtins(data.filter), "format": data.format,
         "enabled": data.enabled, "batch_size": data.batch_size, "max_attempts": data.max_attempts, "updated_at": now,
     }
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(event_streams.c.id).where(
             event_streams.c.workspace_id == ws.id, event_streams.c.stream_id == stream_id)).first()
         created = row is None
@@ -221,7 +221,7 @@ def list_streams(db: Engine, plugins: Any, ws: WorkspaceRef) -> list[StreamOut]:
 
 
 def delete_stream(db: Engine, ws: WorkspaceRef, stream_id: str) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = _row(conn, ws, stream_id)
         conn.execute(delete(dead_letters).where(dead_letters.c.stream_pk == row.id))
         conn.execute(delete(event_streams).where(event_streams.c.id == row.id))
@@ -330,7 +330,7 @@ class StreamRunner:
             self._slot.close()
 
     def _release(self) -> None:
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             conn.execute(update(event_streams).where(event_streams.c.lease_owner == self.owner)
                          .values(lease_owner=None, lease_until=0))
 
@@ -347,7 +347,7 @@ class StreamRunner:
 
     def _claim(self, stream_pk: int) -> bool:
         now = now_ms()
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             return conn.execute(
                 update(event_streams)
                 .where(event_streams.c.id == stream_pk,
@@ -409,7 +409,7 @@ class StreamRunner:
         return handled
 
     def _advance(self, stream: Any, old_cursor: int, new_cursor: int, n: int, updated_at: int) -> bool:
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             return conn.execute(
                 update(event_streams)
                 .where(event_streams.c.id == stream.id, event_streams.c.cursor == old_cursor,
@@ -421,7 +421,7 @@ class StreamRunner:
     def _failed(self, stream: Any, cursor: int, last: int, records: list, failures: int, error: str, dead: bool,
                 updated_at: int) -> None:
         now = now_ms()
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             where = (event_streams.c.id == stream.id, event_streams.c.cursor == cursor,
                      event_streams.c.updated_at == updated_at)
             if dead:

@@ -24,7 +24,7 @@ from engine.channels.contract import (
     ChannelConfigError, ChannelType, redact_config, resolve_config, secret_keys,
 )
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import Conflict, InvalidInput, NotFound
 from engine.channels.tables import channel_configs, channel_routes
 from engine.channels.plugin_manager import TidingsPluginManager, get_plugin_manager
@@ -169,7 +169,7 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
         raise InvalidInput(f"channel {name!r} only serves {channel.channel_type.value}", field="channel_types")
     if body.rate_limit is not None and not 0 < body.rate_limit <= MAX_RATE:
         raise InvalidInput(f"rate_limit must be a number of messages per second in (0, {MAX_RATE:g}]", field="rate_limit")
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(channel_configs).where(
             channel_configs.c.workspace_id == ws.id, channel_configs.c.name == name)).first()
         config = dict(body.config)
@@ -249,7 +249,7 @@ def list_channels(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef) -
 
 
 def delete_channel(db: Engine, ws: WorkspaceRef, name: str) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
         n = conn.execute(delete(channel_configs).where(channel_configs.c.workspace_id == ws.id,
                                                        channel_configs.c.name == name)).rowcount

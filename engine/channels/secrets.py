@@ -30,6 +30,7 @@ from sqlalchemy import Engine, select, update
 
 from engine.channels.contract import ChannelConfigError, secret_keys
 from engine.platform.errors import Conflict
+from engine.platform.db import reading, writing
 from engine.channels.tables import channel_configs
 
 log = logging.getLogger("tidings.secrets")
@@ -216,7 +217,7 @@ def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
     if ring is None:
         raise EncryptionKeyError(f"no encryption key is configured ({KEY_SOURCES})")
     report = ResealReport(unreadable=[], unknown_plugin=[])
-    with db.connect() as conn:
+    with reading(db) as conn:
         rows = conn.execute(select(channel_configs.c.id, channel_configs.c.name, channel_configs.c.config,
                                    channel_configs.c.feedback_secret, channel_configs.c.updated_at,
                                    workspaces.c.name.label("ws"))
@@ -249,7 +250,7 @@ def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
             continue
         if not any(v is not None for v in config.values()) and feedback_secret is None:
             continue
-        with db.begin() as conn:
+        with writing(db) as conn:
             conn.execute(update(channel_configs).where(
                 channel_configs.c.id == row.id, channel_configs.c.updated_at == row.updated_at).values(
                 config={k: row.config[k] if v is None else v for k, v in config.items()},
@@ -258,7 +259,7 @@ def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
     # Event streams' sink settings (engine.analytics.streams) are sealed the same way.
     from engine.analytics.tables import event_streams
 
-    with db.connect() as conn:
+    with reading(db) as conn:
         streams = conn.execute(select(event_streams.c.id, event_streams.c.stream_id, event_streams.c.kind,
                                       event_streams.c.config, event_streams.c.updated_at, workspaces.c.name.label("ws"))
                                .join(workspaces, workspaces.c.id == event_streams.c.workspace_id)).all()
@@ -275,7 +276,7 @@ def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
             report.unreadable.append(str(exc))
             continue
         if any(v is not None for v in config.values()):
-            with db.begin() as conn:  # updated_at kept: the delivery loop goes on with the sink it built
+            with writing(db) as conn:  # updated_at kept: the delivery loop goes on with the sink it built
                 conn.execute(update(event_streams).where(
                     event_streams.c.id == row.id, event_streams.c.updated_at == row.updated_at).values(
                     config={k: row.config[k] if v is None else v for k, v in config.items()}))

@@ -12,7 +12,7 @@ from engine.customers.attributes import merge, register_item_names
 from engine.platform.batching import chunks, single, validate_batch
 from engine.platform.clock import iso_to_ms, now_ms
 from engine.customers.users import endpoint_out, ensure_users
-from engine.platform.db import bulk_insert, bulk_update, reading
+from engine.platform.db import bulk_insert, bulk_update, reading, writing
 from engine.platform.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
 from engine.customers.tables import endpoints, events, users
 from engine.customers.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
@@ -53,7 +53,7 @@ def upsert_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str, fields: Endp
 
 def upsert_endpoints(db: Engine, ws: WorkspaceRef, items: Sequence[EndpointBatchItem]) -> BatchResult:
     validate_batch(items, _check_fields, "endpoint_id")
-    with db.begin() as conn:
+    with writing(db) as conn:
         register_item_names(conn, ws.id, items)
         user_pks, created = _write_endpoints(conn, ws.id, items)
         changes.customers_changed(conn, ws.id, user_pks)
@@ -168,7 +168,7 @@ def get_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> EndpointOut:
 
 def delete_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> None:
     """Remove the endpoint; its user's events stay with the user."""
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(
             select(endpoints.c.id, endpoints.c.user_pk)
             .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id == endpoint_id)

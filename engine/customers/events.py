@@ -16,7 +16,7 @@ from engine.customers import on_write as changes
 from engine.platform.batching import chunks, validate_all
 from engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers.users import ensure_users, user_pk
-from engine.platform.db import bulk_insert, insert_tuples, reading, rows_where_in
+from engine.platform.db import bulk_insert, insert_tuples, reading, rows_where_in, writing
 from engine.platform.errors import BatchRejected, InvalidInput
 from engine.customers.tables import endpoints, events, users
 from engine.platform.pagination import check_limit, decode_cursor, next_cursor
@@ -46,7 +46,7 @@ def _checker(allow_reserved: bool):
 def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_reserved: bool = False) -> EventsResult:
     check_batch_size(len(batch), "events")
     validate_all(batch, _checker(allow_reserved), lambda e: e.id or e.name, "event")
-    with db.begin() as conn:
+    with writing(db) as conn:
         result, stored, created = record(conn, ws.id, batch)
         changes.customers_changed(conn, ws.id, created)  # new (empty) customers may match rules
         changes.events_recorded(conn, ws.id, stored)

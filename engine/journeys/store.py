@@ -14,7 +14,7 @@ import msgspec
 from sqlalchemy import Engine, delete, insert, select, update
 
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import NotFound
 from engine.journeys.runtime import audience, localtime
 from engine.journeys import ir
@@ -89,7 +89,7 @@ def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<s
     ws_id = _ws(ws)
     compiled = compile_journey(yaml_text, path=path, catalog=catalog if catalog is not None else DbCatalog(db, ws_id))
     now = now_ms()
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(journeys).where(journeys.c.workspace_id == ws_id,
                                                   journeys.c.journey_id == compiled.id)).first()
         if row is not None:
@@ -220,7 +220,7 @@ async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str =
     workflow; a broadcast workflow (now / at) or a Schedule (cron / every) for broadcasts. Idempotent."""
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id)
-    with db.begin() as conn:
+    with writing(db) as conn:
         previous = conn.execute(select(journeys.c.active_version).where(
             journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
         conn.execute(update(journeys).where(journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)
@@ -344,7 +344,7 @@ async def _delete_schedule(client, sid: str) -> None:
 async def _status(client, db: Engine, ws, journey_id: str, status: str, *, entries: bool) -> JourneyInfo:
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id)
-    with db.begin() as conn:
+    with writing(db) as conn:
         active_version = conn.execute(select(journeys.c.active_version).where(
             journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
         conn.execute(update(journeys).where(journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)
@@ -413,7 +413,7 @@ async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *,
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id, version)
     acts = JourneyActivities(db)
-    with db.begin() as conn:
+    with writing(db) as conn:
         adm = acts._admit_rows(conn, ws_id, journey_id, j.version, claim_key or f"enter/{uuid.uuid4().hex}",
                                [(pk, entry or {}) for pk in user_pks])
     if not adm.members:

@@ -28,6 +28,7 @@ from engine.platform.batching import chunks
 from engine.customers.users import _check_user, _write_users
 from engine.customers.endpoints import _check_fields, _write_endpoints
 from engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
+from engine.platform.db import writing
 from engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
 from engine.segments.tables import import_jobs, static_members
 from engine.segments.service import SegmentIn, check_new_id, create_in
@@ -311,7 +312,7 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
     `before_commit(conn, result)` writes in the same transaction (a job marks itself done there)."""
     dec = msgspec.json.Decoder(Staged)
     done = 0
-    with db.begin() as conn:
+    with writing(db) as conn:
         # The segment is created after its members are recorded, so the chunks do not evaluate it
         # (creating it evaluates it once); its id is checked now, to fail before any write.
         seg_id = segment_id or uuid.uuid4().hex[:12]

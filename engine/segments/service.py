@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 
 from engine.platform.batching import chunks
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import Conflict, InvalidInput, NotFound
 from engine.customers.tables import users
 from engine.platform.pagination import check_limit, decode_cursor, encode_cursor
@@ -137,7 +137,7 @@ def create_in(conn: Connection, workspace_id: int, data: SegmentIn, kind: str = 
 
 
 def create_segment(db: Engine, ws: WorkspaceRef, data: SegmentIn) -> SegmentOut:
-    with db.begin() as conn:
+    with writing(db) as conn:
         seg_id = create_in(conn, ws.id, data)
         return _out(conn, _row(conn, ws.id, seg_id))
 
@@ -164,14 +164,14 @@ def update_in(conn: Connection, workspace_id: int, segment_id: str, patch: Segme
 
 
 def update_segment(db: Engine, ws: WorkspaceRef, segment_id: str, patch: SegmentPatch) -> SegmentOut:
-    with db.begin() as conn:
+    with writing(db) as conn:
         update_in(conn, ws.id, segment_id, patch)
         return _out(conn, _row(conn, ws.id, segment_id))
 
 
 def duplicate_segment(db: Engine, ws: WorkspaceRef, segment_id: str, new_id: str | None = None,
                       name: str | None = None) -> SegmentOut:
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = _row(conn, ws.id, segment_id)
         data = SegmentIn(name=name or f"{row.name} (copy)", rule=row.rule, id=new_id)
         seg_id = create_in(conn, ws.id, data, kind=row.kind)
@@ -192,7 +192,7 @@ def segment_in_use_by(conn: Connection, workspace_id: int, segment_id: str) -> l
 
 
 def delete_segment(db: Engine, ws: WorkspaceRef, segment_id: str) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         _row(conn, ws.id, segment_id)
         journeys = segment_in_use_by(conn, ws.id, segment_id)
         if journeys:
@@ -314,7 +314,7 @@ def apply_segment_resource(db: Engine, ws: WorkspaceRef, doc: dict[str, Any]) ->
     seg_id = doc.get("id")
     if not isinstance(seg_id, str):
         raise InvalidInput("a Segment resource needs an id", field="id")
-    with db.begin() as conn:
+    with writing(db) as conn:
         exists = conn.execute(select(segments.c.id).where(segments.c.workspace_id == ws.id,
                                                           segments.c.id == seg_id)).first()
         if not exists:

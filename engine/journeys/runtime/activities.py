@@ -19,7 +19,7 @@ from sqlalchemy import Engine, insert, select, update
 from temporalio import activity
 
 from engine.platform.clock import now_ms
-from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
 from engine.journeys.runtime import admission
 from engine.journeys import ir
 from engine.journeys.runtime import audience, localtime
@@ -227,12 +227,12 @@ class JourneyActivities:
         return moving, [msgspec.structs.replace(m, deadline=deadline, trail=[]) for m in retrying]
 
     def _in_txn(self, fn):
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             return fn(conn)
 
     def _send_prepare(self, call: StepCall):
         s = call.settings
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             if status == "paused":
                 return StepResult(paused=True)
@@ -297,7 +297,7 @@ class JourneyActivities:
     @activity.defn(name="journey.wait")
     def wait(self, call: StepCall) -> StepResult:
         node: ir.WaitNode = call.node  # type: ignore[assignment]
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
             zones = self._zones(conn, call, members) if node.until_time else {}
@@ -317,7 +317,7 @@ class JourneyActivities:
     def wait_for(self, call: StepCall) -> StepResult:
         node: ir.WaitForNode = call.node  # type: ignore[assignment]
         wall = now_ms()
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
             fresh = [m for m in members if m.since is None]
@@ -385,7 +385,7 @@ class JourneyActivities:
     @activity.defn(name="journey.split")
     def split(self, call: StepCall) -> StepResult:
         node: ir.SplitNode = call.node  # type: ignore[assignment]
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
             remaining = {m.run_id: m for m in members}
@@ -416,7 +416,7 @@ class JourneyActivities:
     @activity.defn(name="journey.finish")
     def finish(self, call: StepCall) -> StepResult:
         """Holdout (control group) or exit node: the run ends here."""
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             self._finish(conn, call, call.members)
         return StepResult()
 
@@ -525,7 +525,7 @@ class JourneyActivities:
     def _claim(self, call: AdmitCall) -> Admitted | None:
         """Take up to `limit` queued entries, filter them, record the cohort; None when the queue was empty."""
         ws, jid = call.workspace_id, call.journey_id
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             version = conn.execute(select(journeys.c.active_version).where(
                 journeys.c.workspace_id == ws, journeys.c.journey_id == jid)).scalar_one()
             rows = conn.execute(select(journey_entries).where(
@@ -589,7 +589,7 @@ class JourneyActivities:
 
     @activity.defn(name="journey.broadcast_page")
     def broadcast_page(self, call: PageCall) -> Admitted:
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             j = self._ir(conn, call.workspace_id, call.journey_id, call.version)
             assert isinstance(j.entry, ir.BroadcastEntry)
             zones = self._due_zones(conn, j, call) if call.local_zones else None
