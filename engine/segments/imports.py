@@ -25,8 +25,8 @@ from sqlalchemy import Connection, Engine, insert, select
 from engine.customers import on_write as changes
 from engine.customers.attributes import register_names
 from engine.platform.batching import chunks
-from engine.customers.users import _check_user, _write_users
-from engine.customers.endpoints import _check_fields, _write_endpoints
+from engine.customers.users import check_user, write_users
+from engine.customers.endpoints import check_endpoint, write_endpoints
 from engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
 from engine.platform.db import writing
 from engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
@@ -269,9 +269,9 @@ def _validate(row: Any, fmt: str) -> Staged:
     else:
         raise InvalidInput("a row is an object")
     staged = parse_pinpoint(pairs) if fmt == "pinpoint" else parse_plain(pairs)
-    _check_user(0, staged.user)
+    check_user(0, staged.user)
     if staged.endpoint is not None:
-        _check_fields(0, staged.endpoint)
+        check_endpoint(0, staged.endpoint)
     return staged
 
 
@@ -325,10 +325,10 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
             register_names(conn, ws.id, "attribute", {k for u in users for k in u.attributes} |
                            {k for e in eps for k in e.attributes})
             register_names(conn, ws.id, "metric", {k for e in eps for k in e.metrics})
-            pks, _ = _write_users(conn, ws.id, users)
+            pks, _ = write_users(conn, ws.id, users)
             if eps:
                 try:
-                    _write_endpoints(conn, ws.id, eps)
+                    write_endpoints(conn, ws.id, eps)
                 except BatchRejected as exc:
                     raise ImportRejected(f"rows {done + 1}-{done + len(batch)}: {exc.details[0]['message']}",
                                          field="file", details=exc.details) from None
