@@ -48,8 +48,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     # Cross-domain reach-ins (item 3).
     ("engine.channels.secrets", "engine.analytics.tables"):
         "channels -> analytics: reseal_all reseals event-stream rows; item 3 (streams reseal their own)",
-    ("engine.messaging.feedback", "plugins.webhook"):
-        "messaging -> plugins: webhook signing belongs in platform (platform.signing); item 3",
     ("plugins.outbox", "engine.messaging.tables"):
         "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
     # Start-up and shutdown hooks (item 4).
