@@ -26,6 +26,7 @@ from engine.channels import secrets as channel_secrets
 from engine.channels.config import load_plugins
 from engine.platform.config import Settings
 from engine.platform.db import make_engine, migrate
+from engine.wiring import wire
 
 V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController,
                   JourneyController, *MESSAGING_CONTROLLERS, *EVENTS_V1]
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar):
         app.state.settings = settings
+        wire()
         app.state.db = make_engine(settings.database_url)
         migrate(app.state.db)
         app.state.temporal = TemporalHandle(settings)

@@ -33,6 +33,7 @@ from engine.platform.db import reading, writing
 from engine.platform.errors import InvalidInput, NotFound
 from engine.analytics.tables import dead_letters, event_streams
 from engine.messaging.ledger import parse_name
+from engine.customers import history
 from engine.customers.tables import endpoints, events, users
 from engine.workspaces.tables import workspaces
 from engine.analytics.stream_records import FORMATS
@@ -103,11 +104,9 @@ class Matcher:
 
 def read_events(db: Engine, workspace_id: int, after: int, limit: int) -> list[Any]:
     """Events after position `after`, in id order. Ids of one workspace commit in order
-    (engine.customers.events.lock_event_order), so a reader that moves past an id never misses a smaller one.
+    (engine.customers.history.lock_event_order), so a reader that moves past an id never misses a smaller one.
     Segment events stored one row per customer and write are expanded, each at its own position
-    (engine/segments/history.py)."""
-    from engine.segments import history
-
+    (engine/customers/history.py)."""
     q = (
         select(events.c.id, events.c.event_id, events.c.name, events.c.ts, events.c.received_at, events.c.attributes,
                events.c.metrics, users.c.user_id, endpoints.c.endpoint_id, endpoints.c.address, endpoints.c.opt_out)

@@ -8,15 +8,14 @@ from __future__ import annotations
 import uuid
 from typing import Any, Sequence
 
-import msgspec
-
 from sqlalchemy import Connection, Engine, select
 
 from engine.customers import on_write as changes
+from engine.customers.history import lock_event_order, read_page, stored_names
 from engine.platform.batching import chunks, validate_all
 from engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers.users import ensure_users, user_pk
-from engine.platform.db import bulk_insert, insert_tuples, reading, rows_where_in, writing
+from engine.platform.db import bulk_insert, reading, rows_where_in, writing
 from engine.platform.errors import BatchRejected, InvalidInput
 from engine.customers.tables import endpoints, events, users
 from engine.platform.pagination import check_limit, decode_cursor, next_cursor
@@ -51,17 +50,6 @@ def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_rese
         changes.customers_changed(conn, ws.id, created)  # new (empty) customers may match rules
         changes.events_recorded(conn, ws.id, stored)
     return result
-
-
-_ORDER_LOCK = 0x7469_6400_0000  # + workspace id: pg_advisory_xact_lock key space of event writes
-
-
-def lock_event_order(conn: Connection, workspace_id: int) -> None:
-    """Make a workspace's event ids commit in order, so readers that page by id (event streams, SSE)
-    never pass an id whose transaction commits later. SQLite already commits one writer at a time;
-    on PostgreSQL the transaction takes an advisory lock held until it commits."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK + workspace_id,))
 
 
 def insert_new(conn: Connection, workspace_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -121,9 +109,7 @@ def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, nam
                 since: str | None = None, until: str | None = None, cursor: str | None = None,
                 limit: int = 100) -> Page:
     """Events in arrival order, filtered; page with `next_cursor`. Segment events stored one row per
-    customer and write are expanded here (engine/segments/history.py)."""
-    from engine.segments import history
-
+    customer and write are expanded here (engine/customers/history.py)."""
     check_limit(limit)
     after = decode_cursor(cursor)
     q = (
@@ -137,14 +123,14 @@ def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, nam
         if user_id is not None:
             q = q.where(events.c.user_pk == user_pk(conn, ws.id, user_id))
         if name is not None:
-            q = q.where(events.c.name.in_(history.stored_names([name])))
+            q = q.where(events.c.name.in_(stored_names([name])))
         for value, field, op in ((since, "since", "__ge__"), (until, "until", "__lt__")):
             if value is not None:
                 try:
                     q = q.where(getattr(events.c.ts, op)(iso_to_ms(value)))
                 except ValueError:
                     raise InvalidInput(f"{field} must be ISO-8601, got {value!r}", field=field) from None
-        rows = history.read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
+        rows = read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
                                  after, limit, None if name is None else {name})
     items = [
         EventOut(id=r.event_id, user_id=r.owner, endpoint_id=r.ep, name=r.name, timestamp=ms_to_iso(r.ts),

@@ -34,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from engine.platform.db import make_engine, migrate, reading
+from engine.wiring import wire
 from engine.journeys.runtime import audience
 from engine.journeys import store
 from engine.journeys.runtime.activities import JourneyActivities
@@ -213,6 +214,7 @@ async def journey_env():
 @pytest.fixture
 async def journey_test(journey_env, tmp_path):
     """A fresh SQLite database and workspace with a running journey worker; see JourneyTest."""
+    wire()
     db = make_engine(f"sqlite:///{tmp_path / 'journeys.db'}")
     migrate(db)
     async with JourneyTest(journey_env, db) as jt:

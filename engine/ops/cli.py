@@ -12,7 +12,9 @@ from engine.platform.config import Settings
 
 def _db(settings: Settings):
     from engine.platform.db import make_engine, migrate
+    from engine.wiring import wire
 
+    wire()
     db = make_engine(settings.database_url)
     migrate(db)
     return db

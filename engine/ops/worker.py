@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from engine.platform.config import Settings
+from engine.wiring import wire
 
 log = logging.getLogger("tidings.worker")
 
@@ -55,6 +56,7 @@ ACTIVITY_THREADS = 16
 
 
 def build_worker(client: Client, db: Engine, settings: Settings, **options) -> Worker:
+    wire()  # activities write customers' events (sends, journey events)
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     options.setdefault("workflow_runner", SandboxedWorkflowRunner(restrictions=restrictions))
     return Worker(

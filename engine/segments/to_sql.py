@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from engine.segments.history import SEGMENT_EVENTS
+from engine.customers.history import SEGMENT_EVENTS
 from engine.segments.rules import ENGINE
 
 F, T, ERR, UNSURE = 0, 1, 2, 3
@@ -239,7 +239,7 @@ def _event_where(where: dict[str, list[str]], ctx: Ctx) -> str | None:
 def fact_sql(fact: dict[str, Any], scope: Scope, ctx: Ctx) -> str | None:
     kind, u = fact["type"], scope.user
     if fact.get("event") in SEGMENT_EVENTS:
-        return None  # may be stored compactly (segments/history.py): unsure, Python expands them
+        return None  # may be stored compactly (customers/history.py): unsure, Python expands them
     if kind == "count":
         cond = f"e.user_pk = {u} AND e.name = {ctx.p(fact['event'])}"
         if fact["within"] is not None:

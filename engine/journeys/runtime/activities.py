@@ -32,7 +32,8 @@ from engine.messaging.ledger import journey_event_names, journey_message_event_n
 from engine.messaging.dispatch import JourneySend, send_journey_step
 from engine.messaging.tables import messages
 from engine.customers.tables import events, users
-from engine.segments import history
+from engine.customers import history, on_write as changes
+from engine.customers.events import insert_new
 from engine.segments.documents import documents
 
 
@@ -614,9 +615,6 @@ def _record_holdouts(conn, call: StepCall, members: list[Member]) -> None:
     """One `_journey.holdout` event per customer the holdout step keeps out (the control group), in the
     transaction that marks their runs `held_out`: streams, the events API and segments see the control
     group. The id is the run's, so a retried step records it once."""
-    from engine.customers import on_write as changes
-    from engine.customers.events import insert_new
-
     now = now_ms()
     rows = [{"workspace_id": call.workspace_id, "event_id": f"holdout:{m.run_id}", "user_pk": m.user_pk,
              "endpoint_pk": None, "name": "_journey.holdout", "ts": now, "received_at": now, "metrics": {},
