@@ -22,6 +22,7 @@ from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, p
 from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
 from api.routes.segments import ImportController, SegmentController
 from api.temporal import TemporalHandle
+from engine.analytics.streams import reseal_streams
 from engine.channels import secrets as channel_secrets
 from engine.channels.config import load_plugins
 from engine.platform.config import Settings
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.temporal = TemporalHandle(settings)
         app.state.plugins = load_plugins()  # a broken plugin stops start-up here, naming it
         # Unusable encryption keys stop start-up here; no key is said in the log (secrets are then refused).
-        channel_secrets.announce(app.state.db, app.state.plugins)
+        channel_secrets.announce(app.state.db, app.state.plugins, also=[reseal_streams])
         # Import jobs a dead API process left running are imported again (or failed with a reason), and its
         # abandoned uploads deleted.
         from engine.segments import jobs

@@ -39,8 +39,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "plugins -> workspaces: the sink factory's `workspace=` argument is typed WorkspaceRef; item 8 "
         "(plugin-facing types in the contract)",
     # Cross-domain reach-ins (item 3).
-    ("engine.channels.secrets", "engine.analytics.tables"):
-        "channels -> analytics: reseal_all reseals event-stream rows; item 3 (streams reseal their own)",
     ("plugins.outbox", "engine.messaging.tables"):
         "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
     # Start-up and shutdown hooks (item 4).

@@ -183,6 +183,31 @@ def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data:
     return get_stream(db, plugins, ws, stream_id), created
 
 
+def reseal_streams(db: Engine, plugins: Any, resealer: channel_secrets.Resealer) -> None:
+    """Sink settings are sealed like channel secrets: re-seal them (channel_secrets.reseal_all's `also`),
+    one transaction per stream, written only if nothing changed the row meanwhile."""
+    report = resealer.report
+    with reading(db) as conn:
+        streams = conn.execute(select(event_streams.c.id, event_streams.c.stream_id, event_streams.c.kind,
+                                      event_streams.c.config, event_streams.c.updated_at, workspaces.c.name.label("ws"))
+                               .join(workspaces, workspaces.c.id == event_streams.c.workspace_id)).all()
+    factories = getattr(plugins, "event_sink_factories", {}) if plugins is not None else {}
+    for row in streams:
+        factory = factories.get(row.kind)
+        secrets = frozenset(f.name for f in getattr(factory, "config_fields", ()) if f.secret)
+        if factory is None and any(not channel_secrets.is_sealed(v) for v in row.config.values()):
+            report.unknown_plugin.append(f"{row.ws}/event stream {row.stream_id}")
+        try:
+            config = resealer.config(row.stream_id, row.config, secrets, row.ws, "event stream")
+        except channel_secrets.SecretUnreadable as exc:
+            report.unreadable.append(str(exc))
+            continue
+        if config is not None:
+            with writing(db) as conn:  # updated_at kept: the delivery loop goes on with the sink it built
+                conn.execute(update(event_streams).where(
+                    event_streams.c.id == row.id, event_streams.c.updated_at == row.updated_at).values(config=config))
+
+
 def _out(row: Any, plugins: Any, n_dead: int) -> StreamOut:
     factory = plugins.event_sink_factories.get(row.kind)
     config = redact_config(_shim(row.kind, factory), row.config) if factory else {k: "***" for k in row.config}

@@ -6,12 +6,12 @@ the public API refuses them and internal writers pass `allow_reserved=True`.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, Engine, select
 
 from engine.customers import on_write as changes
-from engine.customers.history import lock_event_order, read_page, stored_names
+from engine.customers.history import expand, lock_event_order, read_page, stored_names
 from engine.platform.batching import chunks, validate_all
 from engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers.users import ensure_users, user_pk
@@ -89,6 +89,26 @@ def record(conn: Connection, workspace_id: int,
     fresh = insert_new(conn, workspace_id, list(rows.values()))
     return (EventsResult(stored=len(fresh), duplicates=len(batch) - len(fresh), users_created=len(created)),
             fresh, created)
+
+
+def events_of(conn: Connection, workspace_id: int, user_pks: list[int], names: Iterable[str],
+              since: int) -> dict[int, list[dict[str, Any]]]:
+    """Each customer's events with these names received at or after `since` (ms), in arrival order, as
+    dicts of name, attributes, metrics, ts and received_at (segment events stored compactly are expanded)."""
+    wanted = sorted(set(names))
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not user_pks or not wanted:
+        return out
+    for part in chunks(user_pks, 5000):
+        q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.metrics, events.c.ts,
+                    events.c.received_at)
+             .where(events.c.workspace_id == workspace_id, events.c.user_pk.in_(part),
+                    events.c.name.in_(stored_names(wanted)), events.c.received_at >= since).order_by(events.c.id))
+        for r in expand(conn.execute(q), names=set(wanted)):
+            out.setdefault(r.user_pk, []).append(
+                {"name": r.name, "attributes": r.attributes, "metrics": r.metrics, "ts": r.ts,
+                 "received_at": r.received_at})
+    return out
 
 
 def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, tuple[int, int]]:

@@ -35,7 +35,7 @@ from temporalio.worker import Worker
 
 from engine.platform.db import make_engine, migrate, reading
 from engine.wiring import wire
-from engine.journeys.runtime import audience
+from engine.segments.service import put_static_segment
 from engine.journeys import store
 from engine.journeys.runtime.activities import JourneyActivities
 from engine.messaging.tables import messages, outbox_messages
@@ -137,7 +137,8 @@ class JourneyTest:
                                                          users.c.user_id == user_id)).scalar_one()
 
     def segment(self, segment_id: str, user_pks: list[int]) -> None:
-        audience.use_static_segments(self.ws.id, {segment_id: user_pks})
+        """A static segment of exactly these customers (created, or its members replaced)."""
+        put_static_segment(self.db, self.ws, segment_id, user_pks)
 
     def event(self, user_id: str, name: str, attributes: dict | None = None) -> None:
         from engine.customers.events import ingest
@@ -219,5 +220,4 @@ async def journey_test(journey_env, tmp_path):
     migrate(db)
     async with JourneyTest(journey_env, db) as jt:
         yield jt
-    audience.clear_static_segments()
     db.dispose()

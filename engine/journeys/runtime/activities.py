@@ -11,7 +11,7 @@ import asyncio
 import time
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -28,12 +28,12 @@ from engine.journeys.runtime.contracts import (
 )
 from engine.journeys.runtime.rules import event_doc, holds
 from engine.journeys.tables import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
-from engine.messaging.ledger import journey_event_names, journey_message_event_names
+from engine.messaging.ledger import journey_event_names, journey_message_event_names, sends_since
 from engine.messaging.dispatch import JourneySend, send_journey_step
 from engine.messaging.tables import messages
-from engine.customers.tables import events, users
-from engine.customers import history, on_write as changes
-from engine.customers.events import insert_new
+from engine.customers.tables import users
+from engine.customers import on_write as changes
+from engine.customers.events import events_of, insert_new
 from engine.segments.documents import documents
 
 
@@ -86,24 +86,6 @@ class JourneyActivities:
         return conn.execute(select(journeys.c.status).where(journeys.c.workspace_id == ws,
                                                             journeys.c.journey_id == journey_id)).scalar()
 
-    def _events(self, conn, ws: int, pks: list[int], names: Iterable[str], since: int) -> dict[int, list[dict]]:
-        names = sorted(set(names))
-        out: dict[int, list[dict]] = {}
-        if not pks or not names:
-            return out
-        for start in range(0, len(pks), 5000):
-            part = pks[start:start + 5000]
-            q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.metrics, events.c.ts,
-                        events.c.received_at)
-                 .where(events.c.workspace_id == ws, events.c.user_pk.in_(part),
-                        events.c.name.in_(history.stored_names(names)),
-                        events.c.received_at >= since).order_by(events.c.id))
-            for r in history.expand(conn.execute(q), names=set(names)):  # segment events may be compact rows
-                out.setdefault(r.user_pk, []).append(
-                    {"name": r.name, "attributes": r.attributes, "metrics": r.metrics, "ts": r.ts,
-                     "received_at": r.received_at})
-        return out
-
     def _exits(self, conn, call: StepCall, members: list[Member]) -> dict[int, str]:
         """run_id -> reason, for members an exit criterion (or a stopped journey) takes out."""
         crit = call.settings.exit
@@ -113,7 +95,7 @@ class JourneyActivities:
         names = set().union(*matches.values())
         if any(isinstance(c, ir.SegmentExit) for c in crit):
             names.add("_segment.exit")
-        found = self._events(conn, call.workspace_id, [m.user_pk for m in members], names,
+        found = events_of(conn, call.workspace_id, [m.user_pk for m in members], names,
                              min(m.entered_at for m in members))
         out: dict[int, str] = {}
         for m in members:
@@ -257,17 +239,10 @@ class JourneyActivities:
                 go = keep
             if s.frequency_cap and go:
                 cap = s.frequency_cap
-                counts: dict[int, int] = {}
                 # messages are stamped with the wall clock when sent, so the window is wall-clock too
                 # (under a time-skipping test server a cap does not expire as workflow time moves)
-                since = now_ms() - cap.per_seconds * 1000
-                for part in range(0, len(go), 5000):
-                    q = (select(events.c.user_pk, events.c.id).where(
-                        events.c.workspace_id == call.workspace_id,
-                        events.c.user_pk.in_([m.user_pk for m in go[part:part + 5000]]),
-                        events.c.name.like("\\_%.send", escape="\\"), events.c.ts >= since))
-                    for r in conn.execute(q):
-                        counts[r.user_pk] = counts.get(r.user_pk, 0) + 1
+                counts = sends_since(conn, call.workspace_id, [m.user_pk for m in go],
+                                     now_ms() - cap.per_seconds * 1000)
                 keep = []
                 for m in go:
                     (keep.append(m) if counts.get(m.user_pk, 0) < cap.messages else skipped.append((m, "frequency_cap")))
@@ -346,8 +321,8 @@ class JourneyActivities:
             ref = node.message_event
             return self._message_events(conn, call, ref.step, journey_message_event_names(ref.type, ref.names),
                                         members)
-        found = self._events(conn, call.workspace_id, pks, journey_event_names(node.event or "", node.names),
-                             min(m.since for m in members))
+        found = events_of(conn, call.workspace_id, pks, journey_event_names(node.event or "", node.names),
+                          min(m.since for m in members))
         out = set()
         for m in members:
             for ev in found.get(m.user_pk, []):
@@ -366,22 +341,11 @@ class JourneyActivities:
     def _message_events(self, conn, call: StepCall, step_id: str, names: list[str], members: list[Member]) -> set[int]:
         """Members with one of the message events `names` (`_email.open`, ...: every channel's, the channel
         of the referenced send step is not in this call) about their message from `step_id` of this journey."""
-        pks = [m.user_pk for m in members]
-        out = set()
-        since = min(m.entered_at for m in members)
-        for start in range(0, len(pks), 5000):
-            q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.received_at).where(
-                events.c.workspace_id == call.workspace_id, events.c.user_pk.in_(pks[start:start + 5000]),
-                events.c.name.in_(names), events.c.received_at >= since))
-            by_pk: dict[int, list] = {}
-            for r in conn.execute(q):
-                if r.attributes.get("step_id") == step_id and \
-                        r.attributes.get("journey_id") == call.journey_id:
-                    by_pk.setdefault(r.user_pk, []).append(r)
-            for m in members:
-                if any(r.received_at >= m.entered_at for r in by_pk.get(m.user_pk, [])):
-                    out.add(m.run_id)
-        return out
+        found = events_of(conn, call.workspace_id, [m.user_pk for m in members], names,
+                          min(m.entered_at for m in members))
+        return {m.run_id for m in members
+                if any(e["received_at"] >= m.entered_at and e["attributes"].get("step_id") == step_id
+                       and e["attributes"].get("journey_id") == call.journey_id for e in found.get(m.user_pk, []))}
 
     @activity.defn(name="journey.split")
     def split(self, call: StepCall) -> StepResult:
