@@ -33,8 +33,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("engine.platform.egress", "engine.channels.contract"):
         "platform -> channels: check_destination raises the channel contract's ChannelConfigError; item 3 "
         "(the helper moves to engine.channels, egress keeps DestinationRefused)",
-    ("engine.platform.pagination", "engine.customers.limits"):
-        "platform -> customers: INT64_MAX belongs in platform; item 6 (one int64 check)",
     ("plugins.event_sinks", "engine.workspaces.service"):
         "plugins -> workspaces: the sink factory's `workspace=` argument is typed WorkspaceRef; item 8 "
         "(plugin-facing types in the contract)",
@@ -44,8 +42,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     # Start-up and shutdown hooks (item 4).
     ("api.app", "plugins.email_smtp"): "api -> plugins: close_pools at shutdown; item 4 (a shutdown hookspec)",
     # Placement left over from the mechanical move.
-    ("engine.platform.batching", "engine.customers.limits"):
-        "platform -> customers: check_batch_size/MAX_BATCH are generic limits; item 1 (move them to platform)",
     ("engine.journeys.testing", "engine.ops.apply"):
         "journeys -> ops: the pytest plugin applies resource folders like `tidings apply`; item 1 (move the "
         "folder loading below ops, or the harness into ops behind the engine.journeys.testing name)",

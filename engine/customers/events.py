@@ -20,7 +20,8 @@ from engine.platform.errors import BatchRejected, InvalidInput
 from engine.customers.tables import endpoints, events, users
 from engine.platform.pagination import check_limit, decode_cursor, next_cursor
 from engine.customers.schemas import EventIn, EventOut, EventsResult, Page
-from engine.customers.limits import MAX_NAME, check_batch_size, check_values_depth
+from engine.customers.limits import MAX_NAME, check_values_depth
+from engine.platform.limits import check_batch_size
 from engine.workspaces.service import WorkspaceRef
 
 MAX_EVENT_VALUE = 1000
