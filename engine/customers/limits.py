@@ -4,10 +4,10 @@ from __future__ import annotations
 import re
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.platform.errors import InvalidInput, LimitExceeded
 from engine.platform.limits import is_int64
+from engine.platform.timezones import is_timezone
 
 MAX_NAME = 50
 MAX_VALUE = 100
@@ -53,10 +53,8 @@ def check_metrics(metrics: dict[str, Any], field: str) -> None:
 def check_timezone(tz: str | None, field: str = "timezone") -> None:
     if tz is None:
         return
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown IANA time zone {tz!r}", field=field) from None
+    if not is_timezone(tz):
+        raise InvalidInput(f"unknown IANA time zone {tz!r}", field=field)
 
 
 def check_locale(locale: str | None, field: str = "locale") -> None:

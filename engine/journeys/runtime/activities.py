@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgspec
 from sqlalchemy import Engine, insert, select, update
@@ -23,6 +20,7 @@ from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in,
 from engine.journeys.runtime import admission
 from engine.journeys import ir
 from engine.journeys.runtime import audience, localtime
+from engine.journeys.runtime.localtime import in_quiet_hours, next_local
 from engine.journeys.runtime.contracts import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
@@ -35,32 +33,6 @@ from engine.customers.tables import users
 from engine.customers import on_write as changes
 from engine.customers.events import events_of, insert_new
 from engine.segments.documents import documents
-
-
-def next_local(now: int, zone: str, hhmm: str, *, inclusive: bool = False) -> int:
-    """The next HH:MM (strictly after `now`, or at it when inclusive) in `zone`, as epoch ms."""
-    tz = _zone(zone)
-    local = datetime.fromtimestamp(now / 1000, tz)
-    h, m = map(int, hhmm.split(":"))
-    cand = local.replace(hour=h, minute=m, second=0, microsecond=0)
-    if cand < local or (cand == local and not inclusive):
-        cand = (local + timedelta(days=1)).replace(hour=h, minute=m, second=0, microsecond=0)
-    return int(cand.timestamp() * 1000)
-
-
-def in_quiet_hours(now: int, zone: str, start: str, end: str) -> bool:
-    local = datetime.fromtimestamp(now / 1000, _zone(zone))
-    t = local.hour * 60 + local.minute
-    s, e = (int(x[:2]) * 60 + int(x[3:]) for x in (start, end))
-    return s <= t < e if s < e else (t >= s or t < e)
-
-
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except Exception:
-        return ZoneInfo("UTC")
 
 
 # A member whose message another attempt of this send is handing over right now looks again this much later.
