@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -25,6 +24,7 @@ from api.temporal import TemporalHandle
 from engine.analytics.streams import reseal_streams
 from engine.channels import secrets as channel_secrets
 from engine.channels.config import load_plugins
+from engine.platform.collector import tune_collector
 from engine.platform.config import Settings
 from engine.platform.db import make_engine, migrate
 from engine.wiring import wire
@@ -64,12 +64,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
         app.state.imports_dir = await asyncio.to_thread(jobs.imports_dir, settings.home)
         await asyncio.to_thread(jobs.recover, app.state.db, app.state.imports_dir)
-        # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
-        # which otherwise cost more than decoding a 10,000-item batch.
-        gc.freeze()
-        # A 10,000-item batch allocates ~100,000 short-lived objects: with the default threshold (700) the
-        # collector runs hundreds of young passes per request for nothing, since they all die together.
-        gc.set_threshold(50_000, 20, 20)
+        tune_collector()  # everything loaded so far lives as long as the process
         stop, runner_task = asyncio.Event(), None
         if settings.stream_worker:
             from engine.analytics.streams import RunnerSlot, StreamRunner
