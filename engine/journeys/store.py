@@ -22,7 +22,9 @@ from engine.journeys.runtime.contracts import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id,
 )
 from engine.journeys.language.compiler import compile_journey
-from engine.journeys.tables import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
+from engine.journeys.tables import (
+    JourneyStatus, RunStatus, journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys,
+)
 from engine.messaging.ledger import journey_event_names
 from engine.messaging.tables import messages
 from engine.customers.tables import users
@@ -32,7 +34,7 @@ from engine.customers.schemas import ChannelType
 class JourneyInfo(msgspec.Struct, kw_only=True):
     id: str
     name: str
-    status: str
+    status: JourneyStatus
     version: int
     active_version: int | None
     source_hash: str
@@ -48,7 +50,7 @@ class RunInfo(msgspec.Struct, kw_only=True):
     user_id: str
     workflow_id: str
     current_step: str | None
-    status: str
+    status: RunStatus
     exit_reason: str | None
     entered_at: str
     updated_at: str
