@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from contextlib import asynccontextmanager
 
@@ -22,10 +21,13 @@ from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, p
 from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
 from api.routes.segments import ImportController, SegmentController
 from api.temporal import TemporalHandle
+from engine.analytics.streams import reseal_streams
 from engine.channels import secrets as channel_secrets
 from engine.channels.config import load_plugins
+from engine.platform.collector import tune_collector
 from engine.platform.config import Settings
 from engine.platform.db import make_engine, migrate
+from engine.wiring import wire
 
 V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController,
                   JourneyController, *MESSAGING_CONTROLLERS, *EVENTS_V1]
@@ -49,24 +51,20 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar):
         app.state.settings = settings
+        wire()
         app.state.db = make_engine(settings.database_url)
         migrate(app.state.db)
         app.state.temporal = TemporalHandle(settings)
         app.state.plugins = load_plugins()  # a broken plugin stops start-up here, naming it
         # Unusable encryption keys stop start-up here; no key is said in the log (secrets are then refused).
-        channel_secrets.announce(app.state.db, app.state.plugins)
+        channel_secrets.announce(app.state.db, app.state.plugins, also=[reseal_streams])
         # Import jobs a dead API process left running are imported again (or failed with a reason), and its
         # abandoned uploads deleted.
         from engine.segments import jobs
 
         app.state.imports_dir = await asyncio.to_thread(jobs.imports_dir, settings.home)
         await asyncio.to_thread(jobs.recover, app.state.db, app.state.imports_dir)
-        # Everything loaded so far lives as long as the process: keep it out of the collector's full passes,
-        # which otherwise cost more than decoding a 10,000-item batch.
-        gc.freeze()
-        # A 10,000-item batch allocates ~100,000 short-lived objects: with the default threshold (700) the
-        # collector runs hundreds of young passes per request for nothing, since they all die together.
-        gc.set_threshold(50_000, 20, 20)
+        tune_collector()  # everything loaded so far lives as long as the process
         stop, runner_task = asyncio.Event(), None
         if settings.stream_worker:
             from engine.analytics.streams import RunnerSlot, StreamRunner

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from api.app import create_app
 from engine.platform.config import Settings
 from engine.workspaces.service import create_key
+from engine.wiring import wire
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 # Channel secrets are sealed at rest and refused without a key (engine.channels.secrets): the suite runs with
@@ -22,6 +23,8 @@ os.environ.setdefault("TIDINGS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 # The providers, webhook receivers and SMTP servers of the suite listen on loopback: the suite allows it the
 # way an operator would (engine.platform.egress); tests of the guard itself change or remove the setting.
 os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.0/8,::1")
+# The write listeners (segments, ledger, journeys) on engine.customers.on_write, as every process does at start-up.
+wire()
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 

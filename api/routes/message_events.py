@@ -33,7 +33,7 @@ from engine.platform.clock import duration_seconds, iso_to_ms
 from engine.platform.errors import InvalidInput, NotFound, Unauthorized
 from engine.analytics.funnel import funnel_html
 from engine.analytics.stream_records import FORMATS
-from engine.customers.limits import check_int64
+from engine.platform.limits import check_int64
 from engine.workspaces.service import WorkspaceRef, authenticate
 
 from api.params import OptionalInt64

@@ -29,10 +29,11 @@ from engine.channels import secrets as channel_secrets
 from engine.channels.contract import ChannelConfigError, redact_config, resolve_config, secret_keys
 from engine.platform.clock import now_ms
 from engine.platform.retry import backoff
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import InvalidInput, NotFound
 from engine.analytics.tables import dead_letters, event_streams
 from engine.messaging.ledger import parse_name
+from engine.customers import history
 from engine.customers.tables import endpoints, events, users
 from engine.workspaces.tables import workspaces
 from engine.analytics.stream_records import FORMATS
@@ -103,11 +104,9 @@ class Matcher:
 
 def read_events(db: Engine, workspace_id: int, after: int, limit: int) -> list[Any]:
     """Events after position `after`, in id order. Ids of one workspace commit in order
-    (engine.customers.events.lock_event_order), so a reader that moves past an id never misses a smaller one.
+    (engine.customers.history.lock_event_order), so a reader that moves past an id never misses a smaller one.
     Segment events stored one row per customer and write are expanded, each at its own position
-    (engine/segments/history.py)."""
-    from engine.segments import history
-
+    (engine/customers/history.py)."""
     q = (
         select(events.c.id, events.c.event_id, events.c.name, events.c.ts, events.c.received_at, events.c.attributes,
                events.c.metrics, users.c.user_id, endpoints.c.endpoint_id, endpoints.c.address, endpoints.c.opt_out)
@@ -167,7 +166,7 @@ def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data:
         "kind": data.kind, "config": stored, "filter": msgspec.to_builtins(data.filter), "format": data.format,
         "enabled": data.enabled, "batch_size": data.batch_size, "max_attempts": data.max_attempts, "updated_at": now,
     }
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(event_streams.c.id).where(
             event_streams.c.workspace_id == ws.id, event_streams.c.stream_id == stream_id)).first()
         created = row is None
@@ -182,6 +181,31 @@ def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data:
             conn.execute(update(event_streams).where(event_streams.c.id == row.id).values(
                 failures=0, next_attempt_at=0, last_error=None, **values))
     return get_stream(db, plugins, ws, stream_id), created
+
+
+def reseal_streams(db: Engine, plugins: Any, resealer: channel_secrets.Resealer) -> None:
+    """Sink settings are sealed like channel secrets: re-seal them (channel_secrets.reseal_all's `also`),
+    one transaction per stream, written only if nothing changed the row meanwhile."""
+    report = resealer.report
+    with reading(db) as conn:
+        streams = conn.execute(select(event_streams.c.id, event_streams.c.stream_id, event_streams.c.kind,
+                                      event_streams.c.config, event_streams.c.updated_at, workspaces.c.name.label("ws"))
+                               .join(workspaces, workspaces.c.id == event_streams.c.workspace_id)).all()
+    factories = getattr(plugins, "event_sink_factories", {}) if plugins is not None else {}
+    for row in streams:
+        factory = factories.get(row.kind)
+        secrets = frozenset(f.name for f in getattr(factory, "config_fields", ()) if f.secret)
+        if factory is None and any(not channel_secrets.is_sealed(v) for v in row.config.values()):
+            report.unknown_plugin.append(f"{row.ws}/event stream {row.stream_id}")
+        try:
+            config = resealer.config(row.stream_id, row.config, secrets, row.ws, "event stream")
+        except channel_secrets.SecretUnreadable as exc:
+            report.unreadable.append(str(exc))
+            continue
+        if config is not None:
+            with writing(db) as conn:  # updated_at kept: the delivery loop goes on with the sink it built
+                conn.execute(update(event_streams).where(
+                    event_streams.c.id == row.id, event_streams.c.updated_at == row.updated_at).values(config=config))
 
 
 def _out(row: Any, plugins: Any, n_dead: int) -> StreamOut:
@@ -221,7 +245,7 @@ def list_streams(db: Engine, plugins: Any, ws: WorkspaceRef) -> list[StreamOut]:
 
 
 def delete_stream(db: Engine, ws: WorkspaceRef, stream_id: str) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = _row(conn, ws, stream_id)
         conn.execute(delete(dead_letters).where(dead_letters.c.stream_pk == row.id))
         conn.execute(delete(event_streams).where(event_streams.c.id == row.id))
@@ -330,7 +354,7 @@ class StreamRunner:
             self._slot.close()
 
     def _release(self) -> None:
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             conn.execute(update(event_streams).where(event_streams.c.lease_owner == self.owner)
                          .values(lease_owner=None, lease_until=0))
 
@@ -347,7 +371,7 @@ class StreamRunner:
 
     def _claim(self, stream_pk: int) -> bool:
         now = now_ms()
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             return conn.execute(
                 update(event_streams)
                 .where(event_streams.c.id == stream_pk,
@@ -409,7 +433,7 @@ class StreamRunner:
         return handled
 
     def _advance(self, stream: Any, old_cursor: int, new_cursor: int, n: int, updated_at: int) -> bool:
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             return conn.execute(
                 update(event_streams)
                 .where(event_streams.c.id == stream.id, event_streams.c.cursor == old_cursor,
@@ -421,7 +445,7 @@ class StreamRunner:
     def _failed(self, stream: Any, cursor: int, last: int, records: list, failures: int, error: str, dead: bool,
                 updated_at: int) -> None:
         now = now_ms()
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             where = (event_streams.c.id == stream.id, event_streams.c.cursor == cursor,
                      event_streams.c.updated_at == updated_at)
             if dead:

@@ -24,7 +24,7 @@ from engine.channels.contract import (
     ChannelConfigError, ChannelType, redact_config, resolve_config, secret_keys,
 )
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import Conflict, InvalidInput, NotFound
 from engine.channels.tables import channel_configs, channel_routes
 from engine.channels.plugin_manager import TidingsPluginManager, get_plugin_manager
@@ -162,44 +162,18 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
     channel = plugins.channels.get(name)
     if channel is None:
         raise NotFound(f"no channel plugin named {name!r} (loaded: {', '.join(sorted(plugins.channels))})", field="name")
-    any_type = getattr(channel, "serves_any_type", False)
-    types = [t.value for t in body.channel_types] if body.channel_types else (
-        ALL_TYPES if any_type else [channel.channel_type.value])
-    if not any_type and types != [channel.channel_type.value]:
-        raise InvalidInput(f"channel {name!r} only serves {channel.channel_type.value}", field="channel_types")
+    types = _served_types(channel, name, body)
     if body.rate_limit is not None and not 0 < body.rate_limit <= MAX_RATE:
         raise InvalidInput(f"rate_limit must be a number of messages per second in (0, {MAX_RATE:g}]", field="rate_limit")
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(channel_configs).where(
             channel_configs.c.workspace_id == ws.id, channel_configs.c.name == name)).first()
-        config = dict(body.config)
-        for key in secret_keys(channel):  # "***" (what GET shows) keeps the stored secret
-            if config.get(key) == REDACTED:
-                if row is None or key not in row.config:
-                    raise InvalidInput(f"no stored value for {key!r} to keep; send the real value", field=f"config.{key}")
-                config[key] = _stored_secret(name, key, row.config[key], ws, f"config.{key}")
-        try:
-            # The channel's own resolve_config when it has one: it may check more than the fields (a key's format).
-            (channel.resolve_config if hasattr(channel, "resolve_config") else partial(resolve_config, channel))(config)
-        except ChannelConfigError as exc:
-            raise InvalidInput(str(exc), field=_config_field(str(exc))) from None
-        secret = body.feedback_secret
-        if secret == REDACTED:
-            if row is None or not row.feedback_secret:
-                raise InvalidInput("no stored feedback_secret to keep; send the real value", field="feedback_secret")
-            secret = _stored_secret(name, "feedback_secret", row.feedback_secret, ws, "feedback_secret")
-        if secret is not None and not 16 <= len(secret) <= 255:
-            raise InvalidInput("feedback_secret is 16-255 characters", field="feedback_secret")
+        config = _checked_config(channel, name, body.config, row, ws)
+        secret = _checked_feedback_secret(name, body.feedback_secret, row, ws)
         # Sealed before anything is written: without a key the whole PUT is refused, nothing stored plain.
         stored_config = channel_secrets.seal_config(name, secret_keys(channel), config)
         stored_secret = channel_secrets.seal_value(name, "feedback_secret", secret, "feedback_secret")
-        taken = conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name).where(
-            channel_routes.c.workspace_id == ws.id, channel_routes.c.channel_type.in_(types),
-            channel_routes.c.name != name)).all()
-        if taken:
-            t, other = taken[0]
-            raise Conflict(f"{t} is already served by channel {other!r}; DELETE /v1/channels/{other} first",
-                           field="channel_types")
+        _check_types_free(conn, ws, name, types)
         now = now_ms()
         if row is None:
             conn.execute(channel_configs.insert().values(workspace_id=ws.id, name=name, config=stored_config,
@@ -208,12 +182,63 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
         else:
             conn.execute(update(channel_configs).where(channel_configs.c.id == row.id).values(
                 config=stored_config, rate_limit=body.rate_limit, feedback_secret=stored_secret, updated_at=now))
-        conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
-        try:
-            conn.execute(channel_routes.insert(), [{"workspace_id": ws.id, "channel_type": t, "name": name} for t in types])
-        except IntegrityError:  # a concurrent PUT took the type first
-            raise Conflict("another channel now serves one of these types; retry", field="channel_types") from None
+        _route(conn, ws, name, types)
     return _out(ws, channel, name, types, config, body.rate_limit, now, secret)
+
+
+def _served_types(channel: Any, name: str, body: ChannelPut) -> list[str]:
+    """The channel types the PUT asks the channel to serve (all it can, when it names none)."""
+    any_type = getattr(channel, "serves_any_type", False)
+    types = [t.value for t in body.channel_types] if body.channel_types else (
+        ALL_TYPES if any_type else [channel.channel_type.value])
+    if not any_type and types != [channel.channel_type.value]:
+        raise InvalidInput(f"channel {name!r} only serves {channel.channel_type.value}", field="channel_types")
+    return types
+
+
+def _checked_config(channel: Any, name: str, given: dict[str, Any], row: Any, ws: WorkspaceRef) -> dict[str, Any]:
+    """The settings to store, in plain: "***" (what GET shows) keeps the stored secret; checked by the channel."""
+    config = dict(given)
+    for key in secret_keys(channel):
+        if config.get(key) == REDACTED:
+            if row is None or key not in row.config:
+                raise InvalidInput(f"no stored value for {key!r} to keep; send the real value", field=f"config.{key}")
+            config[key] = _stored_secret(name, key, row.config[key], ws, f"config.{key}")
+    try:
+        # The channel's own resolve_config when it has one: it may check more than the fields (a key's format).
+        (channel.resolve_config if hasattr(channel, "resolve_config") else partial(resolve_config, channel))(config)
+    except ChannelConfigError as exc:
+        raise InvalidInput(str(exc), field=_config_field(str(exc))) from None
+    return config
+
+
+def _checked_feedback_secret(name: str, secret: str | None, row: Any, ws: WorkspaceRef) -> str | None:
+    if secret == REDACTED:
+        if row is None or not row.feedback_secret:
+            raise InvalidInput("no stored feedback_secret to keep; send the real value", field="feedback_secret")
+        secret = _stored_secret(name, "feedback_secret", row.feedback_secret, ws, "feedback_secret")
+    if secret is not None and not 16 <= len(secret) <= 255:
+        raise InvalidInput("feedback_secret is 16-255 characters", field="feedback_secret")
+    return secret
+
+
+def _check_types_free(conn: Connection, ws: WorkspaceRef, name: str, types: list[str]) -> None:
+    taken = conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name).where(
+        channel_routes.c.workspace_id == ws.id, channel_routes.c.channel_type.in_(types),
+        channel_routes.c.name != name)).all()
+    if taken:
+        t, other = taken[0]
+        raise Conflict(f"{t} is already served by channel {other!r}; DELETE /v1/channels/{other} first",
+                       field="channel_types")
+
+
+def _route(conn: Connection, ws: WorkspaceRef, name: str, types: list[str]) -> None:
+    """The channel serves exactly `types` from now on."""
+    conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
+    try:
+        conn.execute(channel_routes.insert(), [{"workspace_id": ws.id, "channel_type": t, "name": name} for t in types])
+    except IntegrityError:  # a concurrent PUT took the type first
+        raise Conflict("another channel now serves one of these types; retry", field="channel_types") from None
 
 
 def _stored_secret(channel: str, key: str, value: Any, ws: WorkspaceRef, field: str) -> Any:
@@ -249,7 +274,7 @@ def list_channels(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef) -
 
 
 def delete_channel(db: Engine, ws: WorkspaceRef, name: str) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
         n = conn.execute(delete(channel_configs).where(channel_configs.c.workspace_id == ws.id,
                                                        channel_configs.c.name == name)).rowcount

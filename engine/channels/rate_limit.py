@@ -16,7 +16,7 @@ import time
 from sqlalchemy import Connection, Engine
 
 from engine.channels.tables import rate_buckets
-from engine.platform.write_queue import writing
+from engine.platform.db import writing
 
 
 def burst_of(rate: float) -> int:

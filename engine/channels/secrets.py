@@ -23,14 +23,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine, select, update
 
 from engine.channels.contract import ChannelConfigError, secret_keys
 from engine.platform.errors import Conflict
+from engine.platform.db import reading, writing
 from engine.channels.tables import channel_configs
+from engine.workspaces.tables import workspaces
 
 log = logging.getLogger("tidings.secrets")
 
@@ -206,83 +208,84 @@ class ResealReport:
     unknown_plugin: list[str] | None = None  # channels whose plugin is not loaded: plain values left as they are
 
 
-def reseal_all(db: Engine, plugins: Any, *, rotate: bool) -> ResealReport:
-    """Seal plain stored secrets with the current key and, with ``rotate``, re-seal values sealed with an
-    older key. One transaction per channel row, written only if no PUT changed the row meanwhile; a row
-    no key opens is reported and left alone."""
-    from engine.workspaces.tables import workspaces
+class Resealer:
+    """Re-seals the stored values of one run of `reseal_all`, counting what it did in `report`."""
 
-    ring = keyring()
-    if ring is None:
-        raise EncryptionKeyError(f"no encryption key is configured ({KEY_SOURCES})")
-    report = ResealReport(unreadable=[], unknown_plugin=[])
-    with db.connect() as conn:
-        rows = conn.execute(select(channel_configs.c.id, channel_configs.c.name, channel_configs.c.config,
-                                   channel_configs.c.feedback_secret, channel_configs.c.updated_at,
-                                   workspaces.c.name.label("ws"))
-                            .join(workspaces, workspaces.c.id == channel_configs.c.workspace_id)).all()
+    def __init__(self, ring: Keyring, report: ResealReport, rotate: bool):
+        self.ring, self.report, self.rotate = ring, report, rotate
 
-    def resealed(channel: str, key: str, value: Any, ws: str, kind: str = "channel") -> Any:
+    def value(self, owner: str, key: str, value: Any, ws: str, kind: str = "channel") -> Any:
         """The value to store instead, or None to leave it."""
         if value is None or value == "":
             return None
         if not is_sealed(value):
-            report.sealed_plain += 1
-            return ring.seal(value)
-        if rotate and not ring.sealed_with_current(value):
-            report.resealed += 1
-            return ring.seal(open_value(channel, key, value, ws, kind=kind))
-        report.unchanged += 1
+            self.report.sealed_plain += 1
+            return self.ring.seal(value)
+        if self.rotate and not self.ring.sealed_with_current(value):
+            self.report.resealed += 1
+            return self.ring.seal(open_value(owner, key, value, ws, kind=kind))
+        self.report.unchanged += 1
         return None
 
+    def config(self, owner: str, config: Mapping[str, Any], secrets: frozenset[str], ws: str,
+               kind: str = "channel") -> dict[str, Any] | None:
+        """`config` with its secret (or already sealed) values re-sealed, or None when nothing changes.
+        Raises SecretUnreadable for a value no key opens."""
+        changed = {k: self.value(owner, k, v, ws, kind) if k in secrets or is_sealed(v) else None
+                   for k, v in config.items()}
+        if not any(v is not None for v in changed.values()):
+            return None
+        return {k: config[k] if v is None else v for k, v in changed.items()}
+
+
+# Other stored settings sealed the same way (an event stream's sink settings), each re-sealing its own rows.
+SealedRows = Callable[[Engine, Any, Resealer], None]
+
+
+def reseal_all(db: Engine, plugins: Any, *, rotate: bool, also: Iterable[SealedRows] = ()) -> ResealReport:
+    """Seal plain stored secrets with the current key and, with ``rotate``, re-seal values sealed with an
+    older key: channel settings here, then what each of ``also`` stores. A row no key opens is reported
+    and left alone."""
+    ring = keyring()
+    if ring is None:
+        raise EncryptionKeyError(f"no encryption key is configured ({KEY_SOURCES})")
+    resealer = Resealer(ring, ResealReport(unreadable=[], unknown_plugin=[]), rotate)
+    reseal_channels(db, plugins, resealer)
+    for reseal_rows in also:
+        reseal_rows(db, plugins, resealer)
+    return resealer.report
+
+
+def reseal_channels(db: Engine, plugins: Any, resealer: Resealer) -> None:
+    """Channel settings and feedback secrets: one transaction per channel row, written only if no PUT
+    changed the row meanwhile."""
+    report = resealer.report
+    with reading(db) as conn:
+        rows = conn.execute(select(channel_configs.c.id, channel_configs.c.name, channel_configs.c.config,
+                                   channel_configs.c.feedback_secret, channel_configs.c.updated_at,
+                                   workspaces.c.name.label("ws"))
+                            .join(workspaces, workspaces.c.id == channel_configs.c.workspace_id)).all()
     for row in rows:
         channel = plugins.channels.get(row.name) if plugins is not None else None
         secrets = secret_keys(channel) if channel is not None else frozenset()
         if channel is None and any(not is_sealed(v) for v in row.config.values()):
             report.unknown_plugin.append(f"{row.ws}/{row.name}")  # which plain values are secret is unknown
         try:
-            config = {k: resealed(row.name, k, v, row.ws) if k in secrets or is_sealed(v) else None
-                      for k, v in row.config.items()}
-            feedback_secret = resealed(row.name, "feedback_secret", row.feedback_secret, row.ws)
+            config = resealer.config(row.name, row.config, secrets, row.ws)
+            feedback_secret = resealer.value(row.name, "feedback_secret", row.feedback_secret, row.ws)
         except SecretUnreadable as exc:
             report.unreadable.append(str(exc))
             continue
-        if not any(v is not None for v in config.values()) and feedback_secret is None:
+        if config is None and feedback_secret is None:
             continue
-        with db.begin() as conn:
+        with writing(db) as conn:
             conn.execute(update(channel_configs).where(
                 channel_configs.c.id == row.id, channel_configs.c.updated_at == row.updated_at).values(
-                config={k: row.config[k] if v is None else v for k, v in config.items()},
+                config=row.config if config is None else config,
                 feedback_secret=row.feedback_secret if feedback_secret is None else feedback_secret))
 
-    # Event streams' sink settings (engine.analytics.streams) are sealed the same way.
-    from engine.analytics.tables import event_streams
 
-    with db.connect() as conn:
-        streams = conn.execute(select(event_streams.c.id, event_streams.c.stream_id, event_streams.c.kind,
-                                      event_streams.c.config, event_streams.c.updated_at, workspaces.c.name.label("ws"))
-                               .join(workspaces, workspaces.c.id == event_streams.c.workspace_id)).all()
-    factories = getattr(plugins, "event_sink_factories", {}) if plugins is not None else {}
-    for row in streams:
-        factory = factories.get(row.kind)
-        secrets = frozenset(f.name for f in getattr(factory, "config_fields", ()) if f.secret)
-        if factory is None and any(not is_sealed(v) for v in row.config.values()):
-            report.unknown_plugin.append(f"{row.ws}/event stream {row.stream_id}")
-        try:
-            config = {k: resealed(row.stream_id, k, v, row.ws, "event stream") if k in secrets or is_sealed(v)
-                      else None for k, v in row.config.items()}
-        except SecretUnreadable as exc:
-            report.unreadable.append(str(exc))
-            continue
-        if any(v is not None for v in config.values()):
-            with db.begin() as conn:  # updated_at kept: the delivery loop goes on with the sink it built
-                conn.execute(update(event_streams).where(
-                    event_streams.c.id == row.id, event_streams.c.updated_at == row.updated_at).values(
-                    config={k: row.config[k] if v is None else v for k, v in config.items()}))
-    return report
-
-
-def announce(db: Engine | None = None, plugins: Any = None) -> Keyring | None:
+def announce(db: Engine | None = None, plugins: Any = None, also: Iterable[SealedRows] = ()) -> Keyring | None:
     """Start-up: say whether secrets can be stored, seal plain values left from before encryption, and name
     the channels whose secrets no configured key opens (they would fail at send time)."""
     ring = keyring()  # raises EncryptionKeyError for unusable keys: start-up stops with the reason
@@ -292,7 +295,7 @@ def announce(db: Engine | None = None, plugins: Any = None) -> Keyring | None:
         return None
     log.info("channel secrets are sealed with key %s from %s", ring.fingerprints[0], ring.source)
     if db is not None:
-        report = reseal_all(db, plugins, rotate=False)
+        report = reseal_all(db, plugins, rotate=False, also=also)
         if report.sealed_plain:
             log.info("sealed %d channel secret(s) stored in plain text before encryption", report.sealed_plain)
         for problem in report.unreadable or []:

@@ -12,7 +12,7 @@ from engine.customers.attributes import merge, register_item_names
 from engine.platform.batching import chunks, single, validate_batch
 from engine.platform.clock import iso_to_ms, now_ms
 from engine.customers.users import endpoint_out, ensure_users
-from engine.platform.db import bulk_insert, bulk_update, reading
+from engine.platform.db import bulk_insert, bulk_update, reading, writing
 from engine.platform.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
 from engine.customers.tables import endpoints, events, users
 from engine.customers.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
@@ -22,7 +22,8 @@ from engine.customers.limits import (
 from engine.workspaces.service import WorkspaceRef
 
 
-def _check_fields(_index: int, item: EndpointBatchItem) -> None:
+def check_endpoint(_index: int, item: EndpointBatchItem) -> None:
+    """The checks of one batch item that need no database (raises InvalidInput naming the field)."""
     if not item.endpoint_id:
         raise InvalidInput("endpoint_id is required", field="endpoint_id")
     if item.address is not UNSET and item.channel is not UNSET:
@@ -52,10 +53,10 @@ def upsert_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str, fields: Endp
 
 
 def upsert_endpoints(db: Engine, ws: WorkspaceRef, items: Sequence[EndpointBatchItem]) -> BatchResult:
-    validate_batch(items, _check_fields, "endpoint_id")
-    with db.begin() as conn:
+    validate_batch(items, check_endpoint, "endpoint_id")
+    with writing(db) as conn:
         register_item_names(conn, ws.id, items)
-        user_pks, created = _write_endpoints(conn, ws.id, items)
+        user_pks, created = write_endpoints(conn, ws.id, items)
         changes.customers_changed(conn, ws.id, user_pks)
     return BatchResult(written=len(items), created=created)
 
@@ -76,7 +77,10 @@ def _owner_of(item: EndpointBatchItem, row: dict[str, Any] | None) -> str | None
     return item.user_id or item.endpoint_id
 
 
-def _write_endpoints(conn: Connection, workspace_id: int, items: Sequence[EndpointBatchItem]) -> tuple[list[int], int]:
+def write_endpoints(conn: Connection, workspace_id: int, items: Sequence[EndpointBatchItem]) -> tuple[list[int], int]:
+    """Upsert checked items (check_endpoint) in the caller's transaction, creating missing owners; raises
+    BatchRejected for what needs the stored rows (limits). Returns (the owners' row ids, how many endpoints
+    are new). The caller tells on_write.customers_changed."""
     current = _load(conn, workspace_id, list(dict.fromkeys(i.endpoint_id for i in items)))
     owners, _ = ensure_users(conn, workspace_id, [o for i in items if (o := _owner_of(i, current.get(i.endpoint_id)))])
     now = now_ms()
@@ -168,7 +172,7 @@ def get_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> EndpointOut:
 
 def delete_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> None:
     """Remove the endpoint; its user's events stay with the user."""
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(
             select(endpoints.c.id, endpoints.c.user_pk)
             .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id == endpoint_id)

@@ -6,22 +6,22 @@ the public API refuses them and internal writers pass `allow_reserved=True`.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Sequence
-
-import msgspec
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, Engine, select
 
 from engine.customers import on_write as changes
+from engine.customers.history import expand, lock_event_order, read_page, stored_names
 from engine.platform.batching import chunks, validate_all
 from engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers.users import ensure_users, user_pk
-from engine.platform.db import bulk_insert, insert_tuples, reading, rows_where_in
+from engine.platform.db import bulk_insert, reading, rows_where_in, writing
 from engine.platform.errors import BatchRejected, InvalidInput
 from engine.customers.tables import endpoints, events, users
 from engine.platform.pagination import check_limit, decode_cursor, next_cursor
 from engine.customers.schemas import EventIn, EventOut, EventsResult, Page
-from engine.customers.limits import MAX_NAME, check_batch_size, check_values_depth
+from engine.customers.limits import MAX_NAME, check_values_depth
+from engine.platform.limits import check_batch_size
 from engine.workspaces.service import WorkspaceRef
 
 MAX_EVENT_VALUE = 1000
@@ -46,22 +46,11 @@ def _checker(allow_reserved: bool):
 def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_reserved: bool = False) -> EventsResult:
     check_batch_size(len(batch), "events")
     validate_all(batch, _checker(allow_reserved), lambda e: e.id or e.name, "event")
-    with db.begin() as conn:
+    with writing(db) as conn:
         result, stored, created = record(conn, ws.id, batch)
         changes.customers_changed(conn, ws.id, created)  # new (empty) customers may match rules
         changes.events_recorded(conn, ws.id, stored)
     return result
-
-
-_ORDER_LOCK = 0x7469_6400_0000  # + workspace id: pg_advisory_xact_lock key space of event writes
-
-
-def lock_event_order(conn: Connection, workspace_id: int) -> None:
-    """Make a workspace's event ids commit in order, so readers that page by id (event streams, SSE)
-    never pass an id whose transaction commits later. SQLite already commits one writer at a time;
-    on PostgreSQL the transaction takes an advisory lock held until it commits."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK + workspace_id,))
 
 
 def insert_new(conn: Connection, workspace_id: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,6 +92,26 @@ def record(conn: Connection, workspace_id: int,
             fresh, created)
 
 
+def events_of(conn: Connection, workspace_id: int, user_pks: list[int], names: Iterable[str],
+              since: int) -> dict[int, list[dict[str, Any]]]:
+    """Each customer's events with these names received at or after `since` (ms), in arrival order, as
+    dicts of name, attributes, metrics, ts and received_at (segment events stored compactly are expanded)."""
+    wanted = sorted(set(names))
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not user_pks or not wanted:
+        return out
+    for part in chunks(user_pks, 5000):
+        q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.metrics, events.c.ts,
+                    events.c.received_at)
+             .where(events.c.workspace_id == workspace_id, events.c.user_pk.in_(part),
+                    events.c.name.in_(stored_names(wanted)), events.c.received_at >= since).order_by(events.c.id))
+        for r in expand(conn.execute(q), names=set(wanted)):
+            out.setdefault(r.user_pk, []).append(
+                {"name": r.name, "attributes": r.attributes, "metrics": r.metrics, "ts": r.ts,
+                 "received_at": r.received_at})
+    return out
+
+
 def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[str]) -> dict[str, tuple[int, int]]:
     found: dict[str, tuple[int, int]] = {}
     for part in chunks(list(dict.fromkeys(endpoint_ids))):
@@ -121,9 +130,7 @@ def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, nam
                 since: str | None = None, until: str | None = None, cursor: str | None = None,
                 limit: int = 100) -> Page:
     """Events in arrival order, filtered; page with `next_cursor`. Segment events stored one row per
-    customer and write are expanded here (engine/segments/history.py)."""
-    from engine.segments import history
-
+    customer and write are expanded here (engine/customers/history.py)."""
     check_limit(limit)
     after = decode_cursor(cursor)
     q = (
@@ -137,14 +144,14 @@ def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, nam
         if user_id is not None:
             q = q.where(events.c.user_pk == user_pk(conn, ws.id, user_id))
         if name is not None:
-            q = q.where(events.c.name.in_(history.stored_names([name])))
+            q = q.where(events.c.name.in_(stored_names([name])))
         for value, field, op in ((since, "since", "__ge__"), (until, "until", "__lt__")):
             if value is not None:
                 try:
                     q = q.where(getattr(events.c.ts, op)(iso_to_ms(value)))
                 except ValueError:
                     raise InvalidInput(f"{field} must be ISO-8601, got {value!r}", field=field) from None
-        rows = history.read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
+        rows = read_page(lambda position, n: conn.execute(q.where(events.c.id > position).limit(n)).all(),
                                  after, limit, None if name is None else {name})
     items = [
         EventOut(id=r.event_id, user_id=r.owner, endpoint_id=r.ep, name=r.name, timestamp=ms_to_iso(r.ts),

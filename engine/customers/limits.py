@@ -4,16 +4,16 @@ from __future__ import annotations
 import re
 from typing import Any
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from engine.platform.errors import InvalidInput, LimitExceeded
+from engine.platform.limits import is_int64
+from engine.platform.timezones import is_timezone
 
 MAX_NAME = 50
 MAX_VALUE = 100
 MAX_VALUES_PER_ATTRIBUTE = 50
 MAX_ATTRIBUTE_NAMES = 250
 MAX_ENDPOINTS_PER_USER = 15
-MAX_BATCH = 10_000
 
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
@@ -46,17 +46,15 @@ def check_metrics(metrics: dict[str, Any], field: str) -> None:
             raise LimitExceeded(f"metric name must be 1-{MAX_NAME} characters, got {len(name)}", field=f"{field}.{name}")
         if value is not None and value != value:  # NaN cannot be stored or compared
             raise InvalidInput("metric values must be numbers, got NaN", field=f"{field}.{name}")
-        if value.__class__ is int and not INT64_MIN <= value <= INT64_MAX:
+        if value.__class__ is int and not is_int64(value):
             raise InvalidInput(f"integer metric values are 64-bit, got {value}", field=f"{field}.{name}")
 
 
 def check_timezone(tz: str | None, field: str = "timezone") -> None:
     if tz is None:
         return
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown IANA time zone {tz!r}", field=field) from None
+    if not is_timezone(tz):
+        raise InvalidInput(f"unknown IANA time zone {tz!r}", field=field)
 
 
 def check_locale(locale: str | None, field: str = "locale") -> None:
@@ -77,18 +75,10 @@ def check_address(channel: str, address: str, field: str = "address") -> None:
             raise InvalidInput(f"WEBHOOK addresses are https URLs, got {address!r}", field=field)
 
 
-def check_batch_size(n: int, field: str = "items") -> None:
-    if n == 0:
-        raise InvalidInput("the batch is empty", field=field)
-    if n > MAX_BATCH:
-        raise LimitExceeded(f"a batch holds at most {MAX_BATCH} items, got {n}", field=field)
-
-
 # Free-form JSON (segment rules, event attributes, message data, channel and sink settings, template
 # defaults) nests at most this deep: {"a": [1]} is 2 levels. Deeper documents are refused with a 400 before
 # anything walks them recursively (a 1,000-deep rule used to exhaust the interpreter's stack: a 500).
 MAX_DEPTH = 32
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> list[Any] | None:
@@ -103,7 +93,7 @@ def _first_fault(value: Any, limit: int, ints: bool) -> tuple[list[Any] | None, 
     stack: list[tuple[Any, int, tuple]] = [(value, 1, ())]
     while stack:
         node, depth, path = stack.pop()
-        if ints and node.__class__ is int and not INT64_MIN <= node <= INT64_MAX:
+        if ints and node.__class__ is int and not is_int64(node):
             return list(path), "int"
         if node.__class__ is dict or isinstance(node, dict):
             children = node.items()
@@ -140,10 +130,3 @@ def check_values_depth(values: dict[str, Any], field: str, limit: int = MAX_DEPT
             raise LimitExceeded(f"nested more than {limit} levels deep", field=f"{field}.{name}")
         if what == "int":
             raise InvalidInput("integers are at most 64-bit", field=".".join([f"{field}.{name}", *map(str, path)]))
-
-
-def check_int64(value: int | None, field: str) -> int | None:
-    """Integers go to SQL as 64-bit: a larger one is the caller's mistake, not an overflow of ours."""
-    if value is not None and not INT64_MIN <= value <= INT64_MAX:
-        raise InvalidInput(f"{field} is out of range (a 64-bit integer), got {value}", field=field)
-    return value

@@ -1,44 +1,103 @@
 """The one place that hears about every customer write, inside the write's own transaction.
 
-Segment memberships are kept current from here (read-your-writes): whatever changes users,
-endpoints or events calls these functions before it commits.
+Whatever changes users, endpoints or events tells this module before it commits, and this module tells
+the listeners the domains above customers registered at start-up (`engine.wiring.wire`): segment
+memberships (read-your-writes), the message ledger and journey entries. It imports nothing above
+customers; a process that writes customers without wiring fails loudly instead of leaving segments stale.
 """
 from __future__ import annotations
 
-from typing import Collection
+from dataclasses import dataclass
+from typing import Callable, Collection
 
 from sqlalchemy import Connection
+
+CustomersChanged = Callable[[Connection, int, list[int], "Collection[str] | None"], None]
+CustomersErased = Callable[[Connection, int, list[int]], None]
+EventsRecorded = Callable[[Connection, int, list[dict]], None]
+Listens = Callable[[Connection, int, tuple[str, ...]], bool]
+
+
+@dataclass(frozen=True)
+class Listener:
+    """What one domain does on a write, each part optional, all in the write's transaction."""
+
+    name: str
+    customers_changed: CustomersChanged | None = None
+    customers_erased: CustomersErased | None = None
+    events_recorded: EventsRecorded | None = None
+    # Tidings' own events that a listener writes in reaction to a write (segment history): only these
+    # listeners hear them, so segments never re-check segments on their own events.
+    own_events_recorded: EventsRecorded | None = None
+    listens: Listens | None = None  # whether own events with these names would be read at all
+
+
+class NotWired(RuntimeError):
+    """A customer write came before engine.wiring.wire() registered the listeners."""
+
+
+_listeners: list[Listener] = []
+_memberships: list[Callable[[Connection, int, int], list[str]]] = []
+
+
+def register(listener: Listener) -> None:
+    """Add a listener (a listener of the same name is replaced in place: wiring twice is harmless).
+    Listeners hear a write in the order they were registered."""
+    for i, known in enumerate(_listeners):
+        if known.name == listener.name:
+            _listeners[i] = listener
+            return
+    _listeners.append(listener)
+
+
+def register_memberships(read: Callable[[Connection, int, int], list[str]]) -> None:
+    """The reader of a customer's segment ids (segments own them; a user's page shows them)."""
+    _memberships[:] = [read]
+
+
+def _wired() -> list[Listener]:
+    if not _listeners:
+        raise NotWired("the customer write path is not wired: call engine.wiring.wire() at start-up")
+    return _listeners
 
 
 def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
                       fields: Collection[str] | None = None) -> None:
     """Users, their endpoints or their events changed; re-evaluate what depends on them.
     `fields`: the user-level paths written, when only those changed (None: anything may have)."""
-    from engine.segments import membership
-
-    membership.customers_changed(conn, workspace_id, user_pks, fields)
+    for listener in _wired():
+        if listener.customers_changed is not None:
+            listener.customers_changed(conn, workspace_id, user_pks, fields)
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
     """Users are about to be deleted; drop what refers to them."""
-    from engine.segments import membership
-
-    membership.customers_erased(conn, workspace_id, user_pks)
-
-
-def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[str]:
-    """The segment ids the user belongs to."""
-    from engine.segments import membership
-
-    return membership.memberships_of(conn, workspace_id, user_pk)
+    for listener in _wired():
+        if listener.customers_erased is not None:
+            listener.customers_erased(conn, workspace_id, user_pks)
 
 
 def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
     """New events were stored (only new ids; duplicates never arrive here)."""
-    from engine.journeys.runtime import entries
-    from engine.messaging.ledger import index_sends
-    from engine.segments import membership
+    for listener in _wired():
+        if listener.events_recorded is not None:
+            listener.events_recorded(conn, workspace_id, rows)
 
-    index_sends(conn, workspace_id, rows)  # message id -> its identity, for feedback and metrics
-    membership.events_recorded(conn, workspace_id, rows)  # behaviour-based segments
-    entries.enqueue_matching(conn, workspace_id, rows)  # event/segment-triggered journeys and goals
+
+def listened(conn: Connection, workspace_id: int, names: tuple[str, ...]) -> bool:
+    """Whether a listener of own events reads events with these names (so their rows are worth building)."""
+    return any(listener.listens is not None and listener.listens(conn, workspace_id, names)
+               for listener in _wired())
+
+
+def own_events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
+    """Tidings' own events written by a listener (segment history), one dict per event."""
+    for listener in _wired():
+        if listener.own_events_recorded is not None:
+            listener.own_events_recorded(conn, workspace_id, rows)
+
+
+def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[str]:
+    """The segment ids the user belongs to."""
+    _wired()
+    return _memberships[0](conn, workspace_id, user_pk) if _memberships else []

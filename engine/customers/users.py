@@ -9,7 +9,7 @@ from engine.customers import on_write as changes
 from engine.customers.attributes import merge, register_item_names
 from engine.platform.batching import single, validate_batch
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
 from engine.platform.errors import InvalidInput, NotFound
 from engine.customers.tables import endpoints, events, users
 from engine.customers.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
@@ -18,7 +18,8 @@ from engine.workspaces.service import WorkspaceRef
 from msgspec import UNSET
 
 
-def _check_user(_index: int, item: UserBatchItem) -> None:
+def check_user(_index: int, item: UserBatchItem) -> None:
+    """The checks of one batch item (raises InvalidInput naming the field); `_index` fits validate_batch."""
     if not item.user_id:
         raise InvalidInput("user_id is required", field="user_id")
     check_attributes(item.attributes, "attributes")
@@ -37,16 +38,18 @@ def upsert_user(db: Engine, ws: WorkspaceRef, user_id: str, fields: UserFields) 
 
 def upsert_users(db: Engine, ws: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
     """All or nothing: every item is checked before anything is written."""
-    validate_batch(items, _check_user, "user_id")
-    with db.begin() as conn:
+    validate_batch(items, check_user, "user_id")
+    with writing(db) as conn:
         register_item_names(conn, ws.id, items)
-        pks, created = _write_users(conn, ws.id, items)
+        pks, created = write_users(conn, ws.id, items)
         # Existing users only: segments that read none of the written fields need no re-check.
         changes.customers_changed(conn, ws.id, pks, None if created else written_fields(items))
     return BatchResult(written=len(items), created=created)
 
 
-def _write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
+def write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
+    """Upsert checked items (check_user) in the caller's transaction; returns (the users' row ids, how many
+    are new). The caller tells on_write.customers_changed."""
     ids = list(dict.fromkeys(i.user_id for i in items))
     current = {r["user_id"]: r for r in _load(conn, workspace_id, ids)}
     now = now_ms()
@@ -155,7 +158,7 @@ def endpoint_out(e, user_id: str) -> EndpointOut:
 
 def delete_user(db: Engine, ws: WorkspaceRef, user_id: str) -> None:
     """Erase the user with its endpoints and events (a right-to-erasure request)."""
-    with db.begin() as conn:
+    with writing(db) as conn:
         pk = user_pk(conn, ws.id, user_id)
         changes.customers_erased(conn, ws.id, [pk])
         conn.execute(delete(events).where(events.c.user_pk == pk))

@@ -14,7 +14,7 @@ import msgspec
 from sqlalchemy import Engine, delete, insert, select, update
 
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import NotFound
 from engine.platform.installation import installation_id, scoped
 from engine.journeys.runtime import audience, localtime
@@ -23,7 +23,9 @@ from engine.journeys.runtime.contracts import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id, schedule_id,
 )
 from engine.journeys.language.compiler import compile_journey
-from engine.journeys.tables import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
+from engine.journeys.tables import (
+    JourneyStatus, RunStatus, journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys,
+)
 from engine.messaging.ledger import journey_event_names
 from engine.messaging.tables import messages
 from engine.customers.tables import users
@@ -33,7 +35,7 @@ from engine.customers.schemas import ChannelType
 class JourneyInfo(msgspec.Struct, kw_only=True):
     id: str
     name: str
-    status: str
+    status: JourneyStatus
     version: int
     active_version: int | None
     source_hash: str
@@ -49,7 +51,7 @@ class RunInfo(msgspec.Struct, kw_only=True):
     user_id: str
     workflow_id: str
     current_step: str | None
-    status: str
+    status: RunStatus
     exit_reason: str | None
     entered_at: str
     updated_at: str
@@ -90,7 +92,7 @@ def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<s
     ws_id = _ws(ws)
     compiled = compile_journey(yaml_text, path=path, catalog=catalog if catalog is not None else DbCatalog(db, ws_id))
     now = now_ms()
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(journeys).where(journeys.c.workspace_id == ws_id,
                                                   journeys.c.journey_id == compiled.id)).first()
         if row is not None:
@@ -217,7 +219,7 @@ async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str =
     workflow; a broadcast workflow (now / at) or a Schedule (cron / every) for broadcasts. Idempotent."""
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id)
-    with db.begin() as conn:
+    with writing(db) as conn:
         previous = conn.execute(select(journeys.c.active_version).where(
             journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
         conn.execute(update(journeys).where(journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)
@@ -341,7 +343,7 @@ async def _delete_schedule(client, sid: str) -> None:
 async def _status(client, db: Engine, ws, journey_id: str, status: str, *, entries: bool) -> JourneyInfo:
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id)
-    with db.begin() as conn:
+    with writing(db) as conn:
         active_version = conn.execute(select(journeys.c.active_version).where(
             journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
         conn.execute(update(journeys).where(journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)
@@ -411,7 +413,7 @@ async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *,
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id, version)
     acts = JourneyActivities(db)
-    with db.begin() as conn:
+    with writing(db) as conn:
         adm = acts._admit_rows(conn, ws_id, journey_id, j.version, claim_key or f"enter/{uuid.uuid4().hex}",
                                [(pk, entry or {}) for pk in user_pks])
     if not adm.members:

@@ -9,10 +9,15 @@
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+
+# The values of the status columns (stored as text).
+JourneyStatus = Literal["draft", "active", "paused", "stopped"]
+RunStatus = Literal["active", "completed", "exited", "held_out"]
 
 
 class Journey(SQLModel, table=True):
@@ -20,7 +25,7 @@ class Journey(SQLModel, table=True):
     workspace_id: int = Field(foreign_key="workspace.id", primary_key=True)
     journey_id: str = Field(max_length=100, primary_key=True)
     name: str = Field(max_length=255)
-    status: str = Field(max_length=16)  # draft | active | paused | stopped
+    status: str = Field(max_length=16)  # JourneyStatus
     version: int  # the current version
     active_version: Optional[int] = None  # the version activation last rolled out
     next_cohort: int = 1
@@ -53,7 +58,7 @@ class JourneyRun(SQLModel, table=True):
     cohort: int
     workflow_id: str = Field(max_length=255)
     current_step: Optional[str] = Field(default=None, max_length=100)
-    status: str = Field(max_length=16)  # active | completed | exited | held_out
+    status: str = Field(max_length=16)  # RunStatus
     exit_reason: Optional[str] = Field(default=None, max_length=255)
     entered_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))

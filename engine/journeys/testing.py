@@ -34,7 +34,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from engine.platform.db import make_engine, migrate, reading
-from engine.journeys.runtime import audience
+from engine.wiring import wire
+from engine.segments.service import put_static_segment
 from engine.journeys import store
 from engine.journeys.runtime.activities import JourneyActivities
 from engine.messaging.tables import messages, outbox_messages
@@ -136,7 +137,8 @@ class JourneyTest:
                                                          users.c.user_id == user_id)).scalar_one()
 
     def segment(self, segment_id: str, user_pks: list[int]) -> None:
-        audience.use_static_segments(self.ws.id, {segment_id: user_pks})
+        """A static segment of exactly these customers (created, or its members replaced)."""
+        put_static_segment(self.db, self.ws, segment_id, user_pks)
 
     def event(self, user_id: str, name: str, attributes: dict | None = None) -> None:
         from engine.customers.events import ingest
@@ -213,9 +215,9 @@ async def journey_env():
 @pytest.fixture
 async def journey_test(journey_env, tmp_path):
     """A fresh SQLite database and workspace with a running journey worker; see JourneyTest."""
+    wire()
     db = make_engine(f"sqlite:///{tmp_path / 'journeys.db'}")
     migrate(db)
     async with JourneyTest(journey_env, db) as jt:
         yield jt
-    audience.clear_static_segments()
     db.dispose()

@@ -33,7 +33,7 @@ import json
 import os
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import msgspec
 from sqlalchemy import Connection, Engine
@@ -71,9 +71,12 @@ class JourneySend(msgspec.Struct, frozen=True):
     data: dict = {}  # per-customer extra template data (e.g. the entry event's attributes)
 
 
+SendStatus = Literal["sent", "retrying", "failed", "opted_out", "no_endpoint", "duplicate", "render_failed"]
+
+
 class SendOutcome(msgspec.Struct, frozen=True):
     user_pk: int | None
-    status: str  # sent | retrying | failed | opted_out | no_endpoint | duplicate | render_failed
+    status: SendStatus
     message_ids: list[str] = []
     error: str | None = None  # retrying: the last error
     endpoint_ids: list[str] = []

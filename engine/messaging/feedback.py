@@ -22,7 +22,8 @@ from sqlalchemy import Connection, Engine, select
 
 from engine.channels.contract import ChannelConfigError, FeedbackEvent, FeedbackSignatureError
 from engine.platform.clock import datetime_to_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
+from engine.platform.signing import verify_signature
 from engine.platform.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from engine.messaging.ledger import (
     FEEDBACK_TYPES, MessageRef, Occurrence, find_messages, opt_out, record_occurrences,
@@ -61,8 +62,6 @@ def _bearer(headers: dict[str, str]) -> str:
 
 
 def _generic(headers: dict[str, str], body: bytes, secret: str | None, channel: str) -> list[FeedbackEvent]:
-    from plugins.webhook import verify_signature
-
     if not secret:
         raise Forbidden(f"channel {channel!r} has no feedback secret configured")
     signed = verify_signature(secret, headers.get("x-tidings-signature"), body)
@@ -120,7 +119,7 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
             raise InvalidInput(f"feedback body: {exc}") from None
     else:
         fb = _generic(headers, body, feedback_secret, channel)
-    with db.begin() as conn:
+    with writing(db) as conn:
         stored, dups, unmatched = record_feedback(conn, ws_id, fb)
     return FeedbackResult(received=len(fb), recorded=stored, duplicates=dups, unmatched=unmatched)
 

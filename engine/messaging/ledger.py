@@ -277,6 +277,18 @@ def opt_out(conn: Connection, ref: MessageRef) -> bool:
 # ---- what journeys read ----------------------------------------------------------------------------
 
 
+def sends_since(conn: Connection, workspace_id: int, user_pks: list[int], since: int) -> dict[int, int]:
+    """How many messages (send events of any channel) each customer was sent at or after `since` (ms)."""
+    counts: dict[int, int] = {}
+    for start in range(0, len(user_pks), 5000):
+        q = select(events.c.user_pk).where(
+            events.c.workspace_id == workspace_id, events.c.user_pk.in_(user_pks[start:start + 5000]),
+            events.c.name.like("\\_%.send", escape="\\"), events.c.ts >= since)
+        for pk in conn.execute(q).scalars():
+            counts[pk] = counts.get(pk, 0) + 1
+    return counts
+
+
 def message_event_happened(conn: Connection, workspace_id: int, user_pk: int, *, journey_id: str, step_id: str,
                            type: str, since_ms: int = 0, journey_version: int | None = None) -> bool:
     """For `split`/`wait_for` on message events: did the customer's message from `step_id` of

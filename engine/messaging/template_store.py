@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 
 from engine.channels.contract import ChannelType
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading, rows_where_in
+from engine.platform.db import reading, rows_where_in, writing
 from engine.platform.errors import InvalidInput, NotFound
 from engine.messaging.tables import stored_templates
 from engine.messaging.templates import Template, TemplateParts, template_errors
@@ -76,7 +76,7 @@ def put_template(db: Engine, ws: WorkspaceRef | int, template_id: str, body: Tem
     check_template(template_id, body)
     doc = msgspec.to_builtins(body)
     now = now_ms()
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws_id,
                                                           stored_templates.c.template_id == template_id)).first()
         if row is None:
@@ -116,7 +116,7 @@ def list_templates(db: Engine, ws: WorkspaceRef | int) -> list[TemplateOut]:
 
 
 def delete_template(db: Engine, ws: WorkspaceRef, template_id: str) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         n = conn.execute(delete(stored_templates).where(stored_templates.c.workspace_id == ws.id,
                                                         stored_templates.c.template_id == template_id)).rowcount
     if not n:

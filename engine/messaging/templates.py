@@ -112,6 +112,8 @@ class TemplateRenderError(Exception):
         super().__init__(f"template {template_id!r}, part {part}: {message}")
 
 
+# The text parts of a message, in rendering order (OutgoingMessage carries the same names; `data` is per key).
+TEXT_PARTS = ("subject", "html", "text", "body", "title")
 PARTS_BY_CHANNEL: dict[ChannelType, tuple[str, ...]] = {
     ChannelType.EMAIL: ("subject", "html", "text"),
     ChannelType.SMS: ("body",),
@@ -461,7 +463,7 @@ def _iter_sources(t: Template):
     variants: list[tuple[str, TemplateParts]] = [("", t.parts)]
     variants += [(f"locales.{loc}.", p) for loc, p in t.locales.items()]
     for prefix, parts in variants:
-        for name in ("subject", "html", "text", "body", "title"):
+        for name in TEXT_PARTS:
             src = getattr(parts, name)
             if src is None:
                 continue
@@ -749,7 +751,7 @@ def _render(t: Template, context: Mapping[str, Any] | None, locale: str | None) 
             raise TemplateRenderError(part, f"{type(exc).__name__}: {exc}", t.id) from exc
 
     allowed = PARTS_BY_CHANNEL[t.channel_type]
-    for name in ("subject", "html", "text", "body", "title"):
+    for name in TEXT_PARTS:
         if name not in allowed:
             continue
         src = pick(name)

@@ -28,9 +28,11 @@ import msgspec
 from sqlalchemy import Connection, Engine, select
 
 from engine.platform.clock import now_ms
-from engine.platform.db import insert_ignoring_conflicts
+from engine.platform.db import insert_ignoring_conflicts, reading, writing
+from engine.messaging.ledger import Occurrence, find_messages, opt_out, record_occurrences
 from engine.messaging.tables import tracking_secrets
 from engine.workspaces.service import WorkspaceRef
+from engine.workspaces.tables import workspaces
 
 KINDS = {"o": "open", "c": "click", "u": "unsubscribe"}
 _VERSION = 1
@@ -80,10 +82,10 @@ def workspace_key(db: Engine | Connection, workspace: WorkspaceRef | int, secret
     if isinstance(db, Connection):
         value = load(db) or make(db)
     else:
-        with db.connect() as conn:
+        with reading(db) as conn:
             value = load(conn)
         if value is None:
-            with db.begin() as conn:
+            with writing(db) as conn:
                 value = load(conn) or make(conn)
     key = value.encode()
     _cache[cache_key] = key
@@ -145,12 +147,10 @@ def verify(token: str, key: bytes, kind: str) -> Token:
 def read(db: Engine | Connection, token: str, kind: str, secret_key: str | None = None) -> Token:
     """Check a token from a URL; raises InvalidToken when it was not made by us for `kind`."""
     t = peek(token)
-    from engine.workspaces.tables import workspaces
-
     if isinstance(db, Connection):
         exists = db.execute(select(workspaces.c.id).where(workspaces.c.id == t.workspace_id)).first()
     else:
-        with db.connect() as conn:
+        with reading(db) as conn:
             exists = conn.execute(select(workspaces.c.id).where(workspaces.c.id == t.workspace_id)).first()
     if exists is None:
         raise InvalidToken("unknown workspace")
@@ -165,11 +165,6 @@ def _base(base_url: str | None) -> str:
     if not base:
         raise ValueError("tracking URLs need a public base URL: set TIDINGS_PUBLIC_URL")
     return base.rstrip("/")
-
-
-def open_url(db, workspace, message_id: str, base_url: str | None = None, *, secret_key: str | None = None) -> str:
-    ws_id = _ws_id(workspace)
-    return f"{_base(base_url)}/t/o/{make_token(workspace_key(db, ws_id, secret_key), ws_id, 'o', message_id)}.gif"
 
 
 def click_url(db, workspace, message_id: str, link: str, base_url: str | None = None, *,
@@ -229,9 +224,7 @@ def rewrite_html(html: str, workspace: WorkspaceRef | int, message_id: str, base
 
 def _occur(db: Engine, t: Token, type_: str, details: dict[str, Any], *, unsubscribe: bool = False) -> bool:
     """Record `type_` for the token's message; False when the message is unknown (nothing recorded)."""
-    from engine.messaging.ledger import Occurrence, find_messages, opt_out, record_occurrences
-
-    with db.begin() as conn:
+    with writing(db) as conn:
         by_id, _ = find_messages(conn, t.workspace_id, message_ids=[t.message_id])
         ref = by_id.get(t.message_id)
         if ref is None:

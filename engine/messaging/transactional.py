@@ -26,7 +26,8 @@ from engine.messaging.dispatch import (
 from engine.messaging.tables import idempotent_requests
 from engine.customers.tables import endpoints, users
 from engine.messaging.template_store import PartsBody, TemplateBody, check_template, load_templates
-from engine.customers.limits import MAX_BATCH, check_address, check_values_depth
+from engine.customers.limits import check_address, check_values_depth
+from engine.platform.limits import MAX_BATCH
 from engine.workspaces.service import WorkspaceRef
 
 MAX_RECIPIENTS = 1000

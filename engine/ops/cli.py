@@ -12,7 +12,9 @@ from engine.platform.config import Settings
 
 def _db(settings: Settings):
     from engine.platform.db import make_engine, migrate
+    from engine.wiring import wire
 
+    wire()
     db = make_engine(settings.database_url)
     migrate(db)
     return db
@@ -57,11 +59,12 @@ def cmd_secrets_new_key(args, settings: Settings) -> int:
 def cmd_secrets_rotate(args, settings: Settings) -> int:
     """Seal every stored channel secret with the first configured key (plain ones included)."""
     from engine.channels.config import load_plugins
+    from engine.analytics.streams import reseal_streams
     from engine.channels.secrets import EncryptionKeyError, keyring, reseal_all
 
     try:
         ring = keyring()
-        report = reseal_all(_db(settings), load_plugins(), rotate=True)
+        report = reseal_all(_db(settings), load_plugins(), rotate=True, also=[reseal_streams])
     except EncryptionKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -96,7 +96,9 @@ async def apply_examples(client: httpx.AsyncClient, settings: Settings) -> None:
     from engine.ops.apply import apply
     from engine.platform.db import make_engine
     from engine.workspaces.service import ensure_workspace
+    from engine.wiring import wire
 
+    wire()
     db = make_engine(settings.database_url)
     changes = apply(db, ensure_workspace(db, "dev"), JOURNEYS)
     db.dispose()

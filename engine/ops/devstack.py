@@ -22,6 +22,7 @@ import uvicorn
 from engine.channels.secrets import ensure_key_file
 from engine.platform.config import Settings
 from engine.platform.db import make_engine, migrate
+from engine.wiring import wire
 from engine.ops.smtp_sink import start_sink
 from engine.workspaces.service import create_key
 
@@ -98,6 +99,7 @@ class DevStack:
         if not (os.environ.get("TIDINGS_ENCRYPTION_KEYS") or os.environ.get("TIDINGS_ENCRYPTION_KEY_FILE")):
             # A key of its own for channel secrets, kept with the state (the API, worker process and CLI read it).
             os.environ["TIDINGS_ENCRYPTION_KEY_FILE"] = str(ensure_key_file(home))
+        wire()
         db = make_engine(self.settings.database_url)
         migrate(db)
         self.dev_key = self._dev_key(db)

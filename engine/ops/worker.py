@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import gc
 import logging
 import signal
 from typing import Callable
@@ -14,7 +13,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from engine.platform.collector import tune_collector
 from engine.platform.config import Settings
+from engine.wiring import wire
 
 log = logging.getLogger("tidings.worker")
 
@@ -56,6 +57,7 @@ ACTIVITY_THREADS = 16
 
 
 def build_worker(client: Client, db: Engine, settings: Settings, **options) -> Worker:
+    wire()  # activities write customers' events (sends, journey events)
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     options.setdefault("workflow_runner", SandboxedWorkflowRunner(restrictions=restrictions))
     return Worker(
@@ -115,13 +117,3 @@ async def _redeliver(db: Engine) -> None:
 
     await asyncio.sleep(redelivery.EVERY)  # not during start-up (`tidings dev` serves its API on this loop)
     await redelivery.run_forever(db, await asyncio.to_thread(load_plugins))
-
-
-def tune_collector() -> None:
-    """Under event entry the collector's full passes stopped the event loop for 70-180 ms every ~2 s
-    (measured), walking 160,000 start-up objects (Temporal, SQLAlchemy, plugins) and every in-flight
-    cohort's members; each pause delayed every SMTP round trip in flight. Start-up objects live as long
-    as the process: out of the collector's sight. A cohort allocates its objects together and drops them
-    together, so young passes every 50,000 allocations instead of 700 (as the API does)."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from engine.platform.errors import BatchRejected, TidingsError
+from engine.platform.limits import check_batch_size
 
 T = TypeVar("T")
 # SQLite allows 32,766 bound parameters; stay well under it for IN (...) lookups.
@@ -43,7 +44,5 @@ def single(fn: Callable[[], T]) -> T:
 
 def validate_batch(items: Sequence[T], check: Callable[[int, T], None], id_name: str) -> None:
     """A batch's size limit, then every item's own checks (items name themselves by `id_name`)."""
-    from engine.customers.limits import check_batch_size
-
     check_batch_size(len(items))
     validate_all(items, check, lambda i: getattr(i, id_name), id_name)

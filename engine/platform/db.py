@@ -1,9 +1,13 @@
-"""Database engine creation and migrations (Alembic, applied at start-up)."""
+"""Database engine creation and migrations (Alembic, applied at start-up); the one way to read
+(`reading`) and the one way to write (`writing`)."""
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
+from typing import Iterator
 
 import msgspec
 from alembic import command
@@ -65,6 +69,36 @@ def reading(db: Engine):
     if readonly is None:  # made once per engine: building it costs more than a small read
         readonly = db.__dict__["_tidings_readonly"] = db.execution_options(readonly=True)
     return readonly.connect()
+
+
+_write_locks: dict[str, threading.RLock] = {}
+_write_locks_made = threading.Lock()
+
+
+def _write_lock(db: Engine) -> threading.RLock:
+    key = str(db.url)  # per database, shared by the engines of one process that open the same file
+    lock = _write_locks.get(key)
+    if lock is None:
+        with _write_locks_made:
+            lock = _write_locks.setdefault(key, threading.RLock())
+    return lock
+
+
+@contextmanager
+def writing(db: Engine) -> Iterator[Connection]:
+    """A write transaction, committed on leaving the block (rolled back on an exception): every write goes
+    through here (engine.platform.write_queue.write groups concurrent ones into one transaction).
+
+    SQLite admits one writer; a second one waits in SQLite's busy handler, which sleeps in steps of up to
+    100 ms. Writers of one process therefore queue on a lock (woken the moment it is free) and only writers
+    of *other* processes meet the busy handler. The lock is re-entrant, so a write opened inside another on
+    the same thread fails as before (SQLite's busy timeout) rather than hanging. PostgreSQL needs no lock."""
+    if db.dialect.name != "sqlite":
+        with db.begin() as conn:
+            yield conn
+        return
+    with _write_lock(db), db.begin() as conn:
+        yield conn
 
 
 def migrate(engine: Engine, revision: str = "heads") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 
 from engine.platform.errors import InvalidInput
-from engine.customers.limits import INT64_MAX
+from engine.platform.limits import is_int64
 
 MAX_LIMIT = 1000
 
@@ -21,7 +21,7 @@ def decode_cursor(cursor: str | None) -> int:
         if not raw.startswith("i"):
             raise ValueError
         last_id = int(raw[1:])
-        if not 0 <= last_id <= INT64_MAX:  # row ids are 64-bit: anything else was not made here
+        if last_id < 0 or not is_int64(last_id):  # row ids are 64-bit: anything else was not made here
             raise ValueError
         return last_id
     except ValueError:

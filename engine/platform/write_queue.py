@@ -1,9 +1,8 @@
-"""Write transactions of the messaging paths: queued in-process on SQLite, and committed in groups.
+"""Write transactions of the messaging paths, committed in groups.
 
-SQLite admits one writer; a second one waits in SQLite's busy handler, which sleeps in steps of up to
-100 ms. Under a few hundred sends per second those sleeps, not the work, made the latency. Writers of
-one process therefore queue on a lock (woken the moment it is free) and only writers of *other*
-processes meet the busy handler. PostgreSQL needs no such thing.
+Every write transaction is `engine.platform.db.writing` (on SQLite the writers of one process queue on a
+lock rather than meet SQLite's busy handler: under a few hundred sends per second its sleeps, not the
+work, made the latency).
 
 Group commit (:func:`write`). A transactional send makes two short write transactions, each of which
 used to cost a thread hop, a BEGIN IMMEDIATE and a COMMIT, and a turn on the lock. Concurrent requests
@@ -17,26 +16,14 @@ its own there, and jobs of different callers never share row locks that could de
 from __future__ import annotations
 
 import asyncio
-import threading
-from contextlib import contextmanager
 from typing import Any, Callable, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from engine.platform.db import writing
+
 T = TypeVar("T")
 Job = Callable[[Connection], Any]
-
-_lock = threading.Lock()
-
-
-@contextmanager
-def writing(db: Engine):
-    if db.dialect.name != "sqlite":
-        with db.begin() as conn:
-            yield conn
-        return
-    with _lock, db.begin() as conn:
-        yield conn
 
 
 async def write(db: Engine, job: Callable[[Connection], T]) -> T:

@@ -18,7 +18,7 @@ from engine.platform.clock import iso_to_ms, ms_to_iso
 from engine.platform.db import bulk_insert, rows_where_in
 from engine.customers.tables import endpoints, events, users
 from engine.segments.tables import customer_values, segment_members, static_members
-from engine.segments import history
+from engine.customers import history
 
 _NUMERIC = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _DIGIT = re.compile(r"[0-9]")

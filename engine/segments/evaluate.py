@@ -9,13 +9,14 @@ from typing import Any, Iterable
 
 import datalogic_py
 import msgspec
-from sqlalchemy import Connection, and_, func, select, text
+from sqlalchemy import Connection, func, select, text
 
 from engine.platform.batching import chunks
 from engine.platform.db import bulk_delete, insert_tuples
 from engine.platform.clock import now_ms
 from engine.segments.tables import segment_members, segments
-from engine.segments import history, typed_index as paths, rules
+from engine.customers import history, on_write
+from engine.segments import typed_index as paths, rules
 from engine.segments.documents import documents
 from engine.segments.to_sql import (
     Ctx, Prefilter, driving_sets, full_query, seek_columns, selectivity_sample, wide_conjunct_filters,
@@ -179,12 +180,6 @@ def with_dependents(all_segs: list[Compiled], chosen: set[str]) -> list[Compiled
     return [s for s in all_segs if s.id in wanted]
 
 
-def is_truthy_json(result: Any) -> bool:
-    if isinstance(result, datalogic_py.BatchItemError):
-        return False
-    return ENGINE.truthy(result)
-
-
 def python_member(seg: Compiled, doc: dict[str, Any]) -> bool:
     """The reference evaluator: datalogic on the customer document; a rule that raises is a no."""
     try:
@@ -250,10 +245,8 @@ def union_facts(segs: Iterable[Compiled]) -> dict[str, dict[str, Any]]:
 def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, int, bool]], now: int,
                   record_events: bool = True) -> None:
     """Membership changes (segment id, user pk, entered?) in bulk inserts and deletes, and their
-    `_segment.enter` / `_segment.exit` events (one row per customer, see segments/history.py), in the
+    `_segment.enter` / `_segment.exit` events (one row per customer, see customers/history.py), in the
     caller's transaction. Callers keep `changes` bounded (a write's batch; full evaluation in slices)."""
-    from engine.journeys.runtime import entries
-
     for part in chunks(changes, 50_000):
         insert_tuples(conn, segment_members, ["workspace_id", "segment_id", "user_pk", "since"],
                       [(workspace_id, sid, pk, now) for sid, pk, entered in part if entered])
@@ -261,13 +254,13 @@ def write_changes(conn: Connection, workspace_id: int, changes: list[tuple[str, 
                     [(workspace_id, sid, pk) for sid, pk, entered in part if not entered])
     if not record_events or not changes:
         return
-    # Segment-entry journeys and `left_segment` exits listen for these. They skip the rest of the
-    # engine.customers.on_write seam on purpose (segments re-checking segments); and the event dicts are built
-    # only when some journey listens, since a batch write can change hundreds of thousands of memberships.
-    listening = entries.listens(conn, workspace_id, history.SEGMENT_EVENTS)
+    # Segment-entry journeys and `left_segment` exits listen for these: they go to the listeners of own events
+    # only (segments never re-check segments on them); and the event dicts are built only when one listens,
+    # since a batch write can change hundreds of thousands of memberships.
+    listening = on_write.listened(conn, workspace_id, history.SEGMENT_EVENTS)
     own = history.record(conn, workspace_id, changes, now, expanded=listening)
     if own:
-        entries.enqueue_matching(conn, workspace_id, own)
+        on_write.own_events_recorded(conn, workspace_id, own)
 
 
 def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered: Iterable[int],
@@ -412,7 +405,3 @@ def evaluate_many_full(conn: Connection, workspace_id: int, ids: set[str], now: 
     return {s.id: evaluate_full(conn, workspace_id, s, now, record_events=record_events or s.id not in ids)
             for s in segs}
 
-
-def member_count(conn: Connection, workspace_id: int, segment_id: str) -> int:
-    return conn.execute(select(func.count()).select_from(segment_members).where(and_(
-        segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == segment_id))).scalar()

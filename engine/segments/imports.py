@@ -24,10 +24,10 @@ from sqlalchemy import Connection, Engine, select
 
 from engine.customers import on_write as changes
 from engine.customers.attributes import register_names
-from engine.customers.users import _check_user, _write_users
-from engine.customers.endpoints import _check_fields, _write_endpoints
+from engine.customers.users import check_user, write_users
+from engine.customers.endpoints import check_endpoint, write_endpoints
 from engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
-from engine.platform.db import insert_ignoring_conflicts
+from engine.platform.db import insert_ignoring_conflicts, writing
 from engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
 from engine.segments.tables import import_jobs, static_members
 from engine.segments.service import SegmentIn, check_new_id, create_in
@@ -268,9 +268,9 @@ def _validate(row: Any, fmt: str) -> Staged:
     else:
         raise InvalidInput("a row is an object")
     staged = parse_pinpoint(pairs) if fmt == "pinpoint" else parse_plain(pairs)
-    _check_user(0, staged.user)
+    check_user(0, staged.user)
     if staged.endpoint is not None:
-        _check_fields(0, staged.endpoint)
+        check_endpoint(0, staged.endpoint)
     return staged
 
 
@@ -311,7 +311,7 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
     `before_commit(conn, result)` writes in the same transaction (a job marks itself done there)."""
     dec = msgspec.json.Decoder(Staged)
     done = 0
-    with db.begin() as conn:
+    with writing(db) as conn:
         # The segment is created after its members are recorded, so the chunks do not evaluate it
         # (creating it evaluates it once); its id is checked now, to fail before any write.
         seg_id = segment_id or uuid.uuid4().hex[:12]
@@ -324,10 +324,10 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
             register_names(conn, ws.id, "attribute", {k for u in users for k in u.attributes} |
                            {k for e in eps for k in e.attributes})
             register_names(conn, ws.id, "metric", {k for e in eps for k in e.metrics})
-            pks, _ = _write_users(conn, ws.id, users)
+            pks, _ = write_users(conn, ws.id, users)
             if eps:
                 try:
-                    _write_endpoints(conn, ws.id, eps)
+                    write_endpoints(conn, ws.id, eps)
                 except BatchRejected as exc:
                     raise ImportRejected(f"rows {done + 1}-{done + len(batch)}: {exc.details[0]['message']}",
                                          field="file", details=exc.details) from None

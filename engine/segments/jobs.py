@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from engine.platform.clock import now_ms
 from engine.platform.errors import TidingsError
+from engine.platform.db import reading, writing
 from engine.segments.tables import import_jobs
 from engine.workspaces.service import WorkspaceRef
 
@@ -107,7 +108,7 @@ def start_job(db: Engine, ws: WorkspaceRef, upload: Upload, fmt: str, name: str,
     upload.rename(job_id)
     params = JobParams(workspace_id=ws.id, workspace=ws.name, format=fmt, name=name, segment_id=segment_id)
     upload.path.with_suffix(PARAMS).write_bytes(msgspec.json.encode(params))
-    with db.begin() as conn:
+    with writing(db) as conn:
         conn.execute(insert(import_jobs).values(id=job_id, workspace_id=ws.id, segment_id=segment_id or "",
                                                 status="running", rows_done=0, errors=[], created_at=now_ms()))
     _spawn(db, job_id, upload, params)
@@ -150,7 +151,7 @@ def _work(db: Engine, job_id: str, upload: Upload, params: JobParams) -> None:
 
 
 def _fail(db: Engine, job_id: str, **values: Any) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         conn.execute(update(import_jobs).where(import_jobs.c.id == job_id, import_jobs.c.status == "running")
                      .values(status="failed", finished_at=now_ms(), **values))
 
@@ -178,7 +179,7 @@ def recover(db: Engine, folder: Path) -> dict[str, int]:
     """Run at API start: resume the jobs a dead process left `running`, fail those that cannot be,
     and delete abandoned uploads in `folder` (imports_dir()). Returns counts (resumed, failed, removed)."""
     counts = {"resumed": 0, "failed": 0, "removed": 0}
-    with db.connect() as conn:
+    with reading(db) as conn:
         running = list(conn.execute(select(import_jobs.c.id).where(import_jobs.c.status == "running")).scalars())
     for job_id in running:
         if job_id in _running:
@@ -200,7 +201,7 @@ def recover(db: Engine, folder: Path) -> dict[str, int]:
             log.warning("import job %s was interrupted and cannot be resumed: marked failed", job_id)
             counts["failed"] += 1
             continue
-        with db.begin() as conn:  # progress starts again from zero
+        with writing(db) as conn:  # progress starts again from zero
             conn.execute(update(import_jobs).where(import_jobs.c.id == job_id).values(rows_done=0))
         log.warning("import job %s was interrupted: importing it again from the start", job_id)
         _spawn(db, job_id, upload, params)

@@ -1,4 +1,5 @@
-"""Keeping memberships current on every write (called from engine.customers.on_write inside the write's transaction).
+"""Keeping memberships current on every write (registered on engine.customers.on_write by engine.wiring;
+called inside the write's transaction).
 
 A write only pays for what reads it: segments whose rules read none of the written fields are not
 re-checked, and the typed index is rewritten only when it holds a written path.

@@ -14,6 +14,7 @@ from engine.platform.installation import scoped
 from engine.workspaces.tables import workspaces
 from engine.segments.refresh_workflow import ACTIVITY, SCHEDULE_ID, RefreshClockSegments
 from engine.segments.evaluate import evaluate_many_full, workspace_segments
+from engine.platform.db import reading, writing
 
 log = logging.getLogger("tidings.segments")
 INTERVAL = timedelta(minutes=5)
@@ -22,12 +23,13 @@ INTERVAL = timedelta(minutes=5)
 def refresh_clock_segments(db: Engine, now_ms: int) -> int:
     """Full evaluation of every clock-dependent segment (and what depends on it); returns changes."""
     changed = 0
-    with db.connect() as conn:
+    with reading(db) as conn:
         ws_ids = list(conn.execute(select(workspaces.c.id)).scalars())
     for ws_id in ws_ids:
-        with db.begin() as conn:
+        with reading(db) as conn:
             ids = {s.id for s in workspace_segments(conn, ws_id) if s.clock}
-            if ids:
+        if ids:
+            with writing(db) as conn:
                 for entered, exited in evaluate_many_full(conn, ws_id, ids, now_ms).values():
                     changed += entered + exited
     return changed

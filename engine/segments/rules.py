@@ -24,12 +24,12 @@ import datalogic_py
 
 from engine.platform.clock import iso_to_ms
 from engine.platform.errors import InvalidInput
+from engine.platform.jsonlogic import ENGINE
 from engine.customers.limits import MAX_DEPTH, too_deep
 
 CUSTOM = ("performed", "last_performed", "active", "inactive", "in_segment", "within_km",
           "before", "after", "on", "between")
 COMPARE = ("==", "!=", "<", "<=", ">", ">=")
-ENGINE = datalogic_py.Engine()
 BUILTIN = {name for op in ENGINE.operators() for name in [op["name"], *op["aliases"]]}
 REFUSED = {"now": "`now` is not allowed; use the date operators (before/after/on/between with \"now-30d\")",
            "throw": "`throw` is not allowed in segment rules"}

@@ -7,11 +7,11 @@ import uuid
 from typing import Any, Iterator
 
 from msgspec import UNSET, Struct, UnsetType
-from sqlalchemy import Connection, Engine, delete, func, insert, literal, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, literal, or_, select, update
 
 from engine.platform.batching import chunks
 from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, rows_where_in, writing
 from engine.platform.errors import Conflict, InvalidInput, NotFound
 from engine.customers.tables import users
 from engine.platform.pagination import check_limit, decode_cursor, encode_cursor
@@ -137,7 +137,7 @@ def create_in(conn: Connection, workspace_id: int, data: SegmentIn, kind: str = 
 
 
 def create_segment(db: Engine, ws: WorkspaceRef, data: SegmentIn) -> SegmentOut:
-    with db.begin() as conn:
+    with writing(db) as conn:
         seg_id = create_in(conn, ws.id, data)
         return _out(conn, _row(conn, ws.id, seg_id))
 
@@ -164,14 +164,14 @@ def update_in(conn: Connection, workspace_id: int, segment_id: str, patch: Segme
 
 
 def update_segment(db: Engine, ws: WorkspaceRef, segment_id: str, patch: SegmentPatch) -> SegmentOut:
-    with db.begin() as conn:
+    with writing(db) as conn:
         update_in(conn, ws.id, segment_id, patch)
         return _out(conn, _row(conn, ws.id, segment_id))
 
 
 def duplicate_segment(db: Engine, ws: WorkspaceRef, segment_id: str, new_id: str | None = None,
                       name: str | None = None) -> SegmentOut:
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = _row(conn, ws.id, segment_id)
         data = SegmentIn(name=name or f"{row.name} (copy)", rule=row.rule, id=new_id)
         seg_id = create_in(conn, ws.id, data, kind=row.kind)
@@ -192,7 +192,7 @@ def segment_in_use_by(conn: Connection, workspace_id: int, segment_id: str) -> l
 
 
 def delete_segment(db: Engine, ws: WorkspaceRef, segment_id: str) -> None:
-    with db.begin() as conn:
+    with writing(db) as conn:
         _row(conn, ws.id, segment_id)
         journeys = segment_in_use_by(conn, ws.id, segment_id)
         if journeys:
@@ -251,6 +251,54 @@ def segment_exists(conn_or_db: Connection | Engine, workspace_id: int, segment_i
         with reading(conn_or_db) as conn:
             return conn.execute(q).first() is not None
     return conn_or_db.execute(q).first() is not None
+
+
+def member_pks(conn: Connection, workspace_id: int, segment_id: str, after_pk: int, limit: int, *,
+               timezones: tuple[str, ...] | None = None, or_no_timezone: bool = False) -> list[int]:
+    """The next `limit` member user pks after `after_pk`, ascending; with `timezones`, only customers whose
+    stored time zone is one of them (or unset, with `or_no_timezone`), filtered in SQL."""
+    m = segment_members
+    q = (select(m.c.user_pk).where(m.c.workspace_id == workspace_id, m.c.segment_id == segment_id,
+                                   m.c.user_pk > after_pk).order_by(m.c.user_pk).limit(limit))
+    if timezones is not None:
+        zone = users.c.timezone.in_(timezones)
+        q = q.join(users, users.c.id == m.c.user_pk).where(or_(zone, users.c.timezone.is_(None))
+                                                            if or_no_timezone else zone)
+    return list(conn.execute(q).scalars())
+
+
+def members_among(conn: Connection, workspace_id: int, segment_id: str, user_pks: list[int]) -> set[int]:
+    """Which of these customers are members."""
+    return {r[0] for r in rows_where_in(conn, segment_members, ["user_pk"], "user_pk", user_pks,
+                                        {"workspace_id": workspace_id, "segment_id": segment_id})}
+
+
+def set_journey_refs(conn: Connection, workspace_id: int, journey_id: str, segment_ids: set[str],
+                     active: bool) -> None:
+    """The segments a journey uses (an active journey's cannot be deleted: segment_in_use_by)."""
+    refs = journey_segment_refs
+    conn.execute(delete(refs).where(refs.c.workspace_id == workspace_id, refs.c.journey_id == journey_id))
+    for seg in sorted(segment_ids):
+        conn.execute(refs.insert().values(workspace_id=workspace_id, journey_id=journey_id, segment_id=seg,
+                                          active=active))
+
+
+def put_static_segment(db: Engine, ws: WorkspaceRef, segment_id: str, user_pks: list[int]) -> None:
+    """A static segment holding exactly these customers (created, or its members replaced), without
+    `_segment.*` events: how tests and the journey test harness place customers in a segment."""
+    with writing(db) as conn:
+        exists = conn.execute(select(segments.c.kind).where(segments.c.workspace_id == ws.id,
+                                                            segments.c.id == segment_id)).scalar()
+        if exists is None:
+            create_in(conn, ws.id, SegmentIn(name=segment_id, id=segment_id), kind="static")
+        elif exists != "static":
+            raise Conflict(f"segment {segment_id!r} is not static", field="id")
+        conn.execute(delete(static_members).where(static_members.c.workspace_id == ws.id,
+                                                  static_members.c.segment_id == segment_id))
+        for part in chunks(sorted(set(user_pks))):
+            conn.execute(insert(static_members), [{"workspace_id": ws.id, "segment_id": segment_id, "user_pk": pk}
+                                                  for pk in part])
+        evaluate_many_full(conn, ws.id, {segment_id}, record_events=False)
 
 
 def is_member(conn: Connection, workspace_id: int, segment_id: str, user_pk: int) -> bool:
@@ -314,7 +362,7 @@ def apply_segment_resource(db: Engine, ws: WorkspaceRef, doc: dict[str, Any]) ->
     seg_id = doc.get("id")
     if not isinstance(seg_id, str):
         raise InvalidInput("a Segment resource needs an id", field="id")
-    with db.begin() as conn:
+    with writing(db) as conn:
         exists = conn.execute(select(segments.c.id).where(segments.c.workspace_id == ws.id,
                                                           segments.c.id == seg_id)).first()
         if not exists:
@@ -322,12 +370,6 @@ def apply_segment_resource(db: Engine, ws: WorkspaceRef, doc: dict[str, Any]) ->
             return "created"
         changed = update_in(conn, ws.id, seg_id, SegmentPatch(name=doc.get("name") or seg_id, rule=doc.get("rule")))
         return "updated" if changed else "unchanged"
-
-
-def clock_segment_ids(conn: Connection, workspace_id: int) -> set[str]:
-    from engine.segments.evaluate import workspace_segments
-
-    return {s.id for s in workspace_segments(conn, workspace_id) if s.clock}
 
 
 __all__ = ["SegmentIn", "SegmentPatch", "SegmentOut", "create_segment", "update_segment", "duplicate_segment",

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from engine.segments.history import SEGMENT_EVENTS
+from engine.customers.history import SEGMENT_EVENTS
 from engine.segments.rules import ENGINE
 
 F, T, ERR, UNSURE = 0, 1, 2, 3
@@ -239,7 +239,7 @@ def _event_where(where: dict[str, list[str]], ctx: Ctx) -> str | None:
 def fact_sql(fact: dict[str, Any], scope: Scope, ctx: Ctx) -> str | None:
     kind, u = fact["type"], scope.user
     if fact.get("event") in SEGMENT_EVENTS:
-        return None  # may be stored compactly (segments/history.py): unsure, Python expands them
+        return None  # may be stored compactly (customers/history.py): unsure, Python expands them
     if kind == "count":
         cond = f"e.user_pk = {u} AND e.name = {ctx.p(fact['event'])}"
         if fact["within"] is not None:
@@ -511,10 +511,6 @@ def seek_columns(logic: Any, ctx: Ctx) -> dict[int, tuple[str, bool]]:
         if m and " OR " not in p.cond and " AND " not in p.cond:
             out[p.conjunct] = (m.group(1), m.group(2) in ("=", "IN"))
     return out
-
-
-def wide_prefilters(logic: Any, ctx: Ctx) -> list[str]:
-    return [p.cond for p in wide_conjunct_filters(logic, ctx)]
 
 
 def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, insert, select, update
 
 from engine.platform.clock import now_ms
-from engine.platform.db import reading
+from engine.platform.db import reading, writing
 from engine.platform.errors import NotFound, Unauthorized
 from engine.workspaces.tables import api_keys, workspaces
 
@@ -26,7 +26,7 @@ def _hash(key: str) -> str:
 
 
 def ensure_workspace(db: Engine, name: str) -> WorkspaceRef:
-    with db.begin() as conn:
+    with writing(db) as conn:
         row = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).first()
         if row is None:
             ws_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
@@ -49,7 +49,7 @@ def create_key(db: Engine, workspace: str, label: str = "") -> tuple[WorkspaceRe
     """Create the workspace if needed and a new key for it; the key is returned once, never stored."""
     ws = ensure_workspace(db, workspace)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    with db.begin() as conn:
+    with writing(db) as conn:
         conn.execute(
             insert(api_keys).values(
                 workspace_id=ws.id, prefix=key[:11], key_hash=_hash(key), label=label, created_at=now_ms()
@@ -72,7 +72,7 @@ def list_keys(db: Engine, workspace: str | None = None) -> list[dict]:
 
 def revoke_key(db: Engine, prefix: str) -> int:
     """Revoke every live key whose visible prefix (as `keys list` shows it) or full value matches."""
-    with db.begin() as conn:
+    with writing(db) as conn:
         cond = (api_keys.c.prefix == prefix) | (api_keys.c.key_hash == _hash(prefix))
         n = conn.execute(
             update(api_keys).where(cond, api_keys.c.revoked_at.is_(None)).values(revoked_at=now_ms())

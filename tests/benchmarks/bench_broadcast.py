@@ -28,12 +28,14 @@ steps:
 
 async def main(n: int) -> None:
     from engine.platform.db import make_engine
+    from engine.wiring import wire
     from engine.ops.devstack import free_port
 
     port = free_port()
     sink = Sink(port)
     stack = await dev_stack(port)
     try:
+        wire()
         db = make_engine(stack.settings.database_url)
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=600,
                                      headers={"Authorization": f"Bearer {stack.dev_key}"}) as c:

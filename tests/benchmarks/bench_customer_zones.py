@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from engine.platform.db import make_engine, migrate, rows_where_in
+from engine.wiring import wire
 from engine.journeys.runtime import audience
 from engine.journeys import ir
 from engine.journeys.runtime.localtime import firing_filter, local_schedule
@@ -67,6 +68,7 @@ def main(n: int) -> None:
     import json
 
     path = Path(tempfile.mkdtemp()) / "bench.db"
+    wire()
     db = make_engine(f"sqlite:///{path}")
     migrate(db)
     ws = ensure_workspace(db, "bench").id

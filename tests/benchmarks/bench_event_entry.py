@@ -39,6 +39,7 @@ async def main(args) -> None:
     from sqlalchemy import text
 
     from engine.platform.db import make_engine
+    from engine.wiring import wire
     from engine.ops.devstack import free_port
 
     n = int(args.rate * args.seconds)
@@ -48,6 +49,7 @@ async def main(args) -> None:
     posted: dict[str, float] = {}
     late_posts = 0
     try:
+        wire()
         db = make_engine(stack.settings.database_url)
         with db.connect() as conn:
             ws_id = conn.execute(text("select id from workspace where name = 'dev'")).scalar_one()

@@ -34,6 +34,7 @@ def database(url: str | None, folder: Path):
     from sqlalchemy import create_engine, text
 
     from engine.platform.db import make_engine, migrate
+    from engine.wiring import wire
 
     if not url:
         url = f"sqlite:///{folder / 'tidings.db'}"
@@ -44,6 +45,7 @@ def database(url: str | None, folder: Path):
         with admin.begin() as conn:
             conn.execute(text(f"CREATE SCHEMA {schema}"))
         url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
+    wire()
     db = make_engine(url)
     migrate(db)
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from engine.platform.db import make_engine, migrate
+from engine.wiring import wire
 from engine.segments import typed_index as paths
 from engine.segments.evaluate import compile_segment, ensure_indexed, full_members
 from engine.workspaces.service import ensure_workspace
@@ -52,6 +53,7 @@ def timed(fn):
 
 def main(n: int) -> None:
     path = Path(tempfile.mkdtemp()) / "bench.db"
+    wire()
     db = make_engine(f"sqlite:///{path}")
     migrate(db)
     ws = ensure_workspace(db, "bench")

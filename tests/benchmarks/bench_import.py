@@ -46,6 +46,7 @@ def main() -> None:
     if args.segments:
         setup = ("from engine.platform.db import make_engine, migrate\nfrom engine.workspaces.service import ensure_workspace\n"
                  "from engine.segments.service import SegmentIn, create_segment\nimport os\n"
+                 "from engine.wiring import wire; wire()\n"
                  "db = make_engine(os.environ['TIDINGS_DATABASE_URL']); migrate(db); ws = ensure_workspace(db, 'bench')\n"
                  f"for i in range({args.segments}):\n"
                  "    create_segment(db, ws, SegmentIn(id=f's{i}', name=f's{i}', rule={'and': [\n"

@@ -89,12 +89,14 @@ async def main(args) -> None:
     from sqlalchemy import text
 
     from engine.platform.db import make_engine
+    from engine.wiring import wire
     from engine.ops.devstack import free_port
 
     port = free_port()
     sink = Sink(port)
     stack = await dev_stack(port, args.database_url)
     try:
+        wire()
         db = make_engine(stack.settings.database_url)
         with db.connect() as conn:
             ws_id = conn.execute(text("select id from workspace where name = 'dev'")).scalar_one()

@@ -25,6 +25,7 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from engine.platform.db import make_engine, migrate  # noqa: E402
+from engine.wiring import wire  # noqa: E402
 from engine.ops.devstack import free_port  # noqa: E402
 from engine.workspaces.service import create_key  # noqa: E402
 
@@ -82,6 +83,7 @@ async def run(client: httpx.AsyncClient, clients: int, seconds: float) -> dict:
 async def main(args) -> None:
     home = Path(tempfile.mkdtemp())
     url = f"sqlite:///{home / 'tidings.db'}"
+    wire()
     db = make_engine(url)
     migrate(db)
     _, key = create_key(db, "bench")

@@ -37,6 +37,7 @@ from aiosmtpd.controller import Controller
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from engine.platform.db import make_engine, migrate  # noqa: E402
+from engine.wiring import wire  # noqa: E402
 from engine.ops.devstack import free_port  # noqa: E402
 from engine.workspaces.service import create_key  # noqa: E402
 
@@ -137,6 +138,7 @@ async def main(args) -> None:
            "TIDINGS_ALLOW_PRIVATE_DESTINATIONS": f"127.0.0.1:{smtp_port}"}
     for k in [k for k in env if k.startswith("TIDINGS_SMTP_")]:
         del env[k]
+    wire()
     db = make_engine(env["TIDINGS_DATABASE_URL"])
     migrate(db)
     _, key = create_key(db, "bench")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.customers.users import upsert_user, upsert_users
 from engine.platform.db import make_engine, migrate
+from engine.wiring import wire
 from engine.customers.schemas import UserBatchItem, UserFields
 from engine.segments.service import SegmentIn, create_segment
 from engine.workspaces.service import ensure_workspace
@@ -29,6 +30,7 @@ def timed(db, ws, n: int) -> list[float]:
 
 
 def main() -> None:
+    wire()
     db = make_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'w.db'}")
     migrate(db)
     ws = ensure_workspace(db, "bench")

@@ -200,7 +200,7 @@ async def test_a_sink_secret_is_sealed_at_rest_and_signs_deliveries(manual, rece
 
 
 async def test_segment_events_of_a_batch_write_are_delivered_one_record_per_change(manual, receiver):
-    """A customer entering several segments in one write is stored as one row (segments/history.py);
+    """A customer entering several segments in one write is stored as one row (customers/history.py);
     the stream delivers one record per change, batches cut anywhere, and ends at the last position."""
     for sid, rule in (("pro", {"==": [{"var": "attributes.plan"}, "pro"]}), ("big", {">": [{"var": "attributes.n"}, 1]}),
                       ("huge", {">": [{"var": "attributes.n"}, 5]})):

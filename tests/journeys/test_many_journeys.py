@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from engine.customers.events import ingest
-from engine.journeys.runtime import audience
+from engine.segments.service import put_static_segment
 from engine.journeys import store
 from engine.platform.installation import installation_id
 from engine.journeys.runtime.contracts import admission_workflow_id
@@ -95,7 +95,7 @@ async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(tem
     put_template(db, ws)
     tag = uuid.uuid4().hex[:6]  # admission workflow ids are per (workspace 1, journey): fresh ids per test run
     add_customers(db, ws, [f"p{i}" for i in range(8)] + [f"w{i}" for i in range(40)] + [f"n{i}" for i in range(3)])
-    audience.use_static_segments(ws.id, {"vip": []})
+    put_static_segment(db, ws, "vip", [])
     ping = f"ping-{tag}"
     await activate_all(client, db, ws, dev_worker, [(ping, PING.format(id=ping))])
     alone = await ping_latencies(db, ws, ping, ["p0", "p1", "p2", "p3"])

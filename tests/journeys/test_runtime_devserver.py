@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from engine.customers.events import ingest
-from engine.journeys.runtime import audience
+from engine.segments.service import put_static_segment
 from engine.journeys import store
 from engine.journeys.runtime.contracts import broadcast_workflow_id
 from engine.platform.installation import installation_id
@@ -116,22 +116,19 @@ async def test_broadcast_snapshots_segment_into_cohorts_and_mails_each_once(temp
     ws = ensure_workspace(db, "acme")
     put_template(db, ws)
     pks = add_customers(db, ws, [f"c{i}" for i in range(2500)])
-    audience.use_static_segments(ws.id, {"everyone": pks})
-    try:
-        store.put_journey(db, ws, BROADCAST)
-        await store.activate(client, db, ws, "promo", task_queue=dev_worker)
-        await until(lambda: len(smtp_sink.mails) >= 2500, 90)
-        assert count(db, "select count(*) from journey_cohort where journey_id = 'promo'") == 3  # 1000+1000+500
-        await until(lambda: count(db, "select count(*) from message where status = 'sent'") == 2500, 30)
-        await asyncio.sleep(0.5)
-        rcpts = [r for _, rs, _ in smtp_sink.mails for r in rs]
-        assert len(rcpts) == 2500 and set(rcpts) == {f"c{i}@example.com" for i in range(2500)}
-        mail = smtp_sink.to("c7@example.com")[0]
-        assert mail["Subject"] == "Hi c7" and "Hello c7" in mail.get_body(("plain",)).get_content()
-        assert count(db, "select count(*) from outbox_message") == 0
-        assert count(db, "select count(*) from event where name = '_email.send'") == 2500
-    finally:
-        audience.clear_static_segments()
+    put_static_segment(db, ws, "everyone", pks)
+    store.put_journey(db, ws, BROADCAST)
+    await store.activate(client, db, ws, "promo", task_queue=dev_worker)
+    await until(lambda: len(smtp_sink.mails) >= 2500, 90)
+    assert count(db, "select count(*) from journey_cohort where journey_id = 'promo'") == 3  # 1000+1000+500
+    await until(lambda: count(db, "select count(*) from message where status = 'sent'") == 2500, 30)
+    await asyncio.sleep(0.5)
+    rcpts = [r for _, rs, _ in smtp_sink.mails for r in rs]
+    assert len(rcpts) == 2500 and set(rcpts) == {f"c{i}@example.com" for i in range(2500)}
+    mail = smtp_sink.to("c7@example.com")[0]
+    assert mail["Subject"] == "Hi c7" and "Hello c7" in mail.get_body(("plain",)).get_content()
+    assert count(db, "select count(*) from outbox_message") == 0
+    assert count(db, "select count(*) from event where name = '_email.send'") == 2500
 
 
 async def test_new_version_keeps_running_cohorts_and_replays(temporal_dev, runtime_db, dev_worker):

@@ -21,6 +21,9 @@ async def main(address: str, url: str, queue: str) -> None:
     from engine.journeys.runtime.workflows import JourneyCohortWorkflow
     from engine.platform.temporal import DATA_CONVERTER
 
+    from engine.wiring import wire
+
+    wire()
     client = await Client.connect(address, data_converter=DATA_CONVERTER)
     db = make_engine(url)
     worker = Worker(client, task_queue=queue, workflows=[JourneyCohortWorkflow],

@@ -1,4 +1,4 @@
-"""Segment events of batch writes (stored one row per customer and write, engine/segments/history.py) read
+"""Segment events of batch writes (stored one row per customer and write, engine/customers/history.py) read
 back as one `_segment.enter` / `_segment.exit` event per change everywhere: the events API with its
 filters and cursors, stream positions, segment-entry journeys, and rules over segment events."""
 from __future__ import annotations

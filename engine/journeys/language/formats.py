@@ -4,7 +4,8 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from engine.platform.timezones import is_timezone
 
 _CLOCK = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
 
@@ -49,11 +50,9 @@ def parse_wall_time(text: str) -> datetime:
 
 def check_timezone(name: str) -> str | None:
     """None if `name` is an IANA zone (Europe/Paris) or UTC."""
-    try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"`{name}` is not an IANA time zone like UTC, Europe/Paris or America/New_York"
-    return None
+    if is_timezone(name):
+        return None
+    return f"`{name}` is not an IANA time zone like UTC, Europe/Paris or America/New_York"
 
 
 # --- cron -----------------------------------------------------------------------------------

@@ -9,58 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
-from functools import lru_cache
-from typing import Any, Iterable
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import msgspec
 from sqlalchemy import Engine, insert, select, update
 from temporalio import activity
 
 from engine.platform.clock import now_ms
-from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
+from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
 from engine.platform.installation import installation_id
 from engine.journeys.runtime import admission
 from engine.journeys import ir
 from engine.journeys.runtime import audience, localtime
+from engine.journeys.runtime.localtime import in_quiet_hours, next_local
 from engine.journeys.runtime.contracts import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
 from engine.journeys.runtime.rules import event_doc, holds
 from engine.journeys.tables import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
-from engine.messaging.ledger import journey_event_names, journey_message_event_names
+from engine.messaging.ledger import journey_event_names, journey_message_event_names, sends_since
 from engine.messaging.dispatch import JourneySend, send_journey_step
 from engine.messaging.tables import messages
-from engine.customers.tables import events, users
-from engine.segments import history
+from engine.customers.tables import users
+from engine.customers import on_write as changes
+from engine.customers.events import events_of, insert_new
 from engine.segments.documents import documents
-
-
-def next_local(now: int, zone: str, hhmm: str, *, inclusive: bool = False) -> int:
-    """The next HH:MM (strictly after `now`, or at it when inclusive) in `zone`, as epoch ms."""
-    tz = _zone(zone)
-    local = datetime.fromtimestamp(now / 1000, tz)
-    h, m = map(int, hhmm.split(":"))
-    cand = local.replace(hour=h, minute=m, second=0, microsecond=0)
-    if cand < local or (cand == local and not inclusive):
-        cand = (local + timedelta(days=1)).replace(hour=h, minute=m, second=0, microsecond=0)
-    return int(cand.timestamp() * 1000)
-
-
-def in_quiet_hours(now: int, zone: str, start: str, end: str) -> bool:
-    local = datetime.fromtimestamp(now / 1000, _zone(zone))
-    t = local.hour * 60 + local.minute
-    s, e = (int(x[:2]) * 60 + int(x[3:]) for x in (start, end))
-    return s <= t < e if s < e else (t >= s or t < e)
-
-
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except Exception:
-        return ZoneInfo("UTC")
 
 
 # A member whose message another attempt of this send is handing over right now looks again this much later.
@@ -86,24 +59,6 @@ class JourneyActivities:
         return conn.execute(select(journeys.c.status).where(journeys.c.workspace_id == ws,
                                                             journeys.c.journey_id == journey_id)).scalar()
 
-    def _events(self, conn, ws: int, pks: list[int], names: Iterable[str], since: int) -> dict[int, list[dict]]:
-        names = sorted(set(names))
-        out: dict[int, list[dict]] = {}
-        if not pks or not names:
-            return out
-        for start in range(0, len(pks), 5000):
-            part = pks[start:start + 5000]
-            q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.metrics, events.c.ts,
-                        events.c.received_at)
-                 .where(events.c.workspace_id == ws, events.c.user_pk.in_(part),
-                        events.c.name.in_(history.stored_names(names)),
-                        events.c.received_at >= since).order_by(events.c.id))
-            for r in history.expand(conn.execute(q), names=set(names)):  # segment events may be compact rows
-                out.setdefault(r.user_pk, []).append(
-                    {"name": r.name, "attributes": r.attributes, "metrics": r.metrics, "ts": r.ts,
-                     "received_at": r.received_at})
-        return out
-
     def _exits(self, conn, call: StepCall, members: list[Member]) -> dict[int, str]:
         """run_id -> reason, for members an exit criterion (or a stopped journey) takes out."""
         crit = call.settings.exit
@@ -113,7 +68,7 @@ class JourneyActivities:
         names = set().union(*matches.values())
         if any(isinstance(c, ir.SegmentExit) for c in crit):
             names.add("_segment.exit")
-        found = self._events(conn, call.workspace_id, [m.user_pk for m in members], names,
+        found = events_of(conn, call.workspace_id, [m.user_pk for m in members], names,
                              min(m.entered_at for m in members))
         out: dict[int, str] = {}
         for m in members:
@@ -228,12 +183,12 @@ class JourneyActivities:
         return moving, [msgspec.structs.replace(m, deadline=deadline, trail=[]) for m in retrying]
 
     def _in_txn(self, fn):
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             return fn(conn)
 
     def _send_prepare(self, call: StepCall):
         s = call.settings
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             if status == "paused":
                 return StepResult(paused=True)
@@ -257,17 +212,10 @@ class JourneyActivities:
                 go = keep
             if s.frequency_cap and go:
                 cap = s.frequency_cap
-                counts: dict[int, int] = {}
                 # messages are stamped with the wall clock when sent, so the window is wall-clock too
                 # (under a time-skipping test server a cap does not expire as workflow time moves)
-                since = now_ms() - cap.per_seconds * 1000
-                for part in range(0, len(go), 5000):
-                    q = (select(events.c.user_pk, events.c.id).where(
-                        events.c.workspace_id == call.workspace_id,
-                        events.c.user_pk.in_([m.user_pk for m in go[part:part + 5000]]),
-                        events.c.name.like("\\_%.send", escape="\\"), events.c.ts >= since))
-                    for r in conn.execute(q):
-                        counts[r.user_pk] = counts.get(r.user_pk, 0) + 1
+                counts = sends_since(conn, call.workspace_id, [m.user_pk for m in go],
+                                     now_ms() - cap.per_seconds * 1000)
                 keep = []
                 for m in go:
                     (keep.append(m) if counts.get(m.user_pk, 0) < cap.messages else skipped.append((m, "frequency_cap")))
@@ -298,7 +246,7 @@ class JourneyActivities:
     @activity.defn(name="journey.wait")
     def wait(self, call: StepCall) -> StepResult:
         node: ir.WaitNode = call.node  # type: ignore[assignment]
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
             zones = self._zones(conn, call, members) if node.until_time else {}
@@ -318,7 +266,7 @@ class JourneyActivities:
     def wait_for(self, call: StepCall) -> StepResult:
         node: ir.WaitForNode = call.node  # type: ignore[assignment]
         wall = now_ms()
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
             fresh = [m for m in members if m.since is None]
@@ -346,8 +294,8 @@ class JourneyActivities:
             ref = node.message_event
             return self._message_events(conn, call, ref.step, journey_message_event_names(ref.type, ref.names),
                                         members)
-        found = self._events(conn, call.workspace_id, pks, journey_event_names(node.event or "", node.names),
-                             min(m.since for m in members))
+        found = events_of(conn, call.workspace_id, pks, journey_event_names(node.event or "", node.names),
+                          min(m.since for m in members))
         out = set()
         for m in members:
             for ev in found.get(m.user_pk, []):
@@ -366,27 +314,16 @@ class JourneyActivities:
     def _message_events(self, conn, call: StepCall, step_id: str, names: list[str], members: list[Member]) -> set[int]:
         """Members with one of the message events `names` (`_email.open`, ...: every channel's, the channel
         of the referenced send step is not in this call) about their message from `step_id` of this journey."""
-        pks = [m.user_pk for m in members]
-        out = set()
-        since = min(m.entered_at for m in members)
-        for start in range(0, len(pks), 5000):
-            q = (select(events.c.user_pk, events.c.name, events.c.attributes, events.c.received_at).where(
-                events.c.workspace_id == call.workspace_id, events.c.user_pk.in_(pks[start:start + 5000]),
-                events.c.name.in_(names), events.c.received_at >= since))
-            by_pk: dict[int, list] = {}
-            for r in conn.execute(q):
-                if r.attributes.get("step_id") == step_id and \
-                        r.attributes.get("journey_id") == call.journey_id:
-                    by_pk.setdefault(r.user_pk, []).append(r)
-            for m in members:
-                if any(r.received_at >= m.entered_at for r in by_pk.get(m.user_pk, [])):
-                    out.add(m.run_id)
-        return out
+        found = events_of(conn, call.workspace_id, [m.user_pk for m in members], names,
+                          min(m.entered_at for m in members))
+        return {m.run_id for m in members
+                if any(e["received_at"] >= m.entered_at and e["attributes"].get("step_id") == step_id
+                       and e["attributes"].get("journey_id") == call.journey_id for e in found.get(m.user_pk, []))}
 
     @activity.defn(name="journey.split")
     def split(self, call: StepCall) -> StepResult:
         node: ir.SplitNode = call.node  # type: ignore[assignment]
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             status = self._status(conn, call.workspace_id, call.journey_id)
             members = self._drop_exits(conn, call, call.members, status in (None, "stopped"))
             remaining = {m.run_id: m for m in members}
@@ -417,7 +354,7 @@ class JourneyActivities:
     @activity.defn(name="journey.finish")
     def finish(self, call: StepCall) -> StepResult:
         """Holdout (control group) or exit node: the run ends here."""
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             self._finish(conn, call, call.members)
         return StepResult()
 
@@ -526,7 +463,7 @@ class JourneyActivities:
     def _claim(self, call: AdmitCall) -> Admitted | None:
         """Take up to `limit` queued entries, filter them, record the cohort; None when the queue was empty."""
         ws, jid = call.workspace_id, call.journey_id
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             version = conn.execute(select(journeys.c.active_version).where(
                 journeys.c.workspace_id == ws, journeys.c.journey_id == jid)).scalar_one()
             rows = conn.execute(select(journey_entries).where(
@@ -590,7 +527,7 @@ class JourneyActivities:
 
     @activity.defn(name="journey.broadcast_page")
     def broadcast_page(self, call: PageCall) -> Admitted:
-        with self.db.begin() as conn:
+        with writing(self.db) as conn:
             j = self._ir(conn, call.workspace_id, call.journey_id, call.version)
             assert isinstance(j.entry, ir.BroadcastEntry)
             zones = self._due_zones(conn, j, call) if call.local_zones else None
@@ -615,9 +552,6 @@ def _record_holdouts(conn, call: StepCall, members: list[Member]) -> None:
     """One `_journey.holdout` event per customer the holdout step keeps out (the control group), in the
     transaction that marks their runs `held_out`: streams, the events API and segments see the control
     group. The id is the run's, so a retried step records it once."""
-    from engine.customers import on_write as changes
-    from engine.customers.events import insert_new
-
     now = now_ms()
     rows = [{"workspace_id": call.workspace_id, "event_id": f"holdout:{m.run_id}", "user_pk": m.user_pk,
              "endpoint_pk": None, "name": "_journey.holdout", "ts": now, "received_at": now, "metrics": {},

@@ -1,4 +1,5 @@
-"""The ingestion seam: called from engine.customers.on_write.events_recorded inside every event write transaction.
+"""The ingestion seam: registered on engine.customers.on_write by engine.wiring, called inside every event
+write transaction (and for the segment events a write causes).
 
 Cheap by design: one indexed lookup of `journey_trigger` by the batch's event names; nothing else
 runs unless an active journey cares about one of them. Matching events are queued in `journey_entry`
@@ -10,6 +11,9 @@ from __future__ import annotations
 import msgspec
 from sqlalchemy import Connection, select, update
 
+from engine.customers.events import record
+from engine.customers.schemas import EventIn
+from engine.customers.tables import users
 from engine.platform.clock import now_ms
 from engine.platform.db import bulk_insert, rows_where_in
 from engine.journeys import ir
@@ -76,10 +80,6 @@ def _converts(goal: ir.Goal, r: dict, entered: int) -> bool:
 
 
 def _convert(conn: Connection, workspace_id: int, journey_id: str, within_ms: int | None, hits: list[dict]) -> None:
-    from engine.customers.events import record
-    from engine.customers.tables import users
-    from engine.customers.schemas import EventIn
-
     pks = sorted({r["user_pk"] for r in hits})
     runs = [r for r in rows_where_in(conn, journey_runs, ["id", "user_pk", "entered_at", "converted_at", "version",
                                                           "variant"], "user_pk", pks,

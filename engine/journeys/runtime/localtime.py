@@ -27,12 +27,14 @@ previous grid instant:
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Iterable, Iterator, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from engine.journeys.language.formats import CronTimes, expand_cron, parse_wall_time
 from engine.journeys.ir import BroadcastEntry
+from engine.platform.timezones import zone
+
+_UTC = ZoneInfo("UTC")
 
 GRID_MINUTES = 15  # every zone's offset from UTC is a multiple of this
 AHEAD = timedelta(hours=14)  # the earliest zone (Pacific/Kiritimati, UTC+14) ...
@@ -126,13 +128,28 @@ def previous_grid_instant(at_ms: int, grid: Iterable[int]) -> int:
     raise ValueError("empty grid")
 
 
-@lru_cache(maxsize=1024)
-def zone(name: str) -> ZoneInfo | None:
-    """The IANA zone, or None for a name this machine does not know."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
+def zone_or_utc(name: str) -> ZoneInfo:
+    """The IANA zone, or UTC for a name this machine does not know."""
+    return zone(name) or _UTC
+
+
+def next_local(now: int, zone_name: str, hhmm: str, *, inclusive: bool = False) -> int:
+    """The next HH:MM (strictly after `now`, or at it when inclusive) in `zone_name`, as epoch ms."""
+    tz = zone_or_utc(zone_name)
+    local = datetime.fromtimestamp(now / 1000, tz)
+    h, m = map(int, hhmm.split(":"))
+    cand = local.replace(hour=h, minute=m, second=0, microsecond=0)
+    if cand < local or (cand == local and not inclusive):
+        cand = (local + timedelta(days=1)).replace(hour=h, minute=m, second=0, microsecond=0)
+    return int(cand.timestamp() * 1000)
+
+
+def in_quiet_hours(now: int, zone_name: str, start: str, end: str) -> bool:
+    """Whether `now` falls between the local times HH:MM `start` and `end` (across midnight when end < start)."""
+    local = datetime.fromtimestamp(now / 1000, zone_or_utc(zone_name))
+    t = local.hour * 60 + local.minute
+    s, e = (int(x[:2]) * 60 + int(x[3:]) for x in (start, end))
+    return s <= t < e if s < e else (t >= s or t < e)
 
 
 def resolve(wall: datetime, tz: ZoneInfo) -> int:

@@ -2,24 +2,15 @@
 evaluator and one shape of the `event` a rule sees, for the runtime's activities and the ingestion seam."""
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
-import datalogic_py
-import msgspec
-
-_engine = datalogic_py.Engine()
-
-
-@lru_cache(maxsize=512)
-def _rule(text: str):
-    return _engine.compile(msgspec.json.decode(text))
+from engine.platform.jsonlogic import compiled
 
 
 def holds(rule: Any, data: dict) -> bool:
     if rule is None:
         return True
-    result = _rule(msgspec.json.encode(rule).decode()).evaluate(data)
+    result = compiled(rule).evaluate(data)
     return bool(result) and result != []
 
 

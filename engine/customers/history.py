@@ -1,4 +1,5 @@
-"""Segment history (`_segment.enter` / `_segment.exit` events) stored compactly.
+"""Segment history (`_segment.enter` / `_segment.exit` events) stored compactly in the event table, and the
+order in which a workspace's event ids commit (every event writer, segments' included, takes it).
 
 A batch write can change hundreds of thousands of memberships (5,000 new customers entering ~54
 segments each), and one event row per change costs more than the rest of the write. So a customer
@@ -35,6 +36,17 @@ COMPACT = "_segment.changes"  # Tidings' own name; the public API refuses names 
 _COLUMNS = ["id", "workspace_id", "event_id", "user_pk", "name", "ts", "attributes", "metrics", "received_at"]
 
 
+_ORDER_LOCK = 0x7469_6400_0000  # + workspace id: pg_advisory_xact_lock key space of event writes
+
+
+def lock_event_order(conn: Connection, workspace_id: int) -> None:
+    """Make a workspace's event ids commit in order, so readers that page by id (event streams, SSE)
+    never pass an id whose transaction commits later. SQLite already commits one writer at a time;
+    on PostgreSQL the transaction takes an advisory lock held until it commits."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_ORDER_LOCK + workspace_id,))
+
+
 def _reserve(conn: Connection, n: int) -> list[int]:
     """n fresh event ids, ascending. SQLite: the write transaction holds the database's only write lock,
     so the ids above the current maximum are ours. PostgreSQL: from the table's sequence (contiguous
@@ -51,8 +63,6 @@ def record(conn: Connection, workspace_id: int, changes: Sequence[tuple[str, int
     """Store the events of these membership changes (segment id, user pk, entered?), one row per customer
     (per contiguous id range), customers in user pk order, each customer's changes in the given order.
     With `expanded`, returns the events as one dict per change (what journey entry matching reads)."""
-    from engine.customers.events import lock_event_order
-
     if not changes:
         return []
     by_user: dict[int, list[str]] = collections.defaultdict(list)
