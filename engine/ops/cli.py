@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
+from engine.platform import log_format
 from engine.platform.config import Settings
 
 
@@ -83,8 +83,12 @@ def cmd_api(args, settings: Settings) -> int:
 
     # SIGTERM: stop accepting, let requests in flight finish (up to the shutdown timeout), then the lifespan
     # waits for import jobs (engine/segments/jobs.py) and stops the stream loop; then exit 0.
+    # JSON logs: uvicorn's own loggers propagate to the root's JSON handler (no config of theirs), and each
+    # request is logged once, with its request id, by api/guard.py instead of uvicorn's access line.
+    as_json = log_format.wants_json(os.environ)
+    logs = {"log_config": None, "access_log": False} if as_json else {}
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
+                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)), **logs)
     DrainingServer(config).run()
     return 0
 
@@ -92,6 +96,11 @@ def cmd_api(args, settings: Settings) -> int:
 def cmd_worker(args, settings: Settings) -> int:
     from engine.platform.temporal import connect
     from engine.ops.worker import run_worker, stop_on_signals
+
+    if settings.worker_metrics_port:  # Prometheus scrapes the worker here (docs/production.md)
+        from engine.platform.metrics_registry import serve
+
+        serve(settings.worker_metrics_port, settings.worker_metrics_host)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -489,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log_format.configure(os.environ)  # TIDINGS_LOG_FORMAT (text, json) and TIDINGS_LOG_LEVEL
     args = build_parser().parse_args(argv)
     from engine.platform.errors import TidingsError
 
