@@ -113,7 +113,8 @@ def _account(scope: dict, request_id: str, status: int, seconds: float) -> None:
     HTTP_DURATION.labels(method, route).observe(seconds)
     if log.isEnabledFor(logging.INFO):
         log.info("%s %s %s", method, route, status,
-                 extra={"request_id": request_id, "method": method, "route": route, "status": status, "duration_ms": round(seconds * 1000, 2)})
+                 extra={"request_id": request_id, "method": method, "route": route, "status": status,
+                        "duration_ms": round(seconds * 1000, 2)})
 
 
 async def _answer(send: Callable, status: int, error: dict, headers: list | None = None) -> None:

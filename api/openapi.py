@@ -65,12 +65,12 @@ EXTRA_CODES: dict[tuple[str, str], tuple[int, ...]] = {
     ("put", "/v1/channels/{name}"): (409,),  # a channel type already served by another channel
     ("post", "/feedback/{workspace}/{channel}"): (403,),
     ("get", "/v1/events"): (404,),  # ?user_id= names a user this workspace does not have
-    ("get", "/metrics"): (401, 404),  # a wrong scrape token; metrics off (no TIDINGS_METRICS_TOKEN)
+    ("get", "/metrics"): (401,),  # not the scrape token (or metrics off: no TIDINGS_METRICS_TOKEN)
 }
 # Why, for an operation whose reasons differ from the API's usual ones.
 WHY_HERE: dict[tuple[str, str], dict[int, str]] = {("get", "/metrics"): {
-    401: "The scrape did not send `Authorization: Bearer <TIDINGS_METRICS_TOKEN>`.",
-    404: "Metrics are off: TIDINGS_METRICS_TOKEN is not set."}}
+    401: "The scrape did not send `Authorization: Bearer <TIDINGS_METRICS_TOKEN>`, or metrics are off "
+         "(TIDINGS_METRICS_TOKEN is not set)."}}
 # Statuses an operation answers with a body of its own (declared by its handler), not the error shape.
 OWN_BODIES: dict[tuple[str, str], set[int]] = {("get", "/ready"): {503}}
 

@@ -16,7 +16,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from api.temporal import TemporalUnavailable
 from engine.platform import readiness
-from engine.platform.errors import NotFound, Unauthorized
+from engine.platform.errors import Unauthorized
 from engine.platform.metrics_registry import exposition
 
 CHECK_SECONDS = 3.0  # a dependency slower than this to answer is not ready either
@@ -61,11 +61,11 @@ async def ready(request: Request) -> Response[Readiness]:
 
 @get("/metrics", sync_to_thread=False, media_type=MediaType.TEXT)
 def metrics(request: Request) -> Response[bytes]:
-    """Prometheus text format. Off (404) unless `TIDINGS_METRICS_TOKEN` is set; then the scrape sends it as
-    `Authorization: Bearer <token>` (401 otherwise)."""
+    """Prometheus text format, for a scrape sending `Authorization: Bearer <TIDINGS_METRICS_TOKEN>`; without
+    that setting no credential is valid (metrics are off), so every scrape is a 401 saying so."""
     token = request.app.state.settings.metrics_token
     if not token:
-        raise NotFound("metrics are off: set TIDINGS_METRICS_TOKEN and scrape with that bearer token")
+        raise Unauthorized("metrics are off: set TIDINGS_METRICS_TOKEN and scrape with that bearer token")
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise Unauthorized("/metrics needs `Authorization: Bearer <TIDINGS_METRICS_TOKEN>`")

@@ -14,10 +14,20 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics,
-    generate_latest, multiprocess, start_http_server,
-)
+from temporalio import workflow
+
+# Temporal's workflow sandbox imports this module again for each workflow run (engine.segments and the
+# journey runtime import it, and the workflow modules import their packages). prometheus-client cannot be
+# imported there (it subclasses urllib's handlers, which the sandbox forbids) and must be the one real
+# module: passed through. The sandbox's copy of this module registers nothing (`_REGISTRY` None), or its
+# metrics would collide with the real ones; no workflow code counts anything.
+with workflow.unsafe.imports_passed_through():
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, disable_created_metrics,
+        generate_latest, multiprocess, start_http_server,
+    )
+
+_REGISTRY = None if workflow.unsafe.in_sandbox() else REGISTRY
 
 # No `*_created` sample beside each series: it doubles a scrape and no alert reads it.
 disable_created_metrics()
@@ -29,38 +39,40 @@ _LAG = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.
 
 HTTP_REQUESTS = Counter(
     "tidings_http_requests", "HTTP requests answered, by method, route template and status.",
-    ["method", "route", "status"])
+    ["method", "route", "status"], registry=_REGISTRY)
 HTTP_DURATION = Histogram(
     "tidings_http_request_duration_seconds", "Time from a request's arrival to the end of its answer.",
-    ["method", "route"], buckets=_SECONDS)
+    ["method", "route"], buckets=_SECONDS, registry=_REGISTRY)
 
 SENDS = Counter(
     "tidings_sends", "Messages handed to a channel provider, by channel type and outcome (sent; failed: "
     "permanently or past the retry window; retrying: failed transiently, tried again later; deferred: not "
-    "tried, the provider had just failed a whole group).", ["channel", "outcome"])
+    "tried, the provider had just failed a whole group).", ["channel", "outcome"], registry=_REGISTRY)
 PROVIDER_DURATION = Histogram(
     "tidings_provider_call_duration_seconds", "One call to a channel plugin's send (a group of messages, "
-    "its immediate retries included), by channel type.", ["channel"], buckets=_SECONDS)
+    "its immediate retries included), by channel type.", ["channel"], buckets=_SECONDS, registry=_REGISTRY)
 RATE_LIMIT_WAIT = Histogram(
     "tidings_rate_limit_wait_seconds", "How long a chunk of sends waited for its channel's rate limit "
-    "(0 when the bucket had tokens).", buckets=(0.0, *_LAG))
+    "(0 when the bucket had tokens).", buckets=(0.0, *_LAG), registry=_REGISTRY)
 
 SEGMENT_EVALUATION = Histogram(
     "tidings_segment_evaluation_seconds", "Segment evaluation: `full` (one segment over every customer) or "
-    "`incremental` (the segments of one write, for the customers it changed).", ["kind"], buckets=_SECONDS)
+    "`incremental` (the segments of one write, for the customers it changed).", ["kind"], buckets=_SECONDS,
+    registry=_REGISTRY)
 
 JOURNEY_ENTRIES_QUEUED = Counter(
-    "tidings_journey_entries_queued", "Events queued as entries of an active event-triggered journey.")
+    "tidings_journey_entries_queued", "Events queued as entries of an active event-triggered journey.",
+    registry=_REGISTRY)
 JOURNEY_ADMISSION_LAG = Histogram(
     "tidings_journey_admission_lag_seconds", "From an entry being queued to its admission claiming it "
-    "(the count is the entries claimed).", buckets=_LAG)
+    "(the count is the entries claimed).", buckets=_LAG, registry=_REGISTRY)
 
 EVENT_STREAM_LAG = Histogram(
     "tidings_event_stream_lag_seconds", "From an event being received to its batch being delivered by an "
-    "event stream (the oldest event of the batch), by sink kind.", ["kind"], buckets=_LAG)
+    "event stream (the oldest event of the batch), by sink kind.", ["kind"], buckets=_LAG, registry=_REGISTRY)
 EVENT_STREAM_DEAD_LETTERS = Counter(
     "tidings_event_stream_dead_letters", "Event-stream batches moved to the dead-letter table after their "
-    "last attempt failed, by sink kind.", ["kind"])
+    "last attempt failed, by sink kind.", ["kind"], registry=_REGISTRY)
 
 
 def _registry() -> CollectorRegistry:

@@ -118,4 +118,4 @@ def test_metrics_need_the_scrape_token_and_are_off_without_one(scraped, client):
     r = scraping.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}x"})
     assert r.status_code == 401 and "TIDINGS_METRICS_TOKEN" in r.json()["error"]["message"]
     off = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})  # no token configured
-    assert off.status_code == 404 and "TIDINGS_METRICS_TOKEN" in off.json()["error"]["message"]
+    assert off.status_code == 401 and off.json()["error"]["message"].startswith("metrics are off")
