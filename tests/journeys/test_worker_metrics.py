@@ -20,7 +20,7 @@ from tests.processes import TIDINGS, tidings_env
 
 WELCOME = """apiVersion: tidings/v1
 kind: Journey
-id: welcome
+id: JOURNEY_ID
 entry: {event: signed_up}
 steps:
   - {id: hello, send: {channel: EMAIL, template: t}}
@@ -36,7 +36,11 @@ async def test_the_worker_serves_its_own_metrics(temporal_env, runtime_db, smtp_
     ws = ensure_workspace(runtime_db, "shop")
     add_customers(runtime_db, ws, ["ann", "bob"])
     put_template(runtime_db, ws)
-    store.put_journey(runtime_db, ws, WELCOME)
+    # A journey id of its own: the admission workflow's id is made of the workspace's id (1 in every fresh
+    # database) and the journey's, and one left running on the shared dev server by an earlier test (its
+    # worker gone) would be taken for this one's.
+    journey_id = f"welcome-{uuid.uuid4().hex[:8]}"
+    store.put_journey(runtime_db, ws, WELCOME.replace("JOURNEY_ID", journey_id))
     queue, port = f"metrics-{uuid.uuid4().hex[:8]}", free_port()
     env = tidings_env(tmp_path / "home", runtime_db.test_url, TIDINGS_TASK_QUEUE=queue,
                       TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
@@ -56,7 +60,7 @@ async def test_the_worker_serves_its_own_metrics(temporal_env, runtime_db, smtp_
             assert first.status_code == 200 and first.headers["content-type"].startswith("text/plain")
             assert "# TYPE tidings_sends_total counter" in first.text  # families are there before any sample
 
-            await store.activate(temporal_env.client, runtime_db, ws, "welcome", task_queue=queue)
+            await store.activate(temporal_env.client, runtime_db, ws, journey_id, task_queue=queue)
             ingest(runtime_db, ws, [EventIn(name="signed_up", user_id=u) for u in ("ann", "bob")])
             for _ in range(2400):
                 if len(smtp_sink.mails) >= 2:
