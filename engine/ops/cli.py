@@ -93,6 +93,25 @@ def cmd_api(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_migrate(args, settings: Settings) -> int:
+    """Bring the schema to the migrations' head (what every start does), or with --check only say whether it
+    is there: exit 1 when not (docs/production.md, upgrades)."""
+    from engine.platform.db import make_engine, migrate
+    from engine.platform.readiness import store_problems
+
+    db = make_engine(settings.database_url)
+    try:
+        if not args.check:
+            migrate(db)
+        state = store_problems(db)
+    finally:
+        db.dispose()
+    problem = next((v for v in state.values() if v != "ok"), None)
+    print(f"error: {problem}" if problem else "the schema is at the migrations' head",
+          file=sys.stderr if problem else sys.stdout)
+    return 1 if problem else 0
+
+
 def cmd_worker(args, settings: Settings) -> int:
     from engine.platform.temporal import connect
     from engine.ops.worker import run_worker, stop_on_signals
@@ -423,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=cmd_api)
 
     sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=cmd_worker)
+    m = sub.add_parser("migrate", help="bring the database schema to the migrations' head (every start does)")
+    m.add_argument("--check", action="store_true", help="change nothing; exit 1 unless the schema is at the head")
+    m.set_defaults(fn=cmd_migrate)
 
     d = sub.add_parser("dev", help="run everything locally: Temporal dev server + UI, API, worker, SMTP sink")
     d.add_argument("--host", default="127.0.0.1")
