@@ -71,7 +71,7 @@ def test_ready_follows_temporal_going_away_and_coming_back(settings, temporal_se
         assert ready_within(client, 200, 60)["status"] == "ready"
 
 
-def test_a_schema_behind_the_migrations_is_not_ready(settings, temporal_server):
+def test_a_schema_behind_the_migrations_is_not_ready_one_ahead_is(settings, temporal_server):
     settings = dataclasses.replace(settings, temporal_address=f"127.0.0.1:{temporal_server.port}",
                                    stream_worker=False)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -84,6 +84,12 @@ def test_a_schema_behind_the_migrations_is_not_ready(settings, temporal_server):
         assert body["not_ready"] == ["migrations"]
         assert heads[-1] in body["checks"]["migrations"].split("expects")[1]
         assert heads[-1] not in body["checks"]["migrations"].split("expects")[0]
+        with db.begin() as conn:  # a newer release migrated: this (older) process keeps serving
+            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('9999_from_a_newer_release')"))
+        ready_within(client, 200, 5)
         with db.begin() as conn:
-            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": heads[-1]})
+            conn.execute(text("DELETE FROM alembic_version"))
+            for v in heads:
+                conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": v})
         ready_within(client, 200, 5)
