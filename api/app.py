@@ -19,6 +19,7 @@ from api.routes.events import EventController
 from api.routes.journeys import JourneyController
 from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, public_router
 from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
+from api.routes.operations import metrics, ready
 from api.routes.segments import ImportController, SegmentController
 from api.temporal import TemporalHandle
 from engine.analytics.streams import reseal_streams
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
     app = Litestar(
-        route_handlers=[health, v1, public_router],
+        route_handlers=[health, ready, metrics, v1, public_router],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,

@@ -3,21 +3,34 @@
 Past its capacity the API used to accept everything and queue it (requests waited 47-71 s at twice the
 capacity). Here a request beyond `TIDINGS_API_MAX_IN_FLIGHT` concurrent ones is answered at once with 503 and
 `Retry-After`, before it is authenticated or its body read, so the requests that were accepted keep their
-latency. Not counted: /health, the live event stream (long-lived by design), and what people and providers
+latency. Not counted: /health, /ready and /metrics (a probe or a scrape must answer when the API is busiest),
+the live event stream (long-lived by design), and what people and providers
 send that nobody would send again: tracking (an opened mail, a click, an RFC 8058 one-click unsubscribe that a
 mailbox provider does not retry) and provider feedback. Each of those is one small indexed write.
+
+Every answer is also counted here (engine.platform.metrics_registry: by method, route template and status,
+with its duration) and, at INFO, logged with its request id: this layer sees the 404s no route matched and
+the 503s it refused itself, which a route middleware would not.
 """
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
 from urllib.parse import parse_qsl
 from typing import Any, Callable
 
 import msgspec
 
+from engine.platform.log_format import REQUEST_ID
+from engine.platform.metrics_registry import HTTP_DURATION, HTTP_REQUESTS
+
 REQUEST_ID_KEY = "tidings.request_id"
-_UNCOUNTED = ("/health", "/v1/events/stream", "/t/", "/feedback/")
+_UNCOUNTED = ("/health", "/ready", "/metrics", "/v1/events/stream", "/t/", "/feedback/")
+# The route label of an answer no route produced (no route matched, or refused before routing).
+UNROUTED = "unrouted"
+log = logging.getLogger("tidings.http")
 # A caller (or a proxy in front) may send its own id; anything else is replaced, never echoed as given.
 _CALLER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
@@ -48,15 +61,26 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request_id = _incoming_id(scope) or uuid.uuid4().hex
         scope[REQUEST_ID_KEY] = request_id
+        token = REQUEST_ID.set(request_id)
         id_header = (b"x-request-id", request_id.encode())
+        status = [500]  # what the client gets if the app fails before answering (the server's own 500)
 
         async def send_with_id(message: dict) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), id_header]
+                status[0] = message["status"]
             await send(message)
 
+        try:
+            await self._guarded(scope, receive, send_with_id, request_id)
+        finally:
+            REQUEST_ID.reset(token)
+            _account(scope, request_id, status[0], time.perf_counter() - started)
+
+    async def _guarded(self, scope: dict, receive: Callable, send_with_id: Callable, request_id: str) -> None:
         nul_field = _nul_in_url(scope)
         if nul_field is not None:
             await _answer(send_with_id, 400, {"code": "invalid", "field": nul_field, "request_id": request_id,
@@ -79,6 +103,18 @@ class RequestGuard:
             "code": "overloaded", "field": None, "request_id": request_id,
             "message": f"the API has {self.max_in_flight} requests in flight, its limit; retry after "
                        f"{self.retry_after.decode()} s"}, [(b"retry-after", self.retry_after)])
+
+
+def _account(scope: dict, request_id: str, status: int, seconds: float) -> None:
+    """Count the answer under its route template (`/v1/users/{user_id}`): raw paths carry ids, and a label
+    per id would grow without bound."""
+    method, route = scope.get("method", ""), scope.get("path_template") or UNROUTED
+    HTTP_REQUESTS.labels(method, route, str(status)).inc()
+    HTTP_DURATION.labels(method, route).observe(seconds)
+    if log.isEnabledFor(logging.INFO):
+        log.info("%s %s %s", method, route, status,
+                 extra={"request_id": request_id, "method": method, "route": route, "status": status,
+                        "duration_ms": round(seconds * 1000, 2)})
 
 
 async def _answer(send: Callable, status: int, error: dict, headers: list | None = None) -> None:

@@ -21,6 +21,7 @@ from litestar.routes import HTTPRoute
 
 ERROR_REF = "#/components/schemas/Error"
 KEY_SCHEME = "workspaceKey"
+METRICS_SCHEME = "metricsToken"
 
 ERROR_SCHEMA: dict[str, Any] = {
     "title": "Error",
@@ -64,7 +65,14 @@ EXTRA_CODES: dict[tuple[str, str], tuple[int, ...]] = {
     ("put", "/v1/channels/{name}"): (409,),  # a channel type already served by another channel
     ("post", "/feedback/{workspace}/{channel}"): (403,),
     ("get", "/v1/events"): (404,),  # ?user_id= names a user this workspace does not have
+    ("get", "/metrics"): (401,),  # not the scrape token (or metrics off: no TIDINGS_METRICS_TOKEN)
 }
+# Why, for an operation whose reasons differ from the API's usual ones.
+WHY_HERE: dict[tuple[str, str], dict[int, str]] = {("get", "/metrics"): {
+    401: "The scrape did not send `Authorization: Bearer <TIDINGS_METRICS_TOKEN>`, or metrics are off "
+         "(TIDINGS_METRICS_TOKEN is not set)."}}
+# Statuses an operation answers with a body of its own (declared by its handler), not the error shape.
+OWN_BODIES: dict[tuple[str, str], set[int]] = {("get", "/ready"): {503}}
 
 # Pages for people, not programs: their errors are HTML too.
 HTML_ERRORS = {("get", "/t/u/{token}"), ("post", "/t/u/{token}")}
@@ -121,11 +129,11 @@ _RETRY_AFTER = {"Retry-After": OpenAPIHeader(description="seconds to wait before
                                              schema=Schema(type="integer"))}  # type: ignore[arg-type]
 
 
-def _error_response(status: int, html: bool = False) -> OpenAPIResponse:
+def _error_response(status: int, html: bool = False, why: str | None = None) -> OpenAPIResponse:
     headers = _RETRY_AFTER if status in (429, 503) else None
     if html:
-        return OpenAPIResponse(description=WHY[status], content={"text/html": OpenAPIMediaType(schema=_TEXT)})
-    return OpenAPIResponse(description=WHY[status], headers=headers,
+        return OpenAPIResponse(description=why or WHY[status], content={"text/html": OpenAPIMediaType(schema=_TEXT)})
+    return OpenAPIResponse(description=why or WHY[status], headers=headers,
                            content={"application/json": OpenAPIMediaType(schema=Reference(ref=ERROR_REF))})
 
 
@@ -208,7 +216,9 @@ def complete(openapi: OpenAPI) -> None:
     openapi.components = components
     components.schemas = {**(components.schemas or {}), "Error": ERROR_SCHEMA}  # type: ignore[dict-item]
     components.security_schemes = {**(components.security_schemes or {}), KEY_SCHEME: SecurityScheme(
-        type="http", scheme="bearer", description="A workspace key (`tidings keys create`): `Bearer tk_...`.")}
+        type="http", scheme="bearer", description="A workspace key (`tidings keys create`): `Bearer tk_...`."),
+        METRICS_SCHEME: SecurityScheme(type="http", scheme="bearer",
+                                       description="The operator's scrape token: `TIDINGS_METRICS_TOKEN`.")}
     _close_strict_bodies(components)
     for schema in (components.schemas or {}).values():
         _any_of(schema)
@@ -223,10 +233,14 @@ def complete(openapi: OpenAPI) -> None:
             _any_of(media.schema)
         if path.startswith("/v1/"):
             op.security = [{KEY_SCHEME: []}]
+        elif path == "/metrics":
+            op.security = [{METRICS_SCHEME: []}]
         responses = op.responses = {**(op.responses or {}), **EXTRA_SUCCESSES.get((method, path), {})}
         html = (method, path) in HTML_ERRORS
-        for status in sorted(_common_codes(path, op) | set(EXTRA_CODES.get((method, path), ()))):
-            responses[str(status)] = _error_response(status, html and status in (400, 404))
+        own = OWN_BODIES.get((method, path), set())
+        for status in sorted((_common_codes(path, op) | set(EXTRA_CODES.get((method, path), ()))) - own):
+            responses[str(status)] = _error_response(status, html and status in (400, 404),
+                                                     WHY_HERE.get((method, path), {}).get(status))
 
 
 def allowed_methods(app: Litestar) -> dict[int, str]:

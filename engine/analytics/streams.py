@@ -30,6 +30,7 @@ from engine.channels.contract import ChannelConfigError, redact_config, resolve_
 from engine.platform.clock import now_ms
 from engine.platform.retry import backoff
 from engine.platform.db import reading, writing
+from engine.platform.metrics_registry import EVENT_STREAM_DEAD_LETTERS, EVENT_STREAM_LAG
 from engine.platform.errors import InvalidInput, NotFound
 from engine.analytics.tables import dead_letters, event_streams
 from engine.messaging.ledger import parse_name
@@ -428,6 +429,8 @@ class StreamRunner:
             ok = await asyncio.to_thread(self._advance, stream, cursor, last, len(records), updated_at)
             if not ok:  # reconfigured or taken over meanwhile: stop; the next pass starts from the table
                 return handled
+            if records:
+                EVENT_STREAM_LAG.labels(stream.kind).observe(max(0, now_ms() - rows[0].received_at) / 1000)
             cursor, failures = last, 0
             handled += len(rows)
         return handled
@@ -452,6 +455,7 @@ class StreamRunner:
                 moved = conn.execute(update(event_streams).where(*where).values(
                     cursor=last, failures=0, next_attempt_at=0, last_error=error)).rowcount
                 if moved:
+                    EVENT_STREAM_DEAD_LETTERS.labels(stream.kind).inc()
                     conn.execute(insert(dead_letters).values(
                         workspace_id=stream.workspace_id, stream_pk=stream.id, first_event_pk=cursor + 1,
                         last_event_pk=last, records=records, error=error, attempts=failures, created_at=now))

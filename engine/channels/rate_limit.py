@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine
 
 from engine.channels.tables import rate_buckets
 from engine.platform.db import writing
+from engine.platform.metrics_registry import RATE_LIMIT_WAIT
 
 
 def burst_of(rate: float) -> int:
@@ -61,6 +62,7 @@ async def paced(db: Engine, workspace_id: int, channel: str, rate: float | None,
             wait = first_wait
         else:
             wait = await asyncio.to_thread(reserve, db, workspace_id, channel, rate, len(chunk))
+        RATE_LIMIT_WAIT.observe(wait)
         if wait:
             await asyncio.sleep(wait)
         yield chunk

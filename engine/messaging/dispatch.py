@@ -30,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -43,6 +45,7 @@ from engine.messaging import tracking
 from engine.channels.config import Route, routes_for
 from engine.channels.contract import ChannelType, OutgoingMessage, RetryPolicy, SendResult, send_with_retry
 from engine.platform.clock import now_ms
+from engine.platform.metrics_registry import PROVIDER_DURATION, SENDS
 from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
 from engine.customers.events import insert_new
 from engine.messaging.ledger import status_event_id
@@ -58,6 +61,7 @@ EVENT_PREFIX = {"EMAIL": "email", "SMS": "sms", "VOICE": "voice", "PUSH": "push"
                 "CUSTOM": "custom"}
 RETRY = RetryPolicy(max_attempts=3, base_delay=0.2, max_delay=2.0)  # at once, within one send
 MAX_ERROR = 1000
+log = logging.getLogger("tidings.send")
 OPEN = ("queued", "retrying")  # statuses of a message not yet final
 # Results are recorded at least this often (a rate-limited channel records each paced chunk): what a crash
 # can leave unrecorded, and resend, is one group. 100 lets the SMTP channel drive its 4 connections at once.
@@ -507,14 +511,18 @@ class _Sending:
             group = [p for p in group if p.row_id in mine]
         if not group:
             return None
-        now = now_ms()
-        for p, r in zip(group, await send_with_retry(channel, [p.out for p in group], route.config, RETRY)):
+        now, started = now_ms(), time.perf_counter()
+        sent = await send_with_retry(channel, [p.out for p in group], route.config, RETRY)
+        channel_type = self.units[group[0].unit].channel_type
+        PROVIDER_DURATION.labels(channel_type).observe(time.perf_counter() - started)
+        for p, r in zip(group, sent):
             self.results[p.message_id] = r
             if not r.ok and not r.permanent:  # retried later, unless the window is over
                 rounds = -(-(p.attempts + r.attempts) // RETRY.max_attempts)
                 next_at = self.window.next_attempt(p.created_at or now, rounds, now)
                 if next_at is not None:
                     self.retry_at[p.message_id] = next_at
+            _account(channel_type, p.message_id, r, p.message_id in self.retry_at)
         self.unrecorded += group
         if not last:
             done = self.take()
@@ -530,6 +538,8 @@ class _Sending:
         a dead server costs one group's attempts, not the batch's. The round counts as one tried (its
         attempts are recorded), so the backoff keeps growing while the provider stays down."""
         now = now_ms()
+        if rest:
+            SENDS.labels(self.units[rest[0].unit].channel_type, "deferred").inc(len(rest))
         for p in rest:
             self.results[p.message_id] = SendResult(message_id=p.message_id, status="failed", permanent=False,
                                                     error=f"not tried, the provider is unreachable: {error}",
@@ -539,6 +549,18 @@ class _Sending:
             if next_at is not None:
                 self.retry_at[p.message_id] = next_at
         self.unrecorded += [p for p in rest if p.row_id is not None]
+
+
+def _account(channel_type: str, message_id: str, r: SendResult, retrying: bool) -> None:
+    """Count one provider result (engine.platform.metrics_registry) and log it with its message id (INFO
+    either way: a bounced address is ordinary, and the metrics are what alerts read)."""
+    outcome = "sent" if r.ok else "retrying" if retrying else "failed"
+    SENDS.labels(channel_type, outcome).inc()
+    if r.ok:
+        log.info("sent %s", message_id, extra={"message_id": message_id, "channel": channel_type, "outcome": outcome})
+    else:
+        log.info("not sent %s (%s): %s", message_id, outcome, r.error,
+                    extra={"message_id": message_id, "channel": channel_type, "outcome": outcome})
 
 
 def _provider_down(results: list[SendResult]) -> str | None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
+from engine.platform import log_format
 from engine.platform.config import Settings
 
 
@@ -86,15 +86,43 @@ def cmd_api(args, settings: Settings) -> int:
 
     # SIGTERM: stop accepting, let requests in flight finish (up to the shutdown timeout), then the lifespan
     # waits for import jobs (engine/segments/jobs.py) and stops the stream loop; then exit 0.
+    # JSON logs: uvicorn's own loggers propagate to the root's JSON handler (no config of theirs), and each
+    # request is logged once, with its request id, by api/guard.py instead of uvicorn's access line.
+    as_json = log_format.wants_json(os.environ)
+    logs = {"log_config": None, "access_log": False} if as_json else {}
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)))
+                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)), **logs)
     DrainingServer(config).run()
     return 0
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    """Bring the schema to the migrations' head (what every start does), or with --check only say whether it
+    is there: exit 1 when not (docs/production.md, upgrades)."""
+    from engine.platform.db import make_engine, migrate
+    from engine.platform.readiness import store_problems
+
+    db = make_engine(settings.database_url)
+    try:
+        if not args.check:
+            migrate(db)
+        state = store_problems(db)
+    finally:
+        db.dispose()
+    problem = next((v for v in state.values() if v != "ok"), None)
+    print(f"error: {problem}" if problem else "the schema is at the migrations' head",
+          file=sys.stderr if problem else sys.stdout)
+    return 1 if problem else 0
 
 
 def cmd_worker(args, settings: Settings) -> int:
     from engine.platform.temporal import connect
     from engine.ops.worker import run_worker, stop_on_signals
+
+    if settings.worker_metrics_port:  # Prometheus scrapes the worker here (docs/production.md)
+        from engine.platform.metrics_registry import serve
+
+        serve(settings.worker_metrics_port, settings.worker_metrics_host)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -418,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(fn=cmd_api)
 
     sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=cmd_worker)
+    m = sub.add_parser("migrate", help="bring the database schema to the migrations' head (every start does)")
+    m.add_argument("--check", action="store_true", help="change nothing; exit 1 unless the schema is at the head")
+    m.set_defaults(fn=cmd_migrate)
 
     d = sub.add_parser("dev", help="run everything locally: Temporal dev server + UI, API, worker, SMTP sink")
     d.add_argument("--host", default="127.0.0.1")
@@ -493,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log_format.configure(os.environ)  # TIDINGS_LOG_FORMAT (text, json) and TIDINGS_LOG_LEVEL
     args = build_parser().parse_args(argv)
     from engine.platform.errors import TidingsError
 

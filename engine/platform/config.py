@@ -29,6 +29,11 @@ class Settings:
     api_retry_after_seconds: int = 1
     # How long SIGTERM waits for work in flight (sends, import jobs, HTTP requests) before stopping anyway.
     shutdown_timeout: float = 30.0
+    # Operations (docs/production.md): the bearer token a Prometheus scrape of the API's /metrics sends
+    # (unset: /metrics answers 404), and where a worker serves its /metrics (port 0: it does not).
+    metrics_token: str = ""
+    worker_metrics_port: int = 0
+    worker_metrics_host: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -51,4 +56,7 @@ class Settings:
             api_max_in_flight=int(env.get("TIDINGS_API_MAX_IN_FLIGHT", "64")),
             api_retry_after_seconds=int(env.get("TIDINGS_API_RETRY_AFTER", "1")),
             shutdown_timeout=float(env.get("TIDINGS_SHUTDOWN_TIMEOUT", "30")),
+            metrics_token=env.get("TIDINGS_METRICS_TOKEN", ""),
+            worker_metrics_port=int(env.get("TIDINGS_WORKER_METRICS_PORT", "0")),
+            worker_metrics_host=env.get("TIDINGS_WORKER_METRICS_HOST", "127.0.0.1"),
         )

@@ -14,6 +14,7 @@ from sqlalchemy import Connection, func, select, text
 from engine.platform.batching import chunks
 from engine.platform.db import bulk_delete, insert_tuples
 from engine.platform.clock import now_ms
+from engine.platform.metrics_registry import SEGMENT_EVALUATION
 from engine.segments.tables import segment_members, segments
 from engine.customers import history, on_write
 from engine.segments import typed_index as paths, rules
@@ -279,7 +280,12 @@ def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], 
     """Re-evaluate these segments for these users (the per-write path) and write the differences."""
     if not segs or not user_pks:
         return
-    now = now or now_ms()
+    with SEGMENT_EVALUATION.labels("incremental").time():
+        _update_for_users(conn, workspace_id, segs, user_pks, loaded, now or now_ms())
+
+
+def _update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], user_pks: list[int], loaded,
+                      now: int) -> None:
     docs = documents(conn, workspace_id, user_pks, union_facts(segs), now, loaded)
     before: dict[str, set[int]] = {}  # segment id -> which of these users were members
     for pk, d in docs.items():
@@ -392,10 +398,11 @@ def evaluate_full(conn: Connection, workspace_id: int, seg: Compiled, now: int |
                   record_events: bool = True) -> tuple[int, int]:
     """Full evaluation of one segment; returns (entered, exited)."""
     now = now or now_ms()
-    members = full_members(conn, workspace_id, seg, now)
-    current = set(conn.execute(select(segment_members.c.user_pk).where(
-        segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == seg.id)).scalars())
-    return apply_changes(conn, workspace_id, seg.id, members - current, current - members, now, record_events)
+    with SEGMENT_EVALUATION.labels("full").time():
+        members = full_members(conn, workspace_id, seg, now)
+        current = set(conn.execute(select(segment_members.c.user_pk).where(
+            segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == seg.id)).scalars())
+        return apply_changes(conn, workspace_id, seg.id, members - current, current - members, now, record_events)
 
 
 def evaluate_many_full(conn: Connection, workspace_id: int, ids: set[str], now: int | None = None,

@@ -38,9 +38,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def served(settings: Settings):
-    """The API under uvicorn on a loopback port (stream worker off: nothing here needs it)."""
-    settings = dataclasses.replace(settings, stream_worker=False)
+def served(settings: Settings, temporal_env):
+    """The API under uvicorn on a loopback port (stream worker off: nothing here needs it), with the session's
+    Temporal dev server, so that /ready answers 200 as a deployment's would."""
+    settings = dataclasses.replace(settings, stream_worker=False,
+                                   temporal_address=temporal_env.client.service_client.config.target_host)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on"))

@@ -18,6 +18,7 @@ from temporalio import activity
 from engine.platform.clock import now_ms
 from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
 from engine.platform.installation import installation_id
+from engine.platform.metrics_registry import JOURNEY_ADMISSION_LAG
 from engine.journeys.runtime import admission
 from engine.journeys import ir
 from engine.journeys.runtime import audience, localtime
@@ -472,6 +473,9 @@ class JourneyActivities:
             if not rows:
                 return None
             conn.execute(journey_entries.delete().where(journey_entries.c.id.in_([r.id for r in rows])))
+            claimed_at = now_ms()
+            for r in rows:
+                JOURNEY_ADMISSION_LAG.observe(max(0, claimed_at - r.enqueued_at) / 1000)
             j = self._ir(conn, ws, jid, version)
             rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
             docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows}), rule)

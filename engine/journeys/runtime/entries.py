@@ -16,6 +16,7 @@ from engine.customers.schemas import EventIn
 from engine.customers.tables import users
 from engine.platform.clock import now_ms
 from engine.platform.db import bulk_insert, rows_where_in
+from engine.platform.metrics_registry import JOURNEY_ENTRIES_QUEUED
 from engine.journeys import ir
 from engine.journeys.tables import journey_entries, journey_runs, journey_triggers, journey_versions, journeys
 from engine.journeys.runtime.rules import event_doc, holds
@@ -49,6 +50,7 @@ def enqueue_matching(conn: Connection, workspace_id: int, rows: list[dict]) -> N
         elif t.role == "goal" and hits:
             _convert(conn, workspace_id, t.journey_id, t.within_ms, hits)
     bulk_insert(conn, journey_entries, queued)
+    JOURNEY_ENTRIES_QUEUED.inc(len(queued))
 
 
 class _GoalSettings(msgspec.Struct):
