@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[health, v1, public_router],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
-        exception_handlers=HANDLERS,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]  # handlers of subclasses of Exception
         before_request=before_request,
         lifespan=[lifespan],
         # Litestar would otherwise turn the root logger to INFO and print every httpx request.
@@ -114,5 +114,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.allowed_methods = allowed_methods(app)
     # Outside Litestar's own handler (not a route middleware): it must also see requests that match no route,
     # and refuse overload before routing, authentication or reading a body cost anything.
-    app.asgi_handler = RequestGuard(app.asgi_handler, settings.api_max_in_flight, settings.api_retry_after_seconds)
+    app.asgi_handler = RequestGuard(  # type: ignore[assignment]  # an ASGI app in place of Litestar's
+        app.asgi_handler, settings.api_max_in_flight, settings.api_retry_after_seconds)
     return app

@@ -229,7 +229,7 @@ class LiveStreamController(Controller):
                         yield ServerSentEventMessage(data=None, comment="API key revoked: stream closed")
                         return
                     recheck_at = time.monotonic() + KEY_RECHECK_SECONDS
-                rows = await anyio.to_thread.run_sync(lambda: st.read_events(db, ws.id, position, 500))
+                rows = await anyio.to_thread.run_sync(lambda after=position: st.read_events(db, ws.id, after, 500))
                 for r in rows:
                     position = r.id
                     if matches(r.name, r.attributes or {}):

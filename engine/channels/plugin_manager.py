@@ -94,7 +94,7 @@ class TidingsPluginManager:
     # -- loading -----------------------------------------------------------
     def _register(self, plugin: Any, *, name: str, module: str, source: str) -> None:
         key = f"{source}:{name}"
-        for existing_key, info in self.plugins.items():
+        for existing_key in self.plugins:
             if self.pm.get_plugin(existing_key) is plugin:
                 return  # same object reached twice (e.g. entry point + extra module)
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 from typing import Any, Sequence
 
-import msgspec
 
 from sqlalchemy import Connection, Engine, select
 
@@ -16,7 +15,7 @@ from engine.customers import on_write as changes
 from engine.platform.batching import chunks, validate_all
 from engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
 from engine.customers.users import ensure_users, user_pk
-from engine.platform.db import bulk_insert, insert_tuples, reading, rows_where_in
+from engine.platform.db import bulk_insert, reading, rows_where_in
 from engine.platform.errors import BatchRejected, InvalidInput
 from engine.customers.tables import endpoints, events, users
 from engine.platform.pagination import check_limit, decode_cursor, next_cursor

@@ -186,7 +186,7 @@ def list_runs(db: Engine, ws, journey_id: str, user_id: str | None = None, limit
 def _set_triggers(conn, ws_id: int, j: ir.JourneyIR, entries: bool) -> None:
     conn.execute(delete(journey_triggers).where(journey_triggers.c.workspace_id == ws_id,
                                                 journey_triggers.c.journey_id == j.id))
-    rows = []
+    rows: list[dict[str, Any]] = []
     if entries and isinstance(j.entry, ir.EventEntry):
         rows += [{"event_name": name, "role": "entry", "segment_id": None, "within_ms": None}
                  for name in journey_event_names(j.entry.event, j.entry.names)]
@@ -270,14 +270,14 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
             pass
         return
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
-    inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
+    broadcast = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
     wf_id = broadcast_workflow_id(ws_id, j.id, j.version)
     policy = SchedulePolicy()
     if (local := localtime.local_schedule(b)) is not None:
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
         # admits the customers whose zone is due (engine/journeys/runtime/localtime.py). Firings may overlap: a long
         # page-through for Tokyo must not make Kathmandu's firing 15 minutes later be skipped.
-        inp.local_zones = True
+        broadcast.local_zones = True
         bounds = localtime.schedule_bounds(local)
         spec = ScheduleSpec(cron_expressions=[localtime.schedule_cron(local)],
                             start_at=bounds[0] if bounds else None, end_at=bounds[1] if bounds else None)
@@ -289,7 +289,7 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
     else:
         spec = None
     if spec is not None:
-        schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
+        schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", broadcast, id=wf_id,
                                                                task_queue=task_queue), spec=spec, policy=policy)
         try:
             await client.create_schedule(schedule_id(ws_id, j.id, j.version), schedule)
@@ -305,7 +305,7 @@ async def _start_temporal_side(client, ws_id: int, j: ir.JourneyIR, task_queue: 
     try:
         # REJECT_DUPLICATE: a finished broadcast is not run again under its id (which would re-run its cohorts
         # and rewrite their runs); the cohort check in activate() covers it once Temporal forgot it.
-        await client.start_workflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue, start_delay=delay,
+        await client.start_workflow("JourneyBroadcast", broadcast, id=wf_id, task_queue=task_queue, start_delay=delay,
                                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     except WorkflowAlreadyStartedError:
         pass

@@ -8,7 +8,7 @@ import types
 import pytest
 
 from engine.channels import hookspecs
-from engine.channels.contract import Channel, ChannelType, OutgoingMessage, SendResult
+from engine.channels.contract import Channel, ChannelType, SendResult
 from engine.channels.hookspecs import hookimpl
 from engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
 

@@ -261,11 +261,11 @@ class JourneyActivities:
                 # (under a time-skipping test server a cap does not expire as workflow time moves)
                 since = now_ms() - cap.per_seconds * 1000
                 for part in range(0, len(go), 5000):
-                    q = (select(events.c.user_pk, events.c.id).where(
+                    counted = (select(events.c.user_pk, events.c.id).where(
                         events.c.workspace_id == call.workspace_id,
                         events.c.user_pk.in_([m.user_pk for m in go[part:part + 5000]]),
                         events.c.name.like("\\_%.send", escape="\\"), events.c.ts >= since))
-                    for r in conn.execute(q):
+                    for r in conn.execute(counted):
                         counts[r.user_pk] = counts.get(r.user_pk, 0) + 1
                 keep = []
                 for m in go:
@@ -579,6 +579,7 @@ class JourneyActivities:
         customers, so each firing computes them once (this worker process), not once per 1,000-customer page."""
         key = (call.workspace_id, call.journey_id, call.version, call.fire_at)
         if key not in self._zone_filters:
+            assert isinstance(j.entry, ir.BroadcastEntry)  # only broadcasts fire on a schedule
             local = localtime.local_schedule(j.entry)
             if len(self._zone_filters) >= 64:
                 self._zone_filters.clear()
