@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.plugins = load_plugins()  # a broken plugin stops start-up here, naming it
         # Unusable encryption keys stop start-up here; no key is said in the log (secrets are then refused).
         channel_secrets.announce(app.state.db, app.state.plugins)
+        await app.state.plugins.startup(settings)
         # Import jobs a dead API process left running are imported again (or failed with a reason), and its
         # abandoned uploads deleted.
         from engine.segments import jobs
@@ -88,9 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if runner_task is not None:
                 app.state.stream_runner.wakeup.set()
                 await runner_task
-            from plugins.email_smtp import close_pools
-
-            await close_pools()  # QUIT the pooled SMTP connections of this loop
+            await app.state.plugins.shutdown(settings)  # e.g. the SMTP plugin QUITs its pooled connections
             app.state.db.dispose()
 
     v1 = Router(

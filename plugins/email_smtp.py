@@ -620,3 +620,8 @@ __all__ = ["SmtpChannel", "message_id_header", "compose", "close_pools"]
 @hookimpl
 def register_channels() -> list[Channel]:
     return [SmtpChannel()]
+
+
+@hookimpl
+async def shutdown() -> None:
+    await close_pools()  # QUIT the pooled SMTP connections of this event loop

@@ -42,9 +42,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "(the helper moves to engine.channels, egress keeps DestinationRefused)",
     ("engine.platform.pagination", "engine.customers.limits"):
         "platform -> customers: INT64_MAX belongs in platform; item 6 (one int64 check)",
-    ("plugins.event_sinks", "engine.workspaces.service"):
-        "plugins -> workspaces: the sink factory's `workspace=` argument is typed WorkspaceRef; item 8 "
-        "(plugin-facing types in the contract)",
     # Cross-domain reach-ins (item 3).
     ("engine.channels.secrets", "engine.analytics.tables"):
         "channels -> analytics: reseal_all reseals event-stream rows; item 3 (streams reseal their own)",
@@ -52,8 +49,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "messaging -> plugins: webhook signing belongs in platform (platform.signing); item 3",
     ("plugins.outbox", "engine.messaging.tables"):
         "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
-    # Start-up and shutdown hooks (item 4).
-    ("api.app", "plugins.email_smtp"): "api -> plugins: close_pools at shutdown; item 4 (a shutdown hookspec)",
     # Placement left over from the mechanical move.
     ("engine.platform.batching", "engine.customers.limits"):
         "platform -> customers: check_batch_size/MAX_BATCH are generic limits; item 1 (move them to platform)",
