@@ -15,13 +15,14 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from engine.platform.clock import ms_to_iso, now_ms
 from engine.platform.db import reading
-from engine.platform.errors import NotFound
+from engine.platform.errors import InvalidInput, NotFound
 from engine.journeys.runtime import audience, localtime
 from engine.journeys import ir
 from engine.journeys.runtime.contracts import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id,
 )
 from engine.journeys.language.compiler import compile_journey
+from engine.journeys.language.issues import JourneyCompileError
 from engine.journeys.tables import journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys
 from engine.messaging.ledger import journey_event_names
 from engine.messaging.tables import messages
@@ -83,11 +84,37 @@ class DbCatalog:
         return name in get_args(ChannelType)
 
 
-def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<string>") -> tuple[JourneyInfo, bool]:
+class ValidationIssue(msgspec.Struct):
+    line: int
+    column: int
+    message: str
+
+
+class ValidationResult(msgspec.Struct):
+    valid: bool
+    errors: list[ValidationIssue]
+    id: str | None = None
+    steps: int = 0
+
+
+def validate_journey(db: Engine, ws, yaml_text: str, *, path: str = "body") -> ValidationResult:
+    """Compile without storing: every problem with its line and column, or the journey's id and size."""
+    try:
+        compiled = compile_journey(yaml_text, path=path, catalog=DbCatalog(db, _ws(ws)))
+    except JourneyCompileError as exc:
+        return ValidationResult(valid=False, errors=[ValidationIssue(e.line, e.column, e.message) for e in exc.errors])
+    return ValidationResult(valid=True, errors=[], id=compiled.id, steps=len(compiled.nodes))
+
+
+def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<string>",
+                expected_id: str | None = None) -> tuple[JourneyInfo, bool]:
     """Compile and store; returns (journey, created_new_version). Same source = same version.
-    Raises JourneyCompileError with every problem."""
+    Raises JourneyCompileError with every problem, InvalidInput when the document's id is not `expected_id`
+    (the id a URL names)."""
     ws_id = _ws(ws)
     compiled = compile_journey(yaml_text, path=path, catalog=catalog if catalog is not None else DbCatalog(db, ws_id))
+    if expected_id is not None and compiled.id != expected_id:
+        raise InvalidInput(f"the document's id is {compiled.id!r} but the URL names {expected_id!r}", field="id")
     now = now_ms()
     with db.begin() as conn:
         row = conn.execute(select(journeys).where(journeys.c.workspace_id == ws_id,
