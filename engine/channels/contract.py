@@ -379,11 +379,14 @@ def check_results(
     return results
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 async def send_with_retry(
     channel: Any,
     messages: list[OutgoingMessage],
     config: Mapping[str, Any],
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_RETRY,
     *,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rng: random.Random | None = None,
