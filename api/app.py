@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.plugins = load_plugins()  # a broken plugin stops start-up here, naming it
         # Unusable encryption keys stop start-up here; no key is said in the log (secrets are then refused).
         channel_secrets.announce(app.state.db, app.state.plugins, also=[reseal_streams])
+        await app.state.plugins.startup(settings)
         # Import jobs a dead API process left running are imported again (or failed with a reason), and its
         # abandoned uploads deleted.
         from engine.segments import jobs
@@ -87,9 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             if runner_task is not None:
                 app.state.stream_runner.wakeup.set()
                 await runner_task
-            from plugins.email_smtp import close_pools
-
-            await close_pools()  # QUIT the pooled SMTP connections of this loop
+            await app.state.plugins.shutdown(settings)  # e.g. the SMTP plugin QUITs its pooled connections
             app.state.db.dispose()
 
     v1 = Router(
@@ -102,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[health, ready, metrics, v1, public_router],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
-        exception_handlers=HANDLERS,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]  # handlers of subclasses of Exception
         before_request=before_request,
         lifespan=[lifespan],
         # Litestar would otherwise turn the root logger to INFO and print every httpx request.
@@ -113,5 +112,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.state.allowed_methods = allowed_methods(app)
     # Outside Litestar's own handler (not a route middleware): it must also see requests that match no route,
     # and refuse overload before routing, authentication or reading a body cost anything.
-    app.asgi_handler = RequestGuard(app.asgi_handler, settings.api_max_in_flight, settings.api_retry_after_seconds)
+    app.asgi_handler = RequestGuard(  # type: ignore[assignment]  # an ASGI app in place of Litestar's
+        app.asgi_handler, settings.api_max_in_flight, settings.api_retry_after_seconds)
     return app

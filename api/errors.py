@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 import re
 
 from litestar import MediaType, Request, Response
@@ -89,7 +90,8 @@ def too_deep(request: Request, exc: RecursionError) -> Response:
 def _deep_path(body: bytes, limit: int, shown: int = 4) -> str | None:
     """The JSON path (`events[0].attributes`) to the first container deeper than `limit`, at most `shown`
     steps of it; a forgiving scan of the raw text, run only on this error path."""
-    text, stack, expect_key, i = body.decode("utf-8", "replace"), [], False, 0
+    stack: list[list[Any]] = []  # [opening bracket, index of the current item or key]
+    text, expect_key, i = body.decode("utf-8", "replace"), False, 0
     while i < len(text):
         c = text[i]
         if c == '"':

@@ -133,7 +133,7 @@ def _error_response(status: int, html: bool = False, why: str | None = None) -> 
     headers = _RETRY_AFTER if status in (429, 503) else None
     if html:
         return OpenAPIResponse(description=why or WHY[status], content={"text/html": OpenAPIMediaType(schema=_TEXT)})
-    return OpenAPIResponse(description=why or WHY[status], headers=headers,
+    return OpenAPIResponse(description=why or WHY[status], headers=headers,  # type: ignore[arg-type]
                            content={"application/json": OpenAPIMediaType(schema=Reference(ref=ERROR_REF))})
 
 
@@ -181,10 +181,10 @@ def _any_of(schema: Any) -> None:
             schema.any_of, schema.one_of = [*(schema.any_of or []), *schema.one_of], None
         for value in (schema.properties or {}).values():
             _any_of(value)
-        for value in (schema.any_of or []) + (schema.all_of or []) + list(schema.prefix_items or []):
+        for value in [*(schema.any_of or []), *(schema.all_of or []), *(schema.prefix_items or [])]:
             _any_of(value)
-        for value in (schema.items, schema.additional_properties, schema.schema_not):
-            _any_of(value)
+        for extra in (schema.items, schema.additional_properties, schema.schema_not):
+            _any_of(extra)
 
 
 def _struct_classes() -> dict[str, set[type]]:
@@ -206,7 +206,7 @@ def _close_strict_bodies(components: Components) -> None:
         [cls, *others] = classes.get(name) or [None]  # a name two classes share: leave it as it is
         if cls is None or others or not isinstance(schema, Schema) or schema.properties is None:
             continue
-        if cls.__struct_config__.forbid_unknown_fields:
+        if cls.__struct_config__.forbid_unknown_fields:  # type: ignore[attr-defined]  # a msgspec Struct
             schema.additional_properties = False
 
 

@@ -398,7 +398,7 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, rcpt: str, content:
         await _rset(client)
         if exc.code in (-1, 421) or isinstance(exc, aiosmtplib.SMTPServerDisconnected):
             raise
-        raise aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(exc.code, exc.message, rcpt)])
+        raise aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(exc.code, exc.message, rcpt)]) from exc
     del resp
     try:
         await client.data(content)
@@ -620,3 +620,8 @@ __all__ = ["SmtpChannel", "message_id_header", "compose", "close_pools"]
 @hookimpl
 def register_channels() -> list[Channel]:
     return [SmtpChannel()]
+
+
+@hookimpl
+async def shutdown() -> None:
+    await close_pools()  # QUIT the pooled SMTP connections of this event loop

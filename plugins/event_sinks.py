@@ -28,9 +28,8 @@ import httpx
 import msgspec
 
 from engine.platform import egress
-from engine.channels import ChannelConfigError, ConfigField
+from engine.channels import ChannelConfigError, ConfigField, WorkspaceRef
 from engine.hookspecs import hookimpl
-from engine.workspaces.service import WorkspaceRef
 from plugins.webhook import ALLOW_PRIVATE_FIELD, SIGNATURE_HEADER, sign
 
 _SAFE_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

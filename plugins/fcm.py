@@ -69,7 +69,7 @@ def make_service_account_jwt(sa: Mapping[str, Any], token_uri: str, now: float |
     """RS256 JWT assertion for Google's OAuth JWT-bearer grant."""
     try:
         from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
     except ImportError as exc:  # pragma: no cover - depends on environment
         raise ChannelConfigError(
             "service_account_json needs the 'cryptography' package; use access_token instead"
@@ -91,6 +91,8 @@ def make_service_account_jwt(sa: Mapping[str, Any], token_uri: str, now: float |
         + _b64url(json.dumps(claims, separators=(",", ":")).encode())
     )
     key = serialization.load_pem_private_key(sa["private_key"].encode(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):  # RS256 signs with RSA only
+        raise ChannelConfigError("service_account_json: private_key is not an RSA key")
     signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
     return signing_input + "." + _b64url(signature)
 

@@ -9,9 +9,8 @@ from litestar.params import Parameter
 from sqlalchemy import Engine
 
 from engine.platform.errors import InvalidInput
-from engine.journeys import JourneyCompileError, compile_journey
 from engine.journeys import store
-from engine.journeys.store import DbCatalog, JourneyInfo, RunInfo
+from engine.journeys.store import JourneyInfo, RunInfo, ValidationResult
 from engine.workspaces.service import WorkspaceRef
 
 from api.params import Int64
@@ -21,19 +20,6 @@ from api.params import Int64
 class PutResult(msgspec.Struct):
     journey: JourneyInfo
     new_version: bool
-
-
-class ValidationIssue(msgspec.Struct):
-    line: int
-    column: int
-    message: str
-
-
-class ValidationResult(msgspec.Struct):
-    valid: bool
-    errors: list[ValidationIssue]
-    id: str | None = None
-    steps: int = 0
 
 
 async def _text(request: Request) -> str:
@@ -58,24 +44,12 @@ class JourneyController(Controller):
 
     @staticmethod
     def _put(db: Engine, ws: WorkspaceRef, journey_id: str, text: str) -> PutResult:
-        compiled = compile_journey(text, path=f"journey {journey_id}", catalog=DbCatalog(db, ws.id))
-        if compiled.id != journey_id:
-            raise InvalidInput(f"the document's id is {compiled.id!r} but the URL names {journey_id!r}", field="id")
-        info, created = store.put_journey(db, ws, text, path=f"journey {journey_id}")
+        info, created = store.put_journey(db, ws, text, path=f"journey {journey_id}", expected_id=journey_id)
         return PutResult(journey=info, new_version=created)
 
     @post("/validate", status_code=200)
     async def validate(self, request: Request, db: Engine, ws: WorkspaceRef) -> ValidationResult:
-        return await asyncio.to_thread(self._validate, db, ws, await _text(request))
-
-    @staticmethod
-    def _validate(db: Engine, ws: WorkspaceRef, text: str) -> ValidationResult:
-        try:
-            compiled = compile_journey(text, path="body", catalog=DbCatalog(db, ws.id))
-        except JourneyCompileError as exc:
-            return ValidationResult(valid=False, errors=[ValidationIssue(e.line, e.column, e.message)
-                                                         for e in exc.errors])
-        return ValidationResult(valid=True, errors=[], id=compiled.id, steps=len(compiled.nodes))
+        return await asyncio.to_thread(store.validate_journey, db, ws, await _text(request))
 
     @get("/", sync_to_thread=True)
     def list_journeys(self, db: Engine, ws: WorkspaceRef) -> list[JourneyInfo]:

@@ -12,10 +12,7 @@ Under /v1 (workspace key):
 """
 from __future__ import annotations
 
-import asyncio
 import html
-import json
-import time
 from typing import Any
 
 import anyio
@@ -31,9 +28,9 @@ from engine.analytics import streams as st
 from engine.messaging import tracking
 from engine.platform.clock import duration_seconds, iso_to_ms
 from engine.platform.errors import InvalidInput, NotFound, Unauthorized
+from engine.analytics import live
 from engine.analytics.funnel import funnel_html
 from engine.analytics.stream_records import FORMATS
-from engine.platform.limits import check_int64
 from engine.workspaces.service import WorkspaceRef, authenticate
 
 from api.params import OptionalInt64
@@ -60,29 +57,18 @@ def _secret_key(request: Request) -> str:
 _NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "Pragma": "no-cache"}
 
 
-def _not_ours() -> Response:
-    return Response(content={"error": {"code": "not_found", "message": "unknown or tampered link", "field": None}},
-                    status_code=404, media_type=MediaType.JSON)
-
-
 @get("/t/o/{token:str}", sync_to_thread=True)
 def open_pixel(request: Request, token: str) -> Response:
-    try:
-        tracking.track_open(request.app.state.db, token.removesuffix(".gif"),
-                            user_agent=request.headers.get("user-agent", ""), ip_address=_client_ip(request),
-                            secret_key=_secret_key(request))
-    except tracking.InvalidToken:
-        return _not_ours()
+    tracking.track_open(request.app.state.db, token.removesuffix(".gif"),  # InvalidToken: 404 (api.errors)
+                        user_agent=request.headers.get("user-agent", ""), ip_address=_client_ip(request),
+                        secret_key=_secret_key(request))
     return Response(content=tracking.PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)
 
 
 @get("/t/c/{token:str}", sync_to_thread=True)
 def click(request: Request, token: str) -> Response:
-    try:
-        link = tracking.track_click(request.app.state.db, token, user_agent=request.headers.get("user-agent", ""),
-                                    ip_address=_client_ip(request), secret_key=_secret_key(request))
-    except tracking.InvalidToken:
-        return _not_ours()
+    link = tracking.track_click(request.app.state.db, token, user_agent=request.headers.get("user-agent", ""),
+                                ip_address=_client_ip(request), secret_key=_secret_key(request))
     return Redirect(path=link, status_code=302, headers=_NO_STORE)
 
 
@@ -140,7 +126,6 @@ class EventStreamController(Controller):
 
     @put("/{stream_id:str}", sync_to_thread=True)
     def put_stream(self, request: Request, db: Engine, ws: WorkspaceRef, stream_id: str, data: st.StreamIn) -> Response:
-        _check_stream_id(stream_id)
         out, created = st.put_stream(db, plugins_of(request.app), ws, stream_id, data)
         runner = getattr(request.app.state, "stream_runner", None)
         if runner is not None:
@@ -166,29 +151,6 @@ class EventStreamController(Controller):
         return {"items": st.list_dead_letters(db, ws, stream_id, limit)}
 
 
-def _check_stream_id(stream_id: str) -> None:
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", stream_id):
-        raise InvalidInput("stream ids are 1-100 letters, digits, '.', '_' or '-'", field="id")
-
-
-def _start_position(db: Engine, ws: WorkspaceRef, last_event_id: str | None, after: int | None) -> int:
-    if last_event_id:
-        try:
-            return check_int64(int(last_event_id), "Last-Event-ID")
-        except (ValueError, InvalidInput):
-            raise InvalidInput("Last-Event-ID must be an id this stream sent", field="Last-Event-ID") from None
-    if after is not None:
-        return after
-    return st.last_event_pk(db, ws.id)
-
-
-# An open stream re-checks its key this often: a revoked key stops delivering within these seconds. One
-# indexed read per open stream per period (what every request costs once).
-KEY_RECHECK_SECONDS = 2.0
-
-
 def _key_still_live(db: Engine, authorization: str | None) -> bool:
     try:
         authenticate(db, authorization)
@@ -208,43 +170,14 @@ class LiveStreamController(Controller):
         """Events as Server-Sent Events, `id:` = stream position. Starts at now, after `?after=`, or after
         the `Last-Event-ID` header (what browsers' EventSource sends when it reconnects). The stream ends
         within seconds of its key being revoked."""
-        if format not in FORMATS:
-            raise InvalidInput(f"format is one of {', '.join(FORMATS)}", field="format")
-        position = await anyio.to_thread.run_sync(
-            lambda: _start_position(db, ws, request.headers.get("last-event-id"), after))
-        matches = st.Matcher({"event_types": type or [], "channels": channel or [], "journey_ids": journey_id or []})
-        to_record = FORMATS[format]
-        poll = request.app.state.settings.stream_poll_seconds
         authorization = request.headers.get("authorization")
-
-        async def generate():
-            nonlocal position
-            idle = 0.0
-            recheck_at = time.monotonic() + KEY_RECHECK_SECONDS
-            yield ServerSentEventMessage(data=None, comment="tidings event stream", retry=2000)
-            while True:
-                if time.monotonic() >= recheck_at:
-                    if not await anyio.to_thread.run_sync(lambda: _key_still_live(db, authorization)):
-                        # the stream ends; a reconnecting EventSource gets 401 and stops
-                        yield ServerSentEventMessage(data=None, comment="API key revoked: stream closed")
-                        return
-                    recheck_at = time.monotonic() + KEY_RECHECK_SECONDS
-                rows = await anyio.to_thread.run_sync(lambda: st.read_events(db, ws.id, position, 500))
-                for r in rows:
-                    position = r.id
-                    if matches(r.name, r.attributes or {}):
-                        yield ServerSentEventMessage(data=json.dumps(to_record(r, ws.name), separators=(",", ":")),
-                                                     id=r.id)
-                if rows:
-                    idle = 0.0
-                    continue
-                await asyncio.sleep(poll)
-                idle += poll
-                if idle >= 15:
-                    idle = 0.0
-                    yield ServerSentEventMessage(data=None, comment="keep-alive")
-
-        return ServerSentEvent(generate(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        messages = await live.open_stream(
+            db, ws, format=format, types=type or [], channels=channel or [], journey_ids=journey_id or [],
+            last_event_id=request.headers.get("last-event-id"), after=after,
+            poll_seconds=request.app.state.settings.stream_poll_seconds,
+            key_live=lambda: _key_still_live(db, authorization))
+        sse = (ServerSentEventMessage(data=m.data, id=m.id, comment=m.comment, retry=m.retry) async for m in messages)
+        return ServerSentEvent(sse, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _ms(value: str | None, field: str) -> int | None:

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from api.params import CURSOR, LIMIT
 from engine.platform.errors import InvalidInput
-from engine.segments import service
+from engine.segments import service, uploads
 from engine.segments.service import SegmentIn, SegmentOut, SegmentPatch, VersionOut
 from engine.customers.schemas import Deleted
 from engine.workspaces.service import WorkspaceRef
@@ -92,41 +92,9 @@ class ImportController(Controller):
     async def import_(self, request: Request, db: Engine, ws: WorkspaceRef, name: str,
                       format: str = Parameter(default="pinpoint", schema_extra={"enum": ["pinpoint", "plain"]}),
                       id: str | None = None, async_: bool = Parameter(query="async", default=False)) -> Response:
-        import anyio
-
-        from engine.segments import imports, jobs
-
-        if format not in ("pinpoint", "plain"):
-            raise InvalidInput("format is pinpoint or plain", field="format")
-        # In the imports folder, locked while this process works on it: if the process dies, its next
-        # start resumes the job or deletes the file (engine/segments/jobs.py).
-        upload = await anyio.to_thread.run_sync(jobs.Upload.new, request.app.state.imports_dir)
-        lines = size = 0
-        try:
-            # past the body-size limit the stream raises (413) mid-way: the upload goes with it
-            async for chunk in request.stream():
-                lines += chunk.count(b"\n")
-                size += len(chunk)
-                upload.file.write(chunk)
-            if not size:  # refused now, as a synchronous import would be, rather than as a failed job
-                raise InvalidInput("the file is empty", field="file")
-            if async_ or lines > imports.ASYNC_ROWS:
-                job = await anyio.to_thread.run_sync(jobs.start_job, db, ws, upload, format, name, id)
-                return Response(job, status_code=202)  # the job owns the upload from here
-        except BaseException:
-            upload.discard()
-            raise
-
-        def run() -> dict:
-            try:
-                upload.file.flush()
-                with open(upload.path, "rb") as f:
-                    return imports.run_import(db, ws, f, format, name, id)
-            finally:
-                upload.discard()
-
-        result = await anyio.to_thread.run_sync(run)
-        return Response({**result, "status": "succeeded"}, status_code=201)
+        outcome = await uploads.import_stream(db, ws, request.stream(), request.app.state.imports_dir, format=format,
+                                              name=name, segment_id=id, run_as_job=async_)
+        return Response(outcome.body, status_code=202 if outcome.queued else 201)
 
     @get("/import-jobs/{job_id:str}", sync_to_thread=True)
     def job(self, db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:

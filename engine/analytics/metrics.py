@@ -262,8 +262,8 @@ def message_metrics(db: Engine, ws: WorkspaceRef, *, since_ms: int | None = None
     with reading(db) as conn:
         totals = _grouped(conn, where, []).get((), _empty())
         by_channel = _grouped(conn, where, [("channel", _attr("channel"))])
-        transactional = _grouped(conn, [*where, events.c.attributes["transactional"].as_boolean().is_(True)], [])
-        transactional = transactional.get((), _empty())
+        transactional = _grouped(conn, [*where, events.c.attributes["transactional"].as_boolean().is_(True)],
+                                 []).get((), _empty())
         conv = _transactional_conversions(conn, ws.id, where)
         _add_conversions(transactional, conv)
         _add_conversions(totals, conv)

@@ -15,6 +15,7 @@ import asyncio
 import fnmatch
 import inspect
 import logging
+import re
 import types
 import uuid
 from collections.abc import Callable, Mapping
@@ -152,7 +153,12 @@ def build_sink(factory: Any, stream_id: str, config: Mapping[str, Any], ws: Work
     return factory(stream_id, config, workspace=ws) if takes_workspace else factory(stream_id, config)
 
 
+_STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data: StreamIn) -> tuple[StreamOut, bool]:
+    if not _STREAM_ID.fullmatch(stream_id):
+        raise InvalidInput("stream ids are 1-100 letters, digits, '.', '_' or '-'", field="id")
     factory = _factory(plugins, data.kind)
     try:
         config = resolve_config(_shim(data.kind, factory), data.config)

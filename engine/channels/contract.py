@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import msgspec
 
 from engine.platform.retry import backoff
+from engine.workspaces.service import WorkspaceRef
 
 __all__ = [
     "ChannelType",
@@ -49,6 +50,7 @@ __all__ = [
     "FeedbackSignatureError",
     "EventSink",
     "EventSinkFactory",
+    "WorkspaceRef",
     "RetryPolicy",
     "send_with_retry",
     "resolve_config",
@@ -251,7 +253,9 @@ class EventSink(Protocol):
 
 @runtime_checkable
 class EventSinkFactory(Protocol):
-    """Builds configured :class:`EventSink` objects of one ``kind``."""
+    """Builds configured :class:`EventSink` objects of one ``kind``. A factory whose call also takes a
+    ``workspace`` keyword is given the stream's :class:`WorkspaceRef` (``id``, ``name``), for sinks that
+    must keep workspaces apart."""
 
     kind: str
     config_fields: tuple[ConfigField, ...]
@@ -375,11 +379,14 @@ def check_results(
     return results
 
 
+DEFAULT_RETRY = RetryPolicy()
+
+
 async def send_with_retry(
     channel: Any,
     messages: list[OutgoingMessage],
     config: Mapping[str, Any],
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_RETRY,
     *,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     rng: random.Random | None = None,

@@ -4,17 +4,24 @@ A plugin is any module or object with functions marked ``@hookimpl`` whose
 names match the specs below. Plugins are discovered through the ``tidings``
 entry-point group; the built-in channels are registered the same way.
 
-Every hook here is called **once per plugin at start-up** by
+The ``register_*`` hooks are called **once per plugin at start-up** by
 :func:`engine.channels.plugin_manager.get_plugin_manager`, with no arguments; the results of
-all plugins are collected (none of them is ``firstresult``). Hooks must be
+all plugins are collected (none of them is ``firstresult``). They must be
 fast and free of I/O: connections are made later, per send.
+
+``startup`` and ``shutdown`` are the process's lifecycle (as in datasette): a plugin that holds
+resources (a connection pool) opens or closes them there. An implementation takes any subset of the
+arguments, by name, and may be ``async``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import pluggy
 
 from engine.channels.contract import Channel, EventSinkFactory
+from engine.platform.config import Settings
 
 PROJECT_NAME = "tidings"
 
@@ -48,4 +55,24 @@ def register_event_sinks() -> list[EventSinkFactory]:
     workspaces apart) to build an
     :class:`engine.channels.contract.EventSink` whose ``async deliver(records)``
     receives batches of event records.
+    """
+
+
+@hookspec
+def startup(settings: Settings) -> Awaitable[None] | None:
+    """Called once per plugin when an API process (``tidings api``, ``tidings dev``) has loaded its
+    plugins and before it serves a request; the results of all plugins are collected and each awaitable
+    among them is awaited, in plugin order. ``settings`` is the process's
+    :class:`engine.platform.config.Settings` (database URL, home folder, timeouts). An exception stops
+    start-up, naming the plugin.
+    """
+
+
+@hookspec
+def shutdown(settings: Settings) -> Awaitable[None] | None:
+    """Called once per plugin when an API process stops (SIGTERM, Ctrl-C), after requests and import
+    jobs have drained and before the database is closed; the results of all plugins are collected and
+    each awaitable among them is awaited, on the process's event loop (close pooled connections here).
+    ``settings`` is the same :class:`engine.platform.config.Settings` ``startup`` received. An exception
+    is logged and the other plugins still shut down.
     """

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import inspect
+import logging
 import re
 import types
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ import pluggy
 
 from engine.channels import hookspecs
 from engine.channels.contract import Channel, ChannelType, EventSinkFactory
+from engine.platform.config import Settings
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",
@@ -43,6 +45,8 @@ BUILTIN_DISTRIBUTION = "tidings"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
+
+log = logging.getLogger("tidings.plugins")
 
 class PluginError(RuntimeError):
     """Start-up error of the plugin system (import, conflict, malformed plugin)."""
@@ -66,6 +70,35 @@ class TidingsPluginManager:
         self.channel_sources: dict[str, str] = {}
         self.event_sink_factories: dict[str, EventSinkFactory] = {}
         self.event_sink_sources: dict[str, str] = {}
+
+    # -- lifecycle ---------------------------------------------------------
+    async def startup(self, settings: Settings) -> None:
+        """Each plugin's `startup` hook, in plugin order; one that raises stops start-up, named."""
+        for impl, result in self._each("startup", settings=settings):
+            try:
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                raise PluginError(f"plugin {impl.plugin_name!r}: startup failed: {exc}") from exc
+
+    async def shutdown(self, settings: Settings) -> None:
+        """Each plugin's `shutdown` hook; one that raises is logged and the others still run."""
+        for impl, result in self._each("shutdown", settings=settings, keep_going=True):
+            try:
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("plugin %r: shutdown failed", impl.plugin_name)
+
+    def _each(self, hook: str, *, keep_going: bool = False, **kwargs: Any) -> Iterable[tuple[Any, Any]]:
+        # one call per implementation (not pluggy's all-at-once) so a failure names its plugin
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                yield impl, impl.function(**{name: kwargs[name] for name in impl.argnames})
+            except Exception as exc:
+                if not keep_going:
+                    raise PluginError(f"plugin {impl.plugin_name!r}: {hook} failed: {exc}") from exc
+                log.exception("plugin %r: %s failed", impl.plugin_name, hook)
 
     # -- queries -----------------------------------------------------------
     def channel(self, name: str) -> Channel:
@@ -94,7 +127,7 @@ class TidingsPluginManager:
     # -- loading -----------------------------------------------------------
     def _register(self, plugin: Any, *, name: str, module: str, source: str) -> None:
         key = f"{source}:{name}"
-        for existing_key, info in self.plugins.items():
+        for existing_key in self.plugins:
             if self.pm.get_plugin(existing_key) is plugin:
                 return  # same object reached twice (e.g. entry point + extra module)
         try:

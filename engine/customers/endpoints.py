@@ -138,7 +138,7 @@ def _merged(workspace_id: int, item: EndpointBatchItem, row: dict[str, Any] | No
 
 
 def _over_endpoint_limit(conn: Connection, rows: dict[str, dict[str, Any]],
-                         current: dict[str, dict[str, Any]]) -> list[tuple[None, str, InvalidInput]]:
+                         current: dict[str, dict[str, Any]]) -> list[tuple[int | None, str, InvalidInput]]:
     """Pinpoint allows 15 endpoints per user: count what each owner will have after this write."""
     owners = {r["user_pk"] for r in rows.values()}
     counts: Counter[int] = Counter()

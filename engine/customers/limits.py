@@ -91,6 +91,7 @@ def _first_fault(value: Any, limit: int, ints: bool) -> tuple[list[Any] | None, 
     """(path, what) of the first container deeper than `limit` ("deep") or, with `ints`, the first integer
     outside 64 bits ("int"); (None, "") when there is none."""
     stack: list[tuple[Any, int, tuple]] = [(value, 1, ())]
+    children: Any
     while stack:
         node, depth, path = stack.pop()
         if ints and node.__class__ is int and not is_int64(node):

@@ -35,6 +35,8 @@ class Endpoint(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("workspace_id", "endpoint_id", name="uq_endpoint_workspace_endpoint"),
         Index("ix_endpoint_user", "user_pk"),
+        # transactional sends and feedback find endpoints by address (a hash index on PostgreSQL: 4096 chars)
+        Index("ix_endpoint_address", "address", postgresql_using="hash"),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspace.id")
@@ -58,6 +60,7 @@ class Event(SQLModel, table=True):
         UniqueConstraint("workspace_id", "event_id", name="uq_event_workspace_event"),
         Index("ix_event_user_name_ts", "user_pk", "name", "ts"),
         Index("ix_event_workspace_ts", "workspace_id", "ts"),
+        Index("ix_event_workspace_name_ts", "workspace_id", "name", "ts"),  # message-event metrics by name
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     workspace_id: int = Field(foreign_key="workspace.id")

@@ -121,7 +121,7 @@ class _Node(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
         return list(dict.fromkeys(t for t, _ in self.labelled_edges()))
 
 
-class SendNode(_Node, kw_only=True, tag="send"):
+class SendNode(_Node, frozen=True, kw_only=True, tag="send"):
     channel: str
     template: str
     data: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -131,7 +131,7 @@ class SendNode(_Node, kw_only=True, tag="send"):
         return [(self.next, "next")]
 
 
-class WaitNode(_Node, kw_only=True, tag="wait"):
+class WaitNode(_Node, frozen=True, kw_only=True, tag="wait"):
     """Exactly one of `seconds`, `until` (+ `until_epoch`) and `until_time` is set."""
 
     seconds: int | None = None
@@ -150,7 +150,7 @@ class MessageEventRef(msgspec.Struct, frozen=True, kw_only=True):
     names: list[str] = msgspec.field(default_factory=list)  # `_email.open`, ...
 
 
-class WaitForNode(_Node, kw_only=True, tag="wait_for"):
+class WaitForNode(_Node, frozen=True, kw_only=True, tag="wait_for"):
     """Waits for `event` (optionally matching `filter`/`correlate`) or `message_event`, up to `timeout_seconds`."""
 
     event: str | None = None
@@ -194,7 +194,7 @@ def branch_label(branch: Branch) -> str:
     return "when"
 
 
-class SplitNode(_Node, kw_only=True, tag="split"):
+class SplitNode(_Node, frozen=True, kw_only=True, tag="split"):
     """The first branch whose condition holds wins; nobody matching goes to `else_next`."""
 
     branches: list[Branch]
@@ -210,14 +210,14 @@ class RandomBranch(msgspec.Struct, frozen=True, kw_only=True):
     next: str
 
 
-class RandomSplitNode(_Node, kw_only=True, tag="random_split"):
+class RandomSplitNode(_Node, frozen=True, kw_only=True, tag="random_split"):
     branches: list[RandomBranch]
 
     def labelled_edges(self):
         return [(b.next, f"{b.variant} {b.weight:g}%") for b in self.branches]
 
 
-class HoldoutNode(_Node, kw_only=True, tag="holdout"):
+class HoldoutNode(_Node, frozen=True, kw_only=True, tag="holdout"):
     """`percent` of customers leave here as the control group; the rest continue to `next`."""
 
     percent: int | float
@@ -227,7 +227,7 @@ class HoldoutNode(_Node, kw_only=True, tag="holdout"):
         return [(self.next, f"{100 - self.percent:g}%")]
 
 
-class ExitNode(_Node, kw_only=True, tag="exit"):
+class ExitNode(_Node, frozen=True, kw_only=True, tag="exit"):
     reason: str | None = None
 
 

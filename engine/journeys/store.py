@@ -15,7 +15,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from engine.platform.clock import ms_to_iso, now_ms
 from engine.platform.db import reading, writing
-from engine.platform.errors import NotFound
+from engine.platform.errors import InvalidInput, NotFound
 from engine.platform.installation import installation_id, scoped
 from engine.journeys.runtime import audience, localtime
 from engine.journeys import ir
@@ -23,6 +23,7 @@ from engine.journeys.runtime.contracts import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id, schedule_id,
 )
 from engine.journeys.language.compiler import compile_journey
+from engine.journeys.language.issues import JourneyCompileError
 from engine.journeys.tables import (
     JourneyStatus, RunStatus, journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys,
 )
@@ -86,11 +87,37 @@ class DbCatalog:
         return name in get_args(ChannelType)
 
 
-def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<string>") -> tuple[JourneyInfo, bool]:
+class ValidationIssue(msgspec.Struct):
+    line: int
+    column: int
+    message: str
+
+
+class ValidationResult(msgspec.Struct):
+    valid: bool
+    errors: list[ValidationIssue]
+    id: str | None = None
+    steps: int = 0
+
+
+def validate_journey(db: Engine, ws, yaml_text: str, *, path: str = "body") -> ValidationResult:
+    """Compile without storing: every problem with its line and column, or the journey's id and size."""
+    try:
+        compiled = compile_journey(yaml_text, path=path, catalog=DbCatalog(db, _ws(ws)))
+    except JourneyCompileError as exc:
+        return ValidationResult(valid=False, errors=[ValidationIssue(e.line, e.column, e.message) for e in exc.errors])
+    return ValidationResult(valid=True, errors=[], id=compiled.id, steps=len(compiled.nodes))
+
+
+def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<string>",
+                expected_id: str | None = None) -> tuple[JourneyInfo, bool]:
     """Compile and store; returns (journey, created_new_version). Same source = same version.
-    Raises JourneyCompileError with every problem."""
+    Raises JourneyCompileError with every problem, InvalidInput when the document's id is not `expected_id`
+    (the id a URL names)."""
     ws_id = _ws(ws)
     compiled = compile_journey(yaml_text, path=path, catalog=catalog if catalog is not None else DbCatalog(db, ws_id))
+    if expected_id is not None and compiled.id != expected_id:
+        raise InvalidInput(f"the document's id is {compiled.id!r} but the URL names {expected_id!r}", field="id")
     now = now_ms()
     with writing(db) as conn:
         row = conn.execute(select(journeys).where(journeys.c.workspace_id == ws_id,
@@ -189,7 +216,7 @@ def list_runs(db: Engine, ws, journey_id: str, user_id: str | None = None, limit
 def _set_triggers(conn, ws_id: int, j: ir.JourneyIR, entries: bool) -> None:
     conn.execute(delete(journey_triggers).where(journey_triggers.c.workspace_id == ws_id,
                                                 journey_triggers.c.journey_id == j.id))
-    rows = []
+    rows: list[dict[str, Any]] = []
     if entries and isinstance(j.entry, ir.EventEntry):
         rows += [{"event_name": name, "role": "entry", "segment_id": None, "within_ms": None}
                  for name in journey_event_names(j.entry.event, j.entry.names)]
@@ -269,14 +296,14 @@ async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.Jour
             pass
         return
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
-    inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
+    broadcast = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
     wf_id = broadcast_workflow_id(installation, ws_id, j.id, j.version)
     policy = SchedulePolicy()
     if (local := localtime.local_schedule(b)) is not None:
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
         # admits the customers whose zone is due (engine/journeys/runtime/localtime.py). Firings may overlap: a long
         # page-through for Tokyo must not make Kathmandu's firing 15 minutes later be skipped.
-        inp.local_zones = True
+        broadcast.local_zones = True
         bounds = localtime.schedule_bounds(local)
         spec = ScheduleSpec(cron_expressions=[localtime.schedule_cron(local)],
                             start_at=bounds[0] if bounds else None, end_at=bounds[1] if bounds else None)
@@ -288,7 +315,7 @@ async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.Jour
     else:
         spec = None
     if spec is not None:
-        schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
+        schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", broadcast, id=wf_id,
                                                                task_queue=task_queue), spec=spec, policy=policy)
         try:
             await client.create_schedule(schedule_id(installation, ws_id, j.id, j.version), schedule)
@@ -304,7 +331,7 @@ async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.Jour
     try:
         # REJECT_DUPLICATE: a finished broadcast is not run again under its id (which would re-run its cohorts
         # and rewrite their runs); the cohort check in activate() covers it once Temporal forgot it.
-        await client.start_workflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue, start_delay=delay,
+        await client.start_workflow("JourneyBroadcast", broadcast, id=wf_id, task_queue=task_queue, start_delay=delay,
                                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     except WorkflowAlreadyStartedError:
         pass

@@ -109,7 +109,7 @@ class JourneyTest:
         """Store a template: `subject=`, `text=`, `html=`, `body=` (SMS), `title=`, `data=`, `defaults=`."""
         from engine.messaging.template_store import TemplateBody, put_template
 
-        put_template(self.db, self.ws, template_id, TemplateBody(channel=channel, **parts))
+        put_template(self.db, self.ws, template_id, TemplateBody(channel=channel, **parts))  # type: ignore[arg-type]  # checked on store
 
     def customer(self, user_id: str, *, attributes: dict | None = None, metrics: dict | None = None,
                  timezone: str | None = None, email: str | None = "", phone: str | None = None,

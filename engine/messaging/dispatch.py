@@ -387,7 +387,7 @@ class _Claimed:
     prior: dict[str, str] = field(default_factory=dict)  # key of `earlier` -> sent | failed
 
 
-def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],
+def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],  # noqa: C901  # several steps of one transaction: issue 15 item 6 splits it
                   failures: dict[int, TemplateRenderError], owner: str) -> _Claimed:
     """In the caller's write transaction: find keys handled before, insert the new message rows, take over
     the open rows of resumed keys, record rendering failures, reserve the first chunk of each rate-limited
@@ -632,7 +632,8 @@ def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pend
             continue
         u, r = units[p.unit], results[p.message_id]
         attempts = p.attempts + r.attempts
-        status, next_at, content = r.status, retry_at.get(p.message_id), None
+        status: str = r.status
+        next_at, content = retry_at.get(p.message_id), None
         if next_at is not None:  # only redelivery (transactional rows) resends from the stored content
             status = "retrying"
             content = msgspec.to_builtins(p.out) if u.attrs.get("transactional") else None

@@ -49,8 +49,7 @@ def _claim_due(conn: Connection, owner: str, limit: int) -> list[Any]:
          .order_by(messages.c.next_attempt_at).limit(limit))
     if conn.dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
-    rows = conn.execute(q).all()
-    rows = _drop_undeliverable(conn, rows, now)
+    rows = _drop_undeliverable(conn, list(conn.execute(q)), now)
     if rows:
         conn.execute(update(messages).where(messages.c.id.in_([r.id for r in rows]))
                      .values(owner=owner, next_attempt_at=now + LEASE_MS, updated_at=now))
@@ -101,7 +100,7 @@ async def redeliver_due(db: Engine, plugins, *, limit: int = BATCH) -> int:
         sending = _Sending(db, ws_id, units, routes, owner, window)
         await _send(sending, pending, units, _Claimed(routes, {}, {}))
         done = sending.take()
-        await asyncio.shield(write(db, lambda conn: sending.record(conn, done)))
+        await asyncio.shield(write(db, lambda conn: sending.record(conn, done)))  # noqa: B023  # awaited here
     return len(rows)
 
 

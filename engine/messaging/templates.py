@@ -420,7 +420,7 @@ def _may_run_long(source: str) -> bool:
         tree = _TEXT_ENV.parse(source)
     except Exception:
         return True
-    return tree.find((nodes.For, nodes.Macro, nodes.CallBlock)) is not None
+    return any(tree.find(kind) is not None for kind in (nodes.For, nodes.Macro, nodes.CallBlock))
 
 
 def renders_quickly(t: "Template | None") -> bool:
@@ -478,24 +478,9 @@ def _iter_sources(t: Template):
             yield f"{prefix}data.{key}", False, src, None
 
 
-def _check_source(part: str, source: str, html: bool) -> list[TemplateError]:
-    if not isinstance(source, str):
-        return [TemplateError(part, None, "must be a string")]
-    if len(source) > MAX_PART_LENGTH:
-        return [TemplateError(part, None, f"longer than {MAX_PART_LENGTH} characters")]
-    env = _HTML_ENV if html else _TEXT_ENV
-    try:
-        ast = env.parse(source)
-    except RecursionError:
-        return [TemplateError(part, None, "nested too deeply: expressions and blocks nest at most ~90 levels")]
-    except TemplateSyntaxError as exc:
-        msg = exc.message or str(exc)
-        if "{{#" in source or "{{/" in source:
-            msg += (
-                " (Handlebars block helpers such as {{#if}} / {{#each}} are not supported;"
-                " use {% if %} / {% for %})"
-            )
-        return [TemplateError(part, exc.lineno, msg)]
+def _forbidden_nodes(part: str, ast: nodes.Template, env: Any) -> list[TemplateError]:
+    """What the sandbox refuses before rendering: includes and imports, private attributes, unknown
+    filters and tests."""
     errors: list[TemplateError] = []
     for node in ast.find_all(
         (nodes.Getattr, nodes.Getitem, nodes.Filter, nodes.Test, nodes.Include, nodes.Extends,
@@ -526,6 +511,28 @@ def _check_source(part: str, source: str, html: bool) -> list[TemplateError]:
                 errors.append(TemplateError(part, line, "access to private attributes is not allowed"))
         elif isinstance(node, nodes.Test) and node.name not in env.tests:
             errors.append(TemplateError(part, line, f"unknown test {node.name!r}"))
+    return errors
+
+
+def _check_source(part: str, source: str, html: bool) -> list[TemplateError]:
+    if not isinstance(source, str):
+        return [TemplateError(part, None, "must be a string")]
+    if len(source) > MAX_PART_LENGTH:
+        return [TemplateError(part, None, f"longer than {MAX_PART_LENGTH} characters")]
+    env = _HTML_ENV if html else _TEXT_ENV
+    try:
+        ast = env.parse(source)
+    except RecursionError:
+        return [TemplateError(part, None, "nested too deeply: expressions and blocks nest at most ~90 levels")]
+    except TemplateSyntaxError as exc:
+        msg = exc.message or str(exc)
+        if "{{#" in source or "{{/" in source:
+            msg += (
+                " (Handlebars block helpers such as {{#if}} / {{#each}} are not supported;"
+                " use {% if %} / {% for %})"
+            )
+        return [TemplateError(part, exc.lineno, msg)]
+    errors = _forbidden_nodes(part, ast, env)
     if not errors:
         try:
             compiled = _compile(source, html)
@@ -716,6 +723,31 @@ def render(
         return _render(t, context, locale)
 
 
+def _render_part(t: Template, ctx: Mapping[str, Any], part: str, source: str, html: bool) -> str:
+    try:
+        return _compile(source, html).render(ctx)
+    except SecurityError as exc:
+        raise TemplateRenderError(part, f"forbidden by the sandbox: {exc}", t.id) from exc
+    except TemplateBudgetError as exc:
+        raise TemplateRenderError(part, str(exc), t.id) from exc
+    except TemplateSyntaxError as exc:
+        raise TemplateRenderError(part, f"line {exc.lineno}: {exc.message}", t.id) from exc
+    except Exception as exc:
+        raise TemplateRenderError(part, f"{type(exc).__name__}: {exc}", t.id) from exc
+
+
+def _data_sources(variants: list[tuple[str | None, Any]], used: set[str]) -> dict[str, str]:
+    """The `data` fields of the base parts, each overridden by the most specific locale that has it
+    (those locales added to `used`)."""
+    data_sources: dict[str, str] = {}
+    for loc, parts in reversed(variants):  # base first, specific overrides
+        if parts.data:
+            if loc is not None:
+                used.add(loc)
+            data_sources.update(parts.data)
+    return data_sources
+
+
 def _render(t: Template, context: Mapping[str, Any] | None, locale: str | None) -> RenderedContent:
     try:
         ctx = _with_defaults(build_context(context), t.defaults)
@@ -739,16 +771,7 @@ def _render(t: Template, context: Mapping[str, Any] | None, locale: str | None) 
         return None
 
     def run(part: str, source: str, html: bool) -> str:
-        try:
-            return _compile(source, html).render(ctx)
-        except SecurityError as exc:
-            raise TemplateRenderError(part, f"forbidden by the sandbox: {exc}", t.id) from exc
-        except TemplateBudgetError as exc:
-            raise TemplateRenderError(part, str(exc), t.id) from exc
-        except TemplateSyntaxError as exc:
-            raise TemplateRenderError(part, f"line {exc.lineno}: {exc.message}", t.id) from exc
-        except Exception as exc:
-            raise TemplateRenderError(part, f"{type(exc).__name__}: {exc}", t.id) from exc
+        return _render_part(t, ctx, part, source, html)
 
     allowed = PARTS_BY_CHANNEL[t.channel_type]
     for name in TEXT_PARTS:
@@ -762,12 +785,7 @@ def _render(t: Template, context: Mapping[str, Any] | None, locale: str | None) 
             value = " ".join(value.split())  # no CR/LF in a header
         out[name] = value
     if "data" in allowed:
-        data_sources: dict[str, str] = {}
-        for loc, parts in reversed(variants):  # base first, specific overrides
-            if parts.data:
-                if loc is not None:
-                    used.add(loc)
-                data_sources.update(parts.data)
+        data_sources = _data_sources(variants, used)
         if data_sources:
             out["data"] = {k: run(f"data.{k}", src, False) for k, src in data_sources.items()}
     used_locale = next((loc for loc in candidates if loc in used), None)

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, select
 from engine.platform.clock import now_ms
 from engine.platform.db import insert_ignoring_conflicts, reading, writing
 from engine.messaging.ledger import Occurrence, find_messages, opt_out, record_occurrences
+from engine.platform.errors import NotFound
 from engine.messaging.tables import tracking_secrets
 from engine.workspaces.service import WorkspaceRef
 from engine.workspaces.tables import workspaces
@@ -42,8 +43,13 @@ _cache: dict[tuple[str, int], bytes] = {}
 PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 
-class InvalidToken(Exception):
-    """The token was not made by us (tampered, truncated, or for a workspace that does not exist)."""
+class InvalidToken(NotFound):
+    """The token was not made by us (tampered, truncated, or for a workspace that does not exist). Answered
+    404 with one message whatever the reason: whoever holds the link learns nothing from it."""
+
+    def __init__(self, reason: str):
+        super().__init__("unknown or tampered link")
+        self.reason = reason
 
 
 def _b64(data: bytes) -> str:

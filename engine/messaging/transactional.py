@@ -219,9 +219,9 @@ def _lookups(conn, ws_id: int, requests: list[MessageRequest], prefix) -> dict[s
            rows_where_in(conn, endpoints, ENDPOINT_COLS, "endpoint_id", eids, {"workspace_id": ws_id})}
     by_address: dict[tuple[str, str], list[dict]] = {}
     for channel, addresses in by_channel.items():
-        for r in rows_where_in(conn, endpoints, ENDPOINT_COLS, "address", list(addresses),
-                               {"workspace_id": ws_id, "channel": channel}):
-            by_address.setdefault((channel, r[4]), []).append(dict(zip(ENDPOINT_COLS, r)))
+        for row in rows_where_in(conn, endpoints, ENDPOINT_COLS, "address", list(addresses),
+                                 {"workspace_id": ws_id, "channel": channel}):
+            by_address.setdefault((channel, row[4]), []).append(dict(zip(ENDPOINT_COLS, row)))
     upks = {uid: pk for pk, uid in rows_where_in(conn, users, ["id", "user_id"], "user_id", uids, {"workspace_id": ws_id})}
     for j, m in enumerate(requests):
         for i, r in enumerate(m.recipients):

@@ -176,7 +176,7 @@ class DevStack:
         config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.ports.api, log_level="warning",
                                 timeout_graceful_shutdown=max(1, round(self.settings.shutdown_timeout)))
         self._api = uvicorn.Server(config)
-        self._api.install_signal_handlers = lambda: None  # the CLI owns Ctrl-C
+        self._api.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the CLI owns Ctrl-C
         self._tasks.append(asyncio.create_task(self._api.serve(), name="api"))
         while not self._api.started:
             await asyncio.sleep(0.02)

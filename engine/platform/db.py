@@ -219,10 +219,10 @@ def rows_where_in(conn: Connection, table: Table, columns: list[str], key: str, 
         part = values[start : start + chunk]
         rows = conn.exec_driver_sql(head + f"({', '.join([mark] * len(part))})", (*equals.values(), *part)).all()
         for row in rows:
+            cells = list(row)
             if json_at:
-                row = list(row)
                 for i in json_at:
-                    if isinstance(row[i], (str, bytes)):  # SQLite hands JSON back as text; psycopg decodes it
-                        row[i] = decode(row[i])
-            out.append(tuple(row))
+                    if isinstance(cells[i], (str, bytes)):  # SQLite hands JSON back as text; psycopg decodes it
+                        cells[i] = decode(cells[i])
+            out.append(tuple(cells))
     return out

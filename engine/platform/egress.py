@@ -191,7 +191,7 @@ async def checked_addresses(host: str, port: int) -> list[str]:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise OSError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
-        addresses = list(dict.fromkeys(_parse_ip(info[4][0]) for info in infos))
+        addresses = list(dict.fromkeys(_parse_ip(str(info[4][0])) for info in infos))
     policy = current_policy()
     refused = [ip for ip in addresses if not policy.permits(host, ip, port)]
     if refused:

@@ -58,7 +58,7 @@ def classify(value: Any) -> list[tuple[str, str | None, float | None, int | None
         return [("o", value, None, ts)]
     if isinstance(value, list):
         if all(isinstance(v, str) for v in value):
-            return [("l", None, float(len(value)), None)] + [("i", v, None, None) for v in value]
+            return [("l", None, float(len(value)), None), *(("i", v, None, None) for v in value)]
         return [("x", None, None, None)]
     return [("x", None, None, None)]
 
@@ -158,9 +158,9 @@ def write_wide(conn: Connection, workspace_id: int, user_pks: list[int], rows: l
     per = max(1, 32_000 // len(cols))
     flat = list(values.values())
     for start in range(0, len(flat), per):
-        part = flat[start:start + per]
-        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES " + ", ".join([one] * len(part)),
-                             tuple(v for row in part for v in row))
+        batch = flat[start:start + per]
+        conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES " + ", ".join([one] * len(batch)),
+                             tuple(v for row in batch for v in row))
 
 
 def _endpoint_doc(e) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def _event_facts(conn: Connection, user_pks: list[int], facts: dict[str, dict], 
                     out[pk][key] = now - latest[pk] if pk in latest else None
                 continue
             if f["event"] in history.SEGMENT_EVENTS:  # may be compact rows: the latest row that holds one
-                got = {}
+                got: dict[int, Any] = {}
                 q = select(events.c.user_pk, events.c.name, events.c.attributes, events.c.ts).where(
                     events.c.user_pk.in_(part), events.c.name.in_(history.stored_names([f["event"]])))
                 for row in history.expand(conn.execute(q), names={f["event"]}):

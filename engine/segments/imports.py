@@ -230,7 +230,8 @@ def parse_pinpoint(pairs: list[tuple[str, Any]]) -> Staged:
     uid = user_id or endpoint_id
     try:
         endpoint = EndpointBatchItem(
-            endpoint_id=endpoint_id, user_id=uid, channel=channel, address=str(ep["Address"]), attributes=attrs,
+            endpoint_id=endpoint_id, user_id=uid, channel=channel,  # type: ignore[arg-type]  # Pinpoint ChannelType as exported (unchecked: see report)
+            address=str(ep["Address"]), attributes=attrs,
             metrics=metrics, opt_out=opt == "ALL", demographic=Demographic(**demo) if demo else UNSET,
             location=Location(**loc) if loc else UNSET,
             effective_date=str(ep["EffectiveDate"]) if ep.get("EffectiveDate") else UNSET)

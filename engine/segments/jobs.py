@@ -227,6 +227,6 @@ def drain(timeout: float) -> list[str]:
     """Wait up to `timeout` seconds for this process's import jobs; returns the ids still running (their
     uploads stay, so the next start imports them again)."""
     deadline = time.monotonic() + timeout
-    for job_id, thread in list(_running.items()):
+    for thread in list(_running.values()):
         thread.join(max(0.0, deadline - time.monotonic()))
     return [j for j, t in _running.items() if t.is_alive()]

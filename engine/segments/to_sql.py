@@ -155,39 +155,59 @@ CV = Cols()
 
 def _cv_kind_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols = CV) -> str:
     """The outcome for a stored value of this kind, as SQL over `cv` (or the columns `c`)."""
-    form, lit = leaf.form, leaf.lit
     if kind == "x":
         return str(UNSURE)
     if kind == "b":
         yes, no = leaf.probe(True), leaf.probe(False)
         return str(yes) if yes == no else f"(CASE WHEN {c.num} = 1 THEN {yes} ELSE {no} END)"
-    if form == "truthy":
-        if kind in ("s", "t", "o"):
-            return str(T)
-        if kind == "z":
-            return str(F)
-        return _case(f"{c.num} <> 0" if kind == "n" else f"{c.num} > 0")
-    if form == "cmp":
-        if _is_number(lit) and leaf.op not in ("===", "!==") and kind in ("n", "s"):
-            return _case(f"{c.num} {leaf.sql_op()} {ctx.p(float(lit))}")
-        if _is_number(lit) and leaf.op in ("===", "!==") and kind == "n":
-            return _case(f"{c.num} {leaf.sql_op()} {ctx.p(float(lit))}")
-        if isinstance(lit, str) and kind in STRING_KINDS:
-            return _case(f"{ctx.collate(c.txt)} {leaf.sql_op()} {ctx.p(lit)}")
-    if form == "in_str" and isinstance(lit, str):
-        if kind in STRING_KINDS and lit:
-            return _case(ctx.instr(c.txt, ctx.p(lit)))
-        if kind == "l":
-            return _case(f"EXISTS (SELECT 1 FROM customer_value ci WHERE {c.items} "
-                         f"AND ci.kind = 'i' AND ci.txt = {ctx.p(lit)})")
-    if form == "in_list":
-        strs = [x for x in lit if isinstance(x, str)]
-        nums = [float(x) for x in lit if _is_number(x)]
-        if kind in STRING_KINDS:
-            return _case(f"{c.txt} IN ({', '.join(ctx.p(s) for s in strs)})") if strs else str(F)
-        if kind == "n":
-            return _case(f"{c.num} IN ({', '.join(ctx.p(n) for n in nums)})") if nums else str(F)
-    return str(leaf.probe_all(SAMPLES[kind]))
+    by_form = _FORM_SQL.get(leaf.form)
+    sql = by_form(leaf, kind, ctx, c) if by_form else None
+    # otherwise every value of the kind answers alike: probe samples of it
+    return sql if sql is not None else str(leaf.probe_all(SAMPLES[kind]))
+
+
+def _truthy_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
+    if kind in ("s", "t", "o"):
+        return str(T)
+    if kind == "z":
+        return str(F)
+    return _case(f"{c.num} <> 0" if kind == "n" else f"{c.num} > 0")
+
+
+def _cmp_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
+    lit = leaf.lit
+    if _is_number(lit) and leaf.op not in ("===", "!==") and kind in ("n", "s"):
+        return _case(f"{c.num} {leaf.sql_op()} {ctx.p(float(lit))}")
+    if _is_number(lit) and leaf.op in ("===", "!==") and kind == "n":
+        return _case(f"{c.num} {leaf.sql_op()} {ctx.p(float(lit))}")
+    if isinstance(lit, str) and kind in STRING_KINDS:
+        return _case(f"{ctx.collate(c.txt)} {leaf.sql_op()} {ctx.p(lit)}")
+    return None
+
+
+def _in_str_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
+    lit = leaf.lit
+    if not isinstance(lit, str):
+        return None
+    if kind in STRING_KINDS and lit:
+        return _case(ctx.instr(c.txt, ctx.p(lit)))
+    if kind == "l":
+        return _case(f"EXISTS (SELECT 1 FROM customer_value ci WHERE {c.items} "
+                     f"AND ci.kind = 'i' AND ci.txt = {ctx.p(lit)})")
+    return None
+
+
+def _in_list_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
+    strs = [x for x in leaf.lit if isinstance(x, str)]
+    nums = [float(x) for x in leaf.lit if _is_number(x)]
+    if kind in STRING_KINDS:
+        return _case(f"{c.txt} IN ({', '.join(ctx.p(s) for s in strs)})") if strs else str(F)
+    if kind == "n":
+        return _case(f"{c.num} IN ({', '.join(ctx.p(n) for n in nums)})") if nums else str(F)
+    return None
+
+
+_FORM_SQL = {"truthy": _truthy_sql, "cmp": _cmp_sql, "in_str": _in_str_sql, "in_list": _in_list_sql}
 
 
 def wide_cols(slot: int, path: str, ctx: Ctx) -> Cols:
@@ -479,7 +499,7 @@ def wide_conjunct_filters(logic: Any, ctx: Ctx) -> list[Prefilter]:
         for cond in conds:
             # exact when every kind that sets a column the condition reads answers with this very
             # condition, or yes whatever the value
-            readers = set()
+            readers: set[str] = set()
             if _reads(cond, c.num):
                 readers.update(NUM_KINDS)
             if _reads(cond, c.txt):

@@ -7,7 +7,6 @@ import json
 import time
 from urllib.parse import parse_qs
 
-import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 

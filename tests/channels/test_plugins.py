@@ -4,25 +4,76 @@ from __future__ import annotations
 
 import inspect
 import types
+import typing
+from pathlib import Path
 
 import pytest
 
 from engine.channels import hookspecs
-from engine.channels.contract import Channel, ChannelType, OutgoingMessage, SendResult
+from engine.channels.contract import Channel, ChannelType, SendResult
 from engine.channels.hookspecs import hookimpl
 from engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
 
 BUILTIN_CHANNELS = {"smtp", "twilio-sms", "twilio-voice", "fcm", "apns", "webhook"}
 
 
+def _hookspecs():
+    return [f for _, f in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(f, "tidings_spec")]
+
+
 def test_every_hookspec_has_a_docstring():
-    specs = [f for _, f in inspect.getmembers(hookspecs, inspect.isfunction)
-             if hasattr(f, "tidings_spec")]
-    assert {f.__name__ for f in specs} >= {"register_channels", "register_event_sinks"}
+    specs = _hookspecs()
+    assert {f.__name__ for f in specs} >= {"register_channels", "register_event_sinks", "startup", "shutdown"}
     for f in specs:
         doc = inspect.getdoc(f) or ""
         assert len(doc) > 40, f"hookspec {f.__name__} needs a docstring stating its call semantics"
         assert "collected" in doc or "firstresult" in doc, f"{f.__name__}: say how results combine"
+
+
+def test_every_hook_argument_is_typed_and_documented():
+    """A plugin author reads the hookspec: each argument has a type and its docstring says what it is."""
+    specs = _hookspecs()
+    assert any(inspect.signature(f).parameters for f in specs), "some hook takes arguments"
+    for f in specs:
+        doc = inspect.getdoc(f) or ""
+        hints = typing.get_type_hints(f)
+        assert "return" in hints, f"hookspec {f.__name__}: annotate what it returns"
+        for name in inspect.signature(f).parameters:
+            assert name in hints, f"hookspec {f.__name__}: argument {name!r} has no type"
+            assert f"``{name}``" in doc, f"hookspec {f.__name__}: its docstring does not describe ``{name}``"
+    documented = (Path(__file__).parents[2] / "docs" / "writing-a-channel-plugin.md").read_text()
+    for f in specs:
+        assert f"`{f.__name__}(" in documented, f"the plugin guide does not list the hook {f.__name__}"
+
+
+async def test_startup_and_shutdown_hooks_run_with_the_arguments_they_ask_for(settings):
+    calls = []
+
+    @hookimpl
+    async def startup(settings):
+        calls.append(("startup", settings.database_url))
+
+    @hookimpl
+    def shutdown():
+        calls.append(("shutdown",))
+
+    @hookimpl(specname="shutdown")
+    def failing_shutdown():
+        raise RuntimeError("disk gone")
+
+    pm = get_plugin_manager([_module("lifecycle_plugin", startup=startup, shutdown=shutdown),
+                             _module("broken_plugin", shutdown=failing_shutdown)], builtins=False)
+    await pm.startup(settings)
+    await pm.shutdown(settings)  # the broken plugin's error is logged; the other plugin still shuts down
+    assert calls == [("startup", settings.database_url), ("shutdown",)]
+
+    @hookimpl(specname="startup")
+    def failing_startup():
+        raise RuntimeError("no licence")
+
+    pm = get_plugin_manager([_module("unlicensed_plugin", startup=failing_startup)], builtins=False)
+    with pytest.raises(PluginError, match="unlicensed_plugin.*no licence"):
+        await pm.startup(settings)
 
 
 def test_builtins_are_loaded_and_described():

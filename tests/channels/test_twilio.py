@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import xml.etree.ElementTree as ET
-from urllib.parse import parse_qs, parse_qsl, urlencode
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 

@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 from litestar.testing import TestClient
 
 from api.app import create_app

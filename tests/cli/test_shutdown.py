@@ -9,7 +9,8 @@ from pathlib import Path
 
 from engine.ops.devstack import Ports
 from tests.cli.test_dev_stack import _start as start_dev, _wait_for_banner
-from tests.processes import ApiProcess, wait_until
+from tests.eventually import eventually
+from tests.processes import ApiProcess
 from tests.segments.test_import_restart import _job, _start_import, api_env  # noqa: F401 (fixture)
 
 
@@ -46,7 +47,7 @@ def test_sigterm_stops_tidings_dev_with_its_temporal_and_worker(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-    wait_until(lambda: not _pids_of_home(tmp_path), 10, what="every child of tidings dev gone")
+    eventually(lambda: not _pids_of_home(tmp_path), 10, what="every child of tidings dev gone")
     assert _port_free(ports.temporal) and _port_free(ports.api) and _port_free(ports.smtp)
 
 
@@ -56,7 +57,7 @@ def test_sigterm_to_the_api_finishes_the_import_job_in_flight(api_env):  # noqa:
     api = ApiProcess(env, tmp_path / "api.log").start()
     try:
         job_id = _start_import(api, headers, rows=30_000)
-        wait_until(lambda: _job(api, headers, job_id)["rows_done"] > 0, 120, 0.02, what="the job making progress")
+        eventually(lambda: _job(api, headers, job_id)["rows_done"] > 0, 120, every=0.02, what="the job making progress")
         api.proc.send_signal(signal.SIGTERM)
         assert api.proc.wait(330) == 0
     finally:

@@ -12,7 +12,9 @@ import uvicorn
 from api.app import create_app
 from engine.workspaces.service import create_key
 
-from .conftest import free_port, wait_for
+from tests.eventually import eventually
+
+from .conftest import free_port
 
 
 @pytest.fixture
@@ -22,7 +24,7 @@ def live(settings):
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, timeout=20)
+    eventually(lambda: server.started, 20, "the server starting")
     _, key = create_key(app.state.db, "acme")
     _, other = create_key(app.state.db, "globex")
     yield f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}, {"Authorization": f"Bearer {other}"}
@@ -104,7 +106,7 @@ def test_revoking_the_key_ends_an_open_stream_within_seconds(settings):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: server.started, timeout=20)
+        eventually(lambda: server.started, 20, "the server starting")
         _, key = create_key(app.state.db, "acme")
         _, kept = create_key(app.state.db, "acme", label="kept")
         base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}

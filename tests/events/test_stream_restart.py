@@ -10,7 +10,8 @@ import httpx
 
 from engine.platform.db import make_engine, migrate
 from engine.workspaces.service import create_key
-from tests.processes import ApiProcess, tidings_env, wait_until
+from tests.eventually import eventually
+from tests.processes import ApiProcess, tidings_env
 
 EVENTS = 12_000
 BATCH = 20
@@ -47,14 +48,14 @@ def test_a_stream_cut_short_by_a_kill_resumes_without_skipping(tmp_path, databas
 
     api = ApiProcess(env, tmp_path / "api.log").start()
     try:
-        wait_until(lambda: len(_lines(out)) >= EVENTS // 4, 120, 0.02, what="a quarter of the stream delivered")
+        eventually(lambda: len(_lines(out)) >= EVENTS // 4, 120, every=0.02, what="a quarter of the stream delivered")
         api.kill()
         at_kill = len(_lines(out))
         assert at_kill < EVENTS, "the stream finished before the kill: make it longer"
 
         api.start()
         # well within the dead runner's one-minute lease: the new process took its slot over
-        wait_until(lambda: len({x["id"] for x in _lines(out)}) >= EVENTS, 40, 0.2, what="the stream resuming")
+        eventually(lambda: len({x["id"] for x in _lines(out)}) >= EVENTS, 40, every=0.2, what="the stream resuming")
         stream = httpx.get(f"{api.url}/v1/event-streams/all", headers=headers).json()
     finally:
         api.stop()

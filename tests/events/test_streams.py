@@ -7,7 +7,9 @@ import json
 
 from plugins.webhook import verify_signature
 
-from .conftest import record_events, send_event, wait_for, ws_of
+from tests.eventually import eventually
+
+from .conftest import record_events, send_event, ws_of
 
 
 def _events(api, items):
@@ -163,7 +165,7 @@ def test_delivery_loop_runs_in_the_api(api, receiver):
 
     db = api.client.app.state.db
     record_events(db, _ws(db), [send_event("m1", endpoint_id="em")])
-    wait_for(lambda: rcv.requests)
+    eventually(lambda: rcv.requests, 10, "the sink receiving a request")
     assert [r["name"] for r in rcv.requests[0].json()["records"]] == ["_email.send"]
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
+from tests.eventually import aeventually
 
 ROOT = Path(__file__).resolve().parents[2]
 BROADCAST = """apiVersion: tidings/v1
@@ -210,12 +211,6 @@ def runs_started(db) -> int:
         return conn.execute(text("select count(*) from journey_run")).scalar()
 
 
-async def until(check, timeout: float, what: str, step: float = 0.1) -> None:
-    give_up = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > give_up:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(step)
 
 
 async def run_fault(fault: str, *, db, database_url: str, folder: Path, n: int, rate: float, at: float = 0.4,
@@ -238,7 +233,7 @@ async def run_fault(fault: str, *, db, database_url: str, folder: Path, n: int, 
         client = await temporal.connect()
         workers.start()
         await store.activate(client, db, ws, "promo", task_queue=queue)
-        await until(lambda: counter.count() >= n * at, timeout, f"{at:.0%} of the mails")
+        await aeventually(lambda: counter.count() >= n * at, timeout, f"{at:.0%} of the mails")
         if fault == "worker":
             workers.kill()
             await asyncio.sleep(1.0)
@@ -251,7 +246,7 @@ async def run_fault(fault: str, *, db, database_url: str, folder: Path, n: int, 
             counter.stop()
             await asyncio.sleep(outage)
             counter.start()
-        await until(lambda: runs_started(db) >= n and open_messages(db) == 0, timeout, "every message to be final")
+        await aeventually(lambda: runs_started(db) >= n and open_messages(db) == 0, timeout, "every message to be final")
         await asyncio.sleep(0.5)  # a late duplicate would land now
         return tally(counter, db, n)
     finally:

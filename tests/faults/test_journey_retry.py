@@ -13,7 +13,8 @@ from engine.journeys import store
 from engine.messaging.tables import messages
 from engine.customers.schemas import EventIn
 from engine.workspaces.service import ensure_workspace
-from tests.faults.harness import MailCounter, until
+from tests.eventually import aeventually
+from tests.faults.harness import MailCounter
 from tests.journeys.conftest import add_customers, put_template
 
 JOURNEY = """apiVersion: tidings/v1
@@ -45,7 +46,7 @@ async def test_members_wait_at_the_send_step_until_the_mail_server_is_back(tempo
     store.put_journey(db, ws, JOURNEY)
     pks = add_customers(db, ws, ["stay", "leave"])
     handle = await store.enter(client, db, ws, "nudge", pks, task_queue=dev_worker)
-    await until(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
+    await aeventually(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
                 "both messages retrying")
     await asyncio.sleep(1.5)  # a retry round or so with the server still down
     with db.connect() as conn:  # resent from the template by the workflow: no rendered copy is kept
@@ -56,7 +57,7 @@ async def test_members_wait_at_the_send_step_until_the_mail_server_is_back(tempo
     steps = [s for r in store.list_runs(db, ws, "nudge") for s in r.steps if s["step"] == "hello"]
     assert {s.get("outcome") for s in steps} == {"retrying"}
     ingest(db, ws, [EventIn(name="bye", user_id="leave")])
-    await until(lambda: rows(db, "select status from journey_run where user_pk = %d" % pks[1]) == [("exited",)], 30,
+    await aeventually(lambda: rows(db, "select status from journey_run where user_pk = %d" % pks[1]) == [("exited",)], 30,
                 "the leaver's exit, seen at its next attempt")
     counter = MailCounter(port)
     counter.start()  # back
@@ -108,7 +109,7 @@ async def test_a_parked_member_skipped_by_the_frequency_cap_has_its_message_fail
     store.put_journey(db, ws, CAPPED)
     [pk] = add_customers(db, ws, ["ana"])
     handle = await store.enter(client, db, ws, "capped", [pk], task_queue=dev_worker)
-    await until(lambda: rows(db, "select status from message") == [("retrying",)], 30, "the message retrying")
+    await aeventually(lambda: rows(db, "select status from message") == [("retrying",)], 30, "the message retrying")
     with db.begin() as conn:  # another journey's mail reached her meanwhile
         now = now_ms()
         store_events(conn, ws.id, [{"workspace_id": ws.id, "event_id": "elsewhere", "user_pk": pk,
@@ -132,7 +133,7 @@ async def test_stopping_a_journey_fails_its_messages_being_retried(temporal_dev,
     pks = add_customers(db, ws, ["ana", "bob"])
     await store.activate(client, db, ws, "nudge", task_queue=dev_worker)
     handle = await store.enter(client, db, ws, "nudge", pks, task_queue=dev_worker)
-    await until(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
+    await aeventually(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
                 "both messages retrying")
     await store.stop(client, db, ws, "nudge")
     try:

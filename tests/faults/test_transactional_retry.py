@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import text
 
 from engine.ops.devstack import free_port
-from tests.faults.harness import MailCounter, Workers, until, worker_env
+from tests.eventually import aeventually
+from tests.faults.harness import MailCounter, Workers, worker_env
 from tests.messaging.conftest import seed
 
 
@@ -54,7 +55,7 @@ async def test_transactional_send_during_smtp_outage_is_resent_by_the_worker(api
                                  TIDINGS_DELIVERY_RETRY_MIN_SECONDS="1"), tmp_path)
     workers.start()
     try:
-        await until(lambda: len(counter.mails) >= 2 and all(
+        await aeventually(lambda: len(counter.mails) >= 2 and all(
             api.get(f"/v1/messages/{x['message_id']}").json()["status"] == "sent" for x in results), 60,
                     "the worker to resend both")
         time.sleep(1.0)
@@ -109,12 +110,12 @@ async def test_an_api_killed_mid_batch_leaves_nothing_queued_for_good(api, db, d
                              "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        await until(lambda: _healthy(base), 60, "the API to start", step=0.2)
+        await aeventually(lambda: _healthy(base), 60, "the API to start", every=0.2)
         body = {"channel": "EMAIL", "content": {"subject": "Your code", "text": "42"},
                 "recipients": [{"address": f"r{i}@example.com"} for i in range(n)]}
         request = threading.Thread(target=_post_quietly, args=(f"{base}/v1/messages", body, api.key), daemon=True)
         request.start()
-        await until(lambda: counter.count() >= 40, 60, "the batch to be under way")
+        await aeventually(lambda: counter.count() >= 40, 60, "the batch to be under way")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         delivered_before = counter.count()

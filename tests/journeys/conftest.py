@@ -5,7 +5,6 @@ from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real aiosmtpd s
 
 import concurrent.futures
 import uuid
-from pathlib import Path
 
 import pytest
 from temporalio.worker import Worker

@@ -26,7 +26,8 @@ from engine.platform.temporal import DATA_CONVERTER
 from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.journeys.test_many_journeys import ON_EVENT
-from tests.journeys.test_runtime_devserver import count, until
+from tests.eventually import aeventually
+from tests.journeys.test_runtime_devserver import count
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -47,7 +48,7 @@ async def test_an_idle_admission_holds_no_activity_and_wakes_on_entries(temporal
     for user in ("a", "b"):
         started = time.monotonic()
         ingest(db, ws, [EventIn(name="signed_up", user_id=user)])
-        await until(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id = :j "
+        await aeventually(lambda user=user: count(db, "select count(*) from message where status = 'sent' and journey_id = :j "
                                       "and user_pk = (select id from users where user_id = :u)", j=jid, u=user) == 1, 15)
         assert time.monotonic() - started < 5.0
         await asyncio.sleep(1.0)
@@ -81,7 +82,7 @@ async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(tempor
     async with Worker(client, task_queue=queue, workflows=[JourneyCohortWorkflow, JourneyAdmissionWorkflow],
                       activities=acts.all(), activity_executor=concurrent.futures.ThreadPoolExecutor(4)):
         await store.activate(client, db, ws, jid, task_queue=queue)
-        await until(lambda: admission_workflow_id(installation_id(db), ws.id, jid) in acts.entry_watch.waiting, 15)
+        await aeventually(lambda: admission_workflow_id(installation_id(db), ws.id, jid) in acts.entry_watch.waiting, 15)
         acts.entry_watch.waiting.clear()  # what a worker killed while the journey idled leaves: no one watching
         ingest(db, ws, [EventIn(name="signed_up", user_id="a")])
         sent = "select count(*) from message where status = 'sent' and journey_id = :j"
@@ -89,7 +90,7 @@ async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(tempor
         assert count(db, sent, j=jid) == 0, "unwatched, the workflow sleeps on"
         sweep = asyncio.create_task(sweep_orphans(client, db, every=0.5))
         try:
-            await until(lambda: count(db, sent, j=jid) == 1, 10)
+            await aeventually(lambda: count(db, sent, j=jid) == 1, 10)
         finally:
             sweep.cancel()
         await store.stop(client, db, ws, jid)

@@ -15,7 +15,8 @@ from engine.messaging.tables import outbox_messages
 from engine.customers.schemas import EventIn
 from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers
-from tests.journeys.test_runtime_devserver import count, until
+from tests.eventually import aeventually
+from tests.journeys.test_runtime_devserver import count
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -46,7 +47,7 @@ async def test_templates_in_journeys_example(temporal_dev, runtime_db, dev_worke
     ingest(db, ws, [EventIn(name="cart_updated", user_id="ann", attributes={"item": "red scarf", "total": 30}),
                     EventIn(name="cart_updated", user_id="bo", attributes={"item": "hat", "total": 12}),
                     EventIn(name="cart_updated", user_id="cy", attributes={"item": "gloves", "total": 0})])
-    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+    await aeventually(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
                               j=jid) == 2)
     with db.connect() as conn:
         mails = {r.address: r.content for r in conn.execute(select(outbox_messages.c.address, outbox_messages.c.content))}

@@ -295,12 +295,12 @@ def test_bad_wait_durations(value, fragment):
 
 
 def test_random_split_weights_must_sum_to_100_and_be_positive():
-    errs = assert_error(steps("""\
+    assert_error(steps("""\
         - id: ab
           random_split:
             branches: [{weight: 60, next: end}, {weight: 30, next: end}]
         """), 8, 15, "random split weights of step `ab` must add up to 100, got 90")
-    errs = assert_error(steps("""\
+    assert_error(steps("""\
         - id: ab
           random_split:
             branches: [{weight: 0, next: end}, {weight: 100, next: end}]

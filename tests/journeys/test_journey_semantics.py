@@ -19,7 +19,8 @@ from engine.journeys.tables import journey_runs, journey_versions
 from engine.customers.schemas import EventIn
 from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
-from tests.journeys.test_runtime_devserver import count, until
+from tests.eventually import aeventually
+from tests.journeys.test_runtime_devserver import count
 
 
 def _journey(body: str) -> tuple[str, str]:
@@ -83,7 +84,7 @@ async def test_one_click_unsubscribe_from_the_mail_exits_the_journey(temporal_de
     add_customers(db, ws, ["ann", "bob"])
     ingest(db, ws, [EventIn(name="signed_up", user_id=u) for u in ("ann", "bob")])
     # both mails are in the inbox and recorded as sent (an unsubscribe of a message not yet recorded finds none)
-    await until(lambda: count(db, "select count(*) from event where name = '_email.send'") == 2)
+    await aeventually(lambda: count(db, "select count(*) from event where name = '_email.send'") == 2)
     assert len(smtp_sink.to("ann@example.com")) == 1 and len(smtp_sink.to("bob@example.com")) == 1
     [mail] = smtp_sink.to("ann@example.com")
     assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -94,7 +95,7 @@ async def test_one_click_unsubscribe_from_the_mail_exits_the_journey(temporal_de
     assert r.status_code == 200, r.text
     assert [e["name"] for e in api.get("/v1/events", params={"user_id": "ann", "name": "_email.unsubscribe"})
             .json()["items"]] == ["_email.unsubscribe"]
-    await until(lambda: _runs(db, ws, jid)["ann"].status == "exited", 20)
+    await aeventually(lambda: _runs(db, ws, jid)["ann"].status == "exited", 20)
     runs = _runs(db, ws, jid)
     assert runs["ann"].exit_reason == "event unsubscribed"
     assert runs["bob"].status == "active" and runs["bob"].current_step == "linger"  # still waiting
@@ -124,10 +125,10 @@ async def test_goal_filter_decides_conversions_in_runs_and_metrics(temporal_dev,
     await _activate(db, temporal_dev.client, ws, jid, dev_worker)
     add_customers(db, ws, ["basic", "pro", "idle"])
     ingest(db, ws, [EventIn(name="signed_up", user_id=u) for u in ("basic", "pro", "idle")])
-    await until(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id = :j", j=jid) == 3)
+    await aeventually(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id = :j", j=jid) == 3)
     ingest(db, ws, [EventIn(name="purchased", user_id="basic", attributes={"plan": "basic"}),  # not the goal
                     EventIn(name="purchased", user_id="pro", attributes={"plan": "pro"})])
-    await until(lambda: _runs(db, ws, jid)["pro"].converted_at is not None)
+    await aeventually(lambda: _runs(db, ws, jid)["pro"].converted_at is not None)
     runs = _runs(db, ws, jid)
     assert runs["basic"].converted_at is None and runs["idle"].converted_at is None
     assert count(db, "select count(*) from event where name = '_journey.converted'") == 1
@@ -164,7 +165,7 @@ async def test_holdout_records_journey_holdout_events_seen_by_the_events_api(tem
     users = [f"h{i}" for i in range(16)]
     pks = dict(zip(users, add_customers(db, ws, users)))
     ingest(db, ws, [EventIn(name="signed_up", user_id=u) for u in users])
-    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status <> 'active'",
+    await aeventually(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status <> 'active'",
                               j=jid) == len(users))
     runs = _runs(db, ws, jid)
     held = {u for u, r in runs.items() if r.status == "held_out"}
@@ -203,7 +204,7 @@ async def test_segment_entry_admits_those_who_join_after_activation_only(tempora
     store.put_journey(db, ws, source)
     await _activate(db, temporal_dev.client, ws, jid, dev_worker)
     assert api.put("/v1/users/late", json={"attributes": {"plan": "trial"}}).status_code == 200
-    await until(lambda: "late" in _runs(db, ws, jid) and _runs(db, ws, jid)["late"].status == "completed")
+    await aeventually(lambda: "late" in _runs(db, ws, jid) and _runs(db, ws, jid)["late"].status == "completed")
     assert sorted(m["user_id"] for m in api.get("/v1/segments/trial/members").json()["items"]) == ["early", "late"]
     assert set(_runs(db, ws, jid)) == {"late"}
     await store.stop(temporal_dev.client, db, ws, jid)

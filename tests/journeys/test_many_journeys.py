@@ -20,7 +20,8 @@ from engine.journeys.runtime.contracts import admission_workflow_id
 from engine.customers.schemas import EventIn
 from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
-from tests.journeys.test_runtime_devserver import count, until
+from tests.eventually import aeventually
+from tests.journeys.test_runtime_devserver import count
 
 IDLE_EVENT_JOURNEYS = 200
 IDLE_SEGMENT_JOURNEYS = 10
@@ -51,7 +52,7 @@ steps:
 
 
 async def activate_all(client, db, ws, queue, sources: list[tuple[str, str]]) -> None:
-    for jid, source in sources:
+    for _jid, source in sources:
         store.put_journey(db, ws, source)
     sem = asyncio.Semaphore(20)
 
@@ -68,7 +69,7 @@ async def ping_latencies(db, ws, jid: str, users: list[str], timeout: float = 15
     for u in users:
         started = time.monotonic()
         ingest(db, ws, [EventIn(name="ping", user_id=u)])
-        await until(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id = :j "
+        await aeventually(lambda u=u: count(db, "select count(*) from message where status = 'sent' and journey_id = :j "
                                       "and user_pk = (select id from users where user_id = :u)", j=jid, u=u) == 1,
                     max(timeout, 1))
         out.append(time.monotonic() - started)
@@ -121,7 +122,7 @@ async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(tem
     # and the idle journeys still admit at once: their watch wakes them
     started = time.monotonic()
     ingest(db, ws, [EventIn(name=f"noise{i}", user_id=f"n{k}") for k, i in enumerate((0, 99, 199))])
-    await until(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id like 'e%'") == 3,
+    await aeventually(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id like 'e%'") == 3,
                 30)
     assert time.monotonic() - started < 5.0
     # stopping a journey (in the store: what `tidings journeys stop` writes first) ends its idle admission

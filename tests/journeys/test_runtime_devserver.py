@@ -21,6 +21,7 @@ from engine.journeys.testing import AnyCatalog
 from engine.customers.schemas import EventIn
 from engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
+from tests.eventually import aeventually
 
 WELCOME = """apiVersion: tidings/v1
 kind: Journey
@@ -33,12 +34,6 @@ steps:
 """
 
 
-async def until(check, timeout=30.0):
-    """Poll the store until `check()` holds (waiting for real work to finish, not for time to pass)."""
-    give_up = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < give_up, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def count(db, sql, **kw):
@@ -62,7 +57,7 @@ async def test_event_entry_admits_filtered_events_once_and_sends(temporal_dev, r
     ingest(db, ws, [EventIn(name="signed_up", user_id=f"u{i}", attributes={"plan": "trial" if i % 2 else "pro"})
                     for i in range(20)])
     ingest(db, ws, [EventIn(name="signed_up", user_id="u1", attributes={"plan": "trial"})])  # max_entries 1
-    await until(lambda: count(db, "select count(*) from journey_run where status = 'completed'") == 10)
+    await aeventually(lambda: count(db, "select count(*) from journey_run where status = 'completed'") == 10)
     # two messages for each of the 10 trial customers, delivered to the outbox at their address
     assert count(db, "select count(*) from outbox_message") == 20
     assert count(db, "select count(distinct address) from outbox_message") == 10
@@ -93,7 +88,7 @@ async def test_entries_arriving_within_the_admission_window_share_one_cohort(tem
     for part in (range(0, 5), range(5, 10)):  # two requests 100 ms apart, inside the 250 ms window
         ingest(db, ws, [EventIn(name="signed_up", user_id=f"w{i}", attributes={"plan": "trial"}) for i in part])
         await asyncio.sleep(0.1)
-    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+    await aeventually(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
                               j=jid) == 10)
     assert count(db, "select count(distinct cohort) from journey_run where journey_id = :j", j=jid) == 1
     assert count(db, "select count(*) from message where status = 'sent' and journey_id = :j", j=jid) == 20
@@ -119,9 +114,9 @@ async def test_broadcast_snapshots_segment_into_cohorts_and_mails_each_once(temp
     put_static_segment(db, ws, "everyone", pks)
     store.put_journey(db, ws, BROADCAST)
     await store.activate(client, db, ws, "promo", task_queue=dev_worker)
-    await until(lambda: len(smtp_sink.mails) >= 2500, 90)
+    await aeventually(lambda: len(smtp_sink.mails) >= 2500, 90)
     assert count(db, "select count(*) from journey_cohort where journey_id = 'promo'") == 3  # 1000+1000+500
-    await until(lambda: count(db, "select count(*) from message where status = 'sent'") == 2500, 30)
+    await aeventually(lambda: count(db, "select count(*) from message where status = 'sent'") == 2500, 30)
     await asyncio.sleep(0.5)
     rcpts = [r for _, rs, _ in smtp_sink.mails for r in rs]
     assert len(rcpts) == 2500 and set(rcpts) == {f"c{i}@example.com" for i in range(2500)}
@@ -244,7 +239,7 @@ async def test_cron_in_customer_zones_enters_each_at_their_own_nine(temporal_dev
                     firings=57)  # 00:00 .. 14:00 UTC, every 15 minutes
     assert _entered_at_firing(db, jid) == {"tokyo": "2026-01-15T00:00:00Z", "nozone": "2026-01-15T08:00:00Z",
                                            "newyork": "2026-01-15T14:00:00Z"}
-    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+    await aeventually(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
                               j=jid) == 3)
     assert count(db, "select count(*) from outbox_message") == 3  # one message each, none to the free customer
     assert count(db, "select count(*) from journey_cohort where journey_id = :j", j=jid) == 3  # idle firings record nothing
@@ -320,7 +315,7 @@ steps:
 """)
     await store.activate(client, db, ws, jid, task_queue=dev_worker)
     ingest(db, ws, [EventIn(name="ordered", user_id=u) for u in ["tokyo", "free-tokyo", "newyork", "nozone"]])
-    await until(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
+    await aeventually(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
                               j=jid) == 1)
     assert [r.user_id for r in store.list_runs(db, ws, jid)] == ["tokyo"]  # pro and an SMS endpoint in Japan
     await store.stop(client, db, ws, jid)

@@ -151,7 +151,7 @@ async def test_quiet_hours_hold_until_morning_in_customer_zone_and_frequency_cap
     await handle.result()
     # each woke at 23:00 local, was held to 08:00 local, got `one`; `two` is over the cap
     assert sorted(journey_test.sends("quiet")) == [("paris", "one", None), ("tokyo", "one", None)]
-    for user, zone in (("paris", "Europe/Paris"), ("tokyo", "Asia/Tokyo")):
+    for user, _zone in (("paris", "Europe/Paris"), ("tokyo", "Asia/Tokyo")):
         steps = journey_test.runs("quiet")[user].steps
         outcomes = {s["step"]: s.get("outcome") for s in steps}
         assert outcomes["one"] == "sent" and outcomes["two"] == "frequency_cap"
@@ -323,7 +323,6 @@ BOUNCE_SPLIT = textwrap.dedent("""\
 async def test_split_on_a_bounce_reported_by_provider_feedback(journey_test):
     """A hard bounce recorded the way provider feedback records it routes that customer, and only them."""
     from engine.platform.clock import now_ms
-    from engine.platform.db import reading
     from engine.messaging.ledger import Occurrence, find_messages, record_occurrences
 
     await journey_test.put(BOUNCE_SPLIT)

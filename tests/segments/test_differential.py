@@ -119,7 +119,7 @@ def agree(db, people, rules):
             eps.append(EndpointBatchItem(endpoint_id=f"{uid}-{j}", user_id=uid, channel=ch, address=addr, opt_out=opt,
                                          attributes={"t": tags}, metrics={} if n is None else {"n": n},
                                          demographic=Demographic(platform=plat)))
-        for k, sku in enumerate(p["buys"]):
+        for sku in p["buys"]:
             evs.append(EventIn(name="buy", user_id=uid, attributes={} if sku is None else {"sku": sku}))
     customers.upsert_users(db, ws, items)
     if eps:

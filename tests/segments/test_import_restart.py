@@ -12,7 +12,8 @@ import pytest
 
 from engine.platform.db import make_engine, migrate
 from engine.workspaces.service import create_key
-from tests.processes import ApiProcess, tidings_env, wait_until
+from tests.eventually import eventually
+from tests.processes import ApiProcess, tidings_env
 
 ROWS = 150_000
 
@@ -52,20 +53,20 @@ def test_an_import_cut_short_by_a_kill_is_imported_again_at_the_next_start(api_e
     api = ApiProcess(env, tmp_path / "api.log").start()
     try:
         job_id = _start_import(api, headers)
-        wait_until(lambda: _job(api, headers, job_id)["rows_done"] > 0, 120, what="the job making progress")
+        eventually(lambda: _job(api, headers, job_id)["rows_done"] > 0, 120, what="the job making progress")
         assert _job(api, headers, job_id)["status"] == "running"
         api.kill()
         assert f"{job_id}.upload" in _imports_folder(tmp_path)  # kept for the next start
 
         api.start()
-        job = wait_until(lambda: (j := _job(api, headers, job_id))["status"] != "running" and j, 300, 0.5,
+        job = eventually(lambda: (j := _job(api, headers, job_id))["status"] != "running" and j, 300, every=0.5,
                          what="the interrupted job finishing")
         assert job["status"] == "succeeded", job
         assert job["rows_done"] == ROWS and job["segment_id"] == "big"
         size = httpx.get(f"{api.url}/v1/segments/big", headers=headers).json()["size"]
         assert size == ROWS  # imported once: the cut-short transaction wrote nothing
         # the upload is deleted just after the job's transaction commits
-        wait_until(lambda: _imports_folder(tmp_path) == [], 10, what="the upload being deleted")
+        eventually(lambda: _imports_folder(tmp_path) == [], 10, what="the upload being deleted")
         assert set(glob.glob(f"{tempfile.gettempdir()}/tidings-import-*")) == temp_before
 
         # An export cut short by a kill is an error for its client, never a silently short file.
@@ -122,7 +123,7 @@ def test_a_synchronous_upload_cut_short_leaves_no_file(api_env):
     client.start()
     try:
         sent.wait(30)
-        wait_until(lambda: _imports_folder(tmp_path), 30, what="the upload being written")
+        eventually(lambda: _imports_folder(tmp_path), 30, what="the upload being written")
         api.kill()
         assert len(_imports_folder(tmp_path)) == 1
         api.start()

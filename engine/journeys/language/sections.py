@@ -137,7 +137,7 @@ def _quiet_hours(view: View) -> ir.QuietHours | None:
         return None
     if len(times) < 2:
         return None
-    return ir.QuietHours(start=times["start"], end=times["end"], action=action or "hold")
+    return ir.QuietHours(start=times["start"], end=times["end"], action="skip" if action == "skip" else "hold")
 
 
 def _frequency_cap(view: View) -> ir.FrequencyCap | None:

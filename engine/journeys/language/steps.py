@@ -65,7 +65,7 @@ def _send(step: Step, value: Any, pos: Pos) -> ir.Node | None:
 
 
 def _wait(step: Step, value: Any, pos: Pos) -> ir.Node | None:
-    base = dict(id=step.id, line=step.pos.line, next=step.next)
+    base: dict[str, Any] = dict(id=step.id, line=step.pos.line, next=step.next)
     if not isinstance(value, LMap):  # `wait: 1d`
         return ir.WaitNode(seconds=check_duration(step.ctx, value, pos, f"`wait` of step `{step.id}`"), **base)
     view = View(step.ctx, value, f"`wait` of step `{step.id}`")

@@ -5,6 +5,7 @@ of raising, so one compile run finds all mistakes in a file.
 """
 from __future__ import annotations
 
+import builtins
 import difflib
 import re
 from dataclasses import dataclass, field
@@ -180,10 +181,10 @@ class View:
             return default
         return value
 
-    def id(self, key: str, default: str | None = None) -> str | None:
+    def id(self, key: builtins.str, default: builtins.str | None = None) -> builtins.str | None:
         return self.str(key, default, pattern=ID_RE, hint=ID_HINT)
 
-    def number(self, key: str, default: float | None = None, *, integer: bool = False,
+    def number(self, key: builtins.str, default: float | None = None, *, integer: bool = False,
                low: float | None = None, high: float | None = None, low_open: bool = False,
                high_open: bool = False) -> Any:
         """A number within [low, high] (an end is excluded when its *_open flag is set)."""
@@ -203,12 +204,12 @@ class View:
             return default
         return value
 
-    def duration(self, key: str, default: int | None = None, *, low: int = 1, high: int = MAX_WAIT) -> int | None:
+    def duration(self, key: builtins.str, default: int | None = None, *, low: int = 1, high: int = MAX_WAIT) -> int | None:
         if key not in self.data:
             return default
         return check_duration(self.ctx, self.data[key], self.pos(key), f"`{key}` in {self.what}", low=low, high=high)
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: bool) -> bool:
         if key not in self.data:
             return default
         if not isinstance(self.data[key], bool):
@@ -216,17 +217,17 @@ class View:
             return default
         return self.data[key]
 
-    def map(self, key: str, what: str) -> View | None:
+    def map(self, key: builtins.str, what: builtins.str) -> View | None:
         if key not in self.data:
             return None
         return View.of(self.ctx, self.data[key], self.pos(key), what)
 
-    def rule(self, key: str) -> Any:
+    def rule(self, key: builtins.str) -> Any:
         if key not in self.data:
             return None
         return self.ctx.check_rule(self.data[key], self.pos(key), f"`{key}` in {self.what}")
 
-    def catalog(self, kind: str, key: str) -> str | None:
+    def catalog(self, kind: builtins.str, key: builtins.str) -> builtins.str | None:
         """An id that must exist in the catalog as a `kind` (segment/template/channel)."""
         value = self.str(key) if kind == "channel" else self.id(key)
         self.ctx.check_ref(kind, value, self.pos(key))

@@ -521,6 +521,7 @@ class JourneyActivities:
         customers, so each firing computes them once (this worker process), not once per 1,000-customer page."""
         key = (call.workspace_id, call.journey_id, call.version, call.fire_at)
         if key not in self._zone_filters:
+            assert isinstance(j.entry, ir.BroadcastEntry)  # only broadcasts fire on a schedule
             local = localtime.local_schedule(j.entry)
             if len(self._zone_filters) >= 64:
                 self._zone_filters.clear()

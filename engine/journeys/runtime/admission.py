@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, event, func, select
 
@@ -66,7 +67,7 @@ class Waiter:
     limit: int
     window_seconds: float
     until: float  # monotonic: the registration lapses (the workflow's own timer has woken it by then)
-    client: object  # temporalio Client that signals the workflow
+    client: Any  # temporalio Client that signals the workflow
     first_seen: float | None = None  # monotonic: when the watch first saw entries queued
 
 

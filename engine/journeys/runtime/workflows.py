@@ -105,7 +105,7 @@ class JourneyCohortWorkflow:
                     return
             fresh = sum(1 for m in members if m.deadline is None and m.since is None)
             self.arrive(node_id, len(members), fresh)
-            routes = await getattr(self, self.HANDLERS[kind])(node, members)
+            routes = await getattr(self, self.HANDLERS[str(kind)])(node, members)
             # Not in a `finally`: when a worker stops, Temporal closes evicted workflows' coroutines outside
             # the workflow loop, where upserting search attributes raises.
             self.arrive(node_id, -len(members), 0)
@@ -250,7 +250,8 @@ class JourneyCohortWorkflow:
         return list(routes.items())
 
     async def on_holdout(self, node: ir.HoldoutNode, members: list[Member]):
-        out, keep = [], []
+        out: list[Member] = []
+        keep: list[Member] = []
         for m in members:
             (out if bucket(self.ir.id, m.user_pk, node.id) < node.percent else keep).append(m)
         if out:
