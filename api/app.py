@@ -10,25 +10,25 @@ from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 
-from api.auth import current_workspace, database, require_workspace_key
-from api.errors import HANDLERS
-from api.openapi import allowed_methods, answer_options, complete as complete_openapi
-from api.guard import RequestGuard, refuse_nul_characters
-from api.routes.customers import EndpointController, UserController
-from api.routes.events import EventController
-from api.routes.journeys import JourneyController
-from api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, public_router
-from api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
-from api.routes.operations import metrics, ready
-from api.routes.segments import ImportController, SegmentController
-from api.temporal import TemporalHandle
-from engine.analytics.streams import reseal_streams
-from engine.channels import secrets as channel_secrets
-from engine.channels.config import load_plugins
-from engine.platform.collector import tune_collector
-from engine.platform.config import Settings
-from engine.platform.db import make_engine, migrate
-from engine.wiring import wire
+from tidings.api.auth import current_workspace, database, require_workspace_key
+from tidings.api.errors import HANDLERS
+from tidings.api.openapi import allowed_methods, answer_options, complete as complete_openapi
+from tidings.api.guard import RequestGuard, refuse_nul_characters
+from tidings.api.routes.customers import EndpointController, UserController
+from tidings.api.routes.events import EventController
+from tidings.api.routes.journeys import JourneyController
+from tidings.api.routes.message_events import V1_CONTROLLERS as EVENTS_V1, plugins_of, public_router
+from tidings.api.routes.messaging import CONTROLLERS as MESSAGING_CONTROLLERS, plugin_manager
+from tidings.api.routes.operations import metrics, ready
+from tidings.api.routes.segments import ImportController, SegmentController
+from tidings.api.temporal import TemporalHandle
+from tidings.engine.analytics.streams import reseal_streams
+from tidings.engine.channels import secrets as channel_secrets
+from tidings.engine.channels.config import load_plugins
+from tidings.engine.platform.collector import tune_collector
+from tidings.engine.platform.config import Settings
+from tidings.engine.platform.db import make_engine, migrate
+from tidings.engine.wiring import wire
 
 V1_CONTROLLERS = [UserController, EndpointController, EventController, SegmentController, ImportController,
                   JourneyController, *MESSAGING_CONTROLLERS, *EVENTS_V1]
@@ -40,8 +40,8 @@ def health() -> dict[str, str]:
 
 
 async def before_request(request: Request) -> Response | None:
-    """Before every handler: a NUL character in a JSON body is refused (api.guard); OPTIONS lists every
-    method of its path (api.openapi)."""
+    """Before every handler: a NUL character in a JSON body is refused (tidings.api.guard); OPTIONS lists every
+    method of its path (tidings.api.openapi)."""
     await refuse_nul_characters(request)
     return answer_options(request)
 
@@ -62,14 +62,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await app.state.plugins.startup(settings)
         # Import jobs a dead API process left running are imported again (or failed with a reason), and its
         # abandoned uploads deleted.
-        from engine.segments import jobs
+        from tidings.engine.segments import jobs
 
         app.state.imports_dir = await asyncio.to_thread(jobs.imports_dir, settings.home)
         await asyncio.to_thread(jobs.recover, app.state.db, app.state.imports_dir)
         tune_collector()  # everything loaded so far lives as long as the process
         stop, runner_task = asyncio.Event(), None
         if settings.stream_worker:
-            from engine.analytics.streams import RunnerSlot, StreamRunner
+            from tidings.engine.analytics.streams import RunnerSlot, StreamRunner
 
             app.state.stream_runner = StreamRunner(app.state.db, lambda: plugins_of(app),
                                                    poll_seconds=settings.stream_poll_seconds,

@@ -9,7 +9,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar import Request
 from sqlalchemy import Engine
 
-from engine.workspaces.service import WorkspaceRef, authenticate
+from tidings.engine.workspaces.service import WorkspaceRef, authenticate
 
 
 async def require_workspace_key(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:

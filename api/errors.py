@@ -9,10 +9,10 @@ from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from sqlalchemy.exc import DataError
 
-from api.guard import request_id_of
-from engine.platform.errors import TidingsError
-from engine.customers.limits import MAX_DEPTH
-from engine.journeys.language.issues import JourneyCompileError
+from tidings.api.guard import request_id_of
+from tidings.engine.platform.errors import TidingsError
+from tidings.engine.customers.limits import MAX_DEPTH
+from tidings.engine.journeys.language.issues import JourneyCompileError
 
 # msgspec's words for a body that is not JSON at all (as opposed to JSON of the wrong shape).
 _MALFORMED = ("JSON is malformed", "Input data was truncated")

@@ -8,7 +8,7 @@ the live event stream (long-lived by design), and what people and providers
 send that nobody would send again: tracking (an opened mail, a click, an RFC 8058 one-click unsubscribe that a
 mailbox provider does not retry) and provider feedback. Each of those is one small indexed write.
 
-Every answer is also counted here (engine.platform.metrics_registry: by method, route template and status,
+Every answer is also counted here (tidings.engine.platform.metrics_registry: by method, route template and status,
 with its duration) and, at INFO, logged with its request id: this layer sees the 404s no route matched and
 the 503s it refused itself, which a route middleware would not.
 """
@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import msgspec
 
-from engine.platform.log_format import REQUEST_ID
-from engine.platform.metrics_registry import HTTP_DURATION, HTTP_REQUESTS
+from tidings.engine.platform.log_format import REQUEST_ID
+from tidings.engine.platform.metrics_registry import HTTP_DURATION, HTTP_REQUESTS
 
 REQUEST_ID_KEY = "tidings.request_id"
 _UNCOUNTED = ("/health", "/ready", "/metrics", "/v1/events/stream", "/t/", "/feedback/")
@@ -156,7 +156,7 @@ async def refuse_nul_characters(request: Any) -> None:
         return  # not JSON (a journey's YAML, a provider's form): its own parser answers
     path = _nul_path(value)
     if path is not None:
-        from engine.platform.errors import InvalidInput
+        from tidings.engine.platform.errors import InvalidInput
 
         raise InvalidInput("text may not contain NUL (\\u0000) characters", field=path or "body")
 

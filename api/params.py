@@ -6,9 +6,9 @@ from typing import Annotated, get_args
 
 from litestar.params import Parameter
 
-from engine.platform.pagination import MAX_LIMIT
-from engine.customers.schemas import ChannelType
-from engine.platform.limits import INT64_MAX, INT64_MIN
+from tidings.engine.platform.pagination import MAX_LIMIT
+from tidings.engine.customers.schemas import ChannelType
+from tidings.engine.platform.limits import INT64_MAX, INT64_MIN
 
 # ge/le keep a 2**64 out of the database driver (a 400 naming the field); the documented bounds are the
 # engine's own, stated in the schema.

@@ -6,9 +6,9 @@ import asyncio
 
 from temporalio.client import Client
 
-from engine.platform.config import Settings
-from engine.platform.errors import TidingsError
-from engine.platform.temporal import connect
+from tidings.engine.platform.config import Settings
+from tidings.engine.platform.errors import TidingsError
+from tidings.engine.platform.temporal import connect
 
 
 class TemporalUnavailable(TidingsError):

@@ -1,17 +1,17 @@
-"""Start-up wiring of the write path: the domains above customers register on engine.customers.on_write.
+"""Start-up wiring of the write path: the domains above customers register on tidings.engine.customers.on_write.
 
 Every process that opens a database calls `wire()` once, before its first write: the API
-(api/app.py), the CLI and worker (engine/ops/), the journey test harness (engine.journeys.testing) and
+(api/app.py), the CLI and worker (engine/ops/), the journey test harness (tidings.engine.journeys.testing) and
 the test suite (tests/conftest.py). Wiring twice is harmless. The order is the order listeners hear a
 write in: the ledger indexes send events first (feedback and metrics find messages by id), then
 segment memberships follow, then journeys queue entries (they read the memberships just written).
 """
 from __future__ import annotations
 
-from engine.customers import on_write
-from engine.journeys.runtime import entries
-from engine.messaging import ledger
-from engine.segments import membership
+from tidings.engine.customers import on_write
+from tidings.engine.journeys.runtime import entries
+from tidings.engine.messaging import ledger
+from tidings.engine.segments import membership
 
 
 def wire() -> None:

@@ -35,9 +35,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from engine.platform import egress
-from engine.channels import Channel, ChannelConfigError, ChannelType, ConfigField, OutgoingMessage, SendResult
-from engine.hookspecs import hookimpl
+from tidings.engine.platform import egress
+from tidings.engine.channels import Channel, ChannelConfigError, ChannelType, ConfigField, OutgoingMessage, SendResult
+from tidings.engine.hookspecs import hookimpl
 
 PRODUCTION_URL = "https://api.push.apple.com"
 SANDBOX_URL = "https://api.sandbox.push.apple.com"
@@ -140,7 +140,7 @@ class ApnsChannel(Channel):
         client = per_loop.get((base_url, timeout))
         if client is None or client.is_closed:
             # HTTP/2 only (http1=False): h2 over TLS by ALPN, or prior knowledge on plain http (tests).
-            # Through the destination guard (engine.platform.egress): every connection it opens is checked.
+            # Through the destination guard (tidings.engine.platform.egress): every connection it opens is checked.
             client = per_loop[(base_url, timeout)] = egress.async_client(
                 base_url=base_url, http1=False, http2=True, timeout=timeout,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))

@@ -4,7 +4,7 @@ Connections are pooled per (event loop, connection settings) and reused across
 batches and requests (connect, optionally STARTTLS/TLS and AUTH once, then one
 transaction per message). Classification:
 
-* a host the destination guard refuses (:mod:`engine.platform.egress`: a non-public
+* a host the destination guard refuses (:mod:`tidings.engine.platform.egress`: a non-public
   address the operator has not allowed): permanent for every message of the
   batch;
 * connection / TLS / authentication failures: transient for every message
@@ -38,8 +38,8 @@ from typing import Any
 
 import aiosmtplib
 
-from engine.platform import egress
-from engine.channels import (
+from tidings.engine.platform import egress
+from tidings.engine.channels import (
     Channel,
     ChannelConfigError,
     ChannelType,
@@ -47,7 +47,7 @@ from engine.channels import (
     OutgoingMessage,
     SendResult,
 )
-from engine.hookspecs import hookimpl
+from tidings.engine.hookspecs import hookimpl
 
 # Headers computed by the channel; a message may not override them.
 _RESERVED_HEADERS = {
@@ -330,7 +330,7 @@ class _Pool:
         client = make(self.cfg)
         sock = None
         try:
-            # Through the destination guard (engine.platform.egress): a socket connected to a checked address of
+            # Through the destination guard (tidings.engine.platform.egress): a socket connected to a checked address of
             # the host, so no second resolution can take the connection elsewhere.
             sock = await egress.open_socket(self.cfg["host"], smtp_port(self.cfg), timeout=self.cfg.get("timeout"))
             await client.connect(sock=sock)

@@ -4,10 +4,10 @@
 with ``Content-Type: application/json``, ``X-Tidings-Stream: <id>``, ``Idempotency-Key:
 <stream>:<first record id>-<last record id>`` (the same batch retried keeps its key: receivers
 de-duplicate on it) and, when ``secret`` is set, ``X-Tidings-Signature: t=<unix>,v1=<hex
-HMAC-SHA256(secret, "<t>.<body>")>`` (check it with :func:`plugins.webhook.verify_signature`).
+HMAC-SHA256(secret, "<t>.<body>")>`` (check it with :func:`tidings.plugins.webhook.verify_signature`).
 A 2xx answer is success; anything else (or a network error) fails the batch, which the delivery loop
 retries with backoff and finally dead-letters; the stream's ``last_error`` shows the status code only,
-never the receiver's body. Every connection goes through the destination guard (:mod:`engine.platform.egress`, the
+never the receiver's body. Every connection goes through the destination guard (:mod:`tidings.engine.platform.egress`, the
 same rule as the webhook channel): non-public addresses are refused unless the operator allowed them with
 ``TIDINGS_ALLOW_PRIVATE_DESTINATIONS``.
 
@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 import msgspec
 
-from engine.platform import egress
-from engine.channels import ChannelConfigError, ConfigField, WorkspaceRef
-from engine.hookspecs import hookimpl
-from plugins.webhook import ALLOW_PRIVATE_FIELD, SIGNATURE_HEADER, sign
+from tidings.engine.platform import egress
+from tidings.engine.channels import ChannelConfigError, ConfigField, WorkspaceRef
+from tidings.engine.hookspecs import hookimpl
+from tidings.plugins.webhook import ALLOW_PRIVATE_FIELD, SIGNATURE_HEADER, sign
 
 _SAFE_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 

@@ -3,7 +3,7 @@
 ``POST {base_url}/v1/projects/{project_id}/messages:send`` with
 ``{"message": {"token": <address>, "notification": {"title", "body"}, "data": {str: str}}}``
 and ``Authorization: Bearer <token>``. ``base_url`` and the token URI go through
-the destination guard (:mod:`engine.platform.egress`): non-public addresses are refused
+the destination guard (:mod:`tidings.engine.platform.egress`): non-public addresses are refused
 unless the operator allowed them.
 
 The token is either the ``access_token`` setting or obtained from a Google
@@ -30,8 +30,8 @@ from typing import Any
 
 import httpx
 
-from engine.platform import egress
-from engine.channels import (
+from tidings.engine.platform import egress
+from tidings.engine.channels import (
     Channel,
     ChannelConfigError,
     ChannelType,
@@ -39,7 +39,7 @@ from engine.channels import (
     OutgoingMessage,
     SendResult,
 )
-from engine.hookspecs import hookimpl
+from tidings.engine.hookspecs import hookimpl
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -170,7 +170,7 @@ class FcmChannel(Channel):
             return token
 
     async def _check_destinations(self, url: str, cfg: Mapping[str, Any]) -> None:
-        """The destination guard (engine.platform.egress) on base_url and the token URI before the batch: a refused
+        """The destination guard (tidings.engine.platform.egress) on base_url and the token URI before the batch: a refused
         one fails it permanently. The client checks every connection it opens again."""
         sa = self._service_account(cfg)
         token_uri = (cfg.get("token_uri") or sa.get("token_uri") or DEFAULT_TOKEN_URI) if sa else None

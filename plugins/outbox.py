@@ -14,8 +14,8 @@ from typing import Any
 
 import msgspec
 
-from engine.channels import Channel, ChannelType, OutgoingMessage, SendResult
-from engine.hookspecs import hookimpl
+from tidings.engine.channels import Channel, ChannelType, OutgoingMessage, SendResult
+from tidings.engine.hookspecs import hookimpl
 
 _CONTENT = ("subject", "html", "text", "body", "title", "data", "payload", "headers", "unsubscribe_url")
 
@@ -56,9 +56,9 @@ class OutboxChannel(Channel):
 
 
 def _store(db: Any, rows: list[dict]) -> None:
-    from engine.platform.clock import now_ms
-    from engine.platform.db import bulk_insert
-    from engine.messaging.tables import outbox_messages
+    from tidings.engine.platform.clock import now_ms
+    from tidings.engine.platform.db import bulk_insert
+    from tidings.engine.messaging.tables import outbox_messages
 
     now = now_ms()
     with db.begin() as conn:

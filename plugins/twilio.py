@@ -2,7 +2,7 @@
 
 Any Twilio-compatible API works: ``base_url`` defaults to
 ``https://api.twilio.com`` (a non-public address is refused by the destination
-guard, :mod:`engine.platform.egress`, unless the operator allowed it). Requests use HTTP basic auth ``account_sid:auth_token``
+guard, :mod:`tidings.engine.platform.egress`, unless the operator allowed it). Requests use HTTP basic auth ``account_sid:auth_token``
 and are form-encoded:
 
 * SMS: ``POST {base}/2010-04-01/Accounts/{sid}/Messages.json`` with ``To``,
@@ -36,8 +36,8 @@ from xml.sax.saxutils import escape as xml_escape
 
 import httpx
 
-from engine.platform import egress
-from engine.channels import (
+from tidings.engine.platform import egress
+from tidings.engine.channels import (
     Channel,
     ChannelConfigError,
     ChannelType,
@@ -47,7 +47,7 @@ from engine.channels import (
     OutgoingMessage,
     SendResult,
 )
-from engine.hookspecs import hookimpl
+from tidings.engine.hookspecs import hookimpl
 
 _CONFIG = (
     ConfigField(name="base_url", default="https://api.twilio.com"),

@@ -10,7 +10,7 @@ serialised as compact JSON (UTF-8). Headers:
 * ``X-Tidings-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``
   when a ``secret`` is configured; check it with :func:`verify_signature`.
 
-Security: every request goes through the destination guard (:mod:`engine.platform.egress`): the host is
+Security: every request goes through the destination guard (:mod:`tidings.engine.platform.egress`): the host is
 resolved when the connection is made, and the send is refused (permanent failure) when *any* address is
 loopback, private, link-local, multicast or otherwise non-public, unless the operator allowed it with
 ``TIDINGS_ALLOW_PRIVATE_DESTINATIONS``. The socket is connected to the checked address, so a DNS answer
@@ -30,10 +30,10 @@ from typing import Any
 
 import httpx
 
-from engine.platform import egress
-from engine.platform.signing import SIGNATURE_HEADER, sign, verify_signature
-from engine.channels import Channel, ChannelType, ConfigField, OutgoingMessage, SendResult
-from engine.hookspecs import hookimpl
+from tidings.engine.platform import egress
+from tidings.engine.platform.signing import SIGNATURE_HEADER, sign, verify_signature
+from tidings.engine.channels import Channel, ChannelType, ConfigField, OutgoingMessage, SendResult
+from tidings.engine.hookspecs import hookimpl
 
 ALLOW_PRIVATE_FIELD = ConfigField(
     name="allow_private_addresses", type="bool", default=False,

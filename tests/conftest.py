@@ -11,19 +11,19 @@ from cryptography.fernet import Fernet
 from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
 
-from api.app import create_app
-from engine.platform.config import Settings
-from engine.workspaces.service import create_key
-from engine.wiring import wire
+from tidings.api.app import create_app
+from tidings.engine.platform.config import Settings
+from tidings.engine.workspaces.service import create_key
+from tidings.engine.wiring import wire
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
-# Channel secrets are sealed at rest and refused without a key (engine.channels.secrets): the suite runs with
+# Channel secrets are sealed at rest and refused without a key (tidings.engine.channels.secrets): the suite runs with
 # one, as a deployment would; tests of the keyless path remove it.
 os.environ.setdefault("TIDINGS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
 # The providers, webhook receivers and SMTP servers of the suite listen on loopback: the suite allows it the
-# way an operator would (engine.platform.egress); tests of the guard itself change or remove the setting.
+# way an operator would (tidings.engine.platform.egress); tests of the guard itself change or remove the setting.
 os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.0/8,::1")
-# The write listeners (segments, ledger, journeys) on engine.customers.on_write, as every process does at start-up.
+# The write listeners (segments, ledger, journeys) on tidings.engine.customers.on_write, as every process does at start-up.
 wire()
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
@@ -92,9 +92,9 @@ async def temporal_env():
     with Tidings' search attributes registered and the msgspec data converter."""
     from temporalio.testing import WorkflowEnvironment
 
-    from engine.ops.devstack import TEMPORAL_TUNING, binary
-    from engine.journeys.runtime.workflows import JOURNEY, STEP, VERSION
-    from engine.platform.temporal import DATA_CONVERTER
+    from tidings.engine.ops.devstack import TEMPORAL_TUNING, binary
+    from tidings.engine.journeys.runtime.workflows import JOURNEY, STEP, VERSION
+    from tidings.engine.platform.temporal import DATA_CONVERTER
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"), data_converter=DATA_CONVERTER, ui=False,
@@ -106,7 +106,7 @@ async def temporal_env():
 
 
 def pytest_unconfigure(config):
-    """Free the session's Temporal clients before the interpreter finalizes (engine.platform.temporal.release_clients)."""
-    from engine.platform.temporal import release_clients
+    """Free the session's Temporal clients before the interpreter finalizes (tidings.engine.platform.temporal.release_clients)."""
+    from tidings.engine.platform.temporal import release_clients
 
     release_clients()

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from engine.ops.devstack import free_port
+from tidings.engine.ops.devstack import free_port
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from engine.ops.devstack import free_port
+from tidings.engine.ops.devstack import free_port
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

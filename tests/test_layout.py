@@ -3,7 +3,7 @@
     platform < workspaces < customers < segments, channels < messaging < journeys < analytics < api, ops
 
 A module imports only its own domain and the domains below it; plugins/ import only platform, channels and
-the public contract (engine.channels, engine.hookspecs). Every import counts, including the ones inside
+the public contract (tidings.engine.channels, tidings.engine.hookspecs). Every import counts, including the ones inside
 functions and under `if TYPE_CHECKING:` (hiding an import in a function hides a cycle, it does not remove
 it). The imports are read with `ast`, nothing is imported.
 
@@ -28,28 +28,28 @@ RANK = {"platform": 0, "workspaces": 1, "customers": 2, "segments": 3, "channels
         "journeys": 5, "analytics": 6, "api": 7, "ops": 7}
 # The composition root: the CLI serves the API (`tidings serve`).
 ALLOWED = {("ops", "api")}
-# Modules outside a domain's package. engine.wiring registers the write listeners of segments, messaging and
+# Modules outside a domain's package. tidings.engine.wiring registers the write listeners of segments, messaging and
 # journeys on customers.on_write: it ranks with journeys, the highest domain it imports, so that everything
 # that opens a database (the journey test harness, the API, ops) may call it and it may import nothing higher.
-ALIASES = {"engine.hookspecs": "channels", "engine.wiring": "journeys"}
+ALIASES = {"tidings.engine.hookspecs": "channels", "tidings.engine.wiring": "journeys"}
 PLUGIN_MAY_IMPORT = {"platform", "channels"}
 
 # (importer, imported): why it exists -> the follow-up (issue 15's item) that removes it.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     # Added by issue 10, before the layout existed.
-    ("engine.platform.egress", "engine.channels.contract"):
+    ("tidings.engine.platform.egress", "tidings.engine.channels.contract"):
         "platform -> channels: check_destination raises the channel contract's ChannelConfigError; item 3 "
-        "(the helper moves to engine.channels, egress keeps DestinationRefused)",
-    ("plugins.event_sinks", "engine.workspaces.service"):
+        "(the helper moves to tidings.engine.channels, egress keeps DestinationRefused)",
+    ("tidings.plugins.event_sinks", "tidings.engine.workspaces.service"):
         "plugins -> workspaces: the sink factory's `workspace=` argument is typed WorkspaceRef; item 8 "
         "(plugin-facing types in the contract)",
     # Cross-domain reach-ins (item 3).
-    ("plugins.outbox", "engine.messaging.tables"):
+    ("tidings.plugins.outbox", "tidings.engine.messaging.tables"):
         "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
     # Placement left over from the mechanical move.
-    ("engine.journeys.testing", "engine.ops.apply"):
+    ("tidings.engine.journeys.testing", "tidings.engine.ops.apply"):
         "journeys -> ops: the pytest plugin applies resource folders like `tidings apply`; item 1 (move the "
-        "folder loading below ops, or the harness into ops behind the engine.journeys.testing name)",
+        "folder loading below ops, or the harness into ops behind the tidings.engine.journeys.testing name)",
 }
 
 
@@ -141,11 +141,11 @@ def test_known_violations_only_shrink():
 
 
 def test_the_layer_check_catches_an_upward_import():
-    assert crosses("engine.customers.users", "engine.segments.membership")
-    assert crosses("engine.platform.db", "engine.customers.tables")
-    assert crosses("engine.segments.evaluate", "engine.channels.contract")  # peers stay apart
-    assert crosses("plugins.outbox", "engine.messaging.tables")
-    assert crosses("api.app", "plugins.email_smtp")
-    assert not crosses("engine.journeys.runtime.activities", "engine.messaging.dispatch")
-    assert not crosses("plugins.webhook", "engine.hookspecs")
-    assert not crosses("engine.ops.cli", "api.app")
+    assert crosses("tidings.engine.customers.users", "tidings.engine.segments.membership")
+    assert crosses("tidings.engine.platform.db", "tidings.engine.customers.tables")
+    assert crosses("tidings.engine.segments.evaluate", "tidings.engine.channels.contract")  # peers stay apart
+    assert crosses("tidings.plugins.outbox", "tidings.engine.messaging.tables")
+    assert crosses("tidings.api.app", "tidings.plugins.email_smtp")
+    assert not crosses("tidings.engine.journeys.runtime.activities", "tidings.engine.messaging.dispatch")
+    assert not crosses("tidings.plugins.webhook", "tidings.engine.hookspecs")
+    assert not crosses("tidings.engine.ops.cli", "tidings.api.app")

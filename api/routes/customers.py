@@ -1,14 +1,14 @@
-"""Users and endpoints: thin handlers over engine.customers.users and engine.customers.endpoints."""
+"""Users and endpoints: thin handlers over tidings.engine.customers.users and tidings.engine.customers.endpoints."""
 from __future__ import annotations
 
 from litestar import Controller, delete, get, post, put
 from sqlalchemy import Engine
 
-from engine.customers import users as customers, endpoints
-from engine.customers.schemas import (
+from tidings.engine.customers import users as customers, endpoints
+from tidings.engine.customers.schemas import (
     BatchResult, Deleted, EndpointFields, EndpointOut, EndpointsBatch, UserFields, UserOut, UsersBatch,
 )
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.workspaces.service import WorkspaceRef
 
 
 def _id(path_param: str) -> str:

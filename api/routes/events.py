@@ -4,10 +4,10 @@ from __future__ import annotations
 from litestar import Controller, get, post
 from sqlalchemy import Engine
 
-from api.params import CURSOR, LIMIT, SINCE, UNTIL
-from engine.customers import events
-from engine.customers.schemas import EventsBatch, EventsResult, Page
-from engine.workspaces.service import WorkspaceRef
+from tidings.api.params import CURSOR, LIMIT, SINCE, UNTIL
+from tidings.engine.customers import events
+from tidings.engine.customers.schemas import EventsBatch, EventsResult, Page
+from tidings.engine.workspaces.service import WorkspaceRef
 
 
 

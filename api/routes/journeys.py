@@ -8,12 +8,12 @@ from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
-from engine.platform.errors import InvalidInput
-from engine.journeys import store
-from engine.journeys.store import JourneyInfo, RunInfo, ValidationResult
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.journeys import store
+from tidings.engine.journeys.store import JourneyInfo, RunInfo, ValidationResult
+from tidings.engine.workspaces.service import WorkspaceRef
 
-from api.params import Int64
+from tidings.api.params import Int64
 
 
 

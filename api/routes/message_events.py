@@ -21,19 +21,19 @@ from litestar.params import Parameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage
 from sqlalchemy import Engine
 
-from api.params import CHANNEL, LIMIT, SINCE, UNTIL, WITHIN
-from engine.messaging import feedback as fb
-from engine.analytics import metrics as mx
-from engine.analytics import streams as st
-from engine.messaging import tracking
-from engine.platform.clock import duration_seconds, iso_to_ms
-from engine.platform.errors import InvalidInput, NotFound, Unauthorized
-from engine.analytics import live
-from engine.analytics.funnel import funnel_html
-from engine.analytics.stream_records import FORMATS
-from engine.workspaces.service import WorkspaceRef, authenticate
+from tidings.api.params import CHANNEL, LIMIT, SINCE, UNTIL, WITHIN
+from tidings.engine.messaging import feedback as fb
+from tidings.engine.analytics import metrics as mx
+from tidings.engine.analytics import streams as st
+from tidings.engine.messaging import tracking
+from tidings.engine.platform.clock import duration_seconds, iso_to_ms
+from tidings.engine.platform.errors import InvalidInput, NotFound, Unauthorized
+from tidings.engine.analytics import live
+from tidings.engine.analytics.funnel import funnel_html
+from tidings.engine.analytics.stream_records import FORMATS
+from tidings.engine.workspaces.service import WorkspaceRef, authenticate
 
-from api.params import OptionalInt64
+from tidings.api.params import OptionalInt64
 
 
 def plugins_of(app: Any) -> Any:
@@ -59,7 +59,7 @@ _NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, private", "P
 
 @get("/t/o/{token:str}", sync_to_thread=True)
 def open_pixel(request: Request, token: str) -> Response:
-    tracking.track_open(request.app.state.db, token.removesuffix(".gif"),  # InvalidToken: 404 (api.errors)
+    tracking.track_open(request.app.state.db, token.removesuffix(".gif"),  # InvalidToken: 404 (tidings.api.errors)
                         user_agent=request.headers.get("user-agent", ""), ip_address=_client_ip(request),
                         secret_key=_secret_key(request))
     return Response(content=tracking.PIXEL_GIF, media_type="image/gif", headers=_NO_STORE)

@@ -7,14 +7,14 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
-from api.params import CURSOR, LIMIT
-from engine.channels import config as channel_config
-from engine.messaging import reads as message_reads, template_store as templates_store, transactional
-from engine.channels.config import ChannelOut, ChannelPut
-from engine.customers.schemas import Deleted, Page
-from engine.messaging.template_store import TemplateBody, TemplateOut
-from engine.messaging.transactional import BatchAnswer, BatchRequest, MessageAnswer, MessageRequest
-from engine.workspaces.service import WorkspaceRef
+from tidings.api.params import CURSOR, LIMIT
+from tidings.engine.channels import config as channel_config
+from tidings.engine.messaging import reads as message_reads, template_store as templates_store, transactional
+from tidings.engine.channels.config import ChannelOut, ChannelPut
+from tidings.engine.customers.schemas import Deleted, Page
+from tidings.engine.messaging.template_store import TemplateBody, TemplateOut
+from tidings.engine.messaging.transactional import BatchAnswer, BatchRequest, MessageAnswer, MessageRequest
+from tidings.engine.workspaces.service import WorkspaceRef
 
 
 IdempotencyKey = Parameter(header="Idempotency-Key", required=False)

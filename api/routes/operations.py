@@ -1,7 +1,7 @@
 """What operators and their tools call, outside /v1 and without a workspace key: /ready and /metrics.
 
 /health (api/app.py) says the process is alive; /ready whether it can serve (a load balancer's check);
-/metrics is the Prometheus scrape. Neither says anything about a workspace (engine.platform.metrics_registry).
+/metrics is the Prometheus scrape. Neither says anything about a workspace (tidings.engine.platform.metrics_registry).
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from litestar import MediaType, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
-from api.temporal import TemporalUnavailable
-from engine.platform import readiness
-from engine.platform.errors import Unauthorized
-from engine.platform.metrics_registry import exposition
+from tidings.api.temporal import TemporalUnavailable
+from tidings.engine.platform import readiness
+from tidings.engine.platform.errors import Unauthorized
+from tidings.engine.platform.metrics_registry import exposition
 
 CHECK_SECONDS = 3.0  # a dependency slower than this to answer is not ready either
 

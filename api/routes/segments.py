@@ -9,12 +9,12 @@ from litestar.params import Parameter
 from litestar.response import Stream
 from sqlalchemy import Engine
 
-from api.params import CURSOR, LIMIT
-from engine.platform.errors import InvalidInput
-from engine.segments import service, uploads
-from engine.segments.service import SegmentIn, SegmentOut, SegmentPatch, VersionOut
-from engine.customers.schemas import Deleted
-from engine.workspaces.service import WorkspaceRef
+from tidings.api.params import CURSOR, LIMIT
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.segments import service, uploads
+from tidings.engine.segments.service import SegmentIn, SegmentOut, SegmentPatch, VersionOut
+from tidings.engine.customers.schemas import Deleted
+from tidings.engine.workspaces.service import WorkspaceRef
 
 
 
@@ -71,7 +71,7 @@ class SegmentController(Controller):
 
         def body():
             from itertools import chain
-            from engine.segments.imports import csv_lines
+            from tidings.engine.segments.imports import csv_lines
 
             items = chain([first], rows) if first is not None else iter(())
             if format == "ndjson":
@@ -98,6 +98,6 @@ class ImportController(Controller):
 
     @get("/import-jobs/{job_id:str}", sync_to_thread=True)
     def job(self, db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
-        from engine.segments import imports
+        from tidings.engine.segments import imports
 
         return imports.get_job(db, ws, job_id)

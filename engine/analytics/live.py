@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import anyio
 from sqlalchemy import Engine
 
-from engine.analytics import streams as st
-from engine.analytics.stream_records import FORMATS
-from engine.platform.limits import check_int64
-from engine.platform.errors import InvalidInput
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.analytics import streams as st
+from tidings.engine.analytics.stream_records import FORMATS
+from tidings.engine.platform.limits import check_int64
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.workspaces.service import WorkspaceRef
 
 # An open stream re-checks its key this often: a revoked key stops delivering within these seconds. One
 # indexed read per open stream per period (what every request costs once).

@@ -24,13 +24,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, case, distinct, func, literal, literal_column, select
 
-from engine.platform.db import reading
-from engine.platform.errors import InvalidInput
-from engine.journeys.ir import Goal
-from engine.journeys.runtime.rules import event_doc, holds
-from engine.messaging.ledger import journey_event_names, names_of
-from engine.customers.tables import events
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.db import reading
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.journeys.ir import Goal
+from tidings.engine.journeys.runtime.rules import event_doc, holds
+from tidings.engine.messaging.ledger import journey_event_names, names_of
+from tidings.engine.customers.tables import events
+from tidings.engine.workspaces.service import WorkspaceRef
 
 METRICS = {
     "sent": ("send",),
@@ -136,7 +136,7 @@ def _goal_events(conn: Connection, ws_id: int, goal: Goal, user_pks: set[int], l
 
 def journey_goal(conn: Connection, workspace_id: int, journey_id: str, version: int | None = None) -> Goal | None:
     """The journey's goal (event, within_seconds, filter) from its compiled definition; None without one."""
-    from engine.journeys.store import ir_of
+    from tidings.engine.journeys.store import ir_of
 
     found = ir_of(conn, workspace_id, journey_id, version)
     return None if found is None else found.settings.goal
@@ -218,7 +218,7 @@ def holdout_customers(conn: Connection, ws_id: int, journey_id: str, version: in
                       until_ms: int | None) -> list[tuple[int, int]]:
     """(user_pk, held-out time) of the journey's control group: its runs that ended `held_out`. The
     time is when the run reached its holdout step (its last step's `at`), else its last update."""
-    from engine.journeys.tables import journey_runs
+    from tidings.engine.journeys.tables import journey_runs
 
     q = select(journey_runs.c.user_pk, journey_runs.c.steps, journey_runs.c.updated_at).where(
         journey_runs.c.workspace_id == ws_id, journey_runs.c.journey_id == journey_id,

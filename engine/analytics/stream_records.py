@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine.platform.clock import ms_to_iso
-from engine.messaging.ledger import parse_name
+from tidings.engine.platform.clock import ms_to_iso
+from tidings.engine.messaging.ledger import parse_name
 
 EMAIL_TYPES = {
     "send": ("_email.send", "received"),

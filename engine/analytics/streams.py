@@ -26,21 +26,21 @@ import msgspec
 from msgspec import Meta
 from sqlalchemy import Connection, Engine, delete, insert, or_, select, update
 
-from engine.channels import secrets as channel_secrets
-from engine.channels.contract import ChannelConfigError, redact_config, resolve_config, secret_keys
-from engine.platform.clock import now_ms
-from engine.platform.retry import backoff
-from engine.platform.db import reading, writing
-from engine.platform.metrics_registry import EVENT_STREAM_DEAD_LETTERS, EVENT_STREAM_LAG
-from engine.platform.errors import InvalidInput, NotFound
-from engine.analytics.tables import dead_letters, event_streams
-from engine.messaging.ledger import parse_name
-from engine.customers import history
-from engine.customers.tables import endpoints, events, users
-from engine.workspaces.tables import workspaces
-from engine.analytics.stream_records import FORMATS
-from engine.customers.schemas import Body
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.channels import secrets as channel_secrets
+from tidings.engine.channels.contract import ChannelConfigError, redact_config, resolve_config, secret_keys
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.retry import backoff
+from tidings.engine.platform.db import reading, writing
+from tidings.engine.platform.metrics_registry import EVENT_STREAM_DEAD_LETTERS, EVENT_STREAM_LAG
+from tidings.engine.platform.errors import InvalidInput, NotFound
+from tidings.engine.analytics.tables import dead_letters, event_streams
+from tidings.engine.messaging.ledger import parse_name
+from tidings.engine.customers import history
+from tidings.engine.customers.tables import endpoints, events, users
+from tidings.engine.workspaces.tables import workspaces
+from tidings.engine.analytics.stream_records import FORMATS
+from tidings.engine.customers.schemas import Body
+from tidings.engine.workspaces.service import WorkspaceRef
 
 log = logging.getLogger("tidings.streams")
 
@@ -106,7 +106,7 @@ class Matcher:
 
 def read_events(db: Engine, workspace_id: int, after: int, limit: int) -> list[Any]:
     """Events after position `after`, in id order. Ids of one workspace commit in order
-    (engine.customers.history.lock_event_order), so a reader that moves past an id never misses a smaller one.
+    (tidings.engine.customers.history.lock_event_order), so a reader that moves past an id never misses a smaller one.
     Segment events stored one row per customer and write are expanded, each at its own position
     (engine/customers/history.py)."""
     q = (

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-import engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
+import tidings.engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
 
 
 class EventStream(SQLModel, table=True):

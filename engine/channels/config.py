@@ -4,7 +4,7 @@ For an endpoint channel type (EMAIL, SMS...) the serving channel is, in order:
 1. the channel the workspace configured for that type (``PUT /v1/channels/{name}``);
 2. the environment's default (EMAIL -> ``smtp`` when ``TIDINGS_SMTP_HOST`` is set);
 3. the ``outbox`` channel, which keeps the message in the database.
-Stored settings hold secrets, sealed by ``engine.channels.secrets``: they leave this module opened only in a
+Stored settings hold secrets, sealed by ``tidings.engine.channels.secrets``: they leave this module opened only in a
 ``Route`` (for the channel's send), and otherwise through ``redact_config``.
 """
 from __future__ import annotations
@@ -19,16 +19,16 @@ import msgspec
 from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine.channels import secrets as channel_secrets
-from engine.channels.contract import (
+from tidings.engine.channels import secrets as channel_secrets
+from tidings.engine.channels.contract import (
     ChannelConfigError, ChannelType, redact_config, resolve_config, secret_keys,
 )
-from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading, writing
-from engine.platform.errors import Conflict, InvalidInput, NotFound
-from engine.channels.tables import channel_configs, channel_routes
-from engine.channels.plugin_manager import TidingsPluginManager, get_plugin_manager
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.clock import ms_to_iso, now_ms
+from tidings.engine.platform.db import reading, writing
+from tidings.engine.platform.errors import Conflict, InvalidInput, NotFound
+from tidings.engine.channels.tables import channel_configs, channel_routes
+from tidings.engine.channels.plugin_manager import TidingsPluginManager, get_plugin_manager
+from tidings.engine.workspaces.service import WorkspaceRef
 
 ALL_TYPES = [t.value for t in ChannelType]
 REDACTED = "***"
@@ -117,7 +117,7 @@ def _wants_callback(channel: Any, config: dict[str, Any]) -> bool:
 
 
 def _workspace_name(conn: Connection, workspace_id: int) -> str:
-    from engine.workspaces.tables import workspaces
+    from tidings.engine.workspaces.tables import workspaces
 
     return conn.execute(select(workspaces.c.name).where(workspaces.c.id == workspace_id)).scalar_one()
 

@@ -3,7 +3,7 @@
 A *channel* is an object that knows how to deliver already-rendered messages
 through one provider (an SMTP server, Twilio, FCM, an HTTP endpoint...).
 Channels are contributed by plugins through the ``register_channels`` hook
-(see :mod:`engine.channels.hookspecs`). A channel object is stateless with respect to
+(see :mod:`tidings.engine.channels.hookspecs`). A channel object is stateless with respect to
 configuration: the engine passes the channel's settings to every call, so one
 channel object can serve several configured senders (e.g. two SMTP relays).
 
@@ -33,8 +33,8 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from engine.platform.retry import backoff
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.retry import backoff
+from tidings.engine.workspaces.service import WorkspaceRef
 
 __all__ = [
     "ChannelType",

@@ -5,7 +5,7 @@ names match the specs below. Plugins are discovered through the ``tidings``
 entry-point group; the built-in channels are registered the same way.
 
 The ``register_*`` hooks are called **once per plugin at start-up** by
-:func:`engine.channels.plugin_manager.get_plugin_manager`, with no arguments; the results of
+:func:`tidings.engine.channels.plugin_manager.get_plugin_manager`, with no arguments; the results of
 all plugins are collected (none of them is ``firstresult``). They must be
 fast and free of I/O: connections are made later, per send.
 
@@ -20,8 +20,8 @@ from collections.abc import Awaitable
 
 import pluggy
 
-from engine.channels.contract import Channel, EventSinkFactory
-from engine.platform.config import Settings
+from tidings.engine.channels.contract import Channel, EventSinkFactory
+from tidings.engine.platform.config import Settings
 
 PROJECT_NAME = "tidings"
 
@@ -36,9 +36,9 @@ def register_channels() -> list[Channel]:
     Called once per plugin at start-up; the lists of all plugins are
     collected (not ``firstresult``). Each object must have a ``name`` unique
     across all loaded plugins (a duplicate makes start-up fail with an error
-    naming both plugins), a ``channel_type`` (:class:`engine.channels.contract.ChannelType`),
+    naming both plugins), a ``channel_type`` (:class:`tidings.engine.channels.contract.ChannelType`),
     ``config_fields`` and ``async send_batch(messages, config)``; see
-    :class:`engine.channels.contract.Channel`. Return an empty list to provide none.
+    :class:`tidings.engine.channels.contract.Channel`. Return an empty list to provide none.
     """
 
 
@@ -51,9 +51,9 @@ def register_event_sinks() -> list[EventSinkFactory]:
     across plugins (duplicates fail start-up), ``config_fields``, and is
     called as ``factory(name, config)`` (or ``factory(name, config, workspace=ws)``
     when its call takes a ``workspace`` keyword: the stream's
-    :class:`engine.workspaces.service.WorkspaceRef`, for sinks that must keep
+    :class:`tidings.engine.workspaces.service.WorkspaceRef`, for sinks that must keep
     workspaces apart) to build an
-    :class:`engine.channels.contract.EventSink` whose ``async deliver(records)``
+    :class:`tidings.engine.channels.contract.EventSink` whose ``async deliver(records)``
     receives batches of event records.
     """
 
@@ -63,7 +63,7 @@ def startup(settings: Settings) -> Awaitable[None] | None:
     """Called once per plugin when an API process (``tidings api``, ``tidings dev``) has loaded its
     plugins and before it serves a request; the results of all plugins are collected and each awaitable
     among them is awaited, in plugin order. ``settings`` is the process's
-    :class:`engine.platform.config.Settings` (database URL, home folder, timeouts). An exception stops
+    :class:`tidings.engine.platform.config.Settings` (database URL, home folder, timeouts). An exception stops
     start-up, naming the plugin.
     """
 
@@ -73,6 +73,6 @@ def shutdown(settings: Settings) -> Awaitable[None] | None:
     """Called once per plugin when an API process stops (SIGTERM, Ctrl-C), after requests and import
     jobs have drained and before the database is closed; the results of all plugins are collected and
     each awaitable among them is awaited, on the process's event loop (close pooled connections here).
-    ``settings`` is the same :class:`engine.platform.config.Settings` ``startup`` received. An exception
+    ``settings`` is the same :class:`tidings.engine.platform.config.Settings` ``startup`` received. An exception
     is logged and the other plugins still shut down.
     """

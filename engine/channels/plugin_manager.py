@@ -26,9 +26,9 @@ from typing import Any
 import msgspec
 import pluggy
 
-from engine.channels import hookspecs
-from engine.channels.contract import Channel, ChannelType, EventSinkFactory
-from engine.platform.config import Settings
+from tidings.engine.channels import hookspecs
+from tidings.engine.channels.contract import Channel, ChannelType, EventSinkFactory
+from tidings.engine.platform.config import Settings
 
 __all__ = [
     "BUILTIN_DISTRIBUTION",

@@ -15,9 +15,9 @@ import time
 
 from sqlalchemy import Connection, Engine
 
-from engine.channels.tables import rate_buckets
-from engine.platform.db import writing
-from engine.platform.metrics_registry import RATE_LIMIT_WAIT
+from tidings.engine.channels.tables import rate_buckets
+from tidings.engine.platform.db import writing
+from tidings.engine.platform.metrics_registry import RATE_LIMIT_WAIT
 
 
 def burst_of(rate: float) -> int:

@@ -28,11 +28,11 @@ from typing import Any, Callable, Iterable, Mapping
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import Engine, select, update
 
-from engine.channels.contract import ChannelConfigError, secret_keys
-from engine.platform.errors import Conflict
-from engine.platform.db import reading, writing
-from engine.channels.tables import channel_configs
-from engine.workspaces.tables import workspaces
+from tidings.engine.channels.contract import ChannelConfigError, secret_keys
+from tidings.engine.platform.errors import Conflict
+from tidings.engine.platform.db import reading, writing
+from tidings.engine.channels.tables import channel_configs
+from tidings.engine.workspaces.tables import workspaces
 
 log = logging.getLogger("tidings.secrets")
 

@@ -1,4 +1,4 @@
-"""Channels: stored channel configuration (secrets sealed by engine.channels.secrets), routes, rate buckets.
+"""Channels: stored channel configuration (secrets sealed by tidings.engine.channels.secrets), routes, rate buckets.
 
 Schema changes go through Alembic migrations (engine/platform/migrations), never create_all.
 Timestamps are epoch milliseconds (BigInteger) so comparisons are the same on SQLite and PostgreSQL.
@@ -10,7 +10,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, Column, Float, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-import engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
+import tidings.engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
 
 
 class ChannelConfig(SQLModel, table=True):
@@ -24,7 +24,7 @@ class ChannelConfig(SQLModel, table=True):
     config: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     rate_limit: Optional[float] = Field(default=None, sa_column=Column(Float, nullable=True))
     # Shared secret of Tidings' generic feedback format (channels without parse_feedback of their own),
-    # sealed like the secret settings in `config` (engine.channels.secrets).
+    # sealed like the secret settings in `config` (tidings.engine.channels.secrets).
     feedback_secret: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))

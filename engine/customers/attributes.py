@@ -5,10 +5,10 @@ from typing import Any, Iterable
 
 from sqlalchemy import Connection, select
 
-from engine.platform.db import insert_ignoring_conflicts
-from engine.platform.errors import LimitExceeded
-from engine.customers.tables import attribute_names
-from engine.customers.limits import MAX_ATTRIBUTE_NAMES
+from tidings.engine.platform.db import insert_ignoring_conflicts
+from tidings.engine.platform.errors import LimitExceeded
+from tidings.engine.customers.tables import attribute_names
+from tidings.engine.customers.limits import MAX_ATTRIBUTE_NAMES
 
 
 def merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

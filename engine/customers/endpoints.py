@@ -7,19 +7,19 @@ from typing import Any, Sequence
 from msgspec import UNSET, to_builtins
 from sqlalchemy import Connection, Engine, delete, func, select, update
 
-from engine.customers import on_write as changes
-from engine.customers.attributes import merge, register_item_names
-from engine.platform.batching import chunks, single, validate_batch
-from engine.platform.clock import iso_to_ms, now_ms
-from engine.customers.users import endpoint_out, ensure_users
-from engine.platform.db import bulk_insert, bulk_update, reading, writing
-from engine.platform.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
-from engine.customers.tables import endpoints, events, users
-from engine.customers.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
-from engine.customers.limits import (
+from tidings.engine.customers import on_write as changes
+from tidings.engine.customers.attributes import merge, register_item_names
+from tidings.engine.platform.batching import chunks, single, validate_batch
+from tidings.engine.platform.clock import iso_to_ms, now_ms
+from tidings.engine.customers.users import endpoint_out, ensure_users
+from tidings.engine.platform.db import bulk_insert, bulk_update, reading, writing
+from tidings.engine.platform.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
+from tidings.engine.customers.tables import endpoints, events, users
+from tidings.engine.customers.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
+from tidings.engine.customers.limits import (
     MAX_ENDPOINTS_PER_USER, check_address, check_attributes, check_locale, check_metrics, check_timezone,
 )
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.workspaces.service import WorkspaceRef
 
 
 def check_endpoint(_index: int, item: EndpointBatchItem) -> None:

@@ -10,19 +10,19 @@ from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Connection, Engine, select
 
-from engine.customers import on_write as changes
-from engine.customers.history import expand, lock_event_order, read_page, stored_names
-from engine.platform.batching import chunks, validate_all
-from engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
-from engine.customers.users import ensure_users, user_pk
-from engine.platform.db import bulk_insert, reading, rows_where_in, writing
-from engine.platform.errors import BatchRejected, InvalidInput
-from engine.customers.tables import endpoints, events, users
-from engine.platform.pagination import check_limit, decode_cursor, next_cursor
-from engine.customers.schemas import EventIn, EventOut, EventsResult, Page
-from engine.customers.limits import MAX_NAME, check_values_depth
-from engine.platform.limits import check_batch_size
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.customers import on_write as changes
+from tidings.engine.customers.history import expand, lock_event_order, read_page, stored_names
+from tidings.engine.platform.batching import chunks, validate_all
+from tidings.engine.platform.clock import datetime_to_ms, iso_to_ms, ms_to_iso, now_ms
+from tidings.engine.customers.users import ensure_users, user_pk
+from tidings.engine.platform.db import bulk_insert, reading, rows_where_in, writing
+from tidings.engine.platform.errors import BatchRejected, InvalidInput
+from tidings.engine.customers.tables import endpoints, events, users
+from tidings.engine.platform.pagination import check_limit, decode_cursor, next_cursor
+from tidings.engine.customers.schemas import EventIn, EventOut, EventsResult, Page
+from tidings.engine.customers.limits import MAX_NAME, check_values_depth
+from tidings.engine.platform.limits import check_batch_size
+from tidings.engine.workspaces.service import WorkspaceRef
 
 MAX_EVENT_VALUE = 1000
 

@@ -26,8 +26,8 @@ from typing import Any, Collection, Iterable, Sequence
 import msgspec
 from sqlalchemy import Connection
 
-from engine.platform.db import insert_tuples
-from engine.customers.tables import events
+from tidings.engine.platform.db import insert_tuples
+from tidings.engine.customers.tables import events
 
 ENTER, EXIT = "_segment.enter", "_segment.exit"
 SEGMENT_EVENTS = (ENTER, EXIT)

@@ -5,9 +5,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.platform.errors import InvalidInput, LimitExceeded
-from engine.platform.limits import is_int64
-from engine.platform.timezones import is_timezone
+from tidings.engine.platform.errors import InvalidInput, LimitExceeded
+from tidings.engine.platform.limits import is_int64
+from tidings.engine.platform.timezones import is_timezone
 
 MAX_NAME = 50
 MAX_VALUE = 100

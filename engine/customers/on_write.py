@@ -1,7 +1,7 @@
 """The one place that hears about every customer write, inside the write's own transaction.
 
 Whatever changes users, endpoints or events tells this module before it commits, and this module tells
-the listeners the domains above customers registered at start-up (`engine.wiring.wire`): segment
+the listeners the domains above customers registered at start-up (`tidings.engine.wiring.wire`): segment
 memberships (read-your-writes), the message ledger and journey entries. It imports nothing above
 customers; a process that writes customers without wiring fails loudly instead of leaving segments stale.
 """
@@ -33,7 +33,7 @@ class Listener:
 
 
 class NotWired(RuntimeError):
-    """A customer write came before engine.wiring.wire() registered the listeners."""
+    """A customer write came before tidings.engine.wiring.wire() registered the listeners."""
 
 
 _listeners: list[Listener] = []
@@ -57,7 +57,7 @@ def register_memberships(read: Callable[[Connection, int, int], list[str]]) -> N
 
 def _wired() -> list[Listener]:
     if not _listeners:
-        raise NotWired("the customer write path is not wired: call engine.wiring.wire() at start-up")
+        raise NotWired("the customer write path is not wired: call tidings.engine.wiring.wire() at start-up")
     return _listeners
 
 

@@ -8,12 +8,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from engine.platform.limits import MAX_BATCH
+from tidings.engine.platform.limits import MAX_BATCH
 
 ChannelType = Literal["EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM"]
 AttributeValue = str | int | float | bool | list[str]
 Id = Annotated[str, Meta(min_length=1, max_length=255)]
-# engine.platform.limits.check_batch_size enforces it, naming the field; this says it in the OpenAPI document.
+# tidings.engine.platform.limits.check_batch_size enforces it, naming the field; this says it in the OpenAPI document.
 _BATCH_SIZE = Meta(extra_json_schema={"extra": {"minItems": 1, "maxItems": MAX_BATCH}})
 
 

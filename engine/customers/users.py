@@ -5,16 +5,16 @@ from typing import Any, Sequence
 
 from sqlalchemy import Connection, Engine, delete, select
 
-from engine.customers import on_write as changes
-from engine.customers.attributes import merge, register_item_names
-from engine.platform.batching import single, validate_batch
-from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
-from engine.platform.errors import InvalidInput, NotFound
-from engine.customers.tables import endpoints, events, users
-from engine.customers.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
-from engine.customers.limits import check_attributes, check_locale, check_metrics, check_timezone
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.customers import on_write as changes
+from tidings.engine.customers.attributes import merge, register_item_names
+from tidings.engine.platform.batching import single, validate_batch
+from tidings.engine.platform.clock import ms_to_iso, now_ms
+from tidings.engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
+from tidings.engine.platform.errors import InvalidInput, NotFound
+from tidings.engine.customers.tables import endpoints, events, users
+from tidings.engine.customers.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
+from tidings.engine.customers.limits import check_attributes, check_locale, check_metrics, check_timezone
+from tidings.engine.workspaces.service import WorkspaceRef
 from msgspec import UNSET
 
 

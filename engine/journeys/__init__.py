@@ -1,6 +1,6 @@
 """Journeys as YAML: the format, its compiler and the graph IR the interpreter workflow runs.
 
-    from engine.journeys import compile_journey, compile_path, load_resources
+    from tidings.engine.journeys import compile_journey, compile_path, load_resources
 
 The names below load on first use (PEP 562): the Temporal sandbox re-imports this package for every
 new cohort workflow, and importing the compiler (YAML, the JSON Schema, every step parser) there cost
@@ -22,17 +22,17 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from engine.journeys.language.compiler import API_VERSION, compile_journey, compile_path, compile_resource
-    from engine.journeys.ir import END, Edge, JourneyIR, Node, successors
-    from engine.journeys.language.issues import CompileIssue, JourneyCompileError
-    from engine.journeys.language.resources import Resource, StaticCatalog, load_resources
-    from engine.journeys.language.yaml_view import Catalog
+    from tidings.engine.journeys.language.compiler import API_VERSION, compile_journey, compile_path, compile_resource
+    from tidings.engine.journeys.ir import END, Edge, JourneyIR, Node, successors
+    from tidings.engine.journeys.language.issues import CompileIssue, JourneyCompileError
+    from tidings.engine.journeys.language.resources import Resource, StaticCatalog, load_resources
+    from tidings.engine.journeys.language.yaml_view import Catalog
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'engine.journeys' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"engine.journeys.{module}"), name)
+        raise AttributeError(f"module 'tidings.engine.journeys' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tidings.engine.journeys.{module}"), name)
     globals()[name] = value
     return value

@@ -6,7 +6,7 @@ whole seconds; JsonLogic rules are kept as plain JSON values.
 
 Event names are resolved once, by the compiler: every `event` (entry, exit, wait_for, goal) carries `names`, the
 stored event names it matches (`unsubscribed` -> itself and `_email.unsubscribe`, `_sms.unsubscribe`...,
-engine.messaging.ledger.journey_event_names), and every `message_event` type carries the names of its
+tidings.engine.messaging.ledger.journey_event_names), and every `message_event` type carries the names of its
 message events. IR stored before `names` existed decodes with `names == []`; the runtime then resolves
 the name with the same function.
 

@@ -13,24 +13,24 @@ from typing import Any, get_args
 import msgspec
 from sqlalchemy import Engine, delete, insert, select, update
 
-from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading, writing
-from engine.platform.errors import InvalidInput, NotFound
-from engine.platform.installation import installation_id, scoped
-from engine.journeys.runtime import audience, localtime
-from engine.journeys import ir
-from engine.journeys.runtime.contracts import (
+from tidings.engine.platform.clock import ms_to_iso, now_ms
+from tidings.engine.platform.db import reading, writing
+from tidings.engine.platform.errors import InvalidInput, NotFound
+from tidings.engine.platform.installation import installation_id, scoped
+from tidings.engine.journeys.runtime import audience, localtime
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.runtime.contracts import (
     AdmissionInput, BroadcastInput, admission_workflow_id, broadcast_workflow_id, schedule_id,
 )
-from engine.journeys.language.compiler import compile_journey
-from engine.journeys.language.issues import JourneyCompileError
-from engine.journeys.tables import (
+from tidings.engine.journeys.language.compiler import compile_journey
+from tidings.engine.journeys.language.issues import JourneyCompileError
+from tidings.engine.journeys.tables import (
     JourneyStatus, RunStatus, journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys,
 )
-from engine.messaging.ledger import journey_event_names
-from engine.messaging.tables import messages
-from engine.customers.tables import users
-from engine.customers.schemas import ChannelType
+from tidings.engine.messaging.ledger import journey_event_names
+from tidings.engine.messaging.tables import messages
+from tidings.engine.customers.tables import users
+from tidings.engine.customers.schemas import ChannelType
 
 
 class JourneyInfo(msgspec.Struct, kw_only=True):
@@ -77,7 +77,7 @@ class DbCatalog:
             return audience.segment_exists(conn, self.ws, id)
 
     def has_template(self, id: str) -> bool:
-        from engine.messaging.template_store import template_exists
+        from tidings.engine.messaging.template_store import template_exists
 
         with reading(self.db) as conn:
             return template_exists(conn, self.ws, id)
@@ -223,7 +223,7 @@ def _set_triggers(conn, ws_id: int, j: ir.JourneyIR, entries: bool) -> None:
     if entries and isinstance(j.entry, ir.SegmentEntry):
         rows.append({"event_name": "_segment.enter", "role": "entry", "segment_id": j.entry.segment, "within_ms": None})
     if j.settings.goal is not None:
-        g = j.settings.goal  # the ingestion seam applies its filter (engine.journeys.runtime.entries)
+        g = j.settings.goal  # the ingestion seam applies its filter (tidings.engine.journeys.runtime.entries)
         rows += [{"event_name": name, "role": "goal", "segment_id": None,
                   "within_ms": g.within_seconds * 1000 if g.within_seconds else None}
                  for name in journey_event_names(g.event, g.names)]
@@ -434,8 +434,8 @@ async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *,
     handle, or None when nobody was admitted. Used by tests and the journey test fixture."""
     import uuid
 
-    from engine.journeys.runtime.activities import JourneyActivities
-    from engine.journeys.runtime.contracts import CohortInput, CohortResult, Group
+    from tidings.engine.journeys.runtime.activities import JourneyActivities
+    from tidings.engine.journeys.runtime.contracts import CohortInput, CohortResult, Group
 
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id, version)

@@ -2,7 +2,7 @@
 
 Enable the fixtures in your conftest.py:
 
-    pytest_plugins = ["engine.journeys.testing"]
+    pytest_plugins = ["tidings.engine.journeys.testing"]
 
 and write tests like:
 
@@ -33,13 +33,13 @@ from sqlalchemy import Engine, select
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from engine.platform.db import make_engine, migrate, reading
-from engine.wiring import wire
-from engine.segments.service import put_static_segment
-from engine.journeys import store
-from engine.journeys.runtime.activities import JourneyActivities
-from engine.messaging.tables import messages, outbox_messages
-from engine.customers.tables import users
+from tidings.engine.platform.db import make_engine, migrate, reading
+from tidings.engine.wiring import wire
+from tidings.engine.segments.service import put_static_segment
+from tidings.engine.journeys import store
+from tidings.engine.journeys.runtime.activities import JourneyActivities
+from tidings.engine.messaging.tables import messages, outbox_messages
+from tidings.engine.customers.tables import users
 
 TEST_SERVER = os.environ.get("TIDINGS_TEMPORAL_TEST_SERVER")
 
@@ -66,10 +66,10 @@ class JourneyTest:
     """A database, a workspace, and a worker on the time-skipping server for one test."""
 
     def __init__(self, env: WorkflowEnvironment, db: Engine, *, plugins=None):
-        from engine.journeys.runtime.workflows import (
+        from tidings.engine.journeys.runtime.workflows import (
             JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
         )
-        from engine.workspaces.service import ensure_workspace
+        from tidings.engine.workspaces.service import ensure_workspace
 
         self.env, self.db = env, db
         self.ws = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
@@ -101,13 +101,13 @@ class JourneyTest:
     def load(self, path: str | Path) -> list:
         """Apply a folder (or file) of resources as `tidings apply` does: templates, segments, journeys,
         every reference checked. Returns the changes."""
-        from engine.ops.apply import apply
+        from tidings.engine.ops.apply import apply
 
         return apply(self.db, self.ws, path)
 
     def template(self, template_id: str, *, channel: str = "EMAIL", **parts: Any) -> None:
         """Store a template: `subject=`, `text=`, `html=`, `body=` (SMS), `title=`, `data=`, `defaults=`."""
-        from engine.messaging.template_store import TemplateBody, put_template
+        from tidings.engine.messaging.template_store import TemplateBody, put_template
 
         put_template(self.db, self.ws, template_id, TemplateBody(channel=channel, **parts))  # type: ignore[arg-type]  # checked on store
 
@@ -116,9 +116,9 @@ class JourneyTest:
                  opt_out: bool = False) -> int:
         """Create or update a customer with an EMAIL endpoint (`{user_id}@example.com` unless `email=`
         says otherwise; `email=None` for none) and an SMS endpoint when `phone=` is given; returns its user_pk."""
-        from engine.customers.users import upsert_users
-        from engine.customers.endpoints import upsert_endpoints
-        from engine.customers.schemas import EndpointBatchItem, UserBatchItem
+        from tidings.engine.customers.users import upsert_users
+        from tidings.engine.customers.endpoints import upsert_endpoints
+        from tidings.engine.customers.schemas import EndpointBatchItem, UserBatchItem
 
         extra = {"timezone": timezone} if timezone else {}
         upsert_users(self.db, self.ws, [UserBatchItem(user_id=user_id, attributes=attributes or {},
@@ -141,8 +141,8 @@ class JourneyTest:
         put_static_segment(self.db, self.ws, segment_id, user_pks)
 
     def event(self, user_id: str, name: str, attributes: dict | None = None) -> None:
-        from engine.customers.events import ingest
-        from engine.customers.schemas import EventIn
+        from tidings.engine.customers.events import ingest
+        from tidings.engine.customers.schemas import EventIn
 
         ingest(self.db, self.ws, [EventIn(name=name, user_id=user_id, attributes=attributes or {})], allow_reserved=True)
 
@@ -202,7 +202,7 @@ class JourneyTest:
 @pytest.fixture(scope="session")
 async def journey_env():
     """The time-skipping Temporal test server (started once per session)."""
-    from engine.platform.temporal import DATA_CONVERTER
+    from tidings.engine.platform.temporal import DATA_CONVERTER
 
     env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=_test_server_path(),
                                                         data_converter=DATA_CONVERTER)

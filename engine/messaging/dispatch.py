@@ -16,7 +16,7 @@ For each *unit* (a customer of a journey step, a recipient of an API request):
 Transient failures (connection refused, timeouts, 4xx SMTP, 429/5xx HTTP) do not fail a message: it becomes
 ``retrying`` with its last error and a next attempt time (exponential backoff with jitter, :class:`RetryWindow`),
 and fails only once the retry window (TIDINGS_DELIVERY_RETRY_HOURS) is over. A journey parks such members at
-the send step until then (engine.journeys.runtime.activities); transactional rows are resent by engine.messaging.redelivery.
+the send step until then (tidings.engine.journeys.runtime.activities); transactional rows are resent by tidings.engine.messaging.redelivery.
 
 What a fault can cost. A send attempt records every chunk as it completes, so when it dies (worker SIGKILL)
 only its chunk in flight is unrecorded: the retry resends those rows (same message ids, so a receiver can
@@ -40,22 +40,22 @@ from typing import Any, Callable, Literal
 import msgspec
 from sqlalchemy import Connection, Engine
 
-from engine.customers import on_write as changes
-from engine.messaging import tracking
-from engine.channels.config import Route, routes_for
-from engine.channels.contract import ChannelType, OutgoingMessage, RetryPolicy, SendResult, send_with_retry
-from engine.platform.clock import now_ms
-from engine.platform.metrics_registry import PROVIDER_DURATION, SENDS
-from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
-from engine.customers.events import insert_new
-from engine.messaging.ledger import status_event_id
-from engine.messaging.tables import messages
-from engine.customers.tables import endpoints, users
-from engine.channels.rate_limit import burst_of, paced, reserve_in
-from engine.platform.retry import RetryWindow
-from engine.messaging.templates import Template, TemplateRenderError, render, renders_quickly
-from engine.messaging.template_store import load_templates
-from engine.platform.write_queue import Job, write
+from tidings.engine.customers import on_write as changes
+from tidings.engine.messaging import tracking
+from tidings.engine.channels.config import Route, routes_for
+from tidings.engine.channels.contract import ChannelType, OutgoingMessage, RetryPolicy, SendResult, send_with_retry
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.metrics_registry import PROVIDER_DURATION, SENDS
+from tidings.engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
+from tidings.engine.customers.events import insert_new
+from tidings.engine.messaging.ledger import status_event_id
+from tidings.engine.messaging.tables import messages
+from tidings.engine.customers.tables import endpoints, users
+from tidings.engine.channels.rate_limit import burst_of, paced, reserve_in
+from tidings.engine.platform.retry import RetryWindow
+from tidings.engine.messaging.templates import Template, TemplateRenderError, render, renders_quickly
+from tidings.engine.messaging.template_store import load_templates
+from tidings.engine.platform.write_queue import Job, write
 
 EVENT_PREFIX = {"EMAIL": "email", "SMS": "sms", "VOICE": "voice", "PUSH": "push", "WEBHOOK": "webhook",
                 "CUSTOM": "custom"}
@@ -213,7 +213,7 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
     ``claim(conn)`` runs first in the transaction that writes the message rows: what it raises rolls that
     transaction back and nothing is sent. ``finish(conn, outcomes)`` runs in the transaction that records
     the results. A transactional request's Idempotency-Key rides on them, so a send costs two write
-    transactions in all (both shared with concurrent sends: engine.platform.write_queue.write)."""
+    transactions in all (both shared with concurrent sends: tidings.engine.platform.write_queue.write)."""
     outcomes: list[SendOutcome | None] = [u.outcome for u in units]
     todo = [i for i, u in enumerate(units) if u.outcome is None]
     if not todo:
@@ -328,7 +328,7 @@ def public_url() -> str:
 
 @dataclass
 class Links:
-    """Signed tracking URLs of one workspace's emails (engine.messaging.tracking): the key is read once per delivery."""
+    """Signed tracking URLs of one workspace's emails (tidings.engine.messaging.tracking): the key is read once per delivery."""
 
     db: Engine
     ws_id: int
@@ -466,7 +466,7 @@ def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now
         "transactional": bool(u.attrs.get("transactional")), "status": "queued", "error": None,
         "permanent": None, "attempts": 0, "provider_message_id": None, "created_at": now, "updated_at": now,
         "owner": owner,
-        # what redelivery sends if this call dies before recording (engine.messaging.redelivery); journey rows are
+        # what redelivery sends if this call dies before recording (tidings.engine.messaging.redelivery); journey rows are
         # resent by their cohort workflow, from the template
         "content": msgspec.to_builtins(p.out) if u.attrs.get("transactional") else None,
     }
@@ -552,7 +552,7 @@ class _Sending:
 
 
 def _account(channel_type: str, message_id: str, r: SendResult, retrying: bool) -> None:
-    """Count one provider result (engine.platform.metrics_registry) and log it with its message id (INFO
+    """Count one provider result (tidings.engine.platform.metrics_registry) and log it with its message id (INFO
     either way: a bounced address is ordinary, and the metrics are what alerts read)."""
     outcome = "sent" if r.ok else "retrying" if retrying else "failed"
     SENDS.labels(channel_type, outcome).inc()
@@ -599,7 +599,7 @@ async def _send(sending: _Sending, pending: list[_Pending], units: list[Unit], c
 
 def _attribution(u: Unit, channel: str) -> dict[str, Any]:
     base = {"channel": channel, "template_id": u.template_id}
-    if u.attrs.get("transactional"):  # goal: {"event", "within_seconds"}, read by engine.analytics.metrics
+    if u.attrs.get("transactional"):  # goal: {"event", "within_seconds"}, read by tidings.engine.analytics.metrics
         return {**base, "transactional": True, **({"goal": u.attrs["goal"]} if u.attrs.get("goal") else {})}
     return {**base, **{k: u.attrs.get(k) for k in ("journey_id", "journey_version", "step_id", "variant")}}
 
@@ -645,7 +645,7 @@ def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pend
             continue
         attrs = {"message_id": p.message_id, "endpoint_id": p.target.endpoint_id,
                  **_attribution(u, routes[u.channel_type].name)}
-        if r.ok:  # feedback finds the message by the provider's id (engine.messaging.ledger.index_sends)
+        if r.ok:  # feedback finds the message by the provider's id (tidings.engine.messaging.ledger.index_sends)
             if r.provider_message_id:
                 attrs["provider_message_id"] = str(r.provider_message_id)
         else:
@@ -660,7 +660,7 @@ def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pend
 
 
 def store_events(conn: Connection, ws_id: int, rows: list[dict[str, Any]]) -> None:
-    """Store message events and tell `changes`. Not engine.customers.events.record: that resolves customers by
+    """Store message events and tell `changes`. Not tidings.engine.customers.events.record: that resolves customers by
     their public ids and re-creates a user erased meanwhile; here we hold row ids and drop events of
     customers erased while their message was on its way."""
     if not rows:

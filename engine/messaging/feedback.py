@@ -20,17 +20,17 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine, select
 
-from engine.channels.contract import ChannelConfigError, FeedbackEvent, FeedbackSignatureError
-from engine.platform.clock import datetime_to_ms
-from engine.platform.db import reading, writing
-from engine.platform.signing import verify_signature
-from engine.platform.errors import Forbidden, InvalidInput, NotFound, Unavailable
-from engine.messaging.ledger import (
+from tidings.engine.channels.contract import ChannelConfigError, FeedbackEvent, FeedbackSignatureError
+from tidings.engine.platform.clock import datetime_to_ms
+from tidings.engine.platform.db import reading, writing
+from tidings.engine.platform.signing import verify_signature
+from tidings.engine.platform.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from tidings.engine.messaging.ledger import (
     FEEDBACK_TYPES, MessageRef, Occurrence, find_messages, opt_out, record_occurrences,
 )
-from engine.channels import secrets as channel_secrets
-from engine.channels.tables import channel_configs
-from engine.workspaces.tables import workspaces
+from tidings.engine.channels import secrets as channel_secrets
+from tidings.engine.channels.tables import channel_configs
+from tidings.engine.workspaces.tables import workspaces
 
 log = logging.getLogger("tidings.feedback")
 

@@ -8,7 +8,7 @@ Status events get the deterministic id `{message_id}:{type}`: the same status re
 message is recorded once (the event table is unique on (workspace, event id)). Opens and clicks count
 every occurrence; unique counts come from COUNT(DISTINCT user_pk).
 
-The `message_ref` table (engine.messaging.tables) indexes send events by our id and the provider's id; it
+The `message_ref` table (tidings.engine.messaging.tables) indexes send events by our id and the provider's id; it
 is filled from `changes.events_recorded`, inside the transaction that records the send event.
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, and_, select, update
 
-from engine.customers import on_write as changes
-from engine.platform.clock import now_ms
-from engine.customers.events import insert_new
-from engine.platform.db import insert_ignoring_conflicts, rows_where_in
-from engine.messaging.tables import message_refs
-from engine.customers.tables import endpoints, events
+from tidings.engine.customers import on_write as changes
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.customers.events import insert_new
+from tidings.engine.platform.db import insert_ignoring_conflicts, rows_where_in
+from tidings.engine.messaging.tables import message_refs
+from tidings.engine.customers.tables import endpoints, events
 
 CHANNELS = ("email", "sms", "voice", "push", "webhook", "custom")
 # Recorded at most once per message (deterministic event id).
@@ -43,7 +43,7 @@ IDENTITY_KEYS = (
     "variant", "transactional", "goal",
 )
 
-# engine.channels.contract.FEEDBACK_EVENT_TYPES -> our type.
+# tidings.engine.channels.contract.FEEDBACK_EVENT_TYPES -> our type.
 FEEDBACK_TYPES = {
     "sent": "buffered",  # accepted by the provider's network, not yet delivered (Pinpoint's _SMS.BUFFERED)
     "delivered": "delivered",
@@ -56,7 +56,7 @@ FEEDBACK_TYPES = {
     "unsubscribed": "unsubscribe",
 }
 
-# The `type` a journey's `wait_for`/`split` names (engine.journeys.language.steps.MESSAGE_EVENT_TYPES) -> our types.
+# The `type` a journey's `wait_for`/`split` names (tidings.engine.journeys.language.steps.MESSAGE_EVENT_TYPES) -> our types.
 JOURNEY_MESSAGE_EVENT_TYPES = {
     "sent": ("send",),
     "delivered": ("delivered",),

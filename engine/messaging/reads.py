@@ -6,14 +6,14 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, select
 
-from engine.platform.clock import ms_to_iso
-from engine.platform.db import reading
-from engine.platform.errors import NotFound
-from engine.messaging.tables import messages, outbox_messages
-from engine.customers.tables import endpoints, events, users
-from engine.platform.pagination import check_limit, decode_cursor, next_cursor
-from engine.customers.schemas import EventOut, Page
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.clock import ms_to_iso
+from tidings.engine.platform.db import reading
+from tidings.engine.platform.errors import NotFound
+from tidings.engine.messaging.tables import messages, outbox_messages
+from tidings.engine.customers.tables import endpoints, events, users
+from tidings.engine.platform.pagination import check_limit, decode_cursor, next_cursor
+from tidings.engine.customers.schemas import EventOut, Page
+from tidings.engine.workspaces.service import WorkspaceRef
 
 _FIELDS = ["message_id", "status", "channel", "channel_type", "address", "template_id", "journey_id",
            "journey_version", "step_id", "variant", "transactional", "error", "permanent", "attempts",

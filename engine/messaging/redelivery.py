@@ -1,12 +1,12 @@
 """Transactional messages that failed transiently are sent again, by the worker, when their next attempt is due.
 
 A POST /v1/messages whose provider was unreachable answers `retrying` at once (the request is not held);
-its message rows stay `retrying` with the rendered message (engine.messaging.dispatch), and this loop, run by every
+its message rows stay `retrying` with the rendered message (tidings.engine.messaging.dispatch), and this loop, run by every
 `tidings worker`, resends the rows whose `next_attempt_at` has come, through the same pipeline: per chunk,
 recorded as it completes, transient failures rescheduled with backoff until the retry window is over.
 The rows are the durable queue: a worker that dies mid-way leaves them `retrying`, and any worker picks them
 up again once the lease below has run out. Journey messages are not handled here: their cohort workflow
-brings the member back to the send step at the next attempt (engine.journeys.runtime.activities).
+brings the member back to the send step at the next attempt (tidings.engine.journeys.runtime.activities).
 """
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine, and_, or_, select, update
 
-from engine.channels.config import routes_for
-from engine.channels.contract import OutgoingMessage
-from engine.platform.clock import now_ms
-from engine.platform.db import reading, rows_where_in
-from engine.messaging.dispatch import RetryWindow, Target, Unit, _Claimed, _Pending, _send, _Sending
-from engine.messaging.tables import messages
-from engine.customers.tables import endpoints
-from engine.platform.write_queue import write
+from tidings.engine.channels.config import routes_for
+from tidings.engine.channels.contract import OutgoingMessage
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.db import reading, rows_where_in
+from tidings.engine.messaging.dispatch import RetryWindow, Target, Unit, _Claimed, _Pending, _send, _Sending
+from tidings.engine.messaging.tables import messages
+from tidings.engine.customers.tables import endpoints
+from tidings.engine.platform.write_queue import write
 
 log = logging.getLogger("tidings.redelivery")
 LEASE_MS = 120_000  # a claimed row is another worker's to take again only after this long

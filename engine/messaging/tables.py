@@ -11,7 +11,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-import engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
+import tidings.engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
 
 
 class StoredTemplate(SQLModel, table=True):
@@ -60,7 +60,7 @@ class Message(SQLModel, table=True):
     provider_message_id: Optional[str] = Field(default=None, max_length=512)
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
-    # retrying: when the next attempt is due (epoch ms) and the rendered message (engine.messaging.redelivery resends it)
+    # retrying: when the next attempt is due (epoch ms) and the rendered message (tidings.engine.messaging.redelivery resends it)
     next_attempt_at: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     content: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON, nullable=True))
     owner: Optional[str] = Field(default=None, max_length=64)  # the send attempt allowed to hand it over

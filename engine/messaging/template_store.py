@@ -3,7 +3,7 @@
     {"channel": "EMAIL", "subject": "...", "html": "...", "text": "...", "body": "...", "title": "...",
      "data": {"k": "..."}, "defaults": {"data.code": "X"}, "locales": {"fr": {"subject": "..."}}}
 
-A template is validated before it is saved (engine.messaging.templates.template_errors): one that cannot render
+A template is validated before it is saved (tidings.engine.messaging.templates.template_errors): one that cannot render
 is refused with the part and line. A default named without a dot that is not a top-level variable
 (``cta_url``) means ``data.cta_url``, so YAML can write ``defaults: {cta_url: ...}``.
 """
@@ -14,13 +14,13 @@ from typing import Any, Literal
 import msgspec
 from sqlalchemy import Connection, Engine, delete, select, update
 
-from engine.channels.contract import ChannelType
-from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading, rows_where_in, writing
-from engine.platform.errors import InvalidInput, NotFound
-from engine.messaging.tables import stored_templates
-from engine.messaging.templates import Template, TemplateParts, template_errors
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.channels.contract import ChannelType
+from tidings.engine.platform.clock import ms_to_iso, now_ms
+from tidings.engine.platform.db import reading, rows_where_in, writing
+from tidings.engine.platform.errors import InvalidInput, NotFound
+from tidings.engine.messaging.tables import stored_templates
+from tidings.engine.messaging.templates import Template, TemplateParts, template_errors
+from tidings.engine.workspaces.service import WorkspaceRef
 
 _TOP_LEVEL = {"user", "endpoint", "data", "customer", "User", "Attributes", "Metrics", "Demographic", "Location",
               "Address", "Id", "ChannelType"}

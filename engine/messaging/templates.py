@@ -31,8 +31,8 @@ from jinja2.runtime import Context
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from engine.channels.contract import ChannelType
-from engine.customers.limits import MAX_DEPTH, too_deep
+from tidings.engine.channels.contract import ChannelType
+from tidings.engine.customers.limits import MAX_DEPTH, too_deep
 
 __all__ = [
     "TemplateParts",

@@ -27,13 +27,13 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, Engine, select
 
-from engine.platform.clock import now_ms
-from engine.platform.db import insert_ignoring_conflicts, reading, writing
-from engine.messaging.ledger import Occurrence, find_messages, opt_out, record_occurrences
-from engine.platform.errors import NotFound
-from engine.messaging.tables import tracking_secrets
-from engine.workspaces.service import WorkspaceRef
-from engine.workspaces.tables import workspaces
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.db import insert_ignoring_conflicts, reading, writing
+from tidings.engine.messaging.ledger import Occurrence, find_messages, opt_out, record_occurrences
+from tidings.engine.platform.errors import NotFound
+from tidings.engine.messaging.tables import tracking_secrets
+from tidings.engine.workspaces.service import WorkspaceRef
+from tidings.engine.workspaces.tables import workspaces
 
 KINDS = {"o": "open", "c": "click", "u": "unsubscribe"}
 _VERSION = 1

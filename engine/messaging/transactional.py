@@ -16,19 +16,19 @@ import msgspec
 from msgspec import Meta
 from sqlalchemy import Connection, Engine, select, update
 
-from engine.platform.clock import duration_seconds, now_ms
-from engine.platform.db import insert_ignoring_conflicts, reading, rows_where_in
-from engine.platform.errors import Conflict, InvalidInput
-from engine.messaging.dispatch import (
+from tidings.engine.platform.clock import duration_seconds, now_ms
+from tidings.engine.platform.db import insert_ignoring_conflicts, reading, rows_where_in
+from tidings.engine.platform.errors import Conflict, InvalidInput
+from tidings.engine.messaging.dispatch import (
     ENDPOINT_COLS, USER_COLS, SendOutcome, Unit, deliver, endpoint_target, load_customers, targets_of,
     user_context,
 )
-from engine.messaging.tables import idempotent_requests
-from engine.customers.tables import endpoints, users
-from engine.messaging.template_store import PartsBody, TemplateBody, check_template, load_templates
-from engine.customers.limits import check_address, check_values_depth
-from engine.platform.limits import MAX_BATCH
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.messaging.tables import idempotent_requests
+from tidings.engine.customers.tables import endpoints, users
+from tidings.engine.messaging.template_store import PartsBody, TemplateBody, check_template, load_templates
+from tidings.engine.customers.limits import check_address, check_values_depth
+from tidings.engine.platform.limits import MAX_BATCH
+from tidings.engine.workspaces.service import WorkspaceRef
 
 MAX_RECIPIENTS = 1000
 # A request this small is checked on the event loop on SQLite: its reads cost less than the hop to a thread
@@ -165,7 +165,7 @@ def _check_shape(requests: list[MessageRequest], prefix) -> None:
 
 
 def _goal_attribute(goal: Goal | None, field: str = "goal.within") -> dict[str, Any] | None:
-    """The send event's `attributes.goal`, as engine.analytics.metrics reads it."""
+    """The send event's `attributes.goal`, as tidings.engine.analytics.metrics reads it."""
     if goal is None:
         return None
     try:
@@ -249,7 +249,7 @@ def _target(unit: Unit, channel: str, r: Recipient, lk: dict[str, Any]) -> None:
         return
     eps = [lk["eps"][r.endpoint_id]] if r.endpoint_id else lk["by_address"].get((channel, r.address), [])
     if not eps:  # an address nobody in the workspace owns
-        from engine.messaging.dispatch import Target
+        from tidings.engine.messaging.dispatch import Target
         unit.targets = [Target(endpoint=f"to:{r.address}", address=r.address)]
         return
     unit.user_pk = eps[0]["user_pk"]
@@ -279,7 +279,7 @@ async def send(db: Engine, plugins, ws: WorkspaceRef, requests: list[MessageRequ
         check_key(key)
         digest = body_hash([batch, requests])
     try:
-        # Inline content is checked (and trial-rendered, engine.messaging.templates) in prepare: never on the loop.
+        # Inline content is checked (and trial-rendered, tidings.engine.messaging.templates) in prepare: never on the loop.
         if (db.dialect.name == "sqlite" and sum(len(m.recipients) for m in requests) <= INLINE_RECIPIENTS
                 and all(m.content is None for m in requests)):
             groups = prepare(db, ws.id, requests, key, batch)  # a few indexed reads of a local file

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from engine.platform.errors import TidingsError
-from engine.journeys import JourneyCompileError, compile_journey, load_resources
-from engine.journeys.language.issues import CompileIssue
-from engine.journeys.language.resources import Resource
-from engine.journeys.store import DbCatalog, get_journey, put_journey
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.errors import TidingsError
+from tidings.engine.journeys import JourneyCompileError, compile_journey, load_resources
+from tidings.engine.journeys.language.issues import CompileIssue
+from tidings.engine.journeys.language.resources import Resource
+from tidings.engine.journeys.store import DbCatalog, get_journey, put_journey
+from tidings.engine.workspaces.service import WorkspaceRef
 
 KINDS = ("Template", "Segment", "Journey")
 
@@ -53,7 +53,7 @@ def _source(res: Resource) -> str:
 def check(db: Engine, ws: WorkspaceRef, resources: list[Resource]) -> None:
     """Compile every journey and check every template before anything is written; unknown kinds are refused.
     (Segment rules are checked as they are applied: they may refer to segments of the folder not yet stored.)"""
-    from engine.messaging.template_store import template_resource
+    from tidings.engine.messaging.template_store import template_resource
 
     catalog = FolderCatalog(db, ws.id, resources)
     problems = []
@@ -92,8 +92,8 @@ def _journey_text(res: Resource) -> str:
 
 
 def apply(db: Engine, ws: WorkspaceRef, path: str | Path) -> list[Change]:
-    from engine.segments.service import apply_segment_resource
-    from engine.messaging.template_store import apply_template_resource
+    from tidings.engine.segments.service import apply_segment_resource
+    from tidings.engine.messaging.template_store import apply_template_resource
 
     resources = load_resources(path)
     check(db, ws, resources)

@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 
-from engine.platform import log_format
-from engine.platform.config import Settings
+from tidings.engine.platform import log_format
+from tidings.engine.platform.config import Settings
 
 
 def _db(settings: Settings):
-    from engine.platform.db import make_engine, migrate
-    from engine.wiring import wire
+    from tidings.engine.platform.db import make_engine, migrate
+    from tidings.engine.wiring import wire
 
     wire()
     db = make_engine(settings.database_url)
@@ -22,7 +22,7 @@ def _db(settings: Settings):
 
 
 def cmd_keys_create(args, settings: Settings) -> int:
-    from engine.workspaces.service import create_key
+    from tidings.engine.workspaces.service import create_key
 
     ws, key = create_key(_db(settings), args.workspace, label=args.label)
     print(f"created a key for workspace {ws.name!r}; it is shown once, keep it:")
@@ -31,8 +31,8 @@ def cmd_keys_create(args, settings: Settings) -> int:
 
 
 def cmd_keys_list(args, settings: Settings) -> int:
-    from engine.platform.clock import ms_to_iso
-    from engine.workspaces.service import list_keys
+    from tidings.engine.platform.clock import ms_to_iso
+    from tidings.engine.workspaces.service import list_keys
 
     rows = list_keys(_db(settings), args.workspace)
     print(f"{'WORKSPACE':20} {'KEY':14} {'CREATED':26} {'STATUS':8} LABEL")
@@ -43,7 +43,7 @@ def cmd_keys_list(args, settings: Settings) -> int:
 
 
 def cmd_keys_revoke(args, settings: Settings) -> int:
-    from engine.workspaces.service import revoke_key
+    from tidings.engine.workspaces.service import revoke_key
 
     n = revoke_key(_db(settings), args.key.rstrip("…"))
     print(f"revoked {n} key(s)")
@@ -51,7 +51,7 @@ def cmd_keys_revoke(args, settings: Settings) -> int:
 
 
 def cmd_secrets_new_key(args, settings: Settings) -> int:
-    from engine.channels.secrets import new_key
+    from tidings.engine.channels.secrets import new_key
 
     print(new_key())
     return 0
@@ -59,9 +59,9 @@ def cmd_secrets_new_key(args, settings: Settings) -> int:
 
 def cmd_secrets_rotate(args, settings: Settings) -> int:
     """Seal every stored channel secret with the first configured key (plain ones included)."""
-    from engine.channels.config import load_plugins
-    from engine.analytics.streams import reseal_streams
-    from engine.channels.secrets import EncryptionKeyError, keyring, reseal_all
+    from tidings.engine.channels.config import load_plugins
+    from tidings.engine.analytics.streams import reseal_streams
+    from tidings.engine.channels.secrets import EncryptionKeyError, keyring, reseal_all
 
     try:
         ring = keyring()
@@ -82,8 +82,8 @@ def cmd_secrets_rotate(args, settings: Settings) -> int:
 def cmd_api(args, settings: Settings) -> int:
     import uvicorn
 
-    from api.app import create_app
-    from api.server import DrainingServer
+    from tidings.api.app import create_app
+    from tidings.api.server import DrainingServer
 
     # SIGTERM: stop accepting, let requests in flight finish (up to the shutdown timeout), then the lifespan
     # waits for import jobs (engine/segments/jobs.py) and stops the stream loop; then exit 0.
@@ -100,8 +100,8 @@ def cmd_api(args, settings: Settings) -> int:
 def cmd_migrate(args, settings: Settings) -> int:
     """Bring the schema to the migrations' head (what every start does), or with --check only say whether it
     is there: exit 1 when not (docs/production.md, upgrades)."""
-    from engine.platform.db import make_engine, migrate
-    from engine.platform.readiness import store_problems
+    from tidings.engine.platform.db import make_engine, migrate
+    from tidings.engine.platform.readiness import store_problems
 
     db = make_engine(settings.database_url)
     try:
@@ -117,11 +117,11 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 
 def cmd_worker(args, settings: Settings) -> int:
-    from engine.platform.temporal import connect
-    from engine.ops.worker import run_worker, stop_on_signals
+    from tidings.engine.platform.temporal import connect
+    from tidings.engine.ops.worker import run_worker, stop_on_signals
 
     if settings.worker_metrics_port:  # Prometheus scrapes the worker here (docs/production.md)
-        from engine.platform.metrics_registry import serve
+        from tidings.engine.platform.metrics_registry import serve
 
         serve(settings.worker_metrics_port, settings.worker_metrics_host)
 
@@ -140,7 +140,7 @@ def cmd_worker(args, settings: Settings) -> int:
 
 
 def cmd_dev(args, settings: Settings) -> int:
-    from engine.ops.devstack import Ports, run_dev
+    from tidings.engine.ops.devstack import Ports, run_dev
 
     ports = Ports(api=args.port, temporal=args.temporal_port, ui=args.ui_port, smtp=args.smtp_port)
     try:
@@ -152,15 +152,15 @@ def cmd_dev(args, settings: Settings) -> int:
 
 
 def cmd_demo(args, settings: Settings) -> int:
-    from engine.ops.demo import run_demo
+    from tidings.engine.ops.demo import run_demo
 
     return asyncio.run(run_demo(settings))
 
 
 def cmd_validate(args, settings: Settings) -> int:
     """Compile every journey under the path against the segments and templates declared beside them."""
-    from engine.journeys import JourneyCompileError, StaticCatalog, compile_path, load_resources
-    from engine.customers.schemas import ChannelType
+    from tidings.engine.journeys import JourneyCompileError, StaticCatalog, compile_path, load_resources
+    from tidings.engine.customers.schemas import ChannelType
     from typing import get_args
 
     try:
@@ -176,8 +176,8 @@ def cmd_validate(args, settings: Settings) -> int:
 
 
 def cmd_segments_ls(args, settings: Settings) -> int:
-    from engine.segments.service import list_segments
-    from engine.workspaces.service import ensure_workspace
+    from tidings.engine.segments.service import list_segments
+    from tidings.engine.workspaces.service import ensure_workspace
 
     db = _db(settings)
     rows = list_segments(db, ensure_workspace(db, args.workspace))
@@ -192,8 +192,8 @@ def cmd_segments_show(args, settings: Settings) -> int:
 
     import msgspec
 
-    from engine.segments.service import get_segment, list_versions
-    from engine.workspaces.service import ensure_workspace
+    from tidings.engine.segments.service import get_segment, list_versions
+    from tidings.engine.workspaces.service import ensure_workspace
 
     db = _db(settings)
     ws = ensure_workspace(db, args.workspace)
@@ -204,7 +204,7 @@ def cmd_segments_show(args, settings: Settings) -> int:
 
 
 def _progress_bar(total: int, stop, job_id: str) -> None:
-    from engine.segments import imports
+    from tidings.engine.segments import imports
 
     phase, last = 0, -1
     while not stop.wait(0.2):
@@ -222,8 +222,8 @@ def cmd_segments_import(args, settings: Settings) -> int:
     import threading
     import uuid
 
-    from engine.segments import imports
-    from engine.workspaces.service import ensure_workspace
+    from tidings.engine.segments import imports
+    from tidings.engine.workspaces.service import ensure_workspace
 
     db = _db(settings)
     ws = ensure_workspace(db, args.workspace)
@@ -251,9 +251,9 @@ def cmd_segments_import(args, settings: Settings) -> int:
 def cmd_segments_export(args, settings: Settings) -> int:
     import msgspec
 
-    from engine.segments.imports import csv_lines
-    from engine.segments.service import export_rows
-    from engine.workspaces.service import ensure_workspace
+    from tidings.engine.segments.imports import csv_lines
+    from tidings.engine.segments.service import export_rows
+    from tidings.engine.workspaces.service import ensure_workspace
 
     db = _db(settings)
     rows = export_rows(db, ensure_workspace(db, args.workspace), args.id)
@@ -303,9 +303,9 @@ def format_journey_stats(m: dict) -> str:
 
 
 def cmd_journeys_stats(args, settings: Settings) -> int:
-    from engine.platform.clock import duration_seconds, iso_to_ms
-    from engine.analytics.metrics import journey_metrics
-    from engine.workspaces.service import find_workspace
+    from tidings.engine.platform.clock import duration_seconds, iso_to_ms
+    from tidings.engine.analytics.metrics import journey_metrics
+    from tidings.engine.workspaces.service import find_workspace
 
     db = _db(settings)
     ws = find_workspace(db, args.workspace)
@@ -324,9 +324,9 @@ def cmd_journeys_stats(args, settings: Settings) -> int:
 
 
 def cmd_apply(args, settings: Settings) -> int:
-    from engine.ops.apply import apply
-    from engine.journeys import JourneyCompileError
-    from engine.workspaces.service import ensure_workspace
+    from tidings.engine.ops.apply import apply
+    from tidings.engine.journeys import JourneyCompileError
+    from tidings.engine.workspaces.service import ensure_workspace
 
     db = _db(settings)
     try:
@@ -341,8 +341,8 @@ def cmd_apply(args, settings: Settings) -> int:
         for line in c.diff:
             print(f"    {line}")
     if args.activate:
-        from engine.journeys import store
-        from engine.platform.temporal import connect
+        from tidings.engine.journeys import store
+        from tidings.engine.platform.temporal import connect
 
         async def activate_all() -> None:
             client = await connect(settings)
@@ -358,8 +358,8 @@ def cmd_apply(args, settings: Settings) -> int:
 
 
 def cmd_plugins(args, settings: Settings) -> int:
-    from engine.channels.config import load_plugins
-    from engine.channels.plugin_manager import describe_plugins
+    from tidings.engine.channels.config import load_plugins
+    from tidings.engine.channels.plugin_manager import describe_plugins
 
     manager = load_plugins()
     print(f"{'PLUGIN':16} {'SOURCE':28} {'CHANNELS':40} {'EVENT SINKS':16} MODULE")
@@ -381,10 +381,10 @@ def cmd_send(args, settings: Settings) -> int:
 
     import msgspec
 
-    from engine.channels.config import load_plugins
-    from engine.platform.errors import InvalidInput
-    from engine.messaging.transactional import MessageRequest, send
-    from engine.workspaces.service import find_workspace
+    from tidings.engine.channels.config import load_plugins
+    from tidings.engine.platform.errors import InvalidInput
+    from tidings.engine.messaging.transactional import MessageRequest, send
+    from tidings.engine.workspaces.service import find_workspace
 
     db = _db(settings)
     ws = find_workspace(db, args.workspace)
@@ -408,8 +408,8 @@ def cmd_send(args, settings: Settings) -> int:
 
 
 def cmd_templates_ls(args, settings: Settings) -> int:
-    from engine.messaging.template_store import list_templates
-    from engine.workspaces.service import find_workspace
+    from tidings.engine.messaging.template_store import list_templates
+    from tidings.engine.workspaces.service import find_workspace
 
     rows = list_templates(_db(settings), find_workspace(_db(settings), args.workspace))
     print(f"{'TEMPLATE':30} {'CHANNEL':8} {'VERSION':>7}  UPDATED")
@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     log_format.configure(os.environ)  # TIDINGS_LOG_FORMAT (text, json) and TIDINGS_LOG_LEVEL
     args = build_parser().parse_args(argv)
-    from engine.platform.errors import TidingsError
+    from tidings.engine.platform.errors import TidingsError
 
     try:
         return args.fn(args, Settings.from_env()) or 0
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sys.stdout.flush()
         if "temporalio.client" in sys.modules:  # a command that used Temporal: free its client before exit
-            from engine.platform.temporal import release_clients
+            from tidings.engine.platform.temporal import release_clients
 
             release_clients()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from engine.platform.config import Settings
-from engine.ops.devstack import DevStack, Ports
+from tidings.engine.platform.config import Settings
+from tidings.engine.ops.devstack import DevStack, Ports
 
 FIRST = ["Ana", "Ben", "Chloé", "Dev", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jun", "Kemi", "Luis"]
 CITIES = [("US", "Boston", 42.36, -71.06), ("FR", "Paris", 48.86, 2.35), ("JP", "Tokyo", 35.68, 139.69),
@@ -93,10 +93,10 @@ async def show(client: httpx.AsyncClient) -> None:
 
 async def apply_examples(client: httpx.AsyncClient, settings: Settings) -> None:
     """The journeys/ folder, as `tidings apply --activate journeys/` would do it."""
-    from engine.ops.apply import apply
-    from engine.platform.db import make_engine
-    from engine.workspaces.service import ensure_workspace
-    from engine.wiring import wire
+    from tidings.engine.ops.apply import apply
+    from tidings.engine.platform.db import make_engine
+    from tidings.engine.workspaces.service import ensure_workspace
+    from tidings.engine.wiring import wire
 
     wire()
     db = make_engine(settings.database_url)

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import uvicorn
 
-from engine.channels.secrets import ensure_key_file
-from engine.platform.config import Settings
-from engine.platform.db import make_engine, migrate
-from engine.wiring import wire
-from engine.ops.smtp_sink import start_sink
-from engine.workspaces.service import create_key
+from tidings.engine.channels.secrets import ensure_key_file
+from tidings.engine.platform.config import Settings
+from tidings.engine.platform.db import make_engine, migrate
+from tidings.engine.wiring import wire
+from tidings.engine.ops.smtp_sink import start_sink
+from tidings.engine.workspaces.service import create_key
 
 log = logging.getLogger("tidings.dev")
 
@@ -106,14 +106,14 @@ class DevStack:
         self._start_temporal()
         self._smtp = start_sink(self.mail_folder, self.host, self.ports.smtp)
         self._export_channel_env()
-        from engine.platform.temporal import connect
+        from tidings.engine.platform.temporal import connect
 
         client = await self._wait_for_temporal(connect)
         await self._start_api()
         if self.worker_process:
             self._start_worker_process()
             return
-        from engine.ops.worker import run_worker
+        from tidings.engine.ops.worker import run_worker
 
         self._tasks.append(asyncio.create_task(run_worker(client, db, self.settings, self._stop_worker),
                                                name="worker"))
@@ -127,7 +127,7 @@ class DevStack:
 
     def _export_channel_env(self) -> None:
         """Email goes to the sink with no setup: the API and worker run in this process and read these
-        (engine.channels.config.env_defaults). Values the operator already set win."""
+        (tidings.engine.channels.config.env_defaults). Values the operator already set win."""
         for name, value in (("TIDINGS_SMTP_HOST", self.host), ("TIDINGS_SMTP_PORT", str(self.ports.smtp)),
                             ("TIDINGS_SMTP_SECURITY", "none"), ("TIDINGS_SMTP_FROM", "Tidings Dev <dev@tidings.localhost>"),
                             ("TIDINGS_SMTP_RATE_LIMIT", "1000"), ("TIDINGS_PUBLIC_URL", self.api_url)):
@@ -171,7 +171,7 @@ class DevStack:
         raise RuntimeError("temporal did not answer within 30 s")
 
     async def _start_api(self) -> None:
-        from api.app import create_app
+        from tidings.api.app import create_app
 
         config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.ports.api, log_level="warning",
                                 timeout_graceful_shutdown=max(1, round(self.settings.shutdown_timeout)))

@@ -13,27 +13,27 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from engine.platform.collector import tune_collector
-from engine.platform.config import Settings
-from engine.wiring import wire
+from tidings.engine.platform.collector import tune_collector
+from tidings.engine.platform.config import Settings
+from tidings.engine.wiring import wire
 
 log = logging.getLogger("tidings.worker")
 
 
 def workflows() -> list[type]:
     """Workflow classes, imported lazily so the API process need not load them."""
-    from engine.journeys.runtime.workflows import (
+    from tidings.engine.journeys.runtime.workflows import (
         JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
     )
-    from engine.segments.refresh_workflow import RefreshClockSegments
+    from tidings.engine.segments.refresh_workflow import RefreshClockSegments
 
     return [RefreshClockSegments, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
 
 
 def activities(db: Engine, settings: Settings) -> list:
     """Activity callables bound to this process's database and settings."""
-    from engine.journeys.runtime.activities import JourneyActivities
-    from engine.segments.refresh import make_activity
+    from tidings.engine.journeys.runtime.activities import JourneyActivities
+    from tidings.engine.segments.refresh import make_activity
 
     return [make_activity(db), *JourneyActivities(db, settings).all()]
 
@@ -44,7 +44,7 @@ def activities(db: Engine, settings: Settings) -> list:
 # its own (a class per workflow, constants), so this worker imports it once. A passed-through module
 # escapes the sandbox's checks of forbidden calls (datetime.now, I/O...): the journey tests' workers
 # (tests/journeys/conftest.py, engine/journeys/testing.py) keep the full sandbox, which catches them.
-PASSTHROUGH = ("engine.journeys.runtime.workflows", "engine.journeys.runtime.contracts", "engine.journeys.ir")
+PASSTHROUGH = ("tidings.engine.journeys.runtime.workflows", "tidings.engine.journeys.runtime.contracts", "tidings.engine.journeys.ir")
 
 
 # Threads run the sync activities (a step's reads and writes, a broadcast page): short database work,
@@ -75,14 +75,14 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
     """Run until `stop` is set (never, without one), then shut down gracefully: no new task is polled, and
     activities in flight (a send) get `settings.shutdown_timeout` seconds to finish and record their outcome
     before they are cancelled (a cancelled send is retried by the next worker, skipping what was sent)."""
-    from engine.channels import secrets as channel_secrets
-    from engine.journeys.store import resume_activations
-    from engine.platform.installation import installation_id
-    from engine.segments.refresh import ensure_schedule
+    from tidings.engine.channels import secrets as channel_secrets
+    from tidings.engine.journeys.store import resume_activations
+    from tidings.engine.platform.installation import installation_id
+    from tidings.engine.segments.refresh import ensure_schedule
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
     await ensure_schedule(client, settings.task_queue, await asyncio.to_thread(installation_id, db))
-    from engine.journeys.runtime.admission import sweep_orphans
+    from tidings.engine.journeys.runtime.admission import sweep_orphans
 
     await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done
     worker = build_worker(client, db, settings,
@@ -111,9 +111,9 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def _redeliver(db: Engine) -> None:
-    """Transactional messages left `retrying` are resent by the workers when due (engine.messaging.redelivery)."""
-    from engine.messaging import redelivery
-    from engine.channels.config import load_plugins
+    """Transactional messages left `retrying` are resent by the workers when due (tidings.engine.messaging.redelivery)."""
+    from tidings.engine.messaging import redelivery
+    from tidings.engine.channels.config import load_plugins
 
     await asyncio.sleep(redelivery.EVERY)  # not during start-up (`tidings dev` serves its API on this loop)
     await redelivery.run_forever(db, await asyncio.to_thread(load_plugins))

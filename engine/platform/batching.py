@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from engine.platform.errors import BatchRejected, TidingsError
-from engine.platform.limits import check_batch_size
+from tidings.engine.platform.errors import BatchRejected, TidingsError
+from tidings.engine.platform.limits import check_batch_size
 
 T = TypeVar("T")
 # SQLite allows 32,766 bound parameters; stay well under it for IN (...) lookups.

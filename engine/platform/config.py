@@ -5,8 +5,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.platform import egress
-from engine.platform.retry import RetryWindow
+from tidings.engine.platform import egress
+from tidings.engine.platform.retry import RetryWindow
 
 
 @dataclass(frozen=True)

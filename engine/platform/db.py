@@ -87,7 +87,7 @@ def _write_lock(db: Engine) -> threading.RLock:
 @contextmanager
 def writing(db: Engine) -> Iterator[Connection]:
     """A write transaction, committed on leaving the block (rolled back on an exception): every write goes
-    through here (engine.platform.write_queue.write groups concurrent ones into one transaction).
+    through here (tidings.engine.platform.write_queue.write groups concurrent ones into one transaction).
 
     SQLite admits one writer; a second one waits in SQLite's busy handler, which sleeps in steps of up to
     100 ms. Writers of one process therefore queue on a lock (woken the moment it is free) and only writers

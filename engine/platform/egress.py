@@ -149,7 +149,7 @@ _SMTP_DEFAULT_PORTS = {"none": 25, "starttls": 587, "tls": 465}
 
 
 def operator_relay(host: str | None, port: str | None, security: str | None) -> tuple[str, int] | None:
-    """The environment's SMTP relay as (host, port), the way engine.channels.config.env_defaults builds it."""
+    """The environment's SMTP relay as (host, port), the way tidings.engine.channels.config.env_defaults builds it."""
     if not host:
         return None
     try:
@@ -231,7 +231,7 @@ async def check_destination(name: str, url: str) -> None:
     """A channel's configured destination (`name` is its config field), checked before a batch: a refused
     one is a configuration error (the batch fails permanently, naming the field); one that does not resolve
     now is let through, its requests failing transiently like any network error."""
-    from engine.channels.contract import ChannelConfigError  # engine.channels.contract is above the network layer
+    from tidings.engine.channels.contract import ChannelConfigError  # tidings.engine.channels.contract is above the network layer
 
     try:
         await check_url(url)

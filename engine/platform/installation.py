@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from engine.platform.db import reading
+from tidings.engine.platform.db import reading
 
 
 class Installation(SQLModel, table=True):

@@ -1,7 +1,7 @@
 """Limits every domain shares: 64-bit integers (what SQL stores) and the size of a batch."""
 from __future__ import annotations
 
-from engine.platform.errors import InvalidInput, LimitExceeded
+from tidings.engine.platform.errors import InvalidInput, LimitExceeded
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_BATCH = 10_000

@@ -16,7 +16,7 @@ import os
 
 from temporalio import workflow
 
-# Temporal's workflow sandbox imports this module again for each workflow run (engine.segments and the
+# Temporal's workflow sandbox imports this module again for each workflow run (tidings.engine.segments and the
 # journey runtime import it, and the workflow modules import their packages). prometheus-client cannot be
 # imported there (it subclasses urllib's handlers, which the sandbox forbids) and must be the one real
 # module: passed through. The sandbox's copy of this module registers nothing (`_REGISTRY` None), or its

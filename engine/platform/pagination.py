@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import base64
 
-from engine.platform.errors import InvalidInput
-from engine.platform.limits import is_int64
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.platform.limits import is_int64
 
 MAX_LIMIT = 1000
 

@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
-from engine.platform.db import MIGRATIONS
+from tidings.engine.platform.db import MIGRATIONS
 
 
 @cache

@@ -13,7 +13,7 @@ from temporalio.converter import (
     JSONPlainPayloadConverter,
 )
 
-from engine.platform.config import Settings
+from tidings.engine.platform.config import Settings
 
 
 class MsgspecJSONPayloadConverter(EncodingPayloadConverter):

@@ -1,6 +1,6 @@
 """Write transactions of the messaging paths, committed in groups.
 
-Every write transaction is `engine.platform.db.writing` (on SQLite the writers of one process queue on a
+Every write transaction is `tidings.engine.platform.db.writing` (on SQLite the writers of one process queue on a
 lock rather than meet SQLite's busy handler: under a few hundred sends per second its sleeps, not the
 work, made the latency).
 
@@ -20,7 +20,7 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from engine.platform.db import writing
+from tidings.engine.platform.db import writing
 
 T = TypeVar("T")
 Job = Callable[[Connection], Any]

@@ -13,12 +13,12 @@ from typing import Any, Collection, Iterable
 
 from sqlalchemy import Connection, delete, func, select
 
-from engine.platform.batching import chunks
-from engine.platform.clock import iso_to_ms, ms_to_iso
-from engine.platform.db import bulk_insert, rows_where_in
-from engine.customers.tables import endpoints, events, users
-from engine.segments.tables import customer_values, segment_members, static_members
-from engine.customers import history
+from tidings.engine.platform.batching import chunks
+from tidings.engine.platform.clock import iso_to_ms, ms_to_iso
+from tidings.engine.platform.db import bulk_insert, rows_where_in
+from tidings.engine.customers.tables import endpoints, events, users
+from tidings.engine.segments.tables import customer_values, segment_members, static_members
+from tidings.engine.customers import history
 
 _NUMERIC = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _DIGIT = re.compile(r"[0-9]")
@@ -139,7 +139,7 @@ def refresh_values(conn: Connection, workspace_id: int, user_pks: list[int],
 def write_wide(conn: Connection, workspace_id: int, user_pks: list[int], rows: list[dict[str, Any]],
                slots: dict[str, int]) -> None:
     """Replace these users' rows of the wide table (segments/paths.py) from their value rows."""
-    from engine.segments.typed_index import wide_table
+    from tidings.engine.segments.typed_index import wide_table
 
     table = wide_table(workspace_id)
     order = sorted(slots.items(), key=lambda kv: kv[1])

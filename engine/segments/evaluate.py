@@ -11,15 +11,15 @@ import datalogic_py
 import msgspec
 from sqlalchemy import Connection, func, select, text
 
-from engine.platform.batching import chunks
-from engine.platform.db import bulk_delete, insert_tuples
-from engine.platform.clock import now_ms
-from engine.platform.metrics_registry import SEGMENT_EVALUATION
-from engine.segments.tables import segment_members, segments
-from engine.customers import history, on_write
-from engine.segments import typed_index as paths, rules
-from engine.segments.documents import documents
-from engine.segments.to_sql import (
+from tidings.engine.platform.batching import chunks
+from tidings.engine.platform.db import bulk_delete, insert_tuples
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.metrics_registry import SEGMENT_EVALUATION
+from tidings.engine.segments.tables import segment_members, segments
+from tidings.engine.customers import history, on_write
+from tidings.engine.segments import typed_index as paths, rules
+from tidings.engine.segments.documents import documents
+from tidings.engine.segments.to_sql import (
     Ctx, Prefilter, driving_sets, full_query, seek_columns, selectivity_sample, wide_conjunct_filters,
 )
 

@@ -22,17 +22,17 @@ import msgspec
 from msgspec import UNSET
 from sqlalchemy import Connection, Engine, select
 
-from engine.customers import on_write as changes
-from engine.customers.attributes import register_names
-from engine.customers.users import check_user, write_users
-from engine.customers.endpoints import check_endpoint, write_endpoints
-from engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
-from engine.platform.db import insert_ignoring_conflicts, writing
-from engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
-from engine.segments.tables import import_jobs, static_members
-from engine.segments.service import SegmentIn, check_new_id, create_in
-from engine.customers.limits import MAX_DEPTH, check_depth
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.customers import on_write as changes
+from tidings.engine.customers.attributes import register_names
+from tidings.engine.customers.users import check_user, write_users
+from tidings.engine.customers.endpoints import check_endpoint, write_endpoints
+from tidings.engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
+from tidings.engine.platform.db import insert_ignoring_conflicts, writing
+from tidings.engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
+from tidings.engine.segments.tables import import_jobs, static_members
+from tidings.engine.segments.service import SegmentIn, check_new_id, create_in
+from tidings.engine.customers.limits import MAX_DEPTH, check_depth
+from tidings.engine.workspaces.service import WorkspaceRef
 
 MAX_REPORTED = 100
 CHUNK = 2000
@@ -366,8 +366,8 @@ def run_import(db: Engine, ws: WorkspaceRef, f: IO[bytes], fmt: str, name: str, 
 # ---- jobs (their lifecycle: engine/segments/jobs.py) ---------------------------------------------
 
 def get_job(db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
-    from engine.platform.db import reading
-    from engine.platform.clock import ms_to_iso
+    from tidings.engine.platform.db import reading
+    from tidings.engine.platform.clock import ms_to_iso
 
     with reading(db) as conn:
         row = conn.execute(select(import_jobs).where(import_jobs.c.id == job_id,

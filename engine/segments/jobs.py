@@ -26,11 +26,11 @@ from typing import IO, Any
 import msgspec
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from engine.platform.clock import now_ms
-from engine.platform.errors import TidingsError
-from engine.platform.db import reading, writing
-from engine.segments.tables import import_jobs
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.errors import TidingsError
+from tidings.engine.platform.db import reading, writing
+from tidings.engine.segments.tables import import_jobs
+from tidings.engine.workspaces.service import WorkspaceRef
 
 log = logging.getLogger("tidings.imports")
 
@@ -101,7 +101,7 @@ class Upload:
 def start_job(db: Engine, ws: WorkspaceRef, upload: Upload, fmt: str, name: str,
               segment_id: str | None) -> dict[str, Any]:
     """Record a job for an upload written by this process and import it in a thread."""
-    from engine.segments.imports import get_job
+    from tidings.engine.segments.imports import get_job
 
     job_id = uuid.uuid4().hex
     upload.file.flush()
@@ -130,7 +130,7 @@ def _mark_succeeded(job_id: str):
 
 
 def _work(db: Engine, job_id: str, upload: Upload, params: JobParams) -> None:
-    from engine.segments import imports
+    from tidings.engine.segments import imports
 
     ws = WorkspaceRef(id=params.workspace_id, name=params.workspace)
     failed: dict[str, Any] | None = None

@@ -1,4 +1,4 @@
-"""Keeping memberships current on every write (registered on engine.customers.on_write by engine.wiring;
+"""Keeping memberships current on every write (registered on tidings.engine.customers.on_write by tidings.engine.wiring;
 called inside the write's transaction).
 
 A write only pays for what reads it: segments whose rules read none of the written fields are not
@@ -10,11 +10,11 @@ from typing import Collection
 
 from sqlalchemy import Connection, delete, inspect, select
 
-from engine.platform.batching import chunks
-from engine.segments.tables import customer_values, segment_members, static_members
-from engine.segments import typed_index as paths
-from engine.segments.documents import load_customers, refresh_values
-from engine.segments.evaluate import update_for_users, with_dependents, workspace_rules
+from tidings.engine.platform.batching import chunks
+from tidings.engine.segments.tables import customer_values, segment_members, static_members
+from tidings.engine.segments import typed_index as paths
+from tidings.engine.segments.documents import load_customers, refresh_values
+from tidings.engine.segments.evaluate import update_for_users, with_dependents, workspace_rules
 
 
 def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],

@@ -10,11 +10,11 @@ from temporalio.client import (
     Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
 )
 
-from engine.platform.installation import scoped
-from engine.workspaces.tables import workspaces
-from engine.segments.refresh_workflow import ACTIVITY, SCHEDULE_ID, RefreshClockSegments
-from engine.segments.evaluate import evaluate_many_full, workspace_segments
-from engine.platform.db import reading, writing
+from tidings.engine.platform.installation import scoped
+from tidings.engine.workspaces.tables import workspaces
+from tidings.engine.segments.refresh_workflow import ACTIVITY, SCHEDULE_ID, RefreshClockSegments
+from tidings.engine.segments.evaluate import evaluate_many_full, workspace_segments
+from tidings.engine.platform.db import reading, writing
 
 log = logging.getLogger("tidings.segments")
 INTERVAL = timedelta(minutes=5)

@@ -22,10 +22,10 @@ from typing import Any
 
 import datalogic_py
 
-from engine.platform.clock import iso_to_ms
-from engine.platform.errors import InvalidInput
-from engine.platform.jsonlogic import ENGINE
-from engine.customers.limits import MAX_DEPTH, too_deep
+from tidings.engine.platform.clock import iso_to_ms
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.platform.jsonlogic import ENGINE
+from tidings.engine.customers.limits import MAX_DEPTH, too_deep
 
 CUSTOM = ("performed", "last_performed", "active", "inactive", "in_segment", "within_km",
           "before", "after", "on", "between")

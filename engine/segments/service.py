@@ -9,18 +9,18 @@ from typing import Any, Iterator
 from msgspec import UNSET, Struct, UnsetType
 from sqlalchemy import Connection, Engine, delete, func, insert, literal, or_, select, update
 
-from engine.platform.batching import chunks
-from engine.platform.clock import ms_to_iso, now_ms
-from engine.platform.db import reading, rows_where_in, writing
-from engine.platform.errors import Conflict, InvalidInput, NotFound
-from engine.customers.tables import users
-from engine.platform.pagination import check_limit, decode_cursor, encode_cursor
-from engine.segments.tables import (
+from tidings.engine.platform.batching import chunks
+from tidings.engine.platform.clock import ms_to_iso, now_ms
+from tidings.engine.platform.db import reading, rows_where_in, writing
+from tidings.engine.platform.errors import Conflict, InvalidInput, NotFound
+from tidings.engine.customers.tables import users
+from tidings.engine.platform.pagination import check_limit, decode_cursor, encode_cursor
+from tidings.engine.segments.tables import (
     journey_segment_refs, segment_members, segment_versions, segments, static_members,
 )
-from engine.segments import rules
-from engine.segments.evaluate import evaluate_many_full
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.segments import rules
+from tidings.engine.segments.evaluate import evaluate_many_full
+from tidings.engine.workspaces.service import WorkspaceRef
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -323,7 +323,7 @@ def members(db: Engine, workspace_id: int, segment_id: str, batch: int = 5000) -
 
 def export_rows(db: Engine, ws: WorkspaceRef, segment_id: str) -> Iterator[dict[str, Any]]:
     """Members as customer documents (user id, attributes, metrics, endpoints), streamed."""
-    from engine.segments.documents import load_customers
+    from tidings.engine.segments.documents import load_customers
 
     with reading(db) as conn:
         _row(conn, ws.id, segment_id)

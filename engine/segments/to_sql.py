@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from engine.customers.history import SEGMENT_EVENTS
-from engine.segments.rules import ENGINE
+from tidings.engine.customers.history import SEGMENT_EVENTS
+from tidings.engine.segments.rules import ENGINE
 
 F, T, ERR, UNSURE = 0, 1, 2, 3
 CMP = ("==", "!=", "<", "<=", ">", ">=", "===", "!==")
@@ -26,7 +26,7 @@ _MIRROR = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!=", "
 _SQLOP = {"==": "=", "===": "=", "!=": "<>", "!==": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 STRING_KINDS = ("s", "t", "z", "o")
 KINDS = ("n", "b", "l", "s", "t", "z", "o", "x")
-RARE_KINDS = ("b", "l", "o", "x")  # as engine.segments.typed_index.RARE_KINDS
+RARE_KINDS = ("b", "l", "o", "x")  # as tidings.engine.segments.typed_index.RARE_KINDS
 SAMPLES: dict[str, list[Any]] = {
     "n": [0, 1, -1, 5, 5.5, -2.5, 1e10, 100],
     "s": ["5", "0", "-1.5", "10", "1e3", "007"],

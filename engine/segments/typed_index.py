@@ -13,10 +13,10 @@ from typing import Any, Iterable
 
 from sqlalchemy import Connection, and_, delete, select
 
-from engine.platform.db import _PLACEHOLDER, bulk_insert
-from engine.customers.tables import endpoints, users
-from engine.segments.tables import customer_values, indexed_paths
-from engine.segments.documents import UserRow, EndpointRow, value_rows
+from tidings.engine.platform.db import _PLACEHOLDER, bulk_insert
+from tidings.engine.customers.tables import endpoints, users
+from tidings.engine.segments.tables import customer_values, indexed_paths
+from tidings.engine.segments.documents import UserRow, EndpointRow, value_rows
 
 NOT_INDEXED = ("segments", "imported", "endpoints", "")
 BACKFILL_CHUNK = 20_000

@@ -14,9 +14,9 @@ import anyio
 import msgspec
 from sqlalchemy import Engine
 
-from engine.platform.errors import InvalidInput
-from engine.segments import imports, jobs
-from engine.workspaces.service import WorkspaceRef
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.segments import imports, jobs
+from tidings.engine.workspaces.service import WorkspaceRef
 
 FORMATS = ("pinpoint", "plain")
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select, update
 
-from engine.platform.clock import now_ms
-from engine.platform.db import reading, writing
-from engine.platform.errors import NotFound, Unauthorized
-from engine.workspaces.tables import api_keys, workspaces
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.db import reading, writing
+from tidings.engine.platform.errors import NotFound, Unauthorized
+from tidings.engine.workspaces.tables import api_keys, workspaces
 
 KEY_PREFIX = "tk_"
 

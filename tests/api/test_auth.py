@@ -1,5 +1,5 @@
 """Every /v1 call needs a live workspace key, and no key reaches another workspace's data."""
-from engine.workspaces.service import create_key, revoke_key
+from tidings.engine.workspaces.service import create_key, revoke_key
 
 
 def test_missing_and_unknown_keys_get_401(client, api):

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from engine.channels.hookspecs import hookimpl
-from engine.channels.plugin_manager import get_plugin_manager
+from tidings.engine.channels.hookspecs import hookimpl
+from tidings.engine.channels.plugin_manager import get_plugin_manager
 
 BIG = "18446744073709551616"  # 2**64
 

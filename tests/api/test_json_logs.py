@@ -6,8 +6,8 @@ import json
 
 import httpx
 
-from engine.platform.db import make_engine
-from engine.workspaces.service import create_key
+from tidings.engine.platform.db import make_engine
+from tidings.engine.workspaces.service import create_key
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (fixture)
 from tests.processes import ApiProcess, tidings_env
 

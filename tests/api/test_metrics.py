@@ -9,9 +9,9 @@ from aiosmtpd.controller import Controller
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from api.app import create_app
-from engine.ops.devstack import free_port
-from engine.workspaces.service import create_key
+from tidings.api.app import create_app
+from tidings.engine.ops.devstack import free_port
+from tidings.engine.workspaces.service import create_key
 from tests.conftest import Api
 from tests.messaging.conftest import Inbox
 

@@ -17,10 +17,10 @@ import httpx
 import pytest
 import uvicorn
 
-from api.app import create_app
-from engine.platform.config import Settings
-from engine.platform.db import make_engine
-from engine.workspaces.service import create_key
+from tidings.api.app import create_app
+from tidings.engine.platform.config import Settings
+from tidings.engine.platform.db import make_engine
+from tidings.engine.workspaces.service import create_key
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")

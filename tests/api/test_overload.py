@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.platform.db import make_engine
-from engine.workspaces.service import create_key
+from tidings.engine.platform.db import make_engine
+from tidings.engine.workspaces.service import create_key
 
 MAX_IN_FLIGHT = 4
 FLOOD = 24

@@ -10,8 +10,8 @@ import pytest
 from litestar.testing import TestClient
 from sqlalchemy import text
 
-from api.app import create_app
-from engine.ops.devstack import binary, free_port
+from tidings.api.app import create_app
+from tidings.engine.ops.devstack import binary, free_port
 
 
 class DevServer:

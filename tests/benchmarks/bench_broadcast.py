@@ -27,9 +27,9 @@ steps:
 
 
 async def main(n: int) -> None:
-    from engine.platform.db import make_engine
-    from engine.wiring import wire
-    from engine.ops.devstack import free_port
+    from tidings.engine.platform.db import make_engine
+    from tidings.engine.wiring import wire
+    from tidings.engine.ops.devstack import free_port
 
     port = free_port()
     sink = Sink(port)

@@ -19,14 +19,14 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from engine.platform.db import make_engine, migrate, rows_where_in
-from engine.wiring import wire
-from engine.journeys.runtime import audience
-from engine.journeys import ir
-from engine.journeys.runtime.localtime import firing_filter, local_schedule
-from engine.customers.tables import users
-from engine.segments.documents import documents
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.platform.db import make_engine, migrate, rows_where_in
+from tidings.engine.wiring import wire
+from tidings.engine.journeys.runtime import audience
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.runtime.localtime import firing_filter, local_schedule
+from tidings.engine.customers.tables import users
+from tidings.engine.segments.documents import documents
+from tidings.engine.workspaces.service import ensure_workspace
 
 ZONES = ["Asia/Tokyo", "America/New_York", "Europe/Paris", "Europe/London", "Asia/Kolkata", "Asia/Kathmandu",
          "Australia/Sydney", "America/Los_Angeles", "America/Chicago", "America/Sao_Paulo", "Africa/Lagos",

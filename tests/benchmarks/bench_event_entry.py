@@ -38,9 +38,9 @@ def pct(values, p):
 async def main(args) -> None:
     from sqlalchemy import text
 
-    from engine.platform.db import make_engine
-    from engine.wiring import wire
-    from engine.ops.devstack import free_port
+    from tidings.engine.platform.db import make_engine
+    from tidings.engine.wiring import wire
+    from tidings.engine.ops.devstack import free_port
 
     n = int(args.rate * args.seconds)
     port = free_port()

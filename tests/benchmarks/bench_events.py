@@ -30,19 +30,19 @@ from urllib.parse import urlencode
 import httpx
 import uvicorn
 
-# The webhook receiver listens on loopback: allowed the way an operator would (engine.platform.egress).
+# The webhook receiver listens on loopback: allowed the way an operator would (tidings.engine.platform.egress).
 os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from api.app import create_app  # noqa: E402
-from engine.customers import on_write as changes  # noqa: E402
-from engine.platform.config import Settings  # noqa: E402
-from engine.ops.devstack import free_port  # noqa: E402
-from engine.customers.events import record  # noqa: E402
-from engine.customers.schemas import EventIn  # noqa: E402
-from engine.workspaces.service import create_key  # noqa: E402
-from plugins.twilio import twilio_signature  # noqa: E402
-from plugins.webhook import sign  # noqa: E402
+from tidings.api.app import create_app  # noqa: E402
+from tidings.engine.customers import on_write as changes  # noqa: E402
+from tidings.engine.platform.config import Settings  # noqa: E402
+from tidings.engine.ops.devstack import free_port  # noqa: E402
+from tidings.engine.customers.events import record  # noqa: E402
+from tidings.engine.customers.schemas import EventIn  # noqa: E402
+from tidings.engine.workspaces.service import create_key  # noqa: E402
+from tidings.plugins.twilio import twilio_signature  # noqa: E402
+from tidings.plugins.webhook import sign  # noqa: E402
 
 BATCH = 1000
 TWILIO = {"account_sid": "AC1", "auth_token": "tok", "from_number": "+15550000000"}

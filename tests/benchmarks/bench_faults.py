@@ -33,8 +33,8 @@ def database(url: str | None, folder: Path):
     """A fresh database per fault: a SQLite file, or a schema of its own in the given PostgreSQL."""
     from sqlalchemy import create_engine, text
 
-    from engine.platform.db import make_engine, migrate
-    from engine.wiring import wire
+    from tidings.engine.platform.db import make_engine, migrate
+    from tidings.engine.wiring import wire
 
     if not url:
         url = f"sqlite:///{folder / 'tidings.db'}"

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from engine.platform.db import make_engine, migrate
-from engine.wiring import wire
-from engine.segments import typed_index as paths
-from engine.segments.evaluate import compile_segment, ensure_indexed, full_members
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.platform.db import make_engine, migrate
+from tidings.engine.wiring import wire
+from tidings.engine.segments import typed_index as paths
+from tidings.engine.segments.evaluate import compile_segment, ensure_indexed, full_members
+from tidings.engine.workspaces.service import ensure_workspace
 
 RULE = {"and": [
     {"==": [{"var": "attributes.plan"}, "pro"]},

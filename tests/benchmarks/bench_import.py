@@ -42,11 +42,11 @@ def main() -> None:
     print(f"wrote {args.n:,} rows ({csv_path.stat().st_size / 2**20:.0f} MB) in {time.perf_counter() - t:.1f}s")
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    tidings = [sys.executable, "-m", "engine.ops.cli"]
+    tidings = [sys.executable, "-m", "tidings.engine.ops.cli"]
     if args.segments:
-        setup = ("from engine.platform.db import make_engine, migrate\nfrom engine.workspaces.service import ensure_workspace\n"
-                 "from engine.segments.service import SegmentIn, create_segment\nimport os\n"
-                 "from engine.wiring import wire; wire()\n"
+        setup = ("from tidings.engine.platform.db import make_engine, migrate\nfrom tidings.engine.workspaces.service import ensure_workspace\n"
+                 "from tidings.engine.segments.service import SegmentIn, create_segment\nimport os\n"
+                 "from tidings.engine.wiring import wire; wire()\n"
                  "db = make_engine(os.environ['TIDINGS_DATABASE_URL']); migrate(db); ws = ensure_workspace(db, 'bench')\n"
                  f"for i in range({args.segments}):\n"
                  "    create_segment(db, ws, SegmentIn(id=f's{i}', name=f's{i}', rule={'and': [\n"

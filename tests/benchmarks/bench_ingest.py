@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from engine.ops.devstack import free_port  # noqa: E402
+from tidings.engine.ops.devstack import free_port  # noqa: E402
 
 BATCH = 10_000
 

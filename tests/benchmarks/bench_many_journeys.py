@@ -88,9 +88,9 @@ def line(name: str, lat: list[float]) -> str:
 async def main(args) -> None:
     from sqlalchemy import text
 
-    from engine.platform.db import make_engine
-    from engine.wiring import wire
-    from engine.ops.devstack import free_port
+    from tidings.engine.platform.db import make_engine
+    from tidings.engine.wiring import wire
+    from tidings.engine.ops.devstack import free_port
 
     port = free_port()
     sink = Sink(port)

@@ -24,10 +24,10 @@ import msgspec
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from engine.platform.db import make_engine, migrate  # noqa: E402
-from engine.wiring import wire  # noqa: E402
-from engine.ops.devstack import free_port  # noqa: E402
-from engine.workspaces.service import create_key  # noqa: E402
+from tidings.engine.platform.db import make_engine, migrate  # noqa: E402
+from tidings.engine.wiring import wire  # noqa: E402
+from tidings.engine.ops.devstack import free_port  # noqa: E402
+from tidings.engine.workspaces.service import create_key  # noqa: E402
 
 BATCH = 200
 TIDINGS = str(Path(sys.executable).with_name("tidings"))

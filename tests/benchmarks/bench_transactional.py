@@ -36,14 +36,14 @@ from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from engine.platform.db import make_engine, migrate  # noqa: E402
-from engine.wiring import wire  # noqa: E402
-from engine.ops.devstack import free_port  # noqa: E402
-from engine.workspaces.service import create_key  # noqa: E402
+from tidings.engine.platform.db import make_engine, migrate  # noqa: E402
+from tidings.engine.wiring import wire  # noqa: E402
+from tidings.engine.ops.devstack import free_port  # noqa: E402
+from tidings.engine.workspaces.service import create_key  # noqa: E402
 
 SERVER = """
 import uvicorn
-from api.app import create_app
+from tidings.api.app import create_app
 uvicorn.run(create_app(), host="127.0.0.1", port={port}, log_level="warning", access_log=False)
 """
 
@@ -134,7 +134,7 @@ async def main(args) -> None:
     home = Path(tempfile.mkdtemp())
     env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}",
            "PYTHONPATH": str(ROOT),
-           # the sink listens on loopback: allowed the way an operator would (engine.platform.egress)
+           # the sink listens on loopback: allowed the way an operator would (tidings.engine.platform.egress)
            "TIDINGS_ALLOW_PRIVATE_DESTINATIONS": f"127.0.0.1:{smtp_port}"}
     for k in [k for k in env if k.startswith("TIDINGS_SMTP_")]:
         del env[k]

@@ -12,12 +12,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.customers.users import upsert_user, upsert_users
-from engine.platform.db import make_engine, migrate
-from engine.wiring import wire
-from engine.customers.schemas import UserBatchItem, UserFields
-from engine.segments.service import SegmentIn, create_segment
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.customers.users import upsert_user, upsert_users
+from tidings.engine.platform.db import make_engine, migrate
+from tidings.engine.wiring import wire
+from tidings.engine.customers.schemas import UserBatchItem, UserFields
+from tidings.engine.segments.service import SegmentIn, create_segment
+from tidings.engine.workspaces.service import ensure_workspace
 
 
 def timed(db, ws, n: int) -> list[float]:

@@ -95,9 +95,9 @@ def bulk_customers(db, ws_id: int, n: int) -> None:
     """n customers c0..c{n-1}, each with one EMAIL endpoint, written with bulk SQL."""
     from sqlalchemy import select
 
-    from engine.platform.clock import now_ms
-    from engine.platform.db import bulk_insert
-    from engine.customers.tables import endpoints, users
+    from tidings.engine.platform.clock import now_ms
+    from tidings.engine.platform.db import bulk_insert
+    from tidings.engine.customers.tables import endpoints, users
 
     now = now_ms()
     for start in range(0, n, 10_000):
@@ -185,7 +185,7 @@ class DevProcess:
     API and the worker each get an interpreter of their own on this 2-core box."""
 
     def __init__(self, home: Path, proc: subprocess.Popen, banner: list[str], database_url: str):
-        from engine.platform.config import Settings
+        from tidings.engine.platform.config import Settings
 
         self.home, self.proc = home, proc
         self.api_url = next(l.split()[2] for l in banner if l.startswith("Tidings API"))
@@ -210,7 +210,7 @@ class DevProcess:
 
 async def dev_stack(smtp_port: int, database_url: str | None = None) -> DevProcess:
     """`tidings dev` with EMAIL routed to our sink."""
-    from engine.ops.devstack import Ports, binary
+    from tidings.engine.ops.devstack import Ports, binary
 
     home = Path(tempfile.mkdtemp(prefix="bench-journeys-"))
     database_url = database_url or f"sqlite:///{home / 'tidings.db'}"

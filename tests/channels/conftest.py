@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
+from tidings.engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
 from tests.loopback import HttpServer, Request  # noqa: F401  (tests import them from here)
 
 

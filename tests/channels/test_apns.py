@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from sqlalchemy import text
 
-from engine.channels.contract import ChannelType, OutgoingMessage
-from plugins.apns import ApnsChannel
+from tidings.engine.channels.contract import ChannelType, OutgoingMessage
+from tidings.plugins.apns import ApnsChannel
 from tests.http2_loopback import Http2Server
 
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -148,7 +148,7 @@ async def test_background_push_and_bad_settings(apns):
     req = apns.requests[-1]
     assert req.headers["apns-push-type"] == "background" and req.headers["apns-priority"] == "5"
     assert req.json() == {"aps": {"content-available": 1}, "deep_link": "acme://sale"}
-    from engine.channels.contract import ChannelConfigError
+    from tidings.engine.channels.contract import ChannelConfigError
 
     for bad, field in (({"private_key": "not a key"}, "private_key"), ({"priority": 7}, "priority"),
                        ({"push_type": "shout"}, "push_type")):

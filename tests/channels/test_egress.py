@@ -1,4 +1,4 @@
-"""The destination guard (engine.platform.egress): what a workspace's settings can make the server connect to.
+"""The destination guard (tidings.engine.platform.egress): what a workspace's settings can make the server connect to.
 
 Every provider here points at a real server on loopback. The suite's conftest allows loopback the way an
 operator would; these tests take that setting away (the default install) or narrow it, and check that
@@ -13,16 +13,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from engine.platform import egress
-from engine.channels.contract import (
+from tidings.engine.platform import egress
+from tidings.engine.channels.contract import (
     ChannelConfigError, ChannelType, OutgoingMessage, RetryPolicy, send_with_retry,
 )
-from engine.platform.config import Settings
-from plugins.apns import ApnsChannel
-from plugins.email_smtp import SmtpChannel
-from plugins.fcm import FcmChannel
-from plugins.twilio import TwilioSmsChannel
-from plugins.webhook import WebhookChannel
+from tidings.engine.platform.config import Settings
+from tidings.plugins.apns import ApnsChannel
+from tidings.plugins.email_smtp import SmtpChannel
+from tidings.plugins.fcm import FcmChannel
+from tidings.plugins.twilio import TwilioSmsChannel
+from tidings.plugins.webhook import WebhookChannel
 
 from .test_apns import apns, config as apns_config, push as apns_push  # noqa: F401  (fixture)
 from .test_smtp import Recorder, base_config, msg, smtp_server  # noqa: F401  (fixture)

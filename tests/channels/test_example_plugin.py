@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.channels.contract import Channel, ChannelType, OutgoingMessage, SendResult, send_with_retry
-from engine.channels.hookspecs import hookimpl
-from engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
+from tidings.engine.channels.contract import Channel, ChannelType, OutgoingMessage, SendResult, send_with_retry
+from tidings.engine.channels.hookspecs import hookimpl
+from tidings.engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "example_plugin"
 

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from engine.channels.contract import ChannelType, OutgoingMessage
-from plugins.fcm import FcmChannel
+from tidings.engine.channels.contract import ChannelType, OutgoingMessage
+from tidings.plugins.fcm import FcmChannel
 
 ERRORS = {
     "unregistered": (404, "NOT_FOUND", "UNREGISTERED"),

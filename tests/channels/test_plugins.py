@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.channels import hookspecs
-from engine.channels.contract import Channel, ChannelType, SendResult
-from engine.channels.hookspecs import hookimpl
-from engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
+from tidings.engine.channels import hookspecs
+from tidings.engine.channels.contract import Channel, ChannelType, SendResult
+from tidings.engine.channels.hookspecs import hookimpl
+from tidings.engine.channels.plugin_manager import PluginError, describe_plugins, get_plugin_manager
 
 BUILTIN_CHANNELS = {"smtp", "twilio-sms", "twilio-voice", "fcm", "apns", "webhook"}
 
@@ -82,7 +82,7 @@ def test_builtins_are_loaded_and_described():
     by_channel = {c: d for d in describe_plugins(pm) for c in d["channels"]}
     for name in BUILTIN_CHANNELS:
         assert by_channel[name]["source"] == "builtin"
-    assert by_channel["smtp"]["module"] == "plugins.email_smtp"
+    assert by_channel["smtp"]["module"] == "tidings.plugins.email_smtp"
     assert pm.channel("twilio-voice").channel_type is ChannelType.VOICE
     assert [c.name for c in pm.channels_of_type("EMAIL")] == ["smtp"]
     with pytest.raises(KeyError, match="unknown channel 'nope'"):
@@ -124,7 +124,7 @@ def test_duplicate_channel_name_fails_start_up_naming_both_sources():
     with pytest.raises(PluginError) as e:
         get_plugin_manager([_module("acme_mail_plugin", register_channels=register_channels)])
     msg = str(e.value)
-    assert "'smtp'" in msg and "builtin" in msg and "plugins.email_smtp" in msg and "acme_mail_plugin" in msg
+    assert "'smtp'" in msg and "builtin" in msg and "tidings.plugins.email_smtp" in msg and "acme_mail_plugin" in msg
 
 
 def test_malformed_channels_are_rejected_with_their_source():

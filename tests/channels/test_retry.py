@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from engine.channels.contract import ChannelType, OutgoingMessage, RetryPolicy, send_with_retry
-from plugins.webhook import WebhookChannel
+from tidings.engine.channels.contract import ChannelType, OutgoingMessage, RetryPolicy, send_with_retry
+from tidings.plugins.webhook import WebhookChannel
 
 CFG: dict = {}
 

@@ -10,8 +10,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from engine.channels.contract import ChannelType, OutgoingMessage, redact_config
-from plugins.email_smtp import SmtpChannel
+from tidings.engine.channels.contract import ChannelType, OutgoingMessage, redact_config
+from tidings.plugins.email_smtp import SmtpChannel
 from .conftest import free_port
 
 
@@ -198,7 +198,7 @@ async def test_header_injection_is_a_permanent_failure_of_that_message(smtp_serv
 
 
 def test_composed_mime_survives_the_stdlib_parser():
-    from plugins.email_smtp import compose
+    from tidings.plugins.email_smtp import compose
 
     long_subject = "Votre commande n°1042 est expédiée — suivez-la ici avant vendredi, et merci d'avoir choisi Acme"
     text = "Bonjour Zoé,\nvotre colis arrive.\n.\nA line starting with a dot, and a long one: " + "x" * 1200

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from engine.channels.contract import ChannelType
-from engine.messaging.templates import (
+from tidings.engine.channels.contract import ChannelType
+from tidings.engine.messaging.templates import (
     Template, TemplateError, TemplateParts, TemplateRenderError, render, template_errors, validate_template,
 )
 

@@ -10,8 +10,8 @@ from urllib.parse import parse_qs, urlencode
 
 import pytest
 
-from engine.channels.contract import ChannelType, FeedbackSignatureError, OutgoingMessage
-from plugins.twilio import TwilioSmsChannel, TwilioVoiceChannel
+from tidings.engine.channels.contract import ChannelType, FeedbackSignatureError, OutgoingMessage
+from tidings.plugins.twilio import TwilioSmsChannel, TwilioVoiceChannel
 
 SID, TOKEN = "AC0123456789", "tw-auth-token"
 
@@ -88,7 +88,7 @@ async def test_voice_call_says_escaped_text(http_server):
 
 
 def signed(url: str, params: dict[str, str], token: str = TOKEN) -> dict[str, str]:
-    # Twilio's documented scheme, written independently of plugins.twilio.
+    # Twilio's documented scheme, written independently of tidings.plugins.twilio.
     s = url + "".join(k + params[k] for k in sorted(params))
     sig = base64.b64encode(hmac.new(token.encode(), s.encode(), hashlib.sha1).digest()).decode()
     return {"X-Twilio-Signature": sig, "Content-Type": "application/x-www-form-urlencoded"}

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from engine.channels.contract import ChannelType, OutgoingMessage
-from plugins.webhook import WebhookChannel, verify_signature
+from tidings.engine.channels.contract import ChannelType, OutgoingMessage
+from tidings.plugins.webhook import WebhookChannel, verify_signature
 
 SECRET = "whsec-test"
 

@@ -1,6 +1,6 @@
 """`tidings apply --activate` exits 0 every time: it used to abort at interpreter exit (exit 134,
 `PyGILState_Release ... finalizing`) in about one run in seven, after printing success, when its Temporal
-client was freed during finalization (engine.platform.temporal.release_clients)."""
+client was freed during finalization (tidings.engine.platform.temporal.release_clients)."""
 import os
 import shutil
 import subprocess

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.ops.devstack import Ports
+from tidings.engine.ops.devstack import Ports
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from litestar.testing import TestClient
 
-from api.app import create_app
-from engine.platform.config import Settings
+from tidings.api.app import create_app
+from tidings.engine.platform.config import Settings
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

@@ -7,7 +7,7 @@ import signal
 import socket
 from pathlib import Path
 
-from engine.ops.devstack import Ports
+from tidings.engine.ops.devstack import Ports
 from tests.cli.test_dev_stack import _start as start_dev, _wait_for_banner
 from tests.eventually import eventually
 from tests.processes import ApiProcess

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from engine.customers import on_write as changes
-from engine.customers.events import record
-from engine.customers.schemas import EventIn
-from engine.workspaces.service import WorkspaceRef, ensure_workspace
-from engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
+from tidings.engine.customers import on_write as changes
+from tidings.engine.customers.events import record
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.workspaces.service import WorkspaceRef, ensure_workspace
+from tidings.engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
 from tests.conftest import Api
 from tests.loopback import HttpServer
 
@@ -90,10 +90,10 @@ def manual(settings):
 
     from litestar.testing import TestClient
 
-    from api.app import create_app
-    from api.routes.message_events import plugins_of
-    from engine.analytics.streams import StreamRunner
-    from engine.workspaces.service import create_key
+    from tidings.api.app import create_app
+    from tidings.api.routes.message_events import plugins_of
+    from tidings.engine.analytics.streams import StreamRunner
+    from tidings.engine.workspaces.service import create_key
 
     app = create_app(dataclasses.replace(settings, stream_worker=False))
     with TestClient(app, raise_server_exceptions=False) as c:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from plugins.twilio import twilio_signature
-from plugins.webhook import sign
+from tidings.plugins.twilio import twilio_signature
+from tidings.plugins.webhook import sign
 
 from .conftest import events_named, record_events, send_event, ws_of
 

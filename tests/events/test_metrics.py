@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from engine.ops.cli import main
-from engine.messaging.ledger import message_event_happened
-from engine.customers.schemas import EventIn
+from tidings.engine.ops.cli import main
+from tidings.engine.messaging.ledger import message_event_happened
+from tidings.engine.customers.schemas import EventIn
 
 from .conftest import T0_MS, record_events, send_event, ws_of
 
@@ -43,7 +43,7 @@ def seeded(api, db):
                             name_type="unsubscribe"))
     record_events(db, ws, batch)
     # opens and clicks count every occurrence
-    from engine.messaging.ledger import Occurrence, find_messages, record_occurrences
+    from tidings.engine.messaging.ledger import Occurrence, find_messages, record_occurrences
 
     with db.begin() as conn:
         refs, _ = find_messages(conn, ws.id, message_ids=["m1", "m3"])
@@ -69,9 +69,9 @@ def hold_out(db, ws, journey_id, version, user_ids, at_ms):
     """journey_run rows as the runtime's holdout step leaves them (status held_out, the step's time)."""
     from sqlalchemy import select
 
-    from engine.platform.db import bulk_insert
-    from engine.journeys.tables import journey_runs
-    from engine.customers.tables import users
+    from tidings.engine.platform.db import bulk_insert
+    from tidings.engine.journeys.tables import journey_runs
+    from tidings.engine.customers.tables import users
 
     with db.begin() as conn:
         pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == ws.id)).all())
@@ -138,8 +138,8 @@ steps:
 
 
 def test_goal_comes_from_the_journey_and_control_from_its_runs(api, db, seeded):
-    from engine.journeys import store
-    from engine.journeys.testing import AnyCatalog
+    from tidings.engine.journeys import store
+    from tidings.engine.journeys.testing import AnyCatalog
 
     store.put_journey(db, seeded, SPRING, AnyCatalog())
     m = api.get("/v1/journeys/spring/metrics").json()  # no goal named: the journey's own
@@ -191,8 +191,8 @@ def test_funnel_page(api, seeded):
 
 
 def test_journey_steps_read_message_events(db, seeded):
-    from engine.platform.db import reading
-    from engine.customers.tables import users
+    from tidings.engine.platform.db import reading
+    from tidings.engine.customers.tables import users
     from sqlalchemy import select
 
     with reading(db) as conn:

@@ -9,8 +9,8 @@ import httpx
 import pytest
 import uvicorn
 
-from api.app import create_app
-from engine.workspaces.service import create_key
+from tidings.api.app import create_app
+from tidings.engine.workspaces.service import create_key
 
 from tests.eventually import eventually
 
@@ -98,7 +98,7 @@ def test_stream_needs_a_key_and_valid_options(live):
 
 
 def test_revoking_the_key_ends_an_open_stream_within_seconds(settings):
-    from engine.workspaces.service import revoke_key
+    from tidings.engine.workspaces.service import revoke_key
 
     port = free_port()
     app = create_app(settings)

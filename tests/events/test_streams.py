@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from plugins.webhook import verify_signature
+from tidings.plugins.webhook import verify_signature
 
 from tests.eventually import eventually
 
@@ -280,8 +280,8 @@ async def test_last_error_shows_the_status_code_not_the_receivers_body(manual):
 
 
 def test_a_workspace_name_that_is_no_plain_folder_name_gets_its_id(tmp_path, monkeypatch):
-    from engine.workspaces.service import WorkspaceRef
-    from plugins.event_sinks import NdjsonSink
+    from tidings.engine.workspaces.service import WorkspaceRef
+    from tidings.plugins.event_sinks import NdjsonSink
 
     monkeypatch.setenv("TIDINGS_STREAMS_DIR", str(tmp_path))
     for name in ("../globex", "Acme", "a/b", ".hidden", "_ws9"):

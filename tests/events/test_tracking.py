@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from engine.messaging import tracking
+from tidings.engine.messaging import tracking
 
 from .conftest import events_named, record_events, send_event, ws_of
 

@@ -72,7 +72,7 @@ class TemporalDev:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from engine.ops.devstack import SEARCH_ATTRIBUTES, TEMPORAL_TUNING, binary, free_port
+        from tidings.engine.ops.devstack import SEARCH_ATTRIBUTES, TEMPORAL_TUNING, binary, free_port
 
         cmd = [binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
                "--headless", "--ui-port", str(free_port()), "--db-filename", str(self.folder / "temporal.db"),
@@ -85,7 +85,7 @@ class TemporalDev:
     async def connect(self, timeout: float = 60.0):
         from temporalio.client import Client
 
-        from engine.platform.temporal import DATA_CONVERTER
+        from tidings.engine.platform.temporal import DATA_CONVERTER
 
         give_up = time.monotonic() + timeout
         while True:
@@ -140,13 +140,13 @@ def seed_broadcast(db, n: int):
     broadcast journey (not yet active). Returns (workspace, {address: user_pk})."""
     from sqlalchemy import select
 
-    from engine.platform.clock import now_ms
-    from engine.platform.db import bulk_insert
-    from engine.journeys import store
-    from engine.customers.tables import endpoints, users
-    from engine.segments.service import SegmentIn, create_segment
-    from engine.messaging.template_store import TemplateBody, put_template
-    from engine.workspaces.service import ensure_workspace
+    from tidings.engine.platform.clock import now_ms
+    from tidings.engine.platform.db import bulk_insert
+    from tidings.engine.journeys import store
+    from tidings.engine.customers.tables import endpoints, users
+    from tidings.engine.segments.service import SegmentIn, create_segment
+    from tidings.engine.messaging.template_store import TemplateBody, put_template
+    from tidings.engine.workspaces.service import ensure_workspace
 
     ws = ensure_workspace(db, "acme")
     now = now_ms()
@@ -218,8 +218,8 @@ async def run_fault(fault: str, *, db, database_url: str, folder: Path, n: int, 
     """Broadcast to n customers at `rate` mails/s; inject `fault` when `at` of them got their mail:
     'worker' (SIGKILL, restart 1 s later), 'temporal' (SIGKILL, restart on its state after `outage` s),
     'smtp' (down for `outage` s) or 'none'. Waits until every message is final and every run ended."""
-    from engine.ops.devstack import free_port
-    from engine.journeys import store
+    from tidings.engine.ops.devstack import free_port
+    from tidings.engine.journeys import store
 
     ws = seed_broadcast(db, n)
     counter = MailCounter(free_port())

@@ -19,7 +19,7 @@ FAST_RETRY = {"TIDINGS_DELIVERY_RETRY_MIN_SECONDS": "1", "TIDINGS_DELIVERY_RETRY
 
 @pytest.fixture
 def fault_db(database_url):
-    from engine.platform.db import make_engine, migrate
+    from tidings.engine.platform.db import make_engine, migrate
 
     db = make_engine(database_url)
     migrate(db)

@@ -7,12 +7,12 @@ import asyncio
 
 from sqlalchemy import select, text
 
-from engine.ops.devstack import free_port
-from engine.customers.events import ingest
-from engine.journeys import store
-from engine.messaging.tables import messages
-from engine.customers.schemas import EventIn
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.ops.devstack import free_port
+from tidings.engine.customers.events import ingest
+from tidings.engine.journeys import store
+from tidings.engine.messaging.tables import messages
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.eventually import aeventually
 from tests.faults.harness import MailCounter
 from tests.journeys.conftest import add_customers, put_template
@@ -99,8 +99,8 @@ async def test_a_parked_member_skipped_by_the_frequency_cap_has_its_message_fail
                                                                                   dev_worker, monkeypatch):
     """Parked at the send step (mail server down), the customer gets a mail from elsewhere meanwhile: when
     due again the cap skips it, the run moves on, and its message is failed rather than `retrying` forever."""
-    from engine.platform.clock import now_ms
-    from engine.messaging.dispatch import store_events
+    from tidings.engine.platform.clock import now_ms
+    from tidings.engine.messaging.dispatch import store_events
 
     db, client = runtime_db, temporal_dev.client
     _smtp_down(monkeypatch)

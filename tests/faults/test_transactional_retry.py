@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from engine.ops.devstack import free_port
+from tidings.engine.ops.devstack import free_port
 from tests.eventually import aeventually
 from tests.faults.harness import MailCounter, Workers, worker_env
 from tests.messaging.conftest import seed
@@ -94,9 +94,9 @@ async def test_an_api_killed_mid_batch_leaves_nothing_queued_for_good(api, db, d
     server: its rows stay `queued` (nothing recorded them), and once the lease has run out a worker's
     redelivery sends them from their stored content. Per recipient: nobody lost, and only the group in
     flight when the process died can get its mail twice."""
-    from engine.channels.config import load_plugins
-    from engine.messaging.dispatch import RECORD_GROUP
-    from engine.messaging.redelivery import LEASE_MS, redeliver_due
+    from tidings.engine.channels.config import load_plugins
+    from tidings.engine.messaging.dispatch import RECORD_GROUP
+    from tidings.engine.messaging.redelivery import LEASE_MS, redeliver_due
 
     n = 300
     counter = SlowMailCounter(free_port())
@@ -159,8 +159,8 @@ def _post_quietly(url: str, body: dict, key: str) -> None:
 async def test_redelivery_does_not_send_to_endpoints_opted_out_or_deleted_since(api, db, monkeypatch):
     """Sent during an outage, then the customer opts out (or the endpoint is deleted): when the retry is due
     nothing is sent, and the message is failed as opted out."""
-    from engine.channels.config import load_plugins
-    from engine.messaging.redelivery import redeliver_due
+    from tidings.engine.channels.config import load_plugins
+    from tidings.engine.messaging.redelivery import redeliver_due
 
     port = free_port()
     for k, v in _smtp_env(port).items():
@@ -196,7 +196,7 @@ async def test_redelivery_does_not_send_to_endpoints_opted_out_or_deleted_since(
 
 
 def test_a_mistyped_retry_window_fails_start_up_naming_the_variable():
-    from engine.platform.config import Settings
+    from tidings.engine.platform.config import Settings
 
     for var in ("TIDINGS_DELIVERY_RETRY_HOURS", "TIDINGS_DELIVERY_RETRY_MIN_SECONDS",
                 "TIDINGS_DELIVERY_RETRY_MAX_SECONDS"):
@@ -208,10 +208,10 @@ def test_a_mistyped_retry_window_fails_start_up_naming_the_variable():
 async def test_rows_left_untried_while_the_provider_is_down_back_off_like_tried_ones(api, db, monkeypatch):
     """The mail server is down: the first group fails whole and the rest of the batch is left untried. Both
     count the round, so at the next round (still down) every row's delay has grown alike."""
-    from engine.channels.config import load_plugins
-    from engine.platform.clock import now_ms
-    from engine.messaging.dispatch import RECORD_GROUP
-    from engine.messaging.redelivery import redeliver_due
+    from tidings.engine.channels.config import load_plugins
+    from tidings.engine.platform.clock import now_ms
+    from tidings.engine.messaging.dispatch import RECORD_GROUP
+    from tidings.engine.messaging.redelivery import redeliver_due
 
     for k, v in {**_smtp_env(free_port()), "TIDINGS_DELIVERY_RETRY_MIN_SECONDS": "10",
                  "TIDINGS_DELIVERY_RETRY_MAX_SECONDS": "1000"}.items():

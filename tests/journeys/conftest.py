@@ -1,6 +1,6 @@
-# Users enable these with `pytest_plugins = ["engine.journeys.testing"]` in their top-level conftest.py;
+# Users enable these with `pytest_plugins = ["tidings.engine.journeys.testing"]` in their top-level conftest.py;
 # pytest allows that only at the top level, so this sub-folder imports the fixtures instead.
-from engine.journeys.testing import journey_env, journey_test  # noqa: F401
+from tidings.engine.journeys.testing import journey_env, journey_test  # noqa: F401
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real aiosmtpd server on loopback)
 
 import concurrent.futures
@@ -18,7 +18,7 @@ def temporal_dev(temporal_env):
 @pytest.fixture
 def runtime_db(database_url):
     """SQLite, and PostgreSQL too when TIDINGS_TEST_POSTGRES_URL is set (tests/conftest.py)."""
-    from engine.platform.db import make_engine, migrate
+    from tidings.engine.platform.db import make_engine, migrate
 
     db = make_engine(database_url)
     db.test_url = database_url  # for worker subprocesses
@@ -31,9 +31,9 @@ def add_customers(db, ws, user_ids, *, channel="EMAIL", address="{}@example.com"
     """Customers with one endpoint each, through the endpoints batch write; returns their user_pks in order."""
     from sqlalchemy import select
 
-    from engine.customers.endpoints import upsert_endpoints
-    from engine.customers.tables import users
-    from engine.customers.schemas import EndpointBatchItem
+    from tidings.engine.customers.endpoints import upsert_endpoints
+    from tidings.engine.customers.tables import users
+    from tidings.engine.customers.schemas import EndpointBatchItem
 
     user_ids = list(user_ids)
     for i in range(0, len(user_ids), 100):
@@ -45,7 +45,7 @@ def add_customers(db, ws, user_ids, *, channel="EMAIL", address="{}@example.com"
 
 
 def put_template(db, ws, template_id="t", channel="EMAIL"):
-    from engine.messaging.template_store import TemplateBody, put_template as put
+    from tidings.engine.messaging.template_store import TemplateBody, put_template as put
 
     parts = {"subject": "Hi {{ user.user_id }}", "text": "Hello {{ user.user_id }}"} if channel == "EMAIL" \
         else {"body": "Hi {{ user.user_id }}"}
@@ -55,8 +55,8 @@ def put_template(db, ws, template_id="t", channel="EMAIL"):
 @pytest.fixture
 async def dev_worker(temporal_dev, runtime_db):
     """A worker on the dev server with the journey workflows and activities; yields its task queue."""
-    from engine.journeys.runtime.activities import JourneyActivities
-    from engine.journeys.runtime.workflows import (
+    from tidings.engine.journeys.runtime.activities import JourneyActivities
+    from tidings.engine.journeys.runtime.workflows import (
         JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
     )
 

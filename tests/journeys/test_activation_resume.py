@@ -12,11 +12,11 @@ from collections import Counter
 import pytest
 from temporalio.client import Client
 
-from engine.ops.devstack import free_port
-from engine.journeys import store
-from engine.segments.service import SegmentIn, create_segment
-from engine.platform.temporal import DATA_CONVERTER
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.ops.devstack import free_port
+from tidings.engine.journeys import store
+from tidings.engine.segments.service import SegmentIn, create_segment
+from tidings.engine.platform.temporal import DATA_CONVERTER
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.faults.harness import until
 from tests.journeys.conftest import add_customers, put_template
 from tests.processes import TIDINGS, tidings_env

@@ -14,16 +14,16 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Replayer
 
-from engine.platform.clock import now_ms
-from engine.customers.events import ingest
-from engine.journeys import store
-from engine.platform.installation import installation_id
-from engine.journeys.runtime.activities import JourneyActivities
-from engine.journeys.runtime.contracts import AdmissionInput, AdmitCall, admission_workflow_id
-from engine.journeys.tables import journey_entries, journeys
-from engine.customers.schemas import EventIn
-from engine.platform.temporal import DATA_CONVERTER
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.customers.events import ingest
+from tidings.engine.journeys import store
+from tidings.engine.platform.installation import installation_id
+from tidings.engine.journeys.runtime.activities import JourneyActivities
+from tidings.engine.journeys.runtime.contracts import AdmissionInput, AdmitCall, admission_workflow_id
+from tidings.engine.journeys.tables import journey_entries, journeys
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.platform.temporal import DATA_CONVERTER
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.journeys.test_many_journeys import ON_EVENT
 from tests.eventually import aeventually
@@ -53,7 +53,7 @@ async def test_an_idle_admission_holds_no_activity_and_wakes_on_entries(temporal
         assert time.monotonic() - started < 5.0
         await asyncio.sleep(1.0)
     await store._status(client, db, ws, jid, "stopped", entries=False)  # the watch wakes it to end
-    from engine.journeys.runtime.workflows import JourneyAdmissionWorkflow
+    from tidings.engine.journeys.runtime.workflows import JourneyAdmissionWorkflow
 
     await asyncio.wait_for(handle.result(), 10)
     history = await handle.fetch_history()
@@ -69,8 +69,8 @@ async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(tempor
 
     from temporalio.worker import Worker
 
-    from engine.journeys.runtime.admission import sweep_orphans
-    from engine.journeys.runtime.workflows import JourneyAdmissionWorkflow, JourneyCohortWorkflow
+    from tidings.engine.journeys.runtime.admission import sweep_orphans
+    from tidings.engine.journeys.runtime.workflows import JourneyAdmissionWorkflow, JourneyCohortWorkflow
 
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")
@@ -123,7 +123,7 @@ async def test_the_long_poll_of_old_histories_waits_without_a_thread_and_returns
 async def test_a_long_polling_admission_history_replays(dev_worker):
     """Recorded before the entry watch (2 cohorts, idle polls, then the journey stopped). (Importing the
     workflow module first in a sandboxed worker, as every runtime test does, keeps one `ir` module.)"""
-    from engine.journeys.runtime.workflows import JourneyAdmissionWorkflow
+    from tidings.engine.journeys.runtime.workflows import JourneyAdmissionWorkflow
 
     history = WorkflowHistory.from_json("admission", (HISTORIES / "admission_long_poll.json").read_text())
     scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from engine.ops.apply import apply
-from engine.customers.events import ingest
-from engine.journeys import store
-from engine.messaging.tables import outbox_messages
-from engine.customers.schemas import EventIn
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.ops.apply import apply
+from tidings.engine.customers.events import ingest
+from tidings.engine.journeys import store
+from tidings.engine.messaging.tables import outbox_messages
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers
 from tests.eventually import aeventually
 from tests.journeys.test_runtime_devserver import count
@@ -40,8 +40,8 @@ async def test_templates_in_journeys_example(temporal_dev, runtime_db, dev_worke
     assert kinds == {("Template", "cart-nudge"), ("Journey", jid)}
     await store.activate(temporal_dev.client, db, ws, jid, task_queue=dev_worker)
     add_customers(db, ws, ["ann", "bo", "cy"])
-    from engine.customers.users import upsert_users
-    from engine.customers.schemas import UserBatchItem
+    from tidings.engine.customers.users import upsert_users
+    from tidings.engine.customers.schemas import UserBatchItem
 
     upsert_users(db, ws, [UserBatchItem(user_id="ann", attributes={"first_name": "Ann"})])
     ingest(db, ws, [EventIn(name="cart_updated", user_id="ann", attributes={"item": "red scarf", "total": 30}),

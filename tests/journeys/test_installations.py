@@ -13,16 +13,16 @@ from collections import Counter
 from sqlalchemy import insert
 from temporalio.worker import Worker
 
-from engine.journeys import store
-from engine.journeys.runtime.activities import JourneyActivities
-from engine.journeys.runtime.contracts import broadcast_workflow_id
-from engine.journeys.runtime.workflows import JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow
-from engine.journeys.tables import journey_cohorts
-from engine.platform.clock import now_ms
-from engine.platform.db import make_engine, migrate
-from engine.platform.installation import installation_id
-from engine.segments.service import SegmentIn, create_segment
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.journeys import store
+from tidings.engine.journeys.runtime.activities import JourneyActivities
+from tidings.engine.journeys.runtime.contracts import broadcast_workflow_id
+from tidings.engine.journeys.runtime.workflows import JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow
+from tidings.engine.journeys.tables import journey_cohorts
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.db import make_engine, migrate
+from tidings.engine.platform.installation import installation_id
+from tidings.engine.segments.service import SegmentIn, create_segment
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 
 BROADCAST = """apiVersion: tidings/v1

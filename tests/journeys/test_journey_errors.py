@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from engine.journeys import JourneyCompileError, StaticCatalog, compile_journey
-from engine.journeys.ir import ExitNode
+from tidings.engine.journeys import JourneyCompileError, StaticCatalog, compile_journey
+from tidings.engine.journeys.ir import ExitNode
 
 # Five fixed header lines, so the first step is always on line 6.
 HEAD = """\

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.journeys import JourneyCompileError, StaticCatalog, compile_journey, compile_path, load_resources
-from engine.journeys import ir
-from engine.messaging.ledger import CHANNELS
+from tidings.engine.journeys import JourneyCompileError, StaticCatalog, compile_journey, compile_path, load_resources
+from tidings.engine.journeys import ir
+from tidings.engine.messaging.ledger import CHANNELS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "journeys"
@@ -131,7 +131,7 @@ def test_outcome_names_as_events_mean_the_applications_own_events(catalog):
     """`delivered`, `sent`, `opened` are common names of an application's events ("order delivered", "app
     opened"): as an `event:` they match that event only, never the journey's own mail (an `entry: {event:
     sent}` re-entering on its own send would loop). Message events are read with `message_event`."""
-    from engine.journeys import compile_journey
+    from tidings.engine.journeys import compile_journey
 
     j = compile_journey("""apiVersion: tidings/v1
 kind: Journey

@@ -6,7 +6,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.journeys import JourneyCompileError, JourneyIR, compile_journey
+from tidings.engine.journeys import JourneyCompileError, JourneyIR, compile_journey
 
 KINDS = ["send", "wait", "wait_for", "split", "random_split", "holdout"]
 PAUSING = {"wait", "wait_for"}

@@ -6,7 +6,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from engine.journeys import JourneyIR, compile_journey, compile_path, successors
+from tidings.engine.journeys import JourneyIR, compile_journey, compile_path, successors
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "journeys"
 

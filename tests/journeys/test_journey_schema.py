@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.journeys import JourneyCompileError, compile_journey, load_resources
+from tidings.engine.journeys import JourneyCompileError, compile_journey, load_resources
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -10,14 +10,14 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import select, update
 
-from engine.analytics import metrics
-from engine.customers.events import ingest
-from engine.analytics.funnel import funnel_html
-from engine.journeys import store
-from engine.journeys.runtime.contracts import AdmissionInput
-from engine.journeys.tables import journey_runs, journey_versions
-from engine.customers.schemas import EventIn
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.analytics import metrics
+from tidings.engine.customers.events import ingest
+from tidings.engine.analytics.funnel import funnel_html
+from tidings.engine.journeys import store
+from tidings.engine.journeys.runtime.contracts import AdmissionInput
+from tidings.engine.journeys.tables import journey_runs, journey_versions
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.eventually import aeventually
 from tests.journeys.test_runtime_devserver import count
@@ -154,7 +154,7 @@ steps:
 
 async def test_holdout_records_journey_holdout_events_seen_by_the_events_api(temporal_dev, runtime_db, dev_worker,
                                                                              api):
-    from engine.journeys.runtime.contracts import bucket
+    from tidings.engine.journeys.runtime.contracts import bucket
 
     db = runtime_db
     ws = ensure_workspace(db, "acme")
@@ -225,8 +225,8 @@ steps:
 
 async def test_wait_for_a_message_event_name_moves_on_an_unsubscribe_recorded_by_tracking(journey_test):
     """`wait_for: {event: unsubscribed}` reads the same events as the exit criterion (time-skipping server)."""
-    from engine.messaging import tracking
-    from engine.messaging.dispatch import public_url
+    from tidings.engine.messaging import tracking
+    from tidings.engine.messaging.dispatch import public_url
 
     journey_test.template("t", subject="Hi", text="Hello")
     await journey_test.put(WAIT_FOR_UNSUBSCRIBE)

@@ -10,10 +10,10 @@ import uuid
 import pytest
 from litestar.testing import AsyncTestClient
 
-from api.app import create_app
-from engine.platform.config import Settings
-from engine.ops.worker import build_worker
-from engine.workspaces.service import create_key
+from tidings.api.app import create_app
+from tidings.engine.platform.config import Settings
+from tidings.engine.ops.worker import build_worker
+from tidings.engine.workspaces.service import create_key
 
 WELCOME = """\
 apiVersion: tidings/v1

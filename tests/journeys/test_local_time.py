@@ -8,9 +8,9 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from engine.journeys import ir
-from engine.journeys.language.formats import expand_cron
-from engine.journeys.runtime.localtime import (
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.language.formats import expand_cron
+from tidings.engine.journeys.runtime.localtime import (
     ZoneFilter, firing_filter, grid_minutes, local_schedule, previous_grid_instant, schedule_bounds,
     schedule_cron,
 )

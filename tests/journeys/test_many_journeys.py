@@ -12,13 +12,13 @@ import uuid
 
 import pytest
 
-from engine.customers.events import ingest
-from engine.segments.service import put_static_segment
-from engine.journeys import store
-from engine.platform.installation import installation_id
-from engine.journeys.runtime.contracts import admission_workflow_id
-from engine.customers.schemas import EventIn
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.customers.events import ingest
+from tidings.engine.segments.service import put_static_segment
+from tidings.engine.journeys import store
+from tidings.engine.platform.installation import installation_id
+from tidings.engine.journeys.runtime.contracts import admission_workflow_id
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.eventually import aeventually
 from tests.journeys.test_runtime_devserver import count
@@ -78,10 +78,10 @@ async def ping_latencies(db, ws, jid: str, users: list[str], timeout: float = 15
 
 @pytest.fixture
 async def production_worker(temporal_dev, runtime_db, tmp_path):
-    """The worker `tidings worker` runs (engine.ops.worker.build_worker: its thread pool, its sandbox settings);
+    """The worker `tidings worker` runs (tidings.engine.ops.worker.build_worker: its thread pool, its sandbox settings);
     yields its task queue."""
-    from engine.platform.config import Settings
-    from engine.ops.worker import build_worker
+    from tidings.engine.platform.config import Settings
+    from tidings.engine.ops.worker import build_worker
 
     settings = Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=runtime_db.test_url,
                                  TIDINGS_TASK_QUEUE=f"many-{uuid.uuid4().hex[:8]}")

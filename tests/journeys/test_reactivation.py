@@ -10,8 +10,8 @@ from collections import Counter
 
 from sqlalchemy import text
 
-from engine.journeys import store
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.journeys import store
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers
 from tests.processes import TIDINGS
 

@@ -12,14 +12,14 @@ from sqlalchemy import text
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from engine.customers.events import ingest
-from engine.segments.service import put_static_segment
-from engine.journeys import store
-from engine.journeys.runtime.contracts import broadcast_workflow_id
-from engine.platform.installation import installation_id
-from engine.journeys.testing import AnyCatalog
-from engine.customers.schemas import EventIn
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.customers.events import ingest
+from tidings.engine.segments.service import put_static_segment
+from tidings.engine.journeys import store
+from tidings.engine.journeys.runtime.contracts import broadcast_workflow_id
+from tidings.engine.platform.installation import installation_id
+from tidings.engine.journeys.testing import AnyCatalog
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.eventually import aeventually
 
@@ -129,8 +129,8 @@ async def test_broadcast_snapshots_segment_into_cohorts_and_mails_each_once(temp
 async def test_new_version_keeps_running_cohorts_and_replays(temporal_dev, runtime_db, dev_worker):
     """Record a cohort's history on the dev server, then replay it against the workflow code, before and
     after a new version of the journey is put: the replay must not raise."""
-    from engine.journeys.runtime.workflows import JourneyCohortWorkflow
-    from engine.platform.temporal import DATA_CONVERTER
+    from tidings.engine.journeys.runtime.workflows import JourneyCohortWorkflow
+    from tidings.engine.platform.temporal import DATA_CONVERTER
 
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")
@@ -173,9 +173,9 @@ steps:
 def _local_customers(db, ws):
     """Pro customers in Tokyo, New York and without a zone (default_timezone Europe/Paris), one free one
     in Tokyo, and a real dynamic segment of the pro ones."""
-    from engine.customers.users import upsert_users
-    from engine.customers.schemas import UserBatchItem
-    from engine.segments.service import SegmentIn, create_segment
+    from tidings.engine.customers.users import upsert_users
+    from tidings.engine.customers.schemas import UserBatchItem
+    from tidings.engine.segments.service import SegmentIn, create_segment
 
     put_template(db, ws)
     add_customers(db, ws, ["tokyo", "newyork", "nozone", "free-tokyo"])
@@ -253,7 +253,7 @@ async def test_a_schedule_made_before_customer_zones_admits_everyone_until_the_j
     zones at UTC+0), and activating the journey again replaces the schedule with the quarter-hour grid."""
     from temporalio.client import Schedule, ScheduleActionStartWorkflow, ScheduleSpec
 
-    from engine.journeys.runtime.contracts import BroadcastInput
+    from tidings.engine.journeys.runtime.contracts import BroadcastInput
 
     db, client = runtime_db, temporal_dev.client
     ws, jid = await _active_local_journey(db, client, dev_worker, "old", 'cron: "0 9 * * *"')
@@ -290,8 +290,8 @@ async def test_local_at_in_customer_zones_enters_each_zone_when_its_clock_reache
 
 async def test_entry_filter_sees_endpoints_and_segments_of_the_customer(temporal_dev, runtime_db, dev_worker):
     """An event entry `filter` reads the segments' customer document: endpoints and segment memberships."""
-    from engine.customers.endpoints import upsert_endpoints
-    from engine.customers.schemas import EndpointBatchItem, Location
+    from tidings.engine.customers.endpoints import upsert_endpoints
+    from tidings.engine.customers.schemas import EndpointBatchItem, Location
 
     db, client = runtime_db, temporal_dev.client
     ws = ensure_workspace(db, "acme")

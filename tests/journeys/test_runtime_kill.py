@@ -18,10 +18,10 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from engine.channels.config import ChannelPut, load_plugins, put_channel
-from engine.channels.contract import ChannelType
-from engine.journeys import store
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.channels.config import ChannelPut, load_plugins, put_channel
+from tidings.engine.channels.contract import ChannelType
+from tidings.engine.journeys import store
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 
 ONE_SEND = """apiVersion: tidings/v1

@@ -104,7 +104,7 @@ SPLITS = doc("""
 
 
 async def test_splits_holdout_and_ab_match_runs_of_their_own(journey_test):
-    from engine.journeys.runtime.contracts import bucket
+    from tidings.engine.journeys.runtime.contracts import bucket
 
     await journey_test.put(SPLITS)
     pks = {f"u{i}": journey_test.customer(f"u{i}", metrics={"spend": 50 + 10 * i}) for i in range(40)}
@@ -158,8 +158,8 @@ async def test_quiet_hours_hold_until_morning_in_customer_zone_and_frequency_cap
     # when (in workflow time) each customer's `one` was sent: the send calls of the history
     from temporalio.api.enums.v1 import EventType
 
-    from engine.journeys.runtime.contracts import StepCall
-    from engine.platform.temporal import DATA_CONVERTER
+    from tidings.engine.journeys.runtime.contracts import StepCall
+    from tidings.engine.platform.temporal import DATA_CONVERTER
 
     sent_at = {}
     for e in (await handle.fetch_history()).events:
@@ -209,7 +209,7 @@ GOAL = doc("""
 
 async def test_goal_event_records_conversion(journey_test):
     await journey_test.put(GOAL)
-    from engine.journeys import store
+    from tidings.engine.journeys import store
     from sqlalchemy import text
 
     a, b = journey_test.customer("a"), journey_test.customer("b")
@@ -322,8 +322,8 @@ BOUNCE_SPLIT = textwrap.dedent("""\
 
 async def test_split_on_a_bounce_reported_by_provider_feedback(journey_test):
     """A hard bounce recorded the way provider feedback records it routes that customer, and only them."""
-    from engine.platform.clock import now_ms
-    from engine.messaging.ledger import Occurrence, find_messages, record_occurrences
+    from tidings.engine.platform.clock import now_ms
+    from tidings.engine.messaging.ledger import Occurrence, find_messages, record_occurrences
 
     await journey_test.put(BOUNCE_SPLIT)
     ann, bob = journey_test.customer("ann"), journey_test.customer("bob")

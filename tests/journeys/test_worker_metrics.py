@@ -9,11 +9,11 @@ import uuid
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.customers.events import ingest
-from engine.customers.schemas import EventIn
-from engine.journeys import store
-from engine.ops.devstack import free_port
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.customers.events import ingest
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.journeys import store
+from tidings.engine.ops.devstack import free_port
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (fixture)
 from tests.processes import TIDINGS, tidings_env

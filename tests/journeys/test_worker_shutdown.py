@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 from aiosmtpd.controller import Controller
 
-from engine.ops.devstack import free_port
-from engine.journeys import store
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.ops.devstack import free_port
+from tidings.engine.journeys import store
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.messaging.conftest import Inbox
 from tests.processes import TIDINGS, tidings_env
@@ -52,7 +52,7 @@ def slow_smtp(monkeypatch):
 
 
 async def test_sigterm_to_the_worker_finishes_the_send_in_flight(temporal_env, runtime_db, slow_smtp, tmp_path):
-    from engine.segments.service import SegmentIn, create_segment
+    from tidings.engine.segments.service import SegmentIn, create_segment
 
     ws = ensure_workspace(runtime_db, "shop")
     customers = [f"c{i}" for i in range(15)]

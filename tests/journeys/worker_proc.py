@@ -16,12 +16,12 @@ async def main(address: str, url: str, queue: str) -> None:
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from engine.platform.db import make_engine
-    from engine.journeys.runtime.activities import JourneyActivities
-    from engine.journeys.runtime.workflows import JourneyCohortWorkflow
-    from engine.platform.temporal import DATA_CONVERTER
+    from tidings.engine.platform.db import make_engine
+    from tidings.engine.journeys.runtime.activities import JourneyActivities
+    from tidings.engine.journeys.runtime.workflows import JourneyCohortWorkflow
+    from tidings.engine.platform.temporal import DATA_CONVERTER
 
-    from engine.wiring import wire
+    from tidings.engine.wiring import wire
 
     wire()
     client = await Client.connect(address, data_converter=DATA_CONVERTER)

@@ -9,8 +9,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from engine.customers.tables import users
-from engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
+from tidings.engine.customers.tables import users
+from tidings.engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
 
 
 

@@ -15,11 +15,11 @@ from cryptography.fernet import Fernet
 from litestar.testing import TestClient
 from sqlalchemy import text
 
-from api.app import create_app
-from engine.channels import secrets as channel_secrets
-from engine.platform.clock import now_ms
-from engine.channels.tables import channel_configs, channel_routes
-from engine.workspaces.service import create_key
+from tidings.api.app import create_app
+from tidings.engine.channels import secrets as channel_secrets
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.channels.tables import channel_configs, channel_routes
+from tidings.engine.workspaces.service import create_key
 from tests.channels.conftest import http_server  # noqa: F401  (fixture)
 from tests.conftest import Api
 from .conftest import seed

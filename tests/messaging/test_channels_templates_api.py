@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.journeys.language.resources import load_resources
-from engine.messaging.template_store import apply_template_resource, list_templates, template_exists
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.journeys.language.resources import load_resources
+from tidings.engine.messaging.template_store import apply_template_resource, list_templates, template_exists
+from tidings.engine.workspaces.service import ensure_workspace
 from .conftest import seed
 
 TWILIO = {"base_url": "http://127.0.0.1:9", "account_sid": "AC1", "auth_token": "very-secret-token",

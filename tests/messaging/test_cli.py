@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.platform.config import Settings
+from tidings.engine.platform.config import Settings
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 
@@ -22,12 +22,12 @@ def test_plugins_lists_channels_and_sources(settings):
     lines = {line.split()[0]: line for line in out.stdout.splitlines()[1:]}
     assert "smtp (EMAIL, 10/s)" in lines["email_smtp"] and "builtin" in lines["email_smtp"]
     assert "twilio-sms (SMS, 1/s)" in lines["twilio"]
-    assert "apns (PUSH, 500/s)" in lines["apns"] and "builtin" in lines["apns"] and "plugins.apns" in lines["apns"]
+    assert "apns (PUSH, 500/s)" in lines["apns"] and "builtin" in lines["apns"] and "tidings.plugins.apns" in lines["apns"]
     outbox = next(line for line in lines.values() if "outbox (any type)" in line)
-    assert "plugins.outbox" in outbox
+    assert "tidings.plugins.outbox" in outbox
     # event-sink kinds (what an event stream's `sink.kind` names) are listed with their plugin
     assert out.stdout.splitlines()[0].split()[:5] == ["PLUGIN", "SOURCE", "CHANNELS", "EVENT", "SINKS"]
-    assert "webhook, ndjson" in lines["event_sinks"] and "plugins.event_sinks" in lines["event_sinks"]
+    assert "webhook, ndjson" in lines["event_sinks"] and "tidings.plugins.event_sinks" in lines["event_sinks"]
     assert lines["apns"].split()[-2] == "-"  # a channel plugin provides no sink
 
 

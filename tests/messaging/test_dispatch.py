@@ -1,13 +1,13 @@
-"""engine.messaging.dispatch.send_journey_step: the contract the journey runtime calls, with real channels."""
+"""tidings.engine.messaging.dispatch.send_journey_step: the contract the journey runtime calls, with real channels."""
 from __future__ import annotations
 
 import pytest
 
-from engine.platform.clock import now_ms
-from engine.channels.config import load_plugins
-from engine.messaging.dispatch import JourneySend, send_journey_step
-from engine.messaging.template_store import TemplateBody, put_template
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.channels.config import load_plugins
+from tidings.engine.messaging.dispatch import JourneySend, send_journey_step
+from tidings.engine.messaging.template_store import TemplateBody, put_template
+from tidings.engine.workspaces.service import ensure_workspace
 from .conftest import seed, user_pk
 
 PLUGINS = load_plugins()
@@ -130,7 +130,7 @@ async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(a
     # the home row was handed over by an attempt that recorded it (a chunk recorded as it completes)
     from sqlalchemy import update
 
-    from engine.messaging.tables import messages
+    from tidings.engine.messaging.tables import messages
     with db.begin() as conn:
         conn.execute(update(messages).where(messages.c.message_id == home).values(status="sent"))
     monkeypatch.setenv("TIDINGS_SMTP_PORT", str(real_port))  # back

@@ -1,4 +1,4 @@
-"""Concurrent transactional sends share write transactions (engine.platform.write_queue.write) and still each get their own
+"""Concurrent transactional sends share write transactions (tidings.engine.platform.write_queue.write) and still each get their own
 answer: an error in one is rolled back alone, and an Idempotency-Key still sends once, also when a server is
 killed between handing the mail to SMTP and recording it."""
 from __future__ import annotations
@@ -18,12 +18,12 @@ from aiosmtpd.controller import Controller
 from litestar.testing import TestClient
 from sqlalchemy import select
 
-from api.app import create_app
-from engine.platform import write_queue as serial
-from engine.messaging import transactional
-from engine.platform.errors import Conflict
-from engine.messaging.tables import idempotent_requests
-from engine.workspaces.service import ensure_workspace
+from tidings.api.app import create_app
+from tidings.engine.platform import write_queue as serial
+from tidings.engine.messaging import transactional
+from tidings.engine.platform.errors import Conflict
+from tidings.engine.messaging.tables import idempotent_requests
+from tidings.engine.workspaces.service import ensure_workspace
 from tests.conftest import Api
 from .conftest import Inbox, free_port, seed
 
@@ -126,7 +126,7 @@ class HeldInbox(Inbox):
 
 SERVER = """
 import uvicorn
-from api.app import create_app
+from tidings.api.app import create_app
 uvicorn.run(create_app(), host="127.0.0.1", port={port}, log_level="warning")
 """
 

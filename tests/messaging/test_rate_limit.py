@@ -5,7 +5,7 @@ import threading
 
 from litestar.testing import TestClient
 
-from api.app import create_app
+from tidings.api.app import create_app
 from tests.conftest import Api
 
 RATE = 20.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from plugins.twilio import twilio_signature
+from tidings.plugins.twilio import twilio_signature
 from tests.channels.conftest import http_server  # noqa: F401  (fixture)
 from .conftest import seed
 

@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import engine.platform.migrations.env_tables  # noqa: F401  # every domain's tables on SQLModel.metadata
-from engine.platform.db import make_engine, migrate
+import tidings.engine.platform.migrations.env_tables  # noqa: F401  # every domain's tables on SQLModel.metadata
+from tidings.engine.platform.db import make_engine, migrate
 
 
 def test_a_migrated_database_has_exactly_the_declared_tables(database_url):

@@ -7,9 +7,9 @@ import uuid
 from sqlalchemy import text
 from temporalio.worker import Worker
 
-from engine.platform.installation import installation_id
-from engine.segments.refresh import ensure_schedule, make_activity
-from engine.segments.refresh_workflow import SCHEDULE_ID, RefreshClockSegments
+from tidings.engine.platform.installation import installation_id
+from tidings.engine.segments.refresh import ensure_schedule, make_activity
+from tidings.engine.segments.refresh_workflow import SCHEDULE_ID, RefreshClockSegments
 
 
 async def test_schedule_workflow_moves_people_out_of_a_window(api, db, temporal_env):

@@ -12,16 +12,16 @@ import os
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from sqlalchemy import text
 
-from engine.customers import users as customers, endpoints, events
-from engine.platform.clock import now_ms
-from engine.customers.schemas import Demographic, EndpointBatchItem, EventIn, UserBatchItem
-from engine.segments.documents import documents
-from engine.segments.evaluate import compile_segment, ensure_indexed, full_members, python_member
-from engine.segments import typed_index as paths
-from engine.segments.to_sql import (
+from tidings.engine.customers import users as customers, endpoints, events
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.customers.schemas import Demographic, EndpointBatchItem, EventIn, UserBatchItem
+from tidings.engine.segments.documents import documents
+from tidings.engine.segments.evaluate import compile_segment, ensure_indexed, full_members, python_member
+from tidings.engine.segments import typed_index as paths
+from tidings.engine.segments.to_sql import (
     Ctx, Scope, Translator, conjuncts, outcome, outcome_sql, wide_conjunct_filters,
 )
-from engine.workspaces.service import create_key
+from tidings.engine.workspaces.service import create_key
 
 EDGE_STR = ["", "0", "1", "5", "5.0", "-0", " 5", "007", "1e3", "abc", "ABC", "Abc", "a%b", "a_b", "%", "_",
             "é", "É", "日本", "10", "9", "true", "null", "x y", ".5", "inf"]

@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from engine.platform.db import make_engine, migrate
-from engine.workspaces.service import create_key
+from tidings.engine.platform.db import make_engine, migrate
+from tidings.engine.workspaces.service import create_key
 from tests.eventually import eventually
 from tests.processes import ApiProcess, tidings_env
 

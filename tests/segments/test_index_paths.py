@@ -50,7 +50,7 @@ def test_users_created_by_events_are_placed(api):
 
 def wide_matches_cv(db, ws_id=None):
     """Every customer has a wide row, and each slot holds its path's customer_value row (or nothing)."""
-    from engine.segments import typed_index as paths
+    from tidings.engine.segments import typed_index as paths
 
     with db.connect() as conn:
         ws_id = ws_id or conn.execute(text("SELECT max(workspace_id) FROM users")).scalar()
@@ -88,7 +88,7 @@ def test_wide_table_follows_writes_erasure_and_path_changes(api, db):
 
 
 def scan_indexes(db):
-    from engine.segments import typed_index as paths
+    from tidings.engine.segments import typed_index as paths
 
     with db.connect() as conn:
         ws_id = conn.execute(text("SELECT max(workspace_id) FROM users")).scalar()
@@ -97,7 +97,7 @@ def scan_indexes(db):
 
 def full_plan(db, ws_id, rule):
     """EXPLAIN QUERY PLAN of the rule's full evaluation, and its members."""
-    from engine.segments.evaluate import compile_segment, full_evaluation_query, full_members
+    from tidings.engine.segments.evaluate import compile_segment, full_evaluation_query, full_members
 
     compiled = compile_segment("probe", "dynamic", rule)
     with db.connect() as conn:
@@ -157,7 +157,7 @@ def test_scan_index_serves_full_evaluation_and_goes_with_its_segments(api, db):
 def test_scan_indexes_are_capped_per_workspace(api, db):
     if db.dialect.name != "sqlite":
         return
-    from engine.segments.typed_index import SCAN_INDEX_LIMIT
+    from tidings.engine.segments.typed_index import SCAN_INDEX_LIMIT
 
     n = SCAN_INDEX_LIMIT + 2
     api.post("/v1/users/batch", json={"items": [{"user_id": f"u{i}", "attributes": {f"a{k}": f"v{(i + k) % 3}" for k in range(n)}}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from engine.journeys.tables import journey_entries, journey_triggers
-from engine.analytics.streams import read_events
-from engine.workspaces.service import ensure_workspace
+from tidings.engine.journeys.tables import journey_entries, journey_triggers
+from tidings.engine.analytics.streams import read_events
+from tidings.engine.workspaces.service import ensure_workspace
 
 
 def seg(api, id, rule):

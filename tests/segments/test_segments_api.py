@@ -5,7 +5,7 @@ import time
 
 from sqlalchemy import insert
 
-from engine.segments.tables import journey_segment_refs
+from tidings.engine.segments.tables import journey_segment_refs
 
 
 def seg(api, id, rule, name=None):

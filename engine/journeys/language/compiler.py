@@ -6,14 +6,14 @@ from pathlib import Path
 
 import msgspec
 
-from engine.journeys import ir
-from engine.journeys.language.graph import check_graph
-from engine.journeys.language.issues import Issues, JourneyCompileError, Pos
-from engine.journeys.language.resources import Resource, documents, read_resources
-from engine.journeys.language.sections import parse_entry, parse_settings
-from engine.journeys.language.steps import parse_steps
-from engine.journeys.language.yaml_view import Catalog, Ctx, View
-from engine.messaging.ledger import journey_event_names, journey_message_event_names
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.language.graph import check_graph
+from tidings.engine.journeys.language.issues import Issues, JourneyCompileError, Pos
+from tidings.engine.journeys.language.resources import Resource, documents, read_resources
+from tidings.engine.journeys.language.sections import parse_entry, parse_settings
+from tidings.engine.journeys.language.steps import parse_steps
+from tidings.engine.journeys.language.yaml_view import Catalog, Ctx, View
+from tidings.engine.messaging.ledger import journey_event_names, journey_message_event_names
 
 API_VERSION = "tidings/v1"
 REQUIRED = ("apiVersion", "kind", "id", "entry", "steps")

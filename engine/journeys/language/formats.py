@@ -5,7 +5,7 @@ import re
 from datetime import datetime
 from typing import NamedTuple
 
-from engine.platform.timezones import is_timezone
+from tidings.engine.platform.timezones import is_timezone
 
 _CLOCK = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from engine.journeys import ir
-from engine.journeys.language.steps import ParsedSteps
-from engine.journeys.language.yaml_view import Ctx, did_you_mean
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.language.steps import ParsedSteps
+from tidings.engine.journeys.language.yaml_view import Ctx, did_you_mean
 
 
 def reachable(edges: dict[str, list[str]], start: str) -> set[str]:

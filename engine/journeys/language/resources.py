@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.journeys.language.issues import Issues, Pos
-from engine.journeys.language.yaml_loader import LMap, load_documents, plain
+from tidings.engine.journeys.language.issues import Issues, Pos
+from tidings.engine.journeys.language.yaml_loader import LMap, load_documents, plain
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

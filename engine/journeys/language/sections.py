@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from engine.journeys import ir
-from engine.journeys.language.formats import (
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.language.formats import (
     check_clock, check_cron, check_timezone, parse_instant, parse_wall_time,
 )
-from engine.journeys.language.issues import Pos
-from engine.journeys.language.yaml_view import Ctx, View, typename
-from engine.journeys.language.yaml_loader import LList
+from tidings.engine.journeys.language.issues import Pos
+from tidings.engine.journeys.language.yaml_view import Ctx, View, typename
+from tidings.engine.journeys.language.yaml_loader import LList
 
 MIN_EVERY = 3600  # recurring broadcasts more often than hourly would be a firehose, not a campaign
 

@@ -5,12 +5,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from engine.journeys import ir
-from engine.journeys.language.formats import check_clock, parse_instant
-from engine.journeys.language.issues import Pos
-from engine.journeys.language.yaml_view import ID_RE, Ctx, MessageRef, StepRef, View, check_duration, typename
-from engine.journeys.language.yaml_loader import LList, LMap, plain
-from engine.messaging.ledger import JOURNEY_MESSAGE_EVENT_TYPES
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.language.formats import check_clock, parse_instant
+from tidings.engine.journeys.language.issues import Pos
+from tidings.engine.journeys.language.yaml_view import ID_RE, Ctx, MessageRef, StepRef, View, check_duration, typename
+from tidings.engine.journeys.language.yaml_loader import LList, LMap, plain
+from tidings.engine.messaging.ledger import JOURNEY_MESSAGE_EVENT_TYPES
 
 STEP_KEYS = ("id", "next", "name", "description")
 MESSAGE_EVENT_TYPES = tuple(JOURNEY_MESSAGE_EVENT_TYPES)  # sent, delivered, opened, clicked, bounced, ...

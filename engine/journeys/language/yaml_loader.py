@@ -19,7 +19,7 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
-from engine.journeys.language.issues import Issues, Pos
+from tidings.engine.journeys.language.issues import Issues, Pos
 
 
 class LMap(dict):
@@ -62,7 +62,7 @@ _Resolver.add_implicit_resolver(
 # - aliases: `*a` shares a node, but everything downstream (plain(), the JSON we store, the compiler) walks
 #   the expanded tree, so ten nested anchors of ten aliases each ("billion laughs", 520 bytes) meant 10^10
 #   nodes and 12.5 GB. The expanded size of every alias is counted as it is met.
-MAX_DEPTH = 64  # a rule (at most 32 levels, engine.customers.limits) fits inside a deep journey
+MAX_DEPTH = 64  # a rule (at most 32 levels, tidings.engine.customers.limits) fits inside a deep journey
 MAX_ALIAS_NODES = 10_000
 
 

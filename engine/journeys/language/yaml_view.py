@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import datalogic_py
 
-from engine.journeys.language.durations import MAX_WAIT, format_duration, parse_duration
-from engine.journeys.language.issues import Issues, Pos
-from engine.journeys.language.yaml_loader import LList, LMap, plain
+from tidings.engine.journeys.language.durations import MAX_WAIT, format_duration, parse_duration
+from tidings.engine.journeys.language.issues import Issues, Pos
+from tidings.engine.journeys.language.yaml_loader import LList, LMap, plain
 
 ID_RE = re.compile(r"^[a-z0-9_-]+$")
 ID_HINT = "use lowercase letters, digits, `-` and `_`"

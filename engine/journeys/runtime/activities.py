@@ -15,26 +15,26 @@ import msgspec
 from sqlalchemy import Engine, insert, select, update
 from temporalio import activity
 
-from engine.platform.clock import now_ms
-from engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
-from engine.platform.installation import installation_id
-from engine.platform.metrics_registry import JOURNEY_ADMISSION_LAG
-from engine.journeys.runtime import admission
-from engine.journeys import ir
-from engine.journeys.runtime import audience, localtime
-from engine.journeys.runtime.localtime import in_quiet_hours, next_local
-from engine.journeys.runtime.contracts import (
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
+from tidings.engine.platform.installation import installation_id
+from tidings.engine.platform.metrics_registry import JOURNEY_ADMISSION_LAG
+from tidings.engine.journeys.runtime import admission
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.runtime import audience, localtime
+from tidings.engine.journeys.runtime.localtime import in_quiet_hours, next_local
+from tidings.engine.journeys.runtime.contracts import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
-from engine.journeys.runtime.rules import event_doc, holds
-from engine.journeys.tables import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
-from engine.messaging.ledger import journey_event_names, journey_message_event_names, sends_since
-from engine.messaging.dispatch import JourneySend, send_journey_step
-from engine.messaging.tables import messages
-from engine.customers.tables import users
-from engine.customers import on_write as changes
-from engine.customers.events import events_of, insert_new
-from engine.segments.documents import documents
+from tidings.engine.journeys.runtime.rules import event_doc, holds
+from tidings.engine.journeys.tables import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
+from tidings.engine.messaging.ledger import journey_event_names, journey_message_event_names, sends_since
+from tidings.engine.messaging.dispatch import JourneySend, send_journey_step
+from tidings.engine.messaging.tables import messages
+from tidings.engine.customers.tables import users
+from tidings.engine.customers import on_write as changes
+from tidings.engine.customers.events import events_of, insert_new
+from tidings.engine.segments.documents import documents
 
 
 # A member whose message another attempt of this send is handing over right now looks again this much later.
@@ -43,7 +43,7 @@ IN_FLIGHT_ELSEWHERE_MS = 10_000
 
 class JourneyActivities:
     def __init__(self, db: Engine, settings=None, plugins=None):
-        from engine.channels.config import load_plugins
+        from tidings.engine.channels.config import load_plugins
 
         self.db, self.settings = db, settings
         self.plugins = plugins if plugins is not None else load_plugins()  # once per worker, not per send
@@ -570,7 +570,7 @@ def _record_holdouts(conn, call: StepCall, members: list[Member]) -> None:
 
 async def _heartbeat_forever() -> None:
     """Heartbeat three times per heartbeat timeout. Progress itself is in the store: each chunk's results
-    are recorded as it completes (engine.messaging.dispatch), so a retried attempt resumes after them. An attempt
+    are recorded as it completes (tidings.engine.messaging.dispatch), so a retried attempt resumes after them. An attempt
     that stops heartbeating is retried elsewhere and the retry takes the claim's open rows over; an older
     attempt still running stops at its next chunk, or is cancelled at its next heartbeat."""
     timeout = activity.info().heartbeat_timeout

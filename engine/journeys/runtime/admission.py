@@ -23,11 +23,11 @@ from typing import Any
 
 from sqlalchemy import Engine, event, func, select
 
-from engine.platform.clock import now_ms
-from engine.platform.db import reading
-from engine.platform.installation import installation_id
-from engine.journeys.runtime.contracts import ENTRIES_READY, AdmitCall, admission_workflow_id
-from engine.journeys.tables import journey_entries, journeys
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.db import reading
+from tidings.engine.platform.installation import installation_id
+from tidings.engine.journeys.runtime.contracts import ENTRIES_READY, AdmitCall, admission_workflow_id
+from tidings.engine.journeys.tables import journey_entries, journeys
 
 log = logging.getLogger("tidings.journeys.admission")
 

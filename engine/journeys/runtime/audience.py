@@ -1,14 +1,14 @@
-"""What the runtime needs from segments, through their public functions (engine.segments.service):
+"""What the runtime needs from segments, through their public functions (tidings.engine.segments.service):
 members page by page (optionally by stored time zone), membership of a batch, existence, and the
 journey -> segment references (so a used segment cannot be deleted)."""
 from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
-from engine.customers.tables import users
-from engine.journeys.runtime.localtime import ZoneFilter
-from engine.segments import service as segments
-from engine.segments.service import members_among, segment_exists
+from tidings.engine.customers.tables import users
+from tidings.engine.journeys.runtime.localtime import ZoneFilter
+from tidings.engine.segments import service as segments
+from tidings.engine.segments.service import members_among, segment_exists
 
 __all__ = ["members_page", "members_among", "segment_exists", "set_refs", "stored_zones"]
 

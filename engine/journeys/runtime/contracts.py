@@ -12,8 +12,8 @@ from typing import Any
 
 import msgspec
 
-from engine.journeys.ir import JourneyIR, Node, Settings
-from engine.platform.installation import scoped
+from tidings.engine.journeys.ir import JourneyIR, Node, Settings
+from tidings.engine.platform.installation import scoped
 
 
 class Member(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -156,7 +156,7 @@ def bucket(journey_id: str, user_pk: int, step_id: str) -> float:
     return int.from_bytes(digest[:8], "big") % 1_000_000 / 10_000
 
 
-# Temporal ids start with the installation token (engine.platform.installation), so installations sharing a
+# Temporal ids start with the installation token (tidings.engine.platform.installation), so installations sharing a
 # namespace never meet; workflows learn their own ids from Temporal, activities and the store pass the token.
 def cohort_workflow_id(installation: str, workspace_id: int, journey_id: str, version: int, cohort: int) -> str:
     return scoped(installation, f"journey/{workspace_id}/{journey_id}/v{version}/cohort/{cohort}")

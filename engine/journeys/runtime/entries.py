@@ -1,4 +1,4 @@
-"""The ingestion seam: registered on engine.customers.on_write by engine.wiring, called inside every event
+"""The ingestion seam: registered on tidings.engine.customers.on_write by tidings.engine.wiring, called inside every event
 write transaction (and for the segment events a write causes).
 
 Cheap by design: one indexed lookup of `journey_trigger` by the batch's event names; nothing else
@@ -11,16 +11,16 @@ from __future__ import annotations
 import msgspec
 from sqlalchemy import Connection, select, update
 
-from engine.customers.events import record
-from engine.customers.schemas import EventIn
-from engine.customers.tables import users
-from engine.platform.clock import now_ms
-from engine.platform.db import bulk_insert, rows_where_in
-from engine.platform.metrics_registry import JOURNEY_ENTRIES_QUEUED
-from engine.journeys import ir
-from engine.journeys.tables import journey_entries, journey_runs, journey_triggers, journey_versions, journeys
-from engine.journeys.runtime.rules import event_doc, holds
-from engine.messaging.ledger import journey_event_names
+from tidings.engine.customers.events import record
+from tidings.engine.customers.schemas import EventIn
+from tidings.engine.customers.tables import users
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.db import bulk_insert, rows_where_in
+from tidings.engine.platform.metrics_registry import JOURNEY_ENTRIES_QUEUED
+from tidings.engine.journeys import ir
+from tidings.engine.journeys.tables import journey_entries, journey_runs, journey_triggers, journey_versions, journeys
+from tidings.engine.journeys.runtime.rules import event_doc, holds
+from tidings.engine.messaging.ledger import journey_event_names
 
 
 def listens(conn: Connection, workspace_id: int, names: tuple[str, ...]) -> bool:

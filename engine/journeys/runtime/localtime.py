@@ -30,9 +30,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo
 
-from engine.journeys.language.formats import CronTimes, expand_cron, parse_wall_time
-from engine.journeys.ir import BroadcastEntry
-from engine.platform.timezones import zone
+from tidings.engine.journeys.language.formats import CronTimes, expand_cron, parse_wall_time
+from tidings.engine.journeys.ir import BroadcastEntry
+from tidings.engine.platform.timezones import zone
 
 _UTC = ZoneInfo("UTC")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.platform.jsonlogic import compiled
+from tidings.engine.platform.jsonlogic import compiled
 
 
 def holds(rule: Any, data: dict) -> bool:

@@ -18,8 +18,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     import msgspec
 
-    from engine.journeys import ir
-    from engine.journeys.runtime.contracts import (
+    from tidings.engine.journeys import ir
+    from tidings.engine.journeys.runtime.contracts import (
         ENTRIES_READY, AdmissionInput, AdmitCall, Admitted, BroadcastInput, CohortInput, CohortResult, Group,
         Member, PageCall, StepCall, StepResult, bucket,
     )

@@ -1,8 +1,8 @@
-"""Alembic environment: migrations run on the connection that engine.platform.db.migrate hands in."""
+"""Alembic environment: migrations run on the connection that tidings.engine.platform.db.migrate hands in."""
 from alembic import context
 
 # Every domain's tables register on SQLModel.metadata (autogenerate compares them with the migrations).
-import engine.platform.migrations.env_tables  # noqa: F401
+import tidings.engine.platform.migrations.env_tables  # noqa: F401
 from sqlmodel import SQLModel
 
 connection = context.config.attributes["connection"]

@@ -10,15 +10,15 @@ from typing import Any, Mapping
 
 import httpx
 
-from engine.platform import egress
-from engine.channels import (
+from tidings.engine.platform import egress
+from tidings.engine.channels import (
     Channel,
     ChannelType,
     ConfigField,
     OutgoingMessage,
     SendResult,
 )
-from engine.hookspecs import hookimpl
+from tidings.engine.hookspecs import hookimpl
 
 
 class ExamplePostChannel(Channel):

@@ -1,4 +1,4 @@
-"""channel secrets are sealed at rest (engine.channels.secrets): a sealed feedback secret is longer than the
+"""channel secrets are sealed at rest (tidings.engine.channels.secrets): a sealed feedback secret is longer than the
 255 characters the plain one was limited to. Stored plain values stay readable and are sealed at start-up."""
 from alembic import op
 import sqlalchemy as sa

@@ -1,4 +1,4 @@
-"""messages keep being retried after a transient failure (engine.messaging.dispatch): `retrying` rows carry their next
+"""messages keep being retried after a transient failure (tidings.engine.messaging.dispatch): `retrying` rows carry their next
 attempt time and, for the redelivery loop, the rendered message; `owner` is the send attempt that may hand
 a row to its provider (a retried attempt takes its rows over; an older one still running stops)."""
 from alembic import op

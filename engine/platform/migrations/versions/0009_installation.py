@@ -1,4 +1,4 @@
-"""An installation token (engine.platform.installation): the prefix of this database's Temporal ids. A
+"""An installation token (tidings.engine.platform.installation): the prefix of this database's Temporal ids. A
 database that already ran journeys gets an empty token, so its running workflows keep their ids."""
 import secrets
 
