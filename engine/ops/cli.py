@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+from typing import Any
 
 from tidings.engine.platform import log_format
 from tidings.engine.platform.config import Settings
@@ -90,7 +91,7 @@ def cmd_api(args, settings: Settings) -> int:
     # JSON logs: uvicorn's own loggers propagate to the root's JSON handler (no config of theirs), and each
     # request is logged once, with its request id, by api/guard.py instead of uvicorn's access line.
     as_json = log_format.wants_json(os.environ)
-    logs = {"log_config": None, "access_log": False} if as_json else {}
+    logs: dict[str, Any] = {"log_config": None, "access_log": False} if as_json else {}
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
                             timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)), **logs)
     DrainingServer(config).run()

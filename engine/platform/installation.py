@@ -21,7 +21,7 @@ class Installation(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
 
 
-installations = Installation.__table__
+installations = Installation.__table__  # type: ignore[attr-defined]  # set by SQLModel
 
 def installation_id(db: Engine) -> str:
     """The token ('' for a database older than it); read once per engine: it never changes."""
