@@ -40,9 +40,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ("tidings.engine.platform.egress", "tidings.engine.channels.contract"):
         "platform -> channels: check_destination raises the channel contract's ChannelConfigError; item 3 "
         "(the helper moves to tidings.engine.channels, egress keeps DestinationRefused)",
-    ("tidings.plugins.event_sinks", "tidings.engine.workspaces.service"):
-        "plugins -> workspaces: the sink factory's `workspace=` argument is typed WorkspaceRef; item 8 "
-        "(plugin-facing types in the contract)",
     # Cross-domain reach-ins (item 3).
     ("tidings.plugins.outbox", "tidings.engine.messaging.tables"):
         "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",

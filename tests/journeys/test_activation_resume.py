@@ -17,7 +17,7 @@ from tidings.engine.journeys import store
 from tidings.engine.segments.service import SegmentIn, create_segment
 from tidings.engine.platform.temporal import DATA_CONVERTER
 from tidings.engine.workspaces.service import ensure_workspace
-from tests.faults.harness import until
+from tests.eventually import aeventually
 from tests.journeys.conftest import add_customers, put_template
 from tests.processes import TIDINGS, tidings_env
 
@@ -57,9 +57,9 @@ async def test_worker_start_finishes_an_activation_cut_short(temporal_env, runti
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([TIDINGS, "worker"], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            await until(lambda: log_path.read_text().count("worker ready") >= start, 180,
-                        what=f"worker start {start}: {log_path.read_text()[-2000:]}")
-            await until(lambda: len(smtp_sink.mails) >= mails, 120, what=f"{mails} mails")
+            await aeventually(lambda: log_path.read_text().count("worker ready") >= start, 180,
+                              what=f"worker start {start}: {log_path.read_text()[-2000:]}")
+            await aeventually(lambda: len(smtp_sink.mails) >= mails, 120, what=f"{mails} mails")
             await asyncio.sleep(seconds_after_ready)
         finally:
             proc.send_signal(signal.SIGTERM)
