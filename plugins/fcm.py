@@ -38,6 +38,7 @@ from engine.channels import (
     ConfigField,
     OutgoingMessage,
     SendResult,
+    check_destination,
 )
 from engine.hookspecs import hookimpl
 
@@ -175,7 +176,7 @@ class FcmChannel(Channel):
         for name, target in (("base_url", url), ("token_uri", token_uri)):
             if target is None:
                 continue
-            await egress.check_destination(name, target)
+            await check_destination(name, target)
 
     # -- sending ------------------------------------------------------------
     async def send_batch(

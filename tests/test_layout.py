@@ -30,9 +30,6 @@ PLUGIN_MAY_IMPORT = {"platform", "channels"}
 # (importer, imported): why it exists -> the follow-up (issue 15's item) that removes it.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     # Added by issue 10, before the layout existed.
-    ("engine.platform.egress", "engine.channels.contract"):
-        "platform -> channels: check_destination raises the channel contract's ChannelConfigError; item 3 "
-        "(the helper moves to engine.channels, egress keeps DestinationRefused)",
     ("plugins.event_sinks", "engine.workspaces.service"):
         "plugins -> workspaces: the sink factory's `workspace=` argument is typed WorkspaceRef; item 8 "
         "(plugin-facing types in the contract)",

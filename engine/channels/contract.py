@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from engine.platform import egress
 from engine.platform.retry import backoff
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "resolve_config",
     "redact_config",
     "secret_keys",
+    "check_destination",
 ]
 
 
@@ -74,6 +76,19 @@ class ChannelError(Exception):
 
 class ChannelConfigError(ChannelError):
     """The configuration given to a channel is invalid (missing/unknown key...)."""
+
+
+async def check_destination(name: str, url: str) -> None:
+    """A channel's configured destination (`name` is its config field), checked before a batch through the
+    destination guard (engine.platform.egress): a refused one is a configuration error (the batch fails
+    permanently, naming the field); one that does not resolve now is let through, its requests failing
+    transiently like any network error."""
+    try:
+        await egress.check_url(url)
+    except egress.DestinationRefused as exc:
+        raise ChannelConfigError(f"{name}: {exc}") from None
+    except OSError:
+        pass
 
 
 class ChannelContractError(ChannelError):
