@@ -38,10 +38,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
         "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
     # Start-up and shutdown hooks (item 4).
     ("api.app", "plugins.email_smtp"): "api -> plugins: close_pools at shutdown; item 4 (a shutdown hookspec)",
-    # Placement left over from the mechanical move.
-    ("engine.journeys.testing", "engine.ops.apply"):
-        "journeys -> ops: the pytest plugin applies resource folders like `tidings apply`; item 1 (move the "
-        "folder loading below ops, or the harness into ops behind the engine.journeys.testing name)",
 }
 
 

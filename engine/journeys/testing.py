@@ -101,7 +101,7 @@ class JourneyTest:
     def load(self, path: str | Path) -> list:
         """Apply a folder (or file) of resources as `tidings apply` does: templates, segments, journeys,
         every reference checked. Returns the changes."""
-        from engine.ops.apply import apply
+        from engine.journeys.apply import apply
 
         return apply(self.db, self.ws, path)
 

@@ -294,7 +294,7 @@ def cmd_journeys_stats(args, settings: Settings) -> int:
 
 
 def cmd_apply(args, settings: Settings) -> int:
-    from engine.ops.apply import apply
+    from engine.journeys.apply import apply
     from engine.journeys import JourneyCompileError
     from engine.workspaces.service import ensure_workspace
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from engine.ops.apply import apply
+from engine.journeys.apply import apply
 from engine.customers.events import ingest
 from engine.journeys import store
 from engine.messaging.tables import outbox_messages
