@@ -71,6 +71,7 @@ class JourneyTest:
         )
         from engine.workspaces.service import ensure_workspace
 
+        wire()  # the harness writes customers and events: the write path must tell segments and journeys
         self.env, self.db = env, db
         self.ws = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
         self.task_queue = f"journeys-{uuid.uuid4().hex[:8]}"
@@ -215,7 +216,6 @@ async def journey_env():
 @pytest.fixture
 async def journey_test(journey_env, tmp_path):
     """A fresh SQLite database and workspace with a running journey worker; see JourneyTest."""
-    wire()
     db = make_engine(f"sqlite:///{tmp_path / 'journeys.db'}")
     migrate(db)
     async with JourneyTest(journey_env, db) as jt:
