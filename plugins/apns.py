@@ -36,7 +36,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tidings.engine.platform import egress
-from tidings.engine.channels import Channel, ChannelConfigError, ChannelType, ConfigField, OutgoingMessage, SendResult
+from tidings.engine.channels import (
+    Channel, ChannelConfigError, ChannelType, ConfigField, OutgoingMessage, SendResult, check_destination,
+)
 from tidings.engine.hookspecs import hookimpl
 
 PRODUCTION_URL = "https://api.push.apple.com"
@@ -149,7 +151,7 @@ class ApnsChannel(Channel):
     async def send_batch(self, messages: list[OutgoingMessage], config: Mapping[str, Any]) -> list[SendResult]:
         cfg = self.resolve_config(config)
         base_url = (cfg["base_url"] or (SANDBOX_URL if cfg["environment"] == "sandbox" else PRODUCTION_URL)).rstrip("/")
-        await egress.check_destination("base_url", base_url)
+        await check_destination("base_url", base_url)
         client = self._client(base_url, cfg["timeout"])
         push_type = cfg["push_type"]
         priority = cfg["priority"] or (5 if push_type == "background" else 10)

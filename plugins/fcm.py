@@ -38,6 +38,7 @@ from tidings.engine.channels import (
     ConfigField,
     OutgoingMessage,
     SendResult,
+    check_destination,
 )
 from tidings.engine.hookspecs import hookimpl
 
@@ -177,7 +178,7 @@ class FcmChannel(Channel):
         for name, target in (("base_url", url), ("token_uri", token_uri)):
             if target is None:
                 continue
-            await egress.check_destination(name, target)
+            await check_destination(name, target)
 
     # -- sending ------------------------------------------------------------
     async def send_batch(

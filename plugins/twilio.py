@@ -44,6 +44,7 @@ from tidings.engine.channels import (
     ConfigField,
     FeedbackEvent,
     FeedbackSignatureError,
+    check_destination,
     OutgoingMessage,
     SendResult,
 )
@@ -103,7 +104,7 @@ class _TwilioChannel(Channel):
         base = cfg["base_url"].rstrip("/")
         url = f"{base}/2010-04-01/Accounts/{cfg['account_sid']}/{self._resource}"
         sem = asyncio.Semaphore(max(1, cfg["concurrency"]))
-        await egress.check_destination("base_url", url)
+        await check_destination("base_url", url)
         async with egress.async_client(
             auth=(cfg["account_sid"], cfg["auth_token"]), timeout=cfg["timeout"]
         ) as client:

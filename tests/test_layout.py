@@ -37,16 +37,9 @@ PLUGIN_MAY_IMPORT = {"platform", "channels"}
 # (importer, imported): why it exists -> the follow-up (issue 15's item) that removes it.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     # Added by issue 10, before the layout existed.
-    ("tidings.engine.platform.egress", "tidings.engine.channels.contract"):
-        "platform -> channels: check_destination raises the channel contract's ChannelConfigError; item 3 "
-        "(the helper moves to tidings.engine.channels, egress keeps DestinationRefused)",
     # Cross-domain reach-ins (item 3).
     ("tidings.plugins.outbox", "tidings.engine.messaging.tables"):
         "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
-    # Placement left over from the mechanical move.
-    ("tidings.engine.journeys.testing", "tidings.engine.ops.apply"):
-        "journeys -> ops: the pytest plugin applies resource folders like `tidings apply`; item 1 (move the "
-        "folder loading below ops, or the harness into ops behind the tidings.engine.journeys.testing name)",
 }
 
 

@@ -166,21 +166,7 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
 
         control: dict[str, Any] = {"customers": 0, "converted": 0, "rate": None}
         if goal:
-            sends = [(r.user_pk, r.ts, (r.step_id, r.variant, r.channel)) for r in conn.execute(
-                select(events.c.user_pk, events.c.ts, _attr("step_id").label("step_id"),
-                       _attr("variant").label("variant"), _attr("channel").label("channel"))
-                .where(*where, events.c.name.in_(names_of(["send"]))))]
-            users = {u for u, _, _ in sends}
-            lo = min((t for _, t, _ in sends), default=0)
-            hi = max((t for _, t, _ in sends), default=0) + window_ms
-            conv = _attribute(sends, _goal_events(conn, ws.id, chosen, users, lo, hi), window_ms)
-            _add_conversions(totals, [(None, u) for _, u in conv])
-            for groups, pick in ((by_step, 0), (by_variant, 1), (by_channel, 2)):
-                per: dict[Any, list] = defaultdict(list)
-                for key, u in conv:
-                    per[key[pick]].append((None, u))
-                for k, lst in per.items():
-                    _add_conversions(groups[(k,)], lst)
+            _add_journey_conversions(conn, ws.id, where, chosen, window_ms, totals, (by_step, by_variant, by_channel))
             control = _control(conn, ws.id, journey_id, version, chosen, window_ms, since_ms, until_ms)
 
     def rows(groups: dict, label: str, order: list | None = None) -> list[dict[str, Any]]:
@@ -200,6 +186,27 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
         "channels": rows(by_channel, "channel"),
         "control": control, "treatment_rate": treatment_rate, "lift": lift,
     }
+
+
+def _add_journey_conversions(conn: Connection, workspace_id: int, where: list, goal: Goal, window_ms: int,
+                             totals: dict, by_step_variant_channel: tuple[dict, dict, dict]) -> None:
+    """Count the conversions of the journey's sends (`where`) into the totals and each step, variant and
+    channel group: a goal event within the window after a send converts it."""
+    sends = [(r.user_pk, r.ts, (r.step_id, r.variant, r.channel)) for r in conn.execute(
+        select(events.c.user_pk, events.c.ts, _attr("step_id").label("step_id"),
+               _attr("variant").label("variant"), _attr("channel").label("channel"))
+        .where(*where, events.c.name.in_(names_of(["send"]))))]
+    users = {u for u, _, _ in sends}
+    lo = min((t for _, t, _ in sends), default=0)
+    hi = max((t for _, t, _ in sends), default=0) + window_ms
+    conv = _attribute(sends, _goal_events(conn, workspace_id, goal, users, lo, hi), window_ms)
+    _add_conversions(totals, [(None, u) for _, u in conv])
+    for groups, pick in zip(by_step_variant_channel, (0, 1, 2)):
+        per: dict[Any, list] = defaultdict(list)
+        for key, u in conv:
+            per[key[pick]].append((None, u))
+        for k, lst in per.items():
+            _add_conversions(groups[(k,)], lst)
 
 
 def _step_order(conn: Connection, where: list) -> list:

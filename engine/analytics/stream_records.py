@@ -111,29 +111,39 @@ def pinpoint_record(row: Any, workspace: str) -> dict[str, Any]:
     elif channel == "email":
         feedback = EMAIL_TYPES.get(type_, (None, type_))[1]
         attrs["feedback"] = a.get("link", "") if type_ == "click" else feedback
-        mail = {"message_id": a.get("provider_message_id") or a.get("message_id"),
-                "message_send_timestamp": a.get("sent_at", row.ts), "destination": [row.address] if row.address else [],
-                "headers_truncated": False, "headers": [], "common_headers": {"to": [row.address] if row.address else []}}
-        detail: dict[str, Any] = {}
-        if type_ in ("open", "click"):
-            detail = {"ip_address": a.get("ip_address", ""), "user_agent": a.get("user_agent", "")}
-            if type_ == "click":
-                detail["link"] = a.get("link", "")
-        elif type_ == "delivered":
-            detail = {"smtp_response": a.get("provider_status", ""), "recipients": mail["destination"]}
-        elif type_ in ("hard_bounce", "soft_bounce"):
-            detail = {"bounce_type": "Permanent" if type_ == "hard_bounce" else "Transient",
-                      "bounced_recipients": mail["destination"]}
-        rec["facets"] = {"email_channel": {"mail_event": {"mail": mail, EMAIL_FACET.get(type_, type_): detail}}}
+        rec["facets"] = {"email_channel": {"mail_event": _mail_event(row, a, type_)}}
     elif channel == "sms":
-        attrs.setdefault("sender_request_id", str(a.get("message_id", "")))
-        attrs["message_id"] = str(a.get("provider_message_id") or a.get("message_id", ""))
-        attrs["destination_phone_number"] = row.address or ""
-        attrs["record_status"] = (str(a["provider_status"]).upper() if a.get("provider_status")
-                                  else SMS_TYPES.get(type_, (None, type_.upper()))[1])
-        attrs.setdefault("message_type", "Promotional")
+        _add_sms_attributes(attrs, row, a, type_)
     rec["attributes"] = attrs
     return rec
+
+
+def _mail_event(row: Any, a: dict[str, Any], type_: str) -> dict[str, Any]:
+    """Pinpoint's `facets.email_channel.mail_event` of an email event: the mail and the event's detail."""
+    mail = {"message_id": a.get("provider_message_id") or a.get("message_id"),
+            "message_send_timestamp": a.get("sent_at", row.ts), "destination": [row.address] if row.address else [],
+            "headers_truncated": False, "headers": [], "common_headers": {"to": [row.address] if row.address else []}}
+    detail: dict[str, Any] = {}
+    if type_ in ("open", "click"):
+        detail = {"ip_address": a.get("ip_address", ""), "user_agent": a.get("user_agent", "")}
+        if type_ == "click":
+            detail["link"] = a.get("link", "")
+    elif type_ == "delivered":
+        detail = {"smtp_response": a.get("provider_status", ""), "recipients": mail["destination"]}
+    elif type_ in ("hard_bounce", "soft_bounce"):
+        detail = {"bounce_type": "Permanent" if type_ == "hard_bounce" else "Transient",
+                  "bounced_recipients": mail["destination"]}
+    return {"mail": mail, EMAIL_FACET.get(type_, type_): detail}
+
+
+def _add_sms_attributes(attrs: dict[str, Any], row: Any, a: dict[str, Any], type_: str) -> None:
+    """The attributes Pinpoint's SMS events carry (sender request id, phone number, record status)."""
+    attrs.setdefault("sender_request_id", str(a.get("message_id", "")))
+    attrs["message_id"] = str(a.get("provider_message_id") or a.get("message_id", ""))
+    attrs["destination_phone_number"] = row.address or ""
+    attrs["record_status"] = (str(a["provider_status"]).upper() if a.get("provider_status")
+                              else SMS_TYPES.get(type_, (None, type_.upper()))[1])
+    attrs.setdefault("message_type", "Promotional")
 
 
 FORMATS = {"tidings": tidings_record, "pinpoint": pinpoint_record}

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import msgspec
 
+from tidings.engine.platform import egress
 from tidings.engine.platform.retry import backoff
 from tidings.engine.workspaces.service import WorkspaceRef
 
@@ -56,6 +57,7 @@ __all__ = [
     "resolve_config",
     "redact_config",
     "secret_keys",
+    "check_destination",
 ]
 
 
@@ -76,6 +78,19 @@ class ChannelError(Exception):
 
 class ChannelConfigError(ChannelError):
     """The configuration given to a channel is invalid (missing/unknown key...)."""
+
+
+async def check_destination(name: str, url: str) -> None:
+    """A channel's configured destination (`name` is its config field), checked before a batch through the
+    destination guard (tidings.engine.platform.egress): a refused one is a configuration error (the batch fails
+    permanently, naming the field); one that does not resolve now is let through, its requests failing
+    transiently like any network error."""
+    try:
+        await egress.check_url(url)
+    except egress.DestinationRefused as exc:
+        raise ChannelConfigError(f"{name}: {exc}") from None
+    except OSError:
+        pass
 
 
 class ChannelContractError(ChannelError):

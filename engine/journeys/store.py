@@ -12,6 +12,12 @@ from typing import Any, get_args
 
 import msgspec
 from sqlalchemy import Engine, delete, insert, select, update
+from temporalio.client import (
+    Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
+    SchedulePolicy, ScheduleSpec, ScheduleUpdate,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from tidings.engine.platform.clock import ms_to_iso, now_ms
 from tidings.engine.platform.db import reading, writing
@@ -280,50 +286,61 @@ def _broadcast_done(db: Engine, ws_id: int, j: ir.JourneyIR) -> bool:
 
 async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.JourneyIR, task_queue: str,
                                admission: AdmissionInput | None) -> None:
-    from temporalio.client import (
-        Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
-        SchedulePolicy, ScheduleSpec, ScheduleUpdate,
-    )
-    from temporalio.common import WorkflowIDReusePolicy
-    from temporalio.exceptions import WorkflowAlreadyStartedError
-
+    """What runs an active journey: the admission workflow (event and segment entries), a schedule
+    (recurring broadcasts) or one broadcast workflow (once, maybe later)."""
     if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
-        inp = admission or AdmissionInput(workspace_id=ws_id, journey_id=j.id)
-        try:
-            await client.start_workflow("JourneyAdmission", inp, id=admission_workflow_id(installation, ws_id, j.id),
-                                        task_queue=task_queue)
-        except WorkflowAlreadyStartedError:
-            pass
+        await _start_admission(client, admission or AdmissionInput(workspace_id=ws_id, journey_id=j.id),
+                               admission_workflow_id(installation, ws_id, j.id), task_queue)
         return
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
-    broadcast = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
+    inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
     wf_id = broadcast_workflow_id(installation, ws_id, j.id, j.version)
-    policy = SchedulePolicy()
+    plan = _broadcast_schedule(b, inp)
+    if plan is not None:
+        schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
+                                                               task_queue=task_queue), spec=plan[0], policy=plan[1])
+        await _put_schedule(client, schedule_id(installation, ws_id, j.id, j.version), schedule,
+                            replace=inp.local_zones)
+        return
+    await _start_broadcast_once(client, b, inp, wf_id, task_queue)
+
+
+async def _start_admission(client, inp: AdmissionInput, workflow_id: str, task_queue: str) -> None:
+    try:
+        await client.start_workflow("JourneyAdmission", inp, id=workflow_id, task_queue=task_queue)
+    except WorkflowAlreadyStartedError:
+        pass
+
+
+def _broadcast_schedule(b: ir.BroadcastEntry, inp: BroadcastInput) -> tuple[ScheduleSpec, SchedulePolicy] | None:
+    """The schedule of a recurring broadcast (None for a one-off); marks `inp` when it fires per local zone."""
     if (local := localtime.local_schedule(b)) is not None:
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
         # admits the customers whose zone is due (engine/journeys/runtime/localtime.py). Firings may overlap: a long
         # page-through for Tokyo must not make Kathmandu's firing 15 minutes later be skipped.
-        broadcast.local_zones = True
+        inp.local_zones = True
         bounds = localtime.schedule_bounds(local)
-        spec = ScheduleSpec(cron_expressions=[localtime.schedule_cron(local)],
-                            start_at=bounds[0] if bounds else None, end_at=bounds[1] if bounds else None)
-        policy = SchedulePolicy(overlap=ScheduleOverlapPolicy.ALLOW_ALL)
-    elif b.cron:
-        spec = ScheduleSpec(cron_expressions=[b.cron], time_zone_name=None if b.timezone in ("UTC", "customer") else b.timezone)
-    elif b.every_seconds:
-        spec = ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=b.every_seconds))])
-    else:
-        spec = None
-    if spec is not None:
-        schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", broadcast, id=wf_id,
-                                                               task_queue=task_queue), spec=spec, policy=policy)
-        try:
-            await client.create_schedule(schedule_id(installation, ws_id, j.id, j.version), schedule)
-        except ScheduleAlreadyRunningError:
-            if local is not None:  # made before customer zones were honoured (a daily UTC firing): replace it
-                await client.get_schedule_handle(schedule_id(installation, ws_id, j.id, j.version)).update(
-                    lambda _: ScheduleUpdate(schedule=schedule))
-        return
+        return (ScheduleSpec(cron_expressions=[localtime.schedule_cron(local)],
+                             start_at=bounds[0] if bounds else None, end_at=bounds[1] if bounds else None),
+                SchedulePolicy(overlap=ScheduleOverlapPolicy.ALLOW_ALL))
+    if b.cron:
+        return (ScheduleSpec(cron_expressions=[b.cron],
+                             time_zone_name=None if b.timezone in ("UTC", "customer") else b.timezone), SchedulePolicy())
+    if b.every_seconds:
+        return ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=b.every_seconds))]), SchedulePolicy()
+    return None
+
+
+async def _put_schedule(client, sched_id: str, schedule: Schedule, *, replace: bool) -> None:
+    try:
+        await client.create_schedule(sched_id, schedule)
+    except ScheduleAlreadyRunningError:
+        if replace:  # made before customer zones were honoured (a daily UTC firing): replace it
+            await client.get_schedule_handle(sched_id).update(lambda _: ScheduleUpdate(schedule=schedule))
+
+
+async def _start_broadcast_once(client, b: ir.BroadcastEntry, inp: BroadcastInput, wf_id: str,
+                                task_queue: str) -> None:
     delay = None
     if b.at_epoch is not None:
         ahead = b.at_epoch - datetime.now(timezone.utc).timestamp()
@@ -331,7 +348,7 @@ async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.Jour
     try:
         # REJECT_DUPLICATE: a finished broadcast is not run again under its id (which would re-run its cohorts
         # and rewrite their runs); the cohort check in activate() covers it once Temporal forgot it.
-        await client.start_workflow("JourneyBroadcast", broadcast, id=wf_id, task_queue=task_queue, start_delay=delay,
+        await client.start_workflow("JourneyBroadcast", inp, id=wf_id, task_queue=task_queue, start_delay=delay,
                                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     except WorkflowAlreadyStartedError:
         pass

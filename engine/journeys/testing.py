@@ -71,6 +71,7 @@ class JourneyTest:
         )
         from tidings.engine.workspaces.service import ensure_workspace
 
+        wire()  # the harness writes customers and events: the write path must tell segments and journeys
         self.env, self.db = env, db
         self.ws = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
         self.task_queue = f"journeys-{uuid.uuid4().hex[:8]}"
@@ -101,7 +102,7 @@ class JourneyTest:
     def load(self, path: str | Path) -> list:
         """Apply a folder (or file) of resources as `tidings apply` does: templates, segments, journeys,
         every reference checked. Returns the changes."""
-        from tidings.engine.ops.apply import apply
+        from tidings.engine.journeys.apply import apply
 
         return apply(self.db, self.ws, path)
 
@@ -215,7 +216,6 @@ async def journey_env():
 @pytest.fixture
 async def journey_test(journey_env, tmp_path):
     """A fresh SQLite database and workspace with a running journey worker; see JourneyTest."""
-    wire()
     db = make_engine(f"sqlite:///{tmp_path / 'journeys.db'}")
     migrate(db)
     async with JourneyTest(journey_env, db) as jt:

@@ -325,7 +325,7 @@ def cmd_journeys_stats(args, settings: Settings) -> int:
 
 
 def cmd_apply(args, settings: Settings) -> int:
-    from tidings.engine.ops.apply import apply
+    from tidings.engine.journeys.apply import apply
     from tidings.engine.journeys import JourneyCompileError
     from tidings.engine.workspaces.service import ensure_workspace
 

@@ -93,7 +93,7 @@ async def show(client: httpx.AsyncClient) -> None:
 
 async def apply_examples(client: httpx.AsyncClient, settings: Settings) -> None:
     """The journeys/ folder, as `tidings apply --activate journeys/` would do it."""
-    from tidings.engine.ops.apply import apply
+    from tidings.engine.journeys.apply import apply
     from tidings.engine.platform.db import make_engine
     from tidings.engine.workspaces.service import ensure_workspace
     from tidings.engine.wiring import wire

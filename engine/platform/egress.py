@@ -227,20 +227,6 @@ async def check_url(url: str) -> None:
     await checked_addresses(*url_parts(url))
 
 
-async def check_destination(name: str, url: str) -> None:
-    """A channel's configured destination (`name` is its config field), checked before a batch: a refused
-    one is a configuration error (the batch fails permanently, naming the field); one that does not resolve
-    now is let through, its requests failing transiently like any network error."""
-    from tidings.engine.channels.contract import ChannelConfigError  # tidings.engine.channels.contract is above the network layer
-
-    try:
-        await check_url(url)
-    except DestinationRefused as exc:
-        raise ChannelConfigError(f"{name}: {exc}") from None
-    except OSError:
-        pass
-
-
 async def open_socket(host: str, port: int, *, timeout: float | None) -> socket.socket:
     """A TCP socket connected to a checked address of ``host`` (each tried in turn)."""
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ import os
 import tempfile
 import uuid
 from collections import deque
+from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterator
 
 import msgspec
@@ -188,57 +189,76 @@ def _number(value: Any, name: str) -> float | int:
     return int(f) if f.is_integer() and "." not in str(value) else f
 
 
-def parse_pinpoint(pairs: list[tuple[str, Any]]) -> Staged:
-    ep: dict[str, Any] = {}
-    user_attrs: dict[str, list[str]] = {}
-    attrs: dict[str, list[str]] = {}
-    metrics: dict[str, Any] = {}
-    demo: dict[str, Any] = {}
-    loc: dict[str, Any] = {}
-    user_id = None
+@dataclass
+class _PinpointColumns:
+    """One Pinpoint row's columns, grouped by what they describe."""
+
+    endpoint: dict[str, Any] = field(default_factory=dict)  # ChannelType, Address, Id, OptOut, EffectiveDate
+    user_id: str | None = None
+    user_attributes: dict[str, list[str]] = field(default_factory=dict)
+    attributes: dict[str, list[str]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    demographic: dict[str, Any] = field(default_factory=dict)
+    location: dict[str, Any] = field(default_factory=dict)
+
+
+def _pinpoint_columns(pairs: list[tuple[str, Any]]) -> _PinpointColumns:
+    row = _PinpointColumns()
     for key, value in pairs:
         if value is None or value == "":
             continue
         head, _, rest = key.partition(".")
         if key in ("ChannelType", "Address", "Id", "OptOut", "EffectiveDate"):
-            ep[key] = value
+            row.endpoint[key] = value
         elif key == "User.UserId":
-            user_id = str(value)
+            row.user_id = str(value)
         elif key.startswith("User.UserAttributes."):
-            user_attrs.setdefault(key.removeprefix("User.UserAttributes."), []).append(str(value))
+            row.user_attributes.setdefault(key.removeprefix("User.UserAttributes."), []).append(str(value))
         elif head == "Attributes" and rest:
-            attrs.setdefault(rest, []).append(str(value))
+            row.attributes.setdefault(rest, []).append(str(value))
         elif head == "Metrics" and rest:
-            metrics[rest] = _number(value, key)
+            row.metrics[rest] = _number(value, key)
         elif head == "Demographic" and rest in _DEMO:
-            demo[_DEMO[rest]] = str(value)
+            row.demographic[_DEMO[rest]] = str(value)
         elif head == "Location" and rest in _LOC:
-            loc[_LOC[rest]] = _number(value, key) if rest in ("Latitude", "Longitude") else str(value)
+            row.location[_LOC[rest]] = _number(value, key) if rest in ("Latitude", "Longitude") else str(value)
         else:
             raise InvalidInput(f"unknown column {key!r}", field=key)
+    return row
+
+
+def _pinpoint_channel(ep: dict[str, Any]) -> str:
+    """Tidings' channel type of a Pinpoint endpoint (its push services are all PUSH)."""
     if "Address" not in ep or "ChannelType" not in ep:
         raise InvalidInput("ChannelType and Address are required", field="Address" if "ChannelType" in ep else "ChannelType")
     if ep["ChannelType"] == "IN_APP":
         raise InvalidInput("IN_APP endpoints are not supported (Tidings has no in-app channel)", field="ChannelType")
     if ep["ChannelType"] not in ("EMAIL", "SMS", "VOICE", "PUSH", "WEBHOOK", "CUSTOM", *PINPOINT_PUSH_TYPES):
         raise InvalidInput(f"unknown ChannelType {ep['ChannelType']!r}", field="ChannelType")
-    channel = "PUSH" if ep["ChannelType"] in PINPOINT_PUSH_TYPES else ep["ChannelType"]
+    return "PUSH" if ep["ChannelType"] in PINPOINT_PUSH_TYPES else ep["ChannelType"]
+
+
+def parse_pinpoint(pairs: list[tuple[str, Any]]) -> Staged:
+    row = _pinpoint_columns(pairs)
+    ep = row.endpoint
+    channel = _pinpoint_channel(ep)
     endpoint_id = str(ep.get("Id") or f"{channel.lower()}:{ep['Address']}")
     opt = str(ep.get("OptOut", "NONE")).upper()
     if opt not in ("ALL", "NONE"):
         raise InvalidInput(f"OptOut is ALL or NONE, got {ep.get('OptOut')!r}", field="OptOut")
-    uid = user_id or endpoint_id
+    uid = row.user_id or endpoint_id
     try:
         endpoint = EndpointBatchItem(
-            endpoint_id=endpoint_id, user_id=uid, channel=channel,  # type: ignore[arg-type]  # Pinpoint ChannelType as exported (unchecked: see report)
-            address=str(ep["Address"]), attributes=attrs,
-            metrics=metrics, opt_out=opt == "ALL", demographic=Demographic(**demo) if demo else UNSET,
-            location=Location(**loc) if loc else UNSET,
+            endpoint_id=endpoint_id, user_id=uid, channel=channel,  # type: ignore[arg-type]  # Pinpoint ChannelType as exported
+            address=str(ep["Address"]),
+            attributes=row.attributes, metrics=row.metrics, opt_out=opt == "ALL",
+            demographic=Demographic(**row.demographic) if row.demographic else UNSET,
+            location=Location(**row.location) if row.location else UNSET,
             effective_date=str(ep["EffectiveDate"]) if ep.get("EffectiveDate") else UNSET)
     except (TypeError, msgspec.ValidationError) as exc:
         raise InvalidInput(str(exc)) from None
-    return Staged(user=UserBatchItem(user_id=uid, attributes={k: v if len(v) > 1 else v[0] for k, v in user_attrs.items()}),
-                  endpoint=endpoint)
+    attributes: dict[str, Any] = {k: v if len(v) > 1 else v[0] for k, v in row.user_attributes.items()}
+    return Staged(user=UserBatchItem(user_id=uid, attributes=attributes), endpoint=endpoint)
 
 
 def parse_plain(pairs: list[tuple[str, Any]]) -> Staged:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from tidings.engine.ops.apply import apply
+from tidings.engine.journeys.apply import apply
 from tidings.engine.customers.events import ingest
 from tidings.engine.journeys import store
 from tidings.engine.messaging.tables import outbox_messages

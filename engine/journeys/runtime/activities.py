@@ -187,6 +187,33 @@ class JourneyActivities:
         with writing(self.db) as conn:
             return fn(conn)
 
+    def _outside_quiet_hours(self, conn, call: StepCall, go: list[Member], skipped: list[tuple[Member, str]],
+                             held: list[Member]) -> list[Member]:
+        """The members outside their local quiet hours; the others are skipped or held until the hours end."""
+        zones = self._zones(conn, call, go)
+        q, keep = call.settings.quiet_hours, []
+        for m in go:
+            if not in_quiet_hours(call.now, zones[m.user_pk], q.start, q.end):
+                keep.append(m)
+            elif q.action == "skip":
+                skipped.append((m, "quiet_hours"))
+            else:
+                held.append(msgspec.structs.replace(m, deadline=next_local(call.now, zones[m.user_pk], q.end,
+                                                                          inclusive=True)))
+        return keep
+
+    @staticmethod
+    def _under_frequency_cap(conn, call: StepCall, go: list[Member], skipped: list[tuple[Member, str]]) -> list[Member]:
+        """The members sent fewer messages than the cap within its window; the others are skipped."""
+        cap = call.settings.frequency_cap
+        # messages are stamped with the wall clock when sent, so the window is wall-clock too
+        # (under a time-skipping test server a cap does not expire as workflow time moves)
+        counts = sends_since(conn, call.workspace_id, [m.user_pk for m in go], now_ms() - cap.per_seconds * 1000)
+        keep = []
+        for m in go:
+            (keep.append(m) if counts.get(m.user_pk, 0) < cap.messages else skipped.append((m, "frequency_cap")))
+        return keep
+
     def _send_prepare(self, call: StepCall):
         s = call.settings
         with writing(self.db) as conn:
@@ -201,26 +228,9 @@ class JourneyActivities:
             held: list[Member] = []
             go = members
             if s.quiet_hours and go:
-                zones = self._zones(conn, call, go)
-                q, keep = s.quiet_hours, []
-                for m in go:
-                    if not in_quiet_hours(call.now, zones[m.user_pk], q.start, q.end):
-                        keep.append(m)
-                    elif q.action == "skip":
-                        skipped.append((m, "quiet_hours"))
-                    else:
-                        held.append(msgspec.structs.replace(m, deadline=next_local(call.now, zones[m.user_pk], q.end, inclusive=True)))
-                go = keep
+                go = self._outside_quiet_hours(conn, call, go, skipped, held)
             if s.frequency_cap and go:
-                cap = s.frequency_cap
-                # messages are stamped with the wall clock when sent, so the window is wall-clock too
-                # (under a time-skipping test server a cap does not expire as workflow time moves)
-                counts = sends_since(conn, call.workspace_id, [m.user_pk for m in go],
-                                     now_ms() - cap.per_seconds * 1000)
-                keep = []
-                for m in go:
-                    (keep.append(m) if counts.get(m.user_pk, 0) < cap.messages else skipped.append((m, "frequency_cap")))
-                go = keep
+                go = self._under_frequency_cap(conn, call, go, skipped)
             # A member parked here (its message retrying) and skipped on coming back moves on without it
             self._give_up_retrying(conn, call, [m for m, _ in skipped], "skipped when it was due again "
                                    "(quiet hours or the frequency cap)")
