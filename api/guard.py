@@ -14,6 +14,7 @@ the 503s it refused itself, which a route middleware would not.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -105,12 +106,23 @@ class RequestGuard:
                        f"{self.retry_after.decode()} s"}, [(b"retry-after", self.retry_after)])
 
 
+# Any other method a client sends is counted as "other": a label per made-up method would grow without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
+@functools.cache  # bounded: methods above x route templates x statuses
+def _series(method: str, route: str, status: int) -> tuple[Any, Any]:
+    return HTTP_REQUESTS.labels(method, route, str(status)), HTTP_DURATION.labels(method, route)
+
+
 def _account(scope: dict, request_id: str, status: int, seconds: float) -> None:
     """Count the answer under its route template (`/v1/users/{user_id}`): raw paths carry ids, and a label
     per id would grow without bound."""
-    method, route = scope.get("method", ""), scope.get("path_template") or UNROUTED
-    HTTP_REQUESTS.labels(method, route, str(status)).inc()
-    HTTP_DURATION.labels(method, route).observe(seconds)
+    method = scope.get("method", "")
+    method, route = method if method in _METHODS else "other", scope.get("path_template") or UNROUTED
+    requests, duration = _series(method, route, status)
+    requests.inc()
+    duration.observe(seconds)
     if log.isEnabledFor(logging.INFO):
         log.info("%s %s %s", method, route, status,
                  extra={"request_id": request_id, "method": method, "route": route, "status": status,

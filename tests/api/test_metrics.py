@@ -119,3 +119,17 @@ def test_metrics_need_the_scrape_token_and_are_off_without_one(scraped, client):
     assert r.status_code == 401 and "TIDINGS_METRICS_TOKEN" in r.json()["error"]["message"]
     off = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})  # no token configured
     assert off.status_code == 401 and off.json()["error"]["message"].startswith("metrics are off")
+
+
+def test_made_up_methods_and_unmatched_paths_add_no_series_of_their_own(scraped):
+    client, api = scraped
+    before = scrape(client)
+    for i in range(3):
+        client.request(f"BREW{i}", f"/no/such/path/{i}")
+        api.get(f"/v1/nothing-here-{i}")
+    after = scrape(client)
+    requests = "tidings_http_requests_total"
+    assert not any(name == requests and dict(labels)["method"].startswith("BREW") for name, labels in after)
+    assert not any(name == requests and "nothing-here" in dict(labels)["route"] for name, labels in after)
+    assert moved(before, after, requests, method="other", route="unrouted", status="404") == 3
+    assert moved(before, after, requests, method="GET", route="unrouted", status="404") == 3
