@@ -1,0 +1,34 @@
+"""How many customers each step of a journey has seen, holds now, and ended at: the numbers drawn on
+the journey's graph, read from journey_run (the runtime records every step a run takes)."""
+from __future__ import annotations
+
+from collections import Counter
+
+import msgspec
+from sqlalchemy import Engine, select
+
+from engine.journeys.tables import journey_runs
+from engine.platform.db import reading
+from engine.workspaces.service import WorkspaceRef
+
+
+class StepCounts(msgspec.Struct):
+    entered: int = 0  # runs that reached the step
+    waiting: int = 0  # active runs on the step now
+    ended: int = 0  # runs that ended on the step (completed, exited, held out, failed)
+
+
+def step_counts(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None) -> dict[str, StepCounts]:
+    q = select(journey_runs.c.status, journey_runs.c.current_step, journey_runs.c.steps).where(
+        journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id)
+    if version is not None:
+        q = q.where(journey_runs.c.version == version)
+    entered: Counter[str] = Counter()
+    waiting: Counter[str] = Counter()
+    ended: Counter[str] = Counter()
+    with reading(db) as conn:
+        for status, current, steps in conn.execute(q):
+            entered.update({s.get("step") for s in steps or [] if isinstance(s, dict) and s.get("step")})
+            if current:
+                (waiting if status == "active" else ended)[current] += 1
+    return {step: StepCounts(entered[step], waiting[step], ended[step]) for step in entered | waiting | ended}
