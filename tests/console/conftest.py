@@ -52,6 +52,9 @@ async def stack(request, tmp_path_factory):
     url, pg = _database(request.param, home)
     settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=url)
     dev = DevStack(settings, Ports.free())
+    # DevStack points email at its sink through the environment, keeping values already set: a previous
+    # module's stack (another backend) must not leave its sink's port behind.
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("TIDINGS_SMTP_") or k == "TIDINGS_PUBLIC_URL"}
     await dev.start()
     try:
         async with httpx.AsyncClient(base_url=dev.api_url, headers={"Authorization": f"Bearer {dev.dev_key}"},
@@ -73,6 +76,9 @@ async def stack(request, tmp_path_factory):
         yield Stack(dev, other_key)
     finally:
         await dev.stop()
+        for k in [k for k in os.environ if k.startswith("TIDINGS_SMTP_") or k == "TIDINGS_PUBLIC_URL"]:
+            del os.environ[k]
+        os.environ.update(saved)
         if pg:
             admin, schema = pg
             with admin.begin() as conn:
