@@ -8,8 +8,12 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.config.csrf import CSRFConfig
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.session import SessionMiddleware
@@ -50,9 +54,20 @@ def session_middleware(key: bytes) -> DefineMiddleware:
     return DefineMiddleware(_session, config=config)
 
 
+class _CookieBackend(ClientSideSessionBackend):
+    """Litestar's encrypted cookie, where any cookie that does not decode is no session: Litestar itself
+    only forgives a bad tag or bad base64, and a cookie edited in its clear part raised (a 500)."""
+
+    async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
+        try:
+            return await super().load_from_connection(connection)
+        except (ValueError, KeyError, TypeError, msgspec.DecodeError):
+            return {}
+
+
 def _session(app: ASGIApp, config: CookieBackendConfig) -> SessionMiddleware:
     # Built when the app is, not with the router: Litestar copies routers, and the cipher cannot be copied.
-    return SessionMiddleware(app=app, backend=ClientSideSessionBackend(config=config))
+    return SessionMiddleware(app=app, backend=_CookieBackend(config=config))
 
 
 def csrf_config(key: bytes) -> CSRFConfig:

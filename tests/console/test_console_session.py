@@ -1,0 +1,78 @@
+"""The console's session and refusals over HTTP (no browser needed): revoked keys and tampered cookies
+sign out, bad input is a page naming the problem with nothing saved, the console can be turned off."""
+from __future__ import annotations
+
+import re
+
+from litestar.testing import TestClient
+
+from api.app import create_app
+from engine.workspaces.service import revoke_key
+
+TOKEN = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+def _sign_in(client: TestClient, key: str) -> str:
+    """Signs in; returns a CSRF token of the session for the forms to come."""
+    token = TOKEN.search(client.get("/console/sign-in").text).group(1)
+    r = client.post("/console/sign-in", data={"key": key, "_csrf_token": token}, follow_redirects=False)
+    assert r.status_code in (302, 303) and r.headers["location"] == "/console/", r.text
+    return TOKEN.search(client.get("/console/").text).group(1)
+
+
+def test_a_revoked_key_ends_its_sessions(client, api):
+    _sign_in(client, api.key)
+    assert client.get("/console/segments").status_code == 200
+    revoke_key(client.app.state.db, api.key)
+    r = client.get("/console/segments", follow_redirects=False)
+    assert r.status_code in (302, 303) and r.headers["location"] == "/console/sign-in"
+
+
+def test_a_tampered_session_cookie_is_no_session(client, api):
+    _sign_in(client, api.key)
+    value = client.cookies.get("tidings_console")
+    client.cookies.set("tidings_console", value[:-6] + ("A" * 6 if not value.endswith("A" * 6) else "B" * 6),
+                       path="/console")
+    r = client.get("/console/customers", follow_redirects=False)
+    assert r.status_code in (302, 303) and r.headers["location"] == "/console/sign-in"
+
+
+def test_an_htmx_fragment_without_a_session_sends_the_page_to_sign_in(client):
+    r = client.post("/console/segments/preview", data={"rule": "true"}, headers={"HX-Request": "true"})
+    assert r.status_code in (401, 403)
+    if r.status_code == 401:
+        assert r.headers["HX-Redirect"] == "/console/sign-in"
+
+
+def test_an_invalid_rule_is_explained_and_nothing_is_saved(client, api):
+    token = _sign_in(client, api.key)
+    r = client.post("/console/segments", data={"segment_id": "broken", "name": "Broken", "rule": '{"nope": [1]}',
+                                               "_csrf_token": token})
+    assert r.status_code == 400 and 'role="alert"' in r.text and "nope" in r.text
+    assert "Broken" in r.text  # the form comes back as typed
+    assert api.get("/v1/segments/broken").status_code == 404
+    preview = client.post("/console/segments/preview", data={"rule": "{", "_csrf_token": token})
+    assert "not JSON" in preview.text
+
+
+def test_customers_are_found_by_endpoint_id_and_address(client, api):
+    api.put("/v1/users/ana", json={"attributes": {"first_name": "Ana"}})
+    api.put("/v1/endpoints/ana-phone", json={"user_id": "ana", "channel": "SMS", "address": "+14155550100"})
+    _sign_in(client, api.key)
+    for q in ("ana", "ana-phone", "+14155550100"):
+        r = client.get("/console/customers", params={"q": q})
+        assert str(r.url).endswith("/console/customers/ana") and "Ana" in r.text, q
+
+
+def test_a_bad_date_range_names_the_field(client, api):
+    _sign_in(client, api.key)
+    r = client.get("/console/", params={"since": "yesterday"})
+    assert r.status_code == 400 and "since is a date" in r.text
+
+
+def test_the_console_can_be_turned_off(settings, monkeypatch):
+    monkeypatch.setenv("TIDINGS_CONSOLE", "off")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/console/sign-in").status_code == 404
+        assert client.get("/console/static/htmx.min.js").status_code == 404
+        assert client.get("/health").status_code == 200
