@@ -21,7 +21,9 @@ from engine.customers import users as customers
 from engine.customers.events import list_events
 from engine.customers.lookup import find_user_ids
 from engine.journeys import counts as journey_counts, store
+from engine.messaging import template_store
 from engine.messaging.feed import list_messages
+from engine.messaging.preview import preview_template
 from engine.platform.errors import InvalidInput, TidingsError
 from engine.segments import service as segments
 from engine.segments.preview import preview_rule
@@ -196,6 +198,26 @@ class ConsoleController(Controller):
         return page(request, "messages.html", ws=ws, filters=filters, messages=found["items"],
                     next_cursor=found["next_cursor"], journeys=store.list_journeys(db, ws),
                     statuses=STATUSES, channels=CHANNELS)
+
+    # ---- templates ----------------------------------------------------------------------------
+
+    @get("/templates", sync_to_thread=True)
+    def list_templates(self, request: Request, db: Engine, ws: WorkspaceRef) -> Response:
+        return page(request, "templates.html", ws=ws, templates=template_store.list_templates(db, ws))
+
+    @get("/templates/{template_id:str}", sync_to_thread=True)
+    def template(self, request: Request, db: Engine, ws: WorkspaceRef, template_id: str,
+                 user_id: str | None = None, locale: str | None = None) -> Response:
+        """The template's parts, and rendered for the customer chosen (a preview: nothing is sent)."""
+        found = template_store.get_template(db, ws, template_id)
+        rendered = error = None
+        if user_id:
+            try:
+                rendered = preview_template(db, ws, template_id, user_id, locale=locale)
+            except (InvalidInput, TidingsError) as exc:
+                error = str(exc)
+        return page(request, "template.html", ws=ws, template=found, user_id=user_id or "", locale=locale or "",
+                    rendered=rendered, error=error)
 
 
 def _rule(text: str) -> Any:

@@ -24,7 +24,7 @@ def csrf_token(request: Request) -> str:
     return token if isinstance(token, str) else ""
 
 
-def page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+def page(request: Request, template: str, /, status_code: int = 200, **context: Any) -> Response:
     html = ENV.get_template(template).render(request=request, csrf_token=csrf_token(request), **context)
     return Response(html, status_code=status_code, media_type="text/html; charset=utf-8",
                     headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",

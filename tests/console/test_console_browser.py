@@ -184,3 +184,19 @@ async def test_pages_read_on_a_narrow_screen(browser, stack):
         await shot(page, "narrow-customer")
     finally:
         await context.close()
+
+
+async def test_template_preview_with_a_chosen_customer(page, stack):
+    await sign_in(page, stack)
+    await page.get_by_role("link", name="Templates").click()
+    await page.get_by_role("link", name="launch-email").click()
+    await page.get_by_label("Preview for customer").fill("demo-003")
+    await page.get_by_role("button", name="Preview").click()
+    name = CUSTOMERS[3]["attributes"]["first_name"]
+    await expect(page.locator('[data-part="subject"]')).to_have_text(f"Something new at Example, {name}")
+    frame = page.frame_locator("iframe.mail")
+    await expect(frame.get_by_role("heading", level=1)).to_have_text("It's here")
+    await shot(page, "template")
+    await page.get_by_label("Preview for customer").fill("nobody")
+    await page.get_by_role("button", name="Preview").click()
+    await expect(page.get_by_role("alert")).to_contain_text("no user 'nobody'")
