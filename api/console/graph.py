@@ -68,14 +68,18 @@ def draw(ir: JourneyIR, counts: dict[str, dict[str, int]]) -> Drawing:
             where[node_id] = (left + i * (BOX_W + GAP_X), MARGIN + level * (BOX_H + GAP_Y))
     boxes = [Box(n, type(node).__struct_config__.tag or "", *where[n], counts.get(n, {}))
              for n, node in ir.nodes.items()]
-    arrows = []
+    labels: dict[tuple[str, str], list[str]] = {}  # two branches to one step: one arrow, both labels
     for edge in ir.edges():
-        if edge.target not in where:
-            continue
-        (sx, sy), (tx, ty) = where[edge.source], where[edge.target]
-        back = depth[edge.target] <= depth[edge.source]
+        if edge.target in where:
+            names = labels.setdefault((edge.source, edge.target), [])
+            if edge.label and edge.label != "next" and edge.label not in names:  # "next" says nothing
+                names.append(edge.label)
+    arrows = []
+    for (source, target), names in labels.items():
+        (sx, sy), (tx, ty) = where[source], where[target]
+        back = depth[target] <= depth[source]
         arrows.append(Arrow(sx + BOX_W // 2, sy + BOX_H, tx + BOX_W // 2, ty if not back else ty + BOX_H // 2,
-                            edge.label, back))
+                            " / ".join(names), back))
     height = MARGIN * 2 + (max(rows) + 1) * (BOX_H + GAP_Y) - GAP_Y
     return Drawing(width, height, boxes, arrows)
 
