@@ -21,7 +21,7 @@ from engine.customers import users as customers
 from engine.customers.events import list_events
 from engine.customers.lookup import find_user_ids
 from engine.journeys import counts as journey_counts, store
-from engine.messaging import template_store
+from engine.messaging import reads as message_reads, template_store
 from engine.messaging.feed import list_messages
 from engine.messaging.preview import preview_template
 from engine.platform.errors import InvalidInput, TidingsError
@@ -198,6 +198,11 @@ class ConsoleController(Controller):
         return page(request, "messages.html", ws=ws, filters=filters, messages=found["items"],
                     next_cursor=found["next_cursor"], journeys=store.list_journeys(db, ws),
                     statuses=STATUSES, channels=CHANNELS)
+
+    @get("/messages/{message_id:str}", sync_to_thread=True)
+    def message(self, request: Request, db: Engine, ws: WorkspaceRef, message_id: str) -> Response:
+        """One message with its status timeline (its events) and the provider's answer."""
+        return page(request, "message_detail.html", ws=ws, message=message_reads.get_message(db, ws, message_id))
 
     # ---- templates ----------------------------------------------------------------------------
 

@@ -142,9 +142,13 @@ async def test_messages_feed_filters(page, stack):
 
 
 async def test_another_workspace_sees_nothing_of_the_first(page, stack):
+    async with stack.api() as api:
+        events = (await api.get("/v1/events", params={"user_id": "demo-000", "limit": 1000})).json()["items"]
+    message_id = next(e["attributes"]["message_id"] for e in events if e["name"] == "_email.send")
     await sign_in(page, stack, stack.other_key)
     await expect(page.locator(".ws")).to_contain_text("globex")
-    for path in ("/customers/demo-000", "/segments/all-users", "/journeys/welcome"):
+    for path in ("/customers/demo-000", "/segments/all-users", "/journeys/welcome", "/templates/launch-email",
+                 f"/messages/{message_id}"):
         response = await page.goto(stack.url + path)
         assert response.status == 404, path
         await expect(page.get_by_role("heading", level=1)).to_have_text("Not found")
@@ -200,3 +204,13 @@ async def test_template_preview_with_a_chosen_customer(page, stack):
     await page.get_by_label("Preview for customer").fill("nobody")
     await page.get_by_role("button", name="Preview").click()
     await expect(page.get_by_role("alert")).to_contain_text("no user 'nobody'")
+
+
+async def test_a_message_shows_its_status_timeline(page, stack):
+    await sign_in(page, stack)
+    await page.goto(stack.url + "/messages?journey_id=launch-announcement&user_id=demo-000")
+    await page.locator("table.messages tbody tr").first.get_by_role("link").first.click()
+    await expect(page.get_by_role("heading", level=1)).to_contain_text("Message")
+    await expect(page.locator("#message-facts")).to_contain_text("launch-announcement")
+    await expect(page.locator("#message-events")).to_contain_text("_email.send")
+    await shot(page, "message")
