@@ -9,7 +9,11 @@ from pathlib import Path
 
 from litestar import Request, Response, Router
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+)
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.response import Redirect
@@ -17,7 +21,14 @@ from litestar.static_files import create_static_files_router
 
 from api.console.pages import ConsoleController, SignInController
 from api.console.render import page
-from api.console.session import PREFIX, SignInNeeded, csrf_config, secret, session_middleware, signed_in_workspace
+from api.console.session import (
+    PREFIX,
+    SignInNeeded,
+    csrf_config,
+    secret,
+    session_middleware,
+    signed_in_workspace,
+)
 from engine.platform.config import Settings
 from engine.platform.errors import InvalidInput, NotFound, TidingsError
 

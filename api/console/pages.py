@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
@@ -15,13 +15,15 @@ from sqlalchemy import Engine
 
 from api.console import graph
 from api.console.render import page
-from api.console.session import PREFIX, SignInNeeded, start
+from api.console.session import PREFIX, start
 from engine.analytics import metrics as mx
 from engine.customers import users as customers
 from engine.customers.events import list_events
 from engine.customers.lookup import find_user_ids
-from engine.journeys import counts as journey_counts, store
-from engine.messaging import reads as message_reads, template_store
+from engine.journeys import counts as journey_counts
+from engine.journeys import store
+from engine.messaging import reads as message_reads
+from engine.messaging import template_store
 from engine.messaging.feed import list_messages
 from engine.messaging.preview import preview_template
 from engine.platform.errors import InvalidInput, TidingsError
@@ -70,7 +72,7 @@ def _day(value: str | None, default: date, field: str) -> date:
 
 
 def _ms(d: date) -> int:
-    return int(datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp() * 1000)
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
 
 
 class ConsoleController(Controller):
@@ -81,7 +83,7 @@ class ConsoleController(Controller):
     @get("/", sync_to_thread=True)
     def overview(self, request: Request, db: Engine, ws: WorkspaceRef, since: str | None = None,
                  until: str | None = None) -> Response:
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         last = _day(until, today, "until")
         first = _day(since, last - timedelta(days=6), "since")
         if first > last:
@@ -238,5 +240,3 @@ def _actions(status: str) -> list[str]:
     return {"draft": ["activate"], "active": ["pause", "stop"], "paused": ["resume", "stop"],
             "stopped": ["activate"]}.get(status, ["activate"])
 
-
-__all__ = ["SignInController", "ConsoleController", "SignInNeeded"]

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
 from litestar import Request
-from litestar.connection import ASGIConnection
 from litestar.config.csrf import CSRFConfig
+from litestar.connection import ASGIConnection
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.session import SessionMiddleware
-from litestar.middleware.session.client_side import ClientSideSessionBackend, CookieBackendConfig
+from litestar.middleware.session.client_side import (
+    ClientSideSessionBackend,
+    CookieBackendConfig,
+)
 from litestar.types import ASGIApp
 
 from engine.platform.config import Settings
