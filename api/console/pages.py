@@ -13,7 +13,7 @@ from litestar.params import Body
 from litestar.response import Redirect
 from sqlalchemy import Engine
 
-from api.console import graph
+from api.console import conditions, graph
 from api.console.render import page
 from api.console.session import PREFIX, start
 from engine.analytics import metrics as mx
@@ -37,6 +37,7 @@ METRIC_NAMES = ["sent", "delivered", "bounced", "complained", "opened", "clicked
 STATUSES = ["queued", "retrying", "sent", "failed"]
 CHANNELS = ["EMAIL", "SMS", "PUSH", "WEBHOOK", "CUSTOM"]
 EVENTS_PER_PAGE = 20
+BUILDER = {"kinds": conditions.KINDS, "operators": conditions.OPERATORS}
 
 
 class SignInController(Controller):
@@ -124,14 +125,14 @@ class ConsoleController(Controller):
 
     @get("/segments/new", sync_to_thread=False)
     def new_segment(self, request: Request, ws: WorkspaceRef) -> Response:
-        return page(request, "segment.html", ws=ws, segment=None, rule_text='{"==": [{"var": "attributes.plan"}, "pro"]}',
+        return page(request, "segment.html", ws=ws, segment=None, **BUILDER, rule_text='{"==": [{"var": "attributes.plan"}, "pro"]}',
                     name="", members=[])
 
     @get("/segments/{segment_id:str}", sync_to_thread=True)
     def segment(self, request: Request, db: Engine, ws: WorkspaceRef, segment_id: str) -> Response:
         seg = segments.get_segment(db, ws, segment_id)
         sample = segments.members_page(db, ws, segment_id, None, 10)["items"]
-        return page(request, "segment.html", ws=ws, segment=seg, name=seg.name, members=sample,
+        return page(request, "segment.html", ws=ws, segment=seg, **BUILDER, name=seg.name, members=sample,
                     rule_text=json.dumps(seg.rule, indent=2, ensure_ascii=False),
                     versions=segments.list_versions(db, ws, segment_id))
 
@@ -143,6 +144,18 @@ class ConsoleController(Controller):
         except InvalidInput as exc:
             return page(request, "_size.html", error=str(exc))
         return page(request, "_size.html", preview=found)
+
+    @post("/segments/condition", sync_to_thread=False)
+    def add_condition(self, request: Request, ws: WorkspaceRef, data: Form) -> Response:
+        """The htmx fragment of the rule field, with one more condition AND-ed on (or why not)."""
+        text = data.get("rule", "")
+        try:
+            extra = conditions.condition(data.get("c_kind", ""), data.get("c_name", ""), data.get("c_op", ""),
+                                         data.get("c_value", ""))
+            rule = conditions.and_onto(_rule(text) if text.strip() else None, extra)
+        except InvalidInput as exc:
+            return page(request, "_rule_field.html", rule_text=text, condition_error=str(exc))
+        return page(request, "_rule_field.html", rule_text=json.dumps(rule, indent=2, ensure_ascii=False))
 
     @post("/segments", sync_to_thread=True)
     def save_segment(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
@@ -157,7 +170,7 @@ class ConsoleController(Controller):
                                                                            id=segment_id))
         except (InvalidInput, TidingsError) as exc:
             existing = segments.get_segment(db, ws, segment_id) if data.get("existing") == "1" and segment_id else None
-            return page(request, "segment.html", status_code=400, ws=ws, segment=existing, name=data.get("name", ""),
+            return page(request, "segment.html", status_code=400, ws=ws, segment=existing, **BUILDER, name=data.get("name", ""),
                         rule_text=data.get("rule", ""), new_id=segment_id or "", members=[], error=str(exc))
         return Redirect(f"{PREFIX}/segments/{saved.id}")
 

@@ -86,7 +86,7 @@ async def test_segment_builder_shows_the_size_as_the_rule_is_typed(page, stack):
     await rule.fill('{"and": [{"==": [{"var": "attributes.plan"}, "trial"]}, {"in_segment": "all-users"}]}')
     await expect(size).to_have_text(str(PLANS["trial"]))
     await page.get_by_label(re.compile("^Id")).fill("console-trials")
-    await page.get_by_label("Name").fill("Trials (console)")
+    await page.get_by_label("Name", exact=True).fill("Trials (console)")
     await shot(page, "segment-builder")
     await page.get_by_role("button", name="Save segment").click()
     await expect(page).to_have_url(stack.url + "/segments/console-trials")
@@ -214,3 +214,30 @@ async def test_a_message_shows_its_status_timeline(page, stack):
     await expect(page.locator("#message-facts")).to_contain_text("launch-announcement")
     await expect(page.locator("#message-events")).to_contain_text("_email.send")
     await shot(page, "message")
+
+
+async def test_segment_builder_condition_list(page, stack):
+    await sign_in(page, stack)
+    await page.goto(stack.url + "/segments/new")
+    await page.get_by_label(re.compile("^Rule")).fill("")
+    size = page.locator("#preview-size")
+
+    async def add(kind: str, name: str, op: str, value: str) -> None:
+        await page.get_by_label("Kind").select_option(kind)
+        await page.get_by_label(re.compile("^Condition name")).fill(name)
+        await page.get_by_label("Operator").select_option(op)
+        await page.get_by_label(re.compile("^Value")).fill(value)
+        await page.get_by_role("button", name="Add condition").click()
+
+    await add("attribute", "plan", "==", "pro")
+    await expect(size).to_have_text(str(PLANS["pro"]))
+    rich = [u for u in CUSTOMERS if u["attributes"]["plan"] == "pro" and u["metrics"]["lifetime_value"] > 250]
+    await add("metric", "lifetime_value", ">", "250")
+    await expect(size).to_have_text(str(len(rich)))
+    buyers = {e["user_id"] for e in demo.sample_customers()[2] if e["name"] == "purchase"}
+    await add("performed", "purchase", "==", "30d")
+    await expect(size).to_have_text(str(len([u for u in rich if u["user_id"] in buyers])))
+    rule = await page.get_by_label(re.compile("^Rule")).input_value()
+    assert '"performed"' in rule and '"metrics.lifetime_value"' in rule and rule.count('"and"') == 1
+    await add("metric", "lifetime_value", ">", "lots")
+    await expect(page.locator("#rule-field [role=alert]")).to_have_text("'lots' is not a number")
