@@ -123,7 +123,7 @@ def main(n: int, per_customer: int) -> None:
         base50 = None
         for name, path in pages.items():
             assert client.get(path).status_code == 200, path
-            p50, p95 = percentiles(timed(lambda: client.get(path), 30))
+            p50, p95 = percentiles(timed(lambda path=path: client.get(path), 30))
             base50 = base50 or p50
             verdict = "" if path == "/health" else ("  ok" if p95 <= 0.2 else "  OVER 200 ms")
             print(f"{name:<18} p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms  x{p50 / base50:6.1f} health{verdict}")
