@@ -17,6 +17,7 @@ from api.console import conditions, graph
 from api.console.render import page
 from api.console.session import PREFIX, start
 from engine.analytics import metrics as mx
+from engine.channels.contract import ChannelType
 from engine.customers import users as customers
 from engine.customers.events import list_events
 from engine.customers.lookup import find_user_ids
@@ -35,7 +36,7 @@ from engine.workspaces.sessions import key_hash, workspace_of_key_hash
 Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
 METRIC_NAMES = ["sent", "delivered", "bounced", "complained", "opened", "clicked", "unsubscribed", "converted"]
 STATUSES = ["queued", "retrying", "sent", "failed"]
-CHANNELS = ["EMAIL", "SMS", "PUSH", "WEBHOOK", "CUSTOM"]
+CHANNELS = [c.value for c in ChannelType]
 EVENTS_PER_PAGE = 20
 BUILDER = {"kinds": conditions.KINDS, "operators": conditions.OPERATORS}
 
