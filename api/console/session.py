@@ -14,6 +14,7 @@ import msgspec
 from litestar import Request
 from litestar.config.csrf import CSRFConfig
 from litestar.connection import ASGIConnection
+from litestar.exceptions import SerializationException
 from litestar.middleware.base import DefineMiddleware
 from litestar.middleware.session import SessionMiddleware
 from litestar.middleware.session.client_side import (
@@ -63,7 +64,7 @@ class _CookieBackend(ClientSideSessionBackend):
     async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
         try:
             return await super().load_from_connection(connection)
-        except (ValueError, KeyError, TypeError, msgspec.DecodeError):
+        except (ValueError, KeyError, TypeError, IndexError, msgspec.DecodeError, SerializationException):
             return {}
 
 

@@ -241,3 +241,9 @@ async def test_segment_builder_condition_list(page, stack):
     assert '"performed"' in rule and '"metrics.lifetime_value"' in rule and rule.count('"and"') == 1
     await add("metric", "lifetime_value", ">", "lots")
     await expect(page.locator("#rule-field [role=alert]")).to_have_text("'lots' is not a number")
+
+
+async def test_the_address_tidings_dev_prints_opens_the_console(page, stack):
+    line = next(x for x in stack.dev.banner().splitlines() if x.startswith("Web console"))
+    await page.goto(line.split()[2])
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to the Tidings console")
