@@ -90,3 +90,22 @@ def test_tidings_dev_prints_the_console_address_unless_it_is_off(settings, monke
     assert "Web console      http://127.0.0.1:8000/console/" in stack.banner()
     monkeypatch.setenv("TIDINGS_CONSOLE", "off")
     assert "console" not in stack.banner()
+
+
+def test_the_console_stays_out_of_the_api_description(client):
+    paths = client.get("/schema/openapi.json").json()["paths"]
+    assert paths and not [p for p in paths if p.startswith("/console")]
+
+
+def test_a_customers_event_timeline_pages(client, api):
+    api.put("/v1/users/busy", json={})
+    r = api.post("/v1/events", json={"events": [{"id": f"e{i}", "user_id": "busy", "name": f"step_{i:02d}"}
+                                                for i in range(25)]})
+    assert r.status_code < 300, r.text
+    _sign_in(client, api.key)
+    first = client.get("/console/customers/busy").text
+    assert "step_00" in first and "step_19" in first and "step_20" not in first
+    later = re.search(r'href="\?events=([^"]+)" rel="next"', first).group(1)
+    second = client.get("/console/customers/busy", params={"events": later}).text
+    assert "step_20" in second and "step_24" in second and "step_19" not in second
+    assert 'rel="next"' not in second
