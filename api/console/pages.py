@@ -7,6 +7,7 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
+import yaml
 from litestar import Controller, Request, Response, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
@@ -135,7 +136,7 @@ class ConsoleController(Controller):
         sample = segments.members_page(db, ws, segment_id, None, 10)["items"]
         return page(request, "segment.html", ws=ws, segment=seg, **BUILDER, name=seg.name, members=sample,
                     rule_text=json.dumps(seg.rule, indent=2, ensure_ascii=False),
-                    versions=segments.list_versions(db, ws, segment_id))
+                    versions=segments.list_versions(db, ws, segment_id), yaml_text=_segment_yaml(seg))
 
     @post("/segments/preview", sync_to_thread=True)
     def preview(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
@@ -239,6 +240,12 @@ class ConsoleController(Controller):
                 error = str(exc)
         return page(request, "template.html", ws=ws, template=found, user_id=user_id or "", locale=locale or "",
                     rendered=rendered, error=error)
+
+
+def _segment_yaml(seg: segments.SegmentOut) -> str:
+    """The segment as the `kind: Segment` resource `tidings apply` reads, to keep it in git."""
+    doc = {"apiVersion": "tidings/v1", "kind": "Segment", "id": seg.id, "name": seg.name, "rule": seg.rule}
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
 
 
 def _rule(text: str) -> Any:

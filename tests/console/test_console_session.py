@@ -2,15 +2,21 @@
 sign out, bad input is a page naming the problem with nothing saved, the console can be turned off."""
 from __future__ import annotations
 
+import html
 import random
 import re
 
+import yaml
 from litestar.testing import TestClient
 
 from api.app import create_app
-from engine.workspaces.service import revoke_key
+from engine.workspaces.service import authenticate, revoke_key
 
 TOKEN = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+def api_workspace(client: TestClient, api):
+    return authenticate(client.app.state.db, f"Bearer {api.key}")
 
 
 def _sign_in(client: TestClient, key: str) -> str:
@@ -109,3 +115,15 @@ def test_a_customers_event_timeline_pages(client, api):
     second = client.get("/console/customers/busy", params={"events": later}).text
     assert "step_20" in second and "step_24" in second and "step_19" not in second
     assert 'rel="next"' not in second
+
+
+def test_a_segment_copied_as_yaml_applies_unchanged(client, api):
+    from engine.segments.service import apply_segment_resource
+
+    rule = {"and": [{"==": [{"var": "attributes.plan"}, "pro"]}, {">": [{"var": "metrics.spend"}, 50]}]}
+    assert api.post("/v1/segments", json={"id": "big-pros", "name": "Big pros · été", "rule": rule}).status_code == 201
+    _sign_in(client, api.key)
+    text = re.search(r'<pre id="segment-yaml"[^>]*>(.*?)</pre>', client.get("/console/segments/big-pros").text, re.DOTALL).group(1)
+    doc = yaml.safe_load(html.unescape(text))
+    assert doc == {"apiVersion": "tidings/v1", "kind": "Segment", "id": "big-pros", "name": "Big pros · été", "rule": rule}
+    assert apply_segment_resource(client.app.state.db, api_workspace(client, api), doc) == "unchanged"
