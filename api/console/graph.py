@@ -93,3 +93,8 @@ def node_counts(ir: JourneyIR, steps: dict[str, Any], metrics: dict[str, Any]) -
         out[node_id] = {"entered": c.entered if c else 0, "waiting": c.waiting if c else 0,
                         "ended": c.ended if c else 0, "sent": sent.get(node_id, 0)}
     return out
+
+
+def send_outcomes(steps: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """Per send step, how many runs it sent to and why it did not send to the others."""
+    return {step: c.outcomes for step, c in steps.items() if c.outcomes}

@@ -187,9 +187,11 @@ class ConsoleController(Controller):
         info = store.get_journey(db, ws, journey_id)
         ir = store.get_ir(db, ws, journey_id)
         metrics = mx.journey_metrics(db, ws, journey_id)
-        counts = graph.node_counts(ir, journey_counts.step_counts(db, ws, journey_id), metrics)
+        steps = journey_counts.step_counts(db, ws, journey_id)
+        counts = graph.node_counts(ir, steps, metrics)
         return page(request, "journey.html", ws=ws, journey=info, ir=ir, drawing=graph.draw(ir, counts),
-                    counts=counts, metrics=metrics, actions=_actions(info.status))
+                    counts=counts, metrics=metrics, actions=_actions(info.status),
+                    outcomes=graph.send_outcomes(steps))
 
     @post("/journeys/{journey_id:str}/{action:str}")
     async def lifecycle(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str,

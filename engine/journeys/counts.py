@@ -16,6 +16,8 @@ class StepCounts(msgspec.Struct):
     entered: int = 0  # runs that reached the step
     waiting: int = 0  # active runs on the step now
     ended: int = 0  # runs that ended on the step (completed, exited, held out, failed)
+    # what a send step did for its runs: sent, or why not (opted_out, no_endpoint, frequency_cap, ...)
+    outcomes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 def step_counts(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None) -> dict[str, StepCounts]:
@@ -26,9 +28,15 @@ def step_counts(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | No
     entered: Counter[str] = Counter()
     waiting: Counter[str] = Counter()
     ended: Counter[str] = Counter()
+    outcomes: dict[str, Counter[str]] = {}
     with reading(db) as conn:
         for status, current, steps in conn.execute(q):
-            entered.update({s.get("step") for s in steps or [] if isinstance(s, dict) and s.get("step")})
+            taken = [s for s in steps or [] if isinstance(s, dict) and s.get("step")]
+            entered.update({s["step"] for s in taken})
+            for s in taken:
+                if s.get("outcome"):
+                    outcomes.setdefault(s["step"], Counter())[s["outcome"]] += 1
             if current:
                 (waiting if status == "active" else ended)[current] += 1
-    return {step: StepCounts(entered[step], waiting[step], ended[step]) for step in entered | waiting | ended}
+    return {step: StepCounts(entered[step], waiting[step], ended[step], dict(outcomes.get(step, {})))
+            for step in entered | waiting | ended}

@@ -106,6 +106,8 @@ async def test_journey_graph_counts_after_the_broadcast_and_lifecycle(page, stac
     await expect(announce.locator('[data-count="entered"]')).to_have_text(str(len(CUSTOMERS)))
     await expect(announce.locator('[data-count="sent"]')).to_have_text(str(len(CUSTOMERS)))
     await expect(page.locator('svg.journey g[data-step="announce"]')).to_contain_text(f"sent {len(CUSTOMERS)}")
+    await expect(page.locator('#send-outcomes tr[data-step="announce"][data-outcome="sent"] td').last).to_have_text(
+        str(len(CUSTOMERS)))
     await page.goto(stack.url + "/journeys/welcome")
     trials = sum(1 for e in demo.sample_signups(0) if e["attributes"]["plan"] == "trial")
     await expect(page.locator('#step-counts tr[data-step="hello"] [data-count="sent"]')).to_have_text(str(trials))
@@ -247,3 +249,28 @@ async def test_the_address_tidings_dev_prints_opens_the_console(page, stack):
     line = next(x for x in stack.dev.banner().splitlines() if x.startswith("Web console"))
     await page.goto(line.split()[2])
     await expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to the Tidings console")
+
+
+async def test_why_not_sent_counts_an_opted_out_customer(page, stack):
+    """Runs last: it adds a welcome run (the journey test reads the demo's counts)."""
+    async with stack.api() as api:
+        (await api.put("/v1/users/opted-out-1", json={"attributes": {"plan": "trial"},
+                                                            # daytime there: the journey's quiet hours hold no one
+                                                            "timezone": demo.daytime_zone()})).raise_for_status()
+        (await api.put("/v1/endpoints/opted-out-1-email", json={"user_id": "opted-out-1", "channel": "EMAIL",
+                                                                "address": "out@example.com", "opt_out": True})
+         ).raise_for_status()
+        (await api.post("/v1/events", json={"events": [{"id": "opted-out-1-signup", "user_id": "opted-out-1",
+                                                         "name": "signed_up", "attributes": {"plan": "trial"}}]})
+         ).raise_for_status()
+    await sign_in(page, stack)
+    row = page.locator('#send-outcomes tr[data-step="hello"][data-outcome="opted_out"] td').last
+    for _ in range(60):  # the workflow records the step within moments
+        await page.goto(stack.url + "/journeys/welcome")
+        if await row.count():
+            break
+        await page.wait_for_timeout(500)
+    assert await row.count(), await page.locator("#send-outcomes").inner_text()
+    await expect(row).to_have_text("1")
+    await expect(page.locator('#send-outcomes tr[data-step="hello"][data-outcome="sent"] td').last).to_have_text(
+        str(sum(1 for e in demo.sample_signups(0) if e["attributes"]["plan"] == "trial")))
