@@ -11,6 +11,7 @@ from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 
 from tidings.api.auth import current_workspace, database, require_workspace_key
+from tidings.api.console import console_routes
 from tidings.api.errors import HANDLERS
 from tidings.api.openapi import allowed_methods, answer_options, complete as complete_openapi
 from tidings.api.guard import RequestGuard, refuse_nul_characters
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
     app = Litestar(
-        route_handlers=[health, ready, metrics, v1, public_router],
+        route_handlers=[health, ready, metrics, v1, public_router, *console_routes(settings)],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,  # type: ignore[arg-type]  # handlers of subclasses of Exception

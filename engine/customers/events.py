@@ -137,12 +137,16 @@ def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, nam
         select(events, users.c.user_id.label("owner"), endpoints.c.endpoint_id.label("ep"))
         .join(users, users.c.id == events.c.user_pk)
         .outerjoin(endpoints, endpoints.c.id == events.c.endpoint_pk)
-        .where(events.c.workspace_id == ws.id)
         .order_by(events.c.id)
     )
     with reading(db) as conn:
         if user_id is not None:
+            # The customer is this workspace's (user_pk looks it up there), so their events are: without a
+            # workspace term SQLite searches the (user, name, ts) index instead of the workspace's events
+            # (no statistics: 12 s for one customer's page among 1,000,000 events, not milliseconds).
             q = q.where(events.c.user_pk == user_pk(conn, ws.id, user_id))
+        else:
+            q = q.where(events.c.workspace_id == ws.id)
         if name is not None:
             q = q.where(events.c.name.in_(stored_names([name])))
         for value, field, op in ((since, "since", "__ge__"), (until, "until", "__lt__")):

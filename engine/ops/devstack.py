@@ -200,8 +200,12 @@ class DevStack:
                 await asyncio.to_thread(_stop_group, proc, grace)
 
     def banner(self) -> str:
+        from tidings.api.console import enabled as console_enabled
+
+        console = [f"Web console      {self.api_url}/console/  (sign in with the development key)"] if console_enabled() else []
         return "\n".join([
             f"Tidings API      {self.api_url}   (OpenAPI: {self.api_url}/schema)",
+            *console,
             f"Temporal         {self.host}:{self.ports.temporal}",
             f"Temporal web UI  {self.ui_url}",
             f"SMTP sink        {self.host}:{self.ports.smtp}  (mail kept in {self.mail_folder})",

@@ -1,0 +1,266 @@
+"""Console pages: each handler reads the form or query, calls the engine function the JSON API calls,
+and renders a template. Engine errors become pages (tidings.api.console.routes maps them)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+import yaml
+from litestar import Controller, Request, Response, get, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.response import Redirect
+from sqlalchemy import Engine
+
+from tidings.api.console import conditions, graph
+from tidings.api.console.render import page
+from tidings.api.console.session import PREFIX, start
+from tidings.engine.analytics import metrics as mx
+from tidings.engine.channels.contract import ChannelType
+from tidings.engine.customers import users as customers
+from tidings.engine.customers.events import list_events
+from tidings.engine.customers.lookup import find_user_ids
+from tidings.engine.journeys import counts as journey_counts
+from tidings.engine.journeys import store
+from tidings.engine.messaging import reads as message_reads
+from tidings.engine.messaging import template_store
+from tidings.engine.messaging.feed import list_messages
+from tidings.engine.messaging.preview import preview_template
+from tidings.engine.platform.errors import InvalidInput, TidingsError
+from tidings.engine.segments import service as segments
+from tidings.engine.segments.preview import preview_rule
+from tidings.engine.workspaces.service import WorkspaceRef
+from tidings.engine.workspaces.sessions import key_hash, workspace_of_key_hash
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+METRIC_NAMES = ["sent", "delivered", "bounced", "complained", "opened", "clicked", "unsubscribed", "converted"]
+STATUSES = ["queued", "retrying", "sent", "failed"]
+CHANNELS = [c.value for c in ChannelType]
+EVENTS_PER_PAGE = 20
+BUILDER: dict[str, Any] = {"kinds": conditions.KINDS, "operators": conditions.OPERATORS}
+
+
+class SignInController(Controller):
+    path = "/"
+
+    @get("/sign-in", sync_to_thread=False)
+    def sign_in_form(self, request: Request) -> Response:
+        return page(request, "sign_in.html")
+
+    @post("/sign-in", sync_to_thread=True)
+    def sign_in(self, request: Request, db: Engine, data: Form) -> Response:
+        hashed = key_hash(data.get("key", ""))
+        try:
+            workspace_of_key_hash(db, hashed)
+        except TidingsError:
+            return page(request, "sign_in.html", status_code=401, error="That key is unknown or revoked.")
+        start(request, hashed)
+        return Redirect(PREFIX + "/")
+
+    @post("/sign-out", sync_to_thread=False)
+    def sign_out(self, request: Request) -> Response:
+        request.clear_session()
+        return Redirect(PREFIX + "/sign-in")
+
+
+def _day(value: str | None, default: date, field: str) -> date:
+    if not value:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(f"{field} is a date like 2026-12-01", field=field) from None
+
+
+def _ms(d: date) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+
+
+class ConsoleController(Controller):
+    """Every page below needs a signed-in session (the `ws` dependency raises SignInNeeded)."""
+
+    path = "/"
+
+    @get("/", sync_to_thread=True)
+    def overview(self, request: Request, db: Engine, ws: WorkspaceRef, since: str | None = None,
+                 until: str | None = None) -> Response:
+        today = datetime.now(UTC).date()
+        last = _day(until, today, "until")
+        first = _day(since, last - timedelta(days=6), "since")
+        if first > last:
+            raise InvalidInput("since is on or before until", field="since")
+        days = (last - first).days + 1
+        now = mx.message_metrics(db, ws, since_ms=_ms(first), until_ms=_ms(last + timedelta(days=1)))
+        before = mx.message_metrics(db, ws, since_ms=_ms(first - timedelta(days=days)), until_ms=_ms(first))
+        previous = {row["channel"]: row["metrics"] for row in before["channels"]}
+        return page(request, "overview.html", ws=ws, since=first.isoformat(), until=last.isoformat(), days=days,
+                    channels=now["channels"], totals=now["totals"]["metrics"],
+                    previous_totals=before["totals"]["metrics"], previous=previous, names=METRIC_NAMES)
+
+    # ---- customers ----------------------------------------------------------------------------
+
+    @get("/customers", sync_to_thread=True)
+    def find_customers(self, request: Request, db: Engine, ws: WorkspaceRef, q: str | None = None) -> Response:
+        found = find_user_ids(db, ws, q) if q else []
+        if q and len(found) == 1:
+            return Redirect(f"{PREFIX}/customers/{found[0]}")
+        return page(request, "customers.html", ws=ws, q=q or "", found=found)
+
+    @get("/customers/{user_id:path}", sync_to_thread=True)
+    def customer(self, request: Request, db: Engine, ws: WorkspaceRef, user_id: str,
+                 events: str | None = None) -> Response:
+        user_id = user_id.removeprefix("/")
+        user = customers.get_user(db, ws, user_id)  # NotFound: the 404 page
+        timeline = list_events(db, ws, user_id=user_id, cursor=events, limit=EVENTS_PER_PAGE)
+        sent = list_messages(db, ws, user_id=user_id, limit=50)
+        runs = [r for j in store.list_journeys(db, ws) for r in store.list_runs(db, ws, j.id, user_id=user_id, limit=20)]
+        return page(request, "customer.html", ws=ws, user=user, events=timeline.items,
+                    next_events=timeline.next_cursor, messages=sent["items"], runs=runs)
+
+    # ---- segments -----------------------------------------------------------------------------
+
+    @get("/segments", sync_to_thread=True)
+    def list_segments(self, request: Request, db: Engine, ws: WorkspaceRef) -> Response:
+        return page(request, "segments.html", ws=ws, segments=segments.list_segments(db, ws))
+
+    @get("/segments/new", sync_to_thread=False)
+    def new_segment(self, request: Request, ws: WorkspaceRef) -> Response:
+        return page(request, "segment.html", ws=ws, segment=None, **BUILDER, rule_text='{"==": [{"var": "attributes.plan"}, "pro"]}',
+                    name="", members=[])
+
+    @get("/segments/{segment_id:str}", sync_to_thread=True)
+    def segment(self, request: Request, db: Engine, ws: WorkspaceRef, segment_id: str) -> Response:
+        seg = segments.get_segment(db, ws, segment_id)
+        sample = segments.members_page(db, ws, segment_id, None, 10)["items"]
+        return page(request, "segment.html", ws=ws, segment=seg, **BUILDER, name=seg.name, members=sample,
+                    rule_text=json.dumps(seg.rule, indent=2, ensure_ascii=False),
+                    versions=segments.list_versions(db, ws, segment_id), yaml_text=_segment_yaml(seg))
+
+    @post("/segments/preview", sync_to_thread=True)
+    def preview(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
+        """The htmx fragment under the rule: the size it would have now, or why it cannot be saved."""
+        try:
+            found = preview_rule(db, ws, _rule(data.get("rule", "")))
+        except InvalidInput as exc:
+            return page(request, "_size.html", error=str(exc))
+        return page(request, "_size.html", preview=found)
+
+    @post("/segments/condition", sync_to_thread=False)
+    def add_condition(self, request: Request, ws: WorkspaceRef, data: Form) -> Response:
+        """The htmx fragment of the rule field, with one more condition AND-ed on (or why not)."""
+        text = data.get("rule", "")
+        try:
+            extra = conditions.condition(data.get("c_kind", ""), data.get("c_name", ""), data.get("c_op", ""),
+                                         data.get("c_value", ""))
+            rule = conditions.and_onto(_rule(text) if text.strip() else None, extra)
+        except InvalidInput as exc:
+            return page(request, "_rule_field.html", rule_text=text, condition_error=str(exc))
+        return page(request, "_rule_field.html", rule_text=json.dumps(rule, indent=2, ensure_ascii=False))
+
+    @post("/segments", sync_to_thread=True)
+    def save_segment(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
+        segment_id = data.get("segment_id") or None
+        try:
+            rule = _rule(data.get("rule", ""))
+            if segment_id and data.get("existing") == "1":
+                saved = segments.update_segment(db, ws, segment_id, segments.SegmentPatch(name=data.get("name", ""),
+                                                                                          rule=rule))
+            else:
+                saved = segments.create_segment(db, ws, segments.SegmentIn(name=data.get("name", ""), rule=rule,
+                                                                           id=segment_id))
+        except (InvalidInput, TidingsError) as exc:
+            existing = segments.get_segment(db, ws, segment_id) if data.get("existing") == "1" and segment_id else None
+            return page(request, "segment.html", status_code=400, ws=ws, segment=existing, **BUILDER, name=data.get("name", ""),
+                        rule_text=data.get("rule", ""), new_id=segment_id or "", members=[], error=str(exc))
+        return Redirect(f"{PREFIX}/segments/{saved.id}")
+
+    # ---- journeys -----------------------------------------------------------------------------
+
+    @get("/journeys", sync_to_thread=True)
+    def list_journeys(self, request: Request, db: Engine, ws: WorkspaceRef) -> Response:
+        return page(request, "journeys.html", ws=ws, journeys=store.list_journeys(db, ws))
+
+    @get("/journeys/{journey_id:str}", sync_to_thread=True)
+    def journey(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str) -> Response:
+        info = store.get_journey(db, ws, journey_id)
+        ir = store.get_ir(db, ws, journey_id)
+        metrics = mx.journey_metrics(db, ws, journey_id)
+        steps = journey_counts.step_counts(db, ws, journey_id)
+        counts = graph.node_counts(ir, steps, metrics)
+        return page(request, "journey.html", ws=ws, journey=info, ir=ir, drawing=graph.draw(ir, counts),
+                    counts=counts, metrics=metrics, actions=_actions(info.status),
+                    outcomes=graph.send_outcomes(steps))
+
+    @post("/journeys/{journey_id:str}/{action:str}")
+    async def lifecycle(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str,
+                        action: str) -> Response:
+        handlers = {"activate": store.activate, "pause": store.pause, "resume": store.resume, "stop": store.stop}
+        if action not in handlers:
+            raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(handlers)}", field="action")
+        await asyncio.to_thread(store.get_journey, db, ws, journey_id)  # the 404 page before reaching Temporal
+        client = await request.app.state.temporal.client()
+        kwargs = {"task_queue": request.app.state.settings.task_queue} if action == "activate" else {}
+        await handlers[action](client, db, ws, journey_id, **kwargs)
+        return Redirect(f"{PREFIX}/journeys/{journey_id}")
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    @get("/messages", sync_to_thread=True)
+    def messages(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str | None = None,
+                 step_id: str | None = None, channel: str | None = None, status: str | None = None,
+                 user_id: str | None = None, cursor: str | None = None) -> Response:
+        filters = {"journey_id": journey_id or "", "step_id": step_id or "", "channel": channel or "",
+                   "status": status or "", "user_id": user_id or ""}
+        criteria: dict[str, Any] = {k: v or None for k, v in filters.items()}
+        found = list_messages(db, ws, cursor=cursor, **criteria)
+        return page(request, "messages.html", ws=ws, filters=filters, messages=found["items"],
+                    next_cursor=found["next_cursor"], journeys=store.list_journeys(db, ws),
+                    statuses=STATUSES, channels=CHANNELS)
+
+    @get("/messages/{message_id:str}", sync_to_thread=True)
+    def message(self, request: Request, db: Engine, ws: WorkspaceRef, message_id: str) -> Response:
+        """One message with its status timeline (its events) and the provider's answer."""
+        return page(request, "message_detail.html", ws=ws, message=message_reads.get_message(db, ws, message_id))
+
+    # ---- templates ----------------------------------------------------------------------------
+
+    @get("/templates", sync_to_thread=True)
+    def list_templates(self, request: Request, db: Engine, ws: WorkspaceRef) -> Response:
+        return page(request, "templates.html", ws=ws, templates=template_store.list_templates(db, ws))
+
+    @get("/templates/{template_id:str}", sync_to_thread=True)
+    def template(self, request: Request, db: Engine, ws: WorkspaceRef, template_id: str,
+                 user_id: str | None = None, locale: str | None = None) -> Response:
+        """The template's parts, and rendered for the customer chosen (a preview: nothing is sent)."""
+        found = template_store.get_template(db, ws, template_id)
+        rendered = error = None
+        if user_id:
+            try:
+                rendered = preview_template(db, ws, template_id, user_id, locale=locale)
+            except (InvalidInput, TidingsError) as exc:
+                error = str(exc)
+        return page(request, "template.html", ws=ws, template=found, user_id=user_id or "", locale=locale or "",
+                    rendered=rendered, error=error)
+
+
+def _segment_yaml(seg: segments.SegmentOut) -> str:
+    """The segment as the `kind: Segment` resource `tidings apply` reads, to keep it in git."""
+    doc = {"apiVersion": "tidings/v1", "kind": "Segment", "id": seg.id, "name": seg.name, "rule": seg.rule}
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)
+
+
+def _rule(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"the rule is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                           field="rule") from None
+
+
+def _actions(status: str) -> list[str]:
+    """The lifecycle buttons that make sense from this status."""
+    return {"draft": ["activate"], "active": ["pause", "stop"], "paused": ["resume", "stop"],
+            "stopped": ["activate"]}.get(status, ["activate"])
+

@@ -1,0 +1,137 @@
+"""The web console's server time per page and the segment builder's size answer, at N customers.
+
+    PYTHONPATH=. python tests/benchmarks/bench_console.py [N] [--events-per-customer K]   (default 100,000 and 10)
+
+SQLite. Customers (with an email endpoint each) and K events each are generated in SQL; the journeys/
+folder is applied (templates, segments, journeys; nothing activated). Then, in the same run:
+
+- the builder's answer for an unsaved 3-condition rule (tidings.engine.segments.preview.preview_rule, what
+  POST /console/segments/preview calls), p50/p95 of 20, next to the full evaluation of the same rule saved as
+  a segment (tidings.engine.segments.evaluate.full_members): target < 1 s;
+- each page's time in-process through Litestar's TestClient, signed in, p50/p95 of 30, next to GET /health
+  through the same client (the baseline: what the client and the app's plumbing cost): target p95 <= 200 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from litestar.testing import TestClient
+from sqlalchemy import text
+
+from tidings.api.app import create_app
+from tidings.engine.ops.apply import apply
+from tidings.engine.platform.clock import now_ms
+from tidings.engine.platform.config import Settings
+from tidings.engine.segments import service as segments
+from tidings.engine.segments.evaluate import compile_segment, full_members
+from tidings.engine.segments.preview import preview_rule
+from tidings.engine.workspaces.service import create_key
+
+RULE = {"and": [
+    {"==": [{"var": "attributes.plan"}, "pro"]},
+    {">": [{"var": "metrics.spend"}, 50]},
+    {"in": [{"var": "attributes.country"}, ["US", "CA", "GB"]]},
+]}
+USERS = """WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n)
+INSERT INTO users (workspace_id, user_id, attributes, metrics, timezone, locale, created_at, updated_at)
+SELECT :ws, 'u' || i,
+  json_object('plan', CASE abs(random()) % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END,
+              'country', CASE abs(random()) % 6 WHEN 0 THEN 'US' WHEN 1 THEN 'FR' WHEN 2 THEN 'DE' WHEN 3 THEN 'CA'
+                                                  WHEN 4 THEN 'GB' ELSE 'JP' END,
+              'first_name', 'n' || i),
+  json_object('spend', abs(random()) % 201), 'UTC', 'en', :now, :now
+FROM c"""
+ENDPOINTS = """INSERT INTO endpoint (workspace_id, endpoint_id, user_pk, channel, address, attributes, metrics, opt_out,
+  demographic, location, created_at, updated_at)
+SELECT :ws, user_id || '-email', id, 'EMAIL', user_id || '@example.com', '{}', '{}', 0, '{}', '{}', :now, :now
+FROM users WHERE workspace_id = :ws"""
+EVENTS = """WITH RECURSIVE k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < :k)
+INSERT INTO event (workspace_id, event_id, user_pk, name, ts, attributes, metrics, received_at)
+SELECT :ws, u.user_id || '-' || k.j, u.id,
+  CASE abs(random()) % 4 WHEN 0 THEN 'app_open' WHEN 1 THEN 'view_item' WHEN 2 THEN 'add_to_cart' ELSE 'purchase' END,
+  :now - abs(random()) % 7776000000, '{}', '{}', :now
+FROM users u, k WHERE u.workspace_id = :ws"""
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def timed(fn, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main(n: int, per_customer: int) -> None:
+    home = Path(tempfile.mkdtemp())
+    settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=f"sqlite:///{home / 'bench.db'}")
+    with TestClient(create_app(settings)) as client:
+        db = client.app.state.db
+        ws, key = create_key(db, "bench")
+        t = time.perf_counter()
+        with db.begin() as conn:
+            params = {"n": n, "ws": ws.id, "now": now_ms(), "k": per_customer}
+            for sql in (USERS, ENDPOINTS, EVENTS):
+                conn.execute(text(sql), params)
+        # no ANALYZE: Tidings never runs it, and with statistics of 4 event names over 1,000,000 events SQLite
+        # scans the table for the metrics' 48-name IN list instead of searching (workspace, name, ts)
+        print(f"generated {n:,} customers, {n:,} endpoints, {n * per_customer:,} events in {time.perf_counter() - t:.1f}s")
+        t = time.perf_counter()
+        apply(db, ws, Path(__file__).resolve().parents[2] / "journeys")
+        print(f"applied journeys/ (segments evaluated over every customer) in {time.perf_counter() - t:.1f}s")
+
+        # ---- the builder's answer vs the saved rule's full evaluation ----
+        first = timed(lambda: preview_rule(db, ws, RULE), 1)[0]  # builds the rule's path indexes
+        answers = timed(lambda: preview_rule(db, ws, RULE), 20)
+        saved = segments.create_segment(db, ws, segments.SegmentIn(name="bench", rule=RULE, id="bench"))
+        seg = compile_segment("bench", "dynamic", RULE)
+        with db.connect() as conn:
+            fulls = timed(lambda: full_members(conn, ws.id, seg, now_ms()), 20)
+        assert preview_rule(db, ws, RULE).size == saved.size
+        (a50, a95), (f50, f95) = percentiles(answers), percentiles(fulls)
+        print(f"unsaved 3-condition rule ({saved.size:,} members): first answer {first * 1000:.0f} ms; "
+              f"p50 {a50 * 1000:.0f} ms, p95 {a95 * 1000:.0f} ms (target < 1000 ms); "
+              f"full evaluation of the saved rule p50 {f50 * 1000:.0f} ms, p95 {f95 * 1000:.0f} ms; "
+              f"answer / full evaluation x{a50 / f50:.2f}")
+
+        # ---- pages ----
+        token = re.search(r'name="_csrf_token" value="([^"]+)"', client.get("/console/sign-in").text).group(1)
+        assert client.post("/console/sign-in", data={"key": key, "_csrf_token": token}).status_code == 200
+        pages = {
+            "health (baseline)": "/health",
+            "overview": "/console/",
+            "find by address": f"/console/customers?q=u{n // 2}@example.com",
+            "customer profile": f"/console/customers/u{n // 2}",
+            "segments": "/console/segments",
+            "segment": "/console/segments/trial-users",
+            "journeys": "/console/journeys",
+            "journey": "/console/journeys/welcome",
+            "messages": "/console/messages",
+            "templates": "/console/templates",
+            "template preview": f"/console/templates/welcome-email?user_id=u{n // 2}",
+        }
+        base50 = None
+        for name, path in pages.items():
+            assert client.get(path).status_code == 200, path
+            p50, p95 = percentiles(timed(lambda path=path: client.get(path), 30))
+            base50 = base50 or p50
+            verdict = "" if path == "/health" else ("  ok" if p95 <= 0.2 else "  OVER 200 ms")
+            print(f"{name:<18} p50 {p50 * 1000:7.1f} ms  p95 {p95 * 1000:7.1f} ms  x{p50 / base50:6.1f} health{verdict}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", nargs="?", type=int, default=100_000)
+    parser.add_argument("--events-per-customer", type=int, default=10)
+    args = parser.parse_args()
+    main(args.n, args.events_per_customer)
