@@ -15,6 +15,7 @@ from api.auth import current_workspace, database, require_workspace_key
 from api.errors import HANDLERS
 from api.openapi import allowed_methods, answer_options, complete as complete_openapi
 from api.guard import RequestGuard, refuse_nul_characters
+from api.pinpoint import pinpoint_mount
 from api.routes.customers import EndpointController, UserController
 from api.routes.events import EventController
 from api.routes.journeys import JourneyController
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
     app = Litestar(
-        route_handlers=[health, v1, public_router],
+        route_handlers=[health, v1, public_router, pinpoint_mount],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,

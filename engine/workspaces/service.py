@@ -99,3 +99,9 @@ def authenticate(db: Engine, authorization: str | None) -> WorkspaceRef:
     if row is None:
         raise Unauthorized("unknown or revoked API key")
     return WorkspaceRef(row.id, row.name)
+
+
+def created_at(db: Engine, ws: WorkspaceRef) -> int:
+    """When the workspace was created (epoch ms): Pinpoint's CreationDate of the application it stands for."""
+    with reading(db) as conn:
+        return conn.execute(select(workspaces.c.created_at).where(workspaces.c.id == ws.id)).scalar_one()
