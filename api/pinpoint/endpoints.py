@@ -120,22 +120,27 @@ def to_native(endpoint_id: str, request: dict[str, Any], current: EndpointOut | 
         except ValueError:
             raise BadRequestException(f"{where}EffectiveDate: must be an ISO 8601 date-time") from None
         fields["effective_date"] = request["EffectiveDate"]
-    user = request.get("User")
-    owner = None
-    if user is not None:
-        user_id = user.get("UserId")
-        if user_id is not None:
-            if not 1 <= len(user_id) <= 255:
-                raise BadRequestException(f"{where}User.UserId: 1-255 characters")
-            fields["user_id"] = user_id
-        user_attributes = user.get("UserAttributes")
-        if user_attributes:
-            _check_user_attributes(user_attributes, where)
-            owner_id = user_id or (current.user_id if current else endpoint_id)
-            # A single value is stored as a string, as a Pinpoint import stores it (segments compare strings).
-            owner = UserBatchItem(user_id=owner_id, attributes={
-                k: (None if not v else v[0] if len(v) == 1 else v) for k, v in user_attributes.items()})
+    owner = owner_of(endpoint_id, request, current, where)
+    user_id = (request.get("User") or {}).get("UserId")
+    if user_id is not None:
+        fields["user_id"] = user_id
     return EndpointBatchItem(**fields), owner
+
+
+def owner_of(endpoint_id: str, request: dict[str, Any], current: EndpointOut | None,
+             where: str = "") -> UserBatchItem | None:
+    """The write of the endpoint's owner its User asks for (its UserAttributes), or None."""
+    user = request.get("User") or {}
+    user_id = user.get("UserId")
+    if user_id is not None and not 1 <= len(user_id) <= 255:
+        raise BadRequestException(f"{where}User.UserId: 1-255 characters")
+    user_attributes = user.get("UserAttributes")
+    if not user_attributes:
+        return None
+    _check_user_attributes(user_attributes, where)
+    # A single value is stored as a string, as a Pinpoint import stores it (segments compare strings).
+    return UserBatchItem(user_id=user_id or (current.user_id if current else endpoint_id), attributes={
+        k: (None if not v else v[0] if len(v) == 1 else v) for k, v in user_attributes.items()})
 
 
 def _cohort(endpoint_id: str) -> str:

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from api.pinpoint.dispatch import Context, operation
-from api.pinpoint.endpoints import to_native
+from api.pinpoint.endpoints import owner_of, to_native
 from api.pinpoint.errors import BadRequestException, PinpointError
 from engine.customers.endpoints import get_endpoints, upsert_customers
 from engine.customers.events import MAX_EVENT_VALUE, ingest
@@ -90,13 +90,16 @@ def _write_endpoints(ctx: Context, batch: dict[str, Any], results: dict[str, dic
     staged: dict[str, tuple[Any, Any]] = {}
     for eid, request in wanted.items():
         try:
-            staged[eid] = to_native(eid, request, current.get(eid))
+            if eid in current or (request.get("ChannelType") and request.get("Address")):
+                staged[eid] = to_native(eid, request, current.get(eid))
+            else:  # an endpoint the batch only names: no endpoint to write, perhaps its user's attributes
+                staged[eid] = (None, owner_of(eid, request, None))
         except PinpointError as exc:
             results[eid]["EndpointItemResponse"] = _refused(exc.message)
     while staged:
         try:
             upsert_customers(ctx.db, ctx.workspace, [u for _, u in staged.values() if u is not None],
-                             [e for e, _ in staged.values()])
+                             [e for e, _ in staged.values() if e is not None])
             return
         except BatchRejected as exc:  # drop the endpoints refused by the engine and write the others
             named = {d.get("endpoint_id") or d.get("user_id") for d in exc.details}

@@ -200,11 +200,12 @@ def upsert_customers(db: Engine, ws: WorkspaceRef, user_items: Sequence[UserBatc
     and its User.UserAttributes together): users first, so the endpoints' owners carry their attributes."""
     if user_items:
         validate_batch(user_items, _check_user, "user_id")
-    validate_batch(endpoint_items, _check_fields, "endpoint_id")
+    if endpoint_items:
+        validate_batch(endpoint_items, _check_fields, "endpoint_id")
     with db.begin() as conn:
         register_item_names(conn, ws.id, [*user_items, *endpoint_items])
         user_pks, _ = _write_users(conn, ws.id, user_items) if user_items else ([], 0)
-        endpoint_user_pks, created = _write_endpoints(conn, ws.id, endpoint_items)
+        endpoint_user_pks, created = _write_endpoints(conn, ws.id, endpoint_items) if endpoint_items else ([], 0)
         changes.customers_changed(conn, ws.id, sorted(set(user_pks) | set(endpoint_user_pks)))
     return BatchResult(written=len(endpoint_items), created=created)
 
