@@ -7,9 +7,10 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 from cryptography.fernet import InvalidToken
@@ -19,8 +20,14 @@ from sqlalchemy import Engine
 
 from api.guard import request_id_of
 from api.pinpoint.errors import (
-    AuthFailure, BadRequestException, InternalServerErrorException, MethodNotAllowedException, NotFoundException,
-    PayloadTooLargeException, PinpointError, from_engine,
+    AuthFailure,
+    BadRequestException,
+    InternalServerErrorException,
+    MethodNotAllowedException,
+    NotFoundException,
+    PayloadTooLargeException,
+    PinpointError,
+    from_engine,
 )
 from api.pinpoint.protocol import Operation, parse_input, payload_of, route
 from api.pinpoint.sigv4 import SignedRequest, check_signature, read_claim
@@ -80,7 +87,7 @@ def _signed_request(scope: Scope, body: bytes) -> SignedRequest:
 
 
 def authenticate(db: Engine, request: SignedRequest) -> WorkspaceRef:
-    claim = read_claim(request, datetime.now(timezone.utc))
+    claim = read_claim(request, datetime.now(UTC))
     key = find_access_key(db, claim.access_key_id)
     if key is None:
         raise AuthFailure("UnrecognizedClientException", "The security token included in the request is invalid.")
@@ -108,7 +115,7 @@ async def _answer(scope: Scope, receive: Receive, db: Engine, request_id: str,
     body = await _read_body(receive)
     request = _signed_request(scope, body)
     workspace = await asyncio.to_thread(authenticate, db, request)
-    path = request.raw_path[len(MOUNT):] if request.raw_path.startswith(MOUNT) else request.raw_path
+    path = request.raw_path.removeprefix(MOUNT)
     op, labels = route(request.method, path)
     handler = HANDLERS.get(op.name)
     if handler is None:

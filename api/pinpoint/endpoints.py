@@ -14,11 +14,27 @@ from typing import Any
 
 from api.pinpoint.dispatch import Context, operation
 from api.pinpoint.errors import BadRequestException, NotFoundException
-from engine.customers.endpoints import delete_endpoint, delete_user_endpoints, get_endpoints, upsert_customers
-from engine.customers.limits import (
-    MAX_VALUE, check_address, check_attributes, check_locale, check_metrics, check_timezone,
+from engine.customers.endpoints import (
+    delete_endpoint,
+    delete_user_endpoints,
+    get_endpoints,
+    upsert_customers,
 )
-from engine.customers.schemas import Demographic, EndpointBatchItem, EndpointOut, Location, UserBatchItem
+from engine.customers.limits import (
+    MAX_VALUE,
+    check_address,
+    check_attributes,
+    check_locale,
+    check_metrics,
+    check_timezone,
+)
+from engine.customers.schemas import (
+    Demographic,
+    EndpointBatchItem,
+    EndpointOut,
+    Location,
+    UserBatchItem,
+)
 from engine.customers.users import get_user
 from engine.platform.clock import iso_to_ms
 from engine.platform.errors import BatchRejected, TidingsError

@@ -21,10 +21,6 @@ class BadRequestException(PinpointError):
     status, code = 400, "BadRequestException"
 
 
-class ForbiddenException(PinpointError):
-    status, code = 403, "ForbiddenException"
-
-
 class NotFoundException(PinpointError):
     status, code = 404, "NotFoundException"
 
@@ -39,10 +35,6 @@ class ConflictException(PinpointError):
 
 class PayloadTooLargeException(PinpointError):
     status, code = 413, "PayloadTooLargeException"
-
-
-class TooManyRequestsException(PinpointError):
-    status, code = 429, "TooManyRequestsException"
 
 
 class InternalServerErrorException(PinpointError):

@@ -12,7 +12,7 @@ does not create) belongs to the user named by User.UserId, else to the user name
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from api.pinpoint.dispatch import Context, operation
@@ -78,7 +78,7 @@ def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: d
         if event.get(source):
             attributes[target] = event[source]
     return EventIn(name=name, id=event_id, endpoint_id=endpoint_id, user_id=user_id,
-                   timestamp=when if when.tzinfo else when.replace(tzinfo=timezone.utc),
+                   timestamp=when if when.tzinfo else when.replace(tzinfo=UTC),
                    attributes=attributes, metrics=metrics)
 
 

@@ -17,8 +17,8 @@ from api.pinpoint.errors import BadRequestException
 from engine.customers.endpoints import get_endpoints
 from engine.customers.users import get_user
 from engine.messaging import transactional
-from engine.messaging.transactional import MessageRequest, Recipient
 from engine.messaging.template_store import PartsBody
+from engine.messaging.transactional import MessageRequest, Recipient
 from engine.platform.errors import NotFound
 
 MAX_RECIPIENTS = 100  # Pinpoint's bound on the addresses, endpoints or users of one request

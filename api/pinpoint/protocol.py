@@ -18,7 +18,11 @@ from botocore.loaders import Loader
 from botocore.model import OperationModel, ServiceModel, Shape
 from botocore.validate import ParamValidator
 
-from api.pinpoint.errors import BadRequestException, MethodNotAllowedException, NotFoundException
+from api.pinpoint.errors import (
+    BadRequestException,
+    MethodNotAllowedException,
+    NotFoundException,
+)
 
 SERVICE = "pinpoint"
 API_VERSION = "2016-12-01"

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -73,7 +73,7 @@ def read_claim(request: SignedRequest, now: datetime) -> Claim:
         if needed not in signed:
             raise AuthFailure("InvalidSignatureException", f"the {needed!r} header must be signed")
     try:
-        when = datetime.strptime(timestamp, SIGV4_TIMESTAMP).replace(tzinfo=timezone.utc)
+        when = datetime.strptime(timestamp, SIGV4_TIMESTAMP).replace(tzinfo=UTC)
     except ValueError:
         raise AuthFailure("IncompleteSignatureException",
                           f"X-Amz-Date must be YYYYMMDD'T'HHMMSS'Z', got {timestamp!r}") from None

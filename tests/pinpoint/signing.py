@@ -2,7 +2,7 @@
 skewed clock, a wrong secret or a body changed after signing would send."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
@@ -16,7 +16,7 @@ def sign(url: str, method: str, body: bytes, key_id: str, secret: str, when: dat
          region: str = "us-east-1") -> dict[str, str]:
     request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
     signer = SigV4Auth(Credentials(key_id, secret), SIGNING_NAME, region)
-    stamp = (when or datetime.now(timezone.utc)).strftime(SIGV4_TIMESTAMP)
+    stamp = (when or datetime.now(UTC)).strftime(SIGV4_TIMESTAMP)
     request.context["timestamp"] = stamp
     request.headers["X-Amz-Date"] = stamp
     signature = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)

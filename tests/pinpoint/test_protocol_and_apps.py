@@ -74,3 +74,17 @@ def test_a_body_that_breaks_the_model_is_a_bad_request_naming_the_member(pinpoin
 def test_a_path_no_operation_serves_is_not_found(running_api, acme_key):
     response = signed_request(running_api, acme_key, "GET", "/v1/nothing-here", b"")
     assert response.status_code == 404 and response.headers["x-amzn-errortype"] == "NotFoundException"
+
+
+def test_query_strings_and_odd_ids_are_signed_and_routed_as_the_sdk_sends_them(pinpoint):
+    assert pinpoint.get_apps(PageSize="5", Token="a b+c/d")["ApplicationsResponse"]["Item"][0]["Id"] == "acme"
+    for odd in ("with space", "slash/inside", "ünïcode-ид", "plus+and%percent", "~tilde.dot_under-dash"):
+        pinpoint.update_endpoint(ApplicationId="acme", EndpointId=odd,
+                                 EndpointRequest={"ChannelType": "EMAIL", "Address": "odd@example.com"})
+        assert pinpoint.get_endpoint(ApplicationId="acme", EndpointId=odd)["EndpointResponse"]["Id"] == odd
+
+
+def test_a_body_over_7_mb_is_payload_too_large(running_api, acme_key):
+    body = b'{"Item": [' + b",".join([b'{"Id": "x", "Address": "' + b"a" * 1000 + b'"}'] * 7400) + b"]}"
+    response = signed_request(running_api, acme_key, "PUT", "/v1/apps/acme/endpoints", body)
+    assert response.status_code == 413 and response.headers["x-amzn-errortype"] == "PayloadTooLargeException"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -41,7 +41,7 @@ def test_wrong_secret_is_refused(running_api, acme_key):
 
 
 def test_stale_and_future_dates_are_refused(running_api, acme_key):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     stale = signed_request(running_api, acme_key, "GET", "/v1/apps", b"", when=now - timedelta(minutes=6))
     assert _refusal(stale, "InvalidSignatureException").startswith("Signature expired")
     future = signed_request(running_api, acme_key, "GET", "/v1/apps", b"", when=now + timedelta(minutes=6))
@@ -71,7 +71,7 @@ def test_unsigned_and_unknown_keys_are_refused(running_api, acme_key):
 
 def _tidings(settings, *args):
     env = {**os.environ, "TIDINGS_HOME": str(settings.home), "TIDINGS_DATABASE_URL": settings.database_url}
-    return subprocess.run([TIDINGS, *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([TIDINGS, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_cli_key_pair_works_is_sealed_and_revokes(settings, running_api):
@@ -99,5 +99,5 @@ def test_cli_refuses_a_pinpoint_key_without_an_encryption_key(settings):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_ENCRYPTION_KEY")}
     env.update(TIDINGS_HOME=str(settings.home), TIDINGS_DATABASE_URL=settings.database_url)
     out = subprocess.run([TIDINGS, "keys", "create", "--workspace", "shop", "--pinpoint"], env=env,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2 and "no encryption key" in out.stderr and "AWS_SECRET" not in out.stdout

@@ -1,8 +1,7 @@
 """access keys of the Pinpoint-compatible API (api/pinpoint): an access key id and its SigV4 secret, sealed
 with the channel-secret encryption keys (engine.channels.secrets)."""
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = "0010_pinpoint_keys"
 down_revision = "0008_delivery_retry"
