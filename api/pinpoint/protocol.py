@@ -2,21 +2,21 @@
 operation's method, path (with its labels), query string, payload member and success status.
 
 `route` finds the operation of a request; `parse_input` turns the request into the operation's input
-parameters (botocore's member names) and checks them with botocore's own validator, so a body the SDK would
-refuse to send is refused here the same way, naming the member.
+parameters (botocore's member names), the body decoded and checked by msgspec Structs made from the model's
+shapes (types, required and unknown members), so a body the SDK would refuse to send is refused here too,
+naming the member.
 """
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+import msgspec
 from botocore.loaders import Loader
 from botocore.model import OperationModel, ServiceModel, Shape
-from botocore.validate import ParamValidator
 
 from api.pinpoint.errors import (
     BadRequestException,
@@ -100,28 +100,54 @@ def parse_input(op: Operation, labels: dict[str, str], query: list[tuple[str, st
             values = [v for k, v in query if k == name]
             if values:
                 params[member] = _query_value(member, member_shape, values)
+            elif member in shape.required_members:
+                raise BadRequestException(f"{name}: a required query parameter")
     payload = shape.serialization.get("payload")
     if payload:
         if body.strip():
-            params[payload] = _json(body)
-    elif body.strip():
-        decoded = _json(body)
-        if not isinstance(decoded, dict):
-            raise BadRequestException("the body must be a JSON object")
-        params.update(decoded)
-    report = ParamValidator().validate(params, shape)
-    if report.has_errors():
-        raise BadRequestException(report.generate_report())
+            params[payload] = decode(shape.members[payload], body)
+        elif payload in shape.required_members:
+            raise BadRequestException(f"{payload}: a request body is required")
     return params
 
 
-def _json(body: bytes) -> Any:
+def decode(shape: Shape, body: bytes) -> Any:
+    """The body as the model's shape, checked by msgspec (types, required members, no unknown member), as
+    plain dicts and lists; an error names the member by its path (`Item[3].Address`)."""
     try:
-        return json.loads(body)
-    except UnicodeDecodeError:
-        raise BadRequestException("the body is not UTF-8 text") from None
-    except ValueError as exc:
+        return msgspec.to_builtins(msgspec.json.decode(body, type=_type(shape)))
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$")
+        field = path.rstrip("`").lstrip(".")
+        raise BadRequestException(f"{shape.name}{'.' if field and field[0] != '[' else ''}{field}: {message}"
+                                  if field else f"{shape.name}: {message}") from None
+    except msgspec.DecodeError as exc:
         raise BadRequestException(f"the body is not JSON: {exc}") from None
+
+
+_SCALARS: dict[str, Any] = {"string": str, "boolean": bool, "integer": int, "long": int, "double": float,
+                            "float": float, "blob": str, "timestamp": str | float}
+
+
+def _type(shape: Shape) -> Any:
+    if shape.type_name == "structure":
+        return _struct(shape.name)
+    if shape.type_name == "list":
+        return list[_type(shape.member)]  # type: ignore[misc]
+    if shape.type_name == "map":
+        return dict[str, _type(shape.value)]  # type: ignore[misc]
+    return _SCALARS[shape.type_name]
+
+
+@functools.cache
+def _struct(name: str) -> type[msgspec.Struct]:
+    """A msgspec Struct per structure of the model, made once: decoding 10,000 PutEvents events this way costs
+    a small fraction of walking them with botocore's Python validator."""
+    shape = service_model().shape_for(name)
+    required = set(shape.required_members)
+    fields = [(member, _type(member_shape)) if member in required else (member, _type(member_shape) | None, None)
+              for member, member_shape in shape.members.items()]
+    return msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, omit_defaults=True)
 
 
 def _query_value(member: str, shape: Shape, values: list[str]) -> Any:
