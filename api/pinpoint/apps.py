@@ -1,14 +1,17 @@
 """Applications: a Pinpoint application is a Tidings workspace, and its ApplicationId is the workspace name.
-A key sees its own workspace only (dispatch answers NotFoundException for any other ApplicationId)."""
+A workspace's key sees its own workspace only (dispatch answers NotFoundException for any other
+ApplicationId); an admin key sees every workspace and may create them."""
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from sqlalchemy import Engine
+
 from api.pinpoint.dispatch import Context, operation
 from api.pinpoint.errors import BadRequestException
 from engine.platform.clock import ms_to_iso
-from engine.workspaces.service import created_at
+from engine.workspaces.service import WorkspaceRef, create_workspace, created_at, list_workspaces
 
 ACCOUNT = "000000000000"  # no AWS account behind a Tidings deployment; ARNs carry this placeholder
 REGION = "tidings"
@@ -18,20 +21,39 @@ def app_arn(app_id: str) -> str:
     return f"arn:aws:mobiletargeting:{REGION}:{ACCOUNT}:apps/{app_id}"
 
 
-async def _application(ctx: Context) -> dict[str, Any]:
-    created = await asyncio.to_thread(created_at, ctx.db, ctx.workspace)
-    name = ctx.workspace.name
-    return {"Arn": app_arn(name), "Id": name, "Name": name, "CreationDate": ms_to_iso(created), "tags": {}}
+def _application(db: Engine, ws: WorkspaceRef) -> dict[str, Any]:
+    return {"Arn": app_arn(ws.name), "Id": ws.name, "Name": ws.name,
+            "CreationDate": ms_to_iso(created_at(db, ws)), "tags": {}}
 
 
 @operation("GetApps")
 async def get_apps(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"ApplicationsResponse": {"Item": [await _application(ctx)]}}
+    """A workspace's key sees its workspace; an admin key every workspace (one page: no paging yet)."""
+    def listed() -> list[dict[str, Any]]:
+        reachable = list_workspaces(ctx.db) if ctx.admin else [ctx.workspace]
+        return [_application(ctx.db, ws) for ws in reachable]
+    return {"ApplicationsResponse": {"Item": await asyncio.to_thread(listed)}}
 
 
 @operation("GetApp")
 async def get_app(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"ApplicationResponse": await _application(ctx)}
+    return {"ApplicationResponse": await asyncio.to_thread(_application, ctx.db, ctx.workspace)}
+
+
+@operation("CreateApp")
+async def create_app(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Admin keys only (dispatch): a new workspace, whose name is the new ApplicationId."""
+    request = params["CreateApplicationRequest"]
+    name = request["Name"]
+    if not 1 <= len(name) <= 100 or "/" in name:
+        raise BadRequestException("CreateApplicationRequest.Name: 1-100 characters, no '/' (it becomes the "
+                                  "ApplicationId and the workspace name)")
+    if request.get("tags"):
+        raise BadRequestException("CreateApplicationRequest.tags: Tidings keeps no resource tags")
+
+    def created() -> dict[str, Any]:
+        return _application(ctx.db, create_workspace(ctx.db, name))
+    return {"ApplicationResponse": await asyncio.to_thread(created)}
 
 
 async def _settings(ctx: Context) -> dict[str, Any]:

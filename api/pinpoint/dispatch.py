@@ -22,6 +22,7 @@ from api.guard import request_id_of
 from api.pinpoint.errors import (
     AuthFailure,
     BadRequestException,
+    ForbiddenException,
     InternalServerErrorException,
     MethodNotAllowedException,
     NotFoundException,
@@ -33,8 +34,8 @@ from api.pinpoint.protocol import Operation, parse_input, payload_of, route
 from api.pinpoint.sigv4 import SignedRequest, check_signature, read_claim
 from engine.channels.secrets import keyring
 from engine.platform.errors import TidingsError
-from engine.workspaces.access_keys import find_access_key
-from engine.workspaces.service import WorkspaceRef
+from engine.workspaces.access_keys import AccessKey, find_access_key
+from engine.workspaces.service import WorkspaceRef, find_workspace
 
 MOUNT = "/pinpoint"
 MAX_BODY = 7 * 1024 * 1024  # Pinpoint's largest request (UpdateEndpointsBatch) is bounded at 7 MB
@@ -44,9 +45,16 @@ log = logging.getLogger("tidings.pinpoint")
 @dataclass(frozen=True)
 class Context:
     db: Engine
-    workspace: WorkspaceRef
+    # The application the request names, or the key's own when it names none; None only for an admin key's
+    # requests that name none (GetApps, CreateApp).
+    workspace: WorkspaceRef | None
     request_id: str
     app_state: Any
+    admin: bool = False  # an admin key: every workspace is reachable
+
+
+# What only an admin key may do; with a workspace's key these answer ForbiddenException.
+ADMIN_OPERATIONS = {"CreateApp", "DeleteApp"}
 
 
 Handler = Callable[[Context, dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -86,7 +94,7 @@ def _signed_request(scope: Scope, body: bytes) -> SignedRequest:
                          body=body)
 
 
-def authenticate(db: Engine, request: SignedRequest) -> WorkspaceRef:
+def authenticate(db: Engine, request: SignedRequest) -> AccessKey:
     claim = read_claim(request, datetime.now(UTC))
     key = find_access_key(db, claim.access_key_id)
     if key is None:
@@ -101,7 +109,23 @@ def authenticate(db: Engine, request: SignedRequest) -> WorkspaceRef:
         raise InternalServerErrorException("this server cannot open the stored secret of this access key; "
                                            "its operator must configure the encryption key it was sealed with") from None
     check_signature(request, claim, secret)
-    return key.workspace
+    return key
+
+
+def _workspace(db: Engine, key: AccessKey, params: dict[str, Any]) -> WorkspaceRef | None:
+    """The workspace the request reaches: the key's own (any other ApplicationId is not found), or for an
+    admin key the one its ApplicationId names (None when it names none)."""
+    app_id = params.get("ApplicationId")
+    if key.workspace is not None:
+        if app_id is not None and app_id != key.workspace.name:
+            raise NotFoundException("Resource not found")  # Pinpoint's words; nothing said about other workspaces
+        return key.workspace
+    if app_id is None:
+        return None
+    try:
+        return find_workspace(db, app_id)
+    except TidingsError:
+        raise NotFoundException("Resource not found") from None
 
 
 def _unimplemented(op: Operation) -> PinpointError:
@@ -114,16 +138,17 @@ async def _answer(scope: Scope, receive: Receive, db: Engine, request_id: str,
                   app_state: Any) -> tuple[int, Any]:
     body = await _read_body(receive)
     request = _signed_request(scope, body)
-    workspace = await asyncio.to_thread(authenticate, db, request)
+    key = await asyncio.to_thread(authenticate, db, request)
     path = request.raw_path.removeprefix(MOUNT)
     op, labels = route(request.method, path)
     handler = HANDLERS.get(op.name)
     if handler is None:
         raise _unimplemented(op)
+    if op.name in ADMIN_OPERATIONS and not key.admin:
+        raise ForbiddenException(f"{op.name} needs an admin key pair (tidings keys create --admin --pinpoint)")
     params = parse_input(op, labels, parse_qsl(request.query_string, keep_blank_values=True), body)
-    if "ApplicationId" in params and params["ApplicationId"] != workspace.name:
-        raise NotFoundException("Resource not found")  # Pinpoint's words; nothing said about other workspaces
-    output = await handler(Context(db, workspace, request_id, app_state), params)
+    workspace = await asyncio.to_thread(_workspace, db, key, params)
+    output = await handler(Context(db, workspace, request_id, app_state, key.admin), params)
     return op.status, payload_of(op, output)
 
 

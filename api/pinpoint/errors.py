@@ -21,6 +21,10 @@ class BadRequestException(PinpointError):
     status, code = 400, "BadRequestException"
 
 
+class ForbiddenException(PinpointError):
+    status, code = 403, "ForbiddenException"
+
+
 class NotFoundException(PinpointError):
     status, code = 404, "NotFoundException"
 

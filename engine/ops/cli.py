@@ -19,6 +19,12 @@ def _db(settings: Settings):
 
 
 def cmd_keys_create(args, settings: Settings) -> int:
+    if args.admin and not args.pinpoint:
+        print("error: --admin makes a Pinpoint key pair: give --pinpoint too", file=sys.stderr)
+        return 2
+    if args.admin == bool(args.workspace):
+        print("error: give --workspace NAME, or --admin --pinpoint for a key of every workspace", file=sys.stderr)
+        return 2
     if args.pinpoint:
         return _create_pinpoint_key(args, settings)
     from engine.workspaces.service import create_key
@@ -39,9 +45,10 @@ def _create_pinpoint_key(args, settings: Settings) -> int:
         print(f"error: a Pinpoint key's secret is stored sealed, and this deployment has no encryption key "
               f"({KEY_SOURCES}); make one with `tidings secrets new-key`", file=sys.stderr)
         return 2
-    ws, key_id, secret = create_access_key(_db(settings), args.workspace, ring.seal, label=args.label)
-    print(f"created a Pinpoint key pair for workspace {ws.name!r} (its ApplicationId is {ws.name!r}); "
-          "the secret is shown once, keep it:")
+    ws, key_id, secret = create_access_key(_db(settings), None if args.admin else args.workspace, ring.seal,
+                                           label=args.label)
+    reach = f"workspace {ws.name!r} (its ApplicationId is {ws.name!r})" if ws else "every workspace (admin)"
+    print(f"created a Pinpoint key pair for {reach}; the secret is shown once, keep it:")
     print(f"AWS_ACCESS_KEY_ID={key_id}")
     print(f"AWS_SECRET_ACCESS_KEY={secret}")
     return 0
@@ -417,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="workspace API keys").add_subparsers(dest="keys_command", required=True)
     k = keys.add_parser("create", help="create a key (and the workspace if needed)")
-    k.add_argument("--workspace", required=True)
+    k.add_argument("--workspace")
     k.add_argument("--label", default="")
+    k.add_argument("--admin", action="store_true",
+                   help="with --pinpoint: a key pair of every workspace, which may create them (CreateApp)")
     k.add_argument("--pinpoint", action="store_true",
                    help="an AWS SigV4 key pair for the Pinpoint-compatible API (docs/pinpoint.md)")
     k.set_defaults(fn=cmd_keys_create)

@@ -48,18 +48,18 @@ def running_api(settings):
 
 @dataclass
 class KeyPair:
-    workspace: str
+    workspace: str | None  # None: an admin key
     access_key_id: str
     secret: str
 
 
-def make_key(database_url: str, workspace: str) -> KeyPair:
+def make_key(database_url: str, workspace: str | None) -> KeyPair:
     db = make_engine(database_url)
     try:
         ws, key_id, secret = create_access_key(db, workspace, keyring().seal)
     finally:
         db.dispose()
-    return KeyPair(ws.name, key_id, secret)
+    return KeyPair(ws.name if ws else None, key_id, secret)
 
 
 def client_for(api: RunningApi, key: KeyPair, secret: str | None = None):

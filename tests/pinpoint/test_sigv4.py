@@ -101,3 +101,15 @@ def test_cli_refuses_a_pinpoint_key_without_an_encryption_key(settings):
     out = subprocess.run([TIDINGS, "keys", "create", "--workspace", "shop", "--pinpoint"], env=env,
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 2 and "no encryption key" in out.stderr and "AWS_SECRET" not in out.stdout
+
+
+def test_cli_admin_key_pair(settings, running_api):
+    out = _tidings(settings, "keys", "create", "--admin", "--pinpoint")
+    assert out.returncode == 0, out.stderr
+    id_line, secret_line = out.stdout.strip().splitlines()[-2:]
+    key = KeyPair(None, id_line.split("=", 1)[1], secret_line.split("=", 1)[1])
+    assert client_for(running_api, key).create_app(CreateApplicationRequest={"Name": "made"})[
+        "ApplicationResponse"]["Id"] == "made"
+    assert "*" in _tidings(settings, "keys", "list").stdout
+    refused = _tidings(settings, "keys", "create", "--admin")
+    assert refused.returncode == 2 and "--pinpoint" in refused.stderr

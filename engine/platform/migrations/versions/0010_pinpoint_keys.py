@@ -1,5 +1,5 @@
 """access keys of the Pinpoint-compatible API (api/pinpoint): an access key id and its SigV4 secret, sealed
-with the channel-secret encryption keys (engine.channels.secrets)."""
+with the channel-secret encryption keys (engine.channels.secrets); an admin key has no workspace."""
 import sqlalchemy as sa
 from alembic import op
 
@@ -13,9 +13,10 @@ def upgrade() -> None:
     op.create_table(
         "access_key",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("workspace_id", sa.Integer(), sa.ForeignKey("workspace.id"), nullable=False),
+        sa.Column("workspace_id", sa.Integer(), sa.ForeignKey("workspace.id"), nullable=True),
         sa.Column("access_key_id", sa.String(length=32), nullable=False),
         sa.Column("sealed_secret", sa.Text(), nullable=False),
+        sa.Column("admin", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("label", sa.String(length=100), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("revoked_at", sa.BigInteger(), nullable=True),
