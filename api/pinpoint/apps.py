@@ -11,7 +11,12 @@ from sqlalchemy import Engine
 from api.pinpoint.dispatch import Context, operation
 from api.pinpoint.errors import BadRequestException
 from engine.platform.clock import ms_to_iso
-from engine.workspaces.service import WorkspaceRef, create_workspace, created_at, list_workspaces
+from engine.workspaces.service import (
+    WorkspaceRef,
+    create_workspace,
+    created_at,
+    list_workspaces,
+)
 
 ACCOUNT = "000000000000"  # no AWS account behind a Tidings deployment; ARNs carry this placeholder
 REGION = "tidings"

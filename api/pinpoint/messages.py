@@ -126,6 +126,24 @@ async def _send(ctx: Context, requests: list[MessageRequest]) -> list[Any]:
     return [r for answer in answers for r in answer.results]
 
 
+def _grouped(config: dict[str, Any], templates: dict[str, Any],
+             recipients: list[tuple[str, str, str, dict[str, Any], Recipient]]) -> tuple[list[MessageRequest], list]:
+    """One native request per channel for the recipients without overrides (their content is checked and
+    compiled once), one per recipient with a BodyOverride or TitleOverride. Returns the requests and the
+    (kind, key) of each of their recipients, in order."""
+    groups: dict[tuple, list] = {}
+    for kind, key, channel, how, recipient in recipients:
+        override = (how.get("BodyOverride"), how.get("TitleOverride"))
+        group = (channel, None) if override == (None, None) else (channel, kind, key)
+        groups.setdefault(group, []).append((kind, key, how, recipient))
+    requests, order = [], []
+    for (channel, *alone), members in groups.items():
+        how = members[0][2] if alone else None
+        requests.append(_request(config, templates, channel, [m[3] for m in members], how))
+        order += [(kind, key) for kind, key, _, _ in members]
+    return requests, order
+
+
 @operation("SendMessages")
 async def send_messages(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     body = params["MessageRequest"]
@@ -134,13 +152,12 @@ async def send_messages(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     addresses, endpoints = body.get("Addresses") or {}, body.get("Endpoints") or {}
     if len(addresses) + len(endpoints) > MAX_RECIPIENTS:
         raise BadRequestException(f"MessageRequest: at most {MAX_RECIPIENTS} addresses and endpoints per request")
-    requests, order = [], []  # order: (kind, key) of each recipient, in the order of the requests' recipients
+    recipients = []
     for address, how in addresses.items():
         if not how.get("ChannelType"):
             raise BadRequestException(f"Addresses.{address}.ChannelType: required to send to an address")
-        channel = _channel_of(how["ChannelType"])
-        requests.append(_request(config, templates, channel, [_recipient(how, context, address=address)], how))
-        order.append(("address", address))
+        recipients.append(("address", address, _channel_of(how["ChannelType"]), how,
+                           _recipient(how, context, address=address)))
     known = await asyncio.to_thread(get_endpoints, ctx.db, ctx.workspace, list(endpoints))
     endpoint_results: dict[str, Any] = {}
     for endpoint_id, how in endpoints.items():
@@ -148,8 +165,8 @@ async def send_messages(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         if ep is None:
             endpoint_results[endpoint_id] = _failure(f"no endpoint {endpoint_id!r}")
             continue
-        requests.append(_request(config, templates, ep.channel, [_recipient(how, context, endpoint_id=endpoint_id)], how))
-        order.append(("endpoint", endpoint_id))
+        recipients.append(("endpoint", endpoint_id, ep.channel, how, _recipient(how, context, endpoint_id=endpoint_id)))
+    requests, order = _grouped(config, templates, recipients)
     results: dict[str, Any] = {}
     for (kind, key), outcome in zip(order, await _send(ctx, requests)):
         if kind == "address":
@@ -196,25 +213,19 @@ async def send_users_messages(ctx: Context, params: dict[str, Any]) -> dict[str,
         return found
 
     known = await asyncio.to_thread(existing)
-    requests, order = [], []
-    for channel in channels:
-        for user_id, how in people.items():
-            if user_id in known:
-                requests.append(_request(config, templates, channel, [_recipient(how, context, user_id=user_id)], how))
-                order.append(user_id)
+    requests, order = _grouped(config, templates, [
+        ("user", user_id, channel, how, _recipient(how, context, user_id=user_id))
+        for channel in channels for user_id, how in people.items() if user_id in known])
     outcomes = await _send(ctx, requests)
     addresses = await asyncio.to_thread(get_endpoints, ctx.db, ctx.workspace,
                                         [e for o in outcomes for e in o.endpoint_ids])
     results: dict[str, dict[str, Any]] = {u: {} for u in people}
-    for user_id, outcome in zip(order, outcomes):
+    for (_, user_id), outcome in zip(order, outcomes):
         for i, endpoint_id in enumerate(outcome.endpoint_ids):
             one = outcome.message_ids[i] if i < len(outcome.message_ids) else None
             item = _result(outcome, addresses[endpoint_id].address if endpoint_id in addresses else None)
             if one:
                 item["MessageId"] = one
             results[user_id][endpoint_id] = item
-    for user_id in people:
-        if user_id not in known:
-            results[user_id] = {}
     return {"SendUsersMessageResponse": {"ApplicationId": ctx.workspace.name, "RequestId": ctx.request_id,
                                          "Result": results}}

@@ -85,3 +85,19 @@ def test_refusals_name_the_field(smtp_sink, mail_api, pinpoint):  # noqa: F811
             pinpoint.send_messages(ApplicationId="acme", MessageRequest=request)
         assert field in caught.value.response["Error"]["Message"]
     assert smtp_sink.mails == []
+
+
+def test_overrides_apply_to_their_address_only(smtp_sink, mail_api, pinpoint):  # noqa: F811
+    answer = pinpoint.send_messages(ApplicationId="acme", MessageRequest={
+        "Addresses": {"plain@example.com": {"ChannelType": "EMAIL", "Substitutions": {"code": ["P"]}},
+                      "special@example.com": {"ChannelType": "EMAIL", "TitleOverride": "Just for you",
+                                              "BodyOverride": "Override body"},
+                      "other@example.com": {"ChannelType": "EMAIL", "Substitutions": {"code": ["O"]}}},
+        "MessageConfiguration": SIMPLE})["MessageResponse"]["Result"]
+    assert {a: r["DeliveryStatus"] for a, r in answer.items()} == dict.fromkeys(
+        ("plain@example.com", "special@example.com", "other@example.com"), "SUCCESSFUL")
+    assert len({r["MessageId"] for r in answer.values()}) == 3
+    special = smtp_sink.to("special@example.com")[0]
+    assert special["Subject"] == "Just for you" and "Override body" in special.get_body(("plain",)).get_content()
+    assert "Code O" in smtp_sink.to("other@example.com")[0].get_body(("plain",)).get_content()
+    assert smtp_sink.to("plain@example.com")[0]["Subject"].strip() == "Hello"  # no user: an empty FirstName
