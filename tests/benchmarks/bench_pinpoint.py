@@ -1,10 +1,12 @@
-"""PutEvents through boto3 vs the native POST /v1/events doing the same work, in the same run.
+"""PutEvents and SendMessages through boto3 vs the native API doing the same work, in the same run.
 
-A `tidings api` process on loopback; 100 endpoints exist. Each round sends the same shape both ways:
-100 endpoints x 10 events (1,000 new events) per request, `--requests` requests, alternating native and
-Pinpoint round by round. The Pinpoint path includes what a Pinpoint user pays: botocore's serialization and
-SigV4 signing in the client, verification, model validation and the per-event results on the server.
-Prints the median events/s of each and the ratio (target: Pinpoint >= 70% of native).
+A `tidings api` process on loopback; 100 endpoints exist; its EMAIL channel is an aiosmtpd sink on loopback.
+Each round sends the same shape both ways, `--requests` requests, alternating native and Pinpoint round by
+round: PutEvents of 100 endpoints x 10 events (1,000 new events) vs POST /v1/events of the same events, and
+SendMessages to 100 addresses vs POST /v1/messages to the same 100 addresses (same inline content). The
+Pinpoint path includes what a Pinpoint user pays: botocore's validation, serialization and SigV4 signing in
+the client, verification and model decoding on the server, per-item results. Prints the median rate of each,
+the ratio (target: Pinpoint >= 70% of native) and the API process's CPU per request.
 
     PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_pinpoint.py [--rounds 5 --requests 10 --database-url URL]
 """
@@ -21,13 +23,24 @@ from pathlib import Path
 
 import boto3
 import httpx
+from aiosmtpd.controller import Controller
 from botocore.config import Config
 
 from engine.channels.secrets import keyring, new_key
+from engine.ops.devstack import free_port
 from engine.platform.db import make_engine, migrate
 from engine.workspaces.access_keys import create_access_key
 from engine.workspaces.service import create_key
 from tests.processes import ApiProcess, tidings_env
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        self.count += len(envelope.rcpt_tos)
+        return "250 OK"
 
 ENDPOINTS, EVENTS_EACH = 100, 10
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -49,6 +62,11 @@ def main() -> None:
     database_url = args.database_url or f"sqlite:///{home / 'tidings.db'}"
     env = tidings_env(home, database_url)
     env.setdefault("TIDINGS_ENCRYPTION_KEYS", new_key())  # Pinpoint secrets are sealed: the API needs a key
+    sink, smtp_port = Sink(), free_port()
+    smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    env.update(TIDINGS_SMTP_HOST="127.0.0.1", TIDINGS_SMTP_PORT=str(smtp_port), TIDINGS_SMTP_SECURITY="none",
+               TIDINGS_SMTP_FROM="bench@example.com", TIDINGS_SMTP_RATE_LIMIT="100000")
     db = make_engine(database_url)
     migrate(db)
     _, bearer = create_key(db, "bench")
@@ -97,21 +115,51 @@ def main() -> None:
                            for e in r["EventsItemResponse"].values())
             return args.requests * ENDPOINTS * EVENTS_EACH / (time.perf_counter() - start)
 
-        native_round(), pinpoint_round()  # warm both paths
-        natives, pinpoints = [], []
-        for _ in range(args.rounds):
-            natives.append(measured("native", native_round))
-            pinpoints.append(measured("pinpoint", pinpoint_round))
-        n, p = statistics.median(natives), statistics.median(pinpoints)
-        print(f"PutEvents ({ENDPOINTS} endpoints x {EVENTS_EACH} events per request, {args.requests} requests "
-              f"per round, median of {args.rounds} rounds, {'PostgreSQL' if args.database_url else 'SQLite'})")
-        print(f"  native POST /v1/events: {n:,.0f} events/s  (rounds: {', '.join(f'{x:,.0f}' for x in natives)})")
-        print(f"  Pinpoint via boto3:     {p:,.0f} events/s  (rounds: {', '.join(f'{x:,.0f}' for x in pinpoints)})")
-        print(f"  Pinpoint / native: {p / n:.1%}  (target >= 70%)")
-        cn, cp = statistics.median(server_cpu["native"]), statistics.median(server_cpu["pinpoint"])
-        print(f"  API server CPU per request: native {cn:.0f} ms, Pinpoint {cp:.0f} ms; native / Pinpoint {cn / cp:.1%}")
+        subject = {"Data": "Your code"}
+        text = {"Data": "Hello {{Address}}, your code is 1234."}
+
+        def native_send_round() -> float:
+            start = time.perf_counter()
+            for r in range(args.requests):
+                native.post("/v1/messages", json={"channel": "EMAIL", "content": {
+                    "subject": subject["Data"], "text": text["Data"]}, "recipients": [
+                    {"address": f"n{r}-{i}@example.com"} for i in range(100)]}).raise_for_status()
+            return args.requests * 100 / (time.perf_counter() - start)
+
+        def pinpoint_send_round() -> float:
+            start = time.perf_counter()
+            for r in range(args.requests):
+                answer = pinpoint.send_messages(ApplicationId="bench", MessageRequest={
+                    "Addresses": {f"p{r}-{i}@example.com": {"ChannelType": "EMAIL"} for i in range(100)},
+                    "MessageConfiguration": {"EmailMessage": {"SimpleEmail": {"Subject": subject, "TextPart": text}}}})
+                assert all(v["DeliveryStatus"] == "SUCCESSFUL" for v in answer["MessageResponse"]["Result"].values())
+            return args.requests * 100 / (time.perf_counter() - start)
+
+        label = "PostgreSQL" if args.database_url else "SQLite"
+        for title, unit, pair in (
+                (f"PutEvents ({ENDPOINTS} endpoints x {EVENTS_EACH} events per request)", "events/s",
+                 (native_round, pinpoint_round)),
+                ("SendMessages (100 addresses per request, to the SMTP sink)", "messages/s",
+                 (native_send_round, pinpoint_send_round))):
+            for figures in server_cpu.values():
+                figures.clear()
+            pair[0](), pair[1]()  # warm both paths
+            natives, pinpoints = [], []
+            for _ in range(args.rounds):
+                natives.append(measured("native", pair[0]))
+                pinpoints.append(measured("pinpoint", pair[1]))
+            n, p = statistics.median(natives), statistics.median(pinpoints)
+            print(f"{title}, {args.requests} requests per round, median of {args.rounds} rounds, {label}")
+            print(f"  native:             {n:,.0f} {unit}  (rounds: {', '.join(f'{x:,.0f}' for x in natives)})")
+            print(f"  Pinpoint via boto3: {p:,.0f} {unit}  (rounds: {', '.join(f'{x:,.0f}' for x in pinpoints)})")
+            print(f"  Pinpoint / native: {p / n:.1%}  (target >= 70%)")
+            cn, cp = statistics.median(server_cpu["native"]), statistics.median(server_cpu["pinpoint"])
+            print(f"  API server CPU per request: native {cn:.0f} ms, Pinpoint {cp:.0f} ms; native / Pinpoint "
+                  f"{cn / cp:.1%}")
+        print(f"mails accepted by the sink: {sink.count}")
     finally:
         api.stop()
+        smtp.stop()
 
 
 if __name__ == "__main__":
