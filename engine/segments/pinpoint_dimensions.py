@@ -51,15 +51,21 @@ def _uncombine(node: Any) -> tuple[str, list[Any]] | None:
 
 # ---- Pinpoint -> rule ----------------------------------------------------------------------------------------
 
-def _member(path: str, values: list[str]) -> Any:
-    """The attribute (a string, or a list of strings) is one of `values` / holds one of them."""
-    return {"or": [{"in": [{"var": path}, values]}, {"some": [{"var": path}, {"in": [{"var": ""}, values]}]}]}
+def _any(parts: list[Any]) -> Any:
+    return parts[0] if len(parts) == 1 else {"or": parts}
 
 
-def _contains(path: str, values: list[str]) -> Any:
+def _member(path: str, values: list[str], user_level: bool = True) -> Any:
+    """The attribute is one of `values` / holds one of them. An endpoint's attributes are lists of strings; a
+    user's is a string (one value) or a list."""
+    held = {"some": [{"var": path}, {"in": [{"var": ""}, values]}]}
+    return {"or": [{"in": [{"var": path}, values]}, held]} if user_level else held
+
+
+def _contains(path: str, values: list[str], user_level: bool = True) -> Any:
     """The attribute (or one of its strings) contains one of `values` (case-sensitive substring)."""
-    return {"or": [{"some": [{"var": path}, {"or": [{"in": [v, {"var": ""}]} for v in values]}]},
-                   *({"in": [v, {"var": path}]} for v in values)]}
+    held = {"some": [{"var": path}, _any([{"in": [v, {"var": ""}]} for v in values])]}
+    return {"or": [held, *({"in": [v, {"var": path}]} for v in values)]} if user_level else held
 
 
 def _values(dim: dict[str, Any], path: str) -> list[str]:
@@ -74,11 +80,11 @@ def _attribute(name: str, dim: dict[str, Any], path: str, user_level: bool) -> A
     values = _values(dim, path)
     var = f"attributes.{name}"
     if kind == "INCLUSIVE":
-        return _member(var, values)
+        return _member(var, values, user_level)
     if kind == "EXCLUSIVE":
-        return {"!": _member(var, values)}
+        return {"!": _member(var, values, user_level)}
     if kind == "CONTAINS":
-        return _contains(var, values)
+        return _contains(var, values, user_level)
     if not user_level:
         raise _refuse(f"{path}.AttributeType", f"{kind} compares dates of user attributes only (UserAttributes); "
                       "Tidings' date operators do not apply to endpoint attributes")
@@ -151,9 +157,10 @@ def dimensions_rule(dims: dict[str, Any] | None, path: str = "Dimensions") -> An
             endpoint.append(_set(var, demographic[field], f"{path}.Demographic.{field}"))
     if location.get("Country") is not None:
         endpoint.append(_set(COUNTRY, location["Country"], f"{path}.Location.Country"))
-    if endpoint:
-        parts.append({"some": [ENDPOINTS, {"and": endpoint}]})
-    return {"and": parts} if parts else True
+    if endpoint:  # (nesting kept shallow: the SQL translation nests as deep as the rule)
+        parts.append({"some": [ENDPOINTS, endpoint[0] if len(endpoint) == 1 and "and" not in endpoint[0]
+                               else {"and": endpoint}]})
+    return (parts[0] if len(parts) == 1 else {"and": parts}) if parts else True
 
 
 def segment_rule(dims: dict[str, Any] | None, groups: dict[str, Any] | None) -> Any:
@@ -194,12 +201,14 @@ def _read_attribute(node: Any, user_level: bool) -> tuple[str, dict[str, Any]] |
     inner = node["!"] if exclusive else node
     for kind, build in (("INCLUSIVE", _member), ("CONTAINS", _contains)):
         try:
-            var = _var(inner["or"][0]["in"][0]) if kind == "INCLUSIVE" else _var(inner["or"][0]["some"][0])
-            values = inner["or"][0]["in"][1] if kind == "INCLUSIVE" else [
-                x["in"][0] for x in inner["or"][0]["some"][1]["or"]]
-        except (KeyError, IndexError, TypeError):
+            held = inner["or"][1 if kind == "INCLUSIVE" else 0] if user_level else inner
+            var = _var(held["some"][0])
+            test = held["some"][1]
+            values = test["in"][1] if kind == "INCLUSIVE" else [
+                x["in"][0] for x in (test["or"] if list(test) == ["or"] else [test])]
+        except (KeyError, IndexError, TypeError, AttributeError):
             continue
-        if var and var.startswith("attributes.") and _strings(values) and inner == build(var, values) \
+        if var and var.startswith("attributes.") and _strings(values) and inner == build(var, values, user_level) \
                 and not (exclusive and kind == "CONTAINS"):
             return var[len("attributes."):], {"AttributeType": "EXCLUSIVE" if exclusive else kind, "Values": values}
     # the simple native shape of docs/segments.md: {"in": [{"var": "attributes.plan"}, ["pro", "team"]]}
@@ -273,8 +282,13 @@ def _read_part(node: Any, dims: dict[str, Any]) -> bool:
         if "_endpoint" in dims:
             return False  # two endpoint conditions that different endpoints may meet: not one Pinpoint segment
         dims["_endpoint"] = True
-        inner = args[1]["and"] if isinstance(args[1], dict) and list(args[1]) == ["and"] else [args[1]]
-        return isinstance(inner, list) and all(_read_endpoint_part(p, dims) for p in inner)
+        if isinstance(args[1], dict) and list(args[1]) == ["and"] and isinstance(args[1]["and"], list):
+            trial: dict[str, Any] = {}
+            if all(_read_endpoint_part(p, trial) for p in args[1]["and"]):
+                for key, value in trial.items():
+                    dims.setdefault(key, {}).update(value)
+                return True
+        return _read_endpoint_part(args[1], dims)
     attribute = _read_attribute(node, True)
     if attribute:
         return dims.setdefault("UserAttributes", {}).setdefault(attribute[0], attribute[1]) is attribute[1]
