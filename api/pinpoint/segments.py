@@ -115,6 +115,7 @@ def _page(items: list[dict[str, Any]], key: str, params: dict[str, Any]) -> dict
     size = params.get("PageSize") or str(MAX_PAGE)
     if not size.isdigit() or not 1 <= int(size) <= MAX_PAGE:
         raise BadRequestException(f"PageSize: a number from 1 to {MAX_PAGE}, got {size!r}")
+    items = sorted(items, key=lambda item: item[key])  # the Token compares in this order, whatever the collation
     token = params.get("Token")
     if token:
         items = [item for item in items if str(item[key]) > token] if key == "Id" else \

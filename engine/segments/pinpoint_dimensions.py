@@ -301,7 +301,7 @@ def rule_dimensions(rule: Any) -> dict[str, Any] | None:
         return {}
     parts = rule["and"] if isinstance(rule, dict) and list(rule) == ["and"] else [rule]
     dims: dict[str, Any] = {}
-    if not isinstance(parts, list) or not all(_read_part(p, dims) for p in parts):
+    if not isinstance(parts, list) or not parts or not all(_read_part(p, dims) for p in parts):
         return None
     dims.pop("_endpoint", None)
     return dims

@@ -67,6 +67,18 @@ def test_user_attribute_sets(pinpoint, native, people, kind, values, expected):
         == expected
 
 
+def test_customers_written_natively_enter_and_leave(pinpoint, native, people):
+    segment = _create(pinpoint, Dimensions={"UserAttributes": {"plan": {"Values": ["pro"]}},
+                                            "Demographic": {"Platform": {"Values": ["ios"]}}})
+    assert _members(native, segment["Id"]) == []
+    assert native.put("/v1/users/ann", json={"attributes": {"plan": "pro"}}).status_code == 200
+    assert native.put("/v1/endpoints/ann-phone", json={"channel": "PUSH", "address": "tok", "user_id": "ann",
+                                                        "demographic": {"platform": "ios"}}).status_code == 200
+    assert _members(native, segment["Id"]) == ["ann"]
+    assert native.put("/v1/users/ann", json={"attributes": {"plan": "free"}}).status_code == 200
+    assert _members(native, segment["Id"]) == []
+
+
 @pytest.mark.parametrize("kind, values, expected", [
     ("BEFORE", ["2024-01-01T00:00:00Z"], ["bob"]),
     ("AFTER", ["2024-01-01T00:00:00Z"], ["ann"]),
