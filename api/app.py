@@ -15,6 +15,7 @@ from tidings.api.console import console_routes
 from tidings.api.errors import HANDLERS
 from tidings.api.openapi import allowed_methods, answer_options, complete as complete_openapi
 from tidings.api.guard import RequestGuard, refuse_nul_characters
+from tidings.api.pinpoint import pinpoint_mount
 from tidings.api.routes.customers import EndpointController, UserController
 from tidings.api.routes.events import EventController
 from tidings.api.routes.journeys import JourneyController
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
     )
     app = Litestar(
-        route_handlers=[health, ready, metrics, v1, public_router, *console_routes(settings)],
+        route_handlers=[health, ready, metrics, v1, public_router, pinpoint_mount, *console_routes(settings)],
         dependencies={"db": Provide(database, sync_to_thread=False),
                       "plugins": Provide(plugin_manager, sync_to_thread=False)},
         exception_handlers=HANDLERS,  # type: ignore[arg-type]  # handlers of subclasses of Exception

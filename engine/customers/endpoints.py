@@ -11,11 +11,11 @@ from tidings.engine.customers import on_write as changes
 from tidings.engine.customers.attributes import merge, register_item_names
 from tidings.engine.platform.batching import chunks, single, validate_batch
 from tidings.engine.platform.clock import iso_to_ms, now_ms
-from tidings.engine.customers.users import endpoint_out, ensure_users
+from tidings.engine.customers.users import check_user, endpoint_out, ensure_users, user_pk, write_users
 from tidings.engine.platform.db import bulk_insert, bulk_update, reading, writing
 from tidings.engine.platform.errors import BatchRejected, InvalidInput, LimitExceeded, NotFound
 from tidings.engine.customers.tables import endpoints, events, users
-from tidings.engine.customers.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut
+from tidings.engine.customers.schemas import BatchResult, EndpointBatchItem, EndpointFields, EndpointOut, UserBatchItem
 from tidings.engine.customers.limits import (
     MAX_ENDPOINTS_PER_USER, check_address, check_attributes, check_locale, check_metrics, check_timezone,
 )
@@ -182,3 +182,47 @@ def delete_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> None:
         conn.execute(update(events).where(events.c.endpoint_pk == row.id).values(endpoint_pk=None))
         conn.execute(delete(endpoints).where(endpoints.c.id == row.id))
         changes.customers_changed(conn, ws.id, [row.user_pk])
+
+
+def get_endpoints(db: Engine, ws: WorkspaceRef, endpoint_ids: Sequence[str]) -> dict[str, EndpointOut]:
+    """The endpoints among `endpoint_ids` that exist, by id (an unknown id is simply absent)."""
+    found: dict[str, EndpointOut] = {}
+    with reading(db) as conn:
+        for part in chunks(list(dict.fromkeys(endpoint_ids))):
+            rows = conn.execute(
+                select(endpoints, users.c.user_id.label("owner"))
+                .join(users, users.c.id == endpoints.c.user_pk)
+                .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id.in_(part))
+            ).all()
+            found.update({r.endpoint_id: endpoint_out(r, r.owner) for r in rows})
+    return found
+
+
+def upsert_customers(db: Engine, ws: WorkspaceRef, user_items: Sequence[UserBatchItem],
+                     endpoint_items: Sequence[EndpointBatchItem]) -> BatchResult:
+    """Users and endpoints in one transaction, all or nothing (Pinpoint's UpdateEndpoint writes the endpoint
+    and its User.UserAttributes together): users first, so the endpoints' owners carry their attributes."""
+    if user_items:
+        validate_batch(user_items, check_user, "user_id")
+    if endpoint_items:
+        validate_batch(endpoint_items, check_endpoint, "endpoint_id")
+    with writing(db) as conn:
+        register_item_names(conn, ws.id, [*user_items, *endpoint_items])
+        user_pks, _ = write_users(conn, ws.id, user_items) if user_items else ([], 0)
+        endpoint_user_pks, created = write_endpoints(conn, ws.id, endpoint_items) if endpoint_items else ([], 0)
+        changes.customers_changed(conn, ws.id, sorted(set(user_pks) | set(endpoint_user_pks)))
+    return BatchResult(written=len(endpoint_items), created=created)
+
+
+def delete_user_endpoints(db: Engine, ws: WorkspaceRef, user_id: str) -> list[EndpointOut]:
+    """Remove every endpoint of a user (the user, its attributes and its events stay); returns them."""
+    with writing(db) as conn:
+        owner = user_pk(conn, ws.id, user_id)
+        rows = conn.execute(select(endpoints).where(endpoints.c.user_pk == owner).order_by(endpoints.c.id)).all()
+        removed = [endpoint_out(r, user_id) for r in rows]
+        pks = [r.id for r in rows]
+        if pks:
+            conn.execute(update(events).where(events.c.endpoint_pk.in_(pks)).values(endpoint_pk=None))
+            conn.execute(delete(endpoints).where(endpoints.c.id.in_(pks)))
+            changes.customers_changed(conn, ws.id, [owner])
+    return removed

@@ -44,6 +44,7 @@ class Demographic(Body):
     app_version: str | None = None
     make: str | None = None
     model: str | None = None
+    model_version: str | None = None
 
 
 class Location(Body):

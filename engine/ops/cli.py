@@ -23,6 +23,14 @@ def _db(settings: Settings):
 
 
 def cmd_keys_create(args, settings: Settings) -> int:
+    if args.admin and not args.pinpoint:
+        print("error: --admin makes a Pinpoint key pair: give --pinpoint too", file=sys.stderr)
+        return 2
+    if args.admin == bool(args.workspace):
+        print("error: give --workspace NAME, or --admin --pinpoint for a key of every workspace", file=sys.stderr)
+        return 2
+    if args.pinpoint:
+        return _create_pinpoint_key(args, settings)
     from tidings.engine.workspaces.service import create_key
 
     ws, key = create_key(_db(settings), args.workspace, label=args.label)
@@ -31,22 +39,47 @@ def cmd_keys_create(args, settings: Settings) -> int:
     return 0
 
 
+def _create_pinpoint_key(args, settings: Settings) -> int:
+    """A SigV4 key pair for the Pinpoint-compatible API; the secret is sealed like channel secrets."""
+    from tidings.engine.channels.secrets import KEY_SOURCES, keyring
+    from tidings.engine.workspaces.access_keys import create_access_key
+
+    ring = keyring()
+    if ring is None:
+        print(f"error: a Pinpoint key's secret is stored sealed, and this deployment has no encryption key "
+              f"({KEY_SOURCES}); make one with `tidings secrets new-key`", file=sys.stderr)
+        return 2
+    ws, key_id, secret = create_access_key(_db(settings), None if args.admin else args.workspace, ring.seal,
+                                           label=args.label)
+    reach = f"workspace {ws.name!r} (its ApplicationId is {ws.name!r})" if ws else "every workspace (admin)"
+    print(f"created a Pinpoint key pair for {reach}; the secret is shown once, keep it:")
+    print(f"AWS_ACCESS_KEY_ID={key_id}")
+    print(f"AWS_SECRET_ACCESS_KEY={secret}")
+    return 0
+
+
 def cmd_keys_list(args, settings: Settings) -> int:
     from tidings.engine.platform.clock import ms_to_iso
+    from tidings.engine.workspaces.access_keys import list_access_keys
     from tidings.engine.workspaces.service import list_keys
 
-    rows = list_keys(_db(settings), args.workspace)
-    print(f"{'WORKSPACE':20} {'KEY':14} {'CREATED':26} {'STATUS':8} LABEL")
-    for r in rows:
+    db = _db(settings)
+    rows = [(r, r["prefix"] + "…", "bearer") for r in list_keys(db, args.workspace)]
+    rows += [(r, r["prefix"], "pinpoint") for r in list_access_keys(db, args.workspace)]
+    print(f"{'WORKSPACE':20} {'KEY':22} {'KIND':8} {'CREATED':26} {'STATUS':8} LABEL")
+    for r, shown, kind in rows:
         status = "revoked" if r["revoked_at"] else "live"
-        print(f"{r['name']:20} {r['prefix'] + '…':14} {ms_to_iso(r['created_at']):26} {status:8} {r['label']}")
+        print(f"{r['name']:20} {shown:22} {kind:8} {ms_to_iso(r['created_at']):26} {status:8} {r['label']}")
     return 0
 
 
 def cmd_keys_revoke(args, settings: Settings) -> int:
+    from tidings.engine.workspaces.access_keys import revoke_access_keys
     from tidings.engine.workspaces.service import revoke_key
 
-    n = revoke_key(_db(settings), args.key.rstrip("…"))
+    db = _db(settings)
+    key = args.key.rstrip("…")
+    n = revoke_access_keys(db, key) or revoke_key(db, key)
     print(f"revoked {n} key(s)")
     return 0
 
@@ -425,13 +458,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="workspace API keys").add_subparsers(dest="keys_command", required=True)
     k = keys.add_parser("create", help="create a key (and the workspace if needed)")
-    k.add_argument("--workspace", required=True)
+    k.add_argument("--workspace")
     k.add_argument("--label", default="")
+    k.add_argument("--admin", action="store_true",
+                   help="with --pinpoint: a key pair of every workspace, which may create them (CreateApp)")
+    k.add_argument("--pinpoint", action="store_true",
+                   help="an AWS SigV4 key pair for the Pinpoint-compatible API (docs/pinpoint.md)")
     k.set_defaults(fn=cmd_keys_create)
     k = keys.add_parser("list", help="list keys (prefixes only)")
     k.add_argument("--workspace")
     k.set_defaults(fn=cmd_keys_list)
-    k = keys.add_parser("revoke", help="revoke a key by the prefix `keys list` shows, or the whole key")
+    k = keys.add_parser("revoke", help="revoke a key by the prefix `keys list` shows, the whole key, or a Pinpoint key id")
     k.add_argument("key")
     k.set_defaults(fn=cmd_keys_revoke)
 

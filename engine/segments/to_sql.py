@@ -322,13 +322,16 @@ class Translator:
         return str(UNSURE)
 
     def chain(self, op: str, parts: list[str]) -> str:
-        expr = parts[-1]
-        for p in reversed(parts[:-1]):
-            if op == "and":
-                expr = f"(CASE {p} WHEN 1 THEN {expr} WHEN 0 THEN 0 WHEN 2 THEN 2 ELSE 3 END)"
-            else:
-                expr = f"(CASE {p} WHEN 0 THEN {expr} WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE 3 END)"
-        return expr
+        """`and` / `or` of the parts in order: the first part that is not 1 (and) / 0 (or) decides. That is
+        associative, so the parts are split in halves: the CASEs nest log2(n) deep, not n (SQLite's parser
+        refuses a query nested about 30 CASEs deep: "parser stack overflow")."""
+        if len(parts) == 1:
+            return parts[0]
+        half = len(parts) // 2
+        first, rest = self.chain(op, parts[:half]), self.chain(op, parts[half:])
+        if op == "and":
+            return f"(CASE {first} WHEN 1 THEN {rest} WHEN 0 THEN 0 WHEN 2 THEN 2 ELSE 3 END)"
+        return f"(CASE {first} WHEN 0 THEN {rest} WHEN 1 THEN 1 WHEN 2 THEN 2 ELSE 3 END)"
 
     def compare(self, op: str, args: list[Any], scope: Scope) -> str:
         if len(args) == 3 and op in ("<", "<=") and _is_var(args[1]) and not _is_var(args[0]) and not _is_var(args[2]):

@@ -6,10 +6,11 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.db import reading, writing
-from tidings.engine.platform.errors import NotFound, Unauthorized
+from tidings.engine.platform.errors import Conflict, NotFound, Unauthorized
 from tidings.engine.workspaces.tables import api_keys, workspaces
 
 KEY_PREFIX = "tk_"
@@ -99,3 +100,25 @@ def authenticate(db: Engine, authorization: str | None) -> WorkspaceRef:
     if row is None:
         raise Unauthorized("unknown or revoked API key")
     return WorkspaceRef(row.id, row.name)
+
+
+def created_at(db: Engine, ws: WorkspaceRef) -> int:
+    """When the workspace was created (epoch ms): Pinpoint's CreationDate of the application it stands for."""
+    with reading(db) as conn:
+        return conn.execute(select(workspaces.c.created_at).where(workspaces.c.id == ws.id)).scalar_one()
+
+
+def list_workspaces(db: Engine) -> list[WorkspaceRef]:
+    with reading(db) as conn:
+        return [WorkspaceRef(r.id, r.name) for r in conn.execute(
+            select(workspaces.c.id, workspaces.c.name).order_by(workspaces.c.id))]
+
+
+def create_workspace(db: Engine, name: str) -> WorkspaceRef:
+    """A new workspace; Conflict when the name is taken (names are the workspaces' ids)."""
+    try:
+        with writing(db) as conn:
+            ws_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
+    except IntegrityError:  # the name's unique constraint: taken, perhaps a moment ago by another request
+        raise Conflict(f"a workspace named {name!r} exists", field="name") from None
+    return WorkspaceRef(ws_id, name)

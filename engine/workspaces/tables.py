@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column
+from sqlalchemy import BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -31,3 +31,22 @@ class ApiKey(SQLModel, table=True):
 
 workspaces = Workspace.__table__
 api_keys = ApiKey.__table__
+
+
+class AccessKey(SQLModel, table=True):
+    """An AWS-style key pair for the Pinpoint-compatible API (api/pinpoint): the secret must be known to
+    verify a SigV4 signature, so it is stored sealed (tidings.engine.channels.secrets), never hashed nor plain.
+    A workspace's key has its workspace_id; an admin key has none and reaches every workspace."""
+
+    __tablename__ = "access_key"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    workspace_id: Optional[int] = Field(default=None, foreign_key="workspace.id", index=True)  # None: admin
+    access_key_id: str = Field(max_length=32, unique=True)
+    sealed_secret: str = Field(sa_column=Column(Text, nullable=False))
+    admin: bool = False  # reaches every workspace, and may create them (CreateApp)
+    label: str = Field(default="", max_length=100)
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    revoked_at: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+access_keys = AccessKey.__table__

@@ -1,0 +1,91 @@
+"""Applications: a Pinpoint application is a Tidings workspace, and its ApplicationId is the workspace name.
+A workspace's key sees its own workspace only (dispatch answers NotFoundException for any other
+ApplicationId); an admin key sees every workspace and may create them."""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tidings.api.pinpoint.dispatch import Context, operation
+from tidings.api.pinpoint.errors import BadRequestException
+from tidings.engine.platform.clock import ms_to_iso
+from tidings.engine.workspaces.service import (
+    WorkspaceRef,
+    create_workspace,
+    created_at,
+    list_workspaces,
+)
+
+ACCOUNT = "000000000000"  # no AWS account behind a Tidings deployment; ARNs carry this placeholder
+REGION = "tidings"
+
+
+def app_arn(app_id: str) -> str:
+    return f"arn:aws:mobiletargeting:{REGION}:{ACCOUNT}:apps/{app_id}"
+
+
+def _application(db: Engine, ws: WorkspaceRef) -> dict[str, Any]:
+    return {"Arn": app_arn(ws.name), "Id": ws.name, "Name": ws.name,
+            "CreationDate": ms_to_iso(created_at(db, ws)), "tags": {}}
+
+
+@operation("GetApps")
+async def get_apps(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """A workspace's key sees its workspace; an admin key every workspace (one page: no paging yet)."""
+    def listed() -> list[dict[str, Any]]:
+        reachable = list_workspaces(ctx.db) if ctx.admin else [ctx.workspace]
+        return [_application(ctx.db, ws) for ws in reachable]
+    return {"ApplicationsResponse": {"Item": await asyncio.to_thread(listed)}}
+
+
+@operation("GetApp")
+async def get_app(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return {"ApplicationResponse": await asyncio.to_thread(_application, ctx.db, ctx.workspace)}
+
+
+@operation("CreateApp")
+async def create_app(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Admin keys only (dispatch): a new workspace, whose name is the new ApplicationId."""
+    request = params["CreateApplicationRequest"]
+    name = request["Name"]
+    if not 1 <= len(name) <= 100 or "/" in name:
+        raise BadRequestException("CreateApplicationRequest.Name: 1-100 characters, no '/' (it becomes the "
+                                  "ApplicationId and the workspace name)")
+    if request.get("tags"):
+        raise BadRequestException("CreateApplicationRequest.tags: Tidings keeps no resource tags")
+
+    def created() -> dict[str, Any]:
+        return _application(ctx.db, create_workspace(ctx.db, name))
+    return {"ApplicationResponse": await asyncio.to_thread(created)}
+
+
+async def _settings(ctx: Context) -> dict[str, Any]:
+    created = await asyncio.to_thread(created_at, ctx.db, ctx.workspace)
+    # No workspace-wide limits or quiet time exist: each journey states its own (docs/journeys.md), so the
+    # application's defaults are empty, as a new Pinpoint application's are.
+    return {"ApplicationId": ctx.workspace.name, "LastModifiedDate": ms_to_iso(created), "Limits": {},
+            "QuietTime": {}, "CampaignHook": {}}
+
+
+@operation("GetApplicationSettings")
+async def get_application_settings(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return {"ApplicationSettingsResource": await _settings(ctx)}
+
+
+@operation("UpdateApplicationSettings")
+async def update_application_settings(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Refused for each setting Tidings would not apply, rather than stored and ignored."""
+    request = params.get("WriteApplicationSettingsRequest", {})
+    unapplied = {"QuietTime": "set quiet_hours in each journey's YAML (docs/journeys.md)",
+                 "JourneyLimits": "set the caps in each journey's YAML (docs/journeys.md)",
+                 "Limits": "Tidings has no campaigns; journeys state their own caps",
+                 "CampaignHook": "Tidings has no campaigns",
+                 "CloudWatchMetricsEnabled": "Tidings exports no CloudWatch metrics",
+                 "EventTaggingEnabled": "Tidings does not tag events"}
+    for field, why in unapplied.items():
+        if request.get(field) not in (None, {}, False):
+            raise BadRequestException(f"WriteApplicationSettingsRequest.{field}: not applied by Tidings "
+                                      f"(workspaces have no such default); {why}")
+    return {"ApplicationSettingsResource": await _settings(ctx)}

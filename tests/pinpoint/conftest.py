@@ -1,0 +1,79 @@
+"""A real API (uvicorn on a loopback port, in a thread) and real boto3 `pinpoint` clients signed with key pairs
+made by the same code as `tidings keys create --pinpoint`."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass
+
+import boto3
+import pytest
+import uvicorn
+from botocore.config import Config
+
+from tidings.api.app import create_app
+from tidings.engine.channels.secrets import keyring
+from tidings.engine.platform.db import make_engine
+from tidings.engine.workspaces.access_keys import create_access_key
+
+REGION = "us-east-1"
+
+
+@dataclass
+class RunningApi:
+    url: str
+    database_url: str
+
+    @property
+    def pinpoint_url(self) -> str:
+        return self.url + "/pinpoint"
+
+
+@pytest.fixture
+def running_api(settings):
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield RunningApi(f"http://127.0.0.1:{port}", settings.database_url)
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@dataclass
+class KeyPair:
+    workspace: str | None  # None: an admin key
+    access_key_id: str
+    secret: str
+
+
+def make_key(database_url: str, workspace: str | None) -> KeyPair:
+    db = make_engine(database_url)
+    try:
+        ws, key_id, secret = create_access_key(db, workspace, keyring().seal)
+    finally:
+        db.dispose()
+    return KeyPair(ws.name if ws else None, key_id, secret)
+
+
+def client_for(api: RunningApi, key: KeyPair, secret: str | None = None):
+    """An unchanged boto3 client; only endpoint_url points at Tidings. No retries: a test sees each answer."""
+    return boto3.session.Session().client(
+        "pinpoint", endpoint_url=api.pinpoint_url, region_name=REGION, aws_access_key_id=key.access_key_id,
+        aws_secret_access_key=secret or key.secret, config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+
+
+@pytest.fixture
+def acme_key(running_api) -> KeyPair:
+    return make_key(running_api.database_url, "acme")
+
+
+@pytest.fixture
+def pinpoint(running_api, acme_key):
+    return client_for(running_api, acme_key)
