@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from api.console import conditions, graph
 from api.console.render import page
 from api.console.session import PREFIX, start
+from engine.analytics import deliverability
 from engine.analytics import metrics as mx
 from engine.channels.contract import ChannelType
 from engine.customers import users as customers
@@ -98,6 +99,20 @@ class ConsoleController(Controller):
         return page(request, "overview.html", ws=ws, since=first.isoformat(), until=last.isoformat(), days=days,
                     channels=now["channels"], totals=now["totals"]["metrics"],
                     previous_totals=before["totals"]["metrics"], previous=previous, names=METRIC_NAMES)
+
+    @get("/deliverability", sync_to_thread=True)
+    def deliverability(self, request: Request, db: Engine, ws: WorkspaceRef, since: str | None = None,
+                       until: str | None = None) -> Response:
+        """Hard-bounce and complaint rates per channel and day against the thresholds; suppressed addresses."""
+        last = _day(until, datetime.now(UTC).date(), "until")
+        first = _day(since, last - timedelta(days=13), "since")
+        if first > last:
+            raise InvalidInput("since is on or before until", field="since")
+        rates = deliverability.daily_rates(db, ws, since_ms=_ms(first), until_ms=_ms(last + timedelta(days=1)))
+        return page(request, "deliverability.html", ws=ws, since=first.isoformat(), until=last.isoformat(),
+                    channels=rates, suppressed=deliverability.suppressed_addresses(db, ws),
+                    bounce_threshold=deliverability.BOUNCE_THRESHOLD,
+                    complaint_threshold=deliverability.COMPLAINT_THRESHOLD)
 
     # ---- customers ----------------------------------------------------------------------------
 
