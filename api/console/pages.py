@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 from api.console import conditions, graph
 from api.console.render import page
 from api.console.session import PREFIX, start
-from engine.analytics import deliverability
+from engine.analytics import deliverability, streams
 from engine.analytics import metrics as mx
+from engine.channels.config import list_channels
 from engine.channels.contract import ChannelType
 from engine.customers import users as customers
 from engine.customers.events import list_events
@@ -32,6 +33,7 @@ from engine.messaging.preview import preview_template
 from engine.platform.errors import InvalidInput, TidingsError
 from engine.segments import service as segments
 from engine.segments.preview import preview_rule
+from engine.workspaces import service as workspaces
 from engine.workspaces.service import WorkspaceRef
 from engine.workspaces.sessions import key_hash, workspace_of_key_hash
 
@@ -257,6 +259,36 @@ class ConsoleController(Controller):
                 error = str(exc)
         return page(request, "template.html", ws=ws, template=found, user_id=user_id or "", locale=locale or "",
                     rendered=rendered, error=error)
+
+
+    # ---- settings -----------------------------------------------------------------------------
+
+    @get("/settings", sync_to_thread=True)
+    def settings(self, request: Request, db: Engine, ws: WorkspaceRef) -> Response:
+        return _settings_page(request, db, ws)
+
+    @post("/settings/keys", sync_to_thread=True)
+    def create_key(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
+        """A new key of this workspace, shown on the page that answers this form and never again."""
+        label = data.get("label", "").strip()
+        if len(label) > 100:
+            return _settings_page(request, db, ws, status_code=400, key_error="label is at most 100 characters")
+        _, key = workspaces.create_key(db, ws.name, label=label)
+        return _settings_page(request, db, ws, new_key=key, new_label=label)
+
+    @post("/settings/keys/{prefix:str}/revoke", sync_to_thread=True)
+    def revoke_key(self, request: Request, db: Engine, ws: WorkspaceRef, prefix: str) -> Response:
+        workspaces.revoke_key(db, prefix, workspace_id=ws.id)  # NotFound (another workspace's too): the 404 page
+        return Redirect(f"{PREFIX}/settings")
+
+
+def _settings_page(request: Request, db: Engine, ws: WorkspaceRef, *, status_code: int = 200, **extra: Any) -> Response:
+    """Channels (secrets redacted by the engine), event streams with their dead letters, the keys."""
+    plugins = request.app.state.plugins
+    found = streams.list_streams(db, plugins, ws)
+    dead = {s.id: streams.list_dead_letters(db, ws, s.id, limit=20) for s in found if s.dead_letters}
+    return page(request, "settings.html", status_code=status_code, ws=ws, channels=list_channels(db, plugins, ws),
+                streams=found, dead=dead, keys=workspaces.list_keys(db, ws.name), **extra)
 
 
 def _segment_yaml(seg: segments.SegmentOut) -> str:
