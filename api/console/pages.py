@@ -27,7 +27,7 @@ from engine.customers.lookup import find_user_ids
 from engine.journeys import counts as journey_counts
 from engine.journeys import store
 from engine.messaging import reads as message_reads
-from engine.messaging import template_store
+from engine.messaging import template_store, transactional
 from engine.messaging.feed import list_messages
 from engine.messaging.preview import preview_template
 from engine.platform.errors import InvalidInput, TidingsError
@@ -259,6 +259,28 @@ class ConsoleController(Controller):
                 error = str(exc)
         return page(request, "template.html", ws=ws, template=found, user_id=user_id or "", locale=locale or "",
                     rendered=rendered, error=error)
+
+    @post("/templates/{template_id:str}/test-send")
+    async def test_send(self, request: Request, db: Engine, ws: WorkspaceRef, template_id: str,
+                        data: Form) -> Response:
+        """A test of the template to one address, sent as POST /v1/messages sends (recorded as a message)."""
+        state = request.app.state
+        found = await asyncio.to_thread(template_store.get_template, db, ws, template_id)
+        address = data.get("address", "").strip()
+        answer = error = None
+        if not address:
+            error = "address: type the address to send the test to"
+        else:
+            send = transactional.MessageRequest(channel=found.channel, template_id=template_id,
+                                                recipients=[transactional.Recipient(address=address)])
+            try:
+                [answer] = await transactional.send(db, state.plugins, ws, [send], None, batch=False)
+            except (InvalidInput, TidingsError) as exc:
+                error = str(exc)
+        result = answer.results[0] if answer else None
+        return page(request, "template.html", status_code=400 if error else 200, ws=ws, template=found, user_id="",
+                    locale="", rendered=None, test_address=address, test_error=error or (result and result.error),
+                    test_result=result)
 
 
     # ---- settings -----------------------------------------------------------------------------
