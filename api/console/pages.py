@@ -17,7 +17,9 @@ from sqlalchemy import Engine
 from tidings.api.console import conditions, graph
 from tidings.api.console.render import page
 from tidings.api.console.session import PREFIX, start
+from tidings.engine.analytics import deliverability, streams
 from tidings.engine.analytics import metrics as mx
+from tidings.engine.channels.config import list_channels
 from tidings.engine.channels.contract import ChannelType
 from tidings.engine.customers import users as customers
 from tidings.engine.customers.events import list_events
@@ -25,12 +27,13 @@ from tidings.engine.customers.lookup import find_user_ids
 from tidings.engine.journeys import counts as journey_counts
 from tidings.engine.journeys import store
 from tidings.engine.messaging import reads as message_reads
-from tidings.engine.messaging import template_store
+from tidings.engine.messaging import template_store, transactional
 from tidings.engine.messaging.feed import list_messages
 from tidings.engine.messaging.preview import preview_template
 from tidings.engine.platform.errors import InvalidInput, TidingsError
 from tidings.engine.segments import service as segments
 from tidings.engine.segments.preview import preview_rule
+from tidings.engine.workspaces import service as workspaces
 from tidings.engine.workspaces.service import WorkspaceRef
 from tidings.engine.workspaces.sessions import key_hash, workspace_of_key_hash
 
@@ -98,6 +101,20 @@ class ConsoleController(Controller):
         return page(request, "overview.html", ws=ws, since=first.isoformat(), until=last.isoformat(), days=days,
                     channels=now["channels"], totals=now["totals"]["metrics"],
                     previous_totals=before["totals"]["metrics"], previous=previous, names=METRIC_NAMES)
+
+    @get("/deliverability", sync_to_thread=True)
+    def deliverability(self, request: Request, db: Engine, ws: WorkspaceRef, since: str | None = None,
+                       until: str | None = None) -> Response:
+        """Hard-bounce and complaint rates per channel and day against the thresholds; suppressed addresses."""
+        last = _day(until, datetime.now(UTC).date(), "until")
+        first = _day(since, last - timedelta(days=13), "since")
+        if first > last:
+            raise InvalidInput("since is on or before until", field="since")
+        rates = deliverability.daily_rates(db, ws, since_ms=_ms(first), until_ms=_ms(last + timedelta(days=1)))
+        return page(request, "deliverability.html", ws=ws, since=first.isoformat(), until=last.isoformat(),
+                    channels=rates, suppressed=deliverability.suppressed_addresses(db, ws),
+                    bounce_threshold=deliverability.BOUNCE_THRESHOLD,
+                    complaint_threshold=deliverability.COMPLAINT_THRESHOLD)
 
     # ---- customers ----------------------------------------------------------------------------
 
@@ -243,6 +260,58 @@ class ConsoleController(Controller):
                 error = str(exc)
         return page(request, "template.html", ws=ws, template=found, user_id=user_id or "", locale=locale or "",
                     rendered=rendered, error=error)
+
+    @post("/templates/{template_id:str}/test-send")
+    async def test_send(self, request: Request, db: Engine, ws: WorkspaceRef, template_id: str,
+                        data: Form) -> Response:
+        """A test of the template to one address, sent as POST /v1/messages sends (recorded as a message)."""
+        state = request.app.state
+        found = await asyncio.to_thread(template_store.get_template, db, ws, template_id)
+        address = data.get("address", "").strip()
+        answer = error = None
+        if not address:
+            error = "address: type the address to send the test to"
+        else:
+            send = transactional.MessageRequest(channel=found.channel, template_id=template_id,
+                                                recipients=[transactional.Recipient(address=address)])
+            try:
+                [answer] = await transactional.send(db, state.plugins, ws, [send], None, batch=False)
+            except (InvalidInput, TidingsError) as exc:
+                error = str(exc)
+        result = answer.results[0] if answer else None
+        return page(request, "template.html", status_code=400 if error else 200, ws=ws, template=found, user_id="",
+                    locale="", rendered=None, test_address=address, test_error=error or (result and result.error),
+                    test_result=result)
+
+
+    # ---- settings -----------------------------------------------------------------------------
+
+    @get("/settings", sync_to_thread=True)
+    def settings(self, request: Request, db: Engine, ws: WorkspaceRef) -> Response:
+        return _settings_page(request, db, ws)
+
+    @post("/settings/keys", sync_to_thread=True)
+    def create_key(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
+        """A new key of this workspace, shown on the page that answers this form and never again."""
+        label = data.get("label", "").strip()
+        if len(label) > 100:
+            return _settings_page(request, db, ws, status_code=400, key_error="label is at most 100 characters")
+        _, key = workspaces.create_key(db, ws.name, label=label)
+        return _settings_page(request, db, ws, new_key=key, new_label=label)
+
+    @post("/settings/keys/{prefix:str}/revoke", sync_to_thread=True)
+    def revoke_key(self, request: Request, db: Engine, ws: WorkspaceRef, prefix: str) -> Response:
+        workspaces.revoke_key(db, prefix, workspace_id=ws.id)  # NotFound (another workspace's too): the 404 page
+        return Redirect(f"{PREFIX}/settings")
+
+
+def _settings_page(request: Request, db: Engine, ws: WorkspaceRef, *, status_code: int = 200, **extra: Any) -> Response:
+    """Channels (secrets redacted by the engine), event streams with their dead letters, the keys."""
+    plugins = request.app.state.plugins
+    found = streams.list_streams(db, plugins, ws)
+    dead = {s.id: streams.list_dead_letters(db, ws, s.id, limit=20) for s in found if s.dead_letters}
+    return page(request, "settings.html", status_code=status_code, ws=ws, channels=list_channels(db, plugins, ws),
+                streams=found, dead=dead, keys=workspaces.list_keys(db, ws.name), **extra)
 
 
 def _segment_yaml(seg: segments.SegmentOut) -> str:

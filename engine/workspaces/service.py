@@ -71,10 +71,13 @@ def list_keys(db: Engine, workspace: str | None = None) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(q)]
 
 
-def revoke_key(db: Engine, prefix: str) -> int:
-    """Revoke every live key whose visible prefix (as `keys list` shows it) or full value matches."""
+def revoke_key(db: Engine, prefix: str, workspace_id: int | None = None) -> int:
+    """Revoke every live key whose visible prefix (as `keys list` shows it) or full value matches; only
+    the workspace's own keys when `workspace_id` is given (the console: no session revokes another's)."""
     with writing(db) as conn:
         cond = (api_keys.c.prefix == prefix) | (api_keys.c.key_hash == _hash(prefix))
+        if workspace_id is not None:
+            cond = cond & (api_keys.c.workspace_id == workspace_id)
         n = conn.execute(
             update(api_keys).where(cond, api_keys.c.revoked_at.is_(None)).values(revoked_at=now_ms())
         ).rowcount
