@@ -37,6 +37,7 @@ from engine.journeys import ir
 from engine.journeys.tables import journey_runs, journey_versions, journeys
 from engine.messaging.ledger import parse_name
 from engine.platform.clock import now_ms
+from engine.platform.errors import InvalidInput, NotFound
 from engine.segments.rules import duration_ms
 from engine.segments.tables import segments
 from engine.workspaces.tables import workspace_retention, workspaces
@@ -80,12 +81,20 @@ def get_retention(conn: Connection, workspace_id: int) -> Retention:
     return r
 
 
-def set_retention(db: Engine, workspace_id: int, **days: int | None) -> Retention:
-    """Set some of a workspace's retention periods (days >= 1; None: back to the default)."""
+def workspace_id_of(conn: Connection, name: str) -> int:
+    ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
+    if ws_id is None:
+        raise NotFound(f"no workspace named {name!r}", field="workspace")
+    return ws_id
+
+
+def set_retention(db: Engine, workspace: str, **days: int | None) -> Retention:
+    """Set a workspace's retention periods (days >= 1; None: the default)."""
     for name, value in days.items():
         if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1 day, got {value}")
+            raise InvalidInput(f"{name} is at least 1 day, got {value}", field=name)
     with db.begin() as conn:
+        workspace_id = workspace_id_of(conn, workspace)
         exists = conn.execute(select(workspace_retention.c.workspace_id).where(
             workspace_retention.c.workspace_id == workspace_id)).first()
         values = {**days, "updated_at": now_ms()}
