@@ -7,7 +7,7 @@ import sqlalchemy as sa
 revision = "0011_retention"
 down_revision = "0008_delivery_retry"
 branch_labels = None
-depends_on = None
+depends_on = ("0004_journeys",)  # the index is on journey_run
 
 
 def upgrade() -> None:
