@@ -25,23 +25,31 @@ waits for at most one batch (SQLite has a single writer; PostgreSQL locks only t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select
+from temporalio import activity
+from temporalio.client import (
+    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
+)
 
 from engine.analytics.tables import event_streams
 from engine.customers.tables import events
 from engine.journeys import ir
 from engine.journeys.tables import journey_runs, journey_versions, journeys
 from engine.messaging.ledger import parse_name
+from engine.ops.retention_workflow import ACTIVITY, SCHEDULE_ID, PruneRetention
 from engine.platform.clock import now_ms
 from engine.platform.errors import InvalidInput, NotFound
 from engine.segments.rules import duration_ms
 from engine.segments.tables import segments
 from engine.workspaces.tables import workspace_retention, workspaces
 
+log = logging.getLogger("tidings.retention")
 DAY_MS = 86_400_000
 DEFAULT_DAYS = 400
 BATCH_SIZE = 1000
@@ -267,3 +275,30 @@ def prune(db: Engine, *, dry_run: bool = False, batch_size: int = BATCH_SIZE, no
             counts["journey_run"] = _delete_batches(db, journey_runs, _runs_where(plan), batch_size, after_batch)
         out.extend(Pruned(ws_name, t, n) for t, n in counts.items())
     return out
+
+
+# ---- the daily schedule (engine/ops/retention_workflow.py) ------------------------------------------
+
+SCHEDULE_EVERY = timedelta(days=1)
+
+
+def make_activity(db: Engine):
+    @activity.defn(name=ACTIVITY)
+    def prune_retention(now: int) -> int:
+        pruned = prune(db, now=now, after_batch=lambda n: activity.heartbeat(n))
+        for p in pruned:
+            if p.rows:
+                log.info("pruned %d %s rows of workspace %s", p.rows, p.table, p.workspace)
+        return sum(p.rows for p in pruned)
+
+    return prune_retention
+
+
+async def ensure_schedule(client: Client, task_queue: str, every: timedelta = SCHEDULE_EVERY) -> None:
+    """Create the daily prune schedule once; an existing one is left as it is."""
+    try:
+        await client.create_schedule(SCHEDULE_ID, Schedule(
+            action=ScheduleActionStartWorkflow(PruneRetention.run, id=f"{SCHEDULE_ID}-run", task_queue=task_queue),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)])))
+    except ScheduleAlreadyRunningError:
+        pass

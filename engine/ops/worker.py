@@ -23,17 +23,19 @@ def workflows() -> list[type]:
     from engine.journeys.runtime.workflows import (
         JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
     )
+    from engine.ops.retention_workflow import PruneRetention
     from engine.segments.refresh_workflow import RefreshClockSegments
 
-    return [RefreshClockSegments, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
+    return [RefreshClockSegments, PruneRetention, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
 
 
 def activities(db: Engine, settings: Settings) -> list:
     """Activity callables bound to this process's database and settings."""
     from engine.journeys.runtime.activities import JourneyActivities
+    from engine.ops import retention
     from engine.segments.refresh import make_activity
 
-    return [make_activity(db), *JourneyActivities(db, settings).all()]
+    return [make_activity(db), retention.make_activity(db), *JourneyActivities(db, settings).all()]
 
 
 # The sandbox re-imports a workflow's module for every new workflow run, and event entry starts a cohort
@@ -73,10 +75,12 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
     before they are cancelled (a cancelled send is retried by the next worker, skipping what was sent)."""
     from engine.channels import secrets as channel_secrets
     from engine.journeys.store import resume_activations
+    from engine.ops import retention
     from engine.segments.refresh import ensure_schedule
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
     await ensure_schedule(client, settings.task_queue)
+    await retention.ensure_schedule(client, settings.task_queue)
     from engine.journeys.runtime.admission import sweep_orphans
 
     await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done

@@ -224,3 +224,27 @@ def test_finished_runs_go_unless_entry_limits_count_them(api, db):
 def _templates(api):
     r = api.put("/v1/templates/welcome", json={"channel": "EMAIL", "subject": "Hi", "text": "Welcome"})
     assert r.status_code in (200, 201), r.text
+
+
+async def test_the_daily_schedule_runs_the_prune_on_the_worker(api, db, temporal_env):
+    import concurrent.futures
+    import uuid
+
+    from temporalio.worker import Worker
+
+    from engine.ops import retention
+    from engine.ops.retention_workflow import SCHEDULE_ID, PruneRetention
+
+    _events(api, [{"user_id": "ann", "name": "view"}])
+    set_retention(db, "acme", events_days=1)
+    with db.begin() as conn:  # two days pass for the event
+        conn.execute(update(events).values(ts=events.c.ts - 2 * DAY_MS))
+    client, queue = temporal_env.client, f"q-{uuid.uuid4().hex}"
+    async with Worker(client, task_queue=queue, workflows=[PruneRetention], activities=[retention.make_activity(db)],
+                      activity_executor=concurrent.futures.ThreadPoolExecutor(2)):
+        pruned = await client.execute_workflow(PruneRetention.run, id=f"wf-{uuid.uuid4().hex}", task_queue=queue)
+    assert pruned == 1 and _names(db) == []
+    await retention.ensure_schedule(client, queue)
+    await retention.ensure_schedule(client, queue)  # idempotent
+    desc = await client.get_schedule_handle(SCHEDULE_ID).describe()
+    assert desc.schedule.spec.intervals[0].every.total_seconds() == 86_400
