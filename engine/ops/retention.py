@@ -7,7 +7,8 @@ when unset). An event older than its cutoff stays when any of these still reads 
 
 - an event stream has not delivered it yet (its id is after the slowest stream's cursor, enabled or not:
   a disabled stream resumes where it stopped);
-- a segment rule, or a rule inside a live journey, reads its name: `performed` with `within: W` keeps that
+- a segment rule reads its name (journey rules are JsonLogic over one event and the customer document,
+  never over event history): `performed` with `within: W` keeps that
   name's events of the last W; `performed` without a window and `last_performed` with before/after keep
   them forever (a count or a date over all history); `last_performed` within/not_within W keeps the last W
   (an older occurrence cannot change the result: "not within" also holds for none); `active`/`inactive` W
@@ -24,7 +25,6 @@ waits for at most one batch (SQLite has a single writer; PostgreSQL locks only t
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -179,7 +179,6 @@ def plan_workspace(conn: Connection, workspace_id: int, name: str, now: int) -> 
         journeys.c.journey_id == journey_versions.c.journey_id)).where(
         journey_versions.c.workspace_id == workspace_id, journeys.c.status.in_(LIVE_JOURNEYS))
     for journey_id, text in conn.execute(live).all():
-        merge(*rule_keeps(json.loads(text), now))
         settings = ir.JourneyIR.from_json(text).settings
         if settings.entry.max_entries is not None or settings.entry.min_interval_seconds:
             plan.counted_journeys.add(journey_id)
