@@ -49,6 +49,7 @@ class JourneyRun(SQLModel, table=True):
     __table_args__ = (
         Index("ix_journey_run_user", "workspace_id", "journey_id", "user_pk"),
         Index("ix_journey_run_cohort", "workspace_id", "journey_id", "cohort"),
+        Index("ix_journey_run_status_updated", "workspace_id", "status", "updated_at"),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     workspace_id: int

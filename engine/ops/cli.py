@@ -452,6 +452,38 @@ def cmd_templates_ls(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_retention_set(args, settings: Settings) -> int:
+    from tidings.engine.ops.retention import set_retention
+
+    days = {k: getattr(args, k) for k in ("events_days", "message_events_days", "journey_runs_days")
+            if getattr(args, k) is not None}
+    r = set_retention(_db(settings), args.workspace, **days)
+    print(f"{args.workspace}: events {r.events_days} days, message events {r.message_events_days} days, "
+          f"finished journey runs {r.journey_runs_days} days")
+    return 0
+
+
+def cmd_retention_show(args, settings: Settings) -> int:
+    from tidings.engine.ops.retention import get_retention, workspace_id_of
+
+    db = _db(settings)
+    with db.connect() as conn:
+        r = get_retention(conn, workspace_id_of(conn, args.workspace))
+    print(f"{args.workspace}: events {r.events_days} days, message events {r.message_events_days} days, "
+          f"finished journey runs {r.journey_runs_days} days")
+    return 0
+
+
+def cmd_prune(args, settings: Settings) -> int:
+    from tidings.engine.ops.retention import prune
+
+    rows = prune(_db(settings), dry_run=args.dry_run, batch_size=args.batch_size)
+    print(f"{'WORKSPACE':20} {'TABLE':14} {'WOULD GO' if args.dry_run else 'DELETED'}")
+    for r in rows:
+        print(f"{r.workspace:20} {r.table:14} {r.rows}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tidings", description="Tidings customer-engagement engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -557,6 +589,21 @@ def build_parser() -> argparse.ArgumentParser:
     ls = t.add_parser("ls", help="list a workspace's templates")
     ls.add_argument("--workspace", default="dev")
     ls.set_defaults(fn=cmd_templates_ls)
+
+    ret = sub.add_parser("retention", help="how long a workspace keeps events and finished journey runs"
+                         ).add_subparsers(dest="retention_command", required=True)
+    r = ret.add_parser("set", help="set retention periods in days (unset ones keep the default, 400)")
+    r.add_argument("--workspace", required=True)
+    for name in ("events-days", "message-events-days", "journey-runs-days"):
+        r.add_argument(f"--{name}", type=int)
+    r.set_defaults(fn=cmd_retention_set)
+    r = ret.add_parser("show", help="print a workspace's retention periods")
+    r.add_argument("--workspace", required=True)
+    r.set_defaults(fn=cmd_retention_show)
+    pr = sub.add_parser("prune", help="delete what is past retention and no longer read (docs/production.md)")
+    pr.add_argument("--dry-run", action="store_true", help="print per workspace and table what would go")
+    pr.add_argument("--batch-size", type=int, default=1000, help="rows per delete transaction")
+    pr.set_defaults(fn=cmd_prune)
 
     sub.add_parser("demo", help="start the embedded stack, seed sample data, show the result").set_defaults(fn=cmd_demo)
     return p

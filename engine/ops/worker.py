@@ -25,17 +25,19 @@ def workflows() -> list[type]:
     from tidings.engine.journeys.runtime.workflows import (
         JourneyAdmissionWorkflow, JourneyBroadcastWorkflow, JourneyCohortWorkflow,
     )
+    from tidings.engine.ops.retention_workflow import PruneRetention
     from tidings.engine.segments.refresh_workflow import RefreshClockSegments
 
-    return [RefreshClockSegments, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
+    return [RefreshClockSegments, PruneRetention, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
 
 
 def activities(db: Engine, settings: Settings) -> list:
     """Activity callables bound to this process's database and settings."""
     from tidings.engine.journeys.runtime.activities import JourneyActivities
+    from tidings.engine.ops import retention
     from tidings.engine.segments.refresh import make_activity
 
-    return [make_activity(db), *JourneyActivities(db, settings).all()]
+    return [make_activity(db), retention.make_activity(db), *JourneyActivities(db, settings).all()]
 
 
 # The sandbox re-imports a workflow's module for every new workflow run, and event entry starts a cohort
@@ -78,10 +80,13 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
     from tidings.engine.channels import secrets as channel_secrets
     from tidings.engine.journeys.store import resume_activations
     from tidings.engine.platform.installation import installation_id
+    from tidings.engine.ops import retention
     from tidings.engine.segments.refresh import ensure_schedule
 
     channel_secrets.announce()  # the worker sends: unusable keys stop it here, a missing key is said once
-    await ensure_schedule(client, settings.task_queue, await asyncio.to_thread(installation_id, db))
+    installation = await asyncio.to_thread(installation_id, db)
+    await ensure_schedule(client, settings.task_queue, installation)
+    await retention.ensure_schedule(client, settings.task_queue, installation)
     from tidings.engine.journeys.runtime.admission import sweep_orphans
 
     await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done

@@ -29,7 +29,20 @@ class ApiKey(SQLModel, table=True):
     revoked_at: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
+class WorkspaceRetention(SQLModel, table=True):
+    """How long a workspace keeps what grows without bound, in days (None: the default,
+    tidings.engine.ops.retention.DEFAULT_DAYS). What is still read is kept regardless (docs/production.md)."""
+
+    __tablename__ = "workspace_retention"
+    workspace_id: int = Field(foreign_key="workspace.id", primary_key=True)
+    events_days: Optional[int] = None
+    message_events_days: Optional[int] = None
+    journey_runs_days: Optional[int] = None
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 workspaces = Workspace.__table__
+workspace_retention = WorkspaceRetention.__table__
 api_keys = ApiKey.__table__
 
 

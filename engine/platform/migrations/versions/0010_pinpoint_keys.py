@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_pinpoint_keys"
-down_revision = "0008_delivery_retry"
+down_revision = "0009_installation"
 branch_labels = None
 depends_on = None
 
