@@ -70,12 +70,13 @@ def operation(name: str) -> Callable[[Handler], Handler]:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")  # type: ignore[assignment]  # an HTTP request message
         size += len(chunk)
         if size > MAX_BODY:
             raise PayloadTooLargeException(f"the request body is larger than {MAX_BODY} bytes")
@@ -88,7 +89,7 @@ async def _read_body(receive: Receive) -> bytes:
 def _signed_request(scope: Scope, body: bytes) -> SignedRequest:
     raw = scope.get("raw_path")
     raw_path = raw.decode("latin-1") if raw else quote(scope["path"])
-    return SignedRequest(method=scope["method"], raw_path=raw_path.split("?", 1)[0],
+    return SignedRequest(method=scope["method"], raw_path=raw_path.split("?", 1)[0],  # type: ignore[typeddict-item]  # HTTP scopes only
                          query_string=scope.get("query_string", b"").decode("latin-1"),
                          headers=[(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]],
                          body=body)
@@ -165,7 +166,7 @@ async def pinpoint_mount(scope: Scope, receive: Receive, send: Send) -> None:
         mapped = from_engine(exc)
         status, payload, error_type = mapped.status, mapped.body(request_id), mapped.code
     except Exception:
-        log.exception("internal error answering %s %s (request %s)", scope["method"], scope["path"], request_id)
+        log.exception("internal error answering %s %s (request %s)", scope["method"], scope["path"], request_id)  # type: ignore[typeddict-item]
         mapped = InternalServerErrorException(f"internal error; see the server log for request {request_id}")
         status, payload, error_type = mapped.status, mapped.body(request_id), mapped.code
     data = json.dumps(payload, separators=(",", ":")).encode()
@@ -173,5 +174,5 @@ async def pinpoint_mount(scope: Scope, receive: Receive, send: Send) -> None:
                (b"x-amzn-requestid", request_id.encode())]
     if error_type:
         headers.append((b"x-amzn-errortype", error_type.encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": data})
+    await send({"type": "http.response.start", "status": status, "headers": headers})  # type: ignore[arg-type]
+    await send({"type": "http.response.body", "body": data})  # type: ignore[arg-type]

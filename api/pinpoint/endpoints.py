@@ -84,12 +84,7 @@ def to_native(endpoint_id: str, request: dict[str, Any], current: EndpointOut | 
         raise BadRequestException(f"{where}EndpointId: at most 255 characters")
     channel = request.get("ChannelType")
     if channel is not None:
-        if channel == "IN_APP":
-            raise BadRequestException(f"{where}ChannelType: IN_APP endpoints are not supported (Tidings has no "
-                                      "in-app channel)")
-        if channel not in PUSH_TYPES | NATIVE_TYPES:
-            raise BadRequestException(f"{where}ChannelType: unknown channel type {channel!r}")
-        fields["channel"] = "PUSH" if channel in PUSH_TYPES else channel
+        fields["channel"] = _native_channel(channel, where)
     if "Address" in request:
         fields["address"] = request["Address"]
     if current is None and ("channel" not in fields or "address" not in fields):
@@ -116,6 +111,26 @@ def to_native(endpoint_id: str, request: dict[str, Any], current: EndpointOut | 
     if demographic is not None:
         fields["demographic"] = Demographic(**_merged_fields(demographic, current.demographic if current else {},
                                                              DEMOGRAPHIC))
+    fields.update(_state_fields(request, current, where))
+    owner = owner_of(endpoint_id, request, current, where)
+    user_id = (request.get("User") or {}).get("UserId")
+    if user_id is not None:
+        fields["user_id"] = user_id
+    return EndpointBatchItem(**fields), owner
+
+
+def _native_channel(channel: str, where: str) -> str:
+    if channel == "IN_APP":
+        raise BadRequestException(f"{where}ChannelType: IN_APP endpoints are not supported (Tidings has no "
+                                  "in-app channel)")
+    if channel not in PUSH_TYPES | NATIVE_TYPES:
+        raise BadRequestException(f"{where}ChannelType: unknown channel type {channel!r}")
+    return "PUSH" if channel in PUSH_TYPES else channel
+
+
+def _state_fields(request: dict[str, Any], current: EndpointOut | None, where: str) -> dict[str, Any]:
+    """Location, OptOut, EndpointStatus and EffectiveDate as native endpoint fields, checked."""
+    fields: dict[str, Any] = {}
     location = request.get("Location")
     if location is not None:
         for name, low, high in (("Latitude", -90, 90), ("Longitude", -180, 180)):
@@ -136,11 +151,7 @@ def to_native(endpoint_id: str, request: dict[str, Any], current: EndpointOut | 
         except ValueError:
             raise BadRequestException(f"{where}EffectiveDate: must be an ISO 8601 date-time") from None
         fields["effective_date"] = request["EffectiveDate"]
-    owner = owner_of(endpoint_id, request, current, where)
-    user_id = (request.get("User") or {}).get("UserId")
-    if user_id is not None:
-        fields["user_id"] = user_id
-    return EndpointBatchItem(**fields), owner
+    return fields
 
 
 def owner_of(endpoint_id: str, request: dict[str, Any], current: EndpointOut | None,

@@ -38,6 +38,23 @@ def _refused(message: str) -> dict[str, Any]:
     return {"StatusCode": 400, "Message": message}
 
 
+def _checked_values(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The event's Attributes and Metrics (copies), within Pinpoint's limits."""
+    attributes = dict(event.get("Attributes", {}))
+    metrics = dict(event.get("Metrics", {}))
+    if len(attributes) + len(metrics) > MAX_EVENT_ATTRIBUTES:
+        raise BadRequestException(f"Attributes, Metrics: at most {MAX_EVENT_ATTRIBUTES} per event together")
+    for key, value in attributes.items():
+        if not 1 <= len(key) <= MAX_NAME:
+            raise BadRequestException(f"Attributes.{key}: names are 1-{MAX_NAME} characters")
+        if len(value) > MAX_EVENT_VALUE:
+            raise BadRequestException(f"Attributes.{key}: values are at most {MAX_EVENT_VALUE} characters")
+    for key in metrics:
+        if not 1 <= len(key) <= MAX_NAME:
+            raise BadRequestException(f"Metrics.{key}: names are 1-{MAX_NAME} characters")
+    return attributes, metrics
+
+
 def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: dict[str, Any]) -> EventIn:
     """A Pinpoint Event as a native one; BadRequestException names the field."""
     name = event["EventType"]
@@ -52,18 +69,7 @@ def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: d
         when = datetime.fromisoformat(event["Timestamp"])
     except ValueError:
         raise BadRequestException(f"Timestamp: not an ISO 8601 date-time: {event['Timestamp']!r}") from None
-    attributes = dict(event.get("Attributes", {}))
-    metrics = dict(event.get("Metrics", {}))
-    if len(attributes) + len(metrics) > MAX_EVENT_ATTRIBUTES:
-        raise BadRequestException(f"Attributes, Metrics: at most {MAX_EVENT_ATTRIBUTES} per event together")
-    for key, value in attributes.items():
-        if not 1 <= len(key) <= MAX_NAME:
-            raise BadRequestException(f"Attributes.{key}: names are 1-{MAX_NAME} characters")
-        if len(value) > MAX_EVENT_VALUE:
-            raise BadRequestException(f"Attributes.{key}: values are at most {MAX_EVENT_VALUE} characters")
-    for key in metrics:
-        if not 1 <= len(key) <= MAX_NAME:
-            raise BadRequestException(f"Metrics.{key}: names are 1-{MAX_NAME} characters")
+    attributes, metrics = _checked_values(event)
     session = event.get("Session")
     if session:
         attributes["session.id"] = session["Id"]

@@ -61,7 +61,7 @@ def _content(config: dict[str, Any], channel: str) -> tuple[PartsBody | None, di
         parts = {"body": body} if channel == "SMS" else {"text": body}
         subs = message.get("Substitutions") or default.get("Substitutions")
     elif channel == "PUSH":
-        push = next((config[name] for name in PUSH_MESSAGES if config.get(name)), {})
+        push: dict[str, Any] = next((config[name] for name in PUSH_MESSAGES if config.get(name)), {})
         parts = {"title": push.get("Title"), "body": push.get("Body") or default.get("Body"),
                  "data": push.get("Data") or {}}
         subs = push.get("Substitutions") or default.get("Substitutions")
@@ -89,11 +89,13 @@ def _request(config: dict[str, Any], templates: dict[str, Any], channel: str, re
         content = PartsBody(**{**base, **{k: v for k, v in fields.items() if v}})
         template = {}
     if template.get("Name"):
-        return MessageRequest(channel=channel, recipients=recipients, template_id=template["Name"], data=data)
+        return MessageRequest(channel=channel, recipients=recipients,  # type: ignore[arg-type]  # checked above
+                              template_id=template["Name"], data=data)
     if content is None:
         raise BadRequestException(f"MessageConfiguration: no content for the {channel} channel (give its message "
                                   f"or TemplateConfiguration.{TEMPLATES.get(channel, 'EmailTemplate')})")
-    return MessageRequest(channel=channel, recipients=recipients, content=content, data=data)
+    return MessageRequest(channel=channel, recipients=recipients,  # type: ignore[arg-type]  # checked above
+                          content=content, data=data)
 
 
 def _result(outcome: Any, address: str | None = None) -> dict[str, Any]:

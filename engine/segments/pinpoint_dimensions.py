@@ -260,8 +260,8 @@ def _read_endpoint_part(node: Any, dims: dict[str, Any]) -> bool:
     names = {v: k for k, v in METRIC_OPS.items()}
     if var and var.startswith("metrics.") and op in names and node == _metric(var[8:], {
             "ComparisonOperator": names[op], "Value": args[1]}, "") and isinstance(args[1], (int, float)):
-        dim = {"ComparisonOperator": names[op], "Value": float(args[1])}
-        return dims.setdefault("Metrics", {}).setdefault(var[8:], dim) is dim
+        metric: dict[str, Any] = {"ComparisonOperator": names[op], "Value": float(args[1])}
+        return dims.setdefault("Metrics", {}).setdefault(var[8:], metric) is metric
     return False
 
 
