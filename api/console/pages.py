@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 import yaml
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
-from litestar.datastructures import UploadFile
 from litestar.response import Redirect, Stream
 from sqlalchemy import Engine
 

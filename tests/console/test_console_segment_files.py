@@ -22,7 +22,7 @@ async def test_export_a_segment_as_csv(page, stack):
         await page.get_by_role("link", name="Export CSV").click()
     got = await download.value
     assert got.suggested_filename == "all-users.csv"
-    rows = list(csv.DictReader(io.StringIO(open(await got.path(), encoding="utf-8").read())))
+    rows = list(csv.DictReader(io.StringIO((await got.path()).read_text(encoding="utf-8"))))
     assert len(rows) == len(CUSTOMERS)
     demo_003 = next(r for r in rows if r["user_id"] == "demo-003")
     assert "demo-003@example.com" in demo_003["addresses"].split(";")
