@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import yaml
 from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import UploadFile
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
-from litestar.response import Redirect
+from litestar.response import Redirect, Stream
 from sqlalchemy import Engine
 
 from tidings.api.console import conditions, graph
@@ -31,6 +32,7 @@ from tidings.engine.messaging import template_store, transactional
 from tidings.engine.messaging.feed import list_messages
 from tidings.engine.messaging.preview import preview_template
 from tidings.engine.platform.errors import InvalidInput, TidingsError
+from tidings.engine.segments import imports as segment_imports
 from tidings.engine.segments import service as segments
 from tidings.engine.segments.preview import preview_rule
 from tidings.engine.workspaces import service as workspaces
@@ -192,6 +194,30 @@ class ConsoleController(Controller):
             return page(request, "segment.html", status_code=400, ws=ws, segment=existing, **BUILDER, name=data.get("name", ""),
                         rule_text=data.get("rule", ""), new_id=segment_id or "", members=[], error=str(exc))
         return Redirect(f"{PREFIX}/segments/{saved.id}")
+
+    @get("/segments/{segment_id:str}/export.csv", sync_to_thread=True)
+    def export_segment(self, db: Engine, ws: WorkspaceRef, segment_id: str) -> Stream:
+        """The members as GET /v1/segments/{id}/export?format=csv writes them."""
+        segments.get_segment(db, ws, segment_id)  # the 404 page before the download starts
+        return Stream(segment_imports.csv_lines(segments.export_rows(db, ws, segment_id)), media_type="text/csv",
+                      headers={"Content-Disposition": f'attachment; filename="{segment_id}.csv"'})
+
+    @post("/segments/import")
+    async def import_segment(self, request: Request, db: Engine, ws: WorkspaceRef) -> Response:
+        """A static segment from an uploaded file (as POST /v1/segments/import); bad rows listed, nothing written."""
+        form = await request.form()  # parsed once, by the CSRF check before this handler
+        upload, name, fmt = form.get("file"), str(form.get("name", "")).strip(), str(form.get("format", "plain"))
+        try:
+            if not isinstance(upload, UploadFile) or not upload.filename:
+                raise InvalidInput("file: choose a CSV or JSON file to import", field="file")
+            if not name:
+                raise InvalidInput("name: the new segment needs a name", field="name")
+            result = await asyncio.to_thread(segment_imports.run_import, db, ws, upload.file, fmt, name)
+        except InvalidInput as exc:
+            found = await asyncio.to_thread(segments.list_segments, db, ws)
+            return page(request, "segments.html", status_code=400, ws=ws, segments=found, import_error=str(exc),
+                        import_rows=exc.details, import_name=name)
+        return Redirect(f"{PREFIX}/segments/{result['segment_id']}")
 
     # ---- journeys -----------------------------------------------------------------------------
 
