@@ -194,3 +194,21 @@ def test_another_workspace_key_sees_not_found(running_api, pinpoint, s3):
     with pytest.raises(other.exceptions.NotFoundException):
         other.get_segment_import_jobs(ApplicationId="globex", SegmentId=job["Definition"]["SegmentId"])
     assert other.get_import_jobs(ApplicationId="globex")["ImportJobsResponse"]["Item"] == []
+
+
+def test_an_s3_endpoint_the_operator_did_not_configure_goes_through_the_ssrf_guard(pinpoint, native, s3,
+                                                                                    s3_endpoint, monkeypatch):
+    """Without TIDINGS_S3_ENDPOINT_URL the store is wherever botocore's own settings say (AWS's S3, or
+    AWS_ENDPOINT_URL_S3): a loopback address there is refused unless the operator allows it."""
+    s3.put_object(Bucket=s3.bucket, Key="people.csv", Body=CSV)
+    monkeypatch.delenv("TIDINGS_S3_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "")  # the tests' default allows loopback
+    with pytest.raises(pinpoint.exceptions.BadRequestException) as refused:
+        _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    message = refused.value.response["Error"]["Message"]
+    assert "ImportJobRequest.S3Url" in message and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in message, message
+    assert native.get("/v1/segments").json()["items"] == []
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
+    job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    assert job["JobStatus"] == "COMPLETED" and _members(native, job["Definition"]["SegmentId"]) == ["ann", "bob"]
