@@ -113,6 +113,24 @@ class JourneySegmentRef(SQLModel, table=True):
     active: bool = True
 
 
+class PinpointJob(SQLModel, table=True):
+    """An import or export job of the Pinpoint-compatible API (api/pinpoint/jobs.py), written once with its
+    outcome (an import's row in the same transaction as what it imported)."""
+
+    __tablename__ = "pinpoint_job"
+    id: str = Field(max_length=40, primary_key=True)
+    workspace_id: int = Field(index=True)
+    type: str = Field(max_length=8)  # IMPORT | EXPORT
+    status: str = Field(max_length=16)  # COMPLETED | FAILED
+    segment_id: str = Field(max_length=100)
+    definition: Any = Field(sa_column=Column(JSON, nullable=False))
+    failures: list[Any] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    total_failures: int = 0
+    total_processed: int = 0
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    completed_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 segments = Segment.__table__
 segment_versions = SegmentVersion.__table__
 segment_members = SegmentMember.__table__
@@ -120,4 +138,5 @@ static_members = StaticMember.__table__
 customer_values = CustomerValue.__table__
 indexed_paths = IndexedPath.__table__
 import_jobs = ImportJob.__table__
+pinpoint_jobs = PinpointJob.__table__
 journey_segment_refs = JourneySegmentRef.__table__
