@@ -174,8 +174,27 @@ def _truthy_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
     return _case(f"{c.num} <> 0" if kind == "n" else f"{c.num} > 0")
 
 
+_DECIMAL = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_NUMERIC_OPS = {"=": float.__eq__, "<>": float.__ne__, "<": float.__lt__, "<=": float.__le__, ">": float.__gt__,
+                ">=": float.__ge__}
+
+
+def _loose_number(leaf: Leaf) -> float | None:
+    """The number a decimal string literal stands for in a loose comparison with a number (JsonLogic
+    compares 10.0 == "10" as numbers), when the reference evaluation agrees around it; else None."""
+    number = float(leaf.lit)
+    compare = _NUMERIC_OPS[leaf.sql_op()]
+    if all(leaf.probe(v) == int(compare(v, number)) for v in (number - 1, number, number + 1)):
+        return number
+    return None
+
+
 def _cmp_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
     lit = leaf.lit
+    if kind == "n" and isinstance(lit, str) and leaf.op not in ("===", "!==") and _DECIMAL.fullmatch(lit):
+        # A stored number against a decimal string: sampling numbers would miss the one it equals.
+        number = _loose_number(leaf)
+        return str(UNSURE) if number is None else _case(f"{c.num} {leaf.sql_op()} {ctx.p(number)}")
     if _is_number(lit) and leaf.op not in ("===", "!==") and kind in ("n", "s"):
         return _case(f"{c.num} {leaf.sql_op()} {ctx.p(float(lit))}")
     if _is_number(lit) and leaf.op in ("===", "!==") and kind == "n":

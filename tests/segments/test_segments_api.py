@@ -142,3 +142,18 @@ def test_clock_rules_and_dates(api):
     assert members(api, "inactive") == ["new", "old"]
     api.post("/v1/events", json={"events": [{"user_id": "old", "name": "open"}]})
     assert members(api, "inactive") == ["new"]
+
+
+def test_a_number_compared_with_a_decimal_string_is_compared_as_numbers(api):
+    """JsonLogic's loose comparisons convert the string: a metric of 10 equals "10" and exceeds "9.5", in the
+    full evaluation of a new segment (SQL) as in the write path, and `!` of such a rule excludes it."""
+    api.put("/v1/users/ann", json={"metrics": {"m": 10}})
+    api.put("/v1/users/bob", json={"metrics": {"m": 11}})
+    assert seg(api, "ten", {"==": [{"var": "metrics.m"}, "10"]})["size"] == 1
+    assert members(api, "ten") == ["ann"]
+    assert seg(api, "over", {">": [{"var": "metrics.m"}, "9.5"]})["size"] == 2
+    assert seg(api, "not-ten", {"!": {"or": [{"==": [{"var": "metrics.m"}, "10"]}, {"!!": [{"var": "attributes.a"}]}]}})[
+        "size"] == 1
+    assert members(api, "not-ten") == ["bob"]
+    api.put("/v1/users/bob", json={"metrics": {"m": 10}})  # the write path agrees
+    assert members(api, "ten") == ["ann", "bob"] and members(api, "not-ten") == []
