@@ -24,7 +24,7 @@ from litestar.testing import TestClient
 from sqlalchemy import text
 
 from tidings.api.app import create_app
-from tidings.engine.ops.apply import apply
+from tidings.engine.journeys.apply import apply
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.config import Settings
 from tidings.engine.segments import service as segments

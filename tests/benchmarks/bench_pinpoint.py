@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,12 +27,15 @@ import httpx
 from aiosmtpd.controller import Controller
 from botocore.config import Config
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # run as a script: tests/ helpers from the repository
+
+from tests.processes import ApiProcess, tidings_env  # noqa: E402
 from tidings.engine.channels.secrets import keyring, new_key
 from tidings.engine.ops.devstack import free_port
 from tidings.engine.platform.db import make_engine, migrate
 from tidings.engine.workspaces.access_keys import create_access_key
 from tidings.engine.workspaces.service import create_key
-from tests.processes import ApiProcess, tidings_env
 
 
 class Sink:
