@@ -33,9 +33,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, select
 from temporalio import activity
-from temporalio.client import (
-    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
-)
+from temporalio.client import Client
 
 from tidings.engine.analytics.tables import event_streams
 from tidings.engine.customers.tables import events
@@ -44,7 +42,7 @@ from tidings.engine.journeys.tables import journey_runs, journey_versions, journ
 from tidings.engine.messaging.ledger import parse_name
 from tidings.engine.ops.retention_workflow import ACTIVITY, SCHEDULE_ID, PruneRetention
 from tidings.engine.platform.clock import now_ms
-from tidings.engine.platform.installation import scoped
+from tidings.engine.platform.installation import ensure_interval_schedule
 from tidings.engine.platform.errors import InvalidInput, NotFound
 from tidings.engine.segments.rules import duration_ms
 from tidings.engine.segments.tables import segments
@@ -296,12 +294,5 @@ def make_activity(db: Engine):
 
 async def ensure_schedule(client: Client, task_queue: str, installation: str = "",
                           every: timedelta = SCHEDULE_EVERY) -> str:
-    """Create this installation's daily prune schedule once (an existing one is left as it is); its id."""
-    schedule_id = scoped(installation, SCHEDULE_ID)
-    try:
-        await client.create_schedule(schedule_id, Schedule(
-            action=ScheduleActionStartWorkflow(PruneRetention.run, id=f"{schedule_id}-run", task_queue=task_queue),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)])))
-    except ScheduleAlreadyRunningError:
-        pass
-    return schedule_id
+    """This installation's daily prune schedule, created once (the worker calls this at every start)."""
+    return await ensure_interval_schedule(client, installation, SCHEDULE_ID, PruneRetention.run, task_queue, every)

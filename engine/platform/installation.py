@@ -7,7 +7,8 @@ Databases created before the token existed keep an empty one, so the ids of thei
 schedules stay what they were."""
 from __future__ import annotations
 
-from typing import Optional
+from datetime import timedelta
+from typing import Any, Optional
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -37,3 +38,21 @@ def installation_id(db: Engine) -> str:
 def scoped(installation: str, temporal_id: str) -> str:
     """A workflow or schedule id within this installation."""
     return f"{installation}/{temporal_id}" if installation else temporal_id
+
+
+async def ensure_interval_schedule(client: Any, installation: str, schedule_id: str, workflow: Any,
+                                   task_queue: str, every: timedelta) -> str:
+    """A Temporal schedule of this installation that starts `workflow` every `every`, created once (an
+    existing one is left as it is: the worker calls this at every start); returns its id."""
+    from temporalio.client import (
+        Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
+    )
+
+    sid = scoped(installation, schedule_id)
+    try:
+        await client.create_schedule(sid, Schedule(
+            action=ScheduleActionStartWorkflow(workflow, id=f"{sid}-run", task_queue=task_queue),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)])))
+    except ScheduleAlreadyRunningError:
+        pass
+    return sid

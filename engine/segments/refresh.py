@@ -6,11 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, select
 from temporalio import activity
-from temporalio.client import (
-    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleSpec,
-)
+from temporalio.client import Client
 
-from tidings.engine.platform.installation import scoped
+from tidings.engine.platform.installation import ensure_interval_schedule
 from tidings.engine.workspaces.tables import workspaces
 from tidings.engine.segments.refresh_workflow import ACTIVITY, SCHEDULE_ID, RefreshClockSegments
 from tidings.engine.segments.evaluate import evaluate_many_full, workspace_segments
@@ -45,12 +43,6 @@ def make_activity(db: Engine):
 
 async def ensure_schedule(client: Client, task_queue: str, installation: str = "",
                           interval: timedelta = INTERVAL) -> str:
-    """Create this installation's schedule once (an existing one is left as it is); returns its id."""
-    schedule_id = scoped(installation, SCHEDULE_ID)
-    try:
-        await client.create_schedule(schedule_id, Schedule(
-            action=ScheduleActionStartWorkflow(RefreshClockSegments.run, id=f"{schedule_id}-run", task_queue=task_queue),
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)])))
-    except ScheduleAlreadyRunningError:
-        pass
-    return schedule_id
+    """This installation's clock-segment schedule, created once (the worker calls this at every start)."""
+    return await ensure_interval_schedule(client, installation, SCHEDULE_ID, RefreshClockSegments.run,
+                                          task_queue, interval)
