@@ -61,7 +61,8 @@ def register_event_sinks() -> list[EventSinkFactory]:
 @hookspec
 def startup(settings: Settings) -> Awaitable[None] | None:
     """Called once per plugin when an API process (``tidings api``, ``tidings dev``) has loaded its
-    plugins and before it serves a request; the results of all plugins are collected and each awaitable
+    plugins and before it serves a request, and when a worker (``tidings worker``) has loaded them and
+    before it polls for sends; the results of all plugins are collected and each awaitable
     among them is awaited, in plugin order. ``settings`` is the process's
     :class:`tidings.engine.platform.config.Settings` (database URL, home folder, timeouts). An exception stops
     start-up, naming the plugin.
@@ -71,7 +72,8 @@ def startup(settings: Settings) -> Awaitable[None] | None:
 @hookspec
 def shutdown(settings: Settings) -> Awaitable[None] | None:
     """Called once per plugin when an API process stops (SIGTERM, Ctrl-C), after requests and import
-    jobs have drained and before the database is closed; the results of all plugins are collected and
+    jobs have drained and before the database is closed, and when a worker stops, after its sends in flight
+    have finished; the results of all plugins are collected and
     each awaitable among them is awaited, on the process's event loop (close pooled connections here).
     ``settings`` is the same :class:`tidings.engine.platform.config.Settings` ``startup`` received. An exception
     is logged and the other plugins still shut down.

@@ -5,7 +5,7 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
-from typing import Callable
+from typing import Any, Callable
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -31,13 +31,14 @@ def workflows() -> list[type]:
     return [RefreshClockSegments, PruneRetention, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
 
 
-def activities(db: Engine, settings: Settings) -> list:
-    """Activity callables bound to this process's database and settings."""
+def activities(db: Engine, settings: Settings, plugins: Any = None) -> list:
+    """Activity callables bound to this process's database, settings and channel plugins (loaded here when
+    none are given)."""
     from tidings.engine.journeys.runtime.activities import JourneyActivities
     from tidings.engine.ops import retention
     from tidings.engine.segments.refresh import make_activity
 
-    return [make_activity(db), retention.make_activity(db), *JourneyActivities(db, settings).all()]
+    return [make_activity(db), retention.make_activity(db), *JourneyActivities(db, settings, plugins).all()]
 
 
 # The sandbox re-imports a workflow's module for every new workflow run, and event entry starts a cohort
@@ -58,7 +59,7 @@ PASSTHROUGH = ("tidings.engine.journeys.runtime.workflows", "tidings.engine.jour
 ACTIVITY_THREADS = 16
 
 
-def build_worker(client: Client, db: Engine, settings: Settings, **options) -> Worker:
+def build_worker(client: Client, db: Engine, settings: Settings, plugins: Any = None, **options) -> Worker:
     wire()  # activities write customers' events (sends, journey events)
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     options.setdefault("workflow_runner", SandboxedWorkflowRunner(restrictions=restrictions))
@@ -66,7 +67,7 @@ def build_worker(client: Client, db: Engine, settings: Settings, **options) -> W
         client,
         task_queue=settings.task_queue,
         workflows=workflows(),
-        activities=activities(db, settings),
+        activities=activities(db, settings, plugins),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
         **options,
     )
@@ -78,6 +79,7 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
     activities in flight (a send) get `settings.shutdown_timeout` seconds to finish and record their outcome
     before they are cancelled (a cancelled send is retried by the next worker, skipping what was sent)."""
     from tidings.engine.channels import secrets as channel_secrets
+    from tidings.engine.channels.config import load_plugins
     from tidings.engine.journeys.store import resume_activations
     from tidings.engine.platform.installation import installation_id
     from tidings.engine.ops import retention
@@ -87,14 +89,27 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
     installation = await asyncio.to_thread(installation_id, db)
     await ensure_schedule(client, settings.task_queue, installation)
     await retention.ensure_schedule(client, settings.task_queue, installation)
+    await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done
+    # One plugin manager for the whole process: the sends and the redelivery loop share it, and its plugins'
+    # `startup` and `shutdown` hooks bracket the polling, as in the API process (a broken plugin stops here).
+    plugins = await asyncio.to_thread(load_plugins)
+    await plugins.startup(settings)
+    try:
+        await _poll(client, db, settings, plugins, stop, ready)
+    finally:
+        await plugins.shutdown(settings)  # e.g. the SMTP plugin QUITs its pooled connections
+    log.info("worker stopped")
+
+
+async def _poll(client: Client, db: Engine, settings: Settings, plugins: Any, stop: asyncio.Event | None,
+                ready: Callable[[], None] | None) -> None:
     from tidings.engine.journeys.runtime.admission import sweep_orphans
 
-    await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done
-    worker = build_worker(client, db, settings,
+    worker = build_worker(client, db, settings, plugins,
                           graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout))
     tune_collector()
     async with worker:
-        redeliveries = asyncio.create_task(_redeliver(db), name="redelivery")
+        redeliveries = asyncio.create_task(_redeliver(db, plugins), name="redelivery")
         # every worker wakes the idle journeys whose entry watch died with another worker
         sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
         if ready is not None:  # resumed activations are started and the worker polls
@@ -105,7 +120,6 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
         finally:
             sweep.cancel()
             redeliveries.cancel()
-    log.info("worker stopped")
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -115,10 +129,9 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-async def _redeliver(db: Engine) -> None:
+async def _redeliver(db: Engine, plugins: Any) -> None:
     """Transactional messages left `retrying` are resent by the workers when due (tidings.engine.messaging.redelivery)."""
     from tidings.engine.messaging import redelivery
-    from tidings.engine.channels.config import load_plugins
 
     await asyncio.sleep(redelivery.EVERY)  # not during start-up (`tidings dev` serves its API on this loop)
-    await redelivery.run_forever(db, await asyncio.to_thread(load_plugins))
+    await redelivery.run_forever(db, plugins)

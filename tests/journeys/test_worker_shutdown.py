@@ -1,5 +1,6 @@
 """SIGTERM to `tidings worker` mid-send: the send step in flight is finished (each customer gets one mail),
-the process exits 0 within the shutdown timeout, and the next worker sends nothing twice."""
+the process exits 0 within the shutdown timeout, its plugins' shutdown hooks run (the SMTP plugin says QUIT
+on its pooled connections), and the next worker sends nothing twice."""
 from __future__ import annotations
 
 import asyncio
@@ -23,9 +24,15 @@ from tests.processes import TIDINGS, tidings_env
 class SlowInbox(Inbox):
     """Accepts a mail every 0.2 s, so a send step of 15 mails is in flight for ~3 s."""
 
+    quits = 0
+
     async def handle_DATA(self, server, session, envelope):
         await asyncio.sleep(0.2)
         return await super().handle_DATA(server, session, envelope)
+
+    async def handle_QUIT(self, server, session, envelope):
+        self.quits += 1
+        return "221 Bye"
 
 
 BROADCAST = """apiVersion: tidings/v1
@@ -84,6 +91,7 @@ async def test_sigterm_to_the_worker_finishes_the_send_in_flight(temporal_env, r
         assert code == 0, (tmp_path / "worker.log").read_text()[-3000:]
         assert time.monotonic() - started < 60
         assert len(slow_smtp.mails) == len(customers)  # the step in flight was finished before the exit
+        assert slow_smtp.quits >= 1  # the SMTP plugin's shutdown hook closed its pool politely
     finally:
         if first.poll() is None:
             first.kill()
