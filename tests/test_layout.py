@@ -36,10 +36,6 @@ PLUGIN_MAY_IMPORT = {"platform", "channels"}
 
 # (importer, imported): why it exists -> the follow-up (issue 15's item) that removes it.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    # Added by issue 10, before the layout existed.
-    # Cross-domain reach-ins (item 3).
-    ("tidings.plugins.outbox", "tidings.engine.messaging.tables"):
-        "plugins -> messaging: the outbox plugin writes the outbox table; item 3 (a public messaging function)",
 }
 
 

@@ -152,6 +152,14 @@ class OutgoingMessage(msgspec.Struct, kw_only=True):
     idempotency_key: str | None = None
     unsubscribe_url: str | None = None
 
+    def content(self) -> dict[str, Any]:
+        """What the message says (every field but its addressing and bookkeeping), the empty ones left out."""
+        return {k: v for k in CONTENT_FIELDS if (v := msgspec.to_builtins(getattr(self, k))) not in (None, {}, "")}
+
+
+# The fields of OutgoingMessage that carry its content (templates render subject..data; see messaging.templates).
+CONTENT_FIELDS = ("subject", "html", "text", "body", "title", "data", "payload", "headers", "unsubscribe_url")
+
 
 class SendResult(msgspec.Struct, kw_only=True):
     """Outcome of delivering one message to the provider (not to the device).

@@ -49,6 +49,7 @@ from tidings.engine.platform.metrics_registry import PROVIDER_DURATION, SENDS
 from tidings.engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
 from tidings.engine.customers.events import insert_new
 from tidings.engine.messaging.ledger import status_event_id
+from tidings.engine.messaging.outbox import outbox_store
 from tidings.engine.messaging.tables import messages
 from tidings.engine.customers.tables import endpoints, users
 from tidings.engine.channels.rate_limit import burst_of, paced, reserve_in
@@ -582,7 +583,8 @@ async def _send(sending: _Sending, pending: list[_Pending], units: list[Unit], c
                                                                   permanent=True)
             sending.unrecorded += batch
             return
-        channel = route.channel.with_database(sending.db) if hasattr(route.channel, "with_database") else route.channel
+        # the outbox channel keeps messages in our database, through messaging's own write
+        channel = route.channel.with_store(outbox_store(sending.db)) if hasattr(route.channel, "with_store") else route.channel
         done = 0
         async for chunk in paced(sending.db, route.bucket_workspace, route.name, route.rate_limit, batch,
                                  claimed.first_wait.get(t)):
