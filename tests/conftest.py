@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from cryptography.fernet import Fernet
@@ -15,6 +16,7 @@ from tidings.api.app import create_app
 from tidings.engine.platform.config import Settings
 from tidings.engine.workspaces.service import create_key
 from tidings.engine.wiring import wire
+from tests.loopback import HttpServer, Request
 
 POSTGRES_URL = os.environ.get("TIDINGS_TEST_POSTGRES_URL")
 # Channel secrets are sealed at rest and refused without a key (tidings.engine.channels.secrets): the suite runs with
@@ -110,3 +112,18 @@ def pytest_unconfigure(config):
     from tidings.engine.platform.temporal import release_clients
 
     release_clients()
+
+
+@pytest.fixture
+def http_server():
+    """`http_server(responder)` starts a real HTTP server on loopback (tests/loopback.py), stopped after the test."""
+    servers: list[HttpServer] = []
+
+    def start(responder: Callable[[Request], tuple[int, Any]]) -> HttpServer:
+        s = HttpServer(responder).start()
+        servers.append(s)
+        return s
+
+    yield start
+    for s in servers:
+        s.stop()

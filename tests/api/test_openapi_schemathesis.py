@@ -26,7 +26,7 @@ CONFIG = Path(__file__).with_name("schemathesis.toml")
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 EXAMPLES_PER_OPERATION = 20
 # Left out, with the reason: an open Server-Sent Events stream never ends, so each example waits for the
-# request timeout (minutes in all); tests/events cover the stream, and its description is still checked
+# request timeout (minutes in all); tests/message_events cover the stream, and its description is still checked
 # below by `test_the_document_declares_the_event_stream`.
 EXCLUDED = ["/v1/events/stream"]
 

@@ -5,26 +5,10 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from pathlib import Path
-from typing import Any, Callable
 
 import pytest
 from tidings.engine.ops.devstack import free_port  # noqa: F401  (tests import it from here)
 from tests.loopback import HttpServer, Request  # noqa: F401  (tests import them from here)
-
-
-@pytest.fixture
-def http_server():
-    servers: list[HttpServer] = []
-
-    def start(responder: Callable[[Request], tuple[int, Any]]) -> HttpServer:
-        s = HttpServer(responder).start()
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.stop()
-
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from tidings.engine.channels import secrets as channel_secrets
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.channels.tables import channel_configs, channel_routes
 from tidings.engine.workspaces.service import create_key
-from tests.channels.conftest import http_server  # noqa: F401  (fixture)
 from tests.conftest import Api
 from .conftest import seed
 

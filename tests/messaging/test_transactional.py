@@ -5,7 +5,6 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.channels.conftest import http_server  # noqa: F401  (fixture)
 from .conftest import seed
 
 WELCOME = {"channel": "EMAIL", "subject": "Welcome, {{ data.name | default(user.attributes.first_name) }}!",

@@ -6,7 +6,6 @@ import re
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from tidings.plugins.twilio import twilio_signature
-from tests.channels.conftest import http_server  # noqa: F401  (fixture)
 from .conftest import seed
 
 PUBLIC = "https://tidings.acme.example"
