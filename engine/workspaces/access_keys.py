@@ -36,14 +36,14 @@ class AccessKey:
         return self.workspace is None
 
 
-def create_access_key(db: Engine, workspace: str | None, seal: Callable[[str], str],
+def create_access_key(db: Engine, workspace_name: str | None, seal: Callable[[str], str],
                       label: str = "") -> tuple[WorkspaceRef | None, str, str]:
-    """A key pair for `workspace` (created if needed), or an admin key pair when it is None; returns
+    """A key pair for the workspace `workspace_name` (created if needed), or an admin key pair when it is None; returns
     (workspace, key id, secret). The secret is shown once: only its sealed form is stored."""
     key_id = ACCESS_KEY_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
     secret = secrets.token_urlsafe(30)  # 40 characters, like an AWS secret access key
     sealed = seal(secret)  # before anything is written: no key pair exists that cannot be verified
-    ws = ensure_workspace(db, workspace) if workspace is not None else None
+    ws = ensure_workspace(db, workspace_name) if workspace_name is not None else None
     with db.begin() as conn:
         conn.execute(insert(access_keys).values(workspace_id=ws.id if ws else None, admin=ws is None,
                                                 access_key_id=key_id, sealed_secret=sealed, label=label,

@@ -46,9 +46,9 @@ def find_workspace(db: Engine, name: str) -> WorkspaceRef:
     return WorkspaceRef(ws_id, name)
 
 
-def create_key(db: Engine, workspace: str, label: str = "") -> tuple[WorkspaceRef, str]:
+def create_key(db: Engine, workspace_name: str, label: str = "") -> tuple[WorkspaceRef, str]:
     """Create the workspace if needed and a new key for it; the key is returned once, never stored."""
-    ws = ensure_workspace(db, workspace)
+    ws = ensure_workspace(db, workspace_name)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with writing(db) as conn:
         conn.execute(

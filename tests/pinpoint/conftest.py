@@ -53,10 +53,10 @@ class KeyPair:
     secret: str
 
 
-def make_key(database_url: str, workspace: str | None) -> KeyPair:
+def make_key(database_url: str, workspace_name: str | None) -> KeyPair:
     db = make_engine(database_url)
     try:
-        ws, key_id, secret = create_access_key(db, workspace, keyring().seal)
+        ws, key_id, secret = create_access_key(db, workspace_name, keyring().seal)
     finally:
         db.dispose()
     return KeyPair(ws.name if ws else None, key_id, secret)
