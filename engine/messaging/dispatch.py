@@ -388,27 +388,54 @@ class _Claimed:
     prior: dict[str, str] = field(default_factory=dict)  # key of `earlier` -> sent | failed
 
 
-def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],  # noqa: C901  # several steps of one transaction: issue 15 item 6 splits it
+def _write_queued(conn: Connection, plugins, workspace_id: int, units: list[Unit], todo: list[int], pending: list[_Pending],
                   failures: dict[int, TemplateRenderError], owner: str) -> _Claimed:
     """In the caller's write transaction: find keys handled before, insert the new message rows, take over
     the open rows of resumed keys, record rendering failures, reserve the first chunk of each rate-limited
     channel."""
     now = now_ms()
-    routes = routes_for(conn, plugins, ws_id, sorted({units[i].channel_type for i in todo}))
-    keys = list(dict.fromkeys(units[i].key for i in todo))
-    earlier: dict[str, list[tuple[str, str]]] = {}
-    prior: dict[str, str] = {}
-    rows: dict[str, dict[str, tuple]] = {}  # key -> endpoint -> (message id, status, row id, attempts, created)
+    routes = routes_for(conn, plugins, workspace_id, sorted({units[i].channel_type for i in todo}))
+    rows = _rows_of_keys(conn, workspace_id, list(dict.fromkeys(units[i].key for i in todo)))
+    earlier, prior = _handled_before(rows)
+    _resume_open_rows(conn, units, pending, rows, earlier, owner)
+    _insert_fresh_rows(conn, workspace_id, units, [p for p in pending if units[p.unit].key not in rows], earlier,
+                       routes, now, owner)
+    store_events(conn, workspace_id, [_failure_event(workspace_id, units[i], exc, routes, now) for i, exc in failures.items()
+                               if units[i].user_pk is not None and units[i].key not in earlier
+                               and units[i].key not in rows])
+    return _Claimed(routes, earlier, _reserve_first_chunks(conn, units, pending, routes, earlier), prior)
+
+
+# key -> endpoint -> (message id, status, row id, attempts, created)
+_KeyRows = dict[str, dict[str, tuple]]
+
+
+def _rows_of_keys(conn: Connection, workspace_id: int, keys: list[str]) -> _KeyRows:
+    rows: _KeyRows = {}
     for key, endpoint, mid, status, rid, attempts, created in rows_where_in(
             conn, messages, ["idempotency_key", "endpoint", "message_id", "status", "id", "attempts", "created_at"],
-            "idempotency_key", keys, {"workspace_id": ws_id}):
+            "idempotency_key", keys, {"workspace_id": workspace_id}):
         rows.setdefault(key, {})[endpoint] = (mid, status, rid, attempts, created)
+    return rows
+
+
+def _handled_before(rows: _KeyRows) -> tuple[dict[str, list[tuple[str, str]]], dict[str, str]]:
+    """The keys whose every row is final: nothing of theirs is sent again. (key -> (message id, endpoint)s,
+    key -> "sent" or "failed")."""
+    earlier: dict[str, list[tuple[str, str]]] = {}
+    prior: dict[str, str] = {}
     for key, eps in rows.items():
-        if all(r[1] not in OPEN for r in eps.values()):  # handled before: nothing is sent again
+        if all(r[1] not in OPEN for r in eps.values()):
             earlier[key] = [(r[0], e) for e, r in eps.items()]
             prior[key] = "sent" if any(r[1] == "sent" for r in eps.values()) else "failed"
+    return earlier, prior
+
+
+def _resume_open_rows(conn: Connection, units: list[Unit], pending: list[_Pending], rows: _KeyRows,
+                      earlier: dict[str, list[tuple[str, str]]], owner: str) -> None:
+    """The rows of a key an earlier call left open: this call resumes them and owns them from now on."""
     resumed: list[int] = []
-    for p in pending:  # rows of a key an earlier call left open: this call resumes them
+    for p in pending:
         key = units[p.unit].key
         if key not in rows or key in earlier:
             continue
@@ -425,28 +452,37 @@ def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo
             p.row_id, p.final = None, row[1]
     if resumed:  # ours now: an older attempt still sending them stops at its next chunk (_Sending.check)
         conn.execute(messages.update().where(messages.c.id.in_(resumed)).values(owner=owner))
-    fresh = [p for p in pending if units[p.unit].key not in rows]
+
+
+def _insert_fresh_rows(conn: Connection, workspace_id: int, units: list[Unit], fresh: list[_Pending],
+                       earlier: dict[str, list[tuple[str, str]]], routes: dict[str, Route], now: int, owner: str) -> None:
+    """Insert the rows of keys never seen; a key a concurrent sender inserted first is theirs (added to
+    `earlier`), and none of our rows of that key stay."""
     for p in fresh:
         p.created_at = now
-    ids = dict(bulk_insert(conn, messages, [_message_row(ws_id, units[p.unit], p, routes, now, owner) for p in fresh],
+    ids = dict(bulk_insert(conn, messages, [_message_row(workspace_id, units[p.unit], p, routes, now, owner) for p in fresh],
                            ignore_conflicts_on=["workspace_id", "idempotency_key", "endpoint"],
                            returning=["message_id", "id"]))  # the rows a conflict skipped return nothing
     for p in fresh:
         p.row_id = ids.get(p.message_id)
     lost = {units[p.unit].key for p in fresh if p.row_id is None}
-    if lost:  # a concurrent sender inserted these keys between our read and our insert (PostgreSQL)
-        ours = [p.row_id for p in fresh if p.row_id is not None and units[p.unit].key in lost]
-        if ours:
-            conn.execute(messages.delete().where(messages.c.id.in_(ours)))
-        for p in fresh:
-            if units[p.unit].key in lost:
-                p.row_id = None
-        for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
-                                                "idempotency_key", list(lost), {"workspace_id": ws_id}):
-            earlier.setdefault(key, []).append((mid, endpoint))
-    store_events(conn, ws_id, [_failure_event(ws_id, units[i], exc, routes, now) for i, exc in failures.items()
-                               if units[i].user_pk is not None and units[i].key not in earlier
-                               and units[i].key not in rows])
+    if not lost:
+        return
+    # a concurrent sender inserted these keys between our read and our insert (PostgreSQL)
+    ours = [p.row_id for p in fresh if p.row_id is not None and units[p.unit].key in lost]
+    if ours:
+        conn.execute(messages.delete().where(messages.c.id.in_(ours)))
+    for p in fresh:
+        if units[p.unit].key in lost:
+            p.row_id = None
+    for key, endpoint, mid in rows_where_in(conn, messages, ["idempotency_key", "endpoint", "message_id"],
+                                            "idempotency_key", list(lost), {"workspace_id": workspace_id}):
+        earlier.setdefault(key, []).append((mid, endpoint))
+
+
+def _reserve_first_chunks(conn: Connection, units: list[Unit], pending: list[_Pending], routes: dict[str, Route],
+                          earlier: dict[str, list[tuple[str, str]]]) -> dict[str, float]:
+    """Per rate-limited channel type, the wait before its first chunk (reserved in this transaction)."""
     first_wait = {}
     for t, route in routes.items():
         n = sum(1 for p in pending if units[p.unit].channel_type == t and units[p.unit].key not in earlier
@@ -454,7 +490,7 @@ def _write_queued(conn: Connection, plugins, ws_id: int, units: list[Unit], todo
         if n and route.rate_limit and not route.error:
             first_wait[t] = reserve_in(conn, route.bucket_workspace, route.name, route.rate_limit,
                                        min(n, burst_of(route.rate_limit)))
-    return _Claimed(routes, earlier, first_wait, prior)
+    return first_wait
 
 
 def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now: int, owner: str) -> dict[str, Any]:
