@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from datetime import timedelta
+from typing import Literal
 
 import msgspec
 from litestar import MediaType, Request, Response, get
@@ -23,7 +24,7 @@ CHECK_SECONDS = 3.0  # a dependency slower than this to answer is not ready eith
 
 
 class Readiness(msgspec.Struct):
-    status: str  # "ready" | "not_ready"
+    status: Literal["ready", "not_ready"]
     not_ready: list[str]  # the checks that failed, by name (empty when ready)
     checks: dict[str, str]  # database, migrations, temporal: "ok" or what is wrong
 

@@ -20,7 +20,7 @@ from tidings.engine.platform.clock import duration_seconds, now_ms
 from tidings.engine.platform.db import insert_ignoring_conflicts, reading, rows_where_in
 from tidings.engine.platform.errors import Conflict, InvalidInput
 from tidings.engine.messaging.dispatch import (
-    ENDPOINT_COLS, USER_COLS, SendOutcome, Unit, deliver, endpoint_target, load_customers, targets_of,
+    ENDPOINT_COLS, USER_COLS, SendOutcome, SendStatus, Unit, deliver, endpoint_target, load_customers, targets_of,
     user_context,
 )
 from tidings.engine.messaging.tables import idempotent_requests
@@ -66,7 +66,7 @@ class BatchRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class RecipientResult(msgspec.Struct):
     recipient: dict[str, str]
-    status: str
+    status: SendStatus
     message_id: str | None
     message_ids: list[str]
     endpoint_ids: list[str]
