@@ -192,3 +192,14 @@ def test_convert_command_writes_the_folder_and_reports_refusals(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "1 converted, 0 refused" in again.stdout
     assert written.read_text() == first  # idempotent
+
+
+def test_names_and_values_cannot_break_out_of_the_yaml():
+    source = example()
+    source["Name"] = 'Welcome\nsteps: []\n# "quoted" \\ name'
+    source["Activities"]["welcomemail"]["EMAIL"]["MessageConfig"]["FromAddress"] = "a@example.com\nid: evil"
+    source["StartCondition"]["EventStartCondition"]["EventFilter"]["Dimensions"]["Attributes"] = {
+        'plan"]}, {"var': {"AttributeType": "INCLUSIVE", "Values": ["x\ny"]}}
+    j = compiled(source)
+    assert j.name == source["Name"] and j.id == "welcome" and "welcomemail" in j.nodes
+    assert j.entry.filter == {"in": [{"var": 'event.attributes.plan"]}, {"var'}, ["x\ny"]]}

@@ -221,3 +221,30 @@ def test_what_tidings_cannot_run_is_refused_and_nothing_is_written(running_api, 
         assert "JourneyStateRequest.State" in refused.response["Error"]["Message"]
     missing = _error(lambda: pinpoint.get_journey(ApplicationId="acme", JourneyId="0" * 32))
     assert missing.response["Error"]["Code"] == "NotFoundException"
+
+
+async def test_an_event_journey_created_active_mails_whoever_sends_the_event(smtp_sink, running_api, pinpoint,  # noqa: F811
+                                                                             native, worker):
+    call = asyncio.to_thread
+    for user in ("eve", "fay"):
+        await call(pinpoint.update_endpoint, ApplicationId="acme", EndpointId=f"{user}-mail", EndpointRequest={
+            "ChannelType": "EMAIL", "Address": f"{user}@example.com", "User": {"UserId": user}})
+    await call(_template, native, "pro-welcome")
+    request = {"Name": "Trial welcome", "State": "ACTIVE", "StartActivity": "hello",
+               "StartCondition": {"EventStartCondition": {"EventFilter": {"FilterType": "ENDPOINT", "Dimensions": {
+                   "EventType": {"DimensionType": "INCLUSIVE", "Values": ["sign_up"]},
+                   "Attributes": {"plan": {"AttributeType": "INCLUSIVE", "Values": ["trial"]}}}}}},
+               "Activities": {"hello": {"EMAIL": {"TemplateName": "pro-welcome"}}}}
+    created = (await call(pinpoint.create_journey, ApplicationId="acme", WriteJourneyRequest=request))["JourneyResponse"]
+    assert created["State"] == "ACTIVE"
+    assert created["StartCondition"] == request["StartCondition"]
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    answer = await call(pinpoint.put_events, ApplicationId="acme", EventsRequest={"BatchItem": {
+        f"{user}-mail": {"Endpoint": {}, "Events": {f"{user}-signup": {
+            "EventType": "sign_up", "Timestamp": now, "Attributes": {"plan": plan}}}}
+        for user, plan in (("eve", "trial"), ("fay", "pro"))}})
+    assert all(e["StatusCode"] == 202 for r in answer["EventsResponse"]["Results"].values()
+               for e in r["EventsItemResponse"].values())
+    assert await _until(lambda: smtp_sink.to("eve@example.com"))
+    await asyncio.sleep(2)  # any mail that must not come
+    assert [r for _, rcpts, _ in smtp_sink.mails for r in rcpts] == ["eve@example.com"]  # fay's plan is pro

@@ -552,24 +552,30 @@ def _flow(value: Any) -> str:
 FLOW_KEYS = {"filter", "when", "message_event", "quiet_hours", "frequency_cap", "entry", "holdout"}
 
 
+def _comment(text: str) -> str:
+    """One comment line: a line break in a value from the JSON would end the comment and start YAML."""
+    return " ".join(str(text).split())
+
+
 def _block(value: dict[str, Any], indent: int, out: list[str], first_prefix: str | None = None) -> None:
     pad = " " * indent
     first = True
     for comment in value.get("#", []):
-        out.append(f"{first_prefix if first and first_prefix else pad}# {comment}")
+        out.append(f"{first_prefix if first and first_prefix else pad}# {_comment(comment)}")
         first = False
     for key, item in value.items():
         if key == "#":
             continue
         lead = first_prefix if first and first_prefix else pad
         first = False
-        if isinstance(item, dict) and item and key not in FLOW_KEYS and not _short(item):
+        flow = key in FLOW_KEYS and not (key == "entry" and indent == 0)  # the journey's entry reads as a block
+        if isinstance(item, dict) and item and not flow and not _short(item):
             out.append(f"{lead}{scalar(key)}:")
             _block(item, indent + 2, out)
         elif isinstance(item, list) and item and all(isinstance(i, dict) for i in item) and key != "branches":
             out.append(f"{lead}{scalar(key)}:")
             for i in item:
-                out.extend(f"{' ' * (indent + 2)}# {c}" for c in i.get("#", []))
+                out.extend(f"{' ' * (indent + 2)}# {_comment(c)}" for c in i.get("#", []))
                 _block({k: v for k, v in i.items() if k != "#"}, indent + 4, out,
                        first_prefix=" " * (indent + 2) + "- ")
         elif isinstance(item, list) and key == "branches":
