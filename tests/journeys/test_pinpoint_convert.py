@@ -203,3 +203,19 @@ def test_names_and_values_cannot_break_out_of_the_yaml():
     j = compiled(source)
     assert j.name == source["Name"] and j.id == "welcome" and "welcomemail" in j.nodes
     assert j.entry.filter == {"in": [{"var": 'event.attributes.plan"]}, {"var'}, ["x\ny"]]}
+
+
+def test_a_list_journeys_export_gives_one_file_per_journey(tmp_path):
+    from tidings.engine.journeys.pinpoint.convert import convert
+
+    first, second, clash = example(), example(), example()
+    second.update(Id="Second01", Name="Second")
+    clash["Name"] = "Same id as the first"
+    export = tmp_path / "journeys.json"
+    export.write_text(json.dumps({"JourneysResponse": {"Item": [first, second, clash]}}))
+    outcomes = convert(export, tmp_path / "out")
+    assert [o.written.name if o.written else None for o in outcomes] == [
+        "4e8a1b2c3d4e5f60718293a4b5c6d7e8.yaml", "second01.yaml", None]
+    assert "also written from" in outcomes[2].error
+    assert compile_journey((tmp_path / "out" / outcomes[0].written.name).read_text()).name == "Welcome new sign-ups"
+    assert compile_journey((tmp_path / "out" / "second01.yaml").read_text()).name == "Second"

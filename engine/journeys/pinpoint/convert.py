@@ -25,6 +25,7 @@ class Outcome:
     journey: str  # the journey's Id or Name, or "" when the file could not be read
     written: Path | None = None
     error: str | None = None
+    text: str = ""
 
 
 def journeys_in(data: Any) -> list[dict[str, Any]]:
@@ -50,6 +51,7 @@ def journey_id_of(journey: dict[str, Any], fallback: str) -> str:
 
 
 def convert_file(path: Path, out: Path) -> list[Outcome]:
+    """The journeys of one file, translated and compiled (not yet written)."""
     try:
         found = journeys_in(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -72,10 +74,7 @@ def convert_file(path: Path, out: Path) -> list[Outcome]:
         except (AttributeError, TypeError) as exc:  # a member of the wrong JSON type
             results.append(Outcome(path, str(label), error=f"not a Pinpoint journey: {exc}"))
             continue
-        results.append(Outcome(path, str(label), written=target))
-        out.mkdir(parents=True, exist_ok=True)
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            target.write_text(text, encoding="utf-8")
+        results.append(Outcome(path, str(label), written=target, text=text))
     return results
 
 
@@ -92,4 +91,9 @@ def convert(source: Path, out: Path) -> list[Outcome]:
                                  "journeys distinct Ids", None
         elif o.written:
             seen[o.written] = o
+    for o in seen.values():  # written once every journey is known, unchanged files left alone
+        assert o.written is not None
+        out.mkdir(parents=True, exist_ok=True)
+        if not o.written.exists() or o.written.read_text(encoding="utf-8") != o.text:
+            o.written.write_text(o.text, encoding="utf-8")
     return outcomes
