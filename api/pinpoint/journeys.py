@@ -106,6 +106,8 @@ async def update_journey_state_op(ctx: Context, params: dict[str, Any]) -> dict[
             await _activate(ctx, journey_id)
         elif info.status == "paused":
             await store.resume(client, ctx.db, ctx.workspace, journey_id)
+            if info.version != info.active_version:  # updated while paused: roll out to the new version now
+                await _activate(ctx, journey_id)
     elif wanted == "PAUSED":
         if info.status == "draft":
             raise BadRequestException(f"{field}: a DRAFT journey has not started; there is nothing to pause")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from tidings.engine.journeys.pinpoint import journey_yaml
 from tidings.engine.ops.worker import build_worker
 from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine
@@ -122,10 +123,16 @@ async def test_a_segment_journey_mails_each_member_and_follows_its_states(smtp_s
     assert activity["Metrics"]["ENTERED"] == "3" and activity["Metrics"]["SUCCESS"] == "3"
 
     for wanted, native_status in (("PAUSED", "paused"), ("ACTIVE", "active"), ("CANCELLED", "stopped")):
+        if wanted == "ACTIVE":  # updated while paused: made ACTIVE again, it runs the new version
+            renamed = await call(pinpoint.update_journey, ApplicationId="acme", JourneyId=journey_id,
+                                 WriteJourneyRequest={**_mail_journey(segment), "Name": "Pro welcome 2"})
+            assert renamed["JourneyResponse"]["State"] == "PAUSED"
+            assert native.get(f"/v1/journeys/{journey_id}").json()["active_version"] == 1
         answer = await call(pinpoint.update_journey_state, ApplicationId="acme", JourneyId=journey_id,
                             JourneyStateRequest={"State": wanted})
         assert answer["JourneyResponse"]["State"] == wanted
         assert native.get(f"/v1/journeys/{journey_id}").json()["status"] == native_status
+    assert native.get(f"/v1/journeys/{journey_id}").json()["active_version"] == 2
     refused = _error(lambda: pinpoint.update_journey_state(ApplicationId="acme", JourneyId=journey_id,
                                                            JourneyStateRequest={"State": "ACTIVE"}))
     assert refused.response["Error"]["Code"] == "BadRequestException" and "CANCELLED" in str(refused)
@@ -156,6 +163,8 @@ def test_get_list_and_update_give_the_pinpoint_journey_back(running_api, pinpoin
     _example_prerequisites(native)
     request = _example_request()
     created = pinpoint.create_journey(ApplicationId="acme", WriteJourneyRequest=request)["JourneyResponse"]
+    # the stored journey is the YAML `tidings pinpoint convert` writes for the same JSON
+    assert native.get(f"/v1/journeys/{created['Id']}").json()["yaml"] == journey_yaml(request, created["Id"])
     got = pinpoint.get_journey(ApplicationId="acme", JourneyId=created["Id"])["JourneyResponse"]
     assert got["ApplicationId"] == "acme" and got["Name"] == request["Name"] and got["State"] == "DRAFT"
     assert got["StartActivity"] == "control" and got["QuietTime"] == request["QuietTime"]

@@ -114,7 +114,11 @@ def event_rule(dimensions: dict[str, Any], field: str) -> tuple[str, Any]:
         if op is None:
             raise refuse(f"{field}.Metrics.{name}.ComparisonOperator",
                          f"one of {', '.join(COMPARISONS)}, got {dim.get('ComparisonOperator')!r}")
-        rules.append({op: [{"var": f"event.metrics.{name}"}, dim["Value"]]})
+        value = dim.get("Value")
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise refuse(f"{field}.Metrics.{name}.Value", f"a number, got {value!r}")
+        # a double in Pinpoint's model: 0 and 0.0 (as JSON files and boto3 send it) write the same YAML
+        rules.append({op: [{"var": f"event.metrics.{name}"}, int(value) if float(value).is_integer() else value]})
     rule = None if not rules else rules[0] if len(rules) == 1 else {"and": rules}
     return values[0], rule
 
