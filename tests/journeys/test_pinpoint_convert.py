@@ -219,3 +219,17 @@ def test_a_list_journeys_export_gives_one_file_per_journey(tmp_path):
     assert "also written from" in outcomes[2].error
     assert compile_journey((tmp_path / "out" / outcomes[0].written.name).read_text()).name == "Welcome new sign-ups"
     assert compile_journey((tmp_path / "out" / "second01.yaml").read_text()).name == "Second"
+
+
+def test_native_journeys_read_back_without_what_pinpoint_cannot_say():
+    folder = Path(__file__).parents[2] / "journeys"
+    launch = journey_parts(compile_journey((folder / "launch-announcement.yaml").read_text()))
+    assert launch["StartCondition"] == {"SegmentStartCondition": {"SegmentId": "all-users"}}
+    assert launch["Activities"] == {"announce": {"EMAIL": {"TemplateName": "launch-email"}}}
+    welcome = journey_parts(compile_journey((folder / "welcome.yaml").read_text()))
+    # a JsonLogic `when` branch, an `event.plan` filter and a send with `data` have no Pinpoint form: left out
+    assert "Activities" not in welcome and "StartCondition" not in welcome
+    assert welcome["QuietTime"] == {"Start": "21:00", "End": "08:00"} and welcome["Limits"]["EndpointReentryCap"] == 1
+    digest = journey_parts(compile_journey((folder / "weekly-digest.yaml").read_text()))
+    assert "StartCondition" not in digest  # a cron broadcast
+    assert digest["Limits"] == {"EndpointReentryCap": 0, "EndpointReentryInterval": "P6D"}
