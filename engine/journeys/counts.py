@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import msgspec
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from tidings.engine.journeys.tables import journey_runs
 from tidings.engine.platform.db import reading
@@ -40,3 +40,11 @@ def step_counts(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | No
                 (waiting if status == "active" else ended)[current] += 1
     return {step: StepCounts(entered[step], waiting[step], ended[step], dict(outcomes.get(step, {})))
             for step in entered | waiting | ended}
+
+
+def run_totals(db: Engine, ws: WorkspaceRef, journey_id: str) -> dict[str, int]:
+    """How many runs the journey has, by status (active, completed, exited, held_out)."""
+    q = select(journey_runs.c.status, func.count()).where(
+        journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id).group_by(journey_runs.c.status)
+    with reading(db) as conn:
+        return {status: int(n) for status, n in conn.execute(q)}

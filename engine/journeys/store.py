@@ -31,7 +31,8 @@ from tidings.engine.journeys.runtime.contracts import (
 from tidings.engine.journeys.language.compiler import compile_journey
 from tidings.engine.journeys.language.issues import JourneyCompileError
 from tidings.engine.journeys.tables import (
-    JourneyStatus, RunStatus, journey_cohorts, journey_runs, journey_triggers, journey_versions, journeys,
+    JourneyStatus, RunStatus, journey_cohorts, journey_entries, journey_runs, journey_triggers, journey_versions,
+    journeys,
 )
 from tidings.engine.messaging.ledger import journey_event_names
 from tidings.engine.messaging.tables import messages
@@ -442,6 +443,18 @@ async def stop(client, db: Engine, ws, journey_id: str) -> JourneyInfo:
     except Exception:
         pass  # visibility may lag; cohorts still leave at their next step
     return info
+
+
+async def delete_journey(client, db: Engine, ws, journey_id: str) -> None:
+    """Stops the journey when it ever ran (every active run exits, its workflows are cancelled), then removes it
+    with its versions, runs, cohorts, queued entries and triggers. Its messages and their events stay."""
+    info = get_journey(db, ws, journey_id)
+    if info.status != "draft":
+        await stop(client, db, ws, journey_id)
+    ws_id = _ws(ws)
+    with writing(db) as conn:
+        for table in (journey_entries, journey_triggers, journey_cohorts, journey_runs, journey_versions, journeys):
+            conn.execute(delete(table).where(table.c.workspace_id == ws_id, table.c.journey_id == journey_id))
 
 
 async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *, task_queue: str = "tidings",

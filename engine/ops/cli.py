@@ -209,6 +209,28 @@ def cmd_validate(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_pinpoint_convert(args, settings: Settings) -> int:
+    """Pinpoint journey JSON (a file or a folder) -> journey YAML files in --out; non-zero when any is refused."""
+    from pathlib import Path
+
+    from tidings.engine.journeys.pinpoint.convert import convert
+
+    source = Path(args.source)
+    if not source.exists():
+        print(f"error: {source} does not exist", file=sys.stderr)
+        return 2
+    outcomes = convert(source, Path(args.out))
+    for o in outcomes:
+        if o.written:
+            print(f"ok       {o.source} -> {o.written}  (journey {o.journey})")
+        else:
+            print(f"refused  {o.source}" + (f": journey {o.journey}" if o.journey else "") + f": {o.error}",
+                  file=sys.stderr)
+    failed = sum(1 for o in outcomes if o.error)
+    print(f"{len(outcomes) - failed} converted, {failed} refused")
+    return 1 if failed else 0
+
+
 def cmd_segments_ls(args, settings: Settings) -> int:
     from tidings.engine.segments.service import list_segments
     from tidings.engine.workspaces.service import ensure_workspace
@@ -540,6 +562,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--workspace", default=os.environ.get("TIDINGS_WORKSPACE", "dev"))
     a.add_argument("--activate", action="store_true", help="also activate the journeys (needs Temporal)")
     a.set_defaults(fn=cmd_apply)
+
+    pp = sub.add_parser("pinpoint", help="migrating from Amazon Pinpoint").add_subparsers(
+        dest="pinpoint_command", required=True)
+    c = pp.add_parser("convert", help="write Pinpoint journey JSON (GetJourney / ListJourneys output, a file or a "
+                                      "folder) as journey YAML files")
+    c.add_argument("source", help="a .json file or a folder of them")
+    c.add_argument("--out", required=True, help="the folder to write <journey id>.yaml files into (e.g. journeys/)")
+    c.set_defaults(fn=cmd_pinpoint_convert)
 
     segs = sub.add_parser("segments", help="segments").add_subparsers(dest="segments_command", required=True)
     for name, fn, helptext in (("ls", cmd_segments_ls, "list segments with sizes"),

@@ -1,0 +1,182 @@
+"""Journeys: a Pinpoint journey is a native journey. Its JSON is translated to the journey YAML
+(tidings.engine.journeys.pinpoint.to_yaml), compiled and stored by the native store, so it is visible at
+/v1/journeys and runs on the same interpreter; reads are built back from the stored IR (to_pinpoint).
+Pinpoint's states map to the native lifecycle: DRAFT = draft, ACTIVE = active, PAUSED = paused,
+CANCELLED = stopped."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from tidings.api.pinpoint.dispatch import Context, operation
+from tidings.api.pinpoint.errors import BadRequestException, ConflictException, NotFoundException
+from tidings.api.pinpoint.segments import _page
+from tidings.engine.journeys import counts, ir, store
+from tidings.engine.journeys.language.issues import JourneyCompileError
+from tidings.engine.journeys.pinpoint import journey_parts, journey_yaml
+from tidings.engine.journeys.store import JourneyInfo
+from tidings.engine.platform.clock import ms_to_iso, now_ms
+
+STATES = {"draft": "DRAFT", "active": "ACTIVE", "paused": "PAUSED", "stopped": "CANCELLED"}
+# journey_run statuses -> GetJourneyExecutionMetrics names
+RUN_METRICS = {"active": "ENDPOINT_ACTIVE", "completed": "ENDPOINT_COMPLETED", "exited": "ENDPOINT_EXITED",
+               "held_out": "ENDPOINT_HELD_OUT"}
+ACTIVITY_TYPES = {"send": "MESSAGE", "wait": "WAIT", "wait_for": "CONDITIONAL_SPLIT", "holdout": "HOLDOUT",
+                  "random_split": "RANDOM_SPLIT"}
+# a send step's outcomes (journey_run steps) -> Pinpoint's activity metric names
+OUTCOMES = {"sent": "SUCCESS", "quiet_hours": "QUIET_TIME", "frequency_cap": "DAILY_CAP"}
+
+
+def _response(app_id: str, info: JourneyInfo) -> dict[str, Any]:
+    assert info.ir is not None
+    return {"ApplicationId": app_id, "Id": info.id, "Name": info.name, "CreationDate": info.created_at,
+            "LastModifiedDate": info.updated_at, "State": STATES[info.status], "tags": {}, **journey_parts(info.ir)}
+
+
+def _yaml(request: dict[str, Any], journey_id: str) -> str:
+    if request.get("tags"):
+        raise BadRequestException("WriteJourneyRequest.tags: Tidings keeps no resource tags")
+    if not 1 <= len((request.get("Name") or "").strip()) <= 255:
+        raise BadRequestException("WriteJourneyRequest.Name: 1-255 characters")
+    if request.get("State") not in (None, "DRAFT", "ACTIVE"):
+        raise BadRequestException(f"WriteJourneyRequest.State: DRAFT or ACTIVE (UpdateJourneyState pauses and "
+                                  f"cancels), got {request['State']}")
+    return journey_yaml(request, journey_id)
+
+
+def _put(ctx: Context, text: str, journey_id: str) -> JourneyInfo:
+    try:
+        store.put_journey(ctx.db, ctx.workspace, text, path="WriteJourneyRequest", expected_id=journey_id)
+    except JourneyCompileError as exc:  # a template or segment it names does not exist in the application
+        raise BadRequestException("WriteJourneyRequest: " + "; ".join(
+            f"{e.message} (line {e.line} of the journey's YAML)" if e.line else e.message for e in exc.errors)) from None
+    return store.get_journey(ctx.db, ctx.workspace, journey_id)
+
+
+async def _activate(ctx: Context, journey_id: str) -> None:
+    client = await ctx.app_state.temporal.client()
+    await store.activate(client, ctx.db, ctx.workspace, journey_id, task_queue=ctx.app_state.settings.task_queue)
+
+
+async def _journey(ctx: Context, journey_id: str) -> JourneyInfo:
+    return await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)
+
+
+@operation("CreateJourney")
+async def create_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    request = params["WriteJourneyRequest"]
+    journey_id = uuid.uuid4().hex  # Pinpoint's journey ids are 32 hex digits
+    text = _yaml(request, journey_id)
+    await asyncio.to_thread(_put, ctx, text, journey_id)
+    if request.get("State") == "ACTIVE":
+        await _activate(ctx, journey_id)
+    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+
+
+@operation("UpdateJourney")
+async def update_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """A new version when the journey changed; an active journey rolls out to it at once (runs already in
+    finish on theirs). A cancelled journey cannot change."""
+    journey_id = params["JourneyId"]
+    request = params["WriteJourneyRequest"]
+    current = await _journey(ctx, journey_id)
+    if current.status == "stopped":
+        raise ConflictException("the journey is CANCELLED; a cancelled journey cannot be changed")
+    text = _yaml(request, journey_id)
+    info = await asyncio.to_thread(_put, ctx, text, journey_id)
+    if info.status == "active" or (request.get("State") == "ACTIVE" and info.status == "draft"):
+        await _activate(ctx, journey_id)
+    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+
+
+@operation("UpdateJourneyState")
+async def update_journey_state_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    journey_id = params["JourneyId"]
+    wanted = (params.get("JourneyStateRequest") or {}).get("State")
+    info = await _journey(ctx, journey_id)
+    client = await ctx.app_state.temporal.client()
+    field = "JourneyStateRequest.State"
+    if wanted not in ("ACTIVE", "PAUSED", "CANCELLED"):
+        raise BadRequestException(f"{field}: ACTIVE, PAUSED or CANCELLED, got {wanted}")
+    if info.status == "stopped" and wanted != "CANCELLED":
+        raise BadRequestException(f"{field}: the journey is CANCELLED; it cannot become {wanted}")
+    if wanted == "ACTIVE":
+        if info.status == "draft":
+            await _activate(ctx, journey_id)
+        elif info.status == "paused":
+            await store.resume(client, ctx.db, ctx.workspace, journey_id)
+            if info.version != info.active_version:  # updated while paused: roll out to the new version now
+                await _activate(ctx, journey_id)
+    elif wanted == "PAUSED":
+        if info.status == "draft":
+            raise BadRequestException(f"{field}: a DRAFT journey has not started; there is nothing to pause")
+        if info.status == "active":
+            await store.pause(client, ctx.db, ctx.workspace, journey_id)
+    elif info.status != "stopped":
+        await store.stop(client, ctx.db, ctx.workspace, journey_id)
+    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+
+
+@operation("GetJourney")
+async def get_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, params["JourneyId"]))}
+
+
+@operation("DeleteJourney")
+async def delete_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    response = _response(ctx.workspace.name, await _journey(ctx, params["JourneyId"]))
+    client = await ctx.app_state.temporal.client()
+    await store.delete_journey(client, ctx.db, ctx.workspace, params["JourneyId"])
+    return {"JourneyResponse": response}
+
+
+@operation("ListJourneys")
+async def list_journeys_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    def listed() -> list[dict[str, Any]]:
+        return [_response(ctx.workspace.name, store.get_journey(ctx.db, ctx.workspace, j.id))
+                for j in store.list_journeys(ctx.db, ctx.workspace)]
+    return {"JourneysResponse": _page(await asyncio.to_thread(listed), "Id", params)}
+
+
+@operation("GetJourneyExecutionMetrics")
+async def journey_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    journey_id = params["JourneyId"]
+    await _journey(ctx, journey_id)
+    totals = await asyncio.to_thread(counts.run_totals, ctx.db, ctx.workspace, journey_id)
+    metrics = {"ENDPOINT_ENTERED": str(sum(totals.values()))}
+    metrics.update({name: str(totals.get(status, 0)) for status, name in RUN_METRICS.items()})
+    return {"JourneyExecutionMetricsResponse": {
+        "ApplicationId": ctx.workspace.name, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
+        "Metrics": metrics}}
+
+
+def _activity_type(j: ir.JourneyIR, node: ir.Node) -> str:
+    if isinstance(node, ir.SplitNode) or isinstance(node, ir.WaitNode) and f"{node.id}--when" in j.nodes:
+        split = j.nodes.get(f"{node.id}--when", node)
+        targets = {b.next for b in split.branches} if isinstance(split, ir.SplitNode) else set()
+        return "CONDITIONAL_SPLIT" if len(targets) <= 1 else "MULTI_CONDITIONAL_SPLIT"
+    return ACTIVITY_TYPES.get(node.__struct_config__.tag, "EXIT")  # type: ignore[arg-type]
+
+
+@operation("GetJourneyExecutionActivityMetrics")
+async def activity_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    journey_id, activity = params["JourneyId"], params["JourneyActivityId"]
+    info = await _journey(ctx, journey_id)
+    assert info.ir is not None
+    step = activity.lower()
+    node = info.ir.nodes.get(step)
+    if node is None or "--" in step:
+        raise NotFoundException(f"JourneyActivityId: no activity {activity!r} in journey {journey_id!r}")
+    by_step = await asyncio.to_thread(counts.step_counts, ctx.db, ctx.workspace, journey_id)
+    # a split's evaluation wait and its chained splits are one activity: their counts are the activity's
+    parts = [by_step[s] for s in by_step if s == step or s.startswith(f"{step}--")]
+    first = by_step.get(step) or counts.StepCounts()
+    metrics = {"ENTERED": str(first.entered), "ACTIVE": str(sum(p.waiting for p in parts)),
+               "ENDED": str(sum(p.ended for p in parts))}
+    for outcome, n in first.outcomes.items():
+        metrics[OUTCOMES.get(outcome, outcome.upper())] = str(n)
+    return {"JourneyExecutionActivityMetricsResponse": {
+        "ActivityType": _activity_type(info.ir, node), "ApplicationId": ctx.workspace.name,
+        "JourneyActivityId": activity, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
+        "Metrics": metrics}}
