@@ -110,6 +110,17 @@ def test_versions_and_the_active_version(smtp_sink, mail_api, pinpoint, native):
     assert (active["Version"], active["Subject"]) == ("1", "one bis")
     assert pinpoint.get_email_template(TemplateName="news", Version="2")["EmailTemplateResponse"]["Subject"] == "two"
     assert send("b@example.com") == "one bis"
+    # SendMessages may name the active version, and no other.
+    def pinpoint_send(address, version):
+        return pinpoint.send_messages(ApplicationId="acme", MessageRequest={
+            "Addresses": {address: {"ChannelType": "EMAIL"}}, "MessageConfiguration": {},
+            "TemplateConfiguration": {"EmailTemplate": {"Name": "news", "Version": version}}})
+    pinpoint_send("e@example.com", "1")
+    assert smtp_sink.to("e@example.com")[0]["Subject"] == "one bis"
+    with pytest.raises(pinpoint.exceptions.BadRequestException) as caught:
+        pinpoint_send("f@example.com", "2")
+    assert "TemplateConfiguration.EmailTemplate.Version" in _error(caught) and "active" in _error(caught)
+    assert smtp_sink.to("f@example.com") == []
     versions = pinpoint.list_template_versions(TemplateName="news", TemplateType="EMAIL")["TemplateVersionsResponse"]
     assert [v["Version"] for v in versions["Item"]] == ["1", "2"]
     page = pinpoint.list_template_versions(TemplateName="news", TemplateType="EMAIL", PageSize="1")[
