@@ -11,12 +11,14 @@ from sqlalchemy import Engine
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException
 from tidings.engine.platform.clock import ms_to_iso
+from tidings.engine.platform.errors import InvalidInput
 from tidings.engine.workspaces.service import (
     WorkspaceRef,
     create_workspace,
     created_at,
     list_workspaces,
 )
+from tidings.engine.workspaces.tags import get_tags
 
 ACCOUNT = "000000000000"  # no AWS account behind a Tidings deployment; ARNs carry this placeholder
 REGION = "tidings"
@@ -26,9 +28,10 @@ def app_arn(app_id: str) -> str:
     return f"arn:aws:mobiletargeting:{REGION}:{ACCOUNT}:apps/{app_id}"
 
 
-def _application(db: Engine, ws: WorkspaceRef) -> dict[str, Any]:
+def _application(db: Engine, ws: WorkspaceRef, tags: dict[str, str] | None = None) -> dict[str, Any]:
     return {"Arn": app_arn(ws.name), "Id": ws.name, "Name": ws.name,
-            "CreationDate": ms_to_iso(created_at(db, ws)), "tags": {}}
+            "CreationDate": ms_to_iso(created_at(db, ws)),
+            "tags": get_tags(db, ws.id, "app") if tags is None else tags}
 
 
 @operation("GetApps")
@@ -36,7 +39,7 @@ async def get_apps(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """A workspace's key sees its workspace; an admin key every workspace (one page: no paging yet)."""
     def listed() -> list[dict[str, Any]]:
         reachable = list_workspaces(ctx.db) if ctx.admin else [ctx.workspace]
-        return [_application(ctx.db, ws) for ws in reachable]
+        return [_application(ctx.db, ws) for ws in reachable if ws is not None]
     return {"ApplicationsResponse": {"Item": await asyncio.to_thread(listed)}}
 
 
@@ -53,11 +56,12 @@ async def create_app(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     if not 1 <= len(name) <= 100 or "/" in name:
         raise BadRequestException("CreateApplicationRequest.Name: 1-100 characters, no '/' (it becomes the "
                                   "ApplicationId and the workspace name)")
-    if request.get("tags"):
-        raise BadRequestException("CreateApplicationRequest.tags: Tidings keeps no resource tags")
 
     def created() -> dict[str, Any]:
-        return _application(ctx.db, create_workspace(ctx.db, name))
+        try:
+            return _application(ctx.db, create_workspace(ctx.db, name, tags=request.get("tags")))
+        except InvalidInput as exc:
+            raise BadRequestException(f"CreateApplicationRequest.{exc.field}: {exc.message}") from None
     return {"ApplicationResponse": await asyncio.to_thread(created)}
 
 

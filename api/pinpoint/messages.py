@@ -6,6 +6,7 @@ The content comes from MessageConfiguration (EmailMessage.SimpleEmail, SMSMessag
 messages, DefaultMessage) or from TemplateConfiguration (a native template of that name); templates render
 Pinpoint's variables (`{{User.UserAttributes.X}}`, `{{Attributes.X}}`, `{{Address}}`, docs/templates.md).
 Substitutions (message, address or endpoint level) are the send's `data`, a one-value list as its value.
+A template's active version is sent; TemplateConfiguration's Version may only name that one.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tidings.api.pinpoint.errors import BadRequestException
 from tidings.engine.customers.endpoints import get_endpoints
 from tidings.engine.customers.users import get_user
 from tidings.engine.messaging import transactional
-from tidings.engine.messaging.template_store import PartsBody
+from tidings.engine.messaging.template_store import PartsBody, get_template_version
 from tidings.engine.messaging.transactional import MessageRequest, Recipient
 from tidings.engine.platform.errors import NotFound
 
@@ -75,9 +76,6 @@ def _content(config: dict[str, Any], channel: str) -> tuple[PartsBody | None, di
 def _request(config: dict[str, Any], templates: dict[str, Any], channel: str, recipients: list[Recipient],
              override: dict[str, Any] | None = None) -> MessageRequest:
     template = (templates.get(TEMPLATES.get(channel, "")) or {})
-    if template.get("Version"):
-        raise BadRequestException(f"TemplateConfiguration.{TEMPLATES[channel]}.Version: templates are versioned by "
-                                  "`tidings apply`; the current version is the one sent")
     content, data = _content(config, channel)
     if override and (override.get("BodyOverride") or override.get("TitleOverride")):
         fields = {"body": override.get("BodyOverride"), "title": override.get("TitleOverride")}
@@ -96,6 +94,28 @@ def _request(config: dict[str, Any], templates: dict[str, Any], channel: str, re
                                   f"or TemplateConfiguration.{TEMPLATES.get(channel, 'EmailTemplate')})")
     return MessageRequest(channel=channel, recipients=recipients,  # type: ignore[arg-type]  # checked above
                           content=content, data=data)
+
+
+def _check_versions(ctx: Context, templates: dict[str, Any]) -> dict[str, Any]:
+    """TemplateConfiguration with each `Version` checked: Tidings sends a template's active version, so a
+    Version is accepted when it is that one (and dropped), refused naming it otherwise."""
+    checked = dict(templates)
+    for member, template in templates.items():
+        if not (template or {}).get("Version"):
+            continue
+        field = f"TemplateConfiguration.{member}.Version"
+        if not template.get("Name"):
+            raise BadRequestException(f"{field}: a Version needs the template's Name")
+        try:
+            active = get_template_version(ctx.db, ctx.workspace, template["Name"]).active
+        except NotFound:
+            raise BadRequestException(f"TemplateConfiguration.{member}.Name: no template {template['Name']!r}") from None
+        if template["Version"] != str(active):
+            raise BadRequestException(f"{field}: version {template['Version']!r} is not the active version ({active}) of "
+                                      f"{template['Name']!r}; Tidings sends a template's active version "
+                                      "(UpdateTemplateActiveVersion chooses it)")
+        checked[member] = {k: v for k, v in template.items() if k != "Version"}
+    return checked
 
 
 def _result(outcome: Any, address: str | None = None) -> dict[str, Any]:
@@ -149,7 +169,8 @@ def _grouped(config: dict[str, Any], templates: dict[str, Any],
 @operation("SendMessages")
 async def send_messages(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     body = params["MessageRequest"]
-    config, templates = body["MessageConfiguration"], body.get("TemplateConfiguration") or {}
+    config = body["MessageConfiguration"]
+    templates = await asyncio.to_thread(_check_versions, ctx, body.get("TemplateConfiguration") or {})
     context = body.get("Context") or {}
     addresses, endpoints = body.get("Addresses") or {}, body.get("Endpoints") or {}
     if len(addresses) + len(endpoints) > MAX_RECIPIENTS:
@@ -198,7 +219,8 @@ def _channels(config: dict[str, Any], templates: dict[str, Any]) -> list[str]:
 @operation("SendUsersMessages")
 async def send_users_messages(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     body = params["SendUsersMessageRequest"]
-    config, templates = body["MessageConfiguration"], body.get("TemplateConfiguration") or {}
+    config = body["MessageConfiguration"]
+    templates = await asyncio.to_thread(_check_versions, ctx, body.get("TemplateConfiguration") or {})
     context, people = body.get("Context") or {}, body["Users"]
     if len(people) > MAX_RECIPIENTS:
         raise BadRequestException(f"SendUsersMessageRequest.Users: at most {MAX_RECIPIENTS} users per request")

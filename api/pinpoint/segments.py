@@ -10,6 +10,7 @@ from typing import Any
 from tidings.api.pinpoint.apps import app_arn
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException, NotFoundException
+from tidings.engine.platform.errors import InvalidInput
 from tidings.engine.segments.pinpoint_dimensions import rule_segment, segment_rule
 from tidings.engine.segments.service import (
     SegmentIn,
@@ -22,15 +23,16 @@ from tidings.engine.segments.service import (
     segment_exists,
     update_segment,
 )
+from tidings.engine.workspaces.tags import get_tags, tags_for
 
 MAX_PAGE = 100
 
 
 def _response(app_id: str, segment_id: str, kind: str, name: str, rule: Any, version: int, created: str,
-              modified: str) -> dict[str, Any]:
+              modified: str, tags: dict[str, str]) -> dict[str, Any]:
     response: dict[str, Any] = {
         "ApplicationId": app_id, "Arn": f"{app_arn(app_id)}/segments/{segment_id}", "Id": segment_id,
-        "Name": name, "CreationDate": created, "LastModifiedDate": modified, "Version": version, "tags": {},
+        "Name": name, "CreationDate": created, "LastModifiedDate": modified, "Version": version, "tags": tags,
         "SegmentType": "IMPORT" if kind == "static" else "DIMENSIONAL"}
     definition = rule_segment(rule) if kind == "dynamic" else None
     if definition is not None:
@@ -41,7 +43,7 @@ def _response(app_id: str, segment_id: str, kind: str, name: str, rule: Any, ver
 def _segment(ctx: Context, segment_id: str) -> dict[str, Any]:
     seg = get_segment(ctx.db, ctx.workspace, segment_id)
     return _response(ctx.workspace.name, seg.id, seg.kind, seg.name, seg.rule, seg.version, seg.created_at,
-                     seg.updated_at)
+                     seg.updated_at, get_tags(ctx.db, ctx.workspace.id, f"segments/{seg.id}"))
 
 
 def _rule(ctx: Context, request: dict[str, Any]) -> Any:
@@ -55,8 +57,8 @@ def _rule(ctx: Context, request: dict[str, Any]) -> Any:
 
 
 def _check_write(request: dict[str, Any]) -> None:
-    if request.get("tags"):
-        raise BadRequestException("WriteSegmentRequest.tags: Tidings keeps no resource tags")
+    """`tags` are stored by CreateSegment and not read by UpdateSegment (Pinpoint deprecated them on updates:
+    TagResource changes them)."""
     if "Name" in request and not 1 <= len(request["Name"].strip()) <= 255:
         raise BadRequestException("WriteSegmentRequest.Name: 1-255 characters")
 
@@ -69,7 +71,13 @@ async def create_segment_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
         raise BadRequestException("WriteSegmentRequest.Name: a segment needs a name")
 
     def created() -> dict[str, Any]:
-        seg = create_segment(ctx.db, ctx.workspace, SegmentIn(name=request["Name"], rule=_rule(ctx, request)))
+        try:
+            seg = create_segment(ctx.db, ctx.workspace, SegmentIn(name=request["Name"], rule=_rule(ctx, request)),
+                                 tags=request.get("tags"))
+        except InvalidInput as exc:
+            if not (exc.field or "").startswith("tags"):
+                raise
+            raise BadRequestException(f"WriteSegmentRequest.{exc.field}: {exc.message}") from None
         return _segment(ctx, seg.id)
     return {"SegmentResponse": await asyncio.to_thread(created)}
 
@@ -130,15 +138,18 @@ def _page(items: list[dict[str, Any]], key: str, params: dict[str, Any]) -> dict
 @operation("GetSegments")
 async def get_segments_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     def listed() -> list[dict[str, Any]]:
-        return [_response(ctx.workspace.name, s.id, s.kind, s.name, s.rule, s.version, s.created_at, s.updated_at)
-                for s in list_segments(ctx.db, ctx.workspace)]
+        found = list_segments(ctx.db, ctx.workspace)
+        tags = tags_for(ctx.db, ctx.workspace.id, [f"segments/{s.id}" for s in found])
+        return [_response(ctx.workspace.name, s.id, s.kind, s.name, s.rule, s.version, s.created_at, s.updated_at,
+                          tags.get(f"segments/{s.id}", {})) for s in found]
     return {"SegmentsResponse": _page(await asyncio.to_thread(listed), "Id", params)}
 
 
 def _versions(ctx: Context, segment_id: str) -> list[dict[str, Any]]:
     seg = get_segment(ctx.db, ctx.workspace, segment_id)
-    return [_response(ctx.workspace.name, seg.id, seg.kind, v.name, v.rule, v.version, seg.created_at, v.created_at)
-            for v in list_versions(ctx.db, ctx.workspace, segment_id)]
+    tags = get_tags(ctx.db, ctx.workspace.id, f"segments/{seg.id}")
+    return [_response(ctx.workspace.name, seg.id, seg.kind, v.name, v.rule, v.version, seg.created_at, v.created_at,
+                      tags) for v in list_versions(ctx.db, ctx.workspace, segment_id)]
 
 
 @operation("GetSegmentVersions")

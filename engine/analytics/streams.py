@@ -33,7 +33,7 @@ from tidings.engine.platform.retry import backoff
 from tidings.engine.platform.db import reading, writing
 from tidings.engine.platform.metrics_registry import EVENT_STREAM_DEAD_LETTERS, EVENT_STREAM_LAG
 from tidings.engine.platform.errors import InvalidInput, NotFound
-from tidings.engine.analytics.tables import dead_letters, event_streams
+from tidings.engine.analytics.tables import dead_letters, event_streams, pinpoint_event_streams
 from tidings.engine.messaging.ledger import parse_name
 from tidings.engine.customers import history
 from tidings.engine.customers.tables import endpoints, events, users
@@ -252,8 +252,10 @@ def list_streams(db: Engine, plugins: Any, ws: WorkspaceRef) -> list[StreamOut]:
 
 
 def delete_stream(db: Engine, ws: WorkspaceRef, stream_id: str) -> None:
+    """Delete a stream, its dead letters, and the Pinpoint event stream that named it (if any)."""
     with writing(db) as conn:
         row = _row(conn, ws, stream_id)
+        conn.execute(delete(pinpoint_event_streams).where(pinpoint_event_streams.c.stream_pk == row.id))
         conn.execute(delete(dead_letters).where(dead_letters.c.stream_pk == row.id))
         conn.execute(delete(event_streams).where(event_streams.c.id == row.id))
 
@@ -265,6 +267,71 @@ def list_dead_letters(db: Engine, ws: WorkspaceRef, stream_id: str, limit: int =
         return [{"id": r.id, "first_position": r.first_event_pk, "last_position": r.last_event_pk,
                  "attempts": r.attempts, "error": r.error, "records": r.records, "created_at": r.created_at}
                 for r in conn.execute(q)]
+
+
+# ---- a Pinpoint application's event stream (api/pinpoint/event_stream.py) ------------------------------------
+
+
+class PinpointStream(msgspec.Struct):
+    stream_id: str  # the native stream it names
+    destination_arn: str
+    role_arn: str
+    updated_at: int
+
+
+def put_pinpoint_stream(db: Engine, ws: WorkspaceRef, stream_id: str, destination_arn: str,
+                        role_arn: str) -> PinpointStream:
+    """Make the native stream `stream_id` the workspace's Pinpoint event stream: it is enabled and emits
+    Pinpoint's record shape. A stream it replaces is disabled (one destination per application, as in
+    Pinpoint). InvalidInput (field DestinationStreamArn) when no such native stream is configured."""
+    now = now_ms()
+    with writing(db) as conn:
+        row = conn.execute(select(event_streams.c.id).where(
+            event_streams.c.workspace_id == ws.id, event_streams.c.stream_id == stream_id)).first()
+        if row is None:
+            raise InvalidInput(f"no event stream {stream_id!r} is configured in this workspace (create it first: "
+                               f"PUT /v1/event-streams/{stream_id}, docs/events.md)", field="DestinationStreamArn")
+        old = conn.execute(select(pinpoint_event_streams.c.stream_pk).where(
+            pinpoint_event_streams.c.workspace_id == ws.id)).scalar()
+        if old is not None and old != row.id:
+            conn.execute(update(event_streams).where(event_streams.c.id == old).values(enabled=False, updated_at=now))
+        conn.execute(update(event_streams).where(event_streams.c.id == row.id).values(
+            format="pinpoint", enabled=True, updated_at=now))
+        values = {"stream_pk": row.id, "destination_arn": destination_arn, "role_arn": role_arn, "updated_at": now}
+        if old is None:
+            conn.execute(insert(pinpoint_event_streams).values(workspace_id=ws.id, **values))
+        else:
+            conn.execute(update(pinpoint_event_streams).where(pinpoint_event_streams.c.workspace_id == ws.id)
+                         .values(**values))
+    return PinpointStream(stream_id=stream_id, destination_arn=destination_arn, role_arn=role_arn, updated_at=now)
+
+
+def _pinpoint_row(conn: Connection, ws: WorkspaceRef) -> Any:
+    row = conn.execute(select(pinpoint_event_streams, event_streams.c.stream_id)
+                       .join(event_streams, event_streams.c.id == pinpoint_event_streams.c.stream_pk)
+                       .where(pinpoint_event_streams.c.workspace_id == ws.id)).first()
+    if row is None:
+        raise NotFound("this application has no event stream", field="ApplicationId")
+    return row
+
+
+def get_pinpoint_stream(db: Engine, ws: WorkspaceRef) -> PinpointStream:
+    with reading(db) as conn:
+        row = _pinpoint_row(conn, ws)
+    return PinpointStream(stream_id=row.stream_id, destination_arn=row.destination_arn, role_arn=row.role_arn,
+                          updated_at=row.updated_at)
+
+
+def delete_pinpoint_stream(db: Engine, ws: WorkspaceRef) -> PinpointStream:
+    """Stop streaming: the native stream is disabled (it stays configured, with its position: PUT it with
+    `enabled: true`, or PutEventStream again, to resume) and the application has no event stream."""
+    with writing(db) as conn:
+        row = _pinpoint_row(conn, ws)
+        conn.execute(update(event_streams).where(event_streams.c.id == row.stream_pk).values(
+            enabled=False, updated_at=now_ms()))
+        conn.execute(delete(pinpoint_event_streams).where(pinpoint_event_streams.c.workspace_id == ws.id))
+    return PinpointStream(stream_id=row.stream_id, destination_arn=row.destination_arn, role_arn=row.role_arn,
+                          updated_at=row.updated_at)
 
 
 # ---- delivery -----------------------------------------------------------------------------------------

@@ -55,5 +55,18 @@ class DeadLetter(SQLModel, table=True):
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class PinpointEventStream(SQLModel, table=True):
+    """A Pinpoint application's event stream (PutEventStream): the native stream its DestinationStreamArn
+    names, and the ARNs as given."""
+
+    __tablename__ = "pinpoint_event_stream"
+    workspace_id: int = Field(foreign_key="workspace.id", primary_key=True)
+    stream_pk: int = Field(foreign_key="event_stream.id")
+    destination_arn: str = Field(max_length=600)
+    role_arn: str = Field(max_length=600)
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 event_streams = EventStream.__table__
+pinpoint_event_streams = PinpointEventStream.__table__
 dead_letters = DeadLetter.__table__

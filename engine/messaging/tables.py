@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 import tidings.engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
@@ -91,7 +91,26 @@ class IdempotentRequest(SQLModel, table=True):
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class TemplateVersion(SQLModel, table=True):
+    """Every version of a template (Pinpoint numbers them 1, 2, 3 ...). The template's row holds the active
+    version's document (what sends render); a native save of a changed template adds a version and makes it
+    active, Pinpoint's UpdateXTemplate may overwrite the latest or add one without activating it."""
+
+    __tablename__ = "message_template_version"
+    __table_args__ = (UniqueConstraint("workspace_id", "template_id", "version",
+                                       name="uq_message_template_version"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    workspace_id: int = Field(foreign_key="workspace.id")
+    template_id: str = Field(max_length=255)
+    version: int
+    doc: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    description: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 stored_templates = StoredTemplate.__table__
+template_versions = TemplateVersion.__table__
 messages = Message.__table__
 outbox_messages = OutboxMessage.__table__
 idempotent_requests = IdempotentRequest.__table__

@@ -12,15 +12,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, func, select, update
 
 from tidings.engine.channels.contract import ChannelType
 from tidings.engine.platform.clock import ms_to_iso, now_ms
 from tidings.engine.platform.db import reading, rows_where_in, writing
-from tidings.engine.platform.errors import InvalidInput, NotFound
-from tidings.engine.messaging.tables import stored_templates
+from tidings.engine.platform.errors import Conflict, InvalidInput, NotFound
+from tidings.engine.messaging.tables import stored_templates, template_versions
 from tidings.engine.messaging.templates import Template, TemplateParts, template_errors
 from tidings.engine.workspaces.service import WorkspaceRef
+from tidings.engine.workspaces.tags import add_tags, drop_tags
 
 _TOP_LEVEL = {"user", "endpoint", "data", "customer", "User", "Attributes", "Metrics", "Demographic", "Location",
               "Address", "Id", "ChannelType"}
@@ -71,7 +72,8 @@ def check_template(template_id: str, body: TemplateBody, field_prefix: str = "")
 
 
 def put_template(db: Engine, ws: WorkspaceRef | int, template_id: str, body: TemplateBody) -> tuple[TemplateOut, str]:
-    """Save; returns the stored template and "created", "updated" or "unchanged"."""
+    """Save; returns the stored template and "created", "updated" or "unchanged". A changed template gets a
+    new version (after the latest, which Pinpoint's API may have added) and that version becomes active."""
     ws_id = ws if isinstance(ws, int) else ws.id
     check_template(template_id, body)
     doc = msgspec.to_builtins(body)
@@ -83,14 +85,184 @@ def put_template(db: Engine, ws: WorkspaceRef | int, template_id: str, body: Tem
             conn.execute(stored_templates.insert().values(workspace_id=ws_id, template_id=template_id,
                                                           channel_type=body.channel, doc=doc, version=1,
                                                           created_at=now, updated_at=now))
+            _insert_version(conn, ws_id, template_id, 1, doc, None, now)
             outcome, version, created = "created", 1, now
         elif row.doc == doc:
             return _out(template_id, row.doc, row.version, row.created_at, row.updated_at), "unchanged"
         else:
+            version = _latest(conn, ws_id, template_id) + 1
+            _insert_version(conn, ws_id, template_id, version, doc, None, now)
             conn.execute(update(stored_templates).where(stored_templates.c.id == row.id).values(
-                channel_type=body.channel, doc=doc, version=row.version + 1, updated_at=now))
-            outcome, version, created = "updated", row.version + 1, row.created_at
+                channel_type=body.channel, doc=doc, version=version, updated_at=now))
+            outcome, created = "updated", row.created_at
     return _out(template_id, doc, version, created, now), outcome
+
+
+# ---- versions (Pinpoint's template API: api/pinpoint/templates.py) ------------------------------------------
+
+
+class TemplateVersion(msgspec.Struct, kw_only=True):
+    """One stored version of a template, with what the template's row says about all of them."""
+
+    template_id: str
+    version: int
+    body: TemplateBody
+    description: str | None
+    created_at: int  # this version's
+    updated_at: int
+    active: int  # the template's active version
+    latest: int
+    template_created_at: int
+    channel: str  # the template's (its active version's) channel
+
+
+def _insert_version(conn: Connection, ws_id: int, template_id: str, version: int, doc: dict, description: str | None,
+                    now: int) -> None:
+    conn.execute(template_versions.insert().values(workspace_id=ws_id, template_id=template_id, version=version,
+                                                   doc=doc, description=description, created_at=now, updated_at=now))
+
+
+def _latest(conn: Connection, ws_id: int, template_id: str) -> int:
+    return conn.execute(select(func.max(template_versions.c.version)).where(
+        template_versions.c.workspace_id == ws_id, template_versions.c.template_id == template_id)).scalar() or 0
+
+
+def _template_row(conn: Connection, ws_id: int, template_id: str) -> Any:
+    row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws_id,
+                                                      stored_templates.c.template_id == template_id)).first()
+    if row is None:
+        raise NotFound(f"no template {template_id!r}", field="template_id")
+    return row
+
+
+def _version_rows(conn: Connection, ws_id: int, template_id: str, version: int | None = None) -> list[Any]:
+    q = select(template_versions).where(template_versions.c.workspace_id == ws_id,
+                                        template_versions.c.template_id == template_id)
+    if version is not None:
+        q = q.where(template_versions.c.version == version)
+    return list(conn.execute(q.order_by(template_versions.c.version)).all())
+
+
+def _version(row: Any, v: Any, latest: int) -> TemplateVersion:
+    return TemplateVersion(template_id=row.template_id, version=v.version, body=msgspec.convert(v.doc, TemplateBody),
+                           description=v.description, created_at=v.created_at, updated_at=v.updated_at,
+                           active=row.version, latest=latest, template_created_at=row.created_at,
+                           channel=row.channel_type)
+
+
+def get_template_version(db: Engine, ws: WorkspaceRef, template_id: str, version: int | None = None) -> TemplateVersion:
+    """A version of a template (its active one when `version` is None); NotFound names what is missing."""
+    with reading(db) as conn:
+        row = _template_row(conn, ws.id, template_id)
+        found = _version_rows(conn, ws.id, template_id, row.version if version is None else version)
+        if not found:
+            raise NotFound(f"template {template_id!r} has no version {version}", field="version")
+        return _version(row, found[0], _latest(conn, ws.id, template_id))
+
+
+def list_template_versions(db: Engine, ws: WorkspaceRef, template_id: str) -> list[TemplateVersion]:
+    with reading(db) as conn:
+        row = _template_row(conn, ws.id, template_id)
+        versions = _version_rows(conn, ws.id, template_id)
+        latest = versions[-1].version if versions else row.version
+        return [_version(row, v, latest) for v in versions]
+
+
+def list_active_versions(db: Engine, ws: WorkspaceRef) -> list[TemplateVersion]:
+    """Every template of the workspace at its active version, by template id."""
+    with reading(db) as conn:
+        rows = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws.id)
+                            .order_by(stored_templates.c.template_id)).all()
+        active = {(v.template_id, v.version): v for v in conn.execute(
+            select(template_versions).join(stored_templates, (stored_templates.c.workspace_id ==
+                                                              template_versions.c.workspace_id)
+                                           & (stored_templates.c.template_id == template_versions.c.template_id)
+                                           & (stored_templates.c.version == template_versions.c.version))
+            .where(template_versions.c.workspace_id == ws.id))}
+    return [_version(r, active[(r.template_id, r.version)], r.version) for r in rows
+            if (r.template_id, r.version) in active]
+
+
+def create_template(db: Engine, ws: WorkspaceRef, template_id: str, body: TemplateBody, description: str | None,
+                    tags: dict[str, str] | None = None, tag_resource: str | None = None) -> TemplateVersion:
+    """A new template at version 1 (active); Conflict when the id is taken (whatever its channel). `tags` are
+    stored on `tag_resource` (tidings.engine.workspaces.tags) in the same transaction."""
+    check_template(template_id, body)
+    doc = msgspec.to_builtins(body)
+    now = now_ms()
+    with writing(db) as conn:
+        existing = conn.execute(select(stored_templates.c.channel_type).where(
+            stored_templates.c.workspace_id == ws.id, stored_templates.c.template_id == template_id)).first()
+        if existing is not None:
+            raise Conflict(f"a template named {template_id!r} already exists (a {existing.channel_type} template); "
+                           "template names are unique across channels", field="template_id")
+        conn.execute(stored_templates.insert().values(workspace_id=ws.id, template_id=template_id,
+                                                      channel_type=body.channel, doc=doc, version=1,
+                                                      created_at=now, updated_at=now))
+        _insert_version(conn, ws.id, template_id, 1, doc, description, now)
+        if tags and tag_resource:
+            add_tags(conn, ws.id, tag_resource, tags)
+    return get_template_version(db, ws, template_id)
+
+
+def save_template_version(db: Engine, ws: WorkspaceRef, template_id: str, body: TemplateBody, description: str | None,
+                          *, new_version: bool = False, version: int | None = None) -> TemplateVersion:
+    """Pinpoint's update: overwrite the latest version (`version`, when given, must be the latest), or add a
+    new version after it (`new_version`), which does not become active. Overwriting the active version
+    changes what sends render."""
+    check_template(template_id, body)
+    doc = msgspec.to_builtins(body)
+    now = now_ms()
+    with writing(db) as conn:
+        row = _template_row(conn, ws.id, template_id)
+        latest = _latest(conn, ws.id, template_id)
+        if new_version:
+            if version is not None:
+                raise InvalidInput("give either a version or create-new-version, not both", field="version")
+            target = latest + 1
+            _insert_version(conn, ws.id, template_id, target, doc, description, now)
+        else:
+            if version is not None and version != latest:
+                raise InvalidInput(f"only the latest version ({latest}) can be overwritten; got version {version} "
+                                   "(or create a new version)", field="version")
+            target = latest
+            conn.execute(update(template_versions).where(
+                template_versions.c.workspace_id == ws.id, template_versions.c.template_id == template_id,
+                template_versions.c.version == target).values(doc=doc, description=description, updated_at=now))
+        values: dict[str, Any] = {"updated_at": now}
+        if target == row.version:
+            values.update(doc=doc, channel_type=body.channel)
+        conn.execute(update(stored_templates).where(stored_templates.c.id == row.id).values(**values))
+    return get_template_version(db, ws, template_id, target)
+
+
+def set_active_version(db: Engine, ws: WorkspaceRef, template_id: str, version: int | None) -> TemplateVersion:
+    """Make `version` (the latest when None) the one sends render."""
+    now = now_ms()
+    with writing(db) as conn:
+        row = _template_row(conn, ws.id, template_id)
+        target = _latest(conn, ws.id, template_id) if version is None else version
+        found = _version_rows(conn, ws.id, template_id, target)
+        if not found:
+            raise NotFound(f"template {template_id!r} has no version {version}", field="version")
+        conn.execute(update(stored_templates).where(stored_templates.c.id == row.id).values(
+            doc=found[0].doc, version=target, channel_type=msgspec.convert(found[0].doc, TemplateBody).channel,
+            updated_at=now))
+    return get_template_version(db, ws, template_id)
+
+
+def delete_template_version(db: Engine, ws: WorkspaceRef, template_id: str, version: int) -> None:
+    """Delete one version; the active one cannot be (make another active, or delete the whole template)."""
+    with writing(db) as conn:
+        row = _template_row(conn, ws.id, template_id)
+        if not _version_rows(conn, ws.id, template_id, version):
+            raise NotFound(f"template {template_id!r} has no version {version}", field="version")
+        if version == row.version:
+            raise InvalidInput(f"version {version} is the active version of {template_id!r}: make another version "
+                               "active first, or delete the template without a version", field="version")
+        conn.execute(delete(template_versions).where(
+            template_versions.c.workspace_id == ws.id, template_versions.c.template_id == template_id,
+            template_versions.c.version == version))
 
 
 def _out(template_id: str, doc: dict, version: int, created: int, updated: int) -> TemplateOut:
@@ -116,11 +288,15 @@ def list_templates(db: Engine, ws: WorkspaceRef | int) -> list[TemplateOut]:
 
 
 def delete_template(db: Engine, ws: WorkspaceRef, template_id: str) -> None:
+    """Delete a template with all its versions and tags."""
     with writing(db) as conn:
         n = conn.execute(delete(stored_templates).where(stored_templates.c.workspace_id == ws.id,
                                                         stored_templates.c.template_id == template_id)).rowcount
-    if not n:
-        raise NotFound(f"no template {template_id!r}", field="template_id")
+        if not n:
+            raise NotFound(f"no template {template_id!r}", field="template_id")
+        conn.execute(delete(template_versions).where(template_versions.c.workspace_id == ws.id,
+                                                     template_versions.c.template_id == template_id))
+        drop_tags(conn, ws.id, f"templates/{template_id}/")
 
 
 def template_exists(conn: Connection, workspace_id: int, template_id: str) -> bool:
@@ -161,4 +337,5 @@ def apply_template_resource(db: Engine, ws: WorkspaceRef | int, doc: dict[str, A
 
 __all__ = ["template_resource", "TemplateBody", "TemplateOut", "PartsBody", "put_template", "get_template", "list_templates",
            "delete_template", "template_exists", "load_templates", "apply_template_resource", "check_template",
-           "to_template"]
+           "to_template", "TemplateVersion", "get_template_version", "list_template_versions", "list_active_versions",
+           "create_template", "save_template_version", "set_active_version", "delete_template_version"]

@@ -21,6 +21,7 @@ from tidings.engine.segments.tables import (
 from tidings.engine.segments import rules
 from tidings.engine.segments.evaluate import evaluate_many_full
 from tidings.engine.workspaces.service import WorkspaceRef
+from tidings.engine.workspaces.tags import add_tags, drop_tags
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -136,9 +137,12 @@ def create_in(conn: Connection, workspace_id: int, data: SegmentIn, kind: str = 
     return seg_id
 
 
-def create_segment(db: Engine, ws: WorkspaceRef, data: SegmentIn) -> SegmentOut:
+def create_segment(db: Engine, ws: WorkspaceRef, data: SegmentIn, tags: dict[str, str] | None = None) -> SegmentOut:
+    """Create; `tags` (tidings.engine.workspaces.tags) are stored in the same transaction."""
     with writing(db) as conn:
         seg_id = create_in(conn, ws.id, data)
+        if tags:
+            add_tags(conn, ws.id, f"segments/{seg_id}", tags)
         return _out(conn, _row(conn, ws.id, seg_id))
 
 
@@ -203,6 +207,7 @@ def delete_segment(db: Engine, ws: WorkspaceRef, segment_id: str) -> None:
         for table in (segment_members, static_members, segment_versions):
             conn.execute(delete(table).where(table.c.workspace_id == ws.id, table.c.segment_id == segment_id))
         conn.execute(delete(segments).where(segments.c.workspace_id == ws.id, segments.c.id == segment_id))
+        drop_tags(conn, ws.id, f"segments/{segment_id}")
 
 
 def get_segment(db: Engine, ws: WorkspaceRef, segment_id: str) -> SegmentOut:

@@ -117,11 +117,16 @@ def list_workspaces(db: Engine) -> list[WorkspaceRef]:
             select(workspaces.c.id, workspaces.c.name).order_by(workspaces.c.id))]
 
 
-def create_workspace(db: Engine, name: str) -> WorkspaceRef:
-    """A new workspace; Conflict when the name is taken (names are the workspaces' ids)."""
+def create_workspace(db: Engine, name: str, tags: dict[str, str] | None = None) -> WorkspaceRef:
+    """A new workspace; Conflict when the name is taken (names are the workspaces' ids). `tags` are its own
+    (tidings.engine.workspaces.tags, resource "app"), stored in the same transaction."""
+    from tidings.engine.workspaces.tags import add_tags
+
     try:
         with writing(db) as conn:
             ws_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
+            if tags:
+                add_tags(conn, ws_id, "app", tags)
     except IntegrityError:  # the name's unique constraint: taken, perhaps a moment ago by another request
         raise Conflict(f"a workspace named {name!r} exists", field="name") from None
     return WorkspaceRef(ws_id, name)

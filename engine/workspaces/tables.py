@@ -5,9 +5,9 @@ Timestamps are epoch milliseconds (BigInteger) so comparisons are the same on SQ
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
-from sqlalchemy import BigInteger, Column, Text
+from sqlalchemy import JSON, BigInteger, Column, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -63,3 +63,17 @@ class AccessKey(SQLModel, table=True):
 
 
 access_keys = AccessKey.__table__
+
+
+class ResourceTag(SQLModel, table=True):
+    """The tags of one resource of a workspace (Pinpoint's TagResource and the `tags` of its create bodies):
+    `resource` is "app", "segments/<id>" or "templates/<name>/<TYPE>" (tidings.engine.workspaces.tags)."""
+
+    __tablename__ = "resource_tag"
+    workspace_id: int = Field(foreign_key="workspace.id", primary_key=True)
+    resource: str = Field(max_length=400, primary_key=True)
+    tags: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+resource_tags = ResourceTag.__table__

@@ -77,3 +77,17 @@ def acme_key(running_api) -> KeyPair:
 @pytest.fixture
 def pinpoint(running_api, acme_key):
     return client_for(running_api, acme_key)
+
+
+@pytest.fixture
+def native(running_api, acme_key):
+    """An httpx client of the native /v1 API with a bearer key of the same workspace as `pinpoint`."""
+    import httpx
+
+    from tidings.engine.workspaces.service import create_key
+
+    db = make_engine(running_api.database_url)
+    _, key = create_key(db, "acme")
+    db.dispose()
+    with httpx.Client(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"}) as client:
+        yield client

@@ -263,7 +263,7 @@ def test_update_makes_a_version_and_delete_removes(pinpoint, native, people):
      "SegmentGroups.Groups[0].SourceSegments[0].Id"),
     ({"SegmentGroups": {"Groups": [{"Dimensions": [{"Demographic": {"DeviceType": {"Values": ["PHONE"]}}}]}]}},
      "SegmentGroups.Groups[0].Dimensions[0].Demographic.DeviceType"),
-    ({"tags": {"team": "x"}}, "WriteSegmentRequest.tags"),
+    ({"tags": {"aws:team": "x"}}, "WriteSegmentRequest.tags.aws:team"),
 ])
 def test_what_tidings_cannot_express_is_refused_naming_it(pinpoint, native, request_, path):
     with pytest.raises(pinpoint.exceptions.BadRequestException) as caught:
