@@ -444,6 +444,17 @@ async def stop(client, db: Engine, ws, journey_id: str) -> JourneyInfo:
     return info
 
 
+async def stop_all(client, db: Engine, ws) -> list[str]:
+    """Stop every journey of the workspace that is active or paused (as `stop` does each: runs exit, nobody
+    enters, schedules deleted, workflows cancelled); returns their ids. Used before a workspace is deleted."""
+    stopped = []
+    for info in list_journeys(db, ws):
+        if info.status in ("active", "paused"):
+            await stop(client, db, ws, info.id)
+            stopped.append(info.id)
+    return stopped
+
+
 async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *, task_queue: str = "tidings",
                 entry: dict | None = None, version: int | None = None, cohort_options: dict | None = None,
                 claim_key: str | None = None):
