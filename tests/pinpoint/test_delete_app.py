@@ -103,9 +103,13 @@ async def test_delete_app_stops_journeys_and_erases_the_workspace(running_api, w
         await _until(waiting_run, "ann waiting at the journey's first step")
         installation = installation_id(db)
         admission = admission_workflow_id(installation, acme_id, "pp-waiting")
-        running = [wf.id async for wf in temporal_env.client.list_workflows(
-            f"WorkflowId STARTS_WITH '{scoped(installation, f'journey/{acme_id}/')}' AND ExecutionStatus = 'Running'")]
-        assert admission in running and any("/cohort/" in w for w in running), running
+
+        async def running_workflows():
+            running = [wf.id async for wf in temporal_env.client.list_workflows(
+                f"WorkflowId STARTS_WITH '{scoped(installation, f'journey/{acme_id}/')}' "
+                "AND ExecutionStatus = 'Running'")]
+            return running if admission in running and any("/cohort/" in w for w in running) else None
+        running = await _until(running_workflows, "the admission and cohort workflows running")
 
         # a workspace's key may not delete, not even its own workspace
         with pytest.raises(pinpoint.exceptions.ForbiddenException):
