@@ -243,3 +243,73 @@ def test_an_s3_endpoint_the_operator_did_not_configure_goes_through_the_ssrf_gua
     monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
     job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
     assert job["JobStatus"] == "COMPLETED" and _members(native, job["Definition"]["SegmentId"]) == ["ann", "bob"]
+
+
+REBOUND = "localhost.rebinding.test"  # moto reads a bucket out of other host names (virtual hosting)
+
+
+@pytest.fixture
+def rebinding_dns(monkeypatch):
+    """A name that first resolves to a public address, then (DNS rebinding) to loopback, as a hostile
+    resolver answers; every other name resolves as usual."""
+    real = socket.getaddrinfo
+    calls = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != REBOUND:
+            return real(host, port, *args, **kwargs)
+        calls.append(host)
+        address = "93.184.215.14" if len(calls) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+def test_a_name_resolving_to_loopback_is_refused_when_the_job_connects(pinpoint, native, s3, s3_endpoint,
+                                                                      monkeypatch, rebinding_dns):
+    """The guard checks the address the job's connection goes to, not only the name at CreateImportJob: a name
+    that resolved to a public address then rebinds to loopback fails the job, nothing written; allowed by the
+    operator, the same name reaches the store."""
+    s3.put_object(Bucket=s3.bucket, Key="people.csv", Body=CSV)
+    port = s3_endpoint.rsplit(":", 1)[1]
+    monkeypatch.delenv("TIDINGS_S3_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://{REBOUND}:{port}")
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "")
+    job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    assert len(rebinding_dns) >= 2  # the early check saw the public address; the connection, loopback
+    assert job["JobStatus"] == "FAILED" and job["FailedPieces"] == 1, job
+    assert job["Failures"] == [f"ImportJobRequest.S3Url: s3://{s3.bucket}/people.csv: the S3 endpoint is refused: "
+                               f"refusing to connect to {REBOUND}:{port}: it is (or resolves to) a loopback, private, "
+                               "link-local or otherwise non-public address; the operator can allow it with "
+                               "TIDINGS_ALLOW_PRIVATE_DESTINATIONS"], job["Failures"]
+    assert native.get("/v1/segments").json()["items"] == []
+    # an export is refused the same way: nothing is written to the store
+    segment = native.post("/v1/segments", json={"id": "all", "name": "All", "rule": {"==": [1, 1]}})
+    assert segment.status_code in (200, 201), segment.text
+    rebinding_dns.clear()
+    exported = _export(pinpoint, {"S3UrlPrefix": f"s3://{s3.bucket}/out/", "RoleArn": ROLE, "SegmentId": "all"})
+    assert exported["JobStatus"] == "FAILED" and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in exported["Failures"][0]
+    assert "Contents" not in s3.list_objects_v2(Bucket=s3.bucket, Prefix="out/")
+
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
+    rebinding_dns.clear()
+    job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    assert job["JobStatus"] == "COMPLETED", job["Failures"]
+    assert _members(native, job["Definition"]["SegmentId"]) == ["ann", "bob"]
+
+
+def test_a_hostname_resolving_to_loopback_is_refused_at_create_unless_allowed(pinpoint, native, s3, s3_endpoint,
+                                                                             monkeypatch):
+    s3.put_object(Bucket=s3.bucket, Key="people.csv", Body=CSV)
+    monkeypatch.delenv("TIDINGS_S3_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint.replace("127.0.0.1", "localhost"))
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "")
+    with pytest.raises(pinpoint.exceptions.BadRequestException) as refused:
+        _created(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    message = refused.value.response["Error"]["Message"]
+    assert "ImportJobRequest.S3Url" in message and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in message, message
+    assert pinpoint.get_import_jobs(ApplicationId="acme")["ImportJobsResponse"]["Item"] == []
+    # the operator's own store (TIDINGS_S3_ENDPOINT_URL) is allowed as named, like the SMTP relay
+    monkeypatch.setenv("TIDINGS_S3_ENDPOINT_URL", s3_endpoint.replace("127.0.0.1", "localhost"))
+    job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    assert job["JobStatus"] == "COMPLETED" and _members(native, job["Definition"]["SegmentId"]) == ["ann", "bob"]
