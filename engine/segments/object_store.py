@@ -104,8 +104,9 @@ def _client():
     client = botocore.session.get_session().create_client(
         "s3", endpoint_url=os.environ.get("TIDINGS_S3_ENDPOINT_URL") or None, region_name=region)
     endpoint = client._endpoint  # botocore keeps its HTTP session here; tests fail if an upgrade moves it
-    endpoint.http_session = _GuardedSession(timeout=client.meta.config.connect_timeout,
-                                            max_pool_connections=client.meta.config.max_pool_connections)
+    config = client.meta.config
+    endpoint.http_session = _GuardedSession(timeout=(config.connect_timeout, config.read_timeout),
+                                            max_pool_connections=config.max_pool_connections)
     return client
 
 
