@@ -64,9 +64,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await app.state.plugins.startup(settings)
         # Import jobs a dead API process left running are imported again (or failed with a reason), and its
         # abandoned uploads deleted.
-        from tidings.engine.segments import jobs
+        # Pinpoint import and export jobs left pending are run again first (their files are then held).
+        from tidings.engine.segments import jobs, pinpoint_jobs
 
         app.state.imports_dir = await asyncio.to_thread(jobs.imports_dir, settings.home)
+        await asyncio.to_thread(pinpoint_jobs.recover, app.state.db, app.state.imports_dir)
         await asyncio.to_thread(jobs.recover, app.state.db, app.state.imports_dir)
         tune_collector()  # everything loaded so far lives as long as the process
         stop, runner_task = asyncio.Event(), None

@@ -10,12 +10,14 @@ from sqlalchemy import Engine
 
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException
+from tidings.engine.journeys.store import stop_all
 from tidings.engine.platform.clock import ms_to_iso
 from tidings.engine.platform.errors import InvalidInput
 from tidings.engine.workspaces.service import (
     WorkspaceRef,
     create_workspace,
     created_at,
+    delete_workspace,
     list_workspaces,
 )
 from tidings.engine.workspaces.tags import get_tags
@@ -63,6 +65,19 @@ async def create_app(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         except InvalidInput as exc:
             raise BadRequestException(f"CreateApplicationRequest.{exc.field}: {exc.message}") from None
     return {"ApplicationResponse": await asyncio.to_thread(created)}
+
+
+@operation("DeleteApp")
+async def delete_app(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """Admin keys only (dispatch): the workspace's journeys are stopped (Temporal first, so nothing of it
+    runs on), then the workspace and everything in it are deleted in one transaction; its keys stop working.
+    Answers with the application as it was."""
+    assert ctx.workspace is not None  # ApplicationId is a required label: dispatch found it, or NotFound
+    answer = await asyncio.to_thread(_application, ctx.db, ctx.workspace)
+    client = await ctx.app_state.temporal.client()  # unreachable Temporal: refused before anything changes
+    await stop_all(client, ctx.db, ctx.workspace)
+    await asyncio.to_thread(delete_workspace, ctx.db, ctx.workspace)
+    return {"ApplicationResponse": answer}
 
 
 async def _settings(ctx: Context) -> dict[str, Any]:

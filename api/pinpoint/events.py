@@ -18,7 +18,7 @@ from typing import Any
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.endpoints import owner_of, to_native
 from tidings.api.pinpoint.errors import BadRequestException, PinpointError
-from tidings.engine.customers.endpoints import get_endpoints, upsert_customers
+from tidings.engine.customers.endpoints import existing_endpoint_ids, get_endpoints, upsert_customers
 from tidings.engine.customers.events import MAX_EVENT_VALUE, ingest
 from tidings.engine.customers.limits import MAX_NAME
 from tidings.engine.customers.schemas import EventIn
@@ -92,6 +92,8 @@ def _write_endpoints(ctx: Context, batch: dict[str, Any], results: dict[str, dic
     """Update the endpoints that say something; a refused one gets its 400 in `results`."""
     wanted = {eid: item["Endpoint"] for eid, item in batch.items()
               if any(item["Endpoint"].get(f) not in (None, {}, []) for f in _ENDPOINT_FIELDS)}
+    if not wanted:  # events only (the common batch): no endpoint to read or write
+        return
     current = get_endpoints(ctx.db, ctx.workspace, list(wanted))
     staged: dict[str, tuple[Any, Any]] = {}
     for eid, request in wanted.items():
@@ -129,7 +131,7 @@ def put_events(ctx: Context, batch: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {eid: {"EndpointItemResponse": dict(ACCEPTED), "EventsItemResponse": {}}
                                           for eid in batch}
     _write_endpoints(ctx, batch, results)
-    existing = get_endpoints(ctx.db, ctx.workspace, list(batch))
+    existing = existing_endpoint_ids(ctx.db, ctx.workspace, list(batch))
     staged: list[tuple[str, str, EventIn]] = []
     for eid, item in batch.items():
         events_out = results[eid]["EventsItemResponse"]

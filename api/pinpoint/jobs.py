@@ -1,8 +1,9 @@
 """Import and export jobs (tidings.engine.segments.pinpoint_jobs): CreateImportJob reads a Pinpoint CSV or JSON
 endpoint file from `s3://` (TIDINGS_S3_ENDPOINT_URL) or `file://` (under TIDINGS_IMPORT_ROOT) into a new
-imported segment; CreateExportJob writes a segment's endpoints there. A job runs within the request that
-creates it, so its answer already has its final JobStatus (COMPLETED or FAILED, with Failures); the RoleArn
-is kept but not assumed (the store's credentials are the server's)."""
+imported segment; CreateExportJob writes a segment's endpoints there. As in Pinpoint, a job is answered at
+once with JobStatus CREATED and runs in the background (PROCESSING, then COMPLETED or FAILED with its
+Failures), surviving a restart of the API; GetImportJob / GetExportJob show where it is. The RoleArn is kept
+but not assumed (the store's credentials are the server's)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,13 +18,15 @@ from tidings.engine.segments.pinpoint_jobs import export_job, get_job, import_jo
 
 
 def _response(ctx: Context, job: dict[str, Any]) -> dict[str, Any]:
-    failed = job["status"] == "FAILED"
-    return {"ApplicationId": ctx.workspace.name, "Id": job["id"], "Type": job["type"], "JobStatus": job["status"],
-            "Definition": job["definition"], "CreationDate": ms_to_iso(job["created_at"]),
-            "CompletionDate": ms_to_iso(job["completed_at"]), "TotalPieces": 1,
-            "CompletedPieces": 0 if failed else 1, "FailedPieces": 1 if failed else 0,
-            "Failures": job["failures"], "TotalFailures": job["total_failures"],
-            "TotalProcessed": job["total_processed"]}
+    status = job["status"]
+    answer = {"ApplicationId": ctx.workspace.name, "Id": job["id"], "Type": job["type"], "JobStatus": status,
+              "Definition": job["definition"], "CreationDate": ms_to_iso(job["created_at"]), "TotalPieces": 1,
+              "CompletedPieces": 1 if status == "COMPLETED" else 0, "FailedPieces": 1 if status == "FAILED" else 0,
+              "Failures": job["failures"], "TotalFailures": job["total_failures"],
+              "TotalProcessed": job["total_processed"]}
+    if job["completed_at"]:  # 0 while the job is CREATED or PROCESSING
+        answer["CompletionDate"] = ms_to_iso(job["completed_at"])
+    return answer
 
 
 def _import_definition(request: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -47,12 +50,11 @@ def _import_definition(request: dict[str, Any]) -> tuple[dict[str, Any], str]:
 @operation("CreateImportJob")
 async def create_import_job_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     definition, name = _import_definition(params["ImportJobRequest"])
-    source = parse_location(definition["S3Url"], "ImportJobRequest.S3Url")
-    await check_reachable(source)
+    await check_reachable(parse_location(definition["S3Url"], "ImportJobRequest.S3Url"))
 
     def run() -> dict[str, Any]:
-        job_id = import_job(ctx.db, ctx.workspace, source, definition, name)
-        return _response(ctx, get_job(ctx.db, ctx.workspace, "IMPORT", job_id))
+        return _response(ctx, import_job(ctx.db, ctx.workspace, ctx.app_state.imports_dir,
+                                         {**definition, "SegmentName": name}))
     return {"ImportJobResponse": await asyncio.to_thread(run)}
 
 
@@ -61,12 +63,10 @@ async def create_export_job_op(ctx: Context, params: dict[str, Any]) -> dict[str
     request = params["ExportJobRequest"]
     if not request.get("SegmentId"):
         raise BadRequestException("ExportJobRequest.SegmentId: Tidings exports one segment; name it")
-    target = parse_location(request["S3UrlPrefix"], "ExportJobRequest.S3UrlPrefix")
-    await check_reachable(target)
+    await check_reachable(parse_location(request["S3UrlPrefix"], "ExportJobRequest.S3UrlPrefix"))
 
     def run() -> dict[str, Any]:
-        job_id = export_job(ctx.db, ctx.workspace, target, dict(request))
-        return _response(ctx, get_job(ctx.db, ctx.workspace, "EXPORT", job_id))
+        return _response(ctx, export_job(ctx.db, ctx.workspace, ctx.app_state.imports_dir, dict(request)))
     return {"ExportJobResponse": await asyncio.to_thread(run)}
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, get_args
 
 import msgspec
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, and_, delete, insert, select, update
 from temporalio.client import (
     Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec, ScheduleOverlapPolicy,
     SchedulePolicy, ScheduleSpec, ScheduleUpdate,
@@ -455,6 +455,29 @@ async def delete_journey(client, db: Engine, ws, journey_id: str) -> None:
     with writing(db) as conn:
         for table in (journey_entries, journey_triggers, journey_cohorts, journey_runs, journey_versions, journeys):
             conn.execute(delete(table).where(table.c.workspace_id == ws_id, table.c.journey_id == journey_id))
+
+
+async def stop_all(client, db: Engine, ws) -> list[str]:
+    """Stop every journey of the workspace that is active or paused (as `stop` does each: runs exit, nobody
+    enters, schedules deleted, workflows cancelled); returns their ids. Used before a workspace is deleted."""
+    ws_id = _ws(ws)
+    with reading(db) as conn:  # by id, not through visibility (which may not list a cohort started just now)
+        cohorts = conn.execute(select(journey_cohorts.c.workflow_id).distinct().join(journey_runs, and_(
+            journey_runs.c.workspace_id == journey_cohorts.c.workspace_id,
+            journey_runs.c.journey_id == journey_cohorts.c.journey_id,
+            journey_runs.c.cohort == journey_cohorts.c.cohort)).where(
+            journey_cohorts.c.workspace_id == ws_id, journey_runs.c.status == "active")).scalars().all()
+    stopped = []
+    for info in list_journeys(db, ws):
+        if info.status in ("active", "paused"):
+            await stop(client, db, ws, info.id)
+            stopped.append(info.id)
+    for workflow_id in cohorts:
+        try:
+            await client.get_workflow_handle(workflow_id).cancel()
+        except Exception:
+            pass  # it had ended
+    return stopped
 
 
 async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *, task_queue: str = "tidings",

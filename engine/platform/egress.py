@@ -25,7 +25,8 @@ Private destinations are the operator's decision, never a workspace's: the envir
   setting spells it) or address, on that port only.
 
 The SMTP relay the operator configured for every workspace (``TIDINGS_SMTP_HOST`` and ``TIDINGS_SMTP_PORT``,
-as ``tidings dev`` sets for its mail sink) is allowed as well: the operator named it. Otherwise, with the
+as ``tidings dev`` sets for its mail sink) and the S3-compatible store of Pinpoint import and export jobs
+(``TIDINGS_S3_ENDPOINT_URL``, its host and port exactly) are allowed as well: the operator named them. Otherwise, with the
 variable unset or empty, only public addresses are reached. A bad entry fails start-up
 (``Settings.from_env`` parses it). The variables are read again when they change, so tests and
 long-running processes see the current value.
@@ -163,17 +164,34 @@ def operator_relay(host: str | None, port: str | None, security: str | None) -> 
     return host, number
 
 
+S3_VAR = "TIDINGS_S3_ENDPOINT_URL"
+
+
+def operator_s3(url: str | None) -> tuple[str, int] | None:
+    """The S3-compatible store the operator configured (TIDINGS_S3_ENDPOINT_URL) as (host, port)."""
+    if not url:
+        return None
+    try:
+        host, port = url_parts(url)
+    except DestinationRefused:
+        return None
+    try:
+        return str(ipaddress.ip_address(host.strip("[]"))), port
+    except ValueError:
+        return host.lower(), port
+
+
 _cached: tuple[tuple[str | None, ...], Policy] = ((), Policy())
 
 
 def current_policy() -> Policy:
     global _cached
-    values = (os.environ.get(ENV_VAR), *(os.environ.get(name) for name in _SMTP_VARS))
+    values = (os.environ.get(ENV_VAR), os.environ.get(S3_VAR), *(os.environ.get(name) for name in _SMTP_VARS))
     if values != _cached[0]:
         policy = parse_policy(values[0])
-        relay = operator_relay(*values[1:])
-        if relay is not None:
-            policy = Policy(policy.allow_all, policy.networks, policy.endpoints | {relay})
+        named = {e for e in (operator_relay(*values[2:]), operator_s3(values[1])) if e is not None}
+        if named:
+            policy = Policy(policy.allow_all, policy.networks, policy.endpoints | named)
         _cached = (values, policy)
     return _cached[1]
 
@@ -192,6 +210,25 @@ async def checked_addresses(host: str, port: int) -> list[str]:
         except socket.gaierror as exc:
             raise OSError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
         addresses = list(dict.fromkeys(_parse_ip(str(info[4][0])) for info in infos))
+    return _allowed(host, port, addresses)
+
+
+def checked_addresses_sync(host: str, port: int) -> list[str]:
+    """:func:`checked_addresses` for blocking clients (botocore's urllib3 connections): resolve now, check
+    every address, and connect only to what it returns."""
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        addresses = [_parse_ip(host)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise OSError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+        addresses = list(dict.fromkeys(_parse_ip(str(info[4][0])) for info in infos))
+    return _allowed(host, port, addresses)
+
+
+def _allowed(host: str, port: int, addresses: list[IPAddress]) -> list[str]:
     policy = current_policy()
     refused = [ip for ip in addresses if not policy.permits(host, ip, port)]
     if refused:
@@ -300,5 +337,6 @@ def async_client(*, http1: bool = True, http2: bool = False, limits: httpx.Limit
                              trust_env=False, **client_options)
 
 
-__all__ = ["DestinationRefused", "Policy", "async_client", "check_url", "checked_addresses", "current_policy",
+__all__ = ["DestinationRefused", "Policy", "async_client", "check_url", "checked_addresses",
+           "checked_addresses_sync", "current_policy",
            "embedded_ipv4", "is_public", "open_socket", "parse_policy", "url_parts", "ENV_VAR"]

@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import msgspec
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -116,8 +116,14 @@ def start_job(db: Engine, ws: WorkspaceRef, upload: Upload, fmt: str, name: str,
 
 
 def _spawn(db: Engine, job_id: str, upload: Upload, params: JobParams) -> None:
-    thread = threading.Thread(target=_work, args=(db, job_id, upload, params), name=f"import-{job_id}", daemon=True)
-    _running[job_id] = thread
+    in_background(job_id, lambda: _work(db, job_id, upload, params))
+
+
+def in_background(name: str, work: Callable[[], None]) -> None:
+    """Run `work` in a thread that `drain` waits for and `recover` leaves alone: `name` is the stem of the
+    file in the imports folder that the work holds (`<name>.upload`). `work` removes itself from `_running`."""
+    thread = threading.Thread(target=work, name=f"import-{name}", daemon=True)
+    _running[name] = thread
     thread.start()
 
 
@@ -156,7 +162,7 @@ def _fail(db: Engine, job_id: str, **values: Any) -> None:
                      .values(status="failed", finished_at=now_ms(), **values))
 
 
-def _claim(path: Path) -> Upload | None:
+def claim(path: Path) -> Upload | None:
     """The upload at `path` if no live process holds it (then this one does), else None."""
     try:
         f = open(path, "r+b")
@@ -185,7 +191,7 @@ def recover(db: Engine, folder: Path) -> dict[str, int]:
         if job_id in _running:
             continue
         path = folder / f"{job_id}{UPLOAD}"
-        upload = _claim(path)
+        upload = claim(path)
         if upload is None and path.exists():
             continue  # a live process is importing it
         params = None
@@ -214,7 +220,7 @@ def recover(db: Engine, folder: Path) -> dict[str, int]:
         upload_path = path.with_suffix(UPLOAD)
         if upload_path.stem in _running:
             continue
-        upload = _claim(upload_path)
+        upload = claim(upload_path)
         if upload is not None:
             upload.discard()
             counts["removed"] += 1

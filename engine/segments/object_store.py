@@ -4,15 +4,20 @@ store at TIDINGS_S3_ENDPOINT_URL (AWS's S3 when unset; credentials from the usua
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 import botocore.session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.awsrequest import AWSHTTPConnection, AWSHTTPConnectionPool, AWSHTTPSConnection, AWSHTTPSConnectionPool
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.httpsession import URLLib3Session
+from urllib3.exceptions import NewConnectionError
+from urllib3.util import connection as urllib3_connection
 
-from tidings.engine.platform.egress import DestinationRefused, check_url
+from tidings.engine.platform.egress import DestinationRefused, check_url, checked_addresses_sync
 from tidings.engine.platform.errors import InvalidInput
 
 CHUNK = 1024 * 1024
@@ -50,16 +55,65 @@ def parse_location(url: str, field: str) -> Location:
     raise InvalidInput(f"{field}: an s3://bucket/key or file:// URL, got {url!r}", field=field)
 
 
+class _GuardedConnection(AWSHTTPConnection):
+    """botocore's HTTP connection, connected only to addresses the destination guard
+    (tidings.engine.platform.egress) checked when the connection is made: the name is resolved here, once, and
+    the socket goes to a checked address (a name that resolves elsewhere later, DNS rebinding, is checked
+    again at the next connection). TLS still uses the host name (SNI, certificate)."""
+
+    def _new_conn(self) -> socket.socket:
+        last: OSError | None = None
+        for address in checked_addresses_sync(self._dns_host, self.port):  # DestinationRefused, OSError
+            try:
+                return urllib3_connection.create_connection((address, self.port), self.timeout,
+                                                            source_address=self.source_address,
+                                                            socket_options=self.socket_options)
+            except OSError as exc:
+                last = exc
+        raise NewConnectionError(self, f"Failed to establish a new connection: {last}")
+
+
+class _GuardedTLSConnection(_GuardedConnection, AWSHTTPSConnection):
+    pass
+
+
+class _GuardedPool(AWSHTTPConnectionPool):
+    ConnectionCls = _GuardedConnection
+
+
+class _GuardedTLSPool(AWSHTTPSConnectionPool):
+    ConnectionCls = _GuardedTLSConnection
+
+
+class _GuardedSession(URLLib3Session):
+    """botocore's HTTP session over the guarded connections, and no proxy (a proxy would connect on its own,
+    past the guard)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(proxies={}, **options)
+        self._pool_classes_by_scheme = {"http": _GuardedPool, "https": _GuardedTLSPool}
+        self._manager.pool_classes_by_scheme = self._pool_classes_by_scheme
+
+
 def _client():
+    """An S3 client of the store (TIDINGS_S3_ENDPOINT_URL, else botocore's own settings: AWS's S3 or
+    AWS_ENDPOINT_URL_S3) whose every connection goes through the destination guard. The configured
+    TIDINGS_S3_ENDPOINT_URL is the operator's and allowed (egress.current_policy); any other address that
+    is not public needs TIDINGS_ALLOW_PRIVATE_DESTINATIONS."""
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    return botocore.session.get_session().create_client(
+    client = botocore.session.get_session().create_client(
         "s3", endpoint_url=os.environ.get("TIDINGS_S3_ENDPOINT_URL") or None, region_name=region)
+    endpoint = client._endpoint  # botocore keeps its HTTP session here; tests fail if an upgrade moves it
+    config = client.meta.config
+    endpoint.http_session = _GuardedSession(timeout=(config.connect_timeout, config.read_timeout),
+                                            max_pool_connections=config.max_pool_connections)
+    return client
 
 
 async def check_reachable(loc: Location) -> None:
-    """The SSRF guard (tidings.engine.platform.egress) for an S3 endpoint the operator did not configure (AWS's,
-    whose name resolves at run time); the configured TIDINGS_S3_ENDPOINT_URL is trusted as set."""
-    if loc.bucket is None or os.environ.get("TIDINGS_S3_ENDPOINT_URL"):
+    """An early, clear refusal of an S3 endpoint the guard refuses now (the job's connections are checked again
+    when they are made)."""
+    if loc.bucket is None:
         return
     try:
         await check_url(_client().meta.endpoint_url)
@@ -68,7 +122,11 @@ async def check_reachable(loc: Location) -> None:
 
 
 def _failed(loc: Location, exc: Exception) -> InvalidInput:
-    if isinstance(exc, ClientError):
+    if isinstance(exc, HTTPClientError) and isinstance(exc.kwargs.get("error"), DestinationRefused):
+        exc = exc.kwargs["error"]  # botocore wraps what a connection raised
+    if isinstance(exc, DestinationRefused):
+        reason = f"the S3 endpoint is refused: {exc}"
+    elif isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         reason = f"{error.get('Code')}: {error.get('Message') or ''}".rstrip(": ")
     else:
@@ -89,7 +147,7 @@ def read_into(loc: Location, out: IO[bytes]) -> None:
         body = _client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
         for chunk in body.iter_chunks(CHUNK):
             out.write(chunk)
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, DestinationRefused) as exc:
         raise _failed(loc, exc) from None
 
 
@@ -105,6 +163,6 @@ def write_under(loc: Location, name: str, data: IO[bytes]) -> str:
     key = f"{loc.key.rstrip('/')}/{name}" if loc.key else name
     try:
         _client().put_object(Bucket=loc.bucket, Key=key, Body=data)
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, DestinationRefused) as exc:
         raise _failed(loc, exc) from None
     return f"s3://{loc.bucket}/{key}"

@@ -5,7 +5,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, MetaData, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from tidings.engine.platform.clock import now_ms
@@ -130,3 +130,25 @@ def create_workspace(db: Engine, name: str, tags: dict[str, str] | None = None) 
     except IntegrityError:  # the name's unique constraint: taken, perhaps a moment ago by another request
         raise Conflict(f"a workspace named {name!r} exists", field="name") from None
     return WorkspaceRef(ws_id, name)
+
+
+def delete_workspace(db: Engine, ws: WorkspaceRef) -> dict[str, int]:
+    """Delete the workspace and every row of it, in one transaction: customers, events, segments, journeys,
+    messages, channels, streams, jobs, and its keys (which stop working with it). Returns the rows deleted per
+    table. The tables are read from the database itself (every table with a `workspace_id` column, children
+    before their parents), so a domain's table is never left behind because its module was not imported;
+    admin keys (no workspace) are kept. Stopping the workspace's journeys on Temporal is the caller's part
+    (tidings.engine.journeys.store.stop_all), before this."""
+    deleted: dict[str, int] = {}
+    with writing(db) as conn:
+        meta = MetaData()
+        meta.reflect(bind=conn)
+        for table in reversed(meta.sorted_tables):
+            if table.name == workspaces.name or "workspace_id" not in table.c:
+                continue
+            n = conn.execute(delete(table).where(table.c.workspace_id == ws.id)).rowcount
+            if n:
+                deleted[table.name] = n
+        if not conn.execute(delete(workspaces).where(workspaces.c.id == ws.id)).rowcount:
+            raise NotFound(f"no workspace {ws.name!r}", field="workspace")  # deleted a moment ago by another
+    return deleted

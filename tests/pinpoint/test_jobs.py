@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import boto3
@@ -18,6 +19,7 @@ import pytest
 
 from tidings.engine.platform.db import make_engine
 from tidings.engine.workspaces.service import create_key
+from tests.eventually import eventually
 from tests.pinpoint.conftest import REGION, client_for, make_key
 
 ROLE = "arn:aws:iam::123456789012:role/tidings-import"
@@ -81,10 +83,37 @@ def _members(native, segment_id):
     return sorted(m["user_id"] for m in answer.json()["items"])
 
 
-def _import(pinpoint, url, fmt, name="imported"):
-    return pinpoint.create_import_job(ApplicationId="acme", ImportJobRequest={
+def _created(pinpoint, url, fmt, name="imported"):
+    """CreateImportJob's answer: at once, before the job has run."""
+    job = pinpoint.create_import_job(ApplicationId="acme", ImportJobRequest={
         "S3Url": url, "Format": fmt, "RoleArn": ROLE, "DefineSegment": True, "SegmentName": name,
         "RegisterEndpoints": True})["ImportJobResponse"]
+    assert job["JobStatus"] == "CREATED" and "CompletionDate" not in job and job["TotalProcessed"] == 0, job
+    return job
+
+
+def finished(pinpoint, kind: str, job_id: str, app: str = "acme") -> dict:
+    """The job once it is COMPLETED or FAILED, as GetImportJob / GetExportJob show it."""
+    def check():
+        if kind == "IMPORT":
+            job = pinpoint.get_import_job(ApplicationId=app, JobId=job_id)["ImportJobResponse"]
+        else:
+            job = pinpoint.get_export_job(ApplicationId=app, JobId=job_id)["ExportJobResponse"]
+        return job if job["JobStatus"] in ("COMPLETED", "FAILED") else None
+    job = eventually(check, 60, every=0.1, what=f"{kind} job {job_id} finishing")
+    assert datetime.fromisoformat(job["CompletionDate"]) >= datetime.fromisoformat(job["CreationDate"]), job
+    return job
+
+
+def _import(pinpoint, url, fmt, name="imported"):
+    """An import job run to its end."""
+    return finished(pinpoint, "IMPORT", _created(pinpoint, url, fmt, name)["Id"])
+
+
+def _export(pinpoint, request):
+    job = pinpoint.create_export_job(ApplicationId="acme", ExportJobRequest=request)["ExportJobResponse"]
+    assert job["JobStatus"] == "CREATED" and "CompletionDate" not in job and job["TotalProcessed"] == 0, job
+    return finished(pinpoint, "EXPORT", job["Id"])
 
 
 def test_csv_and_json_from_s3_become_segments(pinpoint, native, s3):
@@ -122,22 +151,25 @@ def test_bad_rows_fail_the_job_and_write_nothing(pinpoint, native, s3):
     assert pinpoint.get_import_job(ApplicationId="acme", JobId=job["Id"])["ImportJobResponse"]["JobStatus"] == "FAILED"
 
 
-def test_missing_object_and_other_schemes_are_refused_by_name(pinpoint, s3):
-    for url, words in ((f"s3://{s3.bucket}/absent.csv", "NoSuchKey"), ("https://example.com/x.csv", "s3://"),
-                       ("s3:///key", "no bucket")):
+def test_other_schemes_are_refused_by_name_and_a_missing_object_fails_the_job(pinpoint, native, s3):
+    for url, words in (("https://example.com/x.csv", "s3://"), ("s3:///key", "no bucket")):
         with pytest.raises(pinpoint.exceptions.BadRequestException) as refused:
-            _import(pinpoint, url, "CSV")
+            _created(pinpoint, url, "CSV")
         message = refused.value.response["Error"]["Message"]
         assert "ImportJobRequest.S3Url" in message and words in message, message
     assert pinpoint.get_import_jobs(ApplicationId="acme")["ImportJobsResponse"]["Item"] == []
+    # the object is read by the job, as Pinpoint reads it: a missing one fails the job, naming the reason
+    job = _import(pinpoint, f"s3://{s3.bucket}/absent.csv", "CSV")
+    assert job["JobStatus"] == "FAILED" and job["FailedPieces"] == 1 and job["CompletedPieces"] == 0, job
+    assert any("ImportJobRequest.S3Url" in f and "NoSuchKey" in f for f in job["Failures"]), job["Failures"]
+    assert native.get("/v1/segments").json()["items"] == []
 
 
 def test_export_a_segment_to_s3_and_read_it_back(pinpoint, native, s3):
     s3.put_object(Bucket=s3.bucket, Key="people.csv", Body=CSV)
     segment_id = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")["Definition"]["SegmentId"]
-    job = pinpoint.create_export_job(ApplicationId="acme", ExportJobRequest={
-        "S3UrlPrefix": f"s3://{s3.bucket}/out/", "RoleArn": ROLE, "SegmentId": segment_id})["ExportJobResponse"]
-    assert job["JobStatus"] == "COMPLETED" and job["TotalProcessed"] == 2, job
+    job = _export(pinpoint, {"S3UrlPrefix": f"s3://{s3.bucket}/out/", "RoleArn": ROLE, "SegmentId": segment_id})
+    assert job["JobStatus"] == "COMPLETED" and job["TotalProcessed"] == 2 and job["CompletedPieces"] == 1, job
     body = s3.get_object(Bucket=s3.bucket, Key=f"out/{job['Id']}.json")["Body"].read()
     rows = sorted((json.loads(line) for line in body.splitlines()), key=lambda r: r["Id"])
     assert [(r["Id"], r["Address"], r["User"]["UserId"]) for r in rows] == [
@@ -169,9 +201,8 @@ def test_file_urls_only_inside_the_allowed_root(pinpoint, native, s3, tmp_path):
             _import(pinpoint, url, "CSV")
         message = refused.value.response["Error"]["Message"]
         assert "ImportJobRequest.S3Url" in message and "TIDINGS_IMPORT_ROOT" in message, message
-    exported = pinpoint.create_export_job(ApplicationId="acme", ExportJobRequest={
-        "S3UrlPrefix": (allowed / "out").as_uri(), "RoleArn": ROLE,
-        "SegmentId": job["Definition"]["SegmentId"]})["ExportJobResponse"]
+    exported = _export(pinpoint, {"S3UrlPrefix": (allowed / "out").as_uri(), "RoleArn": ROLE,
+                                  "SegmentId": job["Definition"]["SegmentId"]})
     assert len((allowed / "out" / f"{exported['Id']}.json").read_bytes().splitlines()) == 2
 
 
@@ -210,5 +241,75 @@ def test_an_s3_endpoint_the_operator_did_not_configure_goes_through_the_ssrf_gua
     assert "ImportJobRequest.S3Url" in message and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in message, message
     assert native.get("/v1/segments").json()["items"] == []
     monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
+    job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    assert job["JobStatus"] == "COMPLETED" and _members(native, job["Definition"]["SegmentId"]) == ["ann", "bob"]
+
+
+REBOUND = "localhost.rebinding.test"  # moto reads a bucket out of other host names (virtual hosting)
+
+
+@pytest.fixture
+def rebinding_dns(monkeypatch):
+    """A name that first resolves to a public address, then (DNS rebinding) to loopback, as a hostile
+    resolver answers; every other name resolves as usual."""
+    real = socket.getaddrinfo
+    calls = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != REBOUND:
+            return real(host, port, *args, **kwargs)
+        calls.append(host)
+        address = "93.184.215.14" if len(calls) == 1 else "127.0.0.1"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return calls
+
+
+def test_a_name_resolving_to_loopback_is_refused_when_the_job_connects(pinpoint, native, s3, s3_endpoint,
+                                                                      monkeypatch, rebinding_dns):
+    """The guard checks the address the job's connection goes to, not only the name at CreateImportJob: a name
+    that resolved to a public address then rebinds to loopback fails the job, nothing written; allowed by the
+    operator, the same name reaches the store."""
+    s3.put_object(Bucket=s3.bucket, Key="people.csv", Body=CSV)
+    port = s3_endpoint.rsplit(":", 1)[1]
+    monkeypatch.delenv("TIDINGS_S3_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://{REBOUND}:{port}")
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "")
+    job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    assert len(rebinding_dns) >= 2  # the early check saw the public address; the connection, loopback
+    assert job["JobStatus"] == "FAILED" and job["FailedPieces"] == 1, job
+    assert job["Failures"] == [f"ImportJobRequest.S3Url: s3://{s3.bucket}/people.csv: the S3 endpoint is refused: "
+                               f"refusing to connect to {REBOUND}:{port}: it is (or resolves to) a loopback, private, "
+                               "link-local or otherwise non-public address; the operator can allow it with "
+                               "TIDINGS_ALLOW_PRIVATE_DESTINATIONS"], job["Failures"]
+    assert native.get("/v1/segments").json()["items"] == []
+    # an export is refused the same way: nothing is written to the store
+    segment = native.post("/v1/segments", json={"id": "all", "name": "All", "rule": {"==": [1, 1]}})
+    assert segment.status_code in (200, 201), segment.text
+    rebinding_dns.clear()
+    exported = _export(pinpoint, {"S3UrlPrefix": f"s3://{s3.bucket}/out/", "RoleArn": ROLE, "SegmentId": "all"})
+    assert exported["JobStatus"] == "FAILED" and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in exported["Failures"][0]
+    assert "Contents" not in s3.list_objects_v2(Bucket=s3.bucket, Prefix="out/")
+
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
+    rebinding_dns.clear()
+    job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    assert job["JobStatus"] == "COMPLETED", job["Failures"]
+    assert _members(native, job["Definition"]["SegmentId"]) == ["ann", "bob"]
+
+
+def test_a_hostname_resolving_to_loopback_is_refused_at_create_unless_allowed(pinpoint, native, s3, s3_endpoint,
+                                                                             monkeypatch):
+    s3.put_object(Bucket=s3.bucket, Key="people.csv", Body=CSV)
+    monkeypatch.delenv("TIDINGS_S3_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint.replace("127.0.0.1", "localhost"))
+    monkeypatch.setenv("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "")
+    with pytest.raises(pinpoint.exceptions.BadRequestException) as refused:
+        _created(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
+    message = refused.value.response["Error"]["Message"]
+    assert "ImportJobRequest.S3Url" in message and "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in message, message
+    assert pinpoint.get_import_jobs(ApplicationId="acme")["ImportJobsResponse"]["Item"] == []
+    # the operator's own store (TIDINGS_S3_ENDPOINT_URL) is allowed as named, like the SMTP relay
+    monkeypatch.setenv("TIDINGS_S3_ENDPOINT_URL", s3_endpoint.replace("127.0.0.1", "localhost"))
     job = _import(pinpoint, f"s3://{s3.bucket}/people.csv", "CSV")
     assert job["JobStatus"] == "COMPLETED" and _members(native, job["Definition"]["SegmentId"]) == ["ann", "bob"]
