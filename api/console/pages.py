@@ -34,7 +34,7 @@ from tidings.engine.messaging.preview import preview_template
 from tidings.engine.platform.errors import InvalidInput, TidingsError
 from tidings.engine.segments import imports as segment_imports
 from tidings.engine.segments import service as segments
-from tidings.engine.segments.preview import preview_rule
+from tidings.engine.segments.estimate import estimate_rule
 from tidings.engine.workspaces import service as workspaces
 from tidings.engine.workspaces.service import WorkspaceRef
 from tidings.engine.workspaces.sessions import key_hash, workspace_of_key_hash
@@ -162,7 +162,8 @@ class ConsoleController(Controller):
     def preview(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
         """The htmx fragment under the rule: the size it would have now, or why it cannot be saved."""
         try:
-            found = preview_rule(db, ws, _rule(data.get("rule", "")))
+            found = estimate_rule(db, ws, _rule(data.get("rule", "")),
+                                  exact_up_to=request.app.state.settings.segment_estimate_above)
         except InvalidInput as exc:
             return page(request, "_size.html", error=str(exc))
         return page(request, "_size.html", preview=found)
