@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
-
+from tidings.engine.analytics.journey_report import JourneyReport
 from tidings.engine.journeys.ir import JourneyIR
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 74, 40, 70, 20
@@ -84,17 +83,13 @@ def draw(ir: JourneyIR, counts: dict[str, dict[str, int]]) -> Drawing:
     return Drawing(width, height, boxes, arrows)
 
 
-def node_counts(ir: JourneyIR, steps: dict[str, Any], metrics: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """entered / waiting now / ended here (tidings.engine.journeys.counts) and sent (tidings.engine.analytics.metrics)."""
-    sent = {row["step_id"]: row["metrics"]["sent"]["messages"] for row in metrics.get("steps", [])}
-    out = {}
-    for node_id in ir.nodes:
-        c = steps.get(node_id)
-        out[node_id] = {"entered": c.entered if c else 0, "waiting": c.waiting if c else 0,
-                        "ended": c.ended if c else 0, "sent": sent.get(node_id, 0)}
-    return out
+def node_counts(report: JourneyReport) -> dict[str, dict[str, int]]:
+    """Per step, from the journey's report: entered, waiting now, ended here, and messages sent."""
+    return {s.step_id: {"entered": s.entered, "waiting": s.waiting, "ended": s.ended,
+                        "sent": s.messages.sent if s.messages else 0} for s in report.steps}
 
 
-def send_outcomes(steps: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """Per send step, how many runs it sent to and why it did not send to the others."""
-    return {step: c.outcomes for step, c in steps.items() if c.outcomes}
+def send_outcomes(report: JourneyReport) -> dict[str, dict[str, int]]:
+    """Per send step that has run, how many runs it sent to and why it did not send to the others."""
+    return {s.step_id: {**({"sent": s.sent} if s.sent else {}), **s.not_sent} for s in report.steps
+            if s.sent or s.not_sent}

@@ -20,12 +20,12 @@ from tidings.api.console.render import page
 from tidings.api.console.session import PREFIX, start
 from tidings.engine.analytics import deliverability, streams
 from tidings.engine.analytics import metrics as mx
+from tidings.engine.analytics.journey_report import journey_report
 from tidings.engine.channels.config import list_channels
 from tidings.engine.channels.contract import ChannelType
 from tidings.engine.customers import users as customers
 from tidings.engine.customers.events import list_events
 from tidings.engine.customers.lookup import find_user_ids
-from tidings.engine.journeys import counts as journey_counts
 from tidings.engine.journeys import store
 from tidings.engine.messaging import reads as message_reads
 from tidings.engine.messaging import template_store, transactional
@@ -34,7 +34,7 @@ from tidings.engine.messaging.preview import preview_template
 from tidings.engine.platform.errors import InvalidInput, TidingsError
 from tidings.engine.segments import imports as segment_imports
 from tidings.engine.segments import service as segments
-from tidings.engine.segments.preview import preview_rule
+from tidings.engine.segments.estimate import estimate_rule
 from tidings.engine.workspaces import service as workspaces
 from tidings.engine.workspaces.service import WorkspaceRef
 from tidings.engine.workspaces.sessions import key_hash, workspace_of_key_hash
@@ -44,6 +44,7 @@ METRIC_NAMES = ["sent", "delivered", "bounced", "complained", "opened", "clicked
 STATUSES = ["queued", "retrying", "sent", "failed"]
 CHANNELS = [c.value for c in ChannelType]
 EVENTS_PER_PAGE = 20
+MESSAGE_COLUMNS = ["sent", "delivered", "opened", "clicked", "bounced", "unsubscribed", "converted"]
 BUILDER: dict[str, Any] = {"kinds": conditions.KINDS, "operators": conditions.OPERATORS}
 
 
@@ -161,7 +162,8 @@ class ConsoleController(Controller):
     def preview(self, request: Request, db: Engine, ws: WorkspaceRef, data: Form) -> Response:
         """The htmx fragment under the rule: the size it would have now, or why it cannot be saved."""
         try:
-            found = preview_rule(db, ws, _rule(data.get("rule", "")))
+            found = estimate_rule(db, ws, _rule(data.get("rule", "")),
+                                  exact_up_to=request.app.state.settings.segment_estimate_above)
         except InvalidInput as exc:
             return page(request, "_size.html", error=str(exc))
         return page(request, "_size.html", preview=found)
@@ -229,12 +231,11 @@ class ConsoleController(Controller):
     def journey(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str) -> Response:
         info = store.get_journey(db, ws, journey_id)
         ir = store.get_ir(db, ws, journey_id)
-        metrics = mx.journey_metrics(db, ws, journey_id)
-        steps = journey_counts.step_counts(db, ws, journey_id)
-        counts = graph.node_counts(ir, steps, metrics)
+        report = journey_report(db, ws, journey_id)  # what GET /v1/journeys/{id}/report answers
+        counts = graph.node_counts(report)
         return page(request, "journey.html", ws=ws, journey=info, ir=ir, drawing=graph.draw(ir, counts),
-                    counts=counts, metrics=metrics, actions=_actions(info.status),
-                    outcomes=graph.send_outcomes(steps))
+                    counts=counts, report=report, actions=_actions(info.status),
+                    outcomes=graph.send_outcomes(report), metric_names=MESSAGE_COLUMNS)
 
     @post("/journeys/{journey_id:str}/{action:str}")
     async def lifecycle(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str,

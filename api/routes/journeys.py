@@ -8,12 +8,13 @@ from litestar import Controller, Request, get, post, put
 from litestar.params import Parameter
 from sqlalchemy import Engine
 
+from tidings.engine.analytics.journey_report import JourneyReport, journey_report
 from tidings.engine.platform.errors import InvalidInput
 from tidings.engine.journeys import store
 from tidings.engine.journeys.store import JourneyInfo, RunInfo, ValidationResult
 from tidings.engine.workspaces.service import WorkspaceRef
 
-from tidings.api.params import Int64
+from tidings.api.params import Int64, OptionalInt64
 
 
 
@@ -64,6 +65,12 @@ class JourneyController(Controller):
              limit: Int64 = 100) -> list[RunInfo]:
         store.get_journey(db, ws, journey_id)  # 404 for a journey that does not exist
         return store.list_runs(db, ws, journey_id, user_id=user_id, limit=min(max(limit, 1), 1000))
+
+    @get("/{journey_id:str}/report", sync_to_thread=True)
+    def report(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: OptionalInt64 = None) -> JourneyReport:
+        """The funnel (entered, sent per send step, goal reached), counts per step, channel and variant, the
+        holdout's share and the lift against it, and why customers were not sent to or not admitted."""
+        return journey_report(db, ws, journey_id, version)
 
     @post("/{journey_id:str}/{action:str}", status_code=200)
     async def lifecycle(self, request: Request, db: Engine, ws: WorkspaceRef, journey_id: str,

@@ -80,6 +80,8 @@ class JourneyCohort(SQLModel, table=True):
     workflow_id: str = Field(max_length=255)
     size: int
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # entries admission turned away, by reason (already_in_journey, entry_limit, min_interval, entry_filter)
+    refused: Optional[dict[str, int]] = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class JourneyTrigger(SQLModel, table=True):

@@ -100,8 +100,12 @@ async def apply_examples(client: httpx.AsyncClient, settings: Settings) -> None:
 
     wire()
     db = make_engine(settings.database_url)
-    changes = apply(db, ensure_workspace(db, "dev"), JOURNEYS)
-    db.dispose()
+    try:
+        # in a thread: the API may serve from this event loop (tidings demo, the console tests), and applying
+        # evaluates segments over every customer
+        changes = await asyncio.to_thread(lambda: apply(db, ensure_workspace(db, "dev"), JOURNEYS))
+    finally:
+        db.dispose()
     print("\nApplied journeys/: " + ", ".join(f"{c.kind.lower()} {c.id} ({c.outcome})" for c in changes))
     for journey_id in DEMO_JOURNEYS:
         r = await client.post(f"/v1/journeys/{journey_id}/activate")

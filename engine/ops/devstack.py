@@ -67,6 +67,9 @@ class Ports:
         return cls(free_port(), free_port(), free_port(), free_port())
 
 
+KEEP_ALIVE_SECONDS = 120
+
+
 @dataclass
 class DevStack:
     settings: Settings
@@ -117,6 +120,29 @@ class DevStack:
 
         self._tasks.append(asyncio.create_task(run_worker(client, db, self.settings, self._stop_worker),
                                                name="worker"))
+        await self.wait_ready()
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        """Until the API's /ready answers 200 (database at the schema head, Temporal answering), each try on
+        a new connection: callers start sending (the demo's seeding, tests) only to an API that can serve."""
+        import httpx
+
+        deadline = asyncio.get_running_loop().time() + timeout
+        last = "no answer"
+        while asyncio.get_running_loop().time() < deadline:
+            if any(t.done() for t in self._tasks):  # the API or worker stopped: say why instead of waiting
+                failed = next(t for t in self._tasks if t.done())
+                raise RuntimeError(f"the {failed.get_name()} stopped while starting: {failed.exception()!r}")
+            try:
+                async with httpx.AsyncClient(timeout=5) as probe:
+                    r = await probe.get(self.api_url + "/ready")
+                if r.status_code == 200:
+                    return
+                last = f"{r.status_code} {r.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the API was not ready within {timeout:.0f} s: {last}")
 
     def _start_worker_process(self) -> None:
         env = {**os.environ, "TIDINGS_HOME": str(self.settings.home), "TIDINGS_DATABASE_URL": self.settings.database_url,
@@ -173,12 +199,17 @@ class DevStack:
     async def _start_api(self) -> None:
         from tidings.api.app import create_app
 
+        # Keep-alive past uvicorn's 5 s: a client that pauses longer (a script, a test waiting for mail, a
+        # loaded box) would otherwise reuse a connection the server is closing at that moment (httpx.ReadError).
         config = uvicorn.Config(create_app(self.settings), host=self.host, port=self.ports.api, log_level="warning",
-                                timeout_graceful_shutdown=max(1, round(self.settings.shutdown_timeout)))
+                                timeout_graceful_shutdown=max(1, round(self.settings.shutdown_timeout)),
+                                timeout_keep_alive=KEEP_ALIVE_SECONDS)
         self._api = uvicorn.Server(config)
         self._api.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the CLI owns Ctrl-C
         self._tasks.append(asyncio.create_task(self._api.serve(), name="api"))
         while not self._api.started:
+            if self._tasks[-1].done():  # the port was taken, or the app failed to start
+                raise RuntimeError(f"the API did not start: {self._tasks[-1].exception()!r}")
             await asyncio.sleep(0.02)
 
     async def stop(self) -> None:

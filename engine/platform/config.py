@@ -34,6 +34,8 @@ class Settings:
     metrics_token: str = ""
     worker_metrics_port: int = 0
     worker_metrics_host: str = "127.0.0.1"
+    # The segment builder's live size is exact up to this many customers, an estimate from a sample above.
+    segment_estimate_above: int = 200_000
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -59,4 +61,5 @@ class Settings:
             metrics_token=env.get("TIDINGS_METRICS_TOKEN", ""),
             worker_metrics_port=int(env.get("TIDINGS_WORKER_METRICS_PORT", "0")),
             worker_metrics_host=env.get("TIDINGS_WORKER_METRICS_HOST", "127.0.0.1"),
+            segment_estimate_above=int(env.get("TIDINGS_SEGMENT_ESTIMATE_ABOVE", "200000")),
         )

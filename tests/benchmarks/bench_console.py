@@ -1,13 +1,17 @@
 """The web console's server time per page and the segment builder's size answer, at N customers.
 
-    PYTHONPATH=. python tests/benchmarks/bench_console.py [N] [--events-per-customer K]   (default 100,000 and 10)
+    PYTHONPATH=. python tests/benchmarks/bench_console.py [N] [--events-per-customer K] [--database-url URL]
 
-SQLite. Customers (with an email endpoint each) and K events each are generated in SQL; the journeys/
-folder is applied (templates, segments, journeys; nothing activated). Then, in the same run:
+SQLite by default; `--database-url postgresql://...` runs on PostgreSQL (in a schema of its own, dropped at
+the end). Customers (with an email endpoint each) and K events each are generated in SQL, and the welcome
+journey's history as the runtime leaves it: a run per customer that took its `hello` step, and that step's
+`_email.send` and `_email.delivered` message events (so the journey page and the overview count real rows).
+The journeys/ folder is applied (templates, segments, journeys; nothing activated). Then, in the same run:
 
-- the builder's answer for an unsaved 3-condition rule (tidings.engine.segments.preview.preview_rule, what
-  POST /console/segments/preview calls), p50/p95 of 20, next to the full evaluation of the same rule saved as
-  a segment (tidings.engine.segments.evaluate.full_members): target < 1 s;
+- the builder's answer for an unsaved 3-condition rule (tidings.engine.segments.estimate.estimate_rule, what
+  POST /console/segments/preview calls), p50/p95 of 20: exact (N at most the threshold), and estimated from
+  a sample (the threshold set below N), next to the full evaluation of the same rule saved as a segment
+  (tidings.engine.segments.evaluate.full_members): target < 1 s;
 - each page's time in-process through Litestar's TestClient, signed in, p50/p95 of 30, next to GET /health
   through the same client (the baseline: what the client and the app's plumbing cost): target p95 <= 200 ms.
 """
@@ -18,6 +22,7 @@ import re
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from litestar.testing import TestClient
@@ -29,7 +34,7 @@ from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.config import Settings
 from tidings.engine.segments import service as segments
 from tidings.engine.segments.evaluate import compile_segment, full_members
-from tidings.engine.segments.preview import preview_rule
+from tidings.engine.segments.estimate import estimate_rule
 from tidings.engine.workspaces.service import create_key
 
 RULE = {"and": [
@@ -37,25 +42,70 @@ RULE = {"and": [
     {">": [{"var": "metrics.spend"}, 50]},
     {"in": [{"var": "attributes.country"}, ["US", "CA", "GB"]]},
 ]}
-USERS = """WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n)
-INSERT INTO users (workspace_id, user_id, attributes, metrics, timezone, locale, created_at, updated_at)
-SELECT :ws, 'u' || i,
-  json_object('plan', CASE abs(random()) % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END,
-              'country', CASE abs(random()) % 6 WHEN 0 THEN 'US' WHEN 1 THEN 'FR' WHEN 2 THEN 'DE' WHEN 3 THEN 'CA'
-                                                  WHEN 4 THEN 'GB' ELSE 'JP' END,
-              'first_name', 'n' || i),
-  json_object('spend', abs(random()) % 201), 'UTC', 'en', :now, :now
-FROM c"""
-ENDPOINTS = """INSERT INTO endpoint (workspace_id, endpoint_id, user_pk, channel, address, attributes, metrics, opt_out,
-  demographic, location, created_at, updated_at)
-SELECT :ws, user_id || '-email', id, 'EMAIL', user_id || '@example.com', '{}', '{}', 0, '{}', '{}', :now, :now
-FROM users WHERE workspace_id = :ws"""
-EVENTS = """WITH RECURSIVE k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < :k)
-INSERT INTO event (workspace_id, event_id, user_pk, name, ts, attributes, metrics, received_at)
-SELECT :ws, u.user_id || '-' || k.j, u.id,
-  CASE abs(random()) % 4 WHEN 0 THEN 'app_open' WHEN 1 THEN 'view_item' WHEN 2 THEN 'add_to_cart' ELSE 'purchase' END,
-  :now - abs(random()) % 7776000000, '{}', '{}', :now
-FROM users u, k WHERE u.workspace_id = :ws"""
+# SQLite and PostgreSQL spell the generators differently: {rand_n} is a random integer in [0, n).
+SQL = {
+    "sqlite": {"rand": "(abs(random()) % {n})", "obj": "json_object", "false": "0",
+               "series_users": "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n) ",
+               "from_users": "FROM c",
+               "series_events": "WITH RECURSIVE k(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM k WHERE j < :k) ",
+               "from_events": "FROM users u, k"},
+    "postgresql": {"rand": "(floor(random() * {n})::bigint)", "obj": "json_build_object", "false": "false",
+                   "series_users": "", "from_users": "FROM generate_series(1, :n) c(i)",
+                   "series_events": "", "from_events": "FROM users u, generate_series(1, :k) k(j)"},
+}
+
+
+def generators(dialect: str) -> list[str]:
+    d = SQL[dialect]
+
+    def rand(n: int) -> str:
+        return d["rand"].format(n=n)
+
+    obj = d["obj"]
+    users = (d["series_users"] + "INSERT INTO users (workspace_id, user_id, attributes, metrics, timezone, locale, "
+             f"created_at, updated_at) SELECT :ws, 'u' || i, {obj}('plan', CASE {rand(3)} WHEN 0 THEN 'free' "
+             f"WHEN 1 THEN 'pro' ELSE 'team' END, 'country', CASE {rand(6)} WHEN 0 THEN 'US' WHEN 1 THEN 'FR' "
+             "WHEN 2 THEN 'DE' WHEN 3 THEN 'CA' WHEN 4 THEN 'GB' ELSE 'JP' END, 'first_name', 'n' || i), "
+             f"{obj}('spend', {rand(201)}), 'UTC', 'en', :now, :now " + d["from_users"])
+    endpoints = ("INSERT INTO endpoint (workspace_id, endpoint_id, user_pk, channel, address, attributes, metrics, "
+                 "opt_out, demographic, location, created_at, updated_at) SELECT :ws, user_id || '-email', id, "
+                 f"'EMAIL', user_id || '@example.com', '{{}}', '{{}}', {d['false']}, '{{}}', '{{}}', :now, :now "
+                 "FROM users WHERE workspace_id = :ws")
+    events = (d["series_events"] + "INSERT INTO event (workspace_id, event_id, user_pk, name, ts, attributes, "
+              f"metrics, received_at) SELECT :ws, u.user_id || '-' || k.j, u.id, CASE {rand(4)} WHEN 0 THEN "
+              "'app_open' WHEN 1 THEN 'view_item' WHEN 2 THEN 'add_to_cart' ELSE 'purchase' END, "
+              f"(:now - {rand(7776000000)}), '{{}}', '{{}}', :now " + d["from_events"] + " WHERE u.workspace_id = :ws")
+    # the welcome journey's history: a run per customer at its hello step, its send and delivery events
+    runs = ("INSERT INTO journey_run (workspace_id, journey_id, version, user_pk, cohort, workflow_id, current_step, "
+            "status, entered_at, updated_at, steps, entry) SELECT :ws, 'welcome', 1, id, 1, 'bench', 'hello', "
+            "'completed', :now - 3600000, :now - 3600000, '[{\"step\": \"hello\", \"hop\": 0, \"at\": 1, "
+            "\"outcome\": \"sent\"}]', '{}' FROM users WHERE workspace_id = :ws")
+    message_events = [
+        "INSERT INTO event (workspace_id, event_id, user_pk, name, ts, attributes, metrics, received_at) "
+        f"SELECT :ws, 'm' || id || '{suffix}', id, '{name}', :now - {rand(86400000)}, "
+        f"{obj}('journey_id', 'welcome', 'journey_version', 1, 'step_id', 'hello', 'channel', 'smtp', "
+        "'message_id', 'm' || id), '{}', :now FROM users WHERE workspace_id = :ws"
+        for name, suffix in (("_email.send", "-send"), ("_email.delivered", "-delivered"))]
+    return [users, endpoints, events, runs, *message_events]
+
+
+def _database(url: str | None, home: Path):
+    """(database URL for Tidings, cleanup): SQLite in `home`, or a fresh schema of the PostgreSQL given."""
+    if not url:
+        return f"sqlite:///{home / 'bench.db'}", lambda: None
+    from sqlalchemy import create_engine
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}", drop
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -72,37 +122,50 @@ def timed(fn, runs: int) -> list[float]:
     return out
 
 
-def main(n: int, per_customer: int) -> None:
+def main(n: int, per_customer: int, database_url: str | None) -> None:
     home = Path(tempfile.mkdtemp())
-    settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=f"sqlite:///{home / 'bench.db'}")
+    url, drop = _database(database_url, home)
+    try:
+        run(n, per_customer, url)
+    finally:
+        drop()
+
+
+def run(n: int, per_customer: int, url: str) -> None:
+    settings = Settings.from_env(TIDINGS_HOME=str(Path(tempfile.mkdtemp())), TIDINGS_DATABASE_URL=url)
     with TestClient(create_app(settings)) as client:
         db = client.app.state.db
         ws, key = create_key(db, "bench")
         t = time.perf_counter()
         with db.begin() as conn:
             params = {"n": n, "ws": ws.id, "now": now_ms(), "k": per_customer}
-            for sql in (USERS, ENDPOINTS, EVENTS):
+            for sql in generators(conn.dialect.name):
                 conn.execute(text(sql), params)
         # no ANALYZE: Tidings never runs it, and with statistics of 4 event names over 1,000,000 events SQLite
         # scans the table for the metrics' 48-name IN list instead of searching (workspace, name, ts)
-        print(f"generated {n:,} customers, {n:,} endpoints, {n * per_customer:,} events in {time.perf_counter() - t:.1f}s")
+        print(f"{db.dialect.name}: generated {n:,} customers, {n:,} endpoints, {n * per_customer:,} events, {n:,} "
+              f"welcome runs and {2 * n:,} message events in {time.perf_counter() - t:.1f}s")
         t = time.perf_counter()
         apply(db, ws, Path(__file__).resolve().parents[2] / "journeys")
         print(f"applied journeys/ (segments evaluated over every customer) in {time.perf_counter() - t:.1f}s")
 
         # ---- the builder's answer vs the saved rule's full evaluation ----
-        first = timed(lambda: preview_rule(db, ws, RULE), 1)[0]  # builds the rule's path indexes
-        answers = timed(lambda: preview_rule(db, ws, RULE), 20)
+        first = timed(lambda: estimate_rule(db, ws, RULE, exact_up_to=n), 1)[0]  # builds the rule's path indexes
+        answers = timed(lambda: estimate_rule(db, ws, RULE, exact_up_to=n), 20)
+        estimates = timed(lambda: estimate_rule(db, ws, RULE, exact_up_to=0), 20)
         saved = segments.create_segment(db, ws, segments.SegmentIn(name="bench", rule=RULE, id="bench"))
         seg = compile_segment("bench", "dynamic", RULE)
         with db.connect() as conn:
             fulls = timed(lambda: full_members(conn, ws.id, seg, now_ms()), 20)
-        assert preview_rule(db, ws, RULE).size == saved.size
-        (a50, a95), (f50, f95) = percentiles(answers), percentiles(fulls)
+        assert estimate_rule(db, ws, RULE, exact_up_to=n).size == saved.size
+        guess = estimate_rule(db, ws, RULE, exact_up_to=0)
+        (a50, a95), (e50, e95), (f50, f95) = percentiles(answers), percentiles(estimates), percentiles(fulls)
         print(f"unsaved 3-condition rule ({saved.size:,} members): first answer {first * 1000:.0f} ms; "
-              f"p50 {a50 * 1000:.0f} ms, p95 {a95 * 1000:.0f} ms (target < 1000 ms); "
+              f"exact p50 {a50 * 1000:.0f} ms, p95 {a95 * 1000:.0f} ms (target < 1000 ms); "
               f"full evaluation of the saved rule p50 {f50 * 1000:.0f} ms, p95 {f95 * 1000:.0f} ms; "
               f"answer / full evaluation x{a50 / f50:.2f}")
+        print(f"estimated from {guess.evaluated:,} sampled: {guess.size:,} ({guess.low:,}-{guess.high:,}, true "
+              f"{saved.size:,}) p50 {e50 * 1000:.0f} ms, p95 {e95 * 1000:.0f} ms; estimate / exact x{e50 / a50:.2f}")
 
         # ---- pages ----
         token = re.search(r'name="_csrf_token" value="([^"]+)"', client.get("/console/sign-in").text).group(1)
@@ -133,5 +196,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("n", nargs="?", type=int, default=100_000)
     parser.add_argument("--events-per-customer", type=int, default=10)
+    parser.add_argument("--database-url", help="postgresql://... (default: a SQLite file)")
     args = parser.parse_args()
-    main(args.n, args.events_per_customer)
+    main(args.n, args.events_per_customer, args.database_url)

@@ -4,6 +4,7 @@ broadcast, filter the messages feed, sign out; another workspace's ids show noth
 their CSRF token are refused."""
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 
@@ -249,6 +250,82 @@ async def test_the_address_tidings_dev_prints_opens_the_console(page, stack):
     line = next(x for x in stack.dev.banner().splitlines() if x.startswith("Web console"))
     await page.goto(line.split()[2])
     await expect(page.get_by_role("heading", level=1)).to_have_text("Sign in to the Tidings console")
+
+
+async def test_journey_report_funnel_channels_and_refusals(page, stack):
+    """The welcome journey's report after the demo's sign-ups: entered, sent, refused by the entry filter."""
+    signups = demo.sample_signups(0)
+    trials = sum(1 for e in signups if e["attributes"]["plan"] == "trial")
+    await sign_in(page, stack)
+    await page.goto(stack.url + "/journeys/welcome")
+    funnel = page.locator("#funnel-table")
+    await expect(funnel.locator('tr[data-stage="entered"] [data-count="customers"]')).to_have_text(str(trials))
+    await expect(funnel.locator('tr[data-stage="sent:hello"] [data-count="customers"]')).to_have_text(str(trials))
+    await expect(funnel.locator('tr[data-stage="goal"] [data-count="customers"]')).to_have_text("0")
+    # the sign-ups that are not on trial never began a run: the journey's entry filter turned them away
+    await expect(page.locator('#refused tr[data-reason="entry_filter"] td')).to_have_text(str(len(signups) - trials))
+    await expect(page.locator('#per-channel-table tr[data-channel="smtp"] [data-metric="sent"]')).to_have_text(
+        str(trials))
+    await expect(page.locator('#per-step-table tr[data-step="hello"] [data-metric="sent"]')).to_have_text(str(trials))
+    async with stack.api() as api:
+        report = (await api.get("/v1/journeys/welcome/report")).json()
+    assert report["entered"] == trials and report["refused_at_admission"] == {"entry_filter": len(signups) - trials}
+    assert [(f["stage"], f["step_id"], f["customers"]) for f in report["funnel"]] == [
+        ("entered", None, trials), ("sent", "hello", trials), ("sent", "reminder", 0), ("goal", None, 0)]
+    await shot(page, "journey-report")
+
+
+HOLDOUT_JOURNEY = """apiVersion: tidings/v1
+kind: Journey
+id: console-holdout
+name: Holdout (console test)
+entry: {event: console_signal}
+settings:
+  goal: {event: console_bought, within: 1d}
+steps:
+  - {id: control, holdout: {percent: 40}}
+  - {id: mail, send: {channel: EMAIL, template: launch-email}}
+"""
+
+
+async def test_journey_holdout_rate_and_lift(page, stack):
+    """A journey with a holdout, run on 20 demo customers; two of each group then buy: the page shows the
+    held-out share, both conversion rates and the lift, as GET /v1/journeys/{id}/report computes them."""
+    users = [u["user_id"] for u in CUSTOMERS[:20]]
+    async with stack.api() as api:
+        (await api.put("/v1/journeys/console-holdout", content=HOLDOUT_JOURNEY)).raise_for_status()
+        (await api.post("/v1/journeys/console-holdout/activate")).raise_for_status()
+        (await api.post("/v1/events", json={"events": [{"id": f"signal-{u}", "user_id": u, "name": "console_signal"}
+                                                       for u in users]})).raise_for_status()
+        for _ in range(240):  # admission, then the cohort's steps
+            report = (await api.get("/v1/journeys/console-holdout/report")).json()
+            if report["entered"] == len(users) and report["active"] == 0:
+                break
+            await asyncio.sleep(0.25)
+        assert report["entered"] == len(users) and report["active"] == 0, report
+        runs = (await api.get("/v1/journeys/console-holdout/runs", params={"limit": 100})).json()
+        held = sorted(r["user_id"] for r in runs if r["status"] == "held_out")
+        sent = sorted(r["user_id"] for r in runs if r["status"] == "completed")
+        assert len(held) >= 2 and len(sent) >= 2, runs
+        buyers = held[:1] + sent[:2]
+        (await api.post("/v1/events", json={"events": [{"id": f"bought-{u}", "user_id": u, "name": "console_bought"}
+                                                       for u in buyers]})).raise_for_status()
+        report = (await api.get("/v1/journeys/console-holdout/report")).json()
+    h = report["holdout"]
+    assert (h["customers"], h["converted"], h["treated_converted"]) == (len(held), 1, 2)
+    assert h["rate"] == round(len(held) / len(users), 4) and h["lift"] is not None
+    await sign_in(page, stack)
+    await page.goto(stack.url + "/journeys/console-holdout")
+    facts = page.locator("#holdout-facts")
+    await expect(facts.locator('[data-fact="held-out"]')).to_have_text(
+        f"{len(held)} of {len(users)} ({h['rate'] * 100:.1f}%)")
+    await expect(facts.locator('[data-fact="control"]')).to_have_text(
+        f"1 converted ({h['conversion_rate'] * 100:.1f}%)")
+    await expect(facts.locator('[data-fact="treated"]')).to_have_text(
+        f"2 of {h['treated']} sent ({h['treated_conversion_rate'] * 100:.1f}%)")
+    await expect(facts.locator('[data-fact="lift"]')).to_have_text(f"{h['lift'] * 100:+.1f}%")
+    await expect(page.locator('#funnel-table tr[data-stage="goal"] [data-count="customers"]')).to_have_text("2")
+    await shot(page, "journey-holdout")
 
 
 async def test_why_not_sent_counts_an_opted_out_customer(page, stack):

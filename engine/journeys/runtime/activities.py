@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from typing import Any
 
 import msgspec
@@ -402,8 +403,10 @@ class JourneyActivities:
                                  for r in runs])
 
     def _admit_rows(self, conn, ws: int, journey_id: str, version: int, claim_key: str,
-                    candidates: list[tuple[int, dict]]) -> Admitted:
-        """Apply entry limits, record the runs and the cohort; all inside the caller's transaction."""
+                    candidates: list[tuple[int, dict]], refused: Counter[str] | None = None) -> Admitted:
+        """Apply entry limits, record the runs and the cohort, with how many entries were refused and why
+        (`refused` brings the entry filter's); all inside the caller's transaction."""
+        refused = Counter() if refused is None else refused
         j = self._ir(conn, ws, journey_id, version)
         lim = j.settings.entry
         now = now_ms()
@@ -414,16 +417,15 @@ class JourneyActivities:
             past.setdefault(r[0], []).append(r)
         chosen: dict[int, dict] = {}
         for pk, entry in candidates:
-            if pk in chosen:
-                continue
             runs = past.get(pk, [])
-            if any(r[1] == "active" for r in runs):
-                continue
-            if lim.max_entries is not None and len(runs) >= lim.max_entries:
-                continue
-            if lim.min_interval_seconds and runs and max(r[2] for r in runs) > now - lim.min_interval_seconds * 1000:
-                continue
-            chosen[pk] = entry
+            if pk in chosen or any(r[1] == "active" for r in runs):
+                refused["already_in_journey"] += 1
+            elif lim.max_entries is not None and len(runs) >= lim.max_entries:
+                refused["entry_limit"] += 1
+            elif lim.min_interval_seconds and runs and max(r[2] for r in runs) > now - lim.min_interval_seconds * 1000:
+                refused["min_interval"] += 1
+            else:
+                chosen[pk] = entry
         cohort = conn.execute(select(journeys.c.next_cohort).where(
             journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)).scalar_one()
         conn.execute(update(journeys).where(journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)
@@ -431,7 +433,8 @@ class JourneyActivities:
         wf_id = cohort_workflow_id(installation_id(self.db), ws, journey_id, version, cohort)
         conn.execute(insert(journey_cohorts).values(workspace_id=ws, journey_id=journey_id, cohort=cohort,
                                                     version=version, claim_key=claim_key, workflow_id=wf_id,
-                                                    size=len(chosen), created_at=now))
+                                                    size=len(chosen), created_at=now,
+                                                    refused=dict(refused) or None))
         bulk_insert(conn, journey_runs, [
             {"workspace_id": ws, "journey_id": journey_id, "version": version, "user_pk": pk, "cohort": cohort,
              "workflow_id": wf_id, "current_step": None, "status": "active", "exit_reason": None, "entered_at": now,
@@ -492,7 +495,8 @@ class JourneyActivities:
             candidates = [(r.user_pk, r.event) for r in rows
                           if rule is None or holds(rule, {"event": _entry_doc(r.event),
                                                           "customer": docs.get(r.user_pk, {})})]
-            return self._admit_rows(conn, ws, jid, version, call.claim_key, candidates)
+            refused = Counter({"entry_filter": len(rows) - len(candidates)} if len(rows) > len(candidates) else {})
+            return self._admit_rows(conn, ws, jid, version, call.claim_key, candidates, refused)
 
     async def _admit_long_poll(self, call: AdmitCall) -> Admitted:
         """The admission of histories recorded before the entry watch: returns as soon as entries are
