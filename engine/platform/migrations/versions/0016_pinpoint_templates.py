@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016_pinpoint_templates"
-down_revision = "0012_pinpoint_jobs"
+down_revision = "0015_journey_report"
 branch_labels = None
 depends_on = None
 
