@@ -132,30 +132,31 @@ def _numeric_sqlite(t: str) -> str:
 
 def string_kind(dialect: str, s: str, p: Param, dates: bool) -> str:
     """The kind of the string `s` as documents.classify gives it ('?': ask Python). `dates`: strings that may
-    be ISO dates are '?' too (their `ts` is Python's parse); a direct evaluation does not read `ts`."""
+    be ISO dates are '?' too (their `ts` is Python's parse); a direct evaluation does not read `ts`. The
+    cheap tests come first: most strings have no digit, and of those with one few are all number characters."""
     if dialect == "postgresql":
-        date_cand = (f"length({s}) BETWEEN 8 AND 40 AND (left({s}, 4) ~ {p('^[0-9]{4}$')} "
-                     f"OR left({s}, 4) ~ {p('[^ -~]')})")
-        number = (f"WHEN {s} ~ {p(_NUMERIC_RE)} THEN (CASE WHEN {s} ~ {p('[eE]')} "
-                  f"OR length({s}) > 300 THEN '?' WHEN abs({s}::float8) < 1e300 AND ({s}::float8 = 0 "
-                  f"OR abs({s}::float8) > 1e-300) THEN 's' ELSE 'o' END)")
-        plain = (f"{s} !~ {p('[0-9]')} AND btrim({s}, {p(_SPACES)}) <> '' AND {s} !~ {p('[iI][nN][fF]')} "
-                 f"AND {s} !~ {p('[nN][aA][nN]')}")
-        folds = " OR ".join(f"strpos({s}, {p(c)}) > 0" for c in _FOLDS)
-        newline = f"right({s}, 1) = chr(10)"
+        digit = f"{s} ~ {p('[0-9]')}"
+        date_digits = f"length({s}) BETWEEN 8 AND 40 AND left({s}, 4) ~ {p('^[0-9]{4}$')}"
+        date_other = f"length({s}) BETWEEN 8 AND 40 AND left({s}, 4) ~ {p('[^ -~]')}"
+        numeric = (f"{s} ~ {p(_NUMERIC_RE)} THEN (CASE WHEN {s} ~ {p('[eE]')} OR length({s}) > 300 THEN '?' "
+                   f"WHEN abs({s}::float8) < 1e300 AND ({s}::float8 = 0 OR abs({s}::float8) > 1e-300) THEN 's' "
+                   f"ELSE 'o' END)")
+        plain = (f"btrim({s}, {p(_SPACES)}) <> '' AND {s} !~ {p('[iI][nN][fF]')} AND {s} !~ {p('[nN][aA][nN]')}")
+        folds = f"{s} ~ {p('[' + ''.join(_FOLDS) + ']')}"
     else:
-        date_cand = (f"length({s}) BETWEEN 8 AND 40 AND (substr({s}, 1, 4) GLOB '[0-9][0-9][0-9][0-9]' "
-                     f"OR substr({s}, 1, 4) GLOB {p('*[^ -~]*')})")
+        digit = f"{s} GLOB '*[0-9]*'"
+        date_digits = f"length({s}) BETWEEN 8 AND 40 AND substr({s}, 1, 4) GLOB '[0-9][0-9][0-9][0-9]'"
+        date_other = f"length({s}) BETWEEN 8 AND 40 AND substr({s}, 1, 4) GLOB {p('*[^ -~]*')}"
         t = f"(CASE WHEN substr({s}, 1, 1) = '-' THEN substr({s}, 2) ELSE {s} END)"
         real = f"CAST({s} AS REAL)"
-        number = (f"WHEN {_numeric_sqlite(t)} THEN (CASE WHEN length({s}) > 16 THEN '?' "
-                  f"WHEN abs({real}) < 1e300 AND ({real} = 0 OR abs({real}) > 1e-300) THEN 's' ELSE 'o' END)")
-        plain = (f"{s} NOT GLOB '*[0-9]*' AND trim({s}, {p(_SPACES)}) <> '' AND {s} NOT LIKE {p('%inf%')} "
-                 f"AND {s} NOT LIKE {p('%nan%')}")
+        numeric = (f"{s} NOT GLOB {p('*[^0-9.eE+-]*')} AND {_numeric_sqlite(t)} THEN (CASE WHEN length({s}) > 16 "
+                   f"THEN '?' WHEN abs({real}) < 1e300 AND ({real} = 0 OR abs({real}) > 1e-300) THEN 's' ELSE 'o' END)")
+        plain = (f"trim({s}, {p(_SPACES)}) <> '' AND {s} NOT LIKE {p('%inf%')} AND {s} NOT LIKE {p('%nan%')}")
         folds = " OR ".join(f"instr({s}, {p(c)}) > 0" for c in _FOLDS)
-        newline = f"substr({s}, -1) = char(10)"
-    maybe_date = f"WHEN {date_cand} THEN '?' " if dates else ""
-    return (f"(CASE WHEN {s} = '' THEN 'z' WHEN {newline} THEN '?' {maybe_date}{number} "
+    with_digit = (f"(CASE {f'WHEN {date_digits} OR {date_other} THEN {chr(39)}?{chr(39)} ' if dates else ''}"
+                  f"WHEN {numeric} ELSE 'o' END)")  # a digit: a number, or other ('t' has none)
+    return (f"(CASE WHEN {s} = '' THEN 'z' WHEN {digit} THEN {with_digit} "
+            f"{f'WHEN {date_other} THEN {chr(39)}?{chr(39)} ' if dates else ''}"
             f"WHEN {folds} THEN '?' WHEN {plain} THEN 't' ELSE 'o' END)")
 
 
@@ -212,27 +213,65 @@ def classified(dialect: str, scope: str, path: str, where: str, p: Param) -> str
     return f"SELECT b.user_pk, b.ep, b.k AS kind, {txt} AS txt, {num} AS num, {arr} AS arr FROM ({b}) b WHERE b.k IS NOT NULL"
 
 
+def _cheap_flags(dialect: str, ty: str, v: str, s: str, p: Param) -> tuple[str, str, str]:
+    """(x, b, e) for a direct evaluation's prefilters, cheap to compute for every row: x is 1 at least where
+    the kind is 'x' or '?' (a superset: it only lets rows through to the outcome expression, which reads the
+    kind itself), b is 1 where the kind is 'b', e is 1 where the value is present."""
+    if dialect == "postgresql":
+        text_x = (f"strpos({s}, {p(_FOLDS[0])}) > 0 OR strpos({s}, {p(_FOLDS[1])}) > 0 OR length({s}) > 16 "
+                  f"OR (left({s}, 1) ~ {p('[-0-9]')} AND {s} ~ {p('[eE]')})")
+        x = (f"(CASE {ty} WHEN 'number' THEN (CASE WHEN length({s}) > 15 THEN 1 END) WHEN 'string' THEN "
+             f"(CASE WHEN {text_x} THEN 1 END) WHEN 'array' THEN 1 WHEN 'object' THEN 1 END)")
+        b = f"(CASE WHEN {ty} = 'boolean' THEN 1 END)"
+    else:
+        text_x = f"instr({s}, {p(_FOLDS[0])}) > 0 OR instr({s}, {p(_FOLDS[1])}) > 0 OR length({s}) > 16"
+        rng = f"(CASE WHEN {v} > {MAX_EXACT} OR {v} < -{MAX_EXACT} THEN 1 END)"
+        x = (f"(CASE {ty} WHEN 'integer' THEN {rng} WHEN 'real' THEN {rng} WHEN 'text' THEN "
+             f"(CASE WHEN {text_x} THEN 1 END) WHEN 'array' THEN 1 WHEN 'object' THEN 1 WHEN 'odd' THEN 1 END)")
+        b = f"(CASE WHEN {ty} IN ('true', 'false') THEN 1 END)"
+    e = f"(CASE WHEN {ty} IS NOT NULL AND {ty} <> 'null' THEN 1 END)"
+    return x, b, e
+
+
 def direct_source(dialect: str, workspace_id_param: str, user_paths: list[str], p: Param) -> str:
     """A derived table shaped like the workspace's wide table (user_pk, and per path i of `user_paths` the
-    columns k{i} n{i} t{i}, plus j{i} the list of a 'l' value) computed from the users rows' JSON: the direct
-    evaluation reads it where the typed index is not filled. Kinds SQL leaves unsure read as 'x' (the
-    translation asks Python for those customers)."""
-    fence = _fence(dialect)
-    a_cols, b_cols, c_cols = [], [], []
+    columns k{i} n{i} t{i}, plus j{i} the list of a 'l' value, and the cheap flags x{i} b{i} e{i} of
+    _cheap_flags) computed from the users rows' JSON: the direct evaluation reads it where the typed index is
+    not filled. Kinds SQL leaves unsure read as 'x' (the translation asks Python for those customers).
+    No fence: the database folds it into the query, so the costly kind is computed only for the rows the
+    prefilters (which read t, n and the flags) let through."""
+    cols = []
     for i, path in enumerate(user_paths):
-        cols = source_columns(dialect, "u", path, "u", p)
-        if cols is None:
-            ty, v, s = ("NULL", "NULL::json" if dialect == "postgresql" else "NULL", "NULL")
+        src = source_columns(dialect, "u", path, "u", p)
+        if src is None:
+            cols.append(f"NULL AS k{i}, NULL AS n{i}, NULL AS t{i}, NULL AS j{i}, NULL AS x{i}, NULL AS b{i}, "
+                        f"NULL AS e{i}")
+            continue
+        ty, v, s = src
+        k = value_kind(dialect, ty, v, s, p, dates=False)
+        if dialect == "postgresql":
+            num_s = (f"(CASE WHEN {s} ~ {p(_NUMERIC_RE)} AND {s} !~ {p('[eE]')} AND length({s}) <= 300 "
+                     f"AND abs({s}::float8) < 1e300 AND ({s}::float8 = 0 OR abs({s}::float8) > 1e-300) THEN {s}::float8 END)")
+            n = (f"(CASE {ty} WHEN 'number' THEN (CASE WHEN length({s}) <= 15 OR {k} = 'n' THEN {s}::float8 END) "
+                 f"WHEN 'boolean' THEN (CASE WHEN {s} = 'true' THEN 1.0 ELSE 0.0 END) WHEN 'string' THEN {num_s} "
+                 f"WHEN 'array' THEN (CASE WHEN {k} = 'l' THEN json_array_length({v}) END) END)")
+            j = f"(CASE WHEN {ty} = 'array' THEN {v} END)"
+            t = f"(CASE WHEN {ty} = 'string' THEN {s} END)"
         else:
-            ty, v, s = cols
-        a_cols.append(f"{ty} AS ty{i}, {v} AS v{i}, {s} AS s{i}")
-        b_cols.append(f"{value_kind(dialect, f'a.ty{i}', f'a.v{i}', f'a.s{i}', p, dates=False)} AS k{i}")
-        txt, num, arr = value_columns(dialect, f"b.k{i}", f"b.ty{i}", f"b.v{i}", f"b.s{i}")
-        c_cols.append(f"(CASE WHEN b.k{i} = '?' THEN 'x' ELSE b.k{i} END) AS k{i}, {num} AS n{i}, {txt} AS t{i}, "
-                      f"{arr} AS j{i}")
-    a = f"SELECT u.id AS user_pk, {', '.join(a_cols)} FROM users u WHERE u.workspace_id = {workspace_id_param} {fence}"
-    b = f"SELECT a.*, {', '.join(b_cols)} FROM ({a}) a {fence}"
-    return f"(SELECT b.user_pk, {', '.join(c_cols)} FROM ({b}) b {fence})"
+            tt = f"(CASE WHEN substr({s}, 1, 1) = '-' THEN substr({s}, 2) ELSE {s} END)"
+            real = f"CAST({s} AS REAL)"
+            num_s = (f"(CASE WHEN {s} GLOB '*[0-9]*' AND {s} NOT GLOB {p('*[^0-9.eE+-]*')} AND length({s}) <= 16 "
+                     f"AND {_numeric_sqlite(tt)} AND abs({real}) < 1e300 AND ({real} = 0 OR abs({real}) > 1e-300) "
+                     f"THEN {real} END)")
+            rng = f"(CASE WHEN {v} BETWEEN -{MAX_EXACT} AND {MAX_EXACT} THEN CAST({v} AS REAL) END)"
+            n = (f"(CASE {ty} WHEN 'integer' THEN {rng} WHEN 'real' THEN {rng} WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 "
+                 f"WHEN 'text' THEN {num_s} WHEN 'array' THEN (CASE WHEN {k} = 'l' THEN json_array_length({v}) END) END)")
+            j = f"(CASE WHEN {ty} = 'array' THEN {v} END)"
+            t = f"(CASE WHEN {ty} = 'text' THEN {s} END)"
+        x, b, e = _cheap_flags(dialect, ty, v, s, p)
+        cols.append(f"(CASE WHEN {k} = '?' THEN 'x' ELSE {k} END) AS k{i}, {n} AS n{i}, {t} AS t{i}, {j} AS j{i}, "
+                    f"{x} AS x{i}, {b} AS b{i}, {e} AS e{i}")
+    return f"(SELECT u.id AS user_pk, {', '.join(cols)} FROM users u WHERE u.workspace_id = {workspace_id_param})"
 
 
 # ---- the backfill ---------------------------------------------------------------------------------
@@ -278,8 +317,11 @@ def fill_batch(conn: Connection, workspace_id: int, scope: str, path: str, after
         conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {ws}, c.user_pk, c.ep, {path_p}, c.kind, c.txt, "
                           f"c.num FROM ({sel}) c"), p.values)
         items = ("json_array_elements_text(c.arr) it(value)" if dialect == "postgresql" else "json_each(c.arr) it")
-        conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {ws}, c.user_pk, c.ep, {path_p}, 'i', it.value, "
-                          f"NULL FROM ({sel}) c, {items} WHERE c.kind = 'l'"), p.values)
+        lists = conn.execute(text(f"SELECT 1 FROM customer_value cv WHERE cv.user_pk > {lo}{upto} AND cv.path = {path_p} "
+                                  f"AND {ep_cond} AND cv.kind = 'l' AND cv.workspace_id = {ws} LIMIT 1"), p.values).first()
+        if lists:  # their items: the classification again, kept to the list rows
+            conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {ws}, c.user_pk, c.ep, {path_p}, 'i', "
+                              f"it.value, NULL FROM ({sel}) c, {items} WHERE c.kind = 'l'"), p.values)
         # what SQL left to Python: those customers' rows of this path, from documents.value_rows
         odd = sorted(set(conn.execute(text(
             f"SELECT cv.user_pk FROM customer_value cv WHERE cv.user_pk > {lo}{upto} AND cv.path = {path_p} "

@@ -546,13 +546,25 @@ def wide_conjunct_filters(logic: Any, ctx: Ctx) -> list[Prefilter]:
                 exact = False
             exact = exact and all(by_kind[k] in (f"{head}{cond}{tail}", str(T)) for k in readers if k in by_kind)
         if kinds:
-            conds.append(f"w.k{slot} IN ({', '.join(repr(k) for k in kinds)})")
+            conds.append(_kinds_in(ctx, slot, kinds))
         missing = leaf.probe(None, missing=True)
         if missing in (T, UNSURE):
-            conds.append(f"w.k{slot} IS NULL")
+            conds.append(f"w.e{slot} IS NULL" if ctx.direct else f"w.k{slot} IS NULL")
             exact = exact and missing == T
         out.append(Prefilter(" OR ".join(conds) if conds else "1 = 0", exact and bool(conds), i))
     return out
+
+
+def _kinds_in(ctx: Ctx, slot: int, kinds: list[str]) -> str:
+    """Rows whose value is of one of these kinds (a superset in a direct evaluation: its cheap flags
+    x{slot} and b{slot}, backfill._cheap_flags, stand in for the costly kind where they can)."""
+    if not ctx.direct:
+        return f"w.k{slot} IN ({', '.join(repr(k) for k in kinds)})"
+    parts = [f"w.{k}{slot} = 1" for k in ("x", "b") if k in kinds]
+    rest = [k for k in kinds if k not in ("x", "b")]
+    if rest:
+        parts.append(f"w.k{slot} IN ({', '.join(repr(k) for k in rest)})")
+    return " OR ".join(parts)
 
 
 _SEEKABLE = re.compile(r"^w\.([nt][0-9]+) (=|IN|<|<=|>|>=) ")
