@@ -48,7 +48,7 @@ def classify(value: Any) -> list[tuple[str, str | None, float | None, int | None
         ts = parse_date(value)
         if value == "":
             return [("z", value, None, None)]
-        if _NUMERIC.match(value):
+        if _NUMERIC.fullmatch(value):  # not .match: its $ would let "5\n" through as a number
             num = float(value)
             if math.isfinite(num) and abs(num) < 1e300 and (num == 0 or abs(num) > 1e-300):
                 return [("s", value, num, ts)]

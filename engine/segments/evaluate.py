@@ -17,7 +17,7 @@ from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.metrics_registry import SEGMENT_EVALUATION
 from tidings.engine.segments.tables import segment_members, segments
 from tidings.engine.customers import history, on_write
-from tidings.engine.segments import typed_index as paths, rules
+from tidings.engine.segments import backfill, typed_index as paths, rules
 from tidings.engine.segments.documents import documents
 from tidings.engine.segments.to_sql import (
     Ctx, Prefilter, driving_sets, full_query, seek_columns, selectivity_sample, wide_conjunct_filters,
@@ -133,6 +133,7 @@ def ensure_indexed(conn: Connection, workspace_id: int, seg: Compiled) -> None:
     on SQLite build its scan index (paths.ensure_scan_index), as saving it would. Saved segments' paths are
     indexed by workspace_rules; extra paths and scan indexes are dropped at the next sync."""
     _sync_paths(conn, workspace_id, seg)
+    backfill.fill_in(conn, workspace_id)
     plan = _wide_plan(conn, workspace_id, seg, 0)
     if plan is not None:
         _ensure_scan_index(conn, workspace_id, seg, plan[0], plan[2])
@@ -300,9 +301,12 @@ def _update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled],
     write_changes(conn, workspace_id, changes, now)
 
 
-def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> set[int]:
-    """Every member of the segment: SQL decides what it can, Python the unsure rows in batches."""
-    query, params, wide = full_evaluation_query(conn, workspace_id, seg, now)
+def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int, register: bool = True,
+                 direct: bool = False) -> set[int]:
+    """Every member of the segment: SQL decides what it can, Python the unsure rows in batches. `register`:
+    index the rule's paths (False for an unsaved rule: a path not filled is read from the JSON); `direct`:
+    read every path from the users' JSON (segments.backfill.direct_source), as while the index fills."""
+    query, params, wide = full_evaluation_query(conn, workspace_id, seg, now, register, direct)
     members, unsure = _fetch_outcomes(conn, query, params, big_scan=wide)
     for part in chunks(unsure, BATCH):
         docs = documents(conn, workspace_id, list(part), seg.facts, now)
@@ -310,11 +314,23 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -
     return members
 
 
-def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> tuple[str, dict[str, Any], bool]:
+def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, now: int, register: bool = True,
+                          direct: bool = False) -> tuple[str, dict[str, Any], bool]:
     """(query, params, over the wide table?) of the segment's full evaluation: (pk, outcome) rows with
-    outcome 1 (member) or 3 (ask Python). Indexes the rule's paths first, and its scan index on SQLite."""
-    _sync_paths(conn, workspace_id, seg)
-    plan = _wide_plan(conn, workspace_id, seg, now)
+    outcome 1 (member) or 3 (ask Python). Indexes the rule's paths first (`register`), and its scan index on
+    SQLite; while some user-level path it reads is not filled, a direct evaluation over the users' JSON."""
+    if register:
+        _sync_paths(conn, workspace_id, seg)
+    done = paths.filled(conn, workspace_id)
+    ep_unfilled = frozenset(p for p in seg.ep_paths if ("e", p) not in done)
+    if seg.user_paths and (direct or not seg.user_paths <= {p for s, p in done if s == "u"}):
+        order = sorted(seg.user_paths)
+        ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide={p: i for i, p in enumerate(order)},
+                  direct=True, ep_unfilled=ep_unfilled)
+        table = backfill.direct_source(ctx.dialect, ctx.p(workspace_id), order, ctx.p)
+        prefilters = _by_selectivity(conn, ctx, seg.logic, table)
+        return full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters), ctx.params, True
+    plan = _wide_plan(conn, workspace_id, seg, now, ep_unfilled)
     if plan is not None:  # one scan of the wide table (or of its scan index), a row per customer
         ctx, table, prefilters = plan
         index = _ensure_scan_index(conn, workspace_id, seg, ctx, prefilters)  # one catalog lookup when it exists
@@ -323,17 +339,18 @@ def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, no
         hint = "NOT INDEXED" if ctx.dialect == "sqlite" and index is None else ""
         return (full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters, table_hint=hint),
                 ctx.params, True)
-    ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now)
+    ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, ep_unfilled=ep_unfilled)
     return full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg)), ctx.params, False
 
 
-def _wide_plan(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> tuple[Ctx, str, list[Prefilter]] | None:
-    """When every user-level path the rule reads has a wide slot: the context, the wide table and the
+def _wide_plan(conn: Connection, workspace_id: int, seg: Compiled, now: int,
+               ep_unfilled: frozenset[str] = frozenset()) -> tuple[Ctx, str, list[Prefilter]] | None:
+    """When every user-level path the rule reads has a filled wide slot: the context, the wide table and the
     prefilters in the order to test them; None otherwise."""
-    slots = paths.slots(conn, workspace_id)
+    slots = paths.slots(conn, workspace_id, filled=True)
     if not (seg.user_paths and seg.user_paths <= set(slots)):
         return None
-    ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide=slots)
+    ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide=slots, ep_unfilled=ep_unfilled)
     if conn.dialect.name == "sqlite":  # same transaction as the scan; PostgreSQL's read committed is not
         ctx.rare = paths.rare_kinds(conn, workspace_id, {slots[p] for p in seg.user_paths})
     table = paths.wide_table(workspace_id)

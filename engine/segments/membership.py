@@ -12,7 +12,7 @@ from sqlalchemy import Connection, delete, inspect, select
 
 from tidings.engine.platform.batching import chunks
 from tidings.engine.segments.tables import customer_values, segment_members, static_members
-from tidings.engine.segments import typed_index as paths
+from tidings.engine.segments import backfill, typed_index as paths
 from tidings.engine.segments.documents import load_customers, refresh_values
 from tidings.engine.segments.evaluate import update_for_users, with_dependents, workspace_rules
 
@@ -24,6 +24,7 @@ def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
     pks = sorted(set(user_pks))
     if not pks:
         return
+    backfill.write_guard(conn, workspace_id)
     ws_rules = workspace_rules(conn, workspace_id)
     segs = ws_rules.segs
     if not segs:
@@ -43,6 +44,7 @@ def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
+    backfill.write_guard(conn, workspace_id)
     wide = paths.wide_table(workspace_id)
     has_wide = inspect(conn).has_table(wide)
     mark = "%s" if conn.dialect.name == "postgresql" else "?"
@@ -61,6 +63,7 @@ def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> No
     (Users the events created were placed by customers_changed before this.)"""
     if not rows:
         return
+    backfill.write_guard(conn, workspace_id)
     all_segs = workspace_rules(conn, workspace_id).segs
     names = {r["name"] for r in rows}
     hit = {s.id for s in all_segs if s.events & names or (s.any_event and any(not n.startswith("_") for n in names))}

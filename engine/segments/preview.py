@@ -1,6 +1,6 @@
 """The size an unsaved rule would have, and a few of the customers it would hold: what the segment
 builder shows as its rule is typed. The same validation and full evaluation a save runs, nothing kept
-but the rule's path indexes (which a save of the rule would build anyway)."""
+(paths the typed index does not hold are read from the customers' JSON, segments/backfill.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -26,7 +26,8 @@ def preview_rule(db: Engine, ws: WorkspaceRef, rule: Any, sample: int = 10) -> R
     """InvalidInput (field `rule`) for a rule that could not be saved."""
     with db.begin() as conn:
         validate_rule(conn, ws.id, UNSAVED, rule)
-        members = full_members(conn, ws.id, compile_segment(UNSAVED, "dynamic", rule), now_ms())
+        # nothing registered for an unsaved rule: paths the index does not hold are read from the JSON
+        members = full_members(conn, ws.id, compile_segment(UNSAVED, "dynamic", rule), now_ms(), register=False)
         first = sorted(members)[:sample]
         names: dict[int, str] = dict(conn.execute(select(users.c.id, users.c.user_id).where(users.c.id.in_(first))).all()) if first else {}
     return RulePreview(size=len(members), sample=[names[pk] for pk in first if pk in names])

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from tidings.engine.platform.installation import ensure_interval_schedule
 from tidings.engine.workspaces.tables import workspaces
 from tidings.engine.segments.refresh_workflow import ACTIVITY, SCHEDULE_ID, RefreshClockSegments
+from tidings.engine.segments import backfill
 from tidings.engine.segments.evaluate import evaluate_many_full, workspace_segments
 from tidings.engine.platform.db import reading, writing
 
@@ -19,7 +20,9 @@ INTERVAL = timedelta(minutes=5)
 
 
 def refresh_clock_segments(db: Engine, now_ms: int) -> int:
-    """Full evaluation of every clock-dependent segment (and what depends on it); returns changes."""
+    """Full evaluation of every clock-dependent segment (and what depends on it); returns changes. First
+    finishes any typed-index backfill a stopped process left (segments/backfill.py)."""
+    backfill.resume_all(db)
     changed = 0
     with reading(db) as conn:
         ws_ids = list(conn.execute(select(workspaces.c.id)).scalars())

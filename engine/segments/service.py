@@ -18,8 +18,8 @@ from tidings.engine.platform.pagination import check_limit, decode_cursor, encod
 from tidings.engine.segments.tables import (
     journey_segment_refs, segment_members, segment_versions, segments, static_members,
 )
-from tidings.engine.segments import rules
-from tidings.engine.segments.evaluate import evaluate_many_full
+from tidings.engine.segments import backfill, rules
+from tidings.engine.segments.evaluate import compile_segment, evaluate_many_full
 from tidings.engine.workspaces.service import WorkspaceRef
 from tidings.engine.workspaces.tags import add_tags, drop_tags
 
@@ -46,6 +46,11 @@ class SegmentOut(Struct):
     size: int
     created_at: str
     updated_at: str
+    # `evaluating` while the typed index of a path the rule reads is being filled (segments/backfill.py):
+    # the members are exact meanwhile (a direct evaluation of the users at save, then every write), but a full
+    # re-evaluation reads the customers' JSON; `progress` (0..1) is how far the filling is. Then `current`.
+    state: str = "current"
+    progress: float | None = None
 
 
 class VersionOut(Struct):
@@ -105,11 +110,25 @@ def _row(conn: Connection, workspace_id: int, segment_id: str):
     return row
 
 
+def _state(conn: Connection, row, filling: bool) -> tuple[str, float | None]:
+    """(state, progress) of a segment row; `filling`: the workspace has paths being filled."""
+    if not filling or row.rule is None and row.kind == "static":
+        return "current", None
+    done = backfill.progress(conn, row.workspace_id, compile_segment(row.id, row.kind, row.rule).index_paths())
+    return ("current", None) if done is None else ("evaluating", done)
+
+
+def _filling(conn: Connection, workspace_id: int) -> bool:
+    return bool(backfill.pending(conn, workspace_id))
+
+
 def _out(conn: Connection, row) -> SegmentOut:
     size = conn.execute(select(func.count()).select_from(segment_members).where(
         segment_members.c.workspace_id == row.workspace_id, segment_members.c.segment_id == row.id)).scalar()
+    state, progress = _state(conn, row, _filling(conn, row.workspace_id))
     return SegmentOut(id=row.id, name=row.name, kind=row.kind, rule=row.rule, version=row.version, size=size,
-                      created_at=ms_to_iso(row.created_at), updated_at=ms_to_iso(row.updated_at))
+                      created_at=ms_to_iso(row.created_at), updated_at=ms_to_iso(row.updated_at), state=state,
+                      progress=progress)
 
 
 def check_new_id(conn: Connection, workspace_id: int, seg_id: str) -> None:
@@ -143,7 +162,9 @@ def create_segment(db: Engine, ws: WorkspaceRef, data: SegmentIn, tags: dict[str
         seg_id = create_in(conn, ws.id, data)
         if tags:
             add_tags(conn, ws.id, f"segments/{seg_id}", tags)
-        return _out(conn, _row(conn, ws.id, seg_id))
+        out = _out(conn, _row(conn, ws.id, seg_id))
+    backfill.kick(db, ws.id)
+    return out
 
 
 def update_in(conn: Connection, workspace_id: int, segment_id: str, patch: SegmentPatch) -> bool:
@@ -170,7 +191,9 @@ def update_in(conn: Connection, workspace_id: int, segment_id: str, patch: Segme
 def update_segment(db: Engine, ws: WorkspaceRef, segment_id: str, patch: SegmentPatch) -> SegmentOut:
     with writing(db) as conn:
         update_in(conn, ws.id, segment_id, patch)
-        return _out(conn, _row(conn, ws.id, segment_id))
+        out = _out(conn, _row(conn, ws.id, segment_id))
+    backfill.kick(db, ws.id)
+    return out
 
 
 def duplicate_segment(db: Engine, ws: WorkspaceRef, segment_id: str, new_id: str | None = None,
@@ -185,7 +208,9 @@ def duplicate_segment(db: Engine, ws: WorkspaceRef, segment_id: str, new_id: str
                 select(static_members.c.workspace_id, literal(seg_id), static_members.c.user_pk)
                 .where(static_members.c.workspace_id == ws.id, static_members.c.segment_id == segment_id)))
             evaluate_many_full(conn, ws.id, {seg_id}, record_events=False)
-        return _out(conn, _row(conn, ws.id, seg_id))
+        out = _out(conn, _row(conn, ws.id, seg_id))
+    backfill.kick(db, ws.id)
+    return out
 
 
 def segment_in_use_by(conn: Connection, workspace_id: int, segment_id: str) -> list[str]:
@@ -220,8 +245,11 @@ def list_segments(db: Engine, ws: WorkspaceRef) -> list[SegmentOut]:
         sizes = dict(conn.execute(select(segment_members.c.segment_id, func.count()).where(
             segment_members.c.workspace_id == ws.id).group_by(segment_members.c.segment_id)).all())
         rows = conn.execute(select(segments).where(segments.c.workspace_id == ws.id).order_by(segments.c.id)).all()
+        filling = _filling(conn, ws.id)
+        states = {r.id: _state(conn, r, filling) for r in rows}
     return [SegmentOut(id=r.id, name=r.name, kind=r.kind, rule=r.rule, version=r.version, size=sizes.get(r.id, 0),
-                       created_at=ms_to_iso(r.created_at), updated_at=ms_to_iso(r.updated_at)) for r in rows]
+                       created_at=ms_to_iso(r.created_at), updated_at=ms_to_iso(r.updated_at), state=states[r.id][0],
+                       progress=states[r.id][1]) for r in rows]
 
 
 def list_versions(db: Engine, ws: WorkspaceRef, segment_id: str) -> list[VersionOut]:
@@ -372,9 +400,12 @@ def apply_segment_resource(db: Engine, ws: WorkspaceRef, doc: dict[str, Any]) ->
                                                           segments.c.id == seg_id)).first()
         if not exists:
             create_in(conn, ws.id, SegmentIn(name=doc.get("name") or seg_id, rule=doc.get("rule"), id=seg_id))
-            return "created"
-        changed = update_in(conn, ws.id, seg_id, SegmentPatch(name=doc.get("name") or seg_id, rule=doc.get("rule")))
-        return "updated" if changed else "unchanged"
+            outcome = "created"
+        else:
+            changed = update_in(conn, ws.id, seg_id, SegmentPatch(name=doc.get("name") or seg_id, rule=doc.get("rule")))
+            outcome = "updated" if changed else "unchanged"
+    backfill.kick(db, ws.id)
+    return outcome
 
 
 __all__ = ["SegmentIn", "SegmentPatch", "SegmentOut", "create_segment", "update_segment", "duplicate_segment",

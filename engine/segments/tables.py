@@ -87,6 +87,9 @@ class IndexedPath(SQLModel, table=True):
     scope: str = Field(max_length=1, primary_key=True)
     path: str = Field(max_length=120, primary_key=True)
     slot: Optional[int] = Field(default=None, sa_column=Column(Integer, nullable=True))
+    # the backfill's watermark (segments/backfill.py): NULL when filled for every customer, else the user pk
+    # up to which it is filled (writes index their own rows, whatever their pk)
+    filled_to: Optional[int] = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class ImportJob(SQLModel, table=True):

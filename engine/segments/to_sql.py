@@ -75,6 +75,10 @@ class Ctx:
     counter: itertools.count = field(default_factory=itertools.count)
     wide: dict[str, int] | None = None  # user-level path -> slot, when the query runs over the wide table `w`
     rare: dict[int, set[str]] | None = None  # slot -> the rare kinds (paths.RARE_KINDS) it holds; None: any
+    # `w` is the direct evaluation's derived table (segments.backfill.direct_source) rather than the wide table:
+    # no `d` (dates) columns, list items from the value's JSON
+    direct: bool = False
+    ep_unfilled: frozenset[str] = frozenset()  # endpoint paths the index does not hold yet: unsure
     _seen: dict[Any, str] = field(default_factory=dict, repr=False)
 
     def p(self, value: Any) -> str:
@@ -148,6 +152,7 @@ class Cols:
     num: str = "cv.num"
     txt: str = "cv.txt"
     items: str = "ci.user_pk = cv.user_pk AND ci.ep = cv.ep AND ci.path = cv.path"  # its list items in `ci`
+    item_exists: str | None = None  # or: an EXISTS over the list's JSON, with {lit} for the literal
 
 
 CV = Cols()
@@ -210,6 +215,8 @@ def _in_str_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
         return None
     if kind in STRING_KINDS and lit:
         return _case(ctx.instr(c.txt, ctx.p(lit)))
+    if kind == "l" and c.item_exists is not None:
+        return _case(c.item_exists.format(lit=ctx.p(lit)))
     if kind == "l":
         return _case(f"EXISTS (SELECT 1 FROM customer_value ci WHERE {c.items} "
                      f"AND ci.kind = 'i' AND ci.txt = {ctx.p(lit)})")
@@ -230,11 +237,18 @@ _FORM_SQL = {"truthy": _truthy_sql, "cmp": _cmp_sql, "in_str": _in_str_sql, "in_
 
 
 def wide_cols(slot: int, path: str, ctx: Ctx) -> Cols:
+    if ctx.direct:
+        items = (f"EXISTS (SELECT 1 FROM json_array_elements_text(w.j{slot}) ci(v) WHERE ci.v = {{lit}})"
+                 if ctx.dialect == "postgresql" else
+                 f"EXISTS (SELECT 1 FROM json_each(w.j{slot}) ci WHERE ci.type = 'text' AND ci.value = {{lit}})")
+        return Cols(num=f"w.n{slot}", txt=f"w.t{slot}", item_exists=items)
     return Cols(num=f"w.n{slot}", txt=f"w.t{slot}",
                 items=f"ci.user_pk = w.user_pk AND ci.ep = 0 AND ci.path = {ctx.p(path)}")
 
 
 def cv_leaf(leaf: Leaf, path: str, scope: Scope, ctx: Ctx) -> str:
+    if scope.kind == "endpoint" and path in ctx.ep_unfilled:
+        return str(UNSURE)  # the index is still being filled for it: Python reads the document
     missing = leaf.probe(None, missing=True)
     if scope.kind == "user" and ctx.wide is not None and path in ctx.wide:
         slot = ctx.wide[path]
@@ -296,6 +310,8 @@ def fact_sql(fact: dict[str, Any], scope: Scope, ctx: Ctx) -> str | None:
         last = (f"(SELECT max(z.t) FROM (SELECT max(e.ts) AS t FROM event e WHERE e.user_pk = {u} UNION ALL "
                 f"SELECT max(p.effective_date) AS t FROM endpoint p WHERE p.user_pk = {u}) z)")
         return f"({ctx.p(ctx.now)} - {last})"
+    if kind in ("date", "ago") and ctx.direct:
+        return None  # the direct evaluation leaves dates to Python (their parse is Python's)
     if kind in ("date", "ago") and ctx.wide is not None and fact["path"] in ctx.wide and scope.kind == "user":
         ts = f"w.d{ctx.wide[fact['path']]}"
         return ts if kind == "date" else f"({ctx.p(ctx.now)} - {ts})"
@@ -530,13 +546,25 @@ def wide_conjunct_filters(logic: Any, ctx: Ctx) -> list[Prefilter]:
                 exact = False
             exact = exact and all(by_kind[k] in (f"{head}{cond}{tail}", str(T)) for k in readers if k in by_kind)
         if kinds:
-            conds.append(f"w.k{slot} IN ({', '.join(repr(k) for k in kinds)})")
+            conds.append(_kinds_in(ctx, slot, kinds))
         missing = leaf.probe(None, missing=True)
         if missing in (T, UNSURE):
-            conds.append(f"w.k{slot} IS NULL")
+            conds.append(f"w.e{slot} IS NULL" if ctx.direct else f"w.k{slot} IS NULL")
             exact = exact and missing == T
         out.append(Prefilter(" OR ".join(conds) if conds else "1 = 0", exact and bool(conds), i))
     return out
+
+
+def _kinds_in(ctx: Ctx, slot: int, kinds: list[str]) -> str:
+    """Rows whose value is of one of these kinds (a superset in a direct evaluation: its cheap flags
+    x{slot} and b{slot}, backfill._cheap_flags, stand in for the costly kind where they can)."""
+    if not ctx.direct:
+        return f"w.k{slot} IN ({', '.join(repr(k) for k in kinds)})"
+    parts = [f"w.{k}{slot} = 1" for k in ("x", "b") if k in kinds]
+    rest = [k for k in kinds if k not in ("x", "b")]
+    if rest:
+        parts.append(f"w.k{slot} IN ({', '.join(repr(k) for k in rest)})")
+    return " OR ".join(parts)
 
 
 _SEEKABLE = re.compile(r"^w\.([nt][0-9]+) (=|IN|<|<=|>|>=) ")
@@ -575,7 +603,7 @@ def selectivity_sample(wide_table: str, prefilters: list[str], dialect: str, row
     if not prefilters:
         return ""
     sums = ", ".join(f"sum(CASE WHEN {c} THEN 1 ELSE 0 END)" for c in prefilters)
-    return f"SELECT {sums} FROM (SELECT * FROM {wide_table} ORDER BY user_pk LIMIT {int(rows)}) w"
+    return f"SELECT {sums} FROM (SELECT * FROM {wide_table} x ORDER BY x.user_pk LIMIT {int(rows)}) w"
 
 
 def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: str | None = None,

@@ -3,8 +3,9 @@ of the workspace reads.
 
 Writes pay only for indexed paths: with no segment (or none reading the written fields) a write costs
 one cached lookup. `indexed_path` records which paths are maintained; a path a segment starts reading is
-backfilled once, in the transaction that saves the segment, and a path no segment reads any more is
-dropped.
+registered in the transaction that saves the segment and backfilled by set-based SQL (segments/backfill.py:
+inside that transaction for a small workspace, else in batches after it, behind a watermark), and a path
+no segment reads any more is dropped.
 """
 from __future__ import annotations
 
@@ -13,13 +14,12 @@ from typing import Any, Iterable
 
 from sqlalchemy import Connection, and_, delete, select
 
-from tidings.engine.platform.db import _PLACEHOLDER, bulk_insert
-from tidings.engine.customers.tables import endpoints, users
+from tidings.engine.platform.db import bulk_insert
+from tidings.engine.customers.tables import users
 from tidings.engine.segments.tables import customer_values, indexed_paths
-from tidings.engine.segments.documents import UserRow, EndpointRow, value_rows
+from tidings.engine.segments import backfill
 
 NOT_INDEXED = ("segments", "imported", "endpoints", "")
-BACKFILL_CHUNK = 20_000
 
 
 def rule_reads(logic: Any, facts: dict[str, dict[str, Any]]) -> tuple[frozenset[str], frozenset[str], bool]:
@@ -72,11 +72,20 @@ def maintained(conn: Connection, workspace_id: int) -> set[tuple[str, str]]:
         indexed_paths.c.workspace_id == workspace_id))}
 
 
-def slots(conn: Connection, workspace_id: int) -> dict[str, int]:
-    """User-level path -> its column slot in the wide table."""
-    return {p: s for p, s in conn.execute(select(indexed_paths.c.path, indexed_paths.c.slot).where(
-        indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == "u",
-        indexed_paths.c.slot.is_not(None)))}
+def slots(conn: Connection, workspace_id: int, filled: bool = False) -> dict[str, int]:
+    """User-level path -> its column slot in the wide table (writes keep every slot; `filled`: only the
+    slots the backfill has filled for every customer, which full evaluation may read)."""
+    q = select(indexed_paths.c.path, indexed_paths.c.slot).where(
+        indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == "u", indexed_paths.c.slot.is_not(None))
+    if filled:
+        q = q.where(indexed_paths.c.filled_to.is_(None))
+    return {p: s for p, s in conn.execute(q)}
+
+
+def filled(conn: Connection, workspace_id: int) -> set[tuple[str, str]]:
+    """(scope, path) pairs the index holds for every customer."""
+    return {(s, p) for s, p in conn.execute(select(indexed_paths.c.scope, indexed_paths.c.path).where(
+        indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.filled_to.is_(None)))}
 
 
 def wide_table(workspace_id: int) -> str:
@@ -199,58 +208,31 @@ def sync(conn: Connection, workspace_id: int, want: set[tuple[str, str]], drop_u
                 drop_scan_indexes(conn, workspace_id, keep=lambda cols, s=s: not {f"{c}{s}" for c in WIDE_COLS} & set(cols))
             conn.exec_driver_sql(f"UPDATE {table} SET " + ", ".join(f"{c}{s} = NULL" for c in WIDE_COLS))
     if new:
-        new_user = sorted(p for s, p in new if s == "u")
-        _backfill(conn, workspace_id, set(new_user), {p for s, p in new if s == "e"})
-        assigned: dict[str, int] = {}
-        if new_user:
-            have_cols = _wide_columns(conn, workspace_id)
-            free = (s for s in itertools.count() if s not in taken.values())
-            assigned = {p: next(free) for p in new_user}
-            types = _sql_types(conn)
-            for s in range(have_cols, max(assigned.values()) + 1):
-                for c in WIDE_COLS:
-                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {c}{s} {types[c]}")
-            mark = _PLACEHOLDER[conn.dialect.paramstyle]
-            # every customer has a row while some user-level path is indexed (writes keep it so)
-            conn.exec_driver_sql(f"INSERT INTO {table} (user_pk) SELECT id FROM users WHERE workspace_id = {mark} "
-                                 f"ON CONFLICT (user_pk) DO NOTHING", (workspace_id,))
-            for p, s in assigned.items():
-                conn.exec_driver_sql(
-                    f"UPDATE {table} SET k{s} = cv.kind, n{s} = cv.num, t{s} = cv.txt, d{s} = cv.ts "
-                    f"FROM customer_value cv WHERE cv.workspace_id = {mark} AND cv.path = {mark} AND cv.ep = 0 "
-                    f"AND cv.kind <> 'i' AND cv.user_pk = {table}.user_pk", (workspace_id, p))
-                if conn.dialect.name == "sqlite":  # (read only by SQLite's full evaluation)
-                    rare_index(conn, workspace_id, s)
-        bulk_insert(conn, indexed_paths, [{"workspace_id": workspace_id, "scope": s, "path": p,
-                                           "slot": assigned.get(p) if s == "u" else None} for s, p in sorted(new)])
+        register(conn, workspace_id, new, taken)
+        if conn.execute(select(users.c.id).where(users.c.workspace_id == workspace_id)
+                        .offset(backfill.SYNC_FILL_ROWS).limit(1)).first() is None:
+            backfill.fill_in(conn, workspace_id)  # a small workspace: filled here, current at once
     return bool(new or old)
 
 
-def _backfill(conn: Connection, workspace_id: int, user_paths: set[str], ep_paths: set[str]) -> None:
-    """Typed rows of every customer of the workspace for these paths, in keyset-paged chunks (bounded memory)."""
-    if user_paths:
-        for chunk in _paged(conn, users, list(UserRow._fields), workspace_id):
-            rows = [r for u in chunk for r in value_rows(workspace_id, UserRow(*u), (), user_paths, ())]
-            bulk_insert(conn, customer_values, rows)
-    if ep_paths:
-        for chunk in _paged(conn, endpoints, list(EndpointRow._fields), workspace_id):
-            rows = []
-            for e in chunk:
-                ep = EndpointRow(*e)
-                ep = ep._replace(opt_out=bool(ep.opt_out))
-                # user_pk must be the owner's: value_rows takes it from the user row it is given
-                owner = UserRow(ep.user_pk, None, {}, {}, None, None)
-                rows += value_rows(workspace_id, owner, [ep], (), ep_paths)
-            bulk_insert(conn, customer_values, rows)
-
-
-def _paged(conn: Connection, table, columns: list[str], workspace_id: int) -> Iterable[list[tuple]]:
-    after = 0
-    cols = [table.c[c] for c in columns]
-    while True:
-        part = conn.execute(select(*cols).where(table.c.workspace_id == workspace_id, table.c.id > after)
-                            .order_by(table.c.id).limit(BACKFILL_CHUNK)).all()
-        if not part:
-            return
-        yield [tuple(r) for r in part]
-        after = part[-1][0]
+def register(conn: Connection, workspace_id: int, new: set[tuple[str, str]], taken: dict[str, int]) -> None:
+    """Start maintaining these paths: their indexed_path rows (filled_to 0: segments.backfill fills them) and
+    the wide slots of the user-level ones. Writes index their own rows from here on."""
+    backfill.exclusive(conn, workspace_id)
+    table = wide_table(workspace_id)
+    new_user = sorted(p for s, p in new if s == "u")
+    assigned: dict[str, int] = {}
+    if new_user:
+        have_cols = _wide_columns(conn, workspace_id)
+        free = (s for s in itertools.count() if s not in taken.values())
+        assigned = {p: next(free) for p in new_user}
+        types = _sql_types(conn)
+        for s in range(have_cols, max(assigned.values()) + 1):
+            for c in WIDE_COLS:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {c}{s} {types[c]}")
+        if conn.dialect.name == "sqlite":  # (read only by SQLite's full evaluation)
+            for s in assigned.values():
+                rare_index(conn, workspace_id, s)
+    bulk_insert(conn, indexed_paths, [{"workspace_id": workspace_id, "scope": s, "path": p,
+                                       "slot": assigned.get(p) if s == "u" else None, "filled_to": 0}
+                                      for s, p in sorted(new)])

@@ -164,3 +164,5 @@ def agree(db, people, rules):
                             assert holds == (pk in passing), (rule, pre, doc)
             expected = {pk for pk, doc in docs.items() if python_member(seg, doc)}
             assert full_members(conn, ws.id, seg, now) == expected, rule
+            # the direct evaluation over the users' JSON (while the index fills) agrees too
+            assert full_members(conn, ws.id, seg, now, register=False, direct=True) == expected, rule
