@@ -151,6 +151,13 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 
 def cmd_worker(args, settings: Settings) -> int:
+    if args.processes < 1:
+        print("error: --processes must be at least 1", file=sys.stderr)
+        return 2
+    if args.processes > 1:  # a supervisor of N one-process workers (engine/ops/supervisor.py)
+        from tidings.engine.ops.supervisor import supervise
+
+        return supervise(args.processes, settings.shutdown_timeout)
     from tidings.engine.platform.temporal import connect
     from tidings.engine.ops.worker import run_worker, stop_on_signals
 
@@ -165,7 +172,9 @@ def cmd_worker(args, settings: Settings) -> int:
         db = _db(settings)
         try:
             await run_worker(await connect(settings), db, settings, stop,
-                             ready=lambda: print(f"worker ready on task queue {settings.task_queue}", flush=True))
+                             ready=lambda: print(f"worker ready on task queues {settings.task_queue} and "
+                                                 f"{settings.send_queue} (at most {settings.worker_max_cohorts} "
+                                                 f"sends at once)", flush=True))
         finally:
             db.dispose()
 
@@ -383,7 +392,7 @@ def cmd_apply(args, settings: Settings) -> int:
             for c in changes:
                 if c.kind == "Journey":
                     info = await store.activate(client, db, ensure_workspace(db, args.workspace), c.id,
-                                                task_queue=settings.task_queue)
+                                                **settings.journey_queues())
                     print(f"  journey {c.id} active on v{info.active_version}")
 
         asyncio.run(activate_all())
@@ -516,7 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, default=8000)
     a.set_defaults(fn=cmd_api)
 
-    sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=cmd_worker)
+    w = sub.add_parser("worker", help="run the Temporal worker")
+    w.add_argument("--processes", type=int, default=1,
+                   help="run N worker processes under a supervisor that restarts one that dies and forwards "
+                        "SIGTERM (sends spread over them through Temporal's task queues)")
+    w.set_defaults(fn=cmd_worker)
     m = sub.add_parser("migrate", help="bring the database schema to the migrations' head (every start does)")
     m.add_argument("--check", action="store_true", help="change nothing; exit 1 unless the schema is at the head")
     m.set_defaults(fn=cmd_migrate)
