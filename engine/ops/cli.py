@@ -680,7 +680,12 @@ def main(argv: list[str] | None = None) -> int:
     from tidings.engine.platform.errors import TidingsError
 
     try:
-        return args.fn(args, Settings.from_env()) or 0
+        settings = Settings.from_env()
+    except ValueError as exc:  # a mistyped setting (TIDINGS_...): named, without a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.fn(args, settings) or 0
     except TidingsError as exc:
         print(f"error: {exc.message}" + (f" ({exc.field})" if exc.field else ""), file=sys.stderr)
         return 2
