@@ -109,13 +109,41 @@ class KillingSink(MailCounter):
         return open_rows == 0
 
     async def _kill(self, pid: int, held: asyncio.Event) -> None:
-        os.kill(pid, signal.SIGKILL)
-        status = Path(f"/proc/{pid}/status")
-        while status.exists() and "zombie" not in status.read_text():
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(1.0)  # the dead child's connections close; their held DATA are cancelled
-        self.held = None
-        held.set()
+        try:
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0)  # the dead child's connections close; their held DATA are cancelled
+        finally:
+            self.held = None
+            held.set()
+
+
+def _alive(pid: int) -> bool:
+    """Running (not a zombie, not reaped by the supervisor yet)."""
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+async def sample_sends(client, queue: str, peak: dict[str, int]) -> None:
+    """Every 0.3 s until cancelled: the sends (`journey.send` activities) each worker process runs at that
+    moment, read from Temporal (a pending activity's last worker identity is `pid@host`); keeps each
+    identity's peak."""
+    from temporalio.api.enums.v1 import PendingActivityState
+
+    while True:
+        now: dict[str, int] = {}
+        async for wf in client.list_workflows(f"TaskQueue = '{queue}' AND ExecutionStatus = 'Running' "
+                                              f"AND WorkflowType = 'JourneyCohort'"):
+            d = await client.get_workflow_handle(wf.id).describe()
+            for a in d.raw_description.pending_activities:
+                if a.activity_type.name == "journey.send" and a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
+                    now[a.last_worker_identity] = now.get(a.last_worker_identity, 0) + 1
+        for who, n in now.items():
+            peak[who] = max(peak.get(who, 0), n)
+        await asyncio.sleep(0.3)
 
 
 @pytest.fixture
@@ -152,12 +180,19 @@ async def test_three_worker_processes_one_killed_mid_broadcast_every_customer_ge
         await aeventually(lambda: len(_children(sup.pid)) == PROCESSES and log_has(log, "worker ready") >= PROCESSES,
                           60, "three workers ready")
         first = set(_children(sup.pid))
+        peak: dict[str, int] = {}
+        sampler = asyncio.create_task(sample_sends(temporal_dev.client, queue, peak))
         await store.activate(temporal_dev.client, db, ws, "promo", task_queue=queue, send_queue=f"{queue}-send",
                              page_size=PAGE)
         await aeventually(lambda: sink.killed is not None, 60, "the kill mid-broadcast")
+        sampler.cancel()
         assert sink.killed in first
-        await aeventually(lambda: runs_started(db) >= N and open_messages(db) == 0, 90, "every message final",
-                          every=0.5)
+        try:
+            await aeventually(lambda: runs_started(db) >= N and open_messages(db) == 0, 90, "every message final",
+                              every=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {sink.count()} mails, {runs_started(db)} runs, {open_messages(db)} open; "
+                                 f"workers: {log_text(log)[-3000:]}") from None
         await asyncio.sleep(0.5)  # a late duplicate would land now
         t = tally(sink, db, N)
         # the supervisor replaced the killed child with a new process
@@ -180,6 +215,8 @@ async def test_three_worker_processes_one_killed_mid_broadcast_every_customer_ge
     assert t.lost == 0 and t.duplicated == 0 and t.extra_mails == 0, t  # exactly one mail per customer
     assert t.statuses == {"sent": N}, t
     assert len(senders) >= 2, senders  # the broadcast's sends were spread over the processes
+    # 12 cohorts, and no process ever ran more than its bound of sends at once (seen from Temporal)
+    assert peak and max(peak.values()) <= MAX_COHORTS and len(peak) >= 2, peak
 
 
 def log_text(log) -> str:
