@@ -7,8 +7,9 @@ Temporal nor the database:
 - it restarts a child that dies (whatever killed it), after 1 s, doubling up to 30 s while the child keeps
   dying within 30 s of its start;
 - SIGTERM or SIGINT: it forwards SIGTERM to every child, which drains (activities in flight get
-  TIDINGS_SHUTDOWN_TIMEOUT seconds), waits for them, and exits 0 when they all stopped cleanly (1 if one
-  did not, or had to be killed after the timeout and 10 s more);
+  TIDINGS_SHUTDOWN_TIMEOUT seconds), waits for them, and exits 0 when they all stopped cleanly (exit 0, or
+  ended by that SIGTERM while still starting: nothing polled yet), else 1 (a child failed, or had to be
+  killed after the timeout and 10 s more);
 - on Linux a child gets SIGTERM when the supervisor dies (PR_SET_PDEATHSIG): no orphan keeps polling.
 
 A child's /metrics (TIDINGS_WORKER_METRICS_PORT=P) is on port P + its index (0 .. N-1)."""
@@ -63,9 +64,13 @@ class Supervisor:
         return env
 
     def start(self, child: Child) -> None:
+        if self.stopping:  # a SIGTERM during start-up: start nothing more
+            return
         child.proc = subprocess.Popen(self.command, env=self.child_env(child.index),
                                       preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         child.started = time.monotonic()
+        if self.stopping:  # the signal came while this one was being forked: it gets it too
+            child.proc.send_signal(signal.SIGTERM)
         log.info("worker %s started (pid %s)", child.index, child.proc.pid)
         print(f"supervisor: worker {child.index} started, pid {child.proc.pid}", flush=True)
 
@@ -121,7 +126,13 @@ class Supervisor:
                 log.warning("worker %s (pid %s) did not stop in time: killed", c.index, c.proc.pid)
                 c.proc.kill()
                 code = c.proc.wait()
-            ok = ok and code == 0
+            # -SIGTERM: the signal came before the child installed its handler (while it was starting):
+            # it had polled nothing yet, so nothing was cut short
+            clean = code in (0, -signal.SIGTERM)
+            if not clean:
+                print(f"supervisor: worker {c.index} (pid {c.proc.pid}) stopped with "
+                      f"{f'signal {-code}' if code < 0 else f'exit {code}'}", file=sys.stderr, flush=True)
+            ok = ok and clean
         print("supervisor: every worker stopped", flush=True)
         return 0 if ok else 1
 
