@@ -74,8 +74,8 @@ class Progress(msgspec.Struct, kw_only=True):
 
 def progress(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
              window_seconds: float = 10.0) -> Progress:
-    """Counts in SQL (one grouped query per table), cheap enough to poll every second during a
-    1,000,000-customer broadcast."""
+    """Counts in SQL (grouped queries over the journey's runs and the workspace's messages), no per-run
+    work in Python (step_counts above reads every run's steps)."""
     from tidings.engine.journeys.ir import BroadcastEntry, JourneyIR
     from tidings.engine.platform.errors import NotFound
     from tidings.engine.segments.service import segment_size
