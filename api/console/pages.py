@@ -245,7 +245,7 @@ class ConsoleController(Controller):
             raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(handlers)}", field="action")
         await asyncio.to_thread(store.get_journey, db, ws, journey_id)  # the 404 page before reaching Temporal
         client = await request.app.state.temporal.client()
-        kwargs = {"task_queue": request.app.state.settings.task_queue} if action == "activate" else {}
+        kwargs = request.app.state.settings.journey_queues() if action == "activate" else {}
         await handlers[action](client, db, ws, journey_id, **kwargs)
         return Redirect(f"{PREFIX}/journeys/{journey_id}")
 

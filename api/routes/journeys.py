@@ -80,5 +80,5 @@ class JourneyController(Controller):
             raise InvalidInput(f"unknown action {action!r}; use one of {', '.join(handlers)}", field="action")
         await asyncio.to_thread(store.get_journey, db, ws, journey_id)  # 404 before reaching Temporal
         client = await request.app.state.temporal.client()
-        kwargs = {"task_queue": request.app.state.settings.task_queue} if action == "activate" else {}
+        kwargs = request.app.state.settings.journey_queues() if action == "activate" else {}
         return await handlers[action](client, db, ws, journey_id, **kwargs)

@@ -1,13 +1,16 @@
 """How many customers each step of a journey has seen, holds now, and ended at: the numbers drawn on
-the journey's graph, read from journey_run (the runtime records every step a run takes)."""
+the journey's graph, read from journey_run (the runtime records every step a run takes); and how far a
+run of the journey has got (`progress`: `tidings journeys stats --progress`)."""
 from __future__ import annotations
 
 from collections import Counter
 
 import msgspec
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, case, func, select
 
-from tidings.engine.journeys.tables import journey_runs
+from tidings.engine.journeys.tables import journey_cohorts, journey_runs, journey_versions, journeys
+from tidings.engine.messaging.tables import messages
+from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.db import reading
 from tidings.engine.workspaces.service import WorkspaceRef
 
@@ -48,3 +51,88 @@ def run_totals(db: Engine, ws: WorkspaceRef, journey_id: str) -> dict[str, int]:
         journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id).group_by(journey_runs.c.status)
     with reading(db) as conn:
         return {status: int(n) for status, n in conn.execute(q)}
+
+
+# A broadcast whose runs all ended counts as admitted in full once its last cohort is this old, even when
+# the segment grew past what it snapshotted (those customers are not part of this firing).
+SETTLED_MS = 10_000
+
+
+class Progress(msgspec.Struct, kw_only=True):
+    """How far the journey's version has got: customers (runs) and messages, and the sending rate."""
+
+    journey_id: str
+    version: int | None
+    broadcast: bool
+    total: int  # customers it reaches: a broadcast's segment size until it has admitted them; else entered
+    entered: int  # runs started
+    finished: int  # runs ended (completed, exited, held out)
+    # customers done: their run ended, or (a run still at or past its send step) their message is final;
+    # the larger of the two counts, which is exact for the common broadcast of one send step
+    done_customers: int
+    pending: int  # total - done_customers: not yet sent to (or not yet admitted: a broadcast still admitting)
+    sent: int  # messages sent
+    failed: int  # messages failed for good
+    retrying: int  # messages waiting for their next attempt
+    per_second: float  # messages sent per second over the last `window_seconds` (or since the first)
+    eta_seconds: float | None  # pending / per_second; None while nothing is being sent
+    done: bool  # nothing left to do: every customer's run ended (a broadcast: admitted in full)
+    at: int  # epoch ms of this reading
+
+
+def progress(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+             window_seconds: float = 10.0) -> Progress:
+    """Counts in SQL (grouped queries over the journey's runs and the workspace's messages), no per-run
+    work in Python (step_counts above reads every run's steps)."""
+    from tidings.engine.journeys.ir import BroadcastEntry, JourneyIR
+    from tidings.engine.platform.errors import NotFound
+    from tidings.engine.segments.service import segment_size
+
+    now = now_ms()
+    with reading(db) as conn:
+        row = conn.execute(select(journeys.c.version, journeys.c.active_version).where(
+            journeys.c.workspace_id == ws.id, journeys.c.journey_id == journey_id)).first()
+        if row is None:
+            raise NotFound(f"no journey {journey_id!r}", field="journey_id")
+        version = version or row.active_version or row.version
+        text = conn.execute(select(journey_versions.c.ir).where(
+            journey_versions.c.workspace_id == ws.id, journey_versions.c.journey_id == journey_id,
+            journey_versions.c.version == version)).scalar()
+        if text is None:
+            raise NotFound(f"no version {version} of journey {journey_id!r}", field="version")
+        entry = JourneyIR.from_json(text).entry
+        runs = dict(conn.execute(select(journey_runs.c.status, func.count()).where(
+            journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id,
+            journey_runs.c.version == version).group_by(journey_runs.c.status)).all())
+        since = now - int(window_seconds * 1000)
+        recent = case((messages.c.updated_at >= since, 1), else_=0)
+        sent_rows = conn.execute(select(messages.c.status, func.count(), func.sum(recent),
+                                        func.min(messages.c.created_at)).where(
+            messages.c.workspace_id == ws.id, messages.c.journey_id == journey_id,
+            messages.c.journey_version == version).group_by(messages.c.status)).all()
+        final_customers = conn.execute(select(func.count(func.distinct(messages.c.user_pk))).where(
+            messages.c.workspace_id == ws.id, messages.c.journey_id == journey_id,
+            messages.c.journey_version == version, messages.c.status.in_(("sent", "failed")))).scalar() or 0
+        last_cohort = conn.execute(select(func.max(journey_cohorts.c.created_at)).where(
+            journey_cohorts.c.workspace_id == ws.id, journey_cohorts.c.journey_id == journey_id,
+            journey_cohorts.c.version == version)).scalar()
+        broadcast = isinstance(entry, BroadcastEntry)
+        size = segment_size(conn, ws.id, entry.segment) if isinstance(entry, BroadcastEntry) else 0
+    entered = sum(runs.values())
+    finished = entered - runs.get("active", 0)
+    by_status = {r[0]: r for r in sent_rows}
+    sent = by_status["sent"][1] if "sent" in by_status else 0
+    recent_sent = int(by_status["sent"][2] or 0) if "sent" in by_status else 0
+    first = min((r[3] for r in sent_rows if r[3] is not None), default=None)
+    settled = last_cohort is not None and now - last_cohort >= SETTLED_MS
+    total = entered if not broadcast or settled else max(entered, size)
+    done_customers = min(total, max(finished, final_customers))
+    pending = total - done_customers
+    elapsed = (now - max(first, since)) / 1000 if first is not None else 0.0
+    rate = recent_sent / elapsed if elapsed >= 0.5 else 0.0
+    return Progress(journey_id=journey_id, version=version, broadcast=broadcast, total=total, entered=entered,
+                    finished=finished, done_customers=done_customers, pending=pending, sent=sent,
+                    failed=by_status["failed"][1] if "failed" in by_status else 0,
+                    retrying=by_status["retrying"][1] if "retrying" in by_status else 0,
+                    per_second=round(rate, 1), eta_seconds=round(pending / rate, 1) if rate > 0 and pending else None,
+                    done=entered > 0 and finished == total and (not broadcast or settled or entered >= size), at=now)

@@ -248,9 +248,12 @@ def _segments_of(j: ir.JourneyIR) -> set[str]:
 
 
 async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str = "tidings",
-                   admission: AdmissionInput | None = None) -> JourneyInfo:
+                   admission: AdmissionInput | None = None, send_queue: str | None = None,
+                   page_size: int | None = None) -> JourneyInfo:
     """Start (or roll to the current version): triggers for event/segment entries plus the admission
-    workflow; a broadcast workflow (now / at) or a Schedule (cron / every) for broadcasts. Idempotent."""
+    workflow; a broadcast workflow (now / at) or a Schedule (cron / every) for broadcasts. Idempotent.
+    `send_queue`: the task queue of its send steps (Settings.send_task_queue; None: `task_queue`);
+    `page_size`: customers per broadcast cohort (default 1,000)."""
     ws_id = _ws(ws)
     j = get_ir(db, ws_id, journey_id)
     with writing(db) as conn:
@@ -261,7 +264,8 @@ async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str =
         _set_triggers(conn, ws_id, j, entries=True)
         audience.set_refs(conn, ws_id, journey_id, _segments_of(j), active=True)
     if not _broadcast_done(db, ws_id, j):
-        await _start_temporal_side(client, installation_id(db), ws_id, j, task_queue, admission)
+        await _start_temporal_side(client, installation_id(db), ws_id, j, task_queue, admission, send_queue,
+                                   page_size)
     if previous and previous != j.version:
         await _delete_schedule(client, schedule_id(installation_id(db), ws_id, journey_id, previous))
     return get_journey(db, ws_id, journey_id)
@@ -286,15 +290,20 @@ def _broadcast_done(db: Engine, ws_id: int, j: ir.JourneyIR) -> bool:
 
 
 async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.JourneyIR, task_queue: str,
-                               admission: AdmissionInput | None) -> None:
+                               admission: AdmissionInput | None, send_queue: str | None = None,
+                               page_size: int | None = None) -> None:
     """What runs an active journey: the admission workflow (event and segment entries), a schedule
     (recurring broadcasts) or one broadcast workflow (once, maybe later)."""
     if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
-        await _start_admission(client, admission or AdmissionInput(workspace_id=ws_id, journey_id=j.id),
-                               admission_workflow_id(installation, ws_id, j.id), task_queue)
+        inp_a = admission or AdmissionInput(workspace_id=ws_id, journey_id=j.id)
+        if send_queue and inp_a.send_queue is None:
+            inp_a = msgspec.structs.replace(inp_a, send_queue=send_queue)
+        await _start_admission(client, inp_a, admission_workflow_id(installation, ws_id, j.id), task_queue)
         return
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
-    inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version)
+    inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version, send_queue=send_queue)
+    if page_size:
+        inp.page_size = page_size
     wf_id = broadcast_workflow_id(installation, ws_id, j.id, j.version)
     plan = _broadcast_schedule(b, inp)
     if plan is not None:
@@ -358,7 +367,7 @@ async def _start_broadcast_once(client, b: ir.BroadcastEntry, inp: BroadcastInpu
 RESUME_ONE_OFF_WITHIN_MS = 24 * 3600 * 1000
 
 
-async def resume_activations(client, db: Engine, task_queue: str = "tidings") -> int:
+async def resume_activations(client, db: Engine, task_queue: str = "tidings", send_queue: str | None = None) -> int:
     """At worker start: make sure every active journey has its Temporal side. An activation commits to the
     store first; a process that died before reaching Temporal left the journey `active` with no admission
     workflow, broadcast or schedule. Starting them again is idempotent (ids are fixed; a running workflow or
@@ -374,7 +383,7 @@ async def resume_activations(client, db: Engine, task_queue: str = "tidings") ->
         if _is_one_off(j) and (r.updated_at < now_ms() - RESUME_ONE_OFF_WITHIN_MS or
                                _broadcast_done(db, r.workspace_id, j)):
             continue
-        await _start_temporal_side(client, installation_id(db), r.workspace_id, j, task_queue, None)
+        await _start_temporal_side(client, installation_id(db), r.workspace_id, j, task_queue, None, send_queue)
     return len(rows)
 
 

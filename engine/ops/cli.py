@@ -151,6 +151,13 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 
 def cmd_worker(args, settings: Settings) -> int:
+    if args.processes < 1:
+        print("error: --processes must be at least 1", file=sys.stderr)
+        return 2
+    if args.processes > 1:  # a supervisor of N one-process workers (engine/ops/supervisor.py)
+        from tidings.engine.ops.supervisor import supervise
+
+        return supervise(args.processes, settings.shutdown_timeout)
     from tidings.engine.platform.temporal import connect
     from tidings.engine.ops.worker import run_worker, stop_on_signals
 
@@ -165,7 +172,9 @@ def cmd_worker(args, settings: Settings) -> int:
         db = _db(settings)
         try:
             await run_worker(await connect(settings), db, settings, stop,
-                             ready=lambda: print(f"worker ready on task queue {settings.task_queue}", flush=True))
+                             ready=lambda: print(f"worker ready on task queues {settings.task_queue} and "
+                                                 f"{settings.send_queue} (at most {settings.worker_max_cohorts} "
+                                                 f"sends at once)", flush=True))
         finally:
             db.dispose()
 
@@ -358,6 +367,48 @@ def format_journey_stats(m: dict) -> str:
     return "\n".join(lines)
 
 
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def format_progress(p, width: int = 30) -> str:
+    """One line: a bar of the customers done (sent to, or their run ended), then sent, pending, rate and ETA."""
+    frac = p.done_customers / p.total if p.total else (1.0 if p.done else 0.0)
+    bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+    eta = "done" if p.done else f"ETA {_duration(p.eta_seconds)}" if p.eta_seconds is not None else "ETA –"
+    extra = "".join(f"  {n} {v:,}" for n, v in (("failed", p.failed), ("retrying", p.retrying)) if v)
+    return (f"{p.journey_id} v{p.version} [{bar}] {frac:6.1%}  sent {p.sent:,}  pending {p.pending:,} "
+            f"of {p.total:,}{extra}  {p.per_second:,.1f}/s  {eta}")
+
+
+def _show_progress(db, ws, args) -> int:
+    import time
+
+    import msgspec
+
+    from tidings.engine.journeys.counts import progress
+
+    tty = sys.stdout.isatty() and not args.json
+    try:
+        while True:
+            p = progress(db, ws, args.journey_id, args.version)
+            if args.json:
+                print(msgspec.json.encode(p).decode(), flush=True)
+            else:
+                print(("\r\x1b[2K" if tty else "") + format_progress(p), end="" if tty else "\n", flush=True)
+            if args.watch is None or (p.done and p.broadcast):
+                break
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        pass
+    if tty:
+        print()
+    return 0
+
+
 def cmd_journeys_stats(args, settings: Settings) -> int:
     from tidings.engine.platform.clock import duration_seconds, iso_to_ms
     from tidings.engine.analytics.metrics import journey_metrics
@@ -365,6 +416,11 @@ def cmd_journeys_stats(args, settings: Settings) -> int:
 
     db = _db(settings)
     ws = find_workspace(db, args.workspace)
+    if args.progress or args.watch is not None:
+        if args.watch is not None and args.watch <= 0:
+            print("error: --watch takes a positive number of seconds", file=sys.stderr)
+            return 2
+        return _show_progress(db, ws, args)
     within = duration_seconds(args.within) if args.within else None
     m = journey_metrics(db, ws, args.journey_id, version=args.version,
                         goal=args.goal, within_seconds=within,
@@ -405,7 +461,7 @@ def cmd_apply(args, settings: Settings) -> int:
             for c in changes:
                 if c.kind == "Journey":
                     info = await store.activate(client, db, ensure_workspace(db, args.workspace), c.id,
-                                                task_queue=settings.task_queue)
+                                                **settings.journey_queues())
                     print(f"  journey {c.id} active on v{info.active_version}")
 
         asyncio.run(activate_all())
@@ -538,7 +594,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=int, default=8000)
     a.set_defaults(fn=cmd_api)
 
-    sub.add_parser("worker", help="run the Temporal worker").set_defaults(fn=cmd_worker)
+    w = sub.add_parser("worker", help="run the Temporal worker")
+    w.add_argument("--processes", type=int, default=1,
+                   help="run N worker processes under a supervisor that restarts one that dies and forwards "
+                        "SIGTERM (sends spread over them through Temporal's task queues)")
+    w.set_defaults(fn=cmd_worker)
     m = sub.add_parser("migrate", help="bring the database schema to the migrations' head (every start does)")
     m.add_argument("--check", action="store_true", help="change nothing; exit 1 unless the schema is at the head")
     m.set_defaults(fn=cmd_migrate)
@@ -599,7 +659,12 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--within", help="attribution window: seconds or 90m, 12h, 7d (default: 7d)")
     j.add_argument("--since", help="ISO-8601")
     j.add_argument("--until", help="ISO-8601")
-    j.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    j.add_argument("--json", action="store_true", help="print the metrics as JSON (with --progress: a JSON line "
+                   "per reading)")
+    j.add_argument("--progress", action="store_true",
+                   help="how far the journey's run has got: sent, pending, messages per second, ETA, a progress bar")
+    j.add_argument("--watch", type=float, nargs="?", const=1.0, metavar="SECONDS",
+                   help="--progress again every SECONDS (default 1) until a broadcast is done (or Ctrl-C)")
     j.set_defaults(fn=cmd_journeys_stats)
 
     sub.add_parser("plugins", help="list loaded plugins, their channels and where they come from").set_defaults(
@@ -645,7 +710,12 @@ def main(argv: list[str] | None = None) -> int:
     from tidings.engine.platform.errors import TidingsError
 
     try:
-        return args.fn(args, Settings.from_env()) or 0
+        settings = Settings.from_env()
+    except ValueError as exc:  # a mistyped setting (TIDINGS_...): named, without a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.fn(args, settings) or 0
     except TidingsError as exc:
         print(f"error: {exc.message}" + (f" ({exc.field})" if exc.field else ""), file=sys.stderr)
         return 2

@@ -31,14 +31,14 @@ def workflows() -> list[type]:
     return [RefreshClockSegments, PruneRetention, JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow]
 
 
-def activities(db: Engine, settings: Settings, plugins: Any = None) -> list:
-    """Activity callables bound to this process's database, settings and channel plugins (loaded here when
-    none are given)."""
+def activities(db: Engine, settings: Settings, journey=None) -> list:
+    """Activity callables bound to this process's database and settings."""
     from tidings.engine.journeys.runtime.activities import JourneyActivities
     from tidings.engine.ops import retention
     from tidings.engine.segments.refresh import make_activity
 
-    return [make_activity(db), retention.make_activity(db), *JourneyActivities(db, settings, plugins).all()]
+    journey = journey or JourneyActivities(db, settings)
+    return [make_activity(db), retention.make_activity(db), *journey.all()]
 
 
 # The sandbox re-imports a workflow's module for every new workflow run, and event entry starts a cohort
@@ -59,7 +59,9 @@ PASSTHROUGH = ("tidings.engine.journeys.runtime.workflows", "tidings.engine.jour
 ACTIVITY_THREADS = 16
 
 
-def build_worker(client: Client, db: Engine, settings: Settings, plugins: Any = None, **options) -> Worker:
+def build_worker(client: Client, db: Engine, settings: Settings, journey=None, **options) -> Worker:
+    """The worker of the main task queue: every workflow, every activity (`journey.send` too, for journeys
+    whose cohorts send on this queue: activated before the send queue, or by a caller that names none)."""
     wire()  # activities write customers' events (sends, journey events)
     restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     options.setdefault("workflow_runner", SandboxedWorkflowRunner(restrictions=restrictions))
@@ -67,10 +69,37 @@ def build_worker(client: Client, db: Engine, settings: Settings, plugins: Any = 
         client,
         task_queue=settings.task_queue,
         workflows=workflows(),
-        activities=activities(db, settings, plugins),
+        activities=activities(db, settings, journey),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=ACTIVITY_THREADS),
         **options,
     )
+
+
+def build_send_worker(client: Client, db: Engine, settings: Settings, journey=None, **options) -> Worker:
+    """The worker of the send task queue (Settings.send_queue): only `journey.send`, at most
+    `settings.worker_max_cohorts` at once. A cohort's send holds its members' rendered messages while it
+    hands them over; the bound keeps a process's memory flat however large the broadcast, and leaves the
+    other cohorts' sends in Temporal's queue for the other worker processes to take: that is what spreads
+    a broadcast over them. The send is async (no thread), so the bound is the only limit."""
+    from tidings.engine.journeys.runtime.activities import JourneyActivities
+
+    wire()
+    journey = journey or JourneyActivities(db, settings)
+    options.pop("workflow_failure_exception_types", None)  # no workflows here
+    options.pop("workflow_runner", None)
+    return Worker(client, task_queue=settings.send_queue, activities=[journey.send],
+                  max_concurrent_activities=settings.worker_max_cohorts, **options)
+
+
+def build_workers(client: Client, db: Engine, settings: Settings, plugins: Any = None, **options) -> list[Worker]:
+    """What one `tidings worker` process runs: the main queue's worker and the send queue's, sharing one
+    set of journey activities (one plugin manager, one entry watch)."""
+    from tidings.engine.journeys.runtime.activities import JourneyActivities
+
+    wire()
+    journey = JourneyActivities(db, settings, plugins)
+    return [build_worker(client, db, settings, journey, **options),
+            build_send_worker(client, db, settings, journey, **options)]
 
 
 async def run_worker(client: Client, db: Engine, settings: Settings, stop: asyncio.Event | None = None,
@@ -89,7 +118,8 @@ async def run_worker(client: Client, db: Engine, settings: Settings, stop: async
     installation = await asyncio.to_thread(installation_id, db)
     await ensure_schedule(client, settings.task_queue, installation)
     await retention.ensure_schedule(client, settings.task_queue, installation)
-    await resume_activations(client, db, settings.task_queue)  # activations a dead process left half-done
+    # activations a dead process left half-done
+    await resume_activations(client, db, settings.task_queue, settings.send_queue)
     # One plugin manager for the whole process: the sends and the redelivery loop share it, and its plugins'
     # `startup` and `shutdown` hooks bracket the polling, as in the API process (a broken plugin stops here).
     plugins = await asyncio.to_thread(load_plugins)
@@ -105,10 +135,10 @@ async def _poll(client: Client, db: Engine, settings: Settings, plugins: Any, st
                 ready: Callable[[], None] | None) -> None:
     from tidings.engine.journeys.runtime.admission import sweep_orphans
 
-    worker = build_worker(client, db, settings, plugins,
-                          graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout))
+    main, sends = build_workers(client, db, settings, plugins,
+                                graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_timeout))
     tune_collector()
-    async with worker:
+    async with main, sends:
         redeliveries = asyncio.create_task(_redeliver(db, plugins), name="redelivery")
         # every worker wakes the idle journeys whose entry watch died with another worker
         sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")

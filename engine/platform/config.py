@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tidings.engine.platform import egress
 from tidings.engine.platform.retry import RetryWindow
@@ -36,6 +37,19 @@ class Settings:
     worker_metrics_host: str = "127.0.0.1"
     # The segment builder's live size is exact up to this many customers, an estimate from a sample above.
     segment_estimate_above: int = 200_000
+    # Several workers (docs/production.md): journeys activated with these settings put their send steps on
+    # `send_task_queue`, which every worker process polls holding at most `worker_max_cohorts` sends (one
+    # cohort's step each) at once, so a broadcast spreads over the processes and each one's memory is bounded.
+    send_task_queue: str = ""
+    worker_max_cohorts: int = 8
+
+    @property
+    def send_queue(self) -> str:
+        return self.send_task_queue or f"{self.task_queue}-send"
+
+    def journey_queues(self) -> dict[str, Any]:
+        """The task queues a journey is activated with (store.activate's keywords)."""
+        return {"task_queue": self.task_queue, "send_queue": self.send_queue}
 
     @classmethod
     def from_env(cls, **overrides: str) -> "Settings":
@@ -62,4 +76,19 @@ class Settings:
             worker_metrics_port=int(env.get("TIDINGS_WORKER_METRICS_PORT", "0")),
             worker_metrics_host=env.get("TIDINGS_WORKER_METRICS_HOST", "127.0.0.1"),
             segment_estimate_above=int(env.get("TIDINGS_SEGMENT_ESTIMATE_ABOVE", "200000")),
+            send_task_queue=env.get("TIDINGS_SEND_TASK_QUEUE", ""),
+            worker_max_cohorts=_positive(env, "TIDINGS_WORKER_MAX_COHORTS", 8),
         )
+
+
+def _positive(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, not {raw!r}")
+    return value

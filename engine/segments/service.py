@@ -334,6 +334,11 @@ def put_static_segment(db: Engine, ws: WorkspaceRef, segment_id: str, user_pks: 
         evaluate_many_full(conn, ws.id, {segment_id}, record_events=False)
 
 
+def segment_size(conn: Connection, workspace_id: int, segment_id: str) -> int:
+    return conn.execute(select(func.count()).select_from(segment_members).where(
+        segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == segment_id)).scalar() or 0
+
+
 def is_member(conn: Connection, workspace_id: int, segment_id: str, user_pk: int) -> bool:
     return conn.execute(select(segment_members.c.user_pk).where(
         segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == segment_id,

@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from tidings.api.app import create_app
 from tidings.engine.platform.config import Settings
-from tidings.engine.ops.worker import build_worker
+from tidings.engine.ops.worker import build_workers
 from tidings.engine.workspaces.service import create_key
 
 WELCOME = """\
@@ -30,7 +30,8 @@ steps:
 
 @pytest.fixture
 async def stack(tmp_path, temporal_env):
-    """The API app and a worker on one task queue of the session's dev server, over one SQLite file."""
+    """The API app and a worker (its main and send task queues) on the session's dev server, over one SQLite
+    file: the API activates journeys with their sends on the send queue, as `tidings worker` polls them."""
     settings = Settings.from_env(TIDINGS_HOME=str(tmp_path), TIDINGS_DATABASE_URL=f"sqlite:///{tmp_path / 't.db'}",
                                  TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
                                  TIDINGS_TASK_QUEUE=f"api-{uuid.uuid4().hex[:8]}")
@@ -39,8 +40,8 @@ async def stack(tmp_path, temporal_env):
         _, key = create_key(db, "acme")
         _, other = create_key(db, "globex")
         client.headers["Authorization"] = f"Bearer {key}"
-        worker = build_worker(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
-        async with worker:
+        main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
+        async with main, sends:
             yield client, other
 
 

@@ -44,6 +44,10 @@ class CohortInput(msgspec.Struct, kw_only=True):
     history_limit: int = 10_000  # continue-as-new once the history is this long (or when Temporal suggests)
     heartbeat_seconds: float = 10.0  # a killed worker's activity is retried elsewhere after this long
     visibility: bool = True  # upsert search attributes and memo (the time-skipping test server has none)
+    # The task queue of its send steps (`journey.send`): every worker process polls it with a bound on the
+    # sends it holds at once (TIDINGS_WORKER_MAX_COHORTS), so a broadcast's cohorts spread over the
+    # processes. None: on the workflow's own queue (inputs from before, and test workers polling one queue).
+    send_queue: str | None = None
 
 
 class CohortResult(msgspec.Struct, kw_only=True):
@@ -110,6 +114,7 @@ class BroadcastInput(msgspec.Struct, kw_only=True):
     # fire_at. Schedules made before customer zones existed fired in UTC and start without it, so their
     # firings keep admitting everyone instead of silently narrowing to the zones at UTC+0.
     local_zones: bool = False
+    send_queue: str | None = None  # given to every cohort it starts (CohortInput.send_queue)
 
 
 class PageCall(msgspec.Struct, kw_only=True):
@@ -147,6 +152,7 @@ class AdmissionInput(msgspec.Struct, kw_only=True):
     # Idle, the workflow sleeps up to this long (spread over its last quarter, so journeys activated
     # together do not wake together) unless the entry watch signals first: the timer is a safety net.
     idle_seconds: float = 600.0
+    send_queue: str | None = None  # given to every cohort it starts (CohortInput.send_queue)
 
 
 def bucket(journey_id: str, user_pk: int, step_id: str) -> float:

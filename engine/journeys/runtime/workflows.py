@@ -181,9 +181,13 @@ class JourneyCohortWorkflow:
         call = StepCall(workspace_id=self.inp.workspace_id, journey_id=self.ir.id, version=self.ir.version,
                         workflow_id=workflow.info().workflow_id, settings=self.ir.settings, node=node,
                         members=members, now=_ms(workflow.now()), entry_event=self._entry_event(), **kw)
+        # sends go to the send queue when the input names one (an input field: replays of older histories,
+        # which have none, schedule on the workflow's queue as they did)
+        queue = self.inp.send_queue if name == "journey.send" else None
         return await workflow.execute_activity(
             name, call, result_type=StepResult, start_to_close_timeout=timedelta(minutes=10),
-            heartbeat_timeout=timedelta(seconds=self.inp.heartbeat_seconds), retry_policy=RETRY)
+            heartbeat_timeout=timedelta(seconds=self.inp.heartbeat_seconds), retry_policy=RETRY,
+            task_queue=queue)
 
     def _entry_event(self) -> str | None:
         return self.ir.entry.event if isinstance(self.ir.entry, ir.EventEntry) else None
@@ -303,7 +307,7 @@ class JourneyAdmissionWorkflow:
             if adm.stopped:
                 return seq
             if adm.members:
-                await _start_cohort(inp.workspace_id, adm, inp.cohort_poll_seconds)
+                await _start_cohort(inp.workspace_id, adm, inp.cohort_poll_seconds, inp.send_queue)
             window = inp.window_seconds
             if wake and len(adm.members) < inp.limit:  # the queue is drained: wait for the watch's signal
                 idle = inp.idle_seconds * (0.75 + 0.25 * workflow.random().random())  # replays draw the same
@@ -318,13 +322,15 @@ class JourneyAdmissionWorkflow:
                 workflow.continue_as_new(msgspec.structs.replace(inp, seq=seq))
 
 
-async def _start_cohort(workspace_id: int, adm: Admitted, poll_seconds: float | None) -> None:
+async def _start_cohort(workspace_id: int, adm: Admitted, poll_seconds: float | None,
+                        send_queue: str | None) -> None:
     assert adm.ir is not None
     try:
         await workflow.start_child_workflow(
             "JourneyCohort",
             CohortInput(workspace_id=workspace_id, ir=adm.ir, cohort=adm.cohort,
-                        groups=[Group(node=adm.ir.start, members=adm.members)], poll_seconds=poll_seconds),
+                        groups=[Group(node=adm.ir.start, members=adm.members)], poll_seconds=poll_seconds,
+                        send_queue=send_queue),
             id=adm.workflow_id, parent_close_policy=workflow.ParentClosePolicy.ABANDON)
     except WorkflowAlreadyStartedError:
         pass  # a retried broadcast or admission: that cohort is already on its way
@@ -352,7 +358,7 @@ class JourneyBroadcastWorkflow:
                                                    local_zones=inp.local_zones),
                 result_type=Admitted, start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
             if adm.members:
-                await _start_cohort(inp.workspace_id, adm, None)
+                await _start_cohort(inp.workspace_id, adm, None, inp.send_queue)
                 started += len(adm.members)
             if adm.next_after is None or adm.stopped:
                 return started
