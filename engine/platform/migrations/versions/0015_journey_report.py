@@ -4,7 +4,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0015_journey_report"
-down_revision = "0012_pinpoint_jobs"
+down_revision = "0014_index_fill"
 branch_labels = None
 depends_on = None
 
