@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         path="/v1",
         route_handlers=V1_CONTROLLERS,
         guards=[require_workspace_key],
-        dependencies={"ws": Provide(current_workspace, sync_to_thread=False)},
+        dependencies={"workspace": Provide(current_workspace, sync_to_thread=False)},
     )
     app = Litestar(
         route_handlers=[health, ready, metrics, v1, public_router, pinpoint_mount, *console_routes(settings)],

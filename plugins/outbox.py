@@ -39,10 +39,10 @@ class OutboxChannel(Channel):
             return [SendResult.failed(m.message_id, "outbox has no store", permanent=True) for m in messages]
         rows = []
         for m in messages:
-            ws = m.metadata.get("workspace_id")
-            if not isinstance(ws, int):
+            workspace = m.metadata.get("workspace_id")
+            if not isinstance(workspace, int):
                 continue
-            rows.append({"workspace_id": ws, "message_id": m.message_id, "channel_type": m.channel_type.value,
+            rows.append({"workspace_id": workspace, "message_id": m.message_id, "channel_type": m.channel_type.value,
                          "address": m.to, "content": m.content()})
         await asyncio.to_thread(self.store, rows)
         stored = {r["message_id"] for r in rows}

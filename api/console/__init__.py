@@ -69,7 +69,7 @@ def console_routes(settings: Settings) -> list:
         path=PREFIX,
         route_handlers=[SignInController, ConsoleController],
         middleware=[session_middleware(key), DefineMiddleware(CSRFMiddleware, config=csrf_config(key))],
-        dependencies={"ws": Provide(signed_in_workspace, sync_to_thread=True)},
+        dependencies={"workspace": Provide(signed_in_workspace, sync_to_thread=True)},
         exception_handlers={SignInNeeded: _sign_in, NotAuthorizedException: _sign_in, NotFound: _not_found,
                             InvalidInput: _refused, TidingsError: _refused, HTTPException: _refused},
         include_in_schema=False,

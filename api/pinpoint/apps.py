@@ -30,10 +30,10 @@ def app_arn(app_id: str) -> str:
     return f"arn:aws:mobiletargeting:{REGION}:{ACCOUNT}:apps/{app_id}"
 
 
-def _application(db: Engine, ws: WorkspaceRef, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"Arn": app_arn(ws.name), "Id": ws.name, "Name": ws.name,
-            "CreationDate": ms_to_iso(created_at(db, ws)),
-            "tags": get_tags(db, ws.id, "app") if tags is None else tags}
+def _application(db: Engine, workspace: WorkspaceRef, tags: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"Arn": app_arn(workspace.name), "Id": workspace.name, "Name": workspace.name,
+            "CreationDate": ms_to_iso(created_at(db, workspace)),
+            "tags": get_tags(db, workspace.id, "app") if tags is None else tags}
 
 
 @operation("GetApps")
@@ -41,7 +41,7 @@ async def get_apps(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """A workspace's key sees its workspace; an admin key every workspace (one page: no paging yet)."""
     def listed() -> list[dict[str, Any]]:
         reachable = list_workspaces(ctx.db) if ctx.admin else [ctx.workspace]
-        return [_application(ctx.db, ws) for ws in reachable if ws is not None]
+        return [_application(ctx.db, workspace) for workspace in reachable if workspace is not None]
     return {"ApplicationsResponse": {"Item": await asyncio.to_thread(listed)}}
 
 

@@ -41,15 +41,15 @@ def resolve(ctx: Context, arn: str) -> tuple[WorkspaceRef, str]:
         raise _not_found(arn)
     resource = m.group("resource")
     if (app := APP.fullmatch(resource)) is not None:
-        ws = _app_workspace(ctx, app.group("app"), arn)
+        workspace = _app_workspace(ctx, app.group("app"), arn)
         segment = app.group("segment")
         if segment is None:
-            return ws, "app"
+            return workspace, "app"
         try:
-            get_segment(ctx.db, ws, segment)
+            get_segment(ctx.db, workspace, segment)
         except NotFound:
             raise _not_found(arn) from None
-        return ws, f"segments/{segment}"
+        return workspace, f"segments/{segment}"
     if (template := TEMPLATE.fullmatch(resource)) is not None:
         kind = KINDS.get(template.group("type"))
         if kind is None:
@@ -80,9 +80,9 @@ def _app_workspace(ctx: Context, app_id: str, arn: str) -> WorkspaceRef:
 @operation("TagResource")
 async def tag_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     def tagged() -> None:
-        ws, resource = resolve(ctx, params["ResourceArn"])
+        workspace, resource = resolve(ctx, params["ResourceArn"])
         try:
-            tag(ctx.db, ws.id, resource, params["TagsModel"]["tags"])
+            tag(ctx.db, workspace.id, resource, params["TagsModel"]["tags"])
         except InvalidInput as exc:
             raise BadRequestException(f"TagsModel.{exc.field}: {exc.message}") from None
     await asyncio.to_thread(tagged)
@@ -92,8 +92,8 @@ async def tag_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
 @operation("UntagResource")
 async def untag_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     def untagged() -> None:
-        ws, resource = resolve(ctx, params["ResourceArn"])
-        untag(ctx.db, ws.id, resource, params["TagKeys"])
+        workspace, resource = resolve(ctx, params["ResourceArn"])
+        untag(ctx.db, workspace.id, resource, params["TagKeys"])
     await asyncio.to_thread(untagged)
     return {}
 
@@ -101,6 +101,6 @@ async def untag_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
 @operation("ListTagsForResource")
 async def list_tags_for_resource(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     def listed() -> dict[str, str]:
-        ws, resource = resolve(ctx, params["ResourceArn"])
-        return get_tags(ctx.db, ws.id, resource)
+        workspace, resource = resolve(ctx, params["ResourceArn"])
+        return get_tags(ctx.db, workspace.id, resource)
     return {"TagsModel": {"tags": await asyncio.to_thread(listed)}}

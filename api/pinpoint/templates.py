@@ -209,14 +209,14 @@ def _get(ctx: Context, kind: Kind, name: str, version: int | None) -> TemplateVe
 
 
 async def _create(kind: Kind, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    ws, name, request = _workspace(ctx), params["TemplateName"], params[kind.request]
+    workspace, name, request = _workspace(ctx), params["TemplateName"], params[kind.request]
     if not NAME.fullmatch(name):
         raise BadRequestException("TemplateName: 1-128 letters, digits, '_' or '-', starting with a letter or digit")
     body = to_body(kind, request)
 
     def created() -> None:
         try:
-            create_template(ctx.db, ws, name, body, request.get("TemplateDescription"),
+            create_template(ctx.db, workspace, name, body, request.get("TemplateDescription"),
                             tags=request.get("tags"), tag_resource=tag_resource(name, kind.type))
         except Conflict as exc:
             raise BadRequestException(f"TemplateName: {exc.message}") from None
@@ -243,14 +243,14 @@ async def _update(kind: Kind, ctx: Context, params: dict[str, Any]) -> dict[str,
     """Overwrites the latest version, or adds one (CreateNewVersion) that is not active until
     UpdateTemplateActiveVersion says so. `tags` are not read (Pinpoint deprecated them on updates; use
     TagResource)."""
-    ws, name, request = _workspace(ctx), params["TemplateName"], params[kind.request]
+    workspace, name, request = _workspace(ctx), params["TemplateName"], params[kind.request]
     version = _version_number(params.get("Version"))
     body = to_body(kind, request)
 
     def saved() -> None:
         _get(ctx, kind, name, None)
         try:
-            save_template_version(ctx.db, ws, name, body, request.get("TemplateDescription"),
+            save_template_version(ctx.db, workspace, name, body, request.get("TemplateDescription"),
                                   new_version=bool(params.get("CreateNewVersion")), version=version)
         except InvalidInput as exc:
             raise _reraise(kind, exc) from None
@@ -260,16 +260,16 @@ async def _update(kind: Kind, ctx: Context, params: dict[str, Any]) -> dict[str,
 
 async def _delete(kind: Kind, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """The whole template (every version and its tags), or with Version one version that is not active."""
-    ws, name = _workspace(ctx), params["TemplateName"]
+    workspace, name = _workspace(ctx), params["TemplateName"]
     version = _version_number(params.get("Version"))
 
     def deleted() -> None:
         _get(ctx, kind, name, version)
         try:
             if version is None:
-                delete_template(ctx.db, ws, name)
+                delete_template(ctx.db, workspace, name)
             else:
-                delete_template_version(ctx.db, ws, name, version)
+                delete_template_version(ctx.db, workspace, name, version)
         except InvalidInput as exc:
             raise _reraise(kind, exc) from None
     await asyncio.to_thread(deleted)
@@ -302,7 +302,7 @@ def _page_size(value: str | None) -> int:
 async def list_templates_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """Every EMAIL, SMS, VOICE and PUSH template of the workspace at its active version, by name; TemplateType
     and Prefix filter, NextToken is the last name of the previous page."""
-    ws = _workspace(ctx)
+    workspace = _workspace(ctx)
     size = _page_size(params.get("PageSize"))
     wanted = params.get("TemplateType")
     if wanted is not None and wanted.upper() == "INAPP":
@@ -311,13 +311,13 @@ async def list_templates_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     prefix, token = params.get("Prefix") or "", params.get("NextToken")
 
     def listed() -> dict[str, Any]:
-        items = [v for v in list_active_versions(ctx.db, ws) if v.channel in BY_CHANNEL
+        items = [v for v in list_active_versions(ctx.db, workspace) if v.channel in BY_CHANNEL
                  and (kind is None or v.channel == kind.channel) and v.template_id.startswith(prefix)
                  and (token is None or v.template_id > token)]
         items.sort(key=lambda v: v.template_id)
         page = items[:size]
         resources = [tag_resource(v.template_id, BY_CHANNEL[v.channel].type) for v in page]
-        tags = tags_for(ctx.db, ws.id, resources)
+        tags = tags_for(ctx.db, workspace.id, resources)
         out: dict[str, Any] = {"Item": [
             {**_common(BY_CHANNEL[v.channel], v), "Arn": template_arn(v.template_id, BY_CHANNEL[v.channel].type),
              "CreationDate": ms_to_iso(v.template_created_at), "LastModifiedDate": ms_to_iso(v.updated_at),
@@ -330,12 +330,12 @@ async def list_templates_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
 
 @operation("ListTemplateVersions")
 async def list_template_versions_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    ws, kind = _workspace(ctx), _kind_of(params["TemplateType"])
+    workspace, kind = _workspace(ctx), _kind_of(params["TemplateType"])
     size = _page_size(params.get("PageSize"))
     after = _version_number(params.get("NextToken"), "NextToken") or 0
 
     def listed() -> dict[str, Any]:
-        versions = list_template_versions(ctx.db, ws, params["TemplateName"])
+        versions = list_template_versions(ctx.db, workspace, params["TemplateName"])
         if versions:
             _found(kind, versions[0])
         items = [v for v in versions if v.version > after]
@@ -352,7 +352,7 @@ async def list_template_versions_op(ctx: Context, params: dict[str, Any]) -> dic
 @operation("UpdateTemplateActiveVersion")
 async def update_template_active_version(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     """The version sends render from now on: a version number or "latest"."""
-    ws, kind = _workspace(ctx), _kind_of(params["TemplateType"])
+    workspace, kind = _workspace(ctx), _kind_of(params["TemplateType"])
     wanted = params["TemplateActiveVersionRequest"].get("Version")
     if not wanted:
         raise BadRequestException("TemplateActiveVersionRequest.Version: required (a version number or \"latest\")")
@@ -361,7 +361,7 @@ async def update_template_active_version(ctx: Context, params: dict[str, Any]) -
     def activated() -> None:
         _get(ctx, kind, params["TemplateName"], None)
         try:
-            set_active_version(ctx.db, ws, params["TemplateName"], version)
+            set_active_version(ctx.db, workspace, params["TemplateName"], version)
         except NotFound as exc:
             raise NotFoundException(f"TemplateActiveVersionRequest.Version: {exc.message}") from None
     await asyncio.to_thread(activated)

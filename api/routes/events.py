@@ -15,12 +15,12 @@ class EventController(Controller):
     path = "/events"
 
     @post("/", status_code=202, sync_to_thread=True)
-    def ingest(self, db: Engine, ws: WorkspaceRef, data: EventsBatch) -> EventsResult:
-        return events.ingest(db, ws, data.events)
+    def ingest(self, db: Engine, workspace: WorkspaceRef, data: EventsBatch) -> EventsResult:
+        return events.ingest(db, workspace, data.events)
 
     @get("/", sync_to_thread=True)
-    def list_events(self, db: Engine, ws: WorkspaceRef, user_id: str | None = None, name: str | None = None,
+    def list_events(self, db: Engine, workspace: WorkspaceRef, user_id: str | None = None, name: str | None = None,
                     since: str | None = SINCE, until: str | None = UNTIL, cursor: str | None = CURSOR,
                     limit: int = LIMIT) -> Page:
-        return events.list_events(db, ws, user_id=user_id, name=name, since=since, until=until,
+        return events.list_events(db, workspace, user_id=user_id, name=name, since=since, until=until,
                                   cursor=cursor, limit=limit)

@@ -125,30 +125,30 @@ class EventStreamController(Controller):
     path = "/event-streams"
 
     @put("/{stream_id:str}", sync_to_thread=True)
-    def put_stream(self, request: Request, db: Engine, ws: WorkspaceRef, stream_id: str, data: st.StreamIn) -> Response:
-        out, created = st.put_stream(db, plugins_of(request.app), ws, stream_id, data)
+    def put_stream(self, request: Request, db: Engine, workspace: WorkspaceRef, stream_id: str, data: st.StreamIn) -> Response:
+        out, created = st.put_stream(db, plugins_of(request.app), workspace, stream_id, data)
         runner = getattr(request.app.state, "stream_runner", None)
         if runner is not None:
             runner.wakeup.set()
         return Response(content=out, status_code=201 if created else 200)
 
     @get("/", sync_to_thread=True)
-    def list_streams(self, request: Request, db: Engine, ws: WorkspaceRef) -> dict:
-        return {"items": st.list_streams(db, plugins_of(request.app), ws)}
+    def list_streams(self, request: Request, db: Engine, workspace: WorkspaceRef) -> dict:
+        return {"items": st.list_streams(db, plugins_of(request.app), workspace)}
 
     @get("/{stream_id:str}", sync_to_thread=True)
-    def get_stream(self, request: Request, db: Engine, ws: WorkspaceRef, stream_id: str) -> st.StreamOut:
-        return st.get_stream(db, plugins_of(request.app), ws, stream_id)
+    def get_stream(self, request: Request, db: Engine, workspace: WorkspaceRef, stream_id: str) -> st.StreamOut:
+        return st.get_stream(db, plugins_of(request.app), workspace, stream_id)
 
     @delete("/{stream_id:str}", sync_to_thread=True)
-    def delete_stream(self, db: Engine, ws: WorkspaceRef, stream_id: str) -> None:
-        st.delete_stream(db, ws, stream_id)
+    def delete_stream(self, db: Engine, workspace: WorkspaceRef, stream_id: str) -> None:
+        st.delete_stream(db, workspace, stream_id)
 
     @get("/{stream_id:str}/dead-letters", sync_to_thread=True)
-    def dead_letters(self, db: Engine, ws: WorkspaceRef, stream_id: str, limit: int = LIMIT) -> dict:
+    def dead_letters(self, db: Engine, workspace: WorkspaceRef, stream_id: str, limit: int = LIMIT) -> dict:
         if not 1 <= limit <= 1000:
             raise InvalidInput("limit must be between 1 and 1000", field="limit")
-        return {"items": st.list_dead_letters(db, ws, stream_id, limit)}
+        return {"items": st.list_dead_letters(db, workspace, stream_id, limit)}
 
 
 def _key_still_live(db: Engine, authorization: str | None) -> bool:
@@ -163,7 +163,7 @@ class LiveStreamController(Controller):
     path = "/events/stream"
 
     @get("/")
-    async def live(self, request: Request, db: Engine, ws: WorkspaceRef, type: list[str] | None = None,
+    async def live(self, request: Request, db: Engine, workspace: WorkspaceRef, type: list[str] | None = None,
                    channel: list[str] | None = None, journey_id: list[str] | None = None,
                    format: str = Parameter(default="tidings", schema_extra={"enum": list(FORMATS)}),
                    after: OptionalInt64 = None) -> ServerSentEvent:
@@ -172,7 +172,7 @@ class LiveStreamController(Controller):
         within seconds of its key being revoked."""
         authorization = request.headers.get("authorization")
         messages = await live.open_stream(
-            db, ws, format=format, types=type or [], channels=channel or [], journey_ids=journey_id or [],
+            db, workspace, format=format, types=type or [], channels=channel or [], journey_ids=journey_id or [],
             last_event_id=request.headers.get("last-event-id"), after=after,
             poll_seconds=request.app.state.settings.stream_poll_seconds,
             key_live=lambda: _key_still_live(db, authorization))
@@ -202,24 +202,24 @@ class MetricsController(Controller):
     path = "/"
 
     @get("/journeys/{journey_id:str}/metrics", sync_to_thread=True)
-    def journey_metrics(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
+    def journey_metrics(self, db: Engine, workspace: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
                         goal: str | None = None, within: str | None = WITHIN, since: str | None = SINCE,
                         until: str | None = UNTIL) -> dict:
-        return mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
+        return mx.journey_metrics(db, workspace, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
                                   since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
 
     @get("/journeys/{journey_id:str}/funnel", sync_to_thread=True, media_type=MediaType.HTML)
-    def journey_funnel(self, db: Engine, ws: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
+    def journey_funnel(self, db: Engine, workspace: WorkspaceRef, journey_id: str, version: OptionalInt64 = None,
                        goal: str | None = None, within: str | None = WITHIN, since: str | None = SINCE,
                        until: str | None = UNTIL) -> str:
-        m = mx.journey_metrics(db, ws, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
+        m = mx.journey_metrics(db, workspace, journey_id, version=version, goal=goal, within_seconds=_seconds(within),
                                since_ms=_ms(since, "since"), until_ms=_ms(until, "until"))
         return funnel_html(m)
 
     @get("/metrics/messages", sync_to_thread=True)
-    def message_metrics(self, db: Engine, ws: WorkspaceRef, since: str | None = SINCE, until: str | None = UNTIL,
+    def message_metrics(self, db: Engine, workspace: WorkspaceRef, since: str | None = SINCE, until: str | None = UNTIL,
                         channel: str | None = CHANNEL) -> dict:
-        return mx.message_metrics(db, ws, since_ms=_ms(since, "since"), until_ms=_ms(until, "until"), channel=channel)
+        return mx.message_metrics(db, workspace, since_ms=_ms(since, "since"), until_ms=_ms(until, "until"), channel=channel)
 
 
 V1_CONTROLLERS = [EventStreamController, LiveStreamController, MetricsController]

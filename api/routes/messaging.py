@@ -24,16 +24,16 @@ class ChannelController(Controller):
     path = "/channels"
 
     @get("/", sync_to_thread=True)
-    def list_channels(self, db: Engine, plugins: Any, ws: WorkspaceRef) -> dict[str, Any]:
-        return channel_config.list_channels(db, plugins, ws)
+    def list_channels(self, db: Engine, plugins: Any, workspace: WorkspaceRef) -> dict[str, Any]:
+        return channel_config.list_channels(db, plugins, workspace)
 
     @put("/{name:str}", sync_to_thread=True)
-    def put_channel(self, db: Engine, plugins: Any, ws: WorkspaceRef, name: str, data: ChannelPut) -> ChannelOut:
-        return channel_config.put_channel(db, plugins, ws, name, data)
+    def put_channel(self, db: Engine, plugins: Any, workspace: WorkspaceRef, name: str, data: ChannelPut) -> ChannelOut:
+        return channel_config.put_channel(db, plugins, workspace, name, data)
 
     @delete("/{name:str}", status_code=200, sync_to_thread=True)
-    def delete_channel(self, db: Engine, ws: WorkspaceRef, name: str) -> Deleted:
-        channel_config.delete_channel(db, ws, name)
+    def delete_channel(self, db: Engine, workspace: WorkspaceRef, name: str) -> Deleted:
+        channel_config.delete_channel(db, workspace, name)
         return Deleted(deleted=name)
 
 
@@ -41,20 +41,20 @@ class TemplateController(Controller):
     path = "/templates"
 
     @get("/", sync_to_thread=True)
-    def list_templates(self, db: Engine, ws: WorkspaceRef) -> Page:
-        return Page(items=templates_store.list_templates(db, ws))
+    def list_templates(self, db: Engine, workspace: WorkspaceRef) -> Page:
+        return Page(items=templates_store.list_templates(db, workspace))
 
     @put("/{template_id:str}", sync_to_thread=True)
-    def put_template(self, db: Engine, ws: WorkspaceRef, template_id: str, data: TemplateBody) -> TemplateOut:
-        return templates_store.put_template(db, ws, template_id, data)[0]
+    def put_template(self, db: Engine, workspace: WorkspaceRef, template_id: str, data: TemplateBody) -> TemplateOut:
+        return templates_store.put_template(db, workspace, template_id, data)[0]
 
     @get("/{template_id:str}", sync_to_thread=True)
-    def get_template(self, db: Engine, ws: WorkspaceRef, template_id: str) -> TemplateOut:
-        return templates_store.get_template(db, ws, template_id)
+    def get_template(self, db: Engine, workspace: WorkspaceRef, template_id: str) -> TemplateOut:
+        return templates_store.get_template(db, workspace, template_id)
 
     @delete("/{template_id:str}", status_code=200, sync_to_thread=True)
-    def delete_template(self, db: Engine, ws: WorkspaceRef, template_id: str) -> Deleted:
-        templates_store.delete_template(db, ws, template_id)
+    def delete_template(self, db: Engine, workspace: WorkspaceRef, template_id: str) -> Deleted:
+        templates_store.delete_template(db, workspace, template_id)
         return Deleted(deleted=template_id)
 
 
@@ -73,23 +73,23 @@ class MessageController(Controller):
         return answer
 
     @post("/batch", status_code=200)
-    async def send_batch(self, db: Engine, plugins: Any, ws: WorkspaceRef, data: BatchRequest,
+    async def send_batch(self, db: Engine, plugins: Any, workspace: WorkspaceRef, data: BatchRequest,
                          idempotency_key: str | None = IdempotencyKey) -> BatchAnswer:
-        return BatchAnswer(messages=await transactional.send(db, plugins, ws, data.messages, idempotency_key,
+        return BatchAnswer(messages=await transactional.send(db, plugins, workspace, data.messages, idempotency_key,
                                                              batch=True))
 
     @get("/{message_id:str}", sync_to_thread=True)
-    def get_message(self, db: Engine, ws: WorkspaceRef, message_id: str) -> dict[str, Any]:
-        return message_reads.get_message(db, ws, message_id)
+    def get_message(self, db: Engine, workspace: WorkspaceRef, message_id: str) -> dict[str, Any]:
+        return message_reads.get_message(db, workspace, message_id)
 
 
 class OutboxController(Controller):
     path = "/outbox"
 
     @get("/", sync_to_thread=True)
-    def list_outbox(self, db: Engine, ws: WorkspaceRef, address: str | None = None, cursor: str | None = CURSOR,
+    def list_outbox(self, db: Engine, workspace: WorkspaceRef, address: str | None = None, cursor: str | None = CURSOR,
                     limit: int = LIMIT) -> Page:
-        return message_reads.list_outbox(db, ws, address=address, cursor=cursor, limit=limit)
+        return message_reads.list_outbox(db, workspace, address=address, cursor=cursor, limit=limit)
 
 
 def plugin_manager(request: Request) -> Any:

@@ -27,46 +27,46 @@ class SegmentController(Controller):
     path = "/segments"
 
     @post("/", status_code=201, sync_to_thread=True)
-    def create(self, db: Engine, ws: WorkspaceRef, data: SegmentIn) -> SegmentOut:
-        return service.create_segment(db, ws, data)
+    def create(self, db: Engine, workspace: WorkspaceRef, data: SegmentIn) -> SegmentOut:
+        return service.create_segment(db, workspace, data)
 
     @get("/", sync_to_thread=True)
-    def list_(self, db: Engine, ws: WorkspaceRef) -> dict[str, Any]:
-        return {"items": service.list_segments(db, ws)}
+    def list_(self, db: Engine, workspace: WorkspaceRef) -> dict[str, Any]:
+        return {"items": service.list_segments(db, workspace)}
 
     @get("/{segment_id:str}", sync_to_thread=True)
-    def get_(self, db: Engine, ws: WorkspaceRef, segment_id: str) -> SegmentOut:
-        return service.get_segment(db, ws, segment_id)
+    def get_(self, db: Engine, workspace: WorkspaceRef, segment_id: str) -> SegmentOut:
+        return service.get_segment(db, workspace, segment_id)
 
     @put("/{segment_id:str}", sync_to_thread=True)
-    def update(self, db: Engine, ws: WorkspaceRef, segment_id: str, data: SegmentPatch) -> SegmentOut:
-        return service.update_segment(db, ws, segment_id, data)
+    def update(self, db: Engine, workspace: WorkspaceRef, segment_id: str, data: SegmentPatch) -> SegmentOut:
+        return service.update_segment(db, workspace, segment_id, data)
 
     @get("/{segment_id:str}/versions", sync_to_thread=True)
-    def versions(self, db: Engine, ws: WorkspaceRef, segment_id: str) -> dict[str, list[VersionOut]]:
-        return {"items": service.list_versions(db, ws, segment_id)}
+    def versions(self, db: Engine, workspace: WorkspaceRef, segment_id: str) -> dict[str, list[VersionOut]]:
+        return {"items": service.list_versions(db, workspace, segment_id)}
 
     @post("/{segment_id:str}/duplicate", status_code=201, sync_to_thread=True)
-    def duplicate(self, db: Engine, ws: WorkspaceRef, segment_id: str, data: DuplicateIn | None = None) -> SegmentOut:
+    def duplicate(self, db: Engine, workspace: WorkspaceRef, segment_id: str, data: DuplicateIn | None = None) -> SegmentOut:
         data = data or DuplicateIn()
-        return service.duplicate_segment(db, ws, segment_id, data.id, data.name)
+        return service.duplicate_segment(db, workspace, segment_id, data.id, data.name)
 
     @delete("/{segment_id:str}", status_code=200, sync_to_thread=True)
-    def delete_(self, db: Engine, ws: WorkspaceRef, segment_id: str) -> Deleted:
-        service.delete_segment(db, ws, segment_id)
+    def delete_(self, db: Engine, workspace: WorkspaceRef, segment_id: str) -> Deleted:
+        service.delete_segment(db, workspace, segment_id)
         return Deleted(deleted=segment_id)
 
     @get("/{segment_id:str}/members", sync_to_thread=True)
-    def members(self, db: Engine, ws: WorkspaceRef, segment_id: str, cursor: str | None = CURSOR,
+    def members(self, db: Engine, workspace: WorkspaceRef, segment_id: str, cursor: str | None = CURSOR,
                 limit: int = LIMIT) -> dict[str, Any]:
-        return service.members_page(db, ws, segment_id, cursor, limit)
+        return service.members_page(db, workspace, segment_id, cursor, limit)
 
     @get("/{segment_id:str}/export", sync_to_thread=True)
-    def export(self, db: Engine, ws: WorkspaceRef, segment_id: str,
+    def export(self, db: Engine, workspace: WorkspaceRef, segment_id: str,
                format: str = Parameter(default="ndjson", schema_extra={"enum": ["ndjson", "csv"]})) -> Stream:
         if format not in ("csv", "ndjson"):
             raise InvalidInput("format is csv or ndjson", field="format")
-        rows = service.export_rows(db, ws, segment_id)
+        rows = service.export_rows(db, workspace, segment_id)
         first = next(rows, None)  # raises NotFound before the response starts
 
         def body():
@@ -89,15 +89,15 @@ class ImportController(Controller):
     path = "/"
 
     @post("/segments/import", status_code=201)
-    async def import_(self, request: Request, db: Engine, ws: WorkspaceRef, name: str,
+    async def import_(self, request: Request, db: Engine, workspace: WorkspaceRef, name: str,
                       format: str = Parameter(default="pinpoint", schema_extra={"enum": ["pinpoint", "plain"]}),
                       id: str | None = None, async_: bool = Parameter(query="async", default=False)) -> Response:
-        outcome = await uploads.import_stream(db, ws, request.stream(), request.app.state.imports_dir, format=format,
+        outcome = await uploads.import_stream(db, workspace, request.stream(), request.app.state.imports_dir, format=format,
                                               name=name, segment_id=id, run_as_job=async_)
         return Response(outcome.body, status_code=202 if outcome.queued else 201)
 
     @get("/import-jobs/{job_id:str}", sync_to_thread=True)
-    def job(self, db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
+    def job(self, db: Engine, workspace: WorkspaceRef, job_id: str) -> dict[str, Any]:
         from tidings.engine.segments import imports
 
-        return imports.get_job(db, ws, job_id)
+        return imports.get_job(db, workspace, job_id)

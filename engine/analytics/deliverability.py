@@ -40,13 +40,13 @@ def _day(day_number: int) -> str:
     return datetime.fromtimestamp(day_number * DAY_MS / 1000, UTC).date().isoformat()
 
 
-def daily_rates(db: Engine, ws: WorkspaceRef, *, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
+def daily_rates(db: Engine, workspace: WorkspaceRef, *, since_ms: int, until_ms: int) -> list[dict[str, Any]]:
     """[{channel, days: [{day, sent, bounced, complained, bounce_rate, complaint_rate, over: [...]}]}],
     one row per day of [since_ms, until_ms) for each channel that sent or got feedback then."""
     day = (events.c.ts // DAY_MS).label("day")
     channel = events.c.attributes["channel"].as_string().label("channel")
     q = (select(channel, day, events.c.name, func.count(distinct(events.c.attributes["message_id"].as_string())))
-         .where(events.c.workspace_id == ws.id, events.c.name.in_(list(_KIND_OF_NAME)), events.c.ts >= since_ms,
+         .where(events.c.workspace_id == workspace.id, events.c.name.in_(list(_KIND_OF_NAME)), events.c.ts >= since_ms,
                 events.c.ts < until_ms)
          .group_by(channel, day, events.c.name))
     counts: dict[str, dict[int, dict[str, int]]] = {}
@@ -70,17 +70,17 @@ def daily_rates(db: Engine, ws: WorkspaceRef, *, since_ms: int, until_ms: int) -
     return out
 
 
-def suppressed_addresses(db: Engine, ws: WorkspaceRef, *, limit: int = 200) -> list[dict[str, Any]]:
+def suppressed_addresses(db: Engine, workspace: WorkspaceRef, *, limit: int = 200) -> list[dict[str, Any]]:
     """Endpoints opted out or marked by a hard bounce or complaint, latest first: {user_id, endpoint_id,
     channel, address, opt_out, reason (hard_bounce | complaint | unsubscribe | opted_out), at (ms or None)}."""
     last = (select(events.c.endpoint_pk, func.max(events.c.ts).label("at"))
-            .where(events.c.workspace_id == ws.id, events.c.name.in_(REASONS), events.c.endpoint_pk.is_not(None))
+            .where(events.c.workspace_id == workspace.id, events.c.name.in_(REASONS), events.c.endpoint_pk.is_not(None))
             .group_by(events.c.endpoint_pk).subquery())
     q = (select(users.c.user_id, endpoints.c.id, endpoints.c.endpoint_id, endpoints.c.channel, endpoints.c.address,
                 endpoints.c.opt_out, endpoints.c.updated_at, last.c.at)
          .join(users, users.c.id == endpoints.c.user_pk)
          .outerjoin(last, last.c.endpoint_pk == endpoints.c.id)
-         .where(endpoints.c.workspace_id == ws.id, or_(endpoints.c.opt_out.is_(True), last.c.at.is_not(None)))
+         .where(endpoints.c.workspace_id == workspace.id, or_(endpoints.c.opt_out.is_(True), last.c.at.is_not(None)))
          .order_by(func.coalesce(last.c.at, endpoints.c.updated_at).desc(), endpoints.c.id)
          .limit(limit))
     with reading(db) as conn:
@@ -89,7 +89,7 @@ def suppressed_addresses(db: Engine, ws: WorkspaceRef, *, limit: int = 200) -> l
         reasons = {} if not marked else {
             pk: name for pk, name, _ in conn.execute(
                 select(events.c.endpoint_pk, events.c.name, events.c.ts)
-                .where(events.c.workspace_id == ws.id, events.c.endpoint_pk.in_(marked), events.c.name.in_(REASONS))
+                .where(events.c.workspace_id == workspace.id, events.c.endpoint_pk.in_(marked), events.c.name.in_(REASONS))
                 .order_by(events.c.ts))}  # the latest event of each endpoint wins
     return [{"user_id": r.user_id, "endpoint_id": r.endpoint_id, "channel": r.channel, "address": r.address,
              "opt_out": bool(r.opt_out), "reason": reasons[r.id].split(".", 1)[1] if r.id in reasons else "opted_out",

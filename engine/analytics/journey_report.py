@@ -136,13 +136,13 @@ def _kind(node: Any) -> str:
     return str(type(node).__struct_config__.tag or "")
 
 
-def journey_report(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None) -> JourneyReport:
+def journey_report(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None) -> JourneyReport:
     """NotFound for a journey (or version) this workspace does not have."""
-    info = store.get_journey(db, ws, journey_id)
-    ir = store.get_ir(db, ws, journey_id, version)
-    metrics = mx.journey_metrics(db, ws, journey_id, version=version)
-    steps = journey_counts.step_counts(db, ws, journey_id, version)
-    statuses, exits, refused = _runs_and_admissions(db, ws, journey_id, version)
+    info = store.get_journey(db, workspace, journey_id)
+    ir = store.get_ir(db, workspace, journey_id, version)
+    metrics = mx.journey_metrics(db, workspace, journey_id, version=version)
+    steps = journey_counts.step_counts(db, workspace, journey_id, version)
+    statuses, exits, refused = _runs_and_admissions(db, workspace, journey_id, version)
     entered = sum(statuses.values())
 
     by_step = {row["step_id"]: row["metrics"] for row in metrics["steps"]}
@@ -188,11 +188,11 @@ def _ordered(counts: dict[str, int]) -> dict[str, int]:
     return {k: counts[k] for k in [*known, *sorted(k for k in counts if k not in NOT_SENT and counts[k])]}
 
 
-def _runs_and_admissions(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None):
+def _runs_and_admissions(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None):
     """(runs by status, exit reasons of runs that exited or completed at an exit step, refusals by reason)."""
     runs = select(journey_runs.c.status, journey_runs.c.exit_reason, func.count().label("n")).where(
-        journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id)
-    cohorts = select(journey_cohorts.c.refused).where(journey_cohorts.c.workspace_id == ws.id,
+        journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id)
+    cohorts = select(journey_cohorts.c.refused).where(journey_cohorts.c.workspace_id == workspace.id,
                                                       journey_cohorts.c.journey_id == journey_id,
                                                       journey_cohorts.c.refused.is_not(None))
     if version is not None:

@@ -39,7 +39,7 @@ class LiveMessage:
     retry: int | None = None
 
 
-def start_position(db: Engine, ws: WorkspaceRef, last_event_id: str | None, after: int | None) -> int:
+def start_position(db: Engine, workspace: WorkspaceRef, last_event_id: str | None, after: int | None) -> int:
     if last_event_id:
         try:
             return check_int64(int(last_event_id), "Last-Event-ID")
@@ -47,22 +47,22 @@ def start_position(db: Engine, ws: WorkspaceRef, last_event_id: str | None, afte
             raise InvalidInput("Last-Event-ID must be an id this stream sent", field="Last-Event-ID") from None
     if after is not None:
         return after
-    return st.last_event_pk(db, ws.id)
+    return st.last_event_pk(db, workspace.id)
 
 
-async def open_stream(db: Engine, ws: WorkspaceRef, *, format: str, types: list[str], channels: list[str],
+async def open_stream(db: Engine, workspace: WorkspaceRef, *, format: str, types: list[str], channels: list[str],
                       journey_ids: list[str], last_event_id: str | None, after: int | None, poll_seconds: float,
                       key_live: Callable[[], bool]) -> AsyncIterator[LiveMessage]:
     """Check the request (a bad format or Last-Event-ID is refused here, before the response starts) and
     return the stream's messages."""
     if format not in FORMATS:
         raise InvalidInput(f"format is one of {', '.join(FORMATS)}", field="format")
-    position = await anyio.to_thread.run_sync(lambda: start_position(db, ws, last_event_id, after))
+    position = await anyio.to_thread.run_sync(lambda: start_position(db, workspace, last_event_id, after))
     matches = st.Matcher({"event_types": types, "channels": channels, "journey_ids": journey_ids})
-    return _messages(db, ws, position, matches, FORMATS[format], poll_seconds, key_live)
+    return _messages(db, workspace, position, matches, FORMATS[format], poll_seconds, key_live)
 
 
-async def _messages(db: Engine, ws: WorkspaceRef, position: int, matches: st.Matcher, to_record,
+async def _messages(db: Engine, workspace: WorkspaceRef, position: int, matches: st.Matcher, to_record,
                     poll_seconds: float, key_live: Callable[[], bool]) -> AsyncIterator[LiveMessage]:
     idle = 0.0
     recheck_at = time.monotonic() + KEY_RECHECK_SECONDS
@@ -74,11 +74,11 @@ async def _messages(db: Engine, ws: WorkspaceRef, position: int, matches: st.Mat
                 yield LiveMessage(comment="API key revoked: stream closed")
                 return
             recheck_at = time.monotonic() + KEY_RECHECK_SECONDS
-        rows = await anyio.to_thread.run_sync(functools.partial(st.read_events, db, ws.id, position, PAGE))
+        rows = await anyio.to_thread.run_sync(functools.partial(st.read_events, db, workspace.id, position, PAGE))
         for r in rows:
             position = r.id
             if matches(r.name, r.attributes or {}):
-                yield LiveMessage(data=json.dumps(to_record(r, ws.name), separators=(",", ":")), id=r.id)
+                yield LiveMessage(data=json.dumps(to_record(r, workspace.name), separators=(",", ":")), id=r.id)
         if rows:
             idle = 0.0
             continue

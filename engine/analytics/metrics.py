@@ -120,14 +120,14 @@ def _attribute(sends: list[tuple[int, int, Any]], conversions: list[tuple[int, i
     return out
 
 
-def _goal_events(conn: Connection, ws_id: int, goal: Goal, user_pks: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
+def _goal_events(conn: Connection, workspace_id: int, goal: Goal, user_pks: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
     """(user_pk, ts) of the events that convert for `goal`: named like it (its resolved names, as the
     runtime reads them) and matching its `filter`."""
     if not user_pks:
         return []
     cols = [events.c.user_pk, events.c.ts] + ([events.c.name, events.c.attributes, events.c.metrics]
                                               if goal.filter is not None else [])
-    q = select(*cols).where(events.c.workspace_id == ws_id, events.c.name.in_(journey_event_names(goal.event, goal.names)),
+    q = select(*cols).where(events.c.workspace_id == workspace_id, events.c.name.in_(journey_event_names(goal.event, goal.names)),
                             events.c.ts >= lo, events.c.ts <= hi)
     # Filter in Python: the set of converters is small next to the events of that name in the window.
     return [(r.user_pk, r.ts) for r in conn.execute(q) if r.user_pk in user_pks and (
@@ -146,16 +146,16 @@ def journey_goal(conn: Connection, workspace_id: int, journey_id: str, version: 
 # ---- journeys -------------------------------------------------------------------------------------------
 
 
-def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: int | None = None,
+def journey_metrics(db: Engine, workspace: WorkspaceRef, journey_id: str, *, version: int | None = None,
                     goal: str | None = None, within_seconds: int | None = None, since_ms: int | None = None,
                     until_ms: int | None = None) -> dict[str, Any]:
     with reading(db) as conn:
         # the journey's own goal (with its filter), unless the caller names another event
-        chosen = Goal(event=goal) if goal is not None else journey_goal(conn, ws.id, journey_id, version)
+        chosen = Goal(event=goal) if goal is not None else journey_goal(conn, workspace.id, journey_id, version)
         if chosen is not None:
             goal, within_seconds = chosen.event, within_seconds or chosen.within_seconds
         window_ms = (within_seconds or DEFAULT_WINDOW_SECONDS) * 1000
-        where = [events.c.workspace_id == ws.id, events.c.name.in_(ALL_NAMES), _attr("journey_id") == journey_id,
+        where = [events.c.workspace_id == workspace.id, events.c.name.in_(ALL_NAMES), _attr("journey_id") == journey_id,
                  *_time_where(since_ms, until_ms)]
         if version is not None:
             where.append(events.c.attributes["journey_version"].as_integer() == version)
@@ -163,8 +163,8 @@ def journey_metrics(db: Engine, ws: WorkspaceRef, journey_id: str, *, version: i
 
         control: dict[str, Any] = {"customers": 0, "converted": 0, "rate": None}
         if goal:
-            _add_journey_conversions(conn, ws.id, sends, chosen, window_ms, totals, (by_step, by_variant, by_channel))
-            control = _control(conn, ws.id, journey_id, version, chosen, window_ms, since_ms, until_ms)
+            _add_journey_conversions(conn, workspace.id, sends, chosen, window_ms, totals, (by_step, by_variant, by_channel))
+            control = _control(conn, workspace.id, journey_id, version, chosen, window_ms, since_ms, until_ms)
 
     def rows(groups: dict, label: str, order: list | None = None) -> list[dict[str, Any]]:
         keys = sorted(groups, key=lambda k: (order.index(k[0]) if order and k[0] in order else 1e9, str(k[0])))
@@ -273,14 +273,14 @@ def _add_conversions(metrics: dict[str, dict[str, int]], conv: list[tuple[Any, i
     metrics["converted"]["messages"] += len(conv)
 
 
-def holdout_customers(conn: Connection, ws_id: int, journey_id: str, version: int | None, since_ms: int | None,
+def holdout_customers(conn: Connection, workspace_id: int, journey_id: str, version: int | None, since_ms: int | None,
                       until_ms: int | None) -> list[tuple[int, int]]:
     """(user_pk, held-out time) of the journey's control group: its runs that ended `held_out`. The
     time is when the run reached its holdout step (its last step's `at`), else its last update."""
     from tidings.engine.journeys.tables import journey_runs
 
     q = select(journey_runs.c.user_pk, journey_runs.c.steps, journey_runs.c.updated_at).where(
-        journey_runs.c.workspace_id == ws_id, journey_runs.c.journey_id == journey_id,
+        journey_runs.c.workspace_id == workspace_id, journey_runs.c.journey_id == journey_id,
         journey_runs.c.status == "held_out")
     if version is not None:
         q = q.where(journey_runs.c.version == version)
@@ -292,14 +292,14 @@ def holdout_customers(conn: Connection, ws_id: int, journey_id: str, version: in
     return list(first.items())
 
 
-def _control(conn: Connection, ws_id: int, journey_id: str, version: int | None, goal: Goal, window_ms: int,
+def _control(conn: Connection, workspace_id: int, journey_id: str, version: int | None, goal: Goal, window_ms: int,
              since_ms: int | None, until_ms: int | None) -> dict[str, Any]:
-    held = holdout_customers(conn, ws_id, journey_id, version, since_ms, until_ms)
+    held = holdout_customers(conn, workspace_id, journey_id, version, since_ms, until_ms)
     if not held:
         return {"customers": 0, "converted": 0, "rate": None}
     lo = min(t for _, t in held)
     hi = max(t for _, t in held) + window_ms
-    conv = _attribute([(u, t, None) for u, t in held], _goal_events(conn, ws_id, goal, {u for u, _ in held}, lo, hi),
+    conv = _attribute([(u, t, None) for u, t in held], _goal_events(conn, workspace_id, goal, {u for u, _ in held}, lo, hi),
                       window_ms)
     converted = len({u for _, u in conv})
     return {"customers": len(held), "converted": converted, "rate": round(converted / len(held), 4)}
@@ -308,7 +308,7 @@ def _control(conn: Connection, ws_id: int, journey_id: str, version: int | None,
 # ---- all messages ---------------------------------------------------------------------------------------
 
 
-def message_metrics(db: Engine, ws: WorkspaceRef, *, since_ms: int | None = None, until_ms: int | None = None,
+def message_metrics(db: Engine, workspace: WorkspaceRef, *, since_ms: int | None = None, until_ms: int | None = None,
                     channel: str | None = None) -> dict[str, Any]:
     """Every message of the workspace (journeys and transactional), by channel and by source."""
     names = ALL_NAMES
@@ -317,7 +317,7 @@ def message_metrics(db: Engine, ws: WorkspaceRef, *, since_ms: int | None = None
         names = [n for n in ALL_NAMES if n.startswith(f"_{channel}.")]
         if not names:
             raise InvalidInput(f"unknown channel {channel!r}", field="channel")
-    where = [events.c.workspace_id == ws.id, events.c.name.in_(names), *_time_where(since_ms, until_ms)]
+    where = [events.c.workspace_id == workspace.id, events.c.name.in_(names), *_time_where(since_ms, until_ms)]
     with reading(db) as conn:
         if conn.dialect.name == "sqlite":  # three GROUP BYs in C beat one pass in Python there (measured)
             totals = _grouped(conn, where, []).get((), _empty())
@@ -333,7 +333,7 @@ def message_metrics(db: Engine, ws: WorkspaceRef, *, since_ms: int | None = None
             totals, by_channel = _merge(fine, None).get((), _empty()), _merge(fine, 0)
             transactional = _merge(fine, None, only_transactional=True).get((), _empty())
             sends = [(u, ts, a) for u, ts, a in sends if a.get("transactional") is True]
-        conv = _transactional_conversions(conn, ws.id, sends)
+        conv = _transactional_conversions(conn, workspace.id, sends)
         _add_conversions(transactional, conv)
         _add_conversions(totals, conv)
     journeys = {m: {k: totals[m][k] - transactional[m][k] for k in totals[m]} for m in totals}
@@ -347,7 +347,7 @@ def message_metrics(db: Engine, ws: WorkspaceRef, *, since_ms: int | None = None
     }
 
 
-def _transactional_conversions(conn: Connection, ws_id: int, sends: list[tuple[int, int, dict]]
+def _transactional_conversions(conn: Connection, workspace_id: int, sends: list[tuple[int, int, dict]]
                                ) -> list[tuple[Any, int]]:
     """Conversions of transactional sends ((user_pk, ts, attributes)) that carry a goal."""
     by_goal: dict[tuple[str, int], list[tuple[int, int, Any]]] = defaultdict(list)
@@ -360,6 +360,6 @@ def _transactional_conversions(conn: Connection, ws_id: int, sends: list[tuple[i
     for (name, within), sends in by_goal.items():
         lo = min(t for _, t, _ in sends)
         hi = max(t for _, t, _ in sends) + within * 1000
-        out += _attribute(sends, _goal_events(conn, ws_id, Goal(event=name), {u for u, _, _ in sends}, lo, hi),
+        out += _attribute(sends, _goal_events(conn, workspace_id, Goal(event=name), {u for u, _, _ in sends}, lo, hi),
                           within * 1000)
     return out

@@ -143,26 +143,26 @@ def _factory(plugins: Any, kind: str) -> Any:
         raise InvalidInput(f"unknown sink kind {kind!r} (available: {known})", field="kind") from None
 
 
-def build_sink(factory: Any, stream_id: str, config: Mapping[str, Any], ws: WorkspaceRef) -> Any:
+def build_sink(factory: Any, stream_id: str, config: Mapping[str, Any], workspace: WorkspaceRef) -> Any:
     """A sink from its factory. A factory whose call takes ``workspace`` gets the stream's workspace (the
     ndjson sink keeps each workspace in its own folder); older factories are called as before."""
     try:
         takes_workspace = "workspace" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         takes_workspace = False
-    return factory(stream_id, config, workspace=ws) if takes_workspace else factory(stream_id, config)
+    return factory(stream_id, config, workspace=workspace) if takes_workspace else factory(stream_id, config)
 
 
 _STREAM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data: StreamIn) -> tuple[StreamOut, bool]:
+def put_stream(db: Engine, plugins: Any, workspace: WorkspaceRef, stream_id: str, data: StreamIn) -> tuple[StreamOut, bool]:
     if not _STREAM_ID.fullmatch(stream_id):
         raise InvalidInput("stream ids are 1-100 letters, digits, '.', '_' or '-'", field="id")
     factory = _factory(plugins, data.kind)
     try:
         config = resolve_config(_shim(data.kind, factory), data.config)
-        build_sink(factory, stream_id, config, ws)  # a sink that cannot be built is refused now, not at delivery
+        build_sink(factory, stream_id, config, workspace)  # a sink that cannot be built is refused now, not at delivery
     except ChannelConfigError as exc:
         raise InvalidInput(str(exc), field="config") from None
     # Secret sink settings are sealed at rest like channel secrets (refused without an encryption key).
@@ -175,19 +175,19 @@ def put_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str, data:
     }
     with writing(db) as conn:
         row = conn.execute(select(event_streams.c.id).where(
-            event_streams.c.workspace_id == ws.id, event_streams.c.stream_id == stream_id)).first()
+            event_streams.c.workspace_id == workspace.id, event_streams.c.stream_id == stream_id)).first()
         created = row is None
         if created:
             cursor = 0 if data.start == "beginning" else (conn.execute(
-                select(events.c.id).where(events.c.workspace_id == ws.id).order_by(events.c.id.desc()).limit(1)
+                select(events.c.id).where(events.c.workspace_id == workspace.id).order_by(events.c.id.desc()).limit(1)
             ).scalar() or 0)
             conn.execute(insert(event_streams).values(
-                workspace_id=ws.id, stream_id=stream_id, cursor=cursor, failures=0, next_attempt_at=0, delivered=0,
+                workspace_id=workspace.id, stream_id=stream_id, cursor=cursor, failures=0, next_attempt_at=0, delivered=0,
                 lease_until=0, created_at=now, **values))
         else:
             conn.execute(update(event_streams).where(event_streams.c.id == row.id).values(
                 failures=0, next_attempt_at=0, last_error=None, **values))
-    return get_stream(db, plugins, ws, stream_id), created
+    return get_stream(db, plugins, workspace, stream_id), created
 
 
 def reseal_streams(db: Engine, plugins: Any, resealer: channel_secrets.Resealer) -> None:
@@ -196,7 +196,7 @@ def reseal_streams(db: Engine, plugins: Any, resealer: channel_secrets.Resealer)
     report = resealer.report
     with reading(db) as conn:
         streams = conn.execute(select(event_streams.c.id, event_streams.c.stream_id, event_streams.c.kind,
-                                      event_streams.c.config, event_streams.c.updated_at, workspaces.c.name.label("ws"))
+                                      event_streams.c.config, event_streams.c.updated_at, workspaces.c.name.label("workspace"))
                                .join(workspaces, workspaces.c.id == event_streams.c.workspace_id)).all()
     factories = getattr(plugins, "event_sink_factories", {}) if plugins is not None else {}
     for row in streams:
@@ -205,7 +205,7 @@ def reseal_streams(db: Engine, plugins: Any, resealer: channel_secrets.Resealer)
         if factory is None and any(not channel_secrets.is_sealed(v) for v in row.config.values()):
             report.unknown_plugin.append(f"{row.ws}/event stream {row.stream_id}")
         try:
-            config = resealer.config(row.stream_id, row.config, secrets, row.ws, "event stream")
+            config = resealer.config(row.stream_id, row.config, secrets, row.workspace, "event stream")
         except channel_secrets.SecretUnreadable as exc:
             report.unreadable.append(str(exc))
             continue
@@ -224,9 +224,9 @@ def _out(row: Any, plugins: Any, n_dead: int) -> StreamOut:
                      dead_letters=n_dead)
 
 
-def _row(conn: Connection, ws: WorkspaceRef, stream_id: str) -> Any:
+def _row(conn: Connection, workspace: WorkspaceRef, stream_id: str) -> Any:
     row = conn.execute(select(event_streams).where(
-        event_streams.c.workspace_id == ws.id, event_streams.c.stream_id == stream_id)).first()
+        event_streams.c.workspace_id == workspace.id, event_streams.c.stream_id == stream_id)).first()
     if row is None:
         raise NotFound(f"no event stream {stream_id!r}", field="id")
     return row
@@ -238,31 +238,31 @@ def _dead_count(conn: Connection, stream_pk: int) -> int:
     return conn.execute(select(func.count()).select_from(dead_letters).where(dead_letters.c.stream_pk == stream_pk)).scalar()
 
 
-def get_stream(db: Engine, plugins: Any, ws: WorkspaceRef, stream_id: str) -> StreamOut:
+def get_stream(db: Engine, plugins: Any, workspace: WorkspaceRef, stream_id: str) -> StreamOut:
     with reading(db) as conn:
-        row = _row(conn, ws, stream_id)
+        row = _row(conn, workspace, stream_id)
         return _out(row, plugins, _dead_count(conn, row.id))
 
 
-def list_streams(db: Engine, plugins: Any, ws: WorkspaceRef) -> list[StreamOut]:
+def list_streams(db: Engine, plugins: Any, workspace: WorkspaceRef) -> list[StreamOut]:
     with reading(db) as conn:
-        rows = conn.execute(select(event_streams).where(event_streams.c.workspace_id == ws.id)
+        rows = conn.execute(select(event_streams).where(event_streams.c.workspace_id == workspace.id)
                             .order_by(event_streams.c.stream_id)).all()
         return [_out(r, plugins, _dead_count(conn, r.id)) for r in rows]
 
 
-def delete_stream(db: Engine, ws: WorkspaceRef, stream_id: str) -> None:
+def delete_stream(db: Engine, workspace: WorkspaceRef, stream_id: str) -> None:
     """Delete a stream, its dead letters, and the Pinpoint event stream that named it (if any)."""
     with writing(db) as conn:
-        row = _row(conn, ws, stream_id)
+        row = _row(conn, workspace, stream_id)
         conn.execute(delete(pinpoint_event_streams).where(pinpoint_event_streams.c.stream_pk == row.id))
         conn.execute(delete(dead_letters).where(dead_letters.c.stream_pk == row.id))
         conn.execute(delete(event_streams).where(event_streams.c.id == row.id))
 
 
-def list_dead_letters(db: Engine, ws: WorkspaceRef, stream_id: str, limit: int = 100) -> list[dict[str, Any]]:
+def list_dead_letters(db: Engine, workspace: WorkspaceRef, stream_id: str, limit: int = 100) -> list[dict[str, Any]]:
     with reading(db) as conn:
-        row = _row(conn, ws, stream_id)
+        row = _row(conn, workspace, stream_id)
         q = select(dead_letters).where(dead_letters.c.stream_pk == row.id).order_by(dead_letters.c.id).limit(limit)
         return [{"id": r.id, "first_position": r.first_event_pk, "last_position": r.last_event_pk,
                  "attempts": r.attempts, "error": r.error, "records": r.records, "created_at": r.created_at}
@@ -279,7 +279,7 @@ class PinpointStream(msgspec.Struct):
     updated_at: int
 
 
-def put_pinpoint_stream(db: Engine, ws: WorkspaceRef, stream_id: str, destination_arn: str,
+def put_pinpoint_stream(db: Engine, workspace: WorkspaceRef, stream_id: str, destination_arn: str,
                         role_arn: str) -> PinpointStream:
     """Make the native stream `stream_id` the workspace's Pinpoint event stream: it is enabled and emits
     Pinpoint's record shape. A stream it replaces is disabled (one destination per application, as in
@@ -287,49 +287,49 @@ def put_pinpoint_stream(db: Engine, ws: WorkspaceRef, stream_id: str, destinatio
     now = now_ms()
     with writing(db) as conn:
         row = conn.execute(select(event_streams.c.id).where(
-            event_streams.c.workspace_id == ws.id, event_streams.c.stream_id == stream_id)).first()
+            event_streams.c.workspace_id == workspace.id, event_streams.c.stream_id == stream_id)).first()
         if row is None:
             raise InvalidInput(f"no event stream {stream_id!r} is configured in this workspace (create it first: "
                                f"PUT /v1/event-streams/{stream_id}, docs/events.md)", field="DestinationStreamArn")
         old = conn.execute(select(pinpoint_event_streams.c.stream_pk).where(
-            pinpoint_event_streams.c.workspace_id == ws.id)).scalar()
+            pinpoint_event_streams.c.workspace_id == workspace.id)).scalar()
         if old is not None and old != row.id:
             conn.execute(update(event_streams).where(event_streams.c.id == old).values(enabled=False, updated_at=now))
         conn.execute(update(event_streams).where(event_streams.c.id == row.id).values(
             format="pinpoint", enabled=True, updated_at=now))
         values = {"stream_pk": row.id, "destination_arn": destination_arn, "role_arn": role_arn, "updated_at": now}
         if old is None:
-            conn.execute(insert(pinpoint_event_streams).values(workspace_id=ws.id, **values))
+            conn.execute(insert(pinpoint_event_streams).values(workspace_id=workspace.id, **values))
         else:
-            conn.execute(update(pinpoint_event_streams).where(pinpoint_event_streams.c.workspace_id == ws.id)
+            conn.execute(update(pinpoint_event_streams).where(pinpoint_event_streams.c.workspace_id == workspace.id)
                          .values(**values))
     return PinpointStream(stream_id=stream_id, destination_arn=destination_arn, role_arn=role_arn, updated_at=now)
 
 
-def _pinpoint_row(conn: Connection, ws: WorkspaceRef) -> Any:
+def _pinpoint_row(conn: Connection, workspace: WorkspaceRef) -> Any:
     row = conn.execute(select(pinpoint_event_streams, event_streams.c.stream_id)
                        .join(event_streams, event_streams.c.id == pinpoint_event_streams.c.stream_pk)
-                       .where(pinpoint_event_streams.c.workspace_id == ws.id)).first()
+                       .where(pinpoint_event_streams.c.workspace_id == workspace.id)).first()
     if row is None:
         raise NotFound("this application has no event stream", field="ApplicationId")
     return row
 
 
-def get_pinpoint_stream(db: Engine, ws: WorkspaceRef) -> PinpointStream:
+def get_pinpoint_stream(db: Engine, workspace: WorkspaceRef) -> PinpointStream:
     with reading(db) as conn:
-        row = _pinpoint_row(conn, ws)
+        row = _pinpoint_row(conn, workspace)
     return PinpointStream(stream_id=row.stream_id, destination_arn=row.destination_arn, role_arn=row.role_arn,
                           updated_at=row.updated_at)
 
 
-def delete_pinpoint_stream(db: Engine, ws: WorkspaceRef) -> PinpointStream:
+def delete_pinpoint_stream(db: Engine, workspace: WorkspaceRef) -> PinpointStream:
     """Stop streaming: the native stream is disabled (it stays configured, with its position: PUT it with
     `enabled: true`, or PutEventStream again, to resume) and the application has no event stream."""
     with writing(db) as conn:
-        row = _pinpoint_row(conn, ws)
+        row = _pinpoint_row(conn, workspace)
         conn.execute(update(event_streams).where(event_streams.c.id == row.stream_pk).values(
             enabled=False, updated_at=now_ms()))
-        conn.execute(delete(pinpoint_event_streams).where(pinpoint_event_streams.c.workspace_id == ws.id))
+        conn.execute(delete(pinpoint_event_streams).where(pinpoint_event_streams.c.workspace_id == workspace.id))
     return PinpointStream(stream_id=row.stream_id, destination_arn=row.destination_arn, role_arn=row.role_arn,
                           updated_at=row.updated_at)
 

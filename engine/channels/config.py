@@ -158,7 +158,7 @@ def _config_field(message: str) -> str:
     return "config." + (unknown.group(1) if unknown else named[-1] if named else "") if (unknown or named) else "config"
 
 
-def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, name: str, body: ChannelPut) -> ChannelOut:
+def put_channel(db: Engine, plugins: TidingsPluginManager, workspace: WorkspaceRef, name: str, body: ChannelPut) -> ChannelOut:
     channel = plugins.channels.get(name)
     if channel is None:
         raise NotFound(f"no channel plugin named {name!r} (loaded: {', '.join(sorted(plugins.channels))})", field="name")
@@ -167,23 +167,23 @@ def put_channel(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef, nam
         raise InvalidInput(f"rate_limit must be a number of messages per second in (0, {MAX_RATE:g}]", field="rate_limit")
     with writing(db) as conn:
         row = conn.execute(select(channel_configs).where(
-            channel_configs.c.workspace_id == ws.id, channel_configs.c.name == name)).first()
-        config = _checked_config(channel, name, body.config, row, ws)
-        secret = _checked_feedback_secret(name, body.feedback_secret, row, ws)
+            channel_configs.c.workspace_id == workspace.id, channel_configs.c.name == name)).first()
+        config = _checked_config(channel, name, body.config, row, workspace)
+        secret = _checked_feedback_secret(name, body.feedback_secret, row, workspace)
         # Sealed before anything is written: without a key the whole PUT is refused, nothing stored plain.
         stored_config = channel_secrets.seal_config(name, secret_keys(channel), config)
         stored_secret = channel_secrets.seal_value(name, "feedback_secret", secret, "feedback_secret")
-        _check_types_free(conn, ws, name, types)
+        _check_types_free(conn, workspace, name, types)
         now = now_ms()
         if row is None:
-            conn.execute(channel_configs.insert().values(workspace_id=ws.id, name=name, config=stored_config,
+            conn.execute(channel_configs.insert().values(workspace_id=workspace.id, name=name, config=stored_config,
                                                          rate_limit=body.rate_limit, feedback_secret=stored_secret,
                                                          created_at=now, updated_at=now))
         else:
             conn.execute(update(channel_configs).where(channel_configs.c.id == row.id).values(
                 config=stored_config, rate_limit=body.rate_limit, feedback_secret=stored_secret, updated_at=now))
-        _route(conn, ws, name, types)
-    return _out(ws, channel, name, types, config, body.rate_limit, now, secret)
+        _route(conn, workspace, name, types)
+    return _out(workspace, channel, name, types, config, body.rate_limit, now, secret)
 
 
 def _served_types(channel: Any, name: str, body: ChannelPut) -> list[str]:
@@ -196,14 +196,14 @@ def _served_types(channel: Any, name: str, body: ChannelPut) -> list[str]:
     return types
 
 
-def _checked_config(channel: Any, name: str, given: dict[str, Any], row: Any, ws: WorkspaceRef) -> dict[str, Any]:
+def _checked_config(channel: Any, name: str, given: dict[str, Any], row: Any, workspace: WorkspaceRef) -> dict[str, Any]:
     """The settings to store, in plain: "***" (what GET shows) keeps the stored secret; checked by the channel."""
     config = dict(given)
     for key in secret_keys(channel):
         if config.get(key) == REDACTED:
             if row is None or key not in row.config:
                 raise InvalidInput(f"no stored value for {key!r} to keep; send the real value", field=f"config.{key}")
-            config[key] = _stored_secret(name, key, row.config[key], ws, f"config.{key}")
+            config[key] = _stored_secret(name, key, row.config[key], workspace, f"config.{key}")
     try:
         # The channel's own resolve_config when it has one: it may check more than the fields (a key's format).
         (channel.resolve_config if hasattr(channel, "resolve_config") else partial(resolve_config, channel))(config)
@@ -212,19 +212,19 @@ def _checked_config(channel: Any, name: str, given: dict[str, Any], row: Any, ws
     return config
 
 
-def _checked_feedback_secret(name: str, secret: str | None, row: Any, ws: WorkspaceRef) -> str | None:
+def _checked_feedback_secret(name: str, secret: str | None, row: Any, workspace: WorkspaceRef) -> str | None:
     if secret == REDACTED:
         if row is None or not row.feedback_secret:
             raise InvalidInput("no stored feedback_secret to keep; send the real value", field="feedback_secret")
-        secret = _stored_secret(name, "feedback_secret", row.feedback_secret, ws, "feedback_secret")
+        secret = _stored_secret(name, "feedback_secret", row.feedback_secret, workspace, "feedback_secret")
     if secret is not None and not 16 <= len(secret) <= 255:
         raise InvalidInput("feedback_secret is 16-255 characters", field="feedback_secret")
     return secret
 
 
-def _check_types_free(conn: Connection, ws: WorkspaceRef, name: str, types: list[str]) -> None:
+def _check_types_free(conn: Connection, workspace: WorkspaceRef, name: str, types: list[str]) -> None:
     taken = conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name).where(
-        channel_routes.c.workspace_id == ws.id, channel_routes.c.channel_type.in_(types),
+        channel_routes.c.workspace_id == workspace.id, channel_routes.c.channel_type.in_(types),
         channel_routes.c.name != name)).all()
     if taken:
         t, other = taken[0]
@@ -232,51 +232,51 @@ def _check_types_free(conn: Connection, ws: WorkspaceRef, name: str, types: list
                        field="channel_types")
 
 
-def _route(conn: Connection, ws: WorkspaceRef, name: str, types: list[str]) -> None:
+def _route(conn: Connection, workspace: WorkspaceRef, name: str, types: list[str]) -> None:
     """The channel serves exactly `types` from now on."""
-    conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
+    conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == workspace.id, channel_routes.c.name == name))
     try:
-        conn.execute(channel_routes.insert(), [{"workspace_id": ws.id, "channel_type": t, "name": name} for t in types])
+        conn.execute(channel_routes.insert(), [{"workspace_id": workspace.id, "channel_type": t, "name": name} for t in types])
     except IntegrityError:  # a concurrent PUT took the type first
         raise Conflict("another channel now serves one of these types; retry", field="channel_types") from None
 
 
-def _stored_secret(channel: str, key: str, value: Any, ws: WorkspaceRef, field: str) -> Any:
+def _stored_secret(channel: str, key: str, value: Any, workspace: WorkspaceRef, field: str) -> Any:
     """A stored secret kept by "***", opened so it is checked and sealed again like a new value."""
     try:
-        return channel_secrets.open_value(channel, key, value, ws.name)
+        return channel_secrets.open_value(channel, key, value, workspace.name)
     except channel_secrets.SecretUnreadable as exc:
         raise Conflict(f"{exc}; \"***\" cannot keep it: send the real value", field=field) from None
 
 
-def _out(ws: WorkspaceRef, channel: Any, name: str, types: list[str], config: dict, rate: float | None,
+def _out(workspace: WorkspaceRef, channel: Any, name: str, types: list[str], config: dict, rate: float | None,
          updated: int, secret: str | None) -> ChannelOut:
     return ChannelOut(name=name, channel_types=types, config=redact_config(channel, config) if channel else
                       {k: REDACTED for k in config}, rate_limit=rate,
                       effective_rate_limit=_effective_rate(channel, rate), updated_at=ms_to_iso(updated),
-                      feedback_url=feedback_url(ws.name, name), feedback_secret=REDACTED if secret else None)
+                      feedback_url=feedback_url(workspace.name, name), feedback_secret=REDACTED if secret else None)
 
 
-def list_channels(db: Engine, plugins: TidingsPluginManager, ws: WorkspaceRef) -> dict[str, Any]:
+def list_channels(db: Engine, plugins: TidingsPluginManager, workspace: WorkspaceRef) -> dict[str, Any]:
     with reading(db) as conn:
-        rows = conn.execute(select(channel_configs).where(channel_configs.c.workspace_id == ws.id)
+        rows = conn.execute(select(channel_configs).where(channel_configs.c.workspace_id == workspace.id)
                             .order_by(channel_configs.c.name)).all()
         types: dict[str, list[str]] = {}
         for t, n in conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name)
-                                 .where(channel_routes.c.workspace_id == ws.id)):
+                                 .where(channel_routes.c.workspace_id == workspace.id)):
             types.setdefault(n, []).append(t)
-        routes = routes_for(conn, plugins, ws.id, ALL_TYPES)
-    items = [_out(ws, plugins.channels.get(r.name), r.name, sorted(types.get(r.name, []), key=ALL_TYPES.index),
+        routes = routes_for(conn, plugins, workspace.id, ALL_TYPES)
+    items = [_out(workspace, plugins.channels.get(r.name), r.name, sorted(types.get(r.name, []), key=ALL_TYPES.index),
                   r.config, r.rate_limit, r.updated_at, r.feedback_secret) for r in rows]
     return {"items": items,
             "routes": {t: {"channel": r.name, "source": r.source, "rate_limit": r.rate_limit,
                            **({"error": r.error} if r.error else {})} for t, r in routes.items()}}
 
 
-def delete_channel(db: Engine, ws: WorkspaceRef, name: str) -> None:
+def delete_channel(db: Engine, workspace: WorkspaceRef, name: str) -> None:
     with writing(db) as conn:
-        conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == ws.id, channel_routes.c.name == name))
-        n = conn.execute(delete(channel_configs).where(channel_configs.c.workspace_id == ws.id,
+        conn.execute(delete(channel_routes).where(channel_routes.c.workspace_id == workspace.id, channel_routes.c.name == name))
+        n = conn.execute(delete(channel_configs).where(channel_configs.c.workspace_id == workspace.id,
                                                        channel_configs.c.name == name)).rowcount
     if not n:
         raise NotFound(f"channel {name!r} is not configured in this workspace", field="name")

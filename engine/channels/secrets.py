@@ -214,7 +214,7 @@ class Resealer:
     def __init__(self, ring: Keyring, report: ResealReport, rotate: bool):
         self.ring, self.report, self.rotate = ring, report, rotate
 
-    def value(self, owner: str, key: str, value: Any, ws: str, kind: str = "channel") -> Any:
+    def value(self, owner: str, key: str, value: Any, workspace: str, kind: str = "channel") -> Any:
         """The value to store instead, or None to leave it."""
         if value is None or value == "":
             return None
@@ -223,15 +223,15 @@ class Resealer:
             return self.ring.seal(value)
         if self.rotate and not self.ring.sealed_with_current(value):
             self.report.resealed += 1
-            return self.ring.seal(open_value(owner, key, value, ws, kind=kind))
+            return self.ring.seal(open_value(owner, key, value, workspace, kind=kind))
         self.report.unchanged += 1
         return None
 
-    def config(self, owner: str, config: Mapping[str, Any], secrets: frozenset[str], ws: str,
+    def config(self, owner: str, config: Mapping[str, Any], secrets: frozenset[str], workspace: str,
                kind: str = "channel") -> dict[str, Any] | None:
         """`config` with its secret (or already sealed) values re-sealed, or None when nothing changes.
         Raises SecretUnreadable for a value no key opens."""
-        changed = {k: self.value(owner, k, v, ws, kind) if k in secrets or is_sealed(v) else None
+        changed = {k: self.value(owner, k, v, workspace, kind) if k in secrets or is_sealed(v) else None
                    for k, v in config.items()}
         if not any(v is not None for v in changed.values()):
             return None
@@ -263,7 +263,7 @@ def reseal_channels(db: Engine, plugins: Any, resealer: Resealer) -> None:
     with reading(db) as conn:
         rows = conn.execute(select(channel_configs.c.id, channel_configs.c.name, channel_configs.c.config,
                                    channel_configs.c.feedback_secret, channel_configs.c.updated_at,
-                                   workspaces.c.name.label("ws"))
+                                   workspaces.c.name.label("workspace"))
                             .join(workspaces, workspaces.c.id == channel_configs.c.workspace_id)).all()
     for row in rows:
         channel = plugins.channels.get(row.name) if plugins is not None else None
@@ -271,8 +271,8 @@ def reseal_channels(db: Engine, plugins: Any, resealer: Resealer) -> None:
         if channel is None and any(not is_sealed(v) for v in row.config.values()):
             report.unknown_plugin.append(f"{row.ws}/{row.name}")  # which plain values are secret is unknown
         try:
-            config = resealer.config(row.name, row.config, secrets, row.ws)
-            feedback_secret = resealer.value(row.name, "feedback_secret", row.feedback_secret, row.ws)
+            config = resealer.config(row.name, row.config, secrets, row.workspace)
+            feedback_secret = resealer.value(row.name, "feedback_secret", row.feedback_secret, row.workspace)
         except SecretUnreadable as exc:
             report.unreadable.append(str(exc))
             continue

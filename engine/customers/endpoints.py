@@ -46,18 +46,18 @@ def check_endpoint(_index: int, item: EndpointBatchItem) -> None:
             raise InvalidInput("effective_date must be an ISO-8601 date-time", field="effective_date") from None
 
 
-def upsert_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str, fields: EndpointFields) -> EndpointOut:
+def upsert_endpoint(db: Engine, workspace: WorkspaceRef, endpoint_id: str, fields: EndpointFields) -> EndpointOut:
     item = EndpointBatchItem(endpoint_id=endpoint_id, **{f: getattr(fields, f) for f in fields.__struct_fields__})
-    single(lambda: upsert_endpoints(db, ws, [item]))
-    return get_endpoint(db, ws, endpoint_id)
+    single(lambda: upsert_endpoints(db, workspace, [item]))
+    return get_endpoint(db, workspace, endpoint_id)
 
 
-def upsert_endpoints(db: Engine, ws: WorkspaceRef, items: Sequence[EndpointBatchItem]) -> BatchResult:
+def upsert_endpoints(db: Engine, workspace: WorkspaceRef, items: Sequence[EndpointBatchItem]) -> BatchResult:
     validate_batch(items, check_endpoint, "endpoint_id")
     with writing(db) as conn:
-        register_item_names(conn, ws.id, items)
-        user_pks, created = write_endpoints(conn, ws.id, items)
-        changes.customers_changed(conn, ws.id, user_pks)
+        register_item_names(conn, workspace.id, items)
+        user_pks, created = write_endpoints(conn, workspace.id, items)
+        changes.customers_changed(conn, workspace.id, user_pks)
     return BatchResult(written=len(items), created=created)
 
 
@@ -158,33 +158,33 @@ def _over_endpoint_limit(conn: Connection, rows: dict[str, dict[str, Any]],
     ]
 
 
-def get_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> EndpointOut:
+def get_endpoint(db: Engine, workspace: WorkspaceRef, endpoint_id: str) -> EndpointOut:
     with reading(db) as conn:
         row = conn.execute(
             select(endpoints, users.c.user_id.label("owner"))
             .join(users, users.c.id == endpoints.c.user_pk)
-            .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id == endpoint_id)
+            .where(endpoints.c.workspace_id == workspace.id, endpoints.c.endpoint_id == endpoint_id)
         ).first()
     if row is None:
         raise NotFound(f"no endpoint {endpoint_id!r}", field="endpoint_id")
     return endpoint_out(row, row.owner)
 
 
-def delete_endpoint(db: Engine, ws: WorkspaceRef, endpoint_id: str) -> None:
+def delete_endpoint(db: Engine, workspace: WorkspaceRef, endpoint_id: str) -> None:
     """Remove the endpoint; its user's events stay with the user."""
     with writing(db) as conn:
         row = conn.execute(
             select(endpoints.c.id, endpoints.c.user_pk)
-            .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id == endpoint_id)
+            .where(endpoints.c.workspace_id == workspace.id, endpoints.c.endpoint_id == endpoint_id)
         ).first()
         if row is None:
             raise NotFound(f"no endpoint {endpoint_id!r}", field="endpoint_id")
         conn.execute(update(events).where(events.c.endpoint_pk == row.id).values(endpoint_pk=None))
         conn.execute(delete(endpoints).where(endpoints.c.id == row.id))
-        changes.customers_changed(conn, ws.id, [row.user_pk])
+        changes.customers_changed(conn, workspace.id, [row.user_pk])
 
 
-def get_endpoints(db: Engine, ws: WorkspaceRef, endpoint_ids: Sequence[str]) -> dict[str, EndpointOut]:
+def get_endpoints(db: Engine, workspace: WorkspaceRef, endpoint_ids: Sequence[str]) -> dict[str, EndpointOut]:
     """The endpoints among `endpoint_ids` that exist, by id (an unknown id is simply absent)."""
     found: dict[str, EndpointOut] = {}
     with reading(db) as conn:
@@ -192,23 +192,23 @@ def get_endpoints(db: Engine, ws: WorkspaceRef, endpoint_ids: Sequence[str]) -> 
             rows = conn.execute(
                 select(endpoints, users.c.user_id.label("owner"))
                 .join(users, users.c.id == endpoints.c.user_pk)
-                .where(endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id.in_(part))
+                .where(endpoints.c.workspace_id == workspace.id, endpoints.c.endpoint_id.in_(part))
             ).all()
             found.update({r.endpoint_id: endpoint_out(r, r.owner) for r in rows})
     return found
 
 
-def existing_endpoint_ids(db: Engine, ws: WorkspaceRef, endpoint_ids: Sequence[str]) -> set[str]:
+def existing_endpoint_ids(db: Engine, workspace: WorkspaceRef, endpoint_ids: Sequence[str]) -> set[str]:
     """Which of `endpoint_ids` exist (ids only: cheaper than get_endpoints when nothing else is read)."""
     found: set[str] = set()
     with reading(db) as conn:
         for part in chunks(list(dict.fromkeys(endpoint_ids))):
             found.update(conn.execute(select(endpoints.c.endpoint_id).where(
-                endpoints.c.workspace_id == ws.id, endpoints.c.endpoint_id.in_(part))).scalars())
+                endpoints.c.workspace_id == workspace.id, endpoints.c.endpoint_id.in_(part))).scalars())
     return found
 
 
-def upsert_customers(db: Engine, ws: WorkspaceRef, user_items: Sequence[UserBatchItem],
+def upsert_customers(db: Engine, workspace: WorkspaceRef, user_items: Sequence[UserBatchItem],
                      endpoint_items: Sequence[EndpointBatchItem]) -> BatchResult:
     """Users and endpoints in one transaction, all or nothing (Pinpoint's UpdateEndpoint writes the endpoint
     and its User.UserAttributes together): users first, so the endpoints' owners carry their attributes."""
@@ -217,22 +217,22 @@ def upsert_customers(db: Engine, ws: WorkspaceRef, user_items: Sequence[UserBatc
     if endpoint_items:
         validate_batch(endpoint_items, check_endpoint, "endpoint_id")
     with writing(db) as conn:
-        register_item_names(conn, ws.id, [*user_items, *endpoint_items])
-        user_pks, _ = write_users(conn, ws.id, user_items) if user_items else ([], 0)
-        endpoint_user_pks, created = write_endpoints(conn, ws.id, endpoint_items) if endpoint_items else ([], 0)
-        changes.customers_changed(conn, ws.id, sorted(set(user_pks) | set(endpoint_user_pks)))
+        register_item_names(conn, workspace.id, [*user_items, *endpoint_items])
+        user_pks, _ = write_users(conn, workspace.id, user_items) if user_items else ([], 0)
+        endpoint_user_pks, created = write_endpoints(conn, workspace.id, endpoint_items) if endpoint_items else ([], 0)
+        changes.customers_changed(conn, workspace.id, sorted(set(user_pks) | set(endpoint_user_pks)))
     return BatchResult(written=len(endpoint_items), created=created)
 
 
-def delete_user_endpoints(db: Engine, ws: WorkspaceRef, user_id: str) -> list[EndpointOut]:
+def delete_user_endpoints(db: Engine, workspace: WorkspaceRef, user_id: str) -> list[EndpointOut]:
     """Remove every endpoint of a user (the user, its attributes and its events stay); returns them."""
     with writing(db) as conn:
-        owner = user_pk(conn, ws.id, user_id)
+        owner = user_pk(conn, workspace.id, user_id)
         rows = conn.execute(select(endpoints).where(endpoints.c.user_pk == owner).order_by(endpoints.c.id)).all()
         removed = [endpoint_out(r, user_id) for r in rows]
         pks = [r.id for r in rows]
         if pks:
             conn.execute(update(events).where(events.c.endpoint_pk.in_(pks)).values(endpoint_pk=None))
             conn.execute(delete(endpoints).where(endpoints.c.id.in_(pks)))
-            changes.customers_changed(conn, ws.id, [owner])
+            changes.customers_changed(conn, workspace.id, [owner])
     return removed

@@ -43,13 +43,13 @@ def _checker(allow_reserved: bool):
     return check
 
 
-def ingest(db: Engine, ws: WorkspaceRef, batch: Sequence[EventIn], *, allow_reserved: bool = False) -> EventsResult:
+def ingest(db: Engine, workspace: WorkspaceRef, batch: Sequence[EventIn], *, allow_reserved: bool = False) -> EventsResult:
     check_batch_size(len(batch), "events")
     validate_all(batch, _checker(allow_reserved), lambda e: e.id or e.name, "event")
     with writing(db) as conn:
-        result, stored, created = record(conn, ws.id, batch)
-        changes.customers_changed(conn, ws.id, created)  # new (empty) customers may match rules
-        changes.events_recorded(conn, ws.id, stored)
+        result, stored, created = record(conn, workspace.id, batch)
+        changes.customers_changed(conn, workspace.id, created)  # new (empty) customers may match rules
+        changes.events_recorded(conn, workspace.id, stored)
     return result
 
 
@@ -126,7 +126,7 @@ def _resolve_endpoints(conn: Connection, workspace_id: int, endpoint_ids: list[s
     return found
 
 
-def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, name: str | None = None,
+def list_events(db: Engine, workspace: WorkspaceRef, *, user_id: str | None = None, name: str | None = None,
                 since: str | None = None, until: str | None = None, cursor: str | None = None,
                 limit: int = 100) -> Page:
     """Events in arrival order, filtered; page with `next_cursor`. Segment events stored one row per
@@ -144,9 +144,9 @@ def list_events(db: Engine, ws: WorkspaceRef, *, user_id: str | None = None, nam
             # The customer is this workspace's (user_pk looks it up there), so their events are: without a
             # workspace term SQLite searches the (user, name, ts) index instead of the workspace's events
             # (no statistics: 12 s for one customer's page among 1,000,000 events, not milliseconds).
-            q = q.where(events.c.user_pk == user_pk(conn, ws.id, user_id))
+            q = q.where(events.c.user_pk == user_pk(conn, workspace.id, user_id))
         else:
-            q = q.where(events.c.workspace_id == ws.id)
+            q = q.where(events.c.workspace_id == workspace.id)
         if name is not None:
             q = q.where(events.c.name.in_(stored_names([name])))
         for value, field, op in ((since, "since", "__ge__"), (until, "until", "__lt__")):

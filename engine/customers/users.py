@@ -30,20 +30,20 @@ def check_user(_index: int, item: UserBatchItem) -> None:
         check_locale(item.locale)
 
 
-def upsert_user(db: Engine, ws: WorkspaceRef, user_id: str, fields: UserFields) -> UserOut:
+def upsert_user(db: Engine, workspace: WorkspaceRef, user_id: str, fields: UserFields) -> UserOut:
     item = UserBatchItem(user_id=user_id, **{f: getattr(fields, f) for f in fields.__struct_fields__})
-    single(lambda: upsert_users(db, ws, [item]))
-    return get_user(db, ws, user_id)
+    single(lambda: upsert_users(db, workspace, [item]))
+    return get_user(db, workspace, user_id)
 
 
-def upsert_users(db: Engine, ws: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
+def upsert_users(db: Engine, workspace: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
     """All or nothing: every item is checked before anything is written."""
     validate_batch(items, check_user, "user_id")
     with writing(db) as conn:
-        register_item_names(conn, ws.id, items)
-        pks, created = write_users(conn, ws.id, items)
+        register_item_names(conn, workspace.id, items)
+        pks, created = write_users(conn, workspace.id, items)
         # Existing users only: segments that read none of the written fields need no re-check.
-        changes.customers_changed(conn, ws.id, pks, None if created else written_fields(items))
+        changes.customers_changed(conn, workspace.id, pks, None if created else written_fields(items))
     return BatchResult(written=len(items), created=created)
 
 
@@ -131,15 +131,15 @@ def user_pk(conn: Connection, workspace_id: int, user_id: str) -> int:
     return pk
 
 
-def get_user(db: Engine, ws: WorkspaceRef, user_id: str) -> UserOut:
+def get_user(db: Engine, workspace: WorkspaceRef, user_id: str) -> UserOut:
     with reading(db) as conn:
         row = conn.execute(
-            select(users).where(users.c.workspace_id == ws.id, users.c.user_id == user_id)
+            select(users).where(users.c.workspace_id == workspace.id, users.c.user_id == user_id)
         ).first()
         if row is None:
             raise NotFound(f"no user {user_id!r}", field="user_id")
         eps = conn.execute(select(endpoints).where(endpoints.c.user_pk == row.id).order_by(endpoints.c.id)).all()
-        memberships = changes.memberships_of(conn, ws.id, row.id)
+        memberships = changes.memberships_of(conn, workspace.id, row.id)
     return UserOut(
         user_id=row.user_id, attributes=row.attributes, metrics=row.metrics, timezone=row.timezone,
         locale=row.locale, created_at=ms_to_iso(row.created_at), updated_at=ms_to_iso(row.updated_at),
@@ -156,11 +156,11 @@ def endpoint_out(e, user_id: str) -> EndpointOut:
     )
 
 
-def delete_user(db: Engine, ws: WorkspaceRef, user_id: str) -> None:
+def delete_user(db: Engine, workspace: WorkspaceRef, user_id: str) -> None:
     """Erase the user with its endpoints and events (a right-to-erasure request)."""
     with writing(db) as conn:
-        pk = user_pk(conn, ws.id, user_id)
-        changes.customers_erased(conn, ws.id, [pk])
+        pk = user_pk(conn, workspace.id, user_id)
+        changes.customers_erased(conn, workspace.id, [pk])
         conn.execute(delete(events).where(events.c.user_pk == pk))
         conn.execute(delete(endpoints).where(endpoints.c.user_pk == pk))
         conn.execute(delete(users).where(users.c.id == pk))

@@ -50,12 +50,12 @@ def _source(res: Resource) -> str:
     return Path(res.path).read_text(encoding="utf-8") if res.kind == "Journey" else ""
 
 
-def check(db: Engine, ws: WorkspaceRef, resources: list[Resource]) -> None:
+def check(db: Engine, workspace: WorkspaceRef, resources: list[Resource]) -> None:
     """Compile every journey and check every template before anything is written; unknown kinds are refused.
     (Segment rules are checked as they are applied: they may refer to segments of the folder not yet stored.)"""
     from tidings.engine.messaging.template_store import template_resource
 
-    catalog = FolderCatalog(db, ws.id, resources)
+    catalog = FolderCatalog(db, workspace.id, resources)
     problems = []
     for res in resources:
         if res.kind not in KINDS:
@@ -91,20 +91,20 @@ def _journey_text(res: Resource) -> str:
     return text
 
 
-def apply(db: Engine, ws: WorkspaceRef, path: str | Path) -> list[Change]:
+def apply(db: Engine, workspace: WorkspaceRef, path: str | Path) -> list[Change]:
     from tidings.engine.segments.service import apply_segment_resource
     from tidings.engine.messaging.template_store import apply_template_resource
 
     resources = load_resources(path)
-    check(db, ws, resources)
-    changes = [Change("Template", r.id, apply_template_resource(db, ws, r.doc)) for r in resources
+    check(db, workspace, resources)
+    changes = [Change("Template", r.id, apply_template_resource(db, workspace, r.doc)) for r in resources
                if r.kind == "Template"]
     pending = [r for r in resources if r.kind == "Segment"]
     while pending:
         waiting, last_error = [], None
         for res in pending:
             try:
-                changes.append(Change("Segment", res.id, apply_segment_resource(db, ws, res.doc)))
+                changes.append(Change("Segment", res.id, apply_segment_resource(db, workspace, res.doc)))
             except TidingsError as exc:  # perhaps an in_segment of one not applied yet: try again after the rest
                 waiting.append(res)
                 last_error = exc
@@ -114,17 +114,17 @@ def apply(db: Engine, ws: WorkspaceRef, path: str | Path) -> list[Change]:
         pending = waiting
     for res in resources:
         if res.kind == "Journey":
-            changes.append(_apply_journey(db, ws, res))
+            changes.append(_apply_journey(db, workspace, res))
     return changes
 
 
-def _apply_journey(db: Engine, ws: WorkspaceRef, res: Resource) -> Change:
+def _apply_journey(db: Engine, workspace: WorkspaceRef, res: Resource) -> Change:
     try:
-        before = get_journey(db, ws, res.id).yaml or ""
+        before = get_journey(db, workspace, res.id).yaml or ""
     except TidingsError:
         before = None
     text = _journey_text(res)
-    info, created = put_journey(db, ws, text, FolderCatalog(db, ws.id, []), path=res.path)
+    info, created = put_journey(db, workspace, text, FolderCatalog(db, workspace.id, []), path=res.path)
     if not created:
         return Change("Journey", res.id, "unchanged")
     if before is None:

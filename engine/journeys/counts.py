@@ -23,9 +23,9 @@ class StepCounts(msgspec.Struct):
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-def step_counts(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None) -> dict[str, StepCounts]:
+def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None) -> dict[str, StepCounts]:
     q = select(journey_runs.c.status, journey_runs.c.current_step, journey_runs.c.steps).where(
-        journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id)
+        journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id)
     if version is not None:
         q = q.where(journey_runs.c.version == version)
     entered: Counter[str] = Counter()
@@ -45,10 +45,10 @@ def step_counts(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | No
             for step in entered | waiting | ended}
 
 
-def run_totals(db: Engine, ws: WorkspaceRef, journey_id: str) -> dict[str, int]:
+def run_totals(db: Engine, workspace: WorkspaceRef, journey_id: str) -> dict[str, int]:
     """How many runs the journey has, by status (active, completed, exited, held_out)."""
     q = select(journey_runs.c.status, func.count()).where(
-        journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id).group_by(journey_runs.c.status)
+        journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id).group_by(journey_runs.c.status)
     with reading(db) as conn:
         return {status: int(n) for status, n in conn.execute(q)}
 
@@ -80,7 +80,7 @@ class Progress(msgspec.Struct, kw_only=True):
     at: int  # epoch ms of this reading
 
 
-def progress(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None = None,
+def progress(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None,
              window_seconds: float = 10.0) -> Progress:
     """Counts in SQL (grouped queries over the journey's runs and the workspace's messages), no per-run
     work in Python (step_counts above reads every run's steps)."""
@@ -91,33 +91,33 @@ def progress(db: Engine, ws: WorkspaceRef, journey_id: str, version: int | None 
     now = now_ms()
     with reading(db) as conn:
         row = conn.execute(select(journeys.c.version, journeys.c.active_version).where(
-            journeys.c.workspace_id == ws.id, journeys.c.journey_id == journey_id)).first()
+            journeys.c.workspace_id == workspace.id, journeys.c.journey_id == journey_id)).first()
         if row is None:
             raise NotFound(f"no journey {journey_id!r}", field="journey_id")
         version = version or row.active_version or row.version
         text = conn.execute(select(journey_versions.c.ir).where(
-            journey_versions.c.workspace_id == ws.id, journey_versions.c.journey_id == journey_id,
+            journey_versions.c.workspace_id == workspace.id, journey_versions.c.journey_id == journey_id,
             journey_versions.c.version == version)).scalar()
         if text is None:
             raise NotFound(f"no version {version} of journey {journey_id!r}", field="version")
         entry = JourneyIR.from_json(text).entry
         runs = dict(conn.execute(select(journey_runs.c.status, func.count()).where(
-            journey_runs.c.workspace_id == ws.id, journey_runs.c.journey_id == journey_id,
+            journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id,
             journey_runs.c.version == version).group_by(journey_runs.c.status)).all())
         since = now - int(window_seconds * 1000)
         recent = case((messages.c.updated_at >= since, 1), else_=0)
         sent_rows = conn.execute(select(messages.c.status, func.count(), func.sum(recent),
                                         func.min(messages.c.created_at)).where(
-            messages.c.workspace_id == ws.id, messages.c.journey_id == journey_id,
+            messages.c.workspace_id == workspace.id, messages.c.journey_id == journey_id,
             messages.c.journey_version == version).group_by(messages.c.status)).all()
         final_customers = conn.execute(select(func.count(func.distinct(messages.c.user_pk))).where(
-            messages.c.workspace_id == ws.id, messages.c.journey_id == journey_id,
+            messages.c.workspace_id == workspace.id, messages.c.journey_id == journey_id,
             messages.c.journey_version == version, messages.c.status.in_(("sent", "failed")))).scalar() or 0
         last_cohort = conn.execute(select(func.max(journey_cohorts.c.created_at)).where(
-            journey_cohorts.c.workspace_id == ws.id, journey_cohorts.c.journey_id == journey_id,
+            journey_cohorts.c.workspace_id == workspace.id, journey_cohorts.c.journey_id == journey_id,
             journey_cohorts.c.version == version)).scalar()
         broadcast = isinstance(entry, BroadcastEntry)
-        size = segment_size(conn, ws.id, entry.segment) if isinstance(entry, BroadcastEntry) else 0
+        size = segment_size(conn, workspace.id, entry.segment) if isinstance(entry, BroadcastEntry) else 0
     entered = sum(runs.values())
     finished = entered - runs.get("active", 0)
     by_status = {r[0]: r for r in sent_rows}

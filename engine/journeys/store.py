@@ -68,8 +68,8 @@ class RunInfo(msgspec.Struct, kw_only=True):
     steps: list[Any]
 
 
-def _ws(ws) -> int:
-    return ws if isinstance(ws, int) else ws.id
+def _ws(workspace) -> int:
+    return workspace if isinstance(workspace, int) else workspace.id
 
 
 class DbCatalog:
@@ -77,17 +77,17 @@ class DbCatalog:
     endpoint channel type."""
 
     def __init__(self, db: Engine, workspace_id: int):
-        self.db, self.ws = db, workspace_id
+        self.db, self.workspace = db, workspace_id
 
     def has_segment(self, id: str) -> bool:
         with reading(self.db) as conn:
-            return audience.segment_exists(conn, self.ws, id)
+            return audience.segment_exists(conn, self.workspace, id)
 
     def has_template(self, id: str) -> bool:
         from tidings.engine.messaging.template_store import template_exists
 
         with reading(self.db) as conn:
-            return template_exists(conn, self.ws, id)
+            return template_exists(conn, self.workspace, id)
 
     def has_channel(self, name: str) -> bool:
         # Every endpoint channel type can be sent on: a configured plugin serves it, else the outbox.
@@ -107,58 +107,58 @@ class ValidationResult(msgspec.Struct):
     steps: int = 0
 
 
-def validate_journey(db: Engine, ws, yaml_text: str, *, path: str = "body") -> ValidationResult:
+def validate_journey(db: Engine, workspace, yaml_text: str, *, path: str = "body") -> ValidationResult:
     """Compile without storing: every problem with its line and column, or the journey's id and size."""
     try:
-        compiled = compile_journey(yaml_text, path=path, catalog=DbCatalog(db, _ws(ws)))
+        compiled = compile_journey(yaml_text, path=path, catalog=DbCatalog(db, _ws(workspace)))
     except JourneyCompileError as exc:
         return ValidationResult(valid=False, errors=[ValidationIssue(e.line, e.column, e.message) for e in exc.errors])
     return ValidationResult(valid=True, errors=[], id=compiled.id, steps=len(compiled.nodes))
 
 
-def put_journey(db: Engine, ws, yaml_text: str, catalog=None, *, path: str = "<string>",
+def put_journey(db: Engine, workspace, yaml_text: str, catalog=None, *, path: str = "<string>",
                 expected_id: str | None = None) -> tuple[JourneyInfo, bool]:
     """Compile and store; returns (journey, created_new_version). Same source = same version.
     Raises JourneyCompileError with every problem, InvalidInput when the document's id is not `expected_id`
     (the id a URL names)."""
-    ws_id = _ws(ws)
-    compiled = compile_journey(yaml_text, path=path, catalog=catalog if catalog is not None else DbCatalog(db, ws_id))
+    workspace_id = _ws(workspace)
+    compiled = compile_journey(yaml_text, path=path, catalog=catalog if catalog is not None else DbCatalog(db, workspace_id))
     if expected_id is not None and compiled.id != expected_id:
         raise InvalidInput(f"the document's id is {compiled.id!r} but the URL names {expected_id!r}", field="id")
     now = now_ms()
     with writing(db) as conn:
-        row = conn.execute(select(journeys).where(journeys.c.workspace_id == ws_id,
+        row = conn.execute(select(journeys).where(journeys.c.workspace_id == workspace_id,
                                                   journeys.c.journey_id == compiled.id)).first()
         if row is not None:
             current = conn.execute(select(journey_versions.c.source_hash).where(
-                journey_versions.c.workspace_id == ws_id, journey_versions.c.journey_id == compiled.id,
+                journey_versions.c.workspace_id == workspace_id, journey_versions.c.journey_id == compiled.id,
                 journey_versions.c.version == row.version)).scalar()
             if current == compiled.source_hash:
-                return _info(conn, ws_id, compiled.id), False
+                return _info(conn, workspace_id, compiled.id), False
             version = row.version + 1
         else:
             version = 1
         compiled = msgspec.structs.replace(compiled, version=version)
-        conn.execute(insert(journey_versions).values(workspace_id=ws_id, journey_id=compiled.id, version=version,
+        conn.execute(insert(journey_versions).values(workspace_id=workspace_id, journey_id=compiled.id, version=version,
                                                      yaml=yaml_text, ir=compiled.to_json().decode(),
                                                      source_hash=compiled.source_hash, created_at=now))
         if row is None:
-            conn.execute(insert(journeys).values(workspace_id=ws_id, journey_id=compiled.id, name=compiled.name,
+            conn.execute(insert(journeys).values(workspace_id=workspace_id, journey_id=compiled.id, name=compiled.name,
                                                  status="draft", version=1, active_version=None, next_cohort=1,
                                                  created_at=now, updated_at=now))
         else:
-            conn.execute(update(journeys).where(journeys.c.workspace_id == ws_id, journeys.c.journey_id == compiled.id)
+            conn.execute(update(journeys).where(journeys.c.workspace_id == workspace_id, journeys.c.journey_id == compiled.id)
                          .values(name=compiled.name, version=version, updated_at=now))
-        return _info(conn, ws_id, compiled.id), True
+        return _info(conn, workspace_id, compiled.id), True
 
 
-def _info(conn, ws_id: int, journey_id: str, full: bool = False) -> JourneyInfo:
-    row = conn.execute(select(journeys).where(journeys.c.workspace_id == ws_id,
+def _info(conn, workspace_id: int, journey_id: str, full: bool = False) -> JourneyInfo:
+    row = conn.execute(select(journeys).where(journeys.c.workspace_id == workspace_id,
                                               journeys.c.journey_id == journey_id)).first()
     if row is None:
         raise NotFound(f"no journey {journey_id!r}")
     v = conn.execute(select(journey_versions).where(
-        journey_versions.c.workspace_id == ws_id, journey_versions.c.journey_id == journey_id,
+        journey_versions.c.workspace_id == workspace_id, journey_versions.c.journey_id == journey_id,
         journey_versions.c.version == row.version)).first()
     return JourneyInfo(id=journey_id, name=row.name, status=row.status, version=row.version,
                        active_version=row.active_version, source_hash=v.source_hash,
@@ -166,45 +166,45 @@ def _info(conn, ws_id: int, journey_id: str, full: bool = False) -> JourneyInfo:
                        yaml=v.yaml if full else None, ir=ir.JourneyIR.from_json(v.ir) if full else None)
 
 
-def get_journey(db: Engine, ws, journey_id: str) -> JourneyInfo:
+def get_journey(db: Engine, workspace, journey_id: str) -> JourneyInfo:
     with reading(db) as conn:
-        return _info(conn, _ws(ws), journey_id, full=True)
+        return _info(conn, _ws(workspace), journey_id, full=True)
 
 
-def get_ir(db: Engine, ws, journey_id: str, version: int | None = None) -> ir.JourneyIR:
+def get_ir(db: Engine, workspace, journey_id: str, version: int | None = None) -> ir.JourneyIR:
     with reading(db) as conn:
-        found = ir_of(conn, _ws(ws), journey_id, version)
+        found = ir_of(conn, _ws(workspace), journey_id, version)
     if found is None:
         raise NotFound(f"no journey {journey_id!r}" if version is None else
                        f"no version {version} of journey {journey_id!r}")
     return found
 
 
-def ir_of(conn, ws_id: int, journey_id: str, version: int | None = None) -> ir.JourneyIR | None:
+def ir_of(conn, workspace_id: int, journey_id: str, version: int | None = None) -> ir.JourneyIR | None:
     """The compiled journey (its current version unless `version` is given), or None."""
     if version is None:
         version = conn.execute(select(journeys.c.version).where(
-            journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
+            journeys.c.workspace_id == workspace_id, journeys.c.journey_id == journey_id)).scalar()
         if version is None:
             return None
     text = conn.execute(select(journey_versions.c.ir).where(
-        journey_versions.c.workspace_id == ws_id, journey_versions.c.journey_id == journey_id,
+        journey_versions.c.workspace_id == workspace_id, journey_versions.c.journey_id == journey_id,
         journey_versions.c.version == version)).scalar()
     return None if text is None else ir.JourneyIR.from_json(text)
 
 
-def list_journeys(db: Engine, ws) -> list[JourneyInfo]:
-    ws_id = _ws(ws)
+def list_journeys(db: Engine, workspace) -> list[JourneyInfo]:
+    workspace_id = _ws(workspace)
     with reading(db) as conn:
-        ids = conn.execute(select(journeys.c.journey_id).where(journeys.c.workspace_id == ws_id)
+        ids = conn.execute(select(journeys.c.journey_id).where(journeys.c.workspace_id == workspace_id)
                            .order_by(journeys.c.journey_id)).scalars().all()
-        return [_info(conn, ws_id, j) for j in ids]
+        return [_info(conn, workspace_id, j) for j in ids]
 
 
-def list_runs(db: Engine, ws, journey_id: str, user_id: str | None = None, limit: int = 100) -> list[RunInfo]:
-    ws_id = _ws(ws)
+def list_runs(db: Engine, workspace, journey_id: str, user_id: str | None = None, limit: int = 100) -> list[RunInfo]:
+    workspace_id = _ws(workspace)
     q = (select(journey_runs, users.c.user_id).join(users, users.c.id == journey_runs.c.user_pk)
-         .where(journey_runs.c.workspace_id == ws_id, journey_runs.c.journey_id == journey_id)
+         .where(journey_runs.c.workspace_id == workspace_id, journey_runs.c.journey_id == journey_id)
          .order_by(journey_runs.c.id.desc()).limit(limit))
     if user_id is not None:
         q = q.where(users.c.user_id == user_id)
@@ -220,8 +220,8 @@ def list_runs(db: Engine, ws, journey_id: str, user_id: str | None = None, limit
 # ---- lifecycle -----------------------------------------------------------------------------
 
 
-def _set_triggers(conn, ws_id: int, j: ir.JourneyIR, entries: bool) -> None:
-    conn.execute(delete(journey_triggers).where(journey_triggers.c.workspace_id == ws_id,
+def _set_triggers(conn, workspace_id: int, j: ir.JourneyIR, entries: bool) -> None:
+    conn.execute(delete(journey_triggers).where(journey_triggers.c.workspace_id == workspace_id,
                                                 journey_triggers.c.journey_id == j.id))
     rows: list[dict[str, Any]] = []
     if entries and isinstance(j.entry, ir.EventEntry):
@@ -235,7 +235,7 @@ def _set_triggers(conn, ws_id: int, j: ir.JourneyIR, entries: bool) -> None:
                   "within_ms": g.within_seconds * 1000 if g.within_seconds else None}
                  for name in journey_event_names(g.event, g.names)]
     for r in rows:
-        conn.execute(insert(journey_triggers).values(workspace_id=ws_id, journey_id=j.id, **r))
+        conn.execute(insert(journey_triggers).values(workspace_id=workspace_id, journey_id=j.id, **r))
 
 
 def _segments_of(j: ir.JourneyIR) -> set[str]:
@@ -247,28 +247,28 @@ def _segments_of(j: ir.JourneyIR) -> set[str]:
     return out  # type: ignore[return-value]
 
 
-async def activate(client, db: Engine, ws, journey_id: str, *, task_queue: str = "tidings",
+async def activate(client, db: Engine, workspace, journey_id: str, *, task_queue: str = "tidings",
                    admission: AdmissionInput | None = None, send_queue: str | None = None,
                    page_size: int | None = None) -> JourneyInfo:
     """Start (or roll to the current version): triggers for event/segment entries plus the admission
     workflow; a broadcast workflow (now / at) or a Schedule (cron / every) for broadcasts. Idempotent.
     `send_queue`: the task queue of its send steps (Settings.send_task_queue; None: `task_queue`);
     `page_size`: customers per broadcast cohort (default 1,000)."""
-    ws_id = _ws(ws)
-    j = get_ir(db, ws_id, journey_id)
+    workspace_id = _ws(workspace)
+    j = get_ir(db, workspace_id, journey_id)
     with writing(db) as conn:
         previous = conn.execute(select(journeys.c.active_version).where(
-            journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
-        conn.execute(update(journeys).where(journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)
+            journeys.c.workspace_id == workspace_id, journeys.c.journey_id == journey_id)).scalar()
+        conn.execute(update(journeys).where(journeys.c.workspace_id == workspace_id, journeys.c.journey_id == journey_id)
                      .values(status="active", active_version=j.version, updated_at=now_ms()))
-        _set_triggers(conn, ws_id, j, entries=True)
-        audience.set_refs(conn, ws_id, journey_id, _segments_of(j), active=True)
-    if not _broadcast_done(db, ws_id, j):
-        await _start_temporal_side(client, installation_id(db), ws_id, j, task_queue, admission, send_queue,
+        _set_triggers(conn, workspace_id, j, entries=True)
+        audience.set_refs(conn, workspace_id, journey_id, _segments_of(j), active=True)
+    if not _broadcast_done(db, workspace_id, j):
+        await _start_temporal_side(client, installation_id(db), workspace_id, j, task_queue, admission, send_queue,
                                    page_size)
     if previous and previous != j.version:
-        await _delete_schedule(client, schedule_id(installation_id(db), ws_id, journey_id, previous))
-    return get_journey(db, ws_id, journey_id)
+        await _delete_schedule(client, schedule_id(installation_id(db), workspace_id, journey_id, previous))
+    return get_journey(db, workspace_id, journey_id)
 
 
 def _is_one_off(j: ir.JourneyIR) -> bool:
@@ -276,40 +276,40 @@ def _is_one_off(j: ir.JourneyIR) -> bool:
     return isinstance(b, ir.BroadcastEntry) and not (b.cron or b.every_seconds or localtime.local_schedule(b))
 
 
-def _broadcast_done(db: Engine, ws_id: int, j: ir.JourneyIR) -> bool:
+def _broadcast_done(db: Engine, workspace_id: int, j: ir.JourneyIR) -> bool:
     """A one-off broadcast of this version has admitted customers already: activating it again sends nothing
     (a second broadcast is a new version). Temporal refuses the same workflow id too while it remembers it."""
     if not _is_one_off(j):
         return False
-    prefix = broadcast_workflow_id(installation_id(db), ws_id, j.id, j.version) + "/"
+    prefix = broadcast_workflow_id(installation_id(db), workspace_id, j.id, j.version) + "/"
     with reading(db) as conn:
         return conn.execute(select(journey_cohorts.c.cohort).where(
-            journey_cohorts.c.workspace_id == ws_id, journey_cohorts.c.journey_id == j.id,
+            journey_cohorts.c.workspace_id == workspace_id, journey_cohorts.c.journey_id == j.id,
             journey_cohorts.c.version == j.version, journey_cohorts.c.claim_key.startswith(prefix, autoescape=True))
             .limit(1)).first() is not None
 
 
-async def _start_temporal_side(client, installation: str, ws_id: int, j: ir.JourneyIR, task_queue: str,
+async def _start_temporal_side(client, installation: str, workspace_id: int, j: ir.JourneyIR, task_queue: str,
                                admission: AdmissionInput | None, send_queue: str | None = None,
                                page_size: int | None = None) -> None:
     """What runs an active journey: the admission workflow (event and segment entries), a schedule
     (recurring broadcasts) or one broadcast workflow (once, maybe later)."""
     if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
-        inp_a = admission or AdmissionInput(workspace_id=ws_id, journey_id=j.id)
+        inp_a = admission or AdmissionInput(workspace_id=workspace_id, journey_id=j.id)
         if send_queue and inp_a.send_queue is None:
             inp_a = msgspec.structs.replace(inp_a, send_queue=send_queue)
-        await _start_admission(client, inp_a, admission_workflow_id(installation, ws_id, j.id), task_queue)
+        await _start_admission(client, inp_a, admission_workflow_id(installation, workspace_id, j.id), task_queue)
         return
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
-    inp = BroadcastInput(workspace_id=ws_id, journey_id=j.id, version=j.version, send_queue=send_queue)
+    inp = BroadcastInput(workspace_id=workspace_id, journey_id=j.id, version=j.version, send_queue=send_queue)
     if page_size:
         inp.page_size = page_size
-    wf_id = broadcast_workflow_id(installation, ws_id, j.id, j.version)
+    wf_id = broadcast_workflow_id(installation, workspace_id, j.id, j.version)
     plan = _broadcast_schedule(b, inp)
     if plan is not None:
         schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
                                                                task_queue=task_queue), spec=plan[0], policy=plan[1])
-        await _put_schedule(client, schedule_id(installation, ws_id, j.id, j.version), schedule,
+        await _put_schedule(client, schedule_id(installation, workspace_id, j.id, j.version), schedule,
                             replace=inp.local_zones)
         return
     await _start_broadcast_once(client, b, inp, wf_id, task_queue)
@@ -394,32 +394,32 @@ async def _delete_schedule(client, sid: str) -> None:
         pass  # none to delete
 
 
-async def _status(client, db: Engine, ws, journey_id: str, status: str, *, entries: bool) -> JourneyInfo:
-    ws_id = _ws(ws)
-    j = get_ir(db, ws_id, journey_id)
+async def _status(client, db: Engine, workspace, journey_id: str, status: str, *, entries: bool) -> JourneyInfo:
+    workspace_id = _ws(workspace)
+    j = get_ir(db, workspace_id, journey_id)
     with writing(db) as conn:
         active_version = conn.execute(select(journeys.c.active_version).where(
-            journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)).scalar()
-        conn.execute(update(journeys).where(journeys.c.workspace_id == ws_id, journeys.c.journey_id == journey_id)
+            journeys.c.workspace_id == workspace_id, journeys.c.journey_id == journey_id)).scalar()
+        conn.execute(update(journeys).where(journeys.c.workspace_id == workspace_id, journeys.c.journey_id == journey_id)
                      .values(status=status, updated_at=now_ms()))
         if status == "stopped":
-            conn.execute(delete(journey_triggers).where(journey_triggers.c.workspace_id == ws_id,
+            conn.execute(delete(journey_triggers).where(journey_triggers.c.workspace_id == workspace_id,
                                                         journey_triggers.c.journey_id == journey_id))
-            conn.execute(update(journey_runs).where(journey_runs.c.workspace_id == ws_id,
+            conn.execute(update(journey_runs).where(journey_runs.c.workspace_id == workspace_id,
                                                     journey_runs.c.journey_id == journey_id,
                                                     journey_runs.c.status == "active")
                          .values(status="exited", exit_reason="journey stopped", updated_at=now_ms()))
             # Messages still being retried: their cohort workflow is cancelled below while it sleeps on
             # the next attempt, so nothing would bring them back. Failed now, with the reason.
-            conn.execute(update(messages).where(messages.c.workspace_id == ws_id,
+            conn.execute(update(messages).where(messages.c.workspace_id == workspace_id,
                                                 messages.c.journey_id == journey_id, messages.c.status == "retrying")
                          .values(status="failed", error="not delivered: journey stopped", next_attempt_at=None,
                                  content=None, updated_at=now_ms()))
-            audience.set_refs(conn, ws_id, journey_id, _segments_of(j), active=False)
+            audience.set_refs(conn, workspace_id, journey_id, _segments_of(j), active=False)
         else:
-            _set_triggers(conn, ws_id, get_ir(db, ws_id, journey_id, active_version) if active_version else j, entries)
+            _set_triggers(conn, workspace_id, get_ir(db, workspace_id, journey_id, active_version) if active_version else j, entries)
     if active_version:
-        handle = client.get_schedule_handle(schedule_id(installation_id(db), ws_id, journey_id, active_version))
+        handle = client.get_schedule_handle(schedule_id(installation_id(db), workspace_id, journey_id, active_version))
         try:
             if status == "paused":
                 await handle.pause()
@@ -429,24 +429,24 @@ async def _status(client, db: Engine, ws, journey_id: str, status: str, *, entri
                 await handle.delete()
         except Exception:
             pass  # not a scheduled journey
-    return get_journey(db, ws_id, journey_id)
+    return get_journey(db, workspace_id, journey_id)
 
 
-async def pause(client, db: Engine, ws, journey_id: str) -> JourneyInfo:
+async def pause(client, db: Engine, workspace, journey_id: str) -> JourneyInfo:
     """No one enters and no message is sent while paused; customers stay where they are."""
-    return await _status(client, db, ws, journey_id, "paused", entries=False)
+    return await _status(client, db, workspace, journey_id, "paused", entries=False)
 
 
-async def resume(client, db: Engine, ws, journey_id: str) -> JourneyInfo:
-    return await _status(client, db, ws, journey_id, "active", entries=True)
+async def resume(client, db: Engine, workspace, journey_id: str) -> JourneyInfo:
+    return await _status(client, db, workspace, journey_id, "active", entries=True)
 
 
-async def stop(client, db: Engine, ws, journey_id: str) -> JourneyInfo:
+async def stop(client, db: Engine, workspace, journey_id: str) -> JourneyInfo:
     """Ends the journey: every run still in it exits (cohorts leave at their next step) and nobody enters."""
-    info = await _status(client, db, ws, journey_id, "stopped", entries=False)
+    info = await _status(client, db, workspace, journey_id, "stopped", entries=False)
     try:
         async for wf in client.list_workflows(
-                f"WorkflowId STARTS_WITH '{scoped(installation_id(db), f'journey/{_ws(ws)}/{journey_id}/')}' "
+                f"WorkflowId STARTS_WITH '{scoped(installation_id(db), f'journey/{_ws(workspace)}/{journey_id}/')}' "
                 "AND ExecutionStatus = 'Running'"):
             await client.get_workflow_handle(wf.id).cancel()
     except Exception:
@@ -454,32 +454,32 @@ async def stop(client, db: Engine, ws, journey_id: str) -> JourneyInfo:
     return info
 
 
-async def delete_journey(client, db: Engine, ws, journey_id: str) -> None:
+async def delete_journey(client, db: Engine, workspace, journey_id: str) -> None:
     """Stops the journey when it ever ran (every active run exits, its workflows are cancelled), then removes it
     with its versions, runs, cohorts, queued entries and triggers. Its messages and their events stay."""
-    info = get_journey(db, ws, journey_id)
+    info = get_journey(db, workspace, journey_id)
     if info.status != "draft":
-        await stop(client, db, ws, journey_id)
-    ws_id = _ws(ws)
+        await stop(client, db, workspace, journey_id)
+    workspace_id = _ws(workspace)
     with writing(db) as conn:
         for table in (journey_entries, journey_triggers, journey_cohorts, journey_runs, journey_versions, journeys):
-            conn.execute(delete(table).where(table.c.workspace_id == ws_id, table.c.journey_id == journey_id))
+            conn.execute(delete(table).where(table.c.workspace_id == workspace_id, table.c.journey_id == journey_id))
 
 
-async def stop_all(client, db: Engine, ws) -> list[str]:
+async def stop_all(client, db: Engine, workspace) -> list[str]:
     """Stop every journey of the workspace that is active or paused (as `stop` does each: runs exit, nobody
     enters, schedules deleted, workflows cancelled); returns their ids. Used before a workspace is deleted."""
-    ws_id = _ws(ws)
+    workspace_id = _ws(workspace)
     with reading(db) as conn:  # by id, not through visibility (which may not list a cohort started just now)
         cohorts = conn.execute(select(journey_cohorts.c.workflow_id).distinct().join(journey_runs, and_(
             journey_runs.c.workspace_id == journey_cohorts.c.workspace_id,
             journey_runs.c.journey_id == journey_cohorts.c.journey_id,
             journey_runs.c.cohort == journey_cohorts.c.cohort)).where(
-            journey_cohorts.c.workspace_id == ws_id, journey_runs.c.status == "active")).scalars().all()
+            journey_cohorts.c.workspace_id == workspace_id, journey_runs.c.status == "active")).scalars().all()
     stopped = []
-    for info in list_journeys(db, ws):
+    for info in list_journeys(db, workspace):
         if info.status in ("active", "paused"):
-            await stop(client, db, ws, info.id)
+            await stop(client, db, workspace, info.id)
             stopped.append(info.id)
     for workflow_id in cohorts:
         try:
@@ -489,7 +489,7 @@ async def stop_all(client, db: Engine, ws) -> list[str]:
     return stopped
 
 
-async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *, task_queue: str = "tidings",
+async def enter(client, db: Engine, workspace, journey_id: str, user_pks: list[int], *, task_queue: str = "tidings",
                 entry: dict | None = None, version: int | None = None, cohort_options: dict | None = None,
                 claim_key: str | None = None):
     """Put these customers into the journey now, as one cohort (entry limits apply); returns the workflow
@@ -499,15 +499,15 @@ async def enter(client, db: Engine, ws, journey_id: str, user_pks: list[int], *,
     from tidings.engine.journeys.runtime.activities import JourneyActivities
     from tidings.engine.journeys.runtime.contracts import CohortInput, CohortResult, Group
 
-    ws_id = _ws(ws)
-    j = get_ir(db, ws_id, journey_id, version)
+    workspace_id = _ws(workspace)
+    j = get_ir(db, workspace_id, journey_id, version)
     acts = JourneyActivities(db)
     with writing(db) as conn:
-        adm = acts._admit_rows(conn, ws_id, journey_id, j.version, claim_key or f"enter/{uuid.uuid4().hex}",
+        adm = acts._admit_rows(conn, workspace_id, journey_id, j.version, claim_key or f"enter/{uuid.uuid4().hex}",
                                [(pk, entry or {}) for pk in user_pks])
     if not adm.members:
         return None
-    inp = CohortInput(workspace_id=ws_id, ir=adm.ir, cohort=adm.cohort,
+    inp = CohortInput(workspace_id=workspace_id, ir=adm.ir, cohort=adm.cohort,
                       groups=[Group(node=adm.ir.start, members=adm.members)], **(cohort_options or {}))
     return await client.start_workflow("JourneyCohort", inp, id=adm.workflow_id, task_queue=task_queue,
                                        result_type=CohortResult)

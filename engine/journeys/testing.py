@@ -73,7 +73,7 @@ class JourneyTest:
 
         wire()  # the harness writes customers and events: the write path must tell segments and journeys
         self.env, self.db = env, db
-        self.ws = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
+        self.workspace = ensure_workspace(db, f"test-{uuid.uuid4().hex[:8]}")
         self.task_queue = f"journeys-{uuid.uuid4().hex[:8]}"
         self.activities = JourneyActivities(db, plugins=plugins)
         self.worker = Worker(env.client, task_queue=self.task_queue,
@@ -93,7 +93,7 @@ class JourneyTest:
 
     async def put(self, yaml_text: str, catalog=None) -> store.JourneyInfo:
         """Compile and store a journey; its references are checked only against `catalog` when given."""
-        info, _ = store.put_journey(self.db, self.ws, yaml_text, catalog or AnyCatalog())
+        info, _ = store.put_journey(self.db, self.workspace, yaml_text, catalog or AnyCatalog())
         return info
 
     async def put_file(self, path: str | Path) -> store.JourneyInfo:
@@ -104,13 +104,13 @@ class JourneyTest:
         every reference checked. Returns the changes."""
         from tidings.engine.journeys.apply import apply
 
-        return apply(self.db, self.ws, path)
+        return apply(self.db, self.workspace, path)
 
     def template(self, template_id: str, *, channel: str = "EMAIL", **parts: Any) -> None:
         """Store a template: `subject=`, `text=`, `html=`, `body=` (SMS), `title=`, `data=`, `defaults=`."""
         from tidings.engine.messaging.template_store import TemplateBody, put_template
 
-        put_template(self.db, self.ws, template_id, TemplateBody(channel=channel, **parts))  # type: ignore[arg-type]  # checked on store
+        put_template(self.db, self.workspace, template_id, TemplateBody(channel=channel, **parts))  # type: ignore[arg-type]  # checked on store
 
     def customer(self, user_id: str, *, attributes: dict | None = None, metrics: dict | None = None,
                  timezone: str | None = None, email: str | None = "", phone: str | None = None,
@@ -122,7 +122,7 @@ class JourneyTest:
         from tidings.engine.customers.schemas import EndpointBatchItem, UserBatchItem
 
         extra = {"timezone": timezone} if timezone else {}
-        upsert_users(self.db, self.ws, [UserBatchItem(user_id=user_id, attributes=attributes or {},
+        upsert_users(self.db, self.workspace, [UserBatchItem(user_id=user_id, attributes=attributes or {},
                                                       metrics=metrics or {}, **extra)])
         eps = []
         if email is not None:
@@ -132,26 +132,26 @@ class JourneyTest:
             eps.append(EndpointBatchItem(endpoint_id=f"{user_id}-sms", channel="SMS", user_id=user_id,
                                          address=phone, opt_out=opt_out))
         if eps:
-            upsert_endpoints(self.db, self.ws, eps)
+            upsert_endpoints(self.db, self.workspace, eps)
         with reading(self.db) as conn:
-            return conn.execute(select(users.c.id).where(users.c.workspace_id == self.ws.id,
+            return conn.execute(select(users.c.id).where(users.c.workspace_id == self.workspace.id,
                                                          users.c.user_id == user_id)).scalar_one()
 
     def segment(self, segment_id: str, user_pks: list[int]) -> None:
         """A static segment of exactly these customers (created, or its members replaced)."""
-        put_static_segment(self.db, self.ws, segment_id, user_pks)
+        put_static_segment(self.db, self.workspace, segment_id, user_pks)
 
     def event(self, user_id: str, name: str, attributes: dict | None = None) -> None:
         from tidings.engine.customers.events import ingest
         from tidings.engine.customers.schemas import EventIn
 
-        ingest(self.db, self.ws, [EventIn(name=name, user_id=user_id, attributes=attributes or {})], allow_reserved=True)
+        ingest(self.db, self.workspace, [EventIn(name=name, user_id=user_id, attributes=attributes or {})], allow_reserved=True)
 
     # ---- running --------------------------------------------------------------------------
 
     async def start(self, journey_id: str, user_pks: list[int], *, entry: dict | None = None, **cohort_options: Any):
         opts = {"visibility": False, **cohort_options}
-        return await store.enter(self.env.client, self.db, self.ws, journey_id, user_pks, task_queue=self.task_queue,
+        return await store.enter(self.env.client, self.db, self.workspace, journey_id, user_pks, task_queue=self.task_queue,
                                  entry=entry, cohort_options=opts)
 
     async def run(self, journey_id: str, user_pks: list[int], *, entry: dict | None = None, **cohort_options: Any):
@@ -173,7 +173,7 @@ class JourneyTest:
                        outbox_messages.c.content)
                 .join(messages, messages.c.message_id == outbox_messages.c.message_id)
                 .join(users, users.c.id == messages.c.user_pk, isouter=True)
-                .where(outbox_messages.c.workspace_id == self.ws.id).order_by(outbox_messages.c.id)).all()
+                .where(outbox_messages.c.workspace_id == self.workspace.id).order_by(outbox_messages.c.id)).all()
         return [{"user_id": r.user_id, "journey_id": r.journey_id, "step_id": r.step_id, "variant": r.variant,
                  "message_id": r.message_id, "channel_type": r.channel_type, "address": r.address, **r.content}
                 for r in rows if journey_id is None or r.journey_id == journey_id]
@@ -187,7 +187,7 @@ class JourneyTest:
         with reading(self.db) as conn:
             q = select(users.c.user_id, messages.c.message_id, messages.c.step_id, messages.c.status, messages.c.channel,
                        messages.c.address, messages.c.error).join(users, users.c.id == messages.c.user_pk) \
-                .where(messages.c.workspace_id == self.ws.id).order_by(messages.c.id)
+                .where(messages.c.workspace_id == self.workspace.id).order_by(messages.c.id)
             if journey_id is not None:
                 q = q.where(messages.c.journey_id == journey_id)
             return [dict(r._mapping) for r in conn.execute(q)]
@@ -195,7 +195,7 @@ class JourneyTest:
     def runs(self, journey_id: str) -> dict[str, store.RunInfo]:
         """The latest run of each customer, by user_id."""
         out: dict[str, store.RunInfo] = {}
-        for r in reversed(store.list_runs(self.db, self.ws, journey_id, limit=100_000)):
+        for r in reversed(store.list_runs(self.db, self.workspace, journey_id, limit=100_000)):
             out[r.user_id] = r
         return out
 

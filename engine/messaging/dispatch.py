@@ -129,12 +129,12 @@ async def send_journey_step(db: Engine, plugins, settings, workspace_id: int, *,
     return await deliver(db, plugins, workspace_id, units)
 
 
-def _journey_units(db: Engine, ws_id: int, channel_type: str, template_id: str, data: dict,
+def _journey_units(db: Engine, workspace_id: int, channel_type: str, template_id: str, data: dict,
                    sends: list[JourneySend], attribution: dict) -> list[Unit]:
     pks = list(dict.fromkeys(s.user_pk for s in sends))
     with reading(db) as conn:
-        template = load_templates(conn, ws_id, [template_id]).get(template_id)
-        people = load_customers(conn, ws_id, pks, channel_type)
+        template = load_templates(conn, workspace_id, [template_id]).get(template_id)
+        people = load_customers(conn, workspace_id, pks, channel_type)
     units = []
     for s in sends:
         unit = Unit(key=s.idempotency_key, channel_type=channel_type, template=template, template_id=template_id,
@@ -154,17 +154,17 @@ ENDPOINT_COLS = ["id", "endpoint_id", "user_pk", "channel", "address", "attribut
                  "demographic", "location"]
 
 
-def load_customers(conn: Connection, ws_id: int, user_pks: list[int],
+def load_customers(conn: Connection, workspace_id: int, user_pks: list[int],
                    channel_type: str) -> dict[int, tuple[dict, list[dict]]]:
     """{user pk: (user context, [endpoint rows of that channel type])}."""
     # Looked up by primary key / user_pk alone, the workspace and channel checked here: with
     # `workspace_id = ?` in the WHERE clause SQLite's planner walked the workspace's whole unique index
     # (every customer, every endpoint) for each batch instead of the IN list.
     found = {r[0]: dict(zip(USER_COLS, r)) for r in
-             rows_where_in(conn, users, [*USER_COLS, "workspace_id"], "id", user_pks) if r[-1] == ws_id}
+             rows_where_in(conn, users, [*USER_COLS, "workspace_id"], "id", user_pks) if r[-1] == workspace_id}
     eps: dict[int, list[dict]] = {pk: [] for pk in found}
     for r in rows_where_in(conn, endpoints, [*ENDPOINT_COLS, "workspace_id"], "user_pk", list(found)):
-        if r[3] == channel_type and r[-1] == ws_id:
+        if r[3] == channel_type and r[-1] == workspace_id:
             eps[r[2]].append(dict(zip(ENDPOINT_COLS, r)))
     return {pk: (user_context(u), sorted(eps[pk], key=lambda e: e["id"])) for pk, u in found.items()}
 
@@ -207,7 +207,7 @@ class _Pending:
     final: str | None = None  # the row was already sent/failed before this call: not sent again
 
 
-async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: Job | None = None,
+async def deliver(db: Engine, plugins, workspace_id: int, units: list[Unit], *, claim: Job | None = None,
                   finish: Callable[[Connection, list[SendOutcome]], None] | None = None) -> list[SendOutcome]:
     """Run units through render -> write -> send -> record; one outcome per unit, in order.
 
@@ -225,16 +225,16 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
     failures: dict[int, TemplateRenderError] = {}
     links = None
     if any(units[i].channel_type == "EMAIL" for i in todo):
-        known = tracking.cached_key(db, ws_id) is not None  # no thread hop once the key is cached
-        links = Links(db, ws_id, public_url()) if known else await asyncio.to_thread(Links.of, db, ws_id)
+        known = tracking.cached_key(db, workspace_id) is not None  # no thread hop once the key is cached
+        links = Links(db, workspace_id, public_url()) if known else await asyncio.to_thread(Links.of, db, workspace_id)
     if len(todo) > RENDER_INLINE or not all(renders_quickly(units[i].template) for i in todo):
         # a journey step's batch, or a template with loops or macros (up to TIDINGS_TEMPLATE_MAX_SECONDS):
         # render in a thread, not on the event loop
-        await asyncio.to_thread(_render, ws_id, units, todo, links, pending, failures)
+        await asyncio.to_thread(_render, workspace_id, units, todo, links, pending, failures)
     else:
-        _render(ws_id, units, todo, links, pending, failures)
+        _render(workspace_id, units, todo, links, pending, failures)
     owner = uuid.uuid4().hex
-    claimed = await write(db, lambda conn: _claim_and_write_queued(conn, claim, plugins, ws_id, units, todo, pending,
+    claimed = await write(db, lambda conn: _claim_and_write_queued(conn, claim, plugins, workspace_id, units, todo, pending,
                                                                   failures, owner))
     for i in todo:
         u = units[i]
@@ -245,10 +245,10 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
                                       endpoint_ids=[t.endpoint_id for t in u.targets if t.endpoint_id])
     for p in pending:  # a resumed claim sends under the message ids it was first given
         if p.row_id is not None and p.message_id != p.out.message_id:
-            p.out = _build(ws_id, units[p.unit], p.target, links, p.message_id)
+            p.out = _build(workspace_id, units[p.unit], p.target, links, p.message_id)
     handled = [p for p in pending if outcomes[p.unit] is None and p.final is not None]
     pending = [p for p in pending if outcomes[p.unit] is None and p.row_id is not None]
-    sending = _Sending(db, ws_id, units, claimed.routes, owner, RetryWindow.current())
+    sending = _Sending(db, workspace_id, units, claimed.routes, owner, RetryWindow.current())
     await _send(sending, pending, units, claimed)
     by_unit: dict[int, list[tuple[_Pending, SendResult | None]]] = {}
     for p in handled:
@@ -269,14 +269,14 @@ async def deliver(db: Engine, plugins, ws_id: int, units: list[Unit], *, claim: 
 RENDER_INLINE = 25
 
 
-def _render(ws_id: int, units: list[Unit], todo: list[int], links: "Links | None", pending: list[_Pending],
+def _render(workspace_id: int, units: list[Unit], todo: list[int], links: "Links | None", pending: list[_Pending],
             failures: dict[int, TemplateRenderError]) -> None:
     """Render every unit's targets into `pending`; a unit whose template fails goes to `failures`.
     Needs nothing from the database, so it runs before the one write that claims."""
     for i in todo:
         u = units[i]
         try:
-            built = [_build(ws_id, u, t, links) for t in u.targets]
+            built = [_build(workspace_id, u, t, links) for t in u.targets]
         except TemplateRenderError as exc:
             failures[i] = exc
             continue
@@ -332,22 +332,22 @@ class Links:
     """Signed tracking URLs of one workspace's emails (tidings.engine.messaging.tracking): the key is read once per delivery."""
 
     db: Engine
-    ws_id: int
+    workspace_id: int
     base: str
 
     @classmethod
-    def of(cls, db: Engine, ws_id: int) -> "Links":
-        tracking.workspace_key(db, ws_id)  # made (or read) here, in a thread; cached for the calls below
-        return cls(db, ws_id, public_url())
+    def of(cls, db: Engine, workspace_id: int) -> "Links":
+        tracking.workspace_key(db, workspace_id)  # made (or read) here, in a thread; cached for the calls below
+        return cls(db, workspace_id, public_url())
 
     def html(self, html: str, message_id: str) -> str:
-        return tracking.rewrite_html(html, self.ws_id, message_id, self.base, db=self.db)
+        return tracking.rewrite_html(html, self.workspace_id, message_id, self.base, db=self.db)
 
     def unsubscribe(self, message_id: str) -> str:
-        return tracking.unsubscribe_url(self.db, self.ws_id, message_id, self.base)
+        return tracking.unsubscribe_url(self.db, self.workspace_id, message_id, self.base)
 
 
-def _build(ws_id: int, u: Unit, t: Target, links: Links | None, mid: str | None = None) -> OutgoingMessage:
+def _build(workspace_id: int, u: Unit, t: Target, links: Links | None, mid: str | None = None) -> OutgoingMessage:
     if u.template is None:
         raise TemplateRenderError("template", f"no template {u.template_id!r} in this workspace", u.template_id)
     content = render(u.template, {"user": u.user or {}, "endpoint": t.context or {"address": t.address,
@@ -365,7 +365,7 @@ def _build(ws_id: int, u: Unit, t: Target, links: Links | None, mid: str | None 
     return OutgoingMessage(
         message_id=mid, to=t.address, channel_type=ct, subject=content.subject, html=html,
         text=content.text, body=content.body, title=content.title, data=content.data, payload=payload,
-        metadata={"workspace_id": ws_id, "template_id": u.template_id, **u.attrs}, idempotency_key=mid,
+        metadata={"workspace_id": workspace_id, "template_id": u.template_id, **u.attrs}, idempotency_key=mid,
         unsubscribe_url=unsubscribe,
     )
 
@@ -493,9 +493,9 @@ def _reserve_first_chunks(conn: Connection, units: list[Unit], pending: list[_Pe
     return first_wait
 
 
-def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now: int, owner: str) -> dict[str, Any]:
+def _message_row(workspace_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now: int, owner: str) -> dict[str, Any]:
     return {
-        "workspace_id": ws_id, "message_id": p.message_id, "idempotency_key": u.key, "endpoint": p.target.endpoint,
+        "workspace_id": workspace_id, "message_id": p.message_id, "idempotency_key": u.key, "endpoint": p.target.endpoint,
         "user_pk": u.user_pk, "endpoint_pk": p.target.endpoint_pk, "channel": routes[u.channel_type].name,
         "channel_type": u.channel_type, "address": p.target.address, "template_id": u.template_id,
         "journey_id": u.attrs.get("journey_id"), "journey_version": u.attrs.get("journey_version"),
@@ -509,18 +509,18 @@ def _message_row(ws_id: int, u: Unit, p: _Pending, routes: dict[str, Route], now
     }
 
 
-def _failure_event(ws_id: int, u: Unit, exc: TemplateRenderError, routes: dict[str, Route], now: int) -> dict:
+def _failure_event(workspace_id: int, u: Unit, exc: TemplateRenderError, routes: dict[str, Route], now: int) -> dict:
     attrs = {**_attribution(u, routes[u.channel_type].name), "part": exc.part, "error": exc.message[:MAX_ERROR]}
-    return _event_row(ws_id, _event_id(u.key, "rendering_failure"), u.user_pk, None,
+    return _event_row(workspace_id, _event_id(u.key, "rendering_failure"), u.user_pk, None,
                       f"_{EVENT_PREFIX[u.channel_type]}.rendering_failure", attrs, now)
 
 
 class _Sending:
     """What one deliver() call has sent and not yet recorded, recorded chunk by chunk as it goes."""
 
-    def __init__(self, db: Engine, ws_id: int, units: list[Unit], routes: dict[str, Route], owner: str,
+    def __init__(self, db: Engine, workspace_id: int, units: list[Unit], routes: dict[str, Route], owner: str,
                  window: RetryWindow):
-        self.db, self.ws_id, self.units, self.routes, self.owner, self.window = db, ws_id, units, routes, owner, window
+        self.db, self.workspace_id, self.units, self.routes, self.owner, self.window = db, workspace_id, units, routes, owner, window
         self.results: dict[str, SendResult] = {}
         self.retry_at: dict[str, int] = {}  # message id -> next attempt (epoch ms) of a message left retrying
         self.unrecorded: list[_Pending] = []
@@ -531,7 +531,7 @@ class _Sending:
         return done
 
     def record(self, conn: Connection, done: list[_Pending]) -> None:
-        _record(conn, self.ws_id, self.units, done, self.results, self.routes, self.retry_at)
+        _record(conn, self.workspace_id, self.units, done, self.results, self.routes, self.retry_at)
 
     def check(self, conn: Connection, group: list[_Pending]) -> set[int]:
         """Of `group`'s rows, those still this call's to send (a retried attempt of the same send may have
@@ -646,13 +646,13 @@ def _event_id(key: str, what: str) -> str:
     return f"{what}-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-def _event_row(ws_id: int, event_id: str, user_pk: int, endpoint_pk: int | None, name: str, attrs: dict,
+def _event_row(workspace_id: int, event_id: str, user_pk: int, endpoint_pk: int | None, name: str, attrs: dict,
                now: int) -> dict[str, Any]:
-    return {"workspace_id": ws_id, "event_id": event_id, "user_pk": user_pk, "endpoint_pk": endpoint_pk,
+    return {"workspace_id": workspace_id, "event_id": event_id, "user_pk": user_pk, "endpoint_pk": endpoint_pk,
             "name": name, "ts": now, "attributes": attrs, "metrics": {}, "received_at": now}
 
 
-def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pending],
+def _record(conn: Connection, workspace_id: int, units: list[Unit], pending: list[_Pending],
             results: dict[str, SendResult], routes: dict[str, Route], retry_at: dict[str, int]) -> None:
     """In the caller's write transaction: each message's result and, once final, its send / failed event.
     A transient failure leaves the message `retrying` (its last error and next attempt stored) until the
@@ -691,13 +691,13 @@ def _record(conn: Connection, ws_id: int, units: list[Unit], pending: list[_Pend
         kind = "send" if r.ok else "failed"
         # `{message_id}:{type}`, as provider feedback names status events: a provider failure reported
         # for a message we already recorded as failed counts once.
-        evs.append(_event_row(ws_id, status_event_id(p.message_id, kind), u.user_pk, p.target.endpoint_pk,
+        evs.append(_event_row(workspace_id, status_event_id(p.message_id, kind), u.user_pk, p.target.endpoint_pk,
                               f"_{EVENT_PREFIX[u.channel_type]}.{kind}", attrs, now))
     bulk_update(conn, messages, updates)
-    store_events(conn, ws_id, evs)
+    store_events(conn, workspace_id, evs)
 
 
-def store_events(conn: Connection, ws_id: int, rows: list[dict[str, Any]]) -> None:
+def store_events(conn: Connection, workspace_id: int, rows: list[dict[str, Any]]) -> None:
     """Store message events and tell `changes`. Not tidings.engine.customers.events.record: that resolves customers by
     their public ids and re-creates a user erased meanwhile; here we hold row ids and drop events of
     customers erased while their message was on its way."""
@@ -708,4 +708,4 @@ def store_events(conn: Connection, ws_id: int, rows: list[dict[str, Any]]) -> No
                                          list({r["endpoint_pk"] for r in rows if r["endpoint_pk"]}))}
     fresh = [{**r, "endpoint_pk": r["endpoint_pk"] if r["endpoint_pk"] in eps else None}
              for r in rows if r["user_pk"] in live]
-    changes.events_recorded(conn, ws_id, insert_new(conn, ws_id, fresh))
+    changes.events_recorded(conn, workspace_id, insert_new(conn, workspace_id, fresh))

@@ -15,14 +15,14 @@ from tidings.engine.workspaces.service import WorkspaceRef
 FILTERS = ("journey_id", "step_id", "channel", "status", "user_id")
 
 
-def list_messages(db: Engine, ws: WorkspaceRef, *, journey_id: str | None = None, step_id: str | None = None,
+def list_messages(db: Engine, workspace: WorkspaceRef, *, journey_id: str | None = None, step_id: str | None = None,
                   channel: str | None = None, status: str | None = None, user_id: str | None = None,
                   cursor: str | None = None, limit: int = 50) -> dict[str, Any]:
     """A page of messages (newest first) and the cursor of the next page, None on the last."""
     check_limit(limit)
     before = decode_cursor(cursor)
     q = (select(messages, users.c.user_id).outerjoin(users, users.c.id == messages.c.user_pk)
-         .where(messages.c.workspace_id == ws.id).order_by(messages.c.id.desc()).limit(limit))
+         .where(messages.c.workspace_id == workspace.id).order_by(messages.c.id.desc()).limit(limit))
     if before:
         q = q.where(messages.c.id < before)
     for column, value in ((messages.c.journey_id, journey_id), (messages.c.step_id, step_id),

@@ -92,12 +92,12 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
     """Verify and record one provider callback. Raises Forbidden (403) when the signature is wrong."""
     headers = {k.lower(): v for k, v in headers.items()}
     with reading(db) as conn:
-        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == workspace)).scalar()
-        setting = None if ws_id is None else conn.execute(
+        workspace_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == workspace)).scalar()
+        setting = None if workspace_id is None else conn.execute(
             select(channel_configs.c.config, channel_configs.c.feedback_secret).where(
-                channel_configs.c.workspace_id == ws_id, channel_configs.c.name == channel)).first()
+                channel_configs.c.workspace_id == workspace_id, channel_configs.c.name == channel)).first()
     ch = plugins.channels.get(channel)
-    if ws_id is None or ch is None or setting is None:
+    if workspace_id is None or ch is None or setting is None:
         raise NotFound("no such feedback endpoint (the channel is not configured in this workspace)")
     parse = getattr(ch, "parse_feedback", None)
     try:
@@ -120,7 +120,7 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
     else:
         fb = _generic(headers, body, feedback_secret, channel)
     with writing(db) as conn:
-        stored, dups, unmatched = record_feedback(conn, ws_id, fb)
+        stored, dups, unmatched = record_feedback(conn, workspace_id, fb)
     return FeedbackResult(received=len(fb), recorded=stored, duplicates=dups, unmatched=unmatched)
 
 

@@ -15,15 +15,15 @@ from tidings.engine.platform.errors import InvalidInput, NotFound
 from tidings.engine.workspaces.service import WorkspaceRef
 
 
-def preview_template(db: Engine, ws: WorkspaceRef, template_id: str, user_id: str, *, locale: str | None = None,
+def preview_template(db: Engine, workspace: WorkspaceRef, template_id: str, user_id: str, *, locale: str | None = None,
                      data: dict[str, Any] | None = None) -> RenderedContent:
     """NotFound for an unknown template or customer; InvalidInput (field `template`) when it does not render."""
     with reading(db) as conn:
-        template = load_templates(conn, ws.id, [template_id]).get(template_id)
+        template = load_templates(conn, workspace.id, [template_id]).get(template_id)
         if template is None:
             raise NotFound(f"no template {template_id!r}", field="template_id")
-        pk = user_pk(conn, ws.id, user_id)
-        user, eps = load_customers(conn, ws.id, [pk], template.channel_type.value)[pk]
+        pk = user_pk(conn, workspace.id, user_id)
+        user, eps = load_customers(conn, workspace.id, [pk], template.channel_type.value)[pk]
     endpoint = endpoint_target(eps[0]).context if eps else {"channel": template.channel_type.value}
     try:
         return render(template, {"user": user, "endpoint": endpoint, "data": data or {}}, locale or None)

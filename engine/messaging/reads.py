@@ -20,10 +20,10 @@ _FIELDS = ["message_id", "status", "channel", "channel_type", "address", "templa
            "provider_message_id"]
 
 
-def get_message(db: Engine, ws: WorkspaceRef, message_id: str) -> dict[str, Any]:
+def get_message(db: Engine, workspace: WorkspaceRef, message_id: str) -> dict[str, Any]:
     """The message and its events (those whose attributes.message_id is this message)."""
     with reading(db) as conn:
-        m = conn.execute(select(messages).where(messages.c.workspace_id == ws.id,
+        m = conn.execute(select(messages).where(messages.c.workspace_id == workspace.id,
                                                 messages.c.message_id == message_id)).first()
         if m is None:
             raise NotFound(f"no message {message_id!r}", field="message_id")
@@ -50,10 +50,10 @@ def get_message(db: Engine, ws: WorkspaceRef, message_id: str) -> dict[str, Any]
     return out
 
 
-def list_outbox(db: Engine, ws: WorkspaceRef, *, address: str | None = None, cursor: str | None = None,
+def list_outbox(db: Engine, workspace: WorkspaceRef, *, address: str | None = None, cursor: str | None = None,
                 limit: int = 100) -> Page:
     check_limit(limit)
-    q = (select(outbox_messages).where(outbox_messages.c.workspace_id == ws.id,
+    q = (select(outbox_messages).where(outbox_messages.c.workspace_id == workspace.id,
                                        outbox_messages.c.id > decode_cursor(cursor))
          .order_by(outbox_messages.c.id).limit(limit))
     if address is not None:

@@ -84,9 +84,9 @@ async def redeliver_due(db: Engine, plugins, *, limit: int = BATCH) -> int:
     for r in rows:
         groups.setdefault((r.workspace_id, r.channel_type), []).append(r)
     window = RetryWindow.current()
-    for (ws_id, channel_type), group in groups.items():
+    for (workspace_id, channel_type), group in groups.items():
         with reading(db) as conn:
-            routes = routes_for(conn, plugins, ws_id, [channel_type])
+            routes = routes_for(conn, plugins, workspace_id, [channel_type])
         units, pending = [], []
         for r in group:
             out = msgspec.convert(r.content, OutgoingMessage)
@@ -97,7 +97,7 @@ async def redeliver_due(db: Engine, plugins, *, limit: int = BATCH) -> int:
             target = Target(endpoint=r.endpoint, address=out.to, endpoint_pk=r.endpoint_pk, endpoint_id=endpoint_id)
             pending.append(_Pending(len(units) - 1, target, r.message_id, out, row_id=r.id, fresh=False,
                                     created_at=r.created_at, attempts=r.attempts or 0))
-        sending = _Sending(db, ws_id, units, routes, owner, window)
+        sending = _Sending(db, workspace_id, units, routes, owner, window)
         await _send(sending, pending, units, _Claimed(routes, {}, {}))
         done = sending.take()
         await asyncio.shield(write(db, lambda conn: sending.record(conn, done)))  # noqa: B023  # awaited here

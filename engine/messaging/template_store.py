@@ -71,27 +71,27 @@ def check_template(template_id: str, body: TemplateBody, field_prefix: str = "")
     return t
 
 
-def put_template(db: Engine, ws: WorkspaceRef | int, template_id: str, body: TemplateBody) -> tuple[TemplateOut, str]:
+def put_template(db: Engine, workspace: WorkspaceRef | int, template_id: str, body: TemplateBody) -> tuple[TemplateOut, str]:
     """Save; returns the stored template and "created", "updated" or "unchanged". A changed template gets a
     new version (after the latest, which Pinpoint's API may have added) and that version becomes active."""
-    ws_id = ws if isinstance(ws, int) else ws.id
+    workspace_id = workspace if isinstance(workspace, int) else workspace.id
     check_template(template_id, body)
     doc = msgspec.to_builtins(body)
     now = now_ms()
     with writing(db) as conn:
-        row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws_id,
+        row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == workspace_id,
                                                           stored_templates.c.template_id == template_id)).first()
         if row is None:
-            conn.execute(stored_templates.insert().values(workspace_id=ws_id, template_id=template_id,
+            conn.execute(stored_templates.insert().values(workspace_id=workspace_id, template_id=template_id,
                                                           channel_type=body.channel, doc=doc, version=1,
                                                           created_at=now, updated_at=now))
-            _insert_version(conn, ws_id, template_id, 1, doc, None, now)
+            _insert_version(conn, workspace_id, template_id, 1, doc, None, now)
             outcome, version, created = "created", 1, now
         elif row.doc == doc:
             return _out(template_id, row.doc, row.version, row.created_at, row.updated_at), "unchanged"
         else:
-            version = _latest(conn, ws_id, template_id) + 1
-            _insert_version(conn, ws_id, template_id, version, doc, None, now)
+            version = _latest(conn, workspace_id, template_id) + 1
+            _insert_version(conn, workspace_id, template_id, version, doc, None, now)
             conn.execute(update(stored_templates).where(stored_templates.c.id == row.id).values(
                 channel_type=body.channel, doc=doc, version=version, updated_at=now))
             outcome, created = "updated", row.created_at
@@ -116,27 +116,27 @@ class TemplateVersion(msgspec.Struct, kw_only=True):
     channel: str  # the template's (its active version's) channel
 
 
-def _insert_version(conn: Connection, ws_id: int, template_id: str, version: int, doc: dict, description: str | None,
+def _insert_version(conn: Connection, workspace_id: int, template_id: str, version: int, doc: dict, description: str | None,
                     now: int) -> None:
-    conn.execute(template_versions.insert().values(workspace_id=ws_id, template_id=template_id, version=version,
+    conn.execute(template_versions.insert().values(workspace_id=workspace_id, template_id=template_id, version=version,
                                                    doc=doc, description=description, created_at=now, updated_at=now))
 
 
-def _latest(conn: Connection, ws_id: int, template_id: str) -> int:
+def _latest(conn: Connection, workspace_id: int, template_id: str) -> int:
     return conn.execute(select(func.max(template_versions.c.version)).where(
-        template_versions.c.workspace_id == ws_id, template_versions.c.template_id == template_id)).scalar() or 0
+        template_versions.c.workspace_id == workspace_id, template_versions.c.template_id == template_id)).scalar() or 0
 
 
-def _template_row(conn: Connection, ws_id: int, template_id: str) -> Any:
-    row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws_id,
+def _template_row(conn: Connection, workspace_id: int, template_id: str) -> Any:
+    row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == workspace_id,
                                                       stored_templates.c.template_id == template_id)).first()
     if row is None:
         raise NotFound(f"no template {template_id!r}", field="template_id")
     return row
 
 
-def _version_rows(conn: Connection, ws_id: int, template_id: str, version: int | None = None) -> list[Any]:
-    q = select(template_versions).where(template_versions.c.workspace_id == ws_id,
+def _version_rows(conn: Connection, workspace_id: int, template_id: str, version: int | None = None) -> list[Any]:
+    q = select(template_versions).where(template_versions.c.workspace_id == workspace_id,
                                         template_versions.c.template_id == template_id)
     if version is not None:
         q = q.where(template_versions.c.version == version)
@@ -150,40 +150,40 @@ def _version(row: Any, v: Any, latest: int) -> TemplateVersion:
                            channel=row.channel_type)
 
 
-def get_template_version(db: Engine, ws: WorkspaceRef, template_id: str, version: int | None = None) -> TemplateVersion:
+def get_template_version(db: Engine, workspace: WorkspaceRef, template_id: str, version: int | None = None) -> TemplateVersion:
     """A version of a template (its active one when `version` is None); NotFound names what is missing."""
     with reading(db) as conn:
-        row = _template_row(conn, ws.id, template_id)
-        found = _version_rows(conn, ws.id, template_id, row.version if version is None else version)
+        row = _template_row(conn, workspace.id, template_id)
+        found = _version_rows(conn, workspace.id, template_id, row.version if version is None else version)
         if not found:
             raise NotFound(f"template {template_id!r} has no version {version}", field="version")
-        return _version(row, found[0], _latest(conn, ws.id, template_id))
+        return _version(row, found[0], _latest(conn, workspace.id, template_id))
 
 
-def list_template_versions(db: Engine, ws: WorkspaceRef, template_id: str) -> list[TemplateVersion]:
+def list_template_versions(db: Engine, workspace: WorkspaceRef, template_id: str) -> list[TemplateVersion]:
     with reading(db) as conn:
-        row = _template_row(conn, ws.id, template_id)
-        versions = _version_rows(conn, ws.id, template_id)
+        row = _template_row(conn, workspace.id, template_id)
+        versions = _version_rows(conn, workspace.id, template_id)
         latest = versions[-1].version if versions else row.version
         return [_version(row, v, latest) for v in versions]
 
 
-def list_active_versions(db: Engine, ws: WorkspaceRef) -> list[TemplateVersion]:
+def list_active_versions(db: Engine, workspace: WorkspaceRef) -> list[TemplateVersion]:
     """Every template of the workspace at its active version, by template id."""
     with reading(db) as conn:
-        rows = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws.id)
+        rows = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == workspace.id)
                             .order_by(stored_templates.c.template_id)).all()
         active = {(v.template_id, v.version): v for v in conn.execute(
             select(template_versions).join(stored_templates, (stored_templates.c.workspace_id ==
                                                               template_versions.c.workspace_id)
                                            & (stored_templates.c.template_id == template_versions.c.template_id)
                                            & (stored_templates.c.version == template_versions.c.version))
-            .where(template_versions.c.workspace_id == ws.id))}
+            .where(template_versions.c.workspace_id == workspace.id))}
     return [_version(r, active[(r.template_id, r.version)], r.version) for r in rows
             if (r.template_id, r.version) in active]
 
 
-def create_template(db: Engine, ws: WorkspaceRef, template_id: str, body: TemplateBody, description: str | None,
+def create_template(db: Engine, workspace: WorkspaceRef, template_id: str, body: TemplateBody, description: str | None,
                     tags: dict[str, str] | None = None, tag_resource: str | None = None) -> TemplateVersion:
     """A new template at version 1 (active); Conflict when the id is taken (whatever its channel). `tags` are
     stored on `tag_resource` (tidings.engine.workspaces.tags) in the same transaction."""
@@ -192,20 +192,20 @@ def create_template(db: Engine, ws: WorkspaceRef, template_id: str, body: Templa
     now = now_ms()
     with writing(db) as conn:
         existing = conn.execute(select(stored_templates.c.channel_type).where(
-            stored_templates.c.workspace_id == ws.id, stored_templates.c.template_id == template_id)).first()
+            stored_templates.c.workspace_id == workspace.id, stored_templates.c.template_id == template_id)).first()
         if existing is not None:
             raise Conflict(f"a template named {template_id!r} already exists (a {existing.channel_type} template); "
                            "template names are unique across channels", field="template_id")
-        conn.execute(stored_templates.insert().values(workspace_id=ws.id, template_id=template_id,
+        conn.execute(stored_templates.insert().values(workspace_id=workspace.id, template_id=template_id,
                                                       channel_type=body.channel, doc=doc, version=1,
                                                       created_at=now, updated_at=now))
-        _insert_version(conn, ws.id, template_id, 1, doc, description, now)
+        _insert_version(conn, workspace.id, template_id, 1, doc, description, now)
         if tags and tag_resource:
-            add_tags(conn, ws.id, tag_resource, tags)
-    return get_template_version(db, ws, template_id)
+            add_tags(conn, workspace.id, tag_resource, tags)
+    return get_template_version(db, workspace, template_id)
 
 
-def save_template_version(db: Engine, ws: WorkspaceRef, template_id: str, body: TemplateBody, description: str | None,
+def save_template_version(db: Engine, workspace: WorkspaceRef, template_id: str, body: TemplateBody, description: str | None,
                           *, new_version: bool = False, version: int | None = None) -> TemplateVersion:
     """Pinpoint's update: overwrite the latest version (`version`, when given, must be the latest), or add a
     new version after it (`new_version`), which does not become active. Overwriting the active version
@@ -214,54 +214,54 @@ def save_template_version(db: Engine, ws: WorkspaceRef, template_id: str, body: 
     doc = msgspec.to_builtins(body)
     now = now_ms()
     with writing(db) as conn:
-        row = _template_row(conn, ws.id, template_id)
-        latest = _latest(conn, ws.id, template_id)
+        row = _template_row(conn, workspace.id, template_id)
+        latest = _latest(conn, workspace.id, template_id)
         if new_version:
             if version is not None:
                 raise InvalidInput("give either a version or create-new-version, not both", field="version")
             target = latest + 1
-            _insert_version(conn, ws.id, template_id, target, doc, description, now)
+            _insert_version(conn, workspace.id, template_id, target, doc, description, now)
         else:
             if version is not None and version != latest:
                 raise InvalidInput(f"only the latest version ({latest}) can be overwritten; got version {version} "
                                    "(or create a new version)", field="version")
             target = latest
             conn.execute(update(template_versions).where(
-                template_versions.c.workspace_id == ws.id, template_versions.c.template_id == template_id,
+                template_versions.c.workspace_id == workspace.id, template_versions.c.template_id == template_id,
                 template_versions.c.version == target).values(doc=doc, description=description, updated_at=now))
         values: dict[str, Any] = {"updated_at": now}
         if target == row.version:
             values.update(doc=doc, channel_type=body.channel)
         conn.execute(update(stored_templates).where(stored_templates.c.id == row.id).values(**values))
-    return get_template_version(db, ws, template_id, target)
+    return get_template_version(db, workspace, template_id, target)
 
 
-def set_active_version(db: Engine, ws: WorkspaceRef, template_id: str, version: int | None) -> TemplateVersion:
+def set_active_version(db: Engine, workspace: WorkspaceRef, template_id: str, version: int | None) -> TemplateVersion:
     """Make `version` (the latest when None) the one sends render."""
     now = now_ms()
     with writing(db) as conn:
-        row = _template_row(conn, ws.id, template_id)
-        target = _latest(conn, ws.id, template_id) if version is None else version
-        found = _version_rows(conn, ws.id, template_id, target)
+        row = _template_row(conn, workspace.id, template_id)
+        target = _latest(conn, workspace.id, template_id) if version is None else version
+        found = _version_rows(conn, workspace.id, template_id, target)
         if not found:
             raise NotFound(f"template {template_id!r} has no version {version}", field="version")
         conn.execute(update(stored_templates).where(stored_templates.c.id == row.id).values(
             doc=found[0].doc, version=target, channel_type=msgspec.convert(found[0].doc, TemplateBody).channel,
             updated_at=now))
-    return get_template_version(db, ws, template_id)
+    return get_template_version(db, workspace, template_id)
 
 
-def delete_template_version(db: Engine, ws: WorkspaceRef, template_id: str, version: int) -> None:
+def delete_template_version(db: Engine, workspace: WorkspaceRef, template_id: str, version: int) -> None:
     """Delete one version; the active one cannot be (make another active, or delete the whole template)."""
     with writing(db) as conn:
-        row = _template_row(conn, ws.id, template_id)
-        if not _version_rows(conn, ws.id, template_id, version):
+        row = _template_row(conn, workspace.id, template_id)
+        if not _version_rows(conn, workspace.id, template_id, version):
             raise NotFound(f"template {template_id!r} has no version {version}", field="version")
         if version == row.version:
             raise InvalidInput(f"version {version} is the active version of {template_id!r}: make another version "
                                "active first, or delete the template without a version", field="version")
         conn.execute(delete(template_versions).where(
-            template_versions.c.workspace_id == ws.id, template_versions.c.template_id == template_id,
+            template_versions.c.workspace_id == workspace.id, template_versions.c.template_id == template_id,
             template_versions.c.version == version))
 
 
@@ -270,33 +270,33 @@ def _out(template_id: str, doc: dict, version: int, created: int, updated: int) 
                             "updated_at": ms_to_iso(updated)}, TemplateOut)
 
 
-def get_template(db: Engine, ws: WorkspaceRef, template_id: str) -> TemplateOut:
+def get_template(db: Engine, workspace: WorkspaceRef, template_id: str) -> TemplateOut:
     with reading(db) as conn:
-        row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws.id,
+        row = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == workspace.id,
                                                           stored_templates.c.template_id == template_id)).first()
     if row is None:
         raise NotFound(f"no template {template_id!r}", field="template_id")
     return _out(row.template_id, row.doc, row.version, row.created_at, row.updated_at)
 
 
-def list_templates(db: Engine, ws: WorkspaceRef | int) -> list[TemplateOut]:
-    ws_id = ws if isinstance(ws, int) else ws.id
+def list_templates(db: Engine, workspace: WorkspaceRef | int) -> list[TemplateOut]:
+    workspace_id = workspace if isinstance(workspace, int) else workspace.id
     with reading(db) as conn:
-        rows = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == ws_id)
+        rows = conn.execute(select(stored_templates).where(stored_templates.c.workspace_id == workspace_id)
                             .order_by(stored_templates.c.template_id)).all()
     return [_out(r.template_id, r.doc, r.version, r.created_at, r.updated_at) for r in rows]
 
 
-def delete_template(db: Engine, ws: WorkspaceRef, template_id: str) -> None:
+def delete_template(db: Engine, workspace: WorkspaceRef, template_id: str) -> None:
     """Delete a template with all its versions and tags."""
     with writing(db) as conn:
-        n = conn.execute(delete(stored_templates).where(stored_templates.c.workspace_id == ws.id,
+        n = conn.execute(delete(stored_templates).where(stored_templates.c.workspace_id == workspace.id,
                                                         stored_templates.c.template_id == template_id)).rowcount
         if not n:
             raise NotFound(f"no template {template_id!r}", field="template_id")
-        conn.execute(delete(template_versions).where(template_versions.c.workspace_id == ws.id,
+        conn.execute(delete(template_versions).where(template_versions.c.workspace_id == workspace.id,
                                                      template_versions.c.template_id == template_id))
-        drop_tags(conn, ws.id, f"templates/{template_id}/")
+        drop_tags(conn, workspace.id, f"templates/{template_id}/")
 
 
 def template_exists(conn: Connection, workspace_id: int, template_id: str) -> bool:
@@ -328,10 +328,10 @@ def template_resource(doc: dict[str, Any]) -> tuple[str, TemplateBody]:
     return template_id, body
 
 
-def apply_template_resource(db: Engine, ws: WorkspaceRef | int, doc: dict[str, Any]) -> str:
+def apply_template_resource(db: Engine, workspace: WorkspaceRef | int, doc: dict[str, Any]) -> str:
     """Save a `kind: Template` YAML document. Idempotent: returns "created", "updated" or "unchanged"."""
     template_id, body = template_resource(doc)
-    _, outcome = put_template(db, ws, template_id, body)
+    _, outcome = put_template(db, workspace, template_id, body)
     return outcome
 
 

@@ -66,23 +66,23 @@ def _ws_id(workspace: WorkspaceRef | int) -> int:
 
 def workspace_key(db: Engine | Connection, workspace: WorkspaceRef | int, secret_key: str | None = None) -> bytes:
     """The workspace's tracking key (cached; made on first use unless TIDINGS_SECRET_KEY derives it)."""
-    ws_id = _ws_id(workspace)
+    workspace_id = _ws_id(workspace)
     master = os.environ.get("TIDINGS_SECRET_KEY", "") if secret_key is None else secret_key
     if master:
-        return hmac.new(master.encode(), f"tidings-tracking/{ws_id}".encode(), hashlib.sha256).digest()
+        return hmac.new(master.encode(), f"tidings-tracking/{workspace_id}".encode(), hashlib.sha256).digest()
     engine = db if isinstance(db, Engine) else db.engine
-    cache_key = (str(engine.url), ws_id)
+    cache_key = (str(engine.url), workspace_id)
     if cache_key in _cache:
         return _cache[cache_key]
 
     def load(conn: Connection) -> str | None:
         return conn.execute(
-            select(tracking_secrets.c.secret).where(tracking_secrets.c.workspace_id == ws_id)
+            select(tracking_secrets.c.secret).where(tracking_secrets.c.workspace_id == workspace_id)
         ).scalar()
 
     def make(conn: Connection) -> str:
         conn.execute(insert_ignoring_conflicts(conn, tracking_secrets, ["workspace_id"]).values(
-            workspace_id=ws_id, secret=secrets.token_urlsafe(32), created_at=now_ms()))
+            workspace_id=workspace_id, secret=secrets.token_urlsafe(32), created_at=now_ms()))
         return load(conn)
 
     if isinstance(db, Connection):
@@ -100,10 +100,10 @@ def workspace_key(db: Engine | Connection, workspace: WorkspaceRef | int, secret
 
 def cached_key(db: Engine, workspace: WorkspaceRef | int) -> bytes | None:
     """The workspace's key when it is known without touching the database (derived or cached), else None."""
-    ws_id = _ws_id(workspace)
+    workspace_id = _ws_id(workspace)
     if os.environ.get("TIDINGS_SECRET_KEY"):
-        return workspace_key(db, ws_id)
-    return _cache.get((str(db.url), ws_id))
+        return workspace_key(db, workspace_id)
+    return _cache.get((str(db.url), workspace_id))
 
 
 def make_token(key: bytes, workspace_id: int, kind: str, message_id: str, link: str | None = None) -> str:
@@ -127,15 +127,15 @@ def peek(token: str) -> Token:
     try:
         payload, _, _mac = token.partition(".")
         fields = msgspec.json.decode(_unb64(payload))
-        version, ws_id, kind, message_id = fields[:4]
+        version, workspace_id, kind, message_id = fields[:4]
         link = fields[4] if len(fields) > 4 else None
-        if version != _VERSION or kind not in KINDS or not isinstance(ws_id, int) or not isinstance(message_id, str):
+        if version != _VERSION or kind not in KINDS or not isinstance(workspace_id, int) or not isinstance(message_id, str):
             raise ValueError
         if link is not None and not isinstance(link, str):
             raise ValueError
     except (ValueError, TypeError, msgspec.DecodeError, IndexError):
         raise InvalidToken("malformed tracking token") from None
-    return Token(ws_id, kind, message_id, link)
+    return Token(workspace_id, kind, message_id, link)
 
 
 def verify(token: str, key: bytes, kind: str) -> Token:
@@ -175,15 +175,15 @@ def _base(base_url: str | None) -> str:
 
 def click_url(db, workspace, message_id: str, link: str, base_url: str | None = None, *,
               secret_key: str | None = None) -> str:
-    ws_id = _ws_id(workspace)
-    return f"{_base(base_url)}/t/c/{make_token(workspace_key(db, ws_id, secret_key), ws_id, 'c', message_id, link)}"
+    workspace_id = _ws_id(workspace)
+    return f"{_base(base_url)}/t/c/{make_token(workspace_key(db, workspace_id, secret_key), workspace_id, 'c', message_id, link)}"
 
 
 def unsubscribe_url(db, workspace, message_id: str, base_url: str | None = None, *,
                     secret_key: str | None = None) -> str:
     """The one-click unsubscribe URL of a message (for `OutgoingMessage.unsubscribe_url` and templates)."""
-    ws_id = _ws_id(workspace)
-    return f"{_base(base_url)}/t/u/{make_token(workspace_key(db, ws_id, secret_key), ws_id, 'u', message_id)}"
+    workspace_id = _ws_id(workspace)
+    return f"{_base(base_url)}/t/u/{make_token(workspace_key(db, workspace_id, secret_key), workspace_id, 'u', message_id)}"
 
 
 _A_TAG = re.compile(r"<a\b[^>]*>", re.IGNORECASE)
@@ -199,8 +199,8 @@ def rewrite_html(html: str, workspace: WorkspaceRef | int, message_id: str, base
     `data-tidings-notrack` attribute are left alone.
     """
     base = _base(base_url)
-    ws_id = _ws_id(workspace)
-    key = workspace_key(db, ws_id, secret_key)
+    workspace_id = _ws_id(workspace)
+    key = workspace_key(db, workspace_id, secret_key)
     ours = base + "/t/"
 
     def href(m: re.Match) -> str:
@@ -208,7 +208,7 @@ def rewrite_html(html: str, workspace: WorkspaceRef | int, message_id: str, base
         link = htmllib.unescape(raw).strip()
         if not link.lower().startswith(("http://", "https://")) or link.startswith(ours):
             return m.group(0)
-        url = f"{base}/t/c/{make_token(key, ws_id, 'c', message_id, link)}"
+        url = f"{base}/t/c/{make_token(key, workspace_id, 'c', message_id, link)}"
         return f"{head}{quote}{htmllib.escape(url, quote=True)}{quote}"
 
     def tag(m: re.Match) -> str:
@@ -218,7 +218,7 @@ def rewrite_html(html: str, workspace: WorkspaceRef | int, message_id: str, base
 
     out = _A_TAG.sub(tag, html)
     if pixel:
-        img = (f'<img src="{base}/t/o/{make_token(key, ws_id, "o", message_id)}.gif" width="1" height="1" '
+        img = (f'<img src="{base}/t/o/{make_token(key, workspace_id, "o", message_id)}.gif" width="1" height="1" '
                f'alt="" style="display:block;border:0;width:1px;height:1px" />')
         ends = list(_BODY_END.finditer(out))
         out = out[: ends[-1].start()] + img + out[ends[-1].start():] if ends else out + img

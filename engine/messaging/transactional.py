@@ -100,16 +100,16 @@ def check_key(key: str) -> None:
         raise InvalidInput("Idempotency-Key must be 1-255 characters", field="Idempotency-Key")
 
 
-def claim_in(conn: Connection, ws_id: int, key: str, digest: str) -> None:
+def claim_in(conn: Connection, workspace_id: int, key: str, digest: str) -> None:
     """Take the key for this request inside the write transaction of its message rows, so the claim and
     the messages it covers commit together. Raises Answered (same body, answered), or Conflict (another
     body; or the same body still in progress, unless that attempt is older than IN_PROGRESS_TIMEOUT_MS:
     then it died, and this request takes over, resuming its queued messages under their message ids)."""
     now = now_ms()
     mine = conn.execute(insert_ignoring_conflicts(conn, idempotent_requests, ["workspace_id", "key"]).values(
-        workspace_id=ws_id, key=key, body_hash=digest, answer=None, created_at=now)
+        workspace_id=workspace_id, key=key, body_hash=digest, answer=None, created_at=now)
         .returning(idempotent_requests.c.key)).first() is not None  # rowcount is -1 with psycopg here
-    where = (idempotent_requests.c.workspace_id == ws_id) & (idempotent_requests.c.key == key)
+    where = (idempotent_requests.c.workspace_id == workspace_id) & (idempotent_requests.c.key == key)
     row = conn.execute(select(idempotent_requests).where(where).with_for_update()).one()
     if row.body_hash != digest:
         raise Conflict("this Idempotency-Key was used with a different request body", field="Idempotency-Key")
@@ -121,17 +121,17 @@ def claim_in(conn: Connection, ws_id: int, key: str, digest: str) -> None:
         conn.execute(update(idempotent_requests).where(where).values(created_at=now))
 
 
-def remember_in(conn: Connection, ws_id: int, key: str, answer: Any) -> None:
+def remember_in(conn: Connection, workspace_id: int, key: str, answer: Any) -> None:
     conn.execute(update(idempotent_requests).where(
-        idempotent_requests.c.workspace_id == ws_id, idempotent_requests.c.key == key).values(answer=answer))
+        idempotent_requests.c.workspace_id == workspace_id, idempotent_requests.c.key == key).values(answer=answer))
 
 
-def stored_answer(db: Engine, ws_id: int, key: str, digest: str) -> Any | None:
+def stored_answer(db: Engine, workspace_id: int, key: str, digest: str) -> Any | None:
     """For a request refused before it claimed its key: the answer this key already has (Conflict when
     the key belongs to another body), else None."""
     with reading(db) as conn:
         row = conn.execute(select(idempotent_requests.c.body_hash, idempotent_requests.c.answer).where(
-            idempotent_requests.c.workspace_id == ws_id, idempotent_requests.c.key == key)).first()
+            idempotent_requests.c.workspace_id == workspace_id, idempotent_requests.c.key == key)).first()
     if row is None:
         return None
     if row.body_hash != digest:
@@ -175,7 +175,7 @@ def _goal_attribute(goal: Goal | None, field: str = "goal.within") -> dict[str, 
                            field=field) from None
 
 
-def prepare(db: Engine, ws_id: int, requests: list[MessageRequest], key: str | None, batch: bool) -> list[list[Unit]]:
+def prepare(db: Engine, workspace_id: int, requests: list[MessageRequest], key: str | None, batch: bool) -> list[list[Unit]]:
     """Every check first (400 naming the field, nothing written), then the units to deliver."""
     prefix = (lambda j: f"messages[{j}].") if batch else (lambda j: "")
     _check_shape(requests, prefix)
@@ -183,7 +183,7 @@ def prepare(db: Engine, ws_id: int, requests: list[MessageRequest], key: str | N
                                 field_prefix=f"{prefix(j)}content.")
               for j, m in enumerate(requests) if m.content is not None}
     with reading(db) as conn:
-        stored = load_templates(conn, ws_id, [m.template_id for m in requests if m.template_id])
+        stored = load_templates(conn, workspace_id, [m.template_id for m in requests if m.template_id])
         for j, m in enumerate(requests):
             t = stored.get(m.template_id) if m.template_id else None
             if m.template_id and t is None:
@@ -191,7 +191,7 @@ def prepare(db: Engine, ws_id: int, requests: list[MessageRequest], key: str | N
             if t is not None and t.channel_type.value != m.channel:
                 raise InvalidInput(f"template {m.template_id!r} is a {t.channel_type.value} template, not {m.channel}",
                                    field=f"{prefix(j)}template_id")
-        lookups = _lookups(conn, ws_id, requests, prefix)
+        lookups = _lookups(conn, workspace_id, requests, prefix)
     out = []
     for j, m in enumerate(requests):
         template = inline.get(j) or stored.get(m.template_id)
@@ -208,7 +208,7 @@ def prepare(db: Engine, ws_id: int, requests: list[MessageRequest], key: str | N
     return out
 
 
-def _lookups(conn, ws_id: int, requests: list[MessageRequest], prefix) -> dict[str, Any]:
+def _lookups(conn, workspace_id: int, requests: list[MessageRequest], prefix) -> dict[str, Any]:
     """Endpoints and users the recipients name, loaded in a few queries; unknown ids are 400s."""
     eids = list({r.endpoint_id for m in requests for r in m.recipients if r.endpoint_id})
     uids = list({r.user_id for m in requests for r in m.recipients if r.user_id})
@@ -216,13 +216,13 @@ def _lookups(conn, ws_id: int, requests: list[MessageRequest], prefix) -> dict[s
     for m in requests:
         by_channel.setdefault(m.channel, set()).update(r.address for r in m.recipients if r.address)
     eps = {r[1]: dict(zip(ENDPOINT_COLS, r)) for r in
-           rows_where_in(conn, endpoints, ENDPOINT_COLS, "endpoint_id", eids, {"workspace_id": ws_id})}
+           rows_where_in(conn, endpoints, ENDPOINT_COLS, "endpoint_id", eids, {"workspace_id": workspace_id})}
     by_address: dict[tuple[str, str], list[dict]] = {}
     for channel, addresses in by_channel.items():
         for row in rows_where_in(conn, endpoints, ENDPOINT_COLS, "address", list(addresses),
-                                 {"workspace_id": ws_id, "channel": channel}):
+                                 {"workspace_id": workspace_id, "channel": channel}):
             by_address.setdefault((channel, row[4]), []).append(dict(zip(ENDPOINT_COLS, row)))
-    upks = {uid: pk for pk, uid in rows_where_in(conn, users, ["id", "user_id"], "user_id", uids, {"workspace_id": ws_id})}
+    upks = {uid: pk for pk, uid in rows_where_in(conn, users, ["id", "user_id"], "user_id", uids, {"workspace_id": workspace_id})}
     for j, m in enumerate(requests):
         for i, r in enumerate(m.recipients):
             if r.endpoint_id and r.endpoint_id not in eps:
@@ -235,7 +235,7 @@ def _lookups(conn, ws_id: int, requests: list[MessageRequest], prefix) -> dict[s
     owners = {e["user_pk"] for e in eps.values()} | {e["user_pk"] for es in by_address.values() for e in es}
     people = {}
     for channel in {m.channel for m in requests}:  # a user recipient's endpoints of each channel
-        people[channel] = load_customers(conn, ws_id, list(upks.values()), channel)
+        people[channel] = load_customers(conn, workspace_id, list(upks.values()), channel)
     owner_rows = {r[0]: user_context(dict(zip(USER_COLS, r))) for r in
                   rows_where_in(conn, users, USER_COLS, "id", list(owners))}
     return {"eps": eps, "by_address": by_address, "upks": upks, "people": people, "owners": owner_rows}
@@ -269,7 +269,7 @@ def _result(r: Recipient, o: SendOutcome) -> RecipientResult:
                            message_ids=list(o.message_ids), endpoint_ids=list(o.endpoint_ids), error=o.error)
 
 
-async def send(db: Engine, plugins, ws: WorkspaceRef, requests: list[MessageRequest], key: str | None,
+async def send(db: Engine, plugins, workspace: WorkspaceRef, requests: list[MessageRequest], key: str | None,
                *, batch: bool) -> list[MessageAnswer]:
     """Check, send, answer. With an Idempotency-Key the key is claimed in the transaction that writes the
     message rows and the answer stored in the one that records the results: two write transactions per
@@ -282,24 +282,24 @@ async def send(db: Engine, plugins, ws: WorkspaceRef, requests: list[MessageRequ
         # Inline content is checked (and trial-rendered, tidings.engine.messaging.templates) in prepare: never on the loop.
         if (db.dialect.name == "sqlite" and sum(len(m.recipients) for m in requests) <= INLINE_RECIPIENTS
                 and all(m.content is None for m in requests)):
-            groups = prepare(db, ws.id, requests, key, batch)  # a few indexed reads of a local file
+            groups = prepare(db, workspace.id, requests, key, batch)  # a few indexed reads of a local file
         else:
-            groups = await asyncio.to_thread(prepare, db, ws.id, requests, key, batch)
+            groups = await asyncio.to_thread(prepare, db, workspace.id, requests, key, batch)
     except Exception:
         if key is not None:  # an answered key answers the same, even if the request no longer checks out
-            stored = await asyncio.to_thread(stored_answer, db, ws.id, key, digest)
+            stored = await asyncio.to_thread(stored_answer, db, workspace.id, key, digest)
             if stored is not None:
                 return msgspec.convert(stored, list[MessageAnswer])
         raise
     flat = [u for g in groups for u in g]
     if key is None:
-        return _answers(requests, await deliver(db, plugins, ws.id, flat))
+        return _answers(requests, await deliver(db, plugins, workspace.id, flat))
 
     def finish(conn: Connection, outcomes: list[SendOutcome]) -> None:
-        remember_in(conn, ws.id, key, msgspec.to_builtins(_answers(requests, outcomes)))
+        remember_in(conn, workspace.id, key, msgspec.to_builtins(_answers(requests, outcomes)))
 
     try:
-        outcomes = await deliver(db, plugins, ws.id, flat, claim=lambda conn: claim_in(conn, ws.id, key, digest),
+        outcomes = await deliver(db, plugins, workspace.id, flat, claim=lambda conn: claim_in(conn, workspace.id, key, digest),
                                  finish=finish)
     except Answered as done:
         return msgspec.convert(done.answer, list[MessageAnswer])

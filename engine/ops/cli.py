@@ -33,8 +33,8 @@ def cmd_keys_create(args, settings: Settings) -> int:
         return _create_pinpoint_key(args, settings)
     from tidings.engine.workspaces.service import create_key
 
-    ws, key = create_key(_db(settings), args.workspace, label=args.label)
-    print(f"created a key for workspace {ws.name!r}; it is shown once, keep it:")
+    workspace, key = create_key(_db(settings), args.workspace, label=args.label)
+    print(f"created a key for workspace {workspace.name!r}; it is shown once, keep it:")
     print(key)
     return 0
 
@@ -49,9 +49,9 @@ def _create_pinpoint_key(args, settings: Settings) -> int:
         print(f"error: a Pinpoint key's secret is stored sealed, and this deployment has no encryption key "
               f"({KEY_SOURCES}); make one with `tidings secrets new-key`", file=sys.stderr)
         return 2
-    ws, key_id, secret = create_access_key(_db(settings), None if args.admin else args.workspace, ring.seal,
+    workspace, key_id, secret = create_access_key(_db(settings), None if args.admin else args.workspace, ring.seal,
                                            label=args.label)
-    reach = f"workspace {ws.name!r} (its ApplicationId is {ws.name!r})" if ws else "every workspace (admin)"
+    reach = f"workspace {workspace.name!r} (its ApplicationId is {workspace.name!r})" if workspace else "every workspace (admin)"
     print(f"created a Pinpoint key pair for {reach}; the secret is shown once, keep it:")
     print(f"AWS_ACCESS_KEY_ID={key_id}")
     print(f"AWS_SECRET_ACCESS_KEY={secret}")
@@ -261,9 +261,9 @@ def cmd_segments_show(args, settings: Settings) -> int:
     from tidings.engine.workspaces.service import ensure_workspace
 
     db = _db(settings)
-    ws = ensure_workspace(db, args.workspace)
-    out = msgspec.to_builtins(get_segment(db, ws, args.id))
-    out["versions"] = [v.version for v in list_versions(db, ws, args.id)]
+    workspace = ensure_workspace(db, args.workspace)
+    out = msgspec.to_builtins(get_segment(db, workspace, args.id))
+    out["versions"] = [v.version for v in list_versions(db, workspace, args.id)]
     print(json.dumps(out, indent=2, ensure_ascii=False))
     return 0
 
@@ -291,7 +291,7 @@ def cmd_segments_import(args, settings: Settings) -> int:
     from tidings.engine.workspaces.service import ensure_workspace
 
     db = _db(settings)
-    ws = ensure_workspace(db, args.workspace)
+    workspace = ensure_workspace(db, args.workspace)
     with open(args.file, "rb") as f:
         total = max(0, sum(1 for _ in f) - (0 if args.file.endswith((".json", ".ndjson", ".jsonl")) else 1))
     job_id, stop = uuid.uuid4().hex, threading.Event()
@@ -299,7 +299,7 @@ def cmd_segments_import(args, settings: Settings) -> int:
     bar.start()
     try:
         with open(args.file, "rb") as f:
-            result = imports.run_import(db, ws, f, args.format, args.name or args.file, args.id, job_id)
+            result = imports.run_import(db, workspace, f, args.format, args.name or args.file, args.id, job_id)
     except imports.ImportRejected as exc:
         stop.set()
         print(f"\nrejected: {exc.message}", file=sys.stderr)
@@ -384,7 +384,7 @@ def format_progress(p, width: int = 30) -> str:
             f"of {p.total:,}{extra}  {p.per_second:,.1f}/s  {eta}")
 
 
-def _show_progress(db, ws, args) -> int:
+def _show_progress(db, workspace, args) -> int:
     import time
 
     import msgspec
@@ -394,7 +394,7 @@ def _show_progress(db, ws, args) -> int:
     tty = sys.stdout.isatty() and not args.json
     try:
         while True:
-            p = progress(db, ws, args.journey_id, args.version)
+            p = progress(db, workspace, args.journey_id, args.version)
             if args.json:
                 print(msgspec.json.encode(p).decode(), flush=True)
             else:
@@ -415,14 +415,14 @@ def cmd_journeys_stats(args, settings: Settings) -> int:
     from tidings.engine.workspaces.service import find_workspace
 
     db = _db(settings)
-    ws = find_workspace(db, args.workspace)
+    workspace = find_workspace(db, args.workspace)
     if args.progress or args.watch is not None:
         if args.watch is not None and args.watch <= 0:
             print("error: --watch takes a positive number of seconds", file=sys.stderr)
             return 2
-        return _show_progress(db, ws, args)
+        return _show_progress(db, workspace, args)
     within = duration_seconds(args.within) if args.within else None
-    m = journey_metrics(db, ws, args.journey_id, version=args.version,
+    m = journey_metrics(db, workspace, args.journey_id, version=args.version,
                         goal=args.goal, within_seconds=within,
                         since_ms=iso_to_ms(args.since) if args.since else None,
                         until_ms=iso_to_ms(args.until) if args.until else None)
@@ -499,7 +499,7 @@ def cmd_send(args, settings: Settings) -> int:
     from tidings.engine.workspaces.service import find_workspace
 
     db = _db(settings)
-    ws = find_workspace(db, args.workspace)
+    workspace = find_workspace(db, args.workspace)
     inline = {k: getattr(args, k) for k in ("subject", "text", "html", "body", "title") if getattr(args, k)}
     try:
         data = json.loads(args.data) if args.data else {}
@@ -511,7 +511,7 @@ def cmd_send(args, settings: Settings) -> int:
         request = msgspec.convert(body, MessageRequest)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc), field="channel") from None
-    [answer] = asyncio.run(send(db, load_plugins(), ws, [request], None, batch=False))
+    [answer] = asyncio.run(send(db, load_plugins(), workspace, [request], None, batch=False))
     failed = 0
     for r in answer.results:
         failed += r.status != "sent"

@@ -89,10 +89,10 @@ def get_retention(conn: Connection, workspace_id: int) -> Retention:
 
 
 def workspace_id_of(conn: Connection, name: str) -> int:
-    ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
-    if ws_id is None:
+    workspace_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
+    if workspace_id is None:
         raise NotFound(f"no workspace named {name!r}", field="workspace")
-    return ws_id
+    return workspace_id
 
 
 def set_retention(db: Engine, workspace: str, **days: int | None) -> Retention:
@@ -249,11 +249,11 @@ def prune(db: Engine, *, dry_run: bool = False, batch_size: int = BATCH_SIZE, no
     """Prune every workspace (or, with dry_run, count what would go); rows per workspace and table."""
     now = now_ms() if now is None else now
     with db.connect() as conn:
-        ws = conn.execute(select(workspaces.c.id, workspaces.c.name).order_by(workspaces.c.id)).all()
+        workspace = conn.execute(select(workspaces.c.id, workspaces.c.name).order_by(workspaces.c.id)).all()
     out: list[Pruned] = []
-    for ws_id, ws_name in ws:
+    for workspace_id, ws_name in workspace:
         with db.connect() as conn:
-            plan = plan_workspace(conn, ws_id, ws_name, now)
+            plan = plan_workspace(conn, workspace_id, ws_name, now)
         groups = _event_groups(plan)
         msg_names = {n for n in plan.name_cuts if parse_name(n) is not None}
         counts = {"event": 0, "message_event": 0, "journey_run": 0}

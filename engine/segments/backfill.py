@@ -301,31 +301,31 @@ def fill_batch(conn: Connection, workspace_id: int, scope: str, path: str, after
     dialect = conn.dialect.name
     end = _batch_end(conn, workspace_id, after, batch or BATCH)
     p = Params()
-    ws, lo, path_p = p(workspace_id), p(after), p(path)
+    workspace, lo, path_p = p(workspace_id), p(after), p(path)
     hi = p(end) if end is not None else None
     upto = f" AND cv.user_pk <= {hi}" if hi else ""
     ep_cond = "cv.ep = 0" if scope == "u" else "cv.ep <> 0"
     conn.execute(text(f"DELETE FROM customer_value WHERE id IN (SELECT cv.id FROM customer_value cv WHERE "
-                      f"cv.user_pk > {lo}{upto} AND cv.path = {path_p} AND {ep_cond} AND cv.workspace_id = {ws})"),
+                      f"cv.user_pk > {lo}{upto} AND cv.path = {path_p} AND {ep_cond} AND cv.workspace_id = {workspace})"),
                  p.values)
     alias = "u" if scope == "u" else "e"
     pk = "u.id" if scope == "u" else "e.user_pk"
-    where = f"{alias}.workspace_id = {ws} AND {pk} > {lo}" + (f" AND {pk} <= {hi}" if hi else "")
+    where = f"{alias}.workspace_id = {workspace} AND {pk} > {lo}" + (f" AND {pk} <= {hi}" if hi else "")
     sel = classified(dialect, scope, path, where, p)
     if sel is not None:
         cols = "workspace_id, user_pk, ep, path, kind, txt, num"
-        conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {ws}, c.user_pk, c.ep, {path_p}, c.kind, c.txt, "
+        conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {workspace}, c.user_pk, c.ep, {path_p}, c.kind, c.txt, "
                           f"c.num FROM ({sel}) c"), p.values)
         items = ("json_array_elements_text(c.arr) it(value)" if dialect == "postgresql" else "json_each(c.arr) it")
         lists = conn.execute(text(f"SELECT 1 FROM customer_value cv WHERE cv.user_pk > {lo}{upto} AND cv.path = {path_p} "
-                                  f"AND {ep_cond} AND cv.kind = 'l' AND cv.workspace_id = {ws} LIMIT 1"), p.values).first()
+                                  f"AND {ep_cond} AND cv.kind = 'l' AND cv.workspace_id = {workspace} LIMIT 1"), p.values).first()
         if lists:  # their items: the classification again, kept to the list rows
-            conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {ws}, c.user_pk, c.ep, {path_p}, 'i', "
+            conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {workspace}, c.user_pk, c.ep, {path_p}, 'i', "
                               f"it.value, NULL FROM ({sel}) c, {items} WHERE c.kind = 'l'"), p.values)
         # what SQL left to Python: those customers' rows of this path, from documents.value_rows
         odd = sorted(set(conn.execute(text(
             f"SELECT cv.user_pk FROM customer_value cv WHERE cv.user_pk > {lo}{upto} AND cv.path = {path_p} "
-            f"AND {ep_cond} AND cv.kind = '?' AND cv.workspace_id = {ws}"), p.values).scalars()))
+            f"AND {ep_cond} AND cv.kind = '?' AND cv.workspace_id = {workspace}"), p.values).scalars()))
         if odd:
             conn.execute(text(f"DELETE FROM customer_value WHERE id IN (SELECT cv.id FROM customer_value cv "
                               f"WHERE cv.user_pk IN :odd AND cv.path = {path_p} AND {ep_cond})")
@@ -426,7 +426,7 @@ def resume_all(db: Engine) -> int:
     with reading(db) as conn:
         ws_ids = list(conn.execute(select(indexed_paths.c.workspace_id).where(
             indexed_paths.c.filled_to.is_not(None)).distinct()).scalars())
-    return sum(fill(db, ws) for ws in ws_ids)
+    return sum(fill(db, workspace) for workspace in ws_ids)
 
 
 def progress(conn: Connection, workspace_id: int, index_paths: set[tuple[str, str]]) -> float | None:

@@ -229,10 +229,10 @@ def documents(conn: Connection, workspace_id: int, user_pks: list[int], facts: d
     found, eps = loaded or load_customers(conn, user_pks)
     member: dict[int, list[str]] = defaultdict(list)
     imported: dict[int, list[str]] = defaultdict(list)
-    ws = {"workspace_id": workspace_id}
-    for pk, sid in sorted(rows_where_in(conn, segment_members, ["user_pk", "segment_id"], "user_pk", user_pks, ws)):
+    workspace = {"workspace_id": workspace_id}
+    for pk, sid in sorted(rows_where_in(conn, segment_members, ["user_pk", "segment_id"], "user_pk", user_pks, workspace)):
         member[pk].append(sid)
-    for pk, sid in sorted(rows_where_in(conn, static_members, ["user_pk", "segment_id"], "user_pk", user_pks, ws)):
+    for pk, sid in sorted(rows_where_in(conn, static_members, ["user_pk", "segment_id"], "user_pk", user_pks, workspace)):
         imported[pk].append(sid)
     behaviour = _event_facts(conn, user_pks, facts, now) if facts else {}
     docs = {}

@@ -43,26 +43,26 @@ class SizeEstimate(msgspec.Struct, kw_only=True):
     sample: list[str]  # a few members' user ids
 
 
-def estimate_rule(db: Engine, ws: WorkspaceRef, rule: Any, *, exact_up_to: int = EXACT_UP_TO,
+def estimate_rule(db: Engine, workspace: WorkspaceRef, rule: Any, *, exact_up_to: int = EXACT_UP_TO,
                   sample_size: int = SAMPLE, examples: int = 10) -> SizeEstimate:
     """InvalidInput (field `rule`) for a rule that could not be saved."""
     now = now_ms()
     with db.begin() as conn:
-        validate_rule(conn, ws.id, UNSAVED, rule)
+        validate_rule(conn, workspace.id, UNSAVED, rule)
         seg = compile_segment(UNSAVED, "dynamic", rule)
-        total = conn.execute(select(func.count()).select_from(users).where(users.c.workspace_id == ws.id)).scalar_one()
+        total = conn.execute(select(func.count()).select_from(users).where(users.c.workspace_id == workspace.id)).scalar_one()
         if total <= exact_up_to:
-            members = sorted(full_members(conn, ws.id, seg, now))
+            members = sorted(full_members(conn, workspace.id, seg, now))
             return SizeEstimate(size=len(members), exact=True, low=len(members), high=len(members), customers=total,
                                 evaluated=total, sample=_names(conn, members[:examples]))
         # a quarter at most of the customers (a low threshold, as in tests, is below the usual sample)
         below = math.ceil(HASH_RANGE * min(sample_size, max(1, total // 4)) / total)
         pks = list(conn.execute(text(
             f"SELECT id FROM users WHERE workspace_id = :ws AND (id * {HASH_MULTIPLIER}) % {HASH_RANGE} < :below "
-            "ORDER BY id"), {"ws": ws.id, "below": below}).scalars())
+            "ORDER BY id"), {"ws": workspace.id, "below": below}).scalars())
         hits: list[int] = []
         for part in chunks(pks, BATCH):
-            docs = documents(conn, ws.id, list(part), seg.facts, now)
+            docs = documents(conn, workspace.id, list(part), seg.facts, now)
             hits += [pk for pk in part if pk in docs and python_member(seg, docs[pk])]
         names = _names(conn, hits[:examples])
     n = len(pks)

@@ -325,7 +325,7 @@ def stage(f: IO[bytes], fmt: str, job_id: str | None = None) -> tuple[IO[bytes],
     return staging, total
 
 
-def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_id: str | None,
+def apply(db: Engine, workspace: WorkspaceRef, staging: IO[bytes], name: str, segment_id: str | None,
           job_id: str | None = None,
           before_commit: Callable[[Connection, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Pass 2, all or nothing: upsert customers in chunks, then create the static segment.
@@ -336,26 +336,26 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
         # The segment is created after its members are recorded, so the chunks do not evaluate it
         # (creating it evaluates it once); its id is checked now, to fail before any write.
         seg_id = segment_id or uuid.uuid4().hex[:12]
-        check_new_id(conn, ws.id, seg_id)
+        check_new_id(conn, workspace.id, seg_id)
         batch: list[Staged] = []
 
         def flush() -> None:
             users = [s.user for s in batch]
             eps = [s.endpoint for s in batch if s.endpoint is not None]
-            register_names(conn, ws.id, "attribute", {k for u in users for k in u.attributes} |
+            register_names(conn, workspace.id, "attribute", {k for u in users for k in u.attributes} |
                            {k for e in eps for k in e.attributes})
-            register_names(conn, ws.id, "metric", {k for e in eps for k in e.metrics})
-            pks, _ = write_users(conn, ws.id, users)
+            register_names(conn, workspace.id, "metric", {k for e in eps for k in e.metrics})
+            pks, _ = write_users(conn, workspace.id, users)
             if eps:
                 try:
-                    write_endpoints(conn, ws.id, eps)
+                    write_endpoints(conn, workspace.id, eps)
                 except BatchRejected as exc:
                     raise ImportRejected(f"rows {done + 1}-{done + len(batch)}: {exc.details[0]['message']}",
                                          field="file", details=exc.details) from None
-            changes.customers_changed(conn, ws.id, pks)
+            changes.customers_changed(conn, workspace.id, pks)
             if pks:  # no read-before-write: over a table the planner knows nothing of, that read was a scan
                 conn.execute(insert_ignoring_conflicts(conn, static_members, ["workspace_id", "segment_id", "user_pk"]),
-                             [{"workspace_id": ws.id, "segment_id": seg_id, "user_pk": pk} for pk in sorted(set(pks))])
+                             [{"workspace_id": workspace.id, "segment_id": seg_id, "user_pk": pk} for pk in sorted(set(pks))])
 
         for line in staging:
             batch.append(dec.decode(line))
@@ -368,30 +368,30 @@ def apply(db: Engine, ws: WorkspaceRef, staging: IO[bytes], name: str, segment_i
         if batch:
             flush()
             done += len(batch)
-        create_in(conn, ws.id, SegmentIn(name=name, id=seg_id), kind="static")
+        create_in(conn, workspace.id, SegmentIn(name=name, id=seg_id), kind="static")
         result = {"segment_id": seg_id, "rows": done}
         if before_commit is not None:
             before_commit(conn, result)
     return result
 
 
-def run_import(db: Engine, ws: WorkspaceRef, f: IO[bytes], fmt: str, name: str, segment_id: str | None = None,
+def run_import(db: Engine, workspace: WorkspaceRef, f: IO[bytes], fmt: str, name: str, segment_id: str | None = None,
                job_id: str | None = None,
                before_commit: Callable[[Connection, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     staging, _ = stage(f, fmt, job_id)
     with staging:
-        return apply(db, ws, staging, name, segment_id, job_id, before_commit)
+        return apply(db, workspace, staging, name, segment_id, job_id, before_commit)
 
 
 # ---- jobs (their lifecycle: engine/segments/jobs.py) ---------------------------------------------
 
-def get_job(db: Engine, ws: WorkspaceRef, job_id: str) -> dict[str, Any]:
+def get_job(db: Engine, workspace: WorkspaceRef, job_id: str) -> dict[str, Any]:
     from tidings.engine.platform.db import reading
     from tidings.engine.platform.clock import ms_to_iso
 
     with reading(db) as conn:
         row = conn.execute(select(import_jobs).where(import_jobs.c.id == job_id,
-                                                     import_jobs.c.workspace_id == ws.id)).first()
+                                                     import_jobs.c.workspace_id == workspace.id)).first()
     if row is None:
         raise NotFound(f"no import job {job_id!r}", field="id")
     done = _progress.get(job_id, row.rows_done) if row.status == "running" else row.rows_done

@@ -98,7 +98,7 @@ class Upload:
         self.file.close()
 
 
-def start_job(db: Engine, ws: WorkspaceRef, upload: Upload, fmt: str, name: str,
+def start_job(db: Engine, workspace: WorkspaceRef, upload: Upload, fmt: str, name: str,
               segment_id: str | None) -> dict[str, Any]:
     """Record a job for an upload written by this process and import it in a thread."""
     from tidings.engine.segments.imports import get_job
@@ -106,13 +106,13 @@ def start_job(db: Engine, ws: WorkspaceRef, upload: Upload, fmt: str, name: str,
     job_id = uuid.uuid4().hex
     upload.file.flush()
     upload.rename(job_id)
-    params = JobParams(workspace_id=ws.id, workspace=ws.name, format=fmt, name=name, segment_id=segment_id)
+    params = JobParams(workspace_id=workspace.id, workspace=workspace.name, format=fmt, name=name, segment_id=segment_id)
     upload.path.with_suffix(PARAMS).write_bytes(msgspec.json.encode(params))
     with writing(db) as conn:
-        conn.execute(insert(import_jobs).values(id=job_id, workspace_id=ws.id, segment_id=segment_id or "",
+        conn.execute(insert(import_jobs).values(id=job_id, workspace_id=workspace.id, segment_id=segment_id or "",
                                                 status="running", rows_done=0, errors=[], created_at=now_ms()))
     _spawn(db, job_id, upload, params)
-    return get_job(db, ws, job_id)
+    return get_job(db, workspace, job_id)
 
 
 def _spawn(db: Engine, job_id: str, upload: Upload, params: JobParams) -> None:
@@ -138,11 +138,11 @@ def _mark_succeeded(job_id: str):
 def _work(db: Engine, job_id: str, upload: Upload, params: JobParams) -> None:
     from tidings.engine.segments import imports
 
-    ws = WorkspaceRef(id=params.workspace_id, name=params.workspace)
+    workspace = WorkspaceRef(id=params.workspace_id, name=params.workspace)
     failed: dict[str, Any] | None = None
     try:
         with open(upload.path, "rb") as f:
-            imports.run_import(db, ws, f, params.format, params.name, params.segment_id, job_id,
+            imports.run_import(db, workspace, f, params.format, params.name, params.segment_id, job_id,
                                before_commit=_mark_succeeded(job_id))
     except TidingsError as exc:
         failed = {"errors": exc.details, "message": exc.message, "rows_done": imports._progress.get(job_id, 0)}

@@ -62,10 +62,10 @@ def _finish(conn: Connection, job_id: str, **values: Any) -> None:
         raise NoLongerPending(job_id)
 
 
-def _create(db: Engine, ws: WorkspaceRef, folder: Path, job: dict[str, Any]) -> dict[str, Any]:
+def _create(db: Engine, workspace: WorkspaceRef, folder: Path, job: dict[str, Any]) -> dict[str, Any]:
     """Record the job, start it, and return it as recorded (CREATED: the thread may have moved it on since)."""
     upload = jobs.Upload.new(folder)  # held from before the row exists: a live job is never seen unheld
-    row = {**job, "workspace_id": ws.id, "status": "CREATED", "failures": [], "total_failures": 0,
+    row = {**job, "workspace_id": workspace.id, "status": "CREATED", "failures": [], "total_failures": 0,
            "total_processed": 0, "created_at": now_ms(), "completed_at": 0}
     try:
         upload.rename(f"{PREFIX}{job['id']}")
@@ -78,25 +78,25 @@ def _create(db: Engine, ws: WorkspaceRef, folder: Path, job: dict[str, Any]) -> 
     return row
 
 
-def import_job(db: Engine, ws: WorkspaceRef, folder: Path, definition: dict[str, Any]) -> dict[str, Any]:
+def import_job(db: Engine, workspace: WorkspaceRef, folder: Path, definition: dict[str, Any]) -> dict[str, Any]:
     """Record an import of the file `definition["S3Url"]` names into a new static segment named
     `definition["SegmentName"]`, and start it in the background; returns the job as created."""
     parse_location(definition["S3Url"], "ImportJobRequest.S3Url")  # refused now, not as a failed job
-    return _create(db, ws, folder, {"id": uuid.uuid4().hex, "type": "IMPORT", "segment_id": "",
+    return _create(db, workspace, folder, {"id": uuid.uuid4().hex, "type": "IMPORT", "segment_id": "",
                                     "definition": definition})
 
 
-def export_job(db: Engine, ws: WorkspaceRef, folder: Path, definition: dict[str, Any]) -> dict[str, Any]:
+def export_job(db: Engine, workspace: WorkspaceRef, folder: Path, definition: dict[str, Any]) -> dict[str, Any]:
     """Record an export of the segment's endpoints, one JSON object a line, as `<job id>.json` under
     `definition["S3UrlPrefix"]`, and start it in the background; returns the job as created."""
     parse_location(definition["S3UrlPrefix"], "ExportJobRequest.S3UrlPrefix")
     segment_id = definition["SegmentId"]
     version = definition.get("SegmentVersion")
-    current = get_segment(db, ws, segment_id).version
+    current = get_segment(db, workspace, segment_id).version
     if version is not None and version != current:
         raise InvalidInput(f"ExportJobRequest.SegmentVersion: segment {segment_id!r} is at version {current}; "
                            "only its current version can be exported", field="ExportJobRequest.SegmentVersion")
-    return _create(db, ws, folder, {"id": uuid.uuid4().hex, "type": "EXPORT", "segment_id": segment_id,
+    return _create(db, workspace, folder, {"id": uuid.uuid4().hex, "type": "EXPORT", "segment_id": segment_id,
                                     "definition": {**definition, "SegmentVersion": current}})
 
 
@@ -122,13 +122,13 @@ def _run(db: Engine, job_id: str, upload: jobs.Upload) -> None:
             return  # finished by another run, or deleted with its workspace
         conn.execute(update(pinpoint_jobs).where(pinpoint_jobs.c.id == job_id)
                      .values(status="PROCESSING", total_processed=0))
-    ws = WorkspaceRef(row["workspace_id"], row["workspace"])
+    workspace = WorkspaceRef(row["workspace_id"], row["workspace"])
     definition = row["definition"]
     try:
         if row["type"] == "IMPORT":
-            _import(db, ws, job_id, definition, upload)
+            _import(db, workspace, job_id, definition, upload)
         else:
-            _export(db, ws, job_id, definition)
+            _export(db, workspace, job_id, definition)
         return
     except NoLongerPending:
         log.info("pinpoint job %s finished elsewhere (or was deleted); this run wrote nothing", job_id)
@@ -145,7 +145,7 @@ def _run(db: Engine, job_id: str, upload: jobs.Upload) -> None:
         pass
 
 
-def _import(db: Engine, ws: WorkspaceRef, job_id: str, definition: dict[str, Any], upload: jobs.Upload) -> None:
+def _import(db: Engine, workspace: WorkspaceRef, job_id: str, definition: dict[str, Any], upload: jobs.Upload) -> None:
     source = parse_location(definition["S3Url"], "ImportJobRequest.S3Url")
     upload.file.seek(0)
     upload.file.truncate()
@@ -156,7 +156,7 @@ def _import(db: Engine, ws: WorkspaceRef, job_id: str, definition: dict[str, Any
         _finish(conn, job_id, status="COMPLETED", segment_id=result["segment_id"],
                 definition={**definition, "SegmentId": result["segment_id"]}, total_processed=result["rows"])
     with open(upload.path, "rb") as f:
-        imports.run_import(db, ws, f, "pinpoint", definition["SegmentName"], job_id=job_id,
+        imports.run_import(db, workspace, f, "pinpoint", definition["SegmentName"], job_id=job_id,
                            before_commit=completed)
 
 
@@ -171,11 +171,11 @@ def _pinpoint_endpoints(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, An
                    "User": {"UserId": row["user_id"], "UserAttributes": user_attributes}}
 
 
-def _export(db: Engine, ws: WorkspaceRef, job_id: str, definition: dict[str, Any]) -> None:
+def _export(db: Engine, workspace: WorkspaceRef, job_id: str, definition: dict[str, Any]) -> None:
     target = parse_location(definition["S3UrlPrefix"], "ExportJobRequest.S3UrlPrefix")
     count = 0
     with tempfile.TemporaryFile() as f:
-        for endpoint in _pinpoint_endpoints(export_rows(db, ws, definition["SegmentId"])):
+        for endpoint in _pinpoint_endpoints(export_rows(db, workspace, definition["SegmentId"])):
             f.write(json.dumps(endpoint, separators=(",", ":")).encode() + b"\n")
             count += 1
             if count % 1000 == 0:
@@ -208,10 +208,10 @@ def recover(db: Engine, folder: Path) -> int:
     return started
 
 
-def get_job(db: Engine, ws: WorkspaceRef, kind: str, job_id: str) -> dict[str, Any]:
+def get_job(db: Engine, workspace: WorkspaceRef, kind: str, job_id: str) -> dict[str, Any]:
     with reading(db) as conn:
         row = conn.execute(select(pinpoint_jobs).where(
-            pinpoint_jobs.c.workspace_id == ws.id, pinpoint_jobs.c.type == kind,
+            pinpoint_jobs.c.workspace_id == workspace.id, pinpoint_jobs.c.type == kind,
             pinpoint_jobs.c.id == job_id)).mappings().first()
     if row is None:
         raise NotFound(f"no {kind.lower()} job {job_id!r}", field="JobId")
@@ -224,10 +224,10 @@ def _with_progress(job: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-def list_jobs(db: Engine, ws: WorkspaceRef, kind: str, segment_id: str | None = None) -> list[dict[str, Any]]:
-    query = select(pinpoint_jobs).where(pinpoint_jobs.c.workspace_id == ws.id, pinpoint_jobs.c.type == kind)
+def list_jobs(db: Engine, workspace: WorkspaceRef, kind: str, segment_id: str | None = None) -> list[dict[str, Any]]:
+    query = select(pinpoint_jobs).where(pinpoint_jobs.c.workspace_id == workspace.id, pinpoint_jobs.c.type == kind)
     if segment_id is not None:
-        get_segment(db, ws, segment_id)  # NotFound for a segment the workspace does not have
+        get_segment(db, workspace, segment_id)  # NotFound for a segment the workspace does not have
         query = query.where(pinpoint_jobs.c.segment_id == segment_id)
     with reading(db) as conn:
         return [_with_progress(dict(r)) for r in conn.execute(query).mappings()]

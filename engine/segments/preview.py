@@ -22,12 +22,12 @@ class RulePreview(msgspec.Struct):
     sample: list[str]
 
 
-def preview_rule(db: Engine, ws: WorkspaceRef, rule: Any, sample: int = 10) -> RulePreview:
+def preview_rule(db: Engine, workspace: WorkspaceRef, rule: Any, sample: int = 10) -> RulePreview:
     """InvalidInput (field `rule`) for a rule that could not be saved."""
     with db.begin() as conn:
-        validate_rule(conn, ws.id, UNSAVED, rule)
+        validate_rule(conn, workspace.id, UNSAVED, rule)
         # nothing registered for an unsaved rule: paths the index does not hold are read from the JSON
-        members = full_members(conn, ws.id, compile_segment(UNSAVED, "dynamic", rule), now_ms(), register=False)
+        members = full_members(conn, workspace.id, compile_segment(UNSAVED, "dynamic", rule), now_ms(), register=False)
         first = sorted(members)[:sample]
         names: dict[int, str] = dict(conn.execute(select(users.c.id, users.c.user_id).where(users.c.id.in_(first))).all()) if first else {}
     return RulePreview(size=len(members), sample=[names[pk] for pk in first if pk in names])

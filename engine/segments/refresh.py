@@ -26,12 +26,12 @@ def refresh_clock_segments(db: Engine, now_ms: int) -> int:
     changed = 0
     with reading(db) as conn:
         ws_ids = list(conn.execute(select(workspaces.c.id)).scalars())
-    for ws_id in ws_ids:
+    for workspace_id in ws_ids:
         with reading(db) as conn:
-            ids = {s.id for s in workspace_segments(conn, ws_id) if s.clock}
+            ids = {s.id for s in workspace_segments(conn, workspace_id) if s.clock}
         if ids:
             with writing(db) as conn:
-                for entered, exited in evaluate_many_full(conn, ws_id, ids, now_ms).values():
+                for entered, exited in evaluate_many_full(conn, workspace_id, ids, now_ms).values():
                     changed += entered + exited
     return changed
 

@@ -156,14 +156,14 @@ def create_in(conn: Connection, workspace_id: int, data: SegmentIn, kind: str = 
     return seg_id
 
 
-def create_segment(db: Engine, ws: WorkspaceRef, data: SegmentIn, tags: dict[str, str] | None = None) -> SegmentOut:
+def create_segment(db: Engine, workspace: WorkspaceRef, data: SegmentIn, tags: dict[str, str] | None = None) -> SegmentOut:
     """Create; `tags` (tidings.engine.workspaces.tags) are stored in the same transaction."""
     with writing(db) as conn:
-        seg_id = create_in(conn, ws.id, data)
+        seg_id = create_in(conn, workspace.id, data)
         if tags:
-            add_tags(conn, ws.id, f"segments/{seg_id}", tags)
-        out = _out(conn, _row(conn, ws.id, seg_id))
-    backfill.kick(db, ws.id)
+            add_tags(conn, workspace.id, f"segments/{seg_id}", tags)
+        out = _out(conn, _row(conn, workspace.id, seg_id))
+    backfill.kick(db, workspace.id)
     return out
 
 
@@ -188,28 +188,28 @@ def update_in(conn: Connection, workspace_id: int, segment_id: str, patch: Segme
     return True
 
 
-def update_segment(db: Engine, ws: WorkspaceRef, segment_id: str, patch: SegmentPatch) -> SegmentOut:
+def update_segment(db: Engine, workspace: WorkspaceRef, segment_id: str, patch: SegmentPatch) -> SegmentOut:
     with writing(db) as conn:
-        update_in(conn, ws.id, segment_id, patch)
-        out = _out(conn, _row(conn, ws.id, segment_id))
-    backfill.kick(db, ws.id)
+        update_in(conn, workspace.id, segment_id, patch)
+        out = _out(conn, _row(conn, workspace.id, segment_id))
+    backfill.kick(db, workspace.id)
     return out
 
 
-def duplicate_segment(db: Engine, ws: WorkspaceRef, segment_id: str, new_id: str | None = None,
+def duplicate_segment(db: Engine, workspace: WorkspaceRef, segment_id: str, new_id: str | None = None,
                       name: str | None = None) -> SegmentOut:
     with writing(db) as conn:
-        row = _row(conn, ws.id, segment_id)
+        row = _row(conn, workspace.id, segment_id)
         data = SegmentIn(name=name or f"{row.name} (copy)", rule=row.rule, id=new_id)
-        seg_id = create_in(conn, ws.id, data, kind=row.kind)
+        seg_id = create_in(conn, workspace.id, data, kind=row.kind)
         if row.kind == "static":
             conn.execute(insert(static_members).from_select(
                 ["workspace_id", "segment_id", "user_pk"],
                 select(static_members.c.workspace_id, literal(seg_id), static_members.c.user_pk)
-                .where(static_members.c.workspace_id == ws.id, static_members.c.segment_id == segment_id)))
-            evaluate_many_full(conn, ws.id, {seg_id}, record_events=False)
-        out = _out(conn, _row(conn, ws.id, seg_id))
-    backfill.kick(db, ws.id)
+                .where(static_members.c.workspace_id == workspace.id, static_members.c.segment_id == segment_id)))
+            evaluate_many_full(conn, workspace.id, {seg_id}, record_events=False)
+        out = _out(conn, _row(conn, workspace.id, seg_id))
+    backfill.kick(db, workspace.id)
     return out
 
 
@@ -220,56 +220,56 @@ def segment_in_use_by(conn: Connection, workspace_id: int, segment_id: str) -> l
         journey_segment_refs.c.active.is_(True)).order_by(journey_segment_refs.c.journey_id)).scalars())
 
 
-def delete_segment(db: Engine, ws: WorkspaceRef, segment_id: str) -> None:
+def delete_segment(db: Engine, workspace: WorkspaceRef, segment_id: str) -> None:
     with writing(db) as conn:
-        _row(conn, ws.id, segment_id)
-        journeys = segment_in_use_by(conn, ws.id, segment_id)
+        _row(conn, workspace.id, segment_id)
+        journeys = segment_in_use_by(conn, workspace.id, segment_id)
         if journeys:
             raise Conflict(f"segment {segment_id!r} is used by active journeys: {', '.join(journeys)}", field="id")
-        users_of = [s for s, refs in _refs_graph(conn, ws.id).items() if segment_id in refs and s != segment_id]
+        users_of = [s for s, refs in _refs_graph(conn, workspace.id).items() if segment_id in refs and s != segment_id]
         if users_of:
             raise Conflict(f"segment {segment_id!r} is used by segments: {', '.join(sorted(users_of))}", field="id")
         for table in (segment_members, static_members, segment_versions):
-            conn.execute(delete(table).where(table.c.workspace_id == ws.id, table.c.segment_id == segment_id))
-        conn.execute(delete(segments).where(segments.c.workspace_id == ws.id, segments.c.id == segment_id))
-        drop_tags(conn, ws.id, f"segments/{segment_id}")
+            conn.execute(delete(table).where(table.c.workspace_id == workspace.id, table.c.segment_id == segment_id))
+        conn.execute(delete(segments).where(segments.c.workspace_id == workspace.id, segments.c.id == segment_id))
+        drop_tags(conn, workspace.id, f"segments/{segment_id}")
 
 
-def get_segment(db: Engine, ws: WorkspaceRef, segment_id: str) -> SegmentOut:
+def get_segment(db: Engine, workspace: WorkspaceRef, segment_id: str) -> SegmentOut:
     with reading(db) as conn:
-        return _out(conn, _row(conn, ws.id, segment_id))
+        return _out(conn, _row(conn, workspace.id, segment_id))
 
 
-def list_segments(db: Engine, ws: WorkspaceRef) -> list[SegmentOut]:
+def list_segments(db: Engine, workspace: WorkspaceRef) -> list[SegmentOut]:
     with reading(db) as conn:
         sizes = dict(conn.execute(select(segment_members.c.segment_id, func.count()).where(
-            segment_members.c.workspace_id == ws.id).group_by(segment_members.c.segment_id)).all())
-        rows = conn.execute(select(segments).where(segments.c.workspace_id == ws.id).order_by(segments.c.id)).all()
-        filling = _filling(conn, ws.id)
+            segment_members.c.workspace_id == workspace.id).group_by(segment_members.c.segment_id)).all())
+        rows = conn.execute(select(segments).where(segments.c.workspace_id == workspace.id).order_by(segments.c.id)).all()
+        filling = _filling(conn, workspace.id)
         states = {r.id: _state(conn, r, filling) for r in rows}
     return [SegmentOut(id=r.id, name=r.name, kind=r.kind, rule=r.rule, version=r.version, size=sizes.get(r.id, 0),
                        created_at=ms_to_iso(r.created_at), updated_at=ms_to_iso(r.updated_at), state=states[r.id][0],
                        progress=states[r.id][1]) for r in rows]
 
 
-def list_versions(db: Engine, ws: WorkspaceRef, segment_id: str) -> list[VersionOut]:
+def list_versions(db: Engine, workspace: WorkspaceRef, segment_id: str) -> list[VersionOut]:
     with reading(db) as conn:
-        _row(conn, ws.id, segment_id)
+        _row(conn, workspace.id, segment_id)
         rows = conn.execute(select(segment_versions).where(
-            segment_versions.c.workspace_id == ws.id, segment_versions.c.segment_id == segment_id)
+            segment_versions.c.workspace_id == workspace.id, segment_versions.c.segment_id == segment_id)
             .order_by(segment_versions.c.version)).all()
     return [VersionOut(version=r.version, name=r.name, rule=r.rule, created_at=ms_to_iso(r.created_at)) for r in rows]
 
 
-def members_page(db: Engine, ws: WorkspaceRef, segment_id: str, cursor: str | None, limit: int) -> dict:
+def members_page(db: Engine, workspace: WorkspaceRef, segment_id: str, cursor: str | None, limit: int) -> dict:
     check_limit(limit)
     after = decode_cursor(cursor)
     with reading(db) as conn:
-        _row(conn, ws.id, segment_id)
+        _row(conn, workspace.id, segment_id)
         rows = conn.execute(
             select(segment_members.c.user_pk, users.c.user_id, segment_members.c.since)
             .join(users, users.c.id == segment_members.c.user_pk)
-            .where(segment_members.c.workspace_id == ws.id, segment_members.c.segment_id == segment_id,
+            .where(segment_members.c.workspace_id == workspace.id, segment_members.c.segment_id == segment_id,
                    segment_members.c.user_pk > after)
             .order_by(segment_members.c.user_pk).limit(limit)).all()
     return {"items": [{"user_id": r.user_id, "since": ms_to_iso(r.since)} for r in rows],
@@ -316,22 +316,22 @@ def set_journey_refs(conn: Connection, workspace_id: int, journey_id: str, segme
                                           active=active))
 
 
-def put_static_segment(db: Engine, ws: WorkspaceRef, segment_id: str, user_pks: list[int]) -> None:
+def put_static_segment(db: Engine, workspace: WorkspaceRef, segment_id: str, user_pks: list[int]) -> None:
     """A static segment holding exactly these customers (created, or its members replaced), without
     `_segment.*` events: how tests and the journey test harness place customers in a segment."""
     with writing(db) as conn:
-        exists = conn.execute(select(segments.c.kind).where(segments.c.workspace_id == ws.id,
+        exists = conn.execute(select(segments.c.kind).where(segments.c.workspace_id == workspace.id,
                                                             segments.c.id == segment_id)).scalar()
         if exists is None:
-            create_in(conn, ws.id, SegmentIn(name=segment_id, id=segment_id), kind="static")
+            create_in(conn, workspace.id, SegmentIn(name=segment_id, id=segment_id), kind="static")
         elif exists != "static":
             raise Conflict(f"segment {segment_id!r} is not static", field="id")
-        conn.execute(delete(static_members).where(static_members.c.workspace_id == ws.id,
+        conn.execute(delete(static_members).where(static_members.c.workspace_id == workspace.id,
                                                   static_members.c.segment_id == segment_id))
         for part in chunks(sorted(set(user_pks))):
-            conn.execute(insert(static_members), [{"workspace_id": ws.id, "segment_id": segment_id, "user_pk": pk}
+            conn.execute(insert(static_members), [{"workspace_id": workspace.id, "segment_id": segment_id, "user_pk": pk}
                                                   for pk in part])
-        evaluate_many_full(conn, ws.id, {segment_id}, record_events=False)
+        evaluate_many_full(conn, workspace.id, {segment_id}, record_events=False)
 
 
 def segment_size(conn: Connection, workspace_id: int, segment_id: str) -> int:
@@ -359,14 +359,14 @@ def members(db: Engine, workspace_id: int, segment_id: str, batch: int = 5000) -
         after = part[-1]
 
 
-def export_rows(db: Engine, ws: WorkspaceRef, segment_id: str) -> Iterator[dict[str, Any]]:
+def export_rows(db: Engine, workspace: WorkspaceRef, segment_id: str) -> Iterator[dict[str, Any]]:
     """Members as customer documents (user id, attributes, metrics, endpoints), streamed."""
     from tidings.engine.segments.documents import load_customers
 
     with reading(db) as conn:
-        _row(conn, ws.id, segment_id)
+        _row(conn, workspace.id, segment_id)
     pks: list[int] = []
-    for pk in members(db, ws.id, segment_id):
+    for pk in members(db, workspace.id, segment_id):
         pks.append(pk)
         if len(pks) == 1000:
             yield from _export_batch(db, pks, load_customers)
@@ -388,7 +388,7 @@ def _export_batch(db: Engine, pks: list[int], load_customers) -> Iterator[dict[s
                               "opt_out": e.opt_out} for e in eps.get(pk, [])]}
 
 
-def apply_segment_resource(db: Engine, ws: WorkspaceRef, doc: dict[str, Any]) -> str:
+def apply_segment_resource(db: Engine, workspace: WorkspaceRef, doc: dict[str, Any]) -> str:
     """Idempotent upsert of a `kind: Segment` YAML resource; returns created | updated | unchanged."""
     if doc.get("kind") != "Segment":
         raise InvalidInput("kind must be Segment", field="kind")
@@ -401,15 +401,15 @@ def apply_segment_resource(db: Engine, ws: WorkspaceRef, doc: dict[str, Any]) ->
     if not isinstance(seg_id, str):
         raise InvalidInput("a Segment resource needs an id", field="id")
     with writing(db) as conn:
-        exists = conn.execute(select(segments.c.id).where(segments.c.workspace_id == ws.id,
+        exists = conn.execute(select(segments.c.id).where(segments.c.workspace_id == workspace.id,
                                                           segments.c.id == seg_id)).first()
         if not exists:
-            create_in(conn, ws.id, SegmentIn(name=doc.get("name") or seg_id, rule=doc.get("rule"), id=seg_id))
+            create_in(conn, workspace.id, SegmentIn(name=doc.get("name") or seg_id, rule=doc.get("rule"), id=seg_id))
             outcome = "created"
         else:
-            changed = update_in(conn, ws.id, seg_id, SegmentPatch(name=doc.get("name") or seg_id, rule=doc.get("rule")))
+            changed = update_in(conn, workspace.id, seg_id, SegmentPatch(name=doc.get("name") or seg_id, rule=doc.get("rule")))
             outcome = "updated" if changed else "unchanged"
-    backfill.kick(db, ws.id)
+    backfill.kick(db, workspace.id)
     return outcome
 
 

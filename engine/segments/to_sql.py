@@ -455,12 +455,12 @@ def _leaf_of(n: Any) -> tuple[str, Leaf] | None:
     return var, leaf
 
 
-def _kind_sets(path: str, leaf: Leaf, ctx: Ctx, ws: str) -> tuple[list[str], list[str]] | None:
+def _kind_sets(path: str, leaf: Leaf, ctx: Ctx, workspace: str) -> tuple[list[str], list[str]] | None:
     """Index-driven selects of who may pass this leaf (outcome 1 or 3), and who may be unsure."""
     if leaf.probe(None, missing=True) in (T, UNSURE):
         return None
     passing, unsure = [], []
-    base = f"SELECT cv.user_pk FROM customer_value cv WHERE cv.workspace_id = {ws} AND cv.path = {ctx.p(path)} AND cv.ep = 0"
+    base = f"SELECT cv.user_pk FROM customer_value cv WHERE cv.workspace_id = {workspace} AND cv.path = {ctx.p(path)} AND cv.ep = 0"
     for k in ("n", "b", "l", "s", "t", "z", "o", "x"):
         sql = _cv_kind_sql(leaf, k, ctx)
         if sql in ("0", "2"):
@@ -583,7 +583,7 @@ def seek_columns(logic: Any, ctx: Ctx) -> dict[int, tuple[str, bool]]:
     return out
 
 
-def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
+def driving_sets(logic: Any, ctx: Ctx, workspace: str) -> list[str]:
     """For a top-level `and`, per conjunct that is a plain attribute leaf whose missing value cannot pass:
     an index range scan of the users for whom it can be true or unsure (disjoint kinds, so UNION ALL).
     Each is a superset of the members: a member makes every conjunct true."""
@@ -592,7 +592,7 @@ def driving_sets(logic: Any, ctx: Ctx, ws: str) -> list[str]:
     out = []
     for c in logic["and"]:
         got = _leaf_of(c)
-        ks = _kind_sets(got[0], got[1], ctx, ws) if got else None
+        ks = _kind_sets(got[0], got[1], ctx, workspace) if got else None
         if ks is not None:
             out.append(" UNION ALL ".join(ks[0]) or "SELECT NULL AS user_pk WHERE 1 = 0")
     return out
@@ -631,9 +631,9 @@ def full_query(logic: Any, facts: dict[str, dict[str, Any]], ctx: Ctx, driving: 
         return (f"SELECT q.pk, q.o FROM (SELECT w.user_pk AS pk, {expr} AS o FROM {wide_table}"
                 f"{where} {fence}) q WHERE q.o IN (1, 3)")
     expr = outcome_sql(logic, facts, ctx)
-    ws = ctx.p(ctx.workspace_id)
+    workspace = ctx.p(ctx.workspace_id)
     if driving:  # its rows are the workspace's (customer_value.workspace_id), one per user
         source = f"(SELECT d.user_pk AS id FROM ({driving}) d) u"
     else:
-        source = f"users u WHERE u.workspace_id = {ws}"
+        source = f"users u WHERE u.workspace_id = {workspace}"
     return f"SELECT q.pk, q.o FROM (SELECT u.id AS pk, {expr} AS o FROM {source}) q WHERE q.o IN (1, 3)"

@@ -28,7 +28,7 @@ class ImportOutcome(msgspec.Struct):
     queued: bool
 
 
-async def import_stream(db: Engine, ws: WorkspaceRef, chunks: AsyncIterator[bytes], imports_dir: Path, *,
+async def import_stream(db: Engine, workspace: WorkspaceRef, chunks: AsyncIterator[bytes], imports_dir: Path, *,
                         format: str, name: str, segment_id: str | None, run_as_job: bool) -> ImportOutcome:
     if format not in FORMATS:
         raise InvalidInput("format is pinpoint or plain", field="format")
@@ -43,7 +43,7 @@ async def import_stream(db: Engine, ws: WorkspaceRef, chunks: AsyncIterator[byte
         if not size:  # refused now, as a synchronous import would be, rather than as a failed job
             raise InvalidInput("the file is empty", field="file")
         if run_as_job or lines > imports.ASYNC_ROWS:
-            job = await anyio.to_thread.run_sync(jobs.start_job, db, ws, upload, format, name, segment_id)
+            job = await anyio.to_thread.run_sync(jobs.start_job, db, workspace, upload, format, name, segment_id)
             return ImportOutcome(body=job, queued=True)  # the job owns the upload from here
     except BaseException:
         upload.discard()
@@ -53,7 +53,7 @@ async def import_stream(db: Engine, ws: WorkspaceRef, chunks: AsyncIterator[byte
         try:
             upload.file.flush()
             with open(upload.path, "rb") as f:
-                return imports.run_import(db, ws, f, format, name, segment_id)
+                return imports.run_import(db, workspace, f, format, name, segment_id)
         finally:
             upload.discard()
 

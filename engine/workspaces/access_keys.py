@@ -43,12 +43,12 @@ def create_access_key(db: Engine, workspace_name: str | None, seal: Callable[[st
     key_id = ACCESS_KEY_PREFIX + "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
     secret = secrets.token_urlsafe(30)  # 40 characters, like an AWS secret access key
     sealed = seal(secret)  # before anything is written: no key pair exists that cannot be verified
-    ws = ensure_workspace(db, workspace_name) if workspace_name is not None else None
+    workspace = ensure_workspace(db, workspace_name) if workspace_name is not None else None
     with db.begin() as conn:
-        conn.execute(insert(access_keys).values(workspace_id=ws.id if ws else None, admin=ws is None,
+        conn.execute(insert(access_keys).values(workspace_id=workspace.id if workspace else None, admin=workspace is None,
                                                 access_key_id=key_id, sealed_secret=sealed, label=label,
                                                 created_at=now_ms()))
-    return ws, key_id, secret
+    return workspace, key_id, secret
 
 
 def find_access_key(db: Engine, access_key_id: str) -> AccessKey | None:

@@ -30,33 +30,33 @@ def ensure_workspace(db: Engine, name: str) -> WorkspaceRef:
     with writing(db) as conn:
         row = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).first()
         if row is None:
-            ws_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
+            workspace_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
         else:
-            ws_id = row.id
-    return WorkspaceRef(ws_id, name)
+            workspace_id = row.id
+    return WorkspaceRef(workspace_id, name)
 
 
 def find_workspace(db: Engine, name: str) -> WorkspaceRef:
     """An existing workspace by name; NotFound (naming how to create it) when there is none."""
     with reading(db) as conn:
-        ws_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
-    if ws_id is None:
+        workspace_id = conn.execute(select(workspaces.c.id).where(workspaces.c.name == name)).scalar()
+    if workspace_id is None:
         raise NotFound(f"no workspace {name!r} (create one with: tidings keys create --workspace {name})",
                        field="workspace")
-    return WorkspaceRef(ws_id, name)
+    return WorkspaceRef(workspace_id, name)
 
 
 def create_key(db: Engine, workspace_name: str, label: str = "") -> tuple[WorkspaceRef, str]:
     """Create the workspace if needed and a new key for it; the key is returned once, never stored."""
-    ws = ensure_workspace(db, workspace_name)
+    workspace = ensure_workspace(db, workspace_name)
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with writing(db) as conn:
         conn.execute(
             insert(api_keys).values(
-                workspace_id=ws.id, prefix=key[:11], key_hash=_hash(key), label=label, created_at=now_ms()
+                workspace_id=workspace.id, prefix=key[:11], key_hash=_hash(key), label=label, created_at=now_ms()
             )
         )
-    return ws, key
+    return workspace, key
 
 
 def list_keys(db: Engine, workspace: str | None = None) -> list[dict]:
@@ -105,10 +105,10 @@ def authenticate(db: Engine, authorization: str | None) -> WorkspaceRef:
     return WorkspaceRef(row.id, row.name)
 
 
-def created_at(db: Engine, ws: WorkspaceRef) -> int:
+def created_at(db: Engine, workspace: WorkspaceRef) -> int:
     """When the workspace was created (epoch ms): Pinpoint's CreationDate of the application it stands for."""
     with reading(db) as conn:
-        return conn.execute(select(workspaces.c.created_at).where(workspaces.c.id == ws.id)).scalar_one()
+        return conn.execute(select(workspaces.c.created_at).where(workspaces.c.id == workspace.id)).scalar_one()
 
 
 def list_workspaces(db: Engine) -> list[WorkspaceRef]:
@@ -124,15 +124,15 @@ def create_workspace(db: Engine, name: str, tags: dict[str, str] | None = None) 
 
     try:
         with writing(db) as conn:
-            ws_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
+            workspace_id = conn.execute(insert(workspaces).values(name=name, created_at=now_ms())).inserted_primary_key[0]
             if tags:
-                add_tags(conn, ws_id, "app", tags)
+                add_tags(conn, workspace_id, "app", tags)
     except IntegrityError:  # the name's unique constraint: taken, perhaps a moment ago by another request
         raise Conflict(f"a workspace named {name!r} exists", field="name") from None
-    return WorkspaceRef(ws_id, name)
+    return WorkspaceRef(workspace_id, name)
 
 
-def delete_workspace(db: Engine, ws: WorkspaceRef) -> dict[str, int]:
+def delete_workspace(db: Engine, workspace: WorkspaceRef) -> dict[str, int]:
     """Delete the workspace and every row of it, in one transaction: customers, events, segments, journeys,
     messages, channels, streams, jobs, and its keys (which stop working with it). Returns the rows deleted per
     table. The tables are read from the database itself (every table with a `workspace_id` column, children
@@ -146,9 +146,9 @@ def delete_workspace(db: Engine, ws: WorkspaceRef) -> dict[str, int]:
         for table in reversed(meta.sorted_tables):
             if table.name == workspaces.name or "workspace_id" not in table.c:
                 continue
-            n = conn.execute(delete(table).where(table.c.workspace_id == ws.id)).rowcount
+            n = conn.execute(delete(table).where(table.c.workspace_id == workspace.id)).rowcount
             if n:
                 deleted[table.name] = n
-        if not conn.execute(delete(workspaces).where(workspaces.c.id == ws.id)).rowcount:
-            raise NotFound(f"no workspace {ws.name!r}", field="workspace")  # deleted a moment ago by another
+        if not conn.execute(delete(workspaces).where(workspaces.c.id == workspace.id)).rowcount:
+            raise NotFound(f"no workspace {workspace.name!r}", field="workspace")  # deleted a moment ago by another
     return deleted

@@ -41,9 +41,9 @@ async def main(n: int) -> None:
                                      headers={"Authorization": f"Bearer {stack.dev_key}"}) as c:
             from sqlalchemy import text
             with db.connect() as conn:
-                ws_id = conn.execute(text("select id from workspace where name = 'dev'")).scalar_one()
+                workspace_id = conn.execute(text("select id from workspace where name = 'dev'")).scalar_one()
             t = time.perf_counter()
-            bulk_customers(db, ws_id, n)
+            bulk_customers(db, workspace_id, n)
             print(f"{n:,} customers + endpoints written in {time.perf_counter() - t:.1f} s (bulk SQL)")
             r = await c.put("/v1/templates/offer", json=TEMPLATE)
             assert r.status_code in (200, 201), r.text

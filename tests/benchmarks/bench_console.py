@@ -135,10 +135,10 @@ def run(n: int, per_customer: int, url: str) -> None:
     settings = Settings.from_env(TIDINGS_HOME=str(Path(tempfile.mkdtemp())), TIDINGS_DATABASE_URL=url)
     with TestClient(create_app(settings)) as client:
         db = client.app.state.db
-        ws, key = create_key(db, "bench")
+        workspace, key = create_key(db, "bench")
         t = time.perf_counter()
         with db.begin() as conn:
-            params = {"n": n, "ws": ws.id, "now": now_ms(), "k": per_customer}
+            params = {"n": n, "ws": workspace.id, "now": now_ms(), "k": per_customer}
             for sql in generators(conn.dialect.name):
                 conn.execute(text(sql), params)
         # no ANALYZE: Tidings never runs it, and with statistics of 4 event names over 1,000,000 events SQLite
@@ -146,19 +146,19 @@ def run(n: int, per_customer: int, url: str) -> None:
         print(f"{db.dialect.name}: generated {n:,} customers, {n:,} endpoints, {n * per_customer:,} events, {n:,} "
               f"welcome runs and {2 * n:,} message events in {time.perf_counter() - t:.1f}s")
         t = time.perf_counter()
-        apply(db, ws, Path(__file__).resolve().parents[2] / "journeys")
+        apply(db, workspace, Path(__file__).resolve().parents[2] / "journeys")
         print(f"applied journeys/ (segments evaluated over every customer) in {time.perf_counter() - t:.1f}s")
 
         # ---- the builder's answer vs the saved rule's full evaluation ----
-        first = timed(lambda: estimate_rule(db, ws, RULE, exact_up_to=n), 1)[0]  # builds the rule's path indexes
-        answers = timed(lambda: estimate_rule(db, ws, RULE, exact_up_to=n), 20)
-        estimates = timed(lambda: estimate_rule(db, ws, RULE, exact_up_to=0), 20)
-        saved = segments.create_segment(db, ws, segments.SegmentIn(name="bench", rule=RULE, id="bench"))
+        first = timed(lambda: estimate_rule(db, workspace, RULE, exact_up_to=n), 1)[0]  # builds the rule's path indexes
+        answers = timed(lambda: estimate_rule(db, workspace, RULE, exact_up_to=n), 20)
+        estimates = timed(lambda: estimate_rule(db, workspace, RULE, exact_up_to=0), 20)
+        saved = segments.create_segment(db, workspace, segments.SegmentIn(name="bench", rule=RULE, id="bench"))
         seg = compile_segment("bench", "dynamic", RULE)
         with db.connect() as conn:
-            fulls = timed(lambda: full_members(conn, ws.id, seg, now_ms()), 20)
-        assert estimate_rule(db, ws, RULE, exact_up_to=n).size == saved.size
-        guess = estimate_rule(db, ws, RULE, exact_up_to=0)
+            fulls = timed(lambda: full_members(conn, workspace.id, seg, now_ms()), 20)
+        assert estimate_rule(db, workspace, RULE, exact_up_to=n).size == saved.size
+        guess = estimate_rule(db, workspace, RULE, exact_up_to=0)
         (a50, a95), (e50, e95), (f50, f95) = percentiles(answers), percentiles(estimates), percentiles(fulls)
         print(f"unsaved 3-condition rule ({saved.size:,} members): first answer {first * 1000:.0f} ms; "
               f"exact p50 {a50 * 1000:.0f} ms, p95 {a95 * 1000:.0f} ms (target < 1000 ms); "

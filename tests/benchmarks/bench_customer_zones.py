@@ -53,11 +53,11 @@ def best(fn, rounds=5):
     return out, min(times)
 
 
-def page_all(db, ws, zones):
+def page_all(db, workspace, zones):
     with db.connect() as conn:
         after, total = 0, 0
         while True:
-            pks = audience.members_page(conn, ws, "all", after, 1000, zones)
+            pks = audience.members_page(conn, workspace, "all", after, 1000, zones)
             total += len(pks)
             if len(pks) < 1000:
                 return total
@@ -71,24 +71,24 @@ def main(n: int) -> None:
     wire()
     db = make_engine(f"sqlite:///{path}")
     migrate(db)
-    ws = ensure_workspace(db, "bench").id
+    workspace = ensure_workspace(db, "bench").id
     with db.begin() as conn:
-        conn.execute(text(LOAD), {"n": n, "ws": ws, "zones": json.dumps(ZONES)})
-        conn.execute(text(ENDPOINTS), {"ws": ws})
-        conn.execute(text(MEMBERS), {"ws": ws})
+        conn.execute(text(LOAD), {"n": n, "ws": workspace, "zones": json.dumps(ZONES)})
+        conn.execute(text(ENDPOINTS), {"ws": workspace})
+        conn.execute(text(MEMBERS), {"ws": workspace})
     schedule = local_schedule(ir.BroadcastEntry(segment="all", cron="0 9 * * *", timezone="customer"))
     idle_at = int(datetime(2026, 1, 15, 0, 15, tzinfo=timezone.utc).timestamp() * 1000)
     tokyo_at = int(datetime(2026, 1, 15, 0, 0, tzinfo=timezone.utc).timestamp() * 1000)
 
     def firing(at):
         with db.connect() as conn:
-            return firing_filter(schedule, at, audience.stored_zones(conn, ws), "UTC")
+            return firing_filter(schedule, at, audience.stored_zones(conn, workspace), "UTC")
 
     idle, t_idle = best(lambda: firing(idle_at))
     due, t_filter = best(lambda: firing(tokyo_at))
     assert idle.empty and due.names == ("Asia/Seoul", "Asia/Tokyo"), (idle, due)
-    admitted, t_due = best(lambda: page_all(db, ws, due), 3)
-    everyone, t_all = best(lambda: page_all(db, ws, None), 3)
+    admitted, t_due = best(lambda: page_all(db, workspace, due), 3)
+    everyone, t_all = best(lambda: page_all(db, workspace, None), 3)
     print(f"N={n}: idle firing {t_idle * 1000:.1f} ms; due firing: zone filter {t_filter * 1000:.1f} ms + "
           f"{admitted} customers paged in {t_due * 1000:.0f} ms; unfiltered page-through of {everyone}: "
           f"{t_all * 1000:.0f} ms (due firing = {(t_filter + t_due) / t_all:.2f}x the unfiltered read)")
@@ -97,7 +97,7 @@ def main(n: int) -> None:
     with db.connect() as conn:
         _, t_old = best(lambda: rows_where_in(conn, users, ["id", "user_id", "attributes", "metrics", "timezone",
                                                             "locale"], "id", batch), 20)
-        docs, t_new = best(lambda: documents(conn, ws, batch, {}, 0), 20)
+        docs, t_new = best(lambda: documents(conn, workspace, batch, {}, 0), 20)
     assert len(docs) == 500 and all(d["endpoints"] for d in docs.values())
     print(f"customer documents, 500 customers: segments' builder {t_new * 1000:.1f} ms vs users-only "
           f"{t_old * 1000:.1f} ms ({t_new / t_old:.1f}x)")

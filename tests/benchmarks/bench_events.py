@@ -78,7 +78,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/in"
 
 
-def seed(db, ws_id: int, n: int) -> None:
+def seed(db, workspace_id: int, n: int) -> None:
     """n email messages (provider ids p<i>) and n/10 SMS messages (SM<i>), as messaging records them."""
     with db.begin() as conn:
         batch = []
@@ -91,8 +91,8 @@ def seed(db, ws_id: int, n: int) -> None:
                                  attributes={"message_id": f"s{i}", "channel": "sms", "provider_message_id": f"SM{i}",
                                              "transactional": True}))
         for start in range(0, len(batch), 5000):
-            _, rows, _ = record(conn, ws_id, batch[start:start + 5000])
-            changes.events_recorded(conn, ws_id, rows)
+            _, rows, _ = record(conn, workspace_id, batch[start:start + 5000])
+            changes.events_recorded(conn, workspace_id, rows)
 
 
 def raw_sqlite(n: int) -> float:
@@ -128,8 +128,8 @@ async def run(n: int) -> dict[str, float]:
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.02)
-    ws, key = create_key(app.state.db, "bench")
-    seed(app.state.db, ws.id, n)
+    workspace, key = create_key(app.state.db, "bench")
+    seed(app.state.db, workspace.id, n)
     out: dict[str, float] = {}
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=120, headers={"Authorization": f"Bearer {key}"}) as client:

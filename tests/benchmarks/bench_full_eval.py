@@ -116,32 +116,32 @@ def main(n: int, url: str | None) -> None:
     backfill.IN_PROCESS = False  # the benchmark runs the batches itself, timed
     with database(url) as db:
         dialect = db.dialect.name
-        ws = ensure_workspace(db, "bench")
+        workspace = ensure_workspace(db, "bench")
         with db.begin() as conn:
-            _, t_load = timed(lambda: conn.execute(text(LOAD[dialect]), {"n": n, "ws": ws.id}))
+            _, t_load = timed(lambda: conn.execute(text(LOAD[dialect]), {"n": n, "ws": workspace.id}))
         analyze(db, ["users"])
         with db.connect() as conn:
-            base_count = len(conn.execute(text(BASELINE[dialect]), {"ws": ws.id}).all())
-        out, t_first = timed(lambda: create_segment(db, ws, SegmentIn(name="bench", rule=RULE, id="bench")))
+            base_count = len(conn.execute(text(BASELINE[dialect]), {"ws": workspace.id}).all())
+        out, t_first = timed(lambda: create_segment(db, workspace, SegmentIn(name="bench", rule=RULE, id="bench")))
         assert out.size == base_count, (out.size, base_count)
         print(f"{dialect}: generated {n:,} customers in {t_load:.1f}s")
         print(f"new segment: first answer {t_first:.2f}s (size {out.size:,}, state {out.state}, "
               f"progress {out.progress})")
-        batches, t_fill = timed(lambda: backfill.fill(db, ws.id))
+        batches, t_fill = timed(lambda: backfill.fill(db, workspace.id))
         seg = compile_segment("bench", "dynamic", RULE)
         with db.begin() as conn:
-            ensure_indexed(conn, ws.id, seg)  # the scan index (SQLite), as the first full evaluation would
-        analyze(db, ["users", paths.wide_table(ws.id), "customer_value"])
+            ensure_indexed(conn, workspace.id, seg)  # the scan index (SQLite), as the first full evaluation would
+        analyze(db, ["users", paths.wide_table(workspace.id), "customer_value"])
         print(f"backfill of the rule's 5 paths: {t_fill:.1f}s in {batches} batches of {backfill.BATCH:,} "
               f"({n * 5 / t_fill:,.0f} values/s)")
         with db.connect() as conn:
             runs = []
             for _ in range(3):  # best of three for both, alternating
-                base, t_base = timed(lambda: set(conn.execute(text(BASELINE[dialect]), {"ws": ws.id}).scalars()))
-                ours, t_ours = timed(lambda: full_members(conn, ws.id, seg, 0))
+                base, t_base = timed(lambda: set(conn.execute(text(BASELINE[dialect]), {"ws": workspace.id}).scalars()))
+                ours, t_ours = timed(lambda: full_members(conn, workspace.id, seg, 0))
                 assert ours == base, (len(ours), len(base))
                 runs.append((t_base, t_ours))
-            direct, t_direct = timed(lambda: full_members(conn, ws.id, seg, 0, register=False, direct=True))
+            direct, t_direct = timed(lambda: full_members(conn, workspace.id, seg, 0, register=False, direct=True))
             assert direct == base
         t_base, t_ours = min(b for b, _ in runs), min(o for _, o in runs)
         scan = "->>" if dialect == "postgresql" else "json_extract"

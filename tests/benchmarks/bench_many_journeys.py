@@ -99,8 +99,8 @@ async def main(args) -> None:
         wire()
         db = make_engine(stack.settings.database_url)
         with db.connect() as conn:
-            ws_id = conn.execute(text("select id from workspace where name = 'dev'")).scalar_one()
-        bulk_customers(db, ws_id, 2 * args.samples + 20)
+            workspace_id = conn.execute(text("select id from workspace where name = 'dev'")).scalar_one()
+        bulk_customers(db, workspace_id, 2 * args.samples + 20)
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=120,
                                      headers={"Authorization": f"Bearer {stack.dev_key}"}) as c:
             assert (await c.put("/v1/templates/offer", json=TEMPLATE)).status_code in (200, 201)

@@ -53,7 +53,7 @@ async def one_run(temporal: TemporalDev, processes: int, args, folder: Path) -> 
     from tidings.engine.ops.devstack import free_port
 
     with database(args.database_url, folder) as (db, url):
-        ws = seed_broadcast(db, args.n)
+        workspace = seed_broadcast(db, args.n)
         sink = Sink(free_port())
         queue = f"bench-{uuid.uuid4().hex[:6]}"
         env = worker_env(database_url=url, temporal=temporal, smtp_port=sink.port, rate=1_000_000.0,
@@ -70,7 +70,7 @@ async def one_run(temporal: TemporalDev, processes: int, args, folder: Path) -> 
             cpu0 = sum(cpu_seconds(p) for p in pids)
             client = await temporal.connect()
             t0 = time.time()
-            await store.activate(client, db, ws, "promo", task_queue=queue, send_queue=f"{queue}-send",
+            await store.activate(client, db, workspace, "promo", task_queue=queue, send_queue=f"{queue}-send",
                                  page_size=args.page_size)
             while sink.stats()[0] < args.n:
                 assert time.monotonic() < give_up + args.timeout, f"only {sink.stats()[0]} mails"

@@ -20,11 +20,11 @@ from tidings.engine.segments.service import SegmentIn, create_segment
 from tidings.engine.workspaces.service import ensure_workspace
 
 
-def timed(db, ws, n: int) -> list[float]:
+def timed(db, workspace, n: int) -> list[float]:
     out = []
     for i in range(n):
         t = time.perf_counter()
-        upsert_user(db, ws, f"w{i % 50}", UserFields(attributes={"plan": ["free", "pro"][i % 2], "n": i % 40}))
+        upsert_user(db, workspace, f"w{i % 50}", UserFields(attributes={"plan": ["free", "pro"][i % 2], "n": i % 40}))
         out.append((time.perf_counter() - t) * 1000)
     return sorted(out)
 
@@ -33,21 +33,21 @@ def main() -> None:
     wire()
     db = make_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'w.db'}")
     migrate(db)
-    ws = ensure_workspace(db, "bench")
+    workspace = ensure_workspace(db, "bench")
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    base = timed(db, ws, 300)
+    base = timed(db, workspace, 300)
     for i in range(100):
-        create_segment(db, ws, SegmentIn(id=f"s{i}", name=f"s{i}", rule={"and": [
+        create_segment(db, workspace, SegmentIn(id=f"s{i}", name=f"s{i}", rule={"and": [
             {"==": [{"var": "attributes.plan"}, "pro"]}, {">": [{"var": "attributes.n"}, i % 40]}]}))
-    ours = timed(db, ws, 300)
+    ours = timed(db, workspace, 300)
     pct = lambda xs, p: xs[int(len(xs) * p) - 1]
     print(f"single write, 0 segments: p50 {pct(base, .5):.2f} ms p99 {pct(base, .99):.2f} ms")
     print(f"single write, 100 segments: p50 {pct(ours, .5):.2f} ms p99 {pct(ours, .99):.2f} ms")
     items = [UserBatchItem(user_id=f"b{i}", attributes={"plan": "pro", "n": i % 40}) for i in range(5000)]
     t = time.perf_counter()
     for k in range(4):
-        upsert_users(db, ws, items[k * 1250:(k + 1) * 1250])
+        upsert_users(db, workspace, items[k * 1250:(k + 1) * 1250])
     print(f"batched writes with 100 segments: {5000 / (time.perf_counter() - t):,.0f} customers/s")
 
 

@@ -91,7 +91,7 @@ async def plain_loop(port: int, n: int) -> float:
     return time.perf_counter() - t
 
 
-def bulk_customers(db, ws_id: int, n: int) -> None:
+def bulk_customers(db, workspace_id: int, n: int) -> None:
     """n customers c0..c{n-1}, each with one EMAIL endpoint, written with bulk SQL."""
     from sqlalchemy import select
 
@@ -103,12 +103,12 @@ def bulk_customers(db, ws_id: int, n: int) -> None:
     for start in range(0, n, 10_000):
         ids = range(start, min(n, start + 10_000))
         with db.begin() as conn:
-            bulk_insert(conn, users, [{"workspace_id": ws_id, "user_id": f"c{i}", "attributes": {"plan": "pro"},
+            bulk_insert(conn, users, [{"workspace_id": workspace_id, "user_id": f"c{i}", "attributes": {"plan": "pro"},
                                        "metrics": {}, "timezone": None, "locale": None, "created_at": now,
                                        "updated_at": now} for i in ids])
             pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(
-                users.c.workspace_id == ws_id, users.c.user_id.in_([f"c{i}" for i in ids]))).all())
-            bulk_insert(conn, endpoints, [{"workspace_id": ws_id, "endpoint_id": f"c{i}-mail", "user_pk": pks[f"c{i}"],
+                users.c.workspace_id == workspace_id, users.c.user_id.in_([f"c{i}" for i in ids]))).all())
+            bulk_insert(conn, endpoints, [{"workspace_id": workspace_id, "endpoint_id": f"c{i}-mail", "user_pk": pks[f"c{i}"],
                                            "channel": "EMAIL", "address": f"c{i}@example.com", "attributes": {},
                                            "metrics": {}, "opt_out": False, "demographic": {}, "location": {},
                                            "effective_date": None, "created_at": now, "updated_at": now}

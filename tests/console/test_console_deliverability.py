@@ -20,8 +20,8 @@ SECRET = "console-feedback-secret-0123456789"
 def _smtp_messages(stack) -> list[dict]:
     db = make_engine(stack.dev.settings.database_url)
     try:
-        ws = workspace_of_key_hash(db, key_hash(stack.key))
-        return [m for m in list_messages(db, ws, limit=200)["items"] if m["user_id"] and m["channel"] == "smtp"]
+        workspace = workspace_of_key_hash(db, key_hash(stack.key))
+        return [m for m in list_messages(db, workspace, limit=200)["items"] if m["user_id"] and m["channel"] == "smtp"]
     finally:
         db.dispose()
 

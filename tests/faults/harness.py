@@ -148,25 +148,25 @@ def seed_broadcast(db, n: int):
     from tidings.engine.messaging.template_store import TemplateBody, put_template
     from tidings.engine.workspaces.service import ensure_workspace
 
-    ws = ensure_workspace(db, "acme")
+    workspace = ensure_workspace(db, "acme")
     now = now_ms()
     for start in range(0, n, 5000):
         ids = range(start, min(n, start + 5000))
         with db.begin() as conn:
-            bulk_insert(conn, users, [{"workspace_id": ws.id, "user_id": f"c{i}", "attributes": {}, "metrics": {},
+            bulk_insert(conn, users, [{"workspace_id": workspace.id, "user_id": f"c{i}", "attributes": {}, "metrics": {},
                                        "timezone": None, "locale": None, "created_at": now, "updated_at": now}
                                       for i in ids])
             pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(
-                users.c.workspace_id == ws.id, users.c.user_id.in_([f"c{i}" for i in ids]))).all())
+                users.c.workspace_id == workspace.id, users.c.user_id.in_([f"c{i}" for i in ids]))).all())
             bulk_insert(conn, endpoints, [
-                {"workspace_id": ws.id, "endpoint_id": f"c{i}-email", "user_pk": pks[f"c{i}"], "channel": "EMAIL",
+                {"workspace_id": workspace.id, "endpoint_id": f"c{i}-email", "user_pk": pks[f"c{i}"], "channel": "EMAIL",
                  "address": f"c{i}@example.com", "opt_out": False, "attributes": {}, "metrics": {},
                  "demographic": {}, "location": {}, "effective_date": None, "created_at": now, "updated_at": now} for i in ids])
-    put_template(db, ws, "t", TemplateBody(channel="EMAIL", subject="Hi {{ user.user_id }}",
+    put_template(db, workspace, "t", TemplateBody(channel="EMAIL", subject="Hi {{ user.user_id }}",
                                            text="Hello {{ user.user_id }}"))
-    create_segment(db, ws, SegmentIn(id="everyone", name="Everyone", rule=True))
-    store.put_journey(db, ws, BROADCAST)
-    return ws
+    create_segment(db, workspace, SegmentIn(id="everyone", name="Everyone", rule=True))
+    store.put_journey(db, workspace, BROADCAST)
+    return workspace
 
 
 @dataclass
@@ -221,7 +221,7 @@ async def run_fault(fault: str, *, db, database_url: str, folder: Path, n: int, 
     from tidings.engine.ops.devstack import free_port
     from tidings.engine.journeys import store
 
-    ws = seed_broadcast(db, n)
+    workspace = seed_broadcast(db, n)
     counter = MailCounter(free_port())
     counter.start()
     temporal = TemporalDev(folder, free_port())
@@ -232,7 +232,7 @@ async def run_fault(fault: str, *, db, database_url: str, folder: Path, n: int, 
     try:
         client = await temporal.connect()
         workers.start()
-        await store.activate(client, db, ws, "promo", task_queue=queue)
+        await store.activate(client, db, workspace, "promo", task_queue=queue)
         await aeventually(lambda: counter.count() >= n * at, timeout, f"{at:.0%} of the mails")
         if fault == "worker":
             workers.kill()

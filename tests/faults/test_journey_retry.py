@@ -41,11 +41,11 @@ async def test_members_wait_at_the_send_step_until_the_mail_server_is_back(tempo
                  "TIDINGS_SMTP_FROM": "Acme <news@acme.example>", "TIDINGS_DELIVERY_RETRY_MIN_SECONDS": "1",
                  "TIDINGS_DELIVERY_RETRY_MAX_SECONDS": "2"}.items():
         monkeypatch.setenv(k, v)
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    store.put_journey(db, ws, JOURNEY)
-    pks = add_customers(db, ws, ["stay", "leave"])
-    handle = await store.enter(client, db, ws, "nudge", pks, task_queue=dev_worker)
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    store.put_journey(db, workspace, JOURNEY)
+    pks = add_customers(db, workspace, ["stay", "leave"])
+    handle = await store.enter(client, db, workspace, "nudge", pks, task_queue=dev_worker)
     await aeventually(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
                 "both messages retrying")
     await asyncio.sleep(1.5)  # a retry round or so with the server still down
@@ -54,9 +54,9 @@ async def test_members_wait_at_the_send_step_until_the_mail_server_is_back(tempo
     assert rows(db, "select status, count(*) from journey_run group by status") == [("active", 2)]
     errors = [e for (e,) in rows(db, "select error from message")]
     assert all("Errno 111" in e for e in errors), errors  # the last error, visible while retrying
-    steps = [s for r in store.list_runs(db, ws, "nudge") for s in r.steps if s["step"] == "hello"]
+    steps = [s for r in store.list_runs(db, workspace, "nudge") for s in r.steps if s["step"] == "hello"]
     assert {s.get("outcome") for s in steps} == {"retrying"}
-    ingest(db, ws, [EventIn(name="bye", user_id="leave")])
+    ingest(db, workspace, [EventIn(name="bye", user_id="leave")])
     await aeventually(lambda: rows(db, "select status from journey_run where user_pk = %d" % pks[1]) == [("exited",)], 30,
                 "the leaver's exit, seen at its next attempt")
     counter = MailCounter(port)
@@ -67,7 +67,7 @@ async def test_members_wait_at_the_send_step_until_the_mail_server_is_back(tempo
     finally:
         counter.stop()
     assert [rcpt for rcpt, _ in counter.mails] == ["stay@example.com"]
-    runs = {r.user_id: r for r in store.list_runs(db, ws, "nudge")}
+    runs = {r.user_id: r for r in store.list_runs(db, workspace, "nudge")}
     assert runs["stay"].status == "completed" and runs["leave"].status == "exited"
     statuses = dict(rows(db, "select address, status from message"))
     assert statuses == {"stay@example.com": "sent", "leave@example.com": "failed"}
@@ -104,19 +104,19 @@ async def test_a_parked_member_skipped_by_the_frequency_cap_has_its_message_fail
 
     db, client = runtime_db, temporal_dev.client
     _smtp_down(monkeypatch)
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    store.put_journey(db, ws, CAPPED)
-    [pk] = add_customers(db, ws, ["ana"])
-    handle = await store.enter(client, db, ws, "capped", [pk], task_queue=dev_worker)
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    store.put_journey(db, workspace, CAPPED)
+    [pk] = add_customers(db, workspace, ["ana"])
+    handle = await store.enter(client, db, workspace, "capped", [pk], task_queue=dev_worker)
     await aeventually(lambda: rows(db, "select status from message") == [("retrying",)], 30, "the message retrying")
     with db.begin() as conn:  # another journey's mail reached her meanwhile
         now = now_ms()
-        store_events(conn, ws.id, [{"workspace_id": ws.id, "event_id": "elsewhere", "user_pk": pk,
+        store_events(conn, workspace.id, [{"workspace_id": workspace.id, "event_id": "elsewhere", "user_pk": pk,
                                     "endpoint_pk": None, "name": "_email.send", "ts": now, "attributes": {},
                                     "metrics": {}, "received_at": now}])
     await asyncio.wait_for(handle.result(), 60)
-    [run] = store.list_runs(db, ws, "capped")
+    [run] = store.list_runs(db, workspace, "capped")
     assert run.status == "completed"
     assert [s.get("outcome") for s in run.steps if s["step"] == "hello"][-1] == "frequency_cap"
     [(status, why, next_at)] = rows(db, "select status, error, next_attempt_at from message")
@@ -127,15 +127,15 @@ async def test_stopping_a_journey_fails_its_messages_being_retried(temporal_dev,
                                                                   monkeypatch):
     db, client = runtime_db, temporal_dev.client
     _smtp_down(monkeypatch)
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    store.put_journey(db, ws, JOURNEY)
-    pks = add_customers(db, ws, ["ana", "bob"])
-    await store.activate(client, db, ws, "nudge", task_queue=dev_worker)
-    handle = await store.enter(client, db, ws, "nudge", pks, task_queue=dev_worker)
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    store.put_journey(db, workspace, JOURNEY)
+    pks = add_customers(db, workspace, ["ana", "bob"])
+    await store.activate(client, db, workspace, "nudge", task_queue=dev_worker)
+    handle = await store.enter(client, db, workspace, "nudge", pks, task_queue=dev_worker)
     await aeventually(lambda: rows(db, "select status, count(*) from message group by status") == [("retrying", 2)], 30,
                 "both messages retrying")
-    await store.stop(client, db, ws, "nudge")
+    await store.stop(client, db, workspace, "nudge")
     try:
         await asyncio.wait_for(handle.result(), 30)
     except Exception:

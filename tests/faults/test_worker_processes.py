@@ -164,7 +164,7 @@ async def test_three_worker_processes_one_killed_mid_broadcast_every_customer_ge
     from tidings.engine.ops.devstack import free_port
 
     db = pg_db
-    ws = seed_broadcast(db, N)
+    workspace = seed_broadcast(db, N)
     sink = KillingSink(free_port(), int(N * KILL_AT), db)
     sink.start()
     queue = f"procs-{uuid.uuid4().hex[:6]}"
@@ -182,7 +182,7 @@ async def test_three_worker_processes_one_killed_mid_broadcast_every_customer_ge
         first = set(_children(sup.pid))
         peak: dict[str, int] = {}
         sampler = asyncio.create_task(sample_sends(temporal_dev.client, queue, peak))
-        await store.activate(temporal_dev.client, db, ws, "promo", task_queue=queue, send_queue=f"{queue}-send",
+        await store.activate(temporal_dev.client, db, workspace, "promo", task_queue=queue, send_queue=f"{queue}-send",
                              page_size=PAGE)
         await aeventually(lambda: sink.killed is not None, 60, "the kill mid-broadcast")
         sampler.cancel()

@@ -27,7 +27,7 @@ def runtime_db(database_url):
     db.dispose()
 
 
-def add_customers(db, ws, user_ids, *, channel="EMAIL", address="{}@example.com") -> list[int]:
+def add_customers(db, workspace, user_ids, *, channel="EMAIL", address="{}@example.com") -> list[int]:
     """Customers with one endpoint each, through the endpoints batch write; returns their user_pks in order."""
     from sqlalchemy import select
 
@@ -37,19 +37,19 @@ def add_customers(db, ws, user_ids, *, channel="EMAIL", address="{}@example.com"
 
     user_ids = list(user_ids)
     for i in range(0, len(user_ids), 100):
-        upsert_endpoints(db, ws, [EndpointBatchItem(endpoint_id=f"{u}-{channel.lower()}", channel=channel, user_id=u,
+        upsert_endpoints(db, workspace, [EndpointBatchItem(endpoint_id=f"{u}-{channel.lower()}", channel=channel, user_id=u,
                                                     address=address.format(u)) for u in user_ids[i:i + 100]])
     with db.connect() as conn:
-        pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == ws.id)).all())
+        pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == workspace.id)).all())
     return [pks[u] for u in user_ids]
 
 
-def put_template(db, ws, template_id="t", channel="EMAIL"):
+def put_template(db, workspace, template_id="t", channel="EMAIL"):
     from tidings.engine.messaging.template_store import TemplateBody, put_template as put
 
     parts = {"subject": "Hi {{ user.user_id }}", "text": "Hello {{ user.user_id }}"} if channel == "EMAIL" \
         else {"body": "Hi {{ user.user_id }}"}
-    put(db, ws, template_id, TemplateBody(channel=channel, **parts))
+    put(db, workspace, template_id, TemplateBody(channel=channel, **parts))
 
 
 @pytest.fixture

@@ -32,21 +32,21 @@ steps:
 
 
 async def test_worker_start_finishes_an_activation_cut_short(temporal_env, runtime_db, smtp_sink, tmp_path):
-    ws = ensure_workspace(runtime_db, "shop")
+    workspace = ensure_workspace(runtime_db, "shop")
     customers = [f"c{i}" for i in range(8)]
-    add_customers(runtime_db, ws, customers)
-    put_template(runtime_db, ws)
-    create_segment(runtime_db, ws, SegmentIn(name="Everyone", id="everyone", rule=True))
+    add_customers(runtime_db, workspace, customers)
+    put_template(runtime_db, workspace)
+    create_segment(runtime_db, workspace, SegmentIn(name="Everyone", id="everyone", rule=True))
     # The same workspace and journey ids as the SQLite run of this test on the shared dev server: each
     # database's installation token keeps their Temporal ids apart (tests/journeys/test_installations.py).
     journey_id = "news"
-    store.put_journey(runtime_db, ws, BROADCAST)
+    store.put_journey(runtime_db, workspace, BROADCAST)
     queue = f"resume-{uuid.uuid4().hex[:8]}"
 
     nowhere = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True, data_converter=DATA_CONVERTER)
     with pytest.raises(Exception):  # noqa: B017  # Temporal out of reach: the store is written, the broadcast not started
-        await asyncio.wait_for(store.activate(nowhere, runtime_db, ws, journey_id, task_queue=queue), 20)
-    assert store.get_journey(runtime_db, ws, journey_id).status == "active"
+        await asyncio.wait_for(store.activate(nowhere, runtime_db, workspace, journey_id, task_queue=queue), 20)
+    assert store.get_journey(runtime_db, workspace, journey_id).status == "active"
     del nowhere
 
     env = tidings_env(tmp_path / "home", runtime_db.test_url, TIDINGS_TASK_QUEUE=queue,

@@ -34,25 +34,25 @@ HISTORIES = Path(__file__).parent / "histories"
 
 async def test_an_idle_admission_holds_no_activity_and_wakes_on_entries(temporal_dev, runtime_db, dev_worker):
     db, client = runtime_db, temporal_dev.client
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    add_customers(db, ws, ["a", "b"])
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    add_customers(db, workspace, ["a", "b"])
     jid = f"hello-{uuid.uuid4().hex[:6]}"
-    store.put_journey(db, ws, ON_EVENT.format(id=jid, event="signed_up"))
+    store.put_journey(db, workspace, ON_EVENT.format(id=jid, event="signed_up"))
     # a timer far longer than the test: only the watch's signal can wake the workflow in time
-    await store.activate(client, db, ws, jid, task_queue=dev_worker,
-                         admission=AdmissionInput(workspace_id=ws.id, journey_id=jid, idle_seconds=600))
-    handle = client.get_workflow_handle(admission_workflow_id(installation_id(db), ws.id, jid))
+    await store.activate(client, db, workspace, jid, task_queue=dev_worker,
+                         admission=AdmissionInput(workspace_id=workspace.id, journey_id=jid, idle_seconds=600))
+    handle = client.get_workflow_handle(admission_workflow_id(installation_id(db), workspace.id, jid))
     await asyncio.sleep(1.5)
     assert (await handle.describe()).raw_description.pending_activities == [], "idle: nothing in flight"
     for user in ("a", "b"):
         started = time.monotonic()
-        ingest(db, ws, [EventIn(name="signed_up", user_id=user)])
+        ingest(db, workspace, [EventIn(name="signed_up", user_id=user)])
         await aeventually(lambda user=user: count(db, "select count(*) from message where status = 'sent' and journey_id = :j "
                                       "and user_pk = (select id from users where user_id = :u)", j=jid, u=user) == 1, 15)
         assert time.monotonic() - started < 5.0
         await asyncio.sleep(1.0)
-    await store._status(client, db, ws, jid, "stopped", entries=False)  # the watch wakes it to end
+    await store._status(client, db, workspace, jid, "stopped", entries=False)  # the watch wakes it to end
     from tidings.engine.journeys.runtime.workflows import JourneyAdmissionWorkflow
 
     await asyncio.wait_for(handle.result(), 10)
@@ -73,18 +73,18 @@ async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(tempor
     from tidings.engine.journeys.runtime.workflows import JourneyAdmissionWorkflow, JourneyCohortWorkflow
 
     db, client = runtime_db, temporal_dev.client
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    add_customers(db, ws, ["a"])
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    add_customers(db, workspace, ["a"])
     jid = f"hello-{uuid.uuid4().hex[:6]}"
-    store.put_journey(db, ws, ON_EVENT.format(id=jid, event="signed_up"))
+    store.put_journey(db, workspace, ON_EVENT.format(id=jid, event="signed_up"))
     queue, acts = f"rt-{uuid.uuid4().hex[:8]}", JourneyActivities(db)
     async with Worker(client, task_queue=queue, workflows=[JourneyCohortWorkflow, JourneyAdmissionWorkflow],
                       activities=acts.all(), activity_executor=concurrent.futures.ThreadPoolExecutor(4)):
-        await store.activate(client, db, ws, jid, task_queue=queue)
-        await aeventually(lambda: admission_workflow_id(installation_id(db), ws.id, jid) in acts.entry_watch.waiting, 15)
+        await store.activate(client, db, workspace, jid, task_queue=queue)
+        await aeventually(lambda: admission_workflow_id(installation_id(db), workspace.id, jid) in acts.entry_watch.waiting, 15)
         acts.entry_watch.waiting.clear()  # what a worker killed while the journey idled leaves: no one watching
-        ingest(db, ws, [EventIn(name="signed_up", user_id="a")])
+        ingest(db, workspace, [EventIn(name="signed_up", user_id="a")])
         sent = "select count(*) from message where status = 'sent' and journey_id = :j"
         await asyncio.sleep(4)
         assert count(db, sent, j=jid) == 0, "unwatched, the workflow sleeps on"
@@ -93,20 +93,20 @@ async def test_a_journey_whose_watching_worker_died_is_woken_by_the_sweep(tempor
             await aeventually(lambda: count(db, sent, j=jid) == 1, 10)
         finally:
             sweep.cancel()
-        await store.stop(client, db, ws, jid)
+        await store.stop(client, db, workspace, jid)
 
 
 async def test_the_long_poll_of_old_histories_waits_without_a_thread_and_returns_entries(runtime_db):
     db = runtime_db
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    (pk,) = add_customers(db, ws, ["a"])
-    store.put_journey(db, ws, ON_EVENT.format(id="hello", event="signed_up"))
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    (pk,) = add_customers(db, workspace, ["a"])
+    store.put_journey(db, workspace, ON_EVENT.format(id="hello", event="signed_up"))
     with db.begin() as conn:  # active in the store: one activity call needs no Temporal side
         conn.execute(update(journeys).where(journeys.c.journey_id == "hello").values(status="active",
                                                                                      active_version=1))
     acts, env = JourneyActivities(db), ActivityEnvironment()
-    call = AdmitCall(workspace_id=ws.id, journey_id="hello", claim_key="old/0", wait_seconds=1.0)
+    call = AdmitCall(workspace_id=workspace.id, journey_id="hello", claim_key="old/0", wait_seconds=1.0)
     started = time.monotonic()
     # forty empty long polls at once on one event loop: a sync activity would run them one after another
     results = await asyncio.gather(*(env.run(acts.admit, msgspec.structs.replace(call, claim_key=f"old/{i}"))
@@ -114,7 +114,7 @@ async def test_the_long_poll_of_old_histories_waits_without_a_thread_and_returns
     assert all(not r.members and not r.stopped for r in results)
     assert 1.0 <= time.monotonic() - started < 4.0
     with db.begin() as conn:
-        conn.execute(insert(journey_entries).values(workspace_id=ws.id, journey_id="hello", user_pk=pk,
+        conn.execute(insert(journey_entries).values(workspace_id=workspace.id, journey_id="hello", user_pk=pk,
                                                     event={"name": "signed_up"}, enqueued_at=now_ms()))
     adm = await env.run(acts.admit, call)
     assert [m.user_pk for m in adm.members] == [pk]

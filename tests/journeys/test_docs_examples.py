@@ -30,21 +30,21 @@ def yaml_example(page: str, heading: str) -> str:
 
 async def test_templates_in_journeys_example(temporal_dev, runtime_db, dev_worker, tmp_path):
     db = runtime_db
-    ws = ensure_workspace(db, "acme")
+    workspace = ensure_workspace(db, "acme")
     # a journey id of its own: admission workflows are named per (workspace, journey), and every test
     # database numbers its workspace 1
     jid = f"cart-nudge-{uuid.uuid4().hex[:6]}"
     example = yaml_example("templates.md", "## Templates in journeys")
     (tmp_path / "cart-nudge.yaml").write_text(example.replace("id: cart-nudge\nentry:", f"id: {jid}\nentry:"))
-    kinds = {(c.kind, c.id) for c in apply(db, ws, tmp_path)}
+    kinds = {(c.kind, c.id) for c in apply(db, workspace, tmp_path)}
     assert kinds == {("Template", "cart-nudge"), ("Journey", jid)}
-    await store.activate(temporal_dev.client, db, ws, jid, task_queue=dev_worker)
-    add_customers(db, ws, ["ann", "bo", "cy"])
+    await store.activate(temporal_dev.client, db, workspace, jid, task_queue=dev_worker)
+    add_customers(db, workspace, ["ann", "bo", "cy"])
     from tidings.engine.customers.users import upsert_users
     from tidings.engine.customers.schemas import UserBatchItem
 
-    upsert_users(db, ws, [UserBatchItem(user_id="ann", attributes={"first_name": "Ann"})])
-    ingest(db, ws, [EventIn(name="cart_updated", user_id="ann", attributes={"item": "red scarf", "total": 30}),
+    upsert_users(db, workspace, [UserBatchItem(user_id="ann", attributes={"first_name": "Ann"})])
+    ingest(db, workspace, [EventIn(name="cart_updated", user_id="ann", attributes={"item": "red scarf", "total": 30}),
                     EventIn(name="cart_updated", user_id="bo", attributes={"item": "hat", "total": 12}),
                     EventIn(name="cart_updated", user_id="cy", attributes={"item": "gloves", "total": 0})])
     await aeventually(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status = 'completed'",
@@ -55,4 +55,4 @@ async def test_templates_in_journeys_example(temporal_dev, runtime_db, dev_worke
     assert mails["ann@example.com"]["subject"] == "Hi Ann, your red scarf is waiting"
     assert mails["ann@example.com"]["text"] == "Finish at https://example.com/cart with code SAVE10."
     assert mails["bo@example.com"]["subject"] == "Hi there, your hat is waiting"
-    await store.stop(temporal_dev.client, db, ws, jid)
+    await store.stop(temporal_dev.client, db, workspace, jid)

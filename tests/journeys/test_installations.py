@@ -36,11 +36,11 @@ steps:
 
 
 def _seed(db, domain: str) -> None:
-    ws = ensure_workspace(db, "shop")
-    add_customers(db, ws, ["a", "b", "c"], address="{}@" + domain)
-    put_template(db, ws)
-    create_segment(db, ws, SegmentIn(name="Everyone", id="everyone", rule=True))
-    store.put_journey(db, ws, BROADCAST)
+    workspace = ensure_workspace(db, "shop")
+    add_customers(db, workspace, ["a", "b", "c"], address="{}@" + domain)
+    put_template(db, workspace)
+    create_segment(db, workspace, SegmentIn(name="Everyone", id="everyone", rule=True))
+    store.put_journey(db, workspace, BROADCAST)
 
 
 async def _broadcast(client, db, inbox, mails_after: int) -> None:
@@ -50,9 +50,9 @@ async def _broadcast(client, db, inbox, mails_after: int) -> None:
                       workflows=[JourneyCohortWorkflow, JourneyAdmissionWorkflow, JourneyBroadcastWorkflow],
                       activities=JourneyActivities(db).all(),
                       activity_executor=concurrent.futures.ThreadPoolExecutor(8)):
-        ws = ensure_workspace(db, "shop")
-        await store.activate(client, db, ws, "news", task_queue=queue)
-        handle = client.get_workflow_handle(broadcast_workflow_id(installation_id(db), ws.id, "news", 1))
+        workspace = ensure_workspace(db, "shop")
+        await store.activate(client, db, workspace, "news", task_queue=queue)
+        handle = client.get_workflow_handle(broadcast_workflow_id(installation_id(db), workspace.id, "news", 1))
         await asyncio.wait_for(handle.result(), 60)
         for _ in range(1200):  # its cohort sends after the broadcast returns; bounded, breaks once they are in
             if len(inbox.mails) >= mails_after:
@@ -82,14 +82,14 @@ def test_a_database_that_ran_journeys_before_tokens_keeps_its_ids(tmp_path):
     try:
         for before_tokens in ("0002_segments", "0004_journeys", "0008_delivery_retry"):
             migrate(db, before_tokens)
-        ws = ensure_workspace(db, "shop")
+        workspace = ensure_workspace(db, "shop")
         with db.begin() as conn:
-            conn.execute(insert(journey_cohorts).values(workspace_id=ws.id, journey_id="news", cohort=0, version=1,
+            conn.execute(insert(journey_cohorts).values(workspace_id=workspace.id, journey_id="news", cohort=0, version=1,
                                                         claim_key="journey/1/news/v1/broadcast/x",
                                                         workflow_id="journey/1/news/v1/cohort/0", size=1,
                                                         created_at=now_ms()))
         migrate(db)
         assert installation_id(db) == ""
-        assert broadcast_workflow_id(installation_id(db), ws.id, "news", 1) == f"journey/{ws.id}/news/v1/broadcast"
+        assert broadcast_workflow_id(installation_id(db), workspace.id, "news", 1) == f"journey/{workspace.id}/news/v1/broadcast"
     finally:
         db.dispose()

@@ -48,12 +48,12 @@ def _n(s: str) -> int:
 async def test_watch_shows_sent_pending_rate_eta_and_a_bar_while_a_broadcast_runs(temporal_dev, runtime_db,
                                                                                  dev_worker, tmp_path):
     db = runtime_db
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    put_channel(db, load_plugins(), ws, "outbox", ChannelPut(rate_limit=RATE, channel_types=[ChannelType.EMAIL]))
-    add_customers(db, ws, [f"p{i}" for i in range(N)])
-    create_segment(db, ws, SegmentIn(id="everyone", name="Everyone", rule=True))
-    store.put_journey(db, ws, BROADCAST)
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    put_channel(db, load_plugins(), workspace, "outbox", ChannelPut(rate_limit=RATE, channel_types=[ChannelType.EMAIL]))
+    add_customers(db, workspace, [f"p{i}" for i in range(N)])
+    create_segment(db, workspace, SegmentIn(id="everyone", name="Everyone", rule=True))
+    store.put_journey(db, workspace, BROADCAST)
 
     code, out = await _stats(db, tmp_path, "--progress")  # before it starts: everyone pending, no rate yet
     assert code == 0, out
@@ -65,7 +65,7 @@ async def test_watch_shows_sent_pending_rate_eta_and_a_bar_while_a_broadcast_run
     watch = await _start(db, tmp_path, "--watch", "0.5")  # returns by itself once the broadcast is done
     assert watch.stdout is not None
     first = (await asyncio.wait_for(watch.stdout.readline(), 60)).decode()  # watching before it starts
-    await store.activate(temporal_dev.client, db, ws, "promo", task_queue=dev_worker, page_size=50)
+    await store.activate(temporal_dev.client, db, workspace, "promo", task_queue=dev_worker, page_size=50)
     rest, _ = await asyncio.wait_for(watch.communicate(), 90)
     out = first + rest.decode()
     assert await watch.wait() == 0, out

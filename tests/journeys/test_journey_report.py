@@ -76,7 +76,7 @@ async def test_report_after_a_run(journey_test, client):
     # customers seen before: refused by the entry limit
     await jt.run("report", [plain[1], plain[2]], entry={"name": "signed_up"})
 
-    r = journey_report(jt.db, jt.ws, "report")
+    r = journey_report(jt.db, jt.workspace, "report")
     assert (r.entered, r.held_out, r.completed) == (len(everyone), len(held), len(treated))
     assert r.goal is not None and (r.goal.event, r.goal.within_seconds) == ("purchased", 7 * 86400)
 
@@ -122,12 +122,12 @@ async def test_report_after_a_run(journey_test, client):
     assert h.lift == _round((treatment - control) / control)
 
     with pytest.raises(NotFound):
-        journey_report(jt.db, jt.ws, "no-such-journey")
+        journey_report(jt.db, jt.workspace, "no-such-journey")
     with pytest.raises(NotFound):  # another workspace's journey is not found either
-        journey_report(jt.db, WorkspaceRef(id=jt.ws.id + 1000, name="other"), "report")
+        journey_report(jt.db, WorkspaceRef(id=jt.workspace.id + 1000, name="other"), "report")
 
     # the API answers the same report, for this workspace's key only
-    _, key = create_key(jt.db, jt.ws.name)
+    _, key = create_key(jt.db, jt.workspace.name)
     answer = client.get("/v1/journeys/report/report", headers={"Authorization": f"Bearer {key}"})
     assert answer.status_code == 200 and answer.json() == msgspec.to_builtins(r)
     _, other = create_key(jt.db, "globex")

@@ -30,14 +30,14 @@ def _journey(body: str) -> tuple[str, str]:
     return jid, f"apiVersion: tidings/v1\nkind: Journey\nid: {jid}\n{body}"
 
 
-async def _activate(db, client, ws, jid: str, queue: str) -> None:
+async def _activate(db, client, workspace, jid: str, queue: str) -> None:
     # waiting customers look for their events (and exit criteria) every half second
-    await store.activate(client, db, ws, jid, task_queue=queue,
-                         admission=AdmissionInput(workspace_id=ws.id, journey_id=jid, cohort_poll_seconds=0.5))
+    await store.activate(client, db, workspace, jid, task_queue=queue,
+                         admission=AdmissionInput(workspace_id=workspace.id, journey_id=jid, cohort_poll_seconds=0.5))
 
 
-def _runs(db, ws, jid: str) -> dict[str, store.RunInfo]:
-    return {r.user_id: r for r in store.list_runs(db, ws, jid)}
+def _runs(db, workspace, jid: str) -> dict[str, store.RunInfo]:
+    return {r.user_id: r for r in store.list_runs(db, workspace, jid)}
 
 
 def _strip_names(value):
@@ -48,10 +48,10 @@ def _strip_names(value):
     return value
 
 
-def _as_stored_before_resolved_names(db, ws, jid: str) -> None:
+def _as_stored_before_resolved_names(db, workspace, jid: str) -> None:
     """Rewrite the stored IR as a release before the compiler resolved event names wrote it."""
     with db.begin() as conn:
-        where = (journey_versions.c.workspace_id == ws.id) & (journey_versions.c.journey_id == jid)
+        where = (journey_versions.c.workspace_id == workspace.id) & (journey_versions.c.journey_id == jid)
         text = conn.execute(select(journey_versions.c.ir).where(where)).scalar_one()
         assert '"names"' in text
         conn.execute(update(journey_versions).where(where).values(ir=json.dumps(_strip_names(json.loads(text)))))
@@ -74,15 +74,15 @@ async def test_one_click_unsubscribe_from_the_mail_exits_the_journey(temporal_de
     """`exit: {event: unsubscribed}` (every example journey's) fires on the one-click unsubscribe of the mail
     the journey sent, which records `_email.unsubscribe`; also for a version stored by an older release."""
     db = runtime_db
-    ws = ensure_workspace(db, "acme")  # the workspace of the `api` key
-    put_template(db, ws)
+    workspace = ensure_workspace(db, "acme")  # the workspace of the `api` key
+    put_template(db, workspace)
     jid, source = _journey(UNSUBSCRIBE_EXITS)
-    store.put_journey(db, ws, source)
+    store.put_journey(db, workspace, source)
     if stored_ir == "before-resolved-names":
-        _as_stored_before_resolved_names(db, ws, jid)
-    await _activate(db, temporal_dev.client, ws, jid, dev_worker)
-    add_customers(db, ws, ["ann", "bob"])
-    ingest(db, ws, [EventIn(name="signed_up", user_id=u) for u in ("ann", "bob")])
+        _as_stored_before_resolved_names(db, workspace, jid)
+    await _activate(db, temporal_dev.client, workspace, jid, dev_worker)
+    add_customers(db, workspace, ["ann", "bob"])
+    ingest(db, workspace, [EventIn(name="signed_up", user_id=u) for u in ("ann", "bob")])
     # both mails are in the inbox and recorded as sent (an unsubscribe of a message not yet recorded finds none)
     await aeventually(lambda: count(db, "select count(*) from event where name = '_email.send'") == 2)
     assert len(smtp_sink.to("ann@example.com")) == 1 and len(smtp_sink.to("bob@example.com")) == 1
@@ -95,11 +95,11 @@ async def test_one_click_unsubscribe_from_the_mail_exits_the_journey(temporal_de
     assert r.status_code == 200, r.text
     assert [e["name"] for e in api.get("/v1/events", params={"user_id": "ann", "name": "_email.unsubscribe"})
             .json()["items"]] == ["_email.unsubscribe"]
-    await aeventually(lambda: _runs(db, ws, jid)["ann"].status == "exited", 20)
-    runs = _runs(db, ws, jid)
+    await aeventually(lambda: _runs(db, workspace, jid)["ann"].status == "exited", 20)
+    runs = _runs(db, workspace, jid)
     assert runs["ann"].exit_reason == "event unsubscribed"
     assert runs["bob"].status == "active" and runs["bob"].current_step == "linger"  # still waiting
-    await store.stop(temporal_dev.client, db, ws, jid)
+    await store.stop(temporal_dev.client, db, workspace, jid)
     assert len(smtp_sink.to("ann@example.com")) == 1
 
 
@@ -118,21 +118,21 @@ steps:
 
 async def test_goal_filter_decides_conversions_in_runs_and_metrics(temporal_dev, runtime_db, dev_worker):
     db = runtime_db
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
     jid, source = _journey(GOAL_WITH_FILTER)
-    store.put_journey(db, ws, source)
-    await _activate(db, temporal_dev.client, ws, jid, dev_worker)
-    add_customers(db, ws, ["basic", "pro", "idle"])
-    ingest(db, ws, [EventIn(name="signed_up", user_id=u) for u in ("basic", "pro", "idle")])
+    store.put_journey(db, workspace, source)
+    await _activate(db, temporal_dev.client, workspace, jid, dev_worker)
+    add_customers(db, workspace, ["basic", "pro", "idle"])
+    ingest(db, workspace, [EventIn(name="signed_up", user_id=u) for u in ("basic", "pro", "idle")])
     await aeventually(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id = :j", j=jid) == 3)
-    ingest(db, ws, [EventIn(name="purchased", user_id="basic", attributes={"plan": "basic"}),  # not the goal
+    ingest(db, workspace, [EventIn(name="purchased", user_id="basic", attributes={"plan": "basic"}),  # not the goal
                     EventIn(name="purchased", user_id="pro", attributes={"plan": "pro"})])
-    await aeventually(lambda: _runs(db, ws, jid)["pro"].converted_at is not None)
-    runs = _runs(db, ws, jid)
+    await aeventually(lambda: _runs(db, workspace, jid)["pro"].converted_at is not None)
+    runs = _runs(db, workspace, jid)
     assert runs["basic"].converted_at is None and runs["idle"].converted_at is None
     assert count(db, "select count(*) from event where name = '_journey.converted'") == 1
-    m = metrics.journey_metrics(db, ws, jid)
+    m = metrics.journey_metrics(db, workspace, jid)
     assert m["goal"] == {"event": "purchased", "within_seconds": 7 * 86400,
                          "filter": {"==": [{"var": "event.properties.plan"}, "pro"]}}
     assert m["totals"]["metrics"]["sent"]["customers"] == 3
@@ -141,8 +141,8 @@ async def test_goal_filter_decides_conversions_in_runs_and_metrics(temporal_dev,
     assert hello["metrics"]["converted"]["customers"] == 1
     assert "3 customers sent, 0 opened, 0 clicked, 1 converted" in funnel_html(m)
     # naming the goal explicitly counts every event of that name, without the journey's filter
-    assert metrics.journey_metrics(db, ws, jid, goal="purchased")["totals"]["metrics"]["converted"]["customers"] == 2
-    await store.stop(temporal_dev.client, db, ws, jid)
+    assert metrics.journey_metrics(db, workspace, jid, goal="purchased")["totals"]["metrics"]["converted"]["customers"] == 2
+    await store.stop(temporal_dev.client, db, workspace, jid)
 
 
 HOLDOUT = """entry: {event: signed_up}
@@ -157,17 +157,17 @@ async def test_holdout_records_journey_holdout_events_seen_by_the_events_api(tem
     from tidings.engine.journeys.runtime.contracts import bucket
 
     db = runtime_db
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
     jid, source = _journey(HOLDOUT)
-    store.put_journey(db, ws, source)
-    await _activate(db, temporal_dev.client, ws, jid, dev_worker)
+    store.put_journey(db, workspace, source)
+    await _activate(db, temporal_dev.client, workspace, jid, dev_worker)
     users = [f"h{i}" for i in range(16)]
-    pks = dict(zip(users, add_customers(db, ws, users)))
-    ingest(db, ws, [EventIn(name="signed_up", user_id=u) for u in users])
+    pks = dict(zip(users, add_customers(db, workspace, users)))
+    ingest(db, workspace, [EventIn(name="signed_up", user_id=u) for u in users])
     await aeventually(lambda: count(db, "select count(*) from journey_run where journey_id = :j and status <> 'active'",
                               j=jid) == len(users))
-    runs = _runs(db, ws, jid)
+    runs = _runs(db, workspace, jid)
     held = {u for u, r in runs.items() if r.status == "held_out"}
     assert held == {u for u in users if bucket(jid, pks[u], "control") < 50} and 0 < len(held) < len(users)
     items = api.get("/v1/events", params={"name": "_journey.holdout", "limit": 100}).json()["items"]
@@ -180,8 +180,8 @@ async def test_holdout_records_journey_holdout_events_seen_by_the_events_api(tem
                                    "run_id": run_ids[pks[e["user_id"]]]}
         assert e["id"] == f"holdout:{e['attributes']['run_id']}"
     # the control group of the metrics is the same customers
-    assert metrics.journey_metrics(db, ws, jid, goal="purchased")["control"]["customers"] == len(held)
-    await store.stop(temporal_dev.client, db, ws, jid)
+    assert metrics.journey_metrics(db, workspace, jid, goal="purchased")["control"]["customers"] == len(held)
+    await store.stop(temporal_dev.client, db, workspace, jid)
 
 
 SEGMENT_ENTRY = """entry: {segment_entry: trial}
@@ -193,21 +193,21 @@ steps:
 async def test_segment_entry_admits_those_who_join_after_activation_only(temporal_dev, runtime_db, dev_worker, api):
     """As docs/journeys.md says: customers already in the segment when the journey is activated never enter."""
     db = runtime_db
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    add_customers(db, ws, ["early", "late"])
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    add_customers(db, workspace, ["early", "late"])
     r = api.post("/v1/segments", json={"id": "trial", "name": "trial",
                                        "rule": {"==": [{"var": "attributes.plan"}, "trial"]}})
     assert r.status_code == 201, r.text
     assert api.put("/v1/users/early", json={"attributes": {"plan": "trial"}}).status_code == 200
     jid, source = _journey(SEGMENT_ENTRY)
-    store.put_journey(db, ws, source)
-    await _activate(db, temporal_dev.client, ws, jid, dev_worker)
+    store.put_journey(db, workspace, source)
+    await _activate(db, temporal_dev.client, workspace, jid, dev_worker)
     assert api.put("/v1/users/late", json={"attributes": {"plan": "trial"}}).status_code == 200
-    await aeventually(lambda: "late" in _runs(db, ws, jid) and _runs(db, ws, jid)["late"].status == "completed")
+    await aeventually(lambda: "late" in _runs(db, workspace, jid) and _runs(db, workspace, jid)["late"].status == "completed")
     assert sorted(m["user_id"] for m in api.get("/v1/segments/trial/members").json()["items"]) == ["early", "late"]
-    assert set(_runs(db, ws, jid)) == {"late"}
-    await store.stop(temporal_dev.client, db, ws, jid)
+    assert set(_runs(db, workspace, jid)) == {"late"}
+    await store.stop(temporal_dev.client, db, workspace, jid)
 
 
 WAIT_FOR_UNSUBSCRIBE = """apiVersion: tidings/v1

@@ -51,24 +51,24 @@ steps:
 """
 
 
-async def activate_all(client, db, ws, queue, sources: list[tuple[str, str]]) -> None:
+async def activate_all(client, db, workspace, queue, sources: list[tuple[str, str]]) -> None:
     for _jid, source in sources:
-        store.put_journey(db, ws, source)
+        store.put_journey(db, workspace, source)
     sem = asyncio.Semaphore(20)
 
     async def one(jid):
         async with sem:
-            await store.activate(client, db, ws, jid, task_queue=queue)
+            await store.activate(client, db, workspace, jid, task_queue=queue)
 
     await asyncio.gather(*(one(jid) for jid, _ in sources))
 
 
-async def ping_latencies(db, ws, jid: str, users: list[str], timeout: float = 15) -> list[float]:
+async def ping_latencies(db, workspace, jid: str, users: list[str], timeout: float = 15) -> list[float]:
     """Seconds from recording a `ping` to its customer's message being sent, one customer at a time."""
     out = []
     for u in users:
         started = time.monotonic()
-        ingest(db, ws, [EventIn(name="ping", user_id=u)])
+        ingest(db, workspace, [EventIn(name="ping", user_id=u)])
         await aeventually(lambda u=u: count(db, "select count(*) from message where status = 'sent' and journey_id = :j "
                                       "and user_pk = (select id from users where user_id = :u)", j=jid, u=u) == 1,
                     max(timeout, 1))
@@ -92,28 +92,28 @@ async def production_worker(temporal_dev, runtime_db, tmp_path):
 async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(temporal_dev, runtime_db,
                                                                              production_worker):
     db, client, dev_worker = runtime_db, temporal_dev.client, production_worker
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
     tag = uuid.uuid4().hex[:6]  # admission workflow ids are per (workspace 1, journey): fresh ids per test run
-    add_customers(db, ws, [f"p{i}" for i in range(8)] + [f"w{i}" for i in range(40)] + [f"n{i}" for i in range(3)])
-    put_static_segment(db, ws, "vip", [])
+    add_customers(db, workspace, [f"p{i}" for i in range(8)] + [f"w{i}" for i in range(40)] + [f"n{i}" for i in range(3)])
+    put_static_segment(db, workspace, "vip", [])
     ping = f"ping-{tag}"
-    await activate_all(client, db, ws, dev_worker, [(ping, PING.format(id=ping))])
-    alone = await ping_latencies(db, ws, ping, ["p0", "p1", "p2", "p3"])
+    await activate_all(client, db, workspace, dev_worker, [(ping, PING.format(id=ping))])
+    alone = await ping_latencies(db, workspace, ping, ["p0", "p1", "p2", "p3"])
 
     noise = [(f"e{i}-{tag}", ON_EVENT.format(id=f"e{i}-{tag}", event=f"noise{i}")) for i in range(IDLE_EVENT_JOURNEYS)]
     noise += [(f"s{i}-{tag}", ON_SEGMENT.format(id=f"s{i}-{tag}")) for i in range(IDLE_SEGMENT_JOURNEYS)]
     began = time.monotonic()
-    await activate_all(client, db, ws, dev_worker, noise)
+    await activate_all(client, db, workspace, dev_worker, noise)
     activated_in, began = time.monotonic() - began, time.monotonic()
     # Starting 210 workflows is a burst of work (on a loaded box, many seconds): pings taken while it lasts
     # measure the burst. Once every admission is idle a ping is as quick as alone again; with admissions
     # that hold worker threads while idle that moment never comes.
     settle_by, spare = time.monotonic() + 45, iter(f"w{i}" for i in range(40))
-    while (await ping_latencies(db, ws, ping, [next(spare)], settle_by - time.monotonic()))[0] > max(alone) + 1.0:
+    while (await ping_latencies(db, workspace, ping, [next(spare)], settle_by - time.monotonic()))[0] > max(alone) + 1.0:
         assert time.monotonic() < settle_by, "steps never got quick again with many journeys active"
     settled_in = time.monotonic() - began
-    crowded = await ping_latencies(db, ws, ping, ["p4", "p5", "p6", "p7"])
+    crowded = await ping_latencies(db, workspace, ping, ["p4", "p5", "p6", "p7"])
     print(f"ping -> sent: alone {[round(x, 2) for x in alone]} s, with {len(noise)} journeys active "
           f"{[round(x, 2) for x in crowded]} s (activated in {activated_in:.1f} s, settled in {settled_in:.1f} s)")
     assert max(crowded) <= max(alone) + 3.0, (alone, crowded)
@@ -121,11 +121,11 @@ async def test_a_step_is_as_quick_with_200_idle_journeys_active_as_with_none(tem
 
     # and the idle journeys still admit at once: their watch wakes them
     started = time.monotonic()
-    ingest(db, ws, [EventIn(name=f"noise{i}", user_id=f"n{k}") for k, i in enumerate((0, 99, 199))])
+    ingest(db, workspace, [EventIn(name=f"noise{i}", user_id=f"n{k}") for k, i in enumerate((0, 99, 199))])
     await aeventually(lambda: count(db, "select count(*) from message where status = 'sent' and journey_id like 'e%'") == 3,
                 30)
     assert time.monotonic() - started < 5.0
     # stopping a journey (in the store: what `tidings journeys stop` writes first) ends its idle admission
     for jid, _ in [(ping, None), *noise]:
-        await store._status(client, db, ws, jid, "stopped", entries=False)
-    await asyncio.wait_for(client.get_workflow_handle(admission_workflow_id(installation_id(db), ws.id, noise[-1][0])).result(), 10)
+        await store._status(client, db, workspace, jid, "stopped", entries=False)
+    await asyncio.wait_for(client.get_workflow_handle(admission_workflow_id(installation_id(db), workspace.id, noise[-1][0])).result(), 10)

@@ -62,8 +62,8 @@ async def test_activating_a_finished_broadcast_again_sends_nothing(temporal_dev,
     folder.mkdir()
     for name, body in FOLDER.items():
         (folder / name).write_text(body)
-    ws = ensure_workspace(runtime_db, "shop")
-    add_customers(runtime_db, ws, CUSTOMERS)
+    workspace = ensure_workspace(runtime_db, "shop")
+    add_customers(runtime_db, workspace, CUSTOMERS)
 
     first = await asyncio.to_thread(_apply, runtime_db, temporal_dev, dev_worker, folder)
     assert "journey launch active on v1" in first
@@ -78,7 +78,7 @@ async def test_activating_a_finished_broadcast_again_sends_nothing(temporal_dev,
 
     again = await asyncio.to_thread(_apply, runtime_db, temporal_dev, dev_worker, folder)  # unchanged folder
     assert "journey launch active on v1" in again
-    await store.activate(temporal_dev.client, runtime_db, ws, "launch", task_queue=dev_worker)  # the API's way
+    await store.activate(temporal_dev.client, runtime_db, workspace, "launch", task_queue=dev_worker)  # the API's way
     await _settle(smtp_sink, len(CUSTOMERS), 5)  # the mails are in: 5 s more for any that should not come
     assert _per_recipient(smtp_sink) == {f"{c}@example.com": 1 for c in CUSTOMERS}
     assert _outcomes(runtime_db) == before

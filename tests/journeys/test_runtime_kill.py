@@ -51,15 +51,15 @@ async def test_killed_worker_mid_send_delivers_each_customer_exactly_once(tempor
     db, client = runtime_db, temporal_dev.client
     address = client.service_client.config.target_host
     queue = f"kill-{uuid.uuid4().hex[:6]}"
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws)
-    put_channel(db, load_plugins(), ws, "outbox", ChannelPut(rate_limit=20, channel_types=[ChannelType.EMAIL]))
-    store.put_journey(db, ws, ONE_SEND)
-    pks = add_customers(db, ws, [f"k{i}" for i in range(60)])
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    put_channel(db, load_plugins(), workspace, "outbox", ChannelPut(rate_limit=20, channel_types=[ChannelType.EMAIL]))
+    store.put_journey(db, workspace, ONE_SEND)
+    pks = add_customers(db, workspace, [f"k{i}" for i in range(60)])
     first = spawn(address, db.test_url, queue)
     second = None
     try:
-        handle = await store.enter(client, db, ws, "once", pks, task_queue=queue,
+        handle = await store.enter(client, db, workspace, "once", pks, task_queue=queue,
                                    cohort_options={"heartbeat_seconds": 2})
         give_up = time.monotonic() + 30
         while count(db, "select count(*) from outbox_message") < 10:
@@ -90,6 +90,6 @@ async def test_killed_worker_mid_send_delivers_each_customer_exactly_once(tempor
     assert delivered == {pk: 1 for pk in pks}  # exactly one delivered message each
     assert statuses == [("sent", 60)]  # one message row per customer, resumed rather than duplicated
     assert sends == {pk: 1 for pk in pks}
-    outcomes = {s.get("outcome") for r in store.list_runs(db, ws, "once", limit=1000) for s in r.steps
+    outcomes = {s.get("outcome") for r in store.list_runs(db, workspace, "once", limit=1000) for s in r.steps
                 if s["step"] == "hello"}
     assert outcomes == {"sent"}  # the retry sent (resumed), it did not report `duplicate`

@@ -215,7 +215,7 @@ async def test_goal_event_records_conversion(journey_test):
     a, b = journey_test.customer("a"), journey_test.customer("b")
     # triggers are written at activation; here the journey is only put, so write them as activate would
     with journey_test.db.begin() as conn:
-        store._set_triggers(conn, journey_test.ws.id, store.get_ir(journey_test.db, journey_test.ws, "goal"), entries=False)
+        store._set_triggers(conn, journey_test.workspace.id, store.get_ir(journey_test.db, journey_test.workspace, "goal"), entries=False)
     handle = await journey_test.start("goal", [a, b])
     await journey_test.sleep(60)
     journey_test.event("a", "purchased")
@@ -331,8 +331,8 @@ async def test_split_on_a_bounce_reported_by_provider_feedback(journey_test):
     await journey_test.sleep(60)  # hello is out, the cohort waits an hour
     [ann_message] = [m["message_id"] for m in journey_test.messages("bounce-check") if m["user_id"] == "ann"]
     with journey_test.db.begin() as conn:
-        refs, _ = find_messages(conn, journey_test.ws.id, message_ids=[ann_message])
-        record_occurrences(conn, journey_test.ws.id, [(refs[ann_message], Occurrence(type="hard_bounce", ts=now_ms()))])
+        refs, _ = find_messages(conn, journey_test.workspace.id, message_ids=[ann_message])
+        record_occurrences(conn, journey_test.workspace.id, [(refs[ann_message], Occurrence(type="hard_bounce", ts=now_ms()))])
     await handle.result()
     later = {(u, step) for u, step, _ in journey_test.sends("bounce-check") if step != "hello"}
     assert later == {("ann", "by-sms"), ("bob", "thanks")}

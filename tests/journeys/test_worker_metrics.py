@@ -33,14 +33,14 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 async def test_the_worker_serves_its_own_metrics(temporal_env, runtime_db, smtp_sink, tmp_path):  # noqa: F811
-    ws = ensure_workspace(runtime_db, "shop")
-    add_customers(runtime_db, ws, ["ann", "bob"])
-    put_template(runtime_db, ws)
+    workspace = ensure_workspace(runtime_db, "shop")
+    add_customers(runtime_db, workspace, ["ann", "bob"])
+    put_template(runtime_db, workspace)
     # A journey id of its own: the admission workflow's id is made of the workspace's id (1 in every fresh
     # database) and the journey's, and one left running on the shared dev server by an earlier test (its
     # worker gone) would be taken for this one's.
     journey_id = f"welcome-{uuid.uuid4().hex[:8]}"
-    store.put_journey(runtime_db, ws, WELCOME.replace("JOURNEY_ID", journey_id))
+    store.put_journey(runtime_db, workspace, WELCOME.replace("JOURNEY_ID", journey_id))
     queue, port = f"metrics-{uuid.uuid4().hex[:8]}", free_port()
     env = tidings_env(tmp_path / "home", runtime_db.test_url, TIDINGS_TASK_QUEUE=queue,
                       TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
@@ -60,8 +60,8 @@ async def test_the_worker_serves_its_own_metrics(temporal_env, runtime_db, smtp_
             assert first.status_code == 200 and first.headers["content-type"].startswith("text/plain")
             assert "# TYPE tidings_sends_total counter" in first.text  # families are there before any sample
 
-            await store.activate(temporal_env.client, runtime_db, ws, journey_id, task_queue=queue)
-            ingest(runtime_db, ws, [EventIn(name="signed_up", user_id=u) for u in ("ann", "bob")])
+            await store.activate(temporal_env.client, runtime_db, workspace, journey_id, task_queue=queue)
+            ingest(runtime_db, workspace, [EventIn(name="signed_up", user_id=u) for u in ("ann", "bob")])
             for _ in range(2400):
                 if len(smtp_sink.mails) >= 2:
                     break

@@ -61,12 +61,12 @@ def slow_smtp(monkeypatch):
 async def test_sigterm_to_the_worker_finishes_the_send_in_flight(temporal_env, runtime_db, slow_smtp, tmp_path):
     from tidings.engine.segments.service import SegmentIn, create_segment
 
-    ws = ensure_workspace(runtime_db, "shop")
+    workspace = ensure_workspace(runtime_db, "shop")
     customers = [f"c{i}" for i in range(15)]
-    add_customers(runtime_db, ws, customers)
-    put_template(runtime_db, ws)
-    create_segment(runtime_db, ws, SegmentIn(name="Everyone", id="everyone", rule=True))
-    store.put_journey(runtime_db, ws, BROADCAST)
+    add_customers(runtime_db, workspace, customers)
+    put_template(runtime_db, workspace)
+    create_segment(runtime_db, workspace, SegmentIn(name="Everyone", id="everyone", rule=True))
+    store.put_journey(runtime_db, workspace, BROADCAST)
     queue = f"term-{uuid.uuid4().hex[:8]}"
     env = tidings_env(tmp_path / "home", runtime_db.test_url, TIDINGS_TASK_QUEUE=queue,
                       TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
@@ -78,7 +78,7 @@ async def test_sigterm_to_the_worker_finishes_the_send_in_flight(temporal_env, r
 
     first = worker()
     try:
-        await store.activate(temporal_env.client, runtime_db, ws, "news", task_queue=queue)
+        await store.activate(temporal_env.client, runtime_db, workspace, "news", task_queue=queue)
         for _ in range(2400):  # the worker process starts first (up to 2 min on a loaded box)
             if slow_smtp.mails:
                 break

@@ -44,10 +44,10 @@ def send_event(message_id: str, *, endpoint_id: str, channel: str = "email", ts_
                    timestamp=datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc), attributes=attrs)
 
 
-def record_events(db, ws: WorkspaceRef, batch: list[EventIn]) -> None:
+def record_events(db, workspace: WorkspaceRef, batch: list[EventIn]) -> None:
     with db.begin() as conn:
-        _, rows, _ = record(conn, ws.id, batch)
-        changes.events_recorded(conn, ws.id, rows)
+        _, rows, _ = record(conn, workspace.id, batch)
+        changes.events_recorded(conn, workspace.id, rows)
 
 
 def events_named(api, name: str) -> list[dict]:

@@ -29,7 +29,7 @@ def seeded(api, db):
     for i in range(1, 5):
         api.put(f"/v1/endpoints/u{i}-mail", json={"channel": "EMAIL", "address": f"u{i}@example.com", "user_id": f"u{i}"})
     api.put("/v1/endpoints/u1-sms", json={"channel": "SMS", "address": "+15550000001", "user_id": "u1"})
-    ws = ws_of(db)
+    workspace = ws_of(db)
     mail = {i: f"m{i}" for i in range(1, 5)}
     batch = [send_event(mail[i], endpoint_id=f"u{i}-mail", journey=J, variant="A" if i <= 2 else "B", ts_ms=T0_MS)
              for i in range(1, 5)]
@@ -41,19 +41,19 @@ def seeded(api, db):
                             name_type="hard_bounce"))
     batch.append(send_event("m2", endpoint_id="u2-mail", journey=J, variant="A", ts_ms=T0_MS + 5 * 60_000,
                             name_type="unsubscribe"))
-    record_events(db, ws, batch)
+    record_events(db, workspace, batch)
     # opens and clicks count every occurrence
     from tidings.engine.messaging.ledger import Occurrence, find_messages, record_occurrences
 
     with db.begin() as conn:
-        refs, _ = find_messages(conn, ws.id, message_ids=["m1", "m3"])
-        record_occurrences(conn, ws.id, [
+        refs, _ = find_messages(conn, workspace.id, message_ids=["m1", "m3"])
+        record_occurrences(conn, workspace.id, [
             (refs["m1"], Occurrence(type="open", ts=T0_MS + 120_000)),
             (refs["m1"], Occurrence(type="open", ts=T0_MS + 180_000)),
             (refs["m3"], Occurrence(type="open", ts=T0_MS + 120_000)),
             (refs["m1"], Occurrence(type="click", ts=T0_MS + 190_000, details={"link": "https://x.example/"})),
         ])
-    record_events(db, ws, [
+    record_events(db, workspace, [
         _ev("purchase", "u1", T0_MS + 2 * H),          # after sms-1: counts for sms-1
         _ev("purchase", "u3", T0_MS + 30 * 60_000),   # counts for mail-1, variant B
         _ev("purchase", "u2", T0_MS + 10 * 24 * H),   # outside the 7-day window
@@ -61,11 +61,11 @@ def seeded(api, db):
         *[_ev("seen", f"u{i}", T0_MS) for i in range(5, 9)],
         _ev("purchase", "u5", T0_MS + 24 * H),        # one of four held-out customers converts
     ])
-    hold_out(db, ws, "spring", 1, [f"u{i}" for i in range(5, 9)], T0_MS)
-    return ws
+    hold_out(db, workspace, "spring", 1, [f"u{i}" for i in range(5, 9)], T0_MS)
+    return workspace
 
 
-def hold_out(db, ws, journey_id, version, user_ids, at_ms):
+def hold_out(db, workspace, journey_id, version, user_ids, at_ms):
     """journey_run rows as the runtime's holdout step leaves them (status held_out, the step's time)."""
     from sqlalchemy import select
 
@@ -74,10 +74,10 @@ def hold_out(db, ws, journey_id, version, user_ids, at_ms):
     from tidings.engine.customers.tables import users
 
     with db.begin() as conn:
-        pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == ws.id)).all())
+        pks = dict(conn.execute(select(users.c.user_id, users.c.id).where(users.c.workspace_id == workspace.id)).all())
         bulk_insert(conn, journey_runs, [
-            {"workspace_id": ws.id, "journey_id": journey_id, "version": version, "user_pk": pks[u], "cohort": 1,
-             "workflow_id": f"journey/{ws.id}/{journey_id}/v{version}/cohort/1", "current_step": "hold",
+            {"workspace_id": workspace.id, "journey_id": journey_id, "version": version, "user_pk": pks[u], "cohort": 1,
+             "workflow_id": f"journey/{workspace.id}/{journey_id}/v{version}/cohort/1", "current_step": "hold",
              "status": "held_out", "exit_reason": "control group", "entered_at": at_ms - 1000,
              "updated_at": at_ms + 5000, "converted_at": None, "steps": [{"step": "hold", "hop": 0, "at": at_ms}],
              "variant": None, "entry": {}} for u in user_ids])

@@ -91,8 +91,8 @@ async def test_ndjson_sink_in_pinpoint_shape_with_filter(manual, tmp_path, monke
     assert r.status_code == 201, r.text
     manual.api.put("/v1/endpoints/em", json={"channel": "EMAIL", "address": "e@example.com", "user_id": "eve"})
     manual.api.put("/v1/endpoints/ph", json={"channel": "SMS", "address": "+15550001111", "user_id": "eve"})
-    ws = ws_of(manual.db)
-    record_events(manual.db, ws, [
+    workspace = ws_of(manual.db)
+    record_events(manual.db, workspace, [
         send_event("m1", endpoint_id="em", journey=("j1", 1, "s1"), provider_message_id="ses-1"),
         send_event("m2", endpoint_id="ph", channel="sms", transactional=True),
         send_event("m3", endpoint_id="ph", channel="sms", journey=("j1", 1, "s2")),

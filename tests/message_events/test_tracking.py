@@ -22,9 +22,9 @@ HTML = """<html><body><p>Hi</p>
 @pytest.fixture
 def sent(api, db):
     api.put("/v1/endpoints/dee-mail", json={"channel": "EMAIL", "address": "dee@example.com", "user_id": "dee"})
-    ws = ws_of(db)
-    record_events(db, ws, [send_event("m7", endpoint_id="dee-mail", journey=("spring", 2, "mail-1"))])
-    return ws
+    workspace = ws_of(db)
+    record_events(db, workspace, [send_event("m7", endpoint_id="dee-mail", journey=("spring", 2, "mail-1"))])
+    return workspace
 
 
 def _path(url: str) -> str:

@@ -153,14 +153,14 @@ def test_key_rotation_reseals_every_secret(api, db, settings, twilio, monkeypatc
 def test_plain_rows_from_before_encryption_keep_working_and_are_sealed_at_start_up(settings, twilio):
     with TestClient(create_app(settings)) as client:
         db = client.app.state.db
-        ws, key = create_key(db, "acme")
+        workspace, key = create_key(db, "acme")
         api = Api(client, key)
         seed(api, "ana", endpoints=[("ana-phone", "SMS", "+14155550101")])
         with db.begin() as conn:  # a row as the code before encryption stored it
             conn.execute(channel_configs.insert().values(
-                workspace_id=ws.id, name="twilio-sms", config=twilio_config(twilio), rate_limit=None,
+                workspace_id=workspace.id, name="twilio-sms", config=twilio_config(twilio), rate_limit=None,
                 feedback_secret=FEEDBACK_SECRET, created_at=now_ms(), updated_at=now_ms()))
-            conn.execute(channel_routes.insert().values(workspace_id=ws.id, channel_type="SMS", name="twilio-sms"))
+            conn.execute(channel_routes.insert().values(workspace_id=workspace.id, channel_type="SMS", name="twilio-sms"))
         assert TOKEN in raw_row(db)
         assert send_sms(api)["status"] == "sent"  # read as it is
         assert basic_auth(twilio.requests[-1]) == f"AC123:{TOKEN}"

@@ -107,13 +107,13 @@ def test_workspaces_see_only_their_own_templates_messages_channels_outbox(api, o
 
 
 def test_template_yaml_resources_apply_idempotently(api, db):
-    ws = ensure_workspace(db, "acme")
+    workspace = ensure_workspace(db, "acme")
     docs = [r.doc for r in load_resources(Path(__file__).parents[2] / "journeys" / "templates.yaml")]
-    assert [apply_template_resource(db, ws, d) for d in docs] == ["created"] * len(docs)
-    assert [apply_template_resource(db, ws, d) for d in docs] == ["unchanged"] * len(docs)
-    assert {t.id for t in list_templates(db, ws)} == {d["id"] for d in docs}
+    assert [apply_template_resource(db, workspace, d) for d in docs] == ["created"] * len(docs)
+    assert [apply_template_resource(db, workspace, d) for d in docs] == ["unchanged"] * len(docs)
+    assert {t.id for t in list_templates(db, workspace)} == {d["id"] for d in docs}
     with db.connect() as conn:
-        assert template_exists(conn, ws.id, "welcome-email") and not template_exists(conn, ws.id, "nope")
+        assert template_exists(conn, workspace.id, "welcome-email") and not template_exists(conn, workspace.id, "nope")
     seed(api, "ana", attributes={"first_name": "Ana"}, locale="fr", endpoints=[("m", "EMAIL", "ana@example.com")])
     api.post("/v1/messages", json={"channel": "EMAIL", "template_id": "welcome-email", "recipients": [{"user_id": "ana"}]})
     [mail] = api.get("/v1/outbox").json()["items"]
@@ -121,7 +121,7 @@ def test_template_yaml_resources_apply_idempotently(api, db):
     assert "https://example.com" in mail["text"], "the default for data.cta_url applies"
     bad = {**docs[0], "subject": "{{ oops"}
     try:
-        apply_template_resource(db, ws, bad)
+        apply_template_resource(db, workspace, bad)
     except Exception as exc:
         assert getattr(exc, "field", None) == "subject"
     else:

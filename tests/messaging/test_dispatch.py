@@ -13,32 +13,32 @@ from .conftest import seed, user_pk
 PLUGINS = load_plugins()
 
 
-def step(db, settings, ws, sends, template="hello", **kw):
-    return send_journey_step(db, PLUGINS, settings, ws.id, channel_type=kw.pop("channel_type", "EMAIL"),
+def step(db, settings, workspace, sends, template="hello", **kw):
+    return send_journey_step(db, PLUGINS, settings, workspace.id, channel_type=kw.pop("channel_type", "EMAIL"),
                              template_id=template, data=kw.pop("data", {"cta": "https://acme.example/go"}),
                              sends=sends, journey_id="welcome", journey_version=3, step_id="hello", **kw)
 
 
 @pytest.fixture
-def ws(api, db):
-    ws = ensure_workspace(db, "acme")
-    put_template(db, ws, "hello", TemplateBody(
+def workspace(api, db):
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace, "hello", TemplateBody(
         channel="EMAIL", subject="Hi {{ user.attributes.first_name | default('there') }}",
         text="Go to {{ data.cta }} ({{ 100 // data.visits }} points)", html="<p>Hi {{ data.name }}</p>",
         defaults={"visits": 1}))
-    return ws
+    return workspace
 
 
 def events_named(api, name):
     return [e for e in api.get("/v1/events", params={"name": name, "limit": 1000}).json()["items"]]
 
 
-async def test_sends_through_smtp_once_per_key_and_records_events(api, db, settings, ws, smtp_sink):
+async def test_sends_through_smtp_once_per_key_and_records_events(api, db, settings, workspace, smtp_sink):
     seed(api, "ana", attributes={"first_name": "Ana"}, endpoints=[("ana-mail", "EMAIL", "ana@example.com")])
     seed(api, "bob", endpoints=[("bob-mail", "EMAIL", "bob@example.com"), ("bob-old", "EMAIL", "old@example.com", True)])
     sends = [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="wf-1/hello/ana", variant="A"),
              JourneySend(user_pk=user_pk(db, "bob"), idempotency_key="wf-1/hello/bob", data={"visits": 4})]
-    first = await step(db, settings, ws, sends)
+    first = await step(db, settings, workspace, sends)
     assert [o.status for o in first] == ["sent", "sent"]
     assert first[1].endpoint_ids == ["bob-mail"], "the opted-out endpoint is skipped"
     assert len(smtp_sink.mails) == 2
@@ -49,7 +49,7 @@ async def test_sends_through_smtp_once_per_key_and_records_events(api, db, setti
     assert "(25 points)" in smtp_sink.to("bob@example.com")[0].get_body(("plain",)).get_content()
     assert smtp_sink.to("bob@example.com")[0]["Subject"] == "Hi there"
 
-    again = await step(db, settings, ws, sends)  # a retried activity
+    again = await step(db, settings, workspace, sends)  # a retried activity
     assert [o.status for o in again] == ["duplicate", "duplicate"]
     assert again[0].message_ids == first[0].message_ids
     assert len(smtp_sink.mails) == 2, "the same key never sends twice"
@@ -63,14 +63,14 @@ async def test_sends_through_smtp_once_per_key_and_records_events(api, db, setti
     assert ev["id"] == f"{first[0].message_ids[0]}:send"
 
 
-async def test_opted_out_no_endpoint_and_render_failure_do_not_stop_the_batch(api, db, settings, ws):
+async def test_opted_out_no_endpoint_and_render_failure_do_not_stop_the_batch(api, db, settings, workspace):
     seed(api, "out", endpoints=[("out-mail", "EMAIL", "out@example.com", True)])
     seed(api, "sms-only", endpoints=[("s1", "SMS", "+14155550100")])
     seed(api, "zero", endpoints=[("zero-mail", "EMAIL", "zero@example.com")])
     seed(api, "fine", endpoints=[("fine-mail", "EMAIL", "fine@example.com")])
     sends = [JourneySend(user_pk=user_pk(db, u), idempotency_key=f"k/{u}", data=d)
              for u, d in (("out", {}), ("sms-only", {}), ("zero", {"visits": 0}), ("fine", {}))]
-    out = await step(db, settings, ws, sends)  # no channel configured: the outbox keeps the messages
+    out = await step(db, settings, workspace, sends)  # no channel configured: the outbox keeps the messages
     assert [o.status for o in out] == ["opted_out", "no_endpoint", "render_failed", "sent"]
     assert out[0].endpoint_ids == ["out-mail"]
     assert "division" in out[2].error
@@ -82,21 +82,21 @@ async def test_opted_out_no_endpoint_and_render_failure_do_not_stop_the_batch(ap
     assert box[0]["message_id"] == out[3].message_ids[0]
 
 
-async def test_missing_template_is_a_render_failure(api, db, settings, ws):
+async def test_missing_template_is_a_render_failure(api, db, settings, workspace):
     seed(api, "ana", endpoints=[("ana-mail", "EMAIL", "ana@example.com")])
-    [o] = await step(db, settings, ws, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")], template="gone")
+    [o] = await step(db, settings, workspace, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")], template="gone")
     assert o.status == "render_failed" and "gone" in o.error
     assert api.get("/v1/outbox").json()["items"] == []
 
 
-async def test_transient_failures_stay_retrying_with_their_error_until_the_window_is_over(api, db, settings, ws,
+async def test_transient_failures_stay_retrying_with_their_error_until_the_window_is_over(api, db, settings, workspace,
                                                                                          monkeypatch):
     from tests.messaging.conftest import free_port
     seed(api, "ana", endpoints=[("ana-mail", "EMAIL", "ana@example.com")])
     monkeypatch.setenv("TIDINGS_SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("TIDINGS_SMTP_PORT", str(free_port()))  # nobody listens: connection refused
     monkeypatch.setenv("TIDINGS_SMTP_SECURITY", "none")
-    [o] = await step(db, settings, ws, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")])
+    [o] = await step(db, settings, workspace, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")])
     assert o.status == "retrying" and "connection" in o.error.lower() and o.retry_at > now_ms()
     assert events_named(api, "_email.failed") == []  # not failed: tried again later
     msg = api.get(f"/v1/messages/{o.message_ids[0]}").json()
@@ -105,7 +105,7 @@ async def test_transient_failures_stay_retrying_with_their_error_until_the_windo
     # the same send again (the journey comes back at retry_at): resumed, same message id, still refused;
     # with the window over it fails now, with the last error
     monkeypatch.setenv("TIDINGS_DELIVERY_RETRY_HOURS", "0.000001")
-    [again] = await step(db, settings, ws, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")])
+    [again] = await step(db, settings, workspace, [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="k")])
     assert again.status == "failed" and again.message_ids == o.message_ids and "connection" in again.error.lower()
     [ev] = events_named(api, "_email.failed")
     assert ev["attributes"]["permanent"] is False and ev["attributes"]["message_id"] == o.message_ids[0]
@@ -113,7 +113,7 @@ async def test_transient_failures_stay_retrying_with_their_error_until_the_windo
     assert msg["status"] == "failed" and msg["attempts"] == 6 and msg["next_attempt_at"] is None
 
 
-async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(api, db, settings, ws, smtp_sink,
+async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(api, db, settings, workspace, smtp_sink,
                                                                                monkeypatch):
     """A customer with two endpoints whose send was interrupted after one row was handed over (that row
     `sent`, the other still `retrying` after its server refused it): sent again under the same key, only
@@ -124,7 +124,7 @@ async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(a
     send = [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="wf-9/hello/ana")]
     real_port = smtp_sink.port
     monkeypatch.setenv("TIDINGS_SMTP_PORT", str(free_port()))  # down: both rows retrying
-    [first] = await step(db, settings, ws, send)
+    [first] = await step(db, settings, workspace, send)
     assert first.status == "retrying" and len(first.message_ids) == 2
     home, work = first.message_ids
     # the home row was handed over by an attempt that recorded it (a chunk recorded as it completes)
@@ -134,7 +134,7 @@ async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(a
     with db.begin() as conn:
         conn.execute(update(messages).where(messages.c.message_id == home).values(status="sent"))
     monkeypatch.setenv("TIDINGS_SMTP_PORT", str(real_port))  # back
-    [again] = await step(db, settings, ws, send)
+    [again] = await step(db, settings, workspace, send)
     assert again.status == "sent" and again.message_ids == [home, work]
     assert [m[1] for m in smtp_sink.mails] == [["work@example.com"]], "the sent row is not sent again"
     assert smtp_sink.parsed()["X-Tidings-Message-Id"] == work

@@ -32,9 +32,9 @@ BODY = {"channel": "EMAIL", "content": {"subject": "Your code", "text": "Code {{
         "data": {"code": "42"}, "recipients": [{"user_id": "ana"}]}
 
 
-def _claim(ws_id: int, key: str, fail: bool = False):
+def _claim(workspace_id: int, key: str, fail: bool = False):
     def job(conn):
-        conn.execute(idempotent_requests.insert().values(workspace_id=ws_id, key=key, body_hash="h", created_at=1))
+        conn.execute(idempotent_requests.insert().values(workspace_id=workspace_id, key=key, body_hash="h", created_at=1))
         if fail:
             raise Conflict(f"{key} refused", field="key")
         return key.upper()
@@ -42,9 +42,9 @@ def _claim(ws_id: int, key: str, fail: bool = False):
 
 
 async def test_concurrent_jobs_share_one_transaction_and_a_failing_one_is_rolled_back_alone(db):
-    ws = ensure_workspace(db, "acme")
+    workspace = ensure_workspace(db, "acme")
     keys = [f"k{i}" for i in range(8)]
-    outcomes = await asyncio.gather(*(serial.write(db, _claim(ws.id, k, fail=(k == "k3"))) for k in keys),
+    outcomes = await asyncio.gather(*(serial.write(db, _claim(workspace.id, k, fail=(k == "k3"))) for k in keys),
                                     return_exceptions=True)
     assert [o if isinstance(o, str) else str(o) for o in outcomes] == [
         "K0", "K1", "K2", "k3 refused", "K4", "K5", "K6", "K7"]
@@ -55,8 +55,8 @@ async def test_concurrent_jobs_share_one_transaction_and_a_failing_one_is_rolled
         assert serial.committed(db) == (1, 8)
     # a lone job that fails rolls back its whole transaction, and the committer goes on
     with pytest.raises(Conflict):
-        await serial.write(db, _claim(ws.id, "alone", fail=True))
-    assert await serial.write(db, _claim(ws.id, "after")) == "AFTER"
+        await serial.write(db, _claim(workspace.id, "alone", fail=True))
+    assert await serial.write(db, _claim(workspace.id, "after")) == "AFTER"
     with db.connect() as conn:
         assert "alone" not in set(conn.execute(select(idempotent_requests.c.key)).scalars())
 

@@ -56,10 +56,10 @@ class KeyPair:
 def make_key(database_url: str, workspace_name: str | None) -> KeyPair:
     db = make_engine(database_url)
     try:
-        ws, key_id, secret = create_access_key(db, workspace_name, keyring().seal)
+        workspace, key_id, secret = create_access_key(db, workspace_name, keyring().seal)
     finally:
         db.dispose()
-    return KeyPair(ws.name if ws else None, key_id, secret)
+    return KeyPair(workspace.name if workspace else None, key_id, secret)
 
 
 def client_for(api: RunningApi, key: KeyPair, secret: str | None = None):

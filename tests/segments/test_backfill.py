@@ -31,45 +31,45 @@ ODD = ["", "0", "5", "-5", "5.", ".5", "5.0", "-0", "007", "1e3", "1E-3", "1e", 
 PATHS = ["attributes.a", "metrics.m", "attributes.q\"k", "user_id", "locale", "timezone", "attributes.none"]
 
 
-def index_rows(conn, ws_id, user_paths, ep_paths=()):
+def index_rows(conn, workspace_id, user_paths, ep_paths=()):
     got = Counter(tuple(r) for r in conn.execute(text(
-        "SELECT user_pk, ep, path, kind, txt, num, ts FROM customer_value WHERE workspace_id = :w"), {"w": ws_id})
+        "SELECT user_pk, ep, path, kind, txt, num, ts FROM customer_value WHERE workspace_id = :w"), {"w": workspace_id})
         if r.path in user_paths and r.ep == 0 or r.path in ep_paths and r.ep != 0)
-    pks = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": ws_id}).scalars())
+    pks = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": workspace_id}).scalars())
     found, eps = load_customers(conn, pks)
     want = Counter((r["user_pk"], r["ep"], r["path"], r["kind"], r["txt"], r["num"], r["ts"])
-                   for pk in pks for r in value_rows(ws_id, found[pk], eps.get(pk, []), user_paths, ep_paths))
+                   for pk in pks for r in value_rows(workspace_id, found[pk], eps.get(pk, []), user_paths, ep_paths))
     return got, want
 
 
 def test_sql_backfill_classifies_as_python(db):
     """Every value class, filled by SQL, gives the rows documents.value_rows gives (none missing or twice)."""
-    ws, _ = create_key(db, "odd")
+    workspace, _ = create_key(db, "odd")
     with writing(db) as conn:
-        conn.execute(insert(users), [{"workspace_id": ws.id, "user_id": f"u{i}", "attributes": {"a": v, 'q"k': v},
+        conn.execute(insert(users), [{"workspace_id": workspace.id, "user_id": f"u{i}", "attributes": {"a": v, 'q"k': v},
                                       "metrics": {"m": v}, "timezone": "Europe/Paris" if i % 2 else None,
                                       "locale": v if isinstance(v, str) else None, "created_at": 0, "updated_at": 0}
                                      for i, v in enumerate(ODD)])
     rule = {"or": [{"==": [{"var": p}, "x"]} for p in PATHS]}
     seg = compile_segment("odd", "dynamic", rule)
     with writing(db) as conn:
-        ensure_indexed(conn, ws.id, seg)
+        ensure_indexed(conn, workspace.id, seg)
     with reading(db) as conn:
-        got, want = index_rows(conn, ws.id, set(PATHS))
+        got, want = index_rows(conn, workspace.id, set(PATHS))
         assert got == want, (got - want, want - got)
-        assert not backfill.pending(conn, ws.id)
-    wide_matches_cv(db, ws.id)
+        assert not backfill.pending(conn, workspace.id)
+    wide_matches_cv(db, workspace.id)
     # the direct evaluation (no index) and the index's agree with the reference evaluator on these values
     rules = [{"==": [{"var": "attributes.a"}, 5]}, {">": [{"var": "metrics.m"}, 0]}, {"in": ["a", {"var": "attributes.a"}]},
              {"!": {"var": "attributes.a"}}, {"<": [{"var": "locale"}, "b"]}, {"===": [{"var": "attributes.a"}, "5"]}]
     with writing(db) as conn:
-        pks = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": ws.id}).scalars())
+        pks = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": workspace.id}).scalars())
         for r in rules:
             s = compile_segment("r", "dynamic", r)
-            docs = documents(conn, ws.id, pks, s.facts, now_ms())
+            docs = documents(conn, workspace.id, pks, s.facts, now_ms())
             expected = {pk for pk, d in docs.items() if python_member(s, d)}
-            assert full_members(conn, ws.id, s, now_ms(), register=False, direct=True) == expected, r
-            assert full_members(conn, ws.id, s, now_ms()) == expected, r
+            assert full_members(conn, workspace.id, s, now_ms(), register=False, direct=True) == expected, r
+            assert full_members(conn, workspace.id, s, now_ms()) == expected, r
 
 
 RULE = {"and": [{"==": [{"var": "attributes.plan"}, "pro"]}, {"in": ["vip", {"var": "attributes.tags"}]}]}
@@ -83,8 +83,8 @@ def people(n, start=0):
     return [{"plan": ["pro", "free", "team"][i % 3], "tags": ["vip"] if i % 2 else ["x"]} for i in range(start, start + n)]
 
 
-def put_users(db, ws, attrs_by_id):
-    customers.upsert_users(db, ws, [UserBatchItem(user_id=uid, attributes=a) for uid, a in attrs_by_id.items()])
+def put_users(db, workspace, attrs_by_id):
+    customers.upsert_users(db, workspace, [UserBatchItem(user_id=uid, attributes=a) for uid, a in attrs_by_id.items()])
 
 
 def members(api, sid):
@@ -97,15 +97,15 @@ def members(api, sid):
             return out
 
 
-def exact(db, ws_id):
+def exact(db, workspace_id):
     """The index holds exactly the rows of the customers' current data, the wide table matches it, and a full
     evaluation from the index changes no membership."""
     with reading(db) as conn:
-        got, want = index_rows(conn, ws_id, {"attributes.plan", "attributes.tags"})
+        got, want = index_rows(conn, workspace_id, {"attributes.plan", "attributes.tags"})
     assert got == want, (got - want, want - got)
-    wide_matches_cv(db, ws_id)
+    wide_matches_cv(db, workspace_id)
     with writing(db) as conn:
-        assert evaluate_many_full(conn, ws_id, {"vips"}) == {"vips": (0, 0)}
+        assert evaluate_many_full(conn, workspace_id, {"vips"}) == {"vips": (0, 0)}
 
 
 @pytest.fixture
@@ -116,9 +116,9 @@ def small_batches(monkeypatch):
 
 def test_new_segment_is_evaluating_then_current_with_writes_in_between(api, db, small_batches, monkeypatch):
     monkeypatch.setattr(backfill, "IN_PROCESS", False)  # this test runs the batches itself, writes in between
-    ws, _ = create_key(db, "acme")
+    workspace, _ = create_key(db, "acme")
     data = {f"u{i}": a for i, a in enumerate(people(300))}
-    put_users(db, ws, data)
+    put_users(db, workspace, data)
     r = api.post("/v1/segments", json={"id": "vips", "name": "VIPs", "rule": RULE})
     assert r.status_code == 201, r.text
     body = r.json()
@@ -127,13 +127,13 @@ def test_new_segment_is_evaluating_then_current_with_writes_in_between(api, db, 
     assert members(api, "vips") == {u for u, a in data.items() if member(a)}
     seen = []
     step = 0
-    while backfill.fill_step(db, ws.id):
+    while backfill.fill_step(db, workspace.id):
         step += 1
         # writes below and above the watermark, new customers, erasures: members stay exact
         changes = {f"u{(step * 37) % 300}": {"plan": "pro", "tags": ["vip"]},
                    f"u{(step * 91 + 5) % 300}": {"plan": "free"},
                    f"n{step}": {"plan": "pro", "tags": ["vip", "x"] if step % 2 else ["x"]}}
-        put_users(db, ws, changes)
+        put_users(db, workspace, changes)
         for uid, a in changes.items():
             data[uid] = {**data.get(uid, {}), **a}
         if step == 3:
@@ -149,14 +149,14 @@ def test_new_segment_is_evaluating_then_current_with_writes_in_between(api, db, 
     assert progress == sorted(progress) and 0 < progress[0] < progress[-1] < 1
     assert api.get("/v1/segments/vips").json()["progress"] is None
     assert members(api, "vips") == {u for u, a in data.items() if member(a)}
-    exact(db, ws.id)
+    exact(db, workspace.id)
 
 
 def test_concurrent_writes_during_the_backfill_are_counted_exactly(api, db, small_batches):
     """The saving process fills in its own thread while another thread keeps writing the same customers."""
-    ws, _ = create_key(db, "acme")
+    workspace, _ = create_key(db, "acme")
     data = {f"u{i}": a for i, a in enumerate(people(600))}
-    put_users(db, ws, data)
+    put_users(db, workspace, data)
     stop = threading.Event()
     errors: list[BaseException] = []
     writes = [0]
@@ -167,7 +167,7 @@ def test_concurrent_writes_during_the_backfill_are_counted_exactly(api, db, smal
             while not stop.is_set() or i < 40:
                 uid = f"u{(i * 53) % 600}" if i % 3 else f"w{i}"
                 a = {"plan": "pro" if i % 2 else "team", "tags": ["vip"] if i % 4 < 2 else []}
-                put_users(db, ws, {uid: a})
+                put_users(db, workspace, {uid: a})
                 data[uid] = a
                 i += 1
                 writes[0] = i
@@ -193,4 +193,4 @@ def test_concurrent_writes_during_the_backfill_are_counted_exactly(api, db, smal
     assert writes[0] >= 40
     assert members(api, "vips") == {u for u, a in data.items() if member(a)}
     assert api.get("/v1/segments/vips").json()["size"] == sum(member(a) for a in data.values())
-    exact(db, ws.id)
+    exact(db, workspace.id)

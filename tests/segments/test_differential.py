@@ -107,7 +107,7 @@ def test_prefilters_on_values_of_several_kinds(db):
 
 
 def agree(db, people, rules):
-    ws, _ = create_key(db, f"diff{next(_ws)}")
+    workspace, _ = create_key(db, f"diff{next(_ws)}")
     items, eps, evs = [], [], []
     for i, p in enumerate(people):
         uid = f"u{i}"
@@ -121,32 +121,32 @@ def agree(db, people, rules):
                                          demographic=Demographic(platform=plat)))
         for sku in p["buys"]:
             evs.append(EventIn(name="buy", user_id=uid, attributes={} if sku is None else {"sku": sku}))
-    customers.upsert_users(db, ws, items)
+    customers.upsert_users(db, workspace, items)
     if eps:
-        endpoints.upsert_endpoints(db, ws, eps)
+        endpoints.upsert_endpoints(db, workspace, eps)
     if evs:
-        events.ingest(db, ws, evs)
+        events.ingest(db, workspace, evs)
     now = now_ms()
     with db.connect() as conn:
-        pks = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": ws.id}).scalars())
+        pks = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": workspace.id}).scalars())
         for rule in rules:
             seg = compile_segment("diff", "dynamic", rule)
-            ensure_indexed(conn, ws.id, seg)  # the typed index holds only paths some rule reads
-            docs = documents(conn, ws.id, pks, seg.facts, now)
-            ctx = Ctx(dialect=conn.dialect.name, workspace_id=ws.id, now=now)
+            ensure_indexed(conn, workspace.id, seg)  # the typed index holds only paths some rule reads
+            docs = documents(conn, workspace.id, pks, seg.facts, now)
+            ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace.id, now=now)
             expr = outcome_sql(seg.logic, seg.facts, ctx)
             rows = dict(conn.execute(text(f"SELECT u.id, {expr} FROM users u WHERE u.workspace_id = :ws_"),
-                                     {**ctx.params, "ws_": ws.id}).all())
+                                     {**ctx.params, "ws_": workspace.id}).all())
             for pk, doc in docs.items():
                 if rows[pk] != 3:
                     assert rows[pk] == outcome(seg.logic, doc), (rule, doc)
-            slots = paths.slots(conn, ws.id)
+            slots = paths.slots(conn, workspace.id)
             if seg.user_paths and seg.user_paths <= set(slots):  # the same rule over the wide table
-                wctx = Ctx(dialect=conn.dialect.name, workspace_id=ws.id, now=now, wide=slots)
+                wctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace.id, now=now, wide=slots)
                 if conn.dialect.name == "sqlite":  # as full evaluation: branches of rare kinds no slot holds dropped
-                    wctx.rare = paths.rare_kinds(conn, ws.id, slots.values())
+                    wctx.rare = paths.rare_kinds(conn, workspace.id, slots.values())
                 wexpr = Translator(wctx, seg.facts).node(seg.logic, Scope(user="w.user_pk", ep="0", kind="user"))
-                wrows = dict(conn.execute(text(f"SELECT w.user_pk, {wexpr} FROM {paths.wide_table(ws.id)} w"),
+                wrows = dict(conn.execute(text(f"SELECT w.user_pk, {wexpr} FROM {paths.wide_table(workspace.id)} w"),
                                           wctx.params).all())
                 assert set(wrows) == set(docs)
                 for pk, doc in docs.items():
@@ -155,7 +155,7 @@ def agree(db, people, rules):
                 # each prefilter passes every customer its conjunct holds for; an exact one only those
                 terms = conjuncts(seg.logic)
                 for pre in wide_conjunct_filters(seg.logic, wctx):
-                    passing = set(conn.execute(text(f"SELECT w.user_pk FROM {paths.wide_table(ws.id)} w WHERE {pre.cond}"),
+                    passing = set(conn.execute(text(f"SELECT w.user_pk FROM {paths.wide_table(workspace.id)} w WHERE {pre.cond}"),
                                                wctx.params).scalars())
                     for pk, doc in docs.items():
                         holds = outcome(terms[pre.conjunct], doc) == 1
@@ -163,6 +163,6 @@ def agree(db, people, rules):
                         if pre.exact:
                             assert holds == (pk in passing), (rule, pre, doc)
             expected = {pk for pk, doc in docs.items() if python_member(seg, doc)}
-            assert full_members(conn, ws.id, seg, now) == expected, rule
+            assert full_members(conn, workspace.id, seg, now) == expected, rule
             # the direct evaluation over the users' JSON (while the index fills) agrees too
-            assert full_members(conn, ws.id, seg, now, register=False, direct=True) == expected, rule
+            assert full_members(conn, workspace.id, seg, now, register=False, direct=True) == expected, rule

@@ -37,27 +37,27 @@ def seeded(settings):
                                                  TIDINGS_DATABASE_URL=settings.database_url,
                                                  TIDINGS_SEGMENT_ESTIMATE_ABOVE="1000"))) as client:
         db = client.app.state.db
-        ws, key = create_key(db, "acme")
-        upsert_users(db, ws, _customers())
-        yield client, db, ws, key
+        workspace, key = create_key(db, "acme")
+        upsert_users(db, workspace, _customers())
+        yield client, db, workspace, key
 
 
 def test_exact_below_the_threshold_estimated_above(seeded):
-    _, db, ws, _ = seeded
+    _, db, workspace, _ = seeded
     truth = _truth()
-    exact = estimate_rule(db, ws, RULE, exact_up_to=N)
+    exact = estimate_rule(db, workspace, RULE, exact_up_to=N)
     assert (exact.exact, exact.size, exact.low, exact.high, exact.customers, exact.evaluated) == (
         True, truth, truth, truth, N, N)
     assert len(exact.sample) == 10 and all(u.startswith("c") for u in exact.sample)
 
-    guess = estimate_rule(db, ws, RULE, exact_up_to=N - 1, sample_size=600)
+    guess = estimate_rule(db, workspace, RULE, exact_up_to=N - 1, sample_size=600)
     assert not guess.exact and guess.customers == N
     assert 400 <= guess.evaluated <= 800  # a Bernoulli sample of about 600
     assert guess.low <= truth <= guess.high and guess.low <= guess.size <= guess.high
     assert guess.high - guess.low < N * 0.15  # an error bar, not "somewhere between 0 and everyone"
-    assert estimate_rule(db, ws, RULE, exact_up_to=N - 1, sample_size=600) == guess  # steady while typing
+    assert estimate_rule(db, workspace, RULE, exact_up_to=N - 1, sample_size=600) == guess  # steady while typing
     with pytest.raises(InvalidInput) as bad:
-        estimate_rule(db, ws, {"==": [{"var": "attributes.plan"}]}, exact_up_to=10)
+        estimate_rule(db, workspace, {"==": [{"var": "attributes.plan"}]}, exact_up_to=10)
     assert bad.value.field == "rule"
 
 
@@ -84,8 +84,8 @@ def test_console_builder_marks_the_estimate_and_the_saved_segment_is_exact(seede
 def test_console_builder_is_exact_at_or_below_the_threshold(settings):
     with TestClient(create_app(settings)) as client:  # the default threshold, 200,000
         db = client.app.state.db
-        ws, key = create_key(db, "acme")
-        upsert_users(db, ws, _customers()[:500])
+        workspace, key = create_key(db, "acme")
+        upsert_users(db, workspace, _customers()[:500])
         token = _sign_in(client, key)
         answer = client.post("/console/segments/preview", data={"rule": json.dumps(RULE),
                                                                 "_csrf_token": token})

@@ -48,20 +48,20 @@ def test_users_created_by_events_are_placed(api):
     assert api.get("/v1/users/newbie").json()["segments"] == ["no-plan"]
 
 
-def wide_matches_cv(db, ws_id=None):
+def wide_matches_cv(db, workspace_id=None):
     """Every customer has a wide row, and each slot holds its path's customer_value row (or nothing)."""
     from tidings.engine.segments import typed_index as paths
 
     with db.connect() as conn:
-        ws_id = ws_id or conn.execute(text("SELECT max(workspace_id) FROM users")).scalar()
-        slots = paths.slots(conn, ws_id)
-        users = set(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": ws_id}).scalars())
-        wide = {r["user_pk"]: r for r in conn.execute(text(f"SELECT * FROM {paths.wide_table(ws_id)}")).mappings()}
+        workspace_id = workspace_id or conn.execute(text("SELECT max(workspace_id) FROM users")).scalar()
+        slots = paths.slots(conn, workspace_id)
+        users = set(conn.execute(text("SELECT id FROM users WHERE workspace_id = :w"), {"w": workspace_id}).scalars())
+        wide = {r["user_pk"]: r for r in conn.execute(text(f"SELECT * FROM {paths.wide_table(workspace_id)}")).mappings()}
         assert set(wide) == users
         for path, s in slots.items():
             cv_rows = {r.user_pk: (r.kind, r.num, r.txt, r.ts) for r in conn.execute(text(
                 "SELECT user_pk, kind, num, txt, ts FROM customer_value WHERE workspace_id = :w AND path = :p "
-                "AND ep = 0 AND kind <> 'i'"), {"w": ws_id, "p": path})}
+                "AND ep = 0 AND kind <> 'i'"), {"w": workspace_id, "p": path})}
             for pk, w in wide.items():
                 assert (w[f"k{s}"], w[f"n{s}"], w[f"t{s}"], w[f"d{s}"]) == cv_rows.get(pk, (None,) * 4), (path, pk)
         return slots
@@ -91,20 +91,20 @@ def scan_indexes(db):
     from tidings.engine.segments import typed_index as paths
 
     with db.connect() as conn:
-        ws_id = conn.execute(text("SELECT max(workspace_id) FROM users")).scalar()
-        return paths.scan_indexes(conn, ws_id), paths.slots(conn, ws_id), ws_id
+        workspace_id = conn.execute(text("SELECT max(workspace_id) FROM users")).scalar()
+        return paths.scan_indexes(conn, workspace_id), paths.slots(conn, workspace_id), workspace_id
 
 
-def full_plan(db, ws_id, rule):
+def full_plan(db, workspace_id, rule):
     """EXPLAIN QUERY PLAN of the rule's full evaluation, and its members."""
     from tidings.engine.segments.evaluate import compile_segment, full_evaluation_query, full_members
 
     compiled = compile_segment("probe", "dynamic", rule)
     with db.connect() as conn:
-        query, params, wide = full_evaluation_query(conn, ws_id, compiled, 0)
+        query, params, wide = full_evaluation_query(conn, workspace_id, compiled, 0)
         assert wide
         plan = " ".join(r[-1] for r in conn.execute(text("EXPLAIN QUERY PLAN " + query), params))
-        members = full_members(conn, ws_id, compiled, 0)
+        members = full_members(conn, workspace_id, compiled, 0)
         return plan, members
 
 
@@ -124,7 +124,7 @@ def test_scan_index_serves_full_evaluation_and_goes_with_its_segments(api, db):
                               {"in": [{"var": "attributes.country"}, ["US", "CA"]]},
                               {">": [{"var": "metrics.spend"}, n]}]}
     assert seg(api, "big", rule(50))["size"] == len(expected(50))
-    indexes, slots, ws_id = scan_indexes(db)
+    indexes, slots, workspace_id = scan_indexes(db)
     assert len(indexes) == 1
     (name, columns), = indexes.items()
     plan_t, country_t, spend_n = (f"t{slots['attributes.plan']}", f"t{slots['attributes.country']}",
@@ -132,7 +132,7 @@ def test_scan_index_serves_full_evaluation_and_goes_with_its_segments(api, db):
     # leads with the rule's equality and IN comparisons, then its range; holds every column the rule reads
     assert set(columns[:2]) == {plan_t, country_t} and columns[2] == spend_n
     assert {f"{c}{slots[p]}" for p in slots for c in "knt"} <= set(columns)
-    plan, members = full_plan(db, ws_id, rule(50))
+    plan, members = full_plan(db, workspace_id, rule(50))
     assert f"COVERING INDEX {name}" in plan
     assert len(members) == len(expected(50))
     # writes keep it current: a boolean plan (a rare kind) and changed values, then a full re-evaluation
@@ -164,10 +164,10 @@ def test_scan_indexes_are_capped_per_workspace(api, db):
                                                 for i in range(30)]})
     for k in range(n):
         assert seg(api, f"s{k}", {"==": [{"var": f"attributes.a{k}"}, "v1"]})["size"] == 10
-    indexes, slots, ws_id = scan_indexes(db)
+    indexes, slots, workspace_id = scan_indexes(db)
     assert len(indexes) == SCAN_INDEX_LIMIT
     # a rule without a scan index of its own scans the table (not another rule's index with a lookup per row)
-    plan, members = full_plan(db, ws_id, {"and": [{"==": [{"var": f"attributes.a{n - 1}"}, "v1"]},
+    plan, members = full_plan(db, workspace_id, {"and": [{"==": [{"var": f"attributes.a{n - 1}"}, "v1"]},
                                                   {"==": [{"var": "attributes.a0"}, "v1"]}]})
     assert "INDEX" not in plan and len(members) == sum(1 for i in range(30) if (i + n - 1) % 3 == 1 and i % 3 == 1)
     api.put("/v1/users/u0", json={"attributes": {"a0": "v1", "a9": "v1"}})  # past the limit evaluation still works

@@ -92,8 +92,8 @@ def test_stream_positions_are_one_per_event_and_resume_anywhere(api, db):
     api.post("/v1/events", json={"events": [{"user_id": "z", "name": "view"}]})
     write_four(api)
     api.post("/v1/events", json={"events": [{"user_id": "z", "name": "click"}]})
-    ws = ensure_workspace(db, "acme")
-    every = read_events(db, ws.id, 0, 1000)
+    workspace = ensure_workspace(db, "acme")
+    every = read_events(db, workspace.id, 0, 1000)
     names = [(r.user_id, r.name, (r.attributes or {}).get("segment_id")) for r in every]
     assert names[0] == ("z", "view", None) and names[-1] == ("z", "click", None)
     assert names[1:-1] == ENTERED
@@ -101,17 +101,17 @@ def test_stream_positions_are_one_per_event_and_resume_anywhere(api, db):
     assert positions == sorted(set(positions))
     for i, after in enumerate([0] + positions):  # resuming after any position, with any batch size
         for limit in (1, 3, 1000):
-            assert [r.id for r in read_events(db, ws.id, after, limit)] == positions[i:i + limit]
-            assert [r.event_id for r in read_events(db, ws.id, after, limit)] == [r.event_id for r in every[i:i + limit]]
+            assert [r.id for r in read_events(db, workspace.id, after, limit)] == positions[i:i + limit]
+            assert [r.event_id for r in read_events(db, workspace.id, after, limit)] == [r.event_id for r in every[i:i + limit]]
     # what GET /v1/events returns, in the same order
     assert [r.event_id for r in every] == [e["id"] for e in all_events(api, limit=1000)]
 
 
 def test_segment_entry_journey_admits_each_customer_entering_in_a_batch(api, db):
     four_segments(api)
-    ws = ensure_workspace(db, "acme")
+    workspace = ensure_workspace(db, "acme")
     with db.begin() as conn:  # what activating a journey with `entry: {segment: b}` writes
-        conn.execute(insert(journey_triggers).values(workspace_id=ws.id, event_name="_segment.enter",
+        conn.execute(insert(journey_triggers).values(workspace_id=workspace.id, event_name="_segment.enter",
                                                      journey_id="welcome-b", role="entry", segment_id="b"))
     write_four(api)
     with db.connect() as conn:

@@ -57,8 +57,8 @@ class JourneyActivities:
 
     # ---- shared pieces -------------------------------------------------------------------
 
-    def _status(self, conn, ws: int, journey_id: str) -> str | None:
-        return conn.execute(select(journeys.c.status).where(journeys.c.workspace_id == ws,
+    def _status(self, conn, workspace: int, journey_id: str) -> str | None:
+        return conn.execute(select(journeys.c.status).where(journeys.c.workspace_id == workspace,
                                                             journeys.c.journey_id == journey_id)).scalar()
 
     def _exits(self, conn, call: StepCall, members: list[Member]) -> dict[int, str]:
@@ -380,11 +380,11 @@ class JourneyActivities:
 
     # ---- admission -----------------------------------------------------------------------
 
-    def _ir(self, conn, ws: int, journey_id: str, version: int) -> ir.JourneyIR:
-        key = (ws, journey_id, version)
+    def _ir(self, conn, workspace: int, journey_id: str, version: int) -> ir.JourneyIR:
+        key = (workspace, journey_id, version)
         if key not in self._irs:
             text = conn.execute(select(journey_versions.c.ir).where(
-                journey_versions.c.workspace_id == ws, journey_versions.c.journey_id == journey_id,
+                journey_versions.c.workspace_id == workspace, journey_versions.c.journey_id == journey_id,
                 journey_versions.c.version == version)).scalar_one()
             self._irs[key] = ir.JourneyIR.from_json(text)
         return self._irs[key]
@@ -402,18 +402,18 @@ class JourneyActivities:
                         members=[Member(user_pk=r.user_pk, run_id=r.id, entered_at=r.entered_at, entry=r.entry or {})
                                  for r in runs])
 
-    def _admit_rows(self, conn, ws: int, journey_id: str, version: int, claim_key: str,
+    def _admit_rows(self, conn, workspace: int, journey_id: str, version: int, claim_key: str,
                     candidates: list[tuple[int, dict]], refused: Counter[str] | None = None) -> Admitted:
         """Apply entry limits, record the runs and the cohort, with how many entries were refused and why
         (`refused` brings the entry filter's); all inside the caller's transaction."""
         refused = Counter() if refused is None else refused
-        j = self._ir(conn, ws, journey_id, version)
+        j = self._ir(conn, workspace, journey_id, version)
         lim = j.settings.entry
         now = now_ms()
         pks = sorted({pk for pk, _ in candidates})
         past: dict[int, list] = {}
         for r in rows_where_in(conn, journey_runs, ["user_pk", "status", "entered_at"], "user_pk", pks,
-                               {"workspace_id": ws, "journey_id": journey_id}):
+                               {"workspace_id": workspace, "journey_id": journey_id}):
             past.setdefault(r[0], []).append(r)
         chosen: dict[int, dict] = {}
         for pk, entry in candidates:
@@ -427,16 +427,16 @@ class JourneyActivities:
             else:
                 chosen[pk] = entry
         cohort = conn.execute(select(journeys.c.next_cohort).where(
-            journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)).scalar_one()
-        conn.execute(update(journeys).where(journeys.c.workspace_id == ws, journeys.c.journey_id == journey_id)
+            journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)).scalar_one()
+        conn.execute(update(journeys).where(journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)
                      .values(next_cohort=cohort + 1))
-        wf_id = cohort_workflow_id(installation_id(self.db), ws, journey_id, version, cohort)
-        conn.execute(insert(journey_cohorts).values(workspace_id=ws, journey_id=journey_id, cohort=cohort,
+        wf_id = cohort_workflow_id(installation_id(self.db), workspace, journey_id, version, cohort)
+        conn.execute(insert(journey_cohorts).values(workspace_id=workspace, journey_id=journey_id, cohort=cohort,
                                                     version=version, claim_key=claim_key, workflow_id=wf_id,
                                                     size=len(chosen), created_at=now,
                                                     refused=dict(refused) or None))
         bulk_insert(conn, journey_runs, [
-            {"workspace_id": ws, "journey_id": journey_id, "version": version, "user_pk": pk, "cohort": cohort,
+            {"workspace_id": workspace, "journey_id": journey_id, "version": version, "user_pk": pk, "cohort": cohort,
              "workflow_id": wf_id, "current_step": None, "status": "active", "exit_reason": None, "entered_at": now,
              "updated_at": now, "converted_at": None, "steps": [], "variant": None, "entry": entry}
             for pk, entry in chosen.items()])
@@ -458,17 +458,17 @@ class JourneyActivities:
 
     def _admit_now(self, call: AdmitCall) -> Admitted | None:
         """A cohort claimed now, or stopped; None when nothing is ready to claim."""
-        ws, jid = call.workspace_id, call.journey_id
+        workspace, jid = call.workspace_id, call.journey_id
         with reading(self.db) as conn:
             done = self._claimed(conn, call.claim_key)  # a retry of a call whose claim committed
             if done is not None:
                 return done if done.members else None
-            status = self._status(conn, ws, jid)
+            status = self._status(conn, workspace, jid)
             if status in (None, "stopped"):
                 return Admitted(stopped=True)
             if status != "active":
                 return None
-            queued, oldest = admission.queue_state(conn, ws, [jid]).get(jid, (0, 0))
+            queued, oldest = admission.queue_state(conn, workspace, [jid]).get(jid, (0, 0))
         if not admission.ready(queued, oldest, None, call.limit, call.window_seconds):
             return None
         adm = self._claim(call)
@@ -476,12 +476,12 @@ class JourneyActivities:
 
     def _claim(self, call: AdmitCall) -> Admitted | None:
         """Take up to `limit` queued entries, filter them, record the cohort; None when the queue was empty."""
-        ws, jid = call.workspace_id, call.journey_id
+        workspace, jid = call.workspace_id, call.journey_id
         with writing(self.db) as conn:
             version = conn.execute(select(journeys.c.active_version).where(
-                journeys.c.workspace_id == ws, journeys.c.journey_id == jid)).scalar_one()
+                journeys.c.workspace_id == workspace, journeys.c.journey_id == jid)).scalar_one()
             rows = conn.execute(select(journey_entries).where(
-                journey_entries.c.workspace_id == ws, journey_entries.c.journey_id == jid)
+                journey_entries.c.workspace_id == workspace, journey_entries.c.journey_id == jid)
                 .order_by(journey_entries.c.id).limit(call.limit)).all()
             if not rows:
                 return None
@@ -489,14 +489,14 @@ class JourneyActivities:
             claimed_at = now_ms()
             for r in rows:
                 JOURNEY_ADMISSION_LAG.observe(max(0, claimed_at - r.enqueued_at) / 1000)
-            j = self._ir(conn, ws, jid, version)
+            j = self._ir(conn, workspace, jid, version)
             rule = j.entry.filter if isinstance(j.entry, ir.EventEntry) else None
-            docs = _customer_docs(conn, ws, sorted({r.user_pk for r in rows}), rule)
+            docs = _customer_docs(conn, workspace, sorted({r.user_pk for r in rows}), rule)
             candidates = [(r.user_pk, r.event) for r in rows
                           if rule is None or holds(rule, {"event": _entry_doc(r.event),
                                                           "customer": docs.get(r.user_pk, {})})]
             refused = Counter({"entry_filter": len(rows) - len(candidates)} if len(rows) > len(candidates) else {})
-            return self._admit_rows(conn, ws, jid, version, call.claim_key, candidates, refused)
+            return self._admit_rows(conn, workspace, jid, version, call.claim_key, candidates, refused)
 
     async def _admit_long_poll(self, call: AdmitCall) -> Admitted:
         """The admission of histories recorded before the entry watch: returns as soon as entries are

@@ -146,16 +146,16 @@ class EntryWatch:
         statuses: dict[tuple[int, str], str] = {}
         queues: dict[tuple[int, str], tuple[int, int]] = {}
         with reading(self.db) as conn:
-            for ws, all_ids in by_ws.items():
+            for workspace, all_ids in by_ws.items():
                 all_ids = sorted(set(all_ids))
                 for start in range(0, len(all_ids), 500):  # bound the bound parameters of one statement
                     ids = all_ids[start:start + 500]
                     rows = conn.execute(select(journeys.c.journey_id, journeys.c.status).where(
-                        journeys.c.workspace_id == ws, journeys.c.journey_id.in_(ids))).all()
-                    statuses.update({(ws, r[0]): r[1] for r in rows})
+                        journeys.c.workspace_id == workspace, journeys.c.journey_id.in_(ids))).all()
+                    statuses.update({(workspace, r[0]): r[1] for r in rows})
                     active = [r[0] for r in rows if r[1] == "active"]  # a paused journey's backlog waits unread
                     if active:
-                        queues.update({(ws, j): q for j, q in queue_state(conn, ws, active).items()})
+                        queues.update({(workspace, j): q for j, q in queue_state(conn, workspace, active).items()})
         return statuses, queues
 
     async def _wake(self, w: Waiter) -> None:
@@ -189,8 +189,8 @@ async def sweep_orphans(client, db: Engine, every: float = SWEEP_SECONDS,
         except Exception:
             log.warning("entry sweep: reading the queue failed", exc_info=True)
             continue
-        for ws, jid in found:
+        for workspace, jid in found:
             try:
-                await client.get_workflow_handle(admission_workflow_id(installation, ws, jid)).signal(ENTRIES_READY)
+                await client.get_workflow_handle(admission_workflow_id(installation, workspace, jid)).signal(ENTRIES_READY)
             except Exception:
-                log.debug("entry sweep: could not signal %s/%s", ws, jid, exc_info=True)
+                log.debug("entry sweep: could not signal %s/%s", workspace, jid, exc_info=True)
