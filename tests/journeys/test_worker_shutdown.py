@@ -18,6 +18,7 @@ from tidings.engine.journeys import store
 from tidings.engine.workspaces.service import ensure_workspace
 from tests.journeys.conftest import add_customers, put_template
 from tests.messaging.conftest import Inbox
+from tests.eventually import aeventually
 from tests.processes import TIDINGS, tidings_env
 
 
@@ -97,6 +98,9 @@ async def test_sigterm_to_the_worker_finishes_the_send_in_flight(temporal_env, r
             first.kill()
     second = worker()  # takes over whatever is left: nothing may go twice
     try:
+        # once it polls (a SIGTERM during its start-up, before it handles signals, would kill it), 5 s more
+        await aeventually(lambda: (tmp_path / "worker.log").read_text().count("worker ready") >= 2, 180,
+                          what=f"the second worker's start: {(tmp_path / 'worker.log').read_text()[-2000:]}")
         await asyncio.sleep(5)
     finally:
         second.send_signal(signal.SIGTERM)
