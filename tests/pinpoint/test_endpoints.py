@@ -1,21 +1,10 @@
 """Endpoints and users through boto3, read back through Pinpoint and through the native /v1 API."""
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from tidings.engine.platform.db import make_engine
-from tidings.engine.workspaces.service import create_key
 
 
-@pytest.fixture
-def native(running_api, acme_key):
-    """The native API with a bearer key of the same workspace."""
-    db = make_engine(running_api.database_url)
-    _, key = create_key(db, "acme")
-    db.dispose()
-    with httpx.Client(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"}) as client:
-        yield client
 
 
 def _update(pinpoint, endpoint_id, **request):

@@ -3,24 +3,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
-from tidings.engine.platform.db import make_engine
-from tidings.engine.workspaces.service import create_key
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@pytest.fixture
-def native(running_api, acme_key):
-    db = make_engine(running_api.database_url)
-    _, key = create_key(db, "acme")
-    db.dispose()
-    with httpx.Client(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"}) as client:
-        yield client
 
 
 def _put(pinpoint, batch):

@@ -17,8 +17,6 @@ import boto3
 import httpx
 import pytest
 
-from tidings.engine.platform.db import make_engine
-from tidings.engine.workspaces.service import create_key
 from tests.eventually import eventually
 from tests.pinpoint.conftest import REGION, client_for, make_key
 
@@ -68,13 +66,6 @@ def s3(s3_endpoint, monkeypatch, tmp_path):
     return client
 
 
-@pytest.fixture
-def native(running_api, acme_key):
-    db = make_engine(running_api.database_url)
-    _, key = create_key(db, "acme")
-    db.dispose()
-    with httpx.Client(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"}) as client:
-        yield client
 
 
 def _members(native, segment_id):

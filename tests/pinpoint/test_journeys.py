@@ -11,7 +11,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from botocore.exceptions import ClientError
 
@@ -19,7 +18,6 @@ from tidings.engine.journeys.pinpoint import journey_yaml
 from tidings.engine.ops.worker import build_worker
 from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine
-from tidings.engine.workspaces.service import create_key
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "journey_welcome.json"
@@ -34,13 +32,6 @@ def settings(tmp_path, database_url, temporal_env, smtp_sink):  # noqa: F811  (t
                              TIDINGS_TASK_QUEUE=f"pp-{uuid.uuid4().hex[:8]}")
 
 
-@pytest.fixture
-def native(running_api, acme_key):
-    db = make_engine(running_api.database_url)
-    _, key = create_key(db, "acme")
-    db.dispose()
-    with httpx.Client(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"}) as client:
-        yield client
 
 
 @pytest.fixture

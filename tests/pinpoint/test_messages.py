@@ -2,11 +2,8 @@
 and user gets Pinpoint's DeliveryStatus, and the messages are the native ones (GET /v1/messages/{id})."""
 from __future__ import annotations
 
-import httpx
 import pytest
 
-from tidings.engine.platform.db import make_engine
-from tidings.engine.workspaces.service import create_key
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
 
 SIMPLE = {"EmailMessage": {"SimpleEmail": {
@@ -15,13 +12,6 @@ SIMPLE = {"EmailMessage": {"SimpleEmail": {
     "HtmlPart": {"Data": "<p>Code {{data.code}}</p>"}}}}
 
 
-@pytest.fixture
-def native(running_api, acme_key):
-    db = make_engine(running_api.database_url)
-    _, key = create_key(db, "acme")
-    db.dispose()
-    with httpx.Client(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"}) as client:
-        yield client
 
 
 @pytest.fixture

@@ -5,21 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 
-from tidings.engine.platform.db import make_engine
-from tidings.engine.workspaces.service import create_key
 from tests.pinpoint.conftest import client_for, make_key
-
-
-@pytest.fixture
-def native(running_api, acme_key):
-    db = make_engine(running_api.database_url)
-    _, key = create_key(db, "acme")
-    db.dispose()
-    with httpx.Client(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"}) as client:
-        yield client
 
 
 def _endpoint(pinpoint, endpoint_id, **request):
