@@ -29,7 +29,8 @@ CUSTOMERS = [f"c{i}" for i in range(6)]
 def _apply(runtime_db, temporal_dev, queue, folder):
     env = {**os.environ, "TIDINGS_DATABASE_URL": runtime_db.test_url, "TIDINGS_HOME": str(folder.parent / "home"),
            "TIDINGS_TEMPORAL_ADDRESS": temporal_dev.client.service_client.config.target_host,
-           "TIDINGS_TASK_QUEUE": queue}
+           # the dev worker polls one queue: the journey's send steps go there too (not to `<queue>-send`)
+           "TIDINGS_TASK_QUEUE": queue, "TIDINGS_SEND_TASK_QUEUE": queue}
     out = subprocess.run([TIDINGS, "apply", str(folder), "--workspace", "shop", "--activate"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
