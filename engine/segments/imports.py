@@ -28,8 +28,9 @@ from tidings.engine.customers.attributes import register_names
 from tidings.engine.customers.users import check_user, write_users
 from tidings.engine.customers.endpoints import check_endpoint, write_endpoints
 from tidings.engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
-from tidings.engine.platform.db import insert_ignoring_conflicts, writing
+from tidings.engine.platform.db import insert_ignoring_conflicts, refresh_statistics, writing
 from tidings.engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
+from tidings.engine.customers.tables import endpoints, users
 from tidings.engine.segments.tables import import_jobs, static_members
 from tidings.engine.segments.service import SegmentIn, check_new_id, create_in
 from tidings.engine.customers.limits import MAX_DEPTH, check_depth
@@ -338,14 +339,15 @@ def apply(db: Engine, workspace: WorkspaceRef, staging: IO[bytes], name: str, se
         seg_id = segment_id or uuid.uuid4().hex[:12]
         check_new_id(conn, workspace.id, seg_id)
         batch: list[Staged] = []
+        analyzed_at = CHUNK  # statistics refreshed each time the rows written double (see refresh_statistics)
 
         def flush() -> None:
-            users = [s.user for s in batch]
+            people = [s.user for s in batch]
             eps = [s.endpoint for s in batch if s.endpoint is not None]
-            register_names(conn, workspace.id, "attribute", {k for u in users for k in u.attributes} |
+            register_names(conn, workspace.id, "attribute", {k for u in people for k in u.attributes} |
                            {k for e in eps for k in e.attributes})
             register_names(conn, workspace.id, "metric", {k for e in eps for k in e.metrics})
-            pks, _ = write_users(conn, workspace.id, users)
+            pks, _ = write_users(conn, workspace.id, people)
             if eps:
                 try:
                     write_endpoints(conn, workspace.id, eps)
@@ -363,11 +365,15 @@ def apply(db: Engine, workspace: WorkspaceRef, staging: IO[bytes], name: str, se
                 flush()
                 done += len(batch)
                 batch = []
+                if done >= analyzed_at:
+                    refresh_statistics(conn, users, endpoints, static_members)
+                    analyzed_at *= 2
                 if job_id:
                     _progress[job_id] = done
         if batch:
             flush()
             done += len(batch)
+        refresh_statistics(conn, users, endpoints, static_members)  # creating the segment evaluates it
         create_in(conn, workspace.id, SegmentIn(name=name, id=seg_id), kind="static")
         result = {"segment_id": seg_id, "rows": done}
         if before_commit is not None:

@@ -47,14 +47,7 @@ def _job(api: ApiProcess, headers, job_id: str) -> dict:
     return httpx.get(f"{api.url}/v1/import-jobs/{job_id}", headers=headers, timeout=30).json()
 
 
-# Known regression (issue 14, the set-based backfill): on PostgreSQL the resumed 150,000-row import reads each
-# chunk's users back with an IN list over a table without statistics (3 s per read seen), and did not finish
-# within 300 s in the merged suite; on SQLite it finishes. Not strict: the test still runs, and passes when
-# the import finishes in time.
-def test_an_import_cut_short_by_a_kill_is_imported_again_at_the_next_start(api_env, request):
-    if "postgresql" in request.node.name:
-        request.applymarker(pytest.mark.xfail(reason="slow resumed import on PostgreSQL (see the comment above)",
-                                              strict=False))
+def test_an_import_cut_short_by_a_kill_is_imported_again_at_the_next_start(api_env):
     env, headers, tmp_path = api_env
     temp_before = set(glob.glob(f"{tempfile.gettempdir()}/tidings-import-*"))
     api = ApiProcess(env, tmp_path / "api.log").start()
