@@ -56,7 +56,7 @@ def _put(ctx: Context, text: str, journey_id: str) -> JourneyInfo:
 
 async def _activate(ctx: Context, journey_id: str) -> None:
     client = await ctx.app_state.temporal.client()
-    await store.activate(client, ctx.db, ctx.workspace, journey_id, task_queue=ctx.app_state.settings.task_queue)
+    await store.activate(client, ctx.db, ctx.workspace, journey_id, **ctx.app_state.settings.journey_queues())
 
 
 async def _journey(ctx: Context, journey_id: str) -> JourneyInfo:

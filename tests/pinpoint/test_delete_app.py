@@ -13,7 +13,7 @@ from sqlalchemy import MetaData, func, select
 from temporalio.client import WorkflowExecutionStatus
 
 from tidings.engine.journeys.runtime.contracts import admission_workflow_id
-from tidings.engine.ops.worker import build_worker
+from tidings.engine.ops.worker import build_workers
 from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine, reading
 from tidings.engine.platform.installation import installation_id, scoped
@@ -46,7 +46,8 @@ def settings(tmp_path, database_url, temporal_env):
 @pytest.fixture
 async def worker(settings, temporal_env, running_api):
     db = make_engine(settings.database_url)
-    async with build_worker(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception]):
+    main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
+    async with main, sends:  # journeys activated here put their sends on the send queue
         yield db
     db.dispose()
 
