@@ -35,6 +35,9 @@ def database_url(request, tmp_path: Path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'tidings.db'}"
         return
+    if not POSTGRES_URL:  # a PostgreSQL-only test (parametrized so) where none is configured: say so, never skip
+        pytest.fail("this test needs PostgreSQL: set TIDINGS_TEST_POSTGRES_URL (.ci/run does when one answers on "
+                    "127.0.0.1:5432)")
     schema = "t_" + uuid.uuid4().hex[:12]
     admin = create_engine(POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1))
     with admin.begin() as conn:
