@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema  # a test dependency (pyproject.toml): missing, the test errors rather than skips
 import pytest
 import yaml
 
 from tidings.engine.journeys import JourneyCompileError, compile_journey, load_resources
-
-jsonschema = pytest.importorskip("jsonschema")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "engine" / "journeys" / "language" / "schema.json").read_text())
