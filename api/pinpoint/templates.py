@@ -13,13 +13,12 @@ import json
 import re
 from typing import Any
 
-import msgspec
 
 from tidings.api.pinpoint.apps import ACCOUNT, REGION
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException, NotFoundException
+from tidings.engine.messaging.pinpoint_templates import BY_CHANNEL, KINDS, Kind, pinpoint_content, to_body
 from tidings.engine.messaging.template_store import (
-    TemplateBody,
     TemplateVersion,
     create_template,
     delete_template,
@@ -39,31 +38,6 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 MAX_PAGE = 1000
 
 
-class Kind(msgspec.Struct, frozen=True):
-    type: str  # Pinpoint's TemplateType
-    op: str  # the operations' infix (CreateEmailTemplate)
-    request: str  # the request member (EmailTemplateRequest)
-    response: str  # the Get output member
-    channel: str  # the native channel
-    parts: dict[str, str]  # native part -> Pinpoint member (error messages)
-
-
-KINDS = {k.type: k for k in (
-    Kind(type="EMAIL", op="Email", request="EmailTemplateRequest", response="EmailTemplateResponse", channel="EMAIL",
-         parts={"subject": "Subject", "html": "HtmlPart", "text": "TextPart"}),
-    Kind(type="SMS", op="Sms", request="SMSTemplateRequest", response="SMSTemplateResponse", channel="SMS",
-         parts={"body": "Body"}),
-    Kind(type="VOICE", op="Voice", request="VoiceTemplateRequest", response="VoiceTemplateResponse", channel="VOICE",
-         parts={"text": "Body"}),
-    Kind(type="PUSH", op="Push", request="PushNotificationTemplateRequest", response="PushNotificationTemplateResponse",
-         channel="PUSH", parts={"title": "Default.Title", "body": "Default.Body", "data.action": "Default.Action",
-                                "data.url": "Default.Url", "data": "Default"}),
-)}
-BY_CHANNEL = {k.channel: k for k in KINDS.values()}
-PUSH_PLATFORMS = ("GCM", "APNS", "ADM", "Baidu")
-PUSH_KEPT = {"Title": "title", "Body": "body", "Action": "action", "Url": "url"}
-
-
 def template_arn(name: str, template_type: str) -> str:
     return f"arn:aws:mobiletargeting:{REGION}:{ACCOUNT}:templates/{name}/{template_type}"
 
@@ -79,87 +53,6 @@ def _workspace(ctx: Context) -> WorkspaceRef:
     return ctx.workspace
 
 
-# ---- Pinpoint <-> native ---------------------------------------------------------------------------------
-
-
-def _defaults(kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
-    raw = request.get("DefaultSubstitutions")
-    if raw is None or raw == "":
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise BadRequestException(f"{kind.request}.DefaultSubstitutions: not JSON (a JSON object as a string, "
-                                  '"{\\"User.UserAttributes.FirstName\\": \\"there\\"}")') from None
-    if not isinstance(value, dict):
-        raise BadRequestException(f"{kind.request}.DefaultSubstitutions: must be a JSON object mapping each variable "
-                                  "to its default")
-    return value
-
-
-def _push_parts(kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
-    """Tidings push templates have one content for every platform: Default, or platform blocks that agree
-    with it (or with each other when there is no Default)."""
-    given = {name: {k: v for k, v in (request.get(name) or {}).items() if v is not None}
-             for name in ("Default", *PUSH_PLATFORMS) if request.get(name)}
-    for name, block in given.items():
-        for member in block:
-            if member not in PUSH_KEPT:
-                raise BadRequestException(f"{kind.request}.{name}.{member}: not applied by Tidings push templates "
-                                          f"(they keep {', '.join(PUSH_KEPT)})")
-    blocks = list(given.values())
-    content = given.get("Default") or (blocks[0] if blocks else {})
-    for name, block in given.items():
-        if block != content:
-            raise BadRequestException(f"{kind.request}.{name}: differs from "
-                                      f"{'Default' if 'Default' in given else next(iter(given))}; a Tidings push "
-                                      "template has one content for every platform")
-    parts: dict[str, Any] = {native: content[member] for member, native in PUSH_KEPT.items()
-                             if member in ("Title", "Body") and content.get(member)}
-    data = {native: content[member] for member, native in PUSH_KEPT.items()
-            if member in ("Action", "Url") and content.get(member)}
-    if data:
-        parts["data"] = data
-    return parts
-
-
-def to_body(kind: Kind, request: dict[str, Any]) -> TemplateBody:
-    """The native template of a Pinpoint template request; what Tidings would not apply is refused by name."""
-    if request.get("RecommenderId"):
-        raise BadRequestException(f"{kind.request}.RecommenderId: Tidings has no recommender models "
-                                  "(Amazon Personalize); send the template without RecommenderId")
-    if request.get("Headers"):
-        raise BadRequestException(f"{kind.request}.Headers: Tidings email templates set no custom headers")
-    for member in ("LanguageCode", "VoiceId"):
-        if request.get(member):
-            raise BadRequestException(f"{kind.request}.{member}: not applied by Tidings voice channels (they read "
-                                      "the text in the provider's default voice)")
-    if kind.type == "EMAIL":
-        parts = {"subject": request.get("Subject"), "html": request.get("HtmlPart"), "text": request.get("TextPart")}
-    elif kind.type == "SMS":
-        parts = {"body": request.get("Body")}
-    elif kind.type == "VOICE":
-        parts = {"text": request.get("Body")}
-    else:
-        parts = _push_parts(kind, request)
-    present = {k: v for k, v in parts.items() if v is not None}
-    return TemplateBody(channel=kind.channel, defaults=_defaults(kind, request), **present)  # type: ignore[arg-type]
-
-
-def _content(kind: Kind, body: TemplateBody) -> dict[str, Any]:
-    if kind.type == "EMAIL":
-        out = {"Subject": body.subject, "HtmlPart": body.html, "TextPart": body.text}
-    elif kind.type == "SMS":
-        out = {"Body": body.body}
-    elif kind.type == "VOICE":
-        out = {"Body": body.text}
-    else:
-        default = {"Title": body.title, "Body": body.body, "Action": body.data.get("action"),
-                   "Url": body.data.get("url")}
-        return {"Default": {k: v for k, v in default.items() if v is not None}}
-    return {k: v for k, v in out.items() if v is not None}
-
-
 def _common(kind: Kind, v: TemplateVersion) -> dict[str, Any]:
     out: dict[str, Any] = {"TemplateName": v.template_id, "TemplateType": kind.type, "Version": str(v.version)}
     if v.body.defaults:
@@ -170,7 +63,7 @@ def _common(kind: Kind, v: TemplateVersion) -> dict[str, Any]:
 
 
 def _response(kind: Kind, v: TemplateVersion, tags: dict[str, str]) -> dict[str, Any]:
-    return {**_common(kind, v), **_content(kind, v.body), "Arn": template_arn(v.template_id, kind.type),
+    return {**_common(kind, v), **pinpoint_content(kind, v.body), "Arn": template_arn(v.template_id, kind.type),
             "CreationDate": ms_to_iso(v.template_created_at), "LastModifiedDate": ms_to_iso(v.updated_at),
             "tags": tags}
 
