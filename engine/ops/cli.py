@@ -219,7 +219,8 @@ def cmd_validate(args, settings: Settings) -> int:
 
 
 def cmd_pinpoint_convert(args, settings: Settings) -> int:
-    """Pinpoint journey JSON (a file or a folder) -> journey YAML files in --out; non-zero when any is refused."""
+    """Pinpoint journey, segment and template JSON (a file or a folder) -> YAML resources in --out; non-zero when
+    any is refused."""
     from pathlib import Path
 
     from tidings.engine.journeys.pinpoint.convert import convert
@@ -231,9 +232,9 @@ def cmd_pinpoint_convert(args, settings: Settings) -> int:
     outcomes = convert(source, Path(args.out))
     for o in outcomes:
         if o.written:
-            print(f"ok       {o.source} -> {o.written}  (journey {o.journey})")
+            print(f"ok       {o.source} -> {o.written}  ({o.kind} {o.journey})")
         else:
-            print(f"refused  {o.source}" + (f": journey {o.journey}" if o.journey else "") + f": {o.error}",
+            print(f"refused  {o.source}" + (f": {o.kind} {o.journey}" if o.journey else "") + f": {o.error}",
                   file=sys.stderr)
     failed = sum(1 for o in outcomes if o.error)
     print(f"{len(outcomes) - failed} converted, {failed} refused")
@@ -625,10 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("pinpoint", help="migrating from Amazon Pinpoint").add_subparsers(
         dest="pinpoint_command", required=True)
-    c = pp.add_parser("convert", help="write Pinpoint journey JSON (GetJourney / ListJourneys output, a file or a "
-                                      "folder) as journey YAML files")
+    c = pp.add_parser("convert", help="write Pinpoint JSON (GetJourney / ListJourneys, GetSegment(s), Get*Template "
+                                      "output; a file or a folder) as Tidings YAML resources")
     c.add_argument("source", help="a .json file or a folder of them")
-    c.add_argument("--out", required=True, help="the folder to write <journey id>.yaml files into (e.g. journeys/)")
+    c.add_argument("--out", required=True, help="the folder to write <journey id>.yaml, segments/<id>.yaml and "
+                                             "templates/<name>.yaml into (e.g. journeys/)")
     c.set_defaults(fn=cmd_pinpoint_convert)
 
     segs = sub.add_parser("segments", help="segments").add_subparsers(dest="segments_command", required=True)

@@ -1,9 +1,14 @@
-"""`tidings pinpoint convert`: Pinpoint journey JSON files, as the AWS CLI or boto3 returned them (GetJourney's
-`{"JourneyResponse": ...}`, ListJourneys' `{"JourneysResponse": {"Item": [...]}}`, or a bare journey object),
-into Tidings journey YAML files in a folder (the journeys/ layout: one `<journey id>.yaml` per journey).
-Each journey is translated and compiled; a journey Tidings cannot run is reported with its file and the
-member that stops it (`Activities.<activity id>.<kind>`), and no file is written for it. Running it again
-writes the same files."""
+"""`tidings pinpoint convert`: Pinpoint JSON files, as the AWS CLI or boto3 returned them, into Tidings YAML
+resources in a folder (the journeys/ layout):
+- journeys (GetJourney's `{"JourneyResponse": ...}`, ListJourneys' `{"JourneysResponse": {"Item": [...]}}`, or a
+  bare journey object): one `<journey id>.yaml` each;
+- segments (GetSegment's `{"SegmentResponse": ...}`, GetSegments' `{"SegmentsResponse": ...}`): one
+  `segments/<segment id>.yaml` each, `kind: Segment`;
+- templates (GetEmailTemplate's `{"EmailTemplateResponse": ...}` and the SMS, voice and push ones): one
+  `templates/<template name>.yaml` each, `kind: Template`.
+Each resource is translated and checked (journeys compiled); one Tidings cannot run is reported with its file
+and the member that stops it (`Activities.<activity id>.<kind>`), and no file is written for it. Running it
+again writes the same files."""
 from __future__ import annotations
 
 import json
@@ -15,6 +20,7 @@ from typing import Any
 from tidings.engine.journeys.language.compiler import compile_journey
 from tidings.engine.journeys.language.issues import JourneyCompileError
 from tidings.engine.journeys.language.yaml_view import ID_RE
+from tidings.engine.journeys.pinpoint.resources import resources_in, segment_yaml, template_yaml
 from tidings.engine.journeys.pinpoint.to_yaml import journey_yaml
 from tidings.engine.platform.errors import TidingsError
 
@@ -22,10 +28,11 @@ from tidings.engine.platform.errors import TidingsError
 @dataclass
 class Outcome:
     source: Path
-    journey: str  # the journey's Id or Name, or "" when the file could not be read
+    journey: str  # the resource's Id or Name, or "" when the file could not be read
     written: Path | None = None
     error: str | None = None
     text: str = ""
+    kind: str = "journey"  # journey | segment | template
 
 
 def journeys_in(data: Any) -> list[dict[str, Any]]:
@@ -50,12 +57,32 @@ def journey_id_of(journey: dict[str, Any], fallback: str) -> str:
     return slug or "journey"
 
 
-def convert_file(path: Path, out: Path) -> list[Outcome]:
-    """The journeys of one file, translated and compiled (not yet written)."""
+def _convert_resource(path: Path, out: Path, kind: str, source: Any) -> Outcome:
+    label = str((source.get("Id") or source.get("Name") or source.get("TemplateName") or path.stem)
+                if isinstance(source, dict) else path.stem)
     try:
-        found = journeys_in(json.loads(path.read_text(encoding="utf-8")))
+        if not isinstance(source, dict):
+            raise TypeError(f"expected a JSON object, got {type(source).__name__}")
+        resource_id, text = segment_yaml(source) if kind == "Segment" else template_yaml(source)
+    except TidingsError as exc:
+        where = f" ({exc.field})" if exc.field and exc.field not in exc.message else ""
+        return Outcome(path, label, error=exc.message + where, kind=kind.lower())
+    except (AttributeError, TypeError, KeyError) as exc:  # a member of the wrong JSON type
+        return Outcome(path, label, error=f"not a Pinpoint {kind.lower()}: {exc}", kind=kind.lower())
+    folder = out / ("segments" if kind == "Segment" else "templates")
+    return Outcome(path, label, written=folder / f"{resource_id}.yaml", text=text, kind=kind.lower())
+
+
+def convert_file(path: Path, out: Path) -> list[Outcome]:
+    """The journeys, segments and templates of one file, translated and checked (not yet written)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        others = resources_in(data)
+        if others is not None:
+            return [_convert_resource(path, out, kind, source) for kind, source in others]
+        found = journeys_in(data)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        return [Outcome(path, "", error=f"not readable as Pinpoint journey JSON: {exc}")]
+        return [Outcome(path, "", error=f"not readable as Pinpoint JSON: {exc}")]
     results = []
     for journey in found:
         journey = {k: v for k, v in journey.items() if k != "ResponseMetadata"} if isinstance(journey, dict) else journey
@@ -88,12 +115,12 @@ def convert(source: Path, out: Path) -> list[Outcome]:
     for o in outcomes:  # two journeys of one id would overwrite each other's file
         if o.written in seen:
             o.error, o.written = f"its file {o.written} is also written from {seen[o.written].source}; give the " \
-                                 "journeys distinct Ids", None
+                                 f"{o.kind}s distinct ids", None
         elif o.written:
             seen[o.written] = o
     for o in seen.values():  # written once every journey is known, unchanged files left alone
         assert o.written is not None
-        out.mkdir(parents=True, exist_ok=True)
+        o.written.parent.mkdir(parents=True, exist_ok=True)
         if not o.written.exists() or o.written.read_text(encoding="utf-8") != o.text:
             o.written.write_text(o.text, encoding="utf-8")
     return outcomes
