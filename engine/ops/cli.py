@@ -223,13 +223,25 @@ def cmd_pinpoint_convert(args, settings: Settings) -> int:
     any is refused."""
     from pathlib import Path
 
-    from tidings.engine.journeys.pinpoint.convert import convert
+    from tidings.engine.journeys.pinpoint.convert import convert, convert_fetched
+    from tidings.engine.journeys.pinpoint.fetch import FetchFailed, fetch_project
 
-    source = Path(args.source)
-    if not source.exists():
-        print(f"error: {source} does not exist", file=sys.stderr)
+    if (args.source is None) == (args.application_id is None):
+        print("error: give a SOURCE file or folder, or --application-id to read a project live", file=sys.stderr)
         return 2
-    outcomes = convert(source, Path(args.out))
+    if args.application_id is not None:
+        try:
+            fetched = fetch_project(args.application_id, args.endpoint_url)
+        except FetchFailed as exc:
+            print(f"error: {exc.message}", file=sys.stderr)
+            return 2
+        outcomes = convert_fetched(fetched, Path(args.out))
+    else:
+        source = Path(args.source)
+        if not source.exists():
+            print(f"error: {source} does not exist", file=sys.stderr)
+            return 2
+        outcomes = convert(source, Path(args.out))
     for o in outcomes:
         if o.written:
             print(f"ok       {o.source} -> {o.written}  ({o.kind} {o.journey})")
@@ -628,7 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
         dest="pinpoint_command", required=True)
     c = pp.add_parser("convert", help="write Pinpoint JSON (GetJourney / ListJourneys, GetSegment(s), Get*Template "
                                       "output; a file or a folder) as Tidings YAML resources")
-    c.add_argument("source", help="a .json file or a folder of them")
+    c.add_argument("source", nargs="?", help="a .json file or a folder of them")
+    c.add_argument("--application-id", help="instead of SOURCE: read this project's journeys, segments and "
+                                            "templates live (credentials and region as the AWS CLI finds them)")
+    c.add_argument("--endpoint-url", help="with --application-id: a Pinpoint-compatible endpoint instead of AWS's "
+                                          "(e.g. http://tidings.example:8000/pinpoint)")
     c.add_argument("--out", required=True, help="the folder to write <journey id>.yaml, segments/<id>.yaml and "
                                              "templates/<name>.yaml into (e.g. journeys/)")
     c.set_defaults(fn=cmd_pinpoint_convert)

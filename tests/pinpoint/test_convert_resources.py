@@ -113,3 +113,36 @@ def test_a_template_tidings_cannot_hold_is_refused_by_name(source, words):
     with pytest.raises(InvalidInput) as refused:
         template_yaml(source)
     assert words in refused.value.message, refused.value.message
+
+
+def test_a_project_read_live_converts_as_its_exported_files_do(running_api, pinpoint, acme_key, tmp_path):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    ids = _export(pinpoint, exports)
+    journey = pinpoint.create_journey(ApplicationId="acme", WriteJourneyRequest={
+        "Name": "Welcome pros", "StartActivity": "hello",
+        "StartCondition": {"SegmentStartCondition": {"SegmentId": ids["Pro on iOS"]}},
+        "Activities": {"hello": {"EMAIL": {"TemplateName": "welcome"}}}})
+    journey.pop("ResponseMetadata")
+    (exports / "journey.json").write_text(json.dumps(journey))
+    from_files, live = tmp_path / "from-files", tmp_path / "live"
+    subprocess.run([TIDINGS, "pinpoint", "convert", str(exports), "--out", str(from_files)], check=True,
+                   capture_output=True, timeout=120)
+
+    env = {**tidings_env(tmp_path / "home", running_api.database_url), "AWS_ACCESS_KEY_ID": acme_key.access_key_id,
+           "AWS_SECRET_ACCESS_KEY": acme_key.secret, "AWS_REGION": "us-east-1"}
+    run = subprocess.run([TIDINGS, "pinpoint", "convert", "--application-id", "acme", "--endpoint-url",
+                          running_api.pinpoint_url, "--out", str(live)], capture_output=True, text=True, timeout=120,
+                         env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "5 converted, 0 refused" in run.stdout
+    files = {str(p.relative_to(from_files)): p.read_text() for p in from_files.rglob("*.yaml")}
+    assert len(files) == 5 and {str(p.relative_to(live)): p.read_text() for p in live.rglob("*.yaml")} == files
+    checked = subprocess.run([TIDINGS, "validate", str(live)], capture_output=True, text=True, timeout=120, env=env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # compiles with no further edit
+
+    refused = subprocess.run([TIDINGS, "pinpoint", "convert", "--application-id", "acme", "--endpoint-url",
+                              running_api.pinpoint_url, "--out", str(tmp_path / "x")], capture_output=True, text=True,
+                             timeout=120, env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"})
+    assert refused.returncode == 2 and "ListJourneys: InvalidSignatureException" in refused.stderr, refused.stderr
+    assert not (tmp_path / "x").exists()

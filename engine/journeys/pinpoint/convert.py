@@ -77,11 +77,19 @@ def convert_file(path: Path, out: Path) -> list[Outcome]:
     """The journeys, segments and templates of one file, translated and checked (not yet written)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        others = resources_in(data)
-        if others is not None:
-            return [_convert_resource(path, out, kind, source) for kind, source in others]
-        found = journeys_in(data)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return [Outcome(path, "", error=f"not readable as Pinpoint JSON: {exc}")]
+    return convert_data(path, data, out)
+
+
+def convert_data(path: Path, data: Any, out: Path) -> list[Outcome]:
+    """The journeys, segments and templates of one JSON document (`path` names where it came from)."""
+    others = resources_in(data)
+    if others is not None:
+        return [_convert_resource(path, out, kind, source) for kind, source in others]
+    try:
+        found = journeys_in(data)
+    except ValueError as exc:
         return [Outcome(path, "", error=f"not readable as Pinpoint JSON: {exc}")]
     results = []
     for journey in found:
@@ -110,7 +118,16 @@ def convert(source: Path, out: Path) -> list[Outcome]:
     files = sorted(source.rglob("*.json")) if source.is_dir() else [source]
     if not files:
         return [Outcome(source, "", error="no *.json files here")]
-    outcomes = [o for f in files for o in convert_file(f, out)]
+    return write([o for f in files for o in convert_file(f, out)])
+
+
+def convert_fetched(documents: list[tuple[Path, Any]], out: Path) -> list[Outcome]:
+    """What tidings.engine.journeys.pinpoint.fetch read from a live endpoint, converted into `out`."""
+    return write([o for path, data in documents for o in convert_data(path, data, out)])
+
+
+def write(outcomes: list[Outcome]) -> list[Outcome]:
+    """Write the converted files, each once (an id written twice is refused) and only when it changed."""
     seen: dict[Path, Outcome] = {}
     for o in outcomes:  # two journeys of one id would overwrite each other's file
         if o.written in seen:
