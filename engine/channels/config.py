@@ -257,18 +257,38 @@ def _out(workspace: WorkspaceRef, channel: Any, name: str, types: list[str], con
                       feedback_url=feedback_url(workspace.name, name), feedback_secret=REDACTED if secret else None)
 
 
+class ConfiguredChannel(msgspec.Struct):
+    """A channel the workspace configured, as GET /v1/channels shows it (secret settings "***"), and when."""
+
+    out: ChannelOut
+    created_at: int  # epoch ms
+    updated_at: int
+
+
+def configured_channels(db: Engine, plugins: TidingsPluginManager, workspace: WorkspaceRef) -> dict[str, ConfiguredChannel]:
+    """The workspace's configured channels by name (what the Pinpoint-compatible API shows as its channels)."""
+    with reading(db) as conn:
+        return _configured(conn, plugins, workspace)
+
+
+def _configured(conn: Connection, plugins: TidingsPluginManager, workspace: WorkspaceRef) -> dict[str, ConfiguredChannel]:
+    rows = conn.execute(select(channel_configs).where(channel_configs.c.workspace_id == workspace.id)
+                        .order_by(channel_configs.c.name)).all()
+    types: dict[str, list[str]] = {}
+    for t, n in conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name)
+                             .where(channel_routes.c.workspace_id == workspace.id)):
+        types.setdefault(n, []).append(t)
+    return {r.name: ConfiguredChannel(
+        out=_out(workspace, plugins.channels.get(r.name), r.name, sorted(types.get(r.name, []), key=ALL_TYPES.index),
+                 r.config, r.rate_limit, r.updated_at, r.feedback_secret),
+        created_at=r.created_at, updated_at=r.updated_at) for r in rows}
+
+
 def list_channels(db: Engine, plugins: TidingsPluginManager, workspace: WorkspaceRef) -> dict[str, Any]:
     with reading(db) as conn:
-        rows = conn.execute(select(channel_configs).where(channel_configs.c.workspace_id == workspace.id)
-                            .order_by(channel_configs.c.name)).all()
-        types: dict[str, list[str]] = {}
-        for t, n in conn.execute(select(channel_routes.c.channel_type, channel_routes.c.name)
-                                 .where(channel_routes.c.workspace_id == workspace.id)):
-            types.setdefault(n, []).append(t)
+        configured = _configured(conn, plugins, workspace)
         routes = routes_for(conn, plugins, workspace.id, ALL_TYPES)
-    items = [_out(workspace, plugins.channels.get(r.name), r.name, sorted(types.get(r.name, []), key=ALL_TYPES.index),
-                  r.config, r.rate_limit, r.updated_at, r.feedback_secret) for r in rows]
-    return {"items": items,
+    return {"items": [c.out for c in configured.values()],
             "routes": {t: {"channel": r.name, "source": r.source, "rate_limit": r.rate_limit,
                            **({"error": r.error} if r.error else {})} for t, r in routes.items()}}
 
