@@ -119,3 +119,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app.asgi_handler = RequestGuard(  # type: ignore[assignment]  # an ASGI app in place of Litestar's
         app.asgi_handler, settings.api_max_in_flight, settings.api_retry_after_seconds)
     return app
+
+
+def app_of_environment() -> Litestar:
+    """The app of one process of `tidings api --workers N` (uvicorn starts each from this import string):
+    the settings and the log format (TIDINGS_LOG_FORMAT) read from the environment, as `tidings api` does."""
+    import os
+
+    from tidings.engine.platform import log_format
+
+    log_format.configure(os.environ)
+    return create_app()

@@ -22,8 +22,8 @@ def tidings_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
 class ApiProcess:
     """`tidings api` on a free loopback port; `start()` waits for /health."""
 
-    def __init__(self, env: dict[str, str], log: Path):
-        self.env, self.log = env, log
+    def __init__(self, env: dict[str, str], log: Path, *options: str):
+        self.env, self.log, self.options = env, log, options
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -33,7 +33,7 @@ class ApiProcess:
 
     def start(self, timeout: float = 60) -> "ApiProcess":
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([TIDINGS, "api", "--port", str(self.port)], env=self.env, stdout=out,
+            self.proc = subprocess.Popen([TIDINGS, "api", "--port", str(self.port), *self.options], env=self.env, stdout=out,
                                          stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

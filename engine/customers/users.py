@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from tidings.engine.customers import on_write as changes
 from tidings.engine.customers.attributes import merge, register_item_names
@@ -32,19 +32,33 @@ def check_user(_index: int, item: UserBatchItem) -> None:
 
 def upsert_user(db: Engine, workspace: WorkspaceRef, user_id: str, fields: UserFields) -> UserOut:
     item = UserBatchItem(user_id=user_id, **{f: getattr(fields, f) for f in fields.__struct_fields__})
-    single(lambda: upsert_users(db, workspace, [item]))
-    return get_user(db, workspace, user_id)
+
+    def write_and_read() -> UserOut:
+        validate_batch([item], check_user, "user_id")
+        # The answer is read in the write's own transaction: one connection instead of two, and it shows the
+        # memberships this write made (read-your-writes) whatever commits after it.
+        with writing(db) as conn:
+            _write_checked(conn, workspace.id, [item])
+            return _user_out(conn, workspace.id, user_id)
+
+    return single(write_and_read)
 
 
 def upsert_users(db: Engine, workspace: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
     """All or nothing: every item is checked before anything is written."""
     validate_batch(items, check_user, "user_id")
     with writing(db) as conn:
-        register_item_names(conn, workspace.id, items)
-        pks, created = write_users(conn, workspace.id, items)
-        # Existing users only: segments that read none of the written fields need no re-check.
-        changes.customers_changed(conn, workspace.id, pks, None if created else written_fields(items))
+        created = _write_checked(conn, workspace.id, items)
     return BatchResult(written=len(items), created=created)
+
+
+def _write_checked(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> int:
+    """Write checked items and tell the listeners; returns how many users are new."""
+    register_item_names(conn, workspace_id, items)
+    pks, created = write_users(conn, workspace_id, items)
+    # Existing users only: segments that read none of the written fields need no re-check.
+    changes.customers_changed(conn, workspace_id, pks, None if created else written_fields(items))
+    return created
 
 
 def write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
@@ -131,15 +145,23 @@ def user_pk(conn: Connection, workspace_id: int, user_id: str) -> int:
     return pk
 
 
+# Built once: building a statement per call cost more than running it (its compiled form is cached).
+_USER_BY_ID = select(users).where(users.c.workspace_id == bindparam("workspace_id"),
+                                  users.c.user_id == bindparam("user_id"))
+_ENDPOINTS_OF = select(endpoints).where(endpoints.c.user_pk == bindparam("user_pk")).order_by(endpoints.c.id)
+
+
 def get_user(db: Engine, workspace: WorkspaceRef, user_id: str) -> UserOut:
     with reading(db) as conn:
-        row = conn.execute(
-            select(users).where(users.c.workspace_id == workspace.id, users.c.user_id == user_id)
-        ).first()
-        if row is None:
-            raise NotFound(f"no user {user_id!r}", field="user_id")
-        eps = conn.execute(select(endpoints).where(endpoints.c.user_pk == row.id).order_by(endpoints.c.id)).all()
-        memberships = changes.memberships_of(conn, workspace.id, row.id)
+        return _user_out(conn, workspace.id, user_id)
+
+
+def _user_out(conn: Connection, workspace_id: int, user_id: str) -> UserOut:
+    row = conn.execute(_USER_BY_ID, {"workspace_id": workspace_id, "user_id": user_id}).first()
+    if row is None:
+        raise NotFound(f"no user {user_id!r}", field="user_id")
+    eps = conn.execute(_ENDPOINTS_OF, {"user_pk": row.id}).all()
+    memberships = changes.memberships_of(conn, workspace_id, row.id)
     return UserOut(
         user_id=row.user_id, attributes=row.attributes, metrics=row.metrics, timezone=row.timezone,
         locale=row.locale, created_at=ms_to_iso(row.created_at), updated_at=ms_to_iso(row.updated_at),

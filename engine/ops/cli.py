@@ -125,9 +125,36 @@ def cmd_api(args, settings: Settings) -> int:
     # request is logged once, with its request id, by api/guard.py instead of uvicorn's access line.
     as_json = log_format.wants_json(os.environ)
     logs: dict[str, Any] = {"log_config": None, "access_log": False} if as_json else {}
+    graceful = max(1, round(settings.shutdown_timeout))
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1:
+        return _api_processes(args, settings, graceful, logs)
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)), **logs)
+                            timeout_graceful_shutdown=graceful, **logs)
     DrainingServer(config).run()
+    return 0
+
+
+def _api_processes(args, settings: Settings, graceful: int, logs: dict[str, Any]) -> int:
+    """`tidings api --workers N`: uvicorn binds the port once and N processes accept on it (one core each;
+    uvicorn's supervisor restarts one that dies, and forwards SIGTERM, each child draining as one process
+    does). Each child builds its app from the environment (tidings.api.app.app_of_environment); the schema
+    is brought to the head here first, so N children do not race to migrate."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from tidings.engine.platform.db import make_engine, migrate
+
+    db = make_engine(settings.database_url)
+    try:
+        migrate(db)
+    finally:
+        db.dispose()
+    config = uvicorn.Config("tidings.api.app:app_of_environment", factory=True, host=args.host, port=args.port,
+                            workers=args.workers, timeout_graceful_shutdown=graceful, **logs)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
 
 
@@ -605,6 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("api", help="run the HTTP API")
     a.add_argument("--host", default="127.0.0.1")
     a.add_argument("--port", type=int, default=8000)
+    a.add_argument("--workers", type=int, default=1,
+                   help="run N API processes accepting on the one port (one per core; PostgreSQL: SQLite "
+                        "admits one writer at a time)")
     a.set_defaults(fn=cmd_api)
 
     w = sub.add_parser("worker", help="run the Temporal worker")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Collection
 
-from sqlalchemy import Connection, delete, inspect, select
+from sqlalchemy import Connection, bindparam, delete, inspect, select
 
 from tidings.engine.platform.batching import chunks
 from tidings.engine.segments.tables import customer_values, segment_members, static_members
@@ -72,7 +72,11 @@ def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> No
     update_for_users(conn, workspace_id, with_dependents(all_segs, hit), sorted({r["user_pk"] for r in rows}))
 
 
+# Built once (every user's page and every single upsert reads it): its compiled form is cached.
+_MEMBERSHIPS_OF = select(segment_members.c.segment_id).where(
+    segment_members.c.workspace_id == bindparam("workspace_id"),
+    segment_members.c.user_pk == bindparam("user_pk")).order_by(segment_members.c.segment_id)
+
+
 def memberships_of(conn: Connection, workspace_id: int, user_pk: int) -> list[str]:
-    return list(conn.execute(select(segment_members.c.segment_id).where(
-        segment_members.c.workspace_id == workspace_id, segment_members.c.user_pk == user_pk)
-        .order_by(segment_members.c.segment_id)).scalars())
+    return list(conn.execute(_MEMBERSHIPS_OF, {"workspace_id": workspace_id, "user_pk": user_pk}).scalars())

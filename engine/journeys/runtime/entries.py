@@ -9,7 +9,7 @@ of a run's version (its name, `filter` and `within`) mark the run converted and 
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from tidings.engine.customers.events import record
 from tidings.engine.customers.schemas import EventIn
@@ -23,10 +23,15 @@ from tidings.engine.journeys.runtime.rules import event_doc, holds
 from tidings.engine.messaging.ledger import journey_event_names
 
 
+# Built once: every write that changes a membership asks it, and building it cost more than running it.
+_ANY_TRIGGER = select(journey_triggers.c.journey_id).where(
+    journey_triggers.c.workspace_id == bindparam("workspace_id"),
+    journey_triggers.c.event_name.in_(bindparam("names", expanding=True))).limit(1)
+
+
 def listens(conn: Connection, workspace_id: int, names: tuple[str, ...]) -> bool:
     """Whether an active journey enters or converts on any of these event names."""
-    return conn.execute(select(journey_triggers.c.journey_id).where(
-        journey_triggers.c.workspace_id == workspace_id, journey_triggers.c.event_name.in_(names)).limit(1)).first() is not None
+    return conn.execute(_ANY_TRIGGER, {"workspace_id": workspace_id, "names": list(names)}).first() is not None
 
 
 def enqueue_matching(conn: Connection, workspace_id: int, rows: list[dict]) -> None:
