@@ -4,7 +4,6 @@ document are not involved: this surface is described by botocore's model, not by
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
+import msgspec
 from cryptography.fernet import InvalidToken
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
@@ -169,7 +169,8 @@ async def pinpoint_mount(scope: Scope, receive: Receive, send: Send) -> None:
         log.exception("internal error answering %s %s (request %s)", scope["method"], scope["path"], request_id)  # type: ignore[typeddict-item]
         mapped = InternalServerErrorException(f"internal error; see the server log for request {request_id}")
         status, payload, error_type = mapped.status, mapped.body(request_id), mapped.code
-    data = json.dumps(payload, separators=(",", ":")).encode()
+    # msgspec: a PutEvents answer holds a result per event (1,000 of them), ~9 ms with the stdlib's encoder
+    data = msgspec.json.encode(payload)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                (b"x-amzn-requestid", request_id.encode())]
     if error_type:

@@ -38,10 +38,14 @@ def _refused(message: str) -> dict[str, Any]:
     return {"StatusCode": 400, "Message": message}
 
 
+_APP_FIELDS = (("AppPackageName", "app.package_name"), ("AppTitle", "app.title"),
+               ("AppVersionCode", "app.version_code"), ("SdkName", "sdk.name"), ("ClientSdkVersion", "sdk.version"))
+
+
 def _checked_values(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The event's Attributes and Metrics (copies), within Pinpoint's limits."""
-    attributes = dict(event.get("Attributes", {}))
-    metrics = dict(event.get("Metrics", {}))
+    attributes = dict(event.get("Attributes") or ())
+    metrics = dict(event.get("Metrics") or ())
     if len(attributes) + len(metrics) > MAX_EVENT_ATTRIBUTES:
         raise BadRequestException(f"Attributes, Metrics: at most {MAX_EVENT_ATTRIBUTES} per event together")
     for key, value in attributes.items():
@@ -55,20 +59,31 @@ def _checked_values(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return attributes, metrics
 
 
-def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: dict[str, Any]) -> EventIn:
+def _timestamp(text: str, parsed: dict[str, datetime]) -> datetime:
+    """An event's Timestamp as an aware datetime; `parsed` remembers those of the request (a batch's events
+    mostly share a few: parsing each again was a tenth of the server's PutEvents)."""
+    when = parsed.get(text)
+    if when is None:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise BadRequestException(f"Timestamp: not an ISO 8601 date-time: {text!r}") from None
+        when = parsed[text] = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return when
+
+
+def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: dict[str, Any],
+           parsed: dict[str, datetime]) -> EventIn:
     """A Pinpoint Event as a native one; BadRequestException names the field."""
     name = event["EventType"]
     if not 1 <= len(name) <= 50:
         raise BadRequestException("EventType: 1-50 characters")
-    if name.startswith("_") and not name.startswith(STANDARD_PREFIXES):
+    if name[0] == "_" and not name.startswith(STANDARD_PREFIXES):
         raise BadRequestException(f"EventType: names starting with '_' are reserved, except Pinpoint's standard "
                                   f"events ({', '.join(p + '*' for p in STANDARD_PREFIXES)}); got {name!r}")
     if not 1 <= len(event_id) <= 255:
         raise BadRequestException("event id: 1-255 characters")
-    try:
-        when = datetime.fromisoformat(event["Timestamp"])
-    except ValueError:
-        raise BadRequestException(f"Timestamp: not an ISO 8601 date-time: {event['Timestamp']!r}") from None
+    when = _timestamp(event["Timestamp"], parsed)
     attributes, metrics = _checked_values(event)
     session = event.get("Session")
     if session:
@@ -78,13 +93,10 @@ def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: d
             attributes["session.stop_timestamp"] = session["StopTimestamp"]
         if session.get("Duration") is not None:
             metrics["session.duration"] = session["Duration"]
-    for source, target in (("AppPackageName", "app.package_name"), ("AppTitle", "app.title"),
-                           ("AppVersionCode", "app.version_code"), ("SdkName", "sdk.name"),
-                           ("ClientSdkVersion", "sdk.version")):
+    for source, target in _APP_FIELDS:
         if event.get(source):
             attributes[target] = event[source]
-    return EventIn(name=name, id=event_id, endpoint_id=endpoint_id, user_id=user_id,
-                   timestamp=when if when.tzinfo else when.replace(tzinfo=UTC),
+    return EventIn(name=name, id=event_id, endpoint_id=endpoint_id, user_id=user_id, timestamp=when,
                    attributes=attributes, metrics=metrics)
 
 
@@ -133,17 +145,19 @@ def put_events(ctx: Context, batch: dict[str, Any]) -> dict[str, Any]:
     _write_endpoints(ctx, batch, results)
     existing = existing_endpoint_ids(ctx.db, ctx.workspace, list(batch))
     staged: list[tuple[str, str, EventIn]] = []
+    parsed: dict[str, datetime] = {}
     for eid, item in batch.items():
         events_out = results[eid]["EventsItemResponse"]
         if results[eid]["EndpointItemResponse"]["StatusCode"] != 202:
             for event_id in item["Events"]:
                 events_out[event_id] = _refused("not recorded: its endpoint was refused")
             continue
-        user_id = None if eid in existing else ((item["Endpoint"].get("User") or {}).get("UserId") or eid)
+        endpoint_id = eid if eid in existing else None
+        user_id = None if endpoint_id is not None else ((item["Endpoint"].get("User") or {}).get("UserId") or eid)
         for event_id, event in item["Events"].items():
             try:
-                staged.append((eid, event_id, _event(eid if eid in existing else None, user_id, event_id, event)))
-                events_out[event_id] = dict(ACCEPTED)
+                staged.append((eid, event_id, _event(endpoint_id, user_id, event_id, event, parsed)))
+                events_out[event_id] = ACCEPTED  # one dict for every accepted event: results are replaced, never changed
             except PinpointError as exc:
                 events_out[event_id] = _refused(exc.message)
     if staged:

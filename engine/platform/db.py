@@ -107,9 +107,29 @@ def migrate(engine: Engine, revision: str = "heads") -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = None
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        return
+    # SQLite's way of changing a table (batch mode) builds a copy, drops the original and renames the copy;
+    # dropping a table other tables refer to (workspace) deletes its rows first, which enforced foreign keys
+    # refuse even when deferred. So, as SQLite documents (https://sqlite.org/lang_altertable.html), keys are
+    # not enforced during the migrations, and every key is checked before they commit. The pragma only takes
+    # effect outside a transaction, hence on the driver's connection before SQLAlchemy begins one.
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migrations left rows whose foreign keys point nowhere: {broken[:10]}")
+        finally:
+            driver.execute("PRAGMA foreign_keys=ON")
 
 
 def insert_ignoring_conflicts(engine_or_conn, table, index_elements: list[str]):

@@ -13,6 +13,9 @@ from sqlmodel import Field, SQLModel
 
 class Workspace(SQLModel, table=True):
     __tablename__ = "workspace"
+    # Ids are never reused (migration 0017_workspace_ids): Temporal workflow ids carry them, and a deleted
+    # workspace's finished workflows would refuse a new workspace's journeys of the same id.
+    __table_args__ = {"sqlite_autoincrement": True}
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=100)
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False))

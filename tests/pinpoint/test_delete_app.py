@@ -148,3 +148,54 @@ async def test_delete_app_stops_journeys_and_erases_the_workspace(running_api, w
     fresh = client_for(running_api, make_key(running_api.database_url, "acme"))
     with pytest.raises(fresh.exceptions.NotFoundException):
         await asyncio.to_thread(fresh.get_endpoint, ApplicationId="acme", EndpointId="e1")
+
+
+async def test_a_workspace_made_after_a_delete_gets_a_new_id_and_runs_the_same_journey(running_api, worker,
+                                                                                      temporal_env):
+    """The deleted workspace was the newest: its number is not given again (Temporal workflow ids carry it,
+    and its finished workflows would refuse the new workspace's journey of the same id)."""
+    db = worker
+    admin = client_for(running_api, make_key(running_api.database_url, None))
+    installation = installation_id(db)
+
+    async def start_journey(name: str) -> tuple[int, str]:
+        workspace_id = find_workspace(db, name).id
+        _, key = create_key(db, name)
+        async with httpx.AsyncClient(base_url=running_api.url, headers={"Authorization": f"Bearer {key}"},
+                                     timeout=30) as native:
+            r = await native.put("/v1/templates/hello-email", json={"channel": "EMAIL", "subject": "Hi",
+                                                                    "text": "Hi"})
+            assert r.status_code in (200, 201), r.text
+            r = await native.put("/v1/journeys/pp-waiting", content=WAITING,
+                                 headers={"Content-Type": "application/yaml"})
+            assert r.status_code == 200, r.text
+            r = await native.post("/v1/journeys/pp-waiting/activate")
+            assert r.status_code == 200, r.text
+            r = await native.post("/v1/events", json={"events": [{"id": "s1", "user_id": "ann",
+                                                                 "name": "signed_up"}]})
+            assert r.status_code in (200, 202), r.text
+
+            async def waiting_run():
+                runs = (await native.get("/v1/journeys/pp-waiting/runs")).json()
+                return runs if runs and runs[0]["status"] == "active" else None
+            await _until(waiting_run, f"ann waiting in {name}'s journey")
+        admission = admission_workflow_id(installation, workspace_id, "pp-waiting")
+        assert await _status(temporal_env, admission) == WorkflowExecutionStatus.RUNNING
+        return workspace_id, admission
+
+    await asyncio.to_thread(admin.create_app, CreateApplicationRequest={"Name": "older"})
+    await asyncio.to_thread(admin.create_app, CreateApplicationRequest={"Name": "newest"})
+    deleted_id, deleted_admission = await start_journey("newest")
+    await asyncio.to_thread(admin.delete_app, ApplicationId="newest")
+
+    async def canceled():
+        return await _status(temporal_env, deleted_admission) == WorkflowExecutionStatus.CANCELED
+    await _until(canceled, "the deleted workspace's admission workflow canceled")
+
+    # the same application made again, with the same journey
+    created = await asyncio.to_thread(admin.create_app, CreateApplicationRequest={"Name": "newest"})
+    assert created["ApplicationResponse"]["Id"] == "newest"
+    successor_id, _ = await start_journey("newest")
+    assert successor_id > deleted_id
+    # the deleted workspace's workflows are as they were: nothing of the new one ran under its number
+    assert await _status(temporal_env, deleted_admission) == WorkflowExecutionStatus.CANCELED
