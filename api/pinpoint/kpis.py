@@ -53,7 +53,7 @@ def _result(rows: list[kpis.Row]) -> dict[str, Any]:
 
 
 async def _compute(ctx: Context, params: dict[str, Any], journey_id: str | None) -> tuple[datetime, datetime, dict]:
-    kpis.resolve(params["KpiName"], journey=journey_id is not None)  # a wrong name before anything is read
+    kpis.resolve(params["KpiName"], "application" if journey_id is None else "journey")  # a wrong name before anything is read
     start, end = date_range(params)
     if journey_id is not None:
         await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)  # NotFound for another id
