@@ -16,10 +16,13 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
+from tidings.engine.analytics import kpis
 from tidings.engine.messaging.tracking import peek
 from tidings.engine.ops.worker import build_worker
 from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine
+from tidings.engine.platform.errors import InvalidInput
+from tidings.engine.workspaces.service import find_workspace
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
 from tests.pinpoint.signing import signed_request
 
@@ -235,3 +238,17 @@ async def test_journey_kpis_count_the_journeys_own_mail(smtp_sink, running_api, 
             assert refused.response["Error"]["Code"] == "BadRequestException"
             assert name in refused.response["Error"]["Message"]
     await call(check)
+
+    # a campaign (a broadcast journey) answers the campaign metrics of its journey, and only those
+    db = make_engine(running_api.database_url)
+    workspace = find_workspace(db, "acme")
+    until_ms = int(after.timestamp() * 1000)
+    since_ms = int(before.timestamp() * 1000)
+    rows = kpis.compute(db, workspace, "email-open-rate", since_ms=since_ms, until_ms=until_ms,
+                        journey_id=journey["Id"], context="campaign")
+    assert [(r.grouped_by, r.values) for r in rows] == [((), (("EmailOpenRate", 0.5),))]
+    with pytest.raises(InvalidInput) as refused:
+        kpis.compute(db, workspace, "journey-emails-sent", since_ms=since_ms, until_ms=until_ms,
+                     journey_id=journey["Id"], context="campaign")
+    assert refused.value.field == "KpiName" and "GetJourneyDateRangeKpi" in refused.value.message
+    db.dispose()
