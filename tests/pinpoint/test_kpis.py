@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from tidings.engine.analytics import kpis
 from tidings.engine.messaging.tracking import peek
-from tidings.engine.ops.worker import build_worker
+from tidings.engine.ops.worker import build_workers
 from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine
 from tidings.engine.platform.errors import InvalidInput
@@ -42,7 +42,8 @@ def settings(tmp_path, database_url, temporal_env, smtp_sink):  # noqa: F811  (t
 @pytest.fixture
 async def worker(settings, temporal_env, running_api):
     db = make_engine(settings.database_url)
-    async with build_worker(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception]):
+    main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
+    async with main, sends:  # journeys activated here put their sends on the send queue
         yield
     db.dispose()
 
