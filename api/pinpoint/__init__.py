@@ -2,7 +2,7 @@
 against Tidings with `endpoint_url="http://HOST:PORT/pinpoint"` and a key pair from
 `tidings keys create --workspace W --pinpoint`. The operations register on import."""
 from tidings.api.pinpoint import (  # noqa: F401  (each registers its operations)
-    apps, endpoints, event_stream, events, jobs, journeys, messages, segments, tags, templates,
+    apps, campaigns, endpoints, event_stream, events, jobs, journeys, messages, segments, tags, templates,
 )
 from tidings.api.pinpoint.dispatch import pinpoint_mount
 
