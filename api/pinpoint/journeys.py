@@ -61,7 +61,10 @@ async def _activate(ctx: Context, journey_id: str) -> None:
 
 
 async def _journey(ctx: Context, journey_id: str) -> JourneyInfo:
-    return await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)
+    info = await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)
+    if campaign_of(info.yaml) is not None:  # a campaign's journey is read and changed as the campaign
+        raise NotFoundException(f"no journey {journey_id!r}; it is a campaign (GetCampaign)")
+    return info
 
 
 @operation("CreateJourney")

@@ -104,6 +104,8 @@ async def test_a_once_immediate_campaign_mails_each_member_once_and_completes(sm
     campaigns = (await call(pinpoint.get_campaigns, ApplicationId="acme"))["CampaignsResponse"]["Item"]
     assert [c["Id"] for c in campaigns] == [campaign_id]
     assert (await call(pinpoint.list_journeys, ApplicationId="acme"))["JourneysResponse"]["Item"] == []
+    as_journey = _error(lambda: pinpoint.get_journey(ApplicationId="acme", JourneyId=campaign_id))
+    assert as_journey.response["Error"]["Code"] == "NotFoundException"
 
     deleted = (await call(pinpoint.delete_campaign, ApplicationId="acme", CampaignId=campaign_id))["CampaignResponse"]
     assert deleted["Id"] == campaign_id and deleted["State"]["CampaignStatus"] == "DELETED"
@@ -243,6 +245,34 @@ async def test_updates_are_versions_and_each_run_is_an_activity(smtp_sink, runni
     assert unchanged["Version"] == 3  # the same campaign is the same version
     await asyncio.sleep(2)
     assert len(smtp_sink.mails) == 3
+
+
+async def test_a_scheduled_campaign_moved_to_now_runs_once(smtp_sink, running_api, pinpoint, native,  # noqa: F811
+                                                           workers, temporal_env):
+    from tidings.engine.journeys.runtime.contracts import broadcast_workflow_id
+    from tidings.engine.platform.installation import installation_id
+    from tidings.engine.workspaces.service import find_workspace
+    from temporalio.client import WorkflowExecutionStatus
+
+    call = asyncio.to_thread
+    segment = await call(_people, pinpoint, [("ann", "pro"), ("bob", "pro")])
+    later = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = (await call(pinpoint.create_campaign, ApplicationId="acme", WriteCampaignRequest=_mail_campaign(
+        segment, Schedule={"StartTime": later, "Frequency": "ONCE"})))["CampaignResponse"]
+    moved = (await call(pinpoint.update_campaign, ApplicationId="acme", CampaignId=created["Id"],
+                        WriteCampaignRequest=_mail_campaign(segment)))["CampaignResponse"]
+    assert moved["Version"] == 2 and moved["Schedule"]["StartTime"] == "IMMEDIATE"
+    assert await _until(lambda: len(smtp_sink.mails) >= 2)
+    db = make_engine(running_api.database_url)
+    try:
+        first = broadcast_workflow_id(installation_id(db), find_workspace(db, "acme").id, created["Id"], 1)
+    finally:
+        db.dispose()
+    # the first version's broadcast, waiting for its StartTime, was withdrawn: it will not send again in 2 days
+    described = await temporal_env.client.get_workflow_handle(first).describe()
+    assert described.status == WorkflowExecutionStatus.TERMINATED
+    await asyncio.sleep(2)
+    assert sorted(r for _, rcpts, _ in smtp_sink.mails for r in rcpts) == ["ann@example.com", "bob@example.com"]
 
 
 def test_a_recurring_campaign_is_a_cron_broadcast(running_api, pinpoint, native):
