@@ -344,3 +344,36 @@ async def test_treatments_split_the_audience_and_a_holdout_is_kept_out(smtp_sink
         **request, "AdditionalTreatments": [{"SizePercent": 100, "MessageConfiguration": {
             "EmailMessage": {"Title": "B", "Body": "B"}}}]}))
     assert refused.response["Error"]["Message"].startswith("AdditionalTreatments[0].SizePercent")
+
+
+async def test_an_email_and_sms_campaign_sends_each_channel_once(smtp_sink, running_api, pinpoint,  # noqa: F811
+                                                                native, workers):
+    from sqlalchemy import select
+
+    from tidings.engine.messaging.tables import outbox_messages
+
+    call = asyncio.to_thread
+    segment = await call(_people, pinpoint, [("ann", "pro"), ("bob", "pro")])
+    for user, number in (("ann", "+15550100001"), ("bob", "+15550100002")):
+        await call(pinpoint.update_endpoint, ApplicationId="acme", EndpointId=f"{user}-sms", EndpointRequest={
+            "ChannelType": "SMS", "Address": number, "User": {"UserId": user}})
+    request = _mail_campaign(segment)
+    request["MessageConfiguration"]["SMSMessage"] = {"Body": "Sale on, {{User.UserAttributes.first}}!",
+                                                     "MessageType": "PROMOTIONAL"}
+    created = (await call(pinpoint.create_campaign, ApplicationId="acme", WriteCampaignRequest=request)
+               )["CampaignResponse"]
+    db = make_engine(running_api.database_url)
+
+    def texts():
+        with db.connect() as conn:
+            return {r.address: r.content for r in conn.execute(select(
+                outbox_messages.c.address, outbox_messages.c.content).where(outbox_messages.c.channel_type == "SMS"))}
+    try:
+        assert await _until(lambda: len(texts()) >= 2 and len(smtp_sink.mails) >= 2)
+        await asyncio.sleep(2)  # anything that must not come
+        sent = texts()
+    finally:
+        db.dispose()
+    assert {k: v["body"] for k, v in sent.items()} == {"+15550100001": "Sale on, Ann!", "+15550100002": "Sale on, Bob!"}
+    assert sorted(r for _, rcpts, _ in smtp_sink.mails for r in rcpts) == ["ann@example.com", "bob@example.com"]
+    assert f"template: campaign-{created['Id']}-sms" in native.get(f"/v1/journeys/{created['Id']}").json()["yaml"]
