@@ -15,6 +15,7 @@ from tidings.api.pinpoint.segments import _page
 from tidings.engine.journeys import counts, ir, store
 from tidings.engine.journeys.language.issues import JourneyCompileError
 from tidings.engine.journeys.pinpoint import journey_parts, journey_yaml
+from tidings.engine.journeys.pinpoint.campaigns import campaign_of
 from tidings.engine.journeys.store import JourneyInfo
 from tidings.engine.platform.clock import ms_to_iso, now_ms
 
@@ -60,7 +61,10 @@ async def _activate(ctx: Context, journey_id: str) -> None:
 
 
 async def _journey(ctx: Context, journey_id: str) -> JourneyInfo:
-    return await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)
+    info = await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)
+    if campaign_of(info.yaml) is not None:  # a campaign's journey is read and changed as the campaign
+        raise NotFoundException(f"no journey {journey_id!r}; it is a campaign (GetCampaign)")
+    return info
 
 
 @operation("CreateJourney")
@@ -134,8 +138,9 @@ async def delete_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
 @operation("ListJourneys")
 async def list_journeys_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     def listed() -> list[dict[str, Any]]:
-        return [_response(ctx.workspace.name, store.get_journey(ctx.db, ctx.workspace, j.id))
-                for j in store.list_journeys(ctx.db, ctx.workspace)]
+        found = [store.get_journey(ctx.db, ctx.workspace, j.id) for j in store.list_journeys(ctx.db, ctx.workspace)]
+        # a campaign is a journey to Tidings, but GetCampaigns lists it (api/pinpoint/campaigns.py)
+        return [_response(ctx.workspace.name, info) for info in found if campaign_of(info.yaml) is None]
     return {"JourneysResponse": _page(await asyncio.to_thread(listed), "Id", params)}
 
 

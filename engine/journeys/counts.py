@@ -136,3 +136,27 @@ def progress(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int 
                     retrying=by_status["retrying"][1] if "retrying" in by_status else 0,
                     per_second=round(rate, 1), eta_seconds=round(pending / rate, 1) if rate > 0 and pending else None,
                     done=entered > 0 and finished == total and (not broadcast or settled or entered >= size), at=now)
+
+
+class VersionRun(msgspec.Struct, frozen=True):
+    """When a journey version admitted customers: its first and latest cohort (epoch ms)."""
+
+    version: int
+    first_cohort_at: int
+    last_cohort_at: int
+    last_run_update_at: int | None  # when its last run changed (its end, once every run ended)
+    admitted: int  # customers its cohorts took in (0: every one was turned away, e.g. by the entry limit)
+
+
+def version_runs(db: Engine, workspace: WorkspaceRef, journey_id: str) -> list[VersionRun]:
+    """The versions of the journey whose admission ran (a cohort recorded, maybe empty), oldest first."""
+    with reading(db) as conn:
+        cohorts = conn.execute(select(journey_cohorts.c.version, func.min(journey_cohorts.c.created_at),
+                                      func.max(journey_cohorts.c.created_at), func.sum(journey_cohorts.c.size)).where(
+            journey_cohorts.c.workspace_id == workspace.id, journey_cohorts.c.journey_id == journey_id)
+            .group_by(journey_cohorts.c.version).order_by(journey_cohorts.c.version)).all()
+        updated = dict(conn.execute(select(journey_runs.c.version, func.max(journey_runs.c.updated_at)).where(
+            journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id)
+            .group_by(journey_runs.c.version)).all())
+    return [VersionRun(int(v), int(first), int(last), int(updated[v]) if updated.get(v) is not None else None,
+                       int(size or 0)) for v, first, last, size in cohorts]

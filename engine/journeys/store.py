@@ -511,3 +511,40 @@ async def enter(client, db: Engine, workspace, journey_id: str, user_pks: list[i
                       groups=[Group(node=adm.ir.start, members=adm.members)], **(cohort_options or {}))
     return await client.start_workflow("JourneyCohort", inp, id=adm.workflow_id, task_queue=task_queue,
                                        result_type=CohortResult)
+
+
+class VersionSource(msgspec.Struct, frozen=True):
+    version: int
+    yaml: str
+    created_at: str
+
+
+def list_versions(db: Engine, workspace, journey_id: str) -> list[VersionSource]:
+    """Every stored version of the journey, oldest first, with the YAML it was put as (NotFound when none)."""
+    workspace_id = _ws(workspace)
+    with reading(db) as conn:
+        rows = conn.execute(select(journey_versions.c.version, journey_versions.c.yaml, journey_versions.c.created_at)
+                            .where(journey_versions.c.workspace_id == workspace_id,
+                                   journey_versions.c.journey_id == journey_id)
+                            .order_by(journey_versions.c.version)).all()
+    if not rows:
+        raise NotFound(f"no journey {journey_id!r}")
+    return [VersionSource(r.version, r.yaml, ms_to_iso(r.created_at)) for r in rows]
+
+
+async def withdraw_broadcast(client, db: Engine, workspace, journey_id: str, version: int) -> bool:
+    """End a one-off broadcast of `version` that has not admitted anybody yet (one waiting for its `at`), so a
+    newer version replaces it instead of running beside it. True when one was withdrawn."""
+    workspace_id = _ws(workspace)
+    with reading(db) as conn:
+        admitted = conn.execute(select(journey_cohorts.c.cohort).where(
+            journey_cohorts.c.workspace_id == workspace_id, journey_cohorts.c.journey_id == journey_id,
+            journey_cohorts.c.version == version).limit(1)).first()
+    if admitted is not None:
+        return False
+    try:
+        await client.get_workflow_handle(broadcast_workflow_id(installation_id(db), workspace_id, journey_id,
+                                                               version)).terminate("replaced by a newer version")
+    except Exception:
+        return False  # none waiting (it ran, or there was none)
+    return True
