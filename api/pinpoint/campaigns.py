@@ -122,7 +122,7 @@ def _response(ctx: Context, info: JourneyInfo, request: dict[str, Any], version:
     return response
 
 
-def _campaign(ctx: Context, campaign_id: str) -> dict[str, Any]:
+def campaign_response(ctx: Context, campaign_id: str) -> dict[str, Any]:
     ws = _workspace(ctx)
     try:
         info = store.get_journey(ctx.db, ws, campaign_id)
@@ -148,19 +148,19 @@ async def create_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, 
     await asyncio.to_thread(_store, ctx, translated, campaign_id)
     if not request.get("IsPaused"):
         await _activate(ctx, campaign_id)
-    return {"CampaignResponse": await asyncio.to_thread(_campaign, ctx, campaign_id)}
+    return {"CampaignResponse": await asyncio.to_thread(campaign_response, ctx, campaign_id)}
 
 
 @operation("GetCampaign")
 async def get_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"CampaignResponse": await asyncio.to_thread(_campaign, ctx, params["CampaignId"])}
+    return {"CampaignResponse": await asyncio.to_thread(campaign_response, ctx, params["CampaignId"])}
 
 
 @operation("GetCampaigns")
 async def get_campaigns_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     def listed() -> list[dict[str, Any]]:
         ws = _workspace(ctx)
-        return [_campaign(ctx, j.id) for j in store.list_journeys(ctx.db, ws)
+        return [campaign_response(ctx, j.id) for j in store.list_journeys(ctx.db, ws)
                 if campaign_of(store.get_journey(ctx.db, ws, j.id).yaml) is not None]
     return {"CampaignsResponse": _page(await asyncio.to_thread(listed), "Id", params)}
 
@@ -168,7 +168,7 @@ async def get_campaigns_op(ctx: Context, params: dict[str, Any]) -> dict[str, An
 @operation("DeleteCampaign")
 async def delete_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     campaign_id = params["CampaignId"]
-    response = await asyncio.to_thread(_campaign, ctx, campaign_id)
+    response = await asyncio.to_thread(campaign_response, ctx, campaign_id)
     client = await ctx.app_state.temporal.client()
     ws = _workspace(ctx)
     await store.delete_journey(client, ctx.db, ws, campaign_id)
@@ -190,7 +190,7 @@ async def update_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, 
     StartTime is replaced rather than joined."""
     campaign_id = params["CampaignId"]
     request = params["WriteCampaignRequest"]
-    await asyncio.to_thread(_campaign, ctx, campaign_id)  # NotFound unless it is a campaign of this application
+    await asyncio.to_thread(campaign_response, ctx, campaign_id)  # NotFound unless it is a campaign of this application
     translated = await asyncio.to_thread(_translate, ctx, request, campaign_id)
     before = await asyncio.to_thread(store.get_journey, ctx.db, _workspace(ctx), campaign_id)
     info = await asyncio.to_thread(_store, ctx, translated, campaign_id)
@@ -205,11 +205,11 @@ async def update_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, 
         await _activate(ctx, campaign_id)
         if before.active_version and before.active_version != info.version:
             await store.withdraw_broadcast(client, ctx.db, ws, campaign_id, before.active_version)
-    return {"CampaignResponse": await asyncio.to_thread(_campaign, ctx, campaign_id)}
+    return {"CampaignResponse": await asyncio.to_thread(campaign_response, ctx, campaign_id)}
 
 
 def _versions(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:
-    current = _campaign(ctx, campaign_id)
+    current = campaign_response(ctx, campaign_id)
     ws = _workspace(ctx)
     info = store.get_journey(ctx.db, ws, campaign_id)
     ran = {r.version: r for r in counts.version_runs(ctx.db, ws, campaign_id)}
@@ -248,7 +248,7 @@ async def get_campaign_version_op(ctx: Context, params: dict[str, Any]) -> dict[
 def _activities(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:
     """One activity per run: each campaign version that admitted customers. Its counts are the journey's: TotalEndpointCount the customers it reached, SuccessfulEndpointCount
     the messages sent."""
-    _campaign(ctx, campaign_id)
+    campaign_response(ctx, campaign_id)
     ws = _workspace(ctx)
     out = []
     for run in counts.version_runs(ctx.db, ws, campaign_id):

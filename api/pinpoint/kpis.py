@@ -1,4 +1,4 @@
-"""Engagement metrics (KPIs): GetApplicationDateRangeKpi and GetJourneyDateRangeKpi, computed by
+"""Engagement metrics (KPIs): GetApplicationDateRangeKpi, GetJourneyDateRangeKpi and GetCampaignDateRangeKpi, computed by
 tidings.engine.analytics.kpis from the message events. The date range is inclusive (Pinpoint's words); without
 one it is the 31 days before now, as Pinpoint does. Tidings does not cap the range at 31 days nor its start at 90
 days ago: it keeps its events for as long as retention says (docs/pinpoint.md, "KPIs")."""
@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tidings.api.pinpoint.campaigns import campaign_response
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException
 from tidings.engine.analytics import kpis
@@ -52,13 +53,17 @@ def _result(rows: list[kpis.Row]) -> dict[str, Any]:
                      for row in rows]}
 
 
-async def _compute(ctx: Context, params: dict[str, Any], journey_id: str | None) -> tuple[datetime, datetime, dict]:
-    kpis.resolve(params["KpiName"], "application" if journey_id is None else "journey")  # a wrong name before anything is read
+async def _compute(ctx: Context, params: dict[str, Any], journey_id: str | None,
+                   context: str | None = None) -> tuple[datetime, datetime, dict]:
+    context = context or ("application" if journey_id is None else "journey")
+    kpis.resolve(params["KpiName"], context)  # a wrong name before anything is read
     start, end = date_range(params)
-    if journey_id is not None:
+    if context == "journey":
         await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)  # NotFound for another id
+    elif context == "campaign":
+        await asyncio.to_thread(campaign_response, ctx, journey_id)  # NotFound for another id, or a journey's
     rows = await asyncio.to_thread(kpis.compute, ctx.db, ctx.workspace, params["KpiName"], since_ms=_ms(start),
-                                   until_ms=_until_ms(end), journey_id=journey_id)
+                                   until_ms=_until_ms(end), journey_id=journey_id, context=context)
     return start, end, _result(rows)
 
 
@@ -75,4 +80,14 @@ async def journey_kpi_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]
     start, end, result = await _compute(ctx, params, params["JourneyId"])
     return {"JourneyDateRangeKpiResponse": {
         "ApplicationId": ctx.workspace.name, "JourneyId": params["JourneyId"], "KpiName": params["KpiName"],
+        "StartTime": _iso(start), "EndTime": _iso(end), "KpiResult": result}}
+
+
+@operation("GetCampaignDateRangeKpi")
+async def campaign_kpi_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+    """A campaign is a broadcast journey of the same id (api/pinpoint/campaigns.py): its KPIs are that journey's
+    messages, named as Pinpoint names the campaign metrics."""
+    start, end, result = await _compute(ctx, params, params["CampaignId"], context="campaign")
+    return {"CampaignDateRangeKpiResponse": {
+        "ApplicationId": ctx.workspace.name, "CampaignId": params["CampaignId"], "KpiName": params["KpiName"],
         "StartTime": _iso(start), "EndTime": _iso(end), "KpiResult": result}}

@@ -107,6 +107,16 @@ async def test_a_once_immediate_campaign_mails_each_member_once_and_completes(sm
     as_journey = _error(lambda: pinpoint.get_journey(ApplicationId="acme", JourneyId=campaign_id))
     assert as_journey.response["Error"]["Code"] == "NotFoundException"
 
+    def kpi(name: str, campaign: str = campaign_id):
+        return pinpoint.get_campaign_date_range_kpi(ApplicationId="acme", CampaignId=campaign, KpiName=name)[
+            "CampaignDateRangeKpiResponse"]
+    sent = await call(kpi, "attempted-deliveries")  # the campaign's KPIs are its journey's messages
+    assert sent["CampaignId"] == campaign_id and sent["KpiName"] == "attempted-deliveries"
+    assert [v["Value"] for row in sent["KpiResult"]["Rows"] for v in row["Values"]] == ["12.0"]
+    assert _error(lambda: kpi("journey-emails-sent")).response["Error"]["Code"] == "BadRequestException"
+    assert _error(lambda: kpi("attempted-deliveries", "nosuchcampaign")).response["Error"]["Code"] == \
+        "NotFoundException"
+
     deleted = (await call(pinpoint.delete_campaign, ApplicationId="acme", CampaignId=campaign_id))["CampaignResponse"]
     assert deleted["Id"] == campaign_id and deleted["State"]["CampaignStatus"] == "DELETED"
     gone = _error(lambda: pinpoint.get_campaign(ApplicationId="acme", CampaignId=campaign_id))
