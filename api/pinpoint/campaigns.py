@@ -36,16 +36,16 @@ def _workspace(ctx: Context) -> WorkspaceRef:
 
 def _translate(ctx: Context, request: dict[str, Any], campaign_id: str) -> CampaignJourney:
     """The campaign's journey, with SegmentVersion checked against (or filled in from) the segment."""
-    ws = _workspace(ctx)
+    workspace = _workspace(ctx)
     try:
         translated = campaign_journey(request, campaign_id)
     except InvalidInput as exc:
         raise BadRequestException(exc.message) from None
     try:
-        segment = get_segment(ctx.db, ws, translated.segment_id)
+        segment = get_segment(ctx.db, workspace, translated.segment_id)
     except NotFound:
         raise BadRequestException(f"SegmentId: no segment {translated.segment_id!r} in this application") from None
-    catalog = store.DbCatalog(ctx.db, ws.id)
+    catalog = store.DbCatalog(ctx.db, workspace.id)
     for where, treatment in [("", request)] + [(f"AdditionalTreatments[{i}].", t) for i, t in
                                                enumerate(request.get("AdditionalTreatments") or [])]:
         for member, chosen in ((treatment.get("TemplateConfiguration") or {}) or {}).items():
@@ -65,20 +65,20 @@ def _translate(ctx: Context, request: dict[str, Any], campaign_id: str) -> Campa
 
 
 def _store(ctx: Context, translated: CampaignJourney, campaign_id: str) -> JourneyInfo:
-    ws = _workspace(ctx)
+    workspace = _workspace(ctx)
     for t in translated.templates:
-        _put_template(ctx, ws, t)
+        _put_template(ctx, workspace, t)
     try:
-        store.put_journey(ctx.db, ws, translated.yaml, path="WriteCampaignRequest", expected_id=campaign_id)
+        store.put_journey(ctx.db, workspace, translated.yaml, path="WriteCampaignRequest", expected_id=campaign_id)
     except JourneyCompileError as exc:  # a template of TemplateConfiguration that does not exist
         raise BadRequestException("TemplateConfiguration: " + "; ".join(e.message for e in exc.errors)) from None
-    return store.get_journey(ctx.db, ws, campaign_id)
+    return store.get_journey(ctx.db, workspace, campaign_id)
 
 
-def _put_template(ctx: Context, ws: WorkspaceRef, t: InlineTemplate) -> None:
+def _put_template(ctx: Context, workspace: WorkspaceRef, t: InlineTemplate) -> None:
     body = TemplateBody(channel=t.channel, defaults=t.defaults, **t.parts)  # type: ignore[arg-type]  # EMAIL/SMS
     try:
-        put_template(ctx.db, ws, t.id, body)
+        put_template(ctx.db, workspace, t.id, body)
     except InvalidInput as exc:  # the content does not parse as a template
         member = f"{t.field}.{PART_MEMBERS.get(exc.field or '', exc.field or '')}"
         raise BadRequestException(f"{member}: {exc.message}") from None
@@ -89,13 +89,13 @@ def _state(ctx: Context, info: JourneyInfo, request: dict[str, Any]) -> str:
         return "PAUSED"
     if info.status == "stopped":
         return "COMPLETED"
-    ws = _workspace(ctx)
-    progress = counts.progress(ctx.db, ws, info.id, info.active_version)
+    workspace = _workspace(ctx)
+    progress = counts.progress(ctx.db, workspace, info.id, info.active_version)
     frequency = (request.get("Schedule") or {}).get("Frequency") or "ONCE"
     if frequency == "ONCE":
         # its broadcast ran (a cohort recorded, maybe empty: customers a ONCE campaign reached before it was
         # changed are not sent to again) and nobody is left to send to
-        ran = any(r.version == info.active_version for r in counts.version_runs(ctx.db, ws, info.id))
+        ran = any(r.version == info.active_version for r in counts.version_runs(ctx.db, workspace, info.id))
         if ran and (progress.done or progress.pending == 0 and progress.entered == progress.finished):
             return "COMPLETED"
         return "EXECUTING" if ran else "SCHEDULED"
@@ -107,7 +107,7 @@ def _state(ctx: Context, info: JourneyInfo, request: dict[str, Any]) -> str:
 
 def _response(ctx: Context, info: JourneyInfo, request: dict[str, Any], version: int, modified: str,
               state: str) -> dict[str, Any]:
-    ws = _workspace(ctx)
+    workspace = _workspace(ctx)
     response: dict[str, Any] = {
         k: v for k, v in request.items() if k not in ("tags", "AdditionalTreatments")}
     if request.get("AdditionalTreatments"):
@@ -115,7 +115,7 @@ def _response(ctx: Context, info: JourneyInfo, request: dict[str, Any], version:
             {**t, "Id": str(i + 1), "State": {"CampaignStatus": state}}
             for i, t in enumerate(request["AdditionalTreatments"])]
     response.update({
-        "ApplicationId": ws.name, "Arn": f"{app_arn(ws.name)}/campaigns/{info.id}", "Id": info.id,
+        "ApplicationId": workspace.name, "Arn": f"{app_arn(workspace.name)}/campaigns/{info.id}", "Id": info.id,
         "CreationDate": info.created_at, "LastModifiedDate": modified, "Version": version,
         "IsPaused": bool(request.get("IsPaused")), "State": {"CampaignStatus": state},
         "DefaultState": {"CampaignStatus": state}, "tags": {}})
@@ -123,15 +123,15 @@ def _response(ctx: Context, info: JourneyInfo, request: dict[str, Any], version:
 
 
 def campaign_response(ctx: Context, campaign_id: str) -> dict[str, Any]:
-    ws = _workspace(ctx)
+    workspace = _workspace(ctx)
     try:
-        info = store.get_journey(ctx.db, ws, campaign_id)
+        info = store.get_journey(ctx.db, workspace, campaign_id)
     except NotFound:
         raise NotFoundException("Resource not found") from None
     request = campaign_of(info.yaml)
     if request is None:  # a journey, not a campaign
         raise NotFoundException("Resource not found")
-    modified = store.list_versions(ctx.db, ws, campaign_id)[-1].created_at
+    modified = store.list_versions(ctx.db, workspace, campaign_id)[-1].created_at
     return _response(ctx, info, request, info.version, modified, _state(ctx, info, request))
 
 
@@ -159,9 +159,9 @@ async def get_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any
 @operation("GetCampaigns")
 async def get_campaigns_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     def listed() -> list[dict[str, Any]]:
-        ws = _workspace(ctx)
-        return [campaign_response(ctx, j.id) for j in store.list_journeys(ctx.db, ws)
-                if campaign_of(store.get_journey(ctx.db, ws, j.id).yaml) is not None]
+        workspace = _workspace(ctx)
+        return [campaign_response(ctx, j.id) for j in store.list_journeys(ctx.db, workspace)
+                if campaign_of(store.get_journey(ctx.db, workspace, j.id).yaml) is not None]
     return {"CampaignsResponse": _page(await asyncio.to_thread(listed), "Id", params)}
 
 
@@ -170,13 +170,13 @@ async def delete_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, 
     campaign_id = params["CampaignId"]
     response = await asyncio.to_thread(campaign_response, ctx, campaign_id)
     client = await ctx.app_state.temporal.client()
-    ws = _workspace(ctx)
-    await store.delete_journey(client, ctx.db, ws, campaign_id)
+    workspace = _workspace(ctx)
+    await store.delete_journey(client, ctx.db, workspace, campaign_id)
 
     def drop_templates() -> None:  # the campaign's own: what its inline messages became
-        for t in list_templates(ctx.db, ws):
+        for t in list_templates(ctx.db, workspace):
             if t.id.startswith(f"campaign-{campaign_id}-"):
-                delete_template(ctx.db, ws, t.id)
+                delete_template(ctx.db, workspace, t.id)
     await asyncio.to_thread(drop_templates)
     response["State"] = response["DefaultState"] = {"CampaignStatus": "DELETED"}
     return {"CampaignResponse": response}
@@ -195,33 +195,33 @@ async def update_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, 
     before = await asyncio.to_thread(store.get_journey, ctx.db, _workspace(ctx), campaign_id)
     info = await asyncio.to_thread(_store, ctx, translated, campaign_id)
     client = await ctx.app_state.temporal.client()
-    ws = _workspace(ctx)
+    workspace = _workspace(ctx)
     if request.get("IsPaused"):
         if info.status == "active":
-            await store.pause(client, ctx.db, ws, campaign_id)
+            await store.pause(client, ctx.db, workspace, campaign_id)
     elif info.status == "draft" or info.version != info.active_version or info.status == "paused":
         if info.status == "paused":
-            await store.resume(client, ctx.db, ws, campaign_id)
+            await store.resume(client, ctx.db, workspace, campaign_id)
         await _activate(ctx, campaign_id)
         if before.active_version and before.active_version != info.version:
-            await store.withdraw_broadcast(client, ctx.db, ws, campaign_id, before.active_version)
+            await store.withdraw_broadcast(client, ctx.db, workspace, campaign_id, before.active_version)
     return {"CampaignResponse": await asyncio.to_thread(campaign_response, ctx, campaign_id)}
 
 
 def _versions(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:
     current = campaign_response(ctx, campaign_id)
-    ws = _workspace(ctx)
-    info = store.get_journey(ctx.db, ws, campaign_id)
-    ran = {r.version: r for r in counts.version_runs(ctx.db, ws, campaign_id)}
+    workspace = _workspace(ctx)
+    info = store.get_journey(ctx.db, workspace, campaign_id)
+    ran = {r.version: r for r in counts.version_runs(ctx.db, workspace, campaign_id)}
     out = []
-    for v in store.list_versions(ctx.db, ws, campaign_id):
+    for v in store.list_versions(ctx.db, workspace, campaign_id):
         request = campaign_of(v.yaml)
         if request is None:
             continue
         if v.version == info.version:
             state = current["State"]["CampaignStatus"]
         elif v.version in ran:  # a superseded version that ran: how its run went
-            state = "COMPLETED" if counts.progress(ctx.db, ws, campaign_id, v.version).done else "EXECUTING"
+            state = "COMPLETED" if counts.progress(ctx.db, workspace, campaign_id, v.version).done else "EXECUTING"
         else:  # superseded before it ran: it never will
             state = "COMPLETED"
         out.append(_response(ctx, info, request, v.version, v.created_at, state))
@@ -249,16 +249,16 @@ def _activities(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:
     """One activity per run: each campaign version that admitted customers. Its counts are the journey's: TotalEndpointCount the customers it reached, SuccessfulEndpointCount
     the messages sent."""
     campaign_response(ctx, campaign_id)
-    ws = _workspace(ctx)
+    workspace = _workspace(ctx)
     out = []
-    for run in counts.version_runs(ctx.db, ws, campaign_id):
+    for run in counts.version_runs(ctx.db, workspace, campaign_id):
         if not run.admitted:  # its broadcast turned everybody away (sent to already): nothing ran
             continue
-        p = counts.progress(ctx.db, ws, campaign_id, run.version)
-        request = campaign_of(store.list_versions(ctx.db, ws, campaign_id)[run.version - 1].yaml) or {}
+        p = counts.progress(ctx.db, workspace, campaign_id, run.version)
+        request = campaign_of(store.list_versions(ctx.db, workspace, campaign_id)[run.version - 1].yaml) or {}
         start = (request.get("Schedule") or {}).get("StartTime")
         activity: dict[str, Any] = {
-            "ApplicationId": ws.name, "CampaignId": campaign_id, "Id": f"{campaign_id[:24]}{run.version:08x}",
+            "ApplicationId": workspace.name, "CampaignId": campaign_id, "Id": f"{campaign_id[:24]}{run.version:08x}",
             "ScheduledStart": ms_to_iso(run.first_cohort_at) if start in (None, "IMMEDIATE") else start,
             "Start": ms_to_iso(run.first_cohort_at), "State": "COMPLETED" if p.done else "EXECUTING",
             "TotalEndpointCount": p.total, "SuccessfulEndpointCount": p.sent, "TreatmentId": "0",
