@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import boto3
@@ -14,6 +15,8 @@ from botocore.config import Config
 
 from tidings.api.app import create_app
 from tidings.engine.channels.secrets import keyring
+from tidings.engine.ops.worker import build_workers
+from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine
 from tidings.engine.workspaces.access_keys import create_access_key
 
@@ -28,6 +31,26 @@ class RunningApi:
     @property
     def pinpoint_url(self) -> str:
         return self.url + "/pinpoint"
+
+
+def temporal_settings(tmp_path, database_url: str, temporal_env) -> Settings:
+    """Settings of an API (and worker) reaching the session's Temporal dev server, on a task queue of the test's
+    own. Test files whose journeys send define `settings` with this, after the fixtures whose settings come first
+    (the SMTP sink's)."""
+    return Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=database_url,
+                             TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
+                             TIDINGS_TASK_QUEUE=f"pp-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture
+async def worker(settings, temporal_env, running_api):
+    """The main queue's worker and the send queue's, as `tidings worker` runs them (journeys activated by the
+    API put their sends on the send queue); yields the worker's database engine."""
+    db = make_engine(settings.database_url)
+    main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
+    async with main, sends:
+        yield db
+    db.dispose()
 
 
 @pytest.fixture

@@ -6,34 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
 
-from tidings.engine.ops.worker import build_workers
-from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
-from tests.pinpoint.conftest import client_for, make_key
+from tests.pinpoint.conftest import client_for, make_key, temporal_settings
 
 
 @pytest.fixture
 def settings(tmp_path, database_url, temporal_env, smtp_sink):  # noqa: F811  (the sink's settings come first)
-    return Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=database_url,
-                             TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
-                             TIDINGS_TASK_QUEUE=f"ppc-{uuid.uuid4().hex[:8]}")
+    return temporal_settings(tmp_path, database_url, temporal_env)
 
-
-@pytest.fixture
-async def workers(settings, temporal_env, running_api):
-    """The main queue's worker and the send queue's, as `tidings worker` runs them."""
-    db = make_engine(settings.database_url)
-    main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
-    async with main, sends:
-        yield
-    db.dispose()
 
 
 def _error(call) -> ClientError:
@@ -71,7 +57,7 @@ def _mail_campaign(segment_id: str, **changes) -> dict:
 
 
 async def test_a_once_immediate_campaign_mails_each_member_once_and_completes(smtp_sink, running_api, pinpoint,  # noqa: F811
-                                                                               native, workers):
+                                                                               native, worker):
     call = asyncio.to_thread
     users = [(f"u{i:02d}", "pro") for i in range(12)] + [("dan", "free")]
     segment = await call(_people, pinpoint, users)
@@ -203,7 +189,7 @@ def test_another_workspace_cannot_see_a_campaign(running_api, pinpoint):
 
 
 async def test_updates_are_versions_and_each_run_is_an_activity(smtp_sink, running_api, pinpoint,  # noqa: F811
-                                                                native, workers):
+                                                                native, worker):
     call = asyncio.to_thread
     users = [("ann", "pro"), ("bob", "pro"), ("cat", "pro")]
     segment = await call(_people, pinpoint, users)
@@ -258,7 +244,7 @@ async def test_updates_are_versions_and_each_run_is_an_activity(smtp_sink, runni
 
 
 async def test_a_scheduled_campaign_moved_to_now_runs_once(smtp_sink, running_api, pinpoint, native,  # noqa: F811
-                                                           workers, temporal_env):
+                                                           worker, temporal_env):
     from tidings.engine.journeys.runtime.contracts import broadcast_workflow_id
     from tidings.engine.platform.installation import installation_id
     from tidings.engine.workspaces.service import find_workspace
@@ -307,7 +293,7 @@ def test_a_recurring_campaign_is_a_cron_broadcast(running_api, pinpoint, native)
 
 
 async def test_an_event_campaign_mails_the_members_who_send_the_event(smtp_sink, running_api, pinpoint,  # noqa: F811
-                                                                     native, workers):
+                                                                     native, worker):
     call = asyncio.to_thread
     segment = await call(_people, pinpoint, [("eve", "pro"), ("fay", "free")])
     created = (await call(pinpoint.create_campaign, ApplicationId="acme", WriteCampaignRequest=_mail_campaign(
@@ -326,7 +312,7 @@ async def test_an_event_campaign_mails_the_members_who_send_the_event(smtp_sink,
 
 
 async def test_treatments_split_the_audience_and_a_holdout_is_kept_out(smtp_sink, running_api, pinpoint,  # noqa: F811
-                                                                       native, workers):
+                                                                       native, worker):
     call = asyncio.to_thread
     users = [(f"p{i:02d}", "pro") for i in range(30)]
     segment = await call(_people, pinpoint, users)
@@ -357,7 +343,7 @@ async def test_treatments_split_the_audience_and_a_holdout_is_kept_out(smtp_sink
 
 
 async def test_an_email_and_sms_campaign_sends_each_channel_once(smtp_sink, running_api, pinpoint,  # noqa: F811
-                                                                native, workers):
+                                                                native, worker):
     from sqlalchemy import select
 
     from tidings.engine.messaging.tables import outbox_messages

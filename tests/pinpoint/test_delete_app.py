@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 import httpx
 import pytest
@@ -13,12 +12,10 @@ from sqlalchemy import MetaData, func, select
 from temporalio.client import WorkflowExecutionStatus
 
 from tidings.engine.journeys.runtime.contracts import admission_workflow_id
-from tidings.engine.ops.worker import build_workers
-from tidings.engine.platform.config import Settings
-from tidings.engine.platform.db import make_engine, reading
+from tidings.engine.platform.db import reading
 from tidings.engine.platform.installation import installation_id, scoped
 from tidings.engine.workspaces.service import create_key, find_workspace
-from tests.pinpoint.conftest import client_for, make_key
+from tests.pinpoint.conftest import client_for, make_key, temporal_settings
 
 WAITING = """\
 apiVersion: tidings/v1
@@ -37,19 +34,8 @@ steps:
 
 @pytest.fixture
 def settings(tmp_path, database_url, temporal_env):
-    """The API of tests/pinpoint/conftest.py's running_api, reaching the session's Temporal dev server."""
-    return Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=database_url,
-                             TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
-                             TIDINGS_TASK_QUEUE=f"pp-{uuid.uuid4().hex[:8]}")
+    return temporal_settings(tmp_path, database_url, temporal_env)
 
-
-@pytest.fixture
-async def worker(settings, temporal_env, running_api):
-    db = make_engine(settings.database_url)
-    main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
-    async with main, sends:  # journeys activated here put their sends on the send queue
-        yield db
-    db.dispose()
 
 
 async def _status(temporal_env, workflow_id: str) -> WorkflowExecutionStatus | None:

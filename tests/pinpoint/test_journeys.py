@@ -8,16 +8,13 @@ import asyncio
 import copy
 import json
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
 from tidings.engine.journeys.pinpoint import journey_yaml
-from tidings.engine.ops.worker import build_workers
-from tidings.engine.platform.config import Settings
-from tidings.engine.platform.db import make_engine
+from tests.pinpoint.conftest import temporal_settings
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "journey_welcome.json"
@@ -26,21 +23,8 @@ RESPONSE_ONLY = ("ApplicationId", "Id", "CreationDate", "LastModifiedDate", "tag
 
 @pytest.fixture
 def settings(tmp_path, database_url, temporal_env, smtp_sink):  # noqa: F811  (the sink's settings come first)
-    """The API's settings reach the session's Temporal dev server, on a task queue of this test's own."""
-    return Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=database_url,
-                             TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
-                             TIDINGS_TASK_QUEUE=f"pp-{uuid.uuid4().hex[:8]}")
+    return temporal_settings(tmp_path, database_url, temporal_env)
 
-
-
-
-@pytest.fixture
-async def worker(settings, temporal_env, running_api):
-    db = make_engine(settings.database_url)
-    main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
-    async with main, sends:  # journeys activated here put their sends on the send queue
-        yield
-    db.dispose()
 
 
 def _error(call) -> ClientError:

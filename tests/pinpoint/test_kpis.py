@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -18,11 +17,10 @@ from botocore.exceptions import ClientError
 
 from tidings.engine.analytics import kpis
 from tidings.engine.messaging.tracking import peek
-from tidings.engine.ops.worker import build_workers
-from tidings.engine.platform.config import Settings
 from tidings.engine.platform.db import make_engine
 from tidings.engine.platform.errors import InvalidInput
 from tidings.engine.workspaces.service import find_workspace
+from tests.pinpoint.conftest import temporal_settings
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
 from tests.pinpoint.signing import signed_request
 
@@ -34,18 +32,8 @@ MAIL = {"EmailMessage": {"SimpleEmail": {"Subject": {"Data": "Sale"}, "TextPart"
 
 @pytest.fixture
 def settings(tmp_path, database_url, temporal_env, smtp_sink):  # noqa: F811  (the sink's settings come first)
-    return Settings.from_env(TIDINGS_HOME=str(tmp_path / "home"), TIDINGS_DATABASE_URL=database_url,
-                             TIDINGS_TEMPORAL_ADDRESS=temporal_env.client.service_client.config.target_host,
-                             TIDINGS_TASK_QUEUE=f"kpi-{uuid.uuid4().hex[:8]}")
+    return temporal_settings(tmp_path, database_url, temporal_env)
 
-
-@pytest.fixture
-async def worker(settings, temporal_env, running_api):
-    db = make_engine(settings.database_url)
-    main, sends = build_workers(temporal_env.client, db, settings, workflow_failure_exception_types=[Exception])
-    async with main, sends:  # journeys activated here put their sends on the send queue
-        yield
-    db.dispose()
 
 
 class Recipient:
