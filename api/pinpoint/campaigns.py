@@ -13,7 +13,7 @@ from typing import Any
 from tidings.api.pinpoint.apps import app_arn
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException, NotFoundException
-from tidings.api.pinpoint.segments import _page
+from tidings.api.pinpoint.segments import _page, check_version, version_of
 from tidings.engine.journeys import counts, store
 from tidings.engine.journeys.language.issues import JourneyCompileError
 from tidings.engine.journeys.pinpoint.campaigns import CampaignJourney, InlineTemplate, campaign_journey, campaign_of
@@ -236,13 +236,9 @@ async def get_campaign_versions_op(ctx: Context, params: dict[str, Any]) -> dict
 
 @operation("GetCampaignVersion")
 async def get_campaign_version_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    if not params["Version"].isdigit():
-        raise BadRequestException(f"Version: a version number, got {params['Version']!r}")
+    check_version(params["Version"])
     versions = await asyncio.to_thread(_versions, ctx, params["CampaignId"])
-    found = [v for v in versions if v["Version"] == int(params["Version"])]
-    if not found:
-        raise NotFoundException("Resource not found")
-    return {"CampaignResponse": found[0]}
+    return {"CampaignResponse": version_of(versions, params["Version"])}
 
 
 def _activities(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:

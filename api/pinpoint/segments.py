@@ -118,6 +118,20 @@ async def delete_segment_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     return {"SegmentResponse": await asyncio.to_thread(deleted)}
 
 
+def check_version(value: str) -> None:
+    """The `Version` path member of Get*Version: a number, refused before anything is read."""
+    if not value.isdigit():
+        raise BadRequestException(f"Version: a version number, got {value!r}")
+
+
+def version_of(versions: list[dict[str, Any]], value: str) -> dict[str, Any]:
+    """The response of one version among a resource's versions (each with its `Version` number)."""
+    found = [v for v in versions if v["Version"] == int(value)]
+    if not found:
+        raise NotFoundException("Resource not found")
+    return found[0]
+
+
 def _page(items: list[dict[str, Any]], key: str, params: dict[str, Any]) -> dict[str, Any]:
     """One page of `items` (in `key` order) after the Token (the last key of the previous page)."""
     size = params.get("PageSize") or str(MAX_PAGE)
@@ -160,10 +174,6 @@ async def get_segment_versions_op(ctx: Context, params: dict[str, Any]) -> dict[
 
 @operation("GetSegmentVersion")
 async def get_segment_version_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    if not params["Version"].isdigit():
-        raise BadRequestException(f"Version: a version number, got {params['Version']!r}")
+    check_version(params["Version"])
     versions = await asyncio.to_thread(_versions, ctx, params["SegmentId"])
-    found = [v for v in versions if v["Version"] == int(params["Version"])]
-    if not found:
-        raise NotFoundException("Resource not found")
-    return {"SegmentResponse": found[0]}
+    return {"SegmentResponse": version_of(versions, params["Version"])}
