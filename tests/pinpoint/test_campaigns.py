@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from tidings.engine.platform.db import make_engine
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
 from tests.pinpoint.conftest import client_for, make_key, temporal_settings
+from tests.eventually import aeventually
 
 
 @pytest.fixture
@@ -26,15 +27,6 @@ def _error(call) -> ClientError:
     with pytest.raises(ClientError) as caught:
         call()
     return caught.value
-
-
-async def _until(check, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = await asyncio.to_thread(check)
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.2)
 
 
 def _people(pinpoint, users) -> str:
@@ -72,7 +64,7 @@ async def test_a_once_immediate_campaign_mails_each_member_once_and_completes(sm
     assert created["MessageConfiguration"]["EmailMessage"]["Title"] == "Spring sale, {{User.UserAttributes.first}}"
 
     pro = sorted(f"{u}@example.com" for u, plan in users if plan == "pro")
-    assert await _until(lambda: len(smtp_sink.mails) >= len(pro))
+    assert await aeventually(lambda: len(smtp_sink.mails) >= len(pro), 60, every=0.2, threaded=True)
     await asyncio.sleep(2)  # any mail that must not come
     assert sorted(r for _, rcpts, _ in smtp_sink.mails for r in rcpts) == pro  # one each; dan is on the free plan
     mail = smtp_sink.to("u03@example.com")[0]
@@ -82,7 +74,7 @@ async def test_a_once_immediate_campaign_mails_each_member_once_and_completes(sm
     def completed():
         got = pinpoint.get_campaign(ApplicationId="acme", CampaignId=campaign_id)["CampaignResponse"]
         return got if got["State"]["CampaignStatus"] == "COMPLETED" else None
-    assert await _until(completed, 30)
+    assert await aeventually(completed, 30, every=0.2, threaded=True)
 
     listed = native.get("/v1/journeys").json()
     assert [(j["id"], j["name"], j["status"]) for j in listed] == [(campaign_id, "Spring sale", "active")]
@@ -202,13 +194,13 @@ async def test_updates_are_versions_and_each_run_is_an_activity(smtp_sink, runni
     updated = (await call(pinpoint.update_campaign, ApplicationId="acme", CampaignId=campaign_id,
                           WriteCampaignRequest=_mail_campaign(segment)))["CampaignResponse"]
     assert updated["Version"] == 2 and updated["Name"] == "Spring sale" and updated["IsPaused"] is False
-    assert await _until(lambda: len(smtp_sink.mails) >= 3)
+    assert await aeventually(lambda: len(smtp_sink.mails) >= 3, 60, every=0.2, threaded=True)
 
     def activities(n: int):
         items = pinpoint.get_campaign_activities(ApplicationId="acme", CampaignId=campaign_id)[
             "ActivitiesResponse"]["Item"]
         return items if len(items) == n and all(a["State"] == "COMPLETED" for a in items) else None
-    done = await _until(lambda: activities(1), 30)
+    done = await aeventually(lambda: activities(1), 30, every=0.2, threaded=True)
     assert done, pinpoint.get_campaign_activities(ApplicationId="acme", CampaignId=campaign_id)
     assert done[0]["CampaignId"] == campaign_id and done[0]["TotalEndpointCount"] == 3
     assert done[0]["SuccessfulEndpointCount"] == 3 and done[0]["Result"] == "SUCCESS"
@@ -233,7 +225,7 @@ async def test_updates_are_versions_and_each_run_is_an_activity(smtp_sink, runni
     def completed():
         got = pinpoint.get_campaign(ApplicationId="acme", CampaignId=campaign_id)["CampaignResponse"]
         return got["State"]["CampaignStatus"] == "COMPLETED" and got["Version"] == 3
-    assert await _until(completed, 30)
+    assert await aeventually(completed, 30, every=0.2, threaded=True)
     assert len(smtp_sink.mails) == 3
     assert len(activities(1) or []) == 1  # the third version's broadcast turned everybody away: no run
     unchanged = (await call(pinpoint.update_campaign, ApplicationId="acme", CampaignId=campaign_id,
@@ -258,7 +250,7 @@ async def test_a_scheduled_campaign_moved_to_now_runs_once(smtp_sink, running_ap
     moved = (await call(pinpoint.update_campaign, ApplicationId="acme", CampaignId=created["Id"],
                         WriteCampaignRequest=_mail_campaign(segment)))["CampaignResponse"]
     assert moved["Version"] == 2 and moved["Schedule"]["StartTime"] == "IMMEDIATE"
-    assert await _until(lambda: len(smtp_sink.mails) >= 2)
+    assert await aeventually(lambda: len(smtp_sink.mails) >= 2, 60, every=0.2, threaded=True)
     db = make_engine(running_api.database_url)
     try:
         first = broadcast_workflow_id(installation_id(db), find_workspace(db, "acme").id, created["Id"], 1)
@@ -305,7 +297,7 @@ async def test_an_event_campaign_mails_the_members_who_send_the_event(smtp_sink,
     await call(pinpoint.put_events, ApplicationId="acme", EventsRequest={"BatchItem": {
         f"{user}-mail": {"Endpoint": {}, "Events": {f"{user}-buy": {"EventType": "purchase", "Timestamp": now}}}
         for user in ("eve", "fay")}})
-    assert await _until(lambda: smtp_sink.to("eve@example.com"))
+    assert await aeventually(lambda: smtp_sink.to("eve@example.com"), 60, every=0.2, threaded=True)
     await asyncio.sleep(2)  # any mail that must not come
     assert [r for _, rcpts, _ in smtp_sink.mails for r in rcpts] == ["eve@example.com"]  # fay is not in the segment
     assert smtp_sink.to("eve@example.com")[0]["Subject"] == "Spring sale, Eve"
@@ -326,7 +318,7 @@ async def test_treatments_split_the_audience_and_a_holdout_is_kept_out(smtp_sink
     def finished():
         got = pinpoint.get_campaign(ApplicationId="acme", CampaignId=created["Id"])["CampaignResponse"]
         return got["State"]["CampaignStatus"] == "COMPLETED"
-    assert await _until(finished, 60)
+    assert await aeventually(finished, 60, every=0.2, threaded=True)
     await asyncio.sleep(1)
     recipients = [r for _, rcpts, _ in smtp_sink.mails for r in rcpts]
     assert len(recipients) == len(set(recipients))  # nobody gets both treatments
@@ -365,7 +357,7 @@ async def test_an_email_and_sms_campaign_sends_each_channel_once(smtp_sink, runn
             return {r.address: r.content for r in conn.execute(select(
                 outbox_messages.c.address, outbox_messages.c.content).where(outbox_messages.c.channel_type == "SMS"))}
     try:
-        assert await _until(lambda: len(texts()) >= 2 and len(smtp_sink.mails) >= 2)
+        assert await aeventually(lambda: len(texts()) >= 2 and len(smtp_sink.mails) >= 2, 60, every=0.2, threaded=True)
         await asyncio.sleep(2)  # anything that must not come
         sent = texts()
     finally:

@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 from tidings.engine.journeys.pinpoint import journey_yaml
 from tests.pinpoint.conftest import temporal_settings
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
+from tests.eventually import aeventually
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "journey_welcome.json"
 RESPONSE_ONLY = ("ApplicationId", "Id", "CreationDate", "LastModifiedDate", "tags", "State")
@@ -46,15 +47,6 @@ def _mail_journey(segment_id: str) -> dict:
             "Activities": {"hello": {"EMAIL": {"TemplateName": "pro-welcome"}}}}
 
 
-async def _until(check, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = await asyncio.to_thread(check)
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.2)
-
-
 async def test_a_segment_journey_mails_each_member_and_follows_its_states(smtp_sink, running_api, pinpoint,  # noqa: F811
                                                                            native, worker):
     call = asyncio.to_thread
@@ -80,7 +72,7 @@ async def test_a_segment_journey_mails_each_member_and_follows_its_states(smtp_s
     state = await call(pinpoint.update_journey_state, ApplicationId="acme", JourneyId=journey_id,
                        JourneyStateRequest={"State": "ACTIVE"})
     assert state["JourneyResponse"]["State"] == "ACTIVE"
-    assert await _until(lambda: len(smtp_sink.mails) >= 3)
+    assert await aeventually(lambda: len(smtp_sink.mails) >= 3, 60, every=0.2, threaded=True)
     await asyncio.sleep(2)  # any mail that must not come
     assert sorted(r for _, rcpts, _ in smtp_sink.mails for r in rcpts) == [
         "ann@example.com", "bob@example.com", "cat@example.com"]  # one each; dan is not in the segment
@@ -90,7 +82,7 @@ async def test_a_segment_journey_mails_each_member_and_follows_its_states(smtp_s
         m = pinpoint.get_journey_execution_metrics(ApplicationId="acme", JourneyId=journey_id)
         return m["JourneyExecutionMetricsResponse"] if \
             m["JourneyExecutionMetricsResponse"]["Metrics"]["ENDPOINT_COMPLETED"] == "3" else None
-    journey_metrics = await _until(metrics)
+    journey_metrics = await aeventually(metrics, 60, every=0.2, threaded=True)
     assert journey_metrics and journey_metrics["Metrics"]["ENDPOINT_ENTERED"] == "3"
     assert journey_metrics["Metrics"]["ENDPOINT_ACTIVE"] == "0" and journey_metrics["JourneyId"] == journey_id
     activity = (await call(pinpoint.get_journey_execution_activity_metrics, ApplicationId="acme", JourneyId=journey_id,
@@ -230,6 +222,6 @@ async def test_an_event_journey_created_active_mails_whoever_sends_the_event(smt
         for user, plan in (("eve", "trial"), ("fay", "pro"))}})
     assert all(e["StatusCode"] == 202 for r in answer["EventsResponse"]["Results"].values()
                for e in r["EventsItemResponse"].values())
-    assert await _until(lambda: smtp_sink.to("eve@example.com"))
+    assert await aeventually(lambda: smtp_sink.to("eve@example.com"), 60, every=0.2, threaded=True)
     await asyncio.sleep(2)  # any mail that must not come
     assert [r for _, rcpts, _ in smtp_sink.mails for r in rcpts] == ["eve@example.com"]  # fay's plan is pro

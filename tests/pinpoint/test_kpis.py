@@ -23,6 +23,7 @@ from tidings.engine.workspaces.service import find_workspace
 from tests.pinpoint.conftest import temporal_settings
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
 from tests.pinpoint.signing import signed_request
+from tests.eventually import aeventually
 
 SECRET = "kpi-feedback-s3cret-0123456789"
 HTML = '<p>Hello</p><a href="https://shop.example.com/sale">Sale</a>'
@@ -156,15 +157,6 @@ def test_transactional_kpis_count_sends_opens_clicks_deliveries_and_bounces(smtp
     assert "StartTime" in garbled.json()["Message"]
 
 
-async def _until(check, seconds: float = 60):
-    deadline = time.monotonic() + seconds
-    while True:
-        value = await asyncio.to_thread(check)
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.2)
-
-
 async def test_journey_kpis_count_the_journeys_own_mail(smtp_sink, running_api, pinpoint, native, worker):  # noqa: F811
     call = asyncio.to_thread
     for user in ("dee", "eve"):
@@ -183,11 +175,11 @@ async def test_journey_kpis_count_the_journeys_own_mail(smtp_sink, running_api, 
     await call(pinpoint.put_events, ApplicationId="acme", EventsRequest={"BatchItem": {
         f"{u}-mail": {"Endpoint": {}, "Events": {f"{u}-browse": {"EventType": "browse", "Timestamp": now}}}
         for u in ("dee", "eve")}})
-    assert await _until(lambda: smtp_sink.to("dee@example.com") and smtp_sink.to("eve@example.com"))
+    assert await aeventually(lambda: smtp_sink.to("dee@example.com") and smtp_sink.to("eve@example.com"), 60, every=0.2, threaded=True)
     soon = datetime.now(UTC) + timedelta(minutes=5)
-    assert await _until(lambda: values(pinpoint.get_journey_date_range_kpi(  # the sends are recorded
+    assert await aeventually(lambda: values(pinpoint.get_journey_date_range_kpi(  # the sends are recorded
         ApplicationId="acme", JourneyId=journey["Id"], KpiName="journey-emails-sent", StartTime=before, EndTime=soon),
-        "JourneyDateRangeKpiResponse") == [((), {"JourneyEmailsSent": 2.0})])
+        "JourneyDateRangeKpiResponse") == [((), {"JourneyEmailsSent": 2.0})], 60, every=0.2, threaded=True)
     dee, eve = (Recipient(running_api.url, smtp_sink.to(f"{u}@example.com")[0]) for u in ("dee", "eve"))
     await call(dee.opens, 2)
     await call(dee.clicks)
