@@ -44,17 +44,21 @@ _APP_FIELDS = (("AppPackageName", "app.package_name"), ("AppTitle", "app.title")
 
 def _checked_values(event: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The event's Attributes and Metrics (copies), within Pinpoint's limits."""
-    attributes = dict(event.get("Attributes") or ())
-    metrics = dict(event.get("Metrics") or ())
+    attributes = event.get("Attributes")
+    metrics = event.get("Metrics")
+    attributes = dict(attributes) if attributes else {}
+    metrics = dict(metrics) if metrics else {}
     if len(attributes) + len(metrics) > MAX_EVENT_ATTRIBUTES:
         raise BadRequestException(f"Attributes, Metrics: at most {MAX_EVENT_ATTRIBUTES} per event together")
-    for key, value in attributes.items():
-        if not 1 <= len(key) <= MAX_NAME:
-            raise BadRequestException(f"Attributes.{key}: names are 1-{MAX_NAME} characters")
-        if len(value) > MAX_EVENT_VALUE:
-            raise BadRequestException(f"Attributes.{key}: values are at most {MAX_EVENT_VALUE} characters")
+    # One pass over the lengths, the message only for the first fault: most events are fine.
+    if any(not 0 < len(key) <= MAX_NAME or len(value) > MAX_EVENT_VALUE for key, value in attributes.items()):
+        for key, value in attributes.items():
+            if not 1 <= len(key) <= MAX_NAME:
+                raise BadRequestException(f"Attributes.{key}: names are 1-{MAX_NAME} characters")
+            if len(value) > MAX_EVENT_VALUE:
+                raise BadRequestException(f"Attributes.{key}: values are at most {MAX_EVENT_VALUE} characters")
     for key in metrics:
-        if not 1 <= len(key) <= MAX_NAME:
+        if not 0 < len(key) <= MAX_NAME:
             raise BadRequestException(f"Metrics.{key}: names are 1-{MAX_NAME} characters")
     return attributes, metrics
 
@@ -72,19 +76,11 @@ def _timestamp(text: str, parsed: dict[str, datetime]) -> datetime:
     return when
 
 
-def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: dict[str, Any],
-           parsed: dict[str, datetime]) -> EventIn:
-    """A Pinpoint Event as a native one; BadRequestException names the field."""
-    name = event["EventType"]
-    if not 1 <= len(name) <= 50:
-        raise BadRequestException("EventType: 1-50 characters")
-    if name[0] == "_" and not name.startswith(STANDARD_PREFIXES):
-        raise BadRequestException(f"EventType: names starting with '_' are reserved, except Pinpoint's standard "
-                                  f"events ({', '.join(p + '*' for p in STANDARD_PREFIXES)}); got {name!r}")
-    if not 1 <= len(event_id) <= 255:
-        raise BadRequestException("event id: 1-255 characters")
-    when = _timestamp(event["Timestamp"], parsed)
-    attributes, metrics = _checked_values(event)
+# The members of a plain event; any other (Session, the app fields) is looked at only when present.
+_PLAIN_EVENT = frozenset(("EventType", "Timestamp", "Attributes", "Metrics"))
+
+
+def _session_and_app_fields(event: dict[str, Any], attributes: dict[str, Any], metrics: dict[str, Any]) -> None:
     session = event.get("Session")
     if session:
         attributes["session.id"] = session["Id"]
@@ -96,6 +92,23 @@ def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: d
     for source, target in _APP_FIELDS:
         if event.get(source):
             attributes[target] = event[source]
+
+
+def _event(endpoint_id: str | None, user_id: str | None, event_id: str, event: dict[str, Any],
+           parsed: dict[str, datetime]) -> EventIn:
+    """A Pinpoint Event as a native one; BadRequestException names the field."""
+    name = event["EventType"]
+    if not 0 < len(name) <= 50:
+        raise BadRequestException("EventType: 1-50 characters")
+    if name[0] == "_" and not name.startswith(STANDARD_PREFIXES):
+        raise BadRequestException(f"EventType: names starting with '_' are reserved, except Pinpoint's standard "
+                                  f"events ({', '.join(p + '*' for p in STANDARD_PREFIXES)}); got {name!r}")
+    if not 0 < len(event_id) <= 255:
+        raise BadRequestException("event id: 1-255 characters")
+    when = parsed.get(event["Timestamp"]) or _timestamp(event["Timestamp"], parsed)
+    attributes, metrics = _checked_values(event)
+    if not _PLAIN_EVENT.issuperset(event):
+        _session_and_app_fields(event, attributes, metrics)
     return EventIn(name=name, id=event_id, endpoint_id=endpoint_id, user_id=user_id, timestamp=when,
                    attributes=attributes, metrics=metrics)
 
