@@ -124,12 +124,18 @@ def receive(db: Engine, plugins: Any, workspace: str, channel: str, headers: dic
     return FeedbackResult(received=len(fb), recorded=stored, duplicates=dups, unmatched=unmatched)
 
 
+# Feedback after which nothing more goes to the endpoint: the customer unsubscribed, the address does not
+# exist (a hard bounce is permanent by definition; soft bounces are not) or the recipient called it spam.
+# Mailing on after those is what gets a sender's domain blocked; Braze and SES's suppression list stop too.
+SUPPRESSING_TYPES = frozenset({"unsubscribe", "hard_bounce", "complaint"})
+
+
 def record_feedback(conn: Connection, workspace_id: int, fb: list[FeedbackEvent]) -> tuple[int, int, int]:
     by_id, by_provider = find_messages(conn, workspace_id, message_ids=[e.message_id for e in fb if e.message_id],
                                        provider_ids=[e.provider_message_id for e in fb if e.provider_message_id])
     items: list[tuple[MessageRef, Occurrence]] = []
     unmatched = 0
-    unsubscribed: list[MessageRef] = []
+    suppressed: list[MessageRef] = []
     for e in fb:
         ref = (by_id.get(e.message_id) if e.message_id else None) or (
             by_provider.get(e.provider_message_id) if e.provider_message_id else None)
@@ -147,9 +153,9 @@ def record_feedback(conn: Connection, workspace_id: int, fb: list[FeedbackEvent]
         if type_ == "click" and "url" in details and "link" not in details:
             details["link"] = details["url"]
         items.append((ref, Occurrence(type=type_, ts=datetime_to_ms(e.timestamp), details=details)))
-        if type_ == "unsubscribe":
-            unsubscribed.append(ref)
+        if type_ in SUPPRESSING_TYPES:
+            suppressed.append(ref)
     stored, dups = record_occurrences(conn, workspace_id, items)
-    for ref in unsubscribed:
+    for ref in suppressed:
         opt_out(conn, ref)
     return stored, dups, unmatched

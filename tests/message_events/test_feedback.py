@@ -132,6 +132,20 @@ def test_feedback_unsubscribe_opts_the_endpoint_out(client, api, db):
     assert api.get("/v1/endpoints/cy-mail").json()["opt_out"] is True
 
 
+def test_hard_bounces_and_complaints_suppress_the_endpoint_and_soft_bounces_do_not(client, api, db):
+    for name in ("hb", "cp", "sb"):
+        api.put(f"/v1/endpoints/{name}-mail", json={"channel": "EMAIL", "address": f"{name}@example.com", "user_id": name})
+    record_events(db, ws_of(db), [send_event(f"m-{name}", endpoint_id=f"{name}-mail") for name in ("hb", "cp", "sb")])
+    api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": SECRET})
+    body = json.dumps({"events": [{"event_type": "hard_bounce", "message_id": "m-hb", "permanent": True},
+                                  {"event_type": "complaint", "message_id": "m-cp"},
+                                  {"event_type": "soft_bounce", "message_id": "m-sb"}]}).encode()
+    assert client.post("/feedback/acme/smtp", content=body,
+                       headers={"Authorization": f"Bearer {SECRET}"}).json()["recorded"] == 3
+    assert {name: api.get(f"/v1/endpoints/{name}-mail").json()["opt_out"] for name in ("hb", "cp", "sb")} == {
+        "hb": True, "cp": True, "sb": False}
+
+
 def test_feedback_secret_lives_in_the_channel_config(api):
     r = api.put("/v1/channels/smtp", json={"config": SMTP, "feedback_secret": "short"})
     assert r.status_code == 400 and r.json()["error"]["field"] == "feedback_secret"
