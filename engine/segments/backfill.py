@@ -6,7 +6,7 @@ slot): from then on every write indexes its own rows for it (customers.on_write 
 backfill then fills the rows of every other customer in ascending user pk, one batch per short write
 transaction: it deletes the batch's rows of the path and inserts them again from the users (or endpoint)
 rows, classified in SQL (`classified`: JsonLogic's value classes of documents.classify, with json_type on
-SQLite and json_typeof on PostgreSQL), then moves `filled_to` past the batch; the last batch sets it NULL
+SQLite and jsonb_typeof on PostgreSQL), then moves `filled_to` past the batch; the last batch sets it NULL
 (filled). Values SQL does not classify with certainty (strings that may be ISO dates, whose epoch ms Python
 parses; numeric strings with an exponent or very long; a few Unicode corner cases) come out as kind '?' and
 are classified by documents.value_rows for just those customers, in the same batch.
@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from sqlalchemy import Connection, Engine, select, text, update
 
-from tidings.engine.platform.db import bulk_insert, reading, writing
+from tidings.engine.platform.db import bulk_insert, reading, without_jit, writing
 from tidings.engine.segments.tables import indexed_paths
 
 log = logging.getLogger("tidings.segments")
@@ -93,23 +93,23 @@ def source_columns(dialect: str, scope: str, path: str, alias: str, p: Param) ->
     if not key and path in TEXT_COLUMNS[scope]:
         col = f"{alias}.{path}"
         if dialect == "postgresql":
-            return f"(CASE WHEN {col} IS NOT NULL THEN 'string' END)", "NULL::json", col
+            return f"(CASE WHEN {col} IS NOT NULL THEN 'string' END)", "NULL::jsonb", col
         return f"(CASE WHEN {col} IS NOT NULL THEN 'text' END)", col, col
     if scope == "e" and path == "opt_out":
         col = f"{alias}.opt_out"
         if dialect == "postgresql":
-            return "'boolean'", "NULL::json", f"(CASE WHEN {col} THEN 'true' ELSE 'false' END)"
+            return "'boolean'", "NULL::jsonb", f"(CASE WHEN {col} THEN 'true' ELSE 'false' END)"
         return f"(CASE WHEN {col} THEN 'true' ELSE 'false' END)", col, col
     if scope == "e" and path == "effective_date":  # an ISO string of the stored ms: Python writes it
         if dialect == "postgresql":
-            return f"(CASE WHEN {alias}.effective_date IS NOT NULL THEN 'date' END)", "NULL::json", "NULL"
+            return f"(CASE WHEN {alias}.effective_date IS NOT NULL THEN 'date' END)", "NULL::jsonb", "NULL"
         return f"(CASE WHEN {alias}.effective_date IS NOT NULL THEN 'date' END)", "NULL", "NULL"
     if group not in JSON_GROUPS[scope] or not key or "." in key:
         return None
     col = f"{alias}.{group}"
     if dialect == "postgresql":
         v = f"({col} -> {p(key)})"
-        return f"json_typeof({v})", v, f"({v} #>> '{{}}')"
+        return f"jsonb_typeof({v})", v, f"({v} #>> '{{}}')"
     if '"' in key or "\\" in key:
         return "'odd'", "NULL", "NULL"  # a key SQLite's JSON path cannot quote: Python classifies
     jp = p(f'$."{key}"')
@@ -168,8 +168,8 @@ def value_kind(dialect: str, ty: str, v: str, s: str, p: Param, dates: bool = Tr
                 f"WHEN 'number' THEN (CASE WHEN length({s}) > 30 THEN '?' WHEN abs({num}) > {MAX_EXACT} THEN 'x' "
                 f"WHEN {num} <> 0 AND abs({num}) < 1e-300 THEN '?' ELSE 'n' END) "
                 f"WHEN 'string' THEN {string_kind(dialect, s, p, dates)} "
-                f"WHEN 'array' THEN (CASE WHEN EXISTS (SELECT 1 FROM json_array_elements({v}) ae "
-                f"WHERE json_typeof(ae) <> 'string') THEN 'x' ELSE 'l' END) "
+                f"WHEN 'array' THEN (CASE WHEN EXISTS (SELECT 1 FROM jsonb_array_elements({v}) ae "
+                f"WHERE jsonb_typeof(ae) <> 'string') THEN 'x' ELSE 'l' END) "
                 f"WHEN 'object' THEN 'x' WHEN 'date' THEN '?' WHEN 'odd' THEN '?' END)")
     return (f"(CASE {ty} WHEN 'true' THEN 'b' WHEN 'false' THEN 'b' "
             f"WHEN 'integer' THEN (CASE WHEN {v} > {MAX_EXACT} OR {v} < -{MAX_EXACT} THEN 'x' ELSE 'n' END) "
@@ -186,7 +186,7 @@ def value_columns(dialect: str, k: str, ty: str, v: str, s: str) -> tuple[str, s
     txt = f"(CASE WHEN {k} IN ('s', 't', 'z', 'o') THEN {s} END)"
     if dialect == "postgresql":
         num = (f"(CASE {k} WHEN 'b' THEN (CASE WHEN {s} = 'true' THEN 1.0 ELSE 0.0 END) "
-               f"WHEN 'n' THEN {s}::float8 WHEN 's' THEN {s}::float8 WHEN 'l' THEN json_array_length({v}) END)")
+               f"WHEN 'n' THEN {s}::float8 WHEN 's' THEN {s}::float8 WHEN 'l' THEN jsonb_array_length({v}) END)")
     else:
         num = (f"(CASE {k} WHEN 'b' THEN (CASE WHEN {ty} = 'true' THEN 1.0 ELSE 0.0 END) "
                f"WHEN 'n' THEN CAST({v} AS REAL) WHEN 's' THEN CAST({s} AS REAL) WHEN 'l' THEN json_array_length({v}) END)")
@@ -254,7 +254,7 @@ def direct_source(dialect: str, workspace_id_param: str, user_paths: list[str], 
                      f"AND abs({s}::float8) < 1e300 AND ({s}::float8 = 0 OR abs({s}::float8) > 1e-300) THEN {s}::float8 END)")
             n = (f"(CASE {ty} WHEN 'number' THEN (CASE WHEN length({s}) <= 15 OR {k} = 'n' THEN {s}::float8 END) "
                  f"WHEN 'boolean' THEN (CASE WHEN {s} = 'true' THEN 1.0 ELSE 0.0 END) WHEN 'string' THEN {num_s} "
-                 f"WHEN 'array' THEN (CASE WHEN {k} = 'l' THEN json_array_length({v}) END) END)")
+                 f"WHEN 'array' THEN (CASE WHEN {k} = 'l' THEN jsonb_array_length({v}) END) END)")
             j = f"(CASE WHEN {ty} = 'array' THEN {v} END)"
             t = f"(CASE WHEN {ty} = 'string' THEN {s} END)"
         else:
@@ -299,6 +299,7 @@ def fill_batch(conn: Connection, workspace_id: int, scope: str, path: str, after
     from tidings.engine.segments.tables import customer_values
 
     dialect = conn.dialect.name
+    without_jit(conn)
     end = _batch_end(conn, workspace_id, after, batch or BATCH)
     p = Params()
     workspace, lo, path_p = p(workspace_id), p(after), p(path)
@@ -316,7 +317,7 @@ def fill_batch(conn: Connection, workspace_id: int, scope: str, path: str, after
         cols = "workspace_id, user_pk, ep, path, kind, txt, num"
         conn.execute(text(f"INSERT INTO customer_value ({cols}) SELECT {workspace}, c.user_pk, c.ep, {path_p}, c.kind, c.txt, "
                           f"c.num FROM ({sel}) c"), p.values)
-        items = ("json_array_elements_text(c.arr) it(value)" if dialect == "postgresql" else "json_each(c.arr) it")
+        items = ("jsonb_array_elements_text(c.arr) it(value)" if dialect == "postgresql" else "json_each(c.arr) it")
         lists = conn.execute(text(f"SELECT 1 FROM customer_value cv WHERE cv.user_pk > {lo}{upto} AND cv.path = {path_p} "
                                   f"AND {ep_cond} AND cv.kind = 'l' AND cv.workspace_id = {workspace} LIMIT 1"), p.values).first()
         if lists:  # their items: the classification again, kept to the list rows

@@ -12,7 +12,7 @@ import msgspec
 from sqlalchemy import Connection, func, select, text
 
 from tidings.engine.platform.batching import chunks
-from tidings.engine.platform.db import bulk_delete, insert_tuples
+from tidings.engine.platform.db import bulk_delete, insert_tuples, without_jit
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.metrics_registry import SEGMENT_EVALUATION
 from tidings.engine.segments.tables import segment_members, segments
@@ -111,8 +111,7 @@ def workspace_rules(conn: Connection, workspace_id: int) -> Rules:
     paths.sync(conn, workspace_id, want)
     entry = Rules(stamp, compiled, frozenset(p for s, p in want if s == "u"), frozenset(p for s, p in want if s == "e"),
                   paths.slots(conn, workspace_id))
-    if conn.dialect.name == "sqlite":
-        _keep_scan_indexes(conn, workspace_id, compiled, entry.slots)
+    _keep_scan_indexes(conn, workspace_id, compiled, entry.slots)
     with _lock:
         _cache[workspace_id] = entry
     return entry
@@ -130,12 +129,14 @@ def _sync_paths(conn: Connection, workspace_id: int, seg: Compiled) -> None:
 
 def ensure_indexed(conn: Connection, workspace_id: int, seg: Compiled) -> None:
     """Before full evaluation of a rule that may not be saved (tests, benchmarks): index what it reads, and
-    on SQLite build its scan index (paths.ensure_scan_index), as saving it would. Saved segments' paths are
+    build its scan index (paths.ensure_scan_index), as saving it would. Saved segments' paths are
     indexed by workspace_rules; extra paths and scan indexes are dropped at the next sync."""
     _sync_paths(conn, workspace_id, seg)
     backfill.fill_in(conn, workspace_id)
     plan = _wide_plan(conn, workspace_id, seg, 0)
-    if plan is not None:
+    if plan is not None and conn.dialect.name == "postgresql":  # the index its scan would build
+        _pg_wide_query(conn, workspace_id, seg, *plan)
+    elif plan is not None:
         _ensure_scan_index(conn, workspace_id, seg, plan[0], plan[2])
 
 
@@ -148,15 +149,15 @@ def scan_columns(seg: Compiled, slots: dict[str, int]) -> set[str]:
 
 def _ensure_scan_index(conn: Connection, workspace_id: int, seg: Compiled, ctx: Ctx,
                        prefilters: list[Prefilter]) -> str | None:
-    """SQLite: the covering index serving this rule's scan, built when missing, leading with its equality /
+    """The covering index serving this rule's scan, built when missing, leading with its equality /
     IN comparisons in the order of their sampled selectivity, then its most selective range
     (paths.ensure_scan_index); None without one."""
-    if ctx.dialect != "sqlite":
-        return None
+    assert ctx.wide is not None
     seek = seek_columns(seg.logic, ctx)
     ordered = [seek[p.conjunct] for p in prefilters if p.conjunct in seek]
     lead = list(dict.fromkeys([c for c, eq in ordered if eq] + [c for c, eq in ordered if not eq][:1]))
-    return paths.ensure_scan_index(conn, workspace_id, scan_columns(seg, ctx.wide), lead, {c for c, _ in seek.values()})
+    return paths.ensure_scan_index(conn, workspace_id, scan_columns(seg, ctx.wide), lead, {c for c, _ in seek.values()},
+                                   {s: p for p, s in ctx.wide.items()})
 
 
 def _keep_scan_indexes(conn: Connection, workspace_id: int, segs: list[Compiled], slots: dict[str, int]) -> None:
@@ -319,20 +320,26 @@ def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, no
     """(query, params, over the wide table?) of the segment's full evaluation: (pk, outcome) rows with
     outcome 1 (member) or 3 (ask Python). Indexes the rule's paths first (`register`), and its scan index on
     SQLite; while some user-level path it reads is not filled, a direct evaluation over the users' JSON."""
-    if register:
+    held = paths.state(conn, workspace_id)
+    if register and not seg.index_paths() <= {(s, p) for s, p, _, _ in held}:
         _sync_paths(conn, workspace_id, seg)
-    done = paths.filled(conn, workspace_id)
+        held = paths.state(conn, workspace_id)
+    done = {(s, p) for s, p, _, mark in held if mark is None}
     ep_unfilled = frozenset(p for p in seg.ep_paths if ("e", p) not in done)
     if seg.user_paths and (direct or not seg.user_paths <= {p for s, p in done if s == "u"}):
         order = sorted(seg.user_paths)
         ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide={p: i for i, p in enumerate(order)},
                   direct=True, ep_unfilled=ep_unfilled)
         table = backfill.direct_source(ctx.dialect, ctx.p(workspace_id), order, ctx.p)
+        without_jit(conn)  # a scan of every customer's JSON through long CASEs
         prefilters = _by_selectivity(conn, ctx, seg.logic, table)
         return full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters), ctx.params, True
-    plan = _wide_plan(conn, workspace_id, seg, now, ep_unfilled)
+    filled_slots = {p: slot for s, p, slot, mark in held if s == "u" and slot is not None and mark is None}
+    plan = _wide_plan(conn, workspace_id, seg, now, ep_unfilled, filled_slots)
     if plan is not None:  # one scan of the wide table (or of its scan index), a row per customer
         ctx, table, prefilters = plan
+        if ctx.dialect == "postgresql":
+            return (*_pg_wide_query(conn, workspace_id, seg, ctx, table, prefilters), True)
         index = _ensure_scan_index(conn, workspace_id, seg, ctx, prefilters)  # one catalog lookup when it exists
         # Without a scan index of its own, the table: another rule's index could look selective to the
         # planner (no statistics) and cost a table lookup per row.
@@ -343,17 +350,49 @@ def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, no
     return full_query(seg.logic, seg.facts, ctx, _narrowest(conn, ctx, seg)), ctx.params, False
 
 
-def _wide_plan(conn: Connection, workspace_id: int, seg: Compiled, now: int,
-               ep_unfilled: frozenset[str] = frozenset()) -> tuple[Ctx, str, list[Prefilter]] | None:
-    """When every user-level path the rule reads has a filled wide slot: the context, the wide table and the
-    prefilters in the order to test them; None otherwise."""
-    slots = paths.slots(conn, workspace_id, filled=True)
+def _pg_wide_query(conn: Connection, workspace_id: int, seg: Compiled, ctx: Ctx, table: str,
+                   prefilters: list[Prefilter]) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL's scan of the wide table, in two parts of one statement (one snapshot under read committed,
+    so no write falls between them): the rows where none of the rule's slots holds a rare kind, translated
+    for the common kinds only, so its comparisons are plain ranges an index-only scan of the rule's scan
+    index seeks; UNION ALL the rows where one does (found through the slots' partial indexes), translated
+    for every kind. The two are disjoint and cover every row. Without a scan index, one scan of the table."""
+    assert ctx.wide is not None
+    rule_slots = sorted({ctx.wide[p] for p in seg.user_paths})
+    common = Ctx(dialect=ctx.dialect, workspace_id=workspace_id, now=ctx.now, params=ctx.params, counter=ctx.counter,
+                 wide=ctx.wide, rare={s: set() for s in rule_slots}, ep_unfilled=ctx.ep_unfilled, _seen=ctx._seen)
+    needed, seekable = scan_columns(seg, ctx.wide), {c for c, _ in seek_columns(seg.logic, common).values()}
+    if any(paths.serves(cols, needed, seekable) for cols in paths.scan_indexes(conn, workspace_id).values()):
+        common_prefilters = wide_conjunct_filters(seg.logic, common)  # the index decides; no order to sample
+    else:
+        common_prefilters = _by_selectivity(conn, common, seg.logic, table)
+        if _ensure_scan_index(conn, workspace_id, seg, common, common_prefilters) is None:
+            without_jit(conn)  # a scan of every wide row
+            prefilters = _by_selectivity(conn, ctx, seg.logic, table)
+            return full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters), ctx.params
+    rare_in = ", ".join(f"'{k}'" for k in paths.RARE_KINDS)
+    no_rare = Prefilter(" AND ".join(f"(w.k{s} IS NULL OR w.k{s} NOT IN ({rare_in}))" for s in rule_slots), False, -1)
+    some_rare = Prefilter(" OR ".join(f"w.k{s} IN ({rare_in})" for s in rule_slots), False, -1)
+    main = full_query(seg.logic, seg.facts, common, wide_table=table, prefilters=[*common_prefilters, no_rare])
+    rare = full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=[*prefilters, some_rare])
+    return f"{main} UNION ALL {rare}", ctx.params
+
+
+def _wide_plan(conn: Connection, workspace_id: int, seg: Compiled, now: int, ep_unfilled: frozenset[str] = frozenset(),
+               slots: dict[str, int] | None = None) -> tuple[Ctx, str, list[Prefilter]] | None:
+    """When every user-level path the rule reads has a filled wide slot (`slots`: paths.slots(filled=True),
+    when the caller has read them): the context, the wide table and the prefilters in the order to test
+    them; None otherwise."""
+    if slots is None:
+        slots = paths.slots(conn, workspace_id, filled=True)
     if not (seg.user_paths and seg.user_paths <= set(slots)):
         return None
     ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide=slots, ep_unfilled=ep_unfilled)
     if conn.dialect.name == "sqlite":  # same transaction as the scan; PostgreSQL's read committed is not
         ctx.rare = paths.rare_kinds(conn, workspace_id, {slots[p] for p in seg.user_paths})
     table = paths.wide_table(workspace_id)
+    if ctx.dialect == "postgresql":  # _pg_wide_query samples what it scans (its rare rows' part needs no order)
+        return ctx, table, wide_conjunct_filters(seg.logic, ctx)
     return ctx, table, _by_selectivity(conn, ctx, seg.logic, table)
 
 
@@ -373,6 +412,10 @@ def _fetch_outcomes(conn: Connection, query: str, params: dict[str, Any], big_sc
     what can be hundreds of thousands of them (half the time of fetching them as rows at 1M customers).
     A scan of the whole wide table reads the file memory-mapped (set on this connection for this query
     only: the page cache would otherwise copy every page)."""
+    if conn.dialect.name == "postgresql":  # the same in one row: fetching rows cost 3x the index-only scan
+        signed, most = conn.execute(text(f"SELECT coalesce(json_agg(CASE f.o WHEN 1 THEN f.pk ELSE -f.pk END), "
+                                         f"'[]')::text, max(f.o) FROM ({query}) f"), params).one()
+        return _signed_pks(signed, most)
     if conn.dialect.name != "sqlite":
         members: set[int] = set()
         unsure: list[int] = []
@@ -391,6 +434,11 @@ def _fetch_outcomes(conn: Connection, query: str, params: dict[str, Any], big_sc
                 cur.execute("PRAGMA mmap_size = 0")
     finally:
         cur.close()
+    return _signed_pks(signed, most)
+
+
+def _signed_pks(signed: str, most: int | None) -> tuple[set[int], list[int]]:
+    """(members, unsure pks) from a JSON array of signed pks (pk a member, -pk unsure) and the largest outcome."""
     pks = msgspec.json.decode(signed)
     if most == 3:  # some unsure (user pks are positive)
         return {v for v in pks if v > 0}, [-v for v in pks if v < 0]

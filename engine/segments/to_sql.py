@@ -227,7 +227,7 @@ def _in_list_sql(leaf: Leaf, kind: str, ctx: Ctx, c: Cols) -> str | None:
     strs = [x for x in leaf.lit if isinstance(x, str)]
     nums = [float(x) for x in leaf.lit if _is_number(x)]
     if kind in STRING_KINDS:
-        return _case(f"{c.txt} IN ({', '.join(ctx.p(s) for s in strs)})") if strs else str(F)
+        return _case(f"{ctx.collate(c.txt)} IN ({', '.join(ctx.p(s) for s in strs)})") if strs else str(F)
     if kind == "n":
         return _case(f"{c.num} IN ({', '.join(ctx.p(n) for n in nums)})") if nums else str(F)
     return None
@@ -238,7 +238,7 @@ _FORM_SQL = {"truthy": _truthy_sql, "cmp": _cmp_sql, "in_str": _in_str_sql, "in_
 
 def wide_cols(slot: int, path: str, ctx: Ctx) -> Cols:
     if ctx.direct:
-        items = (f"EXISTS (SELECT 1 FROM json_array_elements_text(w.j{slot}) ci(v) WHERE ci.v = {{lit}})"
+        items = (f"EXISTS (SELECT 1 FROM jsonb_array_elements_text(w.j{slot}) ci(v) WHERE ci.v = {{lit}})"
                  if ctx.dialect == "postgresql" else
                  f"EXISTS (SELECT 1 FROM json_each(w.j{slot}) ci WHERE ci.type = 'text' AND ci.value = {{lit}})")
         return Cols(num=f"w.n{slot}", txt=f"w.t{slot}", item_exists=items)
@@ -567,7 +567,7 @@ def _kinds_in(ctx: Ctx, slot: int, kinds: list[str]) -> str:
     return " OR ".join(parts)
 
 
-_SEEKABLE = re.compile(r"^w\.([nt][0-9]+) (=|IN|<|<=|>|>=) ")
+_SEEKABLE = re.compile(r"^w\.([nt][0-9]+)(?: COLLATE \"C\")? (=|IN|<|<=|>|>=) ")
 
 
 def seek_columns(logic: Any, ctx: Ctx) -> dict[int, tuple[str, bool]]:

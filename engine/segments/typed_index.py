@@ -9,6 +9,7 @@ no segment reads any more is dropped.
 """
 from __future__ import annotations
 
+import hashlib
 import itertools
 from typing import Any, Iterable
 
@@ -72,6 +73,14 @@ def maintained(conn: Connection, workspace_id: int) -> set[tuple[str, str]]:
         indexed_paths.c.workspace_id == workspace_id))}
 
 
+def state(conn: Connection, workspace_id: int) -> list[tuple[str, str, int | None, int | None]]:
+    """(scope, path, slot, filled_to) of every path the index holds: what maintained, slots and filled
+    read, in one query (full evaluation reads all three)."""
+    return [(r[0], r[1], r[2], r[3]) for r in conn.execute(
+        select(indexed_paths.c.scope, indexed_paths.c.path, indexed_paths.c.slot, indexed_paths.c.filled_to)
+        .where(indexed_paths.c.workspace_id == workspace_id))]
+
+
 def slots(conn: Connection, workspace_id: int, filled: bool = False) -> dict[str, int]:
     """User-level path -> its column slot in the wide table (writes keep every slot; `filled`: only the
     slots the backfill has filled for every customer, which full evaluation may read)."""
@@ -123,7 +132,7 @@ def rare_kinds(conn: Connection, workspace_id: int, slot_list: Iterable[int]) ->
     return out
 
 
-# Scan indexes (SQLite): covering indexes over the wide table whose leading columns are a rule's seekable
+# Scan indexes: covering indexes over the wide table whose leading columns are a rule's seekable
 # comparisons (`t1 = ?`, `t0 IN (...)`, `n4 > ?`) and which hold every column the rule reads, so full
 # evaluation is an index-only range scan of the few rows the comparisons leave instead of a scan of every
 # wide row. One serves every rule whose columns it holds and whose comparisons include its first column;
@@ -131,15 +140,37 @@ def rare_kinds(conn: Connection, workspace_id: int, slot_list: Iterable[int]) ->
 SCAN_INDEX_LIMIT = 8  # per workspace: each one adds to every wide-row write
 
 
-def scan_index_name(workspace_id: int, columns: list[str]) -> str:
+# PostgreSQL (the same idea, its limits): a B-tree holds at most 32 columns and refuses an entry over ~2,700
+# bytes, so a scan index is built only when the rule's columns fit (attribute strings are at most 100
+# characters, customers.limits); it ends with user_pk so the scan is index-only (after VACUUM has set the
+# visibility map). Its name is a digest (identifiers are 63 bytes); the columns come from the catalog.
+PG_INDEX_KEYS = 32
+PG_ROW_BUDGET = 2_400
+_PG_TEXT_BYTES = {"user_id": 1_020, "timezone": 256, "locale": 140}  # max_length x 4 (UTF-8)
+_PG_ATTRIBUTE_BYTES = 100 * 4 + 4
+
+
+def scan_index_name(workspace_id: int, columns: list[str], dialect: str = "sqlite") -> str:
+    if dialect == "postgresql":
+        return f"{wide_table(workspace_id)}_s_{hashlib.sha1('_'.join(columns).encode()).hexdigest()[:16]}"
     return f"{wide_table(workspace_id)}_s_{'_'.join(columns)}"
 
 
 def scan_indexes(conn: Connection, workspace_id: int) -> dict[str, list[str]]:
-    """The workspace's scan indexes: name -> columns in key order."""
-    prefix = f"{wide_table(workspace_id)}_s_"
+    """The workspace's scan indexes: name -> columns in key order (PostgreSQL's trailing user_pk left out)."""
+    table = wide_table(workspace_id)
+    prefix = f"{table}_s_"
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(
+            "SELECT i.relname, array_agg(a.attname::text ORDER BY k.ord) FROM pg_index x "
+            "JOIN pg_class t ON t.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid "
+            "CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY k(attnum, ord) "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum "
+            "WHERE t.relname = %s AND t.relnamespace = current_schema()::regnamespace GROUP BY i.relname",
+            (table,)).all()
+        return {n: [c for c in cols if c != "user_pk"] for n, cols in rows if n.startswith(prefix)}
     names = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
-                                 (wide_table(workspace_id),)).scalars()
+                                 (table,)).scalars()
     return {n: n[len(prefix):].split("_") for n in names if n.startswith(prefix)}
 
 
@@ -147,10 +178,25 @@ def serves(columns: list[str], needed: set[str], seekable: set[str]) -> bool:
     return bool(columns) and columns[0] in seekable and needed <= set(columns)
 
 
+def _pg_entry_fits(columns: list[str], path_of_slot: dict[int, str]) -> bool:
+    if len(columns) + 1 > PG_INDEX_KEYS:
+        return False
+    size = 0
+    for c in columns:
+        if c[0] == "t":
+            path = path_of_slot.get(int(c[1:]), "")
+            size += _PG_TEXT_BYTES.get(path, _PG_ATTRIBUTE_BYTES if path.startswith("attributes.")
+                                       else 8 if path.startswith("metrics.") else 2_700)  # metrics: numbers
+        else:
+            size += 9
+    return size <= PG_ROW_BUDGET
+
+
 def ensure_scan_index(conn: Connection, workspace_id: int, needed: set[str], lead: list[str],
-                      seekable: set[str]) -> str | None:
+                      seekable: set[str], path_of_slot: dict[int, str] | None = None) -> str | None:
     """A scan index serving a rule that reads the wide columns `needed`, leading with `lead` (its seekable
-    comparisons' columns, best first) if a new one is built; None at the limit or with nothing to seek."""
+    comparisons' columns, best first) if a new one is built; None at the limit, with nothing to seek, or
+    (PostgreSQL) when its entries might not fit."""
     if not lead:
         return None
     have = scan_indexes(conn, workspace_id)
@@ -160,8 +206,20 @@ def ensure_scan_index(conn: Connection, workspace_id: int, needed: set[str], lea
     if len(have) >= SCAN_INDEX_LIMIT:
         return None
     columns = lead + sorted(needed - set(lead), key=lambda c: (int(c[1:]), c[0]))
+    table = wide_table(workspace_id)
+    if conn.dialect.name == "postgresql":
+        if not _pg_entry_fits(columns, path_of_slot or {}):
+            return None
+        for slot in sorted({int(c[1:]) for c in columns}):  # the rare rows' branch of the scan reads these
+            rare_index(conn, workspace_id, slot)
+        name = scan_index_name(workspace_id, columns, "postgresql")
+        # text keys in the "C" collation, as the translation compares them (to_sql.Ctx.collate): an index
+        # serves only comparisons of its own collation
+        keys = ", ".join(f'{c} COLLATE "C"' if c[0] == "t" else c for c in columns)
+        conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({keys}, user_pk)")
+        return name
     name = scan_index_name(workspace_id, columns)
-    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {wide_table(workspace_id)} ({', '.join(columns)})")
+    conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({', '.join(columns)})")
     return name
 
 
@@ -204,8 +262,8 @@ def sync(conn: Connection, workspace_id: int, want: set[tuple[str, str]], drop_u
             indexed_paths.c.workspace_id == workspace_id, indexed_paths.c.scope == scope, indexed_paths.c.path == path))
         if scope == "u" and path in taken:
             s = taken.pop(path)
-            if conn.dialect.name == "sqlite":  # before clearing: no index to update, and none holds a reused slot
-                drop_scan_indexes(conn, workspace_id, keep=lambda cols, s=s: not {f"{c}{s}" for c in WIDE_COLS} & set(cols))
+            # before clearing: no index to update, and none holds a reused slot
+            drop_scan_indexes(conn, workspace_id, keep=lambda cols, s=s: not {f"{c}{s}" for c in WIDE_COLS} & set(cols))
             conn.exec_driver_sql(f"UPDATE {table} SET " + ", ".join(f"{c}{s} = NULL" for c in WIDE_COLS))
     if new:
         register(conn, workspace_id, new, taken)

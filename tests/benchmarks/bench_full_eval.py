@@ -62,10 +62,10 @@ SELECT :ws, 'u' || i,
 FROM c""",
     "postgresql": """INSERT INTO users (workspace_id, user_id, attributes, metrics, timezone, locale, created_at, updated_at)
 SELECT :ws, 'u' || i,
-  json_build_object('plan', (ARRAY['free', 'pro', 'team'])[1 + floor(random() * 3)::int],
+  jsonb_build_object('plan', (ARRAY['free', 'pro', 'team'])[1 + floor(random() * 3)::int],
                     'country', (ARRAY['US', 'FR', 'DE', 'CA', 'GB', 'JP'])[1 + floor(random() * 6)::int],
                     'status', (ARRAY['active', 'churned', 'trial'])[1 + floor(random() * 3)::int], 'name', 'n' || i),
-  json_build_object('spend', floor(random() * 201)::int, 'age', 10 + floor(random() * 71)::int),
+  jsonb_build_object('spend', floor(random() * 201)::int, 'age', 10 + floor(random() * 71)::int),
   NULL, NULL, 0, 0
 FROM generate_series(1, :n) i""",
 }
