@@ -28,7 +28,8 @@ from tidings.engine.platform.db import reading
 from tidings.engine.platform.errors import InvalidInput
 from tidings.engine.journeys.ir import Goal
 from tidings.engine.journeys.runtime.rules import event_doc, holds
-from tidings.engine.messaging.ledger import journey_event_names, names_of
+from tidings.engine.analytics.tables import message_facts as facts
+from tidings.engine.messaging.ledger import SEND_NAMES, journey_event_names, names_of
 from tidings.engine.customers.tables import events
 from tidings.engine.workspaces.service import WorkspaceRef
 
@@ -44,10 +45,6 @@ METRICS = {
 }
 ALL_NAMES = names_of([t for ts in METRICS.values() for t in ts])
 DEFAULT_WINDOW_SECONDS = 7 * 24 * 3600
-
-
-def _attr(key: str):
-    return events.c.attributes[key].as_string()
 
 
 def _empty() -> dict[str, dict[str, int]]:
@@ -74,12 +71,13 @@ _METRIC_OF_NAME = {f"_{c}.{t}": m for m, ts in METRICS.items() for t in ts
 
 
 def _grouped(conn: Connection, where: list, keys: list[tuple[str, Any]]) -> dict[tuple, dict[str, dict[str, int]]]:
-    """{group key values: metrics} for one GROUP BY (metric, keys...) over message events (SQLite: its
-    json_extract is cheap, and these run in C; PostgreSQL reads with _one_pass)."""
-    metric = case(_METRIC_OF_NAME, value=events.c.name, else_=literal("other")).label("metric")
+    """{group key values: metrics} for one GROUP BY (metric, keys...) over the message facts `where` (the
+    message events' grouping attributes as columns: tidings.engine.analytics.tables.MessageFact), read
+    from a covering index, no JSON parsed."""
+    metric = case(_METRIC_OF_NAME, value=facts.c.name, else_=literal("other")).label("metric")
     cols = [expr.label(label) for label, expr in keys]
-    q = (select(metric, *cols, func.count().label("n"), func.count(distinct(events.c.user_pk)).label("u"),
-                func.count(distinct(_attr("message_id"))).label("m"))
+    q = (select(metric, *cols, func.count().label("n"), func.count(distinct(facts.c.user_pk)).label("u"),
+                func.count(distinct(facts.c.message_id)).label("m"))
          .where(*where).group_by(literal_column("metric"), *[literal_column(label) for label, _ in keys]))
     out: dict[tuple, dict[str, dict[str, int]]] = defaultdict(_empty)
     for r in conn.execute(q):
@@ -90,12 +88,45 @@ def _grouped(conn: Connection, where: list, keys: list[tuple[str, Any]]) -> dict
     return out
 
 
+def _fine(conn: Connection, where: list, cols: list) -> list[tuple[str, tuple, dict[str, int], int, int]]:
+    """(metric, values of `cols`, counts, first time, last time) per group of one GROUP BY (metric, *cols) over the
+    message facts `where`: the finest grouping a page needs, read once."""
+    metric = case(_METRIC_OF_NAME, value=facts.c.name, else_=literal("other")).label("metric")
+    labels = [f"k{i}" for i in range(len(cols))]
+    q = (select(metric, *[c.label(label) for c, label in zip(cols, labels)], func.count().label("n"),
+                func.count(distinct(facts.c.user_pk)).label("u"), func.count(distinct(facts.c.message_id)).label("m"),
+                func.min(facts.c.ts).label("first"), func.max(facts.c.ts).label("last"))
+         .where(*where).group_by(literal_column("metric"), *[literal_column(label) for label in labels]))
+    return [(r.metric, tuple(r[1:1 + len(cols)]), {"total": r.n, "customers": r.u, "messages": r.m}, r.first, r.last)
+            for r in conn.execute(q) if r.metric in METRICS]
+
+
+def _coarser(fine: list[tuple[str, tuple, dict[str, int], int, int]], pick: tuple[int, ...], keep=lambda values: True
+             ) -> dict[tuple, dict[str, dict[str, int]]] | None:
+    """The fine groups' counts by the values at `pick` (of the groups `keep` keeps), when each coarser group
+    is one fine group per metric, so its distinct customers and messages are the fine group's, exactly (the
+    usual case: a step has one channel and no A/B split, a workspace one channel); None otherwise: that
+    grouping needs its own COUNT(DISTINCT)s (_grouped)."""
+    seen: dict[tuple, dict[str, int]] = {}
+    for metric, values, counts, *_times in fine:
+        if not keep(values):
+            continue
+        key = (metric, *(values[i] for i in pick))
+        if key in seen:
+            return None
+        seen[key] = counts
+    out: dict[tuple, dict[str, dict[str, int]]] = defaultdict(_empty)
+    for key, counts in seen.items():
+        out[key[1:]][key[0]] = counts
+    return out
+
+
 def _time_where(since_ms: int | None, until_ms: int | None) -> list:
     w = []
     if since_ms is not None:
-        w.append(events.c.ts >= since_ms)
+        w.append(facts.c.ts >= since_ms)
     if until_ms is not None:
-        w.append(events.c.ts < until_ms)
+        w.append(facts.c.ts < until_ms)
     return w
 
 
@@ -120,17 +151,18 @@ def _attribute(sends: list[tuple[int, int, Any]], conversions: list[tuple[int, i
     return out
 
 
-def _goal_events(conn: Connection, workspace_id: int, goal: Goal, user_pks: set[int], lo: int, hi: int) -> list[tuple[int, int]]:
+def _goal_events(conn: Connection, workspace_id: int, goal: Goal, user_pks: set[int] | None, lo: int, hi: int
+                 ) -> list[tuple[int, int]]:
     """(user_pk, ts) of the events that convert for `goal`: named like it (its resolved names, as the
-    runtime reads them) and matching its `filter`."""
-    if not user_pks:
+    runtime reads them) and matching its `filter`; of the customers `user_pks` (None: anyone's)."""
+    if user_pks is not None and not user_pks:
         return []
     cols = [events.c.user_pk, events.c.ts] + ([events.c.name, events.c.attributes, events.c.metrics]
                                               if goal.filter is not None else [])
     q = select(*cols).where(events.c.workspace_id == workspace_id, events.c.name.in_(journey_event_names(goal.event, goal.names)),
                             events.c.ts >= lo, events.c.ts <= hi)
     # Filter in Python: the set of converters is small next to the events of that name in the window.
-    return [(r.user_pk, r.ts) for r in conn.execute(q) if r.user_pk in user_pks and (
+    return [(r.user_pk, r.ts) for r in conn.execute(q) if (user_pks is None or r.user_pk in user_pks) and (
         goal.filter is None or holds(goal.filter, {"event": event_doc(r.name, r.attributes or {}, r.metrics or {},
                                                                      r.ts)}))]
 
@@ -155,15 +187,16 @@ def journey_metrics(db: Engine, workspace: WorkspaceRef, journey_id: str, *, ver
         if chosen is not None:
             goal, within_seconds = chosen.event, within_seconds or chosen.within_seconds
         window_ms = (within_seconds or DEFAULT_WINDOW_SECONDS) * 1000
-        where = [events.c.workspace_id == workspace.id, events.c.name.in_(ALL_NAMES), _attr("journey_id") == journey_id,
-                 *_time_where(since_ms, until_ms)]
+        where = [facts.c.workspace_id == workspace.id, facts.c.journey_id == journey_id,
+                 facts.c.name.in_(ALL_NAMES), *_time_where(since_ms, until_ms)]
         if version is not None:
-            where.append(events.c.attributes["journey_version"].as_integer() == version)
-        totals, by_step, by_variant, by_channel, step_order, sends = _journey_pass(conn, where)
+            where.append(facts.c.journey_version == str(version))
+        fine, totals, by_step, by_variant, by_channel, step_order = _journey_groups(conn, where)
 
         control: dict[str, Any] = {"customers": 0, "converted": 0, "rate": None}
         if goal:
-            _add_journey_conversions(conn, workspace.id, sends, chosen, window_ms, totals, (by_step, by_variant, by_channel))
+            conv = _journey_conversions(conn, workspace.id, where, fine, chosen, window_ms)
+            _add_journey_conversions(conv, totals, (by_step, by_variant, by_channel))
             control = _control(conn, workspace.id, journey_id, version, chosen, window_ms, since_ms, until_ms)
 
     def rows(groups: dict, label: str, order: list | None = None) -> list[dict[str, Any]]:
@@ -185,79 +218,53 @@ def journey_metrics(db: Engine, workspace: WorkspaceRef, journey_id: str, *, ver
     }
 
 
-def _text(value: Any) -> str | None:
-    """A JSON attribute as SQL's `->>` / json_extract would give it as text (None for null or absent)."""
-    if value is None or isinstance(value, str):
-        return value
-    return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
-def _one_pass(conn: Connection, where: list, keys: tuple[str, ...]):
-    """One read of the message events `where`, counted in Python: ({(metric, *values of `keys`, transactional):
-    [events, customers, message ids]}, the first time of each value of keys[0], the sends as (user_pk, ts,
-    attributes)). On PostgreSQL the attributes are `json` text that every `->>` parses again: one pass that
-    parses each row once replaced a GROUP BY per grouping (and the step order, and the sends' query), each
-    parsing every row two to four times (docs/production.md, "Console pages")."""
-    fine: dict[tuple, list] = {}
+def _journey_groups(conn: Connection, where: list):
+    """(the fine groups, totals, by step, by variant, by channel, the steps in the order of their first
+    event) of the journey's message facts `where`."""
+    keys = [("step_id", facts.c.step_id), ("variant", facts.c.variant), ("channel", facts.c.channel)]
+    fine = _fine(conn, where, [c for _, c in keys])
     first: dict[Any, int] = {}
-    sends: list[tuple[int, int, dict]] = []
-    rows = conn.execute(select(events.c.name, events.c.user_pk, events.c.ts, events.c.attributes).where(*where)).all()
-    for name, user_pk, ts, attrs in rows:
-        metric = _METRIC_OF_NAME.get(name)
-        if metric is None:
-            continue
-        a = attrs or {}
-        values = tuple(_text(a.get(k)) for k in keys)
-        key = (metric, *values, a.get("transactional") is True)
-        acc = fine.get(key)
-        if acc is None:
-            acc = fine[key] = [0, set(), set()]
-        acc[0] += 1
-        acc[1].add(user_pk)
-        acc[2].add(_text(a.get("message_id")))
-        if keys and ts < first.get(values[0], ts + 1):
-            first[values[0]] = ts
-        if metric == "sent":
-            sends.append((user_pk, ts, a))
-    return fine, first, sends
-
-
-def _merge(fine: dict[tuple, list], pick: int | None, only_transactional: bool = False
-           ) -> dict[tuple, dict[str, dict[str, int]]]:
-    """{(value of key `pick`,) or (): metrics} from _one_pass's counts."""
-    merged: dict[tuple, dict[str, list]] = defaultdict(dict)
-    for (metric, *values), (n, users, mids) in fine.items():
-        if only_transactional and not values[-1]:
-            continue
-        m = merged[() if pick is None else (values[pick],)].setdefault(metric, [0, set(), set()])
-        m[0] += n
-        m[1] |= users
-        m[2] |= mids
-    done: dict[tuple, dict[str, dict[str, int]]] = defaultdict(_empty)
-    for key, by_metric in merged.items():
-        for metric, (n, users, mids) in by_metric.items():  # as COUNT(DISTINCT), leaving NULL out
-            done[key][metric] = {"total": n, "customers": len(users - {None}), "messages": len(mids - {None})}
-    return done
-
-
-def _journey_pass(conn: Connection, where: list):
-    """(totals, by step, by variant, by channel, the steps in the order of their first event, the sends as
-    (user_pk, ts, (step, variant, channel))) of the journey's message events `where`."""
-    keys = ("step_id", "variant", "channel")
-    fine, first, sends = _one_pass(conn, where, keys)
+    for _, (step, *_rest), _, ts, _last in fine:
+        first[step] = min(ts, first.get(step, ts))
     order = sorted(first, key=lambda k: first[k])
-    return (_merge(fine, None).get((), _empty()), _merge(fine, 0), _merge(fine, 1), _merge(fine, 2), order,
-            [(u, ts, tuple(_text(a.get(k)) for k in keys)) for u, ts, a in sends])
+
+    def by(pick: tuple[int, ...]) -> dict[tuple, dict[str, dict[str, int]]]:
+        found = _coarser(fine, pick)
+        return found if found is not None else _grouped(conn, where, [keys[i] for i in pick])
+
+    return fine, by(()).get((), _empty()), by((0,)), by((1,)), by((2,)), order
 
 
-def _add_journey_conversions(conn: Connection, workspace_id: int, sends: list[tuple[int, int, Any]], goal: Goal,
-                             window_ms: int, totals: dict, by_step_variant_channel: tuple[dict, dict, dict]) -> None:
-    """Count the conversions of the journey's sends ((user_pk, ts, (step, variant, channel))) into the totals
-    and each step, variant and channel group: a goal event within the window after a send converts it."""
-    users = {u for u, _, _ in sends}
-    lo = min((t for _, t, _ in sends), default=0)
-    hi = max((t for _, t, _ in sends), default=0) + window_ms
-    conv = _attribute(sends, _goal_events(conn, workspace_id, goal, users, lo, hi), window_ms)
+# Converters up to this many: their sends are read by customer; more, and every send of the journey is read.
+SENDS_BY_CUSTOMER_UP_TO = 5_000
+
+
+def _journey_conversions(conn: Connection, workspace_id: int, where: list, fine: list, goal: Goal, window_ms: int
+                         ) -> list[tuple[Any, int]]:
+    """((step, variant, channel), user_pk) per conversion of the journey's sends `where`: a goal event within
+    the window after a send converts it. The goal events come first (from the sends' first to last time plus
+    the window): only the sends of the customers who had one are read, not every send of the journey."""
+    sent = [(first, last) for metric, _, _, first, last in fine if metric == "sent"]
+    if not sent:
+        return []
+    lo, hi = min(f for f, _ in sent), max(last for _, last in sent) + window_ms
+    goal_events = _goal_events(conn, workspace_id, goal, None, lo, hi)
+    users = sorted({u for u, _ in goal_events})
+    if not users:
+        return []
+    q = select(facts.c.user_pk, facts.c.ts, facts.c.step_id, facts.c.variant, facts.c.channel).where(
+        *where, facts.c.name.in_(SEND_NAMES))
+    if len(users) > SENDS_BY_CUSTOMER_UP_TO:
+        rows = conn.execute(q).all()
+    else:
+        rows = [r for i in range(0, len(users), 500) for r in conn.execute(q.where(facts.c.user_pk.in_(users[i:i + 500])))]
+    sends = [(u, ts, (step, variant, channel)) for u, ts, step, variant, channel in rows]
+    return _attribute(sends, goal_events, window_ms)
+
+
+def _add_journey_conversions(conv: list[tuple[Any, int]], totals: dict,
+                             by_step_variant_channel: tuple[dict, dict, dict]) -> None:
+    """Count the conversions into the totals and each step, variant and channel group."""
     _add_conversions(totals, [(None, u) for _, u in conv])
     for groups, pick in zip(by_step_variant_channel, (0, 1, 2)):
         per: dict[Any, list] = defaultdict(list)
@@ -317,22 +324,19 @@ def message_metrics(db: Engine, workspace: WorkspaceRef, *, since_ms: int | None
         names = [n for n in ALL_NAMES if n.startswith(f"_{channel}.")]
         if not names:
             raise InvalidInput(f"unknown channel {channel!r}", field="channel")
-    where = [events.c.workspace_id == workspace.id, events.c.name.in_(names), *_time_where(since_ms, until_ms)]
+    where = [facts.c.workspace_id == workspace.id, facts.c.name.in_(names), *_time_where(since_ms, until_ms)]
     with reading(db) as conn:
-        if conn.dialect.name == "sqlite":  # three GROUP BYs in C beat one pass in Python there (measured)
-            totals = _grouped(conn, where, []).get((), _empty())
-            by_channel = _grouped(conn, where, [("channel", _attr("channel"))])
-            transactional = _grouped(conn, [*where, events.c.attributes["transactional"].as_boolean().is_(True)],
-                                     []).get((), _empty())
-            sends = [(r.user_pk, r.ts, r.attributes or {}) for r in conn.execute(select(
-                events.c.user_pk, events.c.ts, events.c.attributes).where(
-                *where, events.c.name.in_(names_of(["send"])),
-                events.c.attributes["transactional"].as_boolean().is_(True)))]
-        else:
-            fine, _, sends = _one_pass(conn, where, ("channel",))
-            totals, by_channel = _merge(fine, None).get((), _empty()), _merge(fine, 0)
-            transactional = _merge(fine, None, only_transactional=True).get((), _empty())
-            sends = [(u, ts, a) for u, ts, a in sends if a.get("transactional") is True]
+        fine = _fine(conn, where, [facts.c.channel, facts.c.transactional])
+        found = _coarser(fine, ())
+        totals = (found if found is not None else _grouped(conn, where, [])).get((), _empty())
+        by_channel = _coarser(fine, (0,)) or _grouped(conn, where, [("channel", facts.c.channel)])
+        found = _coarser(fine, (), keep=lambda values: bool(values[1]))
+        transactional = (found if found is not None else _grouped(
+            conn, [*where, facts.c.transactional.is_(True)], [])).get((), _empty())
+        # the transactional sends' goals are in their events' attributes
+        sends = [(r.user_pk, r.ts, r.attributes or {}) for r in conn.execute(
+            select(events.c.user_pk, events.c.ts, events.c.attributes).join(facts, facts.c.event_pk == events.c.id)
+            .where(*where, facts.c.name.in_(SEND_NAMES), facts.c.transactional.is_(True)))]
         conv = _transactional_conversions(conn, workspace.id, sends)
         _add_conversions(transactional, conv)
         _add_conversions(totals, conv)

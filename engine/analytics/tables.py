@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 import tidings.engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
@@ -67,6 +67,38 @@ class PinpointEventStream(SQLModel, table=True):
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
+class MessageFact(SQLModel, table=True):
+    """A message event (`_email.send`, `_sms.delivered`, ...) with the attributes the metrics group by as
+    plain columns: what the console's overview and journey page count, through covering indexes, without
+    reading or parsing the events' JSON. Written by the database itself, by triggers on `event` (insert and
+    delete; migration 0018_consolescale_message_facts), so it holds exactly the message events there are,
+    in the same transaction, whichever code (or bulk SQL) wrote them. Attribute values are text as `->>`
+    gives them ('true', '1'); `transactional` is the attribute being JSON true."""
+
+    __tablename__ = "message_fact"
+    __table_args__ = (
+        # a journey's metrics: its events by name and group, with the customer, message and time
+        Index("ix_message_fact_journey", "workspace_id", "journey_id", "name", "step_id", "variant", "channel",
+              "user_pk", "message_id", "ts", "journey_version"),
+        # the workspace's metrics over a time range (the overview)
+        Index("ix_message_fact_time", "workspace_id", "ts", "name", "channel", "transactional", "user_pk",
+              "message_id"),
+    )
+    event_pk: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    workspace_id: int = Field(sa_column=Column(Integer, nullable=False))
+    name: str = Field(max_length=255)
+    ts: int = Field(sa_column=Column(BigInteger, nullable=False))
+    user_pk: int = Field(sa_column=Column(Integer, nullable=False))
+    message_id: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    journey_id: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    journey_version: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    step_id: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    variant: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    channel: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    transactional: bool = Field(sa_column=Column(Boolean, nullable=False))
+
+
 event_streams = EventStream.__table__
+message_facts = MessageFact.__table__
 pinpoint_event_streams = PinpointEventStream.__table__
 dead_letters = DeadLetter.__table__

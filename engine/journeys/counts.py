@@ -4,9 +4,10 @@ run of the journey has got (`progress`: `tidings journeys stats --progress`)."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import Engine, Text, case, cast, func, select
 
 from tidings.engine.journeys.tables import journey_cohorts, journey_runs, journey_versions, journeys
 from tidings.engine.messaging.tables import messages
@@ -23,24 +24,47 @@ class StepCounts(msgspec.Struct):
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
+class _Taken(msgspec.Struct):
+    """What step_counts reads of a step a run took (the rest of the entry is skipped by the decoder)."""
+    step: Any = None
+    outcome: Any = None
+
+
+_steps_decoder = msgspec.json.Decoder(list[_Taken])
+
+
+def _path(raw: str | bytes) -> tuple[tuple[Any, Any], ...]:
+    """(step, outcome) of each step the run took, from its `steps` JSON."""
+    try:
+        return tuple((t.step, t.outcome) for t in _steps_decoder.decode(raw) if t.step)
+    except msgspec.ValidationError:  # not a list of objects: take the objects with a step, as recorded
+        return tuple((s["step"], s.get("outcome")) for s in msgspec.json.decode(raw) or []
+                     if isinstance(s, dict) and s.get("step"))
+
+
 def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None) -> dict[str, StepCounts]:
-    q = select(journey_runs.c.status, journey_runs.c.current_step, journey_runs.c.steps).where(
+    # The steps come as JSON text, decoded into (step, outcome) pairs only, and runs are counted by their
+    # path (status, current step, steps taken): runs that went the same way are counted once, then added up.
+    q = select(journey_runs.c.status, journey_runs.c.current_step, cast(journey_runs.c.steps, Text)).where(
         journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id)
     if version is not None:
         q = q.where(journey_runs.c.version == version)
+    paths: Counter[tuple[str, str | None, tuple[tuple[Any, Any], ...]]] = Counter()
+    with reading(db) as conn:
+        for status, current, raw in conn.execute(q):
+            paths[(status, current, _path(raw))] += 1
     entered: Counter[str] = Counter()
     waiting: Counter[str] = Counter()
     ended: Counter[str] = Counter()
     outcomes: dict[str, Counter[str]] = {}
-    with reading(db) as conn:
-        for status, current, steps in conn.execute(q):
-            taken = [s for s in steps or [] if isinstance(s, dict) and s.get("step")]
-            entered.update({s["step"] for s in taken})
-            for s in taken:
-                if s.get("outcome"):
-                    outcomes.setdefault(s["step"], Counter())[s["outcome"]] += 1
-            if current:
-                (waiting if status == "active" else ended)[current] += 1
+    for (status, current, taken), n in paths.items():
+        for step in {step for step, _ in taken}:
+            entered[step] += n
+        for step, outcome in taken:
+            if outcome:
+                outcomes.setdefault(step, Counter())[outcome] += n
+        if current:
+            (waiting if status == "active" else ended)[current] += n
     return {step: StepCounts(entered[step], waiting[step], ended[step], dict(outcomes.get(step, {})))
             for step in entered | waiting | ended}
 

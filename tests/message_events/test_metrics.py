@@ -113,6 +113,19 @@ def test_journey_metrics(api, seeded):
     assert m["goal"] == {"event": "purchase", "within_seconds": 7 * 86400, "filter": None}
 
 
+def test_a_deleted_customers_messages_leave_the_metrics(api, seeded):
+    """The metrics count message_fact rows kept by triggers on the events: deleting a customer (and so
+    their events) takes their messages out of the journey's and the workspace's counts at once."""
+    assert api.delete("/v1/users/u1").status_code in (200, 204)
+    t = api.get("/v1/journeys/spring/metrics").json()["totals"]["metrics"]
+    assert t["sent"] == {"total": 3, "customers": 3, "messages": 3}  # u1's mail-1 and sms-1 are gone
+    assert t["opened"] == {"total": 1, "customers": 1, "messages": 1}  # u3's open; u1's two went with u1
+    assert t["clicked"]["total"] == 0
+    channels = {c["channel"]: c["metrics"] for c in api.get("/v1/metrics/messages").json()["channels"]}
+    assert "sms" not in channels or channels["sms"]["sent"]["total"] == 0
+    assert channels["email"]["sent"] == {"total": 3, "customers": 3, "messages": 3}
+
+
 def test_window_version_and_time_filters(api, seeded):
     short = api.get("/v1/journeys/spring/metrics", params={"goal": "purchase", "within": "45m"}).json()
     assert short["totals"]["metrics"]["converted"]["customers"] == 1  # u3 only: u1 bought 1 h after sms-1
