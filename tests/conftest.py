@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -11,6 +12,7 @@ import pytest
 from cryptography.fernet import Fernet
 from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from tidings.api.app import create_app
 from tidings.engine.platform.config import Settings
@@ -30,6 +32,20 @@ wire()
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 
+def _drop_schema(admin, schema: str) -> None:
+    """Drop a test's schema. A process the test started may still be finishing a statement in it (a worker's
+    last activity); PostgreSQL may then pick the DROP as a deadlock's victim, so it is tried again."""
+    for attempt in range(10):
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            return
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 9:
+                raise
+            time.sleep(0.5)
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request, tmp_path: Path):
     if request.param == "sqlite":
@@ -44,8 +60,7 @@ def database_url(request, tmp_path: Path):
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     sep = "&" if "?" in POSTGRES_URL else "?"
     yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    _drop_schema(admin, schema)
     admin.dispose()
 
 

@@ -71,7 +71,7 @@ class MessageFact(SQLModel, table=True):
     """A message event (`_email.send`, `_sms.delivered`, ...) with the attributes the metrics group by as
     plain columns: what the console's overview and journey page count, through covering indexes, without
     reading or parsing the events' JSON. Written by the database itself, by triggers on `event` (insert and
-    delete; migration 0018_consolescale_message_facts), so it holds exactly the message events there are,
+    delete; migration 0019_consolescale_message_facts), so it holds exactly the message events there are,
     in the same transaction, whichever code (or bulk SQL) wrote them. Attribute values are text as `->>`
     gives them ('true', '1'); `transactional` is the attribute being JSON true."""
 

@@ -5,8 +5,8 @@ message event's JSON (tests/benchmarks/README.md, "Console pages at 100,000 cust
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018_consolescale_message_facts"
-down_revision = "0017_workspace_ids"
+revision = "0019_consolescale_message_facts"
+down_revision = "0018_pgfast_customer_jsonb"
 branch_labels = None
 depends_on = None
 
