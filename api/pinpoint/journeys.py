@@ -60,7 +60,7 @@ async def _activate(ctx: Context, journey_id: str) -> None:
     await store.activate(client, ctx.db, ctx.workspace, journey_id, **ctx.app_state.settings.journey_queues())
 
 
-async def _journey(ctx: Context, journey_id: str) -> JourneyInfo:
+async def journey_of(ctx: Context, journey_id: str) -> JourneyInfo:
     info = await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)
     if campaign_of(info.yaml) is not None:  # a campaign's journey is read and changed as the campaign
         raise NotFoundException(f"no journey {journey_id!r}; it is a campaign (GetCampaign)")
@@ -75,7 +75,7 @@ async def create_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     await asyncio.to_thread(_put, ctx, text, journey_id)
     if request.get("State") == "ACTIVE":
         await _activate(ctx, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, journey_id))}
 
 
 @operation("UpdateJourney")
@@ -84,21 +84,21 @@ async def update_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     finish on theirs). A cancelled journey cannot change."""
     journey_id = params["JourneyId"]
     request = params["WriteJourneyRequest"]
-    current = await _journey(ctx, journey_id)
+    current = await journey_of(ctx, journey_id)
     if current.status == "stopped":
         raise ConflictException("the journey is CANCELLED; a cancelled journey cannot be changed")
     text = _yaml(request, journey_id)
     info = await asyncio.to_thread(_put, ctx, text, journey_id)
     if info.status == "active" or (request.get("State") == "ACTIVE" and info.status == "draft"):
         await _activate(ctx, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, journey_id))}
 
 
 @operation("UpdateJourneyState")
 async def update_journey_state_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     journey_id = params["JourneyId"]
     wanted = (params.get("JourneyStateRequest") or {}).get("State")
-    info = await _journey(ctx, journey_id)
+    info = await journey_of(ctx, journey_id)
     client = await ctx.app_state.temporal.client()
     field = "JourneyStateRequest.State"
     if wanted not in ("ACTIVE", "PAUSED", "CANCELLED"):
@@ -119,17 +119,17 @@ async def update_journey_state_op(ctx: Context, params: dict[str, Any]) -> dict[
             await store.pause(client, ctx.db, ctx.workspace, journey_id)
     elif info.status != "stopped":
         await store.stop(client, ctx.db, ctx.workspace, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, journey_id))}
 
 
 @operation("GetJourney")
 async def get_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, params["JourneyId"]))}
+    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, params["JourneyId"]))}
 
 
 @operation("DeleteJourney")
 async def delete_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    response = _response(ctx.workspace.name, await _journey(ctx, params["JourneyId"]))
+    response = _response(ctx.workspace.name, await journey_of(ctx, params["JourneyId"]))
     client = await ctx.app_state.temporal.client()
     await store.delete_journey(client, ctx.db, ctx.workspace, params["JourneyId"])
     return {"JourneyResponse": response}
@@ -147,13 +147,18 @@ async def list_journeys_op(ctx: Context, params: dict[str, Any]) -> dict[str, An
 @operation("GetJourneyExecutionMetrics")
 async def journey_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     journey_id = params["JourneyId"]
-    await _journey(ctx, journey_id)
+    await journey_of(ctx, journey_id)
     totals = await asyncio.to_thread(counts.run_totals, ctx.db, ctx.workspace, journey_id)
-    metrics = {"ENDPOINT_ENTERED": str(sum(totals.values()))}
-    metrics.update({name: str(totals.get(status, 0)) for status, name in RUN_METRICS.items()})
     return {"JourneyExecutionMetricsResponse": {
         "ApplicationId": ctx.workspace.name, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
-        "Metrics": metrics}}
+        "Metrics": run_metrics(totals)}}
+
+
+def run_metrics(totals: dict[str, int]) -> dict[str, str]:
+    """Pinpoint's execution metrics of runs counted by status (the journey's, or one firing's)."""
+    metrics = {"ENDPOINT_ENTERED": str(sum(totals.values()))}
+    metrics.update({name: str(totals.get(status, 0)) for status, name in RUN_METRICS.items()})
+    return metrics
 
 
 def _activity_type(j: ir.JourneyIR, node: ir.Node) -> str:
@@ -167,13 +172,32 @@ def _activity_type(j: ir.JourneyIR, node: ir.Node) -> str:
 @operation("GetJourneyExecutionActivityMetrics")
 async def activity_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     journey_id, activity = params["JourneyId"], params["JourneyActivityId"]
-    info = await _journey(ctx, journey_id)
+    info = await journey_of(ctx, journey_id)
+    node = activity_node(info, activity)
+    by_step = await asyncio.to_thread(counts.step_counts, ctx.db, ctx.workspace, journey_id)
+    return {"JourneyExecutionActivityMetricsResponse": {
+        "ActivityType": activity_type(info, node), "ApplicationId": ctx.workspace.name,
+        "JourneyActivityId": activity, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
+        "Metrics": activity_metrics(by_step, node.id)}}
+
+
+def activity_node(info: JourneyInfo, activity: str) -> ir.Node:
+    """The step a Pinpoint activity id names (NotFoundException naming JourneyActivityId otherwise)."""
     assert info.ir is not None
     step = activity.lower()
     node = info.ir.nodes.get(step)
     if node is None or "--" in step:
-        raise NotFoundException(f"JourneyActivityId: no activity {activity!r} in journey {journey_id!r}")
-    by_step = await asyncio.to_thread(counts.step_counts, ctx.db, ctx.workspace, journey_id)
+        raise NotFoundException(f"JourneyActivityId: no activity {activity!r} in journey {info.id!r}")
+    return node
+
+
+def activity_type(info: JourneyInfo, node: ir.Node) -> str:
+    assert info.ir is not None
+    return _activity_type(info.ir, node)
+
+
+def activity_metrics(by_step: dict[str, counts.StepCounts], step: str) -> dict[str, str]:
+    """Pinpoint's activity metrics from step counts (the journey's, or one firing's)."""
     # a split's evaluation wait and its chained splits are one activity: their counts are the activity's
     parts = [by_step[s] for s in by_step if s == step or s.startswith(f"{step}--")]
     first = by_step.get(step) or counts.StepCounts()
@@ -181,7 +205,4 @@ async def activity_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str,
                "ENDED": str(sum(p.ended for p in parts))}
     for outcome, n in first.outcomes.items():
         metrics[OUTCOMES.get(outcome, outcome.upper())] = str(n)
-    return {"JourneyExecutionActivityMetricsResponse": {
-        "ActivityType": _activity_type(info.ir, node), "ApplicationId": ctx.workspace.name,
-        "JourneyActivityId": activity, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
-        "Metrics": metrics}}
+    return metrics

@@ -23,11 +23,15 @@ class StepCounts(msgspec.Struct):
     outcomes: dict[str, int] = msgspec.field(default_factory=dict)
 
 
-def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None) -> dict[str, StepCounts]:
+def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None,
+                cohorts: tuple[int, ...] | None = None) -> dict[str, StepCounts]:
+    """Per step; of one version's runs, or of the runs of these cohorts (a firing: engine/journeys/firings.py)."""
     q = select(journey_runs.c.status, journey_runs.c.current_step, journey_runs.c.steps).where(
         journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id)
     if version is not None:
         q = q.where(journey_runs.c.version == version)
+    if cohorts is not None:
+        q = q.where(journey_runs.c.cohort.in_(cohorts))
     entered: Counter[str] = Counter()
     waiting: Counter[str] = Counter()
     ended: Counter[str] = Counter()

@@ -46,8 +46,8 @@ def test_application_settings_read_and_refuse_what_is_not_applied(pinpoint):
 
 def test_an_unimplemented_operation_is_a_modelled_error_naming_it(pinpoint):
     with pytest.raises(pinpoint.exceptions.MethodNotAllowedException) as caught:
-        pinpoint.get_journey_runs(ApplicationId="acme", JourneyId="0" * 32)
-    assert "GetJourneyRuns" in caught.value.response["Error"]["Message"]
+        pinpoint.get_in_app_messages(ApplicationId="acme", EndpointId="e1")
+    assert "GetInAppMessages" in caught.value.response["Error"]["Message"]
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 405
 
 
