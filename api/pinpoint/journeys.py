@@ -18,6 +18,7 @@ from tidings.engine.journeys.pinpoint import journey_parts, journey_yaml
 from tidings.engine.journeys.pinpoint.campaigns import campaign_of
 from tidings.engine.journeys.store import JourneyInfo
 from tidings.engine.platform.clock import ms_to_iso, now_ms
+from tidings.engine.workspaces.tags import get_tags, tags_for
 
 STATES = {"draft": "DRAFT", "active": "ACTIVE", "paused": "PAUSED", "stopped": "CANCELLED"}
 # journey_run statuses -> GetJourneyExecutionMetrics names
@@ -29,15 +30,18 @@ ACTIVITY_TYPES = {"send": "MESSAGE", "wait": "WAIT", "wait_for": "CONDITIONAL_SP
 OUTCOMES = {"sent": "SUCCESS", "quiet_hours": "QUIET_TIME", "frequency_cap": "DAILY_CAP"}
 
 
-def _response(app_id: str, info: JourneyInfo) -> dict[str, Any]:
+def _response(app_id: str, info: JourneyInfo, tags: dict[str, str]) -> dict[str, Any]:
     assert info.ir is not None
     return {"ApplicationId": app_id, "Id": info.id, "Name": info.name, "CreationDate": info.created_at,
-            "LastModifiedDate": info.updated_at, "State": STATES[info.status], "tags": {}, **journey_parts(info.ir)}
+            "LastModifiedDate": info.updated_at, "State": STATES[info.status], "tags": tags, **journey_parts(info.ir)}
+
+
+def _answer(ctx: Context, info: JourneyInfo) -> dict[str, Any]:
+    """WriteJourneyRequest has no `tags` member: a journey's tags are TagResource's (api/pinpoint/tags.py)."""
+    return _response(ctx.workspace.name, info, get_tags(ctx.db, ctx.workspace.id, f"journeys/{info.id}"))
 
 
 def _yaml(request: dict[str, Any], journey_id: str) -> str:
-    if request.get("tags"):
-        raise BadRequestException("WriteJourneyRequest.tags: Tidings keeps no resource tags")
     if not 1 <= len((request.get("Name") or "").strip()) <= 255:
         raise BadRequestException("WriteJourneyRequest.Name: 1-255 characters")
     if request.get("State") not in (None, "DRAFT", "ACTIVE"):
@@ -75,7 +79,7 @@ async def create_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     await asyncio.to_thread(_put, ctx, text, journey_id)
     if request.get("State") == "ACTIVE":
         await _activate(ctx, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, journey_id))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, journey_id))}
 
 
 @operation("UpdateJourney")
@@ -91,7 +95,7 @@ async def update_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     info = await asyncio.to_thread(_put, ctx, text, journey_id)
     if info.status == "active" or (request.get("State") == "ACTIVE" and info.status == "draft"):
         await _activate(ctx, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, journey_id))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, journey_id))}
 
 
 @operation("UpdateJourneyState")
@@ -119,17 +123,17 @@ async def update_journey_state_op(ctx: Context, params: dict[str, Any]) -> dict[
             await store.pause(client, ctx.db, ctx.workspace, journey_id)
     elif info.status != "stopped":
         await store.stop(client, ctx.db, ctx.workspace, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, journey_id))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, journey_id))}
 
 
 @operation("GetJourney")
 async def get_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"JourneyResponse": _response(ctx.workspace.name, await journey_of(ctx, params["JourneyId"]))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, params["JourneyId"]))}
 
 
 @operation("DeleteJourney")
 async def delete_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    response = _response(ctx.workspace.name, await journey_of(ctx, params["JourneyId"]))
+    response = await asyncio.to_thread(_answer, ctx, await journey_of(ctx, params["JourneyId"]))
     client = await ctx.app_state.temporal.client()
     await store.delete_journey(client, ctx.db, ctx.workspace, params["JourneyId"])
     return {"JourneyResponse": response}
@@ -140,7 +144,9 @@ async def list_journeys_op(ctx: Context, params: dict[str, Any]) -> dict[str, An
     def listed() -> list[dict[str, Any]]:
         found = [store.get_journey(ctx.db, ctx.workspace, j.id) for j in store.list_journeys(ctx.db, ctx.workspace)]
         # a campaign is a journey to Tidings, but GetCampaigns lists it (api/pinpoint/campaigns.py)
-        return [_response(ctx.workspace.name, info) for info in found if campaign_of(info.yaml) is None]
+        listed = [info for info in found if campaign_of(info.yaml) is None]
+        tags = tags_for(ctx.db, ctx.workspace.id, [f"journeys/{info.id}" for info in listed])
+        return [_response(ctx.workspace.name, info, tags.get(f"journeys/{info.id}", {})) for info in listed]
     return {"JourneysResponse": _page(await asyncio.to_thread(listed), "Id", params)}
 
 

@@ -300,8 +300,6 @@ def campaign_journey(request: dict[str, Any], campaign_id: str, *, now: datetime
     if not isinstance(request, dict):
         raise refuse("WriteCampaignRequest", "a campaign is a JSON object")
     _check(request, "", CAMPAIGN_MEMBERS)
-    if not _empty(request.get("tags")):
-        raise refuse("tags", "Tidings keeps no resource tags on campaigns")
     if not _empty(request.get("Hook")):
         raise refuse("Hook", "Tidings runs no Lambda function or web hook on a campaign's audience")
     if request.get("Priority") is not None:
@@ -358,7 +356,9 @@ def campaign_journey(request: dict[str, Any], campaign_id: str, *, now: datetime
                 "through the Pinpoint API."] + [
         c.replace("Limits.DailyCap", "Limits.Daily").replace("Limits.TotalCap", "Limits.Total")
         for c in doc["#"][1:] if not c.startswith("Pinpoint state")]
-    marker = MARKER + json.dumps(request, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    # `tags` are not the campaign's definition: the API keeps them as resource tags (tidings.engine.workspaces.tags)
+    written = {k: v for k, v in request.items() if k != "tags"}
+    marker = MARKER + json.dumps(written, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
     return CampaignJourney(yaml=marker + "\n" + dump(doc), templates=templates, segment_id=segment,
                            treatments=len(treatments), frequency=frequency)
 
