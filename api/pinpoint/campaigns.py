@@ -16,7 +16,9 @@ from tidings.api.pinpoint.errors import BadRequestException, NotFoundException
 from tidings.api.pinpoint.segments import _page, check_version, version_of
 from tidings.engine.journeys import counts, store
 from tidings.engine.journeys.language.issues import JourneyCompileError
-from tidings.engine.journeys.pinpoint.campaigns import CampaignJourney, InlineTemplate, campaign_journey, campaign_of
+from tidings.engine.journeys.pinpoint.campaigns import (
+    CampaignJourney, InlineTemplate, activity_id, campaign_journey, campaign_of,
+)
 from tidings.engine.journeys.store import JourneyInfo
 from tidings.engine.messaging.template_store import TemplateBody, delete_template, list_templates, put_template
 from tidings.engine.platform.clock import ms_to_iso
@@ -269,7 +271,7 @@ def _activities(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:
         request = campaign_of(store.list_versions(ctx.db, workspace, campaign_id)[run.version - 1].yaml) or {}
         start = (request.get("Schedule") or {}).get("StartTime")
         activity: dict[str, Any] = {
-            "ApplicationId": workspace.name, "CampaignId": campaign_id, "Id": f"{campaign_id[:24]}{run.version:08x}",
+            "ApplicationId": workspace.name, "CampaignId": campaign_id, "Id": activity_id(campaign_id, run.version),
             "ScheduledStart": ms_to_iso(run.first_cohort_at) if start in (None, "IMMEDIATE") else start,
             "Start": ms_to_iso(run.first_cohort_at), "State": "COMPLETED" if p.done else "EXECUTING",
             "TotalEndpointCount": p.total, "SuccessfulEndpointCount": p.sent, "TreatmentId": "0",

@@ -363,6 +363,12 @@ def campaign_journey(request: dict[str, Any], campaign_id: str, *, now: datetime
                            treatments=len(treatments), frequency=frequency)
 
 
+def activity_id(campaign_id: str, version: int) -> str:
+    """The id of a campaign's activity (GetCampaignActivities): one per campaign version that ran, 32 hex
+    digits like Pinpoint's, the campaign's first 24 and the version's 8."""
+    return f"{campaign_id[:24]}{version:08x}"
+
+
 def campaign_of(yaml_text: str | None) -> dict[str, Any] | None:
     """The WriteCampaignRequest a journey version was made from, or None when the journey is not a campaign."""
     if not yaml_text or not yaml_text.startswith(MARKER):
