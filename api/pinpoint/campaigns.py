@@ -16,13 +16,16 @@ from tidings.api.pinpoint.errors import BadRequestException, NotFoundException
 from tidings.api.pinpoint.segments import _page, check_version, version_of
 from tidings.engine.journeys import counts, store
 from tidings.engine.journeys.language.issues import JourneyCompileError
-from tidings.engine.journeys.pinpoint.campaigns import CampaignJourney, InlineTemplate, campaign_journey, campaign_of
+from tidings.engine.journeys.pinpoint.campaigns import (
+    CampaignJourney, InlineTemplate, activity_id, campaign_journey, campaign_of,
+)
 from tidings.engine.journeys.store import JourneyInfo
 from tidings.engine.messaging.template_store import TemplateBody, delete_template, list_templates, put_template
 from tidings.engine.platform.clock import ms_to_iso
 from tidings.engine.platform.errors import InvalidInput, NotFound
 from tidings.engine.segments.service import get_segment
 from tidings.engine.workspaces.service import WorkspaceRef
+from tidings.engine.workspaces.tags import check_tags, get_tags
 
 # a template part -> the member of the campaign's message it came from
 PART_MEMBERS = {"subject": "Title", "text": "Body", "html": "HtmlBody", "body": "Body"}
@@ -64,12 +67,23 @@ def _translate(ctx: Context, request: dict[str, Any], campaign_id: str) -> Campa
     return translated
 
 
-def _store(ctx: Context, translated: CampaignJourney, campaign_id: str) -> JourneyInfo:
+def _tags(request: dict[str, Any]) -> dict[str, str]:
+    """The `tags` of a CreateCampaign body, checked before anything is written."""
+    tags = request.get("tags") or {}
+    try:
+        check_tags(tags, "WriteCampaignRequest.tags")
+    except InvalidInput as exc:
+        raise BadRequestException(f"{exc.field}: {exc.message}") from None
+    return tags
+
+
+def _store(ctx: Context, translated: CampaignJourney, campaign_id: str, tags: dict[str, str] | None = None) -> JourneyInfo:
     workspace = _workspace(ctx)
     for t in translated.templates:
         _put_template(ctx, workspace, t)
     try:
-        store.put_journey(ctx.db, workspace, translated.yaml, path="WriteCampaignRequest", expected_id=campaign_id)
+        store.put_journey(ctx.db, workspace, translated.yaml, path="WriteCampaignRequest", expected_id=campaign_id,
+                          tags=tags, tags_resource=f"campaigns/{campaign_id}")
     except JourneyCompileError as exc:  # a template of TemplateConfiguration that does not exist
         raise BadRequestException("TemplateConfiguration: " + "; ".join(e.message for e in exc.errors)) from None
     return store.get_journey(ctx.db, workspace, campaign_id)
@@ -106,7 +120,7 @@ def _state(ctx: Context, info: JourneyInfo, request: dict[str, Any]) -> str:
 
 
 def _response(ctx: Context, info: JourneyInfo, request: dict[str, Any], version: int, modified: str,
-              state: str) -> dict[str, Any]:
+              state: str, tags: dict[str, str]) -> dict[str, Any]:
     workspace = _workspace(ctx)
     response: dict[str, Any] = {
         k: v for k, v in request.items() if k not in ("tags", "AdditionalTreatments")}
@@ -118,7 +132,7 @@ def _response(ctx: Context, info: JourneyInfo, request: dict[str, Any], version:
         "ApplicationId": workspace.name, "Arn": f"{app_arn(workspace.name)}/campaigns/{info.id}", "Id": info.id,
         "CreationDate": info.created_at, "LastModifiedDate": modified, "Version": version,
         "IsPaused": bool(request.get("IsPaused")), "State": {"CampaignStatus": state},
-        "DefaultState": {"CampaignStatus": state}, "tags": {}})
+        "DefaultState": {"CampaignStatus": state}, "tags": tags})
     return response
 
 
@@ -132,7 +146,8 @@ def campaign_response(ctx: Context, campaign_id: str) -> dict[str, Any]:
     if request is None:  # a journey, not a campaign
         raise NotFoundException("Resource not found")
     modified = store.list_versions(ctx.db, workspace, campaign_id)[-1].created_at
-    return _response(ctx, info, request, info.version, modified, _state(ctx, info, request))
+    return _response(ctx, info, request, info.version, modified, _state(ctx, info, request),
+                     get_tags(ctx.db, workspace.id, f"campaigns/{campaign_id}"))
 
 
 async def _activate(ctx: Context, campaign_id: str) -> None:
@@ -144,8 +159,9 @@ async def _activate(ctx: Context, campaign_id: str) -> None:
 async def create_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     request = params["WriteCampaignRequest"]
     campaign_id = uuid.uuid4().hex  # Pinpoint's campaign ids are 32 hex digits
+    tags = _tags(request)
     translated = await asyncio.to_thread(_translate, ctx, request, campaign_id)
-    await asyncio.to_thread(_store, ctx, translated, campaign_id)
+    await asyncio.to_thread(_store, ctx, translated, campaign_id, tags)
     if not request.get("IsPaused"):
         await _activate(ctx, campaign_id)
     return {"CampaignResponse": await asyncio.to_thread(campaign_response, ctx, campaign_id)}
@@ -184,7 +200,8 @@ async def delete_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, 
 
 @operation("UpdateCampaign")
 async def update_campaign_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    """A changed campaign is a new version (the journey's next one). Unless it is paused, the new version is
+    """A changed campaign is a new version (the journey's next one); its `tags` are not read (TagResource
+    changes them, as UpdateSegment does not read them either). Unless it is paused, the new version is
     rolled out: its broadcast runs (a ONCE campaign still sends each customer once: those its earlier
     versions reached are turned away by the journey's entry limit), and a broadcast still waiting for its
     StartTime is replaced rather than joined."""
@@ -224,7 +241,7 @@ def _versions(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:
             state = "COMPLETED" if counts.progress(ctx.db, workspace, campaign_id, v.version).done else "EXECUTING"
         else:  # superseded before it ran: it never will
             state = "COMPLETED"
-        out.append(_response(ctx, info, request, v.version, v.created_at, state))
+        out.append(_response(ctx, info, request, v.version, v.created_at, state, current["tags"]))
     return out
 
 
@@ -254,7 +271,7 @@ def _activities(ctx: Context, campaign_id: str) -> list[dict[str, Any]]:
         request = campaign_of(store.list_versions(ctx.db, workspace, campaign_id)[run.version - 1].yaml) or {}
         start = (request.get("Schedule") or {}).get("StartTime")
         activity: dict[str, Any] = {
-            "ApplicationId": workspace.name, "CampaignId": campaign_id, "Id": f"{campaign_id[:24]}{run.version:08x}",
+            "ApplicationId": workspace.name, "CampaignId": campaign_id, "Id": activity_id(campaign_id, run.version),
             "ScheduledStart": ms_to_iso(run.first_cohort_at) if start in (None, "IMMEDIATE") else start,
             "Start": ms_to_iso(run.first_cohort_at), "State": "COMPLETED" if p.done else "EXECUTING",
             "TotalEndpointCount": p.total, "SuccessfulEndpointCount": p.sent, "TreatmentId": "0",

@@ -170,7 +170,8 @@ async def pinpoint_mount(scope: Scope, receive: Receive, send: Send) -> None:
         mapped = InternalServerErrorException(f"internal error; see the server log for request {request_id}")
         status, payload, error_type = mapped.status, mapped.body(request_id), mapped.code
     # msgspec: a PutEvents answer holds a result per event (1,000 of them), ~9 ms with the stdlib's encoder
-    data = msgspec.json.encode(payload)
+    # a 204 (TagResource, UntagResource) carries no content (RFC 9110): no body and no length to promise
+    data = b"" if status == 204 else msgspec.json.encode(payload)
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                (b"x-amzn-requestid", request_id.encode())]
     if error_type:

@@ -18,6 +18,7 @@ from tidings.engine.journeys.pinpoint import journey_parts, journey_yaml
 from tidings.engine.journeys.pinpoint.campaigns import campaign_of
 from tidings.engine.journeys.store import JourneyInfo
 from tidings.engine.platform.clock import ms_to_iso, now_ms
+from tidings.engine.workspaces.tags import get_tags, tags_for
 
 STATES = {"draft": "DRAFT", "active": "ACTIVE", "paused": "PAUSED", "stopped": "CANCELLED"}
 # journey_run statuses -> GetJourneyExecutionMetrics names
@@ -29,15 +30,18 @@ ACTIVITY_TYPES = {"send": "MESSAGE", "wait": "WAIT", "wait_for": "CONDITIONAL_SP
 OUTCOMES = {"sent": "SUCCESS", "quiet_hours": "QUIET_TIME", "frequency_cap": "DAILY_CAP"}
 
 
-def _response(app_id: str, info: JourneyInfo) -> dict[str, Any]:
+def _response(app_id: str, info: JourneyInfo, tags: dict[str, str]) -> dict[str, Any]:
     assert info.ir is not None
     return {"ApplicationId": app_id, "Id": info.id, "Name": info.name, "CreationDate": info.created_at,
-            "LastModifiedDate": info.updated_at, "State": STATES[info.status], "tags": {}, **journey_parts(info.ir)}
+            "LastModifiedDate": info.updated_at, "State": STATES[info.status], "tags": tags, **journey_parts(info.ir)}
+
+
+def _answer(ctx: Context, info: JourneyInfo) -> dict[str, Any]:
+    """WriteJourneyRequest has no `tags` member: a journey's tags are TagResource's (api/pinpoint/tags.py)."""
+    return _response(ctx.workspace.name, info, get_tags(ctx.db, ctx.workspace.id, f"journeys/{info.id}"))
 
 
 def _yaml(request: dict[str, Any], journey_id: str) -> str:
-    if request.get("tags"):
-        raise BadRequestException("WriteJourneyRequest.tags: Tidings keeps no resource tags")
     if not 1 <= len((request.get("Name") or "").strip()) <= 255:
         raise BadRequestException("WriteJourneyRequest.Name: 1-255 characters")
     if request.get("State") not in (None, "DRAFT", "ACTIVE"):
@@ -60,7 +64,7 @@ async def _activate(ctx: Context, journey_id: str) -> None:
     await store.activate(client, ctx.db, ctx.workspace, journey_id, **ctx.app_state.settings.journey_queues())
 
 
-async def _journey(ctx: Context, journey_id: str) -> JourneyInfo:
+async def journey_of(ctx: Context, journey_id: str) -> JourneyInfo:
     info = await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)
     if campaign_of(info.yaml) is not None:  # a campaign's journey is read and changed as the campaign
         raise NotFoundException(f"no journey {journey_id!r}; it is a campaign (GetCampaign)")
@@ -75,7 +79,7 @@ async def create_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     await asyncio.to_thread(_put, ctx, text, journey_id)
     if request.get("State") == "ACTIVE":
         await _activate(ctx, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, journey_id))}
 
 
 @operation("UpdateJourney")
@@ -84,21 +88,21 @@ async def update_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, A
     finish on theirs). A cancelled journey cannot change."""
     journey_id = params["JourneyId"]
     request = params["WriteJourneyRequest"]
-    current = await _journey(ctx, journey_id)
+    current = await journey_of(ctx, journey_id)
     if current.status == "stopped":
         raise ConflictException("the journey is CANCELLED; a cancelled journey cannot be changed")
     text = _yaml(request, journey_id)
     info = await asyncio.to_thread(_put, ctx, text, journey_id)
     if info.status == "active" or (request.get("State") == "ACTIVE" and info.status == "draft"):
         await _activate(ctx, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, journey_id))}
 
 
 @operation("UpdateJourneyState")
 async def update_journey_state_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     journey_id = params["JourneyId"]
     wanted = (params.get("JourneyStateRequest") or {}).get("State")
-    info = await _journey(ctx, journey_id)
+    info = await journey_of(ctx, journey_id)
     client = await ctx.app_state.temporal.client()
     field = "JourneyStateRequest.State"
     if wanted not in ("ACTIVE", "PAUSED", "CANCELLED"):
@@ -119,17 +123,17 @@ async def update_journey_state_op(ctx: Context, params: dict[str, Any]) -> dict[
             await store.pause(client, ctx.db, ctx.workspace, journey_id)
     elif info.status != "stopped":
         await store.stop(client, ctx.db, ctx.workspace, journey_id)
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, journey_id))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, journey_id))}
 
 
 @operation("GetJourney")
 async def get_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    return {"JourneyResponse": _response(ctx.workspace.name, await _journey(ctx, params["JourneyId"]))}
+    return {"JourneyResponse": await asyncio.to_thread(_answer, ctx, await journey_of(ctx, params["JourneyId"]))}
 
 
 @operation("DeleteJourney")
 async def delete_journey_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
-    response = _response(ctx.workspace.name, await _journey(ctx, params["JourneyId"]))
+    response = await asyncio.to_thread(_answer, ctx, await journey_of(ctx, params["JourneyId"]))
     client = await ctx.app_state.temporal.client()
     await store.delete_journey(client, ctx.db, ctx.workspace, params["JourneyId"])
     return {"JourneyResponse": response}
@@ -140,20 +144,27 @@ async def list_journeys_op(ctx: Context, params: dict[str, Any]) -> dict[str, An
     def listed() -> list[dict[str, Any]]:
         found = [store.get_journey(ctx.db, ctx.workspace, j.id) for j in store.list_journeys(ctx.db, ctx.workspace)]
         # a campaign is a journey to Tidings, but GetCampaigns lists it (api/pinpoint/campaigns.py)
-        return [_response(ctx.workspace.name, info) for info in found if campaign_of(info.yaml) is None]
+        listed = [info for info in found if campaign_of(info.yaml) is None]
+        tags = tags_for(ctx.db, ctx.workspace.id, [f"journeys/{info.id}" for info in listed])
+        return [_response(ctx.workspace.name, info, tags.get(f"journeys/{info.id}", {})) for info in listed]
     return {"JourneysResponse": _page(await asyncio.to_thread(listed), "Id", params)}
 
 
 @operation("GetJourneyExecutionMetrics")
 async def journey_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     journey_id = params["JourneyId"]
-    await _journey(ctx, journey_id)
+    await journey_of(ctx, journey_id)
     totals = await asyncio.to_thread(counts.run_totals, ctx.db, ctx.workspace, journey_id)
-    metrics = {"ENDPOINT_ENTERED": str(sum(totals.values()))}
-    metrics.update({name: str(totals.get(status, 0)) for status, name in RUN_METRICS.items()})
     return {"JourneyExecutionMetricsResponse": {
         "ApplicationId": ctx.workspace.name, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
-        "Metrics": metrics}}
+        "Metrics": run_metrics(totals)}}
+
+
+def run_metrics(totals: dict[str, int]) -> dict[str, str]:
+    """Pinpoint's execution metrics of runs counted by status (the journey's, or one firing's)."""
+    metrics = {"ENDPOINT_ENTERED": str(sum(totals.values()))}
+    metrics.update({name: str(totals.get(status, 0)) for status, name in RUN_METRICS.items()})
+    return metrics
 
 
 def _activity_type(j: ir.JourneyIR, node: ir.Node) -> str:
@@ -167,13 +178,32 @@ def _activity_type(j: ir.JourneyIR, node: ir.Node) -> str:
 @operation("GetJourneyExecutionActivityMetrics")
 async def activity_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
     journey_id, activity = params["JourneyId"], params["JourneyActivityId"]
-    info = await _journey(ctx, journey_id)
+    info = await journey_of(ctx, journey_id)
+    node = activity_node(info, activity)
+    by_step = await asyncio.to_thread(counts.step_counts, ctx.db, ctx.workspace, journey_id)
+    return {"JourneyExecutionActivityMetricsResponse": {
+        "ActivityType": activity_type(info, node), "ApplicationId": ctx.workspace.name,
+        "JourneyActivityId": activity, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
+        "Metrics": activity_metrics(by_step, node.id)}}
+
+
+def activity_node(info: JourneyInfo, activity: str) -> ir.Node:
+    """The step a Pinpoint activity id names (NotFoundException naming JourneyActivityId otherwise)."""
     assert info.ir is not None
     step = activity.lower()
     node = info.ir.nodes.get(step)
     if node is None or "--" in step:
-        raise NotFoundException(f"JourneyActivityId: no activity {activity!r} in journey {journey_id!r}")
-    by_step = await asyncio.to_thread(counts.step_counts, ctx.db, ctx.workspace, journey_id)
+        raise NotFoundException(f"JourneyActivityId: no activity {activity!r} in journey {info.id!r}")
+    return node
+
+
+def activity_type(info: JourneyInfo, node: ir.Node) -> str:
+    assert info.ir is not None
+    return _activity_type(info.ir, node)
+
+
+def activity_metrics(by_step: dict[str, counts.StepCounts], step: str) -> dict[str, str]:
+    """Pinpoint's activity metrics from step counts (the journey's, or one firing's)."""
     # a split's evaluation wait and its chained splits are one activity: their counts are the activity's
     parts = [by_step[s] for s in by_step if s == step or s.startswith(f"{step}--")]
     first = by_step.get(step) or counts.StepCounts()
@@ -181,7 +211,4 @@ async def activity_metrics_op(ctx: Context, params: dict[str, Any]) -> dict[str,
                "ENDED": str(sum(p.ended for p in parts))}
     for outcome, n in first.outcomes.items():
         metrics[OUTCOMES.get(outcome, outcome.upper())] = str(n)
-    return {"JourneyExecutionActivityMetricsResponse": {
-        "ActivityType": _activity_type(info.ir, node), "ApplicationId": ctx.workspace.name,
-        "JourneyActivityId": activity, "JourneyId": journey_id, "LastEvaluatedTime": ms_to_iso(now_ms()),
-        "Metrics": metrics}}
+    return metrics

@@ -13,6 +13,7 @@ from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException
 from tidings.engine.analytics import kpis
 from tidings.engine.journeys import store
+from tidings.engine.journeys.pinpoint.campaigns import campaign_of
 
 DEFAULT_RANGE = timedelta(days=31)
 
@@ -53,17 +54,25 @@ def _result(rows: list[kpis.Row]) -> dict[str, Any]:
                      for row in rows]}
 
 
+def _campaign_ids(ctx: Context) -> list[str]:
+    """The application's campaigns: the journeys made by CreateCampaign (api/pinpoint/campaigns.py)."""
+    return [j.id for j in store.list_journeys(ctx.db, ctx.workspace)
+            if campaign_of(store.get_journey(ctx.db, ctx.workspace, j.id).yaml) is not None]
+
+
 async def _compute(ctx: Context, params: dict[str, Any], journey_id: str | None,
                    context: str | None = None) -> tuple[datetime, datetime, dict]:
     context = context or ("application" if journey_id is None else "journey")
-    kpis.resolve(params["KpiName"], context)  # a wrong name before anything is read
+    query = kpis.resolve(params["KpiName"], context)  # a wrong name before anything is read
     start, end = date_range(params)
     if context == "journey":
         await asyncio.to_thread(store.get_journey, ctx.db, ctx.workspace, journey_id)  # NotFound for another id
     elif context == "campaign":
         await asyncio.to_thread(campaign_response, ctx, journey_id)  # NotFound for another id, or a journey's
+    campaigns = await asyncio.to_thread(_campaign_ids, ctx) if query.group in kpis.CAMPAIGN_GROUPS else []
     rows = await asyncio.to_thread(kpis.compute, ctx.db, ctx.workspace, params["KpiName"], since_ms=_ms(start),
-                                   until_ms=_until_ms(end), journey_id=journey_id, context=context)
+                                   until_ms=_until_ms(end), journey_id=journey_id, context=context,
+                                   campaign_ids=campaigns)
     return start, end, _result(rows)
 
 

@@ -1,10 +1,15 @@
-"""TagResource, UntagResource, ListTagsForResource on applications, segments and templates
+"""TagResource, UntagResource, ListTagsForResource on applications, segments, journeys, campaigns and templates
 (tidings.engine.workspaces.tags). ARNs (any region and account are accepted, so the ARNs a migrant already
 keeps work; Tidings answers with region `tidings` and account 000000000000):
 
     arn:aws:mobiletargeting:REGION:ACCOUNT:apps/<application id>
     arn:aws:mobiletargeting:REGION:ACCOUNT:apps/<application id>/segments/<segment id>
+    arn:aws:mobiletargeting:REGION:ACCOUNT:apps/<application id>/journeys/<journey id>
+    arn:aws:mobiletargeting:REGION:ACCOUNT:apps/<application id>/campaigns/<campaign id>
     arn:aws:mobiletargeting:REGION:ACCOUNT:templates/<template name>/<EMAIL|SMS|VOICE|PUSH>
+
+A campaign is a journey to Tidings (api/pinpoint/campaigns.py), but each ARN names only its own kind: a
+campaign's id under `journeys/` (or a journey's under `campaigns/`) is not found.
 
 A template ARN names a template of the key pair's workspace. An ARN of another form, of a resource that
 does not exist, or of another workspace than the key's answers NotFoundException."""
@@ -17,6 +22,8 @@ from typing import Any
 from tidings.api.pinpoint.dispatch import Context, operation
 from tidings.api.pinpoint.errors import BadRequestException, NotFoundException
 from tidings.api.pinpoint.templates import BY_CHANNEL, KINDS
+from tidings.engine.journeys import store
+from tidings.engine.journeys.pinpoint.campaigns import campaign_of
 from tidings.engine.messaging.template_store import get_template_version
 from tidings.engine.platform.errors import InvalidInput, NotFound, TidingsError
 from tidings.engine.segments.service import get_segment
@@ -24,13 +31,14 @@ from tidings.engine.workspaces.service import WorkspaceRef, find_workspace
 from tidings.engine.workspaces.tags import get_tags, tag, untag
 
 ARN = re.compile(r"arn:aws[a-z-]*:mobiletargeting:[a-z0-9-]*:[0-9A-Za-z]*:(?P<resource>.+)")
-APP = re.compile(r"apps/(?P<app>[^/]+)(?:/segments/(?P<segment>[^/]+))?")
+APP = re.compile(r"apps/(?P<app>[^/]+)(?:/(?P<kind>segments|journeys|campaigns)/(?P<id>[^/]+))?")
 TEMPLATE = re.compile(r"templates/(?P<name>[^/]+)/(?P<type>[A-Za-z]+)")
 
 
 def _not_found(arn: str) -> NotFoundException:
-    return NotFoundException(f"ResourceArn: no resource {arn!r} (Tidings tags apps/<id>, apps/<id>/segments/<id> "
-                             "and templates/<name>/<TYPE> ARNs of mobiletargeting; see docs/pinpoint.md)")
+    return NotFoundException(f"ResourceArn: no resource {arn!r} (Tidings tags apps/<id>, apps/<id>/segments/<id>, "
+                             "apps/<id>/journeys/<id>, apps/<id>/campaigns/<id> and templates/<name>/<TYPE> ARNs "
+                             "of mobiletargeting; see docs/pinpoint.md)")
 
 
 def resolve(ctx: Context, arn: str) -> tuple[WorkspaceRef, str]:
@@ -42,14 +50,19 @@ def resolve(ctx: Context, arn: str) -> tuple[WorkspaceRef, str]:
     resource = m.group("resource")
     if (app := APP.fullmatch(resource)) is not None:
         workspace = _app_workspace(ctx, app.group("app"), arn)
-        segment = app.group("segment")
-        if segment is None:
+        kind, resource_id = app.group("kind"), app.group("id")
+        if kind is None:
             return workspace, "app"
         try:
-            get_segment(ctx.db, workspace, segment)
+            if kind == "segments":
+                get_segment(ctx.db, workspace, resource_id)
+            else:
+                is_campaign = campaign_of(store.get_journey(ctx.db, workspace, resource_id).yaml) is not None
+                if is_campaign != (kind == "campaigns"):
+                    raise _not_found(arn)
         except NotFound:
             raise _not_found(arn) from None
-        return workspace, f"segments/{segment}"
+        return workspace, f"{kind}/{resource_id}"
     if (template := TEMPLATE.fullmatch(resource)) is not None:
         kind = KINDS.get(template.group("type"))
         if kind is None:

@@ -42,13 +42,17 @@ def _path(raw: str | bytes) -> tuple[tuple[Any, Any], ...]:
                      if isinstance(s, dict) and s.get("step"))
 
 
-def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None) -> dict[str, StepCounts]:
+def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None,
+                cohorts: tuple[int, ...] | None = None) -> dict[str, StepCounts]:
+    """Per step; of one version's runs, or of the runs of these cohorts (a firing: engine/journeys/firings.py)."""
     # The steps come as JSON text, decoded into (step, outcome) pairs only, and runs are counted by their
     # path (status, current step, steps taken): runs that went the same way are counted once, then added up.
     q = select(journey_runs.c.status, journey_runs.c.current_step, cast(journey_runs.c.steps, Text)).where(
         journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id)
     if version is not None:
         q = q.where(journey_runs.c.version == version)
+    if cohorts is not None:
+        q = q.where(journey_runs.c.cohort.in_(cohorts))
     paths: Counter[tuple[str, str | None, tuple[tuple[Any, Any], ...]]] = Counter()
     with reading(db) as conn:
         for status, current, raw in conn.execute(q):

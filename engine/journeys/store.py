@@ -35,6 +35,7 @@ from tidings.engine.journeys.tables import (
     journeys,
 )
 from tidings.engine.messaging.ledger import journey_event_names
+from tidings.engine.workspaces.tags import add_tags, drop_tags
 from tidings.engine.messaging.tables import messages
 from tidings.engine.customers.tables import users
 from tidings.engine.customers.schemas import ChannelType
@@ -117,10 +118,13 @@ def validate_journey(db: Engine, workspace, yaml_text: str, *, path: str = "body
 
 
 def put_journey(db: Engine, workspace, yaml_text: str, catalog=None, *, path: str = "<string>",
-                expected_id: str | None = None) -> tuple[JourneyInfo, bool]:
+                expected_id: str | None = None, tags: dict[str, str] | None = None,
+                tags_resource: str | None = None) -> tuple[JourneyInfo, bool]:
     """Compile and store; returns (journey, created_new_version). Same source = same version.
     Raises JourneyCompileError with every problem, InvalidInput when the document's id is not `expected_id`
-    (the id a URL names)."""
+    (the id a URL names). `tags` (tidings.engine.workspaces.tags) are given to a journey created by this call,
+    in the same transaction, as resource `tags_resource` (default `journeys/<id>`; a Pinpoint campaign's are
+    `campaigns/<id>`); InvalidInput for bad ones, with nothing written."""
     workspace_id = _ws(workspace)
     compiled = compile_journey(yaml_text, path=path, catalog=catalog if catalog is not None else DbCatalog(db, workspace_id))
     if expected_id is not None and compiled.id != expected_id:
@@ -146,6 +150,8 @@ def put_journey(db: Engine, workspace, yaml_text: str, catalog=None, *, path: st
             conn.execute(insert(journeys).values(workspace_id=workspace_id, journey_id=compiled.id, name=compiled.name,
                                                  status="draft", version=1, active_version=None, next_cohort=1,
                                                  created_at=now, updated_at=now))
+            if tags:
+                add_tags(conn, workspace_id, tags_resource or f"journeys/{compiled.id}", tags)
         else:
             conn.execute(update(journeys).where(journeys.c.workspace_id == workspace_id, journeys.c.journey_id == compiled.id)
                          .values(name=compiled.name, version=version, updated_at=now))
@@ -456,7 +462,7 @@ async def stop(client, db: Engine, workspace, journey_id: str) -> JourneyInfo:
 
 async def delete_journey(client, db: Engine, workspace, journey_id: str) -> None:
     """Stops the journey when it ever ran (every active run exits, its workflows are cancelled), then removes it
-    with its versions, runs, cohorts, queued entries and triggers. Its messages and their events stay."""
+    with its versions, runs, cohorts, queued entries, triggers and tags. Its messages and their events stay."""
     info = get_journey(db, workspace, journey_id)
     if info.status != "draft":
         await stop(client, db, workspace, journey_id)
@@ -464,6 +470,8 @@ async def delete_journey(client, db: Engine, workspace, journey_id: str) -> None
     with writing(db) as conn:
         for table in (journey_entries, journey_triggers, journey_cohorts, journey_runs, journey_versions, journeys):
             conn.execute(delete(table).where(table.c.workspace_id == workspace_id, table.c.journey_id == journey_id))
+        for resource in (f"journeys/{journey_id}", f"campaigns/{journey_id}"):  # a Pinpoint campaign is a journey
+            drop_tags(conn, workspace_id, resource)
 
 
 async def stop_all(client, db: Engine, workspace) -> list[str]:

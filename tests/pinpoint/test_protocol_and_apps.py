@@ -2,6 +2,8 @@
 and exceptions; the application is the key's workspace and no other."""
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from tests.pinpoint.conftest import client_for, make_key
@@ -46,8 +48,8 @@ def test_application_settings_read_and_refuse_what_is_not_applied(pinpoint):
 
 def test_an_unimplemented_operation_is_a_modelled_error_naming_it(pinpoint):
     with pytest.raises(pinpoint.exceptions.MethodNotAllowedException) as caught:
-        pinpoint.get_journey_runs(ApplicationId="acme", JourneyId="0" * 32)
-    assert "GetJourneyRuns" in caught.value.response["Error"]["Message"]
+        pinpoint.get_in_app_messages(ApplicationId="acme", EndpointId="e1")
+    assert "GetInAppMessages" in caught.value.response["Error"]["Message"]
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 405
 
 
@@ -88,3 +90,12 @@ def test_a_body_over_7_mb_is_payload_too_large(running_api, acme_key):
     body = b'{"Item": [' + b",".join([b'{"Id": "x", "Address": "' + b"a" * 1000 + b'"}'] * 7400) + b"]}"
     response = signed_request(running_api, acme_key, "PUT", "/v1/apps/acme/endpoints", body)
     assert response.status_code == 413 and response.headers["x-amzn-errortype"] == "PayloadTooLargeException"
+
+
+def test_a_no_content_answer_has_no_body(pinpoint, running_api, acme_key):
+    arn = pinpoint.get_app(ApplicationId="acme")["ApplicationResponse"]["Arn"]
+    response = signed_request(running_api, acme_key, "POST", "/v1/tags/" + quote(arn, safe=""),
+                              b'{"tags": {"team": "core"}}')
+    assert response.status_code == 204 and response.content == b""
+    assert response.headers.get("content-length", "0") == "0"  # what it says matches what it sends
+    assert pinpoint.list_tags_for_resource(ResourceArn=arn)["TagsModel"]["tags"] == {"team": "core"}

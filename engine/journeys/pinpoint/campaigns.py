@@ -300,8 +300,6 @@ def campaign_journey(request: dict[str, Any], campaign_id: str, *, now: datetime
     if not isinstance(request, dict):
         raise refuse("WriteCampaignRequest", "a campaign is a JSON object")
     _check(request, "", CAMPAIGN_MEMBERS)
-    if not _empty(request.get("tags")):
-        raise refuse("tags", "Tidings keeps no resource tags on campaigns")
     if not _empty(request.get("Hook")):
         raise refuse("Hook", "Tidings runs no Lambda function or web hook on a campaign's audience")
     if request.get("Priority") is not None:
@@ -358,9 +356,17 @@ def campaign_journey(request: dict[str, Any], campaign_id: str, *, now: datetime
                 "through the Pinpoint API."] + [
         c.replace("Limits.DailyCap", "Limits.Daily").replace("Limits.TotalCap", "Limits.Total")
         for c in doc["#"][1:] if not c.startswith("Pinpoint state")]
-    marker = MARKER + json.dumps(request, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    # `tags` are not the campaign's definition: the API keeps them as resource tags (tidings.engine.workspaces.tags)
+    written = {k: v for k, v in request.items() if k != "tags"}
+    marker = MARKER + json.dumps(written, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
     return CampaignJourney(yaml=marker + "\n" + dump(doc), templates=templates, segment_id=segment,
                            treatments=len(treatments), frequency=frequency)
+
+
+def activity_id(campaign_id: str, version: int) -> str:
+    """The id of a campaign's activity (GetCampaignActivities): one per campaign version that ran, 32 hex
+    digits like Pinpoint's, the campaign's first 24 and the version's 8."""
+    return f"{campaign_id[:24]}{version:08x}"
 
 
 def campaign_of(yaml_text: str | None) -> dict[str, Any] | None:
