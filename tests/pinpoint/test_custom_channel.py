@@ -250,3 +250,45 @@ def test_convert_writes_a_custom_channel_step_that_compiles_and_reads_back(tmp_p
     assert "endpoint_types: [EMAIL, SMS]" in text and "template: partner-body" in text
     node = compile_journey(text).nodes["notify"]
     assert node.custom is not None and node.custom.data == DATA and node.template == "partner-body"
+
+
+async def test_a_yaml_custom_channel_step_renders_its_template_as_each_endpoints_data(running_api, pinpoint, native,
+                                                                                      worker, http_server):
+    call = asyncio.to_thread
+    receiver = Receiver(http_server)
+    segment = await call(_people, pinpoint)
+    await call(_webhook_channel, native)
+    r = await call(native.put, "/v1/templates/partner-body",
+                   json={"channel": "WEBHOOK", "body": "Hi {{ user.attributes.first }} at {{ endpoint.address }}"})
+    assert r.status_code in (200, 201), r.text
+    text = (f"apiVersion: tidings/v1\nkind: Journey\nid: partner\nname: Partner\n"
+            f"entry:\n  broadcast: {{segment: {segment}}}\nsteps:\n  - id: notify\n    custom_channel:\n"
+            f"      url: \"{receiver.url}\"\n      endpoint_types: [EMAIL, SMS]\n      template: partner-body\n")
+    r = await call(native.put, "/v1/journeys/partner", content=text, headers={"Content-Type": "application/yaml"})
+    assert r.status_code in (200, 201), r.text
+    assert (await call(native.post, "/v1/journeys/partner/activate")).status_code == 200
+    assert await aeventually(lambda: len(receiver.endpoint_ids()) >= len(EXPECTED), 90, every=0.2)
+    await asyncio.sleep(2)
+    assert sorted(receiver.endpoint_ids()) == EXPECTED
+    for request in receiver.accepted:  # a personal Data is a batch of its own (the Data is the batch's)
+        body = request.json()
+        [(endpoint_id, document)] = body["Endpoints"].items()
+        user = int(endpoint_id[1:3])
+        assert body["Data"] == f"Hi User{user} at {document['Address']}" and body["JourneyId"] == "partner"
+        assert verify_signature(SECRET, request.headers["x-tidings-signature"], request.body)
+
+
+def test_each_treatment_of_a_custom_channel_campaign_names_itself(running_api, pinpoint, native):
+    segment = _people(pinpoint)
+    delivery = {"DeliveryUri": "https://hooks.example.com/a", "EndpointTypes": ["EMAIL"]}
+    campaign = {"Name": "A/B hook", "SegmentId": segment, "Schedule": {"StartTime": "IMMEDIATE", "Frequency": "ONCE"},
+                "CustomDeliveryConfiguration": delivery, "MessageConfiguration": {"CustomMessage": {"Data": "A"}},
+                "AdditionalTreatments": [{"SizePercent": 40, "CustomDeliveryConfiguration": {
+                    **delivery, "DeliveryUri": "https://hooks.example.com/b"},
+                    "MessageConfiguration": {"CustomMessage": {"Data": "B"}}}]}
+    created = pinpoint.create_campaign(ApplicationId="acme", WriteCampaignRequest=campaign)["CampaignResponse"]
+    assert created["AdditionalTreatments"][0]["CustomDeliveryConfiguration"]["DeliveryUri"] == \
+        "https://hooks.example.com/b"
+    yaml = native.get(f"/v1/journeys/{created['Id']}").json()["yaml"]
+    assert 'campaign_treatment: "0"' in yaml and 'campaign_treatment: "1"' in yaml
+    assert 'url: "https://hooks.example.com/b"' in yaml and "data: B" in yaml
