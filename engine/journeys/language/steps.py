@@ -246,13 +246,13 @@ def _exit(step: Step, value: Any, pos: Pos) -> ir.Node | None:
 
 STEP_PARSERS: dict[str, Callable[[Step, Any, Pos], ir.Node | None]] = {
     "send": _send,
-    "custom_channel": _custom_channel,
     "wait": _wait,
     "wait_for": _wait_for,
     "split": _split,
     "random_split": _random_split,
     "holdout": _holdout,
     "exit": _exit,
+    "custom_channel": _custom_channel,
 }
 
 
