@@ -17,6 +17,13 @@ loopback, private, link-local, multicast or otherwise non-public, unless the ope
 cannot change between the check and the connection. Redirects are not followed. An error answer is
 reported by its status code only: the receiver's body is not echoed back to the workspace.
 
+Pinpoint's custom channel: messages whose ``metadata["webhook_format"]`` is ``pinpoint-custom-channel``
+(a journey's ``custom_channel`` step, Pinpoint's CUSTOM activity and a campaign's CustomDeliveryConfiguration)
+carry one endpoint each; those of the same URL and batch go out as one request in Pinpoint's custom-channel
+payload (:mod:`tidings.engine.channels.custom_payload`), at most 50 endpoints each, signed the same way. The
+request's result is each of its messages' result; ``X-Tidings-Message-Id`` lists the message ids and
+``Idempotency-Key`` is the same for the same messages retried.
+
 Classification: 2xx sent; 408, 425, 429, 5xx and network errors transient;
 3xx and other 4xx permanent.
 """
@@ -29,7 +36,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
+import msgspec
 
+from tidings.engine.channels import custom_payload
 from tidings.engine.platform import egress
 from tidings.engine.platform.signing import SIGNATURE_HEADER, sign, verify_signature
 from tidings.engine.channels import Channel, ChannelType, ConfigField, OutgoingMessage, SendResult
@@ -58,49 +67,59 @@ class WebhookChannel(Channel):
     ) -> list[SendResult]:
         cfg = self.resolve_config(config)
         sem = asyncio.Semaphore(max(1, cfg["concurrency"]))
+        results: list[SendResult | None] = [None] * len(messages)
+        custom = [i for i, m in enumerate(messages) if custom_payload.is_custom(m.metadata)]
+        single = [i for i, m in enumerate(messages) if not custom_payload.is_custom(m.metadata)]
         async with egress.async_client(timeout=cfg["timeout"], follow_redirects=False) as client:
 
-            async def one(msg: OutgoingMessage) -> SendResult:
+            async def one(indexes: list[int]) -> None:
+                """POST one request: one message, or one custom-channel batch of them (one result for all)."""
+                group = [messages[i] for i in indexes]
                 async with sem:
-                    try:
-                        await egress.check_url(msg.to)
-                    except egress.DestinationRefused as exc:
-                        return SendResult.failed(msg.message_id, str(exc), permanent=True)
-                    except OSError as exc:  # the name does not resolve (now)
-                        return SendResult.failed(msg.message_id, str(exc), permanent=False)
-                    try:
-                        body = json.dumps(
-                            msg.payload, separators=(",", ":"), ensure_ascii=False
-                        ).encode()
-                    except (TypeError, ValueError) as exc:
-                        return SendResult.failed(
-                            msg.message_id, f"payload is not JSON-serialisable: {exc}", permanent=True
-                        )
-                    headers = {
-                        **msg.headers,
-                        "Content-Type": "application/json",
-                        "X-Tidings-Message-Id": msg.message_id,
-                        "Idempotency-Key": msg.idempotency_key or msg.message_id,
-                    }
-                    if cfg.get("secret"):
-                        headers[SIGNATURE_HEADER] = sign(cfg["secret"], body)
-                    try:
-                        resp = await client.post(msg.to, content=body, headers=headers)
-                    except egress.DestinationRefused as exc:  # the name resolved elsewhere at connect time
-                        return SendResult.failed(msg.message_id, str(exc), permanent=True)
-                    except httpx.HTTPError as exc:
-                        return SendResult.failed(
-                            msg.message_id, f"{type(exc).__name__}: {exc}", permanent=False
-                        )
-                code = resp.status_code
-                if 200 <= code < 300:
-                    return SendResult.sent(msg.message_id, resp.headers.get("x-request-id"))
-                transient = code in (408, 425, 429) or code >= 500
-                return SendResult.failed(
-                    msg.message_id, f"HTTP {code}", permanent=not transient
-                )
+                    outcome = await self._post(client, cfg, group)
+                for i, m in zip(indexes, group):
+                    results[i] = SendResult(**{**msgspec.structs.asdict(outcome), "message_id": m.message_id})
 
-            return list(await asyncio.gather(*(one(m) for m in messages)))
+            groups = [[i] for i in single] + [
+                [custom[j] for j in chunk]
+                for chunk in custom_payload.batches([(messages[i].to, messages[i].payload) for i in custom])]
+            await asyncio.gather(*(one(g) for g in groups))
+        return [r for r in results if r is not None]
+
+    async def _post(self, client: httpx.AsyncClient, cfg: dict[str, Any], group: list[OutgoingMessage]) -> SendResult:
+        first = group[0]
+        try:
+            await egress.check_url(first.to)
+        except egress.DestinationRefused as exc:
+            return SendResult.failed(first.message_id, str(exc), permanent=True)
+        except OSError as exc:  # the name does not resolve (now)
+            return SendResult.failed(first.message_id, str(exc), permanent=False)
+        batch = custom_payload.is_custom(first.metadata)
+        try:
+            payload = custom_payload.body([m.payload for m in group]) if batch else first.payload
+            body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError, KeyError) as exc:
+            return SendResult.failed(first.message_id, f"payload is not JSON-serialisable: {exc}", permanent=True)
+        ids = [m.message_id for m in group]
+        headers = {
+            **first.headers,
+            "Content-Type": "application/json",
+            "X-Tidings-Message-Id": ",".join(ids),
+            "Idempotency-Key": custom_payload.batch_key(ids) if batch else first.idempotency_key or first.message_id,
+        }
+        if cfg.get("secret"):
+            headers[SIGNATURE_HEADER] = sign(cfg["secret"], body)
+        try:
+            resp = await client.post(first.to, content=body, headers=headers)
+        except egress.DestinationRefused as exc:  # the name resolved elsewhere at connect time
+            return SendResult.failed(first.message_id, str(exc), permanent=True)
+        except httpx.HTTPError as exc:
+            return SendResult.failed(first.message_id, f"{type(exc).__name__}: {exc}", permanent=False)
+        code = resp.status_code
+        if 200 <= code < 300:
+            return SendResult.sent(first.message_id, resp.headers.get("x-request-id"))
+        transient = code in (408, 425, 429) or code >= 500
+        return SendResult.failed(first.message_id, f"HTTP {code}", permanent=not transient)
 
 
 __all__ = ["WebhookChannel", "sign", "verify_signature", "SIGNATURE_HEADER", "ALLOW_PRIVATE_FIELD"]

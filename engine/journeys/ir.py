@@ -121,10 +121,23 @@ class _Node(msgspec.Struct, frozen=True, kw_only=True, tag_field="kind"):
         return list(dict.fromkeys(t for t, _ in self.labelled_edges()))
 
 
+class CustomDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """A send to a custom-channel receiver (Pinpoint's CUSTOM activity and campaign custom channel): the
+    customer's endpoints of `endpoint_types` go to `url` in Pinpoint's custom-channel payload, batched, through
+    the webhook channel (plugins/webhook.py). `data` is the payload's Data (a template's body replaces it);
+    `campaign_treatment` set: the payload names CampaignId and that TreatmentId instead of JourneyId."""
+
+    url: str
+    endpoint_types: list[str] = msgspec.field(default_factory=list)  # [] = every endpoint of the customer
+    data: str = ""
+    campaign_treatment: str | None = None
+
+
 class SendNode(_Node, frozen=True, kw_only=True, tag="send"):
     channel: str
-    template: str
+    template: str  # "" for a custom delivery without a template
     data: dict[str, Any] = msgspec.field(default_factory=dict)
+    custom: CustomDelivery | None = None
     next: str
 
     def labelled_edges(self):

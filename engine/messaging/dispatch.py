@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import msgspec
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 
 from tidings.engine.customers import on_write as changes
 from tidings.engine.messaging import tracking
@@ -50,6 +50,9 @@ from tidings.engine.platform.db import bulk_insert, bulk_update, reading, rows_w
 from tidings.engine.customers.events import insert_new
 from tidings.engine.messaging.ledger import status_event_id
 from tidings.engine.messaging.outbox import outbox_store
+from tidings.engine.messaging import custom_channel
+from tidings.engine.messaging.custom_channel import CustomSend
+from tidings.engine.workspaces.tables import workspaces
 from tidings.engine.messaging.tables import messages
 from tidings.engine.customers.tables import endpoints, users
 from tidings.engine.channels.rate_limit import burst_of, paced, reserve_in
@@ -114,6 +117,8 @@ class Unit:
     user_pk: int | None = None
     user: dict[str, Any] | None = None
     outcome: SendOutcome | None = None  # decided before sending (opted_out, no_endpoint...)
+    custom: CustomSend | None = None  # a custom-channel send (tidings.engine.messaging.custom_channel)
+    application_id: str = ""  # custom: the workspace name, the payload's ApplicationId
 
 
 # --------------------------------------------------------------------------- journey steps
@@ -121,24 +126,30 @@ class Unit:
 
 async def send_journey_step(db: Engine, plugins, settings, workspace_id: int, *, channel_type: str, template_id: str,
                             data: dict, sends: list[JourneySend], journey_id: str, journey_version: int,
-                            step_id: str) -> list[SendOutcome]:
-    """Send one journey step to many customers; one outcome per send, in order."""
+                            step_id: str, custom: CustomSend | None = None) -> list[SendOutcome]:
+    """Send one journey step to many customers; one outcome per send, in order. With `custom`, each customer's
+    endpoints of its channels go to its URL in Pinpoint's custom-channel payload (through the WEBHOOK route)."""
     channel_type = ChannelType(channel_type).value
     units = await asyncio.to_thread(_journey_units, db, workspace_id, channel_type, template_id, data, sends,
-                                    {"journey_id": journey_id, "journey_version": journey_version, "step_id": step_id})
+                                    {"journey_id": journey_id, "journey_version": journey_version, "step_id": step_id},
+                                    custom)
     return await deliver(db, plugins, workspace_id, units)
 
 
 def _journey_units(db: Engine, workspace_id: int, channel_type: str, template_id: str, data: dict,
-                   sends: list[JourneySend], attribution: dict) -> list[Unit]:
+                   sends: list[JourneySend], attribution: dict, custom: CustomSend | None = None) -> list[Unit]:
     pks = list(dict.fromkeys(s.user_pk for s in sends))
+    application_id = ""
     with reading(db) as conn:
-        template = load_templates(conn, workspace_id, [template_id]).get(template_id)
-        people = load_customers(conn, workspace_id, pks, channel_type)
+        template = load_templates(conn, workspace_id, [template_id]).get(template_id) if template_id else None
+        people = load_customers(conn, workspace_id, pks, frozenset(custom.channels) if custom else channel_type)
+        if custom is not None:
+            application_id = workspace_name(conn, workspace_id)
     units = []
     for s in sends:
-        unit = Unit(key=s.idempotency_key, channel_type=channel_type, template=template, template_id=template_id,
-                    data={**data, **s.data}, attrs={**attribution, "variant": s.variant}, user_pk=s.user_pk)
+        unit = Unit(key=s.idempotency_key, channel_type=channel_type, template=template, template_id=template_id or None,
+                    data={**data, **s.data}, attrs={**attribution, "variant": s.variant}, user_pk=s.user_pk,
+                    custom=custom, application_id=application_id)
         user, eps = people.get(s.user_pk, (None, []))
         unit.user = user
         if user is None:
@@ -155,8 +166,10 @@ ENDPOINT_COLS = ["id", "endpoint_id", "user_pk", "channel", "address", "attribut
 
 
 def load_customers(conn: Connection, workspace_id: int, user_pks: list[int],
-                   channel_type: str) -> dict[int, tuple[dict, list[dict]]]:
-    """{user pk: (user context, [endpoint rows of that channel type])}."""
+                   channel_type: str | frozenset[str]) -> dict[int, tuple[dict, list[dict]]]:
+    """{user pk: (user context, [endpoint rows of that channel type])}; a set of channel types: of any of them
+    (the empty set: every endpoint)."""
+    wanted = frozenset([channel_type]) if isinstance(channel_type, str) else channel_type
     # Looked up by primary key / user_pk alone, the workspace and channel checked here: with
     # `workspace_id = ?` in the WHERE clause SQLite's planner walked the workspace's whole unique index
     # (every customer, every endpoint) for each batch instead of the IN list.
@@ -164,9 +177,13 @@ def load_customers(conn: Connection, workspace_id: int, user_pks: list[int],
              rows_where_in(conn, users, [*USER_COLS, "workspace_id"], "id", user_pks) if r[-1] == workspace_id}
     eps: dict[int, list[dict]] = {pk: [] for pk in found}
     for r in rows_where_in(conn, endpoints, [*ENDPOINT_COLS, "workspace_id"], "user_pk", list(found)):
-        if r[3] == channel_type and r[-1] == workspace_id:
+        if (not wanted or r[3] in wanted) and r[-1] == workspace_id:
             eps[r[2]].append(dict(zip(ENDPOINT_COLS, r)))
     return {pk: (user_context(u), sorted(eps[pk], key=lambda e: e["id"])) for pk, u in found.items()}
+
+
+def workspace_name(conn: Connection, workspace_id: int) -> str:
+    return conn.execute(select(workspaces.c.name).where(workspaces.c.id == workspace_id)).scalar_one()
 
 
 def user_context(u: dict) -> dict:
@@ -348,6 +365,8 @@ class Links:
 
 
 def _build(workspace_id: int, u: Unit, t: Target, links: Links | None, mid: str | None = None) -> OutgoingMessage:
+    if u.custom is not None:
+        return _build_custom(workspace_id, u, t, mid)
     if u.template is None:
         raise TemplateRenderError("template", f"no template {u.template_id!r} in this workspace", u.template_id)
     content = render(u.template, {"user": u.user or {}, "endpoint": t.context or {"address": t.address,
@@ -368,6 +387,23 @@ def _build(workspace_id: int, u: Unit, t: Target, links: Links | None, mid: str 
         metadata={"workspace_id": workspace_id, "template_id": u.template_id, **u.attrs}, idempotency_key=mid,
         unsubscribe_url=unsubscribe,
     )
+
+
+def _build_custom(workspace_id: int, u: Unit, t: Target, mid: str | None) -> OutgoingMessage:
+    """One endpoint of a custom-channel send: addressed to the receiver's URL; a template's body, when the step
+    names one, is the payload's Data."""
+    assert u.custom is not None
+    data = u.custom.data
+    if u.template_id:
+        if u.template is None:
+            raise TemplateRenderError("template", f"no template {u.template_id!r} in this workspace", u.template_id)
+        data = render(u.template, {"user": u.user or {}, "endpoint": t.context, "data": u.data}).body or ""
+    mid = mid or uuid.uuid4().hex
+    return OutgoingMessage(
+        message_id=mid, to=u.custom.url, channel_type=ChannelType(u.channel_type),
+        payload=custom_channel.payload(custom_channel.header(u.custom, u.application_id, data), t.context, u.user),
+        metadata={"workspace_id": workspace_id, "template_id": u.template_id, **u.attrs, **custom_channel.METADATA},
+        idempotency_key=mid)
 
 
 def _payload(body: str | None, data: dict[str, str]) -> Any:

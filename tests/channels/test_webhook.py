@@ -111,3 +111,56 @@ async def test_timeout_is_transient(http_server):
         [hook(1, server.url)], {"timeout": 0.2}
     )
     assert r.status == "failed" and not r.permanent and "Timeout" in r.error
+
+
+# ---- Pinpoint's custom-channel mode (tidings.engine.channels.custom_payload) ---------------------------------
+
+def custom(i, url, header, endpoint_id=None):
+    from tidings.engine.channels import custom_payload
+    endpoint_id = endpoint_id or f"ep-{i}"
+    return OutgoingMessage(message_id=f"c{i}", to=url, channel_type=ChannelType.WEBHOOK,
+                           payload=custom_payload.envelope(header, endpoint_id, {"ChannelType": "EMAIL",
+                                                                                 "Address": f"u{i}@example.com"}),
+                           metadata={"webhook_format": "pinpoint-custom-channel"}, idempotency_key=f"c{i}")
+
+
+HEADER = {"ApplicationId": "acme", "JourneyId": "j1", "TreatmentId": "0", "ActivityId": "notify",
+          "ScheduledTime": "2026-12-04T19:00:00.000Z", "Data": "hello"}
+
+
+async def test_custom_channel_messages_go_out_in_signed_batches_of_fifty(http_server):
+    server = http_server(receiver)
+    other = {**HEADER, "Data": "another"}
+    messages = [custom(i, server.url + "/pp", HEADER) for i in range(120)] + [
+        custom(200, server.url + "/pp", other), custom(201, server.url + "/gone", HEADER),
+        custom(202, server.url + "/pp", HEADER, endpoint_id="ep-7"),  # the same endpoint again: never twice in one request
+        hook(300, server.url + "/in")]
+    results = await WebhookChannel().send_batch(messages, {"secret": SECRET})
+    assert [r.message_id for r in results] == [m.message_id for m in messages]
+    assert [r.status for r in results] == ["sent"] * 121 + ["failed", "sent", "sent"]
+    assert results[121].permanent and results[121].error == "HTTP 410"
+    batches = [r.json() for r in server.requests if r.path == "/pp"]
+    assert sorted(len(b["Endpoints"]) for b in batches) == [1, 21, 50, 50]  # Pinpoint's batches of at most 50
+    main = [b for b in batches if b["Data"] == "hello"]
+    sent = [eid for b in main for eid in b["Endpoints"]]
+    assert sorted(sent) == sorted([f"ep-{i}" for i in range(120)] + ["ep-7"])
+    for b in batches:
+        assert {k: v for k, v in b.items() if k not in ("Endpoints", "Message", "Data")} == \
+            {k: v for k, v in HEADER.items() if k != "Data"}
+        assert b["Message"] == {}
+    assert [b["Endpoints"] for b in batches if b["Data"] == "another"] == [
+        {"ep-200": {"ChannelType": "EMAIL", "Address": "u200@example.com"}}]
+    for req in server.requests:  # every request signed as a plain webhook is (the receiver answered 401 else)
+        assert verify_signature(SECRET, req.headers["x-tidings-signature"], req.body)
+    first = next(r for r in server.requests if r.path == "/pp" and len(r.json()["Endpoints"]) == 50)
+    assert first.headers["idempotency-key"].startswith("batch-")
+    assert len(first.headers["x-tidings-message-id"].split(",")) == 50
+    assert next(r for r in server.requests if r.path == "/in").json() == {"event": "welcome", "n": 300}
+
+
+async def test_a_custom_channel_batch_to_a_private_address_is_refused(http_server, no_private_destinations):
+    server = http_server(receiver)
+    results = await WebhookChannel().send_batch([custom(i, server.url + "/pp", HEADER) for i in range(3)],
+                                                {"secret": SECRET})
+    assert all(r.status == "failed" and r.permanent for r in results)
+    assert "TIDINGS_ALLOW_PRIVATE_DESTINATIONS" in (results[0].error or "") and server.requests == []

@@ -12,6 +12,7 @@ import pytest
 
 from tidings.engine.journeys import ir
 from tidings.engine.journeys.language.compiler import compile_journey
+from tidings.engine.journeys.language.issues import JourneyCompileError
 from tidings.engine.journeys.pinpoint import journey_parts, journey_yaml
 from tidings.engine.platform.errors import InvalidInput
 from tests.processes import TIDINGS
@@ -131,7 +132,7 @@ def _refusal(source: dict) -> InvalidInput:
     (lambda s: s["Activities"].update(call={"ContactCenter": {"NextActivity": "tipsa"}}),
      "Activities.call.ContactCenter", "contact-center"),
     (lambda s: s["Activities"].update(hook={"CUSTOM": {"DeliveryUri": "arn:aws:lambda:x"}}),
-     "Activities.hook.CUSTOM", "custom-channel"),
+     "Activities.hook.CUSTOM.DeliveryUri", "https URL of a webhook"),
     (lambda s: s["Activities"]["tipsa"]["EMAIL"].update(TemplateVersion="3"),
      "Activities.tipsa.EMAIL.TemplateVersion", "current version"),
     (lambda s: s["Activities"]["week"]["Wait"].update(WaitTime={"WaitFor": "P1M"}),
@@ -233,3 +234,30 @@ def test_native_journeys_read_back_without_what_pinpoint_cannot_say():
     digest = journey_parts(compile_journey((folder / "weekly-digest.yaml").read_text()))
     assert "StartCondition" not in digest  # a cron broadcast
     assert digest["Limits"] == {"EndpointReentryCap": 0, "EndpointReentryInterval": "P6D"}
+
+
+def test_a_custom_activity_is_a_custom_channel_step_and_reads_back():
+    source = example()
+    hook = {"DeliveryUri": "https://hooks.example.com/pinpoint?app=1", "EndpointTypes": ["EMAIL", "GCM"],
+            "MessageConfig": {"Data": '{"coupon": "X1"}'}, "TemplateName": "welcome-email"}
+    source["Activities"]["control"]["Holdout"]["NextActivity"] = "hook"
+    source["Activities"]["hook"] = {"CUSTOM": {**hook, "NextActivity": "welcomemail"}}
+    j = compiled(source)
+    node = j.nodes["hook"]
+    assert isinstance(node, ir.SendNode) and node.channel == "WEBHOOK" and node.template == "welcome-email"
+    assert node.custom == ir.CustomDelivery(url=hook["DeliveryUri"], endpoint_types=["EMAIL", "GCM"],
+                                            data='{"coupon": "X1"}')
+    assert journey_parts(j)["Activities"]["hook"] == source["Activities"]["hook"]
+
+
+@pytest.mark.parametrize("step, words", [
+    ("custom_channel: {url: 'arn:aws:lambda:us-east-1:1:function:f'}", "cannot invoke a Lambda function"),
+    ("custom_channel: {url: 'https://h.example.com', endpoint_types: [FAX]}", "unknown type `FAX`"),
+    ("custom_channel: {endpoint_types: [EMAIL]}", "url"),
+])
+def test_a_custom_channel_step_is_checked_where_it_is_written(step, words):
+    text = ("apiVersion: tidings/v1\nkind: Journey\nid: hook\nname: Hook\nentry:\n  broadcast: {segment: pro}\n"
+            f"steps:\n  - id: notify\n    {step}\n")
+    with pytest.raises(JourneyCompileError) as caught:
+        compile_journey(text)
+    assert words in str(caught.value) and str(caught.value).startswith("<string>:9:"), str(caught.value)

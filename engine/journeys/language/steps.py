@@ -10,6 +10,7 @@ from tidings.engine.journeys.language.formats import check_clock, parse_instant
 from tidings.engine.journeys.language.issues import Pos
 from tidings.engine.journeys.language.yaml_view import ID_RE, Ctx, MessageRef, StepRef, View, check_duration, typename
 from tidings.engine.journeys.language.yaml_loader import LList, LMap, plain
+from tidings.engine.messaging.custom_channel import ENDPOINT_TYPES as CUSTOM_ENDPOINT_TYPES
 from tidings.engine.messaging.ledger import JOURNEY_MESSAGE_EVENT_TYPES
 
 STEP_KEYS = ("id", "next", "name", "description")
@@ -62,6 +63,38 @@ def _send(step: Step, value: Any, pos: Pos) -> ir.Node | None:
     data = view.map("data", f"`data` of step `{step.id}`")
     return ir.SendNode(id=step.id, line=step.pos.line, channel=channel or "", template=view.catalog("template", "template") or "",
                        data=plain(data.data) if data else {}, next=step.next)
+
+
+
+
+def _custom_channel(step: Step, value: Any, pos: Pos) -> ir.Node | None:
+    """A batch of the customer's endpoints to a custom-channel receiver, in Pinpoint's payload (ir.CustomDelivery)."""
+    view = step.view(value, pos)
+    if view is None:
+        return None
+    view.keys(required=("url",), optional=("endpoint_types", "data", "template", "campaign_treatment"))
+    url = view.str("url")
+    if url is not None and not url.startswith(("https://", "http://")):
+        step.ctx.error(view.pos("url"), f"`url` of step `{step.id}` is the receiver's https URL, got `{url}`"
+                       + (" (Tidings cannot invoke a Lambda function: put the function behind an https URL)"
+                          if url.startswith("arn:") else ""))
+    types: list[str] = []
+    raw = view.raw("endpoint_types") if view.has("endpoint_types") else []
+    if not isinstance(raw, LList) and raw != []:
+        step.ctx.error(view.pos("endpoint_types"), f"`endpoint_types` of step `{step.id}` is a list like [EMAIL, SMS]")
+    else:
+        for item in raw:
+            if item not in CUSTOM_ENDPOINT_TYPES:
+                step.ctx.error(view.pos("endpoint_types"), f"`endpoint_types` of step `{step.id}`: unknown type "
+                               f"`{item}` (one of {', '.join(CUSTOM_ENDPOINT_TYPES)})")
+            else:
+                types.append(item)
+    data = view.str("data") if view.has("data") else ""
+    template = view.catalog("template", "template") if view.has("template") else ""
+    treatment = view.str("campaign_treatment") if view.has("campaign_treatment") else None
+    return ir.SendNode(id=step.id, line=step.pos.line, channel="WEBHOOK", template=template or "",
+                       custom=ir.CustomDelivery(url=url or "", endpoint_types=types, data=data or "",
+                                                campaign_treatment=treatment), next=step.next)
 
 
 def _wait(step: Step, value: Any, pos: Pos) -> ir.Node | None:
@@ -219,6 +252,7 @@ STEP_PARSERS: dict[str, Callable[[Step, Any, Pos], ir.Node | None]] = {
     "random_split": _random_split,
     "holdout": _holdout,
     "exit": _exit,
+    "custom_channel": _custom_channel,
 }
 
 

@@ -19,18 +19,18 @@ from typing import Any
 
 import msgspec
 
-from tidings.engine.journeys.pinpoint.to_yaml import dump, instant, journey_document, refuse
+from tidings.engine.journeys.pinpoint.to_yaml import custom_channel, dump, instant, journey_document, refuse
 from tidings.engine.platform.errors import InvalidInput
 
 MARKER = "# pinpoint-campaign: "
 # A start time a little in the past is a client's "now" that took a moment to arrive: it starts at once.
 PAST_GRACE = timedelta(minutes=15)
-CHANNEL_ORDER = ("EMAIL", "SMS", "VOICE", "PUSH")
+CHANNEL_ORDER = ("EMAIL", "SMS", "VOICE", "PUSH", "CUSTOM")
 TEMPLATE_MEMBERS = {"EmailTemplate": "EMAIL", "SMSTemplate": "SMS", "VoiceTemplate": "VOICE", "PushTemplate": "PUSH"}
 MESSAGE_MEMBERS = {"EmailMessage": "EMAIL", "SMSMessage": "SMS"}
 UNSUPPORTED_MESSAGES = {
     "ADMMessage": "Amazon Device Messaging", "APNSMessage": "APNs push", "BaiduMessage": "Baidu push",
-    "GCMMessage": "FCM push", "CustomMessage": "custom-channel", "InAppMessage": "in-app",
+    "GCMMessage": "FCM push", "InAppMessage": "in-app",
 }
 CAMPAIGN_MEMBERS = {
     "AdditionalTreatments", "CustomDeliveryConfiguration", "Description", "HoldoutPercent", "Hook", "IsPaused",
@@ -100,12 +100,9 @@ def _inline(config: dict[str, Any], channel: str, where: str, template_id: str) 
 def _sends(treatment: dict[str, Any], where: str, campaign_id: str, tag: str,
            templates: list[InlineTemplate]) -> list[tuple[str, dict[str, Any]]]:
     """(channel, message activity body) for each channel the treatment sends on, in CHANNEL_ORDER."""
-    if not _empty(treatment.get("CustomDeliveryConfiguration")):
-        raise refuse(f"{where}CustomDeliveryConfiguration", "Tidings cannot deliver a campaign through a Lambda "
-                                                            "function or a webhook DeliveryUri")
     config = treatment.get("MessageConfiguration") or {}
     chosen = treatment.get("TemplateConfiguration") or {}
-    _check(config, f"{where}MessageConfiguration.", set(MESSAGE_MEMBERS) | {"DefaultMessage"}
+    _check(config, f"{where}MessageConfiguration.", set(MESSAGE_MEMBERS) | {"CustomMessage", "DefaultMessage"}
            | set(UNSUPPORTED_MESSAGES))
     _check(chosen, f"{where}TemplateConfiguration.", set(TEMPLATE_MEMBERS) | {"InAppTemplate"})
     for member, what in UNSUPPORTED_MESSAGES.items():
@@ -136,6 +133,9 @@ def _sends(treatment: dict[str, Any], where: str, campaign_id: str, tag: str,
                          f"campaign-{campaign_id}{tag}-{channel.lower()}")
         templates.append(inline)
         by_channel[channel] = {"TemplateName": inline.id}
+    custom = _custom_delivery(treatment, config, where)
+    if custom is not None:
+        by_channel["CUSTOM"] = custom
     if not by_channel:
         missing = f"{where}MessageConfiguration"
         if not _empty(config.get("DefaultMessage")):
@@ -145,6 +145,35 @@ def _sends(treatment: dict[str, Any], where: str, campaign_id: str, tag: str,
         raise refuse(missing, "the campaign sends nothing: give an EmailMessage or SMSMessage, or a "
                               "TemplateConfiguration template")
     return [(c, by_channel[c]) for c in CHANNEL_ORDER if c in by_channel]
+
+
+def _custom_delivery(treatment: dict[str, Any], config: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """CustomDeliveryConfiguration and MessageConfiguration.CustomMessage as the body of a CUSTOM activity."""
+    delivery = treatment.get("CustomDeliveryConfiguration")
+    message = config.get("CustomMessage")
+    if _empty(delivery):
+        if not _empty(message):
+            raise refuse(f"{where}CustomDeliveryConfiguration", "a CustomMessage is sent to the webhook its "
+                                                                "CustomDeliveryConfiguration.DeliveryUri names")
+        return None
+    field = f"{where}CustomDeliveryConfiguration"
+    _check(delivery, field + ".", {"DeliveryUri", "EndpointTypes"})
+    _check(message or {}, f"{where}MessageConfiguration.CustomMessage.", {"Data"})
+    data = (message or {}).get("Data")
+    if data is not None and not isinstance(data, str):
+        raise refuse(f"{where}MessageConfiguration.CustomMessage.Data", "a string (the payload's Data)")
+    body = {"DeliveryUri": delivery.get("DeliveryUri"), "EndpointTypes": delivery.get("EndpointTypes") or [],
+            **({"MessageConfig": {"Data": data}} if data else {})}
+    custom_channel(body, field)  # refused here, naming the campaign's members
+    return body
+
+
+def _name_treatments(doc: dict[str, Any]) -> None:
+    """A treatment's custom channel (step `custom`, `custom-t1`, ...) names the campaign and its treatment in
+    its payload."""
+    for step in doc["steps"]:
+        if "custom_channel" in step:
+            step["custom_channel"]["campaign_treatment"] = step["id"].partition("-t")[2] or "0"
 
 
 def _when(start: Any, field: str) -> tuple[str, datetime]:
@@ -345,6 +374,7 @@ def campaign_journey(request: dict[str, Any], campaign_id: str, *, now: datetime
         doc = journey_document(journey, campaign_id)
     except InvalidInput as exc:
         raise _as_campaign_field(exc, journey) from None
+    _name_treatments(doc)
     if cron is not None:
         local = bool(request["Schedule"].get("IsLocalTime"))
         doc["entry"]["broadcast"] = {"segment": doc["entry"]["broadcast"]["segment"], "cron": cron,

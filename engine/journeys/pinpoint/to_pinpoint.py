@@ -149,6 +149,8 @@ class _Reader:
         return {"Activities": acts, "StartActivity": self.j.start}
 
     def activity(self, node: ir.Node) -> dict[str, Any]:
+        if isinstance(node, ir.SendNode) and node.custom is not None:
+            return {"CUSTOM": {**custom_activity(node, node.custom), **self.next_of(node.next)}}
         if isinstance(node, ir.SendNode):
             if node.channel not in SEND_KINDS or node.data or node.channel == "VOICE":
                 raise Unmapped  # botocore's Activity has no VOICE member
@@ -227,6 +229,18 @@ class _Reader:
         return {"MultiCondition": {"Branches": [{"Condition": self.condition(b), **self.next_of(b.next)}
                                                 for b in node.branches], **extra,
                                    **self.ref("DefaultActivity", node.else_next)}}
+
+
+def custom_activity(node: ir.SendNode, c: ir.CustomDelivery) -> dict[str, Any]:
+    """A custom_channel step as Pinpoint's CustomMessageActivity (without NextActivity)."""
+    body: dict[str, Any] = {"DeliveryUri": c.url}
+    if c.endpoint_types:
+        body["EndpointTypes"] = list(c.endpoint_types)
+    if c.data:
+        body["MessageConfig"] = {"Data": c.data}
+    if node.template:
+        body["TemplateName"] = node.template
+    return body
 
 
 def journey_parts(j: ir.JourneyIR) -> dict[str, Any]:

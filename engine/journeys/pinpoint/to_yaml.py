@@ -16,6 +16,7 @@ from typing import Any
 
 from tidings.engine.journeys.language.durations import MAX_WAIT, format_duration
 from tidings.engine.journeys.language.yaml_view import ID_RE
+from tidings.engine.messaging.custom_channel import ENDPOINT_TYPES as CUSTOM_ENDPOINT_TYPES
 from tidings.engine.platform.errors import InvalidInput
 
 # Pinpoint's message event types (EventCondition with MessageActivity) -> Tidings' message event types.
@@ -123,6 +124,40 @@ def event_rule(dimensions: dict[str, Any], field: str) -> tuple[str, Any]:
     return values[0], rule
 
 
+def custom_channel(body: dict[str, Any], where: str, treatment: str | None = None) -> dict[str, Any]:
+    """DeliveryUri, EndpointTypes, MessageConfig.Data and TemplateName as a `custom_channel` step's settings."""
+    uri = body.get("DeliveryUri")
+    if not isinstance(uri, str) or not uri:
+        raise refuse(f"{where}.DeliveryUri", "names the webhook (an https URL) the endpoints are sent to")
+    if not uri.startswith(("https://", "http://")):  # http: a receiver on a network the operator allowed
+        lambda_like = uri.startswith("arn:") or "://" not in uri
+        raise refuse(f"{where}.DeliveryUri", (
+            "Tidings cannot invoke an AWS Lambda function; give the https URL of a webhook that receives the same "
+            "payload (put the function behind a function URL or an API gateway)" if lambda_like else
+            f"a webhook DeliveryUri is an https URL, got {uri!r}"))
+    out: dict[str, Any] = {"url": uri}
+    types = body.get("EndpointTypes") or []
+    if not isinstance(types, list) or any(t not in CUSTOM_ENDPOINT_TYPES for t in types):
+        raise refuse(f"{where}.EndpointTypes", f"a list of {', '.join(CUSTOM_ENDPOINT_TYPES)}, got {types!r}")
+    if types:
+        out["endpoint_types"] = list(types)
+    config = body.get("MessageConfig") or {}
+    for key in config:
+        if key != "Data" and config[key] not in (None, ""):
+            raise refuse(f"{where}.MessageConfig.{key}", "not a member of the custom message (Data)")
+    if config.get("Data") not in (None, ""):
+        if not isinstance(config["Data"], str):
+            raise refuse(f"{where}.MessageConfig.Data", "a string (the payload's Data)")
+        out["data"] = config["Data"]
+    if body.get("TemplateVersion") not in (None, ""):
+        raise refuse(f"{where}.TemplateVersion", "a journey sends the template's current version in Tidings")
+    if body.get("TemplateName"):
+        out["template"] = tidings_id(body["TemplateName"], f"{where}.TemplateName", "the template name")
+    if treatment is not None:
+        out["campaign_treatment"] = treatment
+    return out
+
+
 class _Journey:
     def __init__(self, source: dict[str, Any]):
         self.src = source
@@ -196,8 +231,7 @@ class _Journey:
         elif kind == "ContactCenter":
             raise refuse(where, "Tidings cannot run a contact-center (Amazon Connect) activity")
         elif kind == "CUSTOM":
-            raise refuse(where, "custom-channel activities (a Lambda or webhook DeliveryUri) are not supported "
-                                "by journeys yet")
+            self.custom(step, body, where, notes)
         else:
             raise refuse(where, "not a journey activity Tidings knows")
         self.emit(step, notes)
@@ -235,6 +269,17 @@ class _Journey:
         channel = kind
         self.channels[step["id"]] = channel
         step["send"] = {"channel": channel, "template": template}
+        step["next"] = self.target(body.get("NextActivity"), f"{where}.NextActivity")
+
+    def custom(self, step: dict[str, Any], body: dict[str, Any], where: str, notes: list[str],
+               treatment: str | None = None) -> None:
+        """A CUSTOM activity (or a campaign's custom channel): a `custom_channel` step to the same webhook."""
+        self.check(body, where, {"DeliveryUri", "EndpointTypes", "MessageConfig", "NextActivity", "TemplateName",
+                                 "TemplateVersion"})
+        step["custom_channel"] = custom_channel(body, where, treatment)
+        if body.get("TemplateName") and step["custom_channel"]["template"] != body["TemplateName"]:
+            notes.append(f"Pinpoint template {body['TemplateName']!r} is Tidings template "
+                         f"{step['custom_channel']['template']!r}")
         step["next"] = self.target(body.get("NextActivity"), f"{where}.NextActivity")
 
     def wait(self, wait_time: Any, where: str) -> Any:
@@ -275,7 +320,7 @@ class _Journey:
 
     def kind_of(self, act_id: str) -> str | None:
         act = self.acts.get(act_id) or {}
-        return next((k for k in act if k in SEND_KINDS), None)
+        return next((k for k in act if k in SEND_KINDS or k == "CUSTOM"), None)
 
     def split_steps(self, base: dict[str, Any], body: dict[str, Any], where: str, notes: list[str],
                     make) -> None:
@@ -553,7 +598,7 @@ def _flow(value: Any) -> str:
     return scalar(value)
 
 
-FLOW_KEYS = {"filter", "when", "message_event", "quiet_hours", "frequency_cap", "entry", "holdout"}
+FLOW_KEYS = {"endpoint_types", "filter", "when", "message_event", "quiet_hours", "frequency_cap", "entry", "holdout"}
 
 
 def _comment(text: str) -> str:

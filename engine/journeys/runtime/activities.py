@@ -30,6 +30,7 @@ from tidings.engine.journeys.runtime.contracts import (
 from tidings.engine.journeys.runtime.rules import event_doc, holds
 from tidings.engine.journeys.tables import journey_cohorts, journey_entries, journey_runs, journey_versions, journeys
 from tidings.engine.messaging.ledger import journey_event_names, journey_message_event_names, sends_since
+from tidings.engine.messaging.custom_channel import CustomSend, native_channels
 from tidings.engine.messaging.dispatch import JourneySend, send_journey_step
 from tidings.engine.messaging.tables import messages
 from tidings.engine.customers.tables import users
@@ -146,7 +147,8 @@ class JourneyActivities:
                 results = await send_journey_step(self.db, self.plugins, self.settings, call.workspace_id,
                                                   channel_type=node.channel, template_id=node.template,
                                                   data=dict(node.data), sends=sends, journey_id=call.journey_id,
-                                                  journey_version=call.version, step_id=node.id)
+                                                  journey_version=call.version, step_id=node.id,
+                                                  custom=_custom_send(call, node))
             finally:
                 beat.cancel()
             go, retrying = self._route_outcomes(call, go, results, outcomes)
@@ -565,6 +567,20 @@ class JourneyActivities:
                                        [(pk, {}) for pk in pks])
         adm.next_after = next_after
         return adm
+
+
+def _custom_send(call: StepCall, node: ir.SendNode) -> CustomSend | None:
+    """A custom_channel step's send: a campaign's payload names the campaign and the activity (run) that
+    GetCampaignActivities lists; a journey's names the journey and the step."""
+    c = node.custom
+    if c is None:
+        return None
+    campaign = c.campaign_treatment is not None
+    return CustomSend(url=c.url, channels=native_channels(c.endpoint_types), data=c.data,
+                      id_member="CampaignId" if campaign else "JourneyId", id_value=call.journey_id,
+                      treatment_id=c.campaign_treatment or "0",
+                      activity_id=f"{call.journey_id[:24]}{call.version:08x}" if campaign else node.id,
+                      scheduled_ms=call.now)
 
 
 def _record_holdouts(conn, call: StepCall, members: list[Member]) -> None:
