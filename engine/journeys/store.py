@@ -7,6 +7,7 @@ workflow's input, so a new version only changes who enters next.
 """
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any, get_args
 
@@ -305,7 +306,7 @@ async def _start_temporal_side(client, installation: str, workspace_id: int, j: 
     if page_size:
         inp.page_size = page_size
     wf_id = broadcast_workflow_id(installation, workspace_id, j.id, j.version)
-    plan = _broadcast_schedule(b, inp)
+    plan = _broadcast_schedule(b, inp, j.settings.ends_at_epoch)
     if plan is not None:
         schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
                                                                task_queue=task_queue), spec=plan[0], policy=plan[1])
@@ -322,8 +323,20 @@ async def _start_admission(client, inp: AdmissionInput, workflow_id: str, task_q
         pass
 
 
-def _broadcast_schedule(b: ir.BroadcastEntry, inp: BroadcastInput) -> tuple[ScheduleSpec, SchedulePolicy] | None:
-    """The schedule of a recurring broadcast (None for a one-off); marks `inp` when it fires per local zone."""
+def _broadcast_schedule(b: ir.BroadcastEntry, inp: BroadcastInput,
+                        ends_at_epoch: int | None = None) -> tuple[ScheduleSpec, SchedulePolicy] | None:
+    """The schedule of a recurring broadcast (None for a one-off), firing no more from `ends_at_epoch` (the
+    journey's `ends_at`: a firing that still runs later, caught up, admits nobody); marks `inp` when it fires
+    per local zone."""
+    plan = _recurring_schedule(b, inp)
+    if plan is None or ends_at_epoch is None:
+        return plan
+    spec, policy = plan
+    ends = datetime.fromtimestamp(ends_at_epoch, timezone.utc)
+    return dataclasses.replace(spec, end_at=min(spec.end_at, ends) if spec.end_at else ends), policy
+
+
+def _recurring_schedule(b: ir.BroadcastEntry, inp: BroadcastInput) -> tuple[ScheduleSpec, SchedulePolicy] | None:
     if (local := localtime.local_schedule(b)) is not None:
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
         # admits the customers whose zone is due (engine/journeys/runtime/localtime.py). Firings may overlap: a long

@@ -42,6 +42,9 @@ BAD = {
     "wait_for without timeout": "- {id: a, wait_for: {event: e}}\n",
     "wait until without zone": "- {id: a, wait: {until: '2026-12-01T09:00:00'}}\n",
     "quiet hours 9pm": "- {id: a, exit: {}}\nsettings: {quiet_hours: {start: 9pm, end: '08:00'}}\n",
+    "sending hours 9-5": "- {id: a, exit: {}}\nsettings: {sending_hours: {open: {EMAIL: {monday: ['9-5']}}}}\n",
+    "sending hours on a fax": "- {id: a, exit: {}}\nsettings: {sending_hours: {open: {FAX: {monday: ['09:00-10:00']}}}}\n",
+    "ends_at without zone": "- {id: a, exit: {}}\nsettings: {ends_at: '2026-12-01T09:00:00'}\n",
 }
 
 

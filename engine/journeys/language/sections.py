@@ -8,6 +8,7 @@ from tidings.engine.journeys.language.formats import (
     check_clock, check_cron, check_timezone, parse_instant, parse_wall_time,
 )
 from tidings.engine.journeys.language.issues import Pos
+from tidings.engine.journeys.language.sending_hours import parse_sending_hours
 from tidings.engine.journeys.language.yaml_view import Ctx, View, typename
 from tidings.engine.journeys.language.yaml_loader import LList
 
@@ -190,17 +191,30 @@ def _goal(view: View) -> ir.Goal:
 
 SETTING_PARSERS: dict[str, Callable[[View], Any]] = {
     "quiet_hours": _quiet_hours,
+    "sending_hours": parse_sending_hours,
     "frequency_cap": _frequency_cap,
     "entry": _entry_limits,
     "goal": _goal,
 }
 
 
-def parse_settings(ctx: Ctx, value: Any, pos: Pos) -> ir.Settings:
+def _ends_at(view: View, entry: ir.Entry | None) -> dict[str, Any]:
+    """`ends_at`: the instant from which nobody enters (a one-off broadcast must go out before it)."""
+    text, epoch = _instant(view, "ends_at")
+    if text is None or epoch is None:
+        return {}
+    if isinstance(entry, ir.BroadcastEntry) and entry.at_epoch is not None and entry.at_epoch >= epoch:
+        view.ctx.error(view.pos("ends_at"), f"`ends_at` {text} is not after the broadcast's `at` {entry.at}: "
+                       "nobody would enter")
+        return {}
+    return {"ends_at": text, "ends_at_epoch": epoch}
+
+
+def parse_settings(ctx: Ctx, value: Any, pos: Pos, entry: ir.Entry | None = None) -> ir.Settings:
     view = View.of(ctx, value, pos, "`settings`")
     if view is None:
         return ir.Settings()
-    view.keys(optional=(*SETTING_PARSERS, "exit", "default_timezone"))
+    view.keys(optional=(*SETTING_PARSERS, "exit", "default_timezone", "ends_at"))
     out: dict[str, Any] = {}
     for key, parse in SETTING_PARSERS.items():
         sub = view.map(key, f"`settings.{key}`")
@@ -214,4 +228,6 @@ def parse_settings(ctx: Ctx, value: Any, pos: Pos) -> ir.Settings:
             ctx.error(view.pos("default_timezone"), problem)
         else:
             out["default_timezone"] = tz
+    if view.has("ends_at"):
+        out.update(_ends_at(view, entry))
     return ir.Settings(**out)
