@@ -185,3 +185,50 @@ async def test_a_recurring_campaign_runs_no_more_after_its_end_time(smtp_sink, r
     assert await temporal_env.client.get_workflow_handle(late).result() == 0  # it started no cohort
     await asyncio.sleep(1)
     assert _mails(smtp_sink) == {("ann@example.com", "News"): 1, ("bob@example.com", "News"): 1}
+
+
+async def test_an_event_campaign_sends_nothing_for_events_after_its_end_time(smtp_sink, running_api, pinpoint,  # noqa: F811
+                                                                            native, worker):
+    import json
+
+    from sqlalchemy import text
+
+    call = asyncio.to_thread
+    for user in ("ann", "bob"):
+        await call(pinpoint.update_endpoint, ApplicationId="acme", EndpointId=f"{user}-mail", EndpointRequest={
+            "ChannelType": "EMAIL", "Address": f"{user}@example.com",
+            "User": {"UserId": user, "UserAttributes": {"plan": ["pro"]}}})
+    segment = (await call(pinpoint.create_segment, ApplicationId="acme", WriteSegmentRequest={
+        "Name": "Pro", "Dimensions": {"UserAttributes": {"plan": {"AttributeType": "INCLUSIVE", "Values": ["pro"]}}}}
+    ))["SegmentResponse"]["Id"]
+    end = _iso(datetime.now(UTC) + timedelta(seconds=6))
+    created = (await call(pinpoint.create_campaign, ApplicationId="acme", WriteCampaignRequest=_campaign(segment, {
+        "StartTime": "IMMEDIATE", "Frequency": "EVENT", "EndTime": end, "EventFilter": {
+            "FilterType": "ENDPOINT", "Dimensions": {"EventType": {"DimensionType": "INCLUSIVE",
+                                                                   "Values": ["purchase"]}}}})))["CampaignResponse"]
+    assert created["Schedule"]["EndTime"] == end
+
+    def buy(user: str, n: int) -> None:
+        pinpoint.put_events(ApplicationId="acme", EventsRequest={"BatchItem": {f"{user}-mail": {"Endpoint": {}, "Events": {
+            f"{user}-buy-{n}": {"EventType": "purchase",
+                                "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}}}})
+    await call(buy, "ann", 1)
+    assert await aeventually(lambda: _mails(smtp_sink)[("ann@example.com", "News")] == 1, 60, every=0.2, threaded=True)
+    while datetime.now(UTC) < datetime.fromisoformat(end) + timedelta(seconds=1):
+        await asyncio.sleep(0.2)
+    await call(buy, "ann", 2)
+    await call(buy, "bob", 1)
+    db = make_engine(running_api.database_url)
+
+    def refused() -> list:
+        with db.connect() as conn:
+            rows = [r[0] for r in conn.execute(text("select refused from journey_cohort where journey_id = :j"),
+                                               {"j": created["Id"]})]
+        return [x for x in (json.loads(r) if isinstance(r, str) else r for r in rows) if x]  # SQLite: JSON text
+    try:  # both late events were claimed, and refused because the campaign had ended
+        assert await aeventually(lambda: sum(r.get("journey_ended", 0) for r in refused()) == 2, 60, every=0.2,
+                                 threaded=True)
+    finally:
+        db.dispose()
+    await asyncio.sleep(1)
+    assert _mails(smtp_sink) == {("ann@example.com", "News"): 1}
