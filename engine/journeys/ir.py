@@ -47,6 +47,9 @@ class BroadcastEntry(msgspec.Struct, frozen=True, kw_only=True, tag="broadcast",
     at_epoch: int | None = None  # the same instant in Unix seconds
     cron: str | None = None
     every_seconds: int | None = None
+    # `refresh`: every_seconds, and also at activation: the members now, then whoever is new (the entry limit
+    # keeps out who already entered) at each refresh. Pinpoint's RefreshFrequency
+    refresh: bool = False
     timezone: str = "UTC"  # "customer" = each customer's own zone; else an IANA zone
 
 

@@ -311,7 +311,7 @@ async def _start_temporal_side(client, installation: str, workspace_id: int, j: 
         schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
                                                                task_queue=task_queue), spec=plan[0], policy=plan[1])
         await _put_schedule(client, schedule_id(installation, workspace_id, j.id, j.version), schedule,
-                            replace=inp.local_zones)
+                            replace=inp.local_zones, trigger=b.refresh)
         return
     await _start_broadcast_once(client, b, inp, wf_id, task_queue)
 
@@ -354,9 +354,10 @@ def _recurring_schedule(b: ir.BroadcastEntry, inp: BroadcastInput) -> tuple[Sche
     return None
 
 
-async def _put_schedule(client, sched_id: str, schedule: Schedule, *, replace: bool) -> None:
+async def _put_schedule(client, sched_id: str, schedule: Schedule, *, replace: bool, trigger: bool = False) -> None:
+    """Create the schedule (`trigger`: its first run now, a `refresh` broadcast's members at activation)."""
     try:
-        await client.create_schedule(sched_id, schedule)
+        await client.create_schedule(sched_id, schedule, trigger_immediately=trigger)
     except ScheduleAlreadyRunningError:
         if replace:  # made before customer zones were honoured (a daily UTC firing): replace it
             await client.get_schedule_handle(sched_id).update(lambda _: ScheduleUpdate(schedule=schedule))

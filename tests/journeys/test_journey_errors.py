@@ -473,6 +473,16 @@ def test_ends_at_must_come_after_a_one_off_broadcast():
     assert_error(text, 5, 21, "`ends_at` 2026-12-01T08:00:00Z is not after the broadcast's `at` 2026-12-01T09:00:00Z")
 
 
+@pytest.mark.parametrize("broadcast, column, fragment", [
+    ("{segment: s, refresh: 30m}", 42, "`refresh` in entry `broadcast` must be at least 1h, got `30m`"),
+    ("{segment: s, refresh: 1d, every: 1d}", 33, "a broadcast has one schedule; `every` and `refresh` are both given"),
+    ("{segment: s, refresh: 1d, timezone: customer}", 56, "`refresh` repeats at the same instants for everyone"),
+])
+def test_a_refreshing_broadcast_is_hourly_at_most_with_one_schedule_in_one_zone(broadcast, column, fragment):
+    text = HEAD.replace("entry: {event: go}", f"entry: {{broadcast: {broadcast}}}") + "  - {id: a, exit: {}}\n"
+    assert_error(text, 4, column, fragment)
+
+
 def test_recurring_broadcast_at_most_hourly_and_known_zone():
     text = HEAD.replace("entry: {event: go}", "entry: {broadcast: {segment: s, every: 30m, timezone: Mars/Base}}") + "  - {id: a, exit: {}}\n"
     errs = assert_error(text, 4, 40, "`every` in entry `broadcast` must be at least 1h, got `30m`")

@@ -149,7 +149,7 @@ def _refusal(source: dict) -> InvalidInput:
     (lambda s: s["Limits"].update(MessagesPerSecond=50), "Limits.MessagesPerSecond", "per channel"),
     (lambda s: s["Limits"].update(TotalCap=2), "Limits.TotalCap", "sends up to 3"),
     (lambda s: s.update(Schedule={"EndTime": "2027-01-01T00:00:00"}), "Schedule.EndTime", "needs its offset"),
-    (lambda s: s.update(RefreshFrequency="PT1H"), "RefreshFrequency", "segment_entry"),
+    (lambda s: s.update(RefreshFrequency="PT1H"), "RefreshFrequency", "applies to a journey that starts from a segment"),
     (lambda s: s.update(ClosedDays={"EMAIL": [{"Name": "x", "StartDateTime": "2027-01-01T00:00",
                                                "EndDateTime": "2027-01-02T00:00"}]}), "ClosedDays",
      "only with SendingSchedule true"),

@@ -42,8 +42,8 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
     view = View.of(ctx, value, pos, "entry `broadcast`")
     if view is None:
         return None
-    view.keys(required=("segment",), optional=("at", "cron", "every", "timezone"))
-    schedules = [k for k in ("at", "cron", "every") if view.has(k)]
+    view.keys(required=("segment",), optional=("at", "cron", "every", "refresh", "timezone"))
+    schedules = [k for k in ("at", "cron", "every", "refresh") if view.has(k)]
     if len(schedules) > 1:
         ctx.error(view.key_pos(schedules[1]), f"a broadcast has one schedule; `{schedules[0]}` and `{schedules[1]}` "
                   "are both given (leave all out to send now)")
@@ -52,7 +52,8 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
     if timezone != "customer" and (problem := check_timezone(timezone)):
         ctx.error(view.pos("timezone"), f"{problem}, or `customer` for each customer's own zone")
     if local and not (view.has("cron") or view.has("at")):
-        why = "`every` repeats at the same instants for everyone" if view.has("every") else \
+        repeat = "every" if view.has("every") else "refresh" if view.has("refresh") else None
+        why = f"`{repeat}` repeats at the same instants for everyone" if repeat else \
             "without a schedule the broadcast goes out now, at one instant for everyone"
         ctx.error(view.pos("timezone"), f"`timezone: customer` needs `cron` or `at` (a time of day in each customer's "
                   f"own zone); {why}")
@@ -65,8 +66,9 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
         if problem:
             ctx.error(view.pos("cron"), problem)
             cron = None
+    every = view.duration("refresh" if view.has("refresh") else "every", low=MIN_EVERY)
     return ir.BroadcastEntry(segment=view.catalog("segment", "segment") or "", at=at, at_epoch=at_epoch, cron=cron,
-                             every_seconds=view.duration("every", low=MIN_EVERY), timezone=timezone)
+                             every_seconds=every, refresh=view.has("refresh"), timezone=timezone)
 
 
 def _wall_time(view: View, key: str) -> tuple[str | None, None]:

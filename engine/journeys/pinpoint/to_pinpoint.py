@@ -81,6 +81,9 @@ def start_of(j: ir.JourneyIR) -> dict[str, Any]:
     """StartCondition, Schedule and LocalTime (each only when it has a Pinpoint form)."""
     e = j.entry
     if isinstance(e, ir.BroadcastEntry):
+        if e.refresh and e.every_seconds:
+            return {"StartCondition": {"SegmentStartCondition": {"SegmentId": e.segment}},
+                    "RefreshFrequency": iso_duration(e.every_seconds)}
         if e.cron or e.every_seconds:
             return {}
         out: dict[str, Any] = {"StartCondition": {"SegmentStartCondition": {"SegmentId": e.segment}}}

@@ -33,8 +33,6 @@ SEND_KINDS = ("EMAIL", "SMS", "PUSH", "VOICE")
 COMPARISONS = {"GREATER_THAN": ">", "LESS_THAN": "<", "GREATER_THAN_OR_EQUAL": ">=", "LESS_THAN_OR_EQUAL": "<=",
                "EQUAL": "=="}
 UNSUPPORTED_JOURNEY = {
-    "RefreshFrequency": "Tidings does not re-read a segment-start journey's segment on a period; a `segment_entry` "
-                        "journey admits customers as they join",
     "JourneyChannelSettings": "connect (contact center) settings; Tidings has no contact-center channel",
     "TimezoneEstimationMethods": "Tidings uses each customer's stored time zone (settings.default_timezone when none)",
 }
@@ -416,23 +414,10 @@ class _Journey:
         self.check(start, "StartCondition", {"Description", "EventStartCondition", "SegmentStartCondition"})
         local = bool(self.src.get("LocalTime"))
         if start.get("SegmentStartCondition") and not start.get("EventStartCondition"):
-            seg = tidings_id(start["SegmentStartCondition"].get("SegmentId"),
-                             "StartCondition.SegmentStartCondition.SegmentId", "the segment id")
-            broadcast: dict[str, Any] = {"segment": seg}
-            if schedule.get("StartTime"):
-                at = instant(schedule["StartTime"], "Schedule.StartTime")
-                if local:
-                    broadcast["at"] = at[:16]
-                    broadcast["timezone"] = "customer"
-                    self.comments.append("LocalTime: Schedule.StartTime is read as each customer's own wall clock")
-                else:
-                    broadcast["at"] = at
-            elif local and not self.src.get("SendingSchedule"):  # else it is the zone of the sending hours
-                raise refuse("LocalTime", "each customer's local time needs a Schedule.StartTime")
-            if schedule.get("Timezone") and not local:
-                self.comments.append(f"Schedule.Timezone {schedule['Timezone']}: StartTime carries its own offset")
-            return {"broadcast": broadcast}
+            return self.segment_start(start, schedule, local)
         if start.get("EventStartCondition") and not start.get("SegmentStartCondition"):
+            if self.src.get("RefreshFrequency"):
+                raise refuse("RefreshFrequency", "applies to a journey that starts from a segment")
             cond = start["EventStartCondition"]
             self.check(cond, "StartCondition.EventStartCondition", {"EventFilter", "SegmentId"})
             if schedule.get("StartTime"):
@@ -458,6 +443,33 @@ class _Journey:
                 event["filter"] = rule
             return {"event": event}
         raise refuse("StartCondition", "needs exactly one of SegmentStartCondition or EventStartCondition")
+
+    def segment_start(self, start: dict[str, Any], schedule: dict[str, Any], local: bool) -> dict[str, Any]:
+        """A SegmentStartCondition: a broadcast of the segment (now, at StartTime, or refreshing)."""
+        seg = tidings_id(start["SegmentStartCondition"].get("SegmentId"),
+                         "StartCondition.SegmentStartCondition.SegmentId", "the segment id")
+        broadcast: dict[str, Any] = {"segment": seg}
+        if self.src.get("RefreshFrequency"):  # the members now, then whoever is new at each refresh
+            if schedule.get("StartTime"):
+                raise refuse("RefreshFrequency", "a journey that refreshes its segment starts at its activation "
+                                                 "in Tidings; leave out Schedule.StartTime (or activate it then)")
+            if local and not self.src.get("SendingSchedule"):
+                raise refuse("LocalTime", "a refresh is the same instant for everyone")
+            broadcast["refresh"] = format_duration(iso_seconds(self.src["RefreshFrequency"], "RefreshFrequency"))
+            return {"broadcast": broadcast}
+        if schedule.get("StartTime"):
+            at = instant(schedule["StartTime"], "Schedule.StartTime")
+            if local:
+                broadcast["at"] = at[:16]
+                broadcast["timezone"] = "customer"
+                self.comments.append("LocalTime: Schedule.StartTime is read as each customer's own wall clock")
+            else:
+                broadcast["at"] = at
+        elif local and not self.src.get("SendingSchedule"):  # else it is the zone of the sending hours
+            raise refuse("LocalTime", "each customer's local time needs a Schedule.StartTime")
+        if schedule.get("Timezone") and not local:
+            self.comments.append(f"Schedule.Timezone {schedule['Timezone']}: StartTime carries its own offset")
+        return {"broadcast": broadcast}
 
     def ends_at(self) -> dict[str, Any]:
         """Schedule.EndTime as `settings.ends_at`: nobody enters from then on; who is inside finishes."""
