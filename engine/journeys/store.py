@@ -326,8 +326,8 @@ async def _start_admission(client, inp: AdmissionInput, workflow_id: str, task_q
 def _broadcast_schedule(b: ir.BroadcastEntry, inp: BroadcastInput,
                         ends_at_epoch: int | None = None) -> tuple[ScheduleSpec, SchedulePolicy] | None:
     """The schedule of a recurring broadcast (None for a one-off), firing no more from `ends_at_epoch` (the
-    journey's `ends_at`: a firing that still runs later, caught up, admits nobody); marks `inp` when it fires
-    per local zone."""
+    journey's `ends_at`; a run started otherwise after it, by hand, admits nobody: journey.broadcast_page);
+    marks `inp` when it fires per local zone."""
     plan = _recurring_schedule(b, inp)
     if plan is None or ends_at_epoch is None:
         return plan
