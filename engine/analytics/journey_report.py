@@ -28,7 +28,7 @@ from tidings.engine.platform.db import reading
 from tidings.engine.workspaces.service import WorkspaceRef
 
 # Send-step outcomes that are not a send, in the order a reader meets them.
-NOT_SENT = ("quiet_hours", "quiet_hours_hold", "frequency_cap", "opted_out", "no_endpoint", "render_failed",
+NOT_SENT = ("quiet_hours", "quiet_hours_hold", "sending_hours_hold", "frequency_cap", "opted_out", "no_endpoint", "render_failed",
             "failed", "retrying")
 MESSAGE_COUNTS = ("sent", "delivered", "failed", "bounced", "complained", "opened", "clicked", "unsubscribed")
 

@@ -47,6 +47,9 @@ class BroadcastEntry(msgspec.Struct, frozen=True, kw_only=True, tag="broadcast",
     at_epoch: int | None = None  # the same instant in Unix seconds
     cron: str | None = None
     every_seconds: int | None = None
+    # `refresh`: every_seconds, and also at activation: the members now, then whoever is new (the entry limit
+    # keeps out who already entered) at each refresh. Pinpoint's RefreshFrequency
+    refresh: bool = False
     timezone: str = "UTC"  # "customer" = each customer's own zone; else an IANA zone
 
 
@@ -59,6 +62,30 @@ class QuietHours(msgspec.Struct, frozen=True, kw_only=True):
     start: str  # "HH:MM" in the customer's zone
     end: str
     action: Literal["hold", "skip"] = "hold"
+
+
+class OpenRange(msgspec.Struct, frozen=True, kw_only=True):
+    start: str  # "HH:MM", local
+    end: str  # "HH:MM" after start, or "24:00"
+
+
+class ClosedDays(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    start: str  # local wall date-time "YYYY-MM-DDTHH:MM"
+    end: str  # after start
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class SendingHours(msgspec.Struct, frozen=True, kw_only=True):
+    """When each channel may send (Pinpoint's SendingSchedule: OpenHours, ClosedDays). A channel with `open`
+    hours sends only within them (a weekday it does not list is closed); nothing is sent in its `closed`
+    ranges. A send due outside waits for the next open minute, like quiet hours with `action: hold`."""
+
+    timezone: str = "customer"  # "customer" = each customer's own zone; else an IANA zone
+    open: dict[str, dict[str, list[OpenRange]]] = msgspec.field(default_factory=dict)  # channel -> weekday -> ranges
+    closed: dict[str, list[ClosedDays]] = msgspec.field(default_factory=dict)  # channel -> ranges
 
 
 class FrequencyCap(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,11 +120,20 @@ class Goal(msgspec.Struct, frozen=True, kw_only=True):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     quiet_hours: QuietHours | None = None
+    sending_hours: SendingHours | None = None
     frequency_cap: FrequencyCap | None = None
     entry: EntryLimits = msgspec.field(default_factory=EntryLimits)
     exit: list[ExitCriterion] = msgspec.field(default_factory=list)
     goal: Goal | None = None
     default_timezone: str = "UTC"  # for customers whose time zone is unknown
+    # Nobody enters at or after this instant (ISO 8601 with offset, as written; and in Unix seconds); customers
+    # already in the journey finish it. Judged by workflow time, so replays and the time-skipping server agree.
+    ends_at: str | None = None
+    ends_at_epoch: int | None = None
+
+    def ended(self, now_ms: int) -> bool:
+        """Whether the journey admits no one at `now_ms` (epoch milliseconds, workflow time)."""
+        return self.ends_at_epoch is not None and now_ms >= self.ends_at_epoch * 1000
 
 
 # ---- nodes ---------------------------------------------------------------------------------

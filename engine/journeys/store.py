@@ -7,6 +7,7 @@ workflow's input, so a new version only changes who enters next.
 """
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any, get_args
 
@@ -311,12 +312,12 @@ async def _start_temporal_side(client, installation: str, workspace_id: int, j: 
     if page_size:
         inp.page_size = page_size
     wf_id = broadcast_workflow_id(installation, workspace_id, j.id, j.version)
-    plan = _broadcast_schedule(b, inp)
+    plan = _broadcast_schedule(b, inp, j.settings.ends_at_epoch)
     if plan is not None:
         schedule = Schedule(action=ScheduleActionStartWorkflow("JourneyBroadcast", inp, id=wf_id,
                                                                task_queue=task_queue), spec=plan[0], policy=plan[1])
         await _put_schedule(client, schedule_id(installation, workspace_id, j.id, j.version), schedule,
-                            replace=inp.local_zones)
+                            replace=inp.local_zones, trigger=b.refresh)
         return
     await _start_broadcast_once(client, b, inp, wf_id, task_queue)
 
@@ -328,8 +329,20 @@ async def _start_admission(client, inp: AdmissionInput, workflow_id: str, task_q
         pass
 
 
-def _broadcast_schedule(b: ir.BroadcastEntry, inp: BroadcastInput) -> tuple[ScheduleSpec, SchedulePolicy] | None:
-    """The schedule of a recurring broadcast (None for a one-off); marks `inp` when it fires per local zone."""
+def _broadcast_schedule(b: ir.BroadcastEntry, inp: BroadcastInput,
+                        ends_at_epoch: int | None = None) -> tuple[ScheduleSpec, SchedulePolicy] | None:
+    """The schedule of a recurring broadcast (None for a one-off), firing no more from `ends_at_epoch` (the
+    journey's `ends_at`; a run started otherwise after it, by hand, admits nobody: journey.broadcast_page);
+    marks `inp` when it fires per local zone."""
+    plan = _recurring_schedule(b, inp)
+    if plan is None or ends_at_epoch is None:
+        return plan
+    spec, policy = plan
+    ends = datetime.fromtimestamp(ends_at_epoch, timezone.utc)
+    return dataclasses.replace(spec, end_at=min(spec.end_at, ends) if spec.end_at else ends), policy
+
+
+def _recurring_schedule(b: ir.BroadcastEntry, inp: BroadcastInput) -> tuple[ScheduleSpec, SchedulePolicy] | None:
     if (local := localtime.local_schedule(b)) is not None:
         # One UTC schedule on the grid of instants at which the local time occurs in some zone; each firing
         # admits the customers whose zone is due (engine/journeys/runtime/localtime.py). Firings may overlap: a long
@@ -347,9 +360,10 @@ def _broadcast_schedule(b: ir.BroadcastEntry, inp: BroadcastInput) -> tuple[Sche
     return None
 
 
-async def _put_schedule(client, sched_id: str, schedule: Schedule, *, replace: bool) -> None:
+async def _put_schedule(client, sched_id: str, schedule: Schedule, *, replace: bool, trigger: bool = False) -> None:
+    """Create the schedule (`trigger`: its first run now, a `refresh` broadcast's members at activation)."""
     try:
-        await client.create_schedule(sched_id, schedule)
+        await client.create_schedule(sched_id, schedule, trigger_immediately=trigger)
     except ScheduleAlreadyRunningError:
         if replace:  # made before customer zones were honoured (a daily UTC firing): replace it
             await client.get_schedule_handle(sched_id).update(lambda _: ScheduleUpdate(schedule=schedule))

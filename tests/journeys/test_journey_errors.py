@@ -442,10 +442,45 @@ def test_error_string_lists_one_issue_per_line_sorted():
     ("{exit: [{event: bye, left_segment: vip}]}", 5, 19, "an `exit` criterion needs exactly one of `event` or `left_segment`"),
     ("{goal: {event: bought, within: 400d}}", 5, 42, "`within` in `settings.goal` must be at most 365d"),
     ("{quiet_hours: {start: '08:00', end: '08:00'}}", 5, 47, "quiet hours `start` and `end` are the same time"),
+    ('{ends_at: "2026-12-01T09:00:00"}', 5, 21, "`ends_at` in `settings`: `2026-12-01T09:00:00` has no time zone"),
+    ("{ends_at: soon}", 5, 21, "`ends_at` in `settings`: `soon` is not an ISO 8601 date-time"),
+    ("{ends_at: 5}", 5, 21, "`ends_at` in `settings` must be a non-empty string"),
+    ('{sending_hours: {open: {EMAIL: {monday: ["09:00-17:00", "16:00-18:00"]}}}}', 5, 67,
+     "`16:00-18:00` in `monday` of `settings.sending_hours.open.EMAIL` overlaps the range ending at 17:00"),
+    ('{sending_hours: {open: {EMAIL: {monday: ["17:00-09:00"]}}}}', 5, 52, "the end must be after the start"),
+    ('{sending_hours: {open: {EMAIL: {monday: ["9-5"]}}}}', 5, 52, "`9-5` in `monday` of `settings.sending_hours."
+     'open.EMAIL` is not a range of the day like "09:00-17:00"'),
+    ('{sending_hours: {open: {EMAIL: {moonday: ["09:00-17:00"]}}}}', 5, 43, "did you mean `monday`?"),
+    ('{sending_hours: {open: {FAX: {monday: ["09:00-17:00"]}}}}', 5, 35,
+     "unknown key `FAX` in `settings.sending_hours.open`"),
+    ('{sending_hours: {closed: {SMS: [{name: a, start: "2026-12-24T00:00", end: "2026-12-26T00:00"}, '
+     '{name: b, start: "2026-12-25T00:00", end: "2026-12-27T00:00"}]}}}', 5, 106,
+     "closed range `b` of SMS overlaps `a`"),
+    ('{sending_hours: {closed: {SMS: [{name: a, start: "2026-12-24T00:00", end: "2026-12-23T00:00"}]}}}', 5, 85,
+     "`end` of closed range `a` must be after its start"),
+    ('{sending_hours: {closed: {SMS: [{name: a, start: "2026-12-24T00:00Z", end: "2026-12-26T00:00"}]}}}', 5, 60,
+     "must be a local date-time without offset"),
+    ("{sending_hours: {}}", 5, 27, "`settings.sending_hours` needs `open` hours or `closed` ranges"),
 ])
 def test_bad_settings(settings, line, column, fragment):
     text = HEAD.replace("steps:", f"settings: {settings}\nsteps:") + "  - {id: a, exit: {}}\n"
     assert_error(text, line, column, fragment)
+
+
+def test_ends_at_must_come_after_a_one_off_broadcast():
+    text = HEAD.replace("entry: {event: go}", "entry: {broadcast: {segment: s, at: '2026-12-01T09:00:00Z'}}").replace(
+        "steps:", "settings: {ends_at: '2026-12-01T08:00:00Z'}\nsteps:") + "  - {id: a, exit: {}}\n"
+    assert_error(text, 5, 21, "`ends_at` 2026-12-01T08:00:00Z is not after the broadcast's `at` 2026-12-01T09:00:00Z")
+
+
+@pytest.mark.parametrize("broadcast, column, fragment", [
+    ("{segment: s, refresh: 30m}", 42, "`refresh` in entry `broadcast` must be at least 1h, got `30m`"),
+    ("{segment: s, refresh: 1d, every: 1d}", 33, "a broadcast has one schedule; `every` and `refresh` are both given"),
+    ("{segment: s, refresh: 1d, timezone: customer}", 56, "`refresh` repeats at the same instants for everyone"),
+])
+def test_a_refreshing_broadcast_is_hourly_at_most_with_one_schedule_in_one_zone(broadcast, column, fragment):
+    text = HEAD.replace("entry: {event: go}", f"entry: {{broadcast: {broadcast}}}") + "  - {id: a, exit: {}}\n"
+    assert_error(text, 4, column, fragment)
 
 
 def test_recurring_broadcast_at_most_hourly_and_known_zone():

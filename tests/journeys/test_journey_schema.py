@@ -42,6 +42,9 @@ BAD = {
     "wait_for without timeout": "- {id: a, wait_for: {event: e}}\n",
     "wait until without zone": "- {id: a, wait: {until: '2026-12-01T09:00:00'}}\n",
     "quiet hours 9pm": "- {id: a, exit: {}}\nsettings: {quiet_hours: {start: 9pm, end: '08:00'}}\n",
+    "sending hours 9-5": "- {id: a, exit: {}}\nsettings: {sending_hours: {open: {EMAIL: {monday: ['9-5']}}}}\n",
+    "sending hours on a fax": "- {id: a, exit: {}}\nsettings: {sending_hours: {open: {FAX: {monday: ['09:00-10:00']}}}}\n",
+    "ends_at without zone": "- {id: a, exit: {}}\nsettings: {ends_at: '2026-12-01T09:00:00'}\n",
 }
 
 
@@ -61,6 +64,8 @@ BROADCAST = "apiVersion: tidings/v1\nkind: Journey\nid: t\nentry: {broadcast: %s
     "{segment: s, at: '2026-12-01T09:00:30', timezone: customer}",  # local times are to the minute
     "{segment: s, at: '2026-12-01T09:00:00'}",  # an instant needs its zone
     "{segment: s, every: 1d, timezone: customer}",  # an interval is the same instant for everyone
+    "{segment: s, refresh: 1d, timezone: customer}",  # so is a refresh
+    "{segment: s, refresh: 1d, every: 1d}",  # one schedule
     "{segment: s, timezone: customer}",
 ])
 def test_schema_and_compiler_reject_the_same_broadcast_zone_mistakes(broadcast):
@@ -74,6 +79,7 @@ def test_schema_and_compiler_reject_the_same_broadcast_zone_mistakes(broadcast):
     "{segment: s, at: '2026-12-01T09:00', timezone: customer}",
     "{segment: s, cron: '0 9 * * MON', timezone: customer}",
     "{segment: s, at: '2026-12-01T09:00:00+09:00'}",
+    "{segment: s, refresh: 1h}",
 ])
 def test_schema_and_compiler_accept_the_same_broadcast_zones(broadcast):
     text = BROADCAST % broadcast

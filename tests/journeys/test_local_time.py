@@ -160,3 +160,37 @@ def test_cron_expansion():
     # day of month and day of week both restricted: both must match, as in Temporal's own schedules
     got = admitted(cron("0 9 1 * MON"), ["UTC"], "2026-01-01T00:00", "2026-07-01T00:00")
     assert [iso(t) for t in got["UTC"]] == ["2026-06-01 09:00 UTC"]
+
+
+def _ms(text: str, zone_name: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone_name)).timestamp() * 1000)
+
+
+def _local(ms: int | None, zone_name: str) -> str | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, ZoneInfo(zone_name)).strftime("%a %Y-%m-%d %H:%M")
+
+
+def test_sending_hours_give_the_next_open_minute_in_the_zone():
+    from tidings.engine.journeys.runtime.localtime import next_open
+
+    days = {"monday": [ir.OpenRange(start="09:00", end="12:00"), ir.OpenRange(start="13:00", end="17:00")],
+            "friday": [ir.OpenRange(start="22:00", end="24:00")]}
+    christmas = [ir.ClosedDays(name="Christmas", start="2026-12-25T00:00", end="2026-12-29T10:00")]
+    paris = "Europe/Paris"
+    # Monday 7 December 2026
+    assert next_open(_ms("2026-12-07T10:00", paris), paris, days, []) is None  # open
+    assert _local(next_open(_ms("2026-12-07T12:30", paris), paris, days, []), paris) == "Mon 2026-12-07 13:00"
+    assert _local(next_open(_ms("2026-12-07T17:00", paris), paris, days, []), paris) == "Fri 2026-12-11 22:00"
+    assert next_open(_ms("2026-12-11T23:59", paris), paris, days, []) is None  # 24:00 closes the day
+    assert _local(next_open(_ms("2026-12-12T00:00", paris), paris, days, []), paris) == "Mon 2026-12-14 09:00"
+    # Friday 25 December is closed, and the closed range runs into Tuesday 10:00: the next open minute is
+    # Friday 1 January 22:00, not Monday 28 December
+    assert _local(next_open(_ms("2026-12-25T22:30", paris), paris, days, christmas), paris) == "Fri 2027-01-01 22:00"
+    # closed days alone: open again at the end of the range; the zone's own wall clock is what counts
+    assert _local(next_open(_ms("2026-12-26T08:00", "Asia/Tokyo"), "Asia/Tokyo", None, christmas),
+                  "Asia/Tokyo") == "Tue 2026-12-29 10:00"
+    assert next_open(_ms("2026-12-29T10:00", paris), paris, None, christmas) is None
+    # across the spring-forward gap (New York, 8 March 2026: 02:00 -> 03:00) a 02:30 opening comes at 03:30
+    sunday = {"sunday": [ir.OpenRange(start="02:30", end="05:00")]}
+    ny = "America/New_York"
+    assert _local(next_open(_ms("2026-03-08T01:00", ny), ny, sunday, []), ny) == "Sun 2026-03-08 03:30"

@@ -336,3 +336,53 @@ async def test_split_on_a_bounce_reported_by_provider_feedback(journey_test):
     await handle.result()
     later = {(u, step) for u, step, _ in journey_test.sends("bounce-check") if step != "hello"}
     assert later == {("ann", "by-sms"), ("bob", "thanks")}
+
+
+def _send_times(history) -> dict[int, int]:
+    """user_pk -> the workflow time (epoch ms) of the last `journey.send` call for them: the one that sent."""
+    from temporalio.api.enums.v1 import EventType
+
+    from tidings.engine.journeys.runtime.contracts import StepCall
+    from tidings.engine.platform.temporal import DATA_CONVERTER
+
+    async def decode():
+        out = {}
+        for e in history.events:
+            attrs = e.activity_task_scheduled_event_attributes
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED and attrs.activity_type.name == "journey.send":
+                [call] = await DATA_CONVERTER.decode(attrs.input.payloads, [StepCall])
+                for m in call.members:
+                    out[m.user_pk] = call.now
+        return out
+    return decode()
+
+
+async def test_sending_hours_hold_a_send_to_the_next_open_minute_after_closed_days(journey_test):
+    # open on Mondays 09:30-10:00 only, and closed all of next Monday (in each customer's zone): the mail
+    # goes out the Monday after, at 09:30 local
+    today = datetime.now(ZoneInfo("Europe/Paris")).date()
+    from datetime import timedelta
+    next_monday = today + timedelta(days=(7 - today.weekday()) % 7 or 7)
+    await journey_test.put(doc(f"""
+        id: hours
+        entry: {{event: e}}
+        settings:
+          sending_hours:
+            open:
+              EMAIL: {{monday: ["09:30-10:00"]}}
+            closed:
+              EMAIL: [{{name: Closed Monday, start: "{next_monday}T00:00", end: "{next_monday + timedelta(days=1)}T00:00"}}]
+        steps:
+          - {{id: one, send: {{channel: EMAIL, template: t}}}}
+        """))
+    paris = journey_test.customer("paris", timezone="Europe/Paris")
+    tokyo = journey_test.customer("tokyo", timezone="Asia/Tokyo")
+    handle = await journey_test.start("hours", [paris, tokyo])
+    await handle.result()
+    assert sorted(journey_test.sends("hours")) == [("paris", "one", None), ("tokyo", "one", None)]
+    sent_at = await _send_times(await handle.fetch_history())
+    for pk, zone in ((paris, "Europe/Paris"), (tokyo, "Asia/Tokyo")):
+        local = datetime.fromtimestamp(sent_at[pk] / 1000, ZoneInfo(zone))
+        assert (local.weekday(), local.hour, local.minute) == (0, 9, 30), local
+        assert local.date() > next_monday, local  # not on the closed Monday
+    assert {s.get("outcome") for s in journey_test.runs("hours")["paris"].steps if s["step"] == "one"} == {"sent"}

@@ -178,7 +178,8 @@ def test_what_tidings_cannot_run_is_refused_and_nothing_is_written(running_api, 
     unknown["Activities"]["tipsa"]["EMAIL"]["TemplateName"] = "no-such-template"
     for bad, words in ((contact, "Activities.call.ContactCenter: Tidings cannot run a contact-center"),
                        (unknown, "no-such-template"),
-                       ({**request, "Schedule": {"EndTime": "2027-01-01T00:00:00Z"}}, "Schedule.EndTime"),
+                       ({**request, "JourneyChannelSettings": {"ConnectCampaignArn": "arn:aws:connect:x"}},
+                        "JourneyChannelSettings"),
                        ({**request, "Limits": {"MessagesPerSecond": 5}}, "Limits.MessagesPerSecond")):
         refused = _error(lambda bad=bad: pinpoint.create_journey(ApplicationId="acme", WriteJourneyRequest=bad))
         assert refused.response["Error"]["Code"] == "BadRequestException", refused

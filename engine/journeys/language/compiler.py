@@ -78,7 +78,7 @@ def compile_resource(res: Resource, issues: Issues, *, catalog: Catalog | None =
     description = view.str("description", "")
     # entry first: `correlate` in steps needs to know whether the journey starts from an event
     entry = parse_entry(ctx, view.raw("entry"), view.pos("entry")) if view.has("entry") else None
-    settings = parse_settings(ctx, view.raw("settings"), view.pos("settings")) if view.has("settings") else ir.Settings()
+    settings = parse_settings(ctx, view.raw("settings"), view.pos("settings"), entry) if view.has("settings") else ir.Settings()
     steps = parse_steps(ctx, view.raw("steps"), view.pos("steps")) if view.has("steps") else None
     start = _start(view, steps)
     if steps is not None:

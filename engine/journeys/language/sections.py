@@ -8,6 +8,7 @@ from tidings.engine.journeys.language.formats import (
     check_clock, check_cron, check_timezone, parse_instant, parse_wall_time,
 )
 from tidings.engine.journeys.language.issues import Pos
+from tidings.engine.journeys.language.sending_hours import parse_sending_hours
 from tidings.engine.journeys.language.yaml_view import Ctx, View, typename
 from tidings.engine.journeys.language.yaml_loader import LList
 
@@ -41,8 +42,8 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
     view = View.of(ctx, value, pos, "entry `broadcast`")
     if view is None:
         return None
-    view.keys(required=("segment",), optional=("at", "cron", "every", "timezone"))
-    schedules = [k for k in ("at", "cron", "every") if view.has(k)]
+    view.keys(required=("segment",), optional=("at", "cron", "every", "refresh", "timezone"))
+    schedules = [k for k in ("at", "cron", "every", "refresh") if view.has(k)]
     if len(schedules) > 1:
         ctx.error(view.key_pos(schedules[1]), f"a broadcast has one schedule; `{schedules[0]}` and `{schedules[1]}` "
                   "are both given (leave all out to send now)")
@@ -51,7 +52,8 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
     if timezone != "customer" and (problem := check_timezone(timezone)):
         ctx.error(view.pos("timezone"), f"{problem}, or `customer` for each customer's own zone")
     if local and not (view.has("cron") or view.has("at")):
-        why = "`every` repeats at the same instants for everyone" if view.has("every") else \
+        repeat = "every" if view.has("every") else "refresh" if view.has("refresh") else None
+        why = f"`{repeat}` repeats at the same instants for everyone" if repeat else \
             "without a schedule the broadcast goes out now, at one instant for everyone"
         ctx.error(view.pos("timezone"), f"`timezone: customer` needs `cron` or `at` (a time of day in each customer's "
                   f"own zone); {why}")
@@ -64,8 +66,9 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
         if problem:
             ctx.error(view.pos("cron"), problem)
             cron = None
+    every = view.duration("refresh" if view.has("refresh") else "every", low=MIN_EVERY)
     return ir.BroadcastEntry(segment=view.catalog("segment", "segment") or "", at=at, at_epoch=at_epoch, cron=cron,
-                             every_seconds=view.duration("every", low=MIN_EVERY), timezone=timezone)
+                             every_seconds=every, refresh=view.has("refresh"), timezone=timezone)
 
 
 def _wall_time(view: View, key: str) -> tuple[str | None, None]:
@@ -190,17 +193,30 @@ def _goal(view: View) -> ir.Goal:
 
 SETTING_PARSERS: dict[str, Callable[[View], Any]] = {
     "quiet_hours": _quiet_hours,
+    "sending_hours": parse_sending_hours,
     "frequency_cap": _frequency_cap,
     "entry": _entry_limits,
     "goal": _goal,
 }
 
 
-def parse_settings(ctx: Ctx, value: Any, pos: Pos) -> ir.Settings:
+def _ends_at(view: View, entry: ir.Entry | None) -> dict[str, Any]:
+    """`ends_at`: the instant from which nobody enters (a one-off broadcast must go out before it)."""
+    text, epoch = _instant(view, "ends_at")
+    if text is None or epoch is None:
+        return {}
+    if isinstance(entry, ir.BroadcastEntry) and entry.at_epoch is not None and entry.at_epoch >= epoch:
+        view.ctx.error(view.pos("ends_at"), f"`ends_at` {text} is not after the broadcast's `at` {entry.at}: "
+                       "nobody would enter")
+        return {}
+    return {"ends_at": text, "ends_at_epoch": epoch}
+
+
+def parse_settings(ctx: Ctx, value: Any, pos: Pos, entry: ir.Entry | None = None) -> ir.Settings:
     view = View.of(ctx, value, pos, "`settings`")
     if view is None:
         return ir.Settings()
-    view.keys(optional=(*SETTING_PARSERS, "exit", "default_timezone"))
+    view.keys(optional=(*SETTING_PARSERS, "exit", "default_timezone", "ends_at"))
     out: dict[str, Any] = {}
     for key, parse in SETTING_PARSERS.items():
         sub = view.map(key, f"`settings.{key}`")
@@ -214,4 +230,6 @@ def parse_settings(ctx: Ctx, value: Any, pos: Pos) -> ir.Settings:
             ctx.error(view.pos("default_timezone"), problem)
         else:
             out["default_timezone"] = tz
+    if view.has("ends_at"):
+        out.update(_ends_at(view, entry))
     return ir.Settings(**out)

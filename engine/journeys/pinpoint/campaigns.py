@@ -231,19 +231,23 @@ def _schedule(request: dict[str, Any], journey: dict[str, Any], now: datetime) -
                                            f"got {frequency}")
     if frequency != "EVENT" and not _empty(schedule.get("EventFilter")):
         raise refuse("Schedule.EventFilter", "an event filter belongs to a campaign of Frequency EVENT")
-    if not _empty(schedule.get("EndTime")):
-        raise refuse("Schedule.EndTime", "Tidings campaigns have no end time: pause (IsPaused) or delete the "
-                                         "campaign to end it")
     start = schedule.get("StartTime")
     if not start:
         raise refuse("Schedule.StartTime", "IMMEDIATE, or the ISO 8601 date-time the campaign starts")
+    if not _empty(schedule.get("EndTime")):  # the journey's settings.ends_at: no run (or event) sends from then on
+        end = _when(schedule["EndTime"], "Schedule.EndTime")[1]
+        if end <= now:
+            raise refuse("Schedule.EndTime", f"{schedule['EndTime']} has passed: the campaign would send nothing")
+        if start != "IMMEDIATE" and end <= _when(start, "Schedule.StartTime")[1]:
+            raise refuse("Schedule.EndTime", f"{schedule['EndTime']} is not after Schedule.StartTime {start}")
+        journey["Schedule"] = {"EndTime": schedule["EndTime"]}
     local = bool(schedule.get("IsLocalTime"))
     cron = None
     if frequency == "ONCE" and start != "IMMEDIATE":
         _, at = _when(start, "Schedule.StartTime")
         if at < now - PAST_GRACE:
             raise refuse("Schedule.StartTime", f"{start} has passed; give IMMEDIATE or a time to come")
-        journey["Schedule"] = {"StartTime": start}
+        journey["Schedule"] = {**journey.get("Schedule", {}), "StartTime": start}
         if schedule.get("Timezone"):
             journey["Schedule"]["Timezone"] = schedule["Timezone"]
         journey["LocalTime"] = local

@@ -81,6 +81,9 @@ def start_of(j: ir.JourneyIR) -> dict[str, Any]:
     """StartCondition, Schedule and LocalTime (each only when it has a Pinpoint form)."""
     e = j.entry
     if isinstance(e, ir.BroadcastEntry):
+        if e.refresh and e.every_seconds:
+            return {"StartCondition": {"SegmentStartCondition": {"SegmentId": e.segment}},
+                    "RefreshFrequency": iso_duration(e.every_seconds)}
         if e.cron or e.every_seconds:
             return {}
         out: dict[str, Any] = {"StartCondition": {"SegmentStartCondition": {"SegmentId": e.segment}}}
@@ -245,4 +248,26 @@ def custom_activity(node: ir.SendNode, c: ir.CustomDelivery) -> dict[str, Any]:
 
 def journey_parts(j: ir.JourneyIR) -> dict[str, Any]:
     """Every member of JourneyResponse the IR decides."""
-    return {**start_of(j), **settings_of(j), **activities_of(j)}
+    parts = {**start_of(j), **settings_of(j), **activities_of(j)}
+    if j.settings.ends_at:  # settings.ends_at is the journey's Schedule.EndTime
+        parts["Schedule"] = {**parts.get("Schedule", {}), "EndTime": j.settings.ends_at.replace("+00:00", "Z")}
+    if j.settings.sending_hours:
+        parts.update(sending_schedule_of(j.settings.sending_hours, parts))
+    return parts
+
+
+def sending_schedule_of(hours: ir.SendingHours, parts: dict[str, Any]) -> dict[str, Any]:
+    """settings.sending_hours -> SendingSchedule, OpenHours, ClosedDays, and the zone they are read in
+    (LocalTime, or Schedule.Timezone)."""
+    out: dict[str, Any] = {"SendingSchedule": True}
+    if hours.open:
+        out["OpenHours"] = {ch: {day.upper(): [{"StartTime": r.start, "EndTime": r.end} for r in ranges]
+                                 for day, ranges in days.items()} for ch, days in hours.open.items()}
+    if hours.closed:
+        out["ClosedDays"] = {ch: [{"Name": c.name, "StartDateTime": c.start, "EndDateTime": c.end} for c in rules]
+                             for ch, rules in hours.closed.items()}
+    if hours.timezone == "customer":
+        out["LocalTime"] = True
+    elif hours.timezone != "UTC":
+        out["Schedule"] = {**parts.get("Schedule", {}), "Timezone": hours.timezone}
+    return out

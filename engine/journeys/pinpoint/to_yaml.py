@@ -14,7 +14,9 @@ import re
 from datetime import datetime
 from typing import Any
 
+from tidings.engine.journeys.ir import WEEKDAYS
 from tidings.engine.journeys.language.durations import MAX_WAIT, format_duration
+from tidings.engine.journeys.language.formats import check_timezone
 from tidings.engine.journeys.language.yaml_view import ID_RE
 from tidings.engine.messaging.custom_channel import ENDPOINT_TYPES as CUSTOM_ENDPOINT_TYPES
 from tidings.engine.platform.errors import InvalidInput
@@ -32,11 +34,7 @@ SEND_KINDS = ("EMAIL", "SMS", "PUSH", "VOICE")
 COMPARISONS = {"GREATER_THAN": ">", "LESS_THAN": "<", "GREATER_THAN_OR_EQUAL": ">=", "LESS_THAN_OR_EQUAL": "<=",
                "EQUAL": "=="}
 UNSUPPORTED_JOURNEY = {
-    "RefreshFrequency": "Tidings does not re-read a segment-start journey's segment on a period; a `segment_entry` "
-                        "journey admits customers as they join",
     "JourneyChannelSettings": "connect (contact center) settings; Tidings has no contact-center channel",
-    "OpenHours": "Tidings has no sending hours per channel; QuietTime is the window when nothing is sent",
-    "ClosedDays": "Tidings has no closed days",
     "TimezoneEstimationMethods": "Tidings uses each customer's stored time zone (settings.default_timezone when none)",
 }
 KNOWN_MEMBERS = {
@@ -74,6 +72,65 @@ def instant(text: Any, field: str) -> str:
         raise refuse(field, f"the date-time needs its offset (Z or +02:00), got {text!r}")
     out = parsed.isoformat(timespec="seconds" if parsed.microsecond == 0 else "milliseconds")
     return out.replace("+00:00", "Z")
+
+
+def _instant_of(text: str) -> datetime:
+    """The datetime of a string instant() wrote."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+SENDING_CHANNELS = ("EMAIL", "SMS", "PUSH", "VOICE", "CUSTOM")
+_UTC_OFFSET = re.compile(r"^UTC(?:([+-])(\d{2})(?::?00)?)?$")
+_HHMM = re.compile(r"^(?:[01]\d|2[0-3]):[0-5]\d$|^24:00$")
+
+
+def sending_zone(name: Any) -> str:
+    """Schedule.Timezone (an IANA zone, or Pinpoint's `UTC+02` form in whole hours) as a Tidings zone name."""
+    if not name:
+        return "UTC"
+    found = _UTC_OFFSET.match(str(name))
+    if found:  # Etc/GMT zones count the other way: UTC+02 is Etc/GMT-2
+        return "UTC" if not found[1] or int(found[2]) == 0 else \
+            f"Etc/GMT{'-' if found[1] == '+' else '+'}{int(found[2])}"
+    if check_timezone(str(name)):
+        raise refuse("Schedule.Timezone", f"an IANA zone or UTC+HH, got {name!r}")
+    return str(name)
+
+
+def open_days(days: Any, field: str) -> dict[str, list[str]]:
+    """{"MONDAY": [{"StartTime": "09:00", "EndTime": "17:00"}]} -> {monday: ["09:00-17:00"]}."""
+    if not isinstance(days, dict):
+        raise refuse(field, "a map of days of the week to rules")
+    out: dict[str, list[str]] = {}
+    for day, rules in days.items():
+        if str(day).lower() not in WEEKDAYS:
+            raise refuse(f"{field}.{day}", "not a day of the week (MONDAY ... SUNDAY)")
+        ranges = []
+        for i, rule in enumerate(rules or []):
+            start, end = (rule.get(k) if isinstance(rule, dict) else None for k in ("StartTime", "EndTime"))
+            for key, value in (("StartTime", start), ("EndTime", end)):
+                if not isinstance(value, str) or not _HHMM.match(value):
+                    raise refuse(f"{field}.{day}[{i}].{key}", f"a time of day HH:MM, got {value!r}")
+            ranges.append(f"{start}-{end}")
+        out[str(day).lower()] = ranges
+    return out
+
+
+def closed_range(rule: Any, field: str) -> dict[str, str]:
+    """{"Name", "StartDateTime", "EndDateTime"} (local, without offset) -> {name, start, end} to the minute."""
+    if not isinstance(rule, dict):
+        raise refuse(field, "a rule with Name, StartDateTime and EndDateTime")
+    out = {"name": str(rule.get("Name") or "closed")}
+    for key, ours in (("StartDateTime", "start"), ("EndDateTime", "end")):
+        try:
+            wall = datetime.fromisoformat(str(rule.get(key)))
+        except ValueError:
+            raise refuse(f"{field}.{key}", f"an ISO 8601 date-time, got {rule.get(key)!r}") from None
+        if wall.tzinfo is not None or wall.second or wall.microsecond:
+            raise refuse(f"{field}.{key}", "a local date-time to the minute, without offset (read in the "
+                                           f"journey's zone), got {rule.get(key)!r}")
+        out[ours] = wall.isoformat(timespec="minutes")
+    return out
 
 
 def tidings_id(value: Any, field: str, what: str) -> str:
@@ -399,35 +456,19 @@ class _Journey:
         for key in schedule:
             if key not in ("StartTime", "EndTime", "Timezone"):
                 raise refuse(f"Schedule.{key}", "not a member of JourneySchedule")
-        if schedule.get("EndTime"):
-            raise refuse("Schedule.EndTime", "Tidings journeys have no end time: stop the journey instead "
-                                             "(UpdateJourneyState CANCELLED, or POST /v1/journeys/{id}/stop)")
         self.check(start, "StartCondition", {"Description", "EventStartCondition", "SegmentStartCondition"})
         local = bool(self.src.get("LocalTime"))
         if start.get("SegmentStartCondition") and not start.get("EventStartCondition"):
-            seg = tidings_id(start["SegmentStartCondition"].get("SegmentId"),
-                             "StartCondition.SegmentStartCondition.SegmentId", "the segment id")
-            broadcast: dict[str, Any] = {"segment": seg}
-            if schedule.get("StartTime"):
-                at = instant(schedule["StartTime"], "Schedule.StartTime")
-                if local:
-                    broadcast["at"] = at[:16]
-                    broadcast["timezone"] = "customer"
-                    self.comments.append("LocalTime: Schedule.StartTime is read as each customer's own wall clock")
-                else:
-                    broadcast["at"] = at
-            elif local:
-                raise refuse("LocalTime", "each customer's local time needs a Schedule.StartTime")
-            if schedule.get("Timezone") and not local:
-                self.comments.append(f"Schedule.Timezone {schedule['Timezone']}: StartTime carries its own offset")
-            return {"broadcast": broadcast}
+            return self.segment_start(start, schedule, local)
         if start.get("EventStartCondition") and not start.get("SegmentStartCondition"):
+            if self.src.get("RefreshFrequency"):
+                raise refuse("RefreshFrequency", "applies to a journey that starts from a segment")
             cond = start["EventStartCondition"]
             self.check(cond, "StartCondition.EventStartCondition", {"EventFilter", "SegmentId"})
             if schedule.get("StartTime"):
                 raise refuse("Schedule.StartTime", "an event-started journey admits customers from its "
                                                    "activation; activate it at that time instead")
-            if local:
+            if local and not self.src.get("SendingSchedule"):  # else it is the zone of the sending hours
                 raise refuse("LocalTime", "an event-started journey has no scheduled time to read locally")
             flt = cond.get("EventFilter") or {}
             self.check(flt, "StartCondition.EventStartCondition.EventFilter", {"Dimensions", "FilterType"})
@@ -448,8 +489,70 @@ class _Journey:
             return {"event": event}
         raise refuse("StartCondition", "needs exactly one of SegmentStartCondition or EventStartCondition")
 
+    def segment_start(self, start: dict[str, Any], schedule: dict[str, Any], local: bool) -> dict[str, Any]:
+        """A SegmentStartCondition: a broadcast of the segment (now, at StartTime, or refreshing)."""
+        seg = tidings_id(start["SegmentStartCondition"].get("SegmentId"),
+                         "StartCondition.SegmentStartCondition.SegmentId", "the segment id")
+        broadcast: dict[str, Any] = {"segment": seg}
+        if self.src.get("RefreshFrequency"):  # the members now, then whoever is new at each refresh
+            if schedule.get("StartTime"):
+                raise refuse("RefreshFrequency", "a journey that refreshes its segment starts at its activation "
+                                                 "in Tidings; leave out Schedule.StartTime (or activate it then)")
+            if local and not self.src.get("SendingSchedule"):
+                raise refuse("LocalTime", "a refresh is the same instant for everyone")
+            broadcast["refresh"] = format_duration(iso_seconds(self.src["RefreshFrequency"], "RefreshFrequency"))
+            return {"broadcast": broadcast}
+        if schedule.get("StartTime"):
+            at = instant(schedule["StartTime"], "Schedule.StartTime")
+            if local:
+                broadcast["at"] = at[:16]
+                broadcast["timezone"] = "customer"
+                self.comments.append("LocalTime: Schedule.StartTime is read as each customer's own wall clock")
+            else:
+                broadcast["at"] = at
+        elif local and not self.src.get("SendingSchedule"):  # else it is the zone of the sending hours
+            raise refuse("LocalTime", "each customer's local time needs a Schedule.StartTime")
+        if schedule.get("Timezone") and not local:
+            self.comments.append(f"Schedule.Timezone {schedule['Timezone']}: StartTime carries its own offset")
+        return {"broadcast": broadcast}
+
+    def ends_at(self) -> dict[str, Any]:
+        """Schedule.EndTime as `settings.ends_at`: nobody enters from then on; who is inside finishes."""
+        schedule = self.src.get("Schedule") or {}
+        if not schedule.get("EndTime"):
+            return {}
+        end = instant(schedule["EndTime"], "Schedule.EndTime")
+        start = schedule.get("StartTime")
+        if start and start != "IMMEDIATE" and _instant_of(instant(start, "Schedule.StartTime")) >= _instant_of(end):
+            raise refuse("Schedule.EndTime", f"{schedule['EndTime']} is not after Schedule.StartTime {start}")
+        if self.src.get("LocalTime"):
+            self.comments.append("LocalTime: Schedule.EndTime is one instant for everyone, not each customer's "
+                                 "own wall clock")
+        return {"ends_at": end}
+
+    def sending_hours(self) -> dict[str, Any]:
+        """SendingSchedule with OpenHours and ClosedDays as `settings.sending_hours`."""
+        opened, closed = self.src.get("OpenHours") or {}, self.src.get("ClosedDays") or {}
+        if not self.src.get("SendingSchedule"):
+            for key, value in (("OpenHours", opened), ("ClosedDays", closed)):
+                if value:
+                    raise refuse(key, "applies only with SendingSchedule true (Pinpoint ignores it otherwise)")
+            return {}
+        if not opened and not closed:
+            raise refuse("SendingSchedule", "true, but there are no OpenHours or ClosedDays")
+        hours: dict[str, Any] = {"timezone": "customer" if self.src.get("LocalTime") else
+                                 sending_zone((self.src.get("Schedule") or {}).get("Timezone"))}
+        if opened:
+            self.check(opened, "OpenHours", set(SENDING_CHANNELS))
+            hours["open"] = {ch: open_days(days, f"OpenHours.{ch}") for ch, days in opened.items() if days}
+        if closed:
+            self.check(closed, "ClosedDays", set(SENDING_CHANNELS))
+            hours["closed"] = {ch: [closed_range(r, f"ClosedDays.{ch}[{i}]") for i, r in enumerate(rules)]
+                               for ch, rules in closed.items() if rules}
+        return {"sending_hours": hours}
+
     def settings(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {**self.ends_at(), **self.sending_hours()}
         quiet = self.src.get("QuietTime") or {}
         if quiet.get("Start") or quiet.get("End"):
             if not (quiet.get("Start") and quiet.get("End")):
@@ -525,7 +628,7 @@ class _Journey:
         for key, why in UNSUPPORTED_JOURNEY.items():
             if self.src.get(key) not in (None, "", {}, []):
                 raise refuse(key, why)
-        for key in ("SendingSchedule", "RefreshOnSegmentUpdate"):
+        for key in ("RefreshOnSegmentUpdate",):
             if self.src.get(key):
                 raise refuse(key, "not supported by Tidings journeys")
         if not self.acts:

@@ -23,7 +23,7 @@ from tidings.engine.platform.metrics_registry import JOURNEY_ADMISSION_LAG
 from tidings.engine.journeys.runtime import admission
 from tidings.engine.journeys import ir
 from tidings.engine.journeys.runtime import audience, localtime
-from tidings.engine.journeys.runtime.localtime import in_quiet_hours, next_local
+from tidings.engine.journeys.runtime.localtime import in_quiet_hours, next_local, next_open
 from tidings.engine.journeys.runtime.contracts import (
     AdmitCall, Admitted, Member, PageCall, StepCall, StepResult, cohort_workflow_id, idempotency_key,
 )
@@ -205,6 +205,20 @@ class JourneyActivities:
                                                                           inclusive=True)))
         return keep
 
+    def _within_sending_hours(self, conn, call: StepCall, go: list[Member], held: list[Member]) -> list[Member]:
+        """The members whose channel may send now (settings.sending_hours); the others are held until it may."""
+        hours = call.settings.sending_hours
+        channel = call.node.channel  # type: ignore[union-attr]
+        days, closed = hours.open.get(channel), hours.closed.get(channel, [])
+        if days is None and not closed:
+            return go
+        zones = self._zones(conn, call, go) if hours.timezone == "customer" else {}
+        keep = []
+        for m in go:
+            opens = next_open(call.now, zones.get(m.user_pk, hours.timezone), days, closed)
+            (keep.append(m) if opens is None else held.append(msgspec.structs.replace(m, deadline=opens)))
+        return keep
+
     @staticmethod
     def _under_frequency_cap(conn, call: StepCall, go: list[Member], skipped: list[tuple[Member, str]]) -> list[Member]:
         """The members sent fewer messages than the cap within its window; the others are skipped."""
@@ -232,13 +246,17 @@ class JourneyActivities:
             go = members
             if s.quiet_hours and go:
                 go = self._outside_quiet_hours(conn, call, go, skipped, held)
+            quiet_held = len(held)
+            if s.sending_hours and go:
+                go = self._within_sending_hours(conn, call, go, held)
             if s.frequency_cap and go:
                 go = self._under_frequency_cap(conn, call, go, skipped)
             # A member parked here (its message retrying) and skipped on coming back moves on without it
             self._give_up_retrying(conn, call, [m for m, _ in skipped], "skipped when it was due again "
                                    "(quiet hours or the frequency cap)")
             if held:
-                self._mark(conn, call, held, outcomes={m.run_id: "quiet_hours_hold" for m in held})
+                self._mark(conn, call, held, outcomes={m.run_id: "quiet_hours_hold" if i < quiet_held else
+                                                       "sending_hours_hold" for i, m in enumerate(held)})
         node: ir.SendNode = call.node  # type: ignore[assignment]
         sends = [JourneySend(user_pk=m.user_pk, idempotency_key=idempotency_key(call.workflow_id, node.id, m),
                              variant=m.variant, data={**node.data, "event": m.entry.get("attributes", {})})
@@ -498,6 +516,9 @@ class JourneyActivities:
                           if rule is None or holds(rule, {"event": _entry_doc(r.event),
                                                           "customer": docs.get(r.user_pk, {})})]
             refused = Counter({"entry_filter": len(rows) - len(candidates)} if len(rows) > len(candidates) else {})
+            if call.now is not None and j.settings.ended(call.now):  # queued entries past the end are dropped
+                refused["journey_ended"] += len(candidates)
+                candidates = []
             return self._admit_rows(conn, workspace, jid, version, call.claim_key, candidates, refused)
 
     async def _admit_long_poll(self, call: AdmitCall) -> Admitted:
@@ -551,6 +572,8 @@ class JourneyActivities:
         with writing(self.db) as conn:
             j = self._ir(conn, call.workspace_id, call.journey_id, call.version)
             assert isinstance(j.entry, ir.BroadcastEntry)
+            if call.now is not None and j.settings.ended(call.now):
+                return Admitted()  # a firing at or after the journey's `ends_at`: nobody enters
             zones = self._due_zones(conn, j, call) if call.local_zones else None
             if zones is not None and zones.empty:
                 return Admitted()  # nobody's local time is due at this firing

@@ -92,6 +92,7 @@ class AdmitCall(msgspec.Struct, kw_only=True):
     # Return at once (never long-poll): with nothing to claim, the worker's entry watch signals the
     # admission workflow (ENTRIES_READY) when there is. Histories from before it send False.
     wake: bool = False
+    now: int | None = None  # workflow time (epoch ms): after the journey's `ends_at` nobody is admitted
 
 
 # The signal the worker's entry watch (engine/journeys/runtime/admission.py) sends an idle admission workflow
@@ -115,6 +116,9 @@ class BroadcastInput(msgspec.Struct, kw_only=True):
     # firings keep admitting everyone instead of silently narrowing to the zones at UTC+0.
     local_zones: bool = False
     send_queue: str | None = None  # given to every cohort it starts (CohortInput.send_queue)
+    # The instant of this firing (epoch ms, workflow time: the schedule's nominal time, else the start),
+    # carried over continue-as-new: a firing at or after the journey's `ends_at` admits nobody
+    fired_at: int | None = None
 
 
 class PageCall(msgspec.Struct, kw_only=True):
@@ -126,6 +130,7 @@ class PageCall(msgspec.Struct, kw_only=True):
     limit: int
     fire_at: int | None = None  # see BroadcastInput
     local_zones: bool = False  # see BroadcastInput
+    now: int | None = None  # BroadcastInput.fired_at
 
 
 class Admitted(msgspec.Struct, kw_only=True):

@@ -31,7 +31,7 @@ from typing import Iterable, Iterator, NamedTuple
 from zoneinfo import ZoneInfo
 
 from tidings.engine.journeys.language.formats import CronTimes, expand_cron, parse_wall_time
-from tidings.engine.journeys.ir import BroadcastEntry
+from tidings.engine.journeys.ir import WEEKDAYS, BroadcastEntry, ClosedDays, OpenRange
 from tidings.engine.platform.timezones import zone
 
 _UTC = ZoneInfo("UTC")
@@ -201,3 +201,42 @@ def firing_filter(schedule: LocalSchedule, fire_at_ms: int, stored_zones: Iterab
     unset = default_timezone in due
     names = (due & stored) | (unknown if unset else set())
     return ZoneFilter(names=tuple(sorted(names)), unset=unset)
+
+
+def next_open(now: int, zone_name: str, days: dict[str, list[OpenRange]] | None,
+              closed: list[ClosedDays]) -> int | None:
+    """None when a channel may send at `now` (epoch ms) in `zone_name`; else the next minute it may (epoch ms),
+    given its open hours per weekday (None: open every day all day; a weekday not listed is closed) and its
+    closed local date-time ranges. Ranges are local wall times, resolved like broadcasts (fold=0)."""
+    tz = zone_or_utc(zone_name)
+    at = now
+    for _ in range(400):  # every step moves to a later boundary: a year of closed days and weekly hours at most
+        local = _naive_local(at, tz)
+        shut = next((c for c in closed if datetime.fromisoformat(c.start) <= local < datetime.fromisoformat(c.end)),
+                    None)
+        if shut is not None:
+            at = max(at + 1, resolve(datetime.fromisoformat(shut.end), tz))
+            continue
+        if days is None:
+            return None if at == now else at
+        opens = _next_open_hour(local, days)
+        if opens is None:
+            return None  # no weekday is open: treated as no hours at all (the compiler never emits it)
+        if opens == local:
+            return None if at == now else at
+        at = max(at + 1, resolve(opens, tz))
+    return at
+
+
+def _next_open_hour(local: datetime, days: dict[str, list[OpenRange]]) -> datetime | None:
+    """`local` itself when it is within the open hours of its weekday, else the start of the next open range."""
+    for ahead in range(8):
+        day = (local + timedelta(days=ahead)).date()
+        for r in days.get(WEEKDAYS[day.weekday()], []):
+            start = datetime.combine(day, datetime.strptime(r.start, "%H:%M").time())
+            end = datetime.combine(day, datetime.min.time()) + timedelta(hours=int(r.end[:2]), minutes=int(r.end[3:]))
+            if ahead == 0 and start <= local < end:
+                return local
+            if start > local:
+                return start
+    return None

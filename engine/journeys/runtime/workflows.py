@@ -294,7 +294,7 @@ class JourneyAdmissionWorkflow:
             self.woken = False
             call = AdmitCall(workspace_id=inp.workspace_id, journey_id=inp.journey_id, claim_key=f"{wf_id}/{seq}",
                              limit=inp.limit, wait_seconds=inp.idle_seconds if wake else inp.wait_seconds,
-                             window_seconds=window, wake=wake)
+                             window_seconds=window, wake=wake, now=_ms(workflow.now()))
             if wake:
                 adm = await workflow.execute_activity(
                     "journey.admit", call, result_type=Admitted, start_to_close_timeout=timedelta(seconds=60),
@@ -349,13 +349,17 @@ class JourneyBroadcastWorkflow:
         if fire_at is None:  # `timezone: customer` admits the zones due at this instant
             scheduled = info.typed_search_attributes.get(SCHEDULED_AT)
             fire_at = _ms(scheduled) if scheduled is not None else _ms(info.start_time) // 60_000 * 60_000
+        fired_at = inp.fired_at
+        if fired_at is None:
+            scheduled = info.typed_search_attributes.get(SCHEDULED_AT)
+            fired_at = _ms(scheduled) if scheduled is not None else _ms(info.start_time)
         while True:
             page += 1
             adm = await workflow.execute_activity(
                 "journey.broadcast_page", PageCall(workspace_id=inp.workspace_id, journey_id=inp.journey_id,
                                                    version=inp.version, claim_key=f"{wf_id}/{page}",
                                                    after_pk=after, limit=inp.page_size, fire_at=fire_at,
-                                                   local_zones=inp.local_zones),
+                                                   local_zones=inp.local_zones, now=fired_at),
                 result_type=Admitted, start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
             if adm.members:
                 await _start_cohort(inp.workspace_id, adm, None, inp.send_queue)
@@ -365,4 +369,4 @@ class JourneyBroadcastWorkflow:
             after = adm.next_after
             if workflow.info().get_current_history_length() > 5_000:
                 workflow.continue_as_new(msgspec.structs.replace(inp, after_pk=after, page=page, started=started,
-                                                                 fire_at=fire_at))
+                                                                 fire_at=fire_at, fired_at=fired_at))
