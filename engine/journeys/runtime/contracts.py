@@ -115,6 +115,13 @@ class BroadcastInput(msgspec.Struct, kw_only=True):
     # firings keep admitting everyone instead of silently narrowing to the zones at UTC+0.
     local_zones: bool = False
     send_queue: str | None = None  # given to every cohort it starts (CohortInput.send_queue)
+    # At most this many of its cohorts unfinished at once (the next page waits): a broadcast's memory in the
+    # worker and the server is the same at 1,000 or 1,000,000 customers. Four times a worker's send bound
+    # (TIDINGS_WORKER_MAX_COHORTS, 8) keeps the send queue full for up to four worker processes. 0: no bound.
+    cohorts_in_flight: int = 32
+    # Its own history holds every page it read and every cohort input it started (a 1,000-customer page is
+    # ~100 kB): past this size it waits for its cohorts and continues as new, well under the server's 50 MB.
+    history_bytes: int = 16 * 1024 * 1024
 
 
 class PageCall(msgspec.Struct, kw_only=True):
