@@ -85,6 +85,8 @@ async def test_broadcast_starts_a_cohort_only_when_fewer_than_its_bound_are_unfi
     # when Temporal started each cohort's workflow and when it closed
     ids = [w for _, w in sorted(rows(db, "select cohort, workflow_id from journey_cohort where journey_id = :j", j=jid))]
     assert len(ids) == 6
+    for w in ids:
+        await asyncio.wait_for(client.get_workflow_handle(w).result(), 60)
     described = [await client.get_workflow_handle(w).describe() for w in ids]
     spans = [(d.start_time, d.close_time) for d in described]
     # with 2 in flight, cohort k starts once cohort k-2 has closed
@@ -115,3 +117,25 @@ async def test_broadcast_continues_as_new_when_its_history_grows_and_mails_each_
     started = last_run.events[0].workflow_execution_started_event_attributes
     assert started.continued_execution_run_id, "the broadcast never continued as new"
     assert started.input.payloads, "the continued run got no input"
+
+
+async def test_a_broadcast_whose_cohorts_wait_starts_every_page_at_once(temporal_dev, runtime_db, dev_worker,
+                                                                        slow_sink):
+    """A cohort that sleeps (here 3 s; in a real journey days) would hold the next page back for as long:
+    journeys with a wait step are not bounded, their cohorts all start while the first still waits."""
+    db, client = runtime_db, temporal_dev.client
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    jid = f"nap-{uuid.uuid4().hex[:6]}"
+    pks = add_customers(db, workspace, [f"{jid}-{i}" for i in range(30)])
+    put_static_segment(db, workspace, "everyone", pks)
+    store.put_journey(db, workspace, BROADCAST.format(jid=jid).replace(
+        "steps:\n", "steps:\n  - {id: nap, wait: 3s}\n"))
+    await store.activate(client, db, workspace, jid, task_queue=dev_worker, page_size=10,
+                         broadcast={"cohorts_in_flight": 1})
+    await aeventually(lambda: sum(slow_sink.recipients[f"{jid}-{i}@example.com"] for i in range(30)) == 30, 90)
+    ids = [w for _, w in sorted(rows(db, "select cohort, workflow_id from journey_cohort where journey_id = :j", j=jid))]
+    for w in ids:  # every cohort has recorded its sends and closed
+        await asyncio.wait_for(client.get_workflow_handle(w).result(), 60)
+    spans = [((d := await client.get_workflow_handle(w).describe()).start_time, d.close_time) for w in ids]
+    assert len(spans) == 3 and spans[2][0] < spans[0][1], spans  # the last started before the first closed

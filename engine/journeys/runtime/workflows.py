@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from tidings.engine.journeys import ir
     from tidings.engine.journeys.runtime.contracts import (
         ENTRIES_READY, AdmissionInput, AdmitCall, Admitted, BroadcastInput, CohortInput, CohortResult, Group,
-        Member, PageCall, StepCall, StepResult, bucket,
+        Member, PageCall, StepCall, StepResult, bucket, cohorts_finish_promptly,
     )
 
 JOURNEY = SearchAttributeKey.for_keyword("TidingsJourney")
@@ -340,9 +340,10 @@ async def _start_cohort(workspace_id: int, adm: Admitted, poll_seconds: float | 
 @workflow.defn(name="JourneyBroadcast")
 class JourneyBroadcastWorkflow:
     """Snapshots the segment page by page and starts a cohort per page (up to `page_size` customers),
-    with at most `cohorts_in_flight` cohorts unfinished at once: the worker holds each running cohort (its
-    members, its sandbox) in memory, so a broadcast of any size costs the same memory. Histories from
-    before ("broadcast-bounded" not patched) start every cohort at once, as they did."""
+    with at most `cohorts_in_flight` cohorts unfinished at once when they finish promptly (no waits, no
+    quiet hours: cohorts_finish_promptly): the worker holds each running cohort (its members, its sandbox)
+    in memory, so a broadcast of any size costs the same memory. Histories from before ("broadcast-bounded"
+    not patched) start every cohort at once, as they did."""
 
     @workflow.run
     async def run(self, inp: BroadcastInput) -> int:
@@ -366,7 +367,7 @@ class JourneyBroadcastWorkflow:
             if adm.members:
                 handle = await _start_cohort(inp.workspace_id, adm, None, inp.send_queue)
                 started += len(adm.members)
-                if bounded and handle is not None:
+                if bounded and handle is not None and adm.ir is not None and cohorts_finish_promptly(adm.ir):
                     running.append(handle)
             if adm.next_after is None or adm.stopped:
                 return started
