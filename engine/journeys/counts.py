@@ -128,7 +128,8 @@ def progress(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int 
             journey_versions.c.version == version)).scalar()
         if text is None:
             raise NotFound(f"no version {version} of journey {journey_id!r}", field="version")
-        entry = JourneyIR.from_json(text).entry
+        j = JourneyIR.from_json(text)
+        entry = j.entry
         runs = dict(conn.execute(select(journey_runs.c.status, func.count()).where(
             journey_runs.c.workspace_id == workspace.id, journey_runs.c.journey_id == journey_id,
             journey_runs.c.version == version).group_by(journey_runs.c.status)).all())
@@ -152,7 +153,12 @@ def progress(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int 
     sent = by_status["sent"][1] if "sent" in by_status else 0
     recent_sent = int(by_status["sent"][2] or 0) if "sent" in by_status else 0
     first = min((r[3] for r in sent_rows if r[3] is not None), default=None)
-    settled = last_cohort is not None and now - last_cohort >= SETTLED_MS
+    # A broadcast whose cohorts finish promptly pages only as its cohorts end (at most 32 unfinished), so a
+    # pause in new cohorts means it is done only once no run is active either
+    from tidings.engine.journeys.runtime.contracts import cohorts_finish_promptly
+
+    paced = broadcast and cohorts_finish_promptly(j) and runs.get("active", 0) > 0
+    settled = last_cohort is not None and now - last_cohort >= SETTLED_MS and not paced
     total = entered if not broadcast or settled else max(entered, size)
     done_customers = min(total, max(finished, final_customers))
     pending = total - done_customers

@@ -256,11 +256,12 @@ def _segments_of(j: ir.JourneyIR) -> set[str]:
 
 async def activate(client, db: Engine, workspace, journey_id: str, *, task_queue: str = "tidings",
                    admission: AdmissionInput | None = None, send_queue: str | None = None,
-                   page_size: int | None = None) -> JourneyInfo:
+                   page_size: int | None = None, broadcast: dict[str, int] | None = None) -> JourneyInfo:
     """Start (or roll to the current version): triggers for event/segment entries plus the admission
     workflow; a broadcast workflow (now / at) or a Schedule (cron / every) for broadcasts. Idempotent.
     `send_queue`: the task queue of its send steps (Settings.send_task_queue; None: `task_queue`);
-    `page_size`: customers per broadcast cohort (default 1,000)."""
+    `page_size`: customers per broadcast cohort (default 1,000); `broadcast`: other BroadcastInput fields
+    to set (`cohorts_in_flight`, `history_bytes`)."""
     workspace_id = _ws(workspace)
     j = get_ir(db, workspace_id, journey_id)
     with writing(db) as conn:
@@ -272,7 +273,7 @@ async def activate(client, db: Engine, workspace, journey_id: str, *, task_queue
         audience.set_refs(conn, workspace_id, journey_id, _segments_of(j), active=True)
     if not _broadcast_done(db, workspace_id, j):
         await _start_temporal_side(client, installation_id(db), workspace_id, j, task_queue, admission, send_queue,
-                                   page_size)
+                                   page_size, broadcast)
     if previous and previous != j.version:
         await _delete_schedule(client, schedule_id(installation_id(db), workspace_id, journey_id, previous))
     return get_journey(db, workspace_id, journey_id)
@@ -298,7 +299,7 @@ def _broadcast_done(db: Engine, workspace_id: int, j: ir.JourneyIR) -> bool:
 
 async def _start_temporal_side(client, installation: str, workspace_id: int, j: ir.JourneyIR, task_queue: str,
                                admission: AdmissionInput | None, send_queue: str | None = None,
-                               page_size: int | None = None) -> None:
+                               page_size: int | None = None, broadcast: dict[str, int] | None = None) -> None:
     """What runs an active journey: the admission workflow (event and segment entries), a schedule
     (recurring broadcasts) or one broadcast workflow (once, maybe later)."""
     if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
@@ -311,6 +312,8 @@ async def _start_temporal_side(client, installation: str, workspace_id: int, j: 
     inp = BroadcastInput(workspace_id=workspace_id, journey_id=j.id, version=j.version, send_queue=send_queue)
     if page_size:
         inp.page_size = page_size
+    if broadcast:
+        inp = msgspec.structs.replace(inp, **broadcast)
     wf_id = broadcast_workflow_id(installation, workspace_id, j.id, j.version)
     plan = _broadcast_schedule(b, inp, j.settings.ends_at_epoch)
     if plan is not None:

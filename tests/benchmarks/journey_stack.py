@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from typing import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,24 +21,50 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 SINK = r"""
-import asyncio, json, sys, time
+import asyncio, json, os, re, sys, tempfile, time
 from aiosmtpd.controller import Controller
 state = {"n": 0, "first": 0.0, "last": 0.0, "rcpt": 0}
-accepted = []  # (recipient, wall-clock second the DATA was accepted): when the provider took the mail
+# Nothing grows with the mail in memory: each (recipient, wall-clock second its DATA was accepted) is appended
+# to a file (read back by "dump"), and bench customers c<i>@example.com are counted in a byte per customer.
+log = tempfile.NamedTemporaryFile("w", prefix="sink-accepted-", suffix=".tsv", delete=False)
+per_customer = bytearray()
+others = [0]
+CUSTOMER = re.compile(r"c(\d+)@example\.com")
+def count(rcpt):
+    m = CUSTOMER.fullmatch(rcpt)
+    if not m:
+        others[0] += 1
+        return
+    i = int(m.group(1))
+    if i >= len(per_customer):
+        per_customer.extend(bytes(max(i + 1 - len(per_customer), len(per_customer))))
+    per_customer[i] = min(255, per_customer[i] + 1)
 class H:
     async def handle_DATA(self, server, session, envelope):
         now = time.time()
         state["first"] = state["first"] or now
         state["n"] += 1; state["last"] = now; state["rcpt"] += len(envelope.rcpt_tos)
-        accepted.extend((r, now) for r in envelope.rcpt_tos)
+        for r in envelope.rcpt_tos:
+            log.write(f"{r}\t{now}\n")
+            count(r)
         return "250 OK"
 c = Controller(H(), hostname="127.0.0.1", port=int(sys.argv[1])); c.start()
 print("ready", flush=True)
-for line in sys.stdin:  # "?" -> the counts; "dump PATH" -> every (recipient, accepted at) as JSON
+for line in sys.stdin:  # "?" -> the counts; "dump PATH" -> every (recipient, accepted at) as JSON;
+    # "customers N" -> how many of c0..c<N-1> got no mail, one, more than one, and mails to other addresses
     if line.startswith("dump "):
-        with open(line[5:].strip(), "w") as f:
-            json.dump(accepted, f)
+        log.flush()
+        with open(log.name) as f, open(line[5:].strip(), "w") as out:
+            json.dump([(r, float(t)) for r, t in (l.rstrip("\n").split("\t") for l in f)], out)
+    if line.startswith("customers "):
+        n = int(line.split()[1])
+        seen = bytes(per_customer[:n]) + bytes(max(0, n - len(per_customer)))
+        none = seen.count(0); once = seen.count(1)
+        print(none, once, n - none - once, sum(per_customer[n:]) + others[0], flush=True)
+        continue
     print(state["n"], state["first"], state["last"], flush=True)
+c.stop()
+os.unlink(log.name)
 """
 
 
@@ -65,7 +93,19 @@ class Sink:
             self.proc.stdout.readline()
             return [tuple(x) for x in json.load(open(f.name))]
 
+    def per_customer(self, n: int) -> dict[str, int]:
+        """Of customers c0..c{n-1}: how many the sink got no mail for, one, more than one; and mails to others."""
+        self.proc.stdin.write(f"customers {n}\n")
+        self.proc.stdin.flush()
+        none, once, more, others = map(int, self.proc.stdout.readline().split())
+        return {"none": none, "once": once, "more": more, "others": others}
+
     def close(self) -> None:
+        self.proc.stdin.close()  # the sink removes its file of accepted mail
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
         self.proc.kill()
         self.proc.wait()
 
@@ -146,6 +186,75 @@ def process_name(pid: int) -> str:
     if "worker" in words[1:3]:
         return "tidings worker" + (f" {words[3]}" if len(words) > 3 and "-" not in words[3] else "")
     return " ".join(Path(w).name for w in words[:3])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children, their children...)."""
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in kB: resident now, and the peak resident set the kernel recorded."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    except OSError:
+        return 0, 0
+    kb = lambda k: int(fields.get(k, "0 kB").split()[0])  # noqa: E731
+    return kb("VmRSS"), kb("VmHWM")
+
+
+class RssMeter:
+    """Peak resident memory of each process of the stack, sampled every `every` seconds in a thread: the
+    kernel's own peak (VmHWM, exact between samples) per process, and the largest sampled VmRSS of each
+    named process together with everything it started (its process tree)."""
+
+    def __init__(self, roots: Callable[[], dict[str, int]], every: float = 1.0, alone: frozenset[str] = frozenset()):
+        self.roots, self.every, self.alone = roots, every, alone  # alone: names measured without their children
+        self.peak_hwm: dict[str, int] = {}
+        self.peak_tree: dict[str, int] = {}
+        self.samples: list[tuple[float, dict[str, int]]] = []  # (seconds since start, tree RSS kB by name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss-meter")
+
+    def sample(self) -> dict[str, int]:
+        trees = {}
+        for name, pid in self.roots().items():
+            total = 0
+            for p in [pid] if name in self.alone else [pid, *descendants(pid)]:
+                rss, hwm = memory_kb(p)
+                total += rss
+                label = name if p == pid else f"{name} > {process_name(p)}"
+                self.peak_hwm[label] = max(self.peak_hwm.get(label, 0), hwm)
+            trees[name] = total
+            self.peak_tree[name] = max(self.peak_tree.get(name, 0), total)
+        return trees
+
+    def _run(self) -> None:
+        t0 = time.monotonic()
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic() - t0, self.sample()))
+            self._stop.wait(self.every)
+
+    def start(self) -> "RssMeter":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()  # the last word, before the processes exit
+
+    def report(self) -> str:
+        rows = ["  peak RSS per process (VmHWM; tree = the process and its children, largest sampled VmRSS):"]
+        for label, kb in self.peak_hwm.items():
+            tree = f"   tree {self.peak_tree[label] / 1024:7.1f} MB" if label in self.peak_tree else ""
+            rows.append(f"    {label:<40} {kb / 1024:7.1f} MB{tree}")
+        return "\n".join(rows)
 
 
 class CpuMeter:

@@ -86,3 +86,38 @@ async def test_watch_shows_sent_pending_rate_eta_and_a_bar_while_a_broadcast_run
     code, out = await _stats(db, tmp_path, "--progress", "--json")
     p = json.loads(out)
     assert (p["total"], p["entered"], p["finished"], p["sent"], p["pending"], p["done"]) == (N, N, N, N, 0, True), p
+
+
+async def test_a_paced_broadcast_counts_its_whole_audience_while_a_cohort_sends_longer_than_ten_seconds(
+        temporal_dev, runtime_db, dev_worker):
+    """A broadcast whose cohorts only send pages as they finish (one cohort in flight here): its first cohort
+    of 20 sends at 1 message/s, so for 20 s no new cohort appears. Progress still counts all 40 customers,
+    not only the 20 admitted (a pause in new cohorts used to read as "admitted in full" after 10 s)."""
+    from tidings.engine.journeys.counts import SETTLED_MS, progress
+
+    db = runtime_db
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    put_channel(db, load_plugins(), workspace, "outbox", ChannelPut(rate_limit=1, channel_types=[ChannelType.EMAIL]))
+    add_customers(db, workspace, [f"q{i}" for i in range(40)])
+    create_segment(db, workspace, SegmentIn(id="everyone", name="Everyone", rule=True))
+    store.put_journey(db, workspace, BROADCAST)
+    await store.activate(temporal_dev.client, db, workspace, "promo", task_queue=dev_worker, page_size=20,
+                         broadcast={"cohorts_in_flight": 1})
+    try:
+        for _ in range(200):
+            p = progress(db, workspace, "promo")
+            if p.entered:
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(SETTLED_MS / 1000 + 2)  # the first cohort is older than SETTLED_MS, still sending
+        p = progress(db, workspace, "promo")
+        assert p.entered == 20 and 0 < p.sent < 20, p
+        assert p.total == 40 and p.pending >= 20 and not p.done, p
+    finally:
+        await store.stop(temporal_dev.client, db, workspace, "promo")
+        for _ in range(600):  # the cohort in flight finishes its send (<= 20 s) before the database goes
+            p = progress(db, workspace, "promo")
+            if p.entered == p.finished:
+                break
+            await asyncio.sleep(0.1)

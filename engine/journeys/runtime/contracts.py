@@ -119,6 +119,14 @@ class BroadcastInput(msgspec.Struct, kw_only=True):
     # The instant of this firing (epoch ms, workflow time: the schedule's nominal time, else the start),
     # carried over continue-as-new: a firing at or after the journey's `ends_at` admits nobody
     fired_at: int | None = None
+    # At most this many of its cohorts unfinished at once (the next page waits): a broadcast's memory in the
+    # worker and the server is the same at 1,000 or 1,000,000 customers. Four times a worker's send bound
+    # (TIDINGS_WORKER_MAX_COHORTS, 8) keeps the send queue full for up to four worker processes. 0: no bound.
+    # Only journeys whose cohorts finish promptly are bounded (cohorts_finish_promptly).
+    cohorts_in_flight: int = 32
+    # Its own history holds every page it read and every cohort input it started (a 1,000-customer page is
+    # ~100 kB): past this size it waits for its cohorts and continues as new, well under the server's 50 MB.
+    history_bytes: int = 16 * 1024 * 1024
 
 
 class PageCall(msgspec.Struct, kw_only=True):
@@ -158,6 +166,15 @@ class AdmissionInput(msgspec.Struct, kw_only=True):
     # together do not wake together) unless the entry watch signals first: the timer is a safety net.
     idle_seconds: float = 600.0
     send_queue: str | None = None  # given to every cohort it starts (CohortInput.send_queue)
+
+
+def cohorts_finish_promptly(j: JourneyIR) -> bool:
+    """Whether the journey's cohorts end as soon as their steps have run: no `wait` or `wait_for` step and no
+    quiet hours or sending hours to hold them. Only such broadcasts bound their cohorts in flight (a cohort that sleeps for two
+    days would hold the next page back for two days); the others start every page's cohort at once."""
+    sleeping = {"wait", "wait_for"}
+    return j.settings.quiet_hours is None and j.settings.sending_hours is None and not any(
+        n.__struct_config__.tag in sleeping for n in j.nodes.values())  # by tag: the test sandbox re-imports ir
 
 
 def bucket(journey_id: str, user_pk: int, step_id: str) -> float:

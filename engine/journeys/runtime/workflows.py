@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from tidings.engine.journeys import ir
     from tidings.engine.journeys.runtime.contracts import (
         ENTRIES_READY, AdmissionInput, AdmitCall, Admitted, BroadcastInput, CohortInput, CohortResult, Group,
-        Member, PageCall, StepCall, StepResult, bucket,
+        Member, PageCall, StepCall, StepResult, bucket, cohorts_finish_promptly,
     )
 
 JOURNEY = SearchAttributeKey.for_keyword("TidingsJourney")
@@ -323,22 +323,27 @@ class JourneyAdmissionWorkflow:
 
 
 async def _start_cohort(workspace_id: int, adm: Admitted, poll_seconds: float | None,
-                        send_queue: str | None) -> None:
+                        send_queue: str | None) -> workflow.ChildWorkflowHandle | None:
+    """Start the cohort's workflow; its handle (None when a retried broadcast or admission had started it)."""
     assert adm.ir is not None
     try:
-        await workflow.start_child_workflow(
+        return await workflow.start_child_workflow(
             "JourneyCohort",
             CohortInput(workspace_id=workspace_id, ir=adm.ir, cohort=adm.cohort,
                         groups=[Group(node=adm.ir.start, members=adm.members)], poll_seconds=poll_seconds,
                         send_queue=send_queue),
             id=adm.workflow_id, parent_close_policy=workflow.ParentClosePolicy.ABANDON)
     except WorkflowAlreadyStartedError:
-        pass  # a retried broadcast or admission: that cohort is already on its way
+        return None  # a retried broadcast or admission: that cohort is already on its way
 
 
 @workflow.defn(name="JourneyBroadcast")
 class JourneyBroadcastWorkflow:
-    """Snapshots the segment page by page and starts a cohort per page (up to `page_size` customers)."""
+    """Snapshots the segment page by page and starts a cohort per page (up to `page_size` customers),
+    with at most `cohorts_in_flight` cohorts unfinished at once when they finish promptly (no waits, no
+    quiet hours: cohorts_finish_promptly): the worker holds each running cohort (its members, its sandbox)
+    in memory, so a broadcast of any size costs the same memory. Histories from before ("broadcast-bounded"
+    not patched) start every cohort at once, as they did."""
 
     @workflow.run
     async def run(self, inp: BroadcastInput) -> int:
@@ -353,6 +358,8 @@ class JourneyBroadcastWorkflow:
         if fired_at is None:
             scheduled = info.typed_search_attributes.get(SCHEDULED_AT)
             fired_at = _ms(scheduled) if scheduled is not None else _ms(info.start_time)
+        bounded = inp.cohorts_in_flight > 0 and workflow.patched("broadcast-bounded")
+        running: list[asyncio.Task] = []  # a list, not a set: workflow.wait keeps its order on every replay
         while True:
             page += 1
             adm = await workflow.execute_activity(
@@ -362,11 +369,32 @@ class JourneyBroadcastWorkflow:
                                                    local_zones=inp.local_zones, now=fired_at),
                 result_type=Admitted, start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY)
             if adm.members:
-                await _start_cohort(inp.workspace_id, adm, None, inp.send_queue)
+                handle = await _start_cohort(inp.workspace_id, adm, None, inp.send_queue)
                 started += len(adm.members)
+                if bounded and handle is not None and adm.ir is not None and cohorts_finish_promptly(adm.ir):
+                    running.append(handle)
             if adm.next_after is None or adm.stopped:
                 return started
             after = adm.next_after
-            if workflow.info().get_current_history_length() > 5_000:
+            info = workflow.info()
+            if bounded:
+                await _at_most(running, inp.cohorts_in_flight - 1)  # room for the next page's cohort
+                if info.get_current_history_length() > 5_000 or info.get_current_history_size() > inp.history_bytes:
+                    await _at_most(running, 0)  # the next run cannot wait on this one's cohorts
+                    workflow.continue_as_new(msgspec.structs.replace(inp, after_pk=after, page=page,
+                                                                     started=started, fire_at=fire_at,
+                                                                     fired_at=fired_at))
+            elif info.get_current_history_length() > 5_000:
                 workflow.continue_as_new(msgspec.structs.replace(inp, after_pk=after, page=page, started=started,
                                                                  fire_at=fire_at, fired_at=fired_at))
+
+
+async def _at_most(running: list[asyncio.Task], limit: int) -> None:
+    """Wait until at most `limit` of the cohorts are unfinished. A failed cohort counts as finished: its
+    customers' runs say what happened, and the broadcast goes on."""
+    while len(running) > max(0, limit):
+        await workflow.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        for task in [t for t in running if t.done()]:
+            running.remove(task)
+            if not task.cancelled():
+                task.exception()  # retrieved: a failed cohort does not fail the broadcast
