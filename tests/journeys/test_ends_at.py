@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -31,8 +30,6 @@ def _count(db, sql: str, **kw):
         return conn.execute(text(sql), kw).scalar()
 
 
-def _mails(smtp_sink) -> Counter:
-    return Counter(r for _, rcpts, _ in smtp_sink.mails for r in rcpts)
 
 
 async def test_an_event_journey_refuses_entries_after_ends_at_and_lets_the_inside_finish(
@@ -56,7 +53,7 @@ steps:
     await store.activate(client, db, workspace, jid, task_queue=dev_worker)
     add_customers(db, workspace, ["early", "late"])
     ingest(db, workspace, [EventIn(name="signed_up", user_id="early")])
-    await aeventually(lambda: _mails(smtp_sink)["early@example.com"] == 1, 60)
+    await aeventually(lambda: smtp_sink.per_recipient()["early@example.com"] == 1, 60)
     while datetime.now(UTC) < end + timedelta(seconds=1):
         await asyncio.sleep(0.2)
     ingest(db, workspace, [EventIn(name="signed_up", user_id="late")])
@@ -65,7 +62,7 @@ steps:
     await aeventually(lambda: _count(db, "select count(*) from journey_run where journey_id = :j "
                                          "and status = 'completed'", j=jid) == 1, 60)
     await asyncio.sleep(1)
-    assert _mails(smtp_sink) == {"early@example.com": 2}
+    assert smtp_sink.per_recipient() == {"early@example.com": 2}
     assert _count(db, "select count(*) from journey_run where journey_id = :j", j=jid) == 1
     with db.connect() as conn:
         refused = [r[0] for r in conn.execute(text("select refused from journey_cohort where journey_id = :j"),
@@ -93,5 +90,5 @@ steps:
     over = broadcast_workflow_id(installation_id(db), workspace.id, "over", 1)
     assert await client.get_workflow_handle(over).result() == 0  # `over` ran, and started no cohort
     await asyncio.sleep(1)
-    assert _mails(smtp_sink) == {"ann@example.com": 1, "bob@example.com": 1}
+    assert smtp_sink.per_recipient() == {"ann@example.com": 1, "bob@example.com": 1}
     assert _count(db, "select count(*) from journey_run where journey_id = 'over'") == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import email
 import email.policy
 import time
+from collections import Counter
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -29,6 +30,15 @@ class Inbox:
 
     def to(self, address: str):
         return [email.message_from_bytes(c, policy=email.policy.default) for _, r, c in self.mails if address in r]
+
+    def per_recipient(self) -> Counter:
+        """recipient -> how many mails reached it."""
+        return Counter(r for _, rcpts, _ in self.mails for r in rcpts)
+
+    def per_recipient_and_subject(self) -> Counter:
+        """(recipient, subject) -> how many mails reached it."""
+        return Counter((r, email.message_from_bytes(c, policy=email.policy.default)["Subject"])
+                       for _, rcpts, c in self.mails for r in rcpts)
 
 
 @pytest.fixture

@@ -76,6 +76,20 @@ class KeyPair:
     secret: str
 
 
+def schedule_of(running_api, temporal_env, journey_id: str, version: int = 1):
+    """The Temporal schedule of a recurring journey's version in the acme workspace."""
+    from tidings.engine.journeys.runtime.contracts import schedule_id
+    from tidings.engine.platform.installation import installation_id
+    from tidings.engine.workspaces.service import find_workspace
+
+    db = make_engine(running_api.database_url)
+    try:
+        return temporal_env.client.get_schedule_handle(schedule_id(
+            installation_id(db), find_workspace(db, "acme").id, journey_id, version))
+    finally:
+        db.dispose()
+
+
 def make_key(database_url: str, workspace_name: str | None) -> KeyPair:
     db = make_engine(database_url)
     try:

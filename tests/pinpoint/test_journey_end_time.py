@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +17,7 @@ from tidings.engine.platform.db import make_engine
 from tidings.engine.platform.errors import InvalidInput
 from tests.eventually import aeventually
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
-from tests.pinpoint.conftest import temporal_settings
+from tests.pinpoint.conftest import schedule_of, temporal_settings
 
 
 @pytest.fixture
@@ -30,13 +29,6 @@ def _iso(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _mails(smtp_sink) -> Counter:  # noqa: F811
-    """(recipient, subject) -> how many mails the sink received."""
-    out: Counter = Counter()
-    for rcpt in sorted({r for _, rcpts, _ in smtp_sink.mails for r in rcpts}):
-        for m in smtp_sink.to(rcpt):
-            out[(rcpt, m["Subject"])] += 1
-    return out
 
 
 def _event_journey(name: str, template: str, end: str | None, *, wait: str | None = None) -> dict:
@@ -79,18 +71,18 @@ async def test_an_event_journey_admits_no_one_after_its_end_time_and_who_is_insi
     await call(pinpoint.create_journey, ApplicationId="acme", WriteJourneyRequest=_event_journey("Always", "always", None))
 
     await call(_sign_up, pinpoint, "ann")  # before the end: ann enters, and is mailed twice, 12 s apart
-    assert await aeventually(lambda: _mails(smtp_sink)[("ann@example.com", "Ending")] == 1, 60, every=0.2,
+    assert await aeventually(lambda: smtp_sink.per_recipient_and_subject()[("ann@example.com", "Ending")] == 1, 60, every=0.2,
                              threaded=True)
     while datetime.now(UTC) < datetime.fromisoformat(end) + timedelta(seconds=1):
         await asyncio.sleep(0.2)
     await call(_sign_up, pinpoint, "bob")  # after the end: bob enters only the control
-    assert await aeventually(lambda: _mails(smtp_sink)[("bob@example.com", "Always")] == 1, 60, every=0.2,
+    assert await aeventually(lambda: smtp_sink.per_recipient_and_subject()[("bob@example.com", "Always")] == 1, 60, every=0.2,
                              threaded=True)
     # ann, inside when the journey ended, finishes it: her second mail comes after the end
-    assert await aeventually(lambda: _mails(smtp_sink)[("ann@example.com", "Ending")] == 2, 60, every=0.2,
+    assert await aeventually(lambda: smtp_sink.per_recipient_and_subject()[("ann@example.com", "Ending")] == 2, 60, every=0.2,
                              threaded=True)
     await asyncio.sleep(2)  # any mail that must not come
-    assert _mails(smtp_sink) == {("ann@example.com", "Ending"): 2, ("ann@example.com", "Always"): 1,
+    assert smtp_sink.per_recipient_and_subject() == {("ann@example.com", "Ending"): 2, ("ann@example.com", "Always"): 1,
                                  ("bob@example.com", "Always"): 1}
 
 
@@ -122,6 +114,17 @@ def test_end_time_reads_back_converts_to_ends_at_and_bad_ones_are_refused(runnin
     assert names == ["Ends"]  # nothing written from a refused one
 
 
+def _pro_segment(pinpoint, *users: str) -> str:
+    """Mail endpoints of these users on the pro plan, and the id of a segment of pro users."""
+    for user in users:
+        pinpoint.update_endpoint(ApplicationId="acme", EndpointId=f"{user}-mail", EndpointRequest={
+            "ChannelType": "EMAIL", "Address": f"{user}@example.com",
+            "User": {"UserId": user, "UserAttributes": {"plan": ["pro"]}}})
+    return pinpoint.create_segment(ApplicationId="acme", WriteSegmentRequest={
+        "Name": "Pro", "Dimensions": {"UserAttributes": {"plan": {"AttributeType": "INCLUSIVE", "Values": ["pro"]}}}}
+    )["SegmentResponse"]["Id"]
+
+
 def _campaign(segment_id: str, schedule: dict) -> dict:
     return {"Name": "Hourly news", "SegmentId": segment_id, "Schedule": schedule,
             "MessageConfiguration": {"EmailMessage": {"Title": "News", "Body": "Hello {{User.UserId}}"}}}
@@ -129,18 +132,8 @@ def _campaign(segment_id: str, schedule: dict) -> dict:
 
 async def test_a_recurring_campaign_runs_no_more_after_its_end_time(smtp_sink, running_api, pinpoint, native,  # noqa: F811
                                                                     worker, temporal_env):
-    from tidings.engine.journeys.runtime.contracts import schedule_id
-    from tidings.engine.platform.installation import installation_id
-    from tidings.engine.workspaces.service import find_workspace
-
     call = asyncio.to_thread
-    for user in ("ann", "bob"):
-        await call(pinpoint.update_endpoint, ApplicationId="acme", EndpointId=f"{user}-mail", EndpointRequest={
-            "ChannelType": "EMAIL", "Address": f"{user}@example.com",
-            "User": {"UserId": user, "UserAttributes": {"plan": ["pro"]}}})
-    segment = (await call(pinpoint.create_segment, ApplicationId="acme", WriteSegmentRequest={
-        "Name": "Pro", "Dimensions": {"UserAttributes": {"plan": {"AttributeType": "INCLUSIVE", "Values": ["pro"]}}}}
-    ))["SegmentResponse"]["Id"]
+    segment = await call(_pro_segment, pinpoint, "ann", "bob")
     now = datetime.now(UTC)
     # it started half an hour ago (its next hourly run is in half an hour) and ends in 10 s
     start, end = _iso((now - timedelta(minutes=30)).replace(second=0)), _iso(now + timedelta(seconds=10))
@@ -162,12 +155,7 @@ async def test_a_recurring_campaign_runs_no_more_after_its_end_time(smtp_sink, r
         segment, {"StartTime": start, "Frequency": "HOURLY", "EndTime": end})))["CampaignResponse"]
     assert created["Schedule"]["EndTime"] == end
     assert f'ends_at: "{end}"' in (await call(native.get, f"/v1/journeys/{created['Id']}")).json()["yaml"]
-    db = make_engine(running_api.database_url)
-    try:
-        sched = temporal_env.client.get_schedule_handle(schedule_id(
-            installation_id(db), find_workspace(db, "acme").id, created["Id"], 1))
-    finally:
-        db.dispose()
+    sched = schedule_of(running_api, temporal_env, created["Id"])
     assert (await sched.describe()).schedule.spec.end_at == datetime.fromisoformat(end)  # Temporal stops firing
 
     await sched.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL)  # a run before the end: everyone is mailed
@@ -186,7 +174,7 @@ async def test_a_recurring_campaign_runs_no_more_after_its_end_time(smtp_sink, r
     late = (await runs())[-1]
     assert await temporal_env.client.get_workflow_handle(late).result() == 0  # it started no cohort
     await asyncio.sleep(1)
-    assert _mails(smtp_sink) == {("ann@example.com", "News"): 1, ("bob@example.com", "News"): 1}
+    assert smtp_sink.per_recipient_and_subject() == {("ann@example.com", "News"): 1, ("bob@example.com", "News"): 1}
 
 
 async def test_an_event_campaign_sends_nothing_for_events_after_its_end_time(smtp_sink, running_api, pinpoint,  # noqa: F811
@@ -196,13 +184,7 @@ async def test_an_event_campaign_sends_nothing_for_events_after_its_end_time(smt
     from sqlalchemy import text
 
     call = asyncio.to_thread
-    for user in ("ann", "bob"):
-        await call(pinpoint.update_endpoint, ApplicationId="acme", EndpointId=f"{user}-mail", EndpointRequest={
-            "ChannelType": "EMAIL", "Address": f"{user}@example.com",
-            "User": {"UserId": user, "UserAttributes": {"plan": ["pro"]}}})
-    segment = (await call(pinpoint.create_segment, ApplicationId="acme", WriteSegmentRequest={
-        "Name": "Pro", "Dimensions": {"UserAttributes": {"plan": {"AttributeType": "INCLUSIVE", "Values": ["pro"]}}}}
-    ))["SegmentResponse"]["Id"]
+    segment = await call(_pro_segment, pinpoint, "ann", "bob")
     end = _iso(datetime.now(UTC) + timedelta(seconds=6))
     created = (await call(pinpoint.create_campaign, ApplicationId="acme", WriteCampaignRequest=_campaign(segment, {
         "StartTime": "IMMEDIATE", "Frequency": "EVENT", "EndTime": end, "EventFilter": {
@@ -215,7 +197,7 @@ async def test_an_event_campaign_sends_nothing_for_events_after_its_end_time(smt
             f"{user}-buy-{n}": {"EventType": "purchase",
                                 "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}}}})
     await call(buy, "ann", 1)
-    assert await aeventually(lambda: _mails(smtp_sink)[("ann@example.com", "News")] == 1, 60, every=0.2, threaded=True)
+    assert await aeventually(lambda: smtp_sink.per_recipient_and_subject()[("ann@example.com", "News")] == 1, 60, every=0.2, threaded=True)
     while datetime.now(UTC) < datetime.fromisoformat(end) + timedelta(seconds=1):
         await asyncio.sleep(0.2)
     await call(buy, "ann", 2)
@@ -233,4 +215,4 @@ async def test_an_event_campaign_sends_nothing_for_events_after_its_end_time(smt
     finally:
         db.dispose()
     await asyncio.sleep(1)
-    assert _mails(smtp_sink) == {("ann@example.com", "News"): 1}
+    assert smtp_sink.per_recipient_and_subject() == {("ann@example.com", "News"): 1}

@@ -5,15 +5,13 @@ journey's Temporal schedule rather than waited for."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 
 import pytest
 from temporalio.client import ScheduleOverlapPolicy
 
-from tidings.engine.platform.db import make_engine
 from tests.eventually import aeventually
 from tests.messaging.conftest import smtp_sink  # noqa: F401  (a real SMTP server, the default EMAIL channel)
-from tests.pinpoint.conftest import temporal_settings
+from tests.pinpoint.conftest import schedule_of, temporal_settings
 
 
 @pytest.fixture
@@ -21,8 +19,6 @@ def settings(tmp_path, database_url, temporal_env, smtp_sink):  # noqa: F811  (t
     return temporal_settings(tmp_path, database_url, temporal_env)
 
 
-def _mails(smtp_sink) -> Counter:  # noqa: F811
-    return Counter(r for _, rcpts, _ in smtp_sink.mails for r in rcpts)
 
 
 def _pro(pinpoint, user: str) -> None:
@@ -33,10 +29,6 @@ def _pro(pinpoint, user: str) -> None:
 
 async def test_a_refreshing_journey_mails_the_members_now_and_the_new_ones_at_each_refresh(
         smtp_sink, running_api, pinpoint, native, worker, temporal_env):  # noqa: F811
-    from tidings.engine.journeys.runtime.contracts import schedule_id
-    from tidings.engine.platform.installation import installation_id
-    from tidings.engine.workspaces.service import find_workspace
-
     call = asyncio.to_thread
     await call(_pro, pinpoint, "ann")
     segment = (await call(pinpoint.create_segment, ApplicationId="acme", WriteSegmentRequest={
@@ -50,21 +42,16 @@ async def test_a_refreshing_journey_mails_the_members_now_and_the_new_ones_at_ea
         "Activities": {"hello": {"EMAIL": {"TemplateName": "news"}}}}))["JourneyResponse"]
     assert created["RefreshFrequency"] == "PT1H"
     assert "refresh: \"1h\"" in (await call(native.get, f"/v1/journeys/{created['Id']}")).json()["yaml"]
-    assert await aeventually(lambda: _mails(smtp_sink) == {"ann@example.com": 1}, 60, every=0.2, threaded=True)
+    assert await aeventually(lambda: smtp_sink.per_recipient() == {"ann@example.com": 1}, 60, every=0.2, threaded=True)
 
     await call(_pro, pinpoint, "bob")  # joins the segment after the start
-    db = make_engine(running_api.database_url)
-    try:
-        sched = temporal_env.client.get_schedule_handle(schedule_id(
-            installation_id(db), find_workspace(db, "acme").id, created["Id"], 1))
-    finally:
-        db.dispose()
+    sched = schedule_of(running_api, temporal_env, created["Id"])
     # the hourly refresh, now; ALLOW_ALL: not skipped while the activation's run is still finishing. A scheduled
     # run's workflow id is its start to the second: one more in the same second would be taken for a retry of it
     await asyncio.sleep(1.1)
     await sched.trigger(overlap=ScheduleOverlapPolicy.ALLOW_ALL)
-    assert await aeventually(lambda: _mails(smtp_sink)["bob@example.com"] == 1, 60, every=0.2, threaded=True)
+    assert await aeventually(lambda: smtp_sink.per_recipient()["bob@example.com"] == 1, 60, every=0.2, threaded=True)
     await asyncio.sleep(2)  # any mail that must not come: ann already entered
-    assert _mails(smtp_sink) == {"ann@example.com": 1, "bob@example.com": 1}
+    assert smtp_sink.per_recipient() == {"ann@example.com": 1, "bob@example.com": 1}
     got = (await call(pinpoint.get_journey, ApplicationId="acme", JourneyId=created["Id"]))["JourneyResponse"]
     assert got["RefreshFrequency"] == "PT1H" and got["StartCondition"] == created["StartCondition"]
