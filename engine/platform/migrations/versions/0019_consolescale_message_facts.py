@@ -57,6 +57,9 @@ def upgrade() -> None:
                    "WHEN substr(old.name, 1, 1) = '_' BEGIN "
                    "DELETE FROM message_fact WHERE event_pk = old.id; END")
     else:
+        # Writers of other processes (a rolling deploy's old workers) wait from here to the commit: an event
+        # committed between the copy and CREATE TRIGGER would be in neither. SQLite has a single writer.
+        op.execute("LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE")
         op.execute(f"INSERT INTO message_fact ({COLUMNS}) SELECT {_postgresql_values('event')} FROM event "
                    "WHERE left(event.name, 1) = '_'")
         op.execute("CREATE FUNCTION tidings_message_fact() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
