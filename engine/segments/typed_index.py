@@ -13,7 +13,7 @@ import hashlib
 import itertools
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, and_, delete, select
+from sqlalchemy import Connection, and_, delete, select, text
 
 from tidings.engine.platform.db import bulk_insert
 from tidings.engine.customers.tables import users
@@ -210,6 +210,13 @@ def ensure_scan_index(conn: Connection, workspace_id: int, needed: set[str], lea
     if conn.dialect.name == "postgresql":
         if not _pg_entry_fits(columns, path_of_slot or {}):
             return None
+        # Two first evaluations of one rule at once would both pass IF NOT EXISTS, and the second's CREATE
+        # INDEX then fails on the catalog's unique name when the first commits. They queue here instead;
+        # the one that waited finds the index the other made (read committed: a new snapshot per statement).
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:table))"), {"table": table})
+        for name, have_columns in scan_indexes(conn, workspace_id).items():
+            if serves(have_columns, needed, seekable):
+                return name
         for slot in sorted({int(c[1:]) for c in columns}):  # the rare rows' branch of the scan reads these
             rare_index(conn, workspace_id, slot)
         name = scan_index_name(workspace_id, columns, "postgresql")
