@@ -1,6 +1,6 @@
-"""A journey's `custom_channel` step (Pinpoint's custom-channel payload, up to 50 endpoints a POST, sent by the
-webhook channel) to 400 endpoints, and its `tidings worker` process (the real CLI) SIGKILLed while one POST
-is in flight; a new worker takes over. Counted: the endpoint ids a real HTTP receiver on loopback got, per
+"""A journey's `custom_channel` step (Pinpoint's custom-channel payload, up to 50 endpoints a POST, sent by
+the webhook channel) to 450 endpoints of 150 customers, and its `tidings worker` process (the real CLI)
+SIGKILLed while one POST is in flight; a new worker takes over. Counted: the endpoint ids a real HTTP receiver on loopback got, per
 POST and per endpoint.
 
 The receiver holds the third POST until the test has killed the worker that sent it, so the kill lands in
