@@ -183,7 +183,8 @@ async def test_worker_killed_mid_custom_channel_post_resends_only_that_post(faul
                                  home=tmp_path / "home", queue=queue), tmp_path)
     try:
         first = workers.start()
-        await store.activate(temporal_dev.client, db, workspace, "partner", task_queue=queue)
+        # one cohort of everyone: one send activity, its POSTs one after the other
+        await store.activate(temporal_dev.client, db, workspace, "partner", task_queue=queue, page_size=CUSTOMERS)
         await aeventually(receiver.holding.is_set, 90, "the third POST to reach the receiver")
         first.kill()  # SIGKILL, while its POST is held by the receiver
         first.wait()
