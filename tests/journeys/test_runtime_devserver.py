@@ -208,7 +208,7 @@ async def _backfill(client, db, workspace_id, jid, start, end, firings: int) -> 
                                            overlap=ScheduleOverlapPolicy.ALLOW_ALL))
     prefix = broadcast_workflow_id(installation_id(db), workspace_id, jid, 1)
     query = f"WorkflowId STARTS_WITH '{prefix}' AND ExecutionStatus = 'Completed'"
-    done, give_up = 0, time.monotonic() + 60
+    done, give_up = 0, time.monotonic() + 180  # 57-62 broadcasts on a loaded 2-core box
     while done < firings:
         assert time.monotonic() < give_up, f"{done} of {firings} broadcasts finished"
         await asyncio.sleep(0.2)
