@@ -235,8 +235,8 @@ async def deliver(db: Engine, plugins, workspace_id: int, units: list[Unit], *, 
     outcomes: list[SendOutcome | None] = [u.outcome for u in units]
     todo = [i for i, u in enumerate(units) if u.outcome is None]
     if not todo:
-        if claim is not None or finish is not None:
-            await write(db, lambda conn: _claim_and_finish(conn, claim, finish, outcomes))
+        if claim is not None or finish is not None or _unsendable_keys(units):
+            await write(db, lambda conn: _claim_and_finish(conn, claim, finish, outcomes, workspace_id, units))
         return outcomes  # type: ignore[return-value]
     pending: list[_Pending] = []  # filled by _render
     failures: dict[int, TemplateRenderError] = {}
@@ -300,11 +300,34 @@ def _render(workspace_id: int, units: list[Unit], todo: list[int], links: "Links
         pending += [_Pending(i, t, out.message_id, out) for t, out in zip(u.targets, built)]
 
 
-def _claim_and_finish(conn: Connection, claim, finish, outcomes) -> None:
+def _claim_and_finish(conn: Connection, claim, finish, outcomes, workspace_id: int, units: list[Unit]) -> None:
     if claim is not None:
         claim(conn)
+    keys = _unsendable_keys(units)
+    if keys:
+        _close_untargeted_rows(conn, _rows_of_keys(conn, workspace_id, keys), set(), [], units)
     if finish is not None:
         finish(conn, outcomes)
+
+
+def _unsendable_keys(units: list[Unit]) -> list[str]:
+    """The keys of customers found with no endpoint to send to: an earlier attempt may have left rows open."""
+    return [u.key for u in units if u.outcome is not None and u.user_pk is not None
+            and u.outcome.status in ("opted_out", "no_endpoint")]
+
+
+def _close_untargeted_rows(conn: Connection, rows: _KeyRows, skip: set[str], pending: list[_Pending],
+                           units: list[Unit]) -> None:
+    """Fail the open rows of resumed keys whose endpoint this call no longer sends to: it opted out or was
+    deleted after the first attempt wrote its row. Nothing else would ever close them (a journey send is
+    resumed only by its cohort, which now skips that endpoint)."""
+    targeted = {(units[p.unit].key, p.target.endpoint) for p in pending}
+    stale = [r[2] for key, eps in rows.items() if key not in skip for endpoint, r in eps.items()
+             if r[1] in OPEN and (key, endpoint) not in targeted]
+    if stale:
+        conn.execute(messages.update().where(messages.c.id.in_(stale)).values(
+            status="failed", permanent=True, next_attempt_at=None, content=None, updated_at=now_ms(),
+            error="opted_out: the endpoint opted out or was deleted before the message could be delivered"))
 
 
 def _claim_and_write_queued(conn: Connection, claim, *args) -> _Claimed:
@@ -431,9 +454,12 @@ def _write_queued(conn: Connection, plugins, workspace_id: int, units: list[Unit
     channel."""
     now = now_ms()
     routes = routes_for(conn, plugins, workspace_id, sorted({units[i].channel_type for i in todo}))
-    rows = _rows_of_keys(conn, workspace_id, list(dict.fromkeys(units[i].key for i in todo)))
+    unsendable = _unsendable_keys(units)
+    rows = _rows_of_keys(conn, workspace_id, list(dict.fromkeys([*(units[i].key for i in todo), *unsendable])))
     earlier, prior = _handled_before(rows)
     _resume_open_rows(conn, units, pending, rows, earlier, owner)
+    # a unit whose template failed keeps its rows as they were (it is reported as render_failed)
+    _close_untargeted_rows(conn, rows, set(earlier) | {units[i].key for i in failures}, pending, units)
     _insert_fresh_rows(conn, workspace_id, units, [p for p in pending if units[p.unit].key not in rows], earlier,
                        routes, now, owner)
     store_events(conn, workspace_id, [_failure_event(workspace_id, units[i], exc, routes, now) for i, exc in failures.items()

@@ -139,3 +139,34 @@ async def test_a_resumed_send_skips_rows_already_sent_and_resends_the_open_one(a
     assert [m[1] for m in smtp_sink.mails] == [["work@example.com"]], "the sent row is not sent again"
     assert smtp_sink.parsed()["X-Tidings-Message-Id"] == work
     assert api.get(f"/v1/messages/{work}").json()["status"] == "sent"
+
+
+async def test_an_endpoint_opted_out_while_its_send_was_open_is_closed_not_left_waiting(api, db, settings, workspace,
+                                                                                        smtp_sink, monkeypatch):
+    """A send left open (provider down: both rows `retrying`); before the journey comes back, one endpoint
+    opts out, then the other customer's every endpoint does. The resumed send delivers only to endpoints
+    still subscribed, and the opted-out endpoints' rows end `failed` (opted out), not `retrying` for ever
+    (which the messages feed and the journey's pending count would show)."""
+    from tests.messaging.conftest import free_port
+
+    seed(api, "ana", endpoints=[("ana-home", "EMAIL", "home@example.com"), ("ana-work", "EMAIL", "work@example.com")])
+    seed(api, "bob", endpoints=[("bob-home", "EMAIL", "bob@example.com")])
+    sends = [JourneySend(user_pk=user_pk(db, "ana"), idempotency_key="wf-9/hello/ana"),
+             JourneySend(user_pk=user_pk(db, "bob"), idempotency_key="wf-9/hello/bob")]
+    real_port = smtp_sink.port
+    monkeypatch.setenv("TIDINGS_SMTP_PORT", str(free_port()))  # down: every row retrying
+    first = await step(db, settings, workspace, sends)
+    assert [o.status for o in first] == ["retrying", "retrying"]
+    (home, work), (bob,) = first[0].message_ids, first[1].message_ids
+    for endpoint_id, address, user_id in (("ana-work", "work@example.com", "ana"), ("bob-home", "bob@example.com", "bob")):
+        assert api.put(f"/v1/endpoints/{endpoint_id}", json={"channel": "EMAIL", "address": address, "user_id": user_id,
+                                                             "opt_out": True}).status_code == 200
+    monkeypatch.setenv("TIDINGS_SMTP_PORT", str(real_port))  # back
+    again = await step(db, settings, workspace, sends)
+    assert [o.status for o in again] == ["sent", "opted_out"]
+    assert [m[1] for m in smtp_sink.mails] == [["home@example.com"]]
+    for mid, status in ((home, "sent"), (work, "failed"), (bob, "failed")):
+        msg = api.get(f"/v1/messages/{mid}").json()
+        assert msg["status"] == status and msg["next_attempt_at"] is None, msg
+        if status == "failed":
+            assert msg["error"].startswith("opted_out"), msg
