@@ -1,7 +1,7 @@
 """A new segment over N customers whose attribute paths were never indexed, then its full evaluation vs a
 plain JSON scan of the same rows, same run; SQLite, or a fresh schema of `--database-url` (PostgreSQL).
 
-    PYTHONPATH=. python tests/benchmarks/bench_full_eval.py [N] [--database-url postgresql://...]   (N: 1,000,000)
+    PYTHONPATH=. python tests/benchmarks/bench_full_eval.py [N] [--database-url postgresql://...] [--keep NAME]   (N: 1,000,000)
 
 Customers are generated in SQL (a recursive counter on SQLite, generate_series on PostgreSQL). Then:
 1. the segment is saved through the service (`create_segment`, the API's path) with the 5-condition rule:
@@ -10,7 +10,10 @@ Customers are generated in SQL (a recursive counter on SQLite, generate_series o
 2. the typed index is filled by the set-based backfill (segments/backfill.py), batch by batch as the
    saving process's thread would (timed: "backfill");
 3. full evaluation from the filled index vs the plain scan (SQLite json_extract, PostgreSQL ->>), best of
-   3 each, alternating, member sets compared.
+   5 each, alternating, member sets compared.
+
+`--keep NAME` (a PostgreSQL schema, or a SQLite file) keeps the database: the next run reuses its customers
+(generating 1M takes a few minutes) and starts again from no segment and no indexed path.
 """
 from __future__ import annotations
 
