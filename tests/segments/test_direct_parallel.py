@@ -1,5 +1,5 @@
 """PostgreSQL: a new segment's first answer (the direct evaluation over the customers' jsonb, while its paths
-are indexed) can run as a parallel scan. A correlated subquery anywhere in it (the kind of an array used to
+are indexed) can run as a parallel scan. A correlated subquery in its prefilters (the kind of an array used to
 test its items with EXISTS over jsonb_array_elements) makes PostgreSQL plan the whole scan serially: at
 1,000,000 customers that scan was the largest part of a 19 s first answer."""
 from __future__ import annotations
