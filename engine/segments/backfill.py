@@ -41,11 +41,14 @@ BATCH = 20_000  # customers per backfill transaction
 # fill in a thread of the process that saved the segment (else only the worker's segment clock fills)
 IN_PROCESS = os.environ.get("TIDINGS_BACKFILL_IN_PROCESS", "1") != "0"
 SYNC_FILL_ROWS = 20_000  # a workspace with at most this many customers is filled inside the saving transaction
-LOCK_CLASS = 7_311_401  # first key of the PostgreSQL advisory lock (the workspace id is the second)
+# First key of the PostgreSQL advisory lock (the workspace id is the second): advisory locks are per database,
+# so the key names the schema too, else workspace 1 of every Tidings schema on one server would share a lock.
+LOCK_CLASS = "hashtext('tidings.segments:' || current_schema())"
 
 _SPACES = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())  # what str.strip() removes
 _FOLDS = ("\u0130", "\u0131")  # characters re.IGNORECASE matches to 'i' (documents._NONNUM_WORDS)
 MAX_EXACT = 9007199254740992
+_NOT_ALL_STRINGS = 'strict $[*] ? (@.type() != "string")'  # an array item that is not a string
 _NUMERIC_RE = r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$"  # documents._NUMERIC (a whole string)
 JSON_GROUPS = {"u": ("attributes", "metrics"), "e": ("attributes", "metrics", "demographic", "location")}
 TEXT_COLUMNS = {"u": ("user_id", "timezone", "locale"), "e": ("endpoint_id", "channel", "address")}
@@ -57,13 +60,13 @@ def write_guard(conn: Connection, workspace_id: int) -> None:
     """Before a customer write reads the workspace's segments (PostgreSQL): waits for a registration or a
     backfill batch in progress; held to the end of the write's transaction."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%s, %s)", (LOCK_CLASS, int(workspace_id)))
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({LOCK_CLASS}, %s)", (int(workspace_id),))
 
 
 def exclusive(conn: Connection, workspace_id: int) -> None:
     """Registering paths and backfill batches: no customer write of the workspace runs meanwhile."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, int(workspace_id)))
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, %s)", (int(workspace_id),))
 
 
 # ---- classification in SQL ----------------------------------------------------------------------
@@ -109,7 +112,9 @@ def source_columns(dialect: str, scope: str, path: str, alias: str, p: Param) ->
     col = f"{alias}.{group}"
     if dialect == "postgresql":
         v = f"({col} -> {p(key)})"
-        return f"jsonb_typeof({v})", v, f"({v} #>> '{{}}')"
+        # the text straight from the document (->>), not from the value extracted first (v #>> '{}'): the
+        # same text, without copying the value out; it is read several times per row by the kind's CASE
+        return f"jsonb_typeof({v})", v, f"({col} ->> {p(key)})"
     if '"' in key or "\\" in key:
         return "'odd'", "NULL", "NULL"  # a key SQLite's JSON path cannot quote: Python classifies
     jp = p(f'$."{key}"')
@@ -168,8 +173,10 @@ def value_kind(dialect: str, ty: str, v: str, s: str, p: Param, dates: bool = Tr
                 f"WHEN 'number' THEN (CASE WHEN length({s}) > 30 THEN '?' WHEN abs({num}) > {MAX_EXACT} THEN 'x' "
                 f"WHEN {num} <> 0 AND abs({num}) < 1e-300 THEN '?' ELSE 'n' END) "
                 f"WHEN 'string' THEN {string_kind(dialect, s, p, dates)} "
-                f"WHEN 'array' THEN (CASE WHEN EXISTS (SELECT 1 FROM jsonb_array_elements({v}) ae "
-                f"WHERE jsonb_typeof(ae) <> 'string') THEN 'x' ELSE 'l' END) "
+                # a jsonpath, not EXISTS over jsonb_array_elements: a correlated subquery keeps the whole scan
+                # out of a parallel plan (strict: lax mode would unwrap a nested array into its strings)
+                f"WHEN 'array' THEN (CASE WHEN jsonb_path_exists({v}, CAST({p(_NOT_ALL_STRINGS)} AS jsonpath)) THEN 'x' "
+                f"ELSE 'l' END) "
                 f"WHEN 'object' THEN 'x' WHEN 'date' THEN '?' WHEN 'odd' THEN '?' END)")
     return (f"(CASE {ty} WHEN 'true' THEN 'b' WHEN 'false' THEN 'b' "
             f"WHEN 'integer' THEN (CASE WHEN {v} > {MAX_EXACT} OR {v} < -{MAX_EXACT} THEN 'x' ELSE 'n' END) "

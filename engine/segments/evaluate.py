@@ -371,8 +371,14 @@ def _pg_wide_query(conn: Connection, workspace_id: int, seg: Compiled, ctx: Ctx,
             prefilters = _by_selectivity(conn, ctx, seg.logic, table)
             return full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters), ctx.params
     rare_in = ", ".join(f"'{k}'" for k in paths.RARE_KINDS)
-    no_rare = Prefilter(" AND ".join(f"(w.k{s} IS NULL OR w.k{s} NOT IN ({rare_in}))" for s in rule_slots), False, -1)
-    some_rare = Prefilter(" OR ".join(f"w.k{s} IN ({rare_in})" for s in rule_slots), False, -1)
+    some_rare_cond = " OR ".join(f"w.k{s} IN ({rare_in})" for s in rule_slots)
+    # Where no slot of the rule holds a rare kind at all (the usual case), one test per statement (an
+    # uncorrelated subquery, run once through the partial indexes) answers for every row; testing each
+    # row's kinds instead cost a third of the index-only scan at 1M customers.
+    none_rare = f"(SELECT NOT EXISTS (SELECT 1 FROM {table} w WHERE {some_rare_cond}))"
+    per_row = " AND ".join(f"(w.k{s} IS NULL OR w.k{s} NOT IN ({rare_in}))" for s in rule_slots)
+    no_rare = Prefilter(f"{none_rare} OR ({per_row})", False, -1)
+    some_rare = Prefilter(some_rare_cond, False, -1)
     main = full_query(seg.logic, seg.facts, common, wide_table=table, prefilters=[*common_prefilters, no_rare])
     rare = full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=[*prefilters, some_rare])
     return f"{main} UNION ALL {rare}", ctx.params
@@ -464,10 +470,33 @@ def evaluate_full(conn: Connection, workspace_id: int, seg: Compiled, now: int |
     """Full evaluation of one segment; returns (entered, exited)."""
     now = now or now_ms()
     with SEGMENT_EVALUATION.labels("full").time():
+        if not record_events and not _has_members(conn, workspace_id, seg.id):
+            return _insert_new_members(conn, workspace_id, seg, now), 0
         members = full_members(conn, workspace_id, seg, now)
         current = set(conn.execute(select(segment_members.c.user_pk).where(
             segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == seg.id)).scalars())
         return apply_changes(conn, workspace_id, seg.id, members - current, current - members, now, record_events)
+
+
+def _has_members(conn: Connection, workspace_id: int, segment_id: str) -> bool:
+    return conn.execute(select(segment_members.c.user_pk).where(
+        segment_members.c.workspace_id == workspace_id, segment_members.c.segment_id == segment_id).limit(1)).first() is not None
+
+
+def _insert_new_members(conn: Connection, workspace_id: int, seg: Compiled, now: int) -> int:
+    """A segment without members yet and no events to record (a new one): its members in one INSERT of one
+    array parameter (PostgreSQL unnest, SQLite json_each) rather than statements of 8,000 rows of bound values each (at
+    1M customers those were a quarter of a new segment's first answer). The scan stays a plain SELECT: a
+    data-modifying statement around it would keep it out of a parallel plan. Returns how many entered."""
+    members = sorted(full_members(conn, workspace_id, seg, now))
+    pks: list[int] | str = members
+    source = "unnest(CAST(:pks AS BIGINT[])) m(pk)"
+    if conn.dialect.name != "postgresql":  # SQLite: the same as one JSON array
+        source, pks = "(SELECT value AS pk FROM json_each(:pks)) m", msgspec.json.encode(members).decode()
+    conn.execute(text(f"INSERT INTO segment_member (workspace_id, segment_id, user_pk, since) "
+                      f"SELECT :ws, :seg, m.pk, :now FROM {source}"),
+                 {"ws": workspace_id, "seg": seg.id, "now": now, "pks": pks})
+    return len(members)
 
 
 def evaluate_many_full(conn: Connection, workspace_id: int, ids: set[str], now: int | None = None,

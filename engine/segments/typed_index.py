@@ -213,7 +213,9 @@ def ensure_scan_index(conn: Connection, workspace_id: int, needed: set[str], lea
         # Two first evaluations of one rule at once would both pass IF NOT EXISTS, and the second's CREATE
         # INDEX then fails on the catalog's unique name when the first commits. They queue here instead;
         # the one that waited finds the index the other made (read committed: a new snapshot per statement).
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:table))"), {"table": table})
+        # (keyed by schema and table: advisory locks are per database, and every schema has a cv_wide_1)
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('tidings.scan_index:' || current_schema()), "
+                          "hashtext(:table))"), {"table": table})
         for name, have_columns in scan_indexes(conn, workspace_id).items():
             if serves(have_columns, needed, seekable):
                 return name
