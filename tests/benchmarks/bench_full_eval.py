@@ -18,11 +18,12 @@ import argparse
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
+
+from tests.benchmarks.bench_database import add_database_argument, bench_database
 
 from tidings.engine.platform.db import make_engine, migrate
 from tidings.engine.wiring import wire
@@ -80,25 +81,13 @@ def timed(fn):
 @contextmanager
 def database(url: str | None):
     """A SQLite file in a temporary folder, or a fresh schema of the PostgreSQL at `url` (dropped after)."""
-    admin = schema = None
-    if not url:
-        url = f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"
-    else:
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        admin = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    db = make_engine(url)
-    try:
-        migrate(db)
-        yield db
-    finally:
-        db.dispose()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
+    with bench_database(url, Path(tempfile.mkdtemp()), "bench.db") as url:
+        db = make_engine(url)
+        try:
+            migrate(db)
+            yield db
+        finally:
+            db.dispose()
 
 
 def analyze(db, tables: list[str]) -> None:
@@ -152,6 +141,6 @@ def main(n: int, url: str | None) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=1_000_000)
-    ap.add_argument("--database-url", default=None, help="PostgreSQL (a fresh schema is used); default SQLite")
+    add_database_argument(ap)
     args = ap.parse_args()
     sys.exit(main(args.n, args.database_url))
