@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 
 def add_database_argument(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +60,19 @@ def bench_database(url: str | None, folder: Path, filename: str = "tidings.db") 
             db.dispose()
         yield ours
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        _drop(admin, schema)
         admin.dispose()
+
+
+def _drop(admin, schema: str) -> None:
+    """DROP SCHEMA, again after a deadlock: dropping many tables while other schemas' DDL runs can meet one
+    (tests/conftest.py does the same)."""
+    for attempt in range(10):
+        try:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            return
+        except OperationalError as exc:
+            if "deadlock detected" not in str(exc) or attempt == 9:
+                raise
+            time.sleep(0.5)
