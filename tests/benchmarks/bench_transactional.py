@@ -156,7 +156,7 @@ async def run(args, url: str) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
                                      headers={"Authorization": f"Bearer {key}"},
                                      limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)) as c:
-            for _ in range(200):
+            for _ in range(1200):  # up to a minute: at load 12-16 the API's start-up took more than 10 s
                 try:
                     if (await c.get("/health")).status_code == 200:
                         break
