@@ -15,7 +15,7 @@ from sqlalchemy import Connection, delete, func, select
 
 from tidings.engine.platform.batching import chunks
 from tidings.engine.platform.clock import iso_to_ms, ms_to_iso
-from tidings.engine.platform.db import bulk_insert, rows_where_in
+from tidings.engine.platform.db import COPY_FROM_ROWS, bulk_insert, copy_tuples, rows_where_in
 from tidings.engine.customers.tables import endpoints, events, users
 from tidings.engine.segments.tables import customer_values, segment_members, static_members
 from tidings.engine.customers import history
@@ -154,6 +154,9 @@ def write_wide(conn: Connection, workspace_id: int, user_pks: list[int], rows: l
     for part in chunks(user_pks, 5000):
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE user_pk IN ({', '.join([mark] * len(part))})", tuple(part))
     cols = ["user_pk"] + [f"{c}{s}" for _, s in order for c in ("k", "n", "t", "d")]
+    if conn.dialect.name == "postgresql" and len(values) >= COPY_FROM_ROWS:  # see platform/db.py
+        copy_tuples(conn, table, cols, [tuple(row) for row in values.values()])
+        return
     one = f"({', '.join([mark] * len(cols))})"
     per = max(1, 32_000 // len(cols))
     flat = list(values.values())

@@ -28,7 +28,7 @@ from tidings.engine.customers.attributes import register_names
 from tidings.engine.customers.users import check_user, write_users
 from tidings.engine.customers.endpoints import check_endpoint, write_endpoints
 from tidings.engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
-from tidings.engine.platform.db import insert_ignoring_conflicts, refresh_statistics, writing
+from tidings.engine.platform.db import bulk_insert, refresh_statistics, writing
 from tidings.engine.customers.schemas import Demographic, EndpointBatchItem, Location, UserBatchItem
 from tidings.engine.customers.tables import endpoints, users
 from tidings.engine.segments.tables import import_jobs, static_members
@@ -356,8 +356,10 @@ def apply(db: Engine, workspace: WorkspaceRef, staging: IO[bytes], name: str, se
                                          field="file", details=exc.details) from None
             changes.customers_changed(conn, workspace.id, pks)
             if pks:  # no read-before-write: over a table the planner knows nothing of, that read was a scan
-                conn.execute(insert_ignoring_conflicts(conn, static_members, ["workspace_id", "segment_id", "user_pk"]),
-                             [{"workspace_id": workspace.id, "segment_id": seg_id, "user_pk": pk} for pk in sorted(set(pks))])
+                # one statement of arrays on PostgreSQL (platform/db.py), not SQLAlchemy's executemany of VALUES lists
+                bulk_insert(conn, static_members, [{"workspace_id": workspace.id, "segment_id": seg_id, "user_pk": pk}
+                                                   for pk in sorted(set(pks))],
+                            ignore_conflicts_on=["workspace_id", "segment_id", "user_pk"])
 
         for line in staging:
             batch.append(dec.decode(line))

@@ -17,10 +17,12 @@ import asyncio
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
 from journey_stack import TEMPLATE, RssMeter, Sink, bulk_customers, dev_stack, plain_loop  # noqa: E402
+from tests.benchmarks.bench_database import add_database_argument, bench_database  # noqa: E402
 
 JOURNEY = """apiVersion: tidings/v1
 kind: Journey
@@ -45,6 +47,13 @@ def progress_line(stack) -> tuple[str, float]:
 
 
 async def main(n: int, plain_n: int, database_url: str | None) -> None:
+    import tempfile
+
+    with bench_database(database_url, Path(tempfile.mkdtemp())) as url:
+        await run(n, plain_n, url)
+
+
+async def run(n: int, plain_n: int, database_url: str) -> None:
     from sqlalchemy import text
 
     from tidings.engine.ops.devstack import free_port
@@ -142,6 +151,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("n", type=int, nargs="?", default=100_000)
     ap.add_argument("--plain", type=int, help="mails the plain loop sends (default min(N, 100,000))")
-    ap.add_argument("--database-url", help="PostgreSQL (a fresh database) instead of a new SQLite file")
+    add_database_argument(ap)
     a = ap.parse_args()
     asyncio.run(main(a.n, a.plain or min(a.n, 100_000), a.database_url))

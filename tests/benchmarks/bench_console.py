@@ -22,11 +22,12 @@ import re
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from litestar.testing import TestClient
 from sqlalchemy import text
+
+from tests.benchmarks.bench_database import add_database_argument, bench_database
 
 from tidings.api.app import create_app
 from tidings.engine.journeys.apply import apply
@@ -89,25 +90,6 @@ def generators(dialect: str) -> list[str]:
     return [users, endpoints, events, runs, *message_events]
 
 
-def _database(url: str | None, home: Path):
-    """(database URL for Tidings, cleanup): SQLite in `home`, or a fresh schema of the PostgreSQL given."""
-    if not url:
-        return f"sqlite:///{home / 'bench.db'}", lambda: None
-    from sqlalchemy import create_engine
-
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}", drop
-
-
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
@@ -123,12 +105,8 @@ def timed(fn, runs: int) -> list[float]:
 
 
 def main(n: int, per_customer: int, database_url: str | None) -> None:
-    home = Path(tempfile.mkdtemp())
-    url, drop = _database(database_url, home)
-    try:
+    with bench_database(database_url, Path(tempfile.mkdtemp()), "bench.db") as url:
         run(n, per_customer, url)
-    finally:
-        drop()
 
 
 def run(n: int, per_customer: int, url: str) -> None:
@@ -196,6 +174,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("n", nargs="?", type=int, default=100_000)
     parser.add_argument("--events-per-customer", type=int, default=10)
-    parser.add_argument("--database-url", help="postgresql://... (default: a SQLite file)")
+    add_database_argument(parser)
     args = parser.parse_args()
     main(args.n, args.events_per_customer, args.database_url)

@@ -1,6 +1,8 @@
 """What `timezone: customer` broadcasts and the journey customer document cost, vs baselines in the same run.
 
-    PYTHONPATH=. python tests/benchmarks/bench_customer_zones.py [N]      (default 100,000)
+    PYTHONPATH=. python tests/benchmarks/bench_customer_zones.py [N] [--database-url URL]     (default 100,000)
+
+SQLite by default; `--database-url postgresql://...` runs in a fresh schema of that server, dropped at the end.
 
 N customers in 24 zones (generated in SQL), one EMAIL endpoint each, all in one segment. Measures
 1. an idle firing (nobody's 09:00 is due: the distinct-zone scan and the window math), and a due firing
@@ -11,7 +13,7 @@ N customers in 24 zones (generated in SQL), one EMAIL endpoint each, all in one 
 """
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 
+from tests.benchmarks.bench_database import add_database_argument, bench_database, store_name
 from tidings.engine.platform.db import make_engine, migrate, rows_where_in
 from tidings.engine.wiring import wire
 from tidings.engine.journeys.runtime import audience
@@ -33,13 +36,17 @@ ZONES = ["Asia/Tokyo", "America/New_York", "Europe/Paris", "Europe/London", "Asi
          "Asia/Shanghai", "Asia/Singapore", "Europe/Berlin", "Europe/Madrid", "America/Mexico_City",
          "America/Toronto", "Asia/Dubai", "Asia/Jakarta", "Pacific/Auckland", "Asia/Seoul", "Europe/Moscow",
          "America/St_Johns", "Pacific/Honolulu"]
-LOAD = """WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n)
+LOAD_SQLITE = """WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < :n)
 INSERT INTO users (workspace_id, user_id, attributes, metrics, timezone, locale, created_at, updated_at)
 SELECT :ws, 'u' || i, json_object('plan', 'pro'), json_object('spend', i % 200),
   CASE WHEN i % 25 = 0 THEN NULL ELSE json_extract(:zones, '$[' || (i % 24) || ']') END, NULL, 0, 0 FROM c"""
+LOAD_POSTGRESQL = """INSERT INTO users (workspace_id, user_id, attributes, metrics, timezone, locale, created_at,
+  updated_at)
+SELECT :ws, 'u' || i, jsonb_build_object('plan', 'pro'), jsonb_build_object('spend', i % 200),
+  CASE WHEN i % 25 = 0 THEN NULL ELSE CAST(:zones AS jsonb) ->> (i % 24) END, NULL, 0, 0 FROM generate_series(1, :n) c(i)"""
 ENDPOINTS = """INSERT INTO endpoint (workspace_id, endpoint_id, user_pk, channel, address, attributes, metrics, opt_out,
   demographic, location, effective_date, created_at, updated_at)
-SELECT workspace_id, user_id || '-email', id, 'EMAIL', user_id || '@example.com', '{}', '{}', 0, '{}', '{}', NULL, 0, 0
+SELECT workspace_id, user_id || '-email', id, 'EMAIL', user_id || '@example.com', '{}', '{}', :no, '{}', '{}', NULL, 0, 0
 FROM users WHERE workspace_id = :ws"""
 MEMBERS = "INSERT INTO segment_member (workspace_id, segment_id, user_pk, since) SELECT :ws, 'all', id, 0 FROM users WHERE workspace_id = :ws"
 
@@ -64,17 +71,23 @@ def page_all(db, workspace, zones):
             after = pks[-1]
 
 
-def main(n: int) -> None:
+def main(n: int, database_url: str | None) -> None:
+    with bench_database(database_url, Path(tempfile.mkdtemp()), "bench.db") as url:
+        run(n, url)
+
+
+def run(n: int, url: str) -> None:
     import json
 
-    path = Path(tempfile.mkdtemp()) / "bench.db"
     wire()
-    db = make_engine(f"sqlite:///{path}")
+    db = make_engine(url)
     migrate(db)
+    print(store_name(url))
     workspace = ensure_workspace(db, "bench").id
+    load = LOAD_POSTGRESQL if db.dialect.name == "postgresql" else LOAD_SQLITE
     with db.begin() as conn:
-        conn.execute(text(LOAD), {"n": n, "ws": workspace, "zones": json.dumps(ZONES)})
-        conn.execute(text(ENDPOINTS), {"ws": workspace})
+        conn.execute(text(load), {"n": n, "ws": workspace, "zones": json.dumps(ZONES)})
+        conn.execute(text(ENDPOINTS), {"ws": workspace, "no": False})
         conn.execute(text(MEMBERS), {"ws": workspace})
     schedule = local_schedule(ir.BroadcastEntry(segment="all", cron="0 9 * * *", timezone="customer"))
     idle_at = int(datetime(2026, 1, 15, 0, 15, tzinfo=timezone.utc).timestamp() * 1000)
@@ -93,15 +106,21 @@ def main(n: int) -> None:
           f"{admitted} customers paged in {t_due * 1000:.0f} ms; unfiltered page-through of {everyone}: "
           f"{t_all * 1000:.0f} ms (due firing = {(t_filter + t_due) / t_all:.2f}x the unfiltered read)")
 
-    batch = list(range(1, 501))
     with db.connect() as conn:
+        batch = list(conn.execute(text("SELECT id FROM users WHERE workspace_id = :ws ORDER BY id LIMIT 500"),
+                                  {"ws": workspace}).scalars())
         _, t_old = best(lambda: rows_where_in(conn, users, ["id", "user_id", "attributes", "metrics", "timezone",
                                                             "locale"], "id", batch), 20)
         docs, t_new = best(lambda: documents(conn, workspace, batch, {}, 0), 20)
     assert len(docs) == 500 and all(d["endpoints"] for d in docs.values())
     print(f"customer documents, 500 customers: segments' builder {t_new * 1000:.1f} ms vs users-only "
           f"{t_old * 1000:.1f} ms ({t_new / t_old:.1f}x)")
+    db.dispose()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("n", type=int, nargs="?", default=100_000)
+    add_database_argument(parser)
+    args = parser.parse_args()
+    main(args.n, args.database_url)

@@ -3,6 +3,9 @@
 its own process.
 
     PYTHONPATH=. .venv/bin/python tests/benchmarks/bench_event_entry.py [--rate 1000] [--seconds 60] [--batch 100]
+        [--database-url URL]
+
+SQLite by default; `--database-url postgresql://...` runs the stack on a fresh schema of that server (dropped after).
 
 Events are posted through POST /v1/events at --rate events/s (a batch of --batch every batch/rate s),
 each for a distinct customer (created beforehand with an EMAIL endpoint). Reported, headline first:
@@ -20,6 +23,7 @@ import time
 import httpx
 
 from journey_stack import TEMPLATE, CpuMeter, Sink, bulk_customers, dev_stack  # noqa: E402
+from tests.benchmarks.bench_database import add_database_argument, bench_database, store_name  # noqa: E402
 
 JOURNEY = """apiVersion: tidings/v1
 kind: Journey
@@ -36,6 +40,14 @@ def pct(values, p):
 
 
 async def main(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    with bench_database(args.database_url, Path(tempfile.mkdtemp())) as url:
+        await run(args, url)
+
+
+async def run(args, url: str) -> None:
     from sqlalchemy import text
 
     from tidings.engine.platform.db import make_engine
@@ -45,7 +57,7 @@ async def main(args) -> None:
     n = int(args.rate * args.seconds)
     port = free_port()
     sink = Sink(port)
-    stack = await dev_stack(port)
+    stack = await dev_stack(port, url)
     posted: dict[str, float] = {}
     late_posts = 0
     try:
@@ -106,6 +118,8 @@ async def main(args) -> None:
     finally:
         await stack.stop()
         sink.close()
+        if "db" in locals():
+            db.dispose()
     lat = [first / 1000 - posted[u] for u, first, _, _ in rows]
     # `recorded` is when the batch's outcome was written, after the SMTP server accepted the mail.
     recorded_lat = [at / 1000 - posted[u] for u, _, _, at in rows if at is not None]
@@ -120,7 +134,7 @@ async def main(args) -> None:
         with open(args.timeline, "w") as f:
             json.dump({u: [posted[u], first / 1000, first_mail.get(u), at and at / 1000]
                        for u, first, _, at in rows}, f)
-    print(f"{n:,} events at {args.rate:g}/s in batches of {args.batch} (posting took {post_s:.1f} s, "
+    print(f"{store_name(url)}: {n:,} events at {args.rate:g}/s in batches of {args.batch} (posting took {post_s:.1f} s, "
           f"{late_posts} batches started late)")
     print(f"  customers with a message {len(rows):,} / {n:,}   with more than one: {dup}   "
           f"message rows sent {sent:,}   mails received {mails:,} ({len(first_mail):,} customers, "
@@ -141,4 +155,5 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--timeline", help="write each customer's [posted, claimed, sent, recorded] (epoch s) as JSON here")
+    add_database_argument(p)
     asyncio.run(main(p.parse_args()))

@@ -1,11 +1,14 @@
 """Message events: feedback-webhook ingestion and the event stream to a local webhook receiver, next to raw
-SQLite inserts of the same events in the same run.
+inserts of the same events in the same run.
 
-    .venv/bin/python tests/benchmarks/bench_events.py [--messages 20000]
+    .venv/bin/python tests/benchmarks/bench_events.py [--messages 20000] [--database-url URL]
+
+SQLite by default (the raw baseline in a SQLite file of its own); `--database-url postgresql://...` runs the API
+on a fresh schema of that server and the raw baseline (psycopg executemany) into a table raw_event beside it.
 
 * feedback, generic format: signed JSON batches of 1,000 `delivered` events to POST /feedback/bench/smtp
 * feedback, Twilio: one signed form callback per event (what Twilio sends), 16 in flight
-* raw: executemany of the same event rows into an equivalent SQLite table (same indexes), 1,000 per transaction
+* raw: executemany of the same event rows into an equivalent table (same indexes), 1,000 per transaction
 * stream: POST /v1/events in batches of 1,000 while the API's delivery loop sends them (batches of 500) to a
   webhook receiver on 127.0.0.1; events/s from the first POST to the last record received, lag = received
   at the receiver - stored by the API
@@ -34,6 +37,7 @@ import uvicorn
 os.environ.setdefault("TIDINGS_ALLOW_PRIVATE_DESTINATIONS", "127.0.0.1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.bench_database import add_database_argument, bench_database, store_name  # noqa: E402
 from tidings.api.app import create_app  # noqa: E402
 from tidings.engine.customers import on_write as changes  # noqa: E402
 from tidings.engine.platform.config import Settings  # noqa: E402
@@ -97,37 +101,51 @@ def seed(db, workspace_id: int, n: int) -> None:
             changes.events_recorded(conn, workspace_id, rows)
 
 
-def raw_sqlite(n: int) -> float:
-    path = Path(tempfile.mkdtemp()) / "raw.db"
-    con = sqlite3.connect(path, isolation_level=None)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
-    con.execute("CREATE TABLE event (id INTEGER PRIMARY KEY, workspace_id INT, event_id TEXT, user_pk INT, "
-                "endpoint_pk INT, name TEXT, ts INT, attributes JSON, metrics JSON, received_at INT, "
+def raw_inserts(n: int, url: str) -> float:
+    """events/s of plain executemany into an event table of the same shape: SQLite, or PostgreSQL beside Tidings."""
+    postgres = url.startswith("postgresql")
+    if postgres:
+        import psycopg
+
+        con = psycopg.connect(url, autocommit=True)
+        key, json_type, mark = "id BIGSERIAL PRIMARY KEY", "JSONB", "%s"
+    else:
+        con = sqlite3.connect(Path(tempfile.mkdtemp()) / "raw.db", isolation_level=None)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=NORMAL")
+        key, json_type, mark = "id INTEGER PRIMARY KEY", "JSON", "?"
+    con.execute(f"CREATE TABLE raw_event ({key}, workspace_id INT, event_id TEXT, user_pk INT, "
+                f"endpoint_pk INT, name TEXT, ts BIGINT, attributes {json_type}, metrics {json_type}, received_at BIGINT, "
                 "UNIQUE(workspace_id, event_id))")
-    con.execute("CREATE INDEX a ON event(user_pk, name, ts)")
-    con.execute("CREATE INDEX b ON event(workspace_id, ts)")
-    con.execute("CREATE INDEX c ON event(workspace_id, name, ts)")
+    con.execute("CREATE INDEX raw_a ON raw_event(user_pk, name, ts)")
+    con.execute("CREATE INDEX raw_b ON raw_event(workspace_id, ts)")
+    con.execute("CREATE INDEX raw_c ON raw_event(workspace_id, name, ts)")
+    sql = ("INSERT INTO raw_event (workspace_id, event_id, user_pk, endpoint_pk, name, ts, attributes, metrics, "
+           f"received_at) VALUES ({', '.join([mark] * 9)})")
     rows = [(1, f"m{i}:delivered", i % 2000 + 1, None, "_email.delivered", 0,
              json.dumps({"message_id": f"m{i}", "channel": "email", "provider_message_id": f"p{i}", "journey_id": "j",
                          "journey_version": 1, "step_id": "s1", "provider_status": "250 ok"}), "{}", 0)
             for i in range(n)]
     t = time.perf_counter()
     for start in range(0, n, BATCH):
-        con.execute("BEGIN")
-        con.executemany("INSERT INTO event (workspace_id, event_id, user_pk, endpoint_pk, name, ts, attributes, "
-                        "metrics, received_at) VALUES (?,?,?,?,?,?,?,?,?)", rows[start:start + BATCH])
-        con.execute("COMMIT")
-    return n / (time.perf_counter() - t)
+        if postgres:
+            with con.transaction(), con.cursor() as cur:
+                cur.executemany(sql, rows[start:start + BATCH])
+        else:
+            con.execute("BEGIN")
+            con.executemany(sql, rows[start:start + BATCH])
+            con.execute("COMMIT")
+    rate = n / (time.perf_counter() - t)
+    con.close()
+    return rate
 
 
-async def run(n: int) -> dict[str, float]:
+async def run(n: int, home: Path, url: str) -> dict[str, float]:
     from cryptography.fernet import Fernet
 
-    home = Path(tempfile.mkdtemp())
     # the channels' feedback secrets are stored sealed: a deployment without an encryption key refuses them
     os.environ.setdefault("TIDINGS_ENCRYPTION_KEYS", Fernet.generate_key().decode())
-    settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=f"sqlite:///{home / 'tidings.db'}")
+    settings = Settings.from_env(TIDINGS_HOME=str(home), TIDINGS_DATABASE_URL=url)
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -196,16 +214,20 @@ async def run(n: int) -> dict[str, float]:
         rcv.server.shutdown()
     server.should_exit = True
     await task
+    app.state.db.dispose()
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20_000)
+    add_database_argument(parser)
     args = parser.parse_args()
-    raw = raw_sqlite(args.messages)
-    r = asyncio.run(run(args.messages))
-    print(f"raw SQLite executemany of the same event rows : {raw:10,.0f} events/s")
+    home = Path(tempfile.mkdtemp())
+    with bench_database(args.database_url, home) as url:
+        raw = raw_inserts(args.messages, url)
+        r = asyncio.run(run(args.messages, home, url))
+    print(f"raw {store_name(url)} executemany of the same event rows : {raw:10,.0f} events/s")
     print(f"feedback, signed JSON batches of {BATCH}       : {r['feedback_batch']:10,.0f} events/s "
           f"({r['feedback_batch'] / raw:.1%} of raw)")
     print(f"feedback, Twilio callbacks (1 per request)    : {r['feedback_twilio']:10,.0f} events/s "

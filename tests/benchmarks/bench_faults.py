@@ -18,44 +18,30 @@ import asyncio
 import sys
 import tempfile
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.benchmarks.bench_database import bench_database  # noqa: E402
 from tests.faults.harness import run_fault  # noqa: E402
 
 
 @contextmanager
 def database(url: str | None, folder: Path):
     """A fresh database per fault: a SQLite file, or a schema of its own in the given PostgreSQL."""
-    from sqlalchemy import create_engine, text
-
     from tidings.engine.platform.db import make_engine, migrate
     from tidings.engine.wiring import wire
 
-    if not url:
-        url = f"sqlite:///{folder / 'tidings.db'}"
-        admin = schema = None
-    else:
-        schema = "bench_" + uuid.uuid4().hex[:10]
-        admin = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        url = f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"
-    wire()
-    db = make_engine(url)
-    migrate(db)
-    try:
-        yield db, url
-    finally:
-        db.dispose()
-        if admin is not None:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-            admin.dispose()
+    with bench_database(url, folder) as url:
+        wire()
+        db = make_engine(url)
+        migrate(db)
+        try:
+            yield db, url
+        finally:
+            db.dispose()
 
 
 async def main(args) -> None:

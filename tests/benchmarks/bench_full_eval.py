@@ -27,6 +27,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+
 from tidings.engine.platform.db import make_engine, migrate
 from tidings.engine.wiring import wire
 from tidings.engine.segments import backfill, typed_index as paths

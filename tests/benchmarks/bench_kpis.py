@@ -17,7 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from tests.benchmarks.bench_console import _database, percentiles, timed
+from tests.benchmarks.bench_console import percentiles, timed
+from tests.benchmarks.bench_database import add_database_argument, bench_database
 from tidings.engine.analytics import kpis
 from tidings.engine.customers.tables import events
 from tidings.engine.platform.clock import now_ms
@@ -60,9 +61,7 @@ def fill(db, workspace_id: int, n: int) -> None:
 
 
 def main(n: int, database_url: str | None) -> None:
-    home = Path(tempfile.mkdtemp())
-    url, drop = _database(database_url, home)
-    try:
+    with bench_database(database_url, Path(tempfile.mkdtemp()), "bench.db") as url:
         db = make_engine(url)
         migrate(db)
         workspace, _ = create_key(db, "bench")
@@ -97,13 +96,11 @@ def main(n: int, database_url: str | None) -> None:
             print(f"  {context:11} {name:50} rows {len(rows):3}  first {rows[0].values if rows else None}  "
                   f"p50 {p50 * 1000:7.0f} ms  p95 {p95 * 1000:7.0f} ms  ({p50 / b50:.0f}x the baseline)")
         db.dispose()
-    finally:
-        drop()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("n", type=int, nargs="?", default=100_000)
-    parser.add_argument("--database-url")
+    add_database_argument(parser)
     args = parser.parse_args()
     main(args.n, args.database_url)

@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 
 from journey_stack import TEMPLATE, Sink, bulk_customers, dev_stack  # noqa: E402
+from tests.benchmarks.bench_database import add_database_argument, bench_database  # noqa: E402
 
 PING = """apiVersion: tidings/v1
 kind: Journey
@@ -86,15 +88,23 @@ def line(name: str, lat: list[float]) -> str:
 
 
 async def main(args) -> None:
-    from sqlalchemy import text
+    import tempfile
 
-    from tidings.engine.platform.db import make_engine
-    from tidings.engine.wiring import wire
     from tidings.engine.ops.devstack import free_port
 
     port = free_port()
     sink = Sink(port)
-    stack = await dev_stack(port, args.database_url)
+    with bench_database(args.database_url, Path(tempfile.mkdtemp())) as url:
+        await run(args, port, sink, url)
+
+
+async def run(args, port, sink, url: str) -> None:
+    from sqlalchemy import text
+
+    from tidings.engine.platform.db import make_engine
+    from tidings.engine.wiring import wire
+
+    stack = await dev_stack(port, url)
     try:
         wire()
         db = make_engine(stack.settings.database_url)
@@ -140,5 +150,5 @@ if __name__ == "__main__":
     p.add_argument("--samples", type=int, default=30)
     p.add_argument("--every", type=float, default=0.5)
     p.add_argument("--settle", type=float, default=10)
-    p.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary TIDINGS_HOME")
+    add_database_argument(p)
     asyncio.run(main(p.parse_args()))

@@ -5,7 +5,9 @@
 instead of growing with the queue (before it, requests at twice the capacity waited 47-71 s).
 
     .venv/bin/python tests/benchmarks/bench_overload.py [--base 32] [--factor 4] [--seconds 10]
-                                                        [--max-in-flight 64]
+                                                        [--max-in-flight 64] [--database-url URL]
+
+SQLite by default; `--database-url postgresql://...` runs the API on a fresh schema of that server (dropped after).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import msgspec
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.benchmarks.bench_database import add_database_argument, bench_database, store_name  # noqa: E402
 from tidings.engine.platform.db import make_engine, migrate  # noqa: E402
 from tidings.engine.wiring import wire  # noqa: E402
 from tidings.engine.ops.devstack import free_port  # noqa: E402
@@ -82,7 +85,11 @@ async def run(client: httpx.AsyncClient, clients: int, seconds: float) -> dict:
 
 async def main(args) -> None:
     home = Path(tempfile.mkdtemp())
-    url = f"sqlite:///{home / 'tidings.db'}"
+    with bench_database(args.database_url, home) as url:
+        await run_api(args, home, url)
+
+
+async def run_api(args, home: Path, url: str) -> None:
     wire()
     db = make_engine(url)
     migrate(db)
@@ -103,7 +110,7 @@ async def main(args) -> None:
                         break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
-            print(f"TIDINGS_API_MAX_IN_FLIGHT={args.max_in_flight}, POST /v1/users/batch of {BATCH} users, "
+            print(f"{store_name(url)}, TIDINGS_API_MAX_IN_FLIGHT={args.max_in_flight}, POST /v1/users/batch of {BATCH} users, "
                   f"closed loop for {args.seconds:g} s")
             print("clients  accepted  refused  p50 s   p99 s   max s   503 p99 s  /health max s")
             for clients in (args.base, args.base * args.factor):
@@ -121,4 +128,5 @@ if __name__ == "__main__":
     p.add_argument("--factor", type=int, default=4)
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--max-in-flight", type=int, default=64)
+    add_database_argument(p)
     asyncio.run(main(p.parse_args()))

@@ -4,7 +4,9 @@ the API (uvicorn, uvloop + httptools when installed), the SMTP sink, and this on
 the plain loop).
 
     .venv/bin/python tests/benchmarks/bench_transactional.py [--rate 200] [--seconds 10] [--batch 500 --batches 10]
-                                                             [--concurrency 16]
+                                                             [--concurrency 16] [--database-url URL]
+
+SQLite by default; `--database-url postgresql://...` runs the API on a fresh schema of that server (dropped after).
 
 1. latency: POST /v1/messages (one recipient, stored template, personalised data) fired open-loop at
    --rate requests/s for --seconds; p50/p99 of the full request (render, message rows, SMTP, events).
@@ -36,6 +38,7 @@ from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.benchmarks.bench_database import add_database_argument, bench_database, store_name  # noqa: E402
 from tidings.engine.platform.db import make_engine, migrate  # noqa: E402
 from tidings.engine.wiring import wire  # noqa: E402
 from tidings.engine.ops.devstack import free_port  # noqa: E402
@@ -128,11 +131,16 @@ def mail(i: int) -> EmailMessage:
 
 
 async def main(args) -> None:
+    with bench_database(args.database_url, Path(tempfile.mkdtemp())) as url:
+        await run(args, url)
+
+
+async def run(args, url: str) -> None:
     gc.freeze()
     smtp_port = free_port()
     sink = SinkProcess(smtp_port)
     home = Path(tempfile.mkdtemp())
-    env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": f"sqlite:///{home / 'tidings.db'}",
+    env = {**os.environ, "TIDINGS_HOME": str(home), "TIDINGS_DATABASE_URL": url,
            "PYTHONPATH": str(ROOT),
            # the sink listens on loopback: allowed the way an operator would (tidings.engine.platform.egress)
            "TIDINGS_ALLOW_PRIVATE_DESTINATIONS": f"127.0.0.1:{smtp_port}"}
@@ -148,7 +156,7 @@ async def main(args) -> None:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
                                      headers={"Authorization": f"Bearer {key}"},
                                      limits=httpx.Limits(max_connections=200, max_keepalive_connections=200)) as c:
-            for _ in range(200):
+            for _ in range(1200):  # up to a minute: at load 12-16 the API's start-up took more than 10 s
                 try:
                     if (await c.get("/health")).status_code == 200:
                         break
@@ -220,7 +228,9 @@ async def main(args) -> None:
         except subprocess.TimeoutExpired:  # uvicorn waits for open connections; do not hang the run
             server.kill()
         sink.close()
+        db.dispose()
 
+    print(store_name(url))
     print(f"latency @ {args.rate:g} req/s for {args.seconds:g} s ({len(api_lat)} requests, "
           f"{len(errors)} transport errors)")
     print(f"  API POST /v1/messages  p50 {pct(api_lat, .5):6.1f} ms   p99 {pct(api_lat, .99):6.1f} ms"
@@ -244,4 +254,5 @@ if __name__ == "__main__":
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--batches", type=int, default=10)
     p.add_argument("--concurrency", type=int, default=16, help="closed-loop capacity run (0: skip)")
+    add_database_argument(p)
     asyncio.run(main(p.parse_args()))

@@ -1,17 +1,21 @@
 """Per-write latency with 100 active dynamic segments (p50/p99), vs the same write with none, same run.
 
-    PYTHONPATH=. python tests/benchmarks/bench_write_path.py
+    PYTHONPATH=. python tests/benchmarks/bench_write_path.py [--database-url URL]
+
+SQLite by default; `--database-url postgresql://...` runs in a fresh schema of that server, dropped at the end.
 
 The writes run under the collector settings of the API process (api/app.py: start-up objects frozen,
 young-generation threshold 50,000), where these writes run in production.
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import tempfile
 import time
 from pathlib import Path
 
+from tests.benchmarks.bench_database import add_database_argument, bench_database, store_name
 from tidings.engine.customers.users import upsert_user, upsert_users
 from tidings.engine.platform.db import make_engine, migrate
 from tidings.engine.wiring import wire
@@ -29,9 +33,15 @@ def timed(db, workspace, n: int) -> list[float]:
     return sorted(out)
 
 
-def main() -> None:
+def main(database_url: str | None) -> None:
+    with bench_database(database_url, Path(tempfile.mkdtemp()), "w.db") as url:
+        run(url)
+
+
+def run(url: str) -> None:
     wire()
-    db = make_engine(f"sqlite:///{Path(tempfile.mkdtemp()) / 'w.db'}")
+    db = make_engine(url)
+    print(store_name(url))
     migrate(db)
     workspace = ensure_workspace(db, "bench")
     gc.freeze()
@@ -49,7 +59,10 @@ def main() -> None:
     for k in range(4):
         upsert_users(db, workspace, items[k * 1250:(k + 1) * 1250])
     print(f"batched writes with 100 segments: {5000 / (time.perf_counter() - t):,.0f} customers/s")
+    db.dispose()
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser()
+    add_database_argument(parser)
+    main(parser.parse_args().database_url)
