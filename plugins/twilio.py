@@ -207,7 +207,8 @@ def _result(msg: OutgoingMessage, resp: httpx.Response) -> SendResult:
     code = payload.get("code")
     err = f"HTTP {resp.status_code}" + (f" (Twilio error {code})" if code else "") + f": {detail}"
     transient = resp.status_code == 429 or resp.status_code >= 500
-    return SendResult.failed(msg.message_id, err, permanent=not transient)
+    return SendResult.failed(msg.message_id, err, permanent=not transient,
+                             error_code=str(code) if code not in (None, "") else None)
 
 
 class TwilioSmsChannel(_TwilioChannel):

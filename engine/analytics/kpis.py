@@ -6,7 +6,10 @@ answers rows: a single-value KPI one row, a `-grouped-by-date` KPI a row per UTC
 data (`JourneyActivityId`), a `-grouped-by-campaign` KPI a row per campaign (`CampaignId`: a campaign is a
 broadcast journey of the same id), a `-grouped-by-campaign-activity` KPI a row per campaign activity
 (`CampaignActivityId`, the campaign version that sent the messages, as GetCampaignActivities names it; with
-its `CampaignId` too when the KPI is the application's). Each value carries the KPI's friendly name (`txn-emails-sent` -> `TxnEmailsSent`,
+its `CampaignId` too when the KPI is the application's), a transactional SMS KPI `-grouped-by-country` a row
+per recipient country (`Country`, ISO 3166-1 alpha-2: the endpoint's Location.Country, else the country of its
+phone number, else `ZZ`, unknown), and `txn-sms-error-distribution` a row per provider error code of the failed
+messages (`ErrorCode`: Twilio's `21211`, ...; `UNKNOWN` when the provider gave none, a network error say). Each value carries the KPI's friendly name (`txn-emails-sent` -> `TxnEmailsSent`,
 Pinpoint's own rule) and is a float.
 
 Every KPI is one GROUP BY over the message events in the time range (since inclusive, until exclusive)
@@ -26,9 +29,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import phonenumbers
 from sqlalchemy import Engine, String, cast, distinct, func, literal_column, select
 
-from tidings.engine.customers.tables import events
+from tidings.engine.customers.tables import endpoints, events
 from tidings.engine.journeys.pinpoint.campaigns import activity_id
 from tidings.engine.messaging.ledger import TYPES, names_of, parse_name
 from tidings.engine.platform.db import reading
@@ -165,6 +169,8 @@ def _define() -> dict[str, Kpi]:
         Kpi("txn-sms-delivered", "transactional", SMS, _messages(SMS, "delivered"), "messages delivered"),
         Kpi("txn-sms-delivery-rate", "transactional", SMS, _delivery_rate(SMS),
             "messages delivered / messages sent"),
+        Kpi("txn-sms-error-distribution", "transactional", SMS, _messages(SMS, "failed"),
+            "messages that failed, per provider error code (ErrorCode)"),
         # Journey engagement (email of one journey)
         Kpi("journey-emails-sent", "journey", EMAIL, _sent(EMAIL), "messages sent"),
         Kpi("journey-emails-delivered", "journey", EMAIL, _messages(EMAIL, "delivered"), "messages delivered"),
@@ -192,6 +198,15 @@ BY_ACTIVITY = "-grouped-by-journey-activity"
 # Pinpoint's per-campaign and per-campaign-run names (a campaign's run is one of its activities)
 BY_CAMPAIGN = "-grouped-by-campaign"
 BY_CAMPAIGN_ACTIVITY = "-grouped-by-campaign-activity"
+BY_COUNTRY = "-grouped-by-country"  # Pinpoint's, for transactional SMS
+# KPIs whose rows are grouped by their nature, not by a suffix of the name
+OWN_GROUPS = {"txn-sms-error-distribution": "ErrorCode"}
+NULLABLE_GROUPS = ("Country", "ErrorCode")  # rows whose group column is empty still count (as ZZ, UNKNOWN)
+UNKNOWN_COUNTRY = "ZZ"  # ISO 3166-1's code for an unknown region (and phonenumbers' own)
+# Pinpoint's SMS price metrics: Twilio answers a send with `price: null` (a message is rated later) and its status
+# callbacks carry no price, so the Twilio channel has no price to record; reading it would mean fetching every
+# message again after it was rated.
+NO_PRICES = {"txn-sms-average-price-grouped-by-country", "txn-sms-total-price-grouped-by-country"}
 
 
 @dataclass(frozen=True)
@@ -203,7 +218,7 @@ class Row:
 @dataclass(frozen=True)
 class KpiQuery:
     kpi: Kpi
-    group: str | None  # None, "Date", "JourneyActivityId", "CampaignId" or "CampaignActivityId"
+    group: str | None  # None, "Date", "JourneyActivityId", "CampaignId", "CampaignActivityId", "Country", "ErrorCode"
 
 
 # Which scopes each operation answers: GetApplicationDateRangeKpi ("application"), GetJourneyDateRangeKpi
@@ -221,8 +236,14 @@ CAMPAIGN_GROUPS = {"CampaignId": ("application",), "CampaignActivityId": ("appli
 def resolve(name: str, context: str) -> KpiQuery:
     """The KPI a name asks for in `context` (a key of CONTEXTS); InvalidInput naming KpiName for a name this
     cannot answer there."""
+    if name in NO_PRICES:
+        raise InvalidInput(f"KpiName: {name!r}: Tidings records no SMS prices (Twilio answers a send before the "
+                           "message is rated and its status callbacks carry no price; docs/pinpoint.md, KPIs)",
+                           field="KpiName")
     base, group = name, None
-    if name.endswith(BY_DATE):
+    if name.endswith(BY_COUNTRY):
+        base, group = name.removesuffix(BY_COUNTRY), "Country"
+    elif name.endswith(BY_DATE):
         base, group = name.removesuffix(BY_DATE), "Date"
     elif name.endswith(BY_ACTIVITY):
         base, group = "journey-" + name.removesuffix(BY_ACTIVITY), "JourneyActivityId"
@@ -232,7 +253,9 @@ def resolve(name: str, context: str) -> KpiQuery:
         base, group = name.removesuffix(BY_CAMPAIGN), "CampaignId"
     kpi = KPIS.get(base)
     if kpi is None or (group == "JourneyActivityId" and kpi.scope != "journey") or (
-            group in CAMPAIGN_GROUPS and kpi.scope != "journeys"):
+            group in CAMPAIGN_GROUPS and kpi.scope != "journeys") or (
+            group == "Country" and (kpi.scope, kpi.channels) != ("transactional", SMS)) or (
+            base in OWN_GROUPS and group is not None):
         raise InvalidInput(f"KpiName: {name!r} is not a metric Tidings computes (see docs/pinpoint.md, KPIs, "
                            f"for the supported names)", field="KpiName")
     if kpi.scope not in CONTEXTS[context]:
@@ -241,7 +264,7 @@ def resolve(name: str, context: str) -> KpiQuery:
     if group in CAMPAIGN_GROUPS and context not in CAMPAIGN_GROUPS[group]:
         raise InvalidInput(f"KpiName: {OPERATIONS[context]} does not answer {name!r}; ask "
                            f"{' or '.join(OPERATIONS[c] for c in CAMPAIGN_GROUPS[group])}", field="KpiName")
-    return KpiQuery(kpi, group)
+    return KpiQuery(kpi, OWN_GROUPS.get(base, group))
 
 
 def _day(ts: int) -> str:
@@ -259,6 +282,10 @@ def _group_columns(group: str | None, context: str) -> list:
         return [attrs["step_id"].as_string()]
     if group == "CampaignId":
         return [attrs["journey_id"].as_string()]
+    if group == "Country":  # the endpoint's country when it has one, else its address (read in _grouped_by)
+        return [endpoints.c.location["country"].as_string(), endpoints.c.address]
+    if group == "ErrorCode":
+        return [attrs["error_code"].as_string()]
     version = attrs["journey_version"].as_integer()
     return [attrs["journey_id"].as_string(), version] if context == "application" else [version]
 
@@ -269,11 +296,26 @@ def _grouped_by(group: str | None, values: tuple, journey_id: str | None) -> tup
         return ()
     if group == "Date":
         return ((group, _day(int(values[0]) * DAY_MS)),)
+    if group == "Country":
+        return ((group, country_of(*values)),)
+    if group == "ErrorCode":
+        return ((group, str(values[0]) if values[0] not in (None, "") else "UNKNOWN"),)
     if group == "CampaignActivityId":
         campaign, version = values if len(values) == 2 else (journey_id, values[0])
         return ((group, activity_id(str(campaign), int(version))),) + (
             (("CampaignId", str(campaign)),) if len(values) == 2 else ())
     return ((group, str(values[0])),)
+
+
+def country_of(location_country: str | None, address: str | None) -> str:
+    """An SMS recipient's country: the endpoint's Location.Country, else its phone number's (E.164), else ZZ."""
+    if location_country and location_country.strip():
+        return location_country.strip().upper()
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(address or "", None))
+    except phonenumbers.NumberParseException:
+        region = None
+    return region or UNKNOWN_COUNTRY
 
 
 def compute(db: Engine, workspace: WorkspaceRef, name: str, *, since_ms: int, until_ms: int,
@@ -288,7 +330,8 @@ def compute(db: Engine, workspace: WorkspaceRef, name: str, *, since_ms: int, un
     query = resolve(name, context)
     kpi = query.kpi
     attrs = events.c.attributes
-    where = [events.c.workspace_id == workspace.id, events.c.name.in_(names_of(TYPES, kpi.channels)),
+    types = ("failed",) if query.group == "ErrorCode" else TYPES  # the errors: the other events have no code
+    where = [events.c.workspace_id == workspace.id, events.c.name.in_(names_of(types, kpi.channels)),
              events.c.ts >= since_ms, events.c.ts < until_ms]
     if kpi.scope == "transactional":
         where.append(attrs["transactional"].as_boolean().is_(True))
@@ -307,12 +350,14 @@ def compute(db: Engine, workspace: WorkspaceRef, name: str, *, since_ms: int, un
                 func.count(distinct(func.coalesce(attrs["endpoint_id"].as_string(),
                                                   cast(events.c.user_pk, String)))).label("e"), *grouping)
          .where(*where).group_by(events.c.name, *[literal_column(f"grp{i}") for i in range(len(grouping))]))
+    if query.group == "Country":
+        q = q.select_from(events.outerjoin(endpoints, endpoints.c.id == events.c.endpoint_pk))
     tallies: dict[tuple[tuple[str, str], ...], Tally] = defaultdict(Tally)
     with reading(db) as conn:
         for event_name, n, m, e, *grp in conn.execute(q):
             parsed = parse_name(event_name)
-            if parsed is None or None in grp:  # a journey's message event outside any step (or version)
-                continue
+            if parsed is None or (None in grp and query.group not in NULLABLE_GROUPS):
+                continue  # a journey's message event outside any step (or version)
             tallies[_grouped_by(query.group, tuple(grp), journey_id)].add(parsed[0], parsed[1], n, m, e)
     out = []
     for key in sorted(tallies):

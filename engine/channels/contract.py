@@ -175,14 +175,15 @@ class SendResult(msgspec.Struct, kw_only=True):
     error: str | None = None
     permanent: bool = False
     attempts: int = 1
+    error_code: str | None = None  # the provider's own code of a failure (Twilio's 21211), when it gave one
 
     @classmethod
     def sent(cls, message_id: str, provider_message_id: str | None = None) -> "SendResult":
         return cls(message_id=message_id, status="sent", provider_message_id=provider_message_id)
 
     @classmethod
-    def failed(cls, message_id: str, error: str, *, permanent: bool) -> "SendResult":
-        return cls(message_id=message_id, status="failed", error=error, permanent=permanent)
+    def failed(cls, message_id: str, error: str, *, permanent: bool, error_code: str | None = None) -> "SendResult":
+        return cls(message_id=message_id, status="failed", error=error, permanent=permanent, error_code=error_code)
 
     @property
     def ok(self) -> bool:

@@ -50,6 +50,10 @@ class BroadcastEntry(msgspec.Struct, frozen=True, kw_only=True, tag="broadcast",
     # `refresh`: every_seconds, and also at activation: the members now, then whoever is new (the entry limit
     # keeps out who already entered) at each refresh. Pinpoint's RefreshFrequency
     refresh: bool = False
+    # `on_join`: also each customer who joins the segment after activation, when they join (its `_segment.enter`
+    # event, queued like a segment_entry journey's); the entry limit keeps out who already entered.
+    # Pinpoint's RefreshOnSegmentUpdate
+    on_join: bool = False
     timezone: str = "UTC"  # "customer" = each customer's own zone; else an IANA zone
 
 

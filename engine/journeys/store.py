@@ -234,7 +234,8 @@ def _set_triggers(conn, workspace_id: int, j: ir.JourneyIR, entries: bool) -> No
     if entries and isinstance(j.entry, ir.EventEntry):
         rows += [{"event_name": name, "role": "entry", "segment_id": None, "within_ms": None}
                  for name in journey_event_names(j.entry.event, j.entry.names)]
-    if entries and isinstance(j.entry, ir.SegmentEntry):
+    if entries and isinstance(j.entry, ir.SegmentEntry | ir.BroadcastEntry) and (
+            isinstance(j.entry, ir.SegmentEntry) or j.entry.on_join):
         rows.append({"event_name": "_segment.enter", "role": "entry", "segment_id": j.entry.segment, "within_ms": None})
     if j.settings.goal is not None:
         g = j.settings.goal  # the ingestion seam applies its filter (tidings.engine.journeys.runtime.entries)
@@ -243,6 +244,11 @@ def _set_triggers(conn, workspace_id: int, j: ir.JourneyIR, entries: bool) -> No
                  for name in journey_event_names(g.event, g.names)]
     for r in rows:
         conn.execute(insert(journey_triggers).values(workspace_id=workspace_id, journey_id=j.id, **r))
+
+
+def _admits_joiners(j: ir.JourneyIR) -> bool:
+    """A broadcast with `on_join`: besides its members, whoever joins the segment, through the admission queue."""
+    return isinstance(j.entry, ir.BroadcastEntry) and j.entry.on_join
 
 
 def _segments_of(j: ir.JourneyIR) -> set[str]:
@@ -271,9 +277,8 @@ async def activate(client, db: Engine, workspace, journey_id: str, *, task_queue
                      .values(status="active", active_version=j.version, updated_at=now_ms()))
         _set_triggers(conn, workspace_id, j, entries=True)
         audience.set_refs(conn, workspace_id, journey_id, _segments_of(j), active=True)
-    if not _broadcast_done(db, workspace_id, j):
-        await _start_temporal_side(client, installation_id(db), workspace_id, j, task_queue, admission, send_queue,
-                                   page_size, broadcast)
+    await _start_temporal_side(client, installation_id(db), workspace_id, j, task_queue, admission, send_queue,
+                               page_size, broadcast, broadcast_done=_broadcast_done(db, workspace_id, j))
     if previous and previous != j.version:
         await _delete_schedule(client, schedule_id(installation_id(db), workspace_id, journey_id, previous))
     return get_journey(db, workspace_id, journey_id)
@@ -299,14 +304,17 @@ def _broadcast_done(db: Engine, workspace_id: int, j: ir.JourneyIR) -> bool:
 
 async def _start_temporal_side(client, installation: str, workspace_id: int, j: ir.JourneyIR, task_queue: str,
                                admission: AdmissionInput | None, send_queue: str | None = None,
-                               page_size: int | None = None, broadcast: dict[str, int] | None = None) -> None:
-    """What runs an active journey: the admission workflow (event and segment entries), a schedule
-    (recurring broadcasts) or one broadcast workflow (once, maybe later)."""
-    if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)):
+                               page_size: int | None = None, broadcast: dict[str, int] | None = None,
+                               broadcast_done: bool = False) -> None:
+    """What runs an active journey: the admission workflow (event and segment entries, and the joiners of an
+    `on_join` broadcast), a schedule (recurring broadcasts) or one broadcast workflow (once, maybe later;
+    not again when `broadcast_done`)."""
+    if isinstance(j.entry, (ir.EventEntry, ir.SegmentEntry)) or _admits_joiners(j):
         inp_a = admission or AdmissionInput(workspace_id=workspace_id, journey_id=j.id)
         if send_queue and inp_a.send_queue is None:
             inp_a = msgspec.structs.replace(inp_a, send_queue=send_queue)
         await _start_admission(client, inp_a, admission_workflow_id(installation, workspace_id, j.id), task_queue)
+    if not isinstance(j.entry, ir.BroadcastEntry) or broadcast_done:
         return
     b: ir.BroadcastEntry = j.entry  # type: ignore[assignment]
     inp = BroadcastInput(workspace_id=workspace_id, journey_id=j.id, version=j.version, send_queue=send_queue)
@@ -403,10 +411,12 @@ async def resume_activations(client, db: Engine, task_queue: str = "tidings", se
                                                                 journeys.c.active_version.is_not(None))).all()
     for r in rows:
         j = get_ir(db, r.workspace_id, r.journey_id, r.active_version)
-        if _is_one_off(j) and (r.updated_at < now_ms() - RESUME_ONE_OFF_WITHIN_MS or
-                               _broadcast_done(db, r.workspace_id, j)):
+        done = _is_one_off(j) and (r.updated_at < now_ms() - RESUME_ONE_OFF_WITHIN_MS or
+                                   _broadcast_done(db, r.workspace_id, j))
+        if done and not _admits_joiners(j):
             continue
-        await _start_temporal_side(client, installation_id(db), r.workspace_id, j, task_queue, None, send_queue)
+        await _start_temporal_side(client, installation_id(db), r.workspace_id, j, task_queue, None, send_queue,
+                                   broadcast_done=done)
     return len(rows)
 
 

@@ -750,6 +750,8 @@ def _record(conn: Connection, workspace_id: int, units: list[Unit], pending: lis
                 attrs["provider_message_id"] = str(r.provider_message_id)
         else:
             attrs |= {"error": (r.error or "")[:MAX_ERROR], "permanent": r.permanent}
+            if r.error_code:  # as a provider's failure callback names it (Pinpoint's txn-sms-error-distribution)
+                attrs["error_code"] = str(r.error_code)[:64]
         kind = "send" if r.ok else "failed"
         # `{message_id}:{type}`, as provider feedback names status events: a provider failure reported
         # for a message we already recorded as failed counts once.

@@ -60,6 +60,7 @@ async def test_sms_batch_classifies_results(http_server):
     )
     assert results[0].status == "sent" and results[0].provider_message_id.startswith("SM")
     assert results[1].status == "failed" and results[1].permanent and "21211" in results[1].error
+    assert results[1].error_code == "21211" and results[0].error_code is None  # Twilio's own code, kept apart
     assert results[2].status == "failed" and not results[2].permanent
     assert results[3].status == "failed" and not results[3].permanent
     sent = [r for r in server.requests if parse_qs(r.body.decode())["To"] == ["+15551234567"]]

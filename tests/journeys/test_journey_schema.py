@@ -67,6 +67,9 @@ BROADCAST = "apiVersion: tidings/v1\nkind: Journey\nid: t\nentry: {broadcast: %s
     "{segment: s, refresh: 1d, timezone: customer}",  # so is a refresh
     "{segment: s, refresh: 1d, every: 1d}",  # one schedule
     "{segment: s, timezone: customer}",
+    "{segment: s, on_join: true, at: '2026-12-01T09:00:00Z'}",  # joiners are admitted from the activation on
+    "{segment: s, on_join: true, every: 1d}",
+    "{segment: s, on_join: yes please}",
 ])
 def test_schema_and_compiler_reject_the_same_broadcast_zone_mistakes(broadcast):
     text = BROADCAST % broadcast
@@ -80,6 +83,9 @@ def test_schema_and_compiler_reject_the_same_broadcast_zone_mistakes(broadcast):
     "{segment: s, cron: '0 9 * * MON', timezone: customer}",
     "{segment: s, at: '2026-12-01T09:00:00+09:00'}",
     "{segment: s, refresh: 1h}",
+    "{segment: s, on_join: true}",
+    "{segment: s, on_join: true, refresh: 1h}",
+    "{segment: s, on_join: false, at: '2026-12-01T09:00:00Z'}",
 ])
 def test_schema_and_compiler_accept_the_same_broadcast_zones(broadcast):
     text = BROADCAST % broadcast

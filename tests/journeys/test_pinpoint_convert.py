@@ -101,6 +101,27 @@ def test_segment_start_with_a_schedule_and_local_time():
     assert j.entry.at == "2027-01-05T09:00:00+02:00" and j.entry.timezone == "UTC"
 
 
+def test_refresh_on_segment_update_also_admits_who_joins_the_segment_and_reads_back():
+    source = {"Name": "Joiners", "StartActivity": "a", "RefreshOnSegmentUpdate": True,
+              "StartCondition": {"SegmentStartCondition": {"SegmentId": "pro"}},
+              "Activities": {"a": {"EMAIL": {"TemplateName": "news"}}}}
+    text = journey_yaml(source, "joiners")
+    assert "on_join: true" in text and "# RefreshOnSegmentUpdate: the segment's members at activation" in text
+    j = compiled(source)
+    assert isinstance(j.entry, ir.BroadcastEntry) and (j.entry.segment, j.entry.on_join) == ("pro", True)
+    assert not (j.entry.at or j.entry.every_seconds) and j.settings.entry.max_entries == 1
+    back = journey_parts(j)
+    assert back["RefreshOnSegmentUpdate"] is True and back["StartCondition"] == source["StartCondition"]
+    both = compiled({**source, "RefreshFrequency": "PT2H"}).entry  # the two Pinpoint settings together
+    assert (both.on_join, both.refresh, both.every_seconds) == (True, True, 7200)
+    assert journey_parts(compiled({**source, "RefreshFrequency": "PT2H"}))["RefreshFrequency"] == "PT2H"
+    plain = compiled({**source, "RefreshOnSegmentUpdate": False})
+    assert plain.entry.on_join is False and "RefreshOnSegmentUpdate" not in journey_parts(plain)
+    with pytest.raises(InvalidInput) as caught:  # joiners are admitted from the activation, not from StartTime
+        journey_yaml({**source, "Schedule": {"StartTime": "2027-01-05T09:00:00Z"}}, "j")
+    assert caught.value.field == "RefreshOnSegmentUpdate" and "Schedule.StartTime" in caught.value.message
+
+
 def test_conditional_split_all_of_two_segments_is_a_chain():
     source = {"Name": "Both", "StartActivity": "both",
               "StartCondition": {"SegmentStartCondition": {"SegmentId": "everyone"}},
@@ -151,6 +172,9 @@ def _refusal(source: dict) -> InvalidInput:
     (lambda s: s["Limits"].update(TotalCap=2), "Limits.TotalCap", "sends up to 3"),
     (lambda s: s.update(Schedule={"EndTime": "2027-01-01T00:00:00"}), "Schedule.EndTime", "needs its offset"),
     (lambda s: s.update(RefreshFrequency="PT1H"), "RefreshFrequency", "applies to a journey that starts from a segment"),
+    (lambda s: s.update(RefreshOnSegmentUpdate=True), "RefreshOnSegmentUpdate",
+     "applies to a journey that starts from a segment"),
+    (lambda s: s.update(RefreshOnSegmentUpdate="yes"), "RefreshOnSegmentUpdate", "true or false"),
     (lambda s: s.update(ClosedDays={"EMAIL": [{"Name": "x", "StartDateTime": "2027-01-01T00:00",
                                                "EndDateTime": "2027-01-02T00:00"}]}), "ClosedDays",
      "only with SendingSchedule true"),

@@ -115,6 +115,21 @@ def test_a_template_tidings_cannot_hold_is_refused_by_name(source, words):
     assert words in refused.value.message, refused.value.message
 
 
+def test_ids_and_names_that_look_like_numbers_read_back_as_written(tmp_path):
+    """Pinpoint's hex ids can look like a float (`8052024e6931`): the YAML quotes them, else Tidings (YAML 1.2)
+    read one back as a number and `tidings apply` refused the file for want of a string `id`."""
+    from tidings.engine.journeys import load_resources
+
+    seg_id, seg = segment_yaml({"Id": "8052024e6931", "Name": "1e5", "SegmentType": "DIMENSIONAL", "Dimensions": {
+        "UserAttributes": {"plan": {"AttributeType": "INCLUSIVE", "Values": ["pro"]}}}})
+    tpl_id, tpl = template_yaml({"TemplateName": "2024e1", "TemplateType": "SMS", "Body": "0x1F"})
+    (tmp_path / "segment.yaml").write_text(seg)
+    (tmp_path / "template.yaml").write_text(tpl)
+    read = {r.kind: r.doc for r in load_resources(tmp_path)}
+    assert (read["Segment"]["id"], read["Segment"]["name"]) == (seg_id, "1e5") == ("8052024e6931", "1e5")
+    assert read["Template"]["id"] == tpl_id == "2024e1" and "0x1F" in json.dumps(read["Template"])
+
+
 def test_a_project_read_live_converts_as_its_exported_files_do(running_api, pinpoint, acme_key, tmp_path):
     exports = tmp_path / "exports"
     exports.mkdir()

@@ -42,7 +42,7 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
     view = View.of(ctx, value, pos, "entry `broadcast`")
     if view is None:
         return None
-    view.keys(required=("segment",), optional=("at", "cron", "every", "refresh", "timezone"))
+    view.keys(required=("segment",), optional=("at", "cron", "every", "refresh", "timezone", "on_join"))
     schedules = [k for k in ("at", "cron", "every", "refresh") if view.has(k)]
     if len(schedules) > 1:
         ctx.error(view.key_pos(schedules[1]), f"a broadcast has one schedule; `{schedules[0]}` and `{schedules[1]}` "
@@ -67,8 +67,13 @@ def _broadcast_entry(ctx: Ctx, value: Any, pos: Pos) -> ir.BroadcastEntry | None
             ctx.error(view.pos("cron"), problem)
             cron = None
     every = view.duration("refresh" if view.has("refresh") else "every", low=MIN_EVERY)
+    on_join = view.bool("on_join", False)
+    if on_join and (clash := next((k for k in ("at", "cron", "every") if view.has(k)), None)):
+        ctx.error(view.key_pos(clash), f"`on_join` admits whoever joins the segment from the activation on, so the "
+                  f"broadcast goes out then too; `{clash}` would send the members at another time (leave it out, "
+                  "or use `refresh`)")
     return ir.BroadcastEntry(segment=view.catalog("segment", "segment") or "", at=at, at_epoch=at_epoch, cron=cron,
-                             every_seconds=every, refresh=view.has("refresh"), timezone=timezone)
+                             every_seconds=every, refresh=view.has("refresh"), on_join=on_join, timezone=timezone)
 
 
 def _wall_time(view: View, key: str) -> tuple[str | None, None]:

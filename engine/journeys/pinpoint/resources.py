@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 import yaml
 
+from tidings.engine.journeys.language.yaml_loader import _Resolver as TidingsResolver
 from tidings.engine.journeys.pinpoint.to_yaml import tidings_id
 from tidings.engine.messaging.pinpoint_templates import KINDS, to_body
 from tidings.engine.messaging.template_store import template_resource
@@ -19,6 +20,20 @@ from tidings.engine.segments.pinpoint_dimensions import segment_rule
 from tidings.engine.segments.rules import expand
 
 TEMPLATE_RESPONSES = {k.response: k for k in KINDS.values()}
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's writer, quoting every string Tidings' YAML 1.2 reader would take for something else: PyYAML
+    (YAML 1.1) leaves `8052024e6931`, a segment id, plain, and Tidings reads that back as a float."""
+
+
+for _first, _resolvers in TidingsResolver.yaml_implicit_resolvers.items():
+    for _tag, _pattern in _resolvers:
+        _Dumper.add_implicit_resolver(_tag, _pattern, [_first])
+
+
+def _dump(doc: dict[str, Any], **options: Any) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, allow_unicode=True, **options)
 
 
 def _header(what: str, source: dict[str, Any]) -> str:
@@ -44,8 +59,7 @@ def segment_yaml(segment: dict[str, Any]) -> tuple[str, str]:
     seg_id = tidings_id(segment.get("Id"), "Id", "the segment id")
     rule = _lower_segment_refs(segment_rule(segment.get("Dimensions"), segment.get("SegmentGroups")))
     expand(rule)  # what saving it would check first (its in_segment references are checked when applied)
-    doc = yaml.safe_dump({"apiVersion": "tidings/v1", "kind": "Segment", "id": seg_id,
-                          "name": segment.get("Name") or seg_id}, sort_keys=False, allow_unicode=True)
+    doc = _dump({"apiVersion": "tidings/v1", "kind": "Segment", "id": seg_id, "name": segment.get("Name") or seg_id})
     return seg_id, _header("segment", segment) + doc + f"rule: {json.dumps(rule, ensure_ascii=False)}\n"
 
 
@@ -62,8 +76,7 @@ def template_yaml(template: dict[str, Any]) -> tuple[str, str]:
     body = msgspec.to_builtins(to_body(kind, template))
     doc = {"apiVersion": "tidings/v1", "kind": "Template", "id": template_id, **body}
     template_resource(doc)  # renders as saving would check it: a template that cannot render is refused here
-    return template_id, _header(f"{kind.type} template", template) + yaml.safe_dump(
-        doc, sort_keys=False, allow_unicode=True, width=120)
+    return template_id, _header(f"{kind.type} template", template) + _dump(doc, width=120)
 
 
 def resources_in(data: Any) -> list[tuple[str, dict[str, Any]]] | None:

@@ -81,12 +81,13 @@ def start_of(j: ir.JourneyIR) -> dict[str, Any]:
     """StartCondition, Schedule and LocalTime (each only when it has a Pinpoint form)."""
     e = j.entry
     if isinstance(e, ir.BroadcastEntry):
+        joiners = {"RefreshOnSegmentUpdate": True} if e.on_join else {}
         if e.refresh and e.every_seconds:
             return {"StartCondition": {"SegmentStartCondition": {"SegmentId": e.segment}},
-                    "RefreshFrequency": iso_duration(e.every_seconds)}
+                    "RefreshFrequency": iso_duration(e.every_seconds), **joiners}
         if e.cron or e.every_seconds:
             return {}
-        out: dict[str, Any] = {"StartCondition": {"SegmentStartCondition": {"SegmentId": e.segment}}}
+        out: dict[str, Any] = {"StartCondition": {"SegmentStartCondition": {"SegmentId": e.segment}}, **joiners}
         if e.at:
             local = e.timezone == "customer"
             out["Schedule"] = {"StartTime": e.at + ":00Z" if local else e.at.replace("+00:00", "Z")}

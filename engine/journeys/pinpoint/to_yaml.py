@@ -461,8 +461,9 @@ class _Journey:
         if start.get("SegmentStartCondition") and not start.get("EventStartCondition"):
             return self.segment_start(start, schedule, local)
         if start.get("EventStartCondition") and not start.get("SegmentStartCondition"):
-            if self.src.get("RefreshFrequency"):
-                raise refuse("RefreshFrequency", "applies to a journey that starts from a segment")
+            for key in ("RefreshFrequency", "RefreshOnSegmentUpdate"):
+                if self.src.get(key):
+                    raise refuse(key, "applies to a journey that starts from a segment")
             cond = start["EventStartCondition"]
             self.check(cond, "StartCondition.EventStartCondition", {"EventFilter", "SegmentId"})
             if schedule.get("StartTime"):
@@ -494,6 +495,14 @@ class _Journey:
         seg = tidings_id(start["SegmentStartCondition"].get("SegmentId"),
                          "StartCondition.SegmentStartCondition.SegmentId", "the segment id")
         broadcast: dict[str, Any] = {"segment": seg}
+        if self.src.get("RefreshOnSegmentUpdate"):  # the members now, and each newcomer when they join
+            if schedule.get("StartTime"):
+                raise refuse("RefreshOnSegmentUpdate", "a journey that admits the segment's newcomers starts at its "
+                                                       "activation in Tidings; leave out Schedule.StartTime (or "
+                                                       "activate it then)")
+            broadcast["on_join"] = True
+            self.comments.append("RefreshOnSegmentUpdate: the segment's members at activation, then each customer "
+                                 "who joins it, when they join (`on_join`), within the entry limits")
         if self.src.get("RefreshFrequency"):  # the members now, then whoever is new at each refresh
             if schedule.get("StartTime"):
                 raise refuse("RefreshFrequency", "a journey that refreshes its segment starts at its activation "
@@ -628,9 +637,8 @@ class _Journey:
         for key, why in UNSUPPORTED_JOURNEY.items():
             if self.src.get(key) not in (None, "", {}, []):
                 raise refuse(key, why)
-        for key in ("RefreshOnSegmentUpdate",):
-            if self.src.get(key):
-                raise refuse(key, "not supported by Tidings journeys")
+        if self.src.get("RefreshOnSegmentUpdate") not in (None, True, False):
+            raise refuse("RefreshOnSegmentUpdate", f"true or false, got {self.src['RefreshOnSegmentUpdate']!r}")
         if not self.acts:
             raise refuse("Activities", "a journey needs at least one activity")
         if not self.src.get("StartActivity"):

@@ -430,6 +430,13 @@ class JourneyActivities:
         j = self._ir(conn, workspace, journey_id, version)
         lim = j.settings.entry
         now = now_ms()
+        # The journey's row first: on PostgreSQL its lock queues the admissions of one journey (a broadcast page
+        # and the queue of an `on_join` broadcast, say) so each reads the runs the one before it recorded
+        # and a customer in both is admitted once.
+        conn.execute(update(journeys).where(journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)
+                     .values(next_cohort=journeys.c.next_cohort + 1))
+        cohort = conn.execute(select(journeys.c.next_cohort).where(
+            journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)).scalar_one() - 1
         pks = sorted({pk for pk, _ in candidates})
         past: dict[int, list] = {}
         for r in rows_where_in(conn, journey_runs, ["user_pk", "status", "entered_at"], "user_pk", pks,
@@ -446,10 +453,6 @@ class JourneyActivities:
                 refused["min_interval"] += 1
             else:
                 chosen[pk] = entry
-        cohort = conn.execute(select(journeys.c.next_cohort).where(
-            journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)).scalar_one()
-        conn.execute(update(journeys).where(journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)
-                     .values(next_cohort=cohort + 1))
         wf_id = cohort_workflow_id(installation_id(self.db), workspace, journey_id, version, cohort)
         conn.execute(insert(journey_cohorts).values(workspace_id=workspace, journey_id=journey_id, cohort=cohort,
                                                     version=version, claim_key=claim_key, workflow_id=wf_id,
