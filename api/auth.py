@@ -20,7 +20,10 @@ async def require_workspace_key(connection: ASGIConnection, _handler: BaseRouteH
         connection.state.workspace = await asyncio.to_thread(authenticate, db, header)
 
 
-def current_workspace(request: Request) -> WorkspaceRef:
+def current_workspace(request: Request, db: Engine) -> WorkspaceRef:  # noqa: ARG001
+    # `db` makes this dependency come after the database's, one after the other: Litestar resolves the
+    # independent dependencies of a handler (db and workspace, on most /v1 routes) in an anyio task group,
+    # two tasks per request, which cost ~0.1 ms of CPU of a single upsert's ~1 ms.
     return request.state.workspace
 
 

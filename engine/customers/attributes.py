@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from tidings.engine.platform.db import insert_ignoring_conflicts
 from tidings.engine.platform.errors import LimitExceeded
@@ -22,25 +22,35 @@ def merge(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# Built once (every single upsert asks): building a statement per call cost more than running it.
+_KNOWN_AMONG = select(attribute_names.c.name).where(
+    attribute_names.c.workspace_id == bindparam("workspace_id"), attribute_names.c.kind == bindparam("kind"),
+    attribute_names.c.name.in_(bindparam("names", expanding=True)))
+_ALL_KNOWN = select(attribute_names.c.name).where(
+    attribute_names.c.workspace_id == bindparam("workspace_id"), attribute_names.c.kind == bindparam("kind"))
+_HOW_MANY = select(func.count()).select_from(attribute_names).where(
+    attribute_names.c.workspace_id == bindparam("workspace_id"), attribute_names.c.kind == bindparam("kind"))
+
+
 def register_names(conn: Connection, workspace_id: int, kind: str, names: Iterable[str]) -> None:
-    """Record new custom names of one kind; refuse the write when it would pass Pinpoint's limit."""
+    """Record new custom names of one kind; refuse the write when it would pass Pinpoint's limit. Only the
+    names written are looked up (a write of known names reads a few index entries, not the whole registry);
+    the registry is counted only when some are new."""
     wanted = set(names)
     if not wanted:
         return
-    known = set(
-        conn.execute(
-            select(attribute_names.c.name).where(
-                attribute_names.c.workspace_id == workspace_id, attribute_names.c.kind == kind
-            )
-        ).scalars()
-    )
-    new = wanted - known
+    params = {"workspace_id": workspace_id, "kind": kind}
+    if len(wanted) <= MAX_ATTRIBUTE_NAMES:
+        new = wanted - set(conn.execute(_KNOWN_AMONG, {**params, "names": sorted(wanted)}).scalars())
+    else:  # past the limit whatever is known; the registry (at most the limit) is read whole for the message
+        new = wanted - set(conn.execute(_ALL_KNOWN, params).scalars())
     if not new:
         return
-    if len(known) + len(new) > MAX_ATTRIBUTE_NAMES:
+    known = conn.execute(_HOW_MANY, params).scalar_one()
+    if known + len(new) > MAX_ATTRIBUTE_NAMES:
         raise LimitExceeded(
             f"a workspace has at most {MAX_ATTRIBUTE_NAMES} custom {kind} names; "
-            f"{len(known)} exist and this write adds {len(new)} ({', '.join(sorted(new)[:5])}...)",
+            f"{known} exist and this write adds {len(new)} ({', '.join(sorted(new)[:5])}...)",
             field=kind,
         )
     stmt = insert_ignoring_conflicts(conn, attribute_names, ["workspace_id", "kind", "name"])

@@ -14,6 +14,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Boolean, Connection, Engine, Float, Table, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -295,6 +296,25 @@ def refresh_statistics(conn: Connection, *tables: Table) -> None:
             conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.quote(table.name)}")
 
 
+def driver_rows(conn: Connection, sql: str, params: tuple) -> list[tuple]:
+    """The rows of one plain SQL read, on the driver's cursor of the connection's transaction: SQLAlchemy's
+    result layer (cursor description, row metadata) cost more than these small indexed reads, of which a
+    single write makes several. Driver errors come back as SQLAlchemy's (sqlalchemy.exc.DataError ...), as
+    from exec_driver_sql. Outside a transaction (a reading connection before its first statement) through
+    SQLAlchemy, which begins it."""
+    if not conn.in_transaction():
+        return [tuple(r) for r in conn.exec_driver_sql(sql, params)]
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
+    finally:
+        cursor.close()
+
+
 def rows_where_in(conn: Connection, table: Table, columns: list[str], key: str, values: list,
                   equals: dict | None = None, chunk: int = 5000) -> list[tuple]:
     """SELECT columns FROM table WHERE <equals> AND key IN (values), in chunks, straight to the driver.
@@ -310,7 +330,7 @@ def rows_where_in(conn: Connection, table: Table, columns: list[str], key: str, 
     out: list[tuple] = []
     for start in range(0, len(values), chunk):
         part = values[start : start + chunk]
-        rows = conn.exec_driver_sql(head + f"({', '.join([mark] * len(part))})", (*equals.values(), *part)).all()
+        rows = driver_rows(conn, head + f"({', '.join([mark] * len(part))})", (*equals.values(), *part))
         for row in rows:
             cells = list(row)
             if json_at:

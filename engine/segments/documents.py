@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections import namedtuple
 from typing import Any, Collection, Iterable
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, bindparam, delete, func, select
 
 from tidings.engine.platform.batching import chunks
 from tidings.engine.platform.clock import iso_to_ms, ms_to_iso
@@ -121,6 +121,10 @@ def load_customers(conn: Connection, user_pks: list[int]) -> tuple[dict[int, Any
     return found, eps
 
 
+# Built once (every write that touches an indexed path runs it): its compiled form is cached.
+_VALUES_OF = delete(customer_values).where(customer_values.c.user_pk.in_(bindparam("pks", expanding=True)))
+
+
 def refresh_values(conn: Connection, workspace_id: int, user_pks: list[int],
                    loaded: tuple[dict[int, Any], dict[int, list[Any]]] | None,
                    user_paths: Collection[str], ep_paths: Collection[str], slots: dict[str, int] | None = None) -> None:
@@ -128,7 +132,7 @@ def refresh_values(conn: Connection, workspace_id: int, user_pks: list[int],
     their `customer_value` rows and, when user-level paths have slots, their wide-table rows."""
     found, eps = loaded or load_customers(conn, user_pks)
     for part in chunks(user_pks, 5000):
-        conn.execute(delete(customer_values).where(customer_values.c.user_pk.in_(part)))
+        conn.execute(_VALUES_OF, {"pks": list(part)})
     rows = [r for pk in user_pks if pk in found
             for r in value_rows(workspace_id, found[pk], eps.get(pk, []), user_paths, ep_paths)]
     bulk_insert(conn, customer_values, rows)

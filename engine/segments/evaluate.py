@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 import datalogic_py
 import msgspec
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, bindparam, func, select, text
 
 from tidings.engine.platform.batching import chunks
 from tidings.engine.platform.db import bulk_delete, insert_tuples, without_jit
@@ -89,18 +89,46 @@ class Rules:
     user_paths: frozenset[str]
     ep_paths: frozenset[str]
     slots: dict[str, int] = field(default_factory=dict)  # user-level path -> wide-table slot
+    # Worked out once per entry (every write asks): which segments read each user-level path, and per set of
+    # segments re-checked, their evaluation groups and behaviour facts.
+    _readers: dict[str, frozenset[str]] | None = field(default=None, repr=False)
+    _plans: dict[tuple[str, ...], tuple[list[list[Compiled]], dict[str, dict[str, Any]]]] = field(
+        default_factory=dict, repr=False)
+
+    def reading(self, fields: Collection[str]) -> set[str]:
+        """The ids of the segments whose rules read one of these user-level paths."""
+        readers = self._readers
+        if readers is None:
+            index: dict[str, set[str]] = {}
+            for s in self.segs:
+                for p in s.user_paths:
+                    index.setdefault(p, set()).add(s.id)
+            readers = self._readers = {p: frozenset(ids) for p, ids in index.items()}
+        return set().union(*(readers.get(f, ()) for f in fields))
+
+    def plan(self, segs: list[Compiled]) -> tuple[list[list[Compiled]], dict[str, dict[str, Any]]]:
+        """(levels(segs), union_facts(segs)) for segments of this entry, kept for the entry's life (bounded:
+        a workspace's writes re-check a few distinct sets)."""
+        key = tuple(s.id for s in segs)
+        hit = self._plans.get(key)
+        if hit is None:
+            hit = (levels(segs), union_facts(segs))
+            if len(self._plans) < 64:
+                self._plans[key] = hit
+        return hit
 
 
 _cache: dict[int, Rules] = {}
 _lock = threading.Lock()
+# Built once: every customer write asks it, and building the statement cost more than the indexed aggregate.
+_STAMP = (select(func.count(), func.max(segments.c.updated_at), func.sum(segments.c.version))
+          .where(segments.c.workspace_id == bindparam("workspace_id")))
 
 
 def workspace_rules(conn: Connection, workspace_id: int) -> Rules:
     """Every segment of the workspace compiled, dependencies first, with the index's paths; cached until
     a segment changes (one cheap aggregate query per call). A recompile also syncs the index's paths."""
-    stamp = tuple(conn.execute(
-        select(func.count(), func.max(segments.c.updated_at), func.sum(segments.c.version))
-        .where(segments.c.workspace_id == workspace_id)).one())
+    stamp = tuple(conn.execute(_STAMP, {"workspace_id": workspace_id}).one())
     hit = _cache.get(workspace_id)
     if hit and hit.stamp == stamp:
         return hit
@@ -216,12 +244,13 @@ def _truthy(result: Any) -> bool:
     return ENGINE.truthy(result)
 
 
-def evaluate_docs(segs: list[Compiled], docs: dict[int, dict[str, Any]]) -> dict[str, set[int]]:
+def evaluate_docs(segs: list[Compiled], docs: dict[int, dict[str, Any]],
+                  groups: list[list[Compiled]] | None = None) -> dict[str, set[int]]:
     """Members among these users for each segment. Each document is parsed once per group and every rule of
     the group evaluated in one native call; in_segment sees the results of earlier groups."""
     result: dict[str, set[int]] = {s.id: set() for s in segs}
     session = ENGINE.session()
-    groups = levels(segs)
+    groups = levels(segs) if groups is None else groups
     for n, group in enumerate(groups):
         compiled = [s.rule for s in group]
         for pk, doc in docs.items():
@@ -278,25 +307,32 @@ def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered:
 
 
 def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], user_pks: list[int],
-                     loaded=None, now: int | None = None) -> None:
-    """Re-evaluate these segments for these users (the per-write path) and write the differences."""
+                     loaded=None, now: int | None = None,
+                     plan: tuple[list[list[Compiled]], dict[str, dict[str, Any]]] | None = None) -> None:
+    """Re-evaluate these segments for these users (the per-write path) and write the differences. `plan`:
+    Rules.plan(segs), when the caller has the workspace's rules."""
     if not segs or not user_pks:
         return
     with SEGMENT_EVALUATION.labels("incremental").time():
-        _update_for_users(conn, workspace_id, segs, user_pks, loaded, now or now_ms())
+        _update_for_users(conn, workspace_id, segs, user_pks, loaded, now or now_ms(),
+                          plan or (levels(segs), union_facts(segs)))
 
 
 def _update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], user_pks: list[int], loaded,
-                      now: int) -> None:
-    docs = documents(conn, workspace_id, user_pks, union_facts(segs), now, loaded)
+                      now: int, plan: tuple[list[list[Compiled]], dict[str, dict[str, Any]]]) -> None:
+    groups, facts = plan
+    docs = documents(conn, workspace_id, user_pks, facts, now, loaded)
     before: dict[str, set[int]] = {}  # segment id -> which of these users were members
     for pk, d in docs.items():
         for sid in d["segments"]:
             before.setdefault(sid, set()).add(pk)
-    result = evaluate_docs(segs, docs)
+    result = evaluate_docs(segs, docs, groups)
     changes: list[tuple[str, int, bool]] = []
+    nobody: set[int] = set()
     for seg in segs:  # set differences: a batch of new customers has ~50 memberships each
-        members, was = result[seg.id], before.get(seg.id, set())
+        members, was = result[seg.id], before.get(seg.id, nobody)
+        if members == was:  # most segments, for a single write
+            continue
         changes += [(seg.id, pk, True) for pk in sorted(members - was)]
         changes += [(seg.id, pk, False) for pk in sorted(was - members)]
     write_changes(conn, workspace_id, changes, now)

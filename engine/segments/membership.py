@@ -31,7 +31,7 @@ def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
         return
     if fields is not None:
         fields = set(fields)
-        segs = with_dependents(segs, {s.id for s in segs if s.user_paths & fields})
+        segs = with_dependents(segs, ws_rules.reading(fields))
         reindex = bool(ws_rules.user_paths & fields)
     else:
         reindex = bool(ws_rules.user_paths or ws_rules.ep_paths)
@@ -40,7 +40,7 @@ def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
     loaded = load_customers(conn, pks)
     if reindex:
         refresh_values(conn, workspace_id, pks, loaded, ws_rules.user_paths, ws_rules.ep_paths, ws_rules.slots)
-    update_for_users(conn, workspace_id, segs, pks, loaded)
+    update_for_users(conn, workspace_id, segs, pks, loaded, plan=ws_rules.plan(segs))
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
@@ -64,12 +64,14 @@ def events_recorded(conn: Connection, workspace_id: int, rows: list[dict]) -> No
     if not rows:
         return
     backfill.write_guard(conn, workspace_id)
-    all_segs = workspace_rules(conn, workspace_id).segs
+    ws_rules = workspace_rules(conn, workspace_id)
+    all_segs = ws_rules.segs
     names = {r["name"] for r in rows}
     hit = {s.id for s in all_segs if s.events & names or (s.any_event and any(not n.startswith("_") for n in names))}
     if not hit:
         return
-    update_for_users(conn, workspace_id, with_dependents(all_segs, hit), sorted({r["user_pk"] for r in rows}))
+    segs = with_dependents(all_segs, hit)
+    update_for_users(conn, workspace_id, segs, sorted({r["user_pk"] for r in rows}), plan=ws_rules.plan(segs))
 
 
 # Built once (every user's page and every single upsert reads it): its compiled form is cached.

@@ -87,22 +87,47 @@ def revoke_key(db: Engine, prefix: str, workspace_id: int | None = None) -> int:
 
 
 def _key_lookup(paramstyle: str) -> str:
-    # Plain SQL straight to the driver: the guard runs it for every request, and SQLAlchemy's per-call
-    # statement caching costs more than this indexed read.
     mark = "?" if paramstyle == "qmark" else "%s"
     return (f"SELECT w.id, w.name FROM {workspaces.name} w JOIN {api_keys.name} k ON k.workspace_id = w.id "
             f"WHERE k.key_hash = {mark} AND k.revoked_at IS NULL")
+
+
+def _live_key(db: Engine, key_hash: str) -> tuple[int, str] | None:
+    """The workspace of a live key, read on every request (a revoked key is refused at its next call).
+
+    Plain SQL on the pooled driver connection, outside any transaction: the guard runs it for every request,
+    and SQLAlchemy's connection, transaction and result layers cost more than this indexed read. SQLite's
+    driver connections are in autocommit already (tidings.engine.platform.db); a PostgreSQL one is put in
+    autocommit for this single statement, which saves its BEGIN and ROLLBACK round trips."""
+    raw = db.raw_connection()
+    try:
+        driver = raw.driver_connection
+        autocommit_here = db.dialect.name == "postgresql" and not driver.autocommit
+        if autocommit_here:
+            driver.autocommit = True
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(_key_lookup(db.dialect.paramstyle), (key_hash,))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        finally:
+            if autocommit_here:
+                driver.autocommit = False
+    finally:
+        raw.close()  # back to the pool
+    return None if row is None else (row[0], row[1])
 
 
 def authenticate(db: Engine, authorization: str | None) -> WorkspaceRef:
     if not authorization or not authorization.startswith("Bearer "):
         raise Unauthorized("send 'Authorization: Bearer <workspace key>'")
     key = authorization.removeprefix("Bearer ").strip()
-    with reading(db) as conn:
-        row = conn.exec_driver_sql(_key_lookup(conn.dialect.paramstyle), (_hash(key),)).first()
+    row = _live_key(db, _hash(key))
     if row is None:
         raise Unauthorized("unknown or revoked API key")
-    return WorkspaceRef(row.id, row.name)
+    return WorkspaceRef(*row)
 
 
 def created_at(db: Engine, workspace: WorkspaceRef) -> int:

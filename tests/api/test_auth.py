@@ -38,3 +38,36 @@ def test_workspaces_are_isolated(api, other_api):
     assert api.get("/v1/users/shared-id").json()["attributes"] == {"owner": "acme"}
     assert other_api.get("/v1/users/shared-id").json()["attributes"] == {"owner": "globex"}
     assert len(api.get("/v1/events").json()["items"]) == 1
+
+
+def test_key_lookups_leave_writes_atomic(api, db):
+    """The key lookup reads outside a transaction (autocommit on PostgreSQL, for that one statement): the pooled
+    connections it used must come back as they were, or a later write would commit statement by statement
+    and a failed one leave half of itself behind."""
+    from sqlalchemy import text
+
+    from tidings.engine.platform.db import writing
+
+    for i in range(8):
+        assert api.put(f"/v1/users/before-{i}", json={"attributes": {"n": i}}).status_code == 200
+    held = [db.connect() for _ in range(db.pool.checkedin())]  # every pooled connection, each in turn below
+    for conn in held:
+        conn.close()
+    for _ in range(len(held)):
+        try:
+            with writing(db) as conn:
+                conn.execute(text("UPDATE users SET locale = 'xx-XX' WHERE user_id = 'before-0'"))
+                raise RuntimeError("the write fails after its first statement")
+        except RuntimeError:
+            pass
+    assert api.get("/v1/users/before-0").json()["locale"] is None
+
+
+def test_revoked_key_is_refused_on_the_very_next_call(client, db):
+    _, key = create_key(db, "initech")
+    headers = {"Authorization": f"Bearer {key}"}
+    for i in range(20):  # the lookup is warm: the same key, the same pooled connections
+        assert client.put(f"/v1/users/u{i}", json={"attributes": {"n": i}}, headers=headers).status_code == 200
+    revoke_key(db, key[:11])
+    r = client.put("/v1/users/u0", json={"attributes": {"n": -1}}, headers=headers)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"

@@ -116,3 +116,22 @@ def test_bad_timestamp_names_the_event(api):
     assert e["field"] == "events[1].timestamp" or e["field"].endswith(".timestamp"), e
     assert "datetime" in e["message"]
     assert api.get("/v1/events").json()["items"] == []
+
+
+def test_attribute_name_limit_counts_known_names_once(api):
+    """A write of known names with one new name past the limit is refused, saying how many exist and how many
+    this write adds (the known ones are not counted again); a write of known names only goes through."""
+    for start in range(0, 250, 50):
+        attrs = {f"attr{i}": "v" for i in range(start, start + 50)}
+        assert api.put(f"/v1/users/u{start}", json={"attributes": attrs}).status_code == 200
+    e = _error(api.put("/v1/users/mixed", json={"attributes": {"attr1": "a", "attr249": "b", "brand_new": "c"}}))
+    assert e["code"] == "limit_exceeded" and e["field"] == "attribute"
+    assert "250 exist and this write adds 1 (brand_new...)" in e["message"]
+    assert api.put("/v1/users/mixed", json={"attributes": {"attr1": "a", "attr249": "b"}}).status_code == 200
+
+
+def test_one_batch_of_more_new_names_than_the_limit_is_refused(api):
+    items = [{"user_id": f"u{n}", "attributes": {f"a{n}_{i}": "v" for i in range(150)}} for n in range(2)]
+    e = _error(api.post("/v1/users/batch", json={"items": items}))
+    assert e["code"] == "limit_exceeded" and "0 exist and this write adds 300" in e["message"]
+    assert api.get("/v1/users/u0").status_code == 404
