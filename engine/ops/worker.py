@@ -13,7 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from tidings.engine.platform.collector import tune_collector
+from tidings.engine.platform.collector import collect_forever, tune_collector
 from tidings.engine.platform.config import Settings
 from tidings.engine.wiring import wire
 
@@ -140,6 +140,8 @@ async def _poll(client: Client, db: Engine, settings: Settings, plugins: Any, st
     tune_collector()
     async with main, sends:
         redeliveries = asyncio.create_task(_redeliver(db, plugins), name="redelivery")
+        # finished workflow runs are cycles the tuned collector would leave for minutes (collector.py)
+        collector = asyncio.create_task(collect_forever(), name="tidings-full-collection")
         # every worker wakes the idle journeys whose entry watch died with another worker
         sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
         if ready is not None:  # resumed activations are started and the worker polls
@@ -150,6 +152,7 @@ async def _poll(client: Client, db: Engine, settings: Settings, plugins: Any, st
         finally:
             sweep.cancel()
             redeliveries.cancel()
+            collector.cancel()
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
