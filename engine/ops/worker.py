@@ -47,7 +47,13 @@ def activities(db: Engine, settings: Settings, journey=None) -> list:
 # its own (a class per workflow, constants), so this worker imports it once. A passed-through module
 # escapes the sandbox's checks of forbidden calls (datetime.now, I/O...): the journey tests' workers
 # (tests/journeys/conftest.py, engine/journeys/testing.py) keep the full sandbox, which catches them.
-PASSTHROUGH = ("tidings.engine.journeys.runtime.workflows", "tidings.engine.journeys.runtime.contracts", "tidings.engine.journeys.ir")
+# The clock-segment refresh (every 5 minutes) and the retention prune have tiny workflow modules, but
+# importing one in the sandbox imports its parent package there first: tidings.engine.segments, whose
+# __init__ brings SQLAlchemy, SQLModel, pydantic and ~300 other modules, re-executed at each run (a full
+# copy of them, part of it kept by the host's registries: ~30 MB more worker memory per run, measured in
+# tests/benchmarks/README.md "Worker memory"). Neither module nor package is workflow state.
+PASSTHROUGH = ("tidings.engine.journeys.runtime.workflows", "tidings.engine.journeys.runtime.contracts", "tidings.engine.journeys.ir",
+               "tidings.engine.segments", "tidings.engine.ops.retention_workflow")
 
 
 # Threads run the sync activities (a step's reads and writes, a broadcast page): short database work,
