@@ -13,7 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from tidings.engine.platform.collector import tune_collector
+from tidings.engine.platform.collector import collect_forever, tune_collector
 from tidings.engine.platform.config import Settings
 from tidings.engine.wiring import wire
 
@@ -47,7 +47,13 @@ def activities(db: Engine, settings: Settings, journey=None) -> list:
 # its own (a class per workflow, constants), so this worker imports it once. A passed-through module
 # escapes the sandbox's checks of forbidden calls (datetime.now, I/O...): the journey tests' workers
 # (tests/journeys/conftest.py, engine/journeys/testing.py) keep the full sandbox, which catches them.
-PASSTHROUGH = ("tidings.engine.journeys.runtime.workflows", "tidings.engine.journeys.runtime.contracts", "tidings.engine.journeys.ir")
+# The clock-segment refresh (every 5 minutes) and the retention prune have tiny workflow modules, but
+# importing one in the sandbox imports its parent package there first: tidings.engine.segments, whose
+# __init__ brings SQLAlchemy, SQLModel, pydantic and ~300 other modules, re-executed at each run (a full
+# copy of them, part of it kept by the host's registries: ~30 MB more worker memory per run, measured in
+# tests/benchmarks/README.md "Worker memory"). Neither module nor package is workflow state.
+PASSTHROUGH = ("tidings.engine.journeys.runtime.workflows", "tidings.engine.journeys.runtime.contracts", "tidings.engine.journeys.ir",
+               "tidings.engine.segments", "tidings.engine.ops.retention_workflow")
 
 
 # Threads run the sync activities (a step's reads and writes, a broadcast page): short database work,
@@ -140,6 +146,8 @@ async def _poll(client: Client, db: Engine, settings: Settings, plugins: Any, st
     tune_collector()
     async with main, sends:
         redeliveries = asyncio.create_task(_redeliver(db, plugins), name="redelivery")
+        # finished workflow runs are cycles the tuned collector would leave for minutes (collector.py)
+        collector = asyncio.create_task(collect_forever(), name="tidings-full-collection")
         # every worker wakes the idle journeys whose entry watch died with another worker
         sweep = asyncio.create_task(sweep_orphans(client, db), name="tidings-entry-sweep")
         if ready is not None:  # resumed activations are started and the worker polls
@@ -150,6 +158,7 @@ async def _poll(client: Client, db: Engine, settings: Settings, plugins: Any, st
         finally:
             sweep.cancel()
             redeliveries.cancel()
+            collector.cancel()
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
