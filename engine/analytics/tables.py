@@ -116,8 +116,8 @@ class JourneyMessageTally(SQLModel, table=True):
     0020_pagefast_journey_tallies): per metric and grouping (`grouped_by`: 0 step x variant x channel, 1 the
     journey, 2 step, 3 variant, 4 channel), events, distinct customers and distinct message ids, and the
     first and last time. Key columns hold chr(1) for NULL and for a column the grouping does not use. Rows
-    are sharded by customer (user_pk % 16) so that concurrent writers do not queue on one row: only the sum
-    over shards is meaningful. `bounds_exact` goes false when a deleted fact may have been the group's
+    are sharded by writer (PostgreSQL backend pid % 16) so that concurrent writers do not queue on one row:
+    only the sum over shards is meaningful. `bounds_exact` goes false when a deleted fact may have been the group's
     first or last (the times then bound the facts, no longer exactly)."""
 
     __tablename__ = "journey_message_tally"

@@ -6,12 +6,11 @@ unwindowed report reads a few rows instead of counting DISTINCT over every messa
 
 A count of distinct customers (or message ids) goes up when a fact arrives whose customer (message) had no
 other fact in that group, and down when the last one is deleted: the EXISTS checks are index seeks by
-(workspace, journey, customer) and (workspace, journey, message id). Rows are sharded by the customer
-(user_pk % 16) so that concurrent writers of one journey do not all queue on one row until they commit;
-only the sum over shards means anything (a message whose facts name two customers is counted in the shard
-that saw it first and uncounted in the shard that saw it last). On PostgreSQL, a transaction advisory lock
-per (journey, customer) and per (journey, message id) makes the EXISTS check and the count one step against
-concurrent writers of the same customer or message.
+(workspace, journey, customer) and (workspace, journey, message id). On PostgreSQL each writer counts into
+its own shard of the rows (backend pid % 16), so concurrent writers of one journey do not queue on one row
+until they commit (SQLite has one writer: shard 0; the fill here shards by customer); only the sum over
+shards means anything. A transaction advisory lock per (journey, customer) and per (journey, message id)
+makes the EXISTS check and the count one step against concurrent writers of the same customer or message.
 
 `message_metric` maps each message event name to its metric (the names and metrics of
 tidings.engine.analytics.metrics as of this revision)."""
@@ -30,6 +29,7 @@ METRICS = {
     "clicked": ("click",), "unsubscribed": ("unsubscribe",),
 }
 SHARDS = 16
+MAX_TS = 2 ** 63 - 1
 # grouped_by: 0 = (step, variant, channel), 1 = the whole journey, 2 = step, 3 = variant, 4 = channel
 GROUPINGS = {0: ("step_id", "variant", "channel"), 1: (), 2: ("step_id",), 3: ("variant",), 4: ("channel",)}
 KEY_OF = {"step_id": "step_key", "variant": "variant_key", "channel": "channel_key"}
@@ -38,9 +38,11 @@ TALLY_KEY = "workspace_id, journey_id, grouped_by, metric, step_key, variant_key
 
 def _dialect() -> dict[str, str]:
     if op.get_bind().dialect.name == "sqlite":
-        return {"none": "char(1)", "same": "IS", "int": "", "least": "min", "greatest": "max", "true": "1", "sqlite": "1"}
+        return {"none": "char(1)", "same": "IS", "int": "", "least": "min", "greatest": "max", "true": "1", "sqlite": "1",
+                "shard": "0"}
     return {"none": "chr(1)", "same": "IS NOT DISTINCT FROM", "int": "::int", "least": "least",
-            "greatest": "greatest", "true": "true", "sqlite": ""}
+            "greatest": "greatest", "true": "true", "sqlite": "",
+            "shard": f"pg_backend_pid() % {SHARDS}"}
 
 
 def _key(d: dict[str, str], row: str, column: str, grouping: str) -> str:
@@ -68,36 +70,31 @@ def _other_fact(d: dict[str, str], row: str, by: str, grouping: str, metric: str
 GROUPING_ROWS = " UNION ALL ".join(f"SELECT {g} AS grouped_by" for g in GROUPINGS)
 
 
-def _insert_sql(d: dict[str, str]) -> str:
-    row = "NEW" if d["int"] else "new"
-    return (f"INSERT INTO journey_message_tally ({TALLY_KEY}, events, customers, messages, min_ts, max_ts, "
-            f"bounds_exact) SELECT {row}.workspace_id, {row}.journey_id, g.grouped_by, m.metric, "
-            + ", ".join(_key(d, row, c, "g.grouped_by") for c in KEY_OF)
-            + f", {row}.user_pk % {SHARDS}, 1, "
-            f"(NOT {_other_fact(d, row, 'user_pk', 'g.grouped_by', 'm.metric')}){d['int']}, "
-            f"({row}.message_id IS NOT NULL AND NOT {_other_fact(d, row, 'message_id', 'g.grouped_by', 'm.metric')})"
-            f"{d['int']}, {row}.ts, {row}.ts, {d['true']} "
-            f"FROM message_metric m, ({GROUPING_ROWS}) g WHERE m.name = {row}.name "
-            f"ON CONFLICT ({TALLY_KEY}) DO UPDATE SET events = journey_message_tally.events + 1, "
-            "customers = journey_message_tally.customers + excluded.customers, "
-            "messages = journey_message_tally.messages + excluded.messages, "
-            f"min_ts = {d['least']}(journey_message_tally.min_ts, excluded.min_ts), "
-            f"max_ts = {d['greatest']}(journey_message_tally.max_ts, excluded.max_ts)")
-
-
-def _delete_sql(d: dict[str, str]) -> str:
-    row = "OLD" if d["int"] else "old"
+def _count_sql(d: dict[str, str], row: str, sign: int) -> str:
+    """Count the fact `row` in (sign 1: it was inserted) or out of (-1: deleted) each of its groups' tally,
+    in this writer's shard (see _shard)."""
     t = "journey_message_tally"
-    keys = " AND ".join(f"{KEY_OF[c]} = {_key(d, row, c, f'{t}.grouped_by')}" for c in KEY_OF)
-    return (f"UPDATE {t} SET events = events - 1, "
-            f"customers = customers - (NOT {_other_fact(d, row, 'user_pk', f'{t}.grouped_by', f'{t}.metric')}){d['int']}, "
-            f"messages = messages - ({row}.message_id IS NOT NULL AND NOT "
-            f"{_other_fact(d, row, 'message_id', f'{t}.grouped_by', f'{t}.metric')}){d['int']}, "
-            # the group's first or last time may have gone with this fact: no longer known exactly
-            f"bounds_exact = bounds_exact AND {row}.ts > min_ts AND {row}.ts < max_ts "
-            f"WHERE workspace_id = {row}.workspace_id AND journey_id = {row}.journey_id "
-            f"AND metric = (SELECT metric FROM message_metric WHERE name = {row}.name) "
-            f"AND shard = {row}.user_pk % {SHARDS} AND {keys}")
+    keys = [_key(d, row, c, "g.grouped_by") for c in KEY_OF]
+    customer = f"(NOT {_other_fact(d, row, 'user_pk', 'g.grouped_by', 'm.metric')}){d['int']}"
+    message = (f"({row}.message_id IS NOT NULL AND NOT {_other_fact(d, row, 'message_id', 'g.grouped_by', 'm.metric')})"
+               f"{d['int']}")
+    if sign > 0:
+        bounds = f"{row}.ts, {row}.ts, {d['true']}"
+    else:  # times that move no bound; and the group's first or last time may have gone with this fact
+        group = (f"FROM {t} t2 WHERE t2.workspace_id = {row}.workspace_id AND t2.journey_id = {row}.journey_id "
+                 "AND t2.grouped_by = g.grouped_by AND t2.metric = m.metric AND "
+                 + " AND ".join(f"t2.{KEY_OF[c]} = {k}" for c, k in zip(KEY_OF, keys)))
+        bounds = (f"{MAX_TS}, {-MAX_TS}, NOT ({row}.ts <= (SELECT min(t2.min_ts) {group}) "
+                  f"OR {row}.ts >= (SELECT max(t2.max_ts) {group}))")
+    minus = "" if sign > 0 else "-"
+    return (f"INSERT INTO {t} ({TALLY_KEY}, events, customers, messages, min_ts, max_ts, bounds_exact) "
+            f"SELECT {row}.workspace_id, {row}.journey_id, g.grouped_by, m.metric, {', '.join(keys)}, {d['shard']}, "
+            f"{sign}, {minus}{customer}, {minus}{message}, {bounds} "
+            f"FROM message_metric m, ({GROUPING_ROWS}) g WHERE m.name = {row}.name "
+            f"ON CONFLICT ({TALLY_KEY}) DO UPDATE SET events = {t}.events + excluded.events, "
+            f"customers = {t}.customers + excluded.customers, messages = {t}.messages + excluded.messages, "
+            f"min_ts = {d['least']}({t}.min_ts, excluded.min_ts), max_ts = {d['greatest']}({t}.max_ts, excluded.max_ts), "
+            f"bounds_exact = {t}.bounds_exact AND excluded.bounds_exact")
 
 
 def _backfill_sql(d: dict[str, str]) -> list[str]:
@@ -156,9 +153,9 @@ def upgrade() -> None:
         for sql in _backfill_sql(d):
             op.execute(sql)
         op.execute("CREATE TRIGGER tr_message_fact_tally_insert AFTER INSERT ON message_fact "
-                   f"WHEN new.journey_id IS NOT NULL BEGIN {_insert_sql(d)}; END")
+                   f"WHEN new.journey_id IS NOT NULL BEGIN {_count_sql(d, 'new', 1)}; END")
         op.execute("CREATE TRIGGER tr_message_fact_tally_delete AFTER DELETE ON message_fact "
-                   f"WHEN old.journey_id IS NOT NULL BEGIN {_delete_sql(d)}; END")
+                   f"WHEN old.journey_id IS NOT NULL BEGIN {_count_sql(d, 'old', -1)}; END")
     else:
         # writers wait from here to the commit (see 0019): a fact written between the fill and the triggers
         # would be counted in neither
@@ -169,8 +166,8 @@ def upgrade() -> None:
                 "{r}.user_pk); IF {r}.message_id IS NOT NULL THEN PERFORM pg_advisory_xact_lock(hashtext("
                 "'tally:' || {r}.workspace_id || ':' || {r}.journey_id || ':' || {r}.message_id)); END IF; ")
         op.execute("CREATE FUNCTION tidings_journey_message_tally() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                   f"IF TG_OP = 'DELETE' THEN {lock.format(r='OLD')}{_delete_sql(d)}; RETURN OLD; END IF; "
-                   f"{lock.format(r='NEW')}{_insert_sql(d)}; RETURN NEW; END $$")
+                   f"IF TG_OP = 'DELETE' THEN {lock.format(r='OLD')}{_count_sql(d, 'OLD', -1)}; RETURN OLD; END IF; "
+                   f"{lock.format(r='NEW')}{_count_sql(d, 'NEW', 1)}; RETURN NEW; END $$")
         op.execute("CREATE TRIGGER tr_message_fact_tally_insert AFTER INSERT ON message_fact FOR EACH ROW "
                    "WHEN (NEW.journey_id IS NOT NULL) EXECUTE FUNCTION tidings_journey_message_tally()")
         op.execute("CREATE TRIGGER tr_message_fact_tally_delete AFTER DELETE ON message_fact FOR EACH ROW "
