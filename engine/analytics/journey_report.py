@@ -140,8 +140,7 @@ def journey_report(db: Engine, workspace: WorkspaceRef, journey_id: str, version
     """NotFound for a journey (or version) this workspace does not have."""
     info = store.get_journey(db, workspace, journey_id)
     ir = store.get_ir(db, workspace, journey_id, version)
-    # the steps are put in the IR's order below: their order by first event (exact only from the facts) is not needed
-    metrics = mx.journey_metrics(db, workspace, journey_id, version=version, exact_step_order=False)
+    metrics = mx.journey_metrics(db, workspace, journey_id, version=version)
     steps = journey_counts.step_counts(db, workspace, journey_id, version)
     statuses, exits, refused = _runs_and_admissions(db, workspace, journey_id, version)
     entered = sum(statuses.values())

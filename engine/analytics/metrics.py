@@ -28,7 +28,6 @@ from tidings.engine.platform.db import reading
 from tidings.engine.platform.errors import InvalidInput
 from tidings.engine.journeys.ir import Goal
 from tidings.engine.journeys.runtime.rules import event_doc, holds
-from tidings.engine.analytics.journey_tally import CHANNEL, JOURNEY, STEP, VARIANT, tallied
 from tidings.engine.analytics.tables import message_facts as facts
 from tidings.engine.messaging.ledger import SEND_NAMES, journey_event_names, names_of
 from tidings.engine.customers.tables import events
@@ -181,9 +180,7 @@ def journey_goal(conn: Connection, workspace_id: int, journey_id: str, version: 
 
 def journey_metrics(db: Engine, workspace: WorkspaceRef, journey_id: str, *, version: int | None = None,
                     goal: str | None = None, within_seconds: int | None = None, since_ms: int | None = None,
-                    until_ms: int | None = None, exact_step_order: bool = True) -> dict[str, Any]:
-    """`exact_step_order=False`: the steps may come in the order of a bound of their first event's time
-    (after events were pruned), which lets the unwindowed report always read the tally."""
+                    until_ms: int | None = None) -> dict[str, Any]:
     with reading(db) as conn:
         # the journey's own goal (with its filter), unless the caller names another event
         chosen = Goal(event=goal) if goal is not None else journey_goal(conn, workspace.id, journey_id, version)
@@ -194,10 +191,7 @@ def journey_metrics(db: Engine, workspace: WorkspaceRef, journey_id: str, *, ver
                  facts.c.name.in_(ALL_NAMES), *_time_where(since_ms, until_ms)]
         if version is not None:
             where.append(facts.c.journey_version == str(version))
-        found = None
-        if version is None and since_ms is None and until_ms is None:
-            found = _tallied_groups(conn, workspace.id, journey_id, exact_step_order)
-        fine, totals, by_step, by_variant, by_channel, step_order = found or _journey_groups(conn, where)
+        fine, totals, by_step, by_variant, by_channel, step_order = _journey_groups(conn, where)
 
         control: dict[str, Any] = {"customers": 0, "converted": 0, "rate": None}
         if goal:
@@ -229,31 +223,16 @@ def _journey_groups(conn: Connection, where: list):
     event) of the journey's message facts `where`."""
     keys = [("step_id", facts.c.step_id), ("variant", facts.c.variant), ("channel", facts.c.channel)]
     fine = _fine(conn, where, [c for _, c in keys])
-    order = _step_order(fine)
+    first: dict[Any, int] = {}
+    for _, (step, *_rest), _, ts, _last in fine:
+        first[step] = min(ts, first.get(step, ts))
+    order = sorted(first, key=lambda k: first[k])
 
     def by(pick: tuple[int, ...]) -> dict[tuple, dict[str, dict[str, int]]]:
         found = _coarser(fine, pick)
         return found if found is not None else _grouped(conn, where, [keys[i] for i in pick])
 
     return fine, by(()).get((), _empty()), by((0,)), by((1,)), by((2,)), order
-
-
-def _step_order(fine: list) -> list:
-    first: dict[Any, int] = {}
-    for _, (step, *_rest), _, ts, _last in fine:
-        first[step] = min(ts, first.get(step, ts))
-    return sorted(first, key=lambda k: first[k])
-
-
-def _tallied_groups(conn: Connection, workspace_id: int, journey_id: str, exact_step_order: bool):
-    """_journey_groups of every version over all time, from the journey's tally (kept at write time:
-    tidings.engine.analytics.journey_tally); None when the steps' order is asked exactly and a pruned event
-    may have been a group's first or last."""
-    found = tallied(conn, workspace_id, journey_id, _empty, tuple(METRICS))
-    if exact_step_order and not found.bounds_exact:
-        return None
-    g = found.groups
-    return (found.fine, g[JOURNEY].get((), _empty()), g[STEP], g[VARIANT], g[CHANNEL], _step_order(found.fine))
 
 
 # Converters up to this many: their sends are read by customer; more, and every send of the journey is read.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 import tidings.engine.workspaces.tables  # noqa: F401  (its tables are named by the foreign keys below)
@@ -83,9 +83,6 @@ class MessageFact(SQLModel, table=True):
         # the workspace's metrics over a time range (the overview)
         Index("ix_message_fact_time", "workspace_id", "ts", "name", "channel", "transactional", "user_pk",
               "message_id"),
-        # the journey tally's triggers: does another fact of this customer / message remain in the group
-        Index("ix_message_fact_journey_user", "workspace_id", "journey_id", "user_pk"),
-        Index("ix_message_fact_journey_message", "workspace_id", "journey_id", "message_id"),
     )
     event_pk: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     workspace_id: int = Field(sa_column=Column(Integer, nullable=False))
@@ -101,44 +98,7 @@ class MessageFact(SQLModel, table=True):
     transactional: bool = Field(sa_column=Column(Boolean, nullable=False))
 
 
-class MessageMetric(SQLModel, table=True):
-    """Which metric (sent, delivered, bounced, ...) each message event name counts for: what the journey
-    tally's triggers group by (migration 0020_pagefast_journey_tallies; the names of
-    tidings.engine.analytics.metrics.METRICS)."""
-
-    __tablename__ = "message_metric"
-    name: str = Field(sa_column=Column(String(255), primary_key=True))
-    metric: str = Field(sa_column=Column(String(32), nullable=False))
-
-
-class JourneyMessageTally(SQLModel, table=True):
-    """A journey's message counts kept at write time by triggers on message_fact (migration
-    0020_pagefast_journey_tallies): per metric and grouping (`grouped_by`: 0 step x variant x channel, 1 the
-    journey, 2 step, 3 variant, 4 channel), events, distinct customers and distinct message ids, and the
-    first and last time. Key columns hold chr(1) for NULL and for a column the grouping does not use. Rows
-    are sharded by writer (PostgreSQL backend pid % 16) so that concurrent writers do not queue on one row:
-    only the sum over shards is meaningful. `bounds_exact` goes false when a deleted fact may have been the group's
-    first or last (the times then bound the facts, no longer exactly)."""
-
-    __tablename__ = "journey_message_tally"
-    workspace_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
-    journey_id: str = Field(sa_column=Column(Text, primary_key=True))
-    grouped_by: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
-    metric: str = Field(sa_column=Column(String(32), primary_key=True))
-    step_key: str = Field(sa_column=Column(Text, primary_key=True))
-    variant_key: str = Field(sa_column=Column(Text, primary_key=True))
-    channel_key: str = Field(sa_column=Column(Text, primary_key=True))
-    shard: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
-    events: int = Field(sa_column=Column(BigInteger, nullable=False))
-    customers: int = Field(sa_column=Column(BigInteger, nullable=False))
-    messages: int = Field(sa_column=Column(BigInteger, nullable=False))
-    min_ts: int = Field(sa_column=Column(BigInteger, nullable=False))
-    max_ts: int = Field(sa_column=Column(BigInteger, nullable=False))
-    bounds_exact: bool = Field(sa_column=Column(Boolean, nullable=False))
-
-
 event_streams = EventStream.__table__
 message_facts = MessageFact.__table__
 pinpoint_event_streams = PinpointEventStream.__table__
 dead_letters = DeadLetter.__table__
-journey_message_tallies = JourneyMessageTally.__table__
