@@ -9,7 +9,8 @@ from typing import Any
 import msgspec
 from sqlalchemy import Engine, Text, case, cast, func, select
 
-from tidings.engine.journeys.tables import journey_cohorts, journey_runs, journey_versions, journeys
+from tidings.engine.journeys.tables import (journey_cohorts, journey_runs, journey_step_tallies,
+                                           journey_versions, journeys)
 from tidings.engine.messaging.tables import messages
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.db import reading
@@ -45,6 +46,8 @@ def _path(raw: str | bytes) -> tuple[tuple[Any, Any], ...]:
 def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None = None,
                 cohorts: tuple[int, ...] | None = None) -> dict[str, StepCounts]:
     """Per step; of one version's runs, or of the runs of these cohorts (a firing: engine/journeys/firings.py)."""
+    if cohorts is None:
+        return _tallied_step_counts(db, workspace, journey_id, version)
     # The steps come as JSON text, decoded into (step, outcome) pairs only, and runs are counted by their
     # path (status, current step, steps taken): runs that went the same way are counted once, then added up.
     q = select(journey_runs.c.status, journey_runs.c.current_step, cast(journey_runs.c.steps, Text)).where(
@@ -71,6 +74,28 @@ def step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: i
             (waiting if status == "active" else ended)[current] += n
     return {step: StepCounts(entered[step], waiting[step], ended[step], dict(outcomes.get(step, {})))
             for step in entered | waiting | ended}
+
+
+def _tallied_step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, version: int | None
+                         ) -> dict[str, StepCounts]:
+    """step_counts of a version (or every version) from journey_step_tally, which triggers on journey_run keep
+    as runs are written (migration 0020_pagefast_step_tally): a few rows, not every run's steps."""
+    q = select(journey_step_tallies.c.kind, journey_step_tallies.c.step, journey_step_tallies.c.outcome,
+               func.sum(journey_step_tallies.c.runs)).where(
+        journey_step_tallies.c.workspace_id == workspace.id, journey_step_tallies.c.journey_id == journey_id)
+    if version is not None:
+        q = q.where(journey_step_tallies.c.version == version)
+    q = q.group_by(journey_step_tallies.c.kind, journey_step_tallies.c.step, journey_step_tallies.c.outcome)
+    found: dict[str, StepCounts] = {}
+    with reading(db) as conn:
+        rows = [(kind, step, outcome, int(n)) for kind, step, outcome, n in conn.execute(q) if n and n > 0]
+    for kind, step, outcome, n in sorted(rows):
+        c = found.setdefault(step, StepCounts())
+        if kind == "outcome":
+            c.outcomes[outcome] = n
+        elif kind in ("entered", "waiting", "ended"):
+            setattr(c, kind, n)
+    return found
 
 
 def run_totals(db: Engine, workspace: WorkspaceRef, journey_id: str) -> dict[str, int]:
