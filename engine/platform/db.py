@@ -226,6 +226,14 @@ def copy_tuples(conn: Connection, table_name: str, columns: list[str], values: l
             copy.write_row(row)
 
 
+def _array_element_type(conn: Connection, column_type) -> str:
+    """The type to cast a column's array to, without a string column's length: an explicit cast to
+    `varchar(n)` cuts longer values silently, where the INSERT's own assignment to the column refuses them,
+    as the VALUES and COPY paths do."""
+    compiled = conn.dialect.type_compiler_instance.process(column_type)
+    return "VARCHAR" if compiled.startswith("VARCHAR(") else compiled
+
+
 def _insert_unnest(conn: Connection, table: Table, columns: list[str], values: list[tuple],
                    ignore_conflicts_on: list[str] | None, returning: list[str] | None) -> list[tuple]:
     """PostgreSQL, for inserts that need ON CONFLICT or RETURNING (COPY has neither): one array per column,
@@ -233,7 +241,7 @@ def _insert_unnest(conn: Connection, table: Table, columns: list[str], values: l
     list would, without parsing and planning thousands of VALUES rows per statement."""
     quote = conn.dialect.identifier_preparer.quote
     names = ", ".join(map(quote, columns))
-    types = [conn.dialect.type_compiler_instance.process(table.c[c].type) for c in columns]
+    types = [_array_element_type(conn, table.c[c].type) for c in columns]
     sql = (f"INSERT INTO {quote(table.name)} ({names}) SELECT {names} FROM unnest("
            + ", ".join(f"%s::{t}[]" for t in types) + f") WITH ORDINALITY AS r({names}, row_order) ORDER BY row_order")
     if ignore_conflicts_on:

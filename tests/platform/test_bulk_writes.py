@@ -83,3 +83,28 @@ def test_numbers_mixing_integers_and_fractions_and_flags_as_integers_are_stored(
         "p0": 0, "p1": 1.25, "p2": None, "p3": 2**53, "qp1": 1.25, "qp3": 2**53}
     assert len(nums) == 2 * n
     assert opt_outs == {f"e{i}": bool([0, 1, True, False][i % 4]) for i in range(n)}
+
+
+@pytest.mark.parametrize("n, options", [(COPY_FROM_ROWS - 1, {"ignore_conflicts_on": ["workspace_id", "user_id"]}),
+                                        (COPY_FROM_ROWS, {"ignore_conflicts_on": ["workspace_id", "user_id"]}),
+                                        (COPY_FROM_ROWS, {"returning": ["id"]}), (COPY_FROM_ROWS, {})])
+def test_a_value_longer_than_its_column_is_never_stored_cut(db, n, options):
+    """PostgreSQL refuses a 256-character user id in the 255-character column on every path (an explicit cast
+    of the array path's values to varchar(255) used to cut them silently, merging ids that share a prefix);
+    SQLite does not enforce lengths and keeps the ids whole."""
+    workspace = create_workspace(db, "bulk")
+    rows = [{"workspace_id": workspace.id, "user_id": "x" * 255 + str(i % 10), "attributes": {}, "metrics": {},
+             "timezone": None, "locale": None, "created_at": 1, "updated_at": 1} for i in range(n)]
+    rows = rows[:10] + [{**r, "user_id": f"short{i}"} for i, r in enumerate(rows[10:])]
+    postgres = db.dialect.name == "postgresql"
+    try:
+        with writing(db) as conn:
+            bulk_insert(conn, users, rows, **options)
+    except Exception as exc:
+        assert postgres, exc
+        assert "too long" in str(exc)
+    else:
+        assert not postgres, "PostgreSQL stored a value longer than its column"
+    with db.connect() as conn:
+        stored = {u for (u,) in conn.execute(select(users.c.user_id).where(users.c.workspace_id == workspace.id))}
+    assert stored == (set() if postgres else {r["user_id"] for r in rows})
