@@ -226,14 +226,6 @@ def copy_tuples(conn: Connection, table_name: str, columns: list[str], values: l
             copy.write_row(row)
 
 
-def reserve_ids(conn: Connection, table: Table, n: int) -> list[int]:
-    """PostgreSQL: n fresh values of `table`'s id sequence, ascending, for rows then written through COPY
-    (which cannot hand generated ids back). The sequence's name is looked up once, in a sub-select."""
-    return sorted(conn.exec_driver_sql(
-        "SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id'))) FROM generate_series(1, %s)",
-        (table.name, n)).scalars())
-
-
 def _insert_unnest(conn: Connection, table: Table, columns: list[str], values: list[tuple],
                    ignore_conflicts_on: list[str] | None, returning: list[str] | None) -> list[tuple]:
     """PostgreSQL, for inserts that need ON CONFLICT or RETURNING (COPY has neither): one array per column,
@@ -282,6 +274,14 @@ def bulk_delete(conn: Connection, table: Table, keys: list[str], rows: list[tupl
     mark = _PLACEHOLDER[conn.dialect.paramstyle]
     sql = f"DELETE FROM {quote(table.name)} WHERE " + " AND ".join(f"{quote(k)} = {mark}" for k in keys)
     conn.exec_driver_sql(sql, rows)
+
+
+def reserve_ids(conn: Connection, table: Table, n: int) -> list[int]:
+    """PostgreSQL: n fresh values of `table`'s id sequence, ascending, for rows then written through COPY
+    (which cannot hand generated ids back). The sequence's name is looked up once, in a sub-select."""
+    return sorted(conn.exec_driver_sql(
+        "SELECT nextval((SELECT pg_get_serial_sequence(%s, 'id'))) FROM generate_series(1, %s)",
+        (table.name, n)).scalars())
 
 
 def without_jit(conn: Connection) -> None:
