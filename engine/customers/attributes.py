@@ -1,7 +1,7 @@
 """Merging attribute/metric patches and keeping the workspace's registry of custom names."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from sqlalchemy import Connection, bindparam, func, select
 
@@ -32,15 +32,19 @@ _HOW_MANY = select(func.count()).select_from(attribute_names).where(
     attribute_names.c.workspace_id == bindparam("workspace_id"), attribute_names.c.kind == bindparam("kind"))
 
 
-def register_names(conn: Connection, workspace_id: int, kind: str, names: Iterable[str]) -> None:
+def register_names(conn: Connection, workspace_id: int, kind: str, names: Iterable[str],
+                   known_among: Collection[str] | None = None) -> None:
     """Record new custom names of one kind; refuse the write when it would pass Pinpoint's limit. Only the
     names written are looked up (a write of known names reads a few index entries, not the whole registry);
-    the registry is counted only when some are new."""
+    the registry is counted only when some are new. `known_among`: which of `names` the registry holds, when
+    the caller looked (known_names_query, read together with the write's other reads)."""
     wanted = set(names)
     if not wanted:
         return
     params = {"workspace_id": workspace_id, "kind": kind}
-    if len(wanted) <= MAX_ATTRIBUTE_NAMES:
+    if known_among is not None and len(wanted) <= MAX_ATTRIBUTE_NAMES:
+        new = wanted - set(known_among)
+    elif len(wanted) <= MAX_ATTRIBUTE_NAMES:
         new = wanted - set(conn.execute(_KNOWN_AMONG, {**params, "names": sorted(wanted)}).scalars())
     else:  # past the limit whatever is known; the registry (at most the limit) is read whole for the message
         new = wanted - set(conn.execute(_ALL_KNOWN, params).scalars())
@@ -62,3 +66,15 @@ def register_item_names(conn: Connection, workspace_id: int, items: Iterable[Any
     items = list(items)
     register_names(conn, workspace_id, "attribute", {k for i in items for k in i.attributes})
     register_names(conn, workspace_id, "metric", {k for i in items for k in i.metrics})
+
+
+def known_names_query(dialect: str, workspace_id: int, attributes: Collection[str],
+                      metrics: Collection[str]) -> tuple[str, tuple] | None:
+    """A plain read of which of these attribute and metric names the registry holds: (kind, name) rows.
+    None when there is nothing to look up, or more than the limit (register_names reads the registry)."""
+    if not attributes and not metrics or max(len(attributes), len(metrics)) > MAX_ATTRIBUTE_NAMES:
+        return None
+    mark = "%s" if dialect == "postgresql" else "?"
+    names = sorted(set(attributes) | set(metrics))
+    return (f"SELECT kind, name FROM {attribute_names.name} WHERE workspace_id = {mark} AND kind IN ({mark}, {mark})"
+            f" AND name IN ({', '.join([mark] * len(names))})", (workspace_id, "attribute", "metric", *names))

@@ -59,6 +59,19 @@ def _reserve(conn: Connection, n: int) -> list[int]:
     return list(range(top + 1, top + n + 1))
 
 
+def _lock_and_reserve(conn: Connection, workspace_id: int, n: int) -> list[int]:
+    """lock_event_order then _reserve. On PostgreSQL in one statement (one round trip of a single write's
+    few): the ids are computed in the select list, which is projected only from the joined row of the
+    materialized lock, so no id is drawn before the lock is held."""
+    if conn.dialect.name != "postgresql":
+        lock_event_order(conn, workspace_id)
+        return _reserve(conn, n)
+    return sorted(conn.exec_driver_sql(
+        "WITH held AS MATERIALIZED (SELECT pg_advisory_xact_lock(%s)) "
+        "SELECT nextval((SELECT pg_get_serial_sequence('event', 'id'))) FROM held, generate_series(1, %s)",
+        (_ORDER_LOCK + workspace_id, n)).scalars())
+
+
 def record(conn: Connection, workspace_id: int, changes: Sequence[tuple[str, int, bool]], now: int,
            expanded: bool = False) -> list[dict[str, Any]]:
     """Store the events of these membership changes (segment id, user pk, entered?), one row per customer
@@ -69,8 +82,7 @@ def record(conn: Connection, workspace_id: int, changes: Sequence[tuple[str, int
     by_user: dict[int, list[str]] = collections.defaultdict(list)
     for sid, pk, entered in changes:
         by_user[pk].append(("+" if entered else "-") + sid)
-    lock_event_order(conn, workspace_id)
-    ids = _reserve(conn, len(changes))
+    ids = _lock_and_reserve(conn, workspace_id, len(changes))
     prefix = uuid.uuid4().hex[:16]
     encoded: dict[tuple[str, ...], str] = {}  # the same few change lists repeat across customers
     singles: dict[str, str] = {}

@@ -7,12 +7,29 @@ customers; a process that writes customers without wiring fails loudly instead o
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
-from typing import Callable, Collection
+from typing import Any, Callable, Collection, Mapping, Protocol
 
 from sqlalchemy import Connection
 
-CustomersChanged = Callable[[Connection, int, list[int], "Collection[str] | None"], None]
+# A user and an endpoint as the write path holds them (and as segments' documents are built from): a write
+# hands what it just wrote to the listeners, so they need not read it back.
+UserRow = namedtuple("UserRow", ["id", "user_id", "attributes", "metrics", "timezone", "locale"])
+EndpointRow = namedtuple("EndpointRow", ["id", "user_pk", "endpoint_id", "channel", "address", "opt_out",
+                                         "effective_date", "attributes", "metrics", "demographic", "location"])
+HeldUsers = Mapping[int, Any]  # user pk -> UserRow
+HeldEndpoints = Mapping[int, list[Any]]  # user pk -> its EndpointRows in id order (only the users it covers)
+
+
+class CustomersChanged(Protocol):
+    """Returns, when it knows them, each user's segment ids after the change (None: ask memberships_of)."""
+
+    def __call__(self, conn: Connection, workspace_id: int, user_pks: list[int],
+                 fields: Collection[str] | None = None, users: HeldUsers | None = None,
+                 endpoints: HeldEndpoints | None = None) -> dict[int, list[str]] | None: ...
+
+
 CustomersErased = Callable[[Connection, int, list[int]], None]
 EventsRecorded = Callable[[Connection, int, list[dict]], None]
 Listens = Callable[[Connection, int, tuple[str, ...]], bool]
@@ -62,12 +79,20 @@ def _wired() -> list[Listener]:
 
 
 def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
-                      fields: Collection[str] | None = None) -> None:
+                      fields: Collection[str] | None = None, users: HeldUsers | None = None,
+                      endpoints: HeldEndpoints | None = None) -> dict[int, list[str]] | None:
     """Users, their endpoints or their events changed; re-evaluate what depends on them.
-    `fields`: the user-level paths written, when only those changed (None: anything may have)."""
+    `fields`: the user-level paths written, when only those changed (None: anything may have). `users`: every
+    one of these users as the write left them, when the write holds them; `endpoints`: the endpoints of the
+    users it covers (a user it does not cover is read). Returns each user's segment ids after the change
+    when the memberships listener knows them (it read them to re-check), else None."""
+    memberships = None
     for listener in _wired():
         if listener.customers_changed is not None:
-            listener.customers_changed(conn, workspace_id, user_pks, fields)
+            known = listener.customers_changed(conn, workspace_id, user_pks, fields, users, endpoints)
+            if known is not None:
+                memberships = known
+    return memberships
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:

@@ -1,16 +1,19 @@
 """Users: upsert with merge, read with endpoints, erase. One code path serves PUT and batch."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
+
+import msgspec
 
 from sqlalchemy import Connection, Engine, bindparam, delete, select
 
 from tidings.engine.customers import on_write as changes
-from tidings.engine.customers.attributes import merge, register_item_names
+from tidings.engine.customers.on_write import EndpointRow, UserRow
+from tidings.engine.customers.attributes import known_names_query, merge, register_item_names, register_names
 from tidings.engine.platform.batching import single, validate_batch
 from tidings.engine.platform.clock import ms_to_iso, now_ms
 from tidings.engine.platform.db import (
-    COPY_FROM_ROWS, bulk_insert, bulk_update, reading, reserve_ids, rows_where_in, writing,
+    COPY_FROM_ROWS, bulk_insert, bulk_update, read_together, reading, reserve_ids, rows_where_in, writing,
 )
 from tidings.engine.platform.errors import InvalidInput, NotFound
 from tidings.engine.customers.tables import endpoints, events, users
@@ -35,46 +38,84 @@ def check_user(_index: int, item: UserBatchItem) -> None:
 def upsert_user(db: Engine, workspace: WorkspaceRef, user_id: str, fields: UserFields) -> UserOut:
     item = UserBatchItem(user_id=user_id, **{f: getattr(fields, f) for f in fields.__struct_fields__})
 
-    def write_and_read() -> UserOut:
+    def write_and_answer() -> UserOut:
         validate_batch([item], check_user, "user_id")
-        # The answer is read in the write's own transaction: one connection instead of two, and it shows the
-        # memberships this write made (read-your-writes) whatever commits after it.
+        # The answer comes from what the write holds, in its own transaction: the row it wrote, the endpoints
+        # it read for the segments, the memberships they made (read-your-writes whatever commits after it).
+        # Reading them back cost three to five round trips on PostgreSQL; the three reads before the write
+        # (the user, its endpoints, which of the names are registered) go together (db.read_together).
         with writing(db) as conn:
-            _write_checked(conn, workspace.id, [item])
-            return _user_out(conn, workspace.id, user_id)
+            mark = "%s" if conn.dialect.name == "postgresql" else "?"
+            reads = [(_USER_SQL.format(mark=mark), (workspace.id, user_id)),
+                     (_ENDPOINTS_SQL.format(mark=mark), (workspace.id, user_id))]
+            names = known_names_query(conn.dialect.name, workspace.id, item.attributes, item.metrics)
+            if names is not None:
+                reads.append(names)
+            found = read_together(conn, reads)
+            known = found[2] if names is not None else None
+            for kind, sent in (("attribute", item.attributes), ("metric", item.metrics)):
+                register_names(conn, workspace.id, kind, sent,
+                               None if known is None else [n for k, n in known if k == kind])
+            current = [dict(zip(USER_COLUMNS, _decoded(r, _USER_JSON))) for r in found[0]]
+            rows, created = _write_rows(conn, workspace.id, [item], current)
+            row = rows[user_id]
+            eps = [_HeldEndpoint(*_decoded(r, _ENDPOINT_JSON)) for r in found[1]]
+            eps = [e._replace(opt_out=bool(e.opt_out)) for e in eps]  # SQLite hands booleans back as 0/1
+            held_eps = {row["id"]: [EndpointRow(*e[:len(EndpointRow._fields)]) for e in eps]}
+            after = changes.customers_changed(conn, workspace.id, [row["id"]],
+                                              None if created else written_fields([item]),
+                                              users=_held(rows), endpoints=held_eps)
+            segments = after[row["id"]] if after is not None else changes.memberships_of(conn, workspace.id, row["id"])
+            return UserOut(
+                user_id=user_id, attributes=row["attributes"], metrics=row["metrics"], timezone=row["timezone"],
+                locale=row["locale"], created_at=ms_to_iso(row["created_at"]), updated_at=ms_to_iso(row["updated_at"]),
+                endpoints=[endpoint_out(e, user_id) for e in eps], segments=segments,
+            )
 
-    return single(write_and_read)
+    return single(write_and_answer)
 
 
 def upsert_users(db: Engine, workspace: WorkspaceRef, items: Sequence[UserBatchItem]) -> BatchResult:
     """All or nothing: every item is checked before anything is written."""
     validate_batch(items, check_user, "user_id")
     with writing(db) as conn:
-        created = _write_checked(conn, workspace.id, items)
-    return BatchResult(written=len(items), created=created)
+        register_item_names(conn, workspace.id, items)
+        rows, created = _write_rows(conn, workspace.id, items)
+        new_pks = [r["id"] for r in rows.values() if r.get("new")]
+        # Existing users only: segments that read none of the written fields need no re-check. New users
+        # have no endpoints yet, so theirs are not read.
+        changes.customers_changed(conn, workspace.id, [r["id"] for r in rows.values()],
+                                  None if created else written_fields(items), users=_held(rows),
+                                  endpoints={pk: [] for pk in new_pks})
+    return BatchResult(written=len(items), created=len(created))
 
 
-def _write_checked(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> int:
-    """Write checked items and tell the listeners; returns how many users are new."""
-    register_item_names(conn, workspace_id, items)
-    pks, created = write_users(conn, workspace_id, items)
-    # Existing users only: segments that read none of the written fields need no re-check.
-    changes.customers_changed(conn, workspace_id, pks, None if created else written_fields(items))
-    return created
+def _held(rows: dict[str, dict[str, Any]]) -> dict[int, UserRow]:
+    return {r["id"]: UserRow(r["id"], r["user_id"], r["attributes"], r["metrics"], r["timezone"], r["locale"])
+            for r in rows.values()}
 
 
 def write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
     """Upsert checked items (check_user) in the caller's transaction; returns (the users' row ids, how many
     are new). The caller tells on_write.customers_changed."""
-    pks, new = write_users_mapped(conn, workspace_id, items)
-    return list(pks.values()), len(new)
+    rows, created = _write_rows(conn, workspace_id, items)
+    return [r["id"] for r in rows.values()], len(created)
 
 
 def write_users_mapped(conn: Connection, workspace_id: int,
                        items: Sequence[UserBatchItem]) -> tuple[dict[str, int], list[int]]:
     """write_users, returning (user id -> row id for every user written, the row ids created)."""
-    ids = list(dict.fromkeys(i.user_id for i in items))
-    current = {r["user_id"]: r for r in _load(conn, workspace_id, ids)}
+    rows, created = _write_rows(conn, workspace_id, items)
+    return {uid: r["id"] for uid, r in rows.items()}, created
+
+
+def _write_rows(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem],
+                loaded: list[dict[str, Any]] | None = None) -> tuple[dict[str, dict[str, Any]], list[int]]:
+    """write_users, returning every written user's row as stored (by user id, with its row id; `new`: made
+    by this write) and the row ids created. `loaded`: the items' users as the caller read them (_load)."""
+    if loaded is None:
+        loaded = _load(conn, workspace_id, list(dict.fromkeys(i.user_id for i in items)))
+    current = {r["user_id"]: r for r in loaded}
     now = now_ms()
     new: dict[str, dict[str, Any]] = {}
     changed: dict[str, dict[str, Any]] = {}
@@ -103,13 +144,15 @@ def write_users_mapped(conn: Connection, workspace_id: int,
         bulk_insert(conn, users, list(new.values()))
     else:
         created = [pk for (pk,) in bulk_insert(conn, users, list(new.values()), returning=["id"])]
+        for row, pk in zip(new.values(), created):  # RETURNING answers in the rows' order
+            row["id"] = pk
     bulk_update(conn, users, [
         {"attributes": r["attributes"], "metrics": r["metrics"], "timezone": r["timezone"], "locale": r["locale"],
          "updated_at": now, "id": r["id"]} for r in changed.values()
     ])
-    pks = {uid: r["id"] for uid, r in current.items()}
-    pks.update(zip(new, created))
-    return pks, created
+    for row in new.values():  # marked after the insert: not a column
+        row["new"] = True
+    return {**current, **new}, created
 
 
 def written_fields(items: Sequence[UserBatchItem]) -> set[str]:
@@ -125,7 +168,43 @@ def written_fields(items: Sequence[UserBatchItem]) -> set[str]:
     return out
 
 
-USER_COLUMNS = ["id", "user_id", "attributes", "metrics", "timezone", "locale"]
+USER_COLUMNS = ["id", "user_id", "attributes", "metrics", "timezone", "locale", "created_at"]
+_USER_JSON = (2, 3)
+_USER_SQL = f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE workspace_id = {{mark}} AND user_id = {{mark}}"
+# An endpoint as a single write reads it: segments' EndpointRow fields first, then what the answer adds.
+class _HeldEndpoint(NamedTuple):
+    id: int
+    user_pk: int
+    endpoint_id: str
+    channel: str
+    address: str
+    opt_out: bool
+    effective_date: int | None
+    attributes: dict[str, Any]
+    metrics: dict[str, Any]
+    demographic: dict[str, Any]
+    location: dict[str, Any]
+    created_at: int
+    updated_at: int
+
+
+_HELD_ENDPOINT_COLUMNS = list(_HeldEndpoint._fields)
+assert _HELD_ENDPOINT_COLUMNS[:len(EndpointRow._fields)] == list(EndpointRow._fields)
+_ENDPOINT_JSON = tuple(i for i, c in enumerate(_HELD_ENDPOINT_COLUMNS) if c in ("attributes", "metrics", "demographic", "location"))
+# By user id, so it goes with the user's own read (the write does not know the user's row id yet).
+_ENDPOINTS_SQL = (f"SELECT {', '.join('e.' + c for c in _HELD_ENDPOINT_COLUMNS)} FROM endpoint e JOIN users u ON u.id = e.user_pk"
+                  " WHERE u.workspace_id = {mark} AND u.user_id = {mark} ORDER BY e.id")
+
+
+def _decoded(row: tuple, json_at: tuple[int, ...]) -> tuple:
+    """A driver row with its JSON cells decoded (SQLite hands them back as text; psycopg decodes them)."""
+    if not any(isinstance(row[i], (str, bytes)) for i in json_at):
+        return tuple(row)
+    cells = list(row)
+    for i in json_at:
+        if isinstance(cells[i], (str, bytes)):
+            cells[i] = msgspec.json.decode(cells[i])
+    return tuple(cells)
 
 
 def _load(conn: Connection, workspace_id: int, user_ids: list[str]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
@@ -14,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Boolean, Connection, Engine, Float, Table, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -61,7 +62,32 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **JSON_CODEC)
+    engine = create_engine(url, pool_size=10, max_overflow=20, **JSON_CODEC)
+    event.listen(engine.pool, "checkin", _mark_checkin)
+    event.listen(engine.pool, "checkout", lambda conn, record, _proxy: _ping_if_idle(engine, conn, record))
+    return engine
+
+
+# A pooled PostgreSQL connection is pinged at checkout only when it sat idle this long: a busy API checks a
+# connection out twice per request (key lookup, write), and SQLAlchemy's pool_pre_ping made each checkout a
+# round trip. A connection used within the last second that has since broken (the server restarted) fails
+# its statement instead; SQLAlchemy then recycles the whole pool, so one request per process sees it.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _mark_checkin(_dbapi_conn, record) -> None:
+    record.info["tidings_idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(engine: Engine, dbapi_conn, record) -> None:
+    idle_since = record.info.get("tidings_idle_since")
+    if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+        return
+    try:
+        engine.dialect.do_ping(dbapi_conn)
+    except engine.dialect.loaded_dbapi.Error as exc:
+        # The pool discards this connection and checks out another (a fresh one if need be).
+        raise DisconnectionError("pooled connection failed its ping") from exc
 
 
 def reading(db: Engine):
@@ -336,6 +362,30 @@ def driver_rows(conn: Connection, sql: str, params: tuple) -> list[tuple]:
         raise DBAPIError.instance(sql, params, exc, dbapi.Error) from exc
     finally:
         cursor.close()
+
+
+def read_together(conn: Connection, reads: list[tuple[str, tuple]]) -> list[list[tuple]]:
+    """The rows of several independent plain reads (driver_rows each, in order). On PostgreSQL inside a
+    transaction they go as one pipeline: every statement is sent before the first answer is awaited, so
+    the reads cost one round trip (and a transaction's implicit BEGIN rides along). JSON columns come back
+    as the driver gives them (decoded by psycopg; text on SQLite)."""
+    if conn.dialect.name != "postgresql" or len(reads) < 2 or not conn.in_transaction():
+        return [driver_rows(conn, sql, params) for sql, params in reads]
+    dbapi = conn.dialect.loaded_dbapi
+    driver = conn.connection.dbapi_connection
+    cursors = []
+    try:
+        with driver.pipeline():  # type: ignore[union-attr]
+            for sql, params in reads:
+                cursor = driver.cursor()  # type: ignore[union-attr]
+                cursor.execute(sql, params)
+                cursors.append(cursor)
+        return [list(cursor.fetchall()) for cursor in cursors]
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(reads[0][0], reads[0][1], exc, dbapi.Error) from exc
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def rows_where_in(conn: Connection, table: Table, columns: list[str], key: str, values: list,

@@ -8,17 +8,17 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections import namedtuple
 from typing import Any, Collection, Iterable
 
 from sqlalchemy import Connection, bindparam, delete, func, select
 
 from tidings.engine.platform.batching import chunks
 from tidings.engine.platform.clock import iso_to_ms, ms_to_iso
-from tidings.engine.platform.db import COPY_FROM_ROWS, bulk_insert, copy_tuples, rows_where_in
+from tidings.engine.platform.db import COPY_FROM_ROWS, bulk_insert, copy_tuples, driver_rows, rows_where_in
 from tidings.engine.customers.tables import endpoints, events, users
 from tidings.engine.segments.tables import customer_values, segment_members, static_members
 from tidings.engine.customers import history
+from tidings.engine.customers.on_write import EndpointRow, HeldEndpoints, HeldUsers, UserRow
 
 _NUMERIC = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 _DIGIT = re.compile(r"[0-9]")
@@ -105,19 +105,27 @@ def value_rows(workspace_id: int, user_row, endpoint_rows, user_paths: Collectio
     return rows
 
 
-UserRow = namedtuple("UserRow", ["id", "user_id", "attributes", "metrics", "timezone", "locale"])
-EndpointRow = namedtuple("EndpointRow", ["id", "user_pk", "endpoint_id", "channel", "address", "opt_out",
-                                         "effective_date", "attributes", "metrics", "demographic", "location"])
-
-
-def load_customers(conn: Connection, user_pks: list[int]) -> tuple[dict[int, Any], dict[int, list[Any]]]:
+def load_customers(conn: Connection, user_pks: list[int], held_users: HeldUsers | None = None,
+                   held_endpoints: HeldEndpoints | None = None) -> tuple[dict[int, Any], dict[int, list[Any]]]:
     """Users and their endpoints (in id order), straight through the driver: the write path loads
-    thousands at a time and SQLAlchemy's per-row processing would dominate."""
-    found = {r[0]: UserRow(*r) for r in rows_where_in(conn, users, list(UserRow._fields), "id", user_pks)}
+    thousands at a time and SQLAlchemy's per-row processing would dominate. What the write holds
+    (`held_users`: all of these users; `held_endpoints`: the endpoints of the users it covers) is not read
+    again: on PostgreSQL each read is a round trip."""
+    if held_users is not None:
+        found: dict[int, Any] = {pk: held_users[pk] for pk in user_pks if pk in held_users}
+    else:
+        found = {r[0]: UserRow(*r) for r in rows_where_in(conn, users, list(UserRow._fields), "id", user_pks)}
     eps: dict[int, list[Any]] = defaultdict(list)
-    for r in sorted(rows_where_in(conn, endpoints, list(EndpointRow._fields), "user_pk", user_pks)):
-        e = EndpointRow(*r)
-        eps[e.user_pk].append(e._replace(opt_out=bool(e.opt_out)))
+    unread = user_pks
+    if held_endpoints is not None:
+        unread = [pk for pk in user_pks if pk not in held_endpoints]
+        for pk in user_pks:
+            if held_endpoints.get(pk):
+                eps[pk] = list(held_endpoints[pk])
+    if unread:
+        for r in sorted(rows_where_in(conn, endpoints, list(EndpointRow._fields), "user_pk", unread)):
+            e = EndpointRow(*r)
+            eps[e.user_pk].append(e._replace(opt_out=bool(e.opt_out)))
     return found, eps
 
 
@@ -230,17 +238,28 @@ def _event_facts(conn: Connection, user_pks: list[int], facts: dict[str, dict], 
     return out
 
 
+def memberships(conn: Connection, workspace_id: int, user_pks: list[int],
+                chunk: int = 5000) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """Each user's dynamic (`segment_member`) and imported (`static_member`) segment ids, sorted: both in one
+    statement per chunk of users (a single write's two reads were two round trips on PostgreSQL)."""
+    member: dict[int, list[str]] = defaultdict(list)
+    imported: dict[int, list[str]] = defaultdict(list)
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    for part in chunks(user_pks, chunk):
+        keys = ", ".join([mark] * len(part))
+        sql = (f"SELECT user_pk, segment_id, 0 FROM {segment_members.name} WHERE workspace_id = {mark} AND user_pk IN ({keys})"
+               f" UNION ALL SELECT user_pk, segment_id, 1 FROM {static_members.name} WHERE workspace_id = {mark}"
+               f" AND user_pk IN ({keys})")
+        for pk, sid, static in sorted(driver_rows(conn, sql, (workspace_id, *part, workspace_id, *part))):
+            (imported if static else member)[pk].append(sid)
+    return member, imported
+
+
 def documents(conn: Connection, workspace_id: int, user_pks: list[int], facts: dict[str, dict], now: int,
               loaded: tuple[dict[int, Any], dict[int, list[Any]]] | None = None) -> dict[int, dict[str, Any]]:
     """The documents rules are evaluated on, for these users (missing users are left out)."""
     found, eps = loaded or load_customers(conn, user_pks)
-    member: dict[int, list[str]] = defaultdict(list)
-    imported: dict[int, list[str]] = defaultdict(list)
-    workspace = {"workspace_id": workspace_id}
-    for pk, sid in sorted(rows_where_in(conn, segment_members, ["user_pk", "segment_id"], "user_pk", user_pks, workspace)):
-        member[pk].append(sid)
-    for pk, sid in sorted(rows_where_in(conn, static_members, ["user_pk", "segment_id"], "user_pk", user_pks, workspace)):
-        imported[pk].append(sid)
+    member, imported = memberships(conn, workspace_id, user_pks)
     behaviour = _event_facts(conn, user_pks, facts, now) if facts else {}
     docs = {}
     for pk in user_pks:

@@ -308,20 +308,22 @@ def apply_changes(conn: Connection, workspace_id: int, segment_id: str, entered:
 
 def update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], user_pks: list[int],
                      loaded=None, now: int | None = None,
-                     plan: tuple[list[list[Compiled]], dict[str, dict[str, Any]]] | None = None) -> None:
+                     plan: tuple[list[list[Compiled]], dict[str, dict[str, Any]]] | None = None) -> dict[int, list[str]]:
     """Re-evaluate these segments for these users (the per-write path) and write the differences. `plan`:
-    Rules.plan(segs), when the caller has the workspace's rules."""
+    Rules.plan(segs), when the caller has the workspace's rules. Returns each found user's dynamic segment
+    ids after the write (sorted; what memberships_of would read now)."""
     if not segs or not user_pks:
-        return
+        return {}
     with SEGMENT_EVALUATION.labels("incremental").time():
-        _update_for_users(conn, workspace_id, segs, user_pks, loaded, now or now_ms(),
-                          plan or (levels(segs), union_facts(segs)))
+        return _update_for_users(conn, workspace_id, segs, user_pks, loaded, now or now_ms(),
+                                 plan or (levels(segs), union_facts(segs)))
 
 
 def _update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled], user_pks: list[int], loaded,
-                      now: int, plan: tuple[list[list[Compiled]], dict[str, dict[str, Any]]]) -> None:
+                      now: int, plan: tuple[list[list[Compiled]], dict[str, dict[str, Any]]]) -> dict[int, list[str]]:
     groups, facts = plan
     docs = documents(conn, workspace_id, user_pks, facts, now, loaded)
+    after = {pk: set(d["segments"]) for pk, d in docs.items()}  # before evaluate_docs, which rewrites them
     before: dict[str, set[int]] = {}  # segment id -> which of these users were members
     for pk, d in docs.items():
         for sid in d["segments"]:
@@ -333,9 +335,15 @@ def _update_for_users(conn: Connection, workspace_id: int, segs: list[Compiled],
         members, was = result[seg.id], before.get(seg.id, nobody)
         if members == was:  # most segments, for a single write
             continue
-        changes += [(seg.id, pk, True) for pk in sorted(members - was)]
-        changes += [(seg.id, pk, False) for pk in sorted(was - members)]
+        entered, exited = sorted(members - was), sorted(was - members)
+        changes += [(seg.id, pk, True) for pk in entered]
+        changes += [(seg.id, pk, False) for pk in exited]
+        for pk in entered:
+            after[pk].add(seg.id)
+        for pk in exited:
+            after[pk].discard(seg.id)
     write_changes(conn, workspace_id, changes, now)
+    return {pk: sorted(sids) for pk, sids in after.items()}
 
 
 def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int, register: bool = True,

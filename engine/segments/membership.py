@@ -10,6 +10,7 @@ from typing import Collection
 
 from sqlalchemy import Connection, bindparam, delete, inspect, select
 
+from tidings.engine.customers.on_write import HeldEndpoints, HeldUsers
 from tidings.engine.platform.batching import chunks
 from tidings.engine.segments.tables import customer_values, segment_members, static_members
 from tidings.engine.segments import backfill, typed_index as paths
@@ -18,17 +19,20 @@ from tidings.engine.segments.evaluate import update_for_users, with_dependents, 
 
 
 def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
-                      fields: Collection[str] | None = None) -> None:
+                      fields: Collection[str] | None = None, users: HeldUsers | None = None,
+                      endpoints: HeldEndpoints | None = None) -> dict[int, list[str]] | None:
     """`fields`: the user-level paths the write changed (attributes.X, metrics.X, timezone, locale), when
-    only those changed on existing users; None when anything may have (new users, endpoints, imports)."""
+    only those changed on existing users; None when anything may have (new users, endpoints, imports).
+    `users` / `endpoints`: what the write holds (on_write.customers_changed), not read again. Returns the
+    users' segment ids after the write when it re-checked them (None when it had no reason to read them)."""
     pks = sorted(set(user_pks))
     if not pks:
-        return
+        return None
     backfill.write_guard(conn, workspace_id)
     ws_rules = workspace_rules(conn, workspace_id)
     segs = ws_rules.segs
     if not segs:
-        return
+        return None
     if fields is not None:
         fields = set(fields)
         segs = with_dependents(segs, ws_rules.reading(fields))
@@ -36,11 +40,14 @@ def customers_changed(conn: Connection, workspace_id: int, user_pks: list[int],
     else:
         reindex = bool(ws_rules.user_paths or ws_rules.ep_paths)
     if not segs and not reindex:
-        return
-    loaded = load_customers(conn, pks)
+        return None
+    loaded = load_customers(conn, pks, users, endpoints)
     if reindex:
         refresh_values(conn, workspace_id, pks, loaded, ws_rules.user_paths, ws_rules.ep_paths, ws_rules.slots)
-    update_for_users(conn, workspace_id, segs, pks, loaded, plan=ws_rules.plan(segs))
+    if not segs:
+        return None
+    after = update_for_users(conn, workspace_id, segs, pks, loaded, plan=ws_rules.plan(segs))
+    return after if all(pk in after for pk in pks) else None
 
 
 def customers_erased(conn: Connection, workspace_id: int, user_pks: list[int]) -> None:
