@@ -9,7 +9,9 @@ from tidings.engine.customers import on_write as changes
 from tidings.engine.customers.attributes import merge, register_item_names
 from tidings.engine.platform.batching import single, validate_batch
 from tidings.engine.platform.clock import ms_to_iso, now_ms
-from tidings.engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in, writing
+from tidings.engine.platform.db import (
+    COPY_FROM_ROWS, bulk_insert, bulk_update, reading, reserve_ids, rows_where_in, writing,
+)
 from tidings.engine.platform.errors import InvalidInput, NotFound
 from tidings.engine.customers.tables import endpoints, events, users
 from tidings.engine.customers.schemas import BatchResult, EndpointOut, UserBatchItem, UserFields, UserOut
@@ -64,6 +66,13 @@ def _write_checked(conn: Connection, workspace_id: int, items: Sequence[UserBatc
 def write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchItem]) -> tuple[list[int], int]:
     """Upsert checked items (check_user) in the caller's transaction; returns (the users' row ids, how many
     are new). The caller tells on_write.customers_changed."""
+    pks, new = write_users_mapped(conn, workspace_id, items)
+    return list(pks.values()), len(new)
+
+
+def write_users_mapped(conn: Connection, workspace_id: int,
+                       items: Sequence[UserBatchItem]) -> tuple[dict[str, int], list[int]]:
+    """write_users, returning (user id -> row id for every user written, the row ids created)."""
     ids = list(dict.fromkeys(i.user_id for i in items))
     current = {r["user_id"]: r for r in _load(conn, workspace_id, ids)}
     now = now_ms()
@@ -85,12 +94,22 @@ def write_users(conn: Connection, workspace_id: int, items: Sequence[UserBatchIt
         if item.locale is not UNSET:
             row["locale"] = item.locale
         row["updated_at"] = now
-    created = bulk_insert(conn, users, list(new.values()), returning=["id"])
+    if conn.dialect.name == "postgresql" and len(new) >= COPY_FROM_ROWS:
+        # ids drawn first, then the rows through COPY: an INSERT ... RETURNING of arrays spent its time
+        # dumping thousands of JSON strings into array literals (0.74 s of a 20,000-row import's 5.7 s)
+        created = reserve_ids(conn, users, len(new))
+        for row, pk in zip(new.values(), created):
+            row["id"] = pk
+        bulk_insert(conn, users, list(new.values()))
+    else:
+        created = [pk for (pk,) in bulk_insert(conn, users, list(new.values()), returning=["id"])]
     bulk_update(conn, users, [
         {"attributes": r["attributes"], "metrics": r["metrics"], "timezone": r["timezone"], "locale": r["locale"],
          "updated_at": now, "id": r["id"]} for r in changed.values()
     ])
-    return [r["id"] for r in current.values()] + [pk for (pk,) in created], len(new)
+    pks = {uid: r["id"] for uid, r in current.items()}
+    pks.update(zip(new, created))
+    return pks, created
 
 
 def written_fields(items: Sequence[UserBatchItem]) -> set[str]:

@@ -13,7 +13,7 @@ from tidings.engine.journeys.tables import (journey_cohorts, journey_runs, journ
                                            journey_versions, journeys)
 from tidings.engine.messaging.tables import messages
 from tidings.engine.platform.clock import now_ms
-from tidings.engine.platform.db import reading
+from tidings.engine.platform.db import reading, writing
 from tidings.engine.workspaces.service import WorkspaceRef
 
 
@@ -96,6 +96,30 @@ def _tallied_step_counts(db: Engine, workspace: WorkspaceRef, journey_id: str, v
         elif kind in ("entered", "waiting", "ended"):
             setattr(c, kind, n)
     return found
+
+
+_TALLY_KEY = "workspace_id, journey_id, version, kind, step, outcome"
+
+
+def fold_step_tally(db: Engine) -> int:
+    """Fold the step tally's shards of PostgreSQL backends that have gone into shard 0, and drop rows that
+    count nothing (a deleted journey's, runs counted out), so the tally stays a few rows per step whatever
+    the number of connections that ever wrote runs; rows it removed. Only this writes shard 0 (a backend
+    pid is never 0), and a live backend's shard is left alone, so it never waits on a writer's rows: the
+    DELETE ... RETURNING takes each row's latest committed count. Called by the daily retention run; answers
+    how many rows it wrote into shard 0 and dropped as empty."""
+    with writing(db) as conn:
+        folded = 0
+        if conn.dialect.name == "postgresql":
+            folded = conn.exec_driver_sql(
+                f"WITH moved AS (DELETE FROM journey_step_tally WHERE shard <> 0 AND shard NOT IN "
+                f"(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) RETURNING {_TALLY_KEY}, runs) "
+                f"INSERT INTO journey_step_tally ({_TALLY_KEY}, shard, runs) SELECT {_TALLY_KEY}, 0, sum(runs) "
+                f"FROM moved GROUP BY {_TALLY_KEY} ON CONFLICT ({_TALLY_KEY}, shard) "
+                "DO UPDATE SET runs = journey_step_tally.runs + excluded.runs").rowcount or 0
+        emptied = conn.execute(journey_step_tallies.delete().where(
+            journey_step_tallies.c.shard == 0, journey_step_tallies.c.runs == 0)).rowcount or 0
+    return folded + emptied
 
 
 def run_totals(db: Engine, workspace: WorkspaceRef, journey_id: str) -> dict[str, int]:

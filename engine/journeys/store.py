@@ -32,8 +32,8 @@ from tidings.engine.journeys.runtime.contracts import (
 from tidings.engine.journeys.language.compiler import compile_journey
 from tidings.engine.journeys.language.issues import JourneyCompileError
 from tidings.engine.journeys.tables import (
-    JourneyStatus, RunStatus, journey_cohorts, journey_entries, journey_runs, journey_triggers, journey_versions,
-    journeys,
+    JourneyStatus, RunStatus, journey_cohorts, journey_entries, journey_runs, journey_step_tallies, journey_triggers,
+    journey_versions, journeys,
 )
 from tidings.engine.messaging.ledger import journey_event_names
 from tidings.engine.workspaces.tags import add_tags, drop_tags
@@ -495,7 +495,9 @@ async def delete_journey(client, db: Engine, workspace, journey_id: str) -> None
         await stop(client, db, workspace, journey_id)
     workspace_id = _ws(workspace)
     with writing(db) as conn:
-        for table in (journey_entries, journey_triggers, journey_cohorts, journey_runs, journey_versions, journeys):
+        # the step tally last: deleting the runs writes their counts out of it (to zero) through its triggers
+        for table in (journey_entries, journey_triggers, journey_cohorts, journey_runs, journey_versions, journeys,
+                      journey_step_tallies):
             conn.execute(delete(table).where(table.c.workspace_id == workspace_id, table.c.journey_id == journey_id))
         for resource in (f"journeys/{journey_id}", f"campaigns/{journey_id}"):  # a Pinpoint campaign is a journey
             drop_tags(conn, workspace_id, resource)

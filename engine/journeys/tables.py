@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -111,7 +111,9 @@ class JourneyStepTally(SQLModel, table=True):
     """What tidings.engine.journeys.counts.step_counts counts from the runs, kept at write time by triggers
     on journey_run (migration 0020_pagefast_step_tally): per version and step, runs that `entered` it,
     runs `waiting` on it (active) or `ended` on it, and each `outcome` it recorded (its count of entries).
-    Sharded by writer (PostgreSQL backend pid % 16): only the sum over shards means anything."""
+    Sharded by writer on PostgreSQL (the backend pid, migration 0021_step_tally_writer_shards: concurrent
+    transactions never write one row); only the sum over shards means anything. counts.fold_step_tally folds
+    the shards of backends that have gone into shard 0."""
 
     __tablename__ = "journey_step_tally"
     workspace_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
@@ -120,7 +122,7 @@ class JourneyStepTally(SQLModel, table=True):
     kind: str = Field(sa_column=Column(String(16), primary_key=True))  # entered | waiting | ended | outcome
     step: str = Field(sa_column=Column(Text, primary_key=True))
     outcome: str = Field(sa_column=Column(Text, primary_key=True))  # '' but for kind outcome
-    shard: int = Field(sa_column=Column(SmallInteger, primary_key=True, autoincrement=False))
+    shard: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     runs: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 

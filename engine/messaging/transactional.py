@@ -31,6 +31,9 @@ from tidings.engine.platform.limits import MAX_BATCH
 from tidings.engine.workspaces.service import WorkspaceRef
 
 MAX_RECIPIENTS = 1000
+# A message to an address nobody owns is keyed "to:<address>" in message.endpoint, a 512-character column
+# (and a unique key with the idempotency key, which PostgreSQL's B-tree bounds too).
+MAX_RAW_ADDRESS = 512 - len("to:")
 # A request this small is checked on the event loop on SQLite: its reads cost less than the hop to a thread
 # and back (two GIL hand-offs); bigger ones, and PostgreSQL's network round trips, go to a thread.
 INLINE_RECIPIENTS = 10
@@ -159,6 +162,10 @@ def _check_shape(requests: list[MessageRequest], prefix) -> None:
             check_values_depth(r.data, f"{where}recipients[{i}].data")
             if r.address is not None:
                 check_address(m.channel, r.address, field=f"{where}recipients[{i}].address")
+                if len(r.address) > MAX_RAW_ADDRESS:
+                    raise InvalidInput(f"an address sent to directly is at most {MAX_RAW_ADDRESS} characters "
+                                       "(store a longer one as an endpoint and name its endpoint_id)",
+                                       field=f"{where}recipients[{i}].address")
         total += len(m.recipients)
     if total > MAX_BATCH:
         raise InvalidInput(f"at most {MAX_BATCH} recipients per request, got {total}", field="messages")
@@ -222,6 +229,8 @@ def _lookups(conn, workspace_id: int, requests: list[MessageRequest], prefix) ->
         for row in rows_where_in(conn, endpoints, ENDPOINT_COLS, "address", list(addresses),
                                  {"workspace_id": workspace_id, "channel": channel}):
             by_address.setdefault((channel, row[4]), []).append(dict(zip(ENDPOINT_COLS, row)))
+    for owned in by_address.values():  # the same endpoint first on every attempt of a retried request
+        owned.sort(key=lambda e: e["endpoint_id"])
     upks = {uid: pk for pk, uid in rows_where_in(conn, users, ["id", "user_id"], "user_id", uids, {"workspace_id": workspace_id})}
     for j, m in enumerate(requests):
         for i, r in enumerate(m.recipients):

@@ -330,8 +330,14 @@ def cmd_segments_import(args, settings: Settings) -> int:
     from tidings.engine.segments import imports
     from tidings.engine.workspaces.service import ensure_workspace
 
+    from tidings.engine.platform.collector import tune_collector
+
     db = _db(settings)
     workspace = ensure_workspace(db, args.workspace)
+    # as in the API and the worker, which run the same import for uploads and jobs: the collector's young
+    # passes every 700 allocations made msgspec's decoding of the staged rows 3x slower (1.9 s vs 0.6 s per
+    # 50,000 rows, most of it walking the chunk of rows in flight)
+    tune_collector()
     with open(args.file, "rb") as f:
         total = max(0, sum(1 for _ in f) - (0 if args.file.endswith((".json", ".ndjson", ".jsonl")) else 1))
     job_id, stop = uuid.uuid4().hex, threading.Event()

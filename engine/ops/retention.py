@@ -38,6 +38,7 @@ from temporalio.client import Client
 from tidings.engine.analytics.tables import event_streams
 from tidings.engine.customers.tables import events
 from tidings.engine.journeys import ir
+from tidings.engine.journeys.counts import fold_step_tally
 from tidings.engine.journeys.tables import journey_runs, journey_versions, journeys
 from tidings.engine.messaging.ledger import parse_name
 from tidings.engine.ops.retention_workflow import ACTIVITY, SCHEDULE_ID, PruneRetention
@@ -272,6 +273,8 @@ def prune(db: Engine, *, dry_run: bool = False, batch_size: int = BATCH_SIZE, no
         else:
             counts["journey_run"] = _delete_batches(db, journey_runs, _runs_where(plan), batch_size, after_batch)
         out.extend(Pruned(ws_name, t, n) for t, n in counts.items())
+    if not dry_run:
+        fold_step_tally(db)  # the pruned runs were counted out of the tally; its gone writers' shards fold
     return out
 
 

@@ -524,6 +524,16 @@ def _insert_new_members(conn: Connection, workspace_id: int, seg: Compiled, now:
     array parameter (PostgreSQL unnest, SQLite json_each) rather than statements of 8,000 rows of bound values each (at
     1M customers those were a quarter of a new segment's first answer). The scan stays a plain SELECT: a
     data-modifying statement around it would keep it out of a parallel plan. Returns how many entered."""
+    if seg.kind == "static" and seg.logic == rules.static_logic(seg.id, None):
+        # exactly its imported customers (no filter rule): one INSERT ... SELECT of the import's rows, not a
+        # scan of every customer whose answer comes back as an array and goes out again (6.7 s of a
+        # 200,000-row import on PostgreSQL)
+        return conn.execute(text(
+            "INSERT INTO segment_member (workspace_id, segment_id, user_pk, since) "
+            "SELECT sm.workspace_id, sm.segment_id, sm.user_pk, :now FROM static_member sm "
+            "JOIN users u ON u.id = sm.user_pk AND u.workspace_id = sm.workspace_id "
+            "WHERE sm.workspace_id = :ws AND sm.segment_id = :seg"),
+            {"ws": workspace_id, "seg": seg.id, "now": now}).rowcount
     members = sorted(full_members(conn, workspace_id, seg, now))
     pks: list[int] | str = members
     source = "unnest(CAST(:pks AS BIGINT[])) m(pk)"

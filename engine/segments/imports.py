@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, select
 
 from tidings.engine.customers import on_write as changes
 from tidings.engine.customers.attributes import register_names
-from tidings.engine.customers.users import check_user, write_users
+from tidings.engine.customers.users import check_user, write_users_mapped
 from tidings.engine.customers.endpoints import check_endpoint, write_endpoints
 from tidings.engine.platform.errors import BatchRejected, InvalidInput, NotFound, TidingsError
 from tidings.engine.platform.db import bulk_insert, refresh_statistics, writing
@@ -37,7 +37,7 @@ from tidings.engine.customers.limits import MAX_DEPTH, check_depth
 from tidings.engine.workspaces.service import WorkspaceRef
 
 MAX_REPORTED = 100
-CHUNK = 2000
+CHUNK = 10_000
 MAX_JSON_ARRAY = 100 * 1024 * 1024
 ASYNC_ROWS = 5000
 _DEMO = {"AppVersion": "app_version", "Locale": "locale", "Make": "make", "Model": "model",
@@ -45,6 +45,9 @@ _DEMO = {"AppVersion": "app_version", "Locale": "locale", "Make": "make", "Model
 _LOC = {"City": "city", "Country": "country", "Latitude": "latitude", "Longitude": "longitude",
         "PostalCode": "postal_code", "Region": "region"}
 _progress: dict[str, int] = {}
+# What the chunks' reads look rows up by: the statistics refreshed between chunks cover these (and the
+# tables' sizes), the documents only once, before the segment is evaluated.
+KEY_COLUMNS = {"users": ["id", "workspace_id", "user_id"], "endpoint": ["id", "workspace_id", "endpoint_id", "user_pk"]}
 
 
 class ImportRejected(InvalidInput):
@@ -347,19 +350,27 @@ def apply(db: Engine, workspace: WorkspaceRef, staging: IO[bytes], name: str, se
             register_names(conn, workspace.id, "attribute", {k for u in people for k in u.attributes} |
                            {k for e in eps for k in e.attributes})
             register_names(conn, workspace.id, "metric", {k for e in eps for k in e.metrics})
-            pks, _ = write_users(conn, workspace.id, people)
+            owners, created = write_users_mapped(conn, workspace.id, people)
+            pks = sorted(set(owners.values()))
+            touched: list[int] = []
             if eps:
-                try:
-                    write_endpoints(conn, workspace.id, eps)
+                try:  # the owners were written just above: write_endpoints need not read them again
+                    touched, _ = write_endpoints(conn, workspace.id, eps, known_owners=owners, new_owners=created)
                 except BatchRejected as exc:
                     raise ImportRejected(f"rows {done + 1}-{done + len(batch)}: {exc.details[0]['message']}",
                                          field="file", details=exc.details) from None
-            changes.customers_changed(conn, workspace.id, pks)
-            if pks:  # no read-before-write: over a table the planner knows nothing of, that read was a scan
-                # one statement of arrays on PostgreSQL (platform/db.py), not SQLAlchemy's executemany of VALUES lists
-                bulk_insert(conn, static_members, [{"workspace_id": workspace.id, "segment_id": seg_id, "user_pk": pk}
-                                                   for pk in sorted(set(pks))],
-                            ignore_conflicts_on=["workspace_id", "segment_id", "user_pk"])
+            # `touched` adds the former owners of endpoints the file gave to another user
+            changes.customers_changed(conn, workspace.id, sorted(set(pks) | set(touched)))
+            # No read-before-write: over a table the planner knows nothing of, that read was a scan. A user
+            # created by this chunk has a row id no earlier chunk can have recorded, so those rows need no
+            # conflict check (COPY on PostgreSQL); users that existed before the chunk may be members
+            # already (named in an earlier chunk) and go with ON CONFLICT DO NOTHING.
+            fresh = set(created)
+            bulk_insert(conn, static_members, [{"workspace_id": workspace.id, "segment_id": seg_id, "user_pk": pk}
+                                               for pk in pks if pk in fresh])
+            bulk_insert(conn, static_members, [{"workspace_id": workspace.id, "segment_id": seg_id, "user_pk": pk}
+                                               for pk in pks if pk not in fresh],
+                        ignore_conflicts_on=["workspace_id", "segment_id", "user_pk"])
 
         for line in staging:
             batch.append(dec.decode(line))
@@ -368,14 +379,14 @@ def apply(db: Engine, workspace: WorkspaceRef, staging: IO[bytes], name: str, se
                 done += len(batch)
                 batch = []
                 if done >= analyzed_at:
-                    refresh_statistics(conn, users, endpoints, static_members)
+                    refresh_statistics(conn, users, endpoints, static_members, columns=KEY_COLUMNS)
                     analyzed_at *= 2
                 if job_id:
                     _progress[job_id] = done
         if batch:
             flush()
             done += len(batch)
-        refresh_statistics(conn, users, endpoints, static_members)  # creating the segment evaluates it
+        refresh_statistics(conn, users, endpoints, static_members, columns=KEY_COLUMNS)  # creating the segment evaluates it
         create_in(conn, workspace.id, SegmentIn(name=name, id=seg_id), kind="static")
         result = {"segment_id": seg_id, "rows": done}
         if before_commit is not None:

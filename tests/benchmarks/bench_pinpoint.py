@@ -167,6 +167,19 @@ def main() -> None:
             # parsing of the per-item results), which no server can change.
             kn, kp = statistics.median(client_cpu["native"]), statistics.median(client_cpu["pinpoint"])
             print(f"  client CPU per request: native (httpx) {kn:.0f} ms, Pinpoint (boto3) {kp:.0f} ms")
+            # One client at a time, so a request's wall time is its client's CPU plus the server's answer: taking
+            # each round's own client CPU out of its wall time leaves what the server made the caller wait, the
+            # part of "the Pinpoint path" that is Tidings'. `bound` is the end-to-end ratio Pinpoint would reach
+            # if its server side cost no more than native's: boto3's own work alone caps the end-to-end figure.
+            items = {"events/s": ENDPOINTS * EVENTS_EACH, "messages/s": 100}[unit]
+            wall_n = [items * 1000 / rate for rate in natives]
+            wall_p = [items * 1000 / rate for rate in pinpoints]
+            served_n = statistics.median(w - k for w, k in zip(wall_n, client_cpu["native"]))
+            served_p = statistics.median(w - k for w, k in zip(wall_p, client_cpu["pinpoint"]))
+            print(f"  server time per request (wall minus the client's CPU): native {served_n:.0f} ms, Pinpoint "
+                  f"{served_p:.0f} ms; native / Pinpoint {served_n / served_p:.1%}")
+            bound = statistics.median(wall_n) / (statistics.median(wall_n) - kn + kp)
+            print(f"  end-to-end ceiling with boto3's client cost and a free translation: {bound:.1%}")
         print(f"mails accepted by the sink: {sink.count}")
     finally:
         api.stop()

@@ -53,3 +53,43 @@ def test_a_customer_two_admissions_take_at_once_enters_once(runtime_db):
     with db.connect() as conn:
         assert conn.execute(select(func.count()).select_from(journey_runs).where(
             journey_runs.c.user_pk == pk)).scalar() == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_attempts_of_one_admission_at_once_answer_the_same_cohort(runtime_db):
+    """A Temporal retry of an admission while its first attempt still runs: the retry queues on the journey's
+    row, then finds the first attempt's cohort under the same claim key and answers it (it used to fail on
+    the cohort's unique key and be retried once more)."""
+    db = runtime_db
+    workspace = ensure_workspace(db, "acme")
+    put_template(db, workspace)
+    (pk,) = add_customers(db, workspace, ["a"])
+    store.put_journey(db, workspace, ON_EVENT.format(id="hello", event="signed_up"))
+    with db.begin() as conn:
+        conn.execute(update(journeys).where(journeys.c.journey_id == "hello").values(status="active",
+                                                                                     active_version=1))
+    acts = JourneyActivities(db)
+    second: dict = {}
+
+    def retry() -> None:
+        try:
+            with db.begin() as conn:
+                again = acts._admit_rows(conn, workspace.id, "hello", 1, "page/1", [(pk, {})])
+                second["answer"] = (again.cohort, [m.run_id for m in again.members])
+        except Exception as exc:  # noqa: BLE001  (what the activity would have failed with)
+            second["error"] = exc
+
+    first = db.connect()
+    transaction = first.begin()
+    admitted = acts._admit_rows(first, workspace.id, "hello", 1, "page/1", [(pk, {})])
+    other = threading.Thread(target=retry)
+    other.start()
+    time.sleep(1.0)
+    assert other.is_alive()  # waiting for the first attempt
+    transaction.commit()
+    first.close()
+    other.join(30)
+    assert second == {"answer": (admitted.cohort, [m.run_id for m in admitted.members])}
+    with db.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(journey_runs).where(
+            journey_runs.c.user_pk == pk)).scalar() == 1

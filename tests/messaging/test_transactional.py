@@ -90,6 +90,9 @@ def test_bad_requests_name_the_field_and_write_nothing(api, welcome):
           "recipients": [{"address": "a@example.com"}]}, "content.text"),
         ({"channel": "EMAIL", "template_id": "welcome", "recipients": []}, "recipients"),
         ({"channel": "FAX", "template_id": "welcome", "recipients": [{"address": "a@example.com"}]}, "channel"),
+        # an address sent to directly must fit the message's 512-character key ("to:" + address)
+        ({"channel": "WEBHOOK", "content": {"text": "hi"}, "recipients": [
+            {"address": "https://hooks.example.com/" + "a" * 600}]}, "recipients[0].address"),
     ]
     for body, field in cases:
         r = send(api, body, key="k-bad")

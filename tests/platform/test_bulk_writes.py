@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 
 from tidings.engine.customers.tables import endpoints, users
 from tidings.engine.messaging.tables import messages
@@ -86,6 +87,31 @@ def test_numbers_mixing_integers_and_fractions_and_flags_as_integers_are_stored(
     assert opt_outs == {f"e{i}": bool([0, 1, True, False][i % 4]) for i in range(n)}
 
 
+@pytest.mark.parametrize("n, options", [(COPY_FROM_ROWS - 1, {"ignore_conflicts_on": ["workspace_id", "user_id"]}),
+                                        (COPY_FROM_ROWS, {"ignore_conflicts_on": ["workspace_id", "user_id"]}),
+                                        (COPY_FROM_ROWS, {"returning": ["id"]}), (COPY_FROM_ROWS, {})])
+def test_a_value_longer_than_its_column_is_never_stored_cut(db, n, options):
+    """PostgreSQL refuses a 256-character user id in the 255-character column on every path (an explicit cast
+    of the array path's values to varchar(255) used to cut them silently, merging ids that share a prefix);
+    SQLite does not enforce lengths and keeps the ids whole."""
+    workspace = create_workspace(db, "bulk")
+    rows = [{"workspace_id": workspace.id, "user_id": "x" * 255 + str(i % 10), "attributes": {}, "metrics": {},
+             "timezone": None, "locale": None, "created_at": 1, "updated_at": 1} for i in range(n)]
+    rows = rows[:10] + [{**r, "user_id": f"short{i}"} for i, r in enumerate(rows[10:])]
+    postgres = db.dialect.name == "postgresql"
+    try:
+        with writing(db) as conn:
+            bulk_insert(conn, users, rows, **options)
+    except Exception as exc:
+        assert postgres, exc
+        assert "too long" in str(exc)
+    else:
+        assert not postgres, "PostgreSQL stored a value longer than its column"
+    with db.connect() as conn:
+        stored = {u for (u,) in conn.execute(select(users.c.user_id).where(users.c.workspace_id == workspace.id))}
+    assert stored == (set() if postgres else {r["user_id"] for r in rows})
+
+
 @pytest.mark.parametrize("n", [1, 120])
 def test_an_update_where_in_changes_only_the_rows_whose_status_allows_it(db, n):
     """tidings.engine.messaging.dispatch records a send's results this way: a row another attempt finished
@@ -113,3 +139,16 @@ def test_an_update_where_in_changes_only_the_rows_whose_status_allows_it(db, n):
         else:
             assert (got.status, got.error, got.permanent, got.attempts, got.next_attempt_at, got.content) == (
                 "failed", change["error"], change["permanent"], 3, change["next_attempt_at"], change["content"])
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite does not enforce lengths
+def test_an_update_where_in_refuses_a_value_longer_than_its_column(db):
+    workspace = create_workspace(db, "bulk")
+    with writing(db) as conn:
+        (pk,), = bulk_insert(conn, messages, [{
+            "workspace_id": workspace.id, "message_id": "m", "idempotency_key": "k", "endpoint": "e", "channel": "smtp",
+            "channel_type": "EMAIL", "address": "a@example.com", "transactional": True, "status": "queued",
+            "attempts": 0, "created_at": 1, "updated_at": 1}], returning=["id"])
+    with pytest.raises(DataError), writing(db) as conn:
+        bulk_update_where_in(conn, messages, [{"status": "sent", "provider_message_id": "x" * 513, "id": pk}],
+                             "id", "status", ("queued",))

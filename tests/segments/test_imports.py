@@ -99,3 +99,54 @@ def test_large_import_runs_as_a_job(api):
             break
         time.sleep(0.1)
     assert job["status"] == "failed" and job["errors"] == [{"row": 6001, "field": "user_id", "message": "user_id is required"}]
+
+
+CHUNKED_HEADER = "ChannelType,Address,Id,User.UserId,User.UserAttributes.plan,Location.Country\n"
+
+
+def test_an_import_of_several_chunks_merges_repeated_and_existing_customers(api, monkeypatch):
+    """Chunks of 60 rows, so users named twice are written by two chunks, and each chunk is large enough
+    for PostgreSQL's COPY and array paths (50 rows and more)."""
+    from tidings.engine.segments import imports
+
+    monkeypatch.setattr(imports, "CHUNK", 60)
+    assert api.put("/v1/users/u3", json={"attributes": {"plan": "x", "team": "a"}}).status_code == 200
+    assert api.put("/v1/endpoints/moved", json={"channel": "EMAIL", "address": "old@example.com", "user_id": "old",
+                                               "location": {"country": "DE"}}).status_code == 200
+    de = {"some": [{"var": "endpoints"}, {"==": [{"var": "location.country"}, "DE"]}]}
+    assert api.post("/v1/segments", json={"id": "de", "name": "DE", "rule": de}).json()["size"] == 1
+    # u0..u49 twice (rows i and i + 100: other chunks), first as free then as pro; u50..u99 once, free
+    rows = [f"EMAIL,user{i}@example.com,ep{i},u{i % 100},{'free' if i < 100 else 'pro'},FR\n" for i in range(150)]
+    rows.insert(130, "EMAIL,moved@example.com,moved,u7,pro,FR\n")  # the endpoint changes owner and country
+    r = api.post("/v1/segments/import", params={"name": "many", "id": "many"},
+                 content=(CHUNKED_HEADER + "".join(rows)).encode())
+    assert r.status_code == 201, r.text
+    assert r.json()["rows"] == 151
+    assert api.get("/v1/segments/many").json()["size"] == 100
+    u3 = api.get("/v1/users/u3").json()
+    assert u3["attributes"] == {"plan": "pro", "team": "a"} and "many" in u3["segments"]
+    assert [e["endpoint_id"] for e in u3["endpoints"]] == ["ep3", "ep103"]
+    assert api.get("/v1/users/u70").json()["attributes"] == {"plan": "free"}
+    moved = api.get("/v1/endpoints/moved").json()
+    assert moved["user_id"] == "u7" and moved["address"] == "moved@example.com"
+    # the former owner lost its only DE endpoint, so it left the dynamic segment in the same import
+    assert api.get("/v1/segments/de").json()["size"] == 0
+    assert api.get("/v1/users/old").json()["segments"] == []
+
+
+def test_an_import_past_the_endpoint_limit_in_a_later_chunk_writes_nothing(api, monkeypatch):
+    from tidings.engine.segments import imports
+
+    monkeypatch.setattr(imports, "CHUNK", 60)
+    for n in range(14):
+        assert api.put(f"/v1/endpoints/full-{n}", json={"channel": "EMAIL", "address": f"f{n}@example.com",
+                                                       "user_id": "full"}).status_code == 200
+    rows = [f"EMAIL,user{i}@example.com,ep{i},u{i},free,FR\n" for i in range(100)]
+    rows += ["EMAIL,f14@example.com,full-14,full,pro,FR\n", "EMAIL,f15@example.com,full-15,full,pro,FR\n"]
+    r = api.post("/v1/segments/import", params={"name": "over", "id": "over"},
+                 content=(CHUNKED_HEADER + "".join(rows)).encode())
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "import_rejected" and "at most 15 endpoints" in r.json()["error"]["message"]
+    assert api.get("/v1/users/u0").status_code == 404  # written by the first chunk, rolled back
+    assert len(api.get("/v1/users/full").json()["endpoints"]) == 14
+    assert api.get("/v1/segments/over").status_code == 404

@@ -435,6 +435,11 @@ class JourneyActivities:
         # and a customer in both is admitted once.
         conn.execute(update(journeys).where(journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)
                      .values(next_cohort=journeys.c.next_cohort + 1))
+        # Another attempt of this same admission (a Temporal retry while the first still ran) may have committed
+        # while this one queued on the row: its cohort is the answer, instead of a second one on the same key.
+        claimed = self._claimed(conn, claim_key)
+        if claimed is not None:
+            return claimed
         cohort = conn.execute(select(journeys.c.next_cohort).where(
             journeys.c.workspace_id == workspace, journeys.c.journey_id == journey_id)).scalar_one() - 1
         pks = sorted({pk for pk, _ in candidates})
