@@ -46,7 +46,7 @@ from tidings.engine.channels.config import Route, routes_for
 from tidings.engine.channels.contract import ChannelType, OutgoingMessage, RetryPolicy, SendResult, send_with_retry
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.metrics_registry import PROVIDER_DURATION, SENDS
-from tidings.engine.platform.db import bulk_insert, bulk_update, reading, rows_where_in
+from tidings.engine.platform.db import bulk_insert, bulk_update_where_in, reading, rows_where_in
 from tidings.engine.customers.events import insert_new
 from tidings.engine.messaging.ledger import status_event_id
 from tidings.engine.messaging.outbox import outbox_store
@@ -119,6 +119,10 @@ class Unit:
     outcome: SendOutcome | None = None  # decided before sending (opted_out, no_endpoint...)
     custom: CustomSend | None = None  # a custom-channel send (tidings.engine.messaging.custom_channel)
     application_id: str = ""  # custom: the workspace name, the payload's ApplicationId
+    # The key was made up for this call (a random one: a transactional request without an Idempotency-Key),
+    # so no earlier row can hold it and it is not looked up (a round trip per request on PostgreSQL). Its
+    # rows are still inserted under the unique key, like every other.
+    new_key: bool = False
 
 
 # --------------------------------------------------------------------------- journey steps
@@ -312,7 +316,7 @@ def _claim_and_finish(conn: Connection, claim, finish, outcomes, workspace_id: i
 
 def _unsendable_keys(units: list[Unit]) -> list[str]:
     """The keys of customers found with no endpoint to send to: an earlier attempt may have left rows open."""
-    return [u.key for u in units if u.outcome is not None and u.user_pk is not None
+    return [u.key for u in units if u.outcome is not None and u.user_pk is not None and not u.new_key
             and u.outcome.status in ("opted_out", "no_endpoint")]
 
 
@@ -455,7 +459,8 @@ def _write_queued(conn: Connection, plugins, workspace_id: int, units: list[Unit
     now = now_ms()
     routes = routes_for(conn, plugins, workspace_id, sorted({units[i].channel_type for i in todo}))
     unsendable = _unsendable_keys(units)
-    rows = _rows_of_keys(conn, workspace_id, list(dict.fromkeys([*(units[i].key for i in todo), *unsendable])))
+    rows = _rows_of_keys(conn, workspace_id, list(dict.fromkeys(
+        [*(units[i].key for i in todo if not units[i].new_key), *unsendable])))
     earlier, prior = _handled_before(rows)
     _resume_open_rows(conn, units, pending, rows, earlier, owner)
     # a unit whose template failed keeps its rows as they were (it is reported as render_failed)
@@ -721,15 +726,9 @@ def _record(conn: Connection, workspace_id: int, units: list[Unit], pending: lis
     retry window is over."""
     if not pending:
         return
-    # A row another attempt of this send already finished (it took the row over, see _Sending) keeps that
-    # result: this one's, recorded late, must not turn a `sent` back into `retrying`.
-    final = {rid for rid, status in rows_where_in(conn, messages, ["id", "status"], "id", [p.row_id for p in pending])
-             if status not in OPEN}
     now = now_ms()
     updates, evs = [], []
     for p in pending:
-        if p.row_id in final:
-            continue
         u, r = units[p.unit], results[p.message_id]
         attempts = p.attempts + r.attempts
         status: str = r.status
@@ -755,10 +754,12 @@ def _record(conn: Connection, workspace_id: int, units: list[Unit], pending: lis
         kind = "send" if r.ok else "failed"
         # `{message_id}:{type}`, as provider feedback names status events: a provider failure reported
         # for a message we already recorded as failed counts once.
-        evs.append(_event_row(workspace_id, status_event_id(p.message_id, kind), u.user_pk, p.target.endpoint_pk,
-                              f"_{EVENT_PREFIX[u.channel_type]}.{kind}", attrs, now))
-    bulk_update(conn, messages, updates)
-    store_events(conn, workspace_id, evs)
+        evs.append((p.row_id, _event_row(workspace_id, status_event_id(p.message_id, kind), u.user_pk,
+                                         p.target.endpoint_pk, f"_{EVENT_PREFIX[u.channel_type]}.{kind}", attrs, now)))
+    # A row another attempt of this send already finished (it took the row over, see _Sending) keeps that
+    # result: this one's, recorded late, must not turn a `sent` back into `retrying`, nor add an event.
+    updated = bulk_update_where_in(conn, messages, updates, "id", "status", OPEN)
+    store_events(conn, workspace_id, [e for rid, e in evs if rid in updated])
 
 
 def store_events(conn: Connection, workspace_id: int, rows: list[dict[str, Any]]) -> None:

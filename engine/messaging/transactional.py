@@ -17,7 +17,7 @@ from msgspec import Meta
 from sqlalchemy import Connection, Engine, select, update
 
 from tidings.engine.platform.clock import duration_seconds, now_ms
-from tidings.engine.platform.db import insert_ignoring_conflicts, reading, rows_where_in
+from tidings.engine.platform.db import insert_ignoring_conflicts, reading, reading_statements, rows_where_in
 from tidings.engine.platform.errors import Conflict, InvalidInput
 from tidings.engine.messaging.dispatch import (
     ENDPOINT_COLS, USER_COLS, SendOutcome, SendStatus, Unit, deliver, endpoint_target, load_customers, targets_of,
@@ -189,7 +189,7 @@ def prepare(db: Engine, workspace_id: int, requests: list[MessageRequest], key: 
     inline = {j: check_template(f"inline-{j}", TemplateBody(channel=m.channel, **msgspec.structs.asdict(m.content)),
                                 field_prefix=f"{prefix(j)}content.")
               for j, m in enumerate(requests) if m.content is not None}
-    with reading(db) as conn:
+    with reading_statements(db) as conn:  # checks, each read on its own: no BEGIN/ROLLBACK on PostgreSQL
         stored = load_templates(conn, workspace_id, [m.template_id for m in requests if m.template_id])
         for j, m in enumerate(requests):
             t = stored.get(m.template_id) if m.template_id else None
@@ -208,7 +208,7 @@ def prepare(db: Engine, workspace_id: int, requests: list[MessageRequest], key: 
         for i, r in enumerate(m.recipients):
             unit_key = f"tx:{key}:{j}:{i}" if key else f"tx:{uuid.uuid4().hex}"
             unit = Unit(key=unit_key, channel_type=m.channel, template=template,
-                        template_id=m.template_id, data={**m.data, **r.data}, attrs=attrs)
+                        template_id=m.template_id, data={**m.data, **r.data}, attrs=attrs, new_key=key is None)
             _target(unit, m.channel, r, lookups)
             units.append(unit)
         out.append(units)

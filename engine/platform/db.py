@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import select
 import threading
-import time
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path
@@ -15,7 +15,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import JSON, Boolean, Connection, Engine, Float, Table, create_engine, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -63,31 +63,33 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     engine = create_engine(url, pool_size=10, max_overflow=20, **JSON_CODEC)
-    event.listen(engine.pool, "checkin", _mark_checkin)
-    event.listen(engine.pool, "checkout", lambda conn, record, _proxy: _ping_if_idle(engine, conn, record))
+    event.listen(engine, "checkout", _drop_if_closed_by_server)
     return engine
 
 
-# A pooled PostgreSQL connection is pinged at checkout only when it sat idle this long: a busy API checks a
-# connection out twice per request (key lookup, write), and SQLAlchemy's pool_pre_ping made each checkout a
-# round trip. A connection used within the last second that has since broken (the server restarted) fails
-# its statement instead; SQLAlchemy then recycles the whole pool, so one request per process sees it.
-PING_AFTER_IDLE_S = 1.0
-
-
-def _mark_checkin(_dbapi_conn, record) -> None:
-    record.info["tidings_idle_since"] = time.monotonic()
-
-
-def _ping_if_idle(engine: Engine, dbapi_conn, record) -> None:
-    idle_since = record.info.get("tidings_idle_since")
-    if idle_since is not None and time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+def _drop_if_closed_by_server(dbapi_conn, _record, _proxy) -> None:
+    """PostgreSQL, at every pool checkout: a connection the server has closed (a restart, a terminated backend)
+    is replaced, and so is every connection of the pool older than it, as `pool_pre_ping` would. Without the
+    ping's round trip: an idle pooled connection has nothing to read, so a readable socket means the server
+    sent its FATAL notice and closed it (or, rarely, sent something else: the connection is replaced all the
+    same, which costs a connect). A transactional send checks out four connections; the pings were four of
+    its ~19 round trips."""
+    pgconn = getattr(dbapi_conn, "pgconn", None)
+    if pgconn is None:  # not psycopg: no socket to look at, so ping as pool_pre_ping does
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        except Exception as exc:
+            raise InvalidatePoolError(str(exc)) from exc
+        finally:
+            cursor.close()
         return
-    try:
-        engine.dialect.do_ping(dbapi_conn)
-    except engine.dialect.loaded_dbapi.Error as exc:
-        # The pool discards this connection and checks out another (a fresh one if need be).
-        raise DisconnectionError("pooled connection failed its ping") from exc
+    if dbapi_conn.closed or pgconn.status != 0:  # CONNECTION_OK
+        raise InvalidatePoolError("the connection is closed")
+    poll = select.poll()
+    poll.register(pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poll.poll(0):
+        raise InvalidatePoolError("the server closed the connection (or sent something while it was idle)")
 
 
 def reading(db: Engine):
@@ -96,6 +98,20 @@ def reading(db: Engine):
     if readonly is None:  # made once per engine: building it costs more than a small read
         readonly = db.__dict__["_tidings_readonly"] = db.execution_options(readonly=True)
     return readonly.connect()
+
+
+def reading_statements(db: Engine):
+    """A connection for reads each of which stands alone: on PostgreSQL in autocommit, which saves the BEGIN
+    and the ROLLBACK (two round trips of a request's ~15). Under READ COMMITTED, PostgreSQL's default and
+    ours, the statements of a transaction see no common snapshot anyway; so not for SET LOCAL (without_jit),
+    locks, or reads that must agree with each other. On SQLite the same as `reading`."""
+    if db.dialect.name == "sqlite":
+        return reading(db)
+    alone = db.__dict__.get("_tidings_autocommit_reads")
+    if alone is None:
+        alone = db.__dict__["_tidings_autocommit_reads"] = db.execution_options(readonly=True,
+                                                                               isolation_level="AUTOCOMMIT")
+    return alone.connect()
 
 
 _write_locks: dict[str, threading.RLock] = {}
@@ -298,6 +314,37 @@ def bulk_update(conn: Connection, table: Table, rows: list[dict], key: str = "id
     sql = (f"UPDATE {quote(table.name)} SET {', '.join(f'{quote(c)} = {mark}' for c in columns)} "
            f"WHERE {quote(key)} = {mark}")
     conn.exec_driver_sql(sql, _driver_rows(table, columns + [key], rows))
+
+
+def bulk_update_where_in(conn: Connection, table: Table, rows: list[dict], key: str, column: str,
+                         allowed: tuple) -> set:
+    """bulk_update of the rows whose stored `column` is one of `allowed` (the others keep what they hold);
+    returns the keys of the rows updated. The keys must be distinct.
+
+    PostgreSQL: one statement over one array per column, the condition in its WHERE clause and the keys
+    from RETURNING, where bulk_update's executemany is a statement per row and the condition a SELECT of its
+    own (a transactional batch records 100 messages at a time). SQLite: the SELECT, then one executemany."""
+    if not rows:
+        return set()
+    if conn.dialect.name != "postgresql":
+        keep = {k for k, v in rows_where_in(conn, table, [key, column], key, [r[key] for r in rows]) if v in allowed}
+        rows = [r for r in rows if r[key] in keep]
+        bulk_update(conn, table, rows, key)
+        return {r[key] for r in rows}
+    columns = [c for c in rows[0] if c != key]
+    names = [*columns, key]
+    quote = conn.dialect.identifier_preparer.quote
+    types = [_array_element_type(conn, table.c[c].type) for c in names]  # varchar(n) would cut, not refuse
+    t = quote(table.name)
+    sql = (f"UPDATE {t} SET {', '.join(f'{quote(c)} = v.{quote(c)}' for c in columns)} FROM unnest("
+           + ", ".join(f"%s::{ty}[]" for ty in types) + f") AS v({', '.join(map(quote, names))}) "
+           f"WHERE {t}.{quote(key)} = v.{quote(key)} AND {t}.{quote(column)} = ANY(%s) RETURNING {t}.{quote(key)}")
+    arrays: list[list] = [list(values) for values in zip(*_driver_rows(table, names, rows))]
+    for i, c in enumerate(names):  # psycopg refuses a list that mixes int and float (or bool and int)
+        if isinstance(table.c[c].type, (Float, Boolean)):
+            to = float if isinstance(table.c[c].type, Float) else bool
+            arrays[i] = [None if v is None else to(v) for v in arrays[i]]
+    return {r[0] for r in conn.exec_driver_sql(sql, (*arrays, list(allowed)))}
 
 
 def bulk_delete(conn: Connection, table: Table, keys: list[str], rows: list[tuple]) -> None:

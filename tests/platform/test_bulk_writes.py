@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DataError
 
 from tidings.engine.customers.tables import endpoints, users
-from tidings.engine.platform.db import COPY_FROM_ROWS, bulk_insert, make_engine, migrate, writing
+from tidings.engine.messaging.tables import messages
+from tidings.engine.platform.db import COPY_FROM_ROWS, bulk_insert, bulk_update_where_in, make_engine, migrate, writing
 from tidings.engine.segments.tables import customer_values
 from tidings.engine.workspaces.service import create_workspace
 
@@ -108,3 +110,45 @@ def test_a_value_longer_than_its_column_is_never_stored_cut(db, n, options):
     with db.connect() as conn:
         stored = {u for (u,) in conn.execute(select(users.c.user_id).where(users.c.workspace_id == workspace.id))}
     assert stored == (set() if postgres else {r["user_id"] for r in rows})
+
+
+@pytest.mark.parametrize("n", [1, 120])
+def test_an_update_where_in_changes_only_the_rows_whose_status_allows_it(db, n):
+    """tidings.engine.messaging.dispatch records a send's results this way: a row another attempt finished
+    keeps what that attempt recorded."""
+    workspace = create_workspace(db, "bulk")
+    rows = [{"workspace_id": workspace.id, "message_id": f"m{i}", "idempotency_key": f"k{i}", "endpoint": "e",
+             "channel": "smtp", "channel_type": "EMAIL", "address": f"a{i}@example.com", "transactional": True,
+             "status": "sent" if i % 3 == 0 else "queued", "attempts": 0, "created_at": 1, "updated_at": 1,
+             "content": {"subject": "old"}} for i in range(n)]
+    with writing(db) as conn:
+        ids = [pk for (pk,) in bulk_insert(conn, messages, rows, returning=["id"])]
+    changes = [{"status": "failed", "error": AWKWARD[i % len(AWKWARD)], "permanent": [True, False, None][i % 3],
+                "attempts": 3, "updated_at": 2, "next_attempt_at": None if i % 2 else 10**12 + i,
+                "content": {"subject": AWKWARD[i % len(AWKWARD)], "n": i} if i % 2 else None, "id": pk}
+               for i, pk in enumerate(ids)]
+    with writing(db) as conn:
+        updated = bulk_update_where_in(conn, messages, changes, "id", "status", ("queued", "retrying"))
+    assert updated == {pk for i, pk in enumerate(ids) if i % 3 != 0}
+    with db.connect() as conn:
+        stored = {r.id: r for r in conn.execute(select(messages).where(messages.c.workspace_id == workspace.id))}
+    for i, (pk, change) in enumerate(zip(ids, changes)):
+        got = stored[pk]
+        if i % 3 == 0:
+            assert (got.status, got.attempts, got.error, got.content) == ("sent", 0, None, {"subject": "old"})
+        else:
+            assert (got.status, got.error, got.permanent, got.attempts, got.next_attempt_at, got.content) == (
+                "failed", change["error"], change["permanent"], 3, change["next_attempt_at"], change["content"])
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite does not enforce lengths
+def test_an_update_where_in_refuses_a_value_longer_than_its_column(db):
+    workspace = create_workspace(db, "bulk")
+    with writing(db) as conn:
+        (pk,), = bulk_insert(conn, messages, [{
+            "workspace_id": workspace.id, "message_id": "m", "idempotency_key": "k", "endpoint": "e", "channel": "smtp",
+            "channel_type": "EMAIL", "address": "a@example.com", "transactional": True, "status": "queued",
+            "attempts": 0, "created_at": 1, "updated_at": 1}], returning=["id"])
+    with pytest.raises(DataError), writing(db) as conn:
+        bulk_update_where_in(conn, messages, [{"status": "sent", "provider_message_id": "x" * 513, "id": pk}],
+                             "id", "status", ("queued",))
