@@ -289,7 +289,9 @@ def direct_source(dialect: str, workspace_id_param: str, user_paths: list[str], 
         cols.append(f"replace({k}, '?', 'x') AS k{i}, {n} AS n{i}, {t} AS t{i}, {j} AS j{i}, "
                     f"{x} AS x{i}, {y} AS y{i}, {b} AS b{i}, {e} AS e{i}, {raw} AS v{i}")
     where = f"u.workspace_id = {workspace_id_param}"
-    if sample is not None:  # a condition on u.id alone (estimate.py's sample), tested before any JSON is read
+    if sample is not None:  # a condition on u.id alone (estimate.py's sample: pks to look up)
+        if dialect == "sqlite":  # not the workspace index (without statistics SQLite walked it all)
+            where = f"+{where}"
         where += f" AND {sample}"
     if pk_range is not None:  # (after, upto] parameters: a part of the scan (evaluate._fetch_in_parts)
         where += f" AND u.id > {pk_range[0]} AND u.id <= {pk_range[1]}"

@@ -384,7 +384,9 @@ def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, no
         ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide={p: i for i, p in enumerate(order)},
                   direct=True, ep_unfilled=ep_unfilled)
         pk_range = None
-        if ctx.dialect == "sqlite":  # the whole table unless scanned in parts (_fetch_in_parts)
+        # the whole table unless scanned in parts (_fetch_in_parts); not with a sample, which the planner should
+        # look up by pk (without statistics SQLite took the pk range and scanned every row)
+        if ctx.dialect == "sqlite" and sample is None:
             ctx.params.update({RANGE_AFTER: -1, RANGE_UPTO: MAX_PK})
             pk_range = (f":{RANGE_AFTER}", f":{RANGE_UPTO}")
         if sample is not None:
