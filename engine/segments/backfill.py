@@ -220,39 +220,47 @@ def classified(dialect: str, scope: str, path: str, where: str, p: Param) -> str
     return f"SELECT b.user_pk, b.ep, b.k AS kind, {txt} AS txt, {num} AS num, {arr} AS arr FROM ({b}) b WHERE b.k IS NOT NULL"
 
 
-def _cheap_flags(dialect: str, ty: str, v: str, s: str, p: Param) -> tuple[str, str, str]:
-    """(x, b, e) for a direct evaluation's prefilters, cheap to compute for every row: x is 1 at least where
+def _cheap_flags(dialect: str, ty: str, v: str, s: str, p: Param) -> tuple[str, str, str, str]:
+    """(x, y, b, e) for a direct evaluation's prefilters, cheap to compute for every row: x is 1 at least where
     the kind is 'x' or '?' (a superset: it only lets rows through to the outcome expression, which reads the
-    kind itself), b is 1 where the kind is 'b', e is 1 where the value is present."""
+    kind itself), y the same but for the values that are not strings (a string whose kind SQL leaves to
+    Python is still a string kind: to_sql uses y where every string kind answers alike), b is 1 where the
+    kind is 'b', e is 1 where the value is present."""
     if dialect == "postgresql":
         text_x = (f"strpos({s}, {p(_FOLDS[0])}) > 0 OR strpos({s}, {p(_FOLDS[1])}) > 0 OR length({s}) > 16 "
                   f"OR (left({s}, 1) ~ {p('[-0-9]')} AND {s} ~ {p('[eE]')})")
-        x = (f"(CASE {ty} WHEN 'number' THEN (CASE WHEN length({s}) > 15 THEN 1 END) WHEN 'string' THEN "
-             f"(CASE WHEN {text_x} THEN 1 END) WHEN 'array' THEN 1 WHEN 'object' THEN 1 END)")
+        other = "WHEN 'array' THEN 1 WHEN 'object' THEN 1"
+        number = f"WHEN 'number' THEN (CASE WHEN length({s}) > 15 THEN 1 END)"
+        x = f"(CASE {ty} {number} WHEN 'string' THEN (CASE WHEN {text_x} THEN 1 END) {other} END)"
+        y = f"(CASE {ty} {number} {other} END)"
         b = f"(CASE WHEN {ty} = 'boolean' THEN 1 END)"
     else:
         text_x = f"instr({s}, {p(_FOLDS[0])}) > 0 OR instr({s}, {p(_FOLDS[1])}) > 0 OR length({s}) > 16"
         rng = f"(CASE WHEN {v} > {MAX_EXACT} OR {v} < -{MAX_EXACT} THEN 1 END)"
-        x = (f"(CASE {ty} WHEN 'integer' THEN {rng} WHEN 'real' THEN {rng} WHEN 'text' THEN "
-             f"(CASE WHEN {text_x} THEN 1 END) WHEN 'array' THEN 1 WHEN 'object' THEN 1 WHEN 'odd' THEN 1 END)")
+        number = f"WHEN 'integer' THEN {rng} WHEN 'real' THEN {rng}"
+        other = "WHEN 'array' THEN 1 WHEN 'object' THEN 1 WHEN 'odd' THEN 1"
+        x = f"(CASE {ty} {number} WHEN 'text' THEN (CASE WHEN {text_x} THEN 1 END) {other} END)"
+        y = f"(CASE {ty} {number} {other} END)"
         b = f"(CASE WHEN {ty} IN ('true', 'false') THEN 1 END)"
     e = f"(CASE WHEN {ty} IS NOT NULL AND {ty} <> 'null' THEN 1 END)"
-    return x, b, e
+    return x, y, b, e
 
 
-def direct_source(dialect: str, workspace_id_param: str, user_paths: list[str], p: Param) -> str:
+def direct_source(dialect: str, workspace_id_param: str, user_paths: list[str], p: Param,
+                  pk_range: tuple[str, str] | None = None, sample: str | None = None) -> str:
     """A derived table shaped like the workspace's wide table (user_pk, and per path i of `user_paths` the
-    columns k{i} n{i} t{i}, plus j{i} the list of a 'l' value, and the cheap flags x{i} b{i} e{i} of
-    _cheap_flags) computed from the users rows' JSON: the direct evaluation reads it where the typed index is
+    columns k{i} n{i} t{i}, plus j{i} the list of a 'l' value, the cheap flags x{i} y{i} b{i} e{i} of
+    _cheap_flags, and on SQLite v{i} the value as json_extract gives it) computed from the users rows' JSON: the direct evaluation reads it where the typed index is
     not filled. Kinds SQL leaves unsure read as 'x' (the translation asks Python for those customers).
     No fence: the database folds it into the query, so the costly kind is computed only for the rows the
-    prefilters (which read t, n and the flags) let through."""
+    prefilters (which read t, n and the flags) let through. `pk_range`: the names of two parameters
+    bounding the user pks scanned, (after, upto]; `sample`: SQL over u.id keeping the customers sampled."""
     cols = []
     for i, path in enumerate(user_paths):
         src = source_columns(dialect, "u", path, "u", p)
         if src is None:
-            cols.append(f"NULL AS k{i}, NULL AS n{i}, NULL AS t{i}, NULL AS j{i}, NULL AS x{i}, NULL AS b{i}, "
-                        f"NULL AS e{i}")
+            cols.append(f"NULL AS k{i}, NULL AS n{i}, NULL AS t{i}, NULL AS j{i}, NULL AS x{i}, NULL AS y{i}, "
+                        f"NULL AS b{i}, NULL AS e{i}, NULL AS v{i}")
             continue
         ty, v, s = src
         k = value_kind(dialect, ty, v, s, p, dates=False)
@@ -275,10 +283,19 @@ def direct_source(dialect: str, workspace_id_param: str, user_paths: list[str], 
                  f"WHEN 'text' THEN {num_s} WHEN 'array' THEN (CASE WHEN {k} = 'l' THEN json_array_length({v}) END) END)")
             j = f"(CASE WHEN {ty} = 'array' THEN {v} END)"
             t = f"(CASE WHEN {ty} = 'text' THEN {s} END)"
-        x, b, e = _cheap_flags(dialect, ty, v, s, p)
-        cols.append(f"(CASE WHEN {k} = '?' THEN 'x' ELSE {k} END) AS k{i}, {n} AS n{i}, {t} AS t{i}, {j} AS j{i}, "
-                    f"{x} AS x{i}, {b} AS b{i}, {e} AS e{i}")
-    return f"(SELECT u.id AS user_pk, {', '.join(cols)} FROM users u WHERE u.workspace_id = {workspace_id_param})"
+        x, y, b, e = _cheap_flags(dialect, ty, v, s, p)
+        # replace(): the long CASE once per row (a CASE testing it for '?' first computed it twice)
+        raw = v if dialect == "sqlite" else "NULL"
+        cols.append(f"replace({k}, '?', 'x') AS k{i}, {n} AS n{i}, {t} AS t{i}, {j} AS j{i}, "
+                    f"{x} AS x{i}, {y} AS y{i}, {b} AS b{i}, {e} AS e{i}, {raw} AS v{i}")
+    where = f"u.workspace_id = {workspace_id_param}"
+    if sample is not None:  # a condition on u.id alone (estimate.py's sample: pks to look up)
+        if dialect == "sqlite":  # not the workspace index (without statistics SQLite walked it all)
+            where = f"+{where}"
+        where += f" AND {sample}"
+    if pk_range is not None:  # (after, upto] parameters: a part of the scan (evaluate._fetch_in_parts)
+        where += f" AND u.id > {pk_range[0]} AND u.id <= {pk_range[1]}"
+    return f"(SELECT u.id AS user_pk, {', '.join(cols)} FROM users u WHERE {where})"
 
 
 # ---- the backfill ---------------------------------------------------------------------------------

@@ -15,13 +15,15 @@ import math
 from typing import Any
 
 import msgspec
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 
 from tidings.engine.customers.tables import users
 from tidings.engine.platform.batching import chunks
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.segments.documents import documents
-from tidings.engine.segments.evaluate import compile_segment, full_members, python_member
+from tidings.engine.segments.evaluate import (
+    Compiled, _fetch_outcomes, compile_segment, full_evaluation_query, full_members, python_member,
+)
 from tidings.engine.segments.preview import UNSAVED
 from tidings.engine.segments.service import validate_rule
 from tidings.engine.workspaces.service import WorkspaceRef
@@ -60,10 +62,7 @@ def estimate_rule(db: Engine, workspace: WorkspaceRef, rule: Any, *, exact_up_to
         pks = list(conn.execute(text(
             f"SELECT id FROM users WHERE workspace_id = :ws AND (id * {HASH_MULTIPLIER}) % {HASH_RANGE} < :below "
             "ORDER BY id"), {"ws": workspace.id, "below": below}).scalars())
-        hits: list[int] = []
-        for part in chunks(pks, BATCH):
-            docs = documents(conn, workspace.id, list(part), seg.facts, now)
-            hits += [pk for pk in part if pk in docs and python_member(seg, docs[pk])]
+        hits = _sampled_members(conn, workspace.id, seg, now, pks)
         names = _names(conn, hits[:examples])
     n = len(pks)
     if n == 0:  # no customer hashed into a tiny sample: nothing known
@@ -71,6 +70,32 @@ def estimate_rule(db: Engine, workspace: WorkspaceRef, rule: Any, *, exact_up_to
     low, high = wilson(len(hits), n, total)
     return SizeEstimate(size=round(total * len(hits) / n), exact=False, low=low, high=high, customers=total,
                         evaluated=n, sample=names)
+
+
+def _sampled_members(conn: Connection, workspace_id: int, seg: Compiled, now: int, pks: list[int]) -> list[int]:
+    """The sampled customers (`pks`, ascending) the rule holds for, in pk order. A rule over user-level paths
+    is evaluated as a new segment's first answer is, by the direct evaluation of the users' JSON
+    (segments.backfill.direct_source) kept to the sampled pks: evaluating 5,000 documents in Python, after
+    fetching each, took more than a second at 1,000,000 customers. The rows SQL leaves unsure, and other
+    rules, go to the evaluator of the write path (python_member): the hits are the same."""
+    if seg.user_paths and pks:
+        sample: tuple[str, dict[str, Any]]
+        if conn.dialect.name == "postgresql":
+            sample = ("u.id = ANY(CAST(:sample_pks AS BIGINT[]))", {"sample_pks": pks})
+        else:  # one JSON array parameter: SQLite binds at most 32,766 parameters
+            sample = ("u.id IN (SELECT value FROM json_each(:sample_pks))", {"sample_pks": msgspec.json.encode(pks).decode()})
+        query, params, _ = full_evaluation_query(conn, workspace_id, seg, now, register=False, direct=True,
+                                                 sample=sample)
+        members, unsure = _fetch_outcomes(conn, query, params, big_scan=False)
+        for part in chunks(sorted(unsure), BATCH):
+            docs = documents(conn, workspace_id, list(part), seg.facts, now)
+            members.update(pk for pk in part if pk in docs and python_member(seg, docs[pk]))
+        return sorted(members)
+    hits: list[int] = []
+    for part in chunks(pks, BATCH):
+        docs = documents(conn, workspace_id, list(part), seg.facts, now)
+        hits += [pk for pk in part if pk in docs and python_member(seg, docs[pk])]
+    return hits
 
 
 def wilson(hits: int, n: int, population: int, z: float = Z95) -> tuple[int, int]:

@@ -3,7 +3,10 @@ documents, full evaluation in SQL (with Python for the rows SQL leaves unsure), 
 membership changes with their `_segment.enter` / `_segment.exit` events."""
 from __future__ import annotations
 
+import os
+import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Collection, Iterable
 
@@ -26,6 +29,13 @@ from tidings.engine.segments.to_sql import (
 ENGINE = rules.ENGINE
 BATCH = 2000
 MMAP_BYTES = 1 << 30  # SQLite maps at most the file's size
+# A direct evaluation on SQLite scans the users' JSON in this many parts at once (user pk ranges), one on the
+# caller's connection and the others on read-only connections of their own (see _fetch_in_parts); a
+# workspace whose user pks span fewer than PARALLEL_MIN_ROWS is scanned in one part.
+SCAN_PARTS = min(2, os.cpu_count() or 1)
+PARALLEL_MIN_ROWS = 200_000
+RANGE_AFTER, RANGE_UPTO = "range_after", "range_upto"  # the direct scan's pk bounds (parameters)
+MAX_PK = (1 << 63) - 1
 
 
 @dataclass
@@ -352,7 +362,11 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int, r
     index the rule's paths (False for an unsaved rule: a path not filled is read from the JSON); `direct`:
     read every path from the users' JSON (segments.backfill.direct_source), as while the index fills."""
     query, params, wide = full_evaluation_query(conn, workspace_id, seg, now, register, direct)
-    members, unsure = _fetch_outcomes(conn, query, params, big_scan=wide)
+    parts = _scan_parts(conn, seg, params)
+    if parts:
+        members, unsure = _fetch_in_parts(conn, query, params, parts)
+    else:
+        members, unsure = _fetch_outcomes(conn, query, params, big_scan=wide)
     for part in chunks(unsure, BATCH):
         docs = documents(conn, workspace_id, list(part), seg.facts, now)
         members.update(pk for pk, doc in docs.items() if python_member(seg, doc))
@@ -360,10 +374,13 @@ def full_members(conn: Connection, workspace_id: int, seg: Compiled, now: int, r
 
 
 def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, now: int, register: bool = True,
-                          direct: bool = False) -> tuple[str, dict[str, Any], bool]:
+                          direct: bool = False, sample: tuple[str, dict[str, Any]] | None = None
+                          ) -> tuple[str, dict[str, Any], bool]:
     """(query, params, over the wide table?) of the segment's full evaluation: (pk, outcome) rows with
     outcome 1 (member) or 3 (ask Python). Indexes the rule's paths first (`register`), and its scan index on
-    SQLite; while some user-level path it reads is not filled, a direct evaluation over the users' JSON."""
+    SQLite; while some user-level path it reads is not filled, a direct evaluation over the users' JSON.
+    `sample` (with `direct`, for a rule reading user-level paths): SQL over `u.id` keeping only the users it
+    is true for, and its parameters (estimate.py's sample)."""
     held = paths.state(conn, workspace_id)
     if register and not seg.index_paths() <= {(s, p) for s, p, _, _ in held}:
         _sync_paths(conn, workspace_id, seg)
@@ -374,7 +391,16 @@ def full_evaluation_query(conn: Connection, workspace_id: int, seg: Compiled, no
         order = sorted(seg.user_paths)
         ctx = Ctx(dialect=conn.dialect.name, workspace_id=workspace_id, now=now, wide={p: i for i, p in enumerate(order)},
                   direct=True, ep_unfilled=ep_unfilled)
-        table = backfill.direct_source(ctx.dialect, ctx.p(workspace_id), order, ctx.p)
+        pk_range = None
+        # the whole table unless scanned in parts (_fetch_in_parts); not with a sample, which the planner should
+        # look up by pk (without statistics SQLite took the pk range and scanned every row)
+        if ctx.dialect == "sqlite" and sample is None:
+            ctx.params.update({RANGE_AFTER: -1, RANGE_UPTO: MAX_PK})
+            pk_range = (f":{RANGE_AFTER}", f":{RANGE_UPTO}")
+        if sample is not None:
+            ctx.params.update(sample[1])
+        table = backfill.direct_source(ctx.dialect, ctx.p(workspace_id), order, ctx.p, pk_range,
+                                       None if sample is None else sample[0])
         without_jit(conn)  # a scan of every customer's JSON through long CASEs
         prefilters = _by_selectivity(conn, ctx, seg.logic, table)
         return full_query(seg.logic, seg.facts, ctx, wide_table=table, prefilters=prefilters), ctx.params, True
@@ -485,6 +511,70 @@ def _fetch_outcomes(conn: Connection, query: str, params: dict[str, Any], big_sc
     finally:
         cur.close()
     return _signed_pks(signed, most)
+
+
+def _scan_parts(conn: Connection, seg: Compiled, params: dict[str, Any]) -> list[tuple[int, int]]:
+    """The user pk ranges, (after, upto], to scan at once for a direct evaluation on SQLite; [] for one scan.
+
+    Parts are read by other connections, which see the last committed state of the database: the same as
+    this connection's only when it holds the write lock (every connection but `reading`'s takes it at BEGIN:
+    nothing can commit meanwhile) and when what the rule reads is not written by this transaction. The
+    direct scan reads the users rows; the rules scanned in parts read nothing else (no in_segment, events,
+    endpoints or dates: those read tables a transaction evaluating segments writes, or are Python's), and
+    no caller writes users rows before evaluating segments in the same transaction. WAL only: in rollback
+    mode a reader can meet this transaction's exclusive lock."""
+    if (SCAN_PARTS < 2 or RANGE_AFTER not in params or conn.dialect.name != "sqlite"
+            or conn.get_execution_options().get("readonly") or not conn.in_transaction()):
+        return []
+    if seg.refs or seg.events or seg.any_event or seg.reads_endpoints or seg.ep_paths or seg.facts:
+        return []
+    if not _database_file(conn):
+        return []
+    lo, hi = conn.exec_driver_sql("SELECT min(id), max(id) FROM users").one()
+    if lo is None or hi - lo < PARALLEL_MIN_ROWS:
+        return []
+    if conn.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+        return []
+    bounds = [lo - 1 + (hi - lo + 1) * i // SCAN_PARTS for i in range(SCAN_PARTS)] + [MAX_PK]
+    return list(zip(bounds, bounds[1:]))
+
+
+def _database_file(conn: Connection) -> str | None:
+    path = conn.engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:") or conn.engine.url.query:
+        return None  # in memory, or a URI form the readers would not open alike
+    return path
+
+
+def _fetch_in_parts(conn: Connection, query: str, params: dict[str, Any],
+                    parts: list[tuple[int, int]]) -> tuple[set[int], list[int]]:
+    """_fetch_outcomes of a direct scan over each pk range at once: the first on this connection, the others
+    on read-only connections of their own in threads (sqlite3 releases the GIL while it steps a statement),
+    the parts' members and unsure pks put together (the ranges are disjoint and cover every pk)."""
+    path = _database_file(conn)
+    assert path is not None
+
+    def other(part: tuple[int, int]) -> tuple[set[int], list[int]]:
+        reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        try:
+            reader.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
+            signed, most = reader.execute(
+                f"SELECT json_group_array(CASE f.o WHEN 1 THEN f.pk ELSE -f.pk END), max(f.o) FROM ({query}) f",
+                {**params, RANGE_AFTER: part[0], RANGE_UPTO: part[1]}).fetchone()
+        finally:
+            reader.close()
+        return _signed_pks(signed, most)
+
+    with ThreadPoolExecutor(max_workers=len(parts) - 1, thread_name_prefix="tidings-scan") as pool:
+        futures = [pool.submit(other, part) for part in parts[1:]]
+        first = parts[0]
+        members, unsure = _fetch_outcomes(conn, query, {**params, RANGE_AFTER: first[0], RANGE_UPTO: first[1]},
+                                          big_scan=True)
+        for future in futures:
+            more, unsure_more = future.result()
+            members |= more
+            unsure += unsure_more
+    return members, unsure
 
 
 def _signed_pks(signed: str, most: int | None) -> tuple[set[int], list[int]]:

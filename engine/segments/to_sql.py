@@ -253,8 +253,15 @@ def cv_leaf(leaf: Leaf, path: str, scope: Scope, ctx: Ctx) -> str:
     if scope.kind == "user" and ctx.wide is not None and path in ctx.wide:
         slot = ctx.wide[path]
         c = wide_cols(slot, path, ctx)
-        whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx, c)}" for k in ctx.wide_kinds(slot))
-        return f"(CASE w.k{slot} {whens} ELSE {missing} END)"  # no row value (NULL kind): missing
+        by_kind = {k: _cv_kind_sql(leaf, k, ctx, c) for k in ctx.wide_kinds(slot)}
+        whens = " ".join(f"WHEN '{k}' THEN {sql}" for k, sql in by_kind.items())
+        kinds = f"(CASE w.k{slot} {whens} ELSE {missing} END)"  # no row value (NULL kind): missing
+        strings = {by_kind.get(k) for k in STRING_KINDS}
+        if ctx.direct and len(strings) == 1 and None not in strings:
+            # Every string kind answers alike: a string (the direct table's t is set for strings only) needs no
+            # kind, the long CASE classifying it (and a string it leaves to Python, '?', is one of them too).
+            return f"(CASE WHEN {c.txt} IS NOT NULL THEN {strings.pop()} ELSE {kinds} END)"
+        return kinds
     whens = " ".join(f"WHEN '{k}' THEN {_cv_kind_sql(leaf, k, ctx)}" for k in ("n", "b", "l", "s", "t", "z", "o", "x"))
     return (f"COALESCE((SELECT CASE cv.kind {whens} ELSE 3 END FROM customer_value cv "
             f"WHERE cv.user_pk = {scope.user} AND cv.path = {ctx.p(path)} AND cv.ep = {scope.ep} "
@@ -546,22 +553,69 @@ def wide_conjunct_filters(logic: Any, ctx: Ctx) -> list[Prefilter]:
                 exact = False
             exact = exact and all(by_kind[k] in (f"{head}{cond}{tail}", str(T)) for k in readers if k in by_kind)
         if kinds:
-            conds.append(_kinds_in(ctx, slot, kinds))
+            conds.append(_kinds_in(ctx, slot, kinds, _strings_decided(by_kind, kinds, c, head, tail)))
         missing = leaf.probe(None, missing=True)
         if missing in (T, UNSURE):
             conds.append(f"w.e{slot} IS NULL" if ctx.direct else f"w.k{slot} IS NULL")
             exact = exact and missing == T
+        if ctx.direct and ctx.dialect == "sqlite":
+            conds = [_raw_equality(cond, slot, ctx) for cond in conds]
         out.append(Prefilter(" OR ".join(conds) if conds else "1 = 0", exact and bool(conds), i))
     return out
 
 
-def _kinds_in(ctx: Ctx, slot: int, kinds: list[str]) -> str:
+def _raw_equality(cond: str, slot: int, ctx: Ctx) -> str:
+    """A direct evaluation's `t{slot} = 'lit'` (or IN) as the same test of the value json_extract gives, v{slot}:
+    one JSON lookup instead of two (t is the value when its JSON type is a string). The same rows: only a
+    string's value is SQL text, but for an array's or object's JSON text, which starts with [ or {."""
+    m = re.fullmatch(rf"w\.t{slot} (=|IN) (\(?(:p[0-9]+(, )?)+\)?)", cond)
+    if not m:
+        return cond
+    names = re.findall(r":(p[0-9]+)", m.group(2))
+    if not all(isinstance(ctx.params.get(n), str) and ctx.params[n][:1] not in ("[", "{") for n in names):
+        return cond
+    return f"w.v{slot} {m.group(1)} {m.group(2)}"
+
+
+def _strings_decided(by_kind: dict[str, str], kinds: list[str], c: Cols, head: str, tail: str) -> bool:
+    """Whether a direct evaluation's prefilter lets through every string that can pass the leaf without
+    knowing its kind: all four string kinds are let through (`kinds`), or all answer with the same SQL that
+    is no (0, 2) or one condition over the value's text (in the prefilter already). Then a string whose
+    kind SQL leaves to Python ('?', read as 'x': always one of the string kinds, documents.classify) needs
+    no flag of its own."""
+    strings = [by_kind.get(k) for k in STRING_KINDS]
+    if None in strings:
+        return False
+    if all(k in kinds for k in STRING_KINDS):
+        return True
+    sql = strings[0]
+    if any(other != sql for other in strings):
+        return False
+    if sql in ("0", "2"):
+        return True
+    simple = sql.startswith(head) and sql.endswith(tail) and sql.count(" THEN ") == 1 and "EXISTS" not in sql
+    return simple and not _reads(sql, c.num) and _reads(sql, c.txt)
+
+
+def _kinds_in(ctx: Ctx, slot: int, kinds: list[str], strings_decided: bool = False) -> str:
     """Rows whose value is of one of these kinds (a superset in a direct evaluation: its cheap flags
-    x{slot} and b{slot}, backfill._cheap_flags, stand in for the costly kind where they can)."""
+    x{slot} y{slot} and b{slot}, backfill._cheap_flags, stand in for the costly kind where they can, and the
+    costly kind is only computed for the values that can have one of the kinds asked: a string kind only for
+    strings (t{slot} set), 'l' only for arrays (j{slot} set); with `strings_decided` (_strings_decided), every
+    string the leaf may pass is let through already, so only the values that are not strings need a flag)."""
     if not ctx.direct:
         return f"w.k{slot} IN ({', '.join(repr(k) for k in kinds)})"
-    parts = [f"w.{k}{slot} = 1" for k in ("x", "b") if k in kinds]
-    rest = [k for k in kinds if k not in ("x", "b")]
+    parts = [f"w.b{slot} = 1"] if "b" in kinds else []
+    if "x" in kinds:
+        parts.append(f"w.y{slot} = 1" if strings_decided else f"w.x{slot} = 1")
+    strings = [k for k in kinds if k in STRING_KINDS]
+    if len(strings) == len(STRING_KINDS):
+        parts.append(f"w.t{slot} IS NOT NULL")
+    elif strings:
+        parts.append(f"(w.t{slot} IS NOT NULL AND w.k{slot} IN ({', '.join(repr(k) for k in strings)}))")
+    if "l" in kinds:
+        parts.append(f"(w.j{slot} IS NOT NULL AND w.k{slot} = 'l')")
+    rest = [k for k in kinds if k not in ("x", "b", "l", *STRING_KINDS)]
     if rest:
         parts.append(f"w.k{slot} IN ({', '.join(repr(k) for k in rest)})")
     return " OR ".join(parts)

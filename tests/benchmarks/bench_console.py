@@ -1,6 +1,7 @@
 """The web console's server time per page and the segment builder's size answer, at N customers.
 
     PYTHONPATH=. python tests/benchmarks/bench_console.py [N] [--events-per-customer K] [--database-url URL]
+        [--builder-only [--exact-runs R] [--fill]]
 
 SQLite by default; `--database-url postgresql://...` runs on PostgreSQL (in a schema of its own, dropped at
 the end). Customers (with an email endpoint each) and K events each are generated in SQL, and the welcome
@@ -14,6 +15,13 @@ The journeys/ folder is applied (templates, segments, journeys; nothing activate
   (tidings.engine.segments.evaluate.full_members): target < 1 s;
 - each page's time in-process through Litestar's TestClient, signed in, p50/p95 of 30, next to GET /health
   through the same client (the baseline: what the client and the app's plumbing cost): target p95 <= 200 ms.
+
+`--builder-only`: the builder's part alone, over N customers and nothing else (no endpoints, events, journey
+history or journeys/ applied: those are the pages' data, and 10 events each at 1,000,000 customers take
+longer to generate than the builder's part to run); the exact answer p50/p95 of R (`--exact-runs`, default
+20: at 1,000,000 each is a scan of every customer), the estimate p50/p95 of 20, the save's first answer,
+then the saved rule's full evaluation p50/p95 of 5 as the segment is then (its paths being indexed: the
+direct evaluation) and, with `--fill`, again once the typed index is filled.
 """
 from __future__ import annotations
 
@@ -33,7 +41,7 @@ from tidings.api.app import create_app
 from tidings.engine.journeys.apply import apply
 from tidings.engine.platform.clock import now_ms
 from tidings.engine.platform.config import Settings
-from tidings.engine.segments import service as segments
+from tidings.engine.segments import backfill, service as segments
 from tidings.engine.segments.evaluate import compile_segment, full_members
 from tidings.engine.segments.estimate import estimate_rule
 from tidings.engine.workspaces.service import create_key
@@ -104,9 +112,66 @@ def timed(fn, runs: int) -> list[float]:
     return out
 
 
-def main(n: int, per_customer: int, database_url: str | None) -> None:
+def main(n: int, per_customer: int, database_url: str | None, builder_only: bool = False, exact_runs: int = 20,
+         fill: bool = False) -> None:
     with bench_database(database_url, Path(tempfile.mkdtemp()), "bench.db") as url:
-        run(n, per_customer, url)
+        if builder_only:
+            run_builder(n, url, exact_runs, fill)
+        else:
+            run(n, per_customer, url)
+
+
+def run_builder(n: int, url: str, exact_runs: int, fill: bool) -> None:
+    """The builder's answer for RULE over n customers (users rows only), next to the saved rule's evaluation."""
+    backfill.IN_PROCESS = False  # the index is filled below, when asked, not by a thread competing for the CPU
+    settings = Settings.from_env(TIDINGS_HOME=str(Path(tempfile.mkdtemp())), TIDINGS_DATABASE_URL=url)
+    with TestClient(create_app(settings)) as client:
+        db = client.app.state.db
+        workspace, _ = create_key(db, "bench")
+        t = time.perf_counter()
+        with db.begin() as conn:
+            conn.execute(text(generators(conn.dialect.name)[0]), {"n": n, "ws": workspace.id, "now": now_ms()})
+        print(f"{db.dialect.name}: generated {n:,} customers in {time.perf_counter() - t:.1f}s (nothing else)", flush=True)
+        first = timed(lambda: estimate_rule(db, workspace, RULE, exact_up_to=n), 1)[0]
+        answers = timed(lambda: estimate_rule(db, workspace, RULE, exact_up_to=n), exact_runs)
+        exact = estimate_rule(db, workspace, RULE, exact_up_to=n)
+        (a50, a95) = percentiles(answers)
+        print(f"unsaved 3-condition rule ({exact.size:,} members): exact first {first * 1000:.0f} ms, p50 "
+              f"{a50 * 1000:.0f} ms, p95 {a95 * 1000:.0f} ms of {exact_runs} (target < 1000 ms at 100,000)", flush=True)
+        estimates = timed(lambda: estimate_rule(db, workspace, RULE, exact_up_to=0), 20)
+        guess = estimate_rule(db, workspace, RULE, exact_up_to=0)
+        (e50, e95) = percentiles(estimates)
+        inside = "inside" if guess.low <= exact.size <= guess.high else "OUTSIDE"
+        print(f"estimated from {guess.evaluated:,} sampled: {guess.size:,} ({guess.low:,}-{guess.high:,}, true "
+              f"{exact.size:,}: {inside} the interval, error {100 * (guess.size - exact.size) / exact.size:+.2f}%) "
+              f"p50 {e50 * 1000:.0f} ms, p95 {e95 * 1000:.0f} ms (target < 1000 ms at 1,000,000); "
+              f"estimate / exact x{e50 / a50:.3f}", flush=True)
+        saved, t_save = timed_once(lambda: segments.create_segment(
+            db, workspace, segments.SegmentIn(name="bench", rule=RULE, id="bench")))
+        assert saved.size == exact.size, (saved.size, exact.size)
+        seg = compile_segment("bench", "dynamic", RULE)
+        with db.connect() as conn:
+            fulls = timed(lambda: full_members(conn, workspace.id, seg, now_ms()), 5)
+        (f50, f95) = percentiles(fulls)
+        print(f"saved: first answer {t_save * 1000:.0f} ms (state {saved.state}); its full evaluation then p50 "
+              f"{f50 * 1000:.0f} ms, p95 {f95 * 1000:.0f} ms; exact answer / full evaluation x{a50 / f50:.2f}", flush=True)
+        if fill:
+            t = time.perf_counter()
+            backfill.fill(db, workspace.id)
+            print(f"typed index filled in {time.perf_counter() - t:.1f}s", flush=True)
+            with db.connect() as conn:
+                full_members(conn, workspace.id, seg, now_ms())  # builds its scan index (SQLite)
+                fulls = timed(lambda: full_members(conn, workspace.id, seg, now_ms()), 5)
+            answers = timed(lambda: estimate_rule(db, workspace, RULE, exact_up_to=n), min(exact_runs, 5))
+            (f50, f95), (a50, a95) = percentiles(fulls), percentiles(answers)
+            print(f"filled: full evaluation p50 {f50 * 1000:.0f} ms, p95 {f95 * 1000:.0f} ms; the builder's exact "
+                  f"answer p50 {a50 * 1000:.0f} ms, p95 {a95 * 1000:.0f} ms", flush=True)
+
+
+def timed_once(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
 
 
 def run(n: int, per_customer: int, url: str) -> None:
@@ -175,5 +240,10 @@ if __name__ == "__main__":
     parser.add_argument("n", nargs="?", type=int, default=100_000)
     parser.add_argument("--events-per-customer", type=int, default=10)
     add_database_argument(parser)
+    parser.add_argument("--builder-only", action="store_true", help="the segment builder's part alone, over "
+                        "customers only (no events, journeys or pages)")
+    parser.add_argument("--exact-runs", type=int, default=20, help="with --builder-only: exact answers timed")
+    parser.add_argument("--fill", action="store_true", help="with --builder-only: fill the typed index after the "
+                        "save and time the full evaluation again")
     args = parser.parse_args()
-    main(args.n, args.events_per_customer, args.database_url)
+    main(args.n, args.events_per_customer, args.database_url, args.builder_only, args.exact_runs, args.fill)

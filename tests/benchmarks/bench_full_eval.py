@@ -126,7 +126,7 @@ def analyze(db, tables: list[str]) -> None:
             conn.exec_driver_sql("ANALYZE")
 
 
-def main(n: int, url: str | None, keep: str | None = None) -> None:
+def main(n: int, url: str | None, keep: str | None = None, first_only: int = 0) -> None:
     wire()
     backfill.IN_PROCESS = False  # the benchmark runs the batches itself, timed
     with database(url, keep) as db:
@@ -143,11 +143,17 @@ def main(n: int, url: str | None, keep: str | None = None) -> None:
         analyze(db, ["users"])
         with db.connect() as conn:
             base_count = len(conn.execute(text(BASELINE[dialect]), {"ws": workspace.id}).all())
-        out, t_first = timed(lambda: create_segment(db, workspace, SegmentIn(name="bench", rule=RULE, id="bench")))
-        assert out.size == base_count, (out.size, base_count)
         print(f"{dialect}: {n:,} customers ({f'generated in {t_load:.1f}s' if t_load else 'kept from an earlier run'})")
-        print(f"new segment: first answer {t_first:.2f}s (size {out.size:,}, state {out.state}, "
-              f"progress {out.progress})")
+        for attempt in range(max(first_only, 1)):
+            if attempt:
+                reset_segments(db, workspace.id)
+            out, t_first = timed(lambda: create_segment(db, workspace, SegmentIn(name="bench", rule=RULE, id="bench")))
+            assert out.size == base_count, (out.size, base_count)
+            print(f"new segment: first answer {t_first:.2f}s (size {out.size:,}, state {out.state}, "
+                  f"progress {out.progress})", flush=True)
+        if first_only:
+            reset_segments(db, workspace.id)
+            return
         batches, t_fill = timed(lambda: backfill.fill(db, workspace.id))
         seg = compile_segment("bench", "dynamic", RULE)
         with db.begin() as conn:
@@ -176,5 +182,7 @@ if __name__ == "__main__":
     ap.add_argument("--database-url", default=None, help="PostgreSQL (a fresh schema is used); default SQLite")
     ap.add_argument("--keep", default=None, help="a PostgreSQL schema name (or a SQLite file) created when missing "
                     "and kept: its generated customers are reused by the next run (drop it yourself)")
+    ap.add_argument("--first-only", type=int, default=0, metavar="K",
+                    help="only the first answer, K saves in a row (each from no segment and no indexed path)")
     args = ap.parse_args()
-    sys.exit(main(args.n, args.database_url, args.keep))
+    sys.exit(main(args.n, args.database_url, args.keep, args.first_only))

@@ -91,3 +91,38 @@ def test_console_builder_is_exact_at_or_below_the_threshold(settings):
                                                                 "_csrf_token": token})
         truth = sum(1 for u in _customers()[:500] if u.attributes["plan"] == "pro" and u.metrics["spend"] > 49)
         assert 'data-state="size"' in answer.text and f'<strong id="preview-size">{truth}</strong>' in answer.text
+
+
+def test_an_estimate_counts_the_sampled_customers_the_evaluator_would(db):
+    """The sample is evaluated in SQL (the direct evaluation, kept to the sampled pks) with Python for what SQL
+    leaves unsure: the same hits as evaluating each sampled customer's document, odd values included."""
+    from sqlalchemy import insert, text
+
+    from tidings.engine.customers.tables import users
+    from tidings.engine.platform.clock import now_ms
+    from tidings.engine.platform.db import writing
+    from tidings.engine.segments.documents import documents
+    from tidings.engine.segments.estimate import HASH_MULTIPLIER, HASH_RANGE
+    from tidings.engine.segments.evaluate import compile_segment, python_member
+    from tests.segments.test_backfill import ODD
+
+    workspace, _ = create_key(db, "odd")
+    # (not 1e300 as a metric: PostgreSQL's jsonb gives it back as a 301-digit integer, which the Python
+    # evaluator cannot take, so it leaves out the whole customer where SQL, reading other paths, does not)
+    metrics = [v for v in ODD if not (isinstance(v, float) and abs(v) >= 1e300)]
+    with writing(db) as conn:
+        conn.execute(insert(users), [{"workspace_id": workspace.id, "user_id": f"u{i}", "created_at": 0, "updated_at": 0,
+                                      "attributes": {"a": v}, "metrics": {"m": metrics[(i * 7) % len(metrics)]}}
+                                     for i, v in enumerate(ODD * 20)])
+    total = len(ODD) * 20
+    for rule in [{"and": [{">": [{"var": "metrics.m"}, 0]}, {"!=": [{"var": "attributes.a"}, "abc"]}]},
+                 {"in": ["a", {"var": "attributes.a"}]}, {"==": [{"var": "attributes.a"}, "1" * 17]}]:
+        guess = estimate_rule(db, workspace, rule, exact_up_to=0, sample_size=300)
+        with db.connect() as conn:
+            below = -(-HASH_RANGE * 300 // total)
+            pks = list(conn.execute(text(f"SELECT id FROM users WHERE workspace_id = :w AND (id * {HASH_MULTIPLIER}) "
+                                         f"% {HASH_RANGE} < :below"), {"w": workspace.id, "below": below}).scalars())
+            seg = compile_segment("x", "dynamic", rule)
+            hits = sum(1 for d in documents(conn, workspace.id, pks, seg.facts, now_ms()).values() if python_member(seg, d))
+        assert not guess.exact and guess.evaluated == len(pks) and 0 < len(pks) < total
+        assert guess.size == round(total * hits / len(pks)), rule
