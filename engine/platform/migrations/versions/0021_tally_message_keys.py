@@ -6,10 +6,11 @@ SQLite the per-group temp B-tree of text keys was most of the journey page's and
 in place of the text id.
 
 The key is exact under concurrent writers: the dictionary's unique (workspace_id, message_id) is the
-arbiter of an upsert, so two transactions writing events of one new message get one key (the second waits
-on the first's row until it commits). The upsert is index-driven on both databases, never a planned
-search of a table that may have no statistics yet (what made an EXISTS-based tally quadratic on
-PostgreSQL bulk inserts). Keys are never deleted with their facts (retention pruning): a later event of the
+arbiter of an INSERT ... ON CONFLICT DO NOTHING, so two transactions writing events of one new message get
+one key (the second waits on the first's uncommitted row, then reads it). Existing keys are read through
+the unique index (on PostgreSQL with seq scans off in the trigger function, so a plan cached while the
+table was empty cannot turn into a scan per event: what made an EXISTS-based tally quadratic on PostgreSQL
+bulk inserts), and are not locked. Keys are never deleted with their facts (retention pruning): a later event of the
 same message finds the same key, and deleting the workspace deletes them."""
 import sqlalchemy as sa
 from alembic import op
@@ -74,15 +75,21 @@ def upgrade() -> None:
     else:
         # as in 0019: writers of other processes wait from here to the commit, so no event is left unkeyed
         op.execute("LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE")
-        # DO UPDATE (of nothing that changes) so RETURNING gives the key whether or not the row was new: the
-        # executor finds it through the arbiter index, no plan involved
-        op.execute("CREATE OR REPLACE FUNCTION tidings_message_fact() RETURNS trigger LANGUAGE plpgsql AS $$ "
-                   "DECLARE key integer; BEGIN "
+        # An existing key is read, not upserted with DO UPDATE: that would lock its row to the commit, and two
+        # transactions writing opens of the same two messages in opposite orders would deadlock. DO NOTHING
+        # waits only on a concurrent inserter of the same new key. The read's plan is cached by plpgsql,
+        # perhaps while message_key is still empty (a bulk write into a new database): enable_seqscan off
+        # keeps it on the unique index, so it never becomes a scan per event.
+        op.execute("CREATE OR REPLACE FUNCTION tidings_message_fact() RETURNS trigger LANGUAGE plpgsql "
+                   "SET enable_seqscan = off AS $$ "
+                   "DECLARE key integer; message text; BEGIN "
                    "IF TG_OP = 'DELETE' THEN DELETE FROM message_fact WHERE event_pk = OLD.id; RETURN OLD; END IF; "
-                   "IF NEW.attributes ->> 'message_id' IS NOT NULL THEN "
-                   "INSERT INTO message_key (workspace_id, message_id) VALUES (NEW.workspace_id, "
-                   "NEW.attributes ->> 'message_id') ON CONFLICT (workspace_id, message_id) "
-                   "DO UPDATE SET message_id = excluded.message_id RETURNING id INTO key; END IF; "
+                   "message := NEW.attributes ->> 'message_id'; "
+                   "IF message IS NOT NULL THEN "
+                   "INSERT INTO message_key (workspace_id, message_id) VALUES (NEW.workspace_id, message) "
+                   "ON CONFLICT (workspace_id, message_id) DO NOTHING RETURNING id INTO key; "
+                   "IF key IS NULL THEN SELECT k.id INTO key FROM message_key k "
+                   "WHERE k.workspace_id = NEW.workspace_id AND k.message_id = message; END IF; END IF; "
                    f"INSERT INTO message_fact ({COLUMNS}, message_key) VALUES ({_postgresql_values('NEW')}, key); "
                    "RETURN NEW; END $$")
     op.execute("INSERT INTO message_key (workspace_id, message_id) SELECT DISTINCT workspace_id, message_id "
