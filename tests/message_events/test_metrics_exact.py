@@ -16,7 +16,7 @@ from tidings.engine.analytics.tables import message_keys
 from tidings.engine.customers.schemas import EventIn
 from tidings.engine.customers.tables import events
 from tidings.engine.platform.db import make_engine, migrate
-from tidings.engine.workspaces.service import ensure_workspace
+from tidings.engine.workspaces.service import delete_workspace, ensure_workspace
 
 from .conftest import T0_MS, record_events, send_event
 
@@ -156,6 +156,11 @@ def test_keys_are_per_workspace(api, other_api, db):
         assert t["sent"] == {"total": 1, "customers": 1, "messages": 1} and t["opened"]["messages"] == 1
     with db.connect() as conn:
         assert len(conn.execute(select(message_keys.c.id).where(message_keys.c.message_id == "same")).all()) == 2
+    # deleting a workspace takes its keys with it, and leaves the other's counts as they were
+    delete_workspace(db, ensure_workspace(db, "globex"))
+    with db.connect() as conn:
+        assert len(conn.execute(select(message_keys.c.id).where(message_keys.c.message_id == "same")).all()) == 1
+    assert message_metrics(db, ensure_workspace(db, "acme"))["totals"]["metrics"]["opened"]["messages"] == 1
 
 
 @pytest.fixture
