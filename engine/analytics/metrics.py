@@ -77,7 +77,7 @@ def _grouped(conn: Connection, where: list, keys: list[tuple[str, Any]]) -> dict
     metric = case(_METRIC_OF_NAME, value=facts.c.name, else_=literal("other")).label("metric")
     cols = [expr.label(label) for label, expr in keys]
     q = (select(metric, *cols, func.count().label("n"), func.count(distinct(facts.c.user_pk)).label("u"),
-                func.count(distinct(facts.c.message_id)).label("m"))
+                func.count(distinct(facts.c.message_key)).label("m"))
          .where(*where).group_by(literal_column("metric"), *[literal_column(label) for label, _ in keys]))
     out: dict[tuple, dict[str, dict[str, int]]] = defaultdict(_empty)
     for r in conn.execute(q):
@@ -94,7 +94,7 @@ def _fine(conn: Connection, where: list, cols: list) -> list[tuple[str, tuple, d
     metric = case(_METRIC_OF_NAME, value=facts.c.name, else_=literal("other")).label("metric")
     labels = [f"k{i}" for i in range(len(cols))]
     q = (select(metric, *[c.label(label) for c, label in zip(cols, labels)], func.count().label("n"),
-                func.count(distinct(facts.c.user_pk)).label("u"), func.count(distinct(facts.c.message_id)).label("m"),
+                func.count(distinct(facts.c.user_pk)).label("u"), func.count(distinct(facts.c.message_key)).label("m"),
                 func.min(facts.c.ts).label("first"), func.max(facts.c.ts).label("last"))
          .where(*where).group_by(literal_column("metric"), *[literal_column(label) for label in labels]))
     return [(r.metric, tuple(r[1:1 + len(cols)]), {"total": r.n, "customers": r.u, "messages": r.m}, r.first, r.last)

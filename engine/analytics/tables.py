@@ -79,10 +79,10 @@ class MessageFact(SQLModel, table=True):
     __table_args__ = (
         # a journey's metrics: its events by name and group, with the customer, message and time
         Index("ix_message_fact_journey", "workspace_id", "journey_id", "name", "step_id", "variant", "channel",
-              "user_pk", "message_id", "ts", "journey_version"),
+              "user_pk", "message_key", "ts", "journey_version"),
         # the workspace's metrics over a time range (the overview)
         Index("ix_message_fact_time", "workspace_id", "ts", "name", "channel", "transactional", "user_pk",
-              "message_id"),
+              "message_key"),
     )
     event_pk: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
     workspace_id: int = Field(sa_column=Column(Integer, nullable=False))
@@ -96,9 +96,25 @@ class MessageFact(SQLModel, table=True):
     variant: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     channel: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     transactional: bool = Field(sa_column=Column(Boolean, nullable=False))
+    # the message id's MessageKey (None without a message id), set by the insert trigger (migration
+    # 0021_tally_message_keys): what the metrics count distinct messages over, an integer not the text
+    message_key: Optional[int] = Field(default=None, sa_column=Column(Integer, nullable=True))
+
+
+class MessageKey(SQLModel, table=True):
+    """An integer per (workspace, message id), given by the message-fact insert trigger to the first event
+    of a message (an upsert on the unique pair, so concurrent writers of one message agree on it). Kept
+    when the message's facts are pruned: a later event of that message gets the same key."""
+
+    __tablename__ = "message_key"
+    __table_args__ = (UniqueConstraint("workspace_id", "message_id", name="uq_message_key_message"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    workspace_id: int = Field(sa_column=Column(Integer, nullable=False))
+    message_id: str = Field(sa_column=Column(Text, nullable=False))
 
 
 event_streams = EventStream.__table__
 message_facts = MessageFact.__table__
+message_keys = MessageKey.__table__
 pinpoint_event_streams = PinpointEventStream.__table__
 dead_letters = DeadLetter.__table__
