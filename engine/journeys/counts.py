@@ -104,15 +104,15 @@ _TALLY_KEY = "workspace_id, journey_id, version, kind, step, outcome"
 def fold_step_tally(db: Engine) -> int:
     """Fold the step tally's shards of PostgreSQL backends that have gone into shard 0, and drop rows that
     count nothing (a deleted journey's, runs counted out), so the tally stays a few rows per step whatever
-    the number of connections that ever wrote runs; rows it removed. Only this writes shard 0 (a backend
-    pid is never 0), and a live backend's shard is left alone, so it never waits on a writer's rows: the
-    DELETE ... RETURNING takes each row's latest committed count. Called by the daily retention run; answers
-    how many rows it wrote into shard 0 and dropped as empty."""
+    the number of connections that ever wrote runs. Only this writes shard 0 (a backend writes the shards
+    pid * 16 + 0..15, and a pid is never 0), and a live backend's shards are left alone, so it never waits
+    on a writer's rows: the DELETE ... RETURNING takes each row's latest committed count. Called by the
+    daily retention run; answers how many rows it wrote into shard 0 and dropped as empty."""
     with writing(db) as conn:
         folded = 0
         if conn.dialect.name == "postgresql":
             folded = conn.exec_driver_sql(
-                f"WITH moved AS (DELETE FROM journey_step_tally WHERE shard <> 0 AND shard NOT IN "
+                f"WITH moved AS (DELETE FROM journey_step_tally WHERE shard <> 0 AND shard / 16 NOT IN "
                 f"(SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) RETURNING {_TALLY_KEY}, runs) "
                 f"INSERT INTO journey_step_tally ({_TALLY_KEY}, shard, runs) SELECT {_TALLY_KEY}, 0, sum(runs) "
                 f"FROM moved GROUP BY {_TALLY_KEY} ON CONFLICT ({_TALLY_KEY}, shard) "

@@ -111,8 +111,9 @@ class JourneyStepTally(SQLModel, table=True):
     """What tidings.engine.journeys.counts.step_counts counts from the runs, kept at write time by triggers
     on journey_run (migration 0020_pagefast_step_tally): per version and step, runs that `entered` it,
     runs `waiting` on it (active) or `ended` on it, and each `outcome` it recorded (its count of entries).
-    Sharded by writer on PostgreSQL (the backend pid, migration 0021_step_tally_writer_shards: concurrent
-    transactions never write one row); only the sum over shards means anything. counts.fold_step_tally folds
+    Sharded by writer on PostgreSQL (backend pid * 16 + a random sub-shard, counted once per statement:
+    migration 0022_step_tally_per_statement; concurrent transactions never write one row); only the sum
+    over shards means anything. counts.fold_step_tally folds
     the shards of backends that have gone into shard 0."""
 
     __tablename__ = "journey_step_tally"
