@@ -26,7 +26,7 @@ from typing import Any, Collection, Iterable, Sequence
 import msgspec
 from sqlalchemy import Connection
 
-from tidings.engine.platform.db import insert_tuples
+from tidings.engine.platform.db import insert_tuples, reserve_ids
 from tidings.engine.customers.tables import events
 
 ENTER, EXIT = "_segment.enter", "_segment.exit"
@@ -50,11 +50,9 @@ def lock_event_order(conn: Connection, workspace_id: int) -> None:
 def _reserve(conn: Connection, n: int) -> list[int]:
     """n fresh event ids, ascending. SQLite: the write transaction holds the database's only write lock,
     so the ids above the current maximum are ours. PostgreSQL: from the table's sequence (contiguous
-    unless another transaction draws from it at the same moment; `record` splits at any gap). The sequence's
-    name is looked up once, in a sub-select: called per row, pg_get_serial_sequence was 4x the nextvals."""
+    unless another transaction draws from it at the same moment; `record` splits at any gap)."""
     if conn.dialect.name == "postgresql":
-        return sorted(conn.exec_driver_sql(
-            "SELECT nextval((SELECT pg_get_serial_sequence('event', 'id'))) FROM generate_series(1, %s)", (n,)).scalars())
+        return reserve_ids(conn, events, n)
     top = conn.exec_driver_sql("SELECT max(id) FROM event").scalar() or 0
     return list(range(top + 1, top + n + 1))
 

@@ -276,6 +276,17 @@ def _array_element_type(conn: Connection, column_type) -> str:
     return "VARCHAR" if compiled.startswith("VARCHAR(") else compiled
 
 
+def _column_arrays(table: Table, columns: list[str], values: list[tuple]) -> list[list]:
+    """PostgreSQL: rows in driver form as one list per column, for `unnest`. psycopg refuses a list that
+    mixes int and float (or bool and int): such columns go as one Python type."""
+    arrays = [list(column) for column in zip(*values)]
+    for i, c in enumerate(columns):
+        if isinstance(table.c[c].type, (Float, Boolean)):
+            to = float if isinstance(table.c[c].type, Float) else bool
+            arrays[i] = [None if v is None else to(v) for v in arrays[i]]
+    return arrays
+
+
 def _insert_unnest(conn: Connection, table: Table, columns: list[str], values: list[tuple],
                    ignore_conflicts_on: list[str] | None, returning: list[str] | None) -> list[tuple]:
     """PostgreSQL, for inserts that need ON CONFLICT or RETURNING (COPY has neither): one array per column,
@@ -290,14 +301,9 @@ def _insert_unnest(conn: Connection, table: Table, columns: list[str], values: l
         sql += f" ON CONFLICT ({', '.join(map(quote, ignore_conflicts_on))}) DO NOTHING"
     if returning:
         sql += f" RETURNING {', '.join(map(quote, returning))}"
-    # psycopg refuses a list that mixes int and float (or bool and int): such columns go as one Python type
-    coerce = {i: (float if isinstance(table.c[c].type, Float) else bool)
-              for i, c in enumerate(columns) if isinstance(table.c[c].type, (Float, Boolean))}
     out: list[tuple] = []
     for start in range(0, len(values), 50_000):
-        arrays = [list(column) for column in zip(*values[start : start + 50_000])]
-        for i, to in coerce.items():
-            arrays[i] = [None if v is None else to(v) for v in arrays[i]]
+        arrays = _column_arrays(table, columns, values[start : start + 50_000])
         result = conn.exec_driver_sql(sql, tuple(arrays))
         if returning:
             out.extend(tuple(r) for r in result)
@@ -339,11 +345,7 @@ def bulk_update_where_in(conn: Connection, table: Table, rows: list[dict], key: 
     sql = (f"UPDATE {t} SET {', '.join(f'{quote(c)} = v.{quote(c)}' for c in columns)} FROM unnest("
            + ", ".join(f"%s::{ty}[]" for ty in types) + f") AS v({', '.join(map(quote, names))}) "
            f"WHERE {t}.{quote(key)} = v.{quote(key)} AND {t}.{quote(column)} = ANY(%s) RETURNING {t}.{quote(key)}")
-    arrays: list[list] = [list(values) for values in zip(*_driver_rows(table, names, rows))]
-    for i, c in enumerate(names):  # psycopg refuses a list that mixes int and float (or bool and int)
-        if isinstance(table.c[c].type, (Float, Boolean)):
-            to = float if isinstance(table.c[c].type, Float) else bool
-            arrays[i] = [None if v is None else to(v) for v in arrays[i]]
+    arrays = _column_arrays(table, names, _driver_rows(table, names, rows))
     return {r[0] for r in conn.exec_driver_sql(sql, (*arrays, list(allowed)))}
 
 
